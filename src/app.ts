@@ -1,0 +1,79 @@
+// The whole service as one Fastify plugin, plus the factory that builds a Fastify instance with
+// the server options our wire conventions need. server.ts is a thin shell around this.
+import { randomUUID } from 'node:crypto'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Config } from './config.ts'
+import { installErrorHandler } from './http/error-handler.ts'
+import { sharedSchemas } from './schemas/common.ts'
+import prismaPlugin from './plugins/prisma.ts'
+import conventions from './plugins/conventions.ts'
+import auth from './plugins/auth.ts'
+import jobs from './plugins/jobs.ts'
+import swagger from './plugins/swagger.ts'
+import health from './routes/health.ts'
+import api from './routes/index.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export interface AppOptions {
+  config: Config
+  databaseUrl: string
+  /** false: no job workers in this process (tests that drive the engine by hand). */
+  runWorkers?: boolean
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
+
+export function serverOptions (config: Config, logger: FastifyServerOptions['logger'] = { level: config.logLevel }): FastifyServerOptions {
+  return {
+    logger,
+    bodyLimit: config.bodyLimit,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    requestIdHeader: 'x-request-id',
+    // keep a client's own request id when it is sane, otherwise make one
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    ajv: {
+      customOptions: {
+        // numeric strings are accepted for integers (§1.15); read-only and unknown fields dropped
+        coerceTypes: true,
+        removeAdditional: true,
+        useDefaults: true,
+        allErrors: false
+      }
+    },
+    forceCloseConnections: false,
+    return503OnClosing: true
+  }
+}
+
+async function service (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
+  fastify.decorate('config', opts.config)
+  for (const schema of sharedSchemas) fastify.addSchema(schema)
+  await fastify.register(swagger)
+  installErrorHandler(fastify)
+  await fastify.register(prismaPlugin, { databaseUrl: opts.databaseUrl })
+  await fastify.register(conventions)
+  await fastify.register(auth)
+  await fastify.register(jobs, { runWorkers: opts.runWorkers })
+  await fastify.register(health)
+  await fastify.register(api, { prefix: '/api/2.0' })
+}
+
+/** The service plugin; decorators (prisma, config, ...) stay visible to whoever registers it. */
+export const app = fp(service, { name: 'clonejobs' })
+
+export async function buildApp (opts: AppOptions & { logger?: FastifyServerOptions['logger'] }): Promise<FastifyInstance> {
+  const fastify = Fastify(serverOptions(opts.config, opts.logger)).withTypeProvider<TypeBoxTypeProvider>()
+  await fastify.register(app, opts)
+  await fastify.ready()
+  return fastify
+}

@@ -1,0 +1,69 @@
+// List conventions shared by every collection: paging (§1.6), `fields=` (§1.7), filters (§1.8),
+// `order_by` (§1.9) and the `{meta, objects}` envelope (§1.5).
+import { errors } from './errors.ts'
+import { FilterError, OrderError, filtersToWhere, parseFilters, parseOrder, type FilterSpec, type OrderSpec } from '../domain/filters.ts'
+
+export const DEFAULT_LIMIT = 20
+
+export interface ListQuery {
+  limit?: number
+  offset?: number
+  order_by?: string
+  fields?: string
+  [filter: string]: unknown
+}
+
+export interface ListPlan {
+  limit: number
+  offset: number
+  /** `take` for Prisma: undefined when limit=0 asks for everything. */
+  take: number | undefined
+  where: Record<string, unknown>
+  orderBy: Array<Record<string, 'asc' | 'desc'>>
+  fields: string[] | undefined
+}
+
+export function planList (query: ListQuery, filters: FilterSpec, order: OrderSpec): ListPlan {
+  const limit = query.limit ?? DEFAULT_LIMIT
+  const offset = query.offset ?? 0
+  let where: Record<string, unknown>
+  let orderBy: ListPlan['orderBy']
+  try {
+    where = filtersToWhere(parseFilters(query, filters))
+  } catch (err) {
+    if (err instanceof FilterError) throw errors.validation(err.message, err.param)
+    throw err
+  }
+  try {
+    orderBy = parseOrder(query.order_by, order)
+  } catch (err) {
+    if (err instanceof OrderError) throw errors.validation(err.message, 'order_by')
+    throw err
+  }
+  return { limit, offset, take: limit === 0 ? undefined : limit, where, orderBy, fields: parseFields(query.fields) }
+}
+
+export function parseFields (raw: unknown): string[] | undefined {
+  if (typeof raw !== 'string' || raw.trim() === '') return undefined
+  return raw.split(',').map(s => s.trim()).filter(Boolean)
+}
+
+/** Keeps only the requested keys of a wire object (`fields=uuid,status`). */
+export function pickFields<T extends object> (obj: T, fields: string[] | undefined): Partial<T> {
+  if (!fields) return obj
+  const out: Record<string, unknown> = {}
+  for (const f of fields) if (f in obj) out[f] = (obj as Record<string, unknown>)[f]
+  return out as Partial<T>
+}
+
+export interface ListEnvelope<T> {
+  meta: { limit: number, offset: number, total_count: number }
+  objects: T[]
+}
+
+export function envelope<T extends object> (plan: ListPlan, total: number, objects: T[]): ListEnvelope<Partial<T>> {
+  return {
+    meta: { limit: plan.limit, offset: plan.offset, total_count: total },
+    objects: objects.map(o => pickFields(o, plan.fields))
+  }
+}

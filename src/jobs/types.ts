@@ -1,0 +1,72 @@
+// The contract between the job engine and the handlers of each operation.
+import type { FastifyBaseLogger } from 'fastify'
+import type { PrismaClient } from '../db/client.ts'
+
+export const JOB_STATES = ['queued', 'started', 'cancelling', 'success', 'error', 'cancelled'] as const
+export type JobState = typeof JOB_STATES[number]
+export const FINISHED_STATES: readonly JobState[] = ['success', 'error', 'cancelled']
+
+export const OPERATIONS = [
+  'drive_create', 'drive_clone', 'drive_resize', 'drive_delete', 'drive_upload', 'drive_download',
+  'server_clone', 'server_start', 'server_stop', 'server_delete'
+] as const
+export type Operation = typeof OPERATIONS[number]
+
+/** What a handler sees of its job row. */
+export interface JobInfo {
+  id: string
+  ownerId: string
+  operation: string
+  parentId: string | null
+  rootId: string
+  params: Record<string, unknown>
+  checkpoint: unknown
+  /** 1 on the first run; more when the job was taken over after its process died. */
+  attempts: number
+}
+
+export interface ProgressUpdate {
+  bytesDone?: number
+  bytesTotal?: number
+  description?: string
+}
+
+export interface JobContext {
+  job: JobInfo
+  /** Aborted when the job is cancelled, its lease is lost, or the process shuts down. */
+  signal: AbortSignal
+  prisma: PrismaClient
+  log: FastifyBaseLogger
+  /** Reports progress; the engine throttles database writes to a few per second. */
+  progress: (update: ProgressUpdate) => void
+  /** Saves handler state so a takeover after a crash can resume instead of restarting. */
+  checkpoint: (data: unknown) => Promise<void>
+}
+
+export interface CleanupReason {
+  state: 'error' | 'cancelled'
+  error?: { error_type: string, error_message: string }
+}
+
+export interface JobHandler {
+  /** Does the work; the value returned is stored as the job's result. Throwing fails the job. */
+  run: (ctx: JobContext) => Promise<unknown>
+  /**
+   * Undoes what a failed or cancelled job left (e.g. deletes a half-made clone). Must be
+   * idempotent: it may run after a crash, for a job whose run() never started or finished.
+   */
+  cleanup?: (ctx: JobContext, reason: CleanupReason) => Promise<void>
+  /**
+   * Whether a job whose process died is run again by the process that takes it over (true), or
+   * failed and cleaned up (false, the default).
+   */
+  resumable?: boolean
+}
+
+/** Thrown by handlers for failures whose message is safe and useful to show to the client. */
+export class JobFailure extends Error {
+  constructor (message: string, readonly errorType: string = 'backend') {
+    super(message)
+    this.name = 'JobFailure'
+  }
+}

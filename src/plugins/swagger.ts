@@ -1,0 +1,31 @@
+// The OpenAPI document, generated from the route schemas; shared schemas become named components.
+import swagger from '@fastify/swagger'
+import fp from 'fastify-plugin'
+
+export default fp(async (app) => {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'clonejobs',
+        version: '0.1.0',
+        description: 'Drives, servers and the jobs that clone them; wire-compatible with the CloudSigma API 2.0 for that subset.'
+      },
+      servers: [{ url: '/' }],
+      components: {
+        securitySchemes: { basicAuth: { type: 'http', scheme: 'basic' } }
+      },
+      security: [{ basicAuth: [] }],
+      tags: [
+        { name: 'drives', description: 'Block-device images on real storage' },
+        { name: 'servers', description: 'Server definitions with drive mounts' },
+        { name: 'jobs', description: 'Long-running operations' },
+        { name: 'transfers', description: 'Uploads and downloads of drive images' },
+        { name: 'accounts', description: 'Account settings and websocket authentication' },
+        { name: 'health', description: 'Probes' }
+      ]
+    },
+    // components are named after each shared schema's $id
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) }
+  })
+}, { name: 'swagger' })

@@ -1,0 +1,9 @@
+// Every /api/2.0/ route, registered in one place.
+import type { FastifyPluginAsync } from 'fastify'
+import jobs from './jobs.ts'
+
+const api: FastifyPluginAsync = async (app) => {
+  await app.register(jobs)
+}
+
+export default api

@@ -1,0 +1,74 @@
+// HTTP Basic auth on every /api/2.0/ route, scrypt hashes, and the account service.
+import t from 'tap'
+import { addAccount, bootstrapAccount, hashPassword, removeAccount, setPassword, verifyPassword } from '../../src/services/accounts.ts'
+import { parseBasic } from '../../src/plugins/auth.ts'
+import { buildTestApp, createUser } from '../helpers/app.ts'
+
+const { app } = await buildTestApp(t, { runWorkers: false })
+const basic = (email: string, password: string) => 'Basic ' + Buffer.from(`${email}:${password}`).toString('base64')
+
+t.test('passwords are stored as scrypt hashes and verified', async t => {
+  const hash = await hashPassword('s3cret-pass')
+  t.match(hash, /^scrypt\$32768\$8\$1\$/)
+  t.notMatch(hash, /s3cret/)
+  t.ok(await verifyPassword('s3cret-pass', hash))
+  t.notOk(await verifyPassword('s3cret-pasS', hash))
+  t.not(await hashPassword('s3cret-pass'), hash, 'salted')
+})
+
+t.test('requests without or with wrong credentials get 401 in the CloudSigma format', async t => {
+  const user = await createUser(app)
+  const cases: Array<[string, Record<string, string>]> = [
+    ['missing', {}],
+    ['wrong password', { authorization: basic(user.email, 'wrong password!') }],
+    ['unknown user', { authorization: basic('nobody@example.com', user.password) }],
+    ['not basic', { authorization: 'Bearer abc' }],
+    ['garbage', { authorization: 'Basic !!!' }]
+  ]
+  for (const [name, headers] of cases) {
+    const res = await app.inject({ method: 'GET', url: '/api/2.0/jobs/', headers })
+    t.equal(res.statusCode, 401, name)
+    t.equal(res.json()[0].error_type, 'permission', name)
+    t.match(res.headers['www-authenticate'], /^Basic/, name)
+  }
+  const ok = await app.inject({ method: 'GET', url: '/api/2.0/jobs/', headers: { authorization: user.authorization } })
+  t.equal(ok.statusCode, 200)
+  const upper = await app.inject({ method: 'GET', url: '/api/2.0/jobs/', headers: { authorization: basic(user.email.toUpperCase(), user.password) } })
+  t.equal(upper.statusCode, 200, 'emails are case-insensitive')
+})
+
+t.test('health probes need no credentials', async t => {
+  t.equal((await app.inject('/healthz')).statusCode, 200)
+  const ready = await app.inject('/readyz')
+  t.equal(ready.statusCode, 200)
+  t.same(ready.json(), { status: 'ok' })
+})
+
+t.test('account commands: add, duplicate, passwd, remove', async t => {
+  const acc = await addAccount(app.prisma, 'Carol@Example.com', 'first password')
+  t.equal(acc.email, 'carol@example.com')
+  await t.rejects(addAccount(app.prisma, 'carol@example.com', 'other password'), { name: 'AccountError' })
+  await t.rejects(addAccount(app.prisma, 'not-an-email', 'long enough'), { name: 'AccountError' })
+  await t.rejects(addAccount(app.prisma, 'dave@example.com', 'short'), { name: 'AccountError' })
+  await setPassword(app.prisma, 'carol@example.com', 'second password')
+  const stored = await app.prisma.account.findUniqueOrThrow({ where: { email: 'carol@example.com' } })
+  t.ok(await verifyPassword('second password', stored.passwordHash))
+  t.notOk(await verifyPassword('first password', stored.passwordHash))
+  await removeAccount(app.prisma, 'carol@example.com')
+  t.equal(await app.prisma.account.count({ where: { email: 'carol@example.com' } }), 0)
+})
+
+t.test('bootstrap creates an account only when none exists', async t => {
+  const { app: fresh } = await buildTestApp(t, { runWorkers: false })
+  const first = await bootstrapAccount(fresh.prisma)
+  t.ok(first)
+  t.equal(await bootstrapAccount(fresh.prisma), undefined, 'second start creates nothing')
+  const res = await fresh.inject({ method: 'GET', url: '/api/2.0/jobs/', headers: { authorization: basic(first!.email, first!.password) } })
+  t.equal(res.statusCode, 200, 'the printed credentials work')
+})
+
+t.test('parseBasic', async t => {
+  t.same(parseBasic(basic('a@b.c', 'p:w')), { email: 'a@b.c', password: 'p:w' }, 'colons in passwords survive')
+  t.equal(parseBasic(undefined), undefined)
+  t.equal(parseBasic('Basic ' + Buffer.from('nocolon').toString('base64')), undefined)
+})

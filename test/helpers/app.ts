@@ -1,0 +1,84 @@
+// Builds the real app on a fresh database for a test, with accounts and authenticated inject.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import { buildApp } from '../../src/app.ts'
+import { loadConfig, type Config } from '../../src/config.ts'
+import { addAccount } from '../../src/services/accounts.ts'
+import { createTestDatabase } from './db.ts'
+
+interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
+
+export interface TestApp {
+  app: FastifyInstance
+  config: Config
+  databaseUrl: string
+  dataDir: string
+}
+
+export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config>, runWorkers?: boolean, databaseUrl?: string } = {}): Promise<TestApp> {
+  const databaseUrl = opts.databaseUrl ?? await createTestDatabase(t)
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-test-'))
+  t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
+  const config = loadConfig({}, {
+    databaseUrl,
+    dataDir,
+    drivesDir: path.join(dataDir, 'drives'),
+    logLevel: 'silent',
+    bootstrapAccount: false,
+    ...opts.config
+  })
+  const app = await buildApp({ config, databaseUrl, runWorkers: opts.runWorkers, logger: process.env.TEST_LOG ? { level: process.env.TEST_LOG } : false })
+  t.teardown(() => app.close())
+  return { app, config, databaseUrl, dataDir }
+}
+
+export interface TestUser {
+  id: string
+  email: string
+  password: string
+  authorization: string
+}
+
+let counter = 0
+export async function createUser (app: FastifyInstance, email = `user${++counter}-${process.pid}@example.com`, password = 'correct horse battery'): Promise<TestUser> {
+  const account = await addAccount(app.prisma, email, password)
+  return { id: account.id, email: account.email, password, authorization: 'Basic ' + Buffer.from(`${email}:${password}`).toString('base64') }
+}
+
+export type Response = LightMyRequestResponse & { json: <T = any>() => T }
+
+/** inject() as `user`, JSON in and out. */
+export function client (app: FastifyInstance, user: TestUser) {
+  const call = (method: InjectOptions['method'], url: string, payload?: unknown, headers: Record<string, string> = {}) =>
+    app.inject({
+      method,
+      url,
+      headers: { authorization: user.authorization, ...(payload !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      ...(payload !== undefined ? { payload: typeof payload === 'string' ? payload : JSON.stringify(payload) } : {})
+    }) as Promise<Response>
+  return {
+    get: (url: string, headers?: Record<string, string>) => call('GET', url, undefined, headers),
+    post: (url: string, body?: unknown, headers?: Record<string, string>) => call('POST', url, body ?? {}, headers),
+    put: (url: string, body?: unknown, headers?: Record<string, string>) => call('PUT', url, body ?? {}, headers),
+    delete: (url: string, body?: unknown, headers?: Record<string, string>) => call('DELETE', url, body, headers),
+    raw: call
+  }
+}
+
+/** Polls `check` until it returns a truthy value (for asynchronous status changes). */
+export async function eventually<T> (check: () => Promise<T | undefined | false>, { timeoutMs = 15_000, intervalMs = 50 } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await check()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    await new Promise(resolve => setTimeout(resolve, intervalMs))
+  }
+  throw new Error(`condition not met within ${timeoutMs} ms${last ? ': ' + String(last) : ''}`)
+}

@@ -1,0 +1,5 @@
+// tap `before`: starts (or finds) the test PostgreSQL and builds the migrated template once.
+import { setupTestServer } from './test-db.ts'
+
+const state = await setupTestServer()
+console.log(`# test database server ready (template ${state.template}${state.daemonPid ? ', embedded PostgreSQL' : ''})`)

@@ -1,0 +1,23 @@
+// Keeps an embedded PostgreSQL running for a test run (started by test/setup/test-db.ts when no
+// database URL is given) and stops it on SIGTERM. Arguments: data folder, state file.
+import fs from 'node:fs'
+import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
+
+const [dir, stateFile] = process.argv.slice(2)
+const port = Number(process.env.TEST_EMBEDDED_PG_PORT ?? 54339)
+const log = fs.createWriteStream(dir + '.log', { flags: 'a' })
+const db = await startEmbeddedPostgres({ dir, port, log: line => log.write(line + '\n') })
+const adminUrl = db.url.replace(/\/clonejobs$/, '/postgres')
+fs.writeFileSync(stateFile, JSON.stringify({ url: adminUrl, pid: process.pid }))
+
+let stopping = false
+async function stop (): Promise<void> {
+  if (stopping) return
+  stopping = true
+  await db.stop()
+  fs.rmSync(stateFile, { force: true })
+  process.exit(0)
+}
+process.on('SIGTERM', () => { void stop() })
+process.on('SIGINT', () => { void stop() })
+setInterval(() => {}, 1 << 30)
