@@ -1,4 +1,4 @@
-// tap `after`: stops the embedded PostgreSQL daemon if this run started one.
-import { stopDaemon } from './test-db.ts'
+// tap `after`: stops the embedded PostgreSQL daemon when no other tap run still uses it.
+import { stopDaemon, unregisterRun } from './test-db.ts'
 
-stopDaemon()
+if (unregisterRun(process.ppid)) stopDaemon()

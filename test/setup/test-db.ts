@@ -111,6 +111,21 @@ export async function testServerState (): Promise<TestDbState> {
   return setupTestServer()
 }
 
+const RUNS_DIR = path.join(ROOT, '.tap', 'runs')
+
+/** Records that a tap run (identified by its pid) uses the test server. */
+export function registerRun (pid: number): void {
+  fs.mkdirSync(RUNS_DIR, { recursive: true })
+  fs.writeFileSync(path.join(RUNS_DIR, String(pid)), '')
+}
+
+/** Forgets a run; true when no other live run still uses the server. */
+export function unregisterRun (pid: number): boolean {
+  fs.rmSync(path.join(RUNS_DIR, String(pid)), { force: true })
+  const others = fs.existsSync(RUNS_DIR) ? fs.readdirSync(RUNS_DIR).map(Number).filter(p => p !== pid && alive(p)) : []
+  return others.length === 0
+}
+
 export function stopDaemon (): void {
   if (!fs.existsSync(DAEMON_STATE)) return
   const s = JSON.parse(fs.readFileSync(DAEMON_STATE, 'utf8')) as { pid: number }
