@@ -11,6 +11,7 @@ import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
 import auth from './plugins/auth.ts'
 import jobs from './plugins/jobs.ts'
+import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
 import health from './routes/health.ts'
 import api from './routes/index.ts'
@@ -61,6 +62,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(swagger)
   installErrorHandler(fastify)
   await fastify.register(prismaPlugin, { databaseUrl: opts.databaseUrl })
+  await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)
   await fastify.register(jobs, { runWorkers: opts.runWorkers })

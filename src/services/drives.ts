@@ -1,0 +1,397 @@
+// Drives: create, update, resize, delete and list (spec §2), the wire form of a drive row, and
+// the busy/state checks the clone, upload and server services share.
+import { randomUUID } from 'node:crypto'
+import type { Drive as DriveRow } from '../db/generated/client.ts'
+import type { PrismaClient, Tx } from '../db/client.ts'
+import { errors } from '../http/errors.ts'
+import { envelope, planList, type ListEnvelope } from '../http/listing.ts'
+import { relatedUuid, isUuid } from '../http/bodies.ts'
+import { ref, uri } from '../http/uris.ts'
+import type { FilterSpec, OrderSpec } from '../domain/filters.ts'
+import {
+  DEFAULT_STORAGE_TYPE, DRIVE_STATUSES, MEDIA, RESTING_STATUSES, STORAGE_TYPES,
+  badMetaKey, canOperate, displayStatus, editableFields, isServerActive, restingStatus, runtimeFlags,
+  type DriveOperation
+} from '../domain/drive-status.ts'
+import { enqueueJob } from '../jobs/enqueue.ts'
+import { MAX_DRIVE_SIZE } from '../storage/index.ts'
+import type { DriveCreateInputT, DriveUpdateInputT, DriveWire } from '../schemas/drive.ts'
+
+export type { DriveRow }
+type Db = PrismaClient | Tx
+
+export interface DrivesDeps {
+  prisma: PrismaClient
+  /** Largest drive, in bytes (config.driveMaxSize, capped by what the storage can hold). */
+  driveMaxSize: number
+}
+
+export function maxDriveSize (configured: number): number {
+  return Math.min(configured, MAX_DRIVE_SIZE)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire form
+
+export interface DriveExtras {
+  jobIds: string[]
+  serverIds: string[]
+}
+
+export function driveToWire (row: DriveRow, extras: DriveExtras = { jobIds: [], serverIds: [] }): DriveWire {
+  const flags = runtimeFlags(row.storageType, row.status)
+  return {
+    affinities: row.affinities,
+    allow_multimount: row.allowMultimount,
+    backup_scheduler: null,
+    grantees: [],
+    iops: row.iops,
+    jobs: extras.jobIds.map(id => ref('jobs', id)),
+    licenses: [],
+    media: row.media as DriveWire['media'],
+    meta: (row.meta ?? {}) as Record<string, string>,
+    mounted_on: extras.serverIds.map(id => ref('servers', id)),
+    name: row.name,
+    owner: ref('user', row.ownerId),
+    permissions: [],
+    remote_snapshots: [],
+    resource_uri: uri('drives', row.id),
+    runtime: {
+      is_downloadable: flags.is_downloadable,
+      is_ephemeral: flags.is_ephemeral,
+      is_snapshotable: flags.is_snapshotable,
+      snapshots_allocated_size: 0,
+      storage_type: row.storageType
+    },
+    size: Number(row.size),
+    snapshots: [],
+    status: displayStatus(row.status, row.readers),
+    storage_type: row.storageType as DriveWire['storage_type'],
+    tags: row.tags.map(id => ref('tags', id)),
+    uuid: row.id
+  }
+}
+
+export const SHORT_FIELDS = ['owner', 'resource_uri', 'status', 'uuid'] as const
+
+/** The short-list object of the dumps (§1.10): owner, resource_uri, status, uuid. */
+export function driveToShortWire (row: DriveRow): Pick<DriveWire, typeof SHORT_FIELDS[number]> {
+  return { owner: ref('user', row.ownerId), resource_uri: uri('drives', row.id), status: displayStatus(row.status, row.readers), uuid: row.id }
+}
+
+/** Jobs and servers of each drive, in one query each. */
+export async function loadDriveExtras (db: Db, ids: string[]): Promise<Map<string, DriveExtras>> {
+  const out = new Map<string, DriveExtras>(ids.map(id => [id, { jobIds: [], serverIds: [] }]))
+  if (ids.length === 0) return out
+  const [links, mounts] = await Promise.all([
+    db.jobResource.findMany({
+      where: { resourceType: 'drives', resourceId: { in: ids } },
+      select: { resourceId: true, jobId: true },
+      orderBy: [{ job: { created: 'asc' } }, { jobId: 'asc' }]
+    }),
+    db.serverDrive.findMany({ where: { driveId: { in: ids } }, select: { driveId: true, serverId: true }, orderBy: [{ serverId: 'asc' }] })
+  ])
+  for (const l of links) out.get(l.resourceId)?.jobIds.push(l.jobId)
+  for (const m of mounts) {
+    const list = out.get(m.driveId)?.serverIds
+    if (list && !list.includes(m.serverId)) list.push(m.serverId)
+  }
+  return out
+}
+
+export async function drivesToWire (db: Db, rows: DriveRow[]): Promise<DriveWire[]> {
+  const extras = await loadDriveExtras(db, rows.map(r => r.id))
+  return rows.map(r => driveToWire(r, extras.get(r.id)))
+}
+
+/** The current wire object of an owned drive, or undefined when it does not exist (event frames). */
+export async function loadDriveWire (db: Db, ownerId: string, id: string): Promise<DriveWire | undefined> {
+  const row = await db.drive.findFirst({ where: { id, ownerId, deleted: false } })
+  if (!row) return undefined
+  return (await drivesToWire(db, [row]))[0]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks shared with the clone, upload and server services
+
+/** The caller's drive; another account's, a deleted or an unknown drive is 404 notexist. */
+export async function loadOwnedDrive (db: Db, ownerId: string, id: string, opts: { lock?: boolean } = {}): Promise<DriveRow> {
+  if (!isUuid(id)) throw errors.notFound('Drive', 'uuid')
+  if (opts.lock) await lockDriveRows(db, [id])
+  const row = await db.drive.findFirst({ where: { id: id.toLowerCase(), ownerId, deleted: false } })
+  if (!row) throw errors.notFound(`Drive ${id}`, 'uuid')
+  return row
+}
+
+/** SELECT ... FOR UPDATE on drive rows, in id order (no deadlocks between bulk operations). */
+export async function lockDriveRows (db: Db, ids: string[]): Promise<void> {
+  if (ids.length === 0) return
+  await db.$queryRawUnsafe('SELECT id FROM drives WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [...ids].sort())
+}
+
+/** Throws busy (503) or wrongState (400) when `op` may not start on the drive now. */
+export function assertDriveUsable (drive: DriveRow, op: DriveOperation): void {
+  if (drive.deleted) throw errors.notFound(`Drive ${drive.id}`, 'uuid')
+  const status = displayStatus(drive.status, drive.readers)
+  const verdict = canOperate(op, drive.status, drive.readers)
+  if (verdict === 'wrong_state') throw errors.wrongState(`Cannot ${op} drive ${drive.id} while its status is ${status}`)
+  if (verdict === 'busy' || (op !== 'edit' && drive.lockedByJob !== null)) {
+    throw errors.busy(`Drive ${drive.id} is busy (${status}); try again when the running operation has finished`)
+  }
+}
+
+export interface MountState {
+  /** Number of servers the drive is attached to. */
+  count: number
+  /** Whether one of them is running (or starting/stopping). */
+  active: boolean
+}
+
+export async function mountState (db: Db, driveId: string): Promise<MountState> {
+  const mounts = await db.serverDrive.findMany({ where: { driveId }, select: { serverId: true, server: { select: { status: true } } } })
+  return { count: new Set(mounts.map(m => m.serverId)).size, active: mounts.some(m => isServerActive(m.server.status)) }
+}
+
+/** mounted or unmounted, from the drive's server_drives rows. */
+export async function restingStatusOf (db: Db, driveId: string): Promise<'mounted' | 'unmounted'> {
+  return restingStatus(await db.serverDrive.count({ where: { driveId } }))
+}
+
+/**
+ * The one place drive changes are announced (websocket/SSE frames). Call it inside the
+ * transaction that makes the change.
+ */
+export async function announceDrives (db: Db, ownerId: string, ids: string[]): Promise<void> {
+  if (ids.length === 0) return
+  await publishChangeHook?.(db, ids.map(id => ({ ownerId, resourceType: 'drives' as const, resourceId: id })))
+}
+
+type PublishChange = (db: Db, changes: Array<{ ownerId: string, resourceType: 'drives', resourceId: string }>) => Promise<void>
+let publishChangeHook: PublishChange | undefined
+
+/** Wires announceDrives to the events service (the app does this once at start). */
+export function setDrivePublisher (fn: PublishChange | undefined): void {
+  publishChangeHook = fn
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input checks (before anything is written)
+
+function checkSize (size: number, max: number): void {
+  if (!Number.isSafeInteger(size) || size < 1) throw errors.validation('size must be a whole number of bytes, at least 1', 'size')
+  if (size > max) throw errors.validation(`size must be at most ${max} bytes`, 'size')
+}
+
+function checkMeta (meta: Record<string, string>): void {
+  const bad = badMetaKey(meta)
+  if (bad !== undefined) throw errors.validation(`meta keys must be 1 to 32 characters long: ${JSON.stringify(bad.slice(0, 40))}`, 'meta')
+  for (const [k, v] of Object.entries(meta)) {
+    if (typeof v !== 'string') throw errors.validation(`meta values must be strings (key ${JSON.stringify(k)})`, 'meta')
+  }
+}
+
+function tagIds (tags: unknown[]): string[] {
+  const ids: string[] = []
+  for (const t of tags) {
+    const id = relatedUuid(t, 'tags')
+    if (!id) throw errors.validation('tags must be tag uuids, tag URIs or objects with a uuid', 'tags')
+    if (!ids.includes(id)) ids.push(id)
+  }
+  return ids
+}
+
+/** `avoid=uuid[,uuid...]` (§2.11): validated, otherwise advisory. */
+export function parseAvoid (raw: unknown): string[] {
+  if (raw === undefined || raw === '') return []
+  const values = (Array.isArray(raw) ? raw : [raw]).flatMap(v => String(v).split(',')).map(s => s.trim()).filter(Boolean)
+  for (const v of values) if (!isUuid(v)) throw errors.validation(`avoid must be a comma-separated list of uuids, got ${JSON.stringify(v)}`, 'avoid')
+  return values.map(v => v.toLowerCase())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create
+
+export async function createDrives (deps: DrivesDeps, ownerId: string, inputs: DriveCreateInputT[]): Promise<DriveWire[]> {
+  const max = maxDriveSize(deps.driveMaxSize)
+  // every object is checked before anything is written: a bulk create is all or nothing
+  const planned = inputs.map(input => {
+    checkSize(input.size, max)
+    if (input.meta) checkMeta(input.meta)
+    return {
+      id: randomUUID(),
+      jobId: randomUUID(),
+      name: input.name,
+      size: input.size,
+      media: input.media,
+      storageType: input.storage_type ?? DEFAULT_STORAGE_TYPE,
+      allowMultimount: input.allow_multimount ?? false,
+      affinities: input.affinities ?? [],
+      meta: input.meta ?? {},
+      tags: tagIds(input.tags ?? []),
+      iops: input.iops ?? null
+    }
+  })
+  const rows = await deps.prisma.$transaction(async (tx) => {
+    await tx.drive.createMany({
+      data: planned.map(p => ({
+        id: p.id,
+        ownerId,
+        name: p.name,
+        size: BigInt(p.size),
+        media: p.media,
+        status: 'creating',
+        storageType: p.storageType,
+        allowMultimount: p.allowMultimount,
+        affinities: p.affinities,
+        meta: p.meta,
+        tags: p.tags,
+        iops: p.iops,
+        lockedByJob: p.jobId
+      }))
+    })
+    for (const p of planned) {
+      await enqueueJob(tx, {
+        id: p.jobId,
+        ownerId,
+        operation: 'drive_create',
+        params: { driveId: p.id, size: p.size },
+        resources: [{ type: 'drives', id: p.id, mode: 'write' }],
+        description: `creating a ${p.size} byte drive`
+      })
+    }
+    await announceDrives(tx, ownerId, planned.map(p => p.id))
+    return tx.drive.findMany({ where: { id: { in: planned.map(p => p.id) } } })
+  }, { timeout: 60_000 })
+  const byId = new Map(rows.map(r => [r.id, r]))
+  return planned.map(p => driveToWire(byId.get(p.id)!, { jobIds: [p.jobId], serverIds: [] }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Update and resize
+
+export interface UpdateOptions {
+  /**
+   * false (PUT, §2.6): fields a mounted-on-running drive cannot change are silently ignored.
+   * true (?do=resize, §2.7): update or fail; a resize job always starts.
+   */
+  strict: boolean
+}
+
+export async function updateDrive (deps: DrivesDeps, ownerId: string, id: string, input: DriveUpdateInputT, opts: UpdateOptions): Promise<DriveWire> {
+  const max = maxDriveSize(deps.driveMaxSize)
+  if (input.size !== undefined) checkSize(input.size, max)
+  if (input.meta) checkMeta(input.meta)
+  const tags = input.tags ? tagIds(input.tags) : undefined
+  if (opts.strict && input.size === undefined) throw errors.validation('size is required', 'size')
+
+  return deps.prisma.$transaction(async (tx) => {
+    const row = await loadOwnedDrive(tx, ownerId, id, { lock: true })
+    if (input.storage_type !== undefined && input.storage_type !== row.storageType) {
+      throw errors.validation('storage_type cannot be changed after the drive is created', 'storage_type')
+    }
+    const mounts = await mountState(tx, row.id)
+    if (opts.strict && mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server to resize it`)
+    const allowed = editableFields(mounts.active)
+    const applies = (field: keyof DriveUpdateInputT) => input[field] !== undefined && allowed.includes(field)
+
+    const data: Record<string, unknown> = {}
+    if (applies('name')) data.name = input.name
+    if (applies('media')) data.media = input.media
+    if (applies('allow_multimount')) data.allowMultimount = input.allow_multimount
+    if (applies('affinities')) data.affinities = input.affinities
+    if (applies('iops')) data.iops = input.iops
+    if (applies('meta')) data.meta = input.meta
+    if (tags && allowed.includes('tags')) data.tags = tags
+
+    const resize = opts.strict || (applies('size') && input.size !== Number(row.size))
+    let jobId: string | undefined
+    if (resize) {
+      assertDriveUsable(row, 'resize')
+      jobId = randomUUID()
+      data.status = 'resizing'
+      data.lockedByJob = jobId
+    }
+    const updated = Object.keys(data).length > 0 ? await tx.drive.update({ where: { id: row.id }, data }) : row
+    if (resize && jobId) {
+      await enqueueJob(tx, {
+        id: jobId,
+        ownerId,
+        operation: 'drive_resize',
+        params: { driveId: row.id, size: input.size, fromSize: Number(row.size) },
+        resources: [{ type: 'drives', id: row.id, mode: 'write' }],
+        description: `resizing from ${row.size} to ${input.size} bytes`
+      })
+    }
+    if (updated !== row) await announceDrives(tx, ownerId, [row.id])
+    return (await drivesToWire(tx, [updated]))[0]
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delete
+
+/**
+ * Starts deleting drives, all or none: each must be the caller's, not busy, and not mounted on a
+ * running server. Drives on stopped servers are detached. The rows disappear from every view at
+ * once (deleted = true) and the drive_delete job removes the data and then the row.
+ */
+export async function deleteDrives (deps: DrivesDeps, ownerId: string, ids: string[]): Promise<void> {
+  const unique = [...new Set(ids.map(i => i.toLowerCase()))]
+  await deps.prisma.$transaction(async (tx) => {
+    await lockDriveRows(tx, unique.filter(isUuid))
+    for (const id of unique) {
+      const row = await loadOwnedDrive(tx, ownerId, id)
+      assertDriveUsable(row, 'delete')
+      const mounts = await mountState(tx, row.id)
+      if (mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server or detach the drive first`)
+      if (mounts.count > 0) await tx.serverDrive.deleteMany({ where: { driveId: row.id } })
+      const jobId = randomUUID()
+      await tx.drive.update({ where: { id: row.id }, data: { deleted: true, lockedByJob: jobId } })
+      await enqueueJob(tx, {
+        id: jobId,
+        ownerId,
+        operation: 'drive_delete',
+        params: { driveId: row.id },
+        resources: [{ type: 'drives', id: row.id, mode: 'write' }],
+        description: 'deleting the drive'
+      })
+    }
+    await announceDrives(tx, ownerId, unique)
+  }, { timeout: 60_000 })
+}
+
+// ---------------------------------------------------------------------------------------------
+// List
+
+function statusWhere (value: string): Record<string, unknown> {
+  if (value === 'cloning_src') return { status: { in: [...RESTING_STATUSES] }, readers: { gt: 0 } }
+  if ((RESTING_STATUSES as readonly string[]).includes(value)) return { status: value, readers: 0 }
+  return { status: value }
+}
+
+export const driveFilters: FilterSpec = {
+  name: { column: 'name', kind: 'string' },
+  uuid: { column: 'id', kind: 'uuid' },
+  tag: { column: 'tags', kind: 'uuid', build: (v) => ({ tags: { has: v.toLowerCase() } }) },
+  status: { column: 'status', kind: 'string', choices: DRIVE_STATUSES, build: (v) => statusWhere(v) },
+  media: { column: 'media', kind: 'string', choices: MEDIA },
+  storage_type: { column: 'storageType', kind: 'string', choices: STORAGE_TYPES }
+}
+
+export const driveOrder: OrderSpec = {
+  fields: { name: 'name', uuid: 'id', size: 'size', status: 'status', media: 'media', storage_type: 'storageType' },
+  default: 'name'
+}
+
+export async function listDrives (db: Db, ownerId: string, query: Record<string, unknown>, detail: boolean): Promise<ListEnvelope<Partial<DriveWire>>> {
+  const plan = planList(query, driveFilters, driveOrder)
+  const where = { ...plan.where, ownerId, deleted: false }
+  const [total, rows] = await Promise.all([
+    db.drive.count({ where }),
+    db.drive.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take: plan.take })
+  ])
+  // fields= may ask the short list for any field; then the full object is built
+  const full = detail || (plan.fields?.some(f => !(SHORT_FIELDS as readonly string[]).includes(f)) ?? false)
+  const objects: Array<Partial<DriveWire>> = full ? await drivesToWire(db, rows) : rows.map(driveToShortWire)
+  return envelope(plan, total, objects)
+}
