@@ -2,7 +2,6 @@
 // listen, and a graceful close on SIGTERM/SIGINT.
 import closeWithGrace from 'close-with-grace'
 import path from 'node:path'
-import { buildApp } from './app.ts'
 import { loadConfig } from './config.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { runMigrations } from './db/migrate.ts'
@@ -16,9 +15,11 @@ if (!databaseUrl) {
   embedded = await startEmbeddedPostgres({ dir: path.join(config.dataDir, 'pg'), port: config.embeddedPgPort })
   databaseUrl = embedded.url
 }
-await runMigrations(databaseUrl)
+// migrations run in a child process while this one loads the app's modules
+const [applied, { buildApp }] = await Promise.all([runMigrations(databaseUrl), import('./app.ts')])
 
 const app = await buildApp({ config, databaseUrl })
+if (applied.length > 0) app.log.info({ migrations: applied }, 'database migrated')
 app.log.info({ database: embedded ? `embedded PostgreSQL in ${path.join(config.dataDir, 'pg')}` : 'DATABASE_URL', dataDir: config.dataDir }, 'database ready')
 
 if (config.bootstrapAccount) {

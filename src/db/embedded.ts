@@ -68,6 +68,11 @@ export async function startEmbeddedPostgres (opts: { dir: string, port: number, 
   const initialised = await fs.stat(path.join(dir, 'PG_VERSION')).then(() => true, () => false)
   if (!initialised) {
     await fs.mkdir(path.dirname(dir), { recursive: true })
+    if (process.getuid?.() === 0) {
+      // as root, PostgreSQL runs as the `postgres` user, which must be able to reach its folder
+      const parent = await fs.stat(path.dirname(dir))
+      await fs.chmod(path.dirname(dir), parent.mode | 0o011)
+    }
     await cluster.initialise()
   }
   await cluster.start()

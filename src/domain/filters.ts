@@ -44,6 +44,7 @@ export interface FilterCondition {
 }
 
 export class FilterError extends Error {
+  override name = 'FilterError'
   constructor (readonly param: string, message: string) {
     super(message)
   }
@@ -123,7 +124,9 @@ export interface OrderSpec {
   default: string
 }
 
-export class OrderError extends Error {}
+export class OrderError extends Error {
+  override name = 'OrderError'
+}
 
 /** Parses `order_by` (comma list, `-` for descending) into a Prisma orderBy, with a stable tiebreak. */
 export function parseOrder (raw: unknown, spec: OrderSpec, tiebreak = 'id'): Array<Record<string, 'asc' | 'desc'>> {
