@@ -13,6 +13,7 @@ import auth from './plugins/auth.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
+import servers from './services/servers.ts'
 import health from './routes/health.ts'
 import api from './routes/index.ts'
 
@@ -66,6 +67,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(conventions)
   await fastify.register(auth)
   await fastify.register(jobs, { runWorkers: opts.runWorkers })
+  await fastify.register(servers)
   await fastify.register(health)
   await fastify.register(api, { prefix: '/api/2.0' })
 }

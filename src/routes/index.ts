@@ -2,10 +2,12 @@
 import type { FastifyPluginAsync } from 'fastify'
 import jobs from './jobs.ts'
 import drives from './drives.ts'
+import servers from './servers.ts'
 
 const api: FastifyPluginAsync = async (app) => {
   await app.register(jobs)
   await app.register(drives)
+  await app.register(servers)
 }
 
 export default api
