@@ -1,0 +1,137 @@
+/**
+ * Copy benchmark for drive images: `npx tsx bench/storage-copy.ts [rounds]`.
+ *
+ * Cases, built under ./data/bench-tmp (same disk as ./data, removed afterwards):
+ *   sparse: a 10 GiB image holding 64 MiB of random data in 8 regions
+ *   dense:  a 2 GiB image of random data
+ * Methods: `cp --sparse=always`, `dd bs=4M` (dense; `conv=sparse` variant on the sparse
+ * case), and LocalDriveStorage.copy through cp and through the Node fallback, without and
+ * with fsync (`durable`). One untimed warm-up run per method fills the page cache, then
+ * `rounds` timed runs (default 3); `sync` runs between runs so writeback of one run does not
+ * slow the next. Prints the median (and best) time, throughput and the ratio to cp.
+ * Prints figures only: no pass/fail.
+ */
+import { spawn } from 'node:child_process'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdir, rm } from 'node:fs/promises'
+import path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { LocalDriveStorage } from '../src/storage/local.ts'
+
+const MiB = 1024 * 1024
+const GiB = 1024 * MiB
+const rounds = Math.max(1, Number(process.argv[2] ?? 3))
+const dir = path.resolve('data', 'bench-tmp')
+const root = path.join(dir, 'drives')
+
+function run (cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] })
+    child.on('error', reject)
+    child.on('close', code => { code === 0 ? resolve() : reject(new Error(`${cmd} exited with ${String(code)}`)) })
+  })
+}
+
+async function writeRandom (s: LocalDriveStorage, id: string, start: number, len: number): Promise<void> {
+  async function * gen (): AsyncGenerator<Buffer> {
+    for (let left = len; left > 0; left -= 4 * MiB) yield randomBytes(Math.min(left, 4 * MiB))
+  }
+  await pipeline(Readable.from(gen()), await s.createWriteStream(id, { start }))
+}
+
+interface Method {
+  name: string
+  only?: 'sparse' | 'dense'
+  copy: (src: string, dst: string) => Promise<void>
+}
+
+const fast = new LocalDriveStorage({ root, durable: false, copyMethod: 'cp' })
+const fastDurable = new LocalDriveStorage({ root, durable: true, copyMethod: 'cp' })
+const node = new LocalDriveStorage({ root, durable: false, copyMethod: 'node' })
+const nodeDurable = new LocalDriveStorage({ root, durable: true, copyMethod: 'node' })
+
+const methods: Method[] = [
+  { name: 'cp --sparse=always', copy: (src, dst) => run('cp', ['--sparse=always', fast.path(src), fast.path(dst)]) },
+  { name: 'dd bs=4M', only: 'dense', copy: (src, dst) => run('dd', [`if=${fast.path(src)}`, `of=${fast.path(dst)}`, 'bs=4M', 'status=none']) },
+  { name: 'dd bs=4M conv=sparse', only: 'sparse', copy: (src, dst) => run('dd', [`if=${fast.path(src)}`, `of=${fast.path(dst)}`, 'bs=4M', 'conv=sparse', 'status=none']) },
+  { name: 'storage.copy (cp)', copy: (src, dst) => fast.copy(src, dst) },
+  { name: 'storage.copy (cp, fsync)', copy: (src, dst) => fastDurable.copy(src, dst) },
+  { name: 'storage.copy (node)', copy: (src, dst) => node.copy(src, dst) },
+  { name: 'storage.copy (node, fsync)', copy: (src, dst) => nodeDurable.copy(src, dst) },
+]
+
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+async function main (): Promise<void> {
+  await rm(dir, { recursive: true, force: true })
+  const setup = new LocalDriveStorage({ root, durable: false })
+  const cases = [
+    { name: 'sparse', id: randomUUID(), size: 10 * GiB },
+    { name: 'dense', id: randomUUID(), size: 2 * GiB },
+  ] as const
+  console.log(`building sources in ${dir} ...`)
+  await setup.create(cases[0].id, cases[0].size)
+  for (let i = 0; i < 8; i++) await writeRandom(setup, cases[0].id, i * 1280 * MiB + 12 * MiB, 8 * MiB)
+  await setup.create(cases[1].id, cases[1].size)
+  await writeRandom(setup, cases[1].id, 0, cases[1].size)
+  await run('sync', [])
+
+  const rows: string[][] = []
+  for (const c of cases) {
+    const st = await setup.stat(c.id)
+    console.log(`${c.name}: ${(st.size / GiB).toFixed(1)} GiB nominal, ${(st.allocated / MiB).toFixed(1)} MiB allocated`)
+    let cpMedian = 0
+    for (const m of methods) {
+      if (m.only !== undefined && m.only !== c.name) continue
+      const times: number[] = []
+      let dstStat = { size: 0, allocated: 0 }
+      for (let r = 0; r <= rounds; r++) {
+        const dst = randomUUID()
+        await mkdir(path.dirname(setup.path(dst)), { recursive: true }) // for cp/dd run directly
+        const t0 = process.hrtime.bigint()
+        await m.copy(c.id, dst)
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6
+        if (r > 0) times.push(ms) // round 0 warms the page cache
+        dstStat = await setup.stat(dst)
+        if (dstStat.size !== st.size) throw new Error(`${m.name}: copy has size ${dstStat.size}, expected ${st.size}`)
+        await setup.delete(dst)
+        await run('sync', [])
+      }
+      const med = median(times)
+      if (m.name.startsWith('cp ')) cpMedian = med
+      rows.push([
+        c.name,
+        m.name,
+        med.toFixed(1),
+        Math.min(...times).toFixed(1),
+        (st.size / 1e6 / (med / 1e3)).toFixed(0),
+        (st.allocated / 1e6 / (med / 1e3)).toFixed(0),
+        (med / cpMedian).toFixed(2),
+        (dstStat.allocated / MiB).toFixed(1),
+      ])
+      console.log(`  ${m.name}: median ${med.toFixed(1)} ms over ${rounds} runs`)
+    }
+  }
+
+  const header = ['case', 'method', 'median ms', 'best ms', 'MB/s nominal', 'MB/s data', 'x cp', 'dst MiB alloc']
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
+  const line = (r: string[]): string => r.map((v, i) => (i < 2 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ')
+  console.log()
+  console.log(line(header))
+  console.log(widths.map(w => '-'.repeat(w)).join('  '))
+  for (const r of rows) console.log(line(r))
+  console.log(`\nMB = 10^6 bytes. "MB/s data" counts the source's allocated bytes. node ${process.version}, ${rounds} timed runs + 1 warm-up each.`)
+}
+
+const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true })
+process.once('SIGINT', () => { cleanup().finally(() => process.exit(130)) })
+try {
+  await main()
+} finally {
+  await cleanup()
+}

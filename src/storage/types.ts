@@ -1,0 +1,167 @@
+/**
+ * Storage of drive images.
+ *
+ * A drive image is a raw, sparse file holding exactly `size` bytes: byte N of the
+ * image is byte N of the virtual disk. Holes read as zeros. Sizes and offsets are
+ * plain `number`s of bytes: the largest drive (16 TiB = 2^44) is far below
+ * Number.MAX_SAFE_INTEGER (2^53 - 1).
+ *
+ * Drive ids are lowercase UUIDs (`0f1e2d3c-...`). Every method validates the id
+ * before touching the file system and throws a {@link StorageError} with code
+ * `'INVALID_ID'` for anything else (uppercase, `../x`, `/etc/passwd`, ...).
+ *
+ * Errors:
+ * - Conditions of the storage (missing drive, existing drive, bad id, aborted copy,
+ *   I/O failure such as ENOSPC/EIO/EACCES) are reported as {@link StorageError}
+ *   with a {@link StorageErrorCode}; the underlying Node error, if any, is `cause`.
+ * - Programming errors in arguments (negative or non-integer sizes/offsets, a size
+ *   above {@link MAX_DRIVE_SIZE}, a write outside the drive) throw `RangeError`.
+ *
+ * Concurrency: the storage does not lock drives against each other. Callers (the
+ * job layer) must not resize/delete a drive while it is being copied or written, and
+ * must not write a source drive while it is being copied (the copy would be a torn
+ * snapshot). Two concurrent copies to the same destination are refused within one
+ * process (`'EXISTS'`), never across processes.
+ */
+import type { Readable, Writable } from 'node:stream'
+
+/** Largest drive size accepted: 16 TiB. */
+export const MAX_DRIVE_SIZE = 16 * 1024 ** 4
+
+export type StorageErrorCode = 'NOT_FOUND' | 'EXISTS' | 'INVALID_ID' | 'ABORTED' | 'IO'
+
+export class StorageError extends Error {
+  readonly code: StorageErrorCode
+
+  constructor (code: StorageErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    // An aborted operation looks like any other AbortError to generic code
+    // (`err.name === 'AbortError'`) while staying an instance of StorageError.
+    this.name = code === 'ABORTED' ? 'AbortError' : 'StorageError'
+  }
+}
+
+export function isStorageError (err: unknown, code?: StorageErrorCode): err is StorageError {
+  return err instanceof StorageError && (code === undefined || err.code === code)
+}
+
+export interface DriveStat {
+  /** Nominal size of the image in bytes (what the guest sees). */
+  size: number
+  /** Bytes actually allocated on disk: st_blocks * 512 (file system metadata included). */
+  allocated: number
+}
+
+export interface ReadRange {
+  /** First byte to read (default 0). */
+  start?: number
+  /** Last byte to read, INCLUSIVE, like `fs.createReadStream` (default: end of the image). */
+  end?: number
+}
+
+export interface WriteStreamOptions {
+  /** Offset of the first byte written (default 0). */
+  start?: number
+}
+
+/**
+ * Progress of a copy: `bytesDone` of `bytesTotal`, where `bytesTotal` is the data to
+ * copy (the source's allocated bytes), not its nominal size. Values never decrease,
+ * `bytesDone <= bytesTotal`, and the last call of a successful copy is
+ * `(bytesTotal, bytesTotal)`.
+ */
+export type CopyProgress = (bytesDone: number, bytesTotal: number) => void
+
+export interface CopyOptions {
+  /**
+   * Size of the destination. If larger than the source, the copy is extended to
+   * exactly `size` bytes (the extension is a hole). If smaller than or equal to the
+   * source size it is ignored: a copy never drops data.
+   */
+  size?: number
+  /** Aborts the copy; the promise then rejects with StorageError 'ABORTED' within a second. */
+  signal?: AbortSignal
+  /**
+   * Called at the start (bytesDone = 0), a few times a second while copying, and once
+   * at the end with (total, total). If it throws, the copy is stopped, cleaned up as if
+   * aborted, and rejects with that exception.
+   */
+  onProgress?: CopyProgress
+}
+
+/** Positional writer for chunked uploads (e.g. `Content-Range` PUTs). */
+export interface DriveWriter {
+  /** Nominal size of the drive when it was opened: writes must stay below it. */
+  readonly size: number
+  /**
+   * Writes all of `data` at `position`. Never truncates and never extends the image:
+   * throws RangeError if `position + data.length > size`. Safe to call concurrently
+   * for disjoint ranges.
+   */
+  write (data: Uint8Array, position: number): Promise<void>
+  /** Flushes written data to stable storage (fsync). */
+  sync (): Promise<void>
+  /** Closes the file (after a sync if the storage is durable). Idempotent. */
+  close (): Promise<void>
+}
+
+export interface DriveStorage {
+  /**
+   * Creates a new sparse image of exactly `size` bytes. Allocates no data blocks.
+   * Not idempotent: throws 'EXISTS' if the drive exists (it is left untouched).
+   * Throws RangeError if `size` is not an integer in [0, MAX_DRIVE_SIZE].
+   */
+  create (id: string, size: number): Promise<void>
+
+  /**
+   * Sets the size to exactly `size` bytes. Growing adds a hole (allocates nothing);
+   * shrinking discards the data past `size`. Idempotent (same size = no-op).
+   * Throws 'NOT_FOUND' if the drive does not exist (it is never created here).
+   */
+  resize (id: string, size: number): Promise<void>
+
+  /** `{ size, allocated }` of the image. Throws 'NOT_FOUND' if missing. */
+  stat (id: string): Promise<DriveStat>
+
+  /** Whether the image exists. Throws only 'INVALID_ID' (and 'IO' on I/O errors). */
+  exists (id: string): Promise<boolean>
+
+  /**
+   * Opens the image and resolves to a stream of bytes `start..end` (end inclusive),
+   * clamped to the end of the image. The file is opened before the promise resolves,
+   * so 'NOT_FOUND' is thrown here, not emitted later by the stream.
+   */
+  createReadStream (id: string, range?: ReadRange): Promise<Readable>
+
+  /**
+   * Opens the image and resolves to a stream that writes at `start`, `start + n`, ...
+   * Never truncates; writing past the drive's size fails the stream with RangeError
+   * (a drive only changes size through resize). 'NOT_FOUND' is thrown here. When the
+   * stream finishes, data is fsynced (durable storage) before 'finish' is emitted.
+   */
+  createWriteStream (id: string, options?: WriteStreamOptions): Promise<Writable>
+
+  /** Opens the image for positional writes (see {@link DriveWriter}). Throws 'NOT_FOUND'. */
+  openForWrite (id: string): Promise<DriveWriter>
+
+  /**
+   * Makes `dstId` a byte-identical copy of `srcId`, extended to `options.size` if that
+   * is larger. The copy stays sparse (holes are not written; all-zero blocks may become
+   * holes). Data goes to a temporary file that is renamed over `dstId` only once
+   * complete, so `dstId` is either absent/unchanged or a full copy: an existing `dstId`
+   * is REPLACED, and a partial file left by an earlier interrupted attempt is discarded,
+   * so a failed or interrupted copy can simply be run again.
+   *
+   * Throws 'NOT_FOUND' (source missing), 'INVALID_ID' (bad id, or src = dst),
+   * 'EXISTS' (a copy to dstId is already running in this process), 'ABORTED'
+   * (signal aborted; the partial file is removed before rejecting), 'IO'.
+   */
+  copy (srcId: string, dstId: string, options?: CopyOptions): Promise<void>
+
+  /** Removes the image (and any partial copy of it). Idempotent: a missing drive is fine. */
+  delete (id: string): Promise<void>
+
+  /** Absolute path of the image file, for internal use (e.g. handing it to qemu). */
+  path (id: string): string
+}
