@@ -1,0 +1,107 @@
+// DELETE /drives/{uuid}/ and bulk DELETE /drives/ (§2.8): 204, then 404 and the image gone; all
+// or nothing; drives on stopped servers are detached; busy and running-server drives refused.
+import t from 'tap'
+import { randomUUID } from 'node:crypto'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { attachToServer, createDrive, readyDrive, waitGone } from './helpers.ts'
+
+const { app } = await buildTestApp(t)
+const alice = await createUser(app)
+const bob = await createUser(app)
+const api = client(app, alice)
+const url = (d: { uuid: string }) => `/api/2.0/drives/${d.uuid}/`
+
+t.test('DELETE answers 204 with no body; the drive and its image are gone shortly after', async t => {
+  const d = await readyDrive(api, { name: 'doomed' })
+  t.ok(await app.storage.exists(d.uuid))
+  const res = await api.delete(url(d))
+  t.equal(res.statusCode, 204)
+  t.equal(res.body, '')
+  await waitGone(api, d.uuid)
+  await eventually(async () => (await app.prisma.drive.findUnique({ where: { id: d.uuid } })) === null)
+  t.notOk(await app.storage.exists(d.uuid), 'the image is removed')
+  const job = await app.prisma.job.findFirstOrThrow({ where: { operation: 'drive_delete', links: { some: { resourceId: d.uuid } } } })
+  await eventually(async () => (await app.prisma.job.findUnique({ where: { id: job.id } }))?.state === 'success')
+  t.equal((await api.get('/api/2.0/drives/?name=doomed')).json().meta.total_count, 0)
+  t.equal((await api.delete(url(d))).statusCode, 404, 'a second delete is 404')
+})
+
+t.test('bulk delete: all or nothing', async t => {
+  const mine = [await readyDrive(api, { name: 'b1' }), await readyDrive(api, { name: 'b2' })]
+  const theirs = await readyDrive(client(app, bob), { name: 'theirs' })
+  const refused = await api.delete('/api/2.0/drives/', { objects: [{ uuid: mine[0].uuid }, { uuid: mine[1].uuid }, { uuid: theirs.uuid }] })
+  t.equal(refused.statusCode, 404)
+  for (const d of mine) t.equal((await api.get(url(d))).statusCode, 200, 'nothing was deleted')
+  t.equal((await client(app, bob).get(url(theirs))).statusCode, 200)
+
+  const unknown = await api.delete('/api/2.0/drives/', { objects: [{ uuid: mine[0].uuid }, { uuid: randomUUID() }] })
+  t.equal(unknown.statusCode, 404)
+  t.equal((await api.get(url(mine[0]))).statusCode, 200)
+
+  const bad = await api.delete('/api/2.0/drives/', { objects: [{ name: 'no uuid' }] })
+  t.equal(bad.statusCode, 400)
+  t.equal((await api.delete('/api/2.0/drives/', {})).statusCode, 400)
+
+  const ok = await api.delete('/api/2.0/drives/', { objects: [{ uuid: mine[0].uuid }, mine[1].resource_uri, { uuid: mine[0].uuid }] })
+  t.equal(ok.statusCode, 204)
+  for (const d of mine) await waitGone(api, d.uuid)
+  for (const d of mine) await eventually(async () => !(await app.storage.exists(d.uuid)))
+})
+
+t.test('a bulk delete with one busy drive deletes none', async t => {
+  const a = await readyDrive(api, { name: 'c1' })
+  const b = await readyDrive(api, { name: 'c2' })
+  await app.prisma.drive.update({ where: { id: b.uuid }, data: { readers: 1 } })
+  const res = await api.delete('/api/2.0/drives/', { objects: [{ uuid: a.uuid }, { uuid: b.uuid }] })
+  t.equal(res.statusCode, 503)
+  t.equal(res.json()[0].error_type, 'concurrency')
+  t.equal((await api.get(url(a))).json().status, 'unmounted')
+  await app.prisma.drive.update({ where: { id: b.uuid }, data: { readers: 0 } })
+})
+
+t.test('a drive on a stopped server is detached, then deleted', async t => {
+  const d = await readyDrive(api, { name: 'attached' })
+  const server = await attachToServer(app, alice.id, d.uuid, 'stopped')
+  t.equal((await api.get(url(d))).json().status, 'mounted')
+  t.equal((await api.delete(url(d))).statusCode, 204)
+  t.equal(await app.prisma.serverDrive.count({ where: { serverId: server } }), 0, 'the server no longer lists it')
+  t.ok(await app.prisma.server.findUnique({ where: { id: server } }), 'the server stays')
+  await waitGone(api, d.uuid)
+})
+
+t.test('a drive on a running server cannot be deleted', async t => {
+  const d = await readyDrive(api, { name: 'in use' })
+  const server = await attachToServer(app, alice.id, d.uuid, 'running')
+  const res = await api.delete(url(d))
+  t.equal(res.statusCode, 400)
+  t.same(res.json()[0], { error_type: 'validation', error_message: res.json()[0].error_message, error_point: 'status' })
+  t.equal(await app.prisma.serverDrive.count({ where: { serverId: server } }), 1)
+  t.equal((await api.get(url(d))).statusCode, 200)
+})
+
+t.test('while the delete job waits, the drive is gone from every view and unusable', async t => {
+  const { app: idle } = await buildTestApp(t, { runWorkers: false })
+  const user = await createUser(idle)
+  const c = client(idle, user)
+  const d = await createDrive(c, { name: 'limbo' })
+  await idle.prisma.drive.update({ where: { id: d.uuid }, data: { status: 'unmounted', lockedByJob: null } })
+  t.equal((await c.delete(url(d))).statusCode, 204)
+  t.equal((await c.get(url(d))).statusCode, 404)
+  t.equal((await c.put(url(d), { name: 'resurrected' })).statusCode, 404)
+  t.equal((await c.post(`${url(d)}action/?do=resize`, { size: 5 })).statusCode, 404)
+  t.equal((await c.delete(url(d))).statusCode, 404)
+  t.equal((await c.get('/api/2.0/drives/')).json().meta.total_count, 0)
+  const rowNow = await idle.prisma.drive.findUniqueOrThrow({ where: { id: d.uuid } })
+  t.equal(rowNow.deleted, true, 'the row waits for the job')
+  t.equal((await c.get('/api/2.0/jobs/?operation=drive_delete')).json().meta.total_count, 1, 'the drive_delete job is listed')
+})
+
+t.test('a busy drive cannot be deleted', async t => {
+  const { app: idle } = await buildTestApp(t, { runWorkers: false })
+  const user = await createUser(idle)
+  const c = client(idle, user)
+  const d = await createDrive(c)
+  const res = await c.delete(url(d))
+  t.equal(res.statusCode, 503)
+  t.equal(res.json()[0].error_type, 'concurrency')
+})
