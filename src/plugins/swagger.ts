@@ -1,5 +1,6 @@
 // The OpenAPI document, generated from the route schemas; shared schemas become named components.
 import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import fp from 'fastify-plugin'
 
 export default fp(async (app) => {
@@ -28,4 +29,6 @@ export default fp(async (app) => {
     // components are named after each shared schema's $id
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) }
   })
+  // the docs page: Swagger UI rendering the document above, at /docs (the JSON at /docs/json)
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } })
 }, { name: 'swagger' })
