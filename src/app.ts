@@ -66,7 +66,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)
-  await fastify.register(jobs, { runWorkers: opts.runWorkers })
+  await fastify.register(jobs, { runWorkers: opts.runWorkers, databaseUrl: opts.databaseUrl })
   await fastify.register(servers)
   await fastify.register(health)
   await fastify.register(api, { prefix: '/api/2.0' })

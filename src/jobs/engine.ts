@@ -1,21 +1,39 @@
 // The job runner: claims jobs from PostgreSQL, holds their lease by heartbeat, runs the handler
-// of each operation with an abort signal, and records the outcome.
+// of each operation with an abort signal, settles parents once their children are done, and
+// records and publishes every outcome.
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
 import type { PrismaClient } from '../db/client.ts'
-import { claimJobs, finishJob, heartbeat, releaseJobs, type ClaimedRow } from './queue-sql.ts'
+import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
+import { publishChange } from '../services/events.ts'
+import { jobChanges, requestCancel } from './cancel.ts'
+import { CHANNELS, type PgListener } from './listener.ts'
+import { childOutcome, claimJobs, finishJob, heartbeat, releaseJobs, startAncestors, type ClaimedRow, type FinishFields } from './queue-sql.ts'
 import { JobFailure, type CleanupReason, type JobContext, type JobHandler, type JobInfo, type ProgressUpdate } from './types.ts'
+
+/** Hooks for the metrics module; the engine works without them. */
+export interface EngineMetrics {
+  claimed: (operation: string, latencyMs: number) => void
+  finished: (operation: string, state: string, seconds: number) => void
+}
 
 export interface EngineOptions {
   prisma: PrismaClient
   log: FastifyBaseLogger
   concurrency: number
   leaseSeconds: number
+  /** LISTEN connection: wakes the poller on new work and aborts cancelled jobs at once. */
+  listener?: PgListener
+  metrics?: EngineMetrics
   /** How often an idle worker looks for work (NOTIFY wakes it sooner). */
   pollMs?: number
   /** How often progress may be written per job. */
   progressIntervalMs?: number
+  /** How often a long job logs a progress line. */
+  progressLogMs?: number
+  /** How often leases are renewed (default: a third of the lease, at most every second). */
+  heartbeatMs?: number
 }
 
 interface Running {
@@ -24,14 +42,18 @@ interface Running {
   cancelled: boolean
 }
 
+const CANCELLED = { error_type: 'cancelled', error_message: 'The job was cancelled' }
+
 export class JobEngine {
   readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
   private readonly handlers = new Map<string, JobHandler>()
   private readonly running = new Map<string, Running>()
   private timer: NodeJS.Timeout | undefined
   private heartbeatTimer: NodeJS.Timeout | undefined
-  private stopping = false
+  private stopping = true
   private polling = false
+  private wakePending = false
+  private unlisten: Array<() => void> = []
 
   constructor (private readonly opts: EngineOptions) {}
 
@@ -40,33 +62,64 @@ export class JobEngine {
     this.handlers.set(operation, handler)
   }
 
+  /** The handler registered for an operation (e.g. for tests that wrap it). */
+  handler (operation: string): JobHandler | undefined {
+    return this.handlers.get(operation)
+  }
+
   start (): void {
     this.stopping = false
+    const l = this.opts.listener
+    if (l) {
+      this.unlisten.push(l.on(CHANNELS.jobs, () => this.wake()))
+      this.unlisten.push(l.on(CHANNELS.cancel, (id) => this.abortLocal(id)))
+    }
     this.schedule(0)
-    const beat = Math.max(250, Math.floor(this.opts.leaseSeconds * 1000 / 3))
-    this.heartbeatTimer = setInterval(() => { void this.beat() }, Math.min(beat, 1000))
+    const beat = this.opts.heartbeatMs ?? Math.min(1000, Math.max(250, Math.floor(this.opts.leaseSeconds * 1000 / 3)))
+    this.heartbeatTimer = setInterval(() => { void this.beat() }, beat)
   }
 
   /** Wakes the poller now (new job enqueued, NOTIFY received). */
   wake (): void {
-    if (!this.stopping) this.schedule(0)
+    if (this.stopping) return
+    if (this.polling) this.wakePending = true
+    else this.schedule(0)
   }
 
   /** Stops claiming, aborts running handlers and gives their jobs back to the queue. */
   async stop (): Promise<void> {
     this.stopping = true
+    for (const u of this.unlisten) u()
+    this.unlisten = []
     clearTimeout(this.timer)
     clearInterval(this.heartbeatTimer)
     const ids = [...this.running.keys()]
     for (const r of this.running.values()) r.controller.abort(new Error('shutting down'))
-    await Promise.allSettled([...this.running.values()].map(r => r.promise))
+    // a handler that ignores its signal is not waited for longer than a lease
+    await Promise.race([
+      Promise.allSettled([...this.running.values()].map(r => r.promise)),
+      new Promise(resolve => setTimeout(resolve, this.opts.leaseSeconds * 1000).unref())
+    ])
     await releaseJobs(this.opts.prisma, this.workerId, ids).catch(err => this.opts.log.error({ err }, 'could not release jobs'))
   }
 
-  /** Signals a running job of this process to abort now (the cancel endpoint calls it). */
+  /**
+   * Simulates this process dying (tests): timers stop and handlers are aborted, but nothing is
+   * written, so the leases simply expire.
+   */
+  crash (): void {
+    this.stopping = true
+    for (const u of this.unlisten) u()
+    this.unlisten = []
+    clearTimeout(this.timer)
+    clearInterval(this.heartbeatTimer)
+    for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
+  }
+
+  /** Signals a running job of this process to abort now (cancel NOTIFY, heartbeat). */
   abortLocal (id: string): void {
     const r = this.running.get(id)
-    if (r) {
+    if (r && !r.cancelled) {
       r.cancelled = true
       r.controller.abort(new Error('cancelled'))
     }
@@ -74,6 +127,11 @@ export class JobEngine {
 
   get activeJobs (): number {
     return this.running.size
+  }
+
+  /** Resolves when no job runs in this engine (tests, benches). */
+  async idle (): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()].map(r => r.promise))
   }
 
   private schedule (ms: number): void {
@@ -84,17 +142,31 @@ export class JobEngine {
   private async poll (): Promise<void> {
     if (this.stopping || this.polling) return
     this.polling = true
+    this.wakePending = false
     let claimed: ClaimedRow[] = []
     try {
       const free = this.opts.concurrency - this.running.size
-      if (free > 0) claimed = await claimJobs(this.opts.prisma, this.workerId, this.opts.leaseSeconds, free)
+      if (free > 0) {
+        claimed = await claimJobs(this.opts.prisma, this.workerId, this.opts.leaseSeconds, free)
+        // running before anything else, so a cancel NOTIFY from now on finds the job
+        for (const row of claimed) this.launch(row)
+        if (claimed.length > 0) await this.announceClaims(claimed).catch(err => this.opts.log.warn({ err }, 'could not publish claimed jobs'))
+      }
     } catch (err) {
       this.opts.log.error({ err }, 'claiming jobs failed')
     } finally {
       this.polling = false
     }
-    for (const row of claimed) this.launch(row)
-    if (!this.stopping) this.schedule(claimed.length > 0 ? 0 : (this.opts.pollMs ?? 1000))
+    if (!this.stopping) {
+      const more = claimed.length > 0 || this.wakePending
+      this.schedule(more && this.running.size < this.opts.concurrency ? 0 : (this.opts.pollMs ?? 1000))
+    }
+  }
+
+  private async announceClaims (claimed: ClaimedRow[]): Promise<void> {
+    const ancestors = await startAncestors(this.opts.prisma, claimed.filter(r => r.parent_id).map(r => r.id))
+    await publishChange(this.opts.prisma, jobChanges([...claimed, ...ancestors]))
+    for (const r of claimed) this.opts.metrics?.claimed(r.operation, r.claim_latency_ms)
   }
 
   private async beat (): Promise<void> {
@@ -105,8 +177,7 @@ export class JobEngine {
       const heldIds = new Set(held.map(h => h.id))
       for (const id of ids) {
         const r = this.running.get(id)
-        if (!r) continue
-        if (!heldIds.has(id)) r.controller.abort(new Error('lease lost'))
+        if (r && !heldIds.has(id)) r.controller.abort(new Error('lease lost'))
       }
       for (const h of held) if (h.cancel_requested) this.abortLocal(h.id)
     } catch (err) {
@@ -118,13 +189,15 @@ export class JobEngine {
     const controller = new AbortController()
     const entry: Running = { controller, promise: Promise.resolve(), cancelled: row.cancel_requested }
     this.running.set(row.id, entry)
-    entry.promise = this.execute(row, entry).finally(() => {
-      this.running.delete(row.id)
-      this.wake()
-    })
+    entry.promise = this.execute(row, entry)
+      .catch(err => this.opts.log.error({ err, job: row.id }, 'job bookkeeping failed; the lease will expire and the job be taken over'))
+      .finally(() => {
+        this.running.delete(row.id)
+        this.wake()
+      })
   }
 
-  private context (row: ClaimedRow, signal: AbortSignal): JobContext {
+  private context (row: ClaimedRow, signal: AbortSignal, log: FastifyBaseLogger): JobContext & { flush: () => void } {
     const { prisma } = this.opts
     const job: JobInfo = {
       id: row.id,
@@ -137,19 +210,26 @@ export class JobEngine {
       attempts: row.attempts
     }
     const interval = this.opts.progressIntervalMs ?? 250
+    const logEvery = this.opts.progressLogMs ?? 5000
     const startedAt = Date.now()
     let last = 0
-    let pending: ProgressUpdate | undefined
+    let lastLog = startedAt
+    let state: ProgressUpdate = {}
+    let dirty = false
     let flushTimer: NodeJS.Timeout | undefined
-    const write = (u: ProgressUpdate) => {
+    const write = () => {
+      if (!dirty) return
+      dirty = false
       last = Date.now()
-      const percent = u.bytesTotal && u.bytesTotal > 0 && u.bytesDone !== undefined
-        ? Math.min(99, Math.floor(u.bytesDone * 100 / u.bytesTotal))
-        : undefined
-      const elapsed = (Date.now() - startedAt) / 1000
-      const eta = percent !== undefined && u.bytesDone && u.bytesDone > 0 && elapsed > 0.5
-        ? Math.round(elapsed * (u.bytesTotal! - u.bytesDone) / u.bytesDone)
-        : undefined
+      const u = state
+      const percent = u.bytesDone !== undefined ? percentOf(u.bytesDone, u.bytesTotal) : undefined
+      const eta = u.bytesDone !== undefined ? etaOf(u.bytesDone, u.bytesTotal, (Date.now() - startedAt) / 1000) : undefined
+      if (Date.now() - lastLog >= logEvery) {
+        lastLog = Date.now()
+        log.info({ progress: percent, eta_seconds: eta }, u.description ?? (u.bytesDone !== undefined
+          ? `job progress: ${formatBytes(u.bytesDone)}${u.bytesTotal ? ' of ' + formatBytes(u.bytesTotal) : ''}`
+          : 'job progress'))
+      }
       prisma.job.updateMany({
         where: { id: row.id, lockedBy: this.workerId },
         data: {
@@ -157,82 +237,110 @@ export class JobEngine {
           ...(u.bytesTotal !== undefined ? { bytesTotal: BigInt(Math.floor(u.bytesTotal)) } : {}),
           ...(u.description !== undefined ? { description: u.description } : {}),
           ...(percent !== undefined ? { progress: percent } : {}),
-          ...(eta !== undefined ? { etaSeconds: eta } : {}),
+          etaSeconds: eta ?? null,
           lastModified: new Date()
         }
-      }).catch(err => this.opts.log.warn({ err, job: row.id }, 'progress write failed'))
+      }).then(r => r.count > 0 ? publishChange(prisma, jobChanges([row])) : undefined)
+        .catch(err => log.warn({ err }, 'progress write failed'))
     }
     return {
       job,
       signal,
       prisma,
-      log: this.opts.log.child({ job: row.id, operation: row.operation }),
+      log,
       progress: (u) => {
-        pending = { ...pending, ...u }
+        state = { ...state, ...u }
+        dirty = true
         const wait = interval - (Date.now() - last)
         if (wait <= 0) {
-          const p = pending
-          pending = undefined
-          write(p)
+          write()
         } else if (!flushTimer) {
-          flushTimer = setTimeout(() => {
-            flushTimer = undefined
-            if (pending) { const p = pending; pending = undefined; write(p) }
-          }, wait)
+          flushTimer = setTimeout(() => { flushTimer = undefined; write() }, wait)
           flushTimer.unref()
         }
       },
       checkpoint: async (data) => {
         await prisma.job.updateMany({ where: { id: row.id, lockedBy: this.workerId }, data: { checkpoint: data as object } })
-      }
+      },
+      flush: () => { clearTimeout(flushTimer); flushTimer = undefined; dirty = false }
     }
   }
 
+  /** Finishes a job, cancels its siblings when it failed, wakes its parent and publishes it all. */
+  private async settle (row: ClaimedRow, fields: FinishFields, log: FastifyBaseLogger): Promise<void> {
+    const done = await this.opts.prisma.$transaction(async (tx) => {
+      const finished = await finishJob(tx, this.workerId, row.id, fields)
+      if (!finished) return undefined
+      const changes = [finished]
+      if (fields.state !== 'success' && finished.parent_id) {
+        // one child failed or was cancelled: its siblings are cancelled, then the parent settles
+        await requestCancel(tx, [finished.parent_id], { childrenOnly: true, except: row.id })
+      }
+      if (finished.parent_id) await tx.$executeRawUnsafe('SELECT pg_notify($1, $2)', CHANNELS.jobs, finished.parent_id)
+      await publishChange(tx, jobChanges(changes))
+      return finished
+    })
+    if (!done) {
+      log.warn('job finished after its lease was lost; its outcome was not recorded')
+      return
+    }
+    this.opts.metrics?.finished(row.operation, fields.state, done.duration_s)
+    const line = { state: fields.state, seconds: Math.round(done.duration_s * 10) / 10, ...(fields.error ? { error: fields.error.error_message } : {}) }
+    if (fields.state === 'error') log.warn(line, 'job failed')
+    else log.info(line, `job ${fields.state === 'success' ? 'succeeded' : 'cancelled'}`)
+  }
+
   private async execute (row: ClaimedRow, entry: Running): Promise<void> {
-    const { log, prisma } = this.opts
     const handler = this.handlers.get(row.operation)
-    const ctx = this.context(row, entry.controller.signal)
+    const log = this.opts.log.child({ job: row.id, operation: row.operation })
+    const ctx = this.context(row, entry.controller.signal, log)
     const fail = async (reason: CleanupReason) => {
       try {
         await handler?.cleanup?.(ctx, reason)
       } catch (err) {
-        log.error({ err, job: row.id }, 'job cleanup failed')
+        log.error({ err }, 'job cleanup failed')
       }
-      await finishJob(prisma, this.workerId, row.id, { state: reason.state, error: reason.error ?? null })
+      ctx.flush()
+      await this.settle(row, { state: reason.state, error: reason.error ?? null }, log)
+    }
+    if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
+    if (row.has_children) {
+      const bad = await childOutcome(this.opts.prisma, row.id)
+      if (bad) return fail({ state: bad.state, error: bad.error ?? CANCELLED })
+      if (!handler) return this.settle(row, { state: 'success' }, log)
     }
     if (!handler) {
-      await fail({ state: 'error', error: { error_type: 'backend', error_message: `no handler for operation ${row.operation}` } })
-      return
+      return fail({ state: 'error', error: { error_type: 'backend', error_message: `no handler for operation ${row.operation}` } })
     }
-    if (entry.cancelled) {
-      await fail({ state: 'cancelled', error: { error_type: 'cancelled', error_message: 'cancelled' } })
-      return
-    }
-    if (row.taken_over && !handler.resumable) {
-      await fail({ state: 'error', error: { error_type: 'backend', error_message: 'the process running this job stopped; its work was undone' } })
-      return
+    // ran before: its process died (lease expired) or shut down while running it
+    if (row.taken_over || row.attempts > 1) {
+      if (!handler.resumable || row.attempts > row.max_attempts) {
+        log.warn({ attempts: row.attempts }, 'job taken over from a stopped process; undoing it')
+        return fail({ state: 'error', error: { error_type: 'backend', error_message: 'the process running this job stopped; its work was undone' } })
+      }
+      log.info({ attempts: row.attempts }, 'job taken over from a stopped process; resuming it')
+    } else {
+      log.info('job started')
     }
     try {
       const result = await handler.run(ctx)
-      if (entry.controller.signal.aborted && entry.cancelled) {
-        await fail({ state: 'cancelled', error: { error_type: 'cancelled', error_message: 'cancelled' } })
+      if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
+      if (entry.controller.signal.aborted) return // lease lost or shutting down: not ours to record
+      ctx.flush()
+      await this.settle(row, { state: 'success', result }, log)
+    } catch (err) {
+      if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
+      if (entry.controller.signal.aborted) {
+        // lease lost or shutting down: the job is someone else's now, leave the row alone
+        log.info('job aborted: ' + String((entry.controller.signal.reason as Error | undefined)?.message ?? ''))
         return
       }
-      await finishJob(prisma, this.workerId, row.id, { state: 'success', result })
-    } catch (err) {
-      if (entry.cancelled) {
-        await fail({ state: 'cancelled', error: { error_type: 'cancelled', error_message: 'cancelled' } })
-      } else if (entry.controller.signal.aborted) {
-        // lease lost or shutting down: the job is someone else's now, leave the row alone
-        log.info({ job: row.id }, 'job aborted: ' + String(entry.controller.signal.reason?.message ?? ''))
-      } else {
-        const failure = err instanceof JobFailure
-        if (!failure) log.error({ err, job: row.id }, 'job failed')
-        await fail({
-          state: 'error',
-          error: { error_type: failure ? err.errorType : 'backend', error_message: failure ? err.message : 'internal error while running the job' }
-        })
-      }
+      const failure = err instanceof JobFailure
+      if (!failure) log.error({ err }, 'job failed with an unexpected error')
+      await fail({
+        state: 'error',
+        error: { error_type: failure ? err.errorType : 'backend', error_message: failure ? err.message : 'internal error while running the job' }
+      })
     }
   }
 }

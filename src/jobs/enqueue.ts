@@ -3,6 +3,8 @@
 import { randomUUID } from 'node:crypto'
 import type { Tx } from '../db/client.ts'
 import { uri } from '../http/uris.ts'
+import { publishChange } from '../services/events.ts'
+import { CHANNELS } from './listener.ts'
 import type { Operation } from './types.ts'
 
 export interface JobResourceInput {
@@ -15,10 +17,15 @@ export interface JobResourceInput {
 export interface EnqueueInput {
   id?: string
   ownerId: string
+  /**
+   * Makes this job a child of `parentId` (enqueue the parent first, in the same transaction).
+   * The parent is claimed only once all its children have finished.
+   */
   operation: Operation
   params?: Record<string, unknown>
   resources?: JobResourceInput[]
   parentId?: string
+  /** Looked up from the parent when omitted. */
   rootId?: string
   bytesTotal?: number
   description?: string
@@ -26,11 +33,17 @@ export interface EnqueueInput {
   maxAttempts?: number
 }
 
-export const JOBS_CHANNEL = 'clonejobs_jobs'
+export const JOBS_CHANNEL = CHANNELS.jobs
 
 export async function enqueueJob (tx: Tx, input: EnqueueInput): Promise<{ id: string }> {
   const id = input.id ?? randomUUID()
   const resources = input.resources ?? []
+  let rootId = input.rootId ?? id
+  if (input.parentId && !input.rootId) {
+    const parent = await tx.job.findUnique({ where: { id: input.parentId }, select: { rootId: true } })
+    if (!parent) throw new Error(`enqueueJob: parent job ${input.parentId} does not exist`)
+    rootId = parent.rootId
+  }
   await tx.job.create({
     data: {
       id,
@@ -39,7 +52,7 @@ export async function enqueueJob (tx: Tx, input: EnqueueInput): Promise<{ id: st
       state: 'queued',
       params: (input.params ?? {}) as object,
       parentId: input.parentId ?? null,
-      rootId: input.rootId ?? input.parentId ?? id,
+      rootId,
       resources: resources.map(r => uri(r.type, r.id)),
       bytesTotal: input.bytesTotal === undefined ? null : BigInt(input.bytesTotal),
       description: input.description ?? null,
@@ -50,5 +63,8 @@ export async function enqueueJob (tx: Tx, input: EnqueueInput): Promise<{ id: st
   })
   // delivered when the transaction commits: wakes idle workers in every process
   await tx.$executeRaw`SELECT pg_notify(${JOBS_CHANNEL}, ${id})`
+  await publishChange(tx, rootId === id
+    ? { ownerId: input.ownerId, resourceType: 'jobs', resourceId: id }
+    : [{ ownerId: input.ownerId, resourceType: 'jobs', resourceId: id }, { ownerId: input.ownerId, resourceType: 'jobs', resourceId: rootId }])
   return { id }
 }

@@ -1,6 +1,10 @@
-// The few queue statements, in raw SQL: claim, heartbeat, finish, release. Everything else about
-// jobs goes through Prisma.
-import type { PrismaClient } from '../db/client.ts'
+// The few queue statements, in raw SQL: claim, heartbeat, finish, release, cancel, purge.
+// Everything else about jobs goes through Prisma.
+import type { PrismaClient, Tx } from '../db/client.ts'
+
+type Db = PrismaClient | Tx
+
+export const UNFINISHED = '(\'queued\', \'started\', \'cancelling\')'
 
 export interface ClaimedRow {
   id: string
@@ -15,20 +19,30 @@ export interface ClaimedRow {
   cancel_requested: boolean
   /** true when the job was taken over from a process whose lease expired */
   taken_over: boolean
+  /** true when the job has children (it is claimed once they have all finished) */
+  has_children: boolean
+  /** milliseconds between the job becoming due and this claim */
+  claim_latency_ms: number
 }
 
 /**
- * Claims up to `limit` runnable jobs: queued ones that are due, and started or cancelling ones
- * whose lease has expired (their process died). SKIP LOCKED lets many processes claim at once
- * without ever handing one job to two of them.
+ * Claims up to `limit` runnable jobs:
+ * - unlocked queued/started/cancelling jobs that are due (or cancelled) and have no unfinished
+ *   child: plain jobs, parents whose children are all done, jobs given back on shutdown;
+ * - started/cancelling jobs whose lease expired (their process died): a takeover.
+ * SKIP LOCKED lets many processes claim at once without ever handing one job to two of them.
  */
 export async function claimJobs (prisma: PrismaClient, workerId: string, leaseSeconds: number, limit: number): Promise<ClaimedRow[]> {
   return prisma.$queryRawUnsafe<ClaimedRow[]>(`
     WITH ready AS (
-      SELECT id, state <> 'queued' AS taken_over FROM jobs
-      WHERE (state = 'queued' AND run_at <= now())
-         OR (state IN ('started', 'cancelling') AND locked_until IS NOT NULL AND locked_until < now())
-      ORDER BY priority DESC, run_at, created
+      SELECT j.id, j.locked_by IS NOT NULL AS taken_over FROM jobs j
+      WHERE j.state IN ${UNFINISHED}
+        AND (
+          (j.locked_by IS NULL AND (j.run_at <= now() OR j.cancel_requested)
+            AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED}))
+          OR (j.locked_by IS NOT NULL AND j.locked_until < now())
+        )
+      ORDER BY j.cancel_requested DESC, j.priority DESC, j.run_at, j.created
       LIMIT $3
       FOR UPDATE SKIP LOCKED
     )
@@ -42,8 +56,26 @@ export async function claimJobs (prisma: PrismaClient, workerId: string, leaseSe
     FROM ready
     WHERE j.id = ready.id
     RETURNING j.id::text, j.owner_id::text, j.operation, j.parent_id::text, j.root_id::text, j.params,
-              j.checkpoint, j.attempts, j.max_attempts, j.cancel_requested, ready.taken_over`,
+              j.checkpoint, j.attempts, j.max_attempts, j.cancel_requested, ready.taken_over,
+              EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id) AS has_children,
+              (extract(epoch FROM now() - GREATEST(j.run_at, j.created)) * 1000)::float8 AS claim_latency_ms`,
   workerId, leaseSeconds, limit)
+}
+
+export interface JobKey { id: string, owner_id: string, root_id: string }
+
+/** Marks the queued ancestors of just-claimed jobs started: a parent is started while children run. */
+export async function startAncestors (db: Db, ids: string[]): Promise<JobKey[]> {
+  if (ids.length === 0) return []
+  return db.$queryRawUnsafe<JobKey[]>(`
+    WITH RECURSIVE anc AS (
+      SELECT parent_id AS id FROM jobs WHERE id = ANY($1::uuid[]) AND parent_id IS NOT NULL
+      UNION
+      SELECT j.parent_id FROM jobs j JOIN anc ON j.id = anc.id WHERE j.parent_id IS NOT NULL
+    )
+    UPDATE jobs SET state = 'started', started_at = COALESCE(started_at, now()), last_modified = now()
+    WHERE id IN (SELECT id FROM anc) AND state = 'queued'
+    RETURNING id::text, owner_id::text, root_id::text`, ids)
 }
 
 /** Renews the leases this worker holds; returns the ids still held and whether each is cancelled. */
@@ -61,17 +93,19 @@ export interface FinishFields {
   error?: { error_type: string, error_message: string } | null
 }
 
-/** Records the end of a job this worker holds; false when the lease was lost meanwhile. */
-export async function finishJob (prisma: PrismaClient, workerId: string, id: string, f: FinishFields): Promise<boolean> {
-  const rows = await prisma.$executeRawUnsafe(`
+/** Records the end of a job this worker holds; undefined when the lease was lost meanwhile. */
+export async function finishJob (db: Db, workerId: string, id: string, f: FinishFields): Promise<(JobKey & { parent_id: string | null, duration_s: number }) | undefined> {
+  const rows = await db.$queryRawUnsafe<Array<JobKey & { parent_id: string | null, duration_s: number }>>(`
     UPDATE jobs SET state = $3, result = $4::jsonb, error = $5::jsonb,
       progress = CASE WHEN $3 = 'success' THEN 100 ELSE progress END,
       bytes_done = CASE WHEN $3 = 'success' AND bytes_total IS NOT NULL THEN bytes_total ELSE bytes_done END,
       eta_seconds = NULL, locked_by = NULL, locked_until = NULL,
       finished_at = now(), last_modified = now()
-    WHERE id = $2::uuid AND locked_by = $1`,
+    WHERE id = $2::uuid AND locked_by = $1
+    RETURNING id::text, owner_id::text, root_id::text, parent_id::text,
+      (extract(epoch FROM now() - COALESCE(started_at, created)))::float8 AS duration_s`,
   workerId, id, f.state, JSON.stringify(f.result ?? null), f.error ? JSON.stringify(f.error) : null)
-  return rows > 0
+  return rows[0]
 }
 
 /** Gives jobs back to the queue on graceful shutdown, so another process picks them up at once. */
@@ -79,6 +113,57 @@ export async function releaseJobs (prisma: PrismaClient, workerId: string, ids: 
   if (ids.length === 0) return
   await prisma.$executeRawUnsafe(`
     UPDATE jobs SET state = CASE WHEN state = 'started' THEN 'queued' ELSE state END,
-      locked_by = NULL, locked_until = now() - interval '1 second', last_modified = now()
+      locked_by = NULL, locked_until = NULL, last_modified = now()
     WHERE id = ANY($2::uuid[]) AND locked_by = $1`, workerId, ids)
+}
+
+export interface CancelledRow extends JobKey { locked_by: string | null }
+
+/**
+ * Requests cancellation of the unfinished jobs in the subtrees under `ids` (the jobs themselves
+ * included unless `childrenOnly`). Running ones are aborted by their process; the others are
+ * claimed for cleanup.
+ */
+export async function cancelSubtrees (db: Db, ids: string[], opts: { childrenOnly?: boolean, except?: string } = {}): Promise<CancelledRow[]> {
+  if (ids.length === 0) return []
+  const start = opts.childrenOnly
+    ? 'SELECT id FROM jobs WHERE parent_id = ANY($1::uuid[]) AND id IS DISTINCT FROM $2::uuid'
+    : 'SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND id IS DISTINCT FROM $2::uuid'
+  return db.$queryRawUnsafe<CancelledRow[]>(`
+    WITH RECURSIVE tree AS (
+      ${start}
+      UNION ALL
+      SELECT j.id FROM jobs j JOIN tree t ON j.parent_id = t.id
+    )
+    UPDATE jobs SET cancel_requested = true, state = 'cancelling', last_modified = now()
+    WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED}
+    RETURNING id::text, owner_id::text, root_id::text, locked_by`, ids, opts.except ?? null)
+}
+
+/** The outcome of a parent's children: the first failure (error before cancelled), if any. */
+export async function childOutcome (db: Db, parentId: string): Promise<{ state: 'error' | 'cancelled', error: { error_type: string, error_message: string } | null } | undefined> {
+  const rows = await db.$queryRawUnsafe<Array<{ state: 'error' | 'cancelled', error: { error_type: string, error_message: string } | null }>>(`
+    SELECT state, error FROM jobs WHERE parent_id = $1::uuid AND state IN ('error', 'cancelled')
+    ORDER BY state = 'error' DESC, finished_at LIMIT 1`, parentId)
+  return rows[0]
+}
+
+/** Deletes up to `limit` finished top-level jobs (and their trees) finished before `cutoff`. */
+export async function purgeBatch (db: Db, cutoff: Date, limit: number): Promise<number> {
+  const rows = await db.$queryRawUnsafe<Array<{ n: number }>>(`
+    WITH roots AS (
+      SELECT id FROM jobs
+      WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') AND finished_at < $1
+      ORDER BY finished_at LIMIT $2
+    ), gone AS (
+      DELETE FROM jobs WHERE root_id IN (SELECT id FROM roots) RETURNING parent_id
+    )
+    SELECT count(*) FILTER (WHERE parent_id IS NULL)::int AS n FROM gone`, cutoff, limit)
+  return rows[0]?.n ?? 0
+}
+
+/** Deletes up to `limit` change events older than `cutoff` (they only serve SSE resumption). */
+export async function purgeEvents (db: Db, cutoff: Date, limit: number): Promise<number> {
+  return db.$executeRawUnsafe(`
+    DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < $1 ORDER BY id LIMIT $2)`, cutoff, limit)
 }

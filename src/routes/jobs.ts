@@ -1,14 +1,15 @@
-// /api/2.0/jobs/: list, detail, one job with nested children, schema.
+// /api/2.0/jobs/: list (offset or keyset paging), detail, one job with nested children and
+// ?wait=N, cancel, schema.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
 import { errors } from '../http/errors.ts'
-import { envelope, pickFields, planList, parseFields } from '../http/listing.ts'
+import { envelope, pickFields, planList, parseFields, type ListPlan } from '../http/listing.ts'
 import { describeResource } from '../http/resource-schema.ts'
 import type { FilterSpec, OrderSpec } from '../domain/filters.ts'
-import { JOB_STATES, OPERATIONS } from '../jobs/types.ts'
-import { ListQuery, UuidParams, errorResponses, listOf, refTo } from '../schemas/common.ts'
-import { Job, JobData, JobError } from '../schemas/job.ts'
-import { buildTree, jobToWire } from '../services/jobs-view.ts'
+import { requestCancel } from '../jobs/cancel.ts'
+import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../jobs/types.ts'
+import { UuidParams, errorResponses, refTo } from '../schemas/common.ts'
+import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery } from '../schemas/job.ts'
+import { loadJobWire, loadTrees } from '../services/jobs-view.ts'
 
 export const jobFilters: FilterSpec = {
   state: { column: 'state', kind: 'string', choices: JOB_STATES },
@@ -26,38 +27,88 @@ export const jobOrder: OrderSpec = {
   default: '-last_modified'
 }
 
-const JobList = listOf(refTo(Job), 'JobList')
+interface Cursor { k: string, id: string }
+
+function encodeCursor (c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url')
+}
+
+function decodeCursor (raw: string): Cursor {
+  try {
+    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Cursor
+    if (typeof c.k === 'string' && typeof c.id === 'string' && !Number.isNaN(Date.parse(c.k))) return c
+  } catch {}
+  throw errors.validation('cursor is not one this API gave out', 'cursor')
+}
+
+/**
+ * Keyset paging works when ordering by one date column. The id tiebreak runs opposite to it so
+ * the (owner_id, <date> DESC, id) indexes serve both directions.
+ */
+function keysetOf (plan: ListPlan): { column: 'lastModified' | 'created', dir: 'asc' | 'desc' } | undefined {
+  const first = plan.orderBy[0]
+  const column = Object.keys(first ?? {})[0]
+  if (plan.orderBy.length !== 2 || (column !== 'lastModified' && column !== 'created') || !('id' in plan.orderBy[1])) return undefined
+  const dir = first[column]
+  plan.orderBy[1] = { id: dir === 'desc' ? 'asc' : 'desc' }
+  return { column, dir }
+}
 
 const jobs: FastifyPluginAsyncTypebox = async (app) => {
-  for (const s of [JobData, JobError, Job, JobList]) app.addSchema(s)
+  for (const s of [JobData, JobError, Job, JobListMeta, JobList]) app.addSchema(s)
 
-  const list = async (query: Record<string, unknown>, ownerId: string) => {
+  const list = async (query: Record<string, unknown> & { cursor?: string }, ownerId: string) => {
     const plan = planList(query, jobFilters, jobOrder)
     // top-level jobs only unless the caller filters by parent
-    const where = { ...plan.where, ownerId, ...(query.parent === undefined ? { parentId: null } : {}) }
+    const where: Record<string, unknown> = { ...plan.where, ownerId, ...(query.parent === undefined ? { parentId: null } : {}) }
+    const keyset = keysetOf(plan)
+    let page: Record<string, unknown> = where
+    let skip = plan.offset
+    if (query.cursor !== undefined) {
+      if (!keyset) throw errors.validation('cursor paging needs order_by on one of last_modified or created', 'cursor')
+    }
+    if (query.cursor && keyset) {
+      const c = decodeCursor(query.cursor)
+      const at = new Date(c.k)
+      const cmp = keyset.dir === 'desc' ? 'lt' : 'gt'
+      const idCmp = keyset.dir === 'desc' ? 'gt' : 'lt'
+      page = { AND: [where, { OR: [{ [keyset.column]: { [cmp]: at } }, { [keyset.column]: at, id: { [idCmp]: c.id } }] }] }
+      skip = 0
+    }
     const [total, rows] = await Promise.all([
       app.prisma.job.count({ where }),
-      app.prisma.job.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take: plan.take })
+      app.prisma.job.findMany({ where: page, orderBy: plan.orderBy, skip, take: plan.take })
     ])
-    const trees = await app.prisma.job.findMany({ where: { rootId: { in: rows.map(r => r.id) }, NOT: { id: { in: rows.map(r => r.id) } } } })
-    const objects = rows.map(r => buildTree([r, ...trees.filter(c => c.rootId === r.id || c.rootId === r.rootId)], r.id) ?? jobToWire(r))
-    return envelope(plan, total, objects)
+    const last = rows.at(-1)
+    const more = plan.take !== undefined && rows.length === plan.take
+    const out = envelope(plan, total, await loadTrees(app.prisma, rows))
+    return {
+      meta: {
+        ...out.meta,
+        offset: query.cursor !== undefined ? 0 : out.meta.offset,
+        // only for clients that page by cursor (`cursor=` empty on the first page)
+        ...(query.cursor !== undefined
+          ? { next_cursor: keyset && last && more ? encodeCursor({ k: last[keyset.column].toISOString(), id: last.id }) : null }
+          : {})
+      },
+      objects: out.objects
+    }
   }
 
   const listSchema = (summary: string) => ({
     tags: ['jobs'],
     summary,
-    querystring: ListQuery,
+    querystring: JobListQuery,
     response: { 200: refTo(JobList), ...errorResponses() }
   })
 
-  app.get('/jobs/', { schema: listSchema('List jobs') }, async (request) => list(request.query, request.account.id))
+  app.get('/jobs/', { schema: listSchema('List top-level jobs with their children') }, async (request) => list(request.query, request.account.id))
   app.get('/jobs/detail/', { schema: listSchema('List jobs with all fields') }, async (request) => list(request.query, request.account.id))
 
   app.get('/jobs/schema/', { schema: { tags: ['jobs'], summary: 'The job resource schema' } }, async () => describeResource(Job, {
     readonly: Object.keys(Job.properties),
     required: [],
-    filtering: { state: 1, operation: 1, resource: 1, parent: 1, created: 1, last_modified: 1 },
+    filtering: { state: 1, operation: 1, uuid: 1, resource: 1, parent: 1, created: 1, last_modified: 1, finished_at: 1 },
     ordering: ['-last_modified'],
     detailMethods: ['get'],
     listMethods: ['get']
@@ -66,16 +117,45 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/jobs/:uuid/', {
     schema: {
       tags: ['jobs'],
-      summary: 'One job with its children',
+      summary: 'One job with its children; ?wait=N answers when it finishes or after N seconds',
       params: UuidParams,
-      querystring: Type.Object({ fields: Type.Optional(Type.String()) }),
+      querystring: JobGetQuery,
       response: { 200: refTo(Job), ...errorResponses(404) }
     }
   }, async (request) => {
-    const row = await app.prisma.job.findFirst({ where: { id: request.params.uuid, ownerId: request.account.id } })
-    if (!row) throw errors.notFound('Job', 'uuid')
-    const tree = await app.prisma.job.findMany({ where: { rootId: row.rootId } })
-    return pickFields(buildTree(tree, row.id)!, parseFields(request.query.fields)) as never
+    const { uuid } = request.params
+    let job = await loadJobWire(app.prisma, request.account.id, uuid)
+    if (!job) throw errors.notFound('Job', 'uuid')
+    const deadline = Date.now() + (request.query.wait ?? 0) * 1000
+    while (!FINISHED_STATES.includes(job.state as JobState) && Date.now() < deadline) {
+      // woken by the job's change events; the 1 s cap covers a missed NOTIFY
+      await app.events.waitForChange(uuid, Math.min(1000, deadline - Date.now()))
+      job = await loadJobWire(app.prisma, request.account.id, uuid)
+      if (!job) throw errors.notFound('Job', 'uuid')
+    }
+    return pickFields(job, parseFields(request.query.fields)) as never
+  })
+
+  app.post('/jobs/:uuid/action/', {
+    schema: {
+      tags: ['jobs'],
+      summary: 'Cancel a job and its children (do=cancel)',
+      params: UuidParams,
+      querystring: JobActionQuery,
+      response: { 202: refTo(Job), ...errorResponses(404) }
+    }
+  }, async (request, reply) => {
+    const { uuid } = request.params
+    const ownerId = request.account.id
+    await app.prisma.$transaction(async (tx) => {
+      const row = await tx.job.findFirst({ where: { id: uuid, ownerId }, select: { state: true } })
+      if (!row) throw errors.notFound('Job', 'uuid')
+      if (FINISHED_STATES.includes(row.state as JobState)) throw errors.validation(`The job is ${row.state} already`, 'state')
+      await requestCancel(tx, [uuid])
+    })
+    const job = await loadJobWire(app.prisma, ownerId, uuid)
+    if (!job) throw errors.notFound('Job', 'uuid')
+    return reply.code(202).send(job as never)
   })
 }
 

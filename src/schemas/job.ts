@@ -1,7 +1,7 @@
 // The job wire object (spec §4 plus decisions.md: parent, started_at, finished_at, error).
 import { Type, type Static } from 'typebox'
 import { JOB_STATES, OPERATIONS } from '../jobs/types.ts'
-import { Ref, refTo } from './common.ts'
+import { ListMeta, Ref, refTo } from './common.ts'
 
 export const JobData = Type.Object({
   progress: Type.Integer({ minimum: 0, maximum: 100, description: 'Percent done; 100 only on success' }),
@@ -39,3 +39,34 @@ export const Job = Type.Partial(Type.Object({
 }), { $id: 'Job', description: 'A job. Every field is present unless `fields=` leaves it out.' })
 
 export type JobWire = Required<Omit<Static<typeof Job>, 'children' | 'result'>> & { result?: unknown, children: JobWire[] }
+
+/** The jobs list envelope: the common meta plus a keyset cursor for the next page. */
+export const JobListMeta = Type.Object({
+  ...ListMeta.properties,
+  next_cursor: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'With `cursor=` (empty on the first page): pass as `cursor=` for the next page (keyset paging, fast at any depth); null on the last page' }))
+}, { $id: 'JobListMeta' })
+
+export const JobList = Type.Object({ meta: refTo(JobListMeta), objects: Type.Array(refTo(Job)) }, { $id: 'JobList' })
+
+export const JobListQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 0, description: 'Page size; 0 returns all objects (default 20)' })),
+  offset: Type.Optional(Type.Integer({ minimum: 0 })),
+  cursor: Type.Optional(Type.String({ description: 'Keyset paging: empty for the first page, then the next_cursor of the previous page; replaces offset' })),
+  order_by: Type.Optional(Type.String({ description: 'Comma-separated fields, `-` prefix for descending (default -last_modified)' })),
+  fields: Type.Optional(Type.String({ description: 'Comma-separated fields to keep in each object' })),
+  format: Type.Optional(Type.String())
+}, { additionalProperties: true })
+
+export const JobGetQuery = Type.Object({
+  fields: Type.Optional(Type.String()),
+  wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 60, description: 'Answer as soon as the job is finished, or after this many seconds' }))
+})
+
+export const JobActionQuery = Type.Object({
+  do: Type.String({ enum: ['cancel'], description: 'cancel: cancel the job and its children' })
+})
+
+export const JobEventsQuery = Type.Object({
+  job: Type.Optional(Type.String({ format: 'uuid', description: 'Only frames of this job' })),
+  last_event_id: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'Same as the Last-Event-ID header' }))
+})

@@ -1,14 +1,18 @@
-// Job rows to the wire format.
+// Job rows to the wire format: nested trees with the parents' progress rolled up from their
+// children, and the `{resource_uri, uuid}` job links that drives and servers show.
+import type { PrismaClient, Tx } from '../db/client.ts'
 import type { Job as JobRow } from '../db/generated/client.ts'
-import { isoTime, ref, uri } from '../http/uris.ts'
+import { rollUp, type ProgressNode } from '../domain/progress.ts'
+import { isoTime, ref, uri, type Ref } from '../http/uris.ts'
 import type { JobWire } from '../schemas/job.ts'
 
-export function jobToWire (row: JobRow, children: JobWire[] = []): JobWire {
-  const data: JobWire['data'] = { progress: row.progress }
-  if (row.description) data.description = row.description
-  data.bytes_done = Number(row.bytesDone)
-  if (row.bytesTotal !== null) data.bytes_total = Number(row.bytesTotal)
-  if (row.etaSeconds !== null) data.eta_seconds = row.etaSeconds
+export function jobToWire (row: JobRow, children: JobWire[] = [], childNodes: ProgressNode[] = []): JobWire {
+  const p = rollUp({ ...nodeOf(row), children: childNodes })
+  const data: JobWire['data'] = { progress: p.progress }
+  if (p.description) data.description = p.description
+  data.bytes_done = p.bytesDone
+  if (p.bytesTotal !== null) data.bytes_total = p.bytesTotal
+  if (p.etaSeconds !== null) data.eta_seconds = p.etaSeconds
   return {
     uuid: row.id,
     resource_uri: uri('jobs', row.id),
@@ -27,6 +31,18 @@ export function jobToWire (row: JobRow, children: JobWire[] = []): JobWire {
   }
 }
 
+function nodeOf (row: JobRow): ProgressNode {
+  return {
+    state: row.state,
+    progress: row.progress,
+    bytesDone: Number(row.bytesDone),
+    bytesTotal: row.bytesTotal === null ? null : Number(row.bytesTotal),
+    etaSeconds: row.etaSeconds,
+    description: row.description,
+    children: []
+  }
+}
+
 /** Nests `rows` (a whole tree, any order) under their parents, starting at `rootId`. */
 export function buildTree (rows: JobRow[], rootId: string): JobWire | undefined {
   const byParent = new Map<string, JobRow[]>()
@@ -39,8 +55,50 @@ export function buildTree (rows: JobRow[], rootId: string): JobWire | undefined 
       byParent.set(r.parentId, list)
     }
   }
-  const build = (row: JobRow): JobWire => jobToWire(row, (byParent.get(row.id) ?? [])
-    .sort((a, b) => a.created.getTime() - b.created.getTime() || a.id.localeCompare(b.id))
-    .map(build))
-  return root ? build(root) : undefined
+  const build = (row: JobRow): { wire: JobWire, node: ProgressNode } => {
+    const kids = (byParent.get(row.id) ?? [])
+      .sort((a, b) => a.created.getTime() - b.created.getTime() || a.id.localeCompare(b.id))
+      .map(build)
+    const node = { ...nodeOf(row), children: kids.map(k => k.node) }
+    return { wire: jobToWire(row, kids.map(k => k.wire), node.children), node }
+  }
+  return root ? build(root).wire : undefined
+}
+
+/** One job of `ownerId` with its nested children, or undefined (missing or another account's). */
+export async function loadJobWire (prisma: PrismaClient | Tx, ownerId: string, id: string): Promise<JobWire | undefined> {
+  const row = await prisma.job.findFirst({ where: { id, ownerId } })
+  if (!row) return undefined
+  const tree = await prisma.job.findMany({ where: { rootId: row.rootId } })
+  return buildTree(tree, row.id)
+}
+
+/** Many top-level jobs with their trees, in the order given, in two queries. */
+export async function loadTrees (prisma: PrismaClient | Tx, rows: JobRow[]): Promise<JobWire[]> {
+  const roots = rows.map(r => r.rootId)
+  const all = roots.length === 0
+    ? []
+    : await prisma.job.findMany({ where: { rootId: { in: [...new Set(roots)] }, NOT: { id: { in: rows.map(r => r.id) } } } })
+  const byRoot = new Map<string, JobRow[]>()
+  for (const r of all) {
+    const list = byRoot.get(r.rootId) ?? []
+    list.push(r)
+    byRoot.set(r.rootId, list)
+  }
+  return rows.map(r => buildTree([r, ...(byRoot.get(r.rootId) ?? [])], r.id) ?? jobToWire(r))
+}
+
+/**
+ * The `jobs` field of drives or servers: for each id, links to the jobs that touch it (through
+ * job_resources), newest first. Purged jobs are gone from job_resources too.
+ */
+export async function jobRefsFor (prisma: PrismaClient | Tx, type: 'drives' | 'servers', ids: string[]): Promise<Map<string, Ref[]>> {
+  const out = new Map<string, Ref[]>(ids.map(id => [id, []]))
+  if (ids.length === 0) return out
+  const rows = await prisma.$queryRawUnsafe<Array<{ resource_id: string, job_id: string }>>(`
+    SELECT r.resource_id::text, j.id::text AS job_id FROM job_resources r JOIN jobs j ON j.id = r.job_id
+    WHERE r.resource_type = $1 AND r.resource_id = ANY($2::uuid[])
+    ORDER BY j.created DESC, j.id`, type, ids)
+  for (const r of rows) out.get(r.resource_id)?.push(ref('jobs', r.job_id))
+  return out
 }

@@ -1,0 +1,183 @@
+// The engine on real PostgreSQL: claiming across several "processes", progress, leases,
+// takeover after a crash, graceful release.
+import t from 'tap'
+import { randomUUID } from 'node:crypto'
+import { enqueueJob, type EnqueueInput } from '../../src/jobs/enqueue.ts'
+import { JobFailure, type JobHandler } from '../../src/jobs/types.ts'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { abortableSleep, sleep, startEngine, waitForAllJobs, waitForJob } from '../helpers/jobs.ts'
+
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
+const alice = await createUser(app)
+const api = client(app, alice)
+
+const enqueue = (input: Partial<EnqueueInput> = {}) =>
+  app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'drive_create', ...input }))
+
+t.test('several engines share the queue and never run one job twice', async t => {
+  const runs = new Map<string, number>()
+  let concurrent = 0
+  let maxConcurrent = 0
+  const handler: JobHandler = {
+    async run (ctx) {
+      runs.set(ctx.job.id, (runs.get(ctx.job.id) ?? 0) + 1)
+      concurrent++
+      maxConcurrent = Math.max(maxConcurrent, concurrent)
+      await sleep(5)
+      concurrent--
+      return { by: ctx.job.id }
+    }
+  }
+  const engines = await Promise.all([1, 2, 3].map(() => startEngine(t, app, { drive_resize: handler }, { databaseUrl, concurrency: 3 })))
+  const ids: string[] = []
+  await app.prisma.$transaction(async tx => {
+    for (let i = 0; i < 60; i++) ids.push((await enqueueJob(tx, { ownerId: alice.id, operation: 'drive_resize' })).id)
+  })
+  await waitForAllJobs(app)
+  t.equal(runs.size, 60, 'every job ran')
+  t.ok([...runs.values()].every(n => n === 1), 'no job ran twice')
+  t.ok(maxConcurrent <= 9, 'concurrency per engine is respected')
+  const rows = await app.prisma.job.findMany({ where: { id: { in: ids } } })
+  t.ok(rows.every(r => r.state === 'success' && r.progress === 100 && r.attempts === 1 && r.lockedBy === null))
+  t.same(rows.find(r => r.id === ids[0])?.result, { by: ids[0] }, 'the handler result is stored')
+  for (const e of engines) await e.stop()
+})
+
+t.test('a handler failure is recorded with a safe message, and the cleanup runs', async t => {
+  let cleaned = ''
+  const engine = await startEngine(t, app, {
+    drive_delete: {
+      async run () { throw new JobFailure('disk on fire', 'backend') },
+      async cleanup (ctx, reason) { cleaned = `${ctx.job.id}:${reason.state}` }
+    },
+    drive_upload: { async run () { throw new Error('secret internal detail') } }
+  }, { databaseUrl })
+  const a = await enqueue({ operation: 'drive_delete' })
+  const b = await enqueue({ operation: 'drive_upload' })
+  const ja = await waitForJob(app, a.id)
+  const jb = await waitForJob(app, b.id)
+  t.equal(ja.state, 'error')
+  t.same(ja.error, { error_type: 'backend', error_message: 'disk on fire' })
+  t.equal(cleaned, `${a.id}:error`)
+  t.equal(jb.state, 'error')
+  t.notMatch(JSON.stringify(jb.error), /secret/, 'unexpected errors do not leak')
+  await engine.stop()
+})
+
+t.test('progress becomes data.progress, bytes, eta and description, throttled', async t => {
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  const engine = await startEngine(t, app, {
+    drive_clone: {
+      async run (ctx) {
+        for (let i = 1; i <= 40; i++) ctx.progress({ bytesDone: i * 1024 * 1024, bytesTotal: 100 * 1024 * 1024, description: `copied ${i} MiB` })
+        await gate
+      }
+    }
+  }, { databaseUrl, progressIntervalMs: 100 })
+  const { id } = await enqueue({ operation: 'drive_clone' })
+  const job = await eventuallyJob(id, j => j.data.progress === 40)
+  t.equal(job.data.bytes_done, 40 * 1024 * 1024)
+  t.equal(job.data.bytes_total, 100 * 1024 * 1024)
+  t.equal(job.data.description, 'copied 40 MiB')
+  t.equal(job.state, 'started')
+  const events = await app.prisma.event.count({ where: { resourceId: id } })
+  t.ok(events < 10, `progress writes are throttled (${events} events for 40 reports)`)
+  release()
+  const done = await waitForJob(app, id)
+  t.equal(done.progress, 100, '100 only on success')
+  t.equal(Number(done.bytesDone), 100 * 1024 * 1024)
+  await engine.stop()
+})
+
+async function eventuallyJob (id: string, ok: (j: any) => boolean, timeoutMs = 10_000): Promise<any> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const j = (await api.get(`/api/2.0/jobs/${id}/`)).json()
+    if (ok(j)) return j
+    if (Date.now() > deadline) throw new Error('job never reached the expected state: ' + JSON.stringify(j))
+    await sleep(50)
+  }
+}
+
+t.test('takeover: a process that stops heartbeating loses its job within the lease', async t => {
+  const attempts: number[] = []
+  const resumable: JobHandler = {
+    resumable: true,
+    async run (ctx) {
+      attempts.push(ctx.job.attempts)
+      if (ctx.job.attempts === 1) {
+        await ctx.checkpoint({ copied: 42 })
+        await abortableSleep(60_000, ctx.signal)
+      }
+      return { resumedFrom: ctx.job.checkpoint }
+    }
+  }
+  let cleanups = 0
+  const fragile: JobHandler = {
+    async run (ctx) { await abortableSleep(60_000, ctx.signal) },
+    async cleanup () { cleanups++ }
+  }
+  const doomed = await startEngine(t, app, { server_start: resumable, server_stop: fragile }, { databaseUrl, leaseSeconds: 2 })
+  const a = await enqueue({ operation: 'server_start' })
+  const b = await enqueue({ operation: 'server_stop' })
+  await waitForJob(app, a.id, { states: ['started'] })
+  await waitForJob(app, b.id, { states: ['started'] })
+  await eventuallyRow(a.id, r => r.checkpoint !== null)
+  const crashedAt = Date.now()
+  doomed.crash() // stops heartbeating without writing anything, like SIGKILL
+  const rescuer = await startEngine(t, app, { server_start: resumable, server_stop: fragile }, { databaseUrl, leaseSeconds: 2 })
+  const ja = await waitForJob(app, a.id)
+  const jb = await waitForJob(app, b.id)
+  const took = Date.now() - crashedAt
+  t.ok(took < 2000 + 1500, `taken over within the lease (${took} ms)`)
+  t.equal(ja.state, 'success', 'a resumable job is run again')
+  t.equal(ja.attempts, 2)
+  t.same(ja.result, { resumedFrom: { copied: 42 } }, 'with its checkpoint')
+  t.same(attempts, [1, 2])
+  t.equal(jb.state, 'error', 'a non-resumable job is failed cleanly')
+  t.match(jb.error, { error_type: 'backend' })
+  t.equal(cleanups, 1, 'and its cleanup ran')
+  t.equal(jb.lockedBy, null)
+  await rescuer.stop()
+})
+
+async function eventuallyRow (id: string, ok: (r: any) => boolean) {
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const r = await app.prisma.job.findUnique({ where: { id } })
+    if (r && ok(r)) return r
+    if (Date.now() > deadline) throw new Error('row never matched')
+    await sleep(25)
+  }
+}
+
+t.test('graceful stop gives running jobs back; a resumable job resumes elsewhere at once', async t => {
+  const handler: JobHandler = {
+    resumable: true,
+    async run (ctx) {
+      if (ctx.job.attempts === 1) await abortableSleep(60_000, ctx.signal)
+      return 'ok'
+    }
+  }
+  const first = await startEngine(t, app, { server_delete: handler }, { databaseUrl, leaseSeconds: 30 })
+  const { id } = await enqueue({ operation: 'server_delete' })
+  await waitForJob(app, id, { states: ['started'] })
+  await first.stop()
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id } })
+  t.equal(row.state, 'queued', 'released to the queue')
+  t.equal(row.lockedBy, null)
+  const stoppedAt = Date.now()
+  await startEngine(t, app, { server_delete: handler }, { databaseUrl, leaseSeconds: 30 })
+  const done = await waitForJob(app, id)
+  t.equal(done.state, 'success')
+  t.ok(Date.now() - stoppedAt < 2000, 'without waiting for the 30 s lease')
+})
+
+t.test('a job for an operation without a handler fails instead of hanging', async t => {
+  await startEngine(t, app, {}, { databaseUrl })
+  const { id } = await enqueue({ operation: 'drive_download', id: randomUUID() })
+  const row = await waitForJob(app, id)
+  t.equal(row.state, 'error')
+  t.match(row.error, { error_message: /no handler/ })
+})
