@@ -13,6 +13,7 @@ import auth from './plugins/auth.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
+import responseValidation, { type ResponseValidationOptions } from './plugins/response-validation.ts'
 import servers from './services/servers.ts'
 import health from './routes/health.ts'
 import api from './routes/index.ts'
@@ -28,6 +29,8 @@ export interface AppOptions {
   databaseUrl: string
   /** false: no job workers in this process (tests that drive the engine by hand). */
   runWorkers?: boolean
+  /** Test mode: check every response against its route's schema. */
+  responseValidation?: ResponseValidationOptions
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
@@ -61,6 +64,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   fastify.decorate('config', opts.config)
   for (const schema of sharedSchemas) fastify.addSchema(schema)
   await fastify.register(swagger)
+  if (opts.responseValidation) await fastify.register(responseValidation, opts.responseValidation)
   installErrorHandler(fastify)
   await fastify.register(prismaPlugin, { databaseUrl: opts.databaseUrl })
   await fastify.register(storage)

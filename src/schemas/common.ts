@@ -55,10 +55,13 @@ export function objectsOf<T extends TSchema> (item: T, id: string) {
   return Type.Object({ objects: Type.Array(item) }, { $id: id })
 }
 
-/** Standard error responses, by status, for route schemas. */
+/**
+ * Error responses, by status, for route schemas: the ones every /api/2.0/ route can give (400 bad
+ * input, 401 credentials, 406 Accept, 500) plus the route's own (404, 503, ...).
+ */
 export function errorResponses (...codes: number[]): Record<number, ReturnType<typeof refTo<typeof Errors>>> {
   const out: Record<number, ReturnType<typeof refTo<typeof Errors>>> = {}
-  for (const code of [400, 401, ...codes]) out[code] = refTo(Errors)
+  for (const code of [400, 401, 406, 500, ...codes].sort()) out[code] = refTo(Errors)
   return out
 }
 

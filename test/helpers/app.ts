@@ -29,8 +29,22 @@ export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config
     bootstrapAccount: false,
     ...opts.config
   })
-  const app = await buildApp({ config, databaseUrl, runWorkers: opts.runWorkers, logger: process.env.TEST_LOG ? { level: process.env.TEST_LOG } : false })
-  t.teardown(() => app.close())
+  // every response is checked against its route's schema; a mismatch fails the test file
+  const violations: string[] = []
+  const app = await buildApp({
+    config,
+    databaseUrl,
+    runWorkers: opts.runWorkers,
+    logger: process.env.TEST_LOG ? { level: process.env.TEST_LOG } : false,
+    responseValidation: { onViolation: message => { violations.push(message) } }
+  })
+  t.teardown(async () => {
+    await app.close()
+    if (violations.length > 0) {
+      console.error('# responses that do not match their schema:\n' + [...new Set(violations)].map(v => '#   ' + v).join('\n'))
+      process.exitCode = 1
+    }
+  })
   return { app, config, databaseUrl, dataDir }
 }
 
