@@ -17,6 +17,8 @@ import responseValidation, { type ResponseValidationOptions } from './plugins/re
 import servers from './services/servers.ts'
 import health from './routes/health.ts'
 import api from './routes/index.ts'
+import events from './routes/events.ts'
+import metrics from './routes/metrics.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -74,6 +76,8 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(servers)
   await fastify.register(health)
   await fastify.register(api, { prefix: '/api/2.0' })
+  await fastify.register(events)
+  await fastify.register(metrics)
 }
 
 /** The service plugin; decorators (prisma, config, ...) stay visible to whoever registers it. */

@@ -130,7 +130,7 @@ t.test('takeover: a process that stops heartbeating loses its job within the lea
   const ja = await waitForJob(app, a.id)
   const jb = await waitForJob(app, b.id)
   const took = Date.now() - crashedAt
-  t.ok(took < 2000 + 1500, `taken over within the lease (${took} ms)`)
+  t.ok(took < 2000 + 3000, `taken over once the 2 s lease expired (${took} ms)`)
   t.equal(ja.state, 'success', 'a resumable job is run again')
   t.equal(ja.attempts, 2)
   t.same(ja.result, { resumedFrom: { copied: 42 } }, 'with its checkpoint')
@@ -171,7 +171,7 @@ t.test('graceful stop gives running jobs back; a resumable job resumes elsewhere
   await startEngine(t, app, { server_delete: handler }, { databaseUrl, leaseSeconds: 30 })
   const done = await waitForJob(app, id)
   t.equal(done.state, 'success')
-  t.ok(Date.now() - stoppedAt < 2000, 'without waiting for the 30 s lease')
+  t.ok(Date.now() - stoppedAt < 5000, `without waiting for the 30 s lease (${Date.now() - stoppedAt} ms)`)
 })
 
 t.test('a job for an operation without a handler fails instead of hanging', async t => {

@@ -1,0 +1,75 @@
+// The CloudSigma websocket: async_auth cookie or Basic auth, {resource_type, resource_uri, object}
+// frames, isolation between accounts, every path.
+import t from 'tap'
+import WebSocket from 'ws'
+import { enqueueJob } from '../../src/jobs/enqueue.ts'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+
+const { app } = await buildTestApp(t, { runWorkers: false })
+await app.listen({ host: '127.0.0.1', port: 0 })
+const port = (app.server.address() as { port: number }).port
+const alice = await createUser(app)
+const bob = await createUser(app)
+
+function connect (path: string, headers: Record<string, string>): Promise<{ ws: WebSocket, frames: any[], next: (pred: (f: any) => boolean) => Promise<any> }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { headers })
+    const frames: any[] = []
+    const waiters: Array<() => void> = []
+    ws.on('message', (data) => { frames.push(JSON.parse(String(data))); for (const w of waiters.splice(0)) w() })
+    ws.on('open', () => resolve({
+      ws,
+      frames,
+      next: (pred) => new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no frame')), 5000)
+        const check = () => { const f = frames.find(pred); if (f) { clearTimeout(timer); resolve(f) } else waiters.push(check) }
+        check()
+      })
+    }))
+    ws.on('unexpected-response', (_req, res) => reject(Object.assign(new Error('refused'), { status: res.statusCode })))
+    ws.on('error', reject)
+  })
+}
+
+const enqueue = (ownerId: string) => app.prisma.$transaction(tx => enqueueJob(tx, { ownerId, operation: 'server_clone', runAt: new Date(Date.now() + 3_600_000) }))
+
+t.test('authenticate_asynchronous sets a 2-minute async_auth cookie that opens the websocket', async t => {
+  const res = await client(app, alice).post('/api/2.0/accounts/action/?do=authenticate_asynchronous', {})
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), {})
+  const cookie = String(res.headers['set-cookie'])
+  t.match(cookie, /^async_auth=[^;]+\|\d+\|[0-9a-f]{64}; expires=[^;]+; Max-Age=120; Path=\//)
+  const { ws, next } = await connect('/2.0/websocket', { cookie: cookie.split(';')[0] })
+  t.teardown(() => ws.close())
+  const job = await enqueue(alice.id)
+  const frame = await next(f => f.resource_uri === `/api/2.0/jobs/${job.id}/`)
+  t.same(Object.keys(frame).sort(), ['object', 'resource_type', 'resource_uri'])
+  t.equal(frame.resource_type, 'jobs')
+  t.equal(frame.object.uuid, job.id)
+  t.equal(frame.object.operation, 'server_clone')
+})
+
+t.test('Basic auth on the upgrade works on every path; bad credentials are refused', async t => {
+  for (const path of ['/websocket', '/api/2.0/websocket']) {
+    const { ws } = await connect(path, { authorization: alice.authorization })
+    ws.close()
+  }
+  const none = await connect('/websocket', {}).catch(e => e)
+  t.equal(none.status, 401)
+  const forged = await connect('/websocket', { cookie: `async_auth=${Buffer.from(alice.id).toString('base64')}|${Math.floor(Date.now() / 1000)}|${'0'.repeat(64)}` }).catch(e => e)
+  t.equal(forged.status, 401, 'a forged cookie is refused')
+  t.equal((await app.inject({ method: 'POST', url: '/api/2.0/accounts/action/?do=authenticate_asynchronous' })).statusCode, 401)
+})
+
+t.test('each account hears only its own objects', async t => {
+  const a = await connect('/websocket', { authorization: alice.authorization })
+  const b = await connect('/websocket', { authorization: bob.authorization })
+  t.teardown(() => { a.ws.close(); b.ws.close() })
+  const ja = await enqueue(alice.id)
+  const jb = await enqueue(bob.id)
+  await a.next(f => f.resource_uri.includes(ja.id))
+  await b.next(f => f.resource_uri.includes(jb.id))
+  await new Promise(resolve => setTimeout(resolve, 200))
+  t.notOk(a.frames.some(f => f.resource_uri.includes(jb.id)))
+  t.notOk(b.frames.some(f => f.resource_uri.includes(ja.id)))
+})
