@@ -50,6 +50,13 @@ export interface LocalDriveStorageOptions {
   /** The `cp` executable (default 'cp', looked up in PATH). */
   cpCommand?: string
   /**
+   * `cp --sparse=` mode. 'always' (default): cp reads the data and also turns runs of
+   * zeros that the source has allocated into holes (read/write in 128 KiB blocks).
+   * 'auto': holes of the source stay holes, data is copied in the kernel with
+   * copy_file_range (less CPU, allocated zeros stay allocated).
+   */
+  cpSparse?: 'always' | 'auto'
+  /**
    * fsync data before a copy is renamed into place, after create/resize and when a write
    * stream/writer is closed, and fsync the directory after renames. Default true: a copy
    * that resolved survives a power cut. false trades that for speed (tests, benchmarks).
@@ -223,6 +230,7 @@ export class LocalDriveStorage implements DriveStorage {
   readonly root: string
   private readonly copyMethod: CopyMethod
   private readonly cpCommand: string
+  private readonly cpSparse: 'always' | 'auto'
   private readonly durable: boolean
   private readonly progressIntervalMs: number
   private readonly chunkSize: number
@@ -235,6 +243,7 @@ export class LocalDriveStorage implements DriveStorage {
     this.root = path.resolve(options.root)
     this.copyMethod = options.copyMethod ?? 'auto'
     this.cpCommand = options.cpCommand ?? 'cp'
+    this.cpSparse = options.cpSparse ?? 'always'
     this.durable = options.durable ?? true
     this.progressIntervalMs = options.progressIntervalMs ?? 200
     this.chunkSize = options.chunkSize ?? 4 * MiB
@@ -499,7 +508,7 @@ export class LocalDriveStorage implements DriveStorage {
   }
 
   /**
-   * `cp --sparse=always --reflink=auto -T -- src partial` in a child process. Progress
+   * `cp --sparse=always|auto --reflink=auto -T -- src partial` in a child process. Progress
    * comes from polling the partial file's allocated blocks. Resolves 'ok', or
    * `{ reason }` when cp cannot be used here (missing, unknown options); throws on
    * abort and on real copy failures.
@@ -511,7 +520,7 @@ export class LocalDriveStorage implements DriveStorage {
       let failure: unknown
       let spawnError: unknown
       let polling = false
-      const child = spawn(this.cpCommand, ['--sparse=always', '--reflink=auto', '-T', '--', src, partial], {
+      const child = spawn(this.cpCommand, [`--sparse=${this.cpSparse}`, '--reflink=auto', '-T', '--', src, partial], {
         stdio: ['ignore', 'ignore', 'pipe'],
         // Own process group, so an abort kills cp and anything a wrapper script started.
         detached: true,
