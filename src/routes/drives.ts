@@ -140,7 +140,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
         do: Type.String({ description: 'The action' }),
         avoid: Type.Optional(Type.String())
       }, { additionalProperties: true }),
-      response: { 202: Type.Unknown({ description: 'Depends on the action' }), ...errorResponses(404, 503) }
+      response: { 202: Type.Unknown({ description: 'Depends on the action' }), ...errorResponses(404, 416, 503) }
     }
   }, async (request, reply) => {
     const name = request.query.do

@@ -29,13 +29,12 @@ import { driveUploadHandler } from '../jobs/handlers/drive-upload.ts'
 const TAGS = ['transfers']
 
 registerDriveAction('upload_chunk', {
-  summary: 'A link for one chunk of a chunked upload (§5.2): 200 {"link"}; 416 when the chunk is already uploaded',
+  summary: 'A link for one chunk of a chunked upload (§5.2): 202 {"link"}; 416 when the chunk is already uploaded',
   body: UploadChunkBody,
   run: async ({ app, reply, ownerId, uuid, body }) => {
     const { chunk_number: n, chunk_size: s } = body as UploadChunkInputT
-    const out = await chunkLink(transferDeps(app), ownerId, uuid, n, s)
-    reply.code(200)
-    return out
+    reply.code(202)
+    return chunkLink(transferDeps(app), ownerId, uuid, n, s)
   }
 })
 

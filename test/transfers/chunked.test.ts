@@ -1,0 +1,157 @@
+// Chunked, resumable upload (§5.2): initupload, upload_chunk links, chunks in any order and in
+// parallel, 416 for a stored chunk, wrong sizes refused, resume after an interruption, expiry,
+// another account's drive, and an abandoned upload removed at its deadline.
+import t from 'tap'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { waitForJob } from '../helpers/jobs.ts'
+import { MiB, randomImage, sha256 } from './helpers.ts'
+
+const { app } = await buildTestApp(t)
+const alice = await createUser(app)
+const bob = await createUser(app)
+const api = client(app, alice)
+const bobApi = client(app, bob)
+
+const S = MiB
+const init = async (size: number, body: Record<string, unknown> = {}) => {
+  const res = await api.post('/api/2.0/initupload/', { name: 'chunked', size, media: 'disk', ...body })
+  if (res.statusCode !== 201) throw new Error(`initupload: ${res.statusCode} ${res.body}`)
+  return res.json().objects[0]
+}
+const linkFor = (uuid: string, n: number, as = api) => as.post(`/api/2.0/drives/${uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: S })
+const put = (link: string, data: Buffer) => app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload: data })
+const part = (data: Buffer, n: number, count: number) => data.subarray(n * S, n === count - 1 ? data.length : (n + 1) * S)
+
+t.test('initupload: the drive is uploading with the exact size; its job is started', async t => {
+  const d = await init(3 * MiB + 123)
+  t.equal(d.status, 'uploading')
+  t.equal(d.size, 3 * MiB + 123)
+  const bare = await api.post('/api/2.0/initupload/', { objects: [{ name: 'wrapped', size: 10, media: 'cdrom' }] })
+  t.equal(bare.statusCode, 201, 'the {"objects": [...]} form works too')
+  t.equal(bare.json().objects[0].media, 'cdrom')
+  const job = (await api.get(`/api/2.0/jobs/${d.jobs[0].uuid}/`)).json()
+  t.match(job, { operation: 'drive_upload', state: 'started' })
+  t.equal((await app.storage.stat(d.uuid)).size, 3 * MiB + 123, 'a sparse image of the full size exists')
+})
+
+t.test('chunks in any order and in parallel; 416 for a stored chunk; the drive ends unmounted', async t => {
+  const data = randomImage(5 * MiB + 1000) // chunks 0..3 of 1 MiB, chunk 4 of 1 MiB + 1000
+  const count = 5
+  const d = await init(data.length)
+  const order = [3, 0, 4, 1]
+  await Promise.all(order.map(async n => {
+    const res = await linkFor(d.uuid, n)
+    t.equal(res.statusCode, 202, res.body)
+    const link = res.json().link
+    t.match(link, /^\/api\/2\.0\/uploads\/[A-Za-z0-9_-]{43}\/$/, 'a relative link with a token')
+    const up = await put(link, part(data, n, count))
+    t.equal(up.statusCode, 200, up.body)
+  }))
+  const again = await linkFor(d.uuid, 3)
+  t.equal(again.statusCode, 416)
+  t.match(again.json()[0].error_message, /3.*already uploaded/, 'the message names the chunk and says already uploaded')
+  const mid = (await api.get(`/api/2.0/jobs/${d.jobs[0].uuid}/`)).json()
+  t.equal(mid.state, 'started', 'the job stays started while a chunk is missing')
+  t.equal(mid.data.bytes_done, 4 * MiB + MiB + 1000 - MiB, 'progress counts the bytes received')
+  t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).json().status, 'uploading')
+
+  const last = (await linkFor(d.uuid, 2)).json().link
+  const res = await put(last, part(data, 2, count))
+  t.match(res.json(), { chunk: 2, complete: true, chunks_stored: 5, chunks_total: 5 })
+  const job = await waitForJob(app, d.jobs[0].uuid)
+  t.equal(job.state, 'success')
+  t.same(job.result, { sha256: sha256(data), bytes: data.length }, 'the result holds the sha256 of the assembled image')
+  t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).json().status, 'unmounted')
+  const dl = await api.get(`/api/2.0/drives/${d.uuid}/download/`)
+  t.ok(dl.rawPayload.equals(data), 'the download is identical to the file')
+  t.equal((await linkFor(d.uuid, 0)).statusCode, 400, 'no links once the drive is no longer uploading')
+})
+
+t.test('a chunk uploaded twice through the same link is 416 the second time', async t => {
+  const data = randomImage(2 * MiB)
+  const d = await init(data.length)
+  const link = (await linkFor(d.uuid, 0)).json().link
+  t.equal((await put(link, part(data, 0, 2))).statusCode, 200)
+  const twice = await put(link, part(data, 0, 2))
+  t.equal(twice.statusCode, 416)
+  t.match(twice.json()[0].error_message, /Chunk 0 already uploaded/)
+})
+
+t.test('a chunk of the wrong size is refused and nothing is recorded', async t => {
+  const data = randomImage(2 * MiB)
+  const d = await init(data.length)
+  const link = (await linkFor(d.uuid, 1)).json().link
+  const short = await put(link, data.subarray(0, 1000))
+  t.equal(short.statusCode, 400)
+  const long = await put(link, Buffer.concat([part(data, 1, 2), Buffer.alloc(1)]))
+  t.equal(long.statusCode, 400)
+  t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'no chunk recorded')
+  t.equal((await put(link, part(data, 1, 2))).statusCode, 200, 'the same link then works with the right bytes')
+  const other = await api.post(`/api/2.0/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: 0, chunk_size: 2 * S })
+  t.equal(other.statusCode, 400, 'the chunk size is fixed by the first link')
+  const outside = await linkFor(d.uuid, 2)
+  t.equal(outside.statusCode, 400)
+  t.equal(outside.json()[0].error_point, 'chunk_number')
+})
+
+t.test('resuming an interrupted upload sends only what is missing', async t => {
+  const data = randomImage(4 * MiB + 5)
+  const count = 4
+  const d = await init(data.length)
+  // first session: chunks 0 and 2, then the client goes away
+  for (const n of [0, 2]) await put((await linkFor(d.uuid, n)).json().link, part(data, n, count))
+  // second session: like pycloudsigma, check the size, then ask for every chunk and skip 416s
+  t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).json().size, data.length)
+  const sent: number[] = []
+  for (let n = 0; n < count; n++) {
+    const res = await linkFor(d.uuid, n)
+    if (res.statusCode === 416) continue
+    sent.push(n)
+    t.equal((await put(res.json().link, part(data, n, count))).statusCode, 200)
+  }
+  t.same(sent, [1, 3], 'only the missing chunks were uploaded')
+  const job = await waitForJob(app, d.jobs[0].uuid)
+  t.same(job.result, { sha256: sha256(data), bytes: data.length })
+  t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).json().status, 'unmounted')
+})
+
+t.test('links expire (410), unknown links are 404, and need no credentials', async t => {
+  const d = await init(2 * MiB)
+  const link = (await linkFor(d.uuid, 0)).json().link
+  await app.prisma.transferLink.updateMany({ where: { driveId: d.uuid }, data: { expiresAt: new Date(Date.now() - 1000) } })
+  const res = await put(link, randomImage(MiB))
+  t.equal(res.statusCode, 410)
+  t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0)
+  t.equal((await put('/api/2.0/uploads/' + 'A'.repeat(43) + '/', randomImage(MiB))).statusCode, 404)
+  t.equal((await put('/api/2.0/uploads/short/', randomImage(10))).statusCode, 404)
+  const row = await app.prisma.transferLink.findFirst({ where: { driveId: d.uuid } })
+  t.match(row?.tokenHash, /^[0-9a-f]{64}$/, 'only the sha256 of the token is stored')
+  t.notOk(link.includes(row!.tokenHash), 'the link does not carry the stored hash')
+})
+
+t.test("another account can neither get links for nor see alice's upload", async t => {
+  const d = await init(2 * MiB)
+  t.equal((await linkFor(d.uuid, 0, bobApi)).statusCode, 404)
+  t.equal((await bobApi.get(`/api/2.0/drives/${d.uuid}/`)).statusCode, 404)
+})
+
+t.test('an upload abandoned past its deadline is removed, row and image', async t => {
+  const d = await init(2 * MiB)
+  await put((await linkFor(d.uuid, 0)).json().link, randomImage(MiB))
+  await app.prisma.job.update({ where: { id: d.jobs[0].uuid }, data: { runAt: new Date(Date.now() - 1000) } })
+  app.jobs.wake()
+  const job = await waitForJob(app, d.jobs[0].uuid)
+  t.equal(job.state, 'error')
+  t.match(job.error, { error_message: /abandoned: 1 of 2 chunks/ })
+  await eventually(async () => (await api.get(`/api/2.0/drives/${d.uuid}/`)).statusCode === 404)
+  t.notOk(await app.storage.exists(d.uuid))
+})
+
+t.test('cancelling a chunked upload removes its drive', async t => {
+  const d = await init(2 * MiB)
+  const res = await api.post(`/api/2.0/jobs/${d.jobs[0].uuid}/action/?do=cancel`, {})
+  t.equal(res.statusCode, 202, res.body)
+  const job = await waitForJob(app, d.jobs[0].uuid)
+  t.equal(job.state, 'cancelled')
+  await eventually(async () => (await api.get(`/api/2.0/drives/${d.uuid}/`)).statusCode === 404)
+})
