@@ -1,0 +1,109 @@
+// Downloads: the round trip (upload, download, identical bytes), Range (206, 416), headers, the
+// drive_download job, states that cannot be downloaded, one-time links (once, 410, expiry →
+// cancelled), a client that goes away, and another account's drive.
+import t from 'tap'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { waitForJob } from '../helpers/jobs.ts'
+import { MiB, listen, randomImage, sha256 } from './helpers.ts'
+import http from 'node:http'
+
+const { app } = await buildTestApp(t)
+const alice = await createUser(app)
+const bob = await createUser(app)
+const api = client(app, alice)
+const bobApi = client(app, bob)
+const base = await listen(app)
+
+const data = randomImage(4 * MiB + 333)
+const up = await app.inject({ method: 'PUT', url: '/api/2.0/drives/upload/image.raw', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: data })
+const uuid = up.body
+
+const lastJob = async (operation: string) => app.prisma.job.findFirstOrThrow({ where: { ownerId: alice.id, operation }, orderBy: { created: 'desc' } })
+
+t.test('round trip: the download is byte-identical, with the documented headers', async t => {
+  const res = await api.get(`/api/2.0/drives/${uuid}/download/`)
+  t.equal(res.statusCode, 200)
+  t.ok(res.rawPayload.equals(data), 'identical bytes')
+  t.equal(sha256(res.rawPayload), sha256(data))
+  t.equal(res.headers['content-type'], 'application/octet-stream')
+  t.equal(res.headers['content-length'], String(data.length))
+  t.equal(res.headers['content-disposition'], `attachment; filename="${uuid}"`)
+  t.equal(res.headers['accept-ranges'], 'bytes')
+  const job = await waitForJob(app, (await lastJob('drive_download')).id)
+  t.equal(job.state, 'success')
+  t.equal(Number(job.bytesDone), data.length, 'the job counted every byte')
+  t.same(job.resources, [`/api/2.0/drives/${uuid}/`])
+})
+
+t.test('Range: 206 with Content-Range; suffix and open ranges; 416 past the end', async t => {
+  const r = await api.get(`/api/2.0/drives/${uuid}/download/`, { range: 'bytes=100-1099' })
+  t.equal(r.statusCode, 206)
+  t.equal(r.headers['content-range'], `bytes 100-1099/${data.length}`)
+  t.equal(r.headers['content-length'], '1000')
+  t.ok(r.rawPayload.equals(data.subarray(100, 1100)))
+  const suffix = await api.get(`/api/2.0/drives/${uuid}/download/`, { range: 'bytes=-10' })
+  t.ok(suffix.rawPayload.equals(data.subarray(data.length - 10)))
+  const open = await api.get(`/api/2.0/drives/${uuid}/download/`, { range: `bytes=${data.length - 5}-` })
+  t.ok(open.rawPayload.equals(data.subarray(data.length - 5)))
+  // pycloudsigma asks for bytes=0-{size-1}
+  const all = await api.get(`/api/2.0/drives/${uuid}/download/`, { range: `bytes=0-${data.length - 1}` })
+  t.equal(all.statusCode, 206)
+  t.ok(all.rawPayload.equals(data))
+  const bad = await api.get(`/api/2.0/drives/${uuid}/download/`, { range: `bytes=${data.length}-` })
+  t.equal(bad.statusCode, 416)
+  t.equal(bad.headers['content-range'], `bytes */${data.length}`)
+})
+
+t.test('drives that are uploading cannot be downloaded; other accounts get 404', async t => {
+  const d = (await api.post('/api/2.0/initupload/', { name: 'x', size: 10, media: 'disk' })).json().objects[0]
+  const res = await api.get(`/api/2.0/drives/${d.uuid}/download/`)
+  t.equal(res.statusCode, 400)
+  t.equal(res.json()[0].error_point, 'status')
+  t.equal((await api.post(`/api/2.0/drives/${d.uuid}/action/?do=download`, {})).statusCode, 400)
+  t.equal((await bobApi.get(`/api/2.0/drives/${uuid}/download/`)).statusCode, 404)
+  t.equal((await bobApi.post(`/api/2.0/drives/${uuid}/action/?do=download`, {})).statusCode, 404)
+  t.equal((await app.inject({ method: 'GET', url: `/api/2.0/drives/${uuid}/download/` })).statusCode, 401)
+})
+
+t.test('one-time link: 202 {job, url}; works once without credentials; 410 afterwards', async t => {
+  const res = await api.post(`/api/2.0/drives/${uuid}/action/?do=download`, {})
+  t.equal(res.statusCode, 202)
+  const { job, url } = res.json()
+  t.match(url, /^\/api\/2\.0\/downloads\/[A-Za-z0-9_-]{43}\/$/)
+  t.equal(job.resource_uri, `/api/2.0/jobs/${job.uuid}/`)
+  t.equal((await api.get(`/api/2.0/jobs/${job.uuid}/`)).json().operation, 'drive_download')
+  const first = await app.inject({ method: 'GET', url })
+  t.equal(first.statusCode, 200)
+  t.ok(first.rawPayload.equals(data), 'identical bytes through the link')
+  t.equal(first.headers['content-disposition'], `attachment; filename="${uuid}"`)
+  t.equal((await waitForJob(app, job.uuid)).state, 'success')
+  const second = await app.inject({ method: 'GET', url })
+  t.equal(second.statusCode, 410)
+  t.equal(second.json()[0].error_type, 'notexist')
+  t.equal((await app.inject({ method: 'GET', url: '/api/2.0/downloads/' + 'x'.repeat(43) + '/' })).statusCode, 404)
+})
+
+t.test('a link not started in time: its job is cancelled and the link answers 410', async t => {
+  const { job, url } = (await api.post(`/api/2.0/drives/${uuid}/action/?do=download`, {})).json()
+  // move time instead of waiting 60 s
+  await app.prisma.transferLink.updateMany({ where: { jobId: job.uuid }, data: { expiresAt: new Date(Date.now() - 1000) } })
+  await app.prisma.job.update({ where: { id: job.uuid }, data: { runAt: new Date(Date.now() - 1000) } })
+  app.jobs.wake()
+  const done = await waitForJob(app, job.uuid)
+  t.equal(done.state, 'cancelled')
+  t.equal((await app.inject({ method: 'GET', url })).statusCode, 410)
+})
+
+t.test('a client that goes away midway fails the download job', async t => {
+  const big = await app.inject({ method: 'POST', url: '/api/2.0/drives/upload/big', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: randomImage(64 * MiB) })
+  t.equal(big.statusCode, 201)
+  await new Promise<void>((resolve, reject) => {
+    const req = http.get(`${base}/api/2.0/drives/${big.body}/download/`, { agent: false, headers: { authorization: alice.authorization } }, (res) => {
+      res.once('data', () => { req.destroy(); resolve() })
+    })
+    req.on('error', (err) => { if (!req.destroyed) reject(err) })
+  })
+  const job = await waitForJob(app, (await lastJob('drive_download')).id)
+  t.equal(job.state, 'error')
+  t.ok(Number(job.bytesDone) < 64 * MiB)
+})

@@ -1,0 +1,82 @@
+// Multipart upload in the style of TrueNAS /_upload: data JSON first, then one file; answers
+// {"job_id"}; malformed forms are 400 and leave nothing behind.
+import t from 'tap'
+import { randomUUID } from 'node:crypto'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { MiB, randomImage, sha256 } from './helpers.ts'
+
+const { app } = await buildTestApp(t, { config: { driveMaxSize: 8 * MiB } })
+const alice = await createUser(app)
+const api = client(app, alice)
+
+type Part = { name: string, value: string } | { name: string, file: Buffer, filename?: string }
+
+function form (parts: Part[], boundary = '----clonejobs' + randomUUID()): { payload: Buffer, headers: Record<string, string> } {
+  const chunks: Buffer[] = []
+  for (const p of parts) {
+    const disposition = 'file' in p
+      ? `form-data; name="${p.name}"; filename="${p.filename ?? 'image.raw'}"\r\nContent-Type: application/octet-stream`
+      : `form-data; name="${p.name}"`
+    chunks.push(Buffer.from(`--${boundary}\r\nContent-Disposition: ${disposition}\r\n\r\n`))
+    chunks.push('file' in p ? p.file : Buffer.from(p.value))
+    chunks.push(Buffer.from('\r\n'))
+  }
+  chunks.push(Buffer.from(`--${boundary}--\r\n`))
+  return { payload: Buffer.concat(chunks), headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } }
+}
+
+const send = (f: { payload: Buffer, headers: Record<string, string> }) =>
+  app.inject({ method: 'POST', url: '/api/2.0/_upload/', headers: { authorization: alice.authorization, ...f.headers }, payload: f.payload })
+const data = (params: Record<string, unknown> = { name: 'mp' }) => ({ name: 'data', value: JSON.stringify({ method: 'drives.upload', params: [params] }) })
+const drives = () => app.prisma.drive.count({ where: { ownerId: alice.id } })
+
+t.test('data then file: {"job_id"}, a new drive with the bytes, sha256 in the job result', async t => {
+  const bytes = randomImage(3 * MiB + 7)
+  const res = await send(form([data({ name: 'from-form', media: 'cdrom' }), { name: 'file', file: bytes }]))
+  t.equal(res.statusCode, 200, res.body)
+  const { job_id: jobId } = res.json()
+  const job = (await api.get(`/api/2.0/jobs/${jobId}/`)).json()
+  t.match(job, { operation: 'drive_upload', state: 'success' })
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id: jobId } })
+  t.same(row.result, { sha256: sha256(bytes), bytes: bytes.length })
+  const driveUuid = job.resources[0].split('/')[4]
+  const drive = (await api.get(`/api/2.0/drives/${driveUuid}/`)).json()
+  t.match(drive, { name: 'from-form', media: 'cdrom', status: 'unmounted', size: bytes.length })
+  const dl = await api.get(`/api/2.0/drives/${driveUuid}/download/`)
+  t.ok(dl.rawPayload.equals(bytes), 'round trip: identical bytes')
+})
+
+t.test('malformed forms are 400 and leave nothing behind', async t => {
+  const file = { name: 'file', file: randomImage(1000) }
+  const cases: Array<[string, ReturnType<typeof form>]> = [
+    ['no data field', form([file])],
+    ['data is not JSON', form([{ name: 'data', value: '{nope' }, file])],
+    ['file before data', form([file, data()])],
+    ['two files', form([data(), file, { name: 'file', file: randomImage(10) }])],
+    ['no file', form([data()])],
+    ['wrong method', form([{ name: 'data', value: JSON.stringify({ method: 'drives.delete', params: [{ name: 'x' }] }) }, file])],
+    ['an unknown field', form([{ name: 'other', value: 'x' }, data(), file])],
+    ['a file field with another name', form([data(), { name: 'image', file: randomImage(10) }])]
+  ]
+  const before = await drives()
+  for (const [what, f] of cases) {
+    const res = await send(f)
+    t.equal(res.statusCode, 400, `${what}: ${res.body}`)
+    t.equal(res.json()[0].error_type, 'validation')
+  }
+  const truncated = form([data(), file])
+  const cut = await send({ payload: truncated.payload.subarray(0, truncated.payload.length - 200), headers: truncated.headers })
+  t.equal(cut.statusCode, 400, `a body cut inside the file: ${cut.body}`)
+  const notForm = await app.inject({ method: 'POST', url: '/api/2.0/_upload/', headers: { authorization: alice.authorization, 'content-type': 'application/json' }, payload: '{}' })
+  t.equal(notForm.statusCode, 400)
+  t.equal(await drives(), before, 'no drive is left')
+  const failed = await app.prisma.job.findMany({ where: { ownerId: alice.id, operation: 'drive_upload', state: 'error' } })
+  for (const j of failed) t.notOk(await app.storage.exists((j.params as { driveId: string }).driveId), 'no image is left')
+})
+
+t.test('a file above the drive maximum is refused (413) and removed', async t => {
+  const before = await drives()
+  const res = await send(form([data(), { name: 'file', file: randomImage(8 * MiB + 1) }]))
+  t.equal(res.statusCode, 413, res.body)
+  t.equal(await drives(), before)
+})
