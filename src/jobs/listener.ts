@@ -11,6 +11,7 @@ export class PgListener {
   private closed = false
   private connecting: Promise<void> | undefined
   private retry: NodeJS.Timeout | undefined
+  private queue: Promise<void> = Promise.resolve()
   /** Called after a reconnect, when notifications may have been missed. */
   onReconnect: (() => void) | undefined
 
@@ -27,7 +28,9 @@ export class PgListener {
     if (!set) {
       set = new Set()
       this.handlers.set(channel, set)
-      if (this.client) void this.client.query(`LISTEN "${channel}"`).catch(err => this.log?.warn({ err, channel }, 'LISTEN failed'))
+      const client = this.client
+      // one query at a time on a pg client
+      if (client) this.queue = this.queue.then(() => client.query(`LISTEN "${channel}"`)).then(() => {}, err => this.log?.warn({ err, channel }, 'LISTEN failed'))
     }
     set.add(handler)
     return () => { set.delete(handler) }
