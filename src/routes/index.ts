@@ -4,11 +4,13 @@ import jobs from './jobs.ts'
 import drives from './drives.ts'
 import profile from './profile.ts'
 import servers from './servers.ts'
+import clones from '../services/clones.ts'
 import uploads from './uploads.ts'
 import downloads from './downloads.ts'
 
 const api: FastifyPluginAsync = async (app) => {
   await app.register(jobs)
+  await app.register(clones)
   await app.register(drives)
   await app.register(profile)
   await app.register(servers)

@@ -1,0 +1,155 @@
+// Drive clone end to end (§2.9): the 202 answer, the job linked from both drives, the copy byte
+// for byte and sparse, the body rules, naming strategies, avoid, and the status of every drive.
+import t from 'tap'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { GiB, MiB, driveStatus, finishedJob, imageOf, readyDrive, sha256, writeRandom } from './helpers.ts'
+
+const { app } = await buildTestApp(t)
+const alice = await createUser(app)
+const bob = await createUser(app)
+const api = client(app, alice)
+
+const clone = (id: string, body?: unknown, query = '') => api.post(`/api/2.0/drives/${id}/action/?do=clone${query}`, body)
+
+t.test('clone answers 202 with the new drive in cloning_dst, one drive_clone job on both drives, and copies byte for byte', async t => {
+  const src = await readyDrive(api, { name: 'data', size: 64 * MiB, meta: { os: 'linux' } })
+  await writeRandom(app, src.uuid, 0, 3 * MiB)
+  await writeRandom(app, src.uuid, 40 * MiB + 123, MiB)
+  const res = await clone(src.uuid)
+  t.equal(res.statusCode, 202)
+  const body = res.json()
+  t.equal(body.objects.length, 1)
+  const dst = body.objects[0]
+  t.not(dst.uuid, src.uuid)
+  t.equal(dst.status, 'cloning_dst')
+  t.equal(dst.name, 'data', 'NONE naming keeps the name')
+  t.equal(dst.size, 64 * MiB)
+  t.same(dst.meta, { os: 'linux' }, 'meta is copied')
+  t.same(dst.mounted_on, [])
+  t.equal(dst.jobs.length, 1)
+  const jobId = dst.jobs[0].uuid
+
+  const srcNow = (await api.get(`/api/2.0/drives/${src.uuid}/`)).json()
+  t.ok(srcNow.jobs.some((j: any) => j.uuid === jobId), 'the source lists the clone job')
+
+  const job = await finishedJob(api, jobId)
+  t.equal(job.operation, 'drive_clone')
+  t.equal(job.state, 'success')
+  t.equal(job.data.progress, 100)
+  t.same(job.resources, [`/api/2.0/drives/${src.uuid}/`, `/api/2.0/drives/${dst.uuid}/`], 'source then destination')
+  t.ok(job.data.bytes_total >= 4 * MiB, 'bytes_total counts the data, not the nominal size')
+  t.equal(job.data.bytes_done, job.data.bytes_total)
+
+  t.equal(await driveStatus(api, dst.uuid), 'unmounted')
+  t.equal(await driveStatus(api, src.uuid), 'unmounted', 'the source is back to its status')
+  t.equal(await sha256(app.storage.path(dst.uuid)), await sha256(app.storage.path(src.uuid)), 'byte-identical')
+  const after = (await api.get(`/api/2.0/drives/${dst.uuid}/`)).json()
+  t.same(after.jobs.map((j: any) => j.uuid), [jobId])
+})
+
+t.test('a 100 GiB drive holding a little data clones in well under a second and stays sparse', async t => {
+  const src = await readyDrive(api, { name: 'big', size: 100 * GiB })
+  await writeRandom(app, src.uuid, 0, MiB)
+  await writeRandom(app, src.uuid, 50 * GiB, MiB)
+  await writeRandom(app, src.uuid, 100 * GiB - MiB, MiB)
+  const started = Date.now()
+  const res = await clone(src.uuid)
+  t.equal(res.statusCode, 202)
+  const dst = res.json().objects[0]
+  const job = await finishedJob(api, dst.jobs[0].uuid)
+  const ms = Date.now() - started
+  t.equal(job.state, 'success')
+  const runMs = Date.parse(job.finished_at) - Date.parse(job.started_at)
+  t.ok(runMs < 1000, `the job ran ${runMs} ms (API to success: ${ms} ms)`)
+  const a = imageOf(app, src.uuid)
+  const b = imageOf(app, dst.uuid)
+  t.equal(b.size, 100 * GiB)
+  t.ok(b.allocated <= a.allocated + MiB, `destination allocates ${b.allocated} bytes (source ${a.allocated})`)
+  t.ok(b.allocated < 16 * MiB, 'sparse')
+  for (const at of [0, 50 * GiB, 100 * GiB - MiB, 7 * GiB]) {
+    t.equal(await sha256(app.storage.path(dst.uuid), at, MiB), await sha256(app.storage.path(src.uuid), at, MiB), `same bytes at ${at}`)
+  }
+})
+
+t.test('the body: size below the source is 400 at size, a bigger size extends the copy, given fields win', async t => {
+  const src = await readyDrive(api, { name: 'base', size: 8 * MiB, meta: { k: 'v' }, tags: ['11111111-2222-4333-8444-555555555555'] })
+  await writeRandom(app, src.uuid, MiB, MiB)
+  const small = await clone(src.uuid, { size: 4 * MiB })
+  t.equal(small.statusCode, 400)
+  t.equal(small.json()[0].error_point, 'size')
+  t.equal(await driveStatus(api, src.uuid), 'unmounted', 'a refused clone leaves the source alone')
+
+  const res = await clone(src.uuid, { name: 'bigger', size: 16 * MiB, media: 'cdrom', meta: { x: 'y' }, affinities: ['ssd'], storage_type: 'ssd', status: 'ignored', uuid: 'ignored' })
+  t.equal(res.statusCode, 202, res.body)
+  const dst = res.json().objects[0]
+  t.match(dst, { name: 'bigger', size: 16 * MiB, media: 'cdrom', meta: { x: 'y' }, affinities: ['ssd'], storage_type: 'ssd', status: 'cloning_dst' })
+  t.equal((await finishedJob(api, dst.jobs[0].uuid)).state, 'success')
+  const after = (await api.get(`/api/2.0/drives/${dst.uuid}/`)).json()
+  t.equal(after.size, 16 * MiB)
+  t.equal(imageOf(app, dst.uuid).size, 16 * MiB, 'the image is extended')
+  t.equal(await sha256(app.storage.path(dst.uuid), 0, 8 * MiB), await sha256(app.storage.path(src.uuid)), 'the first 8 MiB are the source')
+
+  const plain = await clone(src.uuid, {})
+  const copy = plain.json().objects[0]
+  t.same(copy.meta, { k: 'v' })
+  t.same(copy.tags.map((x: any) => x.uuid), ['11111111-2222-4333-8444-555555555555'], 'tags are copied')
+  await finishedJob(api, copy.jobs[0].uuid)
+
+  const noBody = await app.inject({ method: 'POST', url: `/api/2.0/drives/${src.uuid}/action/?do=clone`, headers: { authorization: alice.authorization, 'content-type': 'application/json' } })
+  t.equal(noBody.statusCode, 202, 'no body at all (Go SDK) is fine')
+  await finishedJob(api, noBody.json().objects[0].jobs[0].uuid)
+})
+
+t.test('avoid: validated as a list of uuids (400 at avoid), unknown uuids ignored', async t => {
+  const src = await readyDrive(api, { name: 'av', size: MiB })
+  const bad = await clone(src.uuid, {}, '&avoid=not-a-uuid')
+  t.equal(bad.statusCode, 400)
+  t.equal(bad.json()[0].error_point, 'avoid')
+  t.equal(await app.prisma.drive.count({ where: { ownerId: alice.id, name: 'av' } }), 1, 'nothing was created')
+  const ok = await clone(src.uuid, {}, `&avoid=${src.uuid},00000000-0000-4000-8000-000000000000`)
+  t.equal(ok.statusCode, 202)
+  await finishedJob(api, ok.json().objects[0].jobs[0].uuid)
+})
+
+t.test('naming strategies end to end: PUT /profile/ clone_naming, then clone without a name', async t => {
+  const src = await readyDrive(api, { name: 'named', size: MiB })
+  const today = new Date().toISOString().slice(0, 10)
+  const expected: Record<string, RegExp> = {
+    COUNTER: /^named_1$/,
+    DATE: new RegExp(`^named-${today}$`),
+    TIMESTAMP: new RegExp(`^named-${today} \\d{2}:\\d{2}:\\d{2}$`),
+    NONE: /^named$/
+  }
+  for (const [strategy, pattern] of Object.entries(expected)) {
+    t.equal((await api.put('/api/2.0/profile/', { clone_naming: strategy })).statusCode, 200)
+    const res = await clone(src.uuid)
+    const dst = res.json().objects[0]
+    t.match(dst.name, pattern, strategy)
+    await finishedJob(api, dst.jobs[0].uuid)
+  }
+  const given = await clone(src.uuid, { name: 'explicit' })
+  t.equal(given.json().objects[0].name, 'explicit', 'a given name wins')
+  await finishedJob(api, given.json().objects[0].jobs[0].uuid)
+})
+
+t.test('who and what can be cloned: another account 404, unknown 404, a drive still being cloned or created 503', async t => {
+  const src = await readyDrive(api, { name: 'mine', size: MiB })
+  const theirs = await client(app, bob).post(`/api/2.0/drives/${src.uuid}/action/?do=clone`, {})
+  t.equal(theirs.statusCode, 404)
+  t.equal(theirs.json()[0].error_type, 'notexist')
+  t.equal((await clone('00000000-0000-4000-8000-000000000000')).statusCode, 404)
+
+  const creating = await readyDrive(api, { name: 'new', size: MiB })
+  await app.prisma.drive.update({ where: { id: creating.uuid }, data: { status: 'creating' } })
+  const busy = await clone(creating.uuid)
+  t.equal(busy.statusCode, 503)
+  t.equal(busy.json()[0].error_type, 'concurrency')
+
+  const dst = await app.prisma.drive.update({ where: { id: creating.uuid }, data: { status: 'cloning_dst' } })
+  t.equal((await clone(dst.id)).statusCode, 503, 'a clone destination cannot be cloned until it is done')
+  await app.prisma.drive.update({ where: { id: creating.uuid }, data: { status: 'unavailable', lockedByJob: null } })
+  const unavailable = await clone(creating.uuid)
+  t.equal(unavailable.statusCode, 400)
+  t.equal(unavailable.json()[0].error_point, 'status')
+  t.equal(await app.prisma.drive.count({ where: { ownerId: alice.id, name: 'new' } }), 1, 'no destination was made')
+})
