@@ -3,7 +3,7 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { MINIMAL } from './helpers.ts'
+import { MINIMAL, seedDrive } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -259,4 +259,23 @@ t.test('unknown actions are 400 at do', async t => {
   t.equal(res.statusCode, 400)
   t.equal(res.json()[0].error_point, 'do')
   t.match(res.json()[0].error_message, /start/)
+})
+
+t.test('changes are announced as events for servers and the drives they mount', async t => {
+  const disk = await seedDrive(app, alice.id)
+  const since = (await app.prisma.event.findFirst({ orderBy: { id: 'desc' } }))?.id ?? 0n
+  const [s] = await create({ ...MINIMAL, drives: [{ device: 'virtio', dev_channel: '0:0', drive: disk }] })
+  await api.put(`/api/2.0/servers/${s.uuid}/`, { name: 'renamed' })
+  await api.delete(`/api/2.0/servers/${s.uuid}/`)
+  const events = await app.prisma.event.findMany({ where: { id: { gt: since } }, orderBy: { id: 'asc' } })
+  t.equal(events.filter(e => e.resourceType === 'servers' && e.resourceId === s.uuid).length, 3, 'create, update, delete')
+  t.equal(events.filter(e => e.resourceType === 'drives' && e.resourceId === disk).length, 2, 'attached, then detached')
+  t.ok(events.every(e => e.ownerId === alice.id))
+  t.equal(events.find(e => e.resourceType === 'servers')?.resourceUri, `/api/2.0/servers/${s.uuid}/`)
+})
+
+t.test('the OpenAPI document names the server schemas', async t => {
+  const doc = app.swagger() as { components: { schemas: Record<string, unknown> }, paths: Record<string, unknown> }
+  for (const name of ['Server', 'ServerMount', 'ServerNic', 'ServerCreateBody', 'ServerUpdateInput']) t.ok(doc.components.schemas[name], name)
+  t.ok(doc.paths['/api/2.0/servers/{uuid}/action/'])
 })
