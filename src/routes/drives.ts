@@ -13,7 +13,7 @@ import {
   Drive, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from '../schemas/drive.ts'
-import { createDrives, deleteDrives, listDrives, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, type DrivesDeps } from '../services/drives.ts'
+import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, type DrivesDeps } from '../services/drives.ts'
 import { driveAction, driveActionNames, registerDriveAction } from '../services/drive-actions.ts'
 import { driveCreateHandler } from '../jobs/handlers/drive-create.ts'
 import { driveResizeHandler } from '../jobs/handlers/drive-resize.ts'
@@ -40,6 +40,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
   app.jobs.register('drive_create', driveCreateHandler(app.storage))
   app.jobs.register('drive_resize', driveResizeHandler(app.storage))
   app.jobs.register('drive_delete', driveDeleteHandler(app.storage))
+  app.events.registerLoader('drives', (prisma, ownerId, id) => loadDriveWire(prisma, ownerId, id))
 
   const listSchema = (summary: string) => ({
     tags: TAGS,

@@ -13,7 +13,10 @@ import {
   badMetaKey, canOperate, displayStatus, editableFields, isServerActive, restingStatus, runtimeFlags,
   type DriveOperation
 } from '../domain/drive-status.ts'
-import { enqueueJob } from '../jobs/enqueue.ts'
+import { JOBS_CHANNEL, enqueueJob, type EnqueueInput } from '../jobs/enqueue.ts'
+import { lockResources } from '../jobs/resources.ts'
+import { publishChange } from './events.ts'
+import { jobRefsFor } from './jobs-view.ts'
 import { MAX_DRIVE_SIZE } from '../storage/index.ts'
 import type { DriveCreateInputT, DriveUpdateInputT, DriveWire } from '../schemas/drive.ts'
 
@@ -79,19 +82,18 @@ export function driveToShortWire (row: DriveRow): Pick<DriveWire, typeof SHORT_F
   return { owner: ref('user', row.ownerId), resource_uri: uri('drives', row.id), status: displayStatus(row.status, row.readers), uuid: row.id }
 }
 
-/** Jobs and servers of each drive, in one query each. */
+/** Jobs (newest first) and servers of each drive, in one query each. */
 export async function loadDriveExtras (db: Db, ids: string[]): Promise<Map<string, DriveExtras>> {
   const out = new Map<string, DriveExtras>(ids.map(id => [id, { jobIds: [], serverIds: [] }]))
   if (ids.length === 0) return out
-  const [links, mounts] = await Promise.all([
-    db.jobResource.findMany({
-      where: { resourceType: 'drives', resourceId: { in: ids } },
-      select: { resourceId: true, jobId: true },
-      orderBy: [{ job: { created: 'asc' } }, { jobId: 'asc' }]
-    }),
+  const [jobs, mounts] = await Promise.all([
+    jobRefsFor(db, 'drives', ids),
     db.serverDrive.findMany({ where: { driveId: { in: ids } }, select: { driveId: true, serverId: true }, orderBy: [{ serverId: 'asc' }] })
   ])
-  for (const l of links) out.get(l.resourceId)?.jobIds.push(l.jobId)
+  for (const [id, refs] of jobs) {
+    const extras = out.get(id)
+    if (extras) extras.jobIds = refs.map(r => r.uuid)
+  }
   for (const m of mounts) {
     const list = out.get(m.driveId)?.serverIds
     if (list && !list.includes(m.serverId)) list.push(m.serverId)
@@ -157,21 +159,39 @@ export async function restingStatusOf (db: Db, driveId: string): Promise<'mounte
   return restingStatus(await db.serverDrive.count({ where: { driveId } }))
 }
 
-/**
- * The one place drive changes are announced (websocket/SSE frames). Call it inside the
- * transaction that makes the change.
- */
+/** The one place drive changes are announced (events); call it inside the transaction that makes them. */
 export async function announceDrives (db: Db, ownerId: string, ids: string[]): Promise<void> {
   if (ids.length === 0) return
-  await publishChangeHook?.(db, ids.map(id => ({ ownerId, resourceType: 'drives' as const, resourceId: id })))
+  await publishChange(db, ids.map(id => ({ ownerId, resourceType: 'drives' as const, resourceId: id })))
 }
 
-type PublishChange = (db: Db, changes: Array<{ ownerId: string, resourceType: 'drives', resourceId: string }>) => Promise<void>
-let publishChangeHook: PublishChange | undefined
-
-/** Wires announceDrives to the events service (the app does this once at start). */
-export function setDrivePublisher (fn: PublishChange | undefined): void {
-  publishChangeHook = fn
+/**
+ * enqueueJob for many top-level jobs at once, in the caller's transaction: the same rows, one
+ * wake-up NOTIFY and one batch of events, so a bulk create of 100 drives is a handful of
+ * statements instead of several hundred.
+ */
+async function enqueueTopLevelJobs (tx: Tx, inputs: Array<EnqueueInput & { id: string }>): Promise<void> {
+  if (inputs.length === 0) return
+  const now = new Date()
+  await tx.job.createMany({
+    data: inputs.map(j => ({
+      id: j.id,
+      ownerId: j.ownerId,
+      operation: j.operation,
+      state: 'queued',
+      params: (j.params ?? {}) as object,
+      rootId: j.id,
+      resources: (j.resources ?? []).map(r => uri(r.type, r.id)),
+      description: j.description ?? null,
+      runAt: now,
+      maxAttempts: j.maxAttempts ?? 3
+    }))
+  })
+  await tx.jobResource.createMany({
+    data: inputs.flatMap(j => (j.resources ?? []).map(r => ({ jobId: j.id, resourceType: r.type, resourceId: r.id, mode: r.mode ?? 'write' })))
+  })
+  await tx.$executeRaw`SELECT pg_notify(${JOBS_CHANNEL}, ${inputs[0].id})`
+  await publishChange(tx, inputs.map(j => ({ ownerId: j.ownerId, resourceType: 'jobs' as const, resourceId: j.id })))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,16 +269,14 @@ export async function createDrives (deps: DrivesDeps, ownerId: string, inputs: D
         lockedByJob: p.jobId
       }))
     })
-    for (const p of planned) {
-      await enqueueJob(tx, {
-        id: p.jobId,
-        ownerId,
-        operation: 'drive_create',
-        params: { driveId: p.id, size: p.size },
-        resources: [{ type: 'drives', id: p.id, mode: 'write' }],
-        description: `creating a ${p.size} byte drive`
-      })
-    }
+    await enqueueTopLevelJobs(tx, planned.map(p => ({
+      id: p.jobId,
+      ownerId,
+      operation: 'drive_create' as const,
+      params: { driveId: p.id, size: p.size },
+      resources: [{ type: 'drives' as const, id: p.id, mode: 'write' as const }],
+      description: `creating a ${p.size} byte drive`
+    })))
     await announceDrives(tx, ownerId, planned.map(p => p.id))
     return tx.drive.findMany({ where: { id: { in: planned.map(p => p.id) } } })
   }, { timeout: 60_000 })
@@ -307,6 +325,7 @@ export async function updateDrive (deps: DrivesDeps, ownerId: string, id: string
     let jobId: string | undefined
     if (resize) {
       assertDriveUsable(row, 'resize')
+      await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
       jobId = randomUUID()
       data.status = 'resizing'
       data.lockedByJob = jobId
@@ -342,6 +361,7 @@ export async function deleteDrives (deps: DrivesDeps, ownerId: string, ids: stri
     for (const id of unique) {
       const row = await loadOwnedDrive(tx, ownerId, id)
       assertDriveUsable(row, 'delete')
+      await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
       const mounts = await mountState(tx, row.id)
       if (mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server or detach the drive first`)
       if (mounts.count > 0) await tx.serverDrive.deleteMany({ where: { driveId: row.id } })

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { attachToServer, createDrive, readyDrive, waitGone } from './helpers.ts'
+import { attachToServer, createDrive, finishJobsOf, readyDrive, waitGone } from './helpers.ts'
 
 const { app } = await buildTestApp(t)
 const alice = await createUser(app)
@@ -85,6 +85,7 @@ t.test('while the delete job waits, the drive is gone from every view and unusab
   const c = client(idle, user)
   const d = await createDrive(c, { name: 'limbo' })
   await idle.prisma.drive.update({ where: { id: d.uuid }, data: { status: 'unmounted', lockedByJob: null } })
+  await finishJobsOf(idle, d.uuid)
   t.equal((await c.delete(url(d))).statusCode, 204)
   t.equal((await c.get(url(d))).statusCode, 404)
   t.equal((await c.put(url(d), { name: 'resurrected' })).statusCode, 404)

@@ -37,3 +37,8 @@ export async function attachToServer (app: FastifyInstance, ownerId: string, dri
   await app.prisma.drive.update({ where: { id: driveId }, data: { status: 'mounted' } })
   return id
 }
+
+/** Marks the drive's jobs finished, for tests that fake a state without running workers. */
+export async function finishJobsOf (app: FastifyInstance, driveId: string): Promise<void> {
+  await app.prisma.job.updateMany({ where: { links: { some: { resourceId: driveId } } }, data: { state: 'success', finishedAt: new Date() } })
+}

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { GiB, attachToServer, createDrive, readyDrive, waitStatus } from './helpers.ts'
+import { GiB, attachToServer, createDrive, finishJobsOf, readyDrive, waitStatus } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { config: { driveMaxSize: 100 * GiB } })
 const alice = await createUser(app)
@@ -75,7 +75,8 @@ t.test('a PUT with a new size answers resizing with the old size, then shows the
   t.equal(res.json().status, 'resizing')
   t.equal(res.json().size, GiB, 'the old size until the resize is done')
   t.equal(res.json().name, 'grown')
-  const job = res.json().jobs.at(-1)
+  const job = res.json().jobs[0]
+  t.equal(res.json().jobs.length, 2, 'newest first: the resize, then the create')
   t.equal((await api.get(`/api/2.0/jobs/${job.uuid}/`)).json().operation, 'drive_resize')
   const done = await waitStatus(api, d.uuid, 'unmounted')
   t.equal(done.size, 5 * GiB)
@@ -189,6 +190,7 @@ t.test('a drive whose create job has not run is busy; unavailable drives can onl
   t.equal(renamed.json().status, 'creating')
 
   await idle.prisma.drive.update({ where: { id: d.uuid }, data: { status: 'unavailable', lockedByJob: null } })
+  await finishJobsOf(idle, d.uuid)
   const resize = await c.post(resizeUrl(d), { size: 2 * GiB })
   t.equal(resize.statusCode, 400)
   t.equal(resize.json()[0].error_point, 'status')
