@@ -52,7 +52,7 @@ async function sha256File (file: string): Promise<string> {
 async function writeRandom (file: string, size: number): Promise<void> {
   const out = createWriteStream(file)
   for (let left = size; left > 0; left -= 4 * MiB) {
-    if (!out.write(randomBytes(Math.min(4 * MiB, left)))) await new Promise(resolve => out.once('drain', resolve))
+    if (!out.write(randomBytes(Math.min(4 * MiB, left)))) await new Promise<void>(resolve => out.once('drain', () => resolve()))
   }
   await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err ? reject(err) : resolve()))
 }

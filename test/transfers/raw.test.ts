@@ -121,10 +121,10 @@ t.test('a connection broken mid-body leaves no drive behind (real socket)', asyn
   ].join('\r\n'))
   sock.write(randomImage(3 * MiB))
   // the upload has begun: its drive is visible in `uploading`
-  const uploading = await eventually(async () => app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'broken.raw' } }) ?? undefined)
+  const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'broken.raw' } })) ?? undefined)
   t.equal(uploading.status, 'uploading')
   sock.destroy()
-  const job = await eventually(async () => app.prisma.job.findFirst({ where: { ownerId: alice.id, operation: 'drive_upload', params: { path: ['driveId'], equals: uploading.id } } }) ?? undefined)
+  const job = await eventually(async () => (await app.prisma.job.findFirst({ where: { ownerId: alice.id, operation: 'drive_upload', params: { path: ['driveId'], equals: uploading.id } } })) ?? undefined)
   const done = await waitForJob(app, job.id)
   t.equal(done.state, 'error')
   t.equal(await drives(), before, 'no drive is left')
