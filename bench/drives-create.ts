@@ -6,7 +6,8 @@
  * 1000) drives of 100 GiB through the HTTP API with Basic auth, as bulk POSTs of `batch`
  * (default 100) objects, waits until every drive is `unmounted` (its drive_create job done),
  * and prints the elapsed time, drives per second, and the disk space the drive images use
- * (allocated blocks, from `du`) next to their nominal size. Figures only, no pass/fail.
+ * (allocated blocks, from `du`) next to their nominal size. JOB_CONCURRENCY sets the workers
+ * (default 4, as in the service). Figures only, no pass/fail.
  */
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -33,7 +34,8 @@ const human = (bytes: number) => bytes >= 1024 ** 4 ? `${(bytes / 1024 ** 4).toF
 registerRun(process.pid)
 fs.rmSync(dataDir, { recursive: true, force: true })
 try {
-  const { app } = await buildTestApp(t, { config: { drivesDir: path.join(dataDir, 'drives') } })
+  const jobConcurrency = Number(process.env.JOB_CONCURRENCY ?? 4)
+  const { app } = await buildTestApp(t, { config: { drivesDir: path.join(dataDir, 'drives'), jobConcurrency } })
   const user = await createUser(app)
   const address = await app.listen({ host: '127.0.0.1', port: 0 })
   const headers = { authorization: user.authorization, 'content-type': 'application/json' }
@@ -66,7 +68,7 @@ try {
 
   console.log(`drives created:        ${total} x ${human(size)} (bulk POSTs of ${batch}, HTTP + Basic auth)`)
   console.log(`all POSTs answered in: ${(acceptedMs / 1000).toFixed(2)} s`)
-  console.log(`all unmounted after:   ${elapsed.toFixed(2)} s  (${(total / elapsed).toFixed(0)} drives/s)`)
+  console.log(`all unmounted after:   ${elapsed.toFixed(2)} s  (${(total / elapsed).toFixed(0)} drives/s, JOB_CONCURRENCY=${jobConcurrency})`)
   console.log(`image files:           ${files}`)
   console.log(`nominal size:          ${human(apparent)} (${apparent} bytes)`)
   console.log(`disk used (du):        ${human(allocated)} (${allocated} bytes, ${(allocated / files).toFixed(0)} bytes per drive incl. folders)`)
