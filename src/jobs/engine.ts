@@ -164,8 +164,9 @@ export class JobEngine {
   }
 
   private async announceClaims (claimed: ClaimedRow[]): Promise<void> {
-    const ancestors = await startAncestors(this.opts.prisma, claimed.filter(r => r.parent_id).map(r => r.id))
-    await publishChange(this.opts.prisma, jobChanges([...claimed, ...ancestors]))
+    // the claim statement published the claimed jobs; their ancestors start with them
+    const children = claimed.filter(r => r.parent_id).map(r => r.id)
+    if (children.length > 0) await publishChange(this.opts.prisma, jobChanges(await startAncestors(this.opts.prisma, children)))
     for (const r of claimed) this.opts.metrics?.claimed(r.operation, r.claim_latency_ms)
   }
 
@@ -268,18 +269,27 @@ export class JobEngine {
 
   /** Finishes a job, cancels its siblings when it failed, wakes its parent and publishes it all. */
   private async settle (row: ClaimedRow, fields: FinishFields, log: FastifyBaseLogger): Promise<void> {
-    const done = await this.opts.prisma.$transaction(async (tx) => {
-      const finished = await finishJob(tx, this.workerId, row.id, fields)
-      if (!finished) return undefined
-      const changes = [finished]
-      if (fields.state !== 'success' && finished.parent_id) {
+    const cascade = fields.state !== 'success' && row.parent_id !== null
+    const record = () => !cascade
+      ? finishJob(this.opts.prisma, this.workerId, row.id, fields)
+      : this.opts.prisma.$transaction(async (tx) => {
+        const finished = await finishJob(tx, this.workerId, row.id, fields)
         // one child failed or was cancelled: its siblings are cancelled, then the parent settles
-        await requestCancel(tx, [finished.parent_id], { childrenOnly: true, except: row.id })
+        if (finished) await requestCancel(tx, [row.parent_id!], { childrenOnly: true, except: row.id })
+        return finished
+      })
+    let done: Awaited<ReturnType<typeof record>>
+    for (let attempt = 1; ; attempt++) {
+      try {
+        done = await record()
+        break
+      } catch (err) {
+        // a lost connection or a serialisation failure must not leave the job to the lease
+        if (attempt >= 3) throw err
+        log.warn({ err, attempt }, 'recording the end of the job failed; retrying')
+        await new Promise(resolve => setTimeout(resolve, 200 * attempt))
       }
-      if (finished.parent_id) await tx.$executeRawUnsafe('SELECT pg_notify($1, $2)', CHANNELS.jobs, finished.parent_id)
-      await publishChange(tx, jobChanges(changes))
-      return finished
-    })
+    }
     if (!done) {
       log.warn('job finished after its lease was lost; its outcome was not recorded')
       return

@@ -1,10 +1,31 @@
 // The few queue statements, in raw SQL: claim, heartbeat, finish, release, cancel, purge.
 // Everything else about jobs goes through Prisma.
 import type { PrismaClient, Tx } from '../db/client.ts'
+import { CHANNELS } from './listener.ts'
 
 type Db = PrismaClient | Tx
 
 export const UNFINISHED = '(\'queued\', \'started\', \'cancelling\')'
+
+/**
+ * CTEs that publish change events (events rows + NOTIFY, like publishChange) for the jobs of the
+ * CTE `src` (columns id, owner_id, root_id) and their roots, in the same statement.
+ */
+function publishCtes (src: string): string {
+  return `
+    ev AS (
+      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri)
+      SELECT DISTINCT ON (u.rid) s.owner_id, 'jobs', u.rid, '/api/2.0/jobs/' || u.rid || '/'
+      FROM ${src} s CROSS JOIN LATERAL unnest(ARRAY[s.id::text, s.root_id::text]) AS u(rid)
+      RETURNING id, owner_id, resource_type, resource_id
+    ),
+    notified AS (
+      SELECT count(*) AS n FROM (
+        SELECT pg_notify('${CHANNELS.events}', json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text)
+        FROM (SELECT * FROM ev ORDER BY id) e
+      ) x
+    )`
+}
 
 export interface ClaimedRow {
   id: string
@@ -45,20 +66,27 @@ export async function claimJobs (prisma: PrismaClient, workerId: string, leaseSe
       ORDER BY j.cancel_requested DESC, j.priority DESC, j.run_at, j.created
       LIMIT $3
       FOR UPDATE SKIP LOCKED
-    )
-    UPDATE jobs j SET
-      state = CASE WHEN j.state = 'queued' THEN 'started' ELSE j.state END,
-      locked_by = $1,
-      locked_until = now() + make_interval(secs => $2),
-      attempts = j.attempts + 1,
-      started_at = COALESCE(j.started_at, now()),
-      last_modified = now()
-    FROM ready
-    WHERE j.id = ready.id
-    RETURNING j.id::text, j.owner_id::text, j.operation, j.parent_id::text, j.root_id::text, j.params,
-              j.checkpoint, j.attempts, j.max_attempts, j.cancel_requested, ready.taken_over,
-              EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id) AS has_children,
-              (extract(epoch FROM now() - GREATEST(j.run_at, j.created)) * 1000)::float8 AS claim_latency_ms`,
+    ),
+    claimed AS (
+      UPDATE jobs j SET
+        state = CASE WHEN j.state = 'queued' THEN 'started' ELSE j.state END,
+        locked_by = $1,
+        locked_until = now() + make_interval(secs => $2),
+        attempts = j.attempts + 1,
+        started_at = COALESCE(j.started_at, now()),
+        last_modified = now()
+      FROM ready
+      WHERE j.id = ready.id
+      RETURNING j.id, j.owner_id, j.operation, j.parent_id, j.root_id, j.params, j.checkpoint, j.attempts,
+                j.max_attempts, j.cancel_requested, ready.taken_over, j.run_at, j.created
+    ),
+    ${publishCtes('claimed')}
+    SELECT c.id::text, c.owner_id::text, c.operation, c.parent_id::text, c.root_id::text, c.params,
+           c.checkpoint, c.attempts, c.max_attempts, c.cancel_requested, c.taken_over,
+           EXISTS (SELECT 1 FROM jobs k WHERE k.parent_id = c.id) AS has_children,
+           (extract(epoch FROM now() - GREATEST(c.run_at, c.created)) * 1000)::float8 AS claim_latency_ms,
+           (SELECT n FROM notified)::int AS published
+    FROM claimed c`,
   workerId, leaseSeconds, limit)
 }
 
@@ -93,17 +121,30 @@ export interface FinishFields {
   error?: { error_type: string, error_message: string } | null
 }
 
-/** Records the end of a job this worker holds; undefined when the lease was lost meanwhile. */
-export async function finishJob (db: Db, workerId: string, id: string, f: FinishFields): Promise<(JobKey & { parent_id: string | null, duration_s: number }) | undefined> {
-  const rows = await db.$queryRawUnsafe<Array<JobKey & { parent_id: string | null, duration_s: number }>>(`
-    UPDATE jobs SET state = $3, result = $4::jsonb, error = $5::jsonb,
-      progress = CASE WHEN $3 = 'success' THEN 100 ELSE progress END,
-      bytes_done = CASE WHEN $3 = 'success' AND bytes_total IS NOT NULL THEN bytes_total ELSE bytes_done END,
-      eta_seconds = NULL, locked_by = NULL, locked_until = NULL,
-      finished_at = now(), last_modified = now()
-    WHERE id = $2::uuid AND locked_by = $1
-    RETURNING id::text, owner_id::text, root_id::text, parent_id::text,
-      (extract(epoch FROM now() - COALESCE(started_at, created)))::float8 AS duration_s`,
+export type FinishedRow = JobKey & { parent_id: string | null, duration_s: number }
+
+/**
+ * Records the end of a job this worker holds, publishes it and wakes the workers for its parent,
+ * in one statement; undefined when the lease was lost meanwhile.
+ */
+export async function finishJob (db: Db, workerId: string, id: string, f: FinishFields): Promise<FinishedRow | undefined> {
+  const rows = await db.$queryRawUnsafe<FinishedRow[]>(`
+    WITH f AS (
+      UPDATE jobs SET state = $3, result = $4::jsonb, error = $5::jsonb,
+        progress = CASE WHEN $3 = 'success' THEN 100 ELSE progress END,
+        bytes_done = CASE WHEN $3 = 'success' AND bytes_total IS NOT NULL THEN bytes_total ELSE bytes_done END,
+        eta_seconds = NULL, locked_by = NULL, locked_until = NULL,
+        finished_at = now(), last_modified = now()
+      WHERE id = $2::uuid AND locked_by = $1
+      RETURNING id, owner_id, root_id, parent_id, (extract(epoch FROM now() - COALESCE(started_at, created)))::float8 AS duration_s
+    ),
+    ${publishCtes('f')},
+    woken AS (
+      SELECT count(*) AS n FROM (SELECT pg_notify('${CHANNELS.jobs}', parent_id::text) FROM f WHERE parent_id IS NOT NULL) x
+    )
+    SELECT f.id::text, f.owner_id::text, f.root_id::text, f.parent_id::text, f.duration_s,
+           (SELECT n FROM notified)::int + (SELECT n FROM woken)::int AS published
+    FROM f`,
   workerId, id, f.state, JSON.stringify(f.result ?? null), f.error ? JSON.stringify(f.error) : null)
   return rows[0]
 }
@@ -136,7 +177,9 @@ export async function cancelSubtrees (db: Db, ids: string[], opts: { childrenOnl
       SELECT j.id FROM jobs j JOIN tree t ON j.parent_id = t.id
     )
     UPDATE jobs SET cancel_requested = true, state = 'cancelling', last_modified = now()
-    WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED}
+    -- jobs already being cancelled are left alone: two cancelled siblings settling at once would
+    -- otherwise each wait for the other's row lock
+    WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED} AND NOT cancel_requested
     RETURNING id::text, owner_id::text, root_id::text, locked_by`, ids, opts.except ?? null)
 }
 

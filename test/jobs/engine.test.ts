@@ -32,7 +32,7 @@ t.test('several engines share the queue and never run one job twice', async t =>
   const ids: string[] = []
   await app.prisma.$transaction(async tx => {
     for (let i = 0; i < 60; i++) ids.push((await enqueueJob(tx, { ownerId: alice.id, operation: 'drive_resize' })).id)
-  })
+  }, { timeout: 60_000 })
   await waitForAllJobs(app)
   t.equal(runs.size, 60, 'every job ran')
   t.ok([...runs.values()].every(n => n === 1), 'no job ran twice')
