@@ -39,11 +39,11 @@ t.test('drive clone: copies the source, naming by strategy, body fields win', as
 })
 
 t.test('drive clone: size below the source, above the maximum, and ephemeral drives are refused', async t => {
-  t.throws(() => planDriveClone(source, { size: 999 }, 'NONE'), { point: 'size' })
-  t.throws(() => planDriveClone(source, { size: 5000 }, 'NONE', now, 4000), { point: 'size' })
+  t.throws(() => planDriveClone(source, { size: 999 }, 'NONE'), { name: 'ClonePlanError', point: 'size' })
+  t.throws(() => planDriveClone(source, { size: 5000 }, 'NONE', now, 4000), { name: 'ClonePlanError', point: 'size' })
   t.equal(planDriveClone(source, { size: 1000 }, 'NONE').size, 1000, 'equal size is fine')
-  t.throws(() => planDriveClone({ ...source, storageType: 'local_nvme' }, {}, 'NONE'), { point: 'storage_type' })
-  t.throws(() => planDriveClone(source, { storage_type: 'local_nvme' }, 'NONE'), { point: 'storage_type' })
+  t.throws(() => planDriveClone({ ...source, storageType: 'local_nvme' }, {}, 'NONE'), { name: 'ClonePlanError', point: 'storage_type' })
+  t.throws(() => planDriveClone(source, { storage_type: 'local_nvme' }, 'NONE'), { name: 'ClonePlanError', point: 'storage_type' })
 })
 
 t.test('server clone: disks cloned in place with strategy names, cdroms shared, NICs dhcp with new MACs', async t => {
