@@ -6,14 +6,15 @@
  *   dense:  a 2 GiB image of random data
  * Methods: `cp --sparse=always` (the reference), `cp --sparse=auto`, `dd bs=4M` (dense; `conv=sparse` variant on the sparse
  * case), and LocalDriveStorage.copy through cp and through the Node fallback, without and
- * with fsync (`durable`). One untimed warm-up run per method fills the page cache, then
- * `rounds` timed runs (default 3); `sync` runs between runs so writeback of one run does not
- * slow the next. Prints the median (and best) time, throughput and the ratio to cp.
+ * with fsync (`durable`). One untimed warm-up round fills the page cache, then `rounds`
+ * timed rounds (default 3) in which the methods take turns; `sync` runs between runs so
+ * writeback of one run does not slow the next. Prints the median (and best) time, throughput and the ratio to cp.
  * Prints figures only: no pass/fail.
  */
 import { spawn } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdir, rm } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -88,36 +89,41 @@ async function main (): Promise<void> {
   for (const c of cases) {
     const st = await setup.stat(c.id)
     console.log(`${c.name}: ${(st.size / GiB).toFixed(1)} GiB nominal, ${(st.allocated / MiB).toFixed(1)} MiB allocated`)
-    let cpMedian = 0
-    for (const m of methods) {
-      if (m.only !== undefined && m.only !== c.name) continue
-      const times: number[] = []
-      let dstStat = { size: 0, allocated: 0 }
-      for (let r = 0; r <= rounds; r++) {
+    const ms = methods.filter(m => m.only === undefined || m.only === c.name)
+    const times = new Map<Method, number[]>(ms.map(m => [m, []]))
+    const dstAlloc = new Map<Method, number>()
+    // Methods take turns within each round, so a change of load on the machine affects all
+    // of them alike. Round 0 warms the page cache and is not counted.
+    for (let r = 0; r <= rounds; r++) {
+      for (const m of ms) {
         const dst = randomUUID()
         await mkdir(path.dirname(setup.path(dst)), { recursive: true }) // for cp/dd run directly
         const t0 = process.hrtime.bigint()
         await m.copy(c.id, dst)
-        const ms = Number(process.hrtime.bigint() - t0) / 1e6
-        if (r > 0) times.push(ms) // round 0 warms the page cache
-        dstStat = await setup.stat(dst)
+        const elapsed = Number(process.hrtime.bigint() - t0) / 1e6
+        if (r > 0) times.get(m)?.push(elapsed)
+        const dstStat = await setup.stat(dst)
         if (dstStat.size !== st.size) throw new Error(`${m.name}: copy has size ${dstStat.size}, expected ${st.size}`)
+        dstAlloc.set(m, dstStat.allocated)
         await setup.delete(dst)
         await run('sync', [])
       }
-      const med = median(times)
-      if (m.name === 'cp --sparse=always') cpMedian = med
+      if (r > 0) console.log(`  round ${r}/${rounds} done`)
+    }
+    const cpMedian = median(times.get(ms[0]) ?? [])
+    for (const m of ms) {
+      const ts = times.get(m) ?? []
+      const med = median(ts)
       rows.push([
         c.name,
         m.name,
         med.toFixed(1),
-        Math.min(...times).toFixed(1),
+        Math.min(...ts).toFixed(1),
         (st.size / 1e6 / (med / 1e3)).toFixed(0),
         (st.allocated / 1e6 / (med / 1e3)).toFixed(0),
         (med / cpMedian).toFixed(2),
-        (dstStat.allocated / MiB).toFixed(1),
+        ((dstAlloc.get(m) ?? 0) / MiB).toFixed(1),
       ])
-      console.log(`  ${m.name}: median ${med.toFixed(1)} ms over ${rounds} runs`)
     }
   }
 
@@ -128,7 +134,7 @@ async function main (): Promise<void> {
   console.log(line(header))
   console.log(widths.map(w => '-'.repeat(w)).join('  '))
   for (const r of rows) console.log(line(r))
-  console.log(`\nMB = 10^6 bytes. "MB/s data" counts the source's allocated bytes. node ${process.version}, ${rounds} timed runs + 1 warm-up each.`)
+  console.log(`\nMB = 10^6 bytes. "MB/s data" counts the source's allocated bytes. node ${process.version}, ${rounds} timed rounds + 1 warm-up round, methods interleaved; load average at the end ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs.`)
 }
 
 const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true })
