@@ -19,7 +19,7 @@ import { RecordingDriver } from '../hypervisor/recording.ts'
 import { enqueueJob } from '../jobs/enqueue.ts'
 import { serverStartHandler } from '../jobs/handlers/server-start.ts'
 import { serverStopHandler } from '../jobs/handlers/server-stop.ts'
-import { findConflicts, lockResources } from '../jobs/resources.ts'
+import { findConflicts } from '../jobs/resources.ts'
 import type {
   MountInputT, MountWire, NicInputT, NicWire, ServerCreateInputT, ServerUpdateInputT, ServerWire
 } from '../schemas/server.ts'
@@ -258,6 +258,20 @@ async function lockOwnedServer (tx: Tx, ownerId: string, id: string): Promise<Se
   return row
 }
 
+/**
+ * 503 when a job other than a power job links the server (e.g. a clone reading it). Power jobs
+ * are governed by lockedByJob instead: they release the server just before their job row is
+ * marked finished, and a client that sees `running` must be able to stop it at once.
+ */
+async function assertNoOtherJob (tx: Tx, id: string): Promise<void> {
+  const conflicts = (await findConflicts(tx, [{ type: 'servers', id, mode: 'write' }]))
+    .filter(c => c.operation !== 'server_start' && c.operation !== 'server_stop')
+  if (conflicts.length > 0) {
+    const c = conflicts[0]
+    throw errors.busy(`Server ${id} is busy with the ${c.operation} job ${c.jobId}`, 'uuid')
+  }
+}
+
 function checkMeta (meta: Record<string, string>): void {
   const bad = badMetaKey(meta)
   if (bad !== undefined) throw errors.validation(`meta keys must be 1 to 32 characters long: ${JSON.stringify(bad.slice(0, 40))}`, 'meta')
@@ -339,8 +353,8 @@ export async function updateServer (prisma: PrismaClient, ownerId: string, id: s
     const wantsFull = FULL_UPDATE_KEYS.some(k => input[k] !== undefined)
     if (full && wantsFull) {
       // a job holding the server (e.g. a clone reading it) must not see its definition change
-      const held = row.lockedByJob !== null || (await findConflicts(tx, [{ type: 'servers', id, mode: 'write' }])).length > 0
-      if (held) throw errors.busy(`Server ${id} is busy with another operation; try again when it has finished`, 'uuid')
+      if (row.lockedByJob !== null) throw errors.busy(`Server ${id} is busy with another operation; try again when it has finished`, 'uuid')
+      await assertNoOtherJob(tx, id)
     }
     const data: Record<string, unknown> = {}
     if (input.name !== undefined) data.name = input.name
@@ -376,7 +390,7 @@ async function checkDeletable (tx: Tx, ownerId: string, id: string): Promise<Ser
   const verdict = canDeleteServer(row.status)
   if (!verdict.ok) throw verdict.reason === 'busy' ? errors.busy(verdict.message, 'status') : errors.wrongState(verdict.message)
   if (row.lockedByJob) throw errors.busy(`Server ${id} is busy with another operation`, 'uuid')
-  await lockResources(tx, [{ type: 'servers', id, mode: 'write' }])
+  await assertNoOtherJob(tx, id)
   return row
 }
 
@@ -419,7 +433,7 @@ export async function requestPowerAction (prisma: PrismaClient, ownerId: string,
     const verdict = planPowerAction(action, row.status)
     if (!verdict.ok) throw verdict.reason === 'busy' ? errors.busy(verdict.message, 'status') : errors.wrongState(verdict.message)
     if (row.lockedByJob) throw errors.busy(`Server ${id} is busy with another operation`, 'uuid')
-    await lockResources(tx, [{ type: 'servers', id, mode: 'write' }])
+    await assertNoOtherJob(tx, id)
     if (action === 'start') await checkDrivesReady(tx, id)
     const t = verdict.transition
     const jobId = randomUUID()

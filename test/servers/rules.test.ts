@@ -62,7 +62,7 @@ t.test('planNics: new NICs, kept by MAC, removed when left out, unknown MAC refu
   t.equal(first[0].model, 'virtio', 'model defaults to virtio')
   t.equal(first[1].model, 'e1000')
   t.not(first[0].mac, first[1].mac)
-  const second = planNics([{ mac: first[1].mac.toUpperCase() }, { ip_v4_conf: { conf: 'static', ip: '10.0.0.5' } }].map(n => n.mac ? { ...n, vlan: first[1].vlan } : n), first)
+  const second = planNics([{ mac: first[1].mac.toUpperCase(), vlan: first[1].vlan }, { ip_v4_conf: { conf: 'static', ip: '10.0.0.5' } }], first)
   t.equal(second[0].mac, first[1].mac, 'matched by MAC (case-insensitive), first NIC removed')
   t.equal(second[0].model, 'e1000', 'an existing NIC keeps its model')
   t.notOk([first[0].mac, first[1].mac].includes(second[1].mac), 'a NIC without mac is new')
