@@ -47,7 +47,7 @@ t.test('clone answers 202 with the new drive in cloning_dst, one drive_clone job
   t.same(after.jobs.map((j: any) => j.uuid), [jobId])
 })
 
-t.test('a 100 GiB drive holding a little data clones in well under a second and stays sparse', async t => {
+t.test('a 100 GiB drive holding a little data clones in time that does not grow with its nominal size and stays sparse', async t => {
   const src = await readyDrive(api, { name: 'big', size: 100 * GiB })
   await writeRandom(app, src.uuid, 0, MiB)
   await writeRandom(app, src.uuid, 50 * GiB, MiB)
@@ -60,7 +60,8 @@ t.test('a 100 GiB drive holding a little data clones in well under a second and 
   const ms = Date.now() - started
   t.equal(job.state, 'success')
   const runMs = Date.parse(job.finished_at) - Date.parse(job.started_at)
-  t.ok(runMs < 1000, `the job ran ${runMs} ms (API to success: ${ms} ms)`)
+  // well under a second on an idle machine (bench/clone.ts); copying 100 GiB of zeros would take minutes
+  t.ok(runMs < 3000, `the job ran ${runMs} ms (API to success: ${ms} ms)`)
   const a = imageOf(app, src.uuid)
   const b = imageOf(app, dst.uuid)
   t.equal(b.size, 100 * GiB)
