@@ -72,12 +72,13 @@ try {
   await time('GET /jobs/ (default: -last_modified, limit 20)', '/api/2.0/jobs/')
   await time('GET /jobs/detail/?limit=100', '/api/2.0/jobs/detail/?limit=100')
   await time('GET /jobs/?offset=500000', '/api/2.0/jobs/?offset=500000')
-  await time('GET /jobs/?cursor=<next> (keyset, walking 20 pages)', () => {
-    const u = `/api/2.0/jobs/?cursor=${cursor}`
-    return u
-  })
-  // walk the cursor forward between samples
-  for (let i = 0; i < 5; i++) cursor = (await app.inject({ url: `/api/2.0/jobs/?cursor=${cursor}`, headers })).json().meta.next_cursor
+  await time('GET /jobs/?cursor= (keyset, first page)', '/api/2.0/jobs/?cursor=')
+  await time('GET /jobs/?cursor=<page 2>', `/api/2.0/jobs/?cursor=${cursor}`)
+  // a cursor half-way down, like offset=500000 (the cursor is base64url JSON {k, id})
+  const [mid] = await app.prisma.$queryRawUnsafe<Array<{ id: string, last_modified: Date }>>(
+    'SELECT id::text, last_modified FROM jobs WHERE owner_id = $1::uuid AND parent_id IS NULL ORDER BY last_modified DESC, id OFFSET $2 LIMIT 1', user.id, Math.floor(rows / 2))
+  cursor = Buffer.from(JSON.stringify({ k: mid.last_modified.toISOString(), id: mid.id })).toString('base64url')
+  await time(`GET /jobs/?cursor=<after row ${Math.floor(rows / 2)}>`, `/api/2.0/jobs/?cursor=${cursor}`)
   await time('GET /jobs/?state=started', '/api/2.0/jobs/?state=started')
   await time('GET /jobs/?state=error&operation=drive_clone', '/api/2.0/jobs/?state=error&operation=drive_clone')
   await time('GET /jobs/?resource=<drive uuid>', '/api/2.0/jobs/?resource=00000000-0000-4000-8000-000000000042')

@@ -29,6 +29,9 @@ export const jobOrder: OrderSpec = {
 
 interface Cursor { k: string, id: string }
 
+/** With cursor paging, total_count is exact up to this many jobs and otherwise this number. */
+export const COUNT_CAP = 10_000
+
 function encodeCursor (c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url')
 }
@@ -75,8 +78,13 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       page = { AND: [where, { OR: [{ [keyset.column]: { [cmp]: at } }, { [keyset.column]: at, id: { [idCmp]: c.id } }] }] }
       skip = 0
     }
+    // offset paging keeps CloudSigma's exact total_count (a scan of every match); keyset paging
+    // counts at most COUNT_CAP matches so every page stays fast on millions of jobs
+    const counting = query.cursor !== undefined
+      ? app.prisma.job.findMany({ where, select: { id: true }, take: COUNT_CAP }).then(r => r.length)
+      : app.prisma.job.count({ where })
     const [total, rows] = await Promise.all([
-      app.prisma.job.count({ where }),
+      counting,
       app.prisma.job.findMany({ where: page, orderBy: plan.orderBy, skip, take: plan.take })
     ])
     const last = rows.at(-1)

@@ -43,6 +43,7 @@ export type JobWire = Required<Omit<Static<typeof Job>, 'children' | 'result'>> 
 /** The jobs list envelope: the common meta plus a keyset cursor for the next page. */
 export const JobListMeta = Type.Object({
   ...ListMeta.properties,
+  total_count: Type.Integer({ description: 'Number of jobs matching the filters; with cursor paging, exact up to 10,000 and otherwise 10,000 (at least that many)' }),
   next_cursor: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'With `cursor=` (empty on the first page): pass as `cursor=` for the next page (keyset paging, fast at any depth); null on the last page' }))
 }, { $id: 'JobListMeta' })
 
