@@ -32,12 +32,21 @@ t.test('parameters AND, alternatives OR, contains, comparisons', async t => {
   t.same(filtersToWhere(parseFilters({ fields: 'a', order_by: 'name' }, spec)), {}, 'non-filters are ignored')
 })
 
+function paramOfError (fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (err) {
+    return err instanceof FilterError ? err.param : 'not a FilterError'
+  }
+  return undefined
+}
+
 t.test('bad filter values are errors naming the parameter', async t => {
-  t.throws(() => parseFilters({ status: 'mounted,flying' }, spec), FilterError)
-  t.throws(() => parseFilters({ uuid: 'nope' }, spec), { param: 'uuid' })
-  t.throws(() => parseFilters({ created__lt: 'soon' }, spec), { param: 'created__lt' })
-  t.throws(() => parseFilters({ uuid__contains: 'x' }, spec), { param: 'uuid__contains' }, 'contains only on strings')
-  t.throws(() => parseFilters({ name__gt: 'x' }, spec), { param: 'name__gt' }, 'comparisons only on dates and numbers')
+  t.equal(paramOfError(() => parseFilters({ status: 'mounted,flying' }, spec)), 'status')
+  t.equal(paramOfError(() => parseFilters({ uuid: 'nope' }, spec)), 'uuid')
+  t.equal(paramOfError(() => parseFilters({ created__lt: 'soon' }, spec)), 'created__lt')
+  t.equal(paramOfError(() => parseFilters({ uuid__contains: 'x' }, spec)), 'uuid__contains', 'contains only on strings')
+  t.equal(paramOfError(() => parseFilters({ name__gt: 'x' }, spec)), 'name__gt', 'comparisons only on dates and numbers')
 })
 
 t.test('order_by', async t => {

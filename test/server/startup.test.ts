@@ -41,7 +41,7 @@ t.test('a first start on the embedded default serves jobs with the printed crede
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-start-'))
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
   const port = await freePort()
-  const env = { ...process.env, DATA_DIR: dataDir, PORT: String(port), EMBEDDED_PG_PORT: String(await freePort()), LOG_LEVEL: 'info' }
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(port), EMBEDDED_PG_PORT: String(await freePort()), LOG_LEVEL: 'info' }
   delete env.DATABASE_URL
   delete env.TEST_DATABASE_URL
 
@@ -61,7 +61,7 @@ t.test('a first start on the embedded default serves jobs with the printed crede
   t.ok(res.headers.get('x-request-id'))
   const denied = await fetch(`http://127.0.0.1:${port}/api/2.0/jobs/`, { headers: { authorization: 'Basic ' + Buffer.from(`${email}:wrong`).toString('base64') } })
   t.equal(denied.status, 401)
-  t.equal((await denied.json())[0].error_type, 'permission')
+  t.equal(((await denied.json()) as Array<{ error_type: string }>)[0].error_type, 'permission')
 
   svc.child.kill('SIGTERM')
   const [code] = await once(svc.child, 'exit')
