@@ -7,7 +7,7 @@ import { describeResource } from '../http/resource-schema.ts'
 import type { FilterSpec, OrderSpec } from '../domain/filters.ts'
 import { requestCancel } from '../jobs/cancel.ts'
 import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../jobs/types.ts'
-import { UuidParams, errorResponses, refTo } from '../schemas/common.ts'
+import { UuidParams, errorResponses, refTo, ResourceSchema } from '../schemas/common.ts'
 import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery } from '../schemas/job.ts'
 import { loadJobWire, loadTrees } from '../services/jobs-view.ts'
 
@@ -75,7 +75,10 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       const at = new Date(c.k)
       const cmp = keyset.dir === 'desc' ? 'lt' : 'gt'
       const idCmp = keyset.dir === 'desc' ? 'gt' : 'lt'
-      page = { AND: [where, { OR: [{ [keyset.column]: { [cmp]: at } }, { [keyset.column]: at, id: { [idCmp]: c.id } }] }] }
+      // the plain bound (lte/gte) lets the index range-scan; the OR then settles ties by id
+      page = {
+        AND: [where, { [keyset.column]: { [`${cmp}e`]: at } }, { OR: [{ [keyset.column]: { [cmp]: at } }, { id: { [idCmp]: c.id } }] }]
+      }
       skip = 0
     }
     // offset paging keeps CloudSigma's exact total_count (a scan of every match); keyset paging
@@ -113,7 +116,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/jobs/', { schema: listSchema('List top-level jobs with their children') }, async (request) => list(request.query, request.account.id))
   app.get('/jobs/detail/', { schema: listSchema('List jobs with all fields') }, async (request) => list(request.query, request.account.id))
 
-  app.get('/jobs/schema/', { schema: { tags: ['jobs'], summary: 'The job resource schema' } }, async () => describeResource(Job, {
+  app.get('/jobs/schema/', { schema: { tags: ['jobs'], summary: 'The job resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Job, {
     readonly: Object.keys(Job.properties),
     required: [],
     filtering: { state: 1, operation: 1, uuid: 1, resource: 1, parent: 1, created: 1, last_modified: 1, finished_at: 1 },
