@@ -1,6 +1,7 @@
 // The CloudSigma `schema/` endpoints (§1.11), generated from the TypeBox wire schemas so they
 // cannot drift from what the routes answer.
-import type { TSchema } from 'typebox'
+import type { Static, TSchema } from 'typebox'
+import type { ResourceSchema } from '../schemas/common.ts'
 
 interface JsonSchema {
   type?: string | string[]
@@ -50,8 +51,8 @@ function choicesOf (s: JsonSchema): unknown[] | undefined {
   return undefined
 }
 
-export function describeResource (schema: TSchema, opts: ResourceSchemaOptions): Record<string, unknown> {
-  const fields: Record<string, unknown> = {}
+export function describeResource (schema: TSchema, opts: ResourceSchemaOptions): Static<typeof ResourceSchema> {
+  const fields: Static<typeof ResourceSchema>['fields'] = {}
   const props = (schema as JsonSchema).properties ?? {}
   for (const [name, prop] of Object.entries(props)) {
     const choices = opts.choices?.[name] ?? choicesOf(prop)
@@ -62,16 +63,16 @@ export function describeResource (schema: TSchema, opts: ResourceSchemaOptions):
       readonly: opts.readonly.includes(name),
       required: opts.required.includes(name),
       type: typeName(prop),
-      ...(choices ? { choices } : {})
+      ...(choices ? { choices: [...choices] } : {})
     }
   }
   return {
-    allowed_detail_http_methods: opts.detailMethods,
-    allowed_list_http_methods: opts.listMethods,
+    allowed_detail_http_methods: [...opts.detailMethods],
+    allowed_list_http_methods: [...opts.listMethods],
     default_format: 'application/json',
     default_limit: 20,
     fields,
     filtering: opts.filtering,
-    ordering: opts.ordering
+    ordering: [...opts.ordering]
   }
 }

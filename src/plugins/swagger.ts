@@ -3,6 +3,16 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import fp from 'fastify-plugin'
 
+/** A stable operationId from method and path, for routes that do not name one (SDK method names). */
+export function operationIdFor (method: string, url: string): string {
+  const words = url.replace(/^\/api\/2\.0\//, '/').split('/').filter(Boolean).map(part => {
+    const param = /^[:{](\w+)}?$/.exec(part)
+    const word = (param ? 'by-' + param[1] : part).replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())
+    return word.charAt(0).toUpperCase() + word.slice(1)
+  })
+  return method.toLowerCase() + words.join('')
+}
+
 export default fp(async (app) => {
   await app.register(swagger, {
     openapi: {
@@ -25,6 +35,11 @@ export default fp(async (app) => {
         { name: 'accounts', description: 'Account settings and websocket authentication' },
         { name: 'health', description: 'Probes' }
       ]
+    },
+    transform: ({ schema, url, route }) => {
+      const method = Array.isArray(route.method) ? route.method[0] : route.method
+      const named = schema && !('operationId' in schema) ? { ...schema, operationId: operationIdFor(String(method), url) } : schema
+      return { schema: named, url }
     },
     // components are named after each shared schema's $id
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) }

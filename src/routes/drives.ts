@@ -8,7 +8,7 @@ import { createBodyHook, requireRelatedUuid } from '../http/bodies.ts'
 import { parseFields, pickFields } from '../http/listing.ts'
 import { describeResource } from '../http/resource-schema.ts'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../domain/drive-status.ts'
-import { ListQuery, UuidParams, errorResponses, refTo } from '../schemas/common.ts'
+import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../schemas/common.ts'
 import {
   Drive, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
@@ -56,7 +56,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/drives/detail/', { schema: listSchema('List drives with all fields') },
     async (request) => listDrives(app.prisma, request.account.id, request.query, true) as never)
 
-  app.get('/drives/schema/', { schema: { tags: TAGS, summary: 'The drive resource schema' } }, async () => describeResource(Drive, {
+  app.get('/drives/schema/', { schema: { tags: TAGS, summary: 'The drive resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Drive, {
     readonly: ['backup_scheduler', 'jobs', 'mounted_on', 'owner', 'remote_snapshots', 'resource_uri', 'runtime', 'snapshots', 'status', 'uuid'],
     required: ['media', 'name', 'size'],
     filtering: { media: 'exact', name: 'exact', name__contains: 'exact', status: 'exact', storage_type: 'exact', tag: 'exact', uuid: 'exact' },

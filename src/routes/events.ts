@@ -109,7 +109,13 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
       description: 'Frames are `id: <event id>`, `event: <resource_type>`, `data: {resource_type, resource_uri, object}`. ' +
         'Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.',
       querystring: JobEventsQuery,
-      response: { ...errorResponses(404) }
+      response: {
+        200: {
+          description: 'A text/event-stream of change frames',
+          content: { 'text/event-stream': { schema: { type: 'string', description: 'id:, event: and data: lines per frame' } } }
+        },
+        ...errorResponses(404)
+      }
     }
   }, async (request, reply) => {
     const ownerId = request.account.id

@@ -10,7 +10,7 @@ import { errors } from '../http/errors.ts'
 import { parseFields, pickFields } from '../http/listing.ts'
 import { describeResource } from '../http/resource-schema.ts'
 import { hypervisorView } from '../hypervisor/view.ts'
-import { ListQuery, UuidParams, errorResponses, refTo } from '../schemas/common.ts'
+import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../schemas/common.ts'
 import {
   CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerCreateBody, ServerDeleteQuery,
   ServerList, ServerObjects, ServerUpdateInput, serverSchemas
@@ -102,7 +102,7 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/servers/detail/', { schema: listSchema('List servers with all fields') },
     async (request) => listServers(app.prisma, request.account.id, request.query, true) as never)
 
-  app.get('/servers/schema/', { schema: { tags: TAGS, summary: 'The server resource schema' } }, async () => describeResource(Server, {
+  app.get('/servers/schema/', { schema: { tags: TAGS, summary: 'The server resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Server, {
     readonly: ['jobs', 'owner', 'resource_uri', 'runtime', 'status', 'uuid'],
     required: ['cpu', 'mem', 'name', 'vnc_password'],
     filtering: { name: 'exact', name__contains: 'exact', status: 'exact', tag: 'exact', uuid: 'exact' },

@@ -87,9 +87,12 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
     const result = await receiveRawUpload(deps, request.account.id, { name, media: request.query.media ?? 'disk' }, size, body as Readable)
     return reply.code(201).type('text/plain; charset=utf-8').header('location', uri('drives', result.driveId)).send(result.driveId)
   }
-  for (const url of ['/drives/upload/', '/drives/upload/:name']) {
-    app.post(url, rawUpload, rawHandler)
-    app.put(url, rawUpload, rawHandler)
+  // the bare path has no `name` parameter; the OpenAPI document must not claim one
+  const { params: _nameParam, ...bareSchema } = rawUpload.schema
+  const bareUpload = { ...rawUpload, schema: bareSchema }
+  for (const [url, options] of [['/drives/upload/', bareUpload], ['/drives/upload/:name', rawUpload]] as const) {
+    app.post(url, options, rawHandler)
+    app.put(url, options, rawHandler)
   }
 
   app.post('/initupload/', {

@@ -65,4 +65,22 @@ export function errorResponses (...codes: number[]): Record<number, ReturnType<t
   return out
 }
 
-export const sharedSchemas: TSchema[] = [Ref, CloudSigmaError, Errors, ListMeta, RelatedInput, Meta]
+/** What `GET /{resource}/schema/` answers: the CloudSigma (Tastypie) resource description. */
+export const ResourceSchema = Type.Object({
+  allowed_detail_http_methods: Type.Array(Type.String()),
+  allowed_list_http_methods: Type.Array(Type.String()),
+  default_format: Type.String(),
+  default_limit: Type.Integer(),
+  fields: Type.Record(Type.String(), Type.Object({
+    default: Type.Unknown(),
+    help_text: Type.String(),
+    readonly: Type.Boolean(),
+    required: Type.Boolean(),
+    type: Type.String(),
+    choices: Type.Optional(Type.Array(Type.Unknown()))
+  }, { additionalProperties: true })),
+  filtering: Type.Record(Type.String(), Type.Unknown()),
+  ordering: Type.Array(Type.String())
+}, { $id: 'ResourceSchema', description: 'A resource description in the CloudSigma schema format' })
+
+export const sharedSchemas: TSchema[] = [Ref, CloudSigmaError, Errors, ListMeta, RelatedInput, Meta, ResourceSchema]
