@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { enqueueJob } from '../../src/jobs/enqueue.ts'
 import { publishChange } from '../../src/services/events.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { openSse } from './helpers.ts'
+import { openSse } from '../helpers/sse.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 await app.listen({ host: '127.0.0.1', port: 0 })
