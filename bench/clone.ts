@@ -66,7 +66,8 @@ registerRun(process.pid)
 fs.rmSync(dataDir, { recursive: true, force: true })
 fs.mkdirSync(scratch, { recursive: true })
 try {
-  const { app } = await buildTestApp(t, { config: { drivesDir: path.join(dataDir, 'drives') } })
+  // STORAGE_FSYNC=false measures clones without the final fsync (the service's setting of that name)
+  const { app } = await buildTestApp(t, { config: { drivesDir: path.join(dataDir, 'drives'), storageFsync: process.env.STORAGE_FSYNC !== 'false' } })
   const user = await createUser(app)
   const address = await app.listen({ host: '127.0.0.1', port: 0 })
   const headers = { authorization: user.authorization, 'content-type': 'application/json' }
@@ -141,7 +142,7 @@ try {
   // ---------------------------------------------------------------- report
   const nproc = execFileSync('nproc', { encoding: 'utf8' }).trim()
   const load = fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
-  console.log(`clone benchmark: ${rounds} timed rounds per method (medians), ${nproc} cores, load average ${load}, ext4 on the same disk`)
+  console.log(`clone benchmark: ${rounds} timed rounds per method (medians), ${nproc} cores, load average ${load}, ext4 on the same disk, fsync ${process.env.STORAGE_FSYNC === 'false' ? 'off' : 'on'} (STORAGE_FSYNC)`)
   console.log('')
   console.log(`sparse: 10 GiB drive holding 64 MiB of random data (allocated ${(st.blocks * 512 / MiB).toFixed(1)} MiB)`)
   console.log(`  cp --sparse=always                 ${ms(median(sCp)).padStart(9)}`)

@@ -23,6 +23,8 @@ export interface Config {
   downloadLinkTtlSeconds: number
   /** Whether a first start on an empty database creates an account and prints its password. */
   bootstrapAccount: boolean
+  /** fsync drive images after creating, resizing and copying them (durable clones), at some speed cost. */
+  storageFsync: boolean
 }
 
 const TiB = 1024 ** 4
@@ -65,6 +67,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     uploadLinkTtlSeconds: int(env, 'UPLOAD_LINK_TTL', 300, 1),
     downloadLinkTtlSeconds: int(env, 'DOWNLOAD_LINK_TTL', 60, 1),
     bootstrapAccount: bool(env, 'BOOTSTRAP_ACCOUNT', true),
+    storageFsync: bool(env, 'STORAGE_FSYNC', true),
     ...overrides
   }
   if (config.jobLeaseSeconds > 30) throw new Error('setting JOB_LEASE_SECONDS must be at most 30')

@@ -9,5 +9,5 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  app.decorate('storage', createStorage({ root: app.config.drivesDir }))
+  app.decorate('storage', createStorage({ root: app.config.drivesDir, durable: app.config.storageFsync }))
 }, { name: 'storage' })

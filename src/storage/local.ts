@@ -2,9 +2,9 @@
  * DriveStorage on a local file system: one sparse raw file per drive at
  * `<root>/<first two hex chars of the id>/<id>.img`.
  *
- * Copies run `cp --sparse=always --reflink=auto` (GNU coreutils skips holes with
- * SEEK_DATA/SEEK_HOLE and uses copy_file_range / reflinks, so the time grows with the
- * data, not the nominal size) and fall back to a pure-Node copy that reads in large
+ * Copies run `cp --sparse=auto --reflink=auto` (GNU coreutils skips holes with
+ * SEEK_DATA/SEEK_HOLE and copies data in the kernel with copy_file_range / reflinks, so the
+ * time grows with the data, not the nominal size) and fall back to a pure-Node copy that reads in large
  * chunks and skips writing all-zero blocks (so the copy stays sparse) when `cp` is
  * missing or does not know those options (macOS, busybox).
  */
@@ -50,10 +50,10 @@ export interface LocalDriveStorageOptions {
   /** The `cp` executable (default 'cp', looked up in PATH). */
   cpCommand?: string
   /**
-   * `cp --sparse=` mode. 'always' (default): cp reads the data and also turns runs of
-   * zeros that the source has allocated into holes (read/write in 128 KiB blocks).
-   * 'auto': holes of the source stay holes, data is copied in the kernel with
-   * copy_file_range (less CPU, allocated zeros stay allocated).
+   * `cp --sparse=` mode. 'auto' (default): holes of the source stay holes, data is copied in
+   * the kernel with copy_file_range (allocated zeros stay allocated, as in the source); on a
+   * 2 GiB dense image it ran at plain `cp` speed, where 'always' took twice as long.
+   * 'always': cp reads the data and also turns runs of zeros into holes (128 KiB blocks).
    */
   cpSparse?: 'always' | 'auto'
   /**
@@ -243,7 +243,7 @@ export class LocalDriveStorage implements DriveStorage {
     this.root = path.resolve(options.root)
     this.copyMethod = options.copyMethod ?? 'auto'
     this.cpCommand = options.cpCommand ?? 'cp'
-    this.cpSparse = options.cpSparse ?? 'always'
+    this.cpSparse = options.cpSparse ?? 'auto'
     this.durable = options.durable ?? true
     this.progressIntervalMs = options.progressIntervalMs ?? 200
     this.chunkSize = options.chunkSize ?? 4 * MiB
