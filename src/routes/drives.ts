@@ -1,9 +1,7 @@
 // /api/2.0/drives/: list, detail, schema, create (single and bulk), get, update, delete (single
 // and bulk), and the action dispatcher (?do=resize here; clone, upload_chunk, download elsewhere).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyError } from 'fastify'
 import { Type } from 'typebox'
-import { errors } from '../http/errors.ts'
 import { createBodyHook, requireRelatedUuid } from '../http/bodies.ts'
 import { parseFields, pickFields } from '../http/listing.ts'
 import { describeResource } from '../http/resource-schema.ts'
@@ -14,7 +12,7 @@ import {
   driveSchemas, type DriveUpdateInputT
 } from '../schemas/drive.ts'
 import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, type DrivesDeps } from '../services/drives.ts'
-import { driveAction, driveActionNames, registerDriveAction } from '../services/drive-actions.ts'
+import { driveActions, registerDriveAction } from '../services/drive-actions.ts'
 import { driveCreateHandler } from '../jobs/handlers/drive-create.ts'
 import { driveResizeHandler } from '../jobs/handlers/drive-resize.ts'
 import { driveDeleteHandler } from '../jobs/handlers/drive-delete.ts'
@@ -143,21 +141,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       }, { additionalProperties: true }),
       response: { 202: Type.Unknown({ description: 'Depends on the action' }), ...errorResponses(404, 416, 503) }
     }
-  }, async (request, reply) => {
-    const name = request.query.do
-    const action = driveAction(name)
-    if (!action) throw errors.validation(`Unknown action ${JSON.stringify(name)}; one of: ${driveActionNames().join(', ')}`, 'do')
-    const body: unknown = request.body ?? {}
-    if (action.body) {
-      const validate = request.compileValidationSchema(action.body, 'body')
-      if (!validate(body)) {
-        const err: FastifyError = Object.assign(new Error('invalid body'), { code: 'FST_ERR_VALIDATION', validation: validate.errors ?? [], validationContext: 'body' as const })
-        throw err
-      }
-    }
-    reply.code(202)
-    return action.run({ app, request, reply, ownerId: request.account.id, uuid: request.params.uuid, body, query: request.query }) as never
-  })
+  }, async (request, reply) => driveActions.dispatch(app, request, reply) as never)
 }
 
 export default drives

@@ -2,9 +2,9 @@
 // ?recurse=), and the action dispatcher (?do=start|stop|shutdown|open_vnc|close_vnc here; other
 // modules add theirs with registerServerAction, e.g. clone).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Type, type TSchema } from 'typebox'
+import { Type } from 'typebox'
 import { POWER_ACTIONS, SERVER_STATUSES, type PowerAction } from '../domain/server-status.ts'
+import { ActionRegistry, type Action, type ActionContext } from '../http/actions.ts'
 import { createBodyHook } from '../http/bodies.ts'
 import { errors } from '../http/errors.ts'
 import { parseFields, pickFields } from '../http/listing.ts'
@@ -23,36 +23,14 @@ const TAGS = ['servers']
 // ---------------------------------------------------------------------------------------------
 // The action registry behind POST /servers/{uuid}/action/?do=<name>
 
-export interface ServerActionContext {
-  app: FastifyInstance
-  request: FastifyRequest
-  reply: FastifyReply
-  /** The caller's account id. */
-  ownerId: string
-  /** The server uuid from the URL (checked to be a uuid, not yet loaded). */
-  uuid: string
-  /** The body, validated against `body` when the action gives one. */
-  body: unknown
-  query: Record<string, unknown>
-}
+export type ServerActionContext = ActionContext
+export type ServerAction = Action
 
-export interface ServerAction {
-  summary: string
-  body?: TSchema
-  /** Does the action; the reply is 202 unless it sets another code; returns the body. */
-  run: (ctx: ServerActionContext) => Promise<unknown>
-}
-
-const actions = new Map<string, ServerAction>()
+const actions = new ActionRegistry('server')
 
 /** Adds ?do=<name> to the server action dispatcher; call it once, at the top level of a module. */
 export function registerServerAction (name: string, action: ServerAction): void {
-  if (actions.has(name)) throw new Error(`server action ${name} is registered already`)
-  actions.set(name, action)
-}
-
-export function serverActionNames (): string[] {
-  return [...actions.keys()].sort()
+  actions.register(name, action)
 }
 
 for (const name of POWER_ACTIONS) {
@@ -172,21 +150,7 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
       querystring: ServerActionQuery,
       response: { 202: Type.Unknown({ description: 'Depends on the action; see ServerActionResult for power actions' }), ...errorResponses(404, 503) }
     }
-  }, async (request, reply) => {
-    const name = request.query.do
-    const action = actions.get(name)
-    if (!action) throw errors.validation(`Unknown action ${JSON.stringify(name)}; one of: ${serverActionNames().join(', ')}`, 'do')
-    const body: unknown = request.body ?? {}
-    if (action.body) {
-      const validate = request.compileValidationSchema(action.body, 'body')
-      if (!validate(body)) {
-        const err: FastifyError = Object.assign(new Error('invalid body'), { code: 'FST_ERR_VALIDATION', validation: validate.errors ?? [], validationContext: 'body' as const })
-        throw err
-      }
-    }
-    reply.code(202)
-    return action.run({ app, request, reply, ownerId: request.account.id, uuid: request.params.uuid, body, query: request.query }) as never
-  })
+  }, async (request, reply) => actions.dispatch(app, request, reply) as never)
 }
 
 export default servers

@@ -126,7 +126,7 @@ class Progress {
   constructor (
     readonly total: number,
     private readonly cb: CopyProgress | undefined,
-    private readonly intervalMs: number,
+    private readonly intervalMs: number
   ) {}
 
   /** Reports `done` if the interval has passed (or `force`). May throw (the callback's exception). */
@@ -161,7 +161,7 @@ class LocalDriveWriter implements DriveWriter {
     private readonly handle: FileHandle,
     readonly size: number,
     private readonly durable: boolean,
-    private readonly id: string,
+    private readonly id: string
   ) {}
 
   async write (data: Uint8Array, position: number): Promise<void> {
@@ -672,4 +672,3 @@ async function writeNonZero (h: FileHandle, buf: Buffer, words: Uint32Array, len
   if (runStart >= 0) await flush(runStart, len)
   return written
 }
-
