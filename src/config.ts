@@ -25,6 +25,8 @@ export interface Config {
   bootstrapAccount: boolean
   /** fsync drive images after creating, resizing and copying them (durable clones), at some speed cost. */
   storageFsync: boolean
+  /** How long the built-in recording hypervisor driver takes per power change, so starting/stopping show. */
+  hypervisorDelayMs: number
 }
 
 const TiB = 1024 ** 4
@@ -68,6 +70,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     downloadLinkTtlSeconds: int(env, 'DOWNLOAD_LINK_TTL', 60, 1),
     bootstrapAccount: bool(env, 'BOOTSTRAP_ACCOUNT', true),
     storageFsync: bool(env, 'STORAGE_FSYNC', true),
+    hypervisorDelayMs: int(env, 'HYPERVISOR_DELAY_MS', 0),
     ...overrides
   }
   if (config.jobLeaseSeconds > 30) throw new Error('setting JOB_LEASE_SECONDS must be at most 30')

@@ -198,7 +198,7 @@ export class JobEngine {
       })
   }
 
-  private context (row: ClaimedRow, signal: AbortSignal, log: FastifyBaseLogger): JobContext & { flush: () => void } {
+  private context (row: ClaimedRow, signal: AbortSignal, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void> } {
     const { prisma } = this.opts
     const job: JobInfo = {
       id: row.id,
@@ -218,6 +218,9 @@ export class JobEngine {
     let state: ProgressUpdate = {}
     let dirty = false
     let flushTimer: NodeJS.Timeout | undefined
+    // the last progress write in flight: settling waits for it, or it could land after the job's
+    // final row (and, guarded by locked_by, be lost)
+    let inflight: Promise<unknown> = Promise.resolve()
     const write = () => {
       if (!dirty) return
       dirty = false
@@ -231,7 +234,7 @@ export class JobEngine {
           ? `job progress: ${formatBytes(u.bytesDone)}${u.bytesTotal ? ' of ' + formatBytes(u.bytesTotal) : ''}`
           : 'job progress'))
       }
-      prisma.job.updateMany({
+      inflight = prisma.job.updateMany({
         where: { id: row.id, lockedBy: this.workerId },
         data: {
           ...(u.bytesDone !== undefined ? { bytesDone: BigInt(Math.floor(u.bytesDone)) } : {}),
@@ -263,7 +266,12 @@ export class JobEngine {
       checkpoint: async (data) => {
         await prisma.job.updateMany({ where: { id: row.id, lockedBy: this.workerId }, data: { checkpoint: data as object } })
       },
-      flush: () => { clearTimeout(flushTimer); flushTimer = undefined; dirty = false }
+      flush: async () => {
+        clearTimeout(flushTimer)
+        flushTimer = undefined
+        write()
+        await inflight
+      }
     }
   }
 
@@ -310,7 +318,7 @@ export class JobEngine {
       } catch (err) {
         log.error({ err }, 'job cleanup failed')
       }
-      ctx.flush()
+      await ctx.flush()
       await this.settle(row, { state: reason.state, error: reason.error ?? null }, log)
     }
     if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
@@ -336,7 +344,7 @@ export class JobEngine {
       const result = await handler.run(ctx)
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
       if (entry.controller.signal.aborted) return // lease lost or shutting down: not ours to record
-      ctx.flush()
+      await ctx.flush()
       await this.settle(row, { state: 'success', result }, log)
     } catch (err) {
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })

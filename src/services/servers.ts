@@ -514,7 +514,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  app.decorate('hypervisor', new RecordingDriver({ delayMs: Number(process.env.HYPERVISOR_DELAY_MS ?? 0) || 0 }))
+  app.decorate('hypervisor', new RecordingDriver({ delayMs: app.config.hypervisorDelayMs }))
   // read at call time, so a replaced driver takes effect for the next job
   const driver = () => app.hypervisor
   app.jobs.register('server_start', serverStartHandler(driver))
