@@ -111,6 +111,7 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
         throw failureOf(err, p)
       }
       ctx.signal.throwIfAborted()
+      const copiedAt = new Date().toISOString()
       await prisma.$transaction(async (tx) => {
         const status = await restingStatusOf(tx, p.driveId)
         const done = await tx.drive.updateMany({ where: { id: p.driveId, lockedByJob: ctx.job.id }, data: { status, lockedByJob: null } })
@@ -119,7 +120,8 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
         await releaseNextSibling(tx, ctx.job.parentId)
         await announceDrives(tx, ctx.job.ownerId, [p.sourceId, p.driveId])
       })
-      return { size: p.size, bytes_copied: total }
+      // copied_at: when the data was complete (the next held-back sibling may start from then on)
+      return { size: p.size, bytes_copied: total, copied_at: copiedAt }
     },
     async cleanup (ctx) {
       const p = driveCloneParams(ctx)
