@@ -644,6 +644,9 @@ async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, 
   const size = Number(drive.size)
   const total = chunkCount(size, S)
   return deps.prisma.$transaction(async (tx) => {
+    // chunks of one upload are recorded one at a time: without this row lock, two last chunks
+    // arriving together could each miss the other's row, so neither would see the upload complete
+    await tx.$executeRawUnsafe('SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', jobId)
     const inserted = await tx.$executeRawUnsafe(
       'INSERT INTO upload_chunks (drive_id, number, size) VALUES ($1::uuid, $2, $3) ON CONFLICT DO NOTHING',
       drive.id, n, BigInt(length))
