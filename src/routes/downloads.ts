@@ -57,7 +57,8 @@ async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob
   const settle = (): void => {
     if (settled) return
     settled = true
-    const complete = reply.raw.writableFinished && meter.bytes === length
+    // every byte went through and the response was ended ('close' may come before 'finish')
+    const complete = (reply.raw.writableFinished || reply.raw.writableEnded) && meter.bytes === length
     void piping.then(async () => {
       if (complete) {
         await deps.prisma.$transaction(async (tx) => held.finish(tx, { state: 'success', result: { bytes: meter.bytes } }))

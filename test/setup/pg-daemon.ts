@@ -1,10 +1,12 @@
 // Keeps an embedded PostgreSQL running for a test run (started by test/setup/test-db.ts when no
 // database URL is given) and stops it on SIGTERM. Arguments: data folder, state file.
 import fs from 'node:fs'
+import path from 'node:path'
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
 
 const [dir, stateFile] = process.argv.slice(2)
 const port = Number(process.env.TEST_EMBEDDED_PG_PORT ?? 54339)
+fs.mkdirSync(path.dirname(dir), { recursive: true })
 const log = fs.createWriteStream(dir + '.log', { flags: 'a' })
 const db = await startEmbeddedPostgres({ dir, port, log: line => log.write(line + '\n') })
 const adminUrl = db.url.replace(/\/clonejobs$/, '/postgres')
