@@ -1,11 +1,21 @@
 // Keeps an embedded PostgreSQL running for a test run (started by test/setup/test-db.ts when no
 // database URL is given) and stops it on SIGTERM. Arguments: data folder, state file.
 import fs from 'node:fs'
+import net from 'node:net'
+import { once } from 'node:events'
 import path from 'node:path'
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
 
 const [dir, stateFile] = process.argv.slice(2)
-const port = Number(process.env.TEST_EMBEDDED_PG_PORT ?? 54339)
+// a free port unless one is given: a daemon of another checkout may hold any fixed one
+async function freePort (): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as net.AddressInfo
+  await new Promise(resolve => server.close(resolve))
+  return port
+}
+const port = process.env.TEST_EMBEDDED_PG_PORT ? Number(process.env.TEST_EMBEDDED_PG_PORT) : await freePort()
 fs.mkdirSync(path.dirname(dir), { recursive: true })
 const log = fs.createWriteStream(dir + '.log', { flags: 'a' })
 const db = await startEmbeddedPostgres({ dir, port, log: line => log.write(line + '\n') })
