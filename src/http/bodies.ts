@@ -46,6 +46,11 @@ export function requireRelatedUuid (input: unknown, point: string, resource?: st
   return id
 }
 
+/** Tag references (uuids, URIs or objects) → their distinct uuids, in order; 400 at `tags` otherwise. */
+export function tagIds (tags: unknown[]): string[] {
+  return [...new Set(tags.map(t => requireRelatedUuid(t, 'tags', 'tags')))]
+}
+
 export function isUuid (value: string): boolean {
   return UUID.test(value)
 }

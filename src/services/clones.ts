@@ -12,7 +12,7 @@ import {
   type NicLike, type SourceMount
 } from '../domain/clone-plan.ts'
 import { badMetaKey } from '../domain/drive-status.ts'
-import { relatedUuid } from '../http/bodies.ts'
+import { relatedUuid, tagIds } from '../http/bodies.ts'
 import { errors } from '../http/errors.ts'
 import { enqueueJob, type JobResourceInput } from '../jobs/enqueue.ts'
 import { driveCloneHandler } from '../jobs/handlers/drive-clone.ts'
@@ -66,16 +66,6 @@ async function dataBytes (storage: DriveStorage, id: string): Promise<number> {
   } catch {
     return 0
   }
-}
-
-function tagIds (tags: unknown[]): string[] {
-  const ids: string[] = []
-  for (const t of tags) {
-    const id = relatedUuid(t, 'tags')
-    if (!id) throw errors.validation('tags must be tag uuids, tag URIs or objects with a uuid', 'tags')
-    if (!ids.includes(id)) ids.push(id)
-  }
-  return ids
 }
 
 function sourceOf (row: DriveRow) {

@@ -5,7 +5,7 @@ import type { Drive as DriveRow } from '../db/generated/client.ts'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { errors } from '../http/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../http/listing.ts'
-import { relatedUuid, isUuid } from '../http/bodies.ts'
+import { isUuid, tagIds } from '../http/bodies.ts'
 import { ref, uri } from '../http/uris.ts'
 import type { FilterSpec, OrderSpec } from '../domain/filters.ts'
 import {
@@ -208,16 +208,6 @@ function checkMeta (meta: Record<string, string>): void {
   for (const [k, v] of Object.entries(meta)) {
     if (typeof v !== 'string') throw errors.validation(`meta values must be strings (key ${JSON.stringify(k)})`, 'meta')
   }
-}
-
-function tagIds (tags: unknown[]): string[] {
-  const ids: string[] = []
-  for (const t of tags) {
-    const id = relatedUuid(t, 'tags')
-    if (!id) throw errors.validation('tags must be tag uuids, tag URIs or objects with a uuid', 'tags')
-    if (!ids.includes(id)) ids.push(id)
-  }
-  return ids
 }
 
 /** `avoid=uuid[,uuid...]` (§2.11): validated, otherwise advisory. */

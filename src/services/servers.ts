@@ -10,7 +10,7 @@ import type { FilterSpec, OrderSpec } from '../domain/filters.ts'
 import {
   SERVER_STATUSES, acceptsFullUpdate, activeSinceTime, canDeleteServer, planPowerAction, type PowerAction
 } from '../domain/server-status.ts'
-import { relatedUuid } from '../http/bodies.ts'
+import { relatedUuid, tagIds } from '../http/bodies.ts'
 import { errors } from '../http/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../http/listing.ts'
 import { ref, uri, type Ref } from '../http/uris.ts'
@@ -275,10 +275,6 @@ async function assertNoOtherJob (tx: Tx, id: string): Promise<void> {
 function checkMeta (meta: Record<string, string>): void {
   const bad = badMetaKey(meta)
   if (bad !== undefined) throw errors.validation(`meta keys must be 1 to 32 characters long: ${JSON.stringify(bad.slice(0, 40))}`, 'meta')
-}
-
-function tagIds (tags: unknown[]): string[] {
-  return [...new Set(tags.map(t => uuidRef(t, 'tags', 'tags')))]
 }
 
 function extraFrom (input: Partial<ServerUpdateInputT>, base: Extra): Extra {
