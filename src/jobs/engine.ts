@@ -52,6 +52,8 @@ export class JobEngine {
   private heartbeatTimer: NodeJS.Timeout | undefined
   private stopping = true
   private polling = false
+  // the claim in flight, if any (stop() waits for it)
+  private pollDone: Promise<void> = Promise.resolve()
   private wakePending = false
   private unlisten: Array<() => void> = []
 
@@ -93,6 +95,9 @@ export class JobEngine {
     this.unlisten = []
     clearTimeout(this.timer)
     clearInterval(this.heartbeatTimer)
+    // a claim in flight has already committed its jobs as ours: let it launch them, so they are
+    // given back below rather than left started until their lease runs out
+    await this.pollDone
     const ids = [...this.running.keys()]
     for (const r of this.running.values()) r.controller.abort(new Error('shutting down'))
     // a handler that ignores its signal is not waited for longer than a lease
@@ -139,8 +144,13 @@ export class JobEngine {
     this.timer = setTimeout(() => { void this.poll() }, ms)
   }
 
-  private async poll (): Promise<void> {
-    if (this.stopping || this.polling) return
+  private poll (): Promise<void> {
+    if (this.stopping || this.polling) return Promise.resolve()
+    this.pollDone = this.claimAndLaunch()
+    return this.pollDone
+  }
+
+  private async claimAndLaunch (): Promise<void> {
     this.polling = true
     this.wakePending = false
     let claimed: ClaimedRow[] = []
