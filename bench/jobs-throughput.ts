@@ -7,8 +7,8 @@
  * with its own LISTEN connection like a separate service process, and prints enqueued and
  * claimed+finished jobs per second. Figures only, no pass/fail.
  */
-import { enqueueJob } from '../src/jobs/enqueue.ts'
-import type { Operation } from '../src/jobs/types.ts'
+import { enqueueJob } from '../src/engine/enqueue.ts'
+import type { Operation } from '../src/engine/types.ts'
 import { buildTestApp, createUser } from '../test/helpers/app.ts'
 import { startEngine } from '../test/helpers/jobs.ts'
 import { registerRun, stopDaemon, unregisterRun } from '../test/setup/test-db.ts'

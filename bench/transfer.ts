@@ -18,7 +18,7 @@ import net from 'node:net'
 import path from 'node:path'
 import pg from 'pg'
 import { createPrisma } from '../src/db/client.ts'
-import { addAccount } from '../src/services/accounts.ts'
+import { addAccount } from '../src/features/accounts/service.ts'
 
 const MiB = 1024 * 1024
 const sizes = (process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['256', '1024']).map(Number)

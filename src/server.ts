@@ -5,7 +5,7 @@ import path from 'node:path'
 import { loadConfig } from './config.ts'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { runMigrations } from './db/migrate.ts'
-import { bootstrapAccount } from './services/accounts.ts'
+import { bootstrapAccount } from './features/accounts/service.ts'
 
 const config = loadConfig()
 const started = Date.now()

@@ -6,7 +6,7 @@ import { loadConfig } from '../config.ts'
 import { createPrisma, type PrismaClient } from '../db/client.ts'
 import { startEmbeddedPostgres } from '../db/embedded.ts'
 import { runMigrations } from '../db/migrate.ts'
-import { AccountError, addAccount, generatePassword, removeAccount, setPassword } from '../services/accounts.ts'
+import { AccountError, addAccount, generatePassword, removeAccount, setPassword } from '../features/accounts/service.ts'
 
 async function withDatabase<T> (fn: (prisma: PrismaClient) => Promise<T>): Promise<T> {
   const config = loadConfig()

@@ -2,7 +2,7 @@
 // NOTIFY the process running each one (it aborts the handler's signal at once), and wake workers
 // so jobs that were not running are claimed for their cleanup.
 import type { PrismaClient, Tx } from '../db/client.ts'
-import { publishChange } from '../services/events.ts'
+import { publishChange } from './events.ts'
 import { CHANNELS } from './listener.ts'
 import { cancelSubtrees, type CancelledRow } from './queue-sql.ts'
 

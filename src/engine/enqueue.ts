@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Tx } from '../db/client.ts'
 import { uri } from '../http/uris.ts'
-import { publishChange } from '../services/events.ts'
+import { publishChange } from './events.ts'
 import { CHANNELS } from './listener.ts'
 import type { Operation } from './types.ts'
 

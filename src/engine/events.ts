@@ -3,8 +3,8 @@
 // frames to the SSE streams and websockets of the owning account.
 import type { FastifyBaseLogger } from 'fastify'
 import type { PrismaClient, Tx } from '../db/client.ts'
-import { CHANNELS, type PgListener } from '../jobs/listener.ts'
-import { loadJobWire } from './jobs-view.ts'
+import { CHANNELS, type PgListener } from './listener.ts'
+import { loadJobWire } from '../features/jobs/view.ts'
 
 export type ResourceType = 'drives' | 'servers' | 'jobs'
 

@@ -1,7 +1,7 @@
 // The CloudSigma `schema/` endpoints (§1.11), generated from the TypeBox wire schemas so they
 // cannot drift from what the routes answer.
 import type { Static, TSchema } from 'typebox'
-import type { ResourceSchema } from '../schemas/common.ts'
+import type { ResourceSchema } from './schemas.ts'
 
 interface JsonSchema {
   type?: string | string[]

@@ -3,11 +3,11 @@
 // the engine's metrics. Handlers register on `app.jobs`; drive/server loaders on `app.events`.
 import { Cron } from 'croner'
 import fp from 'fastify-plugin'
-import { JobEngine } from '../jobs/engine.ts'
-import { PgListener } from '../jobs/listener.ts'
-import { JobMetrics } from '../jobs/metrics.ts'
-import { purgeOnce, type PurgeResult } from '../jobs/purge.ts'
-import { EventHub } from '../services/events.ts'
+import { JobEngine } from '../engine/engine.ts'
+import { PgListener } from '../engine/listener.ts'
+import { JobMetrics } from '../engine/metrics.ts'
+import { purgeOnce, type PurgeResult } from '../engine/purge.ts'
+import { EventHub } from '../engine/events.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

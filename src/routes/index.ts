@@ -1,12 +1,12 @@
 // Every /api/2.0/ route, registered in one place.
 import type { FastifyPluginAsync } from 'fastify'
-import jobs from './jobs.ts'
-import drives from './drives.ts'
-import profile from './profile.ts'
-import servers from './servers.ts'
-import clones from '../services/clones.ts'
-import uploads from './uploads.ts'
-import downloads from './downloads.ts'
+import jobs from '../features/jobs/routes.ts'
+import drives from '../features/drives/routes.ts'
+import profile from '../features/accounts/routes.ts'
+import servers from '../features/servers/routes.ts'
+import clones from '../features/clones/service.ts'
+import uploads from '../features/transfers/uploads.ts'
+import downloads from '../features/transfers/downloads.ts'
 
 const api: FastifyPluginAsync = async (app) => {
   await app.register(jobs)

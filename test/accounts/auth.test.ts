@@ -1,6 +1,6 @@
 // HTTP Basic auth on every /api/2.0/ route, scrypt hashes, and the account service.
 import t from 'tap'
-import { addAccount, bootstrapAccount, hashPassword, removeAccount, setPassword, verifyPassword } from '../../src/services/accounts.ts'
+import { addAccount, bootstrapAccount, hashPassword, removeAccount, setPassword, verifyPassword } from '../../src/features/accounts/service.ts'
 import { parseBasic } from '../../src/plugins/auth.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
 

@@ -4,7 +4,7 @@
 import { readdirSync } from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { JobFailure, type JobContext } from '../../src/jobs/types.ts'
+import { JobFailure, type JobContext } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { MiB, driveStatus, finishedJob, getJob, readyDrive, writeRandom } from './helpers.ts'
 

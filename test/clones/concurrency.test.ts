@@ -2,7 +2,7 @@
 // deleted or resized while it is being read. Workers are started and stopped by the test, so the
 // clones are held queued while the busy rules are checked.
 import t from 'tap'
-import { JobEngine } from '../../src/jobs/engine.ts'
+import { JobEngine } from '../../src/engine/engine.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { MiB, driveStatus, finishedJob, readyDrive, sha256, writeRandom } from './helpers.ts'
 

@@ -167,7 +167,7 @@ t.test('a drive_create that fails leaves nothing behind', async t => {
   const d = await createDrive(api)
   // the job failed: its cleanup runs (as the engine would call it)
   await waitStatus(api, d.uuid, 'unmounted')
-  const { driveCreateHandler } = await import('../../src/jobs/handlers/drive-create.ts')
+  const { driveCreateHandler } = await import('../../src/features/drives/handlers/drive-create.ts')
   const fresh = await createDrive(api)
   await eventually(async () => (await app.prisma.job.findUnique({ where: { id: fresh.jobs[0].uuid } }))?.state === 'success')
   // make the drive look held by a job that failed before finishing

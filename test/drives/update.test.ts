@@ -199,7 +199,7 @@ t.test('a drive whose create job has not run is busy; unavailable drives can onl
 
 t.test('a failed resize leaves the drive at the size of its image', async t => {
   const d = await readyDrive(api, { name: 'flaky' })
-  const { driveResizeHandler } = await import('../../src/jobs/handlers/drive-resize.ts')
+  const { driveResizeHandler } = await import('../../src/features/drives/handlers/drive-resize.ts')
   const jobId = randomUUID()
   await app.prisma.drive.update({ where: { id: d.uuid }, data: { status: 'resizing', lockedByJob: jobId } })
   await app.storage.resize(d.uuid, 2 * GiB)

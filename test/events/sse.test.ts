@@ -2,8 +2,8 @@
 // filter, resumption with Last-Event-ID, and delivery across processes sharing the database.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import { enqueueJob } from '../../src/jobs/enqueue.ts'
-import { publishChange } from '../../src/services/events.ts'
+import { enqueueJob } from '../../src/engine/enqueue.ts'
+import { publishChange } from '../../src/engine/events.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { openSse } from '../helpers/sse.ts'
 

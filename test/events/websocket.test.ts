@@ -2,7 +2,7 @@
 // frames, isolation between accounts, every path.
 import t from 'tap'
 import WebSocket from 'ws'
-import { enqueueJob } from '../../src/jobs/enqueue.ts'
+import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })

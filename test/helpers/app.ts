@@ -5,7 +5,7 @@ import path from 'node:path'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { buildApp } from '../../src/app.ts'
 import { loadConfig, type Config } from '../../src/config.ts'
-import { addAccount } from '../../src/services/accounts.ts'
+import { addAccount } from '../../src/features/accounts/service.ts'
 import { createTestDatabase } from './db.ts'
 
 interface Teardown { teardown: (fn: () => Promise<void> | void) => void }

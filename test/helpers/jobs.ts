@@ -2,9 +2,9 @@
 // processes on the same database (each with its own worker id and LISTEN connection).
 import type { FastifyInstance } from 'fastify'
 import type { Job } from '../../src/db/generated/client.ts'
-import { JobEngine, type EngineOptions } from '../../src/jobs/engine.ts'
-import { PgListener } from '../../src/jobs/listener.ts'
-import { FINISHED_STATES, type JobHandler, type JobState } from '../../src/jobs/types.ts'
+import { JobEngine, type EngineOptions } from '../../src/engine/engine.ts'
+import { PgListener } from '../../src/engine/listener.ts'
+import { FINISHED_STATES, type JobHandler, type JobState } from '../../src/engine/types.ts'
 
 interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
 

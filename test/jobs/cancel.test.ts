@@ -2,8 +2,8 @@
 // cascades to children, runs cleanup; finished jobs cannot be cancelled. Wait (?wait=N).
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import { enqueueJob } from '../../src/jobs/enqueue.ts'
-import type { JobHandler } from '../../src/jobs/types.ts'
+import { enqueueJob } from '../../src/engine/enqueue.ts'
+import type { JobHandler } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { abortableSleep, startEngine, waitForJob } from '../helpers/jobs.ts'
 

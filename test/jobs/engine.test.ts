@@ -2,8 +2,8 @@
 // takeover after a crash, graceful release.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import { enqueueJob, type EnqueueInput } from '../../src/jobs/enqueue.ts'
-import { JobFailure, type JobHandler } from '../../src/jobs/types.ts'
+import { enqueueJob, type EnqueueInput } from '../../src/engine/enqueue.ts'
+import { JobFailure, type JobHandler } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { abortableSleep, sleep, startEngine, waitForAllJobs, waitForJob } from '../helpers/jobs.ts'
 

@@ -3,8 +3,8 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
-import { PURGE_LOCK_KEY } from '../../src/jobs/purge.ts'
-import { jobRefsFor } from '../../src/services/jobs-view.ts'
+import { PURGE_LOCK_KEY } from '../../src/engine/purge.ts'
+import { jobRefsFor } from '../../src/features/jobs/view.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { eventually } from '../helpers/app.ts'
 

@@ -1,11 +1,11 @@
 // Resource conflicts (503 concurrency), the jobs list of drives/servers, and publishChange.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import { enqueueJob } from '../../src/jobs/enqueue.ts'
-import { lockResources } from '../../src/jobs/resources.ts'
+import { enqueueJob } from '../../src/engine/enqueue.ts'
+import { lockResources } from '../../src/engine/resources.ts'
 import { ApiError } from '../../src/http/errors.ts'
-import { jobRefsFor } from '../../src/services/jobs-view.ts'
-import { publishChange } from '../../src/services/events.ts'
+import { jobRefsFor } from '../../src/features/jobs/view.ts'
+import { publishChange } from '../../src/engine/events.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
 import { startEngine, waitForJob } from '../helpers/jobs.ts'
 

@@ -1,8 +1,8 @@
 // Job trees: parents wait for their children, roll their progress up, run a finalizer, and fail
 // (cancelling the other children and cleaning up) when one child fails or is cancelled.
 import t from 'tap'
-import { enqueueJob } from '../../src/jobs/enqueue.ts'
-import { JobFailure, type JobHandler } from '../../src/jobs/types.ts'
+import { enqueueJob } from '../../src/engine/enqueue.ts'
+import { JobFailure, type JobHandler } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { abortableSleep, sleep, startEngine, waitForJob } from '../helpers/jobs.ts'
 

@@ -4,7 +4,7 @@ import t from 'tap'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import type { HypervisorDriver } from '../../src/hypervisor/driver.ts'
 import { RecordingDriver } from '../../src/hypervisor/recording.ts'
-import { registerServerAction } from '../../src/routes/servers.ts'
+import { registerServerAction } from '../../src/features/servers/routes.ts'
 import { MINIMAL, driveStatus, seedDrive } from './helpers.ts'
 
 const { app } = await buildTestApp(t)

@@ -2,8 +2,8 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { ApiError } from '../../src/http/errors.ts'
-import { devChannelProblem, parseMounts } from '../../src/services/mounts.ts'
-import { foreignId, generateMac, planNics, recurseSelects, type StoredNic } from '../../src/services/servers.ts'
+import { devChannelProblem, parseMounts } from '../../src/features/servers/mounts.ts'
+import { foreignId, generateMac, planNics, recurseSelects, type StoredNic } from '../../src/features/servers/service.ts'
 
 function point (fn: () => unknown): string | null | undefined {
   try {

@@ -1,7 +1,7 @@
 // GET/PUT /api/2.0/profile/: the account's own settings (clone_naming).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { errorResponses, refTo } from '../schemas/common.ts'
-import { Profile, ProfileUpdate, type ProfileWire } from '../schemas/profile.ts'
+import { errorResponses, refTo } from '../../http/schemas.ts'
+import { Profile, ProfileUpdate, type ProfileWire } from './schemas.ts'
 
 const profile: FastifyPluginAsyncTypebox = async (app) => {
   app.addSchema(Profile)

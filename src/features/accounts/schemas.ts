@@ -1,6 +1,6 @@
 // The account profile subset we keep: identity and clone naming (spec §2.10).
 import { Type, type Static } from 'typebox'
-import { CLONE_NAMING } from '../domain/naming.ts'
+import { CLONE_NAMING } from '../../domain/naming.ts'
 
 export const Profile = Type.Object({
   uuid: Type.String(),

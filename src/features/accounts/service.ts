@@ -1,6 +1,6 @@
 // Accounts: scrypt password hashes compared in constant time, and the account commands' logic.
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
-import type { PrismaClient } from '../db/client.ts'
+import type { PrismaClient } from '../../db/client.ts'
 
 const scrypt = (password: string, salt: Buffer, keylen: number, opts: ScryptOptions) =>
   new Promise<Buffer>((resolve, reject) => scryptCb(password, salt, keylen, opts, (err, key) => err ? reject(err) : resolve(key)))

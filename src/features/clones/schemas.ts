@@ -1,8 +1,8 @@
 // Bodies of the clone actions (spec §2.9, §3.5). Both are optional: no body, {} and null all mean
 // "clone as it is". Read-only and unknown keys are dropped by ajv (removeAdditional).
 import { Type, type Static } from 'typebox'
-import { MEDIA, STORAGE_TYPES } from '../domain/drive-status.ts'
-import { Meta, RelatedInput, refTo } from './common.ts'
+import { MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
+import { Meta, RelatedInput, refTo } from '../../http/schemas.ts'
 
 export const DriveCloneInput = Type.Object({
   name: Type.Optional(Type.String({ maxLength: 1024, description: 'Name of the clone; without it the account\'s clone_naming applies' })),

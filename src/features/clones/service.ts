@@ -6,30 +6,30 @@
 // finishes). The plugin registers the two job handlers and the two actions.
 import { randomBytes, randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
-import type { PrismaClient, Tx } from '../db/client.ts'
+import type { PrismaClient, Tx } from '../../db/client.ts'
 import {
   ClonePlanError, HELD_RUN_AT, parseAvoidList, planDriveClone, planServerClone, startsAtOnce, vncPasswordFrom,
   type NicLike, type SourceMount
-} from '../domain/clone-plan.ts'
-import { badMetaKey } from '../domain/drive-status.ts'
-import { relatedUuid, tagIds } from '../http/bodies.ts'
-import { errors } from '../http/errors.ts'
-import { enqueueJob, type JobResourceInput } from '../jobs/enqueue.ts'
-import { driveCloneHandler } from '../jobs/handlers/drive-clone.ts'
-import { serverCloneHandler } from '../jobs/handlers/server-clone.ts'
-import { lockResources } from '../jobs/resources.ts'
-import { driveCloneBody, serverCloneBody, type DriveCloneInputT, type ServerCloneInputT } from '../schemas/clone.ts'
-import type { DriveWire } from '../schemas/drive.ts'
-import type { ServerWire } from '../schemas/server.ts'
-import type { DriveStorage } from '../storage/index.ts'
-import { registerServerAction } from '../routes/servers.ts'
-import { registerDriveAction } from './drive-actions.ts'
+} from '../../domain/clone-plan.ts'
+import { badMetaKey } from '../../domain/drive-status.ts'
+import { relatedUuid, tagIds } from '../../http/bodies.ts'
+import { errors } from '../../http/errors.ts'
+import { enqueueJob, type JobResourceInput } from '../../engine/enqueue.ts'
+import { driveCloneHandler } from './handlers/drive-clone.ts'
+import { serverCloneHandler } from './handlers/server-clone.ts'
+import { lockResources } from '../../engine/resources.ts'
+import { driveCloneBody, serverCloneBody, type DriveCloneInputT, type ServerCloneInputT } from './schemas.ts'
+import type { DriveWire } from '../drives/schemas.ts'
+import type { ServerWire } from '../servers/schemas.ts'
+import type { DriveStorage } from '../../storage/index.ts'
+import { registerServerAction } from '../servers/routes.ts'
+import { registerDriveAction } from '../drives/actions.ts'
 import {
   announceDrives, assertDriveUsable, driveToWire, loadOwnedDrive, lockDriveRows, maxDriveSize, type DriveRow
-} from './drives.ts'
-import { publishChange } from './events.ts'
-import { replaceMounts } from './mounts.ts'
-import { generateMac, serversToWire, type StoredNic } from './servers.ts'
+} from '../drives/service.ts'
+import { publishChange } from '../../engine/events.ts'
+import { replaceMounts } from '../servers/mounts.ts'
+import { generateMac, serversToWire, type StoredNic } from '../servers/service.ts'
 
 export interface ClonesDeps {
   prisma: PrismaClient

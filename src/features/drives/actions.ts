@@ -3,7 +3,7 @@
 // theirs), so the dispatcher never needs editing:
 //
 //   registerDriveAction('clone', { summary: 'Clone the drive', body: refTo(DriveCloneInput), run: async (ctx) => ... })
-import { ActionRegistry, type Action, type ActionContext } from '../http/actions.ts'
+import { ActionRegistry, type Action, type ActionContext } from '../../http/actions.ts'
 
 export type DriveActionContext = ActionContext
 export type DriveAction = Action

@@ -2,20 +2,20 @@
 // and bulk), and the action dispatcher (?do=resize here; clone, upload_chunk, download elsewhere).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { createBodyHook, requireRelatedUuid } from '../http/bodies.ts'
-import { parseFields, pickFields } from '../http/listing.ts'
-import { describeResource } from '../http/resource-schema.ts'
-import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../domain/drive-status.ts'
-import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../schemas/common.ts'
+import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
+import { parseFields, pickFields } from '../../http/listing.ts'
+import { describeResource } from '../../http/resource-schema.ts'
+import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
+import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import {
   Drive, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
-} from '../schemas/drive.ts'
-import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, type DrivesDeps } from '../services/drives.ts'
-import { driveActions, registerDriveAction } from '../services/drive-actions.ts'
-import { driveCreateHandler } from '../jobs/handlers/drive-create.ts'
-import { driveResizeHandler } from '../jobs/handlers/drive-resize.ts'
-import { driveDeleteHandler } from '../jobs/handlers/drive-delete.ts'
+} from './schemas.ts'
+import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, type DrivesDeps } from './service.ts'
+import { driveActions, registerDriveAction } from './actions.ts'
+import { driveCreateHandler } from './handlers/drive-create.ts'
+import { driveResizeHandler } from './handlers/drive-resize.ts'
+import { driveDeleteHandler } from './handlers/drive-delete.ts'
 
 const TAGS = ['drives']
 

@@ -1,8 +1,8 @@
 // The drive wire object (spec §2.1) and the bodies of drive requests. Keys are alphabetical, as
 // in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
-import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../domain/drive-status.ts'
-import { Meta, Ref, RelatedInput, listOf, objectsOf, refTo } from './common.ts'
+import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
+import { Meta, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DriveRuntime = Type.Object({
   is_downloadable: Type.Boolean(),

@@ -1,24 +1,24 @@
 // Drives: create, update, resize, delete and list (spec §2), the wire form of a drive row, and
 // the busy/state checks the clone, upload and server services share.
 import { randomUUID } from 'node:crypto'
-import type { Drive as DriveRow } from '../db/generated/client.ts'
-import type { PrismaClient, Tx } from '../db/client.ts'
-import { errors } from '../http/errors.ts'
-import { envelope, planList, type ListEnvelope } from '../http/listing.ts'
-import { isUuid, tagIds } from '../http/bodies.ts'
-import { ref, uri } from '../http/uris.ts'
-import type { FilterSpec, OrderSpec } from '../domain/filters.ts'
+import type { Drive as DriveRow } from '../../db/generated/client.ts'
+import type { PrismaClient, Tx } from '../../db/client.ts'
+import { errors } from '../../http/errors.ts'
+import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
+import { isUuid, tagIds } from '../../http/bodies.ts'
+import { ref, uri } from '../../http/uris.ts'
+import type { FilterSpec, OrderSpec } from '../../domain/filters.ts'
 import {
   DEFAULT_STORAGE_TYPE, DRIVE_STATUSES, MEDIA, RESTING_STATUSES, STORAGE_TYPES,
   badMetaKey, canOperate, displayStatus, editableFields, isServerActive, restingStatus, runtimeFlags,
   type DriveOperation
-} from '../domain/drive-status.ts'
-import { JOBS_CHANNEL, enqueueJob, type EnqueueInput } from '../jobs/enqueue.ts'
-import { lockResources } from '../jobs/resources.ts'
-import { publishChange } from './events.ts'
-import { jobRefsFor } from './jobs-view.ts'
-import { MAX_DRIVE_SIZE } from '../storage/index.ts'
-import type { DriveCreateInputT, DriveUpdateInputT, DriveWire } from '../schemas/drive.ts'
+} from '../../domain/drive-status.ts'
+import { JOBS_CHANNEL, enqueueJob, type EnqueueInput } from '../../engine/enqueue.ts'
+import { lockResources } from '../../engine/resources.ts'
+import { publishChange } from '../../engine/events.ts'
+import { jobRefsFor } from '../jobs/view.ts'
+import { MAX_DRIVE_SIZE } from '../../storage/index.ts'
+import type { DriveCreateInputT, DriveUpdateInputT, DriveWire } from './schemas.ts'
 
 export type { DriveRow }
 type Db = PrismaClient | Tx

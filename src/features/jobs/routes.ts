@@ -1,15 +1,15 @@
 // /api/2.0/jobs/: list (offset or keyset paging), detail, one job with nested children and
 // ?wait=N, cancel, schema.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { errors } from '../http/errors.ts'
-import { envelope, pickFields, planList, parseFields, type ListPlan } from '../http/listing.ts'
-import { describeResource } from '../http/resource-schema.ts'
-import type { FilterSpec, OrderSpec } from '../domain/filters.ts'
-import { requestCancel } from '../jobs/cancel.ts'
-import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../jobs/types.ts'
-import { UuidParams, errorResponses, refTo, ResourceSchema } from '../schemas/common.ts'
-import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery } from '../schemas/job.ts'
-import { loadJobWire, loadTrees } from '../services/jobs-view.ts'
+import { errors } from '../../http/errors.ts'
+import { envelope, pickFields, planList, parseFields, type ListPlan } from '../../http/listing.ts'
+import { describeResource } from '../../http/resource-schema.ts'
+import type { FilterSpec, OrderSpec } from '../../domain/filters.ts'
+import { requestCancel } from '../../engine/cancel.ts'
+import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../../engine/types.ts'
+import { UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
+import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery } from './schemas.ts'
+import { loadJobWire, loadTrees } from './view.ts'
 
 export const jobFilters: FilterSpec = {
   state: { column: 'state', kind: 'string', choices: JOB_STATES },

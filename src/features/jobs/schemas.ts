@@ -1,7 +1,7 @@
 // The job wire object (spec §4 plus decisions.md: parent, started_at, finished_at, error).
 import { Type, type Static } from 'typebox'
-import { JOB_STATES, OPERATIONS } from '../jobs/types.ts'
-import { ListMeta, Ref, refTo } from './common.ts'
+import { JOB_STATES, OPERATIONS } from '../../engine/types.ts'
+import { ListMeta, Ref, refTo } from '../../http/schemas.ts'
 
 export const JobData = Type.Object({
   progress: Type.Integer({ minimum: 0, maximum: 100, description: 'Percent done; 100 only on success' }),

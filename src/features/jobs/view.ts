@@ -1,10 +1,10 @@
 // Job rows to the wire format: nested trees with the parents' progress rolled up from their
 // children, and the `{resource_uri, uuid}` job links that drives and servers show.
-import type { PrismaClient, Tx } from '../db/client.ts'
-import type { Job as JobRow } from '../db/generated/client.ts'
-import { rollUp, type ProgressNode } from '../domain/progress.ts'
-import { isoTime, ref, uri, type Ref } from '../http/uris.ts'
-import type { JobWire } from '../schemas/job.ts'
+import type { PrismaClient, Tx } from '../../db/client.ts'
+import type { Job as JobRow } from '../../db/generated/client.ts'
+import { rollUp, type ProgressNode } from '../../domain/progress.ts'
+import { isoTime, ref, uri, type Ref } from '../../http/uris.ts'
+import type { JobWire } from './schemas.ts'
 
 export function jobToWire (row: JobRow, children: JobWire[] = [], childNodes: ProgressNode[] = []): JobWire {
   const p = rollUp({ ...nodeOf(row), children: childNodes })

@@ -1,12 +1,12 @@
 // Drive mounts on servers (spec §3.1, §2.12): checking a `drives` list, writing it, and keeping
 // the drives' mounted/unmounted status in step with their mounts. syncMountStatus is the one
 // place that moves a drive between `mounted` and `unmounted`; the drives and clone code call it too.
-import type { Tx } from '../db/client.ts'
-import { canOperate, restingStatus, RESTING_STATUSES } from '../domain/drive-status.ts'
-import { requireRelatedUuid } from '../http/bodies.ts'
-import { errors } from '../http/errors.ts'
-import { publishChange } from './events.ts'
-import type { MountInputT } from '../schemas/server.ts'
+import type { Tx } from '../../db/client.ts'
+import { canOperate, restingStatus, RESTING_STATUSES } from '../../domain/drive-status.ts'
+import { requireRelatedUuid } from '../../http/bodies.ts'
+import { errors } from '../../http/errors.ts'
+import { publishChange } from '../../engine/events.ts'
+import type { MountInputT } from './schemas.ts'
 
 /** Controllers and units per device type ([doc:servers_kvm]; scsi is our choice). */
 export const CHANNEL_LIMITS: Record<string, { controllers: number, units: number }> = {

@@ -3,20 +3,20 @@
 // modules add theirs with registerServerAction, e.g. clone).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { POWER_ACTIONS, SERVER_STATUSES, type PowerAction } from '../domain/server-status.ts'
-import { ActionRegistry, type Action, type ActionContext } from '../http/actions.ts'
-import { createBodyHook } from '../http/bodies.ts'
-import { errors } from '../http/errors.ts'
-import { parseFields, pickFields } from '../http/listing.ts'
-import { describeResource } from '../http/resource-schema.ts'
-import { hypervisorView } from '../hypervisor/view.ts'
-import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../schemas/common.ts'
+import { POWER_ACTIONS, SERVER_STATUSES, type PowerAction } from '../../domain/server-status.ts'
+import { ActionRegistry, type Action, type ActionContext } from '../../http/actions.ts'
+import { createBodyHook } from '../../http/bodies.ts'
+import { errors } from '../../http/errors.ts'
+import { parseFields, pickFields } from '../../http/listing.ts'
+import { describeResource } from '../../http/resource-schema.ts'
+import { hypervisorView } from '../../hypervisor/view.ts'
+import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import {
   CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerCreateBody, ServerDeleteQuery,
   ServerList, ServerObjects, ServerUpdateInput, serverSchemas
-} from '../schemas/server.ts'
-import { parseAvoid } from '../services/drives.ts'
-import { EXTRA_DEFAULTS, createServers, deleteServer, listServers, loadServerWire, requestPowerAction, updateServer } from '../services/servers.ts'
+} from './schemas.ts'
+import { parseAvoid } from '../drives/service.ts'
+import { EXTRA_DEFAULTS, createServers, deleteServer, listServers, loadServerWire, requestPowerAction, updateServer } from './service.ts'
 
 const TAGS = ['servers']
 

@@ -1,8 +1,8 @@
 // The server wire object (spec §3.1) with its drive mounts and NICs, and the bodies of server
 // requests. Keys are alphabetical, as in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
-import { POWER_ACTIONS, SERVER_STATUSES } from '../domain/server-status.ts'
-import { Meta, Ref, RelatedInput, listOf, objectsOf, refTo } from './common.ts'
+import { POWER_ACTIONS, SERVER_STATUSES } from '../../domain/server-status.ts'
+import { Meta, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DEVICES = ['virtio', 'ide', 'scsi'] as const
 export const NIC_MODELS = ['virtio', 'e1000', 'rtl8139'] as const

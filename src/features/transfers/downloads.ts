@@ -8,17 +8,17 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { pipeline } from 'node:stream/promises'
 import { Type } from 'typebox'
-import { errors } from '../http/errors.ts'
-import { UuidParams, errorResponses } from '../schemas/common.ts'
-import { RawBytes, transferSchemas } from '../schemas/transfer.ts'
-import { registerDriveAction } from '../services/drive-actions.ts'
-import { loadOwnedDrive } from '../services/drives.ts'
+import { errors } from '../../http/errors.ts'
+import { UuidParams, errorResponses } from '../../http/schemas.ts'
+import { RawBytes, transferSchemas } from './schemas.ts'
+import { registerDriveAction } from '../drives/actions.ts'
+import { loadOwnedDrive } from '../drives/service.ts'
 import {
   Meter, assertDownloadable, createDownloadLink, parseRange, startDirectDownload, transferDeps, useDownloadLink,
   type ByteRange, type HeldJob, type TransferDeps
-} from '../services/transfers.ts'
-import type { DriveRow } from '../services/drives.ts'
-import { driveDownloadHandler } from '../jobs/handlers/drive-download.ts'
+} from './service.ts'
+import type { DriveRow } from '../drives/service.ts'
+import { driveDownloadHandler } from './handlers/drive-download.ts'
 
 const TAGS = ['transfers']
 

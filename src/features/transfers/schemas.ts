@@ -1,6 +1,6 @@
 // Wire objects of uploads and downloads (spec §5, decisions.md "Uploads and downloads").
 import { Type, type Static } from 'typebox'
-import { Ref, refTo } from './common.ts'
+import { Ref, refTo } from '../../http/schemas.ts'
 
 const chunkFields = {
   chunk_number: Type.Integer({ minimum: 0, description: 'Chunk number, from 0' }),

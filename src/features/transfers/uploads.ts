@@ -10,21 +10,21 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import multipart from '@fastify/multipart'
 import { Type } from 'typebox'
-import { ApiError, errors } from '../http/errors.ts'
-import { createBodyHook } from '../http/bodies.ts'
-import { uri } from '../http/uris.ts'
-import { errorResponses, refTo } from '../schemas/common.ts'
-import { driveSchemas, DriveObjects } from '../schemas/drive.ts'
+import { ApiError, errors } from '../../http/errors.ts'
+import { createBodyHook } from '../../http/bodies.ts'
+import { uri } from '../../http/uris.ts'
+import { errorResponses, refTo } from '../../http/schemas.ts'
+import { driveSchemas, DriveObjects } from '../drives/schemas.ts'
 import {
   ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadJob,
   transferSchemas, type MultipartUploadDataT, type UploadChunkInputT
-} from '../schemas/transfer.ts'
-import { parseAvoid } from '../services/drives.ts'
-import { registerDriveAction } from '../services/drive-actions.ts'
+} from './schemas.ts'
+import { parseAvoid } from '../drives/service.ts'
+import { registerDriveAction } from '../drives/actions.ts'
 import {
   chunkLink, initUpload, receiveChunk, receiveRawUpload, startMultipartUpload, transferDeps, uploadMax, type MultipartUpload
-} from '../services/transfers.ts'
-import { driveUploadHandler } from '../jobs/handlers/drive-upload.ts'
+} from './service.ts'
+import { driveUploadHandler } from './handlers/drive-upload.ts'
 
 const TAGS = ['transfers']
 

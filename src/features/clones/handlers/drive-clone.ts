@@ -3,12 +3,12 @@
 // attached it) and the source loses one reader. A failed or cancelled clone deletes the
 // destination (file, mounts, row); the source only loses its reader. Rerunning after a takeover
 // is safe: the storage copy replaces a partial destination, and the reader is released once.
-import type { PrismaClient, Tx } from '../../db/client.ts'
-import { copyDescription } from '../../domain/clone-plan.ts'
-import { announceDrives, restingStatusOf } from '../../services/drives.ts'
-import { isStorageError, type DriveStorage } from '../../storage/index.ts'
-import { CHANNELS } from '../listener.ts'
-import { JobFailure, type JobContext, type JobHandler } from '../types.ts'
+import type { PrismaClient, Tx } from '../../../db/client.ts'
+import { copyDescription } from '../../../domain/clone-plan.ts'
+import { announceDrives, restingStatusOf } from '../../drives/service.ts'
+import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
+import { CHANNELS } from '../../../engine/listener.ts'
+import { JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
 
 type Db = PrismaClient | Tx
 

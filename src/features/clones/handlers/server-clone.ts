@@ -2,11 +2,11 @@
 // finished: when all succeeded, the new server is released (its cloned disks are already mounted);
 // when one failed or was cancelled, the cleanup removes the new server and every drive it created
 // (the children clean up their own destinations first; this catches the ones that had finished).
-import { announceDrives } from '../../services/drives.ts'
-import { publishChange } from '../../services/events.ts'
-import { detachAll } from '../../services/mounts.ts'
-import type { DriveStorage } from '../../storage/index.ts'
-import { JobFailure, type JobContext, type JobHandler } from '../types.ts'
+import { announceDrives } from '../../drives/service.ts'
+import { publishChange } from '../../../engine/events.ts'
+import { detachAll } from '../../servers/mounts.ts'
+import type { DriveStorage } from '../../../storage/index.ts'
+import { JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
 import { releaseSource } from './drive-clone.ts'
 
 export interface ServerCloneParams {

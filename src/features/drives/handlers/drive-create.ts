@@ -1,8 +1,8 @@
 // drive_create: makes the sparse image, then the drive leaves `creating`. A failure removes the
 // row and any file, so nothing half-made remains.
-import type { DriveStorage } from '../../storage/index.ts'
-import { announceDrives, restingStatusOf } from '../../services/drives.ts'
-import { JobFailure, type JobHandler } from '../types.ts'
+import type { DriveStorage } from '../../../storage/index.ts'
+import { announceDrives, restingStatusOf } from '../service.ts'
+import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
 
 export function driveCreateHandler (storage: DriveStorage): JobHandler {

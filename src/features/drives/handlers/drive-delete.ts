@@ -1,8 +1,8 @@
 // drive_delete: the row is already hidden (deleted = true); this removes the image and then the
 // row. A failure brings the drive back as it was when its image still exists.
-import type { DriveStorage } from '../../storage/index.ts'
-import { announceDrives, restingStatusOf } from '../../services/drives.ts'
-import { JobFailure, type JobHandler } from '../types.ts'
+import type { DriveStorage } from '../../../storage/index.ts'
+import { announceDrives, restingStatusOf } from '../service.ts'
+import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
 
 export function driveDeleteHandler (storage: DriveStorage): JobHandler {

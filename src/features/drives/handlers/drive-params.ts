@@ -1,6 +1,6 @@
 // Reading the params of the drive jobs, which the drives service wrote.
-import type { JobContext } from '../types.ts'
-import { JobFailure } from '../types.ts'
+import type { JobContext } from '../../../engine/types.ts'
+import { JobFailure } from '../../../engine/types.ts'
 
 export interface DriveJobParams {
   driveId: string

@@ -1,8 +1,8 @@
 // drive_resize: sets the image to the new size, then the drive shows it and returns to its
 // resting status. A failure leaves the drive at whatever size its image really has.
-import { isStorageError, type DriveStorage } from '../../storage/index.ts'
-import { announceDrives, restingStatusOf } from '../../services/drives.ts'
-import { JobFailure, type JobHandler } from '../types.ts'
+import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
+import { announceDrives, restingStatusOf } from '../service.ts'
+import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
 
 export function driveResizeHandler (storage: DriveStorage): JobHandler {

@@ -1,9 +1,9 @@
 // server_start: stopped → starting (set by the request) → running, through the hypervisor driver.
 // A failed or cancelled start puts the server back to stopped.
-import type { HypervisorDriver } from '../../hypervisor/driver.ts'
-import { hypervisorView, type ServerView } from '../../hypervisor/view.ts'
-import { publishChange } from '../../services/events.ts'
-import { JobFailure, type JobContext, type JobHandler } from '../types.ts'
+import type { HypervisorDriver } from '../../../hypervisor/driver.ts'
+import { hypervisorView, type ServerView } from '../../../hypervisor/view.ts'
+import { publishChange } from '../../../engine/events.ts'
+import { JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
 
 /** The server this job holds; fails the job when the server is gone or no longer held by it. */
 export async function heldServer (ctx: JobContext): Promise<ServerView> {

@@ -1,7 +1,7 @@
 // server_stop, for ?do=stop (hard power-off) and ?do=shutdown (ACPI): running → stopping (set by
 // the request) → stopped. A shutdown the guest ignores, or a failed stop, leaves it running.
-import type { HypervisorDriver } from '../../hypervisor/driver.ts'
-import type { JobHandler } from '../types.ts'
+import type { HypervisorDriver } from '../../../hypervisor/driver.ts'
+import type { JobHandler } from '../../../engine/types.ts'
 import { heldServer, settleServer } from './server-start.ts'
 
 export function serverStopHandler (driver: () => HypervisorDriver): JobHandler {

@@ -1,8 +1,8 @@
 // drive_download: the bytes leave in an HTTP request (src/services/transfers.ts), so a worker only
 // runs this handler when a one-time link was not started in time (the job is cancelled), or when
 // the process sending a download died (the job fails).
-import { cancelUnusedDownload } from '../../services/transfers.ts'
-import { JobFailure, type JobHandler } from '../types.ts'
+import { cancelUnusedDownload } from '../service.ts'
+import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
 /** How long to wait for our own cancel request to come back as an abort before failing instead. */
 const CANCEL_WAIT_MS = 10_000

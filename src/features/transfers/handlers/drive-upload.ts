@@ -3,10 +3,10 @@
 // - a chunked upload received its last chunk (the job was made due): hash the image, finish;
 // - a chunked upload passed its idle deadline with chunks missing: fail, and cleanup removes it;
 // - the process receiving a raw or multipart upload died (its lease expired): fail and remove it.
-import type { DriveStorage } from '../../storage/index.ts'
-import { chunkCount } from '../../domain/chunks.ts'
-import { discardUpload, finishUploadedDrive, hashDrive } from '../../services/transfers.ts'
-import { JobFailure, type JobHandler } from '../types.ts'
+import type { DriveStorage } from '../../../storage/index.ts'
+import { chunkCount } from '../../../domain/chunks.ts'
+import { discardUpload, finishUploadedDrive, hashDrive } from '../service.ts'
+import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
 interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number }
 
