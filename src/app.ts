@@ -1,10 +1,15 @@
-// The whole service as one Fastify plugin, plus the factory that builds a Fastify instance with
-// the server options our wire conventions need. server.ts is a thin shell around this.
+// The composition point: the whole service as one Fastify plugin (infrastructure, then the feature
+// plugins, then each feature's job handlers registered with the engine), plus the factory that
+// builds a Fastify instance with the server options our wire conventions need. The role decides
+// which half runs here: `api` serves the features and runs no handlers, `worker` runs the handlers
+// and serves only /healthz, /readyz and /metrics. server.ts is a thin shell around this.
 import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import type { Config } from './config.ts'
+import type { Config, Role } from './config.ts'
+import type { HandlerSet } from './engine/types.ts'
+import { actionRegistries } from './http/actions.ts'
 import { installErrorHandler } from './http/error-handler.ts'
 import { sharedSchemas } from './http/schemas.ts'
 import prismaPlugin from './plugins/prisma.ts'
@@ -14,11 +19,15 @@ import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
 import responseValidation, { type ResponseValidationOptions } from './plugins/response-validation.ts'
-import servers from './features/servers/service.ts'
+import hypervisor from './features/servers/service.ts'
 import health from './features/ops/health.ts'
-import api from './routes/index.ts'
-import events from './features/jobs/events.ts'
 import metrics from './features/ops/metrics.ts'
+import accounts from './features/accounts/routes.ts'
+import clones, { cloneHandlers } from './features/clones/service.ts'
+import drives, { driveHandlers } from './features/drives/routes.ts'
+import jobsApi, { jobEvents } from './features/jobs/index.ts'
+import servers, { serverHandlers } from './features/servers/routes.ts'
+import transfers, { transferHandlers } from './features/transfers/index.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -29,8 +38,10 @@ declare module 'fastify' {
 export interface AppOptions {
   config: Config
   databaseUrl: string
-  /** false: no job workers in this process (tests that drive the engine by hand). */
+  /** false: handlers are registered but no job workers run (tests that drive the engine by hand). */
   runWorkers?: boolean
+  /** What this process does; config.role when omitted (default all). */
+  role?: Role
   /** Test mode: check every response against its route's schema. */
   responseValidation?: ResponseValidationOptions
 }
@@ -72,12 +83,31 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)
-  await fastify.register(jobs, { runWorkers: opts.runWorkers, databaseUrl: opts.databaseUrl })
-  await fastify.register(servers)
+  const role = opts.role ?? opts.config.role
+  await fastify.register(jobs, { runWorkers: role !== 'api' && opts.runWorkers !== false, databaseUrl: opts.databaseUrl })
+  await fastify.register(hypervisor)
+  // this app's own ?do= registries: the features fill them as they are registered
+  fastify.decorate('actions', actionRegistries())
   await fastify.register(health)
-  await fastify.register(api, { prefix: '/api/2.0' })
-  await fastify.register(events)
+  if (role !== 'worker') {
+    await fastify.register(async (api) => {
+      await api.register(jobsApi)
+      await api.register(clones)
+      await api.register(drives)
+      await api.register(accounts)
+      await api.register(servers)
+      await api.register(transfers)
+    }, { prefix: '/api/2.0' })
+    await fastify.register(jobEvents)
+  }
   await fastify.register(metrics)
+  if (role !== 'api') {
+    // the one place job handlers meet the engine
+    const sets: HandlerSet[] = [driveHandlers(fastify), serverHandlers(fastify), cloneHandlers(fastify), transferHandlers(fastify)]
+    for (const set of sets) {
+      for (const [operation, handler] of Object.entries(set)) fastify.jobs.register(operation, handler)
+    }
+  }
 }
 
 /** The service plugin; decorators (prisma, config, ...) stay visible to whoever registers it. */

@@ -1,7 +1,12 @@
 // Settings, read once from the environment, with defaults that let `npm start` work unconfigured.
 import path from 'node:path'
 
+export const ROLES = ['all', 'api', 'worker'] as const
+/** all: API and job workers; api: the API only, no job handlers; worker: job handlers and the probes only. */
+export type Role = typeof ROLES[number]
+
 export interface Config {
+  role: Role
   host: string
   port: number
   /** PostgreSQL URL; when absent an embedded PostgreSQL is started under dataDir/pg. */
@@ -51,7 +56,10 @@ function bool (env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean
 
 export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
   const dataDir = path.resolve(env.DATA_DIR ?? './data')
+  const role = env.ROLE || 'all'
+  if (!(ROLES as readonly string[]).includes(role)) throw new Error(`setting ROLE must be one of ${ROLES.join(', ')}, got ${JSON.stringify(role)}`)
   const config: Config = {
+    role: role as Role,
     host: env.HOST ?? '127.0.0.1',
     port: int(env, 'PORT', 3000),
     databaseUrl: env.DATABASE_URL || undefined,

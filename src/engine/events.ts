@@ -4,7 +4,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { loadJobWire } from '../features/jobs/view.ts'
 
 export type ResourceType = 'drives' | 'servers' | 'jobs'
 
@@ -61,11 +60,9 @@ export class EventHub {
   private readonly chains = new Map<string, Promise<void>>()
   private unlisten: (() => void) | undefined
 
-  constructor (private readonly prisma: PrismaClient, private readonly log: FastifyBaseLogger) {
-    this.loaders.set('jobs', (p, o, id) => loadJobWire(p, o, id))
-  }
+  constructor (private readonly prisma: PrismaClient, private readonly log: FastifyBaseLogger) {}
 
-  /** Lets the drives and servers services put their full objects into frames. */
+  /** Lets the features (drives, servers, jobs) put their full objects into frames. */
   registerLoader (type: string, loader: ObjectLoader): void {
     this.loaders.set(type, loader)
   }

@@ -70,3 +70,6 @@ export class JobFailure extends Error {
     this.name = 'JobFailure'
   }
 }
+
+/** The handlers a feature contributes, by operation; app.ts registers them with the engine. */
+export type HandlerSet = Partial<Record<Operation, JobHandler>>

@@ -1,5 +1,6 @@
-// The `?do=` action dispatcher behind POST /{resource}/{uuid}/action/. Each action registers
-// itself once, at the top level of its module, so the dispatching routes never need editing.
+// The `?do=` action dispatcher behind POST /{resource}/{uuid}/action/. Each app gets its own
+// registries (app.actions, made in app.ts); features add their actions when their plugin is
+// registered, so two apps in one process share nothing and the dispatching routes never change.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TSchema } from 'typebox'
 import { errors } from './errors.ts'
@@ -24,6 +25,17 @@ export interface Action {
   body?: TSchema
   /** Does the action; the reply is 202 unless it sets another code; returns the body. */
   run: (ctx: ActionContext) => Promise<unknown>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This app's ?do= registries; features register into them from their plugins. */
+    actions: { drive: ActionRegistry, server: ActionRegistry }
+  }
+}
+
+export function actionRegistries (): { drive: ActionRegistry, server: ActionRegistry } {
+  return { drive: new ActionRegistry('drive'), server: new ActionRegistry('server') }
 }
 
 export class ActionRegistry {

@@ -4,7 +4,6 @@ import t from 'tap'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import type { HypervisorDriver } from '../../src/hypervisor/driver.ts'
 import { RecordingDriver } from '../../src/hypervisor/recording.ts'
-import { registerServerAction } from '../../src/features/servers/routes.ts'
 import { MINIMAL, driveStatus, seedDrive } from './helpers.ts'
 
 const { app } = await buildTestApp(t)
@@ -223,12 +222,12 @@ t.test('open_vnc and close_vnc on a running server', async t => {
   t.equal(recording.guests.get(s.uuid)?.vnc, false)
 })
 
-t.test('other modules add actions with registerServerAction', async t => {
-  registerServerAction('test_echo', {
+t.test('other features add actions to app.actions.server', async t => {
+  app.actions.server.register('test_echo', {
     summary: 'echo for tests',
     run: async ({ uuid, body }) => ({ uuid, body })
   })
-  t.throws(() => registerServerAction('start', { summary: 'x', run: async () => ({}) }), /registered already/)
+  t.throws(() => app.actions.server.register('start', { summary: 'x', run: async () => ({}) }), /registered already/)
   const s = await createServer()
   const res = await action(s.uuid, 'test_echo', { a: 1 })
   t.equal(res.statusCode, 202, 'actions answer 202 unless they say otherwise')

@@ -3,9 +3,9 @@
 // (destination drives in cloning_dst, the new server), one more reader on every source drive, and
 // the jobs: one drive_clone, or a server_clone parent with one drive_clone child per disk, of
 // which at most config.cloneParallelism run at once (the others are held back until a sibling
-// finishes). The plugin registers the two job handlers and the two actions.
+// finishes). The plugin registers the two actions; cloneHandlers gives app.ts the two job handlers.
 import { randomBytes, randomUUID } from 'node:crypto'
-import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import {
   ClonePlanError, HELD_RUN_AT, parseAvoidList, planDriveClone, planServerClone, startsAtOnce, vncPasswordFrom,
@@ -22,8 +22,8 @@ import { driveCloneBody, serverCloneBody, type DriveCloneInputT, type ServerClon
 import type { DriveWire } from '../drives/schemas.ts'
 import type { ServerWire } from '../servers/schemas.ts'
 import type { DriveStorage } from '../../storage/index.ts'
-import { registerServerAction } from '../servers/routes.ts'
-import { registerDriveAction } from '../drives/actions.ts'
+import type { Action } from '../../http/actions.ts'
+import type { HandlerSet } from '../../engine/types.ts'
 import {
   announceDrives, assertDriveUsable, driveToWire, loadOwnedDrive, lockDriveRows, maxDriveSize, type DriveRow
 } from '../drives/service.ts'
@@ -279,26 +279,33 @@ function depsOf (app: { prisma: PrismaClient, storage: DriveStorage, config: { d
   return { prisma: app.prisma, storage: app.storage, driveMaxSize: app.config.driveMaxSize, cloneParallelism: app.config.cloneParallelism }
 }
 
-registerDriveAction('clone', {
+const driveClone: Action = {
   summary: 'Clone the drive (§2.9): 202 {"objects": [new drive]} in cloning_dst; a drive_clone job copies the data. Optional body: name, media, affinities, size (≥ source), storage_type, meta, tags. ?avoid=uuid,... is validated and advisory.',
   body: driveCloneBody,
   run: async ({ app, request, ownerId, uuid, body, query }) => {
     const drive = await cloneDrive(depsOf(app), { id: ownerId, cloneNaming: request.account.cloneNaming }, uuid, (body ?? {}) as DriveCloneInputT, query.avoid)
     return { objects: [drive] }
   }
-})
+}
 
-registerServerAction('clone', {
+const serverClone: Action = {
   summary: 'Clone the server (§3.5): 202 with the new, stopped server; disks are cloned by drive_clone children of one server_clone job, cdroms shared. Optional body: name, random_vnc_password.',
   body: serverCloneBody,
   run: async ({ app, request, ownerId, uuid, body, query }) =>
     cloneServer(depsOf(app), { id: ownerId, cloneNaming: request.account.cloneNaming }, uuid, (body ?? {}) as ServerCloneInputT, query.avoid)
-})
+}
 
-/** Registers the drive_clone/server_clone handlers; the actions register when this module is imported. */
-export default fp(async (app) => {
+/** The clone job handlers, for the engine (registered by app.ts). */
+export function cloneHandlers (app: FastifyInstance): HandlerSet {
   // read at call time, so a test or bench that swaps app.storage is honoured
   const storage = () => app.storage
-  app.jobs.register('drive_clone', driveCloneHandler(storage))
-  app.jobs.register('server_clone', serverCloneHandler(storage))
-}, { name: 'clones', dependencies: ['prisma', 'jobs', 'storage'] })
+  return { drive_clone: driveCloneHandler(storage), server_clone: serverCloneHandler(storage) }
+}
+
+/** The clones feature: ?do=clone on drives and on servers. */
+const clones: FastifyPluginAsync = async (app) => {
+  app.actions.drive.register('clone', driveClone)
+  app.actions.server.register('clone', serverClone)
+}
+
+export default clones

@@ -2,6 +2,7 @@
 // and bulk), and the action dispatcher (?do=resize here; clone, upload_chunk, download elsewhere).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import type { Action } from '../../http/actions.ts'
 import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
@@ -12,14 +13,25 @@ import {
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
 import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, type DrivesDeps } from './service.ts'
-import { driveActions, registerDriveAction } from './actions.ts'
 import { driveCreateHandler } from './handlers/drive-create.ts'
 import { driveResizeHandler } from './handlers/drive-resize.ts'
 import { driveDeleteHandler } from './handlers/drive-delete.ts'
+import type { FastifyInstance } from 'fastify'
+import type { HandlerSet } from '../../engine/types.ts'
 
 const TAGS = ['drives']
 
-registerDriveAction('resize', {
+/** The drive job handlers, for the engine (registered by app.ts). */
+export function driveHandlers (app: FastifyInstance): HandlerSet {
+  return {
+    drive_create: driveCreateHandler(app.storage),
+    drive_resize: driveResizeHandler(app.storage),
+    drive_delete: driveDeleteHandler(app.storage)
+  }
+}
+
+// ?do=resize; registered into each app's drive actions by the plugin below
+const resize: Action = {
   summary: 'Resize (update or fail, §2.7): 202 {"objects":[drive]} with status resizing',
   body: refTo(DriveResizeInput),
   run: async ({ app, reply, ownerId, uuid, body }) => {
@@ -27,7 +39,7 @@ registerDriveAction('resize', {
     reply.code(202)
     return { objects: [drive] }
   }
-})
+}
 
 function deps (app: { prisma: DrivesDeps['prisma'], config: { driveMaxSize: number } }): DrivesDeps {
   return { prisma: app.prisma, driveMaxSize: app.config.driveMaxSize }
@@ -35,9 +47,7 @@ function deps (app: { prisma: DrivesDeps['prisma'], config: { driveMaxSize: numb
 
 const drives: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of driveSchemas) app.addSchema(s)
-  app.jobs.register('drive_create', driveCreateHandler(app.storage))
-  app.jobs.register('drive_resize', driveResizeHandler(app.storage))
-  app.jobs.register('drive_delete', driveDeleteHandler(app.storage))
+  app.actions.drive.register('resize', resize)
   app.events.registerLoader('drives', (prisma, ownerId, id) => loadDriveWire(prisma, ownerId, id))
 
   const listSchema = (summary: string) => ({
@@ -141,7 +151,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       }, { additionalProperties: true }),
       response: { 202: Type.Unknown({ description: 'Depends on the action' }), ...errorResponses(404, 416, 503) }
     }
-  }, async (request, reply) => driveActions.dispatch(app, request, reply) as never)
+  }, async (request, reply) => app.actions.drive.dispatch(app, request, reply) as never)
 }
 
 export default drives

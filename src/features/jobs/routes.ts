@@ -58,6 +58,7 @@ function keysetOf (plan: ListPlan): { column: 'lastModified' | 'created', dir: '
 }
 
 const jobs: FastifyPluginAsyncTypebox = async (app) => {
+  app.events.registerLoader('jobs', (p, ownerId, id) => loadJobWire(p, ownerId, id))
   for (const s of [JobData, JobError, Job, JobListMeta, JobList]) app.addSchema(s)
 
   const list = async (query: Record<string, unknown> & { cursor?: string }, ownerId: string) => {

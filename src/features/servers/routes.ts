@@ -1,10 +1,10 @@
 // /api/2.0/servers/: list, detail, schema, create (single and bulk), get, update, delete (with
 // ?recurse=), and the action dispatcher (?do=start|stop|shutdown|open_vnc|close_vnc here; other
-// modules add theirs with registerServerAction, e.g. clone).
+// features add theirs to app.actions.server, e.g. clone).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { POWER_ACTIONS, SERVER_STATUSES, type PowerAction } from '../../domain/server-status.ts'
-import { ActionRegistry, type Action, type ActionContext } from '../../http/actions.ts'
+import type { Action } from '../../http/actions.ts'
 import { createBodyHook } from '../../http/bodies.ts'
 import { errors } from '../../http/errors.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
@@ -15,38 +15,34 @@ import {
   CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerCreateBody, ServerDeleteQuery,
   ServerList, ServerObjects, ServerUpdateInput, serverSchemas
 } from './schemas.ts'
+import type { FastifyInstance } from 'fastify'
+import type { HandlerSet } from '../../engine/types.ts'
 import { parseAvoid } from '../drives/service.ts'
+import { serverStartHandler } from './handlers/server-start.ts'
+import { serverStopHandler } from './handlers/server-stop.ts'
 import { EXTRA_DEFAULTS, createServers, deleteServer, listServers, loadServerWire, requestPowerAction, updateServer } from './service.ts'
 
 const TAGS = ['servers']
 
 // ---------------------------------------------------------------------------------------------
-// The action registry behind POST /servers/{uuid}/action/?do=<name>
+// This feature's ?do= actions, registered into each app's server actions by the plugin below
 
-export type ServerActionContext = ActionContext
-export type ServerAction = Action
-
-const actions = new ActionRegistry('server')
-
-/** Adds ?do=<name> to the server action dispatcher; call it once, at the top level of a module. */
-export function registerServerAction (name: string, action: ServerAction): void {
-  actions.register(name, action)
-}
+const serverActions: Record<string, Action> = {}
 
 for (const name of POWER_ACTIONS) {
-  registerServerAction(name, {
+  serverActions[name] = {
     summary: `${name}: 202 {"action", "result": "success", "uuid"}; a ${name === 'start' ? 'server_start' : 'server_stop'} job carries it out`,
     run: async ({ app, ownerId, uuid, query }) => {
       if (name === 'start') parseAvoid(query.avoid)
       await requestPowerAction(app.prisma, ownerId, uuid, name as PowerAction)
       return { action: name, result: 'success', uuid }
     }
-  })
+  }
 }
 
 // VNC is recorded by the driver; a running server is needed, as on CloudSigma
 for (const name of ['open_vnc', 'close_vnc'] as const) {
-  registerServerAction(name, {
+  serverActions[name] = {
     summary: `${name}: 202 {"action", "result", "uuid"${name === 'open_vnc' ? ', "vnc_url"' : ''}} on a running server`,
     run: async ({ app, ownerId, uuid }) => {
       const server = await hypervisorView(app.prisma, uuid)
@@ -58,13 +54,22 @@ for (const name of ['open_vnc', 'close_vnc'] as const) {
       }
       return { action: name, result: 'success', uuid, vnc_url: await app.hypervisor.openVnc(server) }
     }
-  })
+  }
+}
+
+/** The server job handlers, for the engine (registered by app.ts). */
+export function serverHandlers (app: FastifyInstance): HandlerSet {
+  // read at call time, so a replaced driver takes effect for the next job
+  const driver = () => app.hypervisor
+  return { server_start: serverStartHandler(driver), server_stop: serverStopHandler(driver) }
 }
 
 // ---------------------------------------------------------------------------------------------
 
 const servers: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of serverSchemas) app.addSchema(s)
+  for (const [name, action] of Object.entries(serverActions)) app.actions.server.register(name, action)
+  app.events.registerLoader('servers', (p, ownerId, id) => loadServerWire(p, ownerId, id))
 
   const listSchema = (summary: string) => ({
     tags: TAGS,
@@ -150,7 +155,7 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
       querystring: ServerActionQuery,
       response: { 202: Type.Unknown({ description: 'Depends on the action; see ServerActionResult for power actions' }), ...errorResponses(404, 503) }
     }
-  }, async (request, reply) => actions.dispatch(app, request, reply) as never)
+  }, async (request, reply) => app.actions.server.dispatch(app, request, reply) as never)
 }
 
 export default servers

@@ -17,8 +17,6 @@ import { ref, uri, type Ref } from '../../http/uris.ts'
 import type { HypervisorDriver } from '../../hypervisor/driver.ts'
 import { RecordingDriver } from '../../hypervisor/recording.ts'
 import { enqueueJob } from '../../engine/enqueue.ts'
-import { serverStartHandler } from './handlers/server-start.ts'
-import { serverStopHandler } from './handlers/server-stop.ts'
 import { findConflicts } from '../../engine/resources.ts'
 import type {
   MountInputT, MountWire, NicInputT, NicWire, ServerCreateInputT, ServerUpdateInputT, ServerWire
@@ -511,9 +509,4 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   app.decorate('hypervisor', new RecordingDriver({ delayMs: app.config.hypervisorDelayMs }))
-  // read at call time, so a replaced driver takes effect for the next job
-  const driver = () => app.hypervisor
-  app.jobs.register('server_start', serverStartHandler(driver))
-  app.jobs.register('server_stop', serverStopHandler(driver))
-  app.events.registerLoader('servers', (p, ownerId, id) => loadServerWire(p, ownerId, id))
-}, { name: 'servers', dependencies: ['prisma', 'jobs'] })
+}, { name: 'hypervisor' })

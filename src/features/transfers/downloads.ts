@@ -11,24 +11,24 @@ import { Type } from 'typebox'
 import { errors } from '../../http/errors.ts'
 import { UuidParams, errorResponses } from '../../http/schemas.ts'
 import { RawBytes, transferSchemas } from './schemas.ts'
-import { registerDriveAction } from '../drives/actions.ts'
+import type { Action } from '../../http/actions.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
 import {
   Meter, assertDownloadable, createDownloadLink, parseRange, startDirectDownload, transferDeps, useDownloadLink,
   type ByteRange, type HeldJob, type TransferDeps
 } from './service.ts'
 import type { DriveRow } from '../drives/service.ts'
-import { driveDownloadHandler } from './handlers/drive-download.ts'
 
 const TAGS = ['transfers']
 
-registerDriveAction('download', {
+// ?do=download; registered into each app's drive actions by the plugin below
+const downloadLink: Action = {
   summary: 'A one-time download link: 202 {"job": {resource_uri, uuid}, "url"}; start it within 60 s or the job is cancelled',
   run: async ({ app, reply, ownerId, uuid }) => {
     reply.code(202)
     return createDownloadLink(transferDeps(app), ownerId, uuid)
   }
-})
+}
 
 function imageHeaders (reply: FastifyReply, drive: DriveRow, range: ByteRange | undefined): number {
   const size = Number(drive.size)
@@ -81,7 +81,7 @@ const imageResponse = (what: string) => ({
 
 const downloads: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of transferSchemas) app.addSchema(s)
-  app.jobs.register('drive_download', driveDownloadHandler())
+  app.actions.drive.register('download', downloadLink)
   const deps = transferDeps(app)
 
   app.get('/drives/:uuid/download/', {

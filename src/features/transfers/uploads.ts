@@ -20,15 +20,15 @@ import {
   transferSchemas, type MultipartUploadDataT, type UploadChunkInputT
 } from './schemas.ts'
 import { parseAvoid } from '../drives/service.ts'
-import { registerDriveAction } from '../drives/actions.ts'
+import type { Action } from '../../http/actions.ts'
 import {
   chunkLink, initUpload, receiveChunk, receiveRawUpload, startMultipartUpload, transferDeps, uploadMax, type MultipartUpload
 } from './service.ts'
-import { driveUploadHandler } from './handlers/drive-upload.ts'
 
 const TAGS = ['transfers']
 
-registerDriveAction('upload_chunk', {
+// ?do=upload_chunk; registered into each app's drive actions by the plugin below
+const uploadChunk: Action = {
   summary: 'A link for one chunk of a chunked upload (§5.2): 202 {"link"}; 416 when the chunk is already uploaded',
   body: UploadChunkBody,
   run: async ({ app, reply, ownerId, uuid, body }) => {
@@ -36,7 +36,7 @@ registerDriveAction('upload_chunk', {
     reply.code(202)
     return chunkLink(transferDeps(app), ownerId, uuid, n, s)
   }
-})
+}
 
 function contentLength (raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined
@@ -51,7 +51,7 @@ const MEDIA = Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdro
 
 const uploads: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of [...transferSchemas, ...driveSchemas]) app.addSchema(s)
-  app.jobs.register('drive_upload', driveUploadHandler(app.storage))
+  app.actions.drive.register('upload_chunk', uploadChunk)
   const deps = transferDeps(app)
 
   // raw bodies stay streams (this scope only); their size is checked against the drive maximum
