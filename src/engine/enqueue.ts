@@ -2,7 +2,7 @@
 // domain change that needs it was committed.
 import { randomUUID } from 'node:crypto'
 import type { Tx } from '../db/client.ts'
-import { uri } from '../http/uris.ts'
+import { uri } from '../domain/uris.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS } from './listener.ts'
 import type { Operation } from './types.ts'

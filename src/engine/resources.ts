@@ -1,9 +1,9 @@
 // Resource conflicts between jobs. job_resources rows of unfinished jobs are the authority:
 // a 'write' link conflicts with any other link to the same drive or server, a 'read' link only
 // with a 'write' one. Services call lockResources inside the transaction that enqueues, so two
-// racing requests are serialised by an advisory lock and the loser gets 503 concurrency.
+// racing requests are serialised by an advisory lock and the loser gets the busy error.
 import type { Tx } from '../db/client.ts'
-import { errors } from '../http/errors.ts'
+import { busyWith } from '../domain/errors.ts'
 import type { JobResourceInput } from './enqueue.ts'
 import { UNFINISHED } from './queue-sql.ts'
 
@@ -32,7 +32,7 @@ export async function findConflicts (tx: Tx, wanted: JobResourceInput[], exceptR
 
 /**
  * Takes transaction-scoped advisory locks on the resources (in a fixed order, so two callers
- * cannot deadlock) and throws 503 concurrency when an unfinished job holds them in a conflicting
+ * cannot deadlock) and throws the busy error when an unfinished job holds them in a conflicting
  * way. Call it before enqueueJob in the same transaction; the locks last until it commits.
  */
 export async function lockResources (tx: Tx, wanted: JobResourceInput[], opts: { exceptRootId?: string } = {}): Promise<void> {
@@ -41,15 +41,6 @@ export async function lockResources (tx: Tx, wanted: JobResourceInput[], opts: {
   const conflicts = await findConflicts(tx, wanted, opts.exceptRootId)
   if (conflicts.length > 0) {
     const c = conflicts[0]
-    throw errors.busy(`${c.type === 'drives' ? 'Drive' : 'Server'} ${c.id} is busy with the ${c.operation} job ${c.jobId}`, c.type === 'drives' ? 'drive' : 'server')
-  }
-}
-
-/** Same check without locking, for a quick answer outside a transaction that enqueues. */
-export async function assertNotBusy (tx: Tx, wanted: JobResourceInput[]): Promise<void> {
-  const conflicts = await findConflicts(tx, wanted)
-  if (conflicts.length > 0) {
-    const c = conflicts[0]
-    throw errors.busy(`${c.type === 'drives' ? 'Drive' : 'Server'} ${c.id} is busy with the ${c.operation} job ${c.jobId}`, c.type === 'drives' ? 'drive' : 'server')
+    throw busyWith(c, { id: c.jobId, operation: c.operation })
   }
 }

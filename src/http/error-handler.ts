@@ -1,6 +1,24 @@
 // Turns every error (ours, Fastify's, ajv's, unexpected ones) into the CloudSigma error array.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ApiError, errors } from './errors.ts'
+import { DomainError, type DomainErrorCode } from '../domain/errors.ts'
+import { ApiError, errors, type ErrorType } from './errors.ts'
+
+// the one mapping of domain error codes to statuses and CloudSigma error types (decisions.md)
+const DOMAIN: Record<DomainErrorCode, [number, ErrorType]> = {
+  validation: [400, 'validation'],
+  wrong_state: [400, 'validation'],
+  notexist: [404, 'notexist'],
+  permission: [403, 'permission'],
+  gone: [410, 'notexist'],
+  too_large: [413, 'validation'],
+  range: [416, 'validation'],
+  busy: [503, 'concurrency']
+}
+
+export function fromDomain (error: DomainError): ApiError {
+  const [status, type] = DOMAIN[error.code]
+  return new ApiError(status, type, error.message, error.point)
+}
 
 interface AjvError { instancePath?: string, keyword?: string, params?: Record<string, unknown>, message?: string }
 
@@ -17,35 +35,36 @@ function fromValidation (error: FastifyError): ApiError {
   const point = errorPointOf(first)
   const where = error.validationContext === 'querystring' ? 'query parameter' : 'field'
   const message = point ? `Invalid ${where} ${point}: ${first.message ?? 'invalid value'}` : (first.message ?? error.message)
-  return errors.validation(message, point)
+  return new ApiError(400, 'validation', message, point)
 }
 
 export function toApiError (error: FastifyError | Error): ApiError {
   if (error instanceof ApiError) return error
+  if (error instanceof DomainError) return fromDomain(error)
   const fe = error as FastifyError
   if (fe.validation) return fromValidation(fe)
   switch (fe.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return errors.validation('Malformed JSON in the request body')
+      return new ApiError(400, 'validation', 'Malformed JSON in the request body')
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return errors.tooLarge('Request body is too large')
+      return new ApiError(413, 'validation', 'Request body is too large')
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return errors.unsupportedMediaType(fe.message.replace(/^Unsupported Media Type:?\s*/i, ''))
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-      return errors.validation('Request body size did not match Content-Length')
+      return new ApiError(400, 'validation', 'Request body size did not match Content-Length')
     case 'FST_REQ_FILE_TOO_LARGE':
     case 'FST_FILES_LIMIT':
     case 'FST_PARTS_LIMIT':
     case 'FST_FIELDS_LIMIT':
-      return errors.tooLarge(fe.message)
+      return new ApiError(413, 'validation', fe.message)
     case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
-      return errors.validation('The request is not multipart/form-data')
+      return new ApiError(400, 'validation', 'The request is not multipart/form-data')
   }
-  if (error instanceof SyntaxError) return errors.validation('Malformed JSON in the request body')
+  if (error instanceof SyntaxError) return new ApiError(400, 'validation', 'Malformed JSON in the request body')
   const status = fe.statusCode ?? 500
   if (status >= 400 && status < 500) {
-    if (status === 404) return errors.notFound('Resource')
+    if (status === 404) return fromDomain(errors.notFound('Resource'))
     if (status === 401) return errors.unauthorized()
     return new ApiError(status, 'validation', fe.message)
   }
@@ -68,6 +87,6 @@ export function installErrorHandler (app: FastifyInstance): void {
     return sendError(reply, apiError)
   })
   app.setNotFoundHandler((request, reply) => {
-    return sendError(reply, errors.notFound('Resource'))
+    return sendError(reply, fromDomain(errors.notFound('Resource')))
   })
 }

@@ -1,5 +1,10 @@
-// The one error catalogue. Every error leaves the service as the CloudSigma array
-// [{error_type, error_message, error_point}] (spec §1.13), with the status codes of §1.4.
+// The HTTP error catalogue. Every error leaves the service as the CloudSigma array
+// [{error_type, error_message, error_point}] (spec §1.13), with the status codes of §1.4. The
+// domain's own errors (src/domain/errors.ts) are re-exported here for the HTTP layer's convenience;
+// the error handler maps them to statuses.
+import { DomainError, domainErrors } from '../domain/errors.ts'
+
+export { DomainError }
 
 export type ErrorType = 'validation' | 'notexist' | 'permission' | 'backend' | 'database' | 'concurrency' | 'billing' | 'payment' | 'auth' | 'gone'
 
@@ -30,20 +35,11 @@ export interface CloudSigmaError {
 }
 
 export const errors = {
-  validation: (message: string, point: string | null = null) => new ApiError(400, 'validation', message, point),
-  /** An operation the object's current status does not allow (decisions.md: 400 at `status`). */
-  wrongState: (message: string) => new ApiError(400, 'validation', message, 'status'),
+  ...domainErrors,
   unauthorized: (message = 'Authentication credentials were not provided or are wrong') =>
     new ApiError(401, 'permission', message, null, { 'www-authenticate': 'Basic realm="clonejobs"' }),
-  permission: (message: string, point: string | null = null) => new ApiError(403, 'permission', message, point),
-  notFound: (what = 'Object', point: string | null = null) => new ApiError(404, 'notexist', `${what} does not exist`, point),
   methodNotAllowed: (method: string) => new ApiError(405, 'validation', `Method ${method} is not allowed here`),
   notAcceptable: () => new ApiError(406, 'validation', 'Only application/json responses can be produced'),
-  gone: (message: string) => new ApiError(410, 'notexist', message),
-  tooLarge: (message: string, point: string | null = null) => new ApiError(413, 'validation', message, point),
   unsupportedMediaType: (type: string) => new ApiError(415, 'validation', `Unsupported content type: ${type}`),
-  rangeNotSatisfiable: (message: string, point: string | null = null) => new ApiError(416, 'validation', message, point),
-  /** Another operation holds the resource; the client should retry (decisions.md: 503). */
-  busy: (message: string, point: string | null = null) => new ApiError(503, 'concurrency', message, point),
   internal: () => new ApiError(500, 'backend', 'Internal server error')
 }

@@ -1,11 +1,7 @@
 // resource_uri and reference objects (§1.12).
-export const API = '/api/2.0'
+import { uri, type ResourceName } from '../domain/uris.ts'
 
-export type ResourceName = 'drives' | 'servers' | 'jobs' | 'tags' | 'user' | 'libdrives'
-
-export function uri (resource: ResourceName, id: string): string {
-  return `${API}/${resource}/${id}/`
-}
+export { API, uri, type ResourceName } from '../domain/uris.ts'
 
 export interface Ref { resource_uri: string, uuid: string }
 

@@ -3,7 +3,8 @@ import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { lockResources } from '../../src/engine/resources.ts'
-import { ApiError } from '../../src/http/errors.ts'
+import { DomainError } from '../../src/domain/errors.ts'
+import { toApiError } from '../../src/http/error-handler.ts'
 import { jobRefsFor } from '../../src/features/jobs/view.ts'
 import { publishChange } from '../../src/engine/events.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
@@ -25,20 +26,21 @@ t.test('write conflicts with anything, read only with write', async t => {
   await enqueueWith([{ type: 'drives', id: drive, mode: 'read' }])
   t.pass('two readers (clone sources) may share a drive')
   const err = await enqueueWith([{ type: 'drives', id: drive, mode: 'write' }]).catch(e => e)
-  t.ok(err instanceof ApiError)
-  t.equal(err.statusCode, 503)
-  t.equal(err.errorType, 'concurrency')
+  t.ok(err instanceof DomainError)
+  t.equal(err.code, 'busy')
+  t.equal(toApiError(err).statusCode, 503)
+  t.equal(toApiError(err).errorType, 'concurrency')
   const other = randomUUID()
   await enqueueWith([{ type: 'servers', id: other }])
   const err2 = await enqueueWith([{ type: 'servers', id: other, mode: 'read' }]).catch(e => e)
-  t.equal(err2.statusCode, 503, 'a reader is refused while a writer holds it')
+  t.equal(err2.code, 'busy', 'a reader is refused while a writer holds it')
 })
 
 t.test('racing transactions are serialised: exactly one wins', async t => {
   const drive = randomUUID()
   const results = await Promise.allSettled(Array.from({ length: 6 }, () => enqueueWith([{ type: 'drives', id: drive }])))
   t.equal(results.filter(r => r.status === 'fulfilled').length, 1)
-  t.ok(results.filter(r => r.status === 'rejected').every(r => (r as PromiseRejectedResult).reason.statusCode === 503))
+  t.ok(results.filter(r => r.status === 'rejected').every(r => (r as PromiseRejectedResult).reason.code === 'busy'))
 })
 
 t.test('finished jobs no longer hold their resources; jobRefsFor lists jobs newest first', async t => {

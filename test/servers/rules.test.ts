@@ -1,7 +1,7 @@
 // The pure parts of mounts and NICs: device slots, duplicate slots, MAC matching, IP conf rules.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import { ApiError } from '../../src/http/errors.ts'
+import { DomainError } from '../../src/domain/errors.ts'
 import { devChannelProblem, parseMounts } from '../../src/features/servers/mounts.ts'
 import { foreignId, generateMac, planNics, recurseSelects, type StoredNic } from '../../src/features/servers/service.ts'
 
@@ -9,7 +9,7 @@ function point (fn: () => unknown): string | null | undefined {
   try {
     fn()
   } catch (err) {
-    if (err instanceof ApiError) return err.errorPoint
+    if (err instanceof DomainError) return err.point
     throw err
   }
   return undefined

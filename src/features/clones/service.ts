@@ -13,7 +13,7 @@ import {
 } from '../../domain/clone-plan.ts'
 import { badMetaKey } from '../../domain/drive-status.ts'
 import { relatedUuid, tagIds } from '../../http/bodies.ts'
-import { errors } from '../../http/errors.ts'
+import { domainErrors as errors } from '../../domain/errors.ts'
 import { enqueueJob, type JobResourceInput } from '../../engine/enqueue.ts'
 import { driveCloneHandler } from './handlers/drive-clone.ts'
 import { serverCloneHandler } from './handlers/server-clone.ts'

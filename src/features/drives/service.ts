@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Drive as DriveRow } from '../../db/generated/client.ts'
 import type { PrismaClient, Tx } from '../../db/client.ts'
-import { errors } from '../../http/errors.ts'
+import { domainErrors as errors } from '../../domain/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { isUuid, tagIds } from '../../http/bodies.ts'
 import { ref, uri } from '../../http/uris.ts'

@@ -4,7 +4,7 @@
 import type { Tx } from '../../db/client.ts'
 import { canOperate, restingStatus, RESTING_STATUSES } from '../../domain/drive-status.ts'
 import { requireRelatedUuid } from '../../http/bodies.ts'
-import { errors } from '../../http/errors.ts'
+import { domainErrors as errors } from '../../domain/errors.ts'
 import { publishChange } from '../../engine/events.ts'
 import type { MountInputT } from './schemas.ts'
 

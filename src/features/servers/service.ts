@@ -11,7 +11,7 @@ import {
   SERVER_STATUSES, acceptsFullUpdate, activeSinceTime, canDeleteServer, planPowerAction, type PowerAction
 } from '../../domain/server-status.ts'
 import { relatedUuid, tagIds } from '../../http/bodies.ts'
-import { errors } from '../../http/errors.ts'
+import { busyWith, domainErrors as errors } from '../../domain/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { ref, uri, type Ref } from '../../http/uris.ts'
 import type { HypervisorDriver } from '../../hypervisor/driver.ts'
@@ -266,7 +266,7 @@ async function assertNoOtherJob (tx: Tx, id: string): Promise<void> {
     .filter(c => c.operation !== 'server_start' && c.operation !== 'server_stop')
   if (conflicts.length > 0) {
     const c = conflicts[0]
-    throw errors.busy(`Server ${id} is busy with the ${c.operation} job ${c.jobId}`, 'uuid')
+    throw busyWith({ type: 'servers', id }, { id: c.jobId, operation: c.operation }, 'uuid')
   }
 }
 

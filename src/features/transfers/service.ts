@@ -21,6 +21,8 @@ import type { Config } from '../../config.ts'
 import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
 import { percentOf } from '../../domain/progress.ts'
 import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
+import { DomainError } from '../../domain/errors.ts'
+import { toApiError } from '../../http/error-handler.ts'
 import { ApiError, errors } from '../../http/errors.ts'
 import { API, ref, type Ref } from '../../http/uris.ts'
 import { requestCancel, jobChanges } from '../../engine/cancel.ts'
@@ -218,7 +220,7 @@ export class HeldJob {
     const state = this.cancelled ? 'cancelled' : 'error'
     const error = this.cancelled
       ? { error_type: 'cancelled', error_message: 'The job was cancelled' }
-      : { error_type: err instanceof ApiError ? err.errorType : 'backend', error_message: err instanceof ApiError ? err.message : 'the transfer failed' }
+      : clientErrorRecord(err)
     try {
       await this.deps.prisma.$transaction(async (tx) => this.finish(tx, { state, error }))
     } catch (e) {
@@ -369,8 +371,16 @@ export async function finishUploadedDrive (tx: Tx, ownerId: string, driveId: str
   await announceDrives(tx, ownerId, [driveId])
 }
 
-function streamFailure (err: unknown, what: string): ApiError {
-  if (err instanceof ApiError) return err
+/** A failure the client caused, as recorded on its job; anything else is a backend failure. */
+function clientErrorRecord (err: unknown): { error_type: string, error_message: string } {
+  if (err instanceof ApiError || err instanceof DomainError) return { error_type: toApiError(err).errorType, error_message: err.message }
+  return { error_type: 'backend', error_message: 'the transfer failed' }
+}
+
+type ClientError = ApiError | DomainError
+
+function streamFailure (err: unknown, what: string): ClientError {
+  if (err instanceof ApiError || err instanceof DomainError) return err
   if (err instanceof BodyTooLong) return errors.tooLarge(`The ${what} is larger than allowed: ${err.message}`)
   return errors.validation(`The ${what} was not received completely (the connection ended early)`)
 }
@@ -441,7 +451,7 @@ export interface MultipartUpload {
   /** The form ended well: the drive leaves `uploading` and the job succeeds. */
   commit: () => Promise<UploadResult>
   /** The form turned out malformed after the file: the drive is removed and the job fails. */
-  abort: (err: unknown) => Promise<ApiError>
+  abort: (err: unknown) => Promise<ClientError>
 }
 
 /** Creates the drive (uploading, size 0) and its held job, before the file part is read. */
@@ -472,7 +482,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
   }
   const held = new HeldJob(deps, row, sizeHint ?? null)
   let received: { sha256: string, bytes: number } | undefined
-  const abort = async (err: unknown): Promise<ApiError> => {
+  const abort = async (err: unknown): Promise<ClientError> => {
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'file')
     await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
     await held.fail(apiErr)
@@ -589,7 +599,7 @@ export async function chunkLink (deps: TransferDeps, ownerId: string, driveId: s
   })
 }
 
-function chunkStored (n: number): ApiError {
+function chunkStored (n: number): DomainError {
   return errors.rangeNotSatisfiable(`Chunk ${n} already uploaded`, 'chunk_number')
 }
 
