@@ -18,7 +18,7 @@ if (!databaseUrl) {
 // migrations run in a child process while this one loads the app's modules
 const [applied, { buildApp }] = await Promise.all([runMigrations(databaseUrl), import('./app.ts')])
 
-const app = await buildApp({ config, databaseUrl })
+const app = await buildApp({ config, databaseUrl, role: config.role })
 if (applied.length > 0) app.log.info({ migrations: applied }, 'database migrated')
 app.log.info({ database: embedded ? `embedded PostgreSQL in ${path.join(config.dataDir, 'pg')}` : 'DATABASE_URL', dataDir: config.dataDir }, 'database ready')
 

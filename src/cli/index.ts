@@ -1,8 +1,9 @@
-// Operator commands: `clonejobs user add|list|passwd|remove`. Uses DATABASE_URL, or the embedded
+// Operator commands: `clonejobs serve [--role api|worker|all]` and `clonejobs user
+// add|list|passwd|remove`. Uses DATABASE_URL, or the embedded
 // PostgreSQL under ./data/pg (joining it when the service is running, starting it otherwise).
 import path from 'node:path'
 import { Command } from 'commander'
-import { loadConfig } from '../config.ts'
+import { ROLES, loadConfig } from '../config.ts'
 import { createPrisma, type PrismaClient } from '../db/client.ts'
 import { startEmbeddedPostgres } from '../db/embedded.ts'
 import { runMigrations } from '../db/migrate.ts'
@@ -31,6 +32,17 @@ async function readPasswordFromStdin (): Promise<string | undefined> {
 }
 
 const program = new Command('clonejobs').description('clonejobs operator commands')
+
+program.command('serve')
+  .description('run the service (npm start runs it with every role)')
+  .option('--role <role>', `what this process does: ${ROLES.join(' | ')}`, process.env.ROLE || 'all')
+  .action(async (opts: { role: string }) => {
+    if (!(ROLES as readonly string[]).includes(opts.role)) program.error(`error: --role must be one of ${ROLES.join(', ')}`)
+    // the server entry reads its settings from the environment, ROLE among them
+    process.env.ROLE = opts.role
+    await import('../server.ts')
+  })
+
 const user = program.command('user').description('manage accounts')
 
 user.command('add <email>')
