@@ -7,7 +7,8 @@ import { ROLES, loadConfig } from '../config.ts'
 import { createPrisma, type PrismaClient } from '../db/client.ts'
 import { startEmbeddedPostgres } from '../db/embedded.ts'
 import { runMigrations } from '../db/migrate.ts'
-import { AccountError, addAccount, generatePassword, removeAccount, setPassword } from '../features/accounts/service.ts'
+import { AccountError, addAccount, removeAccount, setPassword } from '../features/accounts/service.ts'
+import { generatePassword } from '../domain/passwords.ts'
 
 async function withDatabase<T> (fn: (prisma: PrismaClient) => Promise<T>): Promise<T> {
   const config = loadConfig()

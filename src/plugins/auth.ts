@@ -4,7 +4,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { errors } from '../http/errors.ts'
-import { verifyPassword } from '../features/accounts/service.ts'
+import { verifyPassword } from '../domain/passwords.ts'
 
 export interface AuthAccount {
   id: string

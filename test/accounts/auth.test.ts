@@ -1,6 +1,7 @@
 // HTTP Basic auth on every /api/2.0/ route, scrypt hashes, and the account service.
 import t from 'tap'
-import { addAccount, bootstrapAccount, hashPassword, removeAccount, setPassword, verifyPassword } from '../../src/features/accounts/service.ts'
+import { addAccount, bootstrapAccount, removeAccount, setPassword } from '../../src/features/accounts/service.ts'
+import { hashPassword, verifyPassword } from '../../src/domain/passwords.ts'
 import { parseBasic } from '../../src/plugins/auth.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
 
