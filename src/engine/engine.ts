@@ -9,7 +9,10 @@ import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, finishJob, heartbeat, releaseJobs, startAncestors, type ClaimedRow, type FinishFields } from './queue-sql.ts'
+import { childOutcome, claimJobs, finishJob, heartbeat, releaseJobs, startAncestors, takeJob, type ClaimedRow, type FinishFields, type JobKey } from './queue-sql.ts'
+import type { Tx } from '../db/client.ts'
+import { enqueueJob, type EnqueueInput } from './enqueue.ts'
+import { HeldJob } from './held.ts'
 import { JobFailure, type CleanupReason, type JobContext, type JobHandler, type JobInfo, type ProgressUpdate } from './types.ts'
 
 /** Hooks for the metrics module; the engine works without them. */
@@ -42,12 +45,18 @@ interface Running {
   cancelled: boolean
 }
 
+/** Held jobs are parked this far in the future so no worker claims them meanwhile. */
+const PARKED_MS = 365 * 24 * 3600 * 1000
+
 const CANCELLED = { error_type: 'cancelled', error_message: 'The job was cancelled' }
 
 export class JobEngine {
   readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
   private readonly handlers = new Map<string, JobHandler>()
   private readonly running = new Map<string, Running>()
+  /** Lease owner of request-held jobs: apart from workerId, so stop() never gives them back. */
+  readonly heldBy = `${this.workerId}:held`
+  private readonly held = new Map<string, HeldJob>()
   private timer: NodeJS.Timeout | undefined
   private heartbeatTimer: NodeJS.Timeout | undefined
   private stopping = true
@@ -77,8 +86,52 @@ export class JobEngine {
       this.unlisten.push(l.on(CHANNELS.cancel, (id) => this.abortLocal(id)))
     }
     this.schedule(0)
+    this.startBeating()
+  }
+
+  private startBeating (): void {
+    if (this.heartbeatTimer) return
     const beat = this.opts.heartbeatMs ?? Math.min(1000, Math.max(250, Math.floor(this.opts.leaseSeconds * 1000 / 3)))
     this.heartbeatTimer = setInterval(() => { void this.beat() }, beat)
+    this.heartbeatTimer.unref()
+  }
+
+  private stopBeating (): void {
+    clearInterval(this.heartbeatTimer)
+    this.heartbeatTimer = undefined
+  }
+
+  /**
+   * Enqueues, inside the caller's transaction, a job this process runs itself in requests: parked
+   * so no worker claims it, and leased to this process at once. Hold the returned row after commit.
+   */
+  async enqueueHeld (tx: Tx, input: EnqueueInput): Promise<JobKey> {
+    const { id } = await enqueueJob(tx, { ...input, runAt: new Date(Date.now() + PARKED_MS), maxAttempts: 1 })
+    const row = await takeJob(tx, this.heldBy, this.opts.leaseSeconds, id, 'queued')
+    if (!row) throw new Error(`job ${id} could not be held`)
+    return row
+  }
+
+  /** Leases an existing queued (or parked started) job to this process; undefined if it cannot be had. */
+  async take (db: PrismaClient | Tx, id: string, state: 'queued' | 'started'): Promise<JobKey | undefined> {
+    return takeJob(db, this.heldBy, this.opts.leaseSeconds, id, state)
+  }
+
+  /** The handle of a job this process leased with enqueueHeld/take: heartbeated with the engine's own jobs. */
+  hold (row: JobKey, bytesTotal: number | null): HeldJob {
+    const handle = new HeldJob({
+      prisma: this.opts.prisma,
+      log: this.opts.log,
+      owner: this.heldBy,
+      listener: this.opts.listener,
+      release: (id) => {
+        this.held.delete(id)
+        if (this.stopping && this.held.size === 0 && this.running.size === 0) this.stopBeating()
+      }
+    }, row, bytesTotal)
+    this.held.set(row.id, handle)
+    this.startBeating()
+    return handle
   }
 
   /** Wakes the poller now (new job enqueued, NOTIFY received). */
@@ -94,7 +147,8 @@ export class JobEngine {
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
-    clearInterval(this.heartbeatTimer)
+    // held jobs are finished by their requests, which keep their leases alive until then
+    if (this.held.size === 0) this.stopBeating()
     // a claim in flight has already committed its jobs as ours: let it launch them, so they are
     // given back below rather than left started until their lease runs out
     await this.pollDone
@@ -117,8 +171,9 @@ export class JobEngine {
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
-    clearInterval(this.heartbeatTimer)
+    this.stopBeating()
     for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
+    for (const h of this.held.values()) h.leaseLost()
   }
 
   /** Signals a running job of this process to abort now (cancel NOTIFY, heartbeat). */
@@ -181,6 +236,23 @@ export class JobEngine {
   }
 
   private async beat (): Promise<void> {
+    await Promise.all([this.beatRunning(), this.beatHeld()])
+  }
+
+  private async beatHeld (): Promise<void> {
+    const ids = [...this.held.keys()]
+    if (ids.length === 0) return
+    try {
+      const leased = await heartbeat(this.opts.prisma, this.heldBy, ids, this.opts.leaseSeconds)
+      const leasedIds = new Set(leased.map(h => h.id))
+      for (const id of ids) if (!leasedIds.has(id)) this.held.get(id)?.leaseLost()
+      for (const h of leased) if (h.cancel_requested) this.held.get(h.id)?.cancel()
+    } catch (err) {
+      this.opts.log.warn({ err }, 'heartbeat of held jobs failed')
+    }
+  }
+
+  private async beatRunning (): Promise<void> {
     const ids = [...this.running.keys()]
     if (ids.length === 0) return
     try {

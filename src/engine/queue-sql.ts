@@ -210,3 +210,13 @@ export async function purgeEvents (db: Db, cutoff: Date, limit: number): Promise
   return db.$executeRawUnsafe(`
     DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < $1 ORDER BY id LIMIT $2)`, cutoff, limit)
 }
+
+/** Leases a queued (or parked started) job to `owner`; undefined if someone has it or it is cancelled. */
+export async function takeJob (db: Db, owner: string, leaseSeconds: number, id: string, state: 'queued' | 'started'): Promise<JobKey | undefined> {
+  const rows = await db.$queryRaw<JobKey[]>`
+    UPDATE jobs SET state = 'started', locked_by = ${owner}, locked_until = now() + make_interval(secs => ${leaseSeconds}),
+      attempts = attempts + 1, started_at = COALESCE(started_at, now()), last_modified = now()
+    WHERE id = ${id}::uuid AND state = ${state} AND locked_by IS NULL AND NOT cancel_requested
+    RETURNING id::text, owner_id::text, root_id::text`
+  return rows[0]
+}

@@ -14,7 +14,7 @@ import { RawBytes, transferSchemas } from './schemas.ts'
 import type { Action } from '../../http/actions.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
 import {
-  Meter, assertDownloadable, createDownloadLink, parseRange, startDirectDownload, transferDeps, useDownloadLink,
+  Meter, assertDownloadable, failureRecord, createDownloadLink, parseRange, startDirectDownload, transferDeps, useDownloadLink,
   type ByteRange, type HeldJob, type TransferDeps
 } from './service.ts'
 import type { DriveRow } from '../drives/service.ts'
@@ -48,7 +48,7 @@ async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob
   try {
     source = await deps.storage.createReadStream(drive.id, range ?? {})
   } catch (err) {
-    await held.fail(err)
+    await held.fail(failureRecord(err))
     throw err
   }
   const meter = new Meter(Number.MAX_SAFE_INTEGER, false, (n) => held.progress(n))
@@ -64,7 +64,7 @@ async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob
         await deps.prisma.$transaction(async (tx) => held.finish(tx, { state: 'success', result: { bytes: meter.bytes } }))
           .catch(err => deps.log.error({ err, job: held.id }, 'could not record a finished download'))
       } else {
-        await held.fail(errors.validation(`The client went away after ${meter.bytes} of ${length} bytes`))
+        await held.fail(failureRecord(errors.validation(`The client went away after ${meter.bytes} of ${length} bytes`)))
       }
     })
   }

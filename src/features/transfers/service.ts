@@ -1,10 +1,10 @@
 // Uploads and downloads of drive images (spec §5, decisions.md "Uploads and downloads").
 //
 // Every transfer is a job. Bytes arrive or leave in an HTTP request, so the request itself holds
-// the job's lease ("request-held" jobs, worker id `<engine worker>:transfers`): it heartbeats,
-// reports byte progress, listens for cancels and records the outcome. If the process dies, the
+// the job's lease through the engine ("request-held" jobs, src/engine/held.ts): the engine
+// heartbeats it, the request reports byte progress and records the outcome. If the process dies, the
 // lease expires and the engine takes the job over; the drive_upload / drive_download handlers
-// then undo what is left (see src/jobs/handlers/drive-upload.ts).
+// then undo what is left (see handlers/drive-upload.ts).
 //
 // A chunked upload is different: it lasts as long as the client wants, across requests and
 // restarts, so its state lives in upload_chunks rows. Its job is `started` with no lease and a
@@ -25,10 +25,12 @@ import { DomainError } from '../../domain/errors.ts'
 import { toApiError } from '../../http/error-handler.ts'
 import { ApiError, errors } from '../../http/errors.ts'
 import { API, ref, type Ref } from '../../http/uris.ts'
-import { requestCancel, jobChanges } from '../../engine/cancel.ts'
-import { enqueueJob, type EnqueueInput } from '../../engine/enqueue.ts'
-import { CHANNELS, type PgListener } from '../../engine/listener.ts'
-import { finishJob, heartbeat, type FinishFields } from '../../engine/queue-sql.ts'
+import { requestCancel } from '../../engine/cancel.ts'
+import { enqueueJob } from '../../engine/enqueue.ts'
+import { CHANNELS } from '../../engine/listener.ts'
+import type { JobEngine } from '../../engine/engine.ts'
+import type { JobKey } from '../../engine/queue-sql.ts'
+import type { HeldJob, JobFailureRecord } from '../../engine/held.ts'
 import { publishChange } from '../../engine/events.ts'
 import {
   announceDrives, assertDriveUsable, drivesToWire, loadOwnedDrive, maxDriveSize, restingStatusOf, type DriveRow
@@ -41,18 +43,14 @@ type Db = PrismaClient | Tx
 const MiB = 1024 * 1024
 /** A chunked upload with no new chunk for this long is abandoned and its drive removed. */
 export const CHUNKED_UPLOAD_IDLE_SECONDS = 24 * 3600
-/** Request-held jobs are parked this far in the future so no worker claims them meanwhile. */
-const PARKED_MS = 365 * 24 * 3600 * 1000
-const PROGRESS_INTERVAL_MS = 250
 
 export interface TransferDeps {
   prisma: PrismaClient
   storage: DriveStorage
   log: FastifyBaseLogger
   config: Pick<Config, 'driveMaxSize' | 'uploadLinkTtlSeconds' | 'downloadLinkTtlSeconds' | 'jobLeaseSeconds'>
-  /** The lease owner of request-held jobs in this process. */
-  workerId: string
-  listener?: PgListener
+  /** The engine, which enqueues, leases and heartbeats request-held jobs. */
+  engine: Pick<JobEngine, 'enqueueHeld' | 'take' | 'hold'>
 }
 
 export function transferDeps (app: FastifyInstance): TransferDeps {
@@ -61,8 +59,7 @@ export function transferDeps (app: FastifyInstance): TransferDeps {
     storage: app.storage,
     log: app.log,
     config: app.config,
-    workerId: `${app.jobs.workerId}:transfers`,
-    listener: app.jobListener
+    engine: app.jobs
   }
 }
 
@@ -104,129 +101,14 @@ export async function findLink (db: Db, token: string, purpose: LinkPurpose): Pr
 }
 
 // ---------------------------------------------------------------------------------------------
-// Request-held jobs
+// Request-held jobs go through the engine: app.jobs.enqueueHeld / take / hold (src/engine/held.ts)
 
-export interface JobKeyRow { id: string, owner_id: string, root_id: string }
+export type { HeldJob }
 
-/** Enqueues a job that this request holds and runs itself (state started, leased to deps.workerId). */
-export async function createHeldJob (tx: Tx, deps: TransferDeps, input: EnqueueInput): Promise<JobKeyRow> {
-  const { id } = await enqueueJob(tx, { ...input, runAt: new Date(Date.now() + PARKED_MS), maxAttempts: 1 })
-  const rows = await holdJob(tx, deps, id, 'queued')
-  if (!rows) throw new Error(`job ${id} could not be held`)
-  return rows
-}
-
-/** Takes the lease of a queued (or parked started) job; undefined if someone else has it or it is cancelled. */
-export async function holdJob (db: Db, deps: TransferDeps, id: string, state: 'queued' | 'started'): Promise<JobKeyRow | undefined> {
-  const rows = await db.$queryRawUnsafe<JobKeyRow[]>(`
-    UPDATE jobs SET state = 'started', locked_by = $1, locked_until = now() + make_interval(secs => $2),
-      attempts = attempts + 1, started_at = COALESCE(started_at, now()), last_modified = now()
-    WHERE id = $3::uuid AND state = $4 AND locked_by IS NULL AND NOT cancel_requested
-    RETURNING id::text, owner_id::text, root_id::text`, deps.workerId, deps.config.jobLeaseSeconds, id, state)
-  return rows[0]
-}
-
-/**
- * The lease of a job held by a request: heartbeats it, reports progress a few times a second,
- * aborts `signal` on cancel or a lost lease, and records the outcome.
- */
-export class HeldJob {
-  private readonly controller = new AbortController()
-  private readonly timer: NodeJS.Timeout
-  private readonly unlisten: (() => void) | undefined
-  private lastWrite = 0
-  private pending: NodeJS.Timeout | undefined
-  private bytesDone = 0
-  private readonly startedAt = Date.now()
-  private finished = false
-  cancelled = false
-
-  constructor (private readonly deps: TransferDeps, readonly row: JobKeyRow, private bytesTotal: number | null) {
-    const beat = Math.min(1000, Math.max(250, Math.floor(deps.config.jobLeaseSeconds * 1000 / 3)))
-    this.timer = setInterval(() => { void this.beat() }, beat)
-    this.timer.unref()
-    this.unlisten = deps.listener?.on(CHANNELS.cancel, (id) => { if (id === row.id) this.cancel() })
-  }
-
-  get id (): string { return this.row.id }
-  get signal (): AbortSignal { return this.controller.signal }
-
-  private cancel (): void {
-    if (this.controller.signal.aborted) return
-    this.cancelled = true
-    this.controller.abort(errors.validation('The job was cancelled'))
-  }
-
-  private async beat (): Promise<void> {
-    try {
-      const held = await heartbeat(this.deps.prisma, this.deps.workerId, [this.row.id], this.deps.config.jobLeaseSeconds)
-      if (held.length === 0) this.controller.abort(errors.busy('The job lease was lost'))
-      else if (held[0].cancel_requested) this.cancel()
-    } catch (err) {
-      this.deps.log.warn({ err, job: this.row.id }, 'transfer heartbeat failed')
-    }
-  }
-
-  /** Bytes moved so far (throttled to a few database writes per second). */
-  progress (bytesDone: number, bytesTotal?: number): void {
-    this.bytesDone = bytesDone
-    if (bytesTotal !== undefined) this.bytesTotal = bytesTotal
-    const wait = PROGRESS_INTERVAL_MS - (Date.now() - this.lastWrite)
-    if (wait <= 0) this.writeProgress()
-    else if (!this.pending) {
-      this.pending = setTimeout(() => { this.pending = undefined; this.writeProgress() }, wait)
-      this.pending.unref()
-    }
-  }
-
-  private writeProgress (): void {
-    if (this.finished) return
-    this.lastWrite = Date.now()
-    const done = this.bytesDone
-    const total = this.bytesTotal
-    const elapsed = (Date.now() - this.startedAt) / 1000
-    const eta = total && done > 0 && elapsed >= 0.5 && done < total ? Math.round(elapsed * (total - done) / done) : null
-    const { prisma, workerId } = this.deps
-    prisma.job.updateMany({
-      where: { id: this.row.id, lockedBy: workerId },
-      data: {
-        bytesDone: BigInt(done),
-        ...(total !== null ? { bytesTotal: BigInt(total) } : {}),
-        ...(total !== null ? { progress: percentOf(done, total) } : {}),
-        etaSeconds: eta,
-        lastModified: new Date()
-      }
-    }).then(r => r.count > 0 ? publishChange(prisma, jobChanges([this.row])) : undefined)
-      .catch(err => this.deps.log.warn({ err, job: this.row.id }, 'transfer progress write failed'))
-  }
-
-  private stop (): void {
-    this.finished = true
-    clearInterval(this.timer)
-    clearTimeout(this.pending)
-    this.unlisten?.()
-  }
-
-  /** Records the outcome inside `tx` (with the domain change that goes with it). */
-  async finish (tx: Tx, fields: FinishFields): Promise<void> {
-    this.stop()
-    const done = await finishJob(tx, this.deps.workerId, this.row.id, fields)
-    if (done) await publishChange(tx, jobChanges([done]))
-  }
-
-  /** Records a failure (its own transaction); never throws. */
-  async fail (err: unknown): Promise<void> {
-    this.stop()
-    const state = this.cancelled ? 'cancelled' : 'error'
-    const error = this.cancelled
-      ? { error_type: 'cancelled', error_message: 'The job was cancelled' }
-      : clientErrorRecord(err)
-    try {
-      await this.deps.prisma.$transaction(async (tx) => this.finish(tx, { state, error }))
-    } catch (e) {
-      this.deps.log.error({ err: e, job: this.row.id }, 'could not record the end of a transfer job')
-    }
-  }
+/** A failure as recorded on a transfer's job: the client's errors by type, anything else as backend. */
+export function failureRecord (err: unknown): JobFailureRecord {
+  if (err instanceof ApiError || err instanceof DomainError) return { error_type: toApiError(err).errorType, error_message: err.message }
+  return { error_type: 'backend', error_message: 'the transfer failed' }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,12 +253,6 @@ export async function finishUploadedDrive (tx: Tx, ownerId: string, driveId: str
   await announceDrives(tx, ownerId, [driveId])
 }
 
-/** A failure the client caused, as recorded on its job; anything else is a backend failure. */
-function clientErrorRecord (err: unknown): { error_type: string, error_message: string } {
-  if (err instanceof ApiError || err instanceof DomainError) return { error_type: toApiError(err).errorType, error_message: err.message }
-  return { error_type: 'backend', error_message: 'the transfer failed' }
-}
-
 type ClientError = ApiError | DomainError
 
 function streamFailure (err: unknown, what: string): ClientError {
@@ -400,11 +276,11 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
   const driveId = randomUUID()
   const jobId = randomUUID()
   await deps.storage.create(driveId, size)
-  let row: JobKeyRow
+  let row: JobKey
   try {
     row = await deps.prisma.$transaction(async (tx) => {
       await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size })
-      const job = await createHeldJob(tx, deps, {
+      const job = await deps.engine.enqueueHeld(tx, {
         id: jobId,
         ownerId,
         operation: 'drive_upload',
@@ -420,7 +296,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
     await deps.storage.delete(driveId).catch(() => {})
     throw err
   }
-  const held = new HeldJob(deps, row, size)
+  const held = deps.engine.hold(row, size)
   try {
     const meter = new Meter(size, true, (n) => held.progress(n))
     await pipeline(body, meter, await deps.storage.createWriteStream(driveId), { signal: held.signal })
@@ -435,7 +311,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'body')
     body.resume() // drain what the client still sends, so the error answer can be read
     await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
-    await held.fail(apiErr)
+    await held.fail(failureRecord(apiErr))
     throw apiErr
   }
 }
@@ -460,11 +336,11 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
   const jobId = randomUUID()
   const max = uploadMax(deps)
   await deps.storage.create(driveId, 0)
-  let row: JobKeyRow
+  let row: JobKey
   try {
     row = await deps.prisma.$transaction(async (tx) => {
       await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size: 0 })
-      const job = await createHeldJob(tx, deps, {
+      const job = await deps.engine.enqueueHeld(tx, {
         id: jobId,
         ownerId,
         operation: 'drive_upload',
@@ -480,12 +356,12 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
     await deps.storage.delete(driveId).catch(() => {})
     throw err
   }
-  const held = new HeldJob(deps, row, sizeHint ?? null)
+  const held = deps.engine.hold(row, sizeHint ?? null)
   let received: { sha256: string, bytes: number } | undefined
   const abort = async (err: unknown): Promise<ClientError> => {
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'file')
     await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
-    await held.fail(apiErr)
+    await held.fail(failureRecord(apiErr))
     return apiErr
   }
   return {
@@ -732,7 +608,7 @@ export async function startDirectDownload (deps: TransferDeps, ownerId: string, 
     const size = Number(drive.size)
     const r = range(size)
     const bytes = r ? r.end - r.start + 1 : size
-    const row = await createHeldJob(tx, deps, {
+    const row = await deps.engine.enqueueHeld(tx, {
       ownerId,
       operation: 'drive_download',
       params: { driveId: drive.id, mode: 'direct', start: r?.start ?? 0, bytes },
@@ -740,7 +616,7 @@ export async function startDirectDownload (deps: TransferDeps, ownerId: string, 
       bytesTotal: bytes,
       description: `sending ${bytes} bytes`
     })
-    return { held: new HeldJob(deps, row, bytes), drive, range: r }
+    return { held: deps.engine.hold(row, bytes), drive, range: r }
   })
 }
 
@@ -776,12 +652,12 @@ export async function useDownloadLink (deps: TransferDeps, token: string): Promi
       data: { usedAt: new Date() }
     })
     if (used.count === 0) throw errors.gone('This download link has been used already')
-    const row = link.jobId ? await holdJob(tx, deps, link.jobId, 'queued') : undefined
+    const row = link.jobId ? await deps.engine.take(tx, link.jobId, 'queued') : undefined
     if (!row) throw errors.gone('The download of this link was cancelled')
     const drive = await tx.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
     if (!drive) throw errors.gone('The drive of this link is gone')
     assertDownloadable(drive)
-    return { held: new HeldJob(deps, row, Number(drive.size)), drive }
+    return { held: deps.engine.hold(row, Number(drive.size)), drive }
   })
 }
 

@@ -1,4 +1,4 @@
-// drive_download: the bytes leave in an HTTP request (src/services/transfers.ts), so a worker only
+// drive_download: the bytes leave in an HTTP request (src/features/transfers/), so a worker only
 // runs this handler when a one-time link was not started in time (the job is cancelled), or when
 // the process sending a download died (the job fails).
 import { cancelUnusedDownload } from '../service.ts'

@@ -1,4 +1,4 @@
-// drive_upload: the bytes arrive in HTTP requests (src/services/transfers.ts), so a worker only
+// drive_upload: the bytes arrive in HTTP requests (src/features/transfers/), so a worker only
 // runs this handler in three cases:
 // - a chunked upload received its last chunk (the job was made due): hash the image, finish;
 // - a chunked upload passed its idle deadline with chunks missing: fail, and cleanup removes it;

@@ -1,0 +1,124 @@
+// Request-held jobs: a job whose work happens inside HTTP requests (uploads, downloads) rather
+// than in a handler. The engine enqueues it parked (so no worker claims it), leases it to this
+// process's held-lease owner, heartbeats it with its own jobs (JobEngine.beat), and the handle
+// below reports progress and records the outcome. A lost lease commits nothing.
+import type { FastifyBaseLogger } from 'fastify'
+import type { PrismaClient, Tx } from '../db/client.ts'
+import { DomainError } from '../domain/errors.ts'
+import { etaOf, percentOf } from '../domain/progress.ts'
+import { jobChanges } from './cancel.ts'
+import { publishChange } from './events.ts'
+import { CHANNELS, type PgListener } from './listener.ts'
+import { finishJob, type FinishFields, type JobKey } from './queue-sql.ts'
+
+const PROGRESS_INTERVAL_MS = 250
+
+/** Thrown by finish() when the lease is gone: the caller's transaction rolls back. */
+export class LeaseLost extends DomainError {
+  constructor (jobId: string) {
+    super('busy', `The lease of job ${jobId} was lost`)
+  }
+}
+
+export interface HeldDeps {
+  prisma: PrismaClient
+  log: FastifyBaseLogger
+  /** The lease owner of this process's held jobs. */
+  owner: string
+  listener?: PgListener
+  /** Called when the handle is done (the engine stops heartbeating it). */
+  release: (id: string) => void
+}
+
+export interface JobFailureRecord { error_type: string, error_message: string }
+
+/** The handle of a request-held job: progress, cancel/lease-loss signal, and the outcome. */
+export class HeldJob {
+  private readonly controller = new AbortController()
+  private readonly unlisten: (() => void) | undefined
+  private lastWrite = 0
+  private pending: NodeJS.Timeout | undefined
+  private bytesDone = 0
+  private readonly startedAt = Date.now()
+  private finished = false
+  cancelled = false
+
+  constructor (private readonly deps: HeldDeps, readonly row: JobKey, private bytesTotal: number | null) {
+    this.unlisten = deps.listener?.on(CHANNELS.cancel, (id) => { if (id === row.id) this.cancel() })
+  }
+
+  get id (): string { return this.row.id }
+  get signal (): AbortSignal { return this.controller.signal }
+
+  /** The engine's heartbeat found a cancel request. */
+  cancel (): void {
+    if (this.controller.signal.aborted) return
+    this.cancelled = true
+    this.controller.abort(new DomainError('validation', 'The job was cancelled'))
+  }
+
+  /** The engine's heartbeat found the lease gone. */
+  leaseLost (): void {
+    if (!this.controller.signal.aborted) this.controller.abort(new LeaseLost(this.row.id))
+  }
+
+  /** Bytes moved so far (throttled to a few database writes per second). */
+  progress (bytesDone: number, bytesTotal?: number): void {
+    this.bytesDone = bytesDone
+    if (bytesTotal !== undefined) this.bytesTotal = bytesTotal
+    const wait = PROGRESS_INTERVAL_MS - (Date.now() - this.lastWrite)
+    if (wait <= 0) this.writeProgress()
+    else if (!this.pending) {
+      this.pending = setTimeout(() => { this.pending = undefined; this.writeProgress() }, wait)
+      this.pending.unref()
+    }
+  }
+
+  private writeProgress (): void {
+    if (this.finished) return
+    this.lastWrite = Date.now()
+    const done = this.bytesDone
+    const total = this.bytesTotal
+    const eta = etaOf(done, total, (Date.now() - this.startedAt) / 1000) ?? null
+    const { prisma, owner } = this.deps
+    prisma.job.updateMany({
+      where: { id: this.row.id, lockedBy: owner },
+      data: {
+        bytesDone: BigInt(done),
+        ...(total !== null ? { bytesTotal: BigInt(total), progress: percentOf(done, total) } : {}),
+        etaSeconds: eta,
+        lastModified: new Date()
+      }
+    }).then(r => r.count > 0 ? publishChange(prisma, jobChanges([this.row])) : undefined)
+      .catch(err => this.deps.log.warn({ err, job: this.row.id }, 'held job progress write failed'))
+  }
+
+  private stop (): void {
+    if (this.finished) return
+    this.finished = true
+    clearTimeout(this.pending)
+    this.unlisten?.()
+    this.deps.release(this.row.id)
+  }
+
+  /**
+   * Records the outcome inside `tx`, with the domain change that goes with it. finishJob publishes
+   * the change; when the lease was lost it throws LeaseLost, so `tx` commits nothing.
+   */
+  async finish (tx: Tx, fields: FinishFields): Promise<void> {
+    this.stop()
+    const done = await finishJob(tx, this.deps.owner, this.row.id, fields)
+    if (!done) throw new LeaseLost(this.row.id)
+  }
+
+  /** Records a failure (its own transaction); never throws. */
+  async fail (error: JobFailureRecord): Promise<void> {
+    const state = this.cancelled ? 'cancelled' : 'error'
+    const recorded = this.cancelled ? { error_type: 'cancelled', error_message: 'The job was cancelled' } : error
+    try {
+      await this.deps.prisma.$transaction(async (tx) => this.finish(tx, { state, error: recorded }))
+    } catch (e) {
+      this.deps.log.error({ err: e, job: this.row.id }, 'could not record the end of a held job')
+    }
+  }
+}

@@ -1,0 +1,69 @@
+// Request-held jobs through the engine (app.jobs.enqueueHeld / hold): heartbeated by the engine,
+// one publish per finish, and a lost lease commits nothing.
+import t from 'tap'
+import { randomUUID } from 'node:crypto'
+import { LeaseLost } from '../../src/engine/held.ts'
+import { buildTestApp, createUser } from '../helpers/app.ts'
+
+const { app } = await buildTestApp(t, { runWorkers: false })
+const alice = await createUser(app)
+
+async function held () {
+  const row = await app.prisma.$transaction(tx => app.jobs.enqueueHeld(tx, { ownerId: alice.id, operation: 'drive_upload', params: {} }))
+  return app.jobs.hold(row, 100)
+}
+
+const eventsOf = (id: string) => app.prisma.event.count({ where: { resourceId: id } })
+
+t.test('finish records the outcome with the caller\'s change and publishes it once', async t => {
+  const job = await held()
+  job.progress(50)
+  await new Promise(resolve => setTimeout(resolve, 400))
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id: job.id } })
+  t.equal(row.state, 'started')
+  t.equal(row.lockedBy, app.jobs.heldBy)
+  t.equal(Number(row.bytesDone), 50)
+  const before = await eventsOf(job.id)
+  const key = `held-${randomUUID()}`
+  await app.prisma.$transaction(async tx => {
+    await tx.setting.create({ data: { key, value: 'done' } })
+    await job.finish(tx, { state: 'success', result: { bytes: 100 } })
+  })
+  t.equal((await app.prisma.job.findUniqueOrThrow({ where: { id: job.id } })).state, 'success')
+  t.ok(await app.prisma.setting.findUnique({ where: { key } }))
+  t.equal(await eventsOf(job.id) - before, 1, 'one change event for the finish')
+})
+
+t.test('a lost lease aborts the holder and commits nothing', async t => {
+  const job = await held()
+  // another process took the job over (its lease had run out)
+  await app.prisma.job.update({ where: { id: job.id }, data: { lockedBy: 'someone-else' } })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the engine heartbeat did not notice')), 5000)
+    job.signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+  })
+  t.ok(job.signal.reason instanceof LeaseLost, 'the engine\'s heartbeat aborted the handle')
+  const key = `held-${randomUUID()}`
+  const err = await app.prisma.$transaction(async tx => {
+    await tx.setting.create({ data: { key, value: 'half-made' } })
+    await job.finish(tx, { state: 'success' })
+  }).catch(e => e)
+  t.ok(err instanceof LeaseLost)
+  t.equal(await app.prisma.setting.findUnique({ where: { key } }), null, 'the domain change was rolled back')
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id: job.id } })
+  t.equal(row.state, 'started', 'the job is left to whoever holds it now')
+  t.equal(row.lockedBy, 'someone-else')
+})
+
+t.test('a cancel request reaches the holder', async t => {
+  const job = await held()
+  await app.prisma.job.update({ where: { id: job.id }, data: { cancelRequested: true } })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no cancel')), 5000)
+    job.signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+  })
+  t.equal(job.cancelled, true)
+  await job.fail({ error_type: 'backend', error_message: 'x' })
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id: job.id } })
+  t.equal(row.state, 'cancelled')
+})
