@@ -13,10 +13,9 @@ import { UuidParams, errorResponses } from '../../http/schemas.ts'
 import { RawBytes, transferSchemas } from './schemas.ts'
 import type { Action } from '../../http/actions.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
-import {
-  Meter, assertDownloadable, failureRecord, createDownloadLink, parseRange, startDirectDownload, transferDeps, useDownloadLink,
-  type ByteRange, type HeldJob, type TransferDeps
-} from './service.ts'
+import { Meter } from './streams.ts'
+import { assertDownloadable, createDownloadLink, parseRange, startDirectDownload, useDownloadLink, type ByteRange } from './download-jobs.ts'
+import { failureRecord, transferDeps, type HeldJob, type TransferDeps } from './service.ts'
 import type { DriveRow } from '../drives/service.ts'
 
 const TAGS = ['transfers']

@@ -1,4 +1,7 @@
-// Uploads and downloads of drive images (spec §5, decisions.md "Uploads and downloads").
+// Uploads and downloads of drive images (spec §5, decisions.md "Uploads and downloads"): the
+// shared parts (deps, the steps every upload takes, how failures are recorded). Each protocol has
+// its own module: upload-raw.ts, upload-multipart.ts, upload-chunked.ts, download-jobs.ts; links.ts
+// holds the tokens, streams.ts the stream utilities; uploads.ts and downloads.ts are the routes.
 //
 // Every transfer is a job. Bytes arrive or leave in an HTTP request, so the request itself holds
 // the job's lease through the engine ("request-held" jobs, src/engine/held.ts): the engine
@@ -11,36 +14,19 @@
 // `run_at` deadline that every chunk pushes forward. When the last chunk is stored the job is made
 // due at once; the engine runs the handler, which hashes the image and finishes the upload. If the
 // deadline passes first the handler discards the drive.
-import { createHash, randomBytes, randomUUID } from 'node:crypto'
-import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { TransferLink } from '../../db/generated/client.ts'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import type { Config } from '../../config.ts'
-import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
-import { percentOf } from '../../domain/progress.ts'
 import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { toApiError } from '../../http/error-handler.ts'
 import { ApiError, errors } from '../../http/errors.ts'
-import { API, ref, type Ref } from '../../http/uris.ts'
-import { requestCancel } from '../../engine/cancel.ts'
-import { enqueueJob } from '../../engine/enqueue.ts'
-import { CHANNELS } from '../../engine/listener.ts'
 import type { JobEngine } from '../../engine/engine.ts'
-import type { JobKey } from '../../engine/queue-sql.ts'
 import type { HeldJob, JobFailureRecord } from '../../engine/held.ts'
-import { publishChange } from '../../engine/events.ts'
-import {
-  announceDrives, assertDriveUsable, drivesToWire, loadOwnedDrive, maxDriveSize, restingStatusOf, type DriveRow
-} from '../drives/service.ts'
-import type { DriveStorage, DriveWriter } from '../../storage/index.ts'
-import type { DriveWire } from '../drives/schemas.ts'
+import { announceDrives, maxDriveSize, restingStatusOf } from '../drives/service.ts'
+import type { DriveStorage } from '../../storage/index.ts'
+import { BodyTooLong } from './streams.ts'
 
-type Db = PrismaClient | Tx
-
-const MiB = 1024 * 1024
 /** A chunked upload with no new chunk for this long is abandoned and its drive removed. */
 export const CHUNKED_UPLOAD_IDLE_SECONDS = 24 * 3600
 
@@ -68,39 +54,6 @@ export function uploadMax (deps: TransferDeps): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tokens and links
-
-export type LinkPurpose = 'upload_chunk' | 'download'
-
-const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/
-
-/** 32 random bytes, base64url: the link carries the token, the database only its sha256. */
-export function newToken (): { token: string, hash: string } {
-  const token = randomBytes(32).toString('base64url')
-  return { token, hash: hashToken(token) }
-}
-
-export function hashToken (token: string): string {
-  return createHash('sha256').update(token).digest('hex')
-}
-
-export function chunkLinkPath (token: string): string {
-  return `${API}/uploads/${token}/`
-}
-
-export function downloadLinkPath (token: string): string {
-  return `${API}/downloads/${token}/`
-}
-
-/** The link of a token; unknown → 404, expired → 410. */
-export async function findLink (db: Db, token: string, purpose: LinkPurpose): Promise<TransferLink> {
-  const link = TOKEN_RE.test(token) ? await db.transferLink.findUnique({ where: { tokenHash: hashToken(token) } }) : null
-  if (!link || link.purpose !== purpose) throw errors.notFound('Link', 'token')
-  if (link.expiresAt.getTime() <= Date.now()) throw errors.gone('This link has expired; ask for a new one')
-  return link
-}
-
-// ---------------------------------------------------------------------------------------------
 // Request-held jobs go through the engine: app.jobs.enqueueHeld / take / hold (src/engine/held.ts)
 
 export type { HeldJob }
@@ -109,87 +62,6 @@ export type { HeldJob }
 export function failureRecord (err: unknown): JobFailureRecord {
   if (err instanceof ApiError || err instanceof DomainError) return { error_type: toApiError(err).errorType, error_message: err.message }
   return { error_type: 'backend', error_message: 'the transfer failed' }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Streams
-
-class BodyTooLong extends Error {}
-
-/** Counts (and optionally hashes) the bytes passing through; fails past `limit` bytes. */
-export class Meter extends Transform {
-  bytes = 0
-  private readonly hash = createHash('sha256')
-
-  constructor (private readonly limit: number, private readonly hashing: boolean, private readonly onBytes?: (n: number) => void) {
-    super({ highWaterMark: MiB })
-  }
-
-  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (this.bytes + chunk.length > this.limit) {
-      cb(new BodyTooLong(`more than ${this.limit} bytes`))
-      return
-    }
-    this.bytes += chunk.length
-    if (this.hashing) this.hash.update(chunk)
-    this.onBytes?.(this.bytes)
-    cb(null, chunk)
-  }
-
-  digest (): string {
-    return this.hash.digest('hex')
-  }
-}
-
-/**
- * A write stream into drive `id` that grows the image as data arrives (sizes unknown up front,
- * e.g. a multipart file), up to `max` bytes. Growth is a sparse truncate; the final size is
- * exactly the bytes written.
- */
-export function growingWriteStream (storage: DriveStorage, id: string, max: number): Writable & { bytes: () => number } {
-  let writer: DriveWriter | undefined
-  let pos = 0
-  let capacity = 0
-  const ensure = async (need: number): Promise<DriveWriter> => {
-    if (writer && need <= writer.size) return writer
-    if (need > max) throw new BodyTooLong(`more than ${max} bytes`)
-    await writer?.close()
-    writer = undefined
-    capacity = Math.min(max, Math.max(need, capacity * 2, 64 * MiB))
-    await storage.resize(id, capacity)
-    writer = await storage.openForWrite(id)
-    return writer
-  }
-  const put = async (data: Buffer): Promise<void> => {
-    const w = await ensure(pos + data.length)
-    await w.write(data, pos)
-    pos += data.length
-  }
-  const stream = new Writable({
-    highWaterMark: MiB,
-    write (chunk: Buffer, _enc, cb) { put(chunk).then(() => cb(), cb) },
-    writev (chunks, cb) { put(Buffer.concat(chunks.map(c => c.chunk as Buffer))).then(() => cb(), cb) },
-    final (cb) {
-      (async () => {
-        await writer?.close()
-        await storage.resize(id, pos)
-      })().then(() => cb(), cb)
-    },
-    destroy (err, cb) {
-      const w = writer
-      writer = undefined
-      void (w ? w.close().catch(() => {}) : Promise.resolve()).then(() => cb(err))
-    }
-  })
-  return Object.assign(stream, { bytes: () => pos })
-}
-
-/** sha256 of an image, read as a stream; `onBytes` sees the bytes hashed so far. */
-export async function hashDrive (storage: DriveStorage, id: string, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<{ sha256: string, bytes: number }> {
-  const meter = new Meter(Number.MAX_SAFE_INTEGER, true, onBytes)
-  const sink = new Writable({ highWaterMark: 4 * MiB, write (_c, _e, cb) { cb() }, writev (_c, cb) { cb() } })
-  await pipeline(await storage.createReadStream(id), meter, sink, { signal })
-  return { sha256: meter.digest(), bytes: meter.bytes }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +76,7 @@ export interface NewDriveInput {
   affinities?: string[]
 }
 
-async function createUploadingDrive (tx: Tx, ownerId: string, id: string, jobId: string, input: NewDriveInput): Promise<void> {
+export async function createUploadingDrive (tx: Tx, ownerId: string, id: string, jobId: string, input: NewDriveInput): Promise<void> {
   await tx.drive.create({
     data: {
       id,
@@ -221,11 +93,16 @@ async function createUploadingDrive (tx: Tx, ownerId: string, id: string, jobId:
   })
 }
 
-function checkUploadSize (deps: TransferDeps, size: number, point: string): void {
+export function checkUploadSize (deps: TransferDeps, size: number, point: string): void {
   const max = uploadMax(deps)
   // refused before the body is read: the connection is closed after the answer, not drained
   if (size > max) throw new ApiError(413, 'validation', `The image is ${size} bytes; drives hold at most ${max} bytes`, point, { connection: 'close' })
   if (!Number.isSafeInteger(size) || size < 1) throw errors.validation('The image must hold at least 1 byte', point)
+}
+
+/** Removes the image of an upload whose rows were never committed; a failure is logged, not thrown. */
+export async function removeImage (deps: TransferDeps, driveId: string): Promise<void> {
+  await deps.storage.delete(driveId).catch(err => deps.log.error({ err, drive: driveId }, 'could not remove the image of a failed upload'))
 }
 
 /** Removes an upload's drive (row and data) if the job still holds it: nothing half-made remains. */
@@ -253,9 +130,9 @@ export async function finishUploadedDrive (tx: Tx, ownerId: string, driveId: str
   await announceDrives(tx, ownerId, [driveId])
 }
 
-type ClientError = ApiError | DomainError
+export type ClientError = ApiError | DomainError
 
-function streamFailure (err: unknown, what: string): ClientError {
+export function streamFailure (err: unknown, what: string): ClientError {
   if (err instanceof ApiError || err instanceof DomainError) return err
   if (err instanceof BodyTooLong) return errors.tooLarge(`The ${what} is larger than allowed: ${err.message}`)
   return errors.validation(`The ${what} was not received completely (the connection ended early)`)
@@ -266,407 +143,4 @@ export interface UploadResult {
   jobId: string
   sha256: string
   bytes: number
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw upload (§5.1): POST/PUT /drives/upload/[name] with Content-Length
-
-export async function receiveRawUpload (deps: TransferDeps, ownerId: string, input: Omit<NewDriveInput, 'size'>, size: number, body: Readable): Promise<UploadResult> {
-  checkUploadSize(deps, size, 'Content-Length')
-  const driveId = randomUUID()
-  const jobId = randomUUID()
-  await deps.storage.create(driveId, size)
-  let row: JobKey
-  try {
-    row = await deps.prisma.$transaction(async (tx) => {
-      await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size })
-      const job = await deps.engine.enqueueHeld(tx, {
-        id: jobId,
-        ownerId,
-        operation: 'drive_upload',
-        params: { driveId, size, mode: 'raw' },
-        resources: [{ type: 'drives', id: driveId, mode: 'write' }],
-        bytesTotal: size,
-        description: `receiving a ${size} byte image`
-      })
-      await announceDrives(tx, ownerId, [driveId])
-      return job
-    })
-  } catch (err) {
-    await deps.storage.delete(driveId).catch(() => {})
-    throw err
-  }
-  const held = deps.engine.hold(row, size)
-  try {
-    const meter = new Meter(size, true, (n) => held.progress(n))
-    await pipeline(body, meter, await deps.storage.createWriteStream(driveId), { signal: held.signal })
-    if (meter.bytes !== size) throw errors.validation(`The body held ${meter.bytes} of the ${size} bytes announced by Content-Length`, 'Content-Length')
-    const sha256 = meter.digest()
-    await deps.prisma.$transaction(async (tx) => {
-      await finishUploadedDrive(tx, ownerId, driveId, jobId)
-      await held.finish(tx, { state: 'success', result: { sha256, bytes: size } })
-    })
-    return { driveId, jobId, sha256, bytes: size }
-  } catch (err) {
-    const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'body')
-    body.resume() // drain what the client still sends, so the error answer can be read
-    await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
-    await held.fail(failureRecord(apiErr))
-    throw apiErr
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Multipart upload (TrueNAS /_upload style): size unknown until the file part ends
-
-export interface MultipartUpload {
-  driveId: string
-  jobId: string
-  /** Streams the file part into the drive (the upload is discarded if this fails). */
-  receive: (file: Readable, truncated: () => boolean) => Promise<void>
-  /** The form ended well: the drive leaves `uploading` and the job succeeds. */
-  commit: () => Promise<UploadResult>
-  /** The form turned out malformed after the file: the drive is removed and the job fails. */
-  abort: (err: unknown) => Promise<ClientError>
-}
-
-/** Creates the drive (uploading, size 0) and its held job, before the file part is read. */
-export async function startMultipartUpload (deps: TransferDeps, ownerId: string, input: Omit<NewDriveInput, 'size'>, sizeHint: number | undefined): Promise<MultipartUpload> {
-  const driveId = randomUUID()
-  const jobId = randomUUID()
-  const max = uploadMax(deps)
-  await deps.storage.create(driveId, 0)
-  let row: JobKey
-  try {
-    row = await deps.prisma.$transaction(async (tx) => {
-      await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size: 0 })
-      const job = await deps.engine.enqueueHeld(tx, {
-        id: jobId,
-        ownerId,
-        operation: 'drive_upload',
-        params: { driveId, mode: 'multipart' },
-        resources: [{ type: 'drives', id: driveId, mode: 'write' }],
-        ...(sizeHint ? { bytesTotal: sizeHint } : {}),
-        description: 'receiving an image (multipart)'
-      })
-      await announceDrives(tx, ownerId, [driveId])
-      return job
-    })
-  } catch (err) {
-    await deps.storage.delete(driveId).catch(() => {})
-    throw err
-  }
-  const held = deps.engine.hold(row, sizeHint ?? null)
-  let received: { sha256: string, bytes: number } | undefined
-  const abort = async (err: unknown): Promise<ClientError> => {
-    const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'file')
-    await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
-    await held.fail(failureRecord(apiErr))
-    return apiErr
-  }
-  return {
-    driveId,
-    jobId,
-    abort,
-    receive: async (file, truncated) => {
-      try {
-        const meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined))
-        await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max), { signal: held.signal })
-        if (truncated()) throw errors.tooLarge(`The file is larger than the largest drive (${max} bytes)`, 'file')
-        if (meter.bytes === 0) throw errors.validation('The file is empty', 'file')
-        received = { sha256: meter.digest(), bytes: meter.bytes }
-      } catch (err) {
-        file.resume()
-        throw await abort(err)
-      }
-    },
-    commit: async () => {
-      if (!received) throw await abort(errors.validation('The form has no file', 'file'))
-      const { sha256, bytes } = received
-      try {
-        await deps.prisma.$transaction(async (tx) => {
-          await tx.job.update({ where: { id: jobId }, data: { bytesTotal: BigInt(bytes) } })
-          await finishUploadedDrive(tx, ownerId, driveId, jobId, bytes)
-          await held.finish(tx, { state: 'success', result: { sha256, bytes } })
-        })
-      } catch (err) {
-        throw await abort(err)
-      }
-      return { driveId, jobId, sha256, bytes }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Chunked, resumable upload (§5.2)
-
-/** POST /initupload/: a drive of exactly `size` bytes in `uploading`, and its parked job. */
-export async function initUpload (deps: TransferDeps, ownerId: string, input: NewDriveInput): Promise<DriveWire> {
-  checkUploadSize(deps, input.size, 'size')
-  const driveId = randomUUID()
-  const jobId = randomUUID()
-  await deps.storage.create(driveId, input.size)
-  try {
-    const row = await deps.prisma.$transaction(async (tx) => {
-      await createUploadingDrive(tx, ownerId, driveId, jobId, input)
-      await enqueueJob(tx, {
-        id: jobId,
-        ownerId,
-        operation: 'drive_upload',
-        params: { driveId, size: input.size, mode: 'chunked' },
-        resources: [{ type: 'drives', id: driveId, mode: 'write' }],
-        bytesTotal: input.size,
-        description: `waiting for the chunks of a ${input.size} byte image`,
-        runAt: idleDeadline()
-      })
-      // started at once, but with no lease: no worker claims it before its deadline or its last chunk
-      await tx.job.update({ where: { id: jobId }, data: { state: 'started', startedAt: new Date() } })
-      await announceDrives(tx, ownerId, [driveId])
-      return tx.drive.findUniqueOrThrow({ where: { id: driveId } })
-    })
-    return (await drivesToWire(deps.prisma, [row]))[0]
-  } catch (err) {
-    await deps.storage.delete(driveId).catch(() => {})
-    throw err
-  }
-}
-
-function idleDeadline (): Date {
-  return new Date(Date.now() + CHUNKED_UPLOAD_IDLE_SECONDS * 1000)
-}
-
-/** The nominal chunk size of an upload, fixed by its first link (the geometry depends on it). */
-async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): Promise<number> {
-  await tx.$executeRawUnsafe(`
-    UPDATE jobs SET params = params || jsonb_build_object('chunkSize', $2::bigint)
-    WHERE id = $1::uuid AND NOT (params ? 'chunkSize')`, jobId, chunkSize)
-  const job = await tx.job.findUniqueOrThrow({ where: { id: jobId }, select: { params: true } })
-  return Number((job.params as { chunkSize?: unknown }).chunkSize)
-}
-
-/** ?do=upload_chunk: a 5-minute link for one chunk, or 416 when the chunk is stored already. */
-export async function chunkLink (deps: TransferDeps, ownerId: string, driveId: string, chunkNumber: number, chunkSize: number): Promise<{ link: string }> {
-  return deps.prisma.$transaction(async (tx) => {
-    const drive = await loadOwnedDrive(tx, ownerId, driveId, { lock: true })
-    if (drive.status !== 'uploading' || !drive.lockedByJob) throw errors.wrongState(`Drive ${drive.id} is ${drive.status}, not uploading`)
-    const jobId = drive.lockedByJob
-    const size = Number(drive.size)
-    const fixed = await fixChunkSize(tx, jobId, chunkSize)
-    if (fixed !== chunkSize) throw errors.validation(`This upload uses chunks of ${fixed} bytes; chunk_size must be ${fixed}`, 'chunk_size')
-    if (!chunkRange(size, chunkSize, chunkNumber)) {
-      throw errors.validation(`chunk_number must be between 0 and ${chunkCount(size, chunkSize) - 1} for ${size} bytes in chunks of ${chunkSize}`, 'chunk_number')
-    }
-    const stored = await tx.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: chunkNumber } } })
-    if (stored) throw chunkStored(chunkNumber)
-    const { token, hash } = newToken()
-    await tx.transferLink.create({
-      data: {
-        tokenHash: hash,
-        ownerId,
-        driveId: drive.id,
-        jobId,
-        purpose: 'upload_chunk',
-        chunkNumber,
-        chunkSize: BigInt(chunkSize),
-        expiresAt: new Date(Date.now() + deps.config.uploadLinkTtlSeconds * 1000)
-      }
-    })
-    return { link: chunkLinkPath(token) }
-  })
-}
-
-function chunkStored (n: number): DomainError {
-  return errors.rangeNotSatisfiable(`Chunk ${n} already uploaded`, 'chunk_number')
-}
-
-// chunks being received by this process; a concurrent duplicate is refused before it writes
-const inFlight = new Set<string>()
-
-export interface ChunkResult {
-  chunk: number
-  bytes: number
-  chunksStored: number
-  chunksTotal: number
-  complete: boolean
-}
-
-/** POST <link>: writes the chunk at its offset, records it, and finishes the upload after the last one. */
-export async function receiveChunk (deps: TransferDeps, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
-  const link = await findLink(deps.prisma, token, 'upload_chunk')
-  const n = link.chunkNumber ?? -1
-  const S = Number(link.chunkSize ?? 0)
-  const drive = await deps.prisma.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
-  if (!drive || drive.status !== 'uploading' || drive.lockedByJob !== link.jobId || !link.jobId) {
-    throw errors.gone('The upload this link belongs to is over')
-  }
-  const jobId = link.jobId
-  const size = Number(drive.size)
-  const range = chunkRange(size, S, n) as ChunkRange
-  if (contentLength !== undefined && contentLength !== range.length) {
-    throw errors.validation(`Chunk ${n} holds ${range.length} bytes; the body announces ${contentLength}`, 'Content-Length')
-  }
-  const key = `${drive.id}:${n}`
-  if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
-  if (await deps.prisma.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: n } } })) throw chunkStored(n)
-  inFlight.add(key)
-  try {
-    const meter = new Meter(range.length, false)
-    try {
-      await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
-    } catch (err) {
-      body.resume()
-      throw streamFailure(err, `chunk ${n}`)
-    }
-    if (meter.bytes !== range.length) {
-      throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
-    }
-    return await recordChunk(deps, drive, jobId, n, range.length, S)
-  } finally {
-    inFlight.delete(key)
-  }
-}
-
-async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, n: number, length: number, S: number): Promise<ChunkResult> {
-  const size = Number(drive.size)
-  const total = chunkCount(size, S)
-  return deps.prisma.$transaction(async (tx) => {
-    // chunks of one upload are recorded one at a time: without this row lock, two last chunks
-    // arriving together could each miss the other's row, so neither would see the upload complete
-    await tx.$executeRawUnsafe('SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', jobId)
-    const inserted = await tx.$executeRawUnsafe(
-      'INSERT INTO upload_chunks (drive_id, number, size) VALUES ($1::uuid, $2, $3) ON CONFLICT DO NOTHING',
-      drive.id, n, BigInt(length))
-    if (inserted === 0) throw chunkStored(n)
-    const [agg] = await tx.$queryRawUnsafe<Array<{ count: number, bytes: string }>>(
-      'SELECT count(*)::int AS count, COALESCE(sum(size), 0)::text AS bytes FROM upload_chunks WHERE drive_id = $1::uuid', drive.id)
-    const bytes = Number(agg.bytes)
-    const complete = agg.count >= total
-    const job = await tx.job.updateMany({
-      where: { id: jobId, state: 'started', lockedBy: null },
-      data: {
-        bytesDone: BigInt(bytes),
-        progress: percentOf(bytes, size) ?? 0,
-        description: complete ? 'all chunks received; verifying the image' : `received ${agg.count} of ${total} chunks`,
-        // the last chunk makes the job due now: a worker finishes the upload
-        runAt: complete ? new Date() : idleDeadline(),
-        lastModified: new Date()
-      }
-    })
-    if (job.count === 0) throw errors.gone('The upload this link belongs to is over')
-    if (complete) await tx.$executeRawUnsafe('SELECT pg_notify($1, $2)', CHANNELS.jobs, jobId)
-    await publishChange(tx, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
-    return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete }
-  })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Downloads
-
-const NOT_DOWNLOADABLE = ['creating', 'uploading', 'cloning_dst']
-
-export function assertDownloadable (drive: DriveRow): void {
-  if (NOT_DOWNLOADABLE.includes(drive.status)) throw errors.wrongState(`Drive ${drive.id} cannot be downloaded while its status is ${drive.status}`)
-  if (drive.storageType === 'local_nvme') throw errors.wrongState(`Drive ${drive.id} is ephemeral and cannot be downloaded`)
-  assertDriveUsable(drive, 'download')
-}
-
-export interface ByteRange { start: number, end: number }
-
-/**
- * The single byte range of a `Range` header for an image of `size` bytes: undefined means the
- * whole image (no header, or a form we do not serve partially, such as several ranges).
- */
-export function parseRange (header: string | undefined, size: number): ByteRange | undefined {
-  if (!header) return undefined
-  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header)
-  if (!m || (m[1] === '' && m[2] === '')) return undefined
-  let start: number
-  let end: number
-  if (m[1] === '') {
-    const suffix = Number(m[2])
-    if (suffix === 0) throw unsatisfiable(size)
-    start = Math.max(0, size - suffix)
-    end = size - 1
-  } else {
-    start = Number(m[1])
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1)
-    if (m[2] !== '' && Number(m[2]) < start) return undefined // invalid: ignored (RFC 9110)
-  }
-  if (start >= size || size === 0) throw unsatisfiable(size)
-  return { start, end }
-}
-
-function unsatisfiable (size: number): ApiError {
-  return new ApiError(416, 'validation', `The requested range is outside the image (${size} bytes)`, 'Range', { 'content-range': `bytes */${size}` })
-}
-
-/** A job for a plain authenticated download (GET /drives/{uuid}/download/), held by the request. */
-export async function startDirectDownload (deps: TransferDeps, ownerId: string, driveId: string, range: (size: number) => ByteRange | undefined): Promise<{ held: HeldJob, drive: DriveRow, range: ByteRange | undefined }> {
-  return deps.prisma.$transaction(async (tx) => {
-    const drive = await loadOwnedDrive(tx, ownerId, driveId)
-    assertDownloadable(drive)
-    const size = Number(drive.size)
-    const r = range(size)
-    const bytes = r ? r.end - r.start + 1 : size
-    const row = await deps.engine.enqueueHeld(tx, {
-      ownerId,
-      operation: 'drive_download',
-      params: { driveId: drive.id, mode: 'direct', start: r?.start ?? 0, bytes },
-      resources: [{ type: 'drives', id: drive.id, mode: 'read' }],
-      bytesTotal: bytes,
-      description: `sending ${bytes} bytes`
-    })
-    return { held: deps.engine.hold(row, bytes), drive, range: r }
-  })
-}
-
-/** ?do=download: a one-time link that must be started within DOWNLOAD_LINK_TTL, and its job. */
-export async function createDownloadLink (deps: TransferDeps, ownerId: string, driveId: string): Promise<{ job: Ref, url: string }> {
-  return deps.prisma.$transaction(async (tx) => {
-    const drive = await loadOwnedDrive(tx, ownerId, driveId, { lock: true })
-    assertDownloadable(drive)
-    const expiresAt = new Date(Date.now() + deps.config.downloadLinkTtlSeconds * 1000)
-    const { id: jobId } = await enqueueJob(tx, {
-      ownerId,
-      operation: 'drive_download',
-      params: { driveId: drive.id, mode: 'link' },
-      resources: [{ type: 'drives', id: drive.id, mode: 'read' }],
-      bytesTotal: Number(drive.size),
-      description: 'waiting for the download to start',
-      // not started by then: a worker claims it and cancels it
-      runAt: expiresAt,
-      maxAttempts: 1
-    })
-    const { token, hash } = newToken()
-    await tx.transferLink.create({ data: { tokenHash: hash, ownerId, driveId: drive.id, jobId, purpose: 'download', expiresAt } })
-    return { job: ref('jobs', jobId), url: downloadLinkPath(token) }
-  })
-}
-
-/** GET <download link>: uses the link up (a second use is 410) and takes its job's lease. */
-export async function useDownloadLink (deps: TransferDeps, token: string): Promise<{ held: HeldJob, drive: DriveRow }> {
-  const link = await findLink(deps.prisma, token, 'download')
-  return deps.prisma.$transaction(async (tx) => {
-    const used = await tx.transferLink.updateMany({
-      where: { tokenHash: link.tokenHash, usedAt: null, expiresAt: { gt: new Date() } },
-      data: { usedAt: new Date() }
-    })
-    if (used.count === 0) throw errors.gone('This download link has been used already')
-    const row = link.jobId ? await deps.engine.take(tx, link.jobId, 'queued') : undefined
-    if (!row) throw errors.gone('The download of this link was cancelled')
-    const drive = await tx.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
-    if (!drive) throw errors.gone('The drive of this link is gone')
-    assertDownloadable(drive)
-    return { held: deps.engine.hold(row, Number(drive.size)), drive }
-  })
-}
-
-/** Cancels a download job whose link was not used in time (called by its handler at the deadline). */
-export async function cancelUnusedDownload (prisma: PrismaClient, jobId: string): Promise<boolean> {
-  return prisma.$transaction(async (tx) => {
-    const unused = await tx.transferLink.updateMany({ where: { jobId, purpose: 'download', usedAt: null }, data: { usedAt: new Date() } })
-    if (unused.count === 0) return false
-    await requestCancel(tx, [jobId])
-    return true
-  })
 }

@@ -21,9 +21,10 @@ import {
 } from './schemas.ts'
 import { parseAvoid } from '../drives/service.ts'
 import type { Action } from '../../http/actions.ts'
-import {
-  chunkLink, initUpload, receiveChunk, receiveRawUpload, startMultipartUpload, transferDeps, uploadMax, type MultipartUpload
-} from './service.ts'
+import { chunkLink, initUpload, receiveChunk } from './upload-chunked.ts'
+import { receiveRawUpload } from './upload-raw.ts'
+import { startMultipartUpload, type MultipartUpload } from './upload-multipart.ts'
+import { transferDeps, uploadMax } from './service.ts'
 
 const TAGS = ['transfers']
 

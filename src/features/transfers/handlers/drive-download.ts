@@ -1,7 +1,7 @@
 // drive_download: the bytes leave in an HTTP request (src/features/transfers/), so a worker only
 // runs this handler when a one-time link was not started in time (the job is cancelled), or when
 // the process sending a download died (the job fails).
-import { cancelUnusedDownload } from '../service.ts'
+import { cancelUnusedDownload } from '../download-jobs.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
 /** How long to wait for our own cancel request to come back as an abort before failing instead. */

@@ -5,7 +5,8 @@
 // - the process receiving a raw or multipart upload died (its lease expired): fail and remove it.
 import type { DriveStorage } from '../../../storage/index.ts'
 import { chunkCount } from '../../../domain/chunks.ts'
-import { discardUpload, finishUploadedDrive, hashDrive } from '../service.ts'
+import { discardUpload, finishUploadedDrive } from '../service.ts'
+import { hashDrive } from '../streams.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
 interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number }

@@ -1,0 +1,89 @@
+// Stream utilities of the transfers: a byte meter with a limit, a write stream that grows the
+// drive as bytes arrive, and hashing a stored image.
+import { createHash } from 'node:crypto'
+import { Transform, Writable, type TransformCallback } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { DriveStorage, DriveWriter } from '../../storage/index.ts'
+
+const MiB = 1024 * 1024
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+export class BodyTooLong extends Error {}
+
+/** Counts (and optionally hashes) the bytes passing through; fails past `limit` bytes. */
+export class Meter extends Transform {
+  bytes = 0
+  private readonly hash = createHash('sha256')
+
+  constructor (private readonly limit: number, private readonly hashing: boolean, private readonly onBytes?: (n: number) => void) {
+    super({ highWaterMark: MiB })
+  }
+
+  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.bytes + chunk.length > this.limit) {
+      cb(new BodyTooLong(`more than ${this.limit} bytes`))
+      return
+    }
+    this.bytes += chunk.length
+    if (this.hashing) this.hash.update(chunk)
+    this.onBytes?.(this.bytes)
+    cb(null, chunk)
+  }
+
+  digest (): string {
+    return this.hash.digest('hex')
+  }
+}
+
+/**
+ * A write stream into drive `id` that grows the image as data arrives (sizes unknown up front,
+ * e.g. a multipart file), up to `max` bytes. Growth is a sparse truncate; the final size is
+ * exactly the bytes written.
+ */
+export function growingWriteStream (storage: DriveStorage, id: string, max: number): Writable & { bytes: () => number } {
+  let writer: DriveWriter | undefined
+  let pos = 0
+  let capacity = 0
+  const ensure = async (need: number): Promise<DriveWriter> => {
+    if (writer && need <= writer.size) return writer
+    if (need > max) throw new BodyTooLong(`more than ${max} bytes`)
+    await writer?.close()
+    writer = undefined
+    capacity = Math.min(max, Math.max(need, capacity * 2, 64 * MiB))
+    await storage.resize(id, capacity)
+    writer = await storage.openForWrite(id)
+    return writer
+  }
+  const put = async (data: Buffer): Promise<void> => {
+    const w = await ensure(pos + data.length)
+    await w.write(data, pos)
+    pos += data.length
+  }
+  const stream = new Writable({
+    highWaterMark: MiB,
+    write (chunk: Buffer, _enc, cb) { put(chunk).then(() => cb(), cb) },
+    writev (chunks, cb) { put(Buffer.concat(chunks.map(c => c.chunk as Buffer))).then(() => cb(), cb) },
+    final (cb) {
+      (async () => {
+        await writer?.close()
+        await storage.resize(id, pos)
+      })().then(() => cb(), cb)
+    },
+    destroy (err, cb) {
+      const w = writer
+      writer = undefined
+      void (w ? w.close().catch(() => {}) : Promise.resolve()).then(() => cb(err))
+    }
+  })
+  return Object.assign(stream, { bytes: () => pos })
+}
+
+/** sha256 of an image, read as a stream; `onBytes` sees the bytes hashed so far. */
+export async function hashDrive (storage: DriveStorage, id: string, signal?: AbortSignal, onBytes?: (n: number) => void): Promise<{ sha256: string, bytes: number }> {
+  const meter = new Meter(Number.MAX_SAFE_INTEGER, true, onBytes)
+  const sink = new Writable({ highWaterMark: 4 * MiB, write (_c, _e, cb) { cb() }, writev (_c, cb) { cb() } })
+  await pipeline(await storage.createReadStream(id), meter, sink, { signal })
+  return { sha256: meter.digest(), bytes: meter.bytes }
+}

@@ -1,0 +1,179 @@
+// Chunked, resumable upload (§5.2): state in upload_chunks rows, a job parked until the last chunk.
+import { randomUUID } from 'node:crypto'
+import { type Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { Tx } from '../../db/client.ts'
+import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
+import { percentOf } from '../../domain/progress.ts'
+import { DomainError } from '../../domain/errors.ts'
+import { errors } from '../../http/errors.ts'
+import { enqueueJob } from '../../engine/enqueue.ts'
+import { CHANNELS } from '../../engine/listener.ts'
+import { publishChange } from '../../engine/events.ts'
+import { announceDrives, drivesToWire, loadOwnedDrive, type DriveRow } from '../drives/service.ts'
+import type { DriveWire } from '../drives/schemas.ts'
+import { chunkLinkPath, findLink, newToken } from './links.ts'
+import { Meter } from './streams.ts'
+import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, removeImage, streamFailure } from './service.ts'
+
+// ---------------------------------------------------------------------------------------------
+// Chunked, resumable upload (§5.2)
+
+/** POST /initupload/: a drive of exactly `size` bytes in `uploading`, and its parked job. */
+export async function initUpload (deps: TransferDeps, ownerId: string, input: NewDriveInput): Promise<DriveWire> {
+  checkUploadSize(deps, input.size, 'size')
+  const driveId = randomUUID()
+  const jobId = randomUUID()
+  await deps.storage.create(driveId, input.size)
+  try {
+    const row = await deps.prisma.$transaction(async (tx) => {
+      await createUploadingDrive(tx, ownerId, driveId, jobId, input)
+      await enqueueJob(tx, {
+        id: jobId,
+        ownerId,
+        operation: 'drive_upload',
+        params: { driveId, size: input.size, mode: 'chunked' },
+        resources: [{ type: 'drives', id: driveId, mode: 'write' }],
+        bytesTotal: input.size,
+        description: `waiting for the chunks of a ${input.size} byte image`,
+        runAt: idleDeadline()
+      })
+      // started at once, but with no lease: no worker claims it before its deadline or its last chunk
+      await tx.job.update({ where: { id: jobId }, data: { state: 'started', startedAt: new Date() } })
+      await announceDrives(tx, ownerId, [driveId])
+      return tx.drive.findUniqueOrThrow({ where: { id: driveId } })
+    })
+    return (await drivesToWire(deps.prisma, [row]))[0]
+  } catch (err) {
+    await removeImage(deps, driveId)
+    throw err
+  }
+}
+
+function idleDeadline (): Date {
+  return new Date(Date.now() + CHUNKED_UPLOAD_IDLE_SECONDS * 1000)
+}
+
+/** The nominal chunk size of an upload, fixed by its first link (the geometry depends on it). */
+async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): Promise<number> {
+  await tx.$executeRawUnsafe(`
+    UPDATE jobs SET params = params || jsonb_build_object('chunkSize', $2::bigint)
+    WHERE id = $1::uuid AND NOT (params ? 'chunkSize')`, jobId, chunkSize)
+  const job = await tx.job.findUniqueOrThrow({ where: { id: jobId }, select: { params: true } })
+  return Number((job.params as { chunkSize?: unknown }).chunkSize)
+}
+
+/** ?do=upload_chunk: a 5-minute link for one chunk, or 416 when the chunk is stored already. */
+export async function chunkLink (deps: TransferDeps, ownerId: string, driveId: string, chunkNumber: number, chunkSize: number): Promise<{ link: string }> {
+  return deps.prisma.$transaction(async (tx) => {
+    const drive = await loadOwnedDrive(tx, ownerId, driveId, { lock: true })
+    if (drive.status !== 'uploading' || !drive.lockedByJob) throw errors.wrongState(`Drive ${drive.id} is ${drive.status}, not uploading`)
+    const jobId = drive.lockedByJob
+    const size = Number(drive.size)
+    const fixed = await fixChunkSize(tx, jobId, chunkSize)
+    if (fixed !== chunkSize) throw errors.validation(`This upload uses chunks of ${fixed} bytes; chunk_size must be ${fixed}`, 'chunk_size')
+    if (!chunkRange(size, chunkSize, chunkNumber)) {
+      throw errors.validation(`chunk_number must be between 0 and ${chunkCount(size, chunkSize) - 1} for ${size} bytes in chunks of ${chunkSize}`, 'chunk_number')
+    }
+    const stored = await tx.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: chunkNumber } } })
+    if (stored) throw chunkStored(chunkNumber)
+    const { token, hash } = newToken()
+    await tx.transferLink.create({
+      data: {
+        tokenHash: hash,
+        ownerId,
+        driveId: drive.id,
+        jobId,
+        purpose: 'upload_chunk',
+        chunkNumber,
+        chunkSize: BigInt(chunkSize),
+        expiresAt: new Date(Date.now() + deps.config.uploadLinkTtlSeconds * 1000)
+      }
+    })
+    return { link: chunkLinkPath(token) }
+  })
+}
+
+function chunkStored (n: number): DomainError {
+  return errors.rangeNotSatisfiable(`Chunk ${n} already uploaded`, 'chunk_number')
+}
+
+// chunks being received by this process; a concurrent duplicate is refused before it writes
+const inFlight = new Set<string>()
+
+export interface ChunkResult {
+  chunk: number
+  bytes: number
+  chunksStored: number
+  chunksTotal: number
+  complete: boolean
+}
+
+/** POST <link>: writes the chunk at its offset, records it, and finishes the upload after the last one. */
+export async function receiveChunk (deps: TransferDeps, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
+  const link = await findLink(deps.prisma, token, 'upload_chunk')
+  const n = link.chunkNumber ?? -1
+  const S = Number(link.chunkSize ?? 0)
+  const drive = await deps.prisma.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
+  if (!drive || drive.status !== 'uploading' || drive.lockedByJob !== link.jobId || !link.jobId) {
+    throw errors.gone('The upload this link belongs to is over')
+  }
+  const jobId = link.jobId
+  const size = Number(drive.size)
+  const range = chunkRange(size, S, n) as ChunkRange
+  if (contentLength !== undefined && contentLength !== range.length) {
+    throw errors.validation(`Chunk ${n} holds ${range.length} bytes; the body announces ${contentLength}`, 'Content-Length')
+  }
+  const key = `${drive.id}:${n}`
+  if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
+  if (await deps.prisma.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: n } } })) throw chunkStored(n)
+  inFlight.add(key)
+  try {
+    const meter = new Meter(range.length, false)
+    try {
+      await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
+    } catch (err) {
+      body.resume()
+      throw streamFailure(err, `chunk ${n}`)
+    }
+    if (meter.bytes !== range.length) {
+      throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
+    }
+    return await recordChunk(deps, drive, jobId, n, range.length, S)
+  } finally {
+    inFlight.delete(key)
+  }
+}
+
+async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, n: number, length: number, S: number): Promise<ChunkResult> {
+  const size = Number(drive.size)
+  const total = chunkCount(size, S)
+  return deps.prisma.$transaction(async (tx) => {
+    // chunks of one upload are recorded one at a time: without this row lock, two last chunks
+    // arriving together could each miss the other's row, so neither would see the upload complete
+    await tx.$executeRawUnsafe('SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', jobId)
+    const inserted = await tx.$executeRawUnsafe(
+      'INSERT INTO upload_chunks (drive_id, number, size) VALUES ($1::uuid, $2, $3) ON CONFLICT DO NOTHING',
+      drive.id, n, BigInt(length))
+    if (inserted === 0) throw chunkStored(n)
+    const [agg] = await tx.$queryRawUnsafe<Array<{ count: number, bytes: string }>>(
+      'SELECT count(*)::int AS count, COALESCE(sum(size), 0)::text AS bytes FROM upload_chunks WHERE drive_id = $1::uuid', drive.id)
+    const bytes = Number(agg.bytes)
+    const complete = agg.count >= total
+    const job = await tx.job.updateMany({
+      where: { id: jobId, state: 'started', lockedBy: null },
+      data: {
+        bytesDone: BigInt(bytes),
+        progress: percentOf(bytes, size) ?? 0,
+        description: complete ? 'all chunks received; verifying the image' : `received ${agg.count} of ${total} chunks`,
+        // the last chunk makes the job due now: a worker finishes the upload
+        runAt: complete ? new Date() : idleDeadline(),
+        lastModified: new Date()
+      }
+    })
+    if (job.count === 0) throw errors.gone('The upload this link belongs to is over')
+    if (complete) await tx.$executeRawUnsafe('SELECT pg_notify($1, $2)', CHANNELS.jobs, jobId)
+    await publishChange(tx, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
+    return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete }
+  })
+}

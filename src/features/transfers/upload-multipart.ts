@@ -1,0 +1,90 @@
+// Multipart upload (TrueNAS /_upload style): the size is known only when the file part ends.
+import { randomUUID } from 'node:crypto'
+import { type Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { errors } from '../../http/errors.ts'
+import type { JobKey } from '../../engine/queue-sql.ts'
+import { announceDrives } from '../drives/service.ts'
+import { Meter, growingWriteStream } from './streams.ts'
+import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, uploadMax } from './service.ts'
+
+// ---------------------------------------------------------------------------------------------
+// Multipart upload (TrueNAS /_upload style): size unknown until the file part ends
+
+export interface MultipartUpload {
+  driveId: string
+  jobId: string
+  /** Streams the file part into the drive (the upload is discarded if this fails). */
+  receive: (file: Readable, truncated: () => boolean) => Promise<void>
+  /** The form ended well: the drive leaves `uploading` and the job succeeds. */
+  commit: () => Promise<UploadResult>
+  /** The form turned out malformed after the file: the drive is removed and the job fails. */
+  abort: (err: unknown) => Promise<ClientError>
+}
+
+/** Creates the drive (uploading, size 0) and its held job, before the file part is read. */
+export async function startMultipartUpload (deps: TransferDeps, ownerId: string, input: Omit<NewDriveInput, 'size'>, sizeHint: number | undefined): Promise<MultipartUpload> {
+  const driveId = randomUUID()
+  const jobId = randomUUID()
+  const max = uploadMax(deps)
+  await deps.storage.create(driveId, 0)
+  let row: JobKey
+  try {
+    row = await deps.prisma.$transaction(async (tx) => {
+      await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size: 0 })
+      const job = await deps.engine.enqueueHeld(tx, {
+        id: jobId,
+        ownerId,
+        operation: 'drive_upload',
+        params: { driveId, mode: 'multipart' },
+        resources: [{ type: 'drives', id: driveId, mode: 'write' }],
+        ...(sizeHint ? { bytesTotal: sizeHint } : {}),
+        description: 'receiving an image (multipart)'
+      })
+      await announceDrives(tx, ownerId, [driveId])
+      return job
+    })
+  } catch (err) {
+    await removeImage(deps, driveId)
+    throw err
+  }
+  const held = deps.engine.hold(row, sizeHint ?? null)
+  let received: { sha256: string, bytes: number } | undefined
+  const abort = async (err: unknown): Promise<ClientError> => {
+    const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'file')
+    await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
+    await held.fail(failureRecord(apiErr))
+    return apiErr
+  }
+  return {
+    driveId,
+    jobId,
+    abort,
+    receive: async (file, truncated) => {
+      try {
+        const meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined))
+        await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max), { signal: held.signal })
+        if (truncated()) throw errors.tooLarge(`The file is larger than the largest drive (${max} bytes)`, 'file')
+        if (meter.bytes === 0) throw errors.validation('The file is empty', 'file')
+        received = { sha256: meter.digest(), bytes: meter.bytes }
+      } catch (err) {
+        file.resume()
+        throw await abort(err)
+      }
+    },
+    commit: async () => {
+      if (!received) throw await abort(errors.validation('The form has no file', 'file'))
+      const { sha256, bytes } = received
+      try {
+        await deps.prisma.$transaction(async (tx) => {
+          await tx.job.update({ where: { id: jobId }, data: { bytesTotal: BigInt(bytes) } })
+          await finishUploadedDrive(tx, ownerId, driveId, jobId, bytes)
+          await held.finish(tx, { state: 'success', result: { sha256, bytes } })
+        })
+      } catch (err) {
+        throw await abort(err)
+      }
+      return { driveId, jobId, sha256, bytes }
+    }
+  }
+}

@@ -1,0 +1,57 @@
+// Raw upload (§5.1): the body is the image; Content-Length sets the drive size.
+import { randomUUID } from 'node:crypto'
+import { type Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { errors } from '../../http/errors.ts'
+import type { JobKey } from '../../engine/queue-sql.ts'
+import { announceDrives } from '../drives/service.ts'
+import { Meter } from './streams.ts'
+import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
+
+// ---------------------------------------------------------------------------------------------
+// Raw upload (§5.1): POST/PUT /drives/upload/[name] with Content-Length
+
+export async function receiveRawUpload (deps: TransferDeps, ownerId: string, input: Omit<NewDriveInput, 'size'>, size: number, body: Readable): Promise<UploadResult> {
+  checkUploadSize(deps, size, 'Content-Length')
+  const driveId = randomUUID()
+  const jobId = randomUUID()
+  await deps.storage.create(driveId, size)
+  let row: JobKey
+  try {
+    row = await deps.prisma.$transaction(async (tx) => {
+      await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size })
+      const job = await deps.engine.enqueueHeld(tx, {
+        id: jobId,
+        ownerId,
+        operation: 'drive_upload',
+        params: { driveId, size, mode: 'raw' },
+        resources: [{ type: 'drives', id: driveId, mode: 'write' }],
+        bytesTotal: size,
+        description: `receiving a ${size} byte image`
+      })
+      await announceDrives(tx, ownerId, [driveId])
+      return job
+    })
+  } catch (err) {
+    await removeImage(deps, driveId)
+    throw err
+  }
+  const held = deps.engine.hold(row, size)
+  try {
+    const meter = new Meter(size, true, (n) => held.progress(n))
+    await pipeline(body, meter, await deps.storage.createWriteStream(driveId), { signal: held.signal })
+    if (meter.bytes !== size) throw errors.validation(`The body held ${meter.bytes} of the ${size} bytes announced by Content-Length`, 'Content-Length')
+    const sha256 = meter.digest()
+    await deps.prisma.$transaction(async (tx) => {
+      await finishUploadedDrive(tx, ownerId, driveId, jobId)
+      await held.finish(tx, { state: 'success', result: { sha256, bytes: size } })
+    })
+    return { driveId, jobId, sha256, bytes: size }
+  } catch (err) {
+    const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'body')
+    body.resume() // drain what the client still sends, so the error answer can be read
+    await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
+    await held.fail(failureRecord(apiErr))
+    throw apiErr
+  }
+}
