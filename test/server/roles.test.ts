@@ -5,23 +5,15 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { once } from 'node:events'
 import { ROOT } from '../setup/test-db.ts'
+import { freePort } from '../helpers/net.ts'
 import { createTestDatabase } from '../helpers/db.ts'
 import { createPrisma } from '../../src/db/client.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
 import { openSse } from '../helpers/sse.ts'
-
-async function freePort (): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as net.AddressInfo).port
-  server.close()
-  return port
-}
 
 const databaseUrl = await createTestDatabase(t)
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-roles-'))

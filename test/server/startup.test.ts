@@ -3,19 +3,11 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { once } from 'node:events'
 import { ROOT } from '../setup/test-db.ts'
-
-async function freePort (): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as net.AddressInfo).port
-  server.close()
-  return port
-}
+import { freePort } from '../helpers/net.ts'
 
 function startService (env: NodeJS.ProcessEnv) {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/server.ts')], {
