@@ -78,6 +78,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(api, { prefix: '/api/2.0' })
   await fastify.register(events)
   await fastify.register(metrics)
+  await fastify.register(import('./features/dashboard/index.ts'))
 }
 
 /** The service plugin; decorators (prisma, config, ...) stay visible to whoever registers it. */
