@@ -43,11 +43,14 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, opts) => {
   await app.register(fastifyStatic, {
     root,
     prefix: '/dashboard/',
+    index: false,
+    wildcard: true,
     // hashed file names under assets/ never change; index.html must be revalidated to pick up a new build
     setHeaders: (reply, file) => {
       reply.header('cache-control', file.includes(`${path.sep}assets${path.sep}`) ? 'public, max-age=31536000, immutable' : 'no-cache')
     }
   })
+  app.get('/dashboard/', { schema: { hide: true } }, (_request, reply) => reply.sendFile('index.html'))
 }
 
 export default dashboard
