@@ -35,7 +35,10 @@ async function readyDrive (name: string, size = 16 * MiB): Promise<string> {
 const disk1 = await readyDrive('web-root')
 const disk2 = await readyDrive('web-data')
 const server = (await api.post('/api/2.0/servers/', {
-  name: 'web', cpu: 1000, mem: 512 * MiB, vnc_password: 'secret12',
+  name: 'web',
+  cpu: 1000,
+  mem: 512 * MiB,
+  vnc_password: 'secret12',
   drives: [{ device: 'virtio', dev_channel: '0:0', drive: disk1, boot_order: 1 }, { device: 'virtio', dev_channel: '0:1', drive: disk2 }]
 })).json().objects[0]
 const slow = await readyDrive('slow-source')
@@ -87,7 +90,7 @@ page.on('request', req => { if (new URL(req.url()).pathname === '/api/2.0/jobs/'
 const chunkPosts: string[] = []
 page.on('request', req => { if (req.method() === 'POST' && new URL(req.url()).pathname.startsWith('/api/2.0/uploads/')) chunkPosts.push(req.url()) })
 
-const shot = (name: string) => page.screenshot({ path: path.join(OUT, name), fullPage: true })
+const shot = (name: string, fullPage = false) => page.screenshot({ path: path.join(OUT, name), fullPage })
 
 t.test('sign in: a wrong password shows the API error, the right one opens the dashboard', async t => {
   const res = await page.goto(base + '/dashboard')
@@ -154,6 +157,9 @@ t.test('cancel a running clone from the jobs table', async t => {
   t.equal(await job.locator('button:text("Cancel")').count(), 0, 'a finished job offers no cancel')
   await job.locator('td.toggle button').click()
   t.match(await page.locator('tr.detail .error-text').first().innerText(), /cancelled: The job was cancelled/)
+  await page.locator('tr.job[data-operation=server_clone] td.toggle button[aria-expanded=false]').click()
+  await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
+  await shot('dashboard.png')
 })
 
 t.test('upload a file in chunks; the drive becomes unmounted and downloads once through its link', async t => {
@@ -177,7 +183,7 @@ t.test('upload a file in chunks; the drive becomes unmounted and downloads once 
   t.equal(first.status, 200)
   t.equal(createHash('sha256').update(Buffer.from(await first.arrayBuffer())).digest('hex'), createHash('sha256').update(bytes).digest('hex'), 'the one-time link serves the image')
   t.equal((await fetch(base + href)).status, 410, 'the link works once')
-  await shot('drives-desktop.png')
+  await shot('drives-desktop.png', true)
 })
 
 t.test('errors from the API are shown', async t => {
@@ -196,7 +202,7 @@ t.test('narrow screen: rows become cards and actions stay reachable', async t =>
   await shot('jobs-narrow.png')
   t.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), true, 'no horizontal scrolling')
   await page.click('header nav >> text=Drives')
-  await shot('drives-narrow.png')
+  await shot('drives-narrow.png', true)
   t.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), true, 'no horizontal scrolling')
   t.ok(await page.locator(`tr[data-drive="${disk1}"] button:text("Clone")`).isVisible(), 'row actions are visible')
   await page.setViewportSize({ width: 1280, height: 860 })
