@@ -1,6 +1,7 @@
 // The dashboard in a real headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
 // against the real service on real PostgreSQL: sign-in, a server clone followed live to success,
 // a clone cancelled from the table, a chunked upload and its one-time download, among 10,000 jobs.
+// Code run in the page is given as strings: this file is typechecked without the DOM library.
 // Run with `npm run test:browser` (builds the dashboard first); not part of `npm test`.
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
@@ -105,7 +106,7 @@ t.test('sign in: a wrong password shows the API error, the right one opens the d
   await page.click('button[type=submit]')
   await page.locator('[data-stream=live]').waitFor()
   t.match(await page.locator('header .who').innerText(), alice.email)
-  t.same(await page.evaluate(() => [localStorage.length, sessionStorage.length, document.cookie]), [0, 0, ''], 'nothing is stored in the browser')
+  t.same(await page.evaluate('[localStorage.length, sessionStorage.length, document.cookie]'), [0, 0, ''], 'nothing is stored in the browser')
   await page.locator('table.jobs tbody tr.job').first().waitFor()
   t.match(await page.locator('.count').innerText(), /10,000\+ jobs/)
   t.equal(await page.locator('table.jobs tbody tr.job').count(), 50, 'one page of 50 jobs')
@@ -132,7 +133,7 @@ t.test('clone a server: the parent and both drive clones reach success live', as
   await eventually(async () => await children.count() === 2)
   t.not(await parent.getAttribute('data-state'), 'success', 'the clone is still running when the page shows it')
   const requestsBefore = listRequests.length
-  await page.evaluate(() => { (window as unknown as { marker: number }).marker = 42 })
+  await page.evaluate('window.marker = 42')
   await shot('jobs-running-desktop.png')
 
   release()
@@ -140,7 +141,7 @@ t.test('clone a server: the parent and both drive clones reach success live', as
   await page.locator('tr.job.depth-1[data-operation=drive_clone][data-state=success]').nth(1).waitFor({ timeout: 30_000 })
   t.equal(await page.locator('tr.job.depth-1[data-operation=drive_clone][data-state=success]').count(), 2, 'both children succeeded')
   t.match(await parent.locator('.figures').innerText(), /100%/)
-  t.equal(await page.evaluate(() => (window as unknown as { marker: number }).marker), 42, 'the page was not reloaded')
+  t.equal(await page.evaluate('window.marker'), 42, 'the page was not reloaded')
   t.equal(listRequests.length, requestsBefore, 'no list request: the updates came over the event stream')
   await shot('jobs-desktop.png')
 })
@@ -200,10 +201,10 @@ t.test('narrow screen: rows become cards and actions stay reachable', async t =>
   await page.click('header nav >> text=Jobs')
   await page.locator('tr.job[data-operation=server_clone] td.toggle button').click()
   await shot('jobs-narrow.png')
-  t.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), true, 'no horizontal scrolling')
+  t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
   await page.click('header nav >> text=Drives')
   await shot('drives-narrow.png', true)
-  t.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), true, 'no horizontal scrolling')
+  t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
   t.ok(await page.locator(`tr[data-drive="${disk1}"] button:text("Clone")`).isVisible(), 'row actions are visible')
   await page.setViewportSize({ width: 1280, height: 860 })
 })
