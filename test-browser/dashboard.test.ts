@@ -52,8 +52,13 @@ const handler = app.jobs.handler('drive_clone')!
 const run = handler.run
 handler.run = async (ctx: JobContext) => {
   const aborted = new Promise<void>(resolve => ctx.signal.addEventListener('abort', () => resolve(), { once: true }))
-  if (JSON.stringify(ctx.job.params).includes(slow)) await aborted
-  else if (ctx.job.parentId) await Promise.race([released, aborted])
+  if (JSON.stringify(ctx.job.params).includes(slow)) {
+    // the held clone reports byte progress through the engine, as a long copy does, until cancelled
+    let done = 0
+    const tick = setInterval(() => { done = Math.min(done + 2 * MiB, 60 * MiB); ctx.progress({ bytesDone: done, bytesTotal: 64 * MiB }) }, 300)
+    await aborted
+    clearInterval(tick)
+  } else if (ctx.job.parentId) await Promise.race([released, aborted])
   return run(ctx)
 }
 t.teardown(() => { handler.run = run; release() })
@@ -84,6 +89,9 @@ t.teardown(async () => {
 const page: Page = context.pages()[0] ?? await context.newPage()
 const pageErrors: string[] = []
 page.on('pageerror', err => pageErrors.push(err.message))
+// console errors other than the API's own refusals (401 on a wrong password, 400 on a bad size),
+// e.g. a Content-Security-Policy violation
+page.on('console', msg => { if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of 40[01]/.test(msg.text())) pageErrors.push(msg.text()) })
 page.on('dialog', dialog => { void dialog.accept() })
 // every request for the jobs list, to show that updates arrive over the stream, not by polling
 const listRequests: string[] = []
@@ -153,14 +161,18 @@ t.test('cancel a running clone from the jobs table', async t => {
   await page.click('header nav >> text=Jobs')
   const job = page.locator(`tr.job[data-operation=drive_clone]:has(a[title="/api/2.0/drives/${slow}/"])`)
   await page.locator(`tr.job[data-operation=drive_clone][data-state=started]:has(a[title="/api/2.0/drives/${slow}/"])`).waitFor({ timeout: 30_000 })
+  // bytes, a rate measured from the live frames, and an ETA
+  await eventually(async () => /MiB \/ 64\.0 MiB · [\d.]+ (KiB|MiB)\/s · ETA \d+s/.test(await job.locator('.figures').innerText()), { timeoutMs: 20_000 })
+  t.match(await job.locator('.figures').innerText(), /^\d+% · [\d.]+ MiB \/ 64\.0 MiB · [\d.]+ (KiB|MiB)\/s · ETA \d+s$/)
+  t.ok(Number(await job.locator('progress').getAttribute('value')) > 0, 'the bar moved')
+  await page.locator('tr.job[data-operation=server_clone] td.toggle button[aria-expanded=false]').click()
+  await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
+  await shot('dashboard.png')
   await job.locator('button:text("Cancel")').click()
   await page.locator(`tr.job[data-operation=drive_clone][data-state=cancelled]:has(a[title="/api/2.0/drives/${slow}/"])`).waitFor({ timeout: 30_000 })
   t.equal(await job.locator('button:text("Cancel")').count(), 0, 'a finished job offers no cancel')
   await job.locator('td.toggle button').click()
   t.match(await page.locator('tr.detail .error-text').first().innerText(), /cancelled: The job was cancelled/)
-  await page.locator('tr.job[data-operation=server_clone] td.toggle button[aria-expanded=false]').click()
-  await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
-  await shot('dashboard.png')
 })
 
 t.test('upload a file in chunks; the drive becomes unmounted and downloads once through its link', async t => {
@@ -196,19 +208,54 @@ t.test('errors from the API are shown', async t => {
   await page.locator('.errors button').click()
 })
 
+t.test('drive and server actions: create, resize, delete, start, stop', async t => {
+  await page.click('header nav >> text=Drives')
+  await page.fill('form[aria-label="Create drive"] input[name=name]', 'made-here')
+  await page.fill('form[aria-label="Create drive"] input[name=size]', '0.0625')
+  await page.click('form[aria-label="Create drive"] button[type=submit]')
+  const made = page.locator('tr[data-name="made-here"]')
+  await page.locator('tr[data-name="made-here"][data-status=unmounted]').waitFor({ timeout: 30_000 })
+  t.match(await made.innerText(), /64\.0 MiB/)
+
+  await made.locator('button:text("Resize")').click()
+  await page.fill('tr.edit input[name=value]', '0.125')
+  await page.click('tr.edit button[type=submit]')
+  await eventually(async () => /128 MiB/.test(await made.innerText()) && await made.getAttribute('data-status') === 'unmounted', { timeoutMs: 30_000 })
+  const uuid = await made.getAttribute('data-drive')
+  t.equal((await api.get(`/api/2.0/drives/${uuid}/`)).json().size, 128 * MiB, 'resized in the service')
+
+  await made.locator('button:text("Delete")').click()
+  await made.waitFor({ state: 'detached', timeout: 30_000 })
+  t.equal((await api.get(`/api/2.0/drives/${uuid}/`)).statusCode, 404, 'deleted in the service')
+
+  await page.click('header nav >> text=Servers')
+  const web = page.locator(`tr[data-server="${server.uuid}"]`)
+  await web.locator('button:text("Start")').click()
+  await page.locator(`tr[data-server="${server.uuid}"][data-status=running]`).waitFor({ timeout: 30_000 })
+  t.equal(await web.locator('button:text("Delete")').count(), 0, 'a running server offers no delete')
+  await web.locator('button:text("Stop")').click()
+  await page.locator(`tr[data-server="${server.uuid}"][data-status=stopped]`).waitFor({ timeout: 30_000 })
+  t.equal((await api.get(`/api/2.0/servers/${server.uuid}/`)).json().status, 'stopped')
+})
+
 t.test('narrow screen: rows become cards and actions stay reachable', async t => {
   await page.setViewportSize({ width: 390, height: 844 })
   await page.click('header nav >> text=Jobs')
-  await page.locator('tr.job[data-operation=server_clone] td.toggle button').click()
+  await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
   await shot('jobs-narrow.png')
   t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
   await page.click('header nav >> text=Drives')
   await shot('drives-narrow.png', true)
   t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
   t.ok(await page.locator(`tr[data-drive="${disk1}"] button:text("Clone")`).isVisible(), 'row actions are visible')
+  await page.click('header nav >> text=Servers')
+  await page.locator(`tr[data-server="${server.uuid}"]`).waitFor()
+  await shot('servers-narrow.png', true)
+  t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
+  t.ok(await page.locator(`tr[data-server="${server.uuid}"] button:text("Start")`).isVisible(), 'power actions are visible')
   await page.setViewportSize({ width: 1280, height: 860 })
 })
 
-t.test('no script errors in the page', async t => {
+t.test('no script or security-policy errors in the page', async t => {
   t.same(pageErrors, [])
 })
