@@ -241,6 +241,7 @@ t.test('drive and server actions: create, resize, delete, start, stop', async t 
 t.test('narrow screen: rows become cards and actions stay reachable', async t => {
   await page.setViewportSize({ width: 390, height: 844 })
   await page.click('header nav >> text=Jobs')
+  await page.locator('tr.job[data-operation=server_clone] td.toggle button').click()
   await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
   await shot('jobs-narrow.png')
   t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
