@@ -28,6 +28,7 @@ import drives, { driveHandlers } from './features/drives/routes.ts'
 import jobsApi, { jobEvents } from './features/jobs/index.ts'
 import servers, { serverHandlers } from './features/servers/routes.ts'
 import transfers, { transferHandlers } from './features/transfers/index.ts'
+import dashboard from './features/dashboard/index.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -99,6 +100,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
       await api.register(transfers)
     }, { prefix: '/api/2.0' })
     await fastify.register(jobEvents)
+    await fastify.register(dashboard)
   }
   await fastify.register(metrics)
   if (role !== 'api') {

@@ -1,0 +1,262 @@
+// The dashboard in a real headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
+// against the real service on real PostgreSQL: sign-in, a server clone followed live to success,
+// a clone cancelled from the table, a chunked upload and its one-time download, among 10,000 jobs.
+// Code run in the page is given as strings: this file is typechecked without the DOM library.
+// Run with `npm run test:browser` (builds the dashboard first); not part of `npm test`.
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import t from 'tap'
+import { chromium, type Page } from 'playwright-core'
+import type { JobContext } from '../src/jobs/types.ts'
+import { DASHBOARD_DIST } from '../src/features/dashboard/index.ts'
+import { buildTestApp, client, createUser, eventually } from '../test/helpers/app.ts'
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const OUT = path.resolve(import.meta.dirname, '../test-output')
+const MiB = 1024 ** 2
+if (!existsSync(path.join(DASHBOARD_DIST, 'index.html'))) throw new Error('the dashboard is not built: run `npm run build:dashboard`')
+if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium`)
+mkdirSync(OUT, { recursive: true })
+
+const { app } = await buildTestApp(t)
+const alice = await createUser(app)
+const api = client(app, alice)
+const base = await app.listen({ host: '127.0.0.1', port: 0 })
+
+async function readyDrive (name: string, size = 16 * MiB): Promise<string> {
+  const res = await api.post('/api/2.0/drives/', { name, size, media: 'disk' })
+  const uuid = res.json().objects[0].uuid
+  await eventually(async () => (await api.get(`/api/2.0/drives/${uuid}/`)).json().status === 'unmounted')
+  return uuid
+}
+
+// fixtures made through the API: a server with two disks, and a drive whose clones wait for a cancel
+const disk1 = await readyDrive('web-root')
+const disk2 = await readyDrive('web-data')
+const server = (await api.post('/api/2.0/servers/', {
+  name: 'web',
+  cpu: 1000,
+  mem: 512 * MiB,
+  vnc_password: 'secret12',
+  drives: [{ device: 'virtio', dev_channel: '0:0', drive: disk1, boot_order: 1 }, { device: 'virtio', dev_channel: '0:1', drive: disk2 }]
+})).json().objects[0]
+const slow = await readyDrive('slow-source')
+
+// drive clones are held at the start of their run: server-clone children until `release`, clones of
+// `slow` until they are cancelled, so the page sees them running before they finish
+let release!: () => void
+const released = new Promise<void>(resolve => { release = resolve })
+const handler = app.jobs.handler('drive_clone')!
+const run = handler.run
+handler.run = async (ctx: JobContext) => {
+  const aborted = new Promise<void>(resolve => ctx.signal.addEventListener('abort', () => resolve(), { once: true }))
+  if (JSON.stringify(ctx.job.params).includes(slow)) {
+    // the held clone reports byte progress through the engine, as a long copy does, until cancelled
+    let done = 0
+    const tick = setInterval(() => { done = Math.min(done + 2 * MiB, 60 * MiB); ctx.progress({ bytesDone: done, bytesTotal: 64 * MiB }) }, 300)
+    await aborted
+    clearInterval(tick)
+  } else if (ctx.job.parentId) await Promise.race([released, aborted])
+  return run(ctx)
+}
+t.teardown(() => { handler.run = run; release() })
+
+// 10,000 finished jobs of this account from yesterday: the page must stay usable on top of them
+const yesterday = new Date(Date.now() - 86_400_000)
+for (let i = 0; i < 10_000; i += 2_000) {
+  await app.prisma.job.createMany({
+    data: Array.from({ length: 2_000 }, (_, k) => {
+      const id = randomUUID()
+      const at = new Date(yesterday.getTime() - (i + k) * 1000)
+      return { id, rootId: id, ownerId: alice.id, operation: 'drive_create', state: 'success', progress: 100, created: at, lastModified: at, finishedAt: at }
+    })
+  })
+}
+
+const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'clonejobs-chromium-'))
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: CHROMIUM,
+  headless: true,
+  viewport: { width: 1280, height: 860 },
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+})
+t.teardown(async () => {
+  await context.close()
+  rmSync(userDataDir, { recursive: true, force: true })
+})
+const page: Page = context.pages()[0] ?? await context.newPage()
+const pageErrors: string[] = []
+page.on('pageerror', err => pageErrors.push(err.message))
+// console errors other than the API's own refusals (401 on a wrong password, 400 on a bad size),
+// e.g. a Content-Security-Policy violation
+page.on('console', msg => { if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of 40[01]/.test(msg.text())) pageErrors.push(msg.text()) })
+page.on('dialog', dialog => { void dialog.accept() })
+// every request for the jobs list, to show that updates arrive over the stream, not by polling
+const listRequests: string[] = []
+page.on('request', req => { if (new URL(req.url()).pathname === '/api/2.0/jobs/') listRequests.push(req.url()) })
+const chunkPosts: string[] = []
+page.on('request', req => { if (req.method() === 'POST' && new URL(req.url()).pathname.startsWith('/api/2.0/uploads/')) chunkPosts.push(req.url()) })
+
+const shot = (name: string, fullPage = false) => page.screenshot({ path: path.join(OUT, name), fullPage })
+
+t.test('sign in: a wrong password shows the API error, the right one opens the dashboard', async t => {
+  const res = await page.goto(base + '/dashboard')
+  t.equal(new URL(page.url()).pathname, '/dashboard/', '/dashboard redirects to /dashboard/')
+  t.equal(res?.status(), 200)
+  await page.fill('input[name=email]', alice.email)
+  await page.fill('input[name=password]', 'not the password')
+  await page.click('button[type=submit]')
+  await page.locator('.errors').waitFor()
+  t.match(await page.locator('.errors').innerText(), /permission: Authentication credentials were not provided or are wrong/)
+  await page.fill('input[name=password]', alice.password)
+  await page.click('button[type=submit]')
+  await page.locator('[data-stream=live]').waitFor()
+  t.match(await page.locator('header .who').innerText(), alice.email)
+  t.same(await page.evaluate('[localStorage.length, sessionStorage.length, document.cookie]'), [0, 0, ''], 'nothing is stored in the browser')
+  await page.locator('table.jobs tbody tr.job').first().waitFor()
+  t.match(await page.locator('.count').innerText(), /10,000\+ jobs/)
+  t.equal(await page.locator('table.jobs tbody tr.job').count(), 50, 'one page of 50 jobs')
+  await page.click('text=Older ›')
+  await page.locator('text=page 2').waitFor()
+  t.equal(await page.locator('table.jobs tbody tr.job').count(), 50, 'the second keyset page')
+  await page.click('text=‹ Newer')
+  await page.locator('text=page 1').waitFor()
+})
+
+t.test('clone a server: the parent and both drive clones reach success live', async t => {
+  await page.click('header nav >> text=Servers')
+  const row = page.locator(`tr[data-server="${server.uuid}"]`)
+  await row.locator('button:text("Clone")').click()
+  await page.fill('tr.edit input[name=name]', 'web-copy')
+  await page.click('tr.edit button[type=submit]')
+  await page.locator('tr[data-name="web-copy"]').waitFor()
+
+  await page.click('header nav >> text=Jobs')
+  const parent = page.locator('tr.job[data-operation=server_clone]')
+  await parent.waitFor()
+  await parent.locator('td.toggle button').click()
+  const children = page.locator('tr.job.depth-1[data-operation=drive_clone]')
+  await eventually(async () => await children.count() === 2)
+  t.not(await parent.getAttribute('data-state'), 'success', 'the clone is still running when the page shows it')
+  const requestsBefore = listRequests.length
+  await page.evaluate('window.marker = 42')
+  await shot('jobs-running-desktop.png')
+
+  release()
+  await page.locator('tr.job[data-operation=server_clone][data-state=success]').waitFor({ timeout: 30_000 })
+  await page.locator('tr.job.depth-1[data-operation=drive_clone][data-state=success]').nth(1).waitFor({ timeout: 30_000 })
+  t.equal(await page.locator('tr.job.depth-1[data-operation=drive_clone][data-state=success]').count(), 2, 'both children succeeded')
+  t.match(await parent.locator('.figures').innerText(), /100%/)
+  t.equal(await page.evaluate('window.marker'), 42, 'the page was not reloaded')
+  t.equal(listRequests.length, requestsBefore, 'no list request: the updates came over the event stream')
+  await shot('jobs-desktop.png')
+})
+
+t.test('cancel a running clone from the jobs table', async t => {
+  await page.click('header nav >> text=Drives')
+  await page.locator(`tr[data-drive="${slow}"] button:text("Clone")`).click()
+  await page.click('tr.edit button[type=submit]')
+  await page.click('header nav >> text=Jobs')
+  const job = page.locator(`tr.job[data-operation=drive_clone]:has(a[title="/api/2.0/drives/${slow}/"])`)
+  await page.locator(`tr.job[data-operation=drive_clone][data-state=started]:has(a[title="/api/2.0/drives/${slow}/"])`).waitFor({ timeout: 30_000 })
+  // bytes, a rate measured from the live frames, and an ETA
+  await eventually(async () => /MiB \/ 64\.0 MiB · [\d.]+ (KiB|MiB)\/s · ETA \d+s/.test(await job.locator('.figures').innerText()), { timeoutMs: 20_000 })
+  t.match(await job.locator('.figures').innerText(), /^\d+% · [\d.]+ MiB \/ 64\.0 MiB · [\d.]+ (KiB|MiB)\/s · ETA \d+s$/)
+  t.ok(Number(await job.locator('progress').getAttribute('value')) > 0, 'the bar moved')
+  await page.locator('tr.job[data-operation=server_clone] td.toggle button[aria-expanded=false]').click()
+  await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
+  await shot('dashboard.png')
+  await job.locator('button:text("Cancel")').click()
+  await page.locator(`tr.job[data-operation=drive_clone][data-state=cancelled]:has(a[title="/api/2.0/drives/${slow}/"])`).waitFor({ timeout: 30_000 })
+  t.equal(await job.locator('button:text("Cancel")').count(), 0, 'a finished job offers no cancel')
+  await job.locator('td.toggle button').click()
+  t.match(await page.locator('tr.detail .error-text').first().innerText(), /cancelled: The job was cancelled/)
+})
+
+t.test('upload a file in chunks; the drive becomes unmounted and downloads once through its link', async t => {
+  const bytes = randomBytes(11 * MiB + 123)
+  await page.click('header nav >> text=Drives')
+  await page.setInputFiles('form[aria-label="Upload drive"] input[type=file]', { name: 'small.img', mimeType: 'application/octet-stream', buffer: bytes })
+  await page.click('form[aria-label="Upload drive"] button[type=submit]')
+  const row = page.locator('tr[data-name="small.img"]')
+  await page.locator('tr[data-name="small.img"][data-status=unmounted]').waitFor({ timeout: 30_000 })
+  t.match(await row.innerText(), /11\.0 MiB/)
+  const drive = await row.getAttribute('data-drive')
+  const job = await app.prisma.job.findFirstOrThrow({ where: { ownerId: alice.id, operation: 'drive_upload' } })
+  t.equal((job.result as { sha256: string }).sha256, createHash('sha256').update(bytes).digest('hex'), 'the service received the file intact')
+  t.equal(chunkPosts.length, 2, 'sent as two chunks (5 MiB and the rest)')
+  t.ok(drive)
+
+  await row.locator('button:text("Download")').click()
+  const href = await page.locator('a.download-link').getAttribute('href')
+  t.match(href, /^\/api\/2\.0\/downloads\/[^/]+\/$/)
+  const first = await fetch(base + href)
+  t.equal(first.status, 200)
+  t.equal(createHash('sha256').update(Buffer.from(await first.arrayBuffer())).digest('hex'), createHash('sha256').update(bytes).digest('hex'), 'the one-time link serves the image')
+  t.equal((await fetch(base + href)).status, 410, 'the link works once')
+  await shot('drives-desktop.png', true)
+})
+
+t.test('errors from the API are shown', async t => {
+  await page.fill('form[aria-label="Create drive"] input[name=name]', 'too-big')
+  await page.fill('form[aria-label="Create drive"] input[name=size]', '100000')
+  await page.click('form[aria-label="Create drive"] button[type=submit]')
+  await page.locator('.errors').waitFor()
+  t.match(await page.locator('.errors').innerText(), /validation/)
+  await page.locator('.errors button').click()
+})
+
+t.test('drive and server actions: create, resize, delete, start, stop', async t => {
+  await page.click('header nav >> text=Drives')
+  await page.fill('form[aria-label="Create drive"] input[name=name]', 'made-here')
+  await page.fill('form[aria-label="Create drive"] input[name=size]', '0.0625')
+  await page.click('form[aria-label="Create drive"] button[type=submit]')
+  const made = page.locator('tr[data-name="made-here"]')
+  await page.locator('tr[data-name="made-here"][data-status=unmounted]').waitFor({ timeout: 30_000 })
+  t.match(await made.innerText(), /64\.0 MiB/)
+
+  await made.locator('button:text("Resize")').click()
+  await page.fill('tr.edit input[name=value]', '0.125')
+  await page.click('tr.edit button[type=submit]')
+  await eventually(async () => /128 MiB/.test(await made.innerText()) && await made.getAttribute('data-status') === 'unmounted', { timeoutMs: 30_000 })
+  const uuid = await made.getAttribute('data-drive')
+  t.equal((await api.get(`/api/2.0/drives/${uuid}/`)).json().size, 128 * MiB, 'resized in the service')
+
+  await made.locator('button:text("Delete")').click()
+  await made.waitFor({ state: 'detached', timeout: 30_000 })
+  t.equal((await api.get(`/api/2.0/drives/${uuid}/`)).statusCode, 404, 'deleted in the service')
+
+  await page.click('header nav >> text=Servers')
+  const web = page.locator(`tr[data-server="${server.uuid}"]`)
+  await web.locator('button:text("Start")').click()
+  await page.locator(`tr[data-server="${server.uuid}"][data-status=running]`).waitFor({ timeout: 30_000 })
+  t.equal(await web.locator('button:text("Delete")').count(), 0, 'a running server offers no delete')
+  await web.locator('button:text("Stop")').click()
+  await page.locator(`tr[data-server="${server.uuid}"][data-status=stopped]`).waitFor({ timeout: 30_000 })
+  t.equal((await api.get(`/api/2.0/servers/${server.uuid}/`)).json().status, 'stopped')
+})
+
+t.test('narrow screen: rows become cards and actions stay reachable', async t => {
+  await page.setViewportSize({ width: 390, height: 844 })
+  await page.click('header nav >> text=Jobs')
+  await page.locator('tr.job[data-operation=server_clone] td.toggle button').click()
+  await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
+  await shot('jobs-narrow.png')
+  t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
+  await page.click('header nav >> text=Drives')
+  await shot('drives-narrow.png', true)
+  t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
+  t.ok(await page.locator(`tr[data-drive="${disk1}"] button:text("Clone")`).isVisible(), 'row actions are visible')
+  await page.click('header nav >> text=Servers')
+  await page.locator(`tr[data-server="${server.uuid}"]`).waitFor()
+  await shot('servers-narrow.png', true)
+  t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')
+  t.ok(await page.locator(`tr[data-server="${server.uuid}"] button:text("Start")`).isVisible(), 'power actions are visible')
+  await page.setViewportSize({ width: 1280, height: 860 })
+})
+
+t.test('no script or security-policy errors in the page', async t => {
+  t.same(pageErrors, [])
+})
