@@ -9,7 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { chromium, type Page } from 'playwright-core'
-import type { JobContext } from '../src/jobs/types.ts'
+import type { JobContext } from '../src/engine/types.ts'
 import { DASHBOARD_DIST } from '../src/features/dashboard/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../test/helpers/app.ts'
 
