@@ -43,8 +43,9 @@ if (process.argv[2] === '--bare-server') {
     const fail = (err: unknown) => { res.statusCode = 500; res.end(String(err)) }
     if (req.method === 'PUT') {
       void (async () => {
-        const fh = await open(file, 'w')
-        await pipeline(req, createWriteStream('', { fd: fh, autoClose: false, highWaterMark: 4 * MiB }))
+        await pipeline(req, createWriteStream(file, { highWaterMark: 4 * MiB }))
+        // fsync applies to the file, whichever descriptor asks
+        const fh = await open(file, 'r+')
         await fh.sync()
         await fh.close()
         res.statusCode = 201
