@@ -20,7 +20,7 @@
  * runs so writeback of one run does not slow the next. Prints medians, the targets
  * (sparse ≤ 2× (cp + fsync) + 100 ms; dense ≥ 0.9× cp + fsync) and the load average at start
  * and end. Figures only, no asserts; the last line is the ratios.
- * Uses DATABASE_URL when set, otherwise the embedded test PostgreSQL.
+ * Uses DATABASE_URL (default: the local PostgreSQL at 127.0.0.1:5432).
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { parseArgs } from 'node:util'
@@ -73,6 +73,7 @@ async function timed (fn: () => Promise<unknown>, after: () => Promise<void> | v
   return out
 }
 
+process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 registerRun(process.pid)
 fs.rmSync(dataDir, { recursive: true, force: true })
 fs.mkdirSync(scratch, { recursive: true })
