@@ -17,6 +17,7 @@ const loadavg = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(
 const teardowns: Array<() => Promise<void> | void> = []
 const t = { teardown: (fn: () => Promise<void> | void) => { teardowns.push(fn) } }
 
+process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 registerRun(process.pid)
 try {
   const { app } = await buildTestApp(t, { runWorkers: false })
