@@ -345,29 +345,37 @@ export async function updateDrive (deps: DrivesDeps, ownerId: string, id: string
  * once (deleted = true) and the drive_delete job removes the data and then the row.
  */
 export async function deleteDrives (deps: DrivesDeps, ownerId: string, ids: string[]): Promise<void> {
+  await deps.prisma.$transaction(tx => deleteDrivesIn(tx, ownerId, ids), { timeout: 60_000 })
+}
+
+/** deleteDrives inside the caller's transaction (a recursive server delete is one transaction). */
+export async function deleteDrivesIn (tx: Tx, ownerId: string, ids: string[]): Promise<void> {
   const unique = [...new Set(ids.map(i => i.toLowerCase()))]
-  await deps.prisma.$transaction(async (tx) => {
-    await lockDriveRows(tx, unique.filter(isUuid))
-    for (const id of unique) {
-      const row = await loadOwnedDrive(tx, ownerId, id)
-      assertDriveUsable(row, 'delete')
-      await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
-      const mounts = await mountState(tx, row.id)
-      if (mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server or detach the drive first`)
-      if (mounts.count > 0) await tx.serverDrive.deleteMany({ where: { driveId: row.id } })
-      const jobId = randomUUID()
-      await tx.drive.update({ where: { id: row.id }, data: { deleted: true, lockedByJob: jobId } })
-      await enqueueJob(tx, {
-        id: jobId,
-        ownerId,
-        operation: 'drive_delete',
-        params: { driveId: row.id },
-        resources: [{ type: 'drives', id: row.id, mode: 'write' }],
-        description: 'deleting the drive'
-      })
+  await lockDriveRows(tx, unique.filter(isUuid))
+  for (const id of unique) {
+    const row = await loadOwnedDrive(tx, ownerId, id)
+    assertDriveUsable(row, 'delete')
+    await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
+    const mounts = await mountState(tx, row.id)
+    if (mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server or detach the drive first`)
+    if (mounts.count > 0) {
+      // the stopped servers it is detached from change too
+      const servers = await tx.serverDrive.findMany({ where: { driveId: row.id }, select: { serverId: true }, distinct: ['serverId'] })
+      await tx.serverDrive.deleteMany({ where: { driveId: row.id } })
+      await publishChange(tx, servers.map(m => ({ ownerId, resourceType: 'servers' as const, resourceId: m.serverId })))
     }
-    await announceDrives(tx, ownerId, unique)
-  }, { timeout: 60_000 })
+    const jobId = randomUUID()
+    await tx.drive.update({ where: { id: row.id }, data: { deleted: true, lockedByJob: jobId } })
+    await enqueueJob(tx, {
+      id: jobId,
+      ownerId,
+      operation: 'drive_delete',
+      params: { driveId: row.id },
+      resources: [{ type: 'drives', id: row.id, mode: 'write' }],
+      description: 'deleting the drive'
+    })
+  }
+  await announceDrives(tx, ownerId, unique)
 }
 
 // ---------------------------------------------------------------------------------------------
