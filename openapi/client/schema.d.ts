@@ -131,7 +131,8 @@ export interface paths {
          * @description Filters: name, name__contains, uuid, tag, status, media, storage_type (comma = OR). order_by: name (default), uuid, size, status, media, storage_type.
          */
         get: operations["getDrives"];
-        put?: never;
+        /** Update several drives, all or none: {"objects": [drive with uuid, ...]} (or a bare array); 200 {"objects": [updated drives]} */
+        put: operations["putDrives"];
         /** Create drives: a drive, an array, or {"objects": [...]}; all or none */
         post: operations["postDrives"];
         /** Delete several drives, all or none */
@@ -745,6 +746,26 @@ export interface components {
             meta?: components["schemas"]["Meta"];
             tags?: components["schemas"]["RelatedInput"][];
             iops?: number | null;
+        };
+        DriveBulkUpdateInput: {
+            name?: string;
+            /** @description Bytes */
+            size?: number;
+            /** @enum {unknown} */
+            media?: "disk" | "cdrom";
+            /** @enum {unknown} */
+            storage_type?: "magnetic" | "ssd" | "dssd" | "zadara" | "nvme" | "local_nvme";
+            allow_multimount?: boolean;
+            affinities?: string[];
+            meta?: components["schemas"]["Meta"];
+            tags?: components["schemas"]["RelatedInput"][];
+            iops?: number | null;
+            uuid?: string;
+            resource_uri?: string;
+        };
+        /** @description {"objects": [drive with uuid, ...]}, or a bare array */
+        DriveBulkUpdateBody: {
+            objects: components["schemas"]["DriveBulkUpdateInput"][];
         };
         /** @description {"objects": [{"uuid": ...}, ...]} */
         DriveDeleteBody: {
@@ -1469,6 +1490,84 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    putDrives: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DriveBulkUpdateBody"];
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DriveObjects"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
