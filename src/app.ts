@@ -10,6 +10,7 @@ import { sharedSchemas } from './schemas/common.ts'
 import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
 import auth from './plugins/auth.ts'
+import idempotency from './plugins/idempotency.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
@@ -72,6 +73,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)
+  await fastify.register(idempotency)
   await fastify.register(jobs, { runWorkers: opts.runWorkers, databaseUrl: opts.databaseUrl })
   await fastify.register(servers)
   await fastify.register(health)

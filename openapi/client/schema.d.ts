@@ -1583,7 +1583,10 @@ export interface operations {
                 /** @description uuids of drives or servers to keep apart from (advisory) */
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2067,7 +2070,10 @@ export interface operations {
                 do: string;
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 uuid: string;
             };
@@ -2336,7 +2342,10 @@ export interface operations {
     postServers: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2757,7 +2766,10 @@ export interface operations {
                 /** @description Comma-separated server or drive uuids (advisory) */
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 uuid: string;
             };
@@ -2836,7 +2848,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2927,7 +2942,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3018,7 +3036,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description Name of the new drive (default: "upload") */
                 name: string;
@@ -3112,7 +3133,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description Name of the new drive (default: "upload") */
                 name: string;
@@ -3205,7 +3229,10 @@ export interface operations {
             query?: {
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3472,7 +3499,10 @@ export interface operations {
     postUpload: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
