@@ -436,7 +436,7 @@ export interface paths {
         put?: never;
         /**
          * Multipart upload in the style of TrueNAS /_upload: a `data` JSON field first, then one `file` field
-         * @description `data` is {"method": "drives.upload", "params": [{"name", "media"?}]}. The file is streamed into a new drive, which is `uploading` meanwhile. Answers 200 {"job_id"} once the file is stored; the job result holds {sha256, bytes}. A malformed form (no data, data not JSON, file before data, two files) is 400 and leaves nothing behind.
+         * @description `data` is {"method": "drives.upload", "params": [{"name", "media"?}]} for a new drive, or [{"uuid"}] to replace the data of an existing, idle drive (the file must be exactly its size; its image is replaced only once the whole file is in). The file is streamed into the drive, which is `uploading` meanwhile. Answers 200 {"job_id"} once the file is stored; the job result holds {sha256, bytes}. A malformed form (no data, data not JSON, file before data, two files) is 400 and leaves nothing behind.
          */
         post: operations["postUpload"];
         delete?: never;
@@ -1027,10 +1027,10 @@ export interface components {
             /** @enum {string} */
             method: "drives.upload";
             params: {
-                /** @description Name of the new drive */
-                name: string;
+                /** @description Name of the new drive (required without uuid) */
+                name?: string;
                 media?: "disk" | "cdrom";
-                /** @description Reserved: uploading into an existing drive is not supported yet */
+                /** @description An existing drive to upload into instead; the file must be exactly its size */
                 uuid?: string;
             }[];
         };
@@ -1634,6 +1634,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2934,6 +2943,15 @@ export interface operations {
                     "application/json": components["schemas"]["Errors"];
                 };
             };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
         };
     };
     postDrivesUpload: {
@@ -3021,6 +3039,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3125,6 +3152,15 @@ export interface operations {
                     "application/json": components["schemas"]["Errors"];
                 };
             };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
         };
     };
     postDrivesUploadByName: {
@@ -3222,6 +3258,15 @@ export interface operations {
                     "application/json": components["schemas"]["Errors"];
                 };
             };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
         };
     };
     postInitupload: {
@@ -3289,6 +3334,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3536,6 +3590,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -3555,6 +3618,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

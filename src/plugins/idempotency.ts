@@ -78,7 +78,9 @@ export default fp(async (app) => {
   app.addHook('onRoute', (route: RouteOptions) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method]
     if (!methods.some(m => appliesTo(m, route.url))) return
-    const schema = (route.schema ??= {}) as { headers?: unknown }
+    const schema = (route.schema ??= {}) as { headers?: unknown, response?: Record<string, unknown> }
+    // a retry while the first request runs answers 503 concurrency (the error schema of 400)
+    if (schema.response && schema.response[503] === undefined && schema.response[400] !== undefined) schema.response[503] = schema.response[400]
     if (schema.headers) return
     schema.headers = Type.Object({
       [IDEMPOTENCY_HEADER]: Type.Optional(Type.String({

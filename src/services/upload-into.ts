@@ -1,0 +1,104 @@
+// Multipart upload (POST /_upload/) into an existing drive (`uuid` in `data.params`): the file
+// must be exactly the drive's size (the rule of the chunked and resumable protocols). It streams
+// into a scratch image and replaces the drive's image only when complete (storage.copy renames a
+// finished copy over it), so a failed upload leaves the drive's data as it was. Meanwhile the
+// drive is `uploading`, held by one drive_upload job.
+import { randomUUID } from 'node:crypto'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { ApiError, errors } from '../http/errors.ts'
+import { lockResources } from '../jobs/resources.ts'
+import { announceDrives, assertDriveUsable, loadOwnedDrive, mountState, restingStatusOf } from './drives.ts'
+import {
+  HeldJob, Meter, createHeldJob, finishUploadedDrive, type JobKeyRow, type MultipartUpload, type TransferDeps
+} from './transfers.ts'
+
+function failure (err: unknown, size: number): ApiError {
+  if (err instanceof ApiError) return err
+  if (err instanceof RangeError) return errors.validation(`The file is larger than the drive (${size} bytes); it must be exactly the drive's size`, 'file')
+  return errors.validation('The file was not received completely (the connection ended early)')
+}
+
+export async function startMultipartUploadInto (deps: TransferDeps, ownerId: string, driveId: string): Promise<MultipartUpload> {
+  const jobId = randomUUID()
+  const scratch = randomUUID()
+  let size = 0
+  const row: JobKeyRow = await deps.prisma.$transaction(async (tx) => {
+    const drive = await loadOwnedDrive(tx, ownerId, driveId, { lock: true })
+    assertDriveUsable(drive, 'upload')
+    if ((await mountState(tx, drive.id)).active) throw errors.wrongState(`Drive ${drive.id} is mounted on a running server; stop the server to upload into it`)
+    await lockResources(tx, [{ type: 'drives', id: drive.id, mode: 'write' }])
+    size = Number(drive.size)
+    await tx.drive.update({ where: { id: drive.id }, data: { status: 'uploading', lockedByJob: jobId } })
+    const job = await createHeldJob(tx, deps, {
+      id: jobId,
+      ownerId,
+      operation: 'drive_upload',
+      params: { driveId: drive.id, size, mode: 'multipart_into' },
+      resources: [{ type: 'drives', id: drive.id, mode: 'write' }],
+      bytesTotal: size,
+      description: `receiving a ${size} byte image into the drive (multipart)`
+    })
+    await announceDrives(tx, ownerId, [drive.id])
+    return job
+  })
+  const id = driveId.toLowerCase()
+  const held = new HeldJob(deps, row, size)
+  let received: { sha256: string, bytes: number } | undefined
+
+  /** The drive goes back to mounted/unmounted with its old data; the job fails. */
+  const abort = async (err: unknown): Promise<ApiError> => {
+    const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : failure(err, size)
+    await deps.storage.delete(scratch).catch(() => {})
+    try {
+      await deps.prisma.$transaction(async (tx) => {
+        const status = await restingStatusOf(tx, id)
+        await tx.drive.updateMany({ where: { id, lockedByJob: jobId }, data: { status, lockedByJob: null } })
+        await announceDrives(tx, ownerId, [id])
+      })
+    } catch (e) {
+      deps.log.error({ err: e, drive: id }, 'could not release a drive after a failed upload')
+    }
+    await held.fail(apiErr)
+    return apiErr
+  }
+
+  try {
+    await deps.storage.create(scratch, size)
+  } catch (err) {
+    throw await abort(err)
+  }
+  return {
+    driveId: id,
+    jobId,
+    abort,
+    receive: async (file: Readable, truncated: () => boolean) => {
+      try {
+        const meter = new Meter(Number.MAX_SAFE_INTEGER, true, (n) => held.progress(n))
+        await pipeline(file, meter, await deps.storage.createWriteStream(scratch), { signal: held.signal })
+        if (truncated()) throw errors.tooLarge('The file is larger than the largest drive', 'file')
+        if (meter.bytes !== size) throw errors.validation(`The file holds ${meter.bytes} bytes; uploading into drive ${id} needs exactly its size, ${size} bytes`, 'file')
+        received = { sha256: meter.digest(), bytes: meter.bytes }
+      } catch (err) {
+        file.resume()
+        throw await abort(err)
+      }
+    },
+    commit: async () => {
+      if (!received) throw await abort(errors.validation('The form has no file', 'file'))
+      const { sha256, bytes } = received
+      try {
+        // replaces the drive's image at once, and only with the complete file
+        await deps.storage.copy(scratch, id)
+        await deps.storage.delete(scratch)
+        await deps.prisma.$transaction(async (tx) => {
+          await finishUploadedDrive(tx, ownerId, id, jobId)
+          await held.finish(tx, { state: 'success', result: { sha256, bytes } })
+        })
+      } catch (err) {
+        throw await abort(err)
+      }
+      return { driveId: id, jobId, sha256, bytes }
+    }
+  }
+}
