@@ -47,7 +47,9 @@ declare module 'fastify' {
 }
 
 function appliesTo (method: string, url: string | undefined): boolean {
-  return method === 'POST' && url !== undefined && IDEMPOTENT_ROUTES.has(url)
+  if (url === undefined || !IDEMPOTENT_ROUTES.has(url)) return false
+  // the raw upload is the same operation as POST when curl -T sends it as PUT
+  return method === 'POST' || (method === 'PUT' && url.startsWith('/api/2.0/drives/upload/'))
 }
 
 /**

@@ -148,3 +148,22 @@ t.test('the OpenAPI document lists the header on those operations', async t => {
   }
   t.notOk((doc.paths['/api/2.0/jobs/{uuid}/action/'].post.parameters ?? []).some((x: any) => x.name === 'idempotency-key'), 'not on job cancel')
 })
+
+t.test('a raw upload (PUT, as curl -T sends it) replays its uuid and stores nothing twice', async t => {
+  const payload = Buffer.alloc(4096, 7)
+  const put = () => app.inject({
+    method: 'PUT',
+    url: '/api/2.0/drives/upload/img',
+    headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream', ...key('raw-1') },
+    payload
+  })
+  const first = await put()
+  t.equal(first.statusCode, 201, first.body)
+  const before = await counts()
+  const again = await put()
+  t.equal(again.statusCode, 201)
+  t.equal(again.headers['idempotent-replayed'], 'true')
+  t.equal(again.body, first.body, 'the same drive uuid')
+  t.equal(again.headers.location, first.headers.location)
+  t.same(await counts(), before, 'no second drive or job')
+})
