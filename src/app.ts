@@ -15,6 +15,7 @@ import { sharedSchemas } from './http/schemas.ts'
 import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
 import auth from './plugins/auth.ts'
+import idempotency from './plugins/idempotency.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
@@ -84,6 +85,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)
+  await fastify.register(idempotency)
   const role = opts.role ?? opts.config.role
   await fastify.register(jobs, { runWorkers: role !== 'api' && opts.runWorkers !== false, databaseUrl: opts.databaseUrl })
   await fastify.register(hypervisor)

@@ -131,7 +131,8 @@ export interface paths {
          * @description Filters: name, name__contains, uuid, tag, status, media, storage_type (comma = OR). order_by: name (default), uuid, size, status, media, storage_type.
          */
         get: operations["getDrives"];
-        put?: never;
+        /** Update several drives, all or none: {"objects": [drive with uuid, ...]} (or a bare array); 200 {"objects": [updated drives]} */
+        put: operations["putDrives"];
         /** Create drives: a drive, an array, or {"objects": [...]}; all or none */
         post: operations["postDrives"];
         /** Delete several drives, all or none */
@@ -435,7 +436,7 @@ export interface paths {
         put?: never;
         /**
          * Multipart upload in the style of TrueNAS /_upload: a `data` JSON field first, then one `file` field
-         * @description `data` is {"method": "drives.upload", "params": [{"name", "media"?}]}. The file is streamed into a new drive, which is `uploading` meanwhile. Answers 200 {"job_id"} once the file is stored; the job result holds {sha256, bytes}. A malformed form (no data, data not JSON, file before data, two files) is 400 and leaves nothing behind.
+         * @description `data` is {"method": "drives.upload", "params": [{"name", "media"?}]} for a new drive, or [{"uuid"}] to replace the data of an existing, idle drive (the file must be exactly its size; its image is replaced only once the whole file is in). The file is streamed into the drive, which is `uploading` meanwhile. Answers 200 {"job_id"} once the file is stored; the job result holds {sha256, bytes}. A malformed form (no data, data not JSON, file before data, two files) is 400 and leaves nothing behind.
          */
         post: operations["postUpload"];
         delete?: never;
@@ -746,6 +747,26 @@ export interface components {
             tags?: components["schemas"]["RelatedInput"][];
             iops?: number | null;
         };
+        DriveBulkUpdateInput: {
+            name?: string;
+            /** @description Bytes */
+            size?: number;
+            /** @enum {unknown} */
+            media?: "disk" | "cdrom";
+            /** @enum {unknown} */
+            storage_type?: "magnetic" | "ssd" | "dssd" | "zadara" | "nvme" | "local_nvme";
+            allow_multimount?: boolean;
+            affinities?: string[];
+            meta?: components["schemas"]["Meta"];
+            tags?: components["schemas"]["RelatedInput"][];
+            iops?: number | null;
+            uuid?: string;
+            resource_uri?: string;
+        };
+        /** @description {"objects": [drive with uuid, ...]}, or a bare array */
+        DriveBulkUpdateBody: {
+            objects: components["schemas"]["DriveBulkUpdateInput"][];
+        };
         /** @description {"objects": [{"uuid": ...}, ...]} */
         DriveDeleteBody: {
             objects: components["schemas"]["RelatedInput"][];
@@ -1006,10 +1027,10 @@ export interface components {
             /** @enum {string} */
             method: "drives.upload";
             params: {
-                /** @description Name of the new drive */
-                name: string;
+                /** @description Name of the new drive (required without uuid) */
+                name?: string;
                 media?: "disk" | "cdrom";
-                /** @description Reserved: uploading into an existing drive is not supported yet */
+                /** @description An existing drive to upload into instead; the file must be exactly its size */
                 uuid?: string;
             }[];
         };
@@ -1478,13 +1499,94 @@ export interface operations {
             };
         };
     };
+    putDrives: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DriveBulkUpdateBody"];
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DriveObjects"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
     postDrives: {
         parameters: {
             query?: {
                 /** @description uuids of drives or servers to keep apart from (advisory) */
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1532,6 +1634,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1968,7 +2079,10 @@ export interface operations {
                 do: string;
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 uuid: string;
             };
@@ -2237,7 +2351,10 @@ export interface operations {
     postServers: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2658,7 +2775,10 @@ export interface operations {
                 /** @description Comma-separated server or drive uuids (advisory) */
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 uuid: string;
             };
@@ -2737,7 +2857,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2813,6 +2936,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2828,7 +2960,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2911,6 +3046,15 @@ export interface operations {
                     "application/json": components["schemas"]["Errors"];
                 };
             };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
         };
     };
     putDrivesUploadByName: {
@@ -2919,7 +3063,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description Name of the new drive (default: "upload") */
                 name: string;
@@ -2998,6 +3145,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3013,7 +3169,10 @@ export interface operations {
                 /** @description Media of the new drive (default disk) */
                 media?: "disk" | "cdrom";
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description Name of the new drive (default: "upload") */
                 name: string;
@@ -3099,6 +3258,15 @@ export interface operations {
                     "application/json": components["schemas"]["Errors"];
                 };
             };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
         };
     };
     postInitupload: {
@@ -3106,7 +3274,10 @@ export interface operations {
             query?: {
                 avoid?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3163,6 +3334,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3373,7 +3553,10 @@ export interface operations {
     postUpload: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3407,6 +3590,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -3426,6 +3618,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -62,7 +62,7 @@ t.test('server clone: 202 bare stopped server, disks cloned as children, cdrom s
   const job = await finishedJob(api, jobId)
   t.equal(job.operation, 'server_clone')
   t.equal(job.state, 'success', JSON.stringify(job.error))
-  t.same(job.resources, [`/api/2.0/servers/${server.uuid}/`, `/api/2.0/servers/${copy.uuid}/`])
+  t.same(job.resources, [`/api/2.0/servers/${copy.uuid}/`], 'the source server is not held (only its disks are, by the children)')
   t.equal(job.children.length, 2, 'one drive_clone per disk')
   t.same(job.children.map((c: any) => c.operation), ['drive_clone', 'drive_clone'])
   t.same(job.children.map((c: any) => c.state), ['success', 'success'])

@@ -166,13 +166,39 @@ t.test('?recurse= deletes the server and the selected drives', async t => {
   }
 })
 
-t.test('?recurse= leaves a drive that another server still mounts', async t => {
+t.test('?recurse= deletes a selected drive shared with another stopped server, detaching it there', async t => {
   const cdrom = await seedDrive(app, alice.id, { media: 'cdrom' })
-  const s1 = await createServer([mount(cdrom, '0:0', 'ide')])
+  const disk = await seedDrive(app, alice.id)
+  const s1 = await createServer([mount(disk), mount(cdrom, '0:0', 'ide')])
   const s2 = await createServer([mount(cdrom, '0:0', 'ide')])
-  t.equal((await api.delete(`/api/2.0/servers/${s1.uuid}/?recurse=cdroms`)).statusCode, 204)
-  t.equal(await driveStatus(app, cdrom), 'mounted')
-  t.same(await mountedOn(cdrom), [s2.uuid])
+  t.equal((await api.delete(`/api/2.0/servers/${s1.uuid}/?recurse=all_drives`)).statusCode, 204)
+  for (const id of [cdrom, disk]) t.equal((await api.get(`/api/2.0/drives/${id}/`)).statusCode, 404, 'every selected drive is deleted')
+  t.equal(await app.prisma.job.count({ where: { operation: 'drive_delete', links: { some: { resourceId: cdrom } } } }), 1, 'through a drive_delete job')
+  const other = (await api.get(`/api/2.0/servers/${s2.uuid}/`)).json()
+  t.same(other.drives, [], 'the shared cdrom is detached from the stopped clone')
+  t.equal(await app.prisma.serverDrive.count({ where: { driveId: cdrom } }), 0)
+})
+
+t.test('?recurse= with a selected drive on a running server refuses the whole request and changes nothing', async t => {
+  const cdrom = await seedDrive(app, alice.id, { media: 'cdrom' })
+  const disk = await seedDrive(app, alice.id)
+  const s1 = await createServer([mount(disk), mount(cdrom, '0:0', 'ide')])
+  const s2 = await createServer([mount(cdrom, '0:0', 'ide')])
+  await app.prisma.server.update({ where: { id: s2.uuid }, data: { status: 'running', activeSince: new Date() } })
+  const jobsBefore = await app.prisma.job.count()
+  const res = await api.delete(`/api/2.0/servers/${s1.uuid}/?recurse=all_drives`)
+  t.equal(res.statusCode, 400, res.body)
+  t.equal(res.json()[0].error_type, 'validation')
+  t.equal(res.json()[0].error_point, 'status')
+  t.match(res.json()[0].error_message, cdrom)
+  t.equal(await app.prisma.job.count(), jobsBefore, 'no drive_delete job, not even for the disk')
+  const server = (await api.get(`/api/2.0/servers/${s1.uuid}/`)).json()
+  t.same(server.drives.map((d: any) => d.drive.uuid), [disk, cdrom], 'the server and both mounts are still there')
+  for (const id of [disk, cdrom]) {
+    t.equal((await api.get(`/api/2.0/drives/${id}/`)).statusCode, 200)
+    t.equal(await driveStatus(app, id), 'mounted')
+  }
+  t.same((await mountedOn(cdrom)).sort(), [s1.uuid, s2.uuid].sort(), 'the cdrom is still on both servers')
 })
 
 t.test('?recurse= with a busy drive refuses and changes nothing', async t => {

@@ -210,7 +210,8 @@ export async function cloneServer (deps: ClonesDeps, account: Cloner, sourceServ
       const def = planned(() => planDriveClone(sourceOf(src), { name: m.clone!.name }, account.cloneNaming))
       disks.push({ sourceId: src.id, driveId: randomUUID(), jobId: randomUUID(), def, bytes: bytes.get(src.id) ?? 0 })
     }
-    const parentResources: JobResourceInput[] = [{ type: 'servers', id: source.id, mode: 'read' }, { type: 'servers', id: serverId, mode: 'write' }]
+    // only the source drives are held (cloning_src); the source server stays editable and deletable (CloudSigma)
+    const parentResources: JobResourceInput[] = [{ type: 'servers', id: serverId, mode: 'write' }]
     await lockResources(tx, [...parentResources, ...disks.flatMap(d => cloneResources(d.sourceId, d.driveId))])
 
     await tx.server.create({

@@ -9,10 +9,10 @@ import { describeResource } from '../../http/resource-schema.ts'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
 import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import {
-  Drive, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
+  Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
-import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, type DrivesDeps } from './service.ts'
+import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
 import { driveCreateHandler } from './handlers/drive-create.ts'
 import { driveResizeHandler } from './handlers/drive-resize.ts'
 import { driveDeleteHandler } from './handlers/drive-delete.ts'
@@ -70,7 +70,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
     filtering: { media: 'exact', name: 'exact', name__contains: 'exact', status: 'exact', storage_type: 'exact', tag: 'exact', uuid: 'exact' },
     ordering: ['name', 'uuid', 'size', 'status', 'media', 'storage_type'],
     detailMethods: ['get', 'put', 'delete'],
-    listMethods: ['get', 'delete', 'post'],
+    listMethods: ['get', 'put', 'delete', 'post'],
     defaults: { affinities: [], allow_multimount: false, iops: null, meta: {}, storage_type: 'dssd', tags: [] },
     choices: { media: MEDIA, status: DRIVE_STATUSES, storage_type: STORAGE_TYPES, affinities: ['ssd'] }
   }))
@@ -87,7 +87,25 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     parseAvoid(request.query.avoid)
     const objects = await createDrives(deps(app), request.account.id, request.body.objects)
+    // Location only when one object was made: a bulk create has no single new resource
+    if (objects.length === 1) reply.header('location', objects[0].resource_uri)
     return reply.code(201).send({ objects } as never)
+  })
+
+  app.put('/drives/', {
+    preValidation: createBodyHook,
+    schema: {
+      tags: TAGS,
+      summary: 'Update several drives, all or none: {"objects": [drive with uuid, ...]} (or a bare array); 200 {"objects": [updated drives]}',
+      body: refTo(DriveBulkUpdateBody),
+      response: { 200: refTo(DriveObjects), ...errorResponses(404, 503) }
+    }
+  }, async (request) => {
+    const items = request.body.objects.map(o => {
+      const { uuid, resource_uri: uri, ...input } = o
+      return { id: requireRelatedUuid({ uuid, resource_uri: uri }, 'uuid', 'drives'), input }
+    })
+    return { objects: await updateDrives(deps(app), request.account.id, items) } as never
   })
 
   app.delete('/drives/', {

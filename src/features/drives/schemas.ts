@@ -98,8 +98,19 @@ export const DriveResizeInput = Type.Object({
   size: writable.size
 }, { $id: 'DriveResizeInput', additionalProperties: false })
 
+/** PUT /drives/ (bulk update): each object names its drive by uuid (or resource_uri). */
+export const DriveBulkUpdateInput = Type.Object({
+  ...DriveUpdateInput.properties,
+  uuid: Type.Optional(Type.String()),
+  resource_uri: Type.Optional(Type.String())
+}, { $id: 'DriveBulkUpdateInput', additionalProperties: false })
+
+export const DriveBulkUpdateBody = Type.Object({
+  objects: Type.Array(refTo(DriveBulkUpdateInput), { minItems: 1 })
+}, { $id: 'DriveBulkUpdateBody', description: '{"objects": [drive with uuid, ...]}, or a bare array' })
+
 export const DriveDeleteBody = Type.Object({
   objects: Type.Array(refTo(RelatedInput), { minItems: 1 })
 }, { $id: 'DriveDeleteBody', description: '{"objects": [{"uuid": ...}, ...]}' })
 
-export const driveSchemas = [DriveRuntime, Drive, DriveList, DriveObjects, DriveCreateInput, DriveCreateBody, DriveUpdateInput, DriveResizeInput, DriveDeleteBody]
+export const driveSchemas = [DriveRuntime, Drive, DriveList, DriveObjects, DriveCreateInput, DriveCreateBody, DriveUpdateInput, DriveResizeInput, DriveBulkUpdateInput, DriveBulkUpdateBody, DriveDeleteBody]

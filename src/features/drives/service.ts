@@ -286,54 +286,74 @@ export interface UpdateOptions {
 }
 
 export async function updateDrive (deps: DrivesDeps, ownerId: string, id: string, input: DriveUpdateInputT, opts: UpdateOptions): Promise<DriveWire> {
-  const max = maxDriveSize(deps.driveMaxSize)
-  if (input.size !== undefined) checkSize(input.size, max)
-  if (input.meta) checkMeta(input.meta)
-  const tags = input.tags ? tagIds(input.tags) : undefined
-  if (opts.strict && input.size === undefined) throw errors.validation('size is required', 'size')
+  checkUpdate(deps, input, opts)
+  return deps.prisma.$transaction(tx => updateDriveIn(tx, ownerId, id, input, opts))
+}
 
+/** PUT /drives/ (bulk): every drive updated as by PUT /drives/{uuid}/, in one transaction, all or none. */
+export async function updateDrives (deps: DrivesDeps, ownerId: string, items: Array<{ id: string, input: DriveUpdateInputT }>): Promise<DriveWire[]> {
+  const seen = new Set<string>()
+  for (const item of items) {
+    if (seen.has(item.id)) throw errors.validation(`Drive ${item.id} is listed twice`, 'uuid')
+    seen.add(item.id)
+    checkUpdate(deps, item.input, { strict: false })
+  }
   return deps.prisma.$transaction(async (tx) => {
-    const row = await loadOwnedDrive(tx, ownerId, id, { lock: true })
-    if (input.storage_type !== undefined && input.storage_type !== row.storageType) {
-      throw errors.validation('storage_type cannot be changed after the drive is created', 'storage_type')
-    }
-    const mounts = await mountState(tx, row.id)
-    if (opts.strict && mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server to resize it`)
-    const allowed = editableFields(mounts.active)
-    const applies = (field: keyof DriveUpdateInputT) => input[field] !== undefined && allowed.includes(field)
+    const out: DriveWire[] = []
+    for (const item of items) out.push(await updateDriveIn(tx, ownerId, item.id, item.input, { strict: false }))
+    return out
+  }, { timeout: 60_000 })
+}
 
-    const data: Record<string, unknown> = {}
-    if (applies('name')) data.name = input.name
-    if (applies('media')) data.media = input.media
-    if (applies('allow_multimount')) data.allowMultimount = input.allow_multimount
-    if (applies('affinities')) data.affinities = input.affinities
-    if (applies('iops')) data.iops = input.iops
-    if (applies('meta')) data.meta = input.meta
-    if (tags && allowed.includes('tags')) data.tags = tags
+function checkUpdate (deps: DrivesDeps, input: DriveUpdateInputT, opts: UpdateOptions): void {
+  if (input.size !== undefined) checkSize(input.size, maxDriveSize(deps.driveMaxSize))
+  if (input.meta) checkMeta(input.meta)
+  if (input.tags) tagIds(input.tags)
+  if (opts.strict && input.size === undefined) throw errors.validation('size is required', 'size')
+}
 
-    const resize = opts.strict || (applies('size') && input.size !== Number(row.size))
-    let jobId: string | undefined
-    if (resize) {
-      assertDriveUsable(row, 'resize')
-      await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
-      jobId = randomUUID()
-      data.status = 'resizing'
-      data.lockedByJob = jobId
-    }
-    const updated = Object.keys(data).length > 0 ? await tx.drive.update({ where: { id: row.id }, data }) : row
-    if (resize && jobId) {
-      await enqueueJob(tx, {
-        id: jobId,
-        ownerId,
-        operation: 'drive_resize',
-        params: { driveId: row.id, size: input.size, fromSize: Number(row.size) },
-        resources: [{ type: 'drives', id: row.id, mode: 'write' }],
-        description: `resizing from ${row.size} to ${input.size} bytes`
-      })
-    }
-    if (updated !== row) await announceDrives(tx, ownerId, [row.id])
-    return (await drivesToWire(tx, [updated]))[0]
-  })
+async function updateDriveIn (tx: Tx, ownerId: string, id: string, input: DriveUpdateInputT, opts: UpdateOptions): Promise<DriveWire> {
+  const tags = input.tags ? tagIds(input.tags) : undefined
+  const row = await loadOwnedDrive(tx, ownerId, id, { lock: true })
+  if (input.storage_type !== undefined && input.storage_type !== row.storageType) {
+    throw errors.validation('storage_type cannot be changed after the drive is created', 'storage_type')
+  }
+  const mounts = await mountState(tx, row.id)
+  if (opts.strict && mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server to resize it`)
+  const allowed = editableFields(mounts.active)
+  const applies = (field: keyof DriveUpdateInputT) => input[field] !== undefined && allowed.includes(field)
+
+  const data: Record<string, unknown> = {}
+  if (applies('name')) data.name = input.name
+  if (applies('media')) data.media = input.media
+  if (applies('allow_multimount')) data.allowMultimount = input.allow_multimount
+  if (applies('affinities')) data.affinities = input.affinities
+  if (applies('iops')) data.iops = input.iops
+  if (applies('meta')) data.meta = input.meta
+  if (tags && allowed.includes('tags')) data.tags = tags
+
+  const resize = opts.strict || (applies('size') && input.size !== Number(row.size))
+  let jobId: string | undefined
+  if (resize) {
+    assertDriveUsable(row, 'resize')
+    await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
+    jobId = randomUUID()
+    data.status = 'resizing'
+    data.lockedByJob = jobId
+  }
+  const updated = Object.keys(data).length > 0 ? await tx.drive.update({ where: { id: row.id }, data }) : row
+  if (resize && jobId) {
+    await enqueueJob(tx, {
+      id: jobId,
+      ownerId,
+      operation: 'drive_resize',
+      params: { driveId: row.id, size: input.size, fromSize: Number(row.size) },
+      resources: [{ type: 'drives', id: row.id, mode: 'write' }],
+      description: `resizing from ${row.size} to ${input.size} bytes`
+    })
+  }
+  if (updated !== row) await announceDrives(tx, ownerId, [row.id])
+  return (await drivesToWire(tx, [updated]))[0]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,29 +365,37 @@ export async function updateDrive (deps: DrivesDeps, ownerId: string, id: string
  * once (deleted = true) and the drive_delete job removes the data and then the row.
  */
 export async function deleteDrives (deps: DrivesDeps, ownerId: string, ids: string[]): Promise<void> {
+  await deps.prisma.$transaction(tx => deleteDrivesIn(tx, ownerId, ids), { timeout: 60_000 })
+}
+
+/** deleteDrives inside the caller's transaction (a recursive server delete is one transaction). */
+export async function deleteDrivesIn (tx: Tx, ownerId: string, ids: string[]): Promise<void> {
   const unique = [...new Set(ids.map(i => i.toLowerCase()))]
-  await deps.prisma.$transaction(async (tx) => {
-    await lockDriveRows(tx, unique.filter(isUuid))
-    for (const id of unique) {
-      const row = await loadOwnedDrive(tx, ownerId, id)
-      assertDriveUsable(row, 'delete')
-      await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
-      const mounts = await mountState(tx, row.id)
-      if (mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server or detach the drive first`)
-      if (mounts.count > 0) await tx.serverDrive.deleteMany({ where: { driveId: row.id } })
-      const jobId = randomUUID()
-      await tx.drive.update({ where: { id: row.id }, data: { deleted: true, lockedByJob: jobId } })
-      await enqueueJob(tx, {
-        id: jobId,
-        ownerId,
-        operation: 'drive_delete',
-        params: { driveId: row.id },
-        resources: [{ type: 'drives', id: row.id, mode: 'write' }],
-        description: 'deleting the drive'
-      })
+  await lockDriveRows(tx, unique.filter(isUuid))
+  for (const id of unique) {
+    const row = await loadOwnedDrive(tx, ownerId, id)
+    assertDriveUsable(row, 'delete')
+    await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
+    const mounts = await mountState(tx, row.id)
+    if (mounts.active) throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server or detach the drive first`)
+    if (mounts.count > 0) {
+      // the stopped servers it is detached from change too
+      const servers = await tx.serverDrive.findMany({ where: { driveId: row.id }, select: { serverId: true }, distinct: ['serverId'] })
+      await tx.serverDrive.deleteMany({ where: { driveId: row.id } })
+      await publishChange(tx, servers.map(m => ({ ownerId, resourceType: 'servers' as const, resourceId: m.serverId })))
     }
-    await announceDrives(tx, ownerId, unique)
-  }, { timeout: 60_000 })
+    const jobId = randomUUID()
+    await tx.drive.update({ where: { id: row.id }, data: { deleted: true, lockedByJob: jobId } })
+    await enqueueJob(tx, {
+      id: jobId,
+      ownerId,
+      operation: 'drive_delete',
+      params: { driveId: row.id },
+      resources: [{ type: 'drives', id: row.id, mode: 'write' }],
+      description: 'deleting the drive'
+    })
+  }
+  await announceDrives(tx, ownerId, unique)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -106,6 +106,8 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const objects = await createServers(app.prisma, request.account.id, request.body.objects)
+    // Location only when one object was made: a bulk create has no single new resource
+    if (objects.length === 1) reply.header('location', objects[0].resource_uri)
     return reply.code(201).send({ objects } as never)
   })
 

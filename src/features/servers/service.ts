@@ -21,7 +21,7 @@ import { findConflicts } from '../../engine/resources.ts'
 import type {
   MountInputT, MountWire, NicInputT, NicWire, ServerCreateInputT, ServerUpdateInputT, ServerWire
 } from './schemas.ts'
-import { deleteDrives } from '../drives/service.ts'
+import { deleteDrivesIn } from '../drives/service.ts'
 import { publishChange } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
 import { checkMountable, detachAll, parseMounts, replaceMounts } from './mounts.ts'
@@ -389,29 +389,19 @@ async function checkDeletable (tx: Tx, ownerId: string, id: string): Promise<Ser
 }
 
 /**
- * Deletes a stopped server. Its drives are detached (and become unmounted); with `recurse` the
- * selected ones are deleted too, through the drives service (drive_delete jobs). A drive still
- * mounted on another server is only detached from this one.
+ * Deletes a stopped server. Its drives are detached (and become unmounted); with `recurse` every
+ * selected drive is deleted too (drive_delete jobs), detached first from any other stopped server
+ * that mounts it. A selected drive on a running server refuses the whole request (400 `status`);
+ * one transaction, so nothing is half-deleted.
  */
-export async function deleteServer (prisma: PrismaClient, deps: { driveMaxSize: number }, ownerId: string, id: string, recurse?: Recurse): Promise<void> {
-  let doomed: string[] = []
-  if (recurse) {
-    doomed = await prisma.$transaction(async (tx) => {
-      await checkDeletable(tx, ownerId, id)
-      const mounts = await tx.serverDrive.findMany({
-        where: { serverId: id },
-        select: { driveId: true, drive: { select: { media: true, mounts: { select: { serverId: true } } } } }
-      })
-      return [...new Set(mounts
-        .filter(m => recurseSelects(recurse, m.drive.media) && m.drive.mounts.every(x => x.serverId === id))
-        .map(m => m.driveId))]
-    })
-    // the drives service deletes in its own transaction, all or none; a busy drive stops us here
-    // before the server is touched
-    if (doomed.length > 0) await deleteDrives({ prisma, driveMaxSize: deps.driveMaxSize }, ownerId, doomed)
-  }
+export async function deleteServer (prisma: PrismaClient, _deps: { driveMaxSize: number }, ownerId: string, id: string, recurse?: Recurse): Promise<void> {
   await prisma.$transaction(async (tx) => {
     await checkDeletable(tx, ownerId, id)
+    if (recurse) {
+      const mounts = await tx.serverDrive.findMany({ where: { serverId: id }, select: { driveId: true, drive: { select: { media: true } } } })
+      const doomed = [...new Set(mounts.filter(m => recurseSelects(recurse, m.drive.media)).map(m => m.driveId))]
+      if (doomed.length > 0) await deleteDrivesIn(tx, ownerId, doomed)
+    }
     await detachAll(tx, ownerId, id)
     await tx.server.delete({ where: { id } })
     await announceServer(tx, ownerId, id)

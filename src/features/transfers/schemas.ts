@@ -45,9 +45,9 @@ export const UploadJob = Type.Object({
 export const MultipartUploadData = Type.Object({
   method: Type.Literal('drives.upload'),
   params: Type.Array(Type.Object({
-    name: Type.String({ description: 'Name of the new drive' }),
+    name: Type.Optional(Type.String({ description: 'Name of the new drive (required without uuid)' })),
     media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')])),
-    uuid: Type.Optional(Type.String({ description: 'Reserved: uploading into an existing drive is not supported yet' }))
+    uuid: Type.Optional(Type.String({ description: 'An existing drive to upload into instead; the file must be exactly its size' }))
   }), { minItems: 1, maxItems: 1 })
 }, { $id: 'MultipartUploadData', description: 'The `data` form field of POST /_upload/, sent before the `file` field' })
 export type MultipartUploadDataT = Static<typeof MultipartUploadData>

@@ -11,7 +11,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import multipart from '@fastify/multipart'
 import { Type } from 'typebox'
 import { ApiError, errors } from '../../http/errors.ts'
-import { createBodyHook } from '../../http/bodies.ts'
+import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { uri } from '../../http/uris.ts'
 import { errorResponses, refTo } from '../../http/schemas.ts'
 import { driveSchemas, DriveObjects } from '../drives/schemas.ts'
@@ -24,6 +24,7 @@ import type { Action } from '../../http/actions.ts'
 import { chunkLink, initUpload, receiveChunk } from './upload-chunked.ts'
 import { receiveRawUpload } from './upload-raw.ts'
 import { startMultipartUpload, type MultipartUpload } from './upload-multipart.ts'
+import { startMultipartUploadInto } from './upload-into.ts'
 import { transferDeps, uploadMax } from './service.ts'
 
 const TAGS = ['transfers']
@@ -148,11 +149,12 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: TAGS,
       summary: 'Multipart upload in the style of TrueNAS /_upload: a `data` JSON field first, then one `file` field',
-      description: '`data` is {"method": "drives.upload", "params": [{"name", "media"?}]}. The file is streamed into a new drive, which is ' +
+      description: '`data` is {"method": "drives.upload", "params": [{"name", "media"?}]} for a new drive, or [{"uuid"}] to replace the data of an existing, ' +
+        'idle drive (the file must be exactly its size; its image is replaced only once the whole file is in). The file is streamed into the drive, which is ' +
         '`uploading` meanwhile. Answers 200 {"job_id"} once the file is stored; the job result holds {sha256, bytes}. ' +
         'A malformed form (no data, data not JSON, file before data, two files) is 400 and leaves nothing behind.',
       consumes: ['multipart/form-data'],
-      response: { 200: refTo(UploadJob), ...errorResponses(413) }
+      response: { 200: refTo(UploadJob), ...errorResponses(404, 413, 503) }
     }
   }, async (request) => {
     if (!request.isMultipart()) throw errors.validation('The request must be multipart/form-data', 'Content-Type')
@@ -171,8 +173,9 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
         if (part.fieldname !== 'file') { part.file.resume(); throw errors.validation(`The file field must be named file, not ${JSON.stringify(part.fieldname)}`, part.fieldname) }
         if (upload) { part.file.resume(); throw errors.validation('Send exactly one file', 'file') }
         const p = data.params[0]
-        if (p.uuid !== undefined) throw errors.validation('Uploading into an existing drive is not supported; omit uuid to create a drive', 'uuid')
-        upload = await startMultipartUpload(deps, request.account.id, { name: p.name, media: p.media ?? 'disk' }, hint)
+        upload = p.uuid !== undefined
+          ? await startMultipartUploadInto(deps, request.account.id, requireRelatedUuid(p.uuid, 'uuid', 'drives'))
+          : await startMultipartUpload(deps, request.account.id, { name: p.name ?? 'upload', media: p.media ?? 'disk' }, hint)
         await upload.receive(part.file, () => part.file.truncated)
       }
     } catch (err) {
@@ -196,7 +199,8 @@ function parseData (value: unknown): MultipartUploadDataT {
   const o = parsed as Partial<MultipartUploadDataT> | null
   if (!o || typeof o !== 'object' || o.method !== 'drives.upload') throw errors.validation('data.method must be "drives.upload"', 'method')
   const p = Array.isArray(o.params) && o.params.length === 1 ? o.params[0] : undefined
-  if (!p || typeof p !== 'object' || typeof p.name !== 'string') throw errors.validation('data.params must be [{"name": ..., "media"?: "disk"|"cdrom"}]', 'params')
+  if (!p || typeof p !== 'object' || (p.uuid === undefined && typeof p.name !== 'string')) throw errors.validation('data.params must be [{"name": ..., "media"?: "disk"|"cdrom"}] or [{"uuid": <existing drive>}]', 'params')
+  if (p.uuid !== undefined && typeof p.uuid !== 'string') throw errors.validation('data.params[0].uuid must be a drive uuid', 'uuid')
   if (p.media !== undefined && p.media !== 'disk' && p.media !== 'cdrom') throw errors.validation('media must be disk or cdrom', 'media')
   return { method: 'drives.upload', params: [{ name: p.name, media: p.media, uuid: p.uuid }] }
 }
