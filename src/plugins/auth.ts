@@ -64,10 +64,12 @@ export default fp(async (app) => {
   app.decorate('authenticateBasic', authenticateBasic)
   app.decorateRequest('account', null as unknown as AuthAccount)
 
+  // Decided on the route the router matched (it decodes `%61pi`), never on the raw URL. Unmatched
+  // paths answer 404 whatever the credentials: no database work, and nothing learnt from it.
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    if (!request.url.startsWith('/api/')) return
-    if (request.routeOptions.config?.auth === false) return
     if (request.is404) return
+    if (!request.routeOptions.url?.startsWith('/api/')) return
+    if (request.routeOptions.config?.auth === false) return
     const account = await authenticateBasic(request.headers.authorization)
     if (!account) throw errors.unauthorized()
     request.account = account
