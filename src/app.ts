@@ -6,10 +6,12 @@ import fp from 'fastify-plugin'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.ts'
 import { installErrorHandler } from './http/error-handler.ts'
+import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
 import { sharedSchemas } from './schemas/common.ts'
 import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
 import auth from './plugins/auth.ts'
+import inputGuard from './plugins/input-guard.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
@@ -58,7 +60,9 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
       }
     },
     forceCloseConnections: false,
-    return503OnClosing: true
+    return503OnClosing: true,
+    frameworkErrors,
+    clientErrorHandler
   }
 }
 
@@ -72,6 +76,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)
+  await fastify.register(inputGuard)
   await fastify.register(jobs, { runWorkers: opts.runWorkers, databaseUrl: opts.databaseUrl })
   await fastify.register(servers)
   await fastify.register(health)

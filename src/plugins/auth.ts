@@ -4,6 +4,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { errors } from '../http/errors.ts'
+import { isStorableText } from '../http/text.ts'
 import { verifyPassword } from '../services/accounts.ts'
 
 export interface AuthAccount {
@@ -36,6 +37,8 @@ export function parseBasic (header: string | undefined): { email: string, passwo
   const m = /^Basic\s+([A-Za-z0-9+/=._~-]+)\s*$/i.exec(header)
   if (!m) return undefined
   const decoded = Buffer.from(m[1], 'base64').toString('utf8')
+  // the database cannot compare a NUL byte: such credentials cannot be right
+  if (!isStorableText(decoded)) return undefined
   const colon = decoded.indexOf(':')
   if (colon < 0) return undefined
   return { email: decoded.slice(0, colon).trim().toLowerCase(), password: decoded.slice(colon + 1) }

@@ -40,8 +40,8 @@ export const UuidParams = Type.Object({ uuid: Type.String({ format: 'uuid' }) })
 
 /** Query parameters every list accepts; resource filters are extra parameters. */
 export const ListQuery = Type.Object({
-  limit: Type.Optional(Type.Integer({ minimum: 0, description: 'Page size; 0 returns all objects (default 20)' })),
-  offset: Type.Optional(Type.Integer({ minimum: 0 })),
+  limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647, description: 'Page size; 0 returns all objects (default 20)' })),
+  offset: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
   order_by: Type.Optional(Type.String({ description: 'Comma-separated fields, `-` prefix for descending' })),
   fields: Type.Optional(Type.String({ description: 'Comma-separated fields to keep in each object' })),
   format: Type.Optional(Type.String())
