@@ -12,6 +12,8 @@ import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
 import auth from './plugins/auth.ts'
 import inputGuard from './plugins/input-guard.ts'
+import dbHealth from './plugins/db-health.ts'
+import loadShedding from './plugins/load-shedding.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
@@ -73,6 +75,8 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   if (opts.responseValidation) await fastify.register(responseValidation, opts.responseValidation)
   installErrorHandler(fastify)
   await fastify.register(prismaPlugin, { databaseUrl: opts.databaseUrl })
+  await fastify.register(dbHealth)
+  await fastify.register(loadShedding)
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)

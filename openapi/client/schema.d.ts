@@ -7,7 +7,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The process is up */
+        /** The process is up (200 even when the database is down, which the body says) */
         get: operations["getHealthz"];
         put?: never;
         post?: never;
@@ -24,7 +24,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The database is reachable */
+        /** The database is reachable (503 within a second when it is not) */
         get: operations["getReadyz"];
         put?: never;
         post?: never;
@@ -1044,6 +1044,8 @@ export interface operations {
                 content: {
                     "application/json": {
                         status: string;
+                        /** @description Whether the database answered a probe within the last second */
+                        database?: "up" | "down";
                     };
                 };
             };
@@ -1066,6 +1068,8 @@ export interface operations {
                 content: {
                     "application/json": {
                         status: string;
+                        /** @description Whether the database answered a probe within the last second */
+                        database?: "up" | "down";
                     };
                 };
             };
@@ -1077,6 +1081,8 @@ export interface operations {
                 content: {
                     "application/json": {
                         status: string;
+                        /** @description Whether the database answered a probe within the last second */
+                        database?: "up" | "down";
                     };
                 };
             };
@@ -1139,7 +1145,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1206,7 +1230,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1262,7 +1304,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1333,7 +1393,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1403,7 +1481,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1468,7 +1564,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1531,7 +1645,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1590,6 +1722,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1672,7 +1813,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1728,7 +1887,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1797,7 +1974,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1860,6 +2055,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1934,6 +2138,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2031,6 +2244,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -2096,7 +2318,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2159,7 +2399,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2224,7 +2482,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2276,6 +2552,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2358,7 +2643,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2414,7 +2717,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2483,7 +2804,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2546,6 +2885,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2631,6 +2979,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -2704,6 +3061,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2812,7 +3178,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2903,7 +3287,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2997,7 +3399,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3091,7 +3511,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3162,7 +3600,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3261,7 +3717,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3360,7 +3834,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3425,7 +3917,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3502,6 +4012,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3595,7 +4114,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3653,7 +4190,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3723,7 +4278,25 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
