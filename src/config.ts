@@ -110,7 +110,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     loginFailuresPerAccount: int(env, 'LOGIN_FAILURES_PER_ACCOUNT', 10, 1),
     loginFailuresPerAddress: int(env, 'LOGIN_FAILURES_PER_ADDRESS', 30, 1),
     loginWindowMs: int(env, 'LOGIN_WINDOW_MS', 60_000, 1),
-    passwordHashConcurrency: int(env, 'PASSWORD_HASH_CONCURRENCY', 1, 1),
+    passwordHashConcurrency: int(env, 'PASSWORD_HASH_CONCURRENCY', 2, 1),
     ...overrides
   }
   if (config.jobLeaseSeconds > 30) throw new Error('setting JOB_LEASE_SECONDS must be at most 30')

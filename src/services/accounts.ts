@@ -1,5 +1,6 @@
 // Accounts: scrypt password hashes compared in constant time, and the account commands' logic.
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import type { PrismaClient } from '../db/client.ts'
 
 const scrypt = (password: string, salt: Buffer, keylen: number, opts: ScryptOptions) =>
@@ -43,17 +44,31 @@ export async function addAccount (prisma: PrismaClient, email: string, password:
   return prisma.account.create({ data: { email: normalized, passwordHash: await hashPassword(password) } })
 }
 
+/** PostgreSQL channel on which an account id is announced when its password changes or it is removed. */
+export const ACCOUNTS_CHANNEL = 'clonejobs_accounts'
+
+/** The same announcement inside this process, at once ('changed', accountId). */
+export const accountChanges = new EventEmitter()
+
+async function announceAccountChange (prisma: PrismaClient, id: string): Promise<void> {
+  accountChanges.emit('changed', id)
+  await prisma.$executeRaw`SELECT pg_notify(${ACCOUNTS_CHANNEL}, ${id})`
+}
+
 export async function setPassword (prisma: PrismaClient, email: string, password: string) {
   if (password.length < 8) throw new AccountError('the password must have at least 8 characters')
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
-  return prisma.account.update({ where: { id: account.id }, data: { passwordHash: await hashPassword(password) } })
+  const updated = await prisma.account.update({ where: { id: account.id }, data: { passwordHash: await hashPassword(password) } })
+  await announceAccountChange(prisma, account.id)
+  return updated
 }
 
 export async function removeAccount (prisma: PrismaClient, email: string) {
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
   await prisma.account.delete({ where: { id: account.id } })
+  await announceAccountChange(prisma, account.id)
   return account
 }
 
