@@ -7,6 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.ts'
 import { installErrorHandler } from './http/error-handler.ts'
 import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
+import { REDACT_PATHS, redactedRequest } from './http/log-redaction.ts'
 import { sharedSchemas } from './schemas/common.ts'
 import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
@@ -43,7 +44,8 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 
 export function serverOptions (config: Config, logger: FastifyServerOptions['logger'] = { level: config.logLevel }): FastifyServerOptions {
   return {
-    logger,
+    // tokens in URLs and credentials in headers never reach a log line
+    logger: logger && typeof logger === 'object' ? { ...logger, serializers: { req: redactedRequest, ...logger.serializers }, redact: REDACT_PATHS } : logger,
     bodyLimit: config.bodyLimit,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     requestIdHeader: 'x-request-id',
