@@ -15,6 +15,7 @@ import auth from './plugins/auth.ts'
 import inputGuard from './plugins/input-guard.ts'
 import dbHealth from './plugins/db-health.ts'
 import loadShedding from './plugins/load-shedding.ts'
+import timeouts from './plugins/timeouts.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
@@ -63,6 +64,9 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
         allErrors: false
       }
     },
+    // idle keep-alive connections and very long-lived ones are closed; request heads must arrive in time (plugins/timeouts.ts)
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    maxRequestsPerSocket: config.maxRequestsPerSocket,
     forceCloseConnections: false,
     return503OnClosing: true,
     frameworkErrors,
@@ -79,6 +83,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(prismaPlugin, { databaseUrl: opts.databaseUrl })
   await fastify.register(dbHealth)
   await fastify.register(loadShedding)
+  await fastify.register(timeouts)
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)

@@ -1145,6 +1145,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1230,6 +1239,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1296,6 +1314,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1393,6 +1420,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1473,6 +1509,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1564,6 +1609,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1637,6 +1691,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1730,6 +1793,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1813,6 +1885,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1879,6 +1960,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1966,6 +2056,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2063,6 +2162,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2138,6 +2246,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2235,6 +2352,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             416: {
                 headers: {
                     [name: string]: unknown;
@@ -2318,6 +2444,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2391,6 +2526,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2482,6 +2626,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2552,6 +2705,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2643,6 +2805,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2709,6 +2880,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2796,6 +2976,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2893,6 +3082,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2971,6 +3169,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3069,6 +3276,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3143,6 +3359,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3252,6 +3477,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3372,6 +3606,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             411: {
                 headers: {
                     [name: string]: unknown;
@@ -3476,6 +3719,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3591,6 +3843,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3682,6 +3943,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3807,6 +4077,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             410: {
                 headers: {
                     [name: string]: unknown;
@@ -3900,6 +4179,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4011,6 +4299,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             416: {
                 headers: {
                     [name: string]: unknown;
@@ -4105,6 +4402,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             410: {
                 headers: {
                     [name: string]: unknown;
@@ -4182,6 +4488,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4270,6 +4585,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
