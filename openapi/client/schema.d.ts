@@ -1154,6 +1154,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1248,6 +1266,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1323,6 +1359,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1429,6 +1483,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1518,6 +1590,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1618,6 +1708,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1700,6 +1808,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1802,6 +1928,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1894,6 +2038,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1969,6 +2131,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2065,6 +2245,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2171,6 +2369,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2255,6 +2471,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2361,6 +2595,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             416: {
                 headers: {
                     [name: string]: unknown;
@@ -2453,6 +2705,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2535,6 +2805,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2635,6 +2923,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2714,6 +3020,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2814,6 +3138,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2889,6 +3231,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2985,6 +3345,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3091,6 +3469,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3178,6 +3574,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3277,6 +3691,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3861,6 +4293,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3970,6 +4411,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4104,6 +4554,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             416: {
                 headers: {
                     [name: string]: unknown;
@@ -4197,6 +4656,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4300,6 +4768,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4420,6 +4906,24 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4497,6 +5001,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4594,6 +5116,24 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

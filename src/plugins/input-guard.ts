@@ -6,6 +6,8 @@ import { assertStorable } from '../http/text.ts'
 
 export default fp(async (app) => {
   app.addHook('preValidation', async (request: FastifyRequest) => {
+    // probes and docs read no input; only the API's routes store what they are sent
+    if (!request.routeOptions.url?.startsWith('/api/')) return
     assertStorable(request.params, 'A path parameter')
     assertStorable(request.query, 'A query parameter')
     assertStorable(request.body, 'The request body')

@@ -57,12 +57,12 @@ export function objectsOf<T extends TSchema> (item: T, id: string) {
 
 /**
  * Error responses, by status, for route schemas: the ones every /api/2.0/ route can give (400 bad
- * input, 401 credentials, 406 Accept, 408 idle body, 429 failed logins, 500, 503 overload or database outage)
+ * input, 401 credentials, 406 Accept, 408 idle body, 413/415 body size and type, 429 failed logins, 500, 503 overload or database outage)
  * plus the route's own (404, 410, ...).
  */
 export function errorResponses (...codes: number[]): Record<number, ReturnType<typeof refTo<typeof Errors>>> {
   const out: Record<number, ReturnType<typeof refTo<typeof Errors>>> = {}
-  for (const code of [...new Set([400, 401, 406, 408, 429, 500, 503, ...codes])].sort()) out[code] = refTo(Errors)
+  for (const code of [...new Set([400, 401, 406, 408, 413, 415, 429, 500, 503, ...codes])].sort()) out[code] = refTo(Errors)
   return out
 }
 
