@@ -22,6 +22,7 @@ import { chunkCount, chunkRange, type ChunkRange } from '../domain/chunks.ts'
 import { percentOf } from '../domain/progress.ts'
 import { DEFAULT_STORAGE_TYPE } from '../domain/drive-status.ts'
 import { ApiError, errors } from '../http/errors.ts'
+import { databaseFailure } from '../http/database-errors.ts'
 import { API, ref, type Ref } from '../http/uris.ts'
 import { requestCancel, jobChanges } from '../jobs/cancel.ts'
 import { enqueueJob, type EnqueueInput } from '../jobs/enqueue.ts'
@@ -372,6 +373,9 @@ export async function finishUploadedDrive (tx: Tx, ownerId: string, driveId: str
 function streamFailure (err: unknown, what: string): ApiError {
   if (err instanceof ApiError) return err
   if (err instanceof BodyTooLong) return errors.tooLarge(`The ${what} is larger than allowed: ${err.message}`)
+  // the pool or the database failed, not the client's bytes: 503, retry
+  const unavailable = databaseFailure(err)
+  if (unavailable) return unavailable
   return errors.validation(`The ${what} was not received completely (the connection ended early)`)
 }
 
