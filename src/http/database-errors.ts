@@ -1,6 +1,6 @@
 // Failures of the database connection (pool exhausted, server unreachable, stalled or restarting)
 // are the service's temporary state, not a bug: 503 with Retry-After, never a 500.
-import { ApiError, DomainError } from './errors.ts'
+import { ApiError, DomainError, errors } from './errors.ts'
 
 // Prisma: P1001 unreachable, P1002 timed out, P1008 operation timeout, P1017 connection closed,
 // P2024 pool timeout, P2028 transaction could not start / expired
@@ -46,4 +46,19 @@ export function databaseFailure (err: unknown): ApiError | undefined {
     return databaseDown()
   }
   return undefined
+}
+
+const FOREIGN_KEY = /ForeignKeyConstraintViolation|violates foreign key constraint|"23503"|Foreign key constraint/i
+
+/**
+ * A write that referenced a row removed meanwhile (a race, not a bug): 401 when it was the
+ * requesting account itself (removed while its request was in flight), 404 for any other row;
+ * undefined for any other error.
+ */
+export function referenceGone (err: unknown): ApiError | undefined {
+  if (err instanceof ApiError || err instanceof DomainError) return undefined
+  const { codes, text } = describe(err)
+  if (!codes.some(c => c === 'P2003' || c === '23503') && !FOREIGN_KEY.test(text)) return undefined
+  if (/owner_id/.test(text)) return errors.unauthorized('The account no longer exists')
+  return new ApiError(404, 'notexist', 'An object this request refers to no longer exists')
 }
