@@ -11,10 +11,16 @@ import type { Config, Role } from './config.ts'
 import type { HandlerSet } from './engine/types.ts'
 import { actionRegistries } from './http/actions.ts'
 import { installErrorHandler } from './http/error-handler.ts'
+import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
+import { REDACT_PATHS, redactedRequest } from './http/log-redaction.ts'
 import { sharedSchemas } from './http/schemas.ts'
 import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
 import auth from './plugins/auth.ts'
+import inputGuard from './plugins/input-guard.ts'
+import dbHealth from './plugins/db-health.ts'
+import loadShedding from './plugins/load-shedding.ts'
+import timeouts from './plugins/timeouts.ts'
 import idempotency from './plugins/idempotency.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
@@ -52,7 +58,8 @@ const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 
 export function serverOptions (config: Config, logger: FastifyServerOptions['logger'] = { level: config.logLevel }): FastifyServerOptions {
   return {
-    logger,
+    // tokens in URLs and credentials in headers never reach a log line
+    logger: logger && typeof logger === 'object' ? { ...logger, serializers: { req: redactedRequest, ...logger.serializers }, redact: REDACT_PATHS } : logger,
     bodyLimit: config.bodyLimit,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     requestIdHeader: 'x-request-id',
@@ -70,8 +77,13 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
         allErrors: false
       }
     },
+    // idle keep-alive connections and very long-lived ones are closed; request heads must arrive in time (plugins/timeouts.ts)
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    maxRequestsPerSocket: config.maxRequestsPerSocket,
     forceCloseConnections: false,
-    return503OnClosing: true
+    return503OnClosing: true,
+    frameworkErrors,
+    clientErrorHandler
   }
 }
 
@@ -82,9 +94,13 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   if (opts.responseValidation) await fastify.register(responseValidation, opts.responseValidation)
   installErrorHandler(fastify)
   await fastify.register(prismaPlugin, { databaseUrl: opts.databaseUrl })
+  await fastify.register(dbHealth)
+  await fastify.register(loadShedding)
+  await fastify.register(timeouts)
   await fastify.register(storage)
   await fastify.register(conventions)
   await fastify.register(auth)
+  await fastify.register(inputGuard)
   await fastify.register(idempotency)
   const role = opts.role ?? opts.config.role
   await fastify.register(jobs, { runWorkers: role !== 'api' && opts.runWorkers !== false, databaseUrl: opts.databaseUrl })

@@ -30,6 +30,32 @@ export interface Config {
   bootstrapAccount: boolean
   /** fsync drive images after creating, resizing and copying them (durable clones), at some speed cost. */
   storageFsync: boolean
+  /** Connections in the database pool. */
+  dbPoolMax: number
+  /** How long a request waits for a pool connection before a 503 `concurrency`. */
+  dbPoolWaitMs: number
+  /** Longest wait for one query's answer before the request fails with 503 (a stalled database). */
+  dbQueryTimeoutMs: number
+  /** Requests waiting for a pool connection beyond which new requests are refused at once with 503. */
+  dbPoolMaxWaiting: number
+  /** Event-loop delay beyond which new requests are refused with 503 (0: no limit). */
+  maxEventLoopDelayMs: number
+  /** Heap use beyond which new requests are refused with 503 (0: no limit). */
+  maxHeapUsedBytes: number
+  /** A request body silent this long is ended (uploads are discarded). */
+  bodyIdleTimeoutMs: number
+  /** The whole request head must arrive within this time. */
+  headersTimeoutMs: number
+  /** An idle keep-alive connection is closed after this time. */
+  keepAliveTimeoutMs: number
+  /** Requests served on one connection before it is closed (0: no limit). */
+  maxRequestsPerSocket: number
+  /** Failed logins allowed per account, and per client address, in loginWindowMs. */
+  loginFailuresPerAccount: number
+  loginFailuresPerAddress: number
+  loginWindowMs: number
+  /** Password hashes computed at once; further logins queue. */
+  passwordHashConcurrency: number
   /** How long the built-in recording hypervisor driver takes per power change, so starting/stopping show. */
   hypervisorDelayMs: number
 }
@@ -79,6 +105,20 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     bootstrapAccount: bool(env, 'BOOTSTRAP_ACCOUNT', true),
     storageFsync: bool(env, 'STORAGE_FSYNC', true),
     hypervisorDelayMs: int(env, 'HYPERVISOR_DELAY_MS', 0),
+    dbPoolMax: int(env, 'DB_POOL_MAX', 10, 1),
+    dbPoolWaitMs: int(env, 'DB_POOL_WAIT_MS', 5000, 1),
+    dbQueryTimeoutMs: int(env, 'DB_QUERY_TIMEOUT_MS', 30_000, 1),
+    dbPoolMaxWaiting: int(env, 'DB_POOL_MAX_WAITING', 200, 1),
+    maxEventLoopDelayMs: int(env, 'MAX_EVENT_LOOP_DELAY_MS', 2000),
+    maxHeapUsedBytes: int(env, 'MAX_HEAP_USED_BYTES', 0),
+    bodyIdleTimeoutMs: int(env, 'BODY_IDLE_TIMEOUT_MS', 30_000, 1),
+    headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', 20_000, 1),
+    keepAliveTimeoutMs: int(env, 'KEEP_ALIVE_TIMEOUT_MS', 5000, 1),
+    maxRequestsPerSocket: int(env, 'MAX_REQUESTS_PER_SOCKET', 1000),
+    loginFailuresPerAccount: int(env, 'LOGIN_FAILURES_PER_ACCOUNT', 10, 1),
+    loginFailuresPerAddress: int(env, 'LOGIN_FAILURES_PER_ADDRESS', 30, 1),
+    loginWindowMs: int(env, 'LOGIN_WINDOW_MS', 60_000, 1),
+    passwordHashConcurrency: int(env, 'PASSWORD_HASH_CONCURRENCY', 2, 1),
     ...overrides
   }
   if (config.jobLeaseSeconds > 30) throw new Error('setting JOB_LEASE_SECONDS must be at most 30')

@@ -1,5 +1,6 @@
 // The Prisma client on the pure-TypeScript engine with the pg driver adapter (no native engine).
 import { PrismaPg } from '@prisma/adapter-pg'
+import pg from 'pg'
 import { PrismaClient } from './generated/client.ts'
 
 import { Prisma } from './generated/client.ts'
@@ -7,7 +8,30 @@ export { Prisma }
 export type { PrismaClient } from './generated/client.ts'
 export type Tx = Prisma.TransactionClient
 
-export function createPrisma (databaseUrl: string, opts: { max?: number } = {}): PrismaClient {
-  const adapter = new PrismaPg({ connectionString: databaseUrl, max: opts.max ?? 10 })
-  return new PrismaClient({ adapter })
+export interface PoolOptions {
+  /** Connections in the pool. */
+  max?: number
+  /** How long a query or transaction waits for a free connection before failing (503 upstream). */
+  waitMs?: number
+  /** Client-side limit on one query's answer, so a stalled server cannot hold a request forever. */
+  queryTimeoutMs?: number
+}
+
+/** A Prisma client and the pg pool under it (its waiting count is a load signal). */
+export function createDatabase (databaseUrl: string, opts: PoolOptions = {}): { prisma: PrismaClient, pool: pg.Pool } {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: opts.max ?? 10,
+    connectionTimeoutMillis: opts.waitMs ?? 5000,
+    ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {})
+  })
+  // an idle connection dropped by the server must not crash the process; the pool replaces it
+  pool.on('error', () => {})
+  const adapter = new PrismaPg(pool, { disposeExternalPool: true })
+  const prisma = new PrismaClient({ adapter, transactionOptions: { maxWait: opts.waitMs ?? 5000 } })
+  return { prisma, pool }
+}
+
+export function createPrisma (databaseUrl: string, opts: PoolOptions = {}): PrismaClient {
+  return createDatabase(databaseUrl, opts).prisma
 }

@@ -71,7 +71,8 @@ export function parseFilters (query: Record<string, unknown>, spec: FilterSpec):
   const conditions: FilterCondition[] = []
   for (const [key, raw] of Object.entries(query)) {
     const { name, op } = splitParam(key)
-    const field = spec[name]
+    // own properties only: `constructor` or `__proto__` are not filters
+    const field = Object.hasOwn(spec, name) ? spec[name] : undefined
     if (!field) continue
     const comparable = field.kind === 'date' || field.kind === 'int'
     if ((op === 'contains' && field.kind !== 'string') || (['lt', 'lte', 'gt', 'gte'].includes(op) && !comparable)) {
@@ -86,10 +87,27 @@ export function parseFilters (query: Record<string, unknown>, spec: FilterSpec):
   return conditions
 }
 
+/** A date JavaScript parses and a PostgreSQL timestamp column holds (years 1 to 9999, as ISO 8601 writes them). */
+export function isStorableDate (value: string): boolean {
+  const ms = Date.parse(value)
+  if (Number.isNaN(ms)) return false
+  const year = new Date(ms).getUTCFullYear()
+  return year >= 1 && year <= 9999
+}
+
+const INT8_MIN = -(2n ** 63n)
+const INT8_MAX = 2n ** 63n - 1n
+
+function isInt8 (value: string): boolean {
+  if (!/^-?\d{1,19}$/.test(value)) return false
+  const n = BigInt(value)
+  return n >= INT8_MIN && n <= INT8_MAX
+}
+
 function validateValue (param: string, field: FilterField, value: string): void {
   if (field.kind === 'uuid' && !UUID.test(value)) throw new FilterError(param, `Filter ${param}: ${JSON.stringify(value)} is not a uuid`)
-  if (field.kind === 'date' && Number.isNaN(Date.parse(value))) throw new FilterError(param, `Filter ${param}: ${JSON.stringify(value)} is not a date`)
-  if (field.kind === 'int' && !/^-?\d+$/.test(value)) throw new FilterError(param, `Filter ${param}: ${JSON.stringify(value)} is not an integer`)
+  if (field.kind === 'date' && !isStorableDate(value)) throw new FilterError(param, `Filter ${param}: ${JSON.stringify(value)} is not a date between the years 1 and 9999`)
+  if (field.kind === 'int' && !isInt8(value)) throw new FilterError(param, `Filter ${param}: ${JSON.stringify(value)} is not a 64-bit integer`)
   if (field.choices && !field.choices.includes(value)) {
     throw new FilterError(param, `Filter ${param}: ${JSON.stringify(value)} is not one of ${field.choices.join(', ')}`)
   }
@@ -135,7 +153,7 @@ export function parseOrder (raw: unknown, spec: OrderSpec, tiebreak = 'id'): Arr
   for (const part of text.split(',').map(s => s.trim()).filter(Boolean)) {
     const desc = part.startsWith('-')
     const name = desc ? part.slice(1) : part
-    const column = spec.fields[name]
+    const column = Object.hasOwn(spec.fields, name) ? spec.fields[name] : undefined
     if (!column) throw new OrderError(`order_by: cannot order by ${JSON.stringify(name)}; allowed: ${Object.keys(spec.fields).join(', ')}`)
     out.push({ [column]: desc ? 'desc' : 'asc' })
   }

@@ -2,6 +2,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { DomainError, type DomainErrorCode } from '../domain/errors.ts'
 import { ApiError, errors, type ErrorType } from './errors.ts'
+import { databaseFailure, referenceGone } from './database-errors.ts'
 
 // the one mapping of domain error codes to statuses and CloudSigma error types (decisions.md)
 const DOMAIN: Record<DomainErrorCode, [number, ErrorType]> = {
@@ -62,6 +63,10 @@ export function toApiError (error: FastifyError | Error): ApiError {
       return new ApiError(400, 'validation', 'The request is not multipart/form-data')
   }
   if (error instanceof SyntaxError) return new ApiError(400, 'validation', 'Malformed JSON in the request body')
+  const unavailable = databaseFailure(error)
+  if (unavailable) return unavailable
+  const gone = referenceGone(error)
+  if (gone) return gone
   const status = fe.statusCode ?? 500
   if (status >= 400 && status < 500) {
     if (status === 404) return fromDomain(errors.notFound('Resource'))

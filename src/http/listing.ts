@@ -4,6 +4,7 @@ import { errors } from './errors.ts'
 import { FilterError, OrderError, filtersToWhere, parseFilters, parseOrder, type FilterSpec, type OrderSpec } from '../domain/filters.ts'
 
 export const DEFAULT_LIMIT = 20
+const MAX_PAGING = 2 ** 31 - 1
 
 export interface ListQuery {
   limit?: number
@@ -26,6 +27,10 @@ export interface ListPlan {
 export function planList (query: ListQuery, filters: FilterSpec, order: OrderSpec): ListPlan {
   const limit = query.limit ?? DEFAULT_LIMIT
   const offset = query.offset ?? 0
+  // ajv lets `Infinity` through as an integer; paging numbers must fit PostgreSQL's int4
+  for (const [point, n] of [['limit', limit], ['offset', offset]] as const) {
+    if (!Number.isSafeInteger(n) || n < 0 || n > MAX_PAGING) throw errors.validation(`${point} must be an integer from 0 to ${MAX_PAGING}`, point)
+  }
   let where: Record<string, unknown>
   let orderBy: ListPlan['orderBy']
   try {
@@ -52,7 +57,7 @@ export function parseFields (raw: unknown): string[] | undefined {
 export function pickFields<T extends object> (obj: T, fields: string[] | undefined): Partial<T> {
   if (!fields) return obj
   const out: Record<string, unknown> = {}
-  for (const f of fields) if (f in obj) out[f] = (obj as Record<string, unknown>)[f]
+  for (const f of fields) if (Object.hasOwn(obj, f)) out[f] = (obj as Record<string, unknown>)[f]
   return out as Partial<T>
 }
 

@@ -40,8 +40,8 @@ export const UuidParams = Type.Object({ uuid: Type.String({ format: 'uuid' }) })
 
 /** Query parameters every list accepts; resource filters are extra parameters. */
 export const ListQuery = Type.Object({
-  limit: Type.Optional(Type.Integer({ minimum: 0, description: 'Page size; 0 returns all objects (default 20)' })),
-  offset: Type.Optional(Type.Integer({ minimum: 0 })),
+  limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647, description: 'Page size; 0 returns all objects (default 20)' })),
+  offset: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
   order_by: Type.Optional(Type.String({ description: 'Comma-separated fields, `-` prefix for descending' })),
   fields: Type.Optional(Type.String({ description: 'Comma-separated fields to keep in each object' })),
   format: Type.Optional(Type.String())
@@ -57,11 +57,12 @@ export function objectsOf<T extends TSchema> (item: T, id: string) {
 
 /**
  * Error responses, by status, for route schemas: the ones every /api/2.0/ route can give (400 bad
- * input, 401 credentials, 406 Accept, 500) plus the route's own (404, 503, ...).
+ * input, 401 credentials, 406 Accept, 408 idle body, 413/415 body size and type, 429 failed logins, 500, 503 overload or database outage)
+ * plus the route's own (404, 410, ...).
  */
 export function errorResponses (...codes: number[]): Record<number, ReturnType<typeof refTo<typeof Errors>>> {
   const out: Record<number, ReturnType<typeof refTo<typeof Errors>>> = {}
-  for (const code of [400, 401, 406, 500, ...codes].sort()) out[code] = refTo(Errors)
+  for (const code of [...new Set([400, 401, 406, 408, 413, 415, 429, 500, 503, ...codes])].sort()) out[code] = refTo(Errors)
   return out
 }
 

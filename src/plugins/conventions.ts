@@ -31,7 +31,7 @@ export default fp(async (app: FastifyInstance) => {
 
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     reply.header('X-REQUEST-ID', request.id)
-    if (request.url.startsWith('/api/') && (request.query as { format?: string })?.format === undefined &&
+    if (request.routeOptions.url?.startsWith('/api/') && (request.query as { format?: string })?.format === undefined &&
         !acceptable(request.headers.accept, request.routeOptions.config?.produces ?? [])) {
       throw errors.notAcceptable()
     }

@@ -42,7 +42,7 @@ t.test('health probes need no credentials', async t => {
   t.equal((await app.inject('/healthz')).statusCode, 200)
   const ready = await app.inject('/readyz')
   t.equal(ready.statusCode, 200)
-  t.same(ready.json(), { status: 'ok' })
+  t.same(ready.json(), { status: 'ok', database: 'up' })
 })
 
 t.test('account commands: add, duplicate, passwd, remove', async t => {

@@ -27,6 +27,8 @@ export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config
     drivesDir: path.join(dataDir, 'drives'),
     logLevel: 'silent',
     bootstrapAccount: false,
+    // building the app blocks the loop for seconds on a loaded machine; its first samples would shed requests
+    maxEventLoopDelayMs: 0,
     ...opts.config
   })
   // every response is checked against its route's schema; a mismatch fails the test file

@@ -1,6 +1,7 @@
 // Accounts: the account commands' logic and the first-start bootstrap account.
 import type { PrismaClient } from '../../db/client.ts'
 import { generatePassword, hashPassword } from '../../domain/passwords.ts'
+import { announceAccountChange } from '../../db/account-changes.ts'
 
 const EMAIL = /^[^\s@]+@[^\s@]+$/
 
@@ -21,13 +22,16 @@ export async function setPassword (prisma: PrismaClient, email: string, password
   if (password.length < 8) throw new AccountError('the password must have at least 8 characters')
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
-  return prisma.account.update({ where: { id: account.id }, data: { passwordHash: await hashPassword(password) } })
+  const updated = await prisma.account.update({ where: { id: account.id }, data: { passwordHash: await hashPassword(password) } })
+  await announceAccountChange(prisma, account.id)
+  return updated
 }
 
 export async function removeAccount (prisma: PrismaClient, email: string) {
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
   await prisma.account.delete({ where: { id: account.id } })
+  await announceAccountChange(prisma, account.id)
   return account
 }
 

@@ -8,7 +8,7 @@ export const DriveCloneInput = Type.Object({
   name: Type.Optional(Type.String({ maxLength: 1024, description: 'Name of the clone; without it the account\'s clone_naming applies' })),
   media: Type.Optional(Type.Enum([...MEDIA], { description: 'A clone may switch disk and cdrom' })),
   affinities: Type.Optional(Type.Array(Type.String({ maxLength: 64 }))),
-  size: Type.Optional(Type.Integer({ minimum: 1, description: 'Bytes; at least the source\'s size (default: the same)' })),
+  size: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Bytes; at least the source\'s size (default: the same)' })),
   storage_type: Type.Optional(Type.Enum([...STORAGE_TYPES], { description: 'Default: the source\'s storage type' })),
   allow_multimount: Type.Optional(Type.Boolean()),
   meta: Type.Optional(refTo(Meta)),

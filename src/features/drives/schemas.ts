@@ -50,14 +50,14 @@ export const DriveObjects = objectsOf(refTo(Drive), 'DriveObjects')
 /** Writable fields. Read-only ones are not listed, so ajv's removeAdditional drops them. */
 const writable = {
   name: Type.String({ maxLength: 1024 }),
-  size: Type.Integer({ minimum: 1, description: 'Bytes' }),
+  size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Bytes' }),
   media: Type.Enum([...MEDIA]),
   storage_type: Type.Enum([...STORAGE_TYPES]),
   allow_multimount: Type.Boolean(),
   affinities: Type.Array(Type.String({ maxLength: 64 })),
   meta: refTo(Meta),
   tags: Type.Array(refTo(RelatedInput)),
-  iops: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])
+  iops: Type.Union([Type.Integer({ minimum: 0, maximum: 2147483647 }), Type.Null()])
 }
 
 export const DriveCreateInput = Type.Object({

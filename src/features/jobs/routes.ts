@@ -2,9 +2,10 @@
 // ?wait=N, cancel, schema.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errors } from '../../http/errors.ts'
+import { isUuid } from '../../http/bodies.ts'
 import { envelope, pickFields, planList, parseFields, type ListPlan } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
-import type { FilterSpec, OrderSpec } from '../../domain/filters.ts'
+import { isStorableDate, type FilterSpec, type OrderSpec } from '../../domain/filters.ts'
 import { requestCancel } from '../../engine/cancel.ts'
 import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../../engine/types.ts'
 import { UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
@@ -39,7 +40,7 @@ function encodeCursor (c: Cursor): string {
 function decodeCursor (raw: string): Cursor {
   try {
     const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Cursor
-    if (typeof c.k === 'string' && typeof c.id === 'string' && !Number.isNaN(Date.parse(c.k))) return c
+    if (typeof c.k === 'string' && typeof c.id === 'string' && isUuid(c.id) && isStorableDate(c.k)) return c
   } catch {}
   throw errors.validation('cursor is not one this API gave out', 'cursor')
 }

@@ -50,8 +50,8 @@ export const JobListMeta = Type.Object({
 export const JobList = Type.Object({ meta: refTo(JobListMeta), objects: Type.Array(refTo(Job)) }, { $id: 'JobList' })
 
 export const JobListQuery = Type.Object({
-  limit: Type.Optional(Type.Integer({ minimum: 0, description: 'Page size; 0 returns all objects (default 20)' })),
-  offset: Type.Optional(Type.Integer({ minimum: 0 })),
+  limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647, description: 'Page size; 0 returns all objects (default 20)' })),
+  offset: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
   cursor: Type.Optional(Type.String({ description: 'Keyset paging: empty for the first page, then the next_cursor of the previous page; replaces offset' })),
   order_by: Type.Optional(Type.String({ description: 'Comma-separated fields, `-` prefix for descending (default -last_modified)' })),
   fields: Type.Optional(Type.String({ description: 'Comma-separated fields to keep in each object' })),

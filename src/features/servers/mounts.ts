@@ -17,7 +17,7 @@ export const CHANNEL_LIMITS: Record<string, { controllers: number, units: number
 
 /** Why `device`/`devChannel` is not a valid slot, or undefined when it is. */
 export function devChannelProblem (device: string, devChannel: string): string | undefined {
-  const limits = CHANNEL_LIMITS[device]
+  const limits = Object.hasOwn(CHANNEL_LIMITS, device) ? CHANNEL_LIMITS[device] : undefined
   if (!limits) return `device must be one of ${Object.keys(CHANNEL_LIMITS).join(', ')}`
   const m = /^(\d+):(\d+)$/.exec(devChannel)
   if (!m) return `dev_channel ${JSON.stringify(devChannel)} must be controller:unit, e.g. 0:0`

@@ -99,7 +99,7 @@ export const ServerObjects = objectsOf(refTo(Server), 'ServerObjects')
 
 // Inputs: read-only keys are not listed, so ajv's removeAdditional drops them (§8).
 export const MountInput = Type.Object({
-  boot_order: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: 1 })])),
+  boot_order: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: 1, maximum: 2147483647 })])),
   dev_channel: Type.String({ pattern: '^[0-9]+:[0-9]+$', description: 'controller:unit' }),
   device: Type.Enum([...DEVICES]),
   drive: refTo(RelatedInput)
@@ -112,7 +112,7 @@ const IpConfInput = Type.Object({
 }, { additionalProperties: false })
 
 export const NicInput = Type.Object({
-  boot_order: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: 1 })])),
+  boot_order: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: 1, maximum: 2147483647 })])),
   firewall_policy: Type.Optional(Type.Union([Type.Null(), refTo(RelatedInput)])),
   ip_v4_conf: Type.Optional(Type.Union([Type.Null(), IpConfInput])),
   ip_v6_conf: Type.Optional(Type.Union([Type.Null(), IpConfInput])),

@@ -3,8 +3,8 @@ import { Type, type Static } from 'typebox'
 import { Ref, refTo } from '../../http/schemas.ts'
 
 const chunkFields = {
-  chunk_number: Type.Integer({ minimum: 0, description: 'Chunk number, from 0' }),
-  chunk_size: Type.Integer({ minimum: 1, description: 'Nominal chunk size S in bytes; chunks 0..n-2 hold S bytes, the last one the rest (S to 2S-1)' })
+  chunk_number: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Chunk number, from 0' }),
+  chunk_size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Nominal chunk size S in bytes; chunks 0..n-2 hold S bytes, the last one the rest (S to 2S-1)' })
 }
 
 export const UploadChunkInput = Type.Object(chunkFields, { $id: 'UploadChunkInput', description: 'Body of POST /drives/{uuid}/action/?do=upload_chunk' })
@@ -26,7 +26,7 @@ export const ChunkReceived = Type.Object({
 
 export const InitUploadInput = Type.Object({
   name: Type.String(),
-  size: Type.Integer({ minimum: 1, description: 'Exact size of the image in bytes' }),
+  size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Exact size of the image in bytes' }),
   media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')], { default: 'disk' })),
   storage_type: Type.Optional(Type.String()),
   affinities: Type.Optional(Type.Array(Type.String())),

@@ -21,6 +21,7 @@ import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { toApiError } from '../../http/error-handler.ts'
 import { ApiError, errors } from '../../http/errors.ts'
+import { databaseFailure } from '../../http/database-errors.ts'
 import type { JobEngine } from '../../engine/engine.ts'
 import type { HeldJob, JobFailureRecord } from '../../engine/held.ts'
 import { announceDrives, maxDriveSize, restingStatusOf } from '../drives/service.ts'
@@ -135,6 +136,9 @@ export type ClientError = ApiError | DomainError
 export function streamFailure (err: unknown, what: string): ClientError {
   if (err instanceof ApiError || err instanceof DomainError) return err
   if (err instanceof BodyTooLong) return errors.tooLarge(`The ${what} is larger than allowed: ${err.message}`)
+  // the pool or the database failed, not the client's bytes: 503, retry
+  const unavailable = databaseFailure(err)
+  if (unavailable) return unavailable
   return errors.validation(`The ${what} was not received completely (the connection ended early)`)
 }
 

@@ -12,6 +12,8 @@ import multipart from '@fastify/multipart'
 import { Type } from 'typebox'
 import { ApiError, errors } from '../../http/errors.ts'
 import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
+import { multipartFailure } from '../../http/multipart.ts'
+import { assertStorable } from '../../http/text.ts'
 import { uri } from '../../http/uris.ts'
 import { errorResponses, refTo } from '../../http/schemas.ts'
 import { driveSchemas, DriveObjects } from '../drives/schemas.ts'
@@ -180,7 +182,7 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
       }
     } catch (err) {
       if (upload) throw await upload.abort(err)
-      throw err
+      throw multipartFailure(err)
     }
     if (!data) throw errors.validation('The data field is missing', 'data')
     if (!upload) throw errors.validation('The file field is missing', 'file')
@@ -196,6 +198,7 @@ function parseData (value: unknown): MultipartUploadDataT {
   } catch {
     throw errors.validation('The data field must be JSON', 'data')
   }
+  assertStorable(parsed, 'The data field')
   const o = parsed as Partial<MultipartUploadDataT> | null
   if (!o || typeof o !== 'object' || o.method !== 'drives.upload') throw errors.validation('data.method must be "drives.upload"', 'method')
   const p = Array.isArray(o.params) && o.params.length === 1 ? o.params[0] : undefined

@@ -1,0 +1,167 @@
+// Input PostgreSQL or JavaScript cannot hold is a 400 `validation` naming its field, never a 500:
+// prototype names as filters or orderings, numbers past their columns, dates past PostgreSQL's
+// range, foreign cursors, NUL bytes and lone surrogates, malformed multipart bodies; and the
+// router's and Node's own client errors answer CloudSigma arrays.
+import net from 'node:net'
+import tap from 'tap'
+const t = tap
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+
+const { app } = await buildTestApp(t, { runWorkers: false })
+const user = await createUser(app)
+const api = client(app, user)
+
+function isErrorArray (body: unknown): boolean {
+  return Array.isArray(body) && body.length > 0 && body.every(e => typeof e?.error_type === 'string' && typeof e?.error_message === 'string' && 'error_point' in e)
+}
+
+async function expect400 (t: Pick<typeof tap, 'equal' | 'ok'>, res: Awaited<ReturnType<typeof api.get>>, point: string | null, what: string) {
+  t.equal(res.statusCode, 400, `${what}: ${res.statusCode} ${res.body.slice(0, 200)}`)
+  const body = res.json()
+  t.ok(isErrorArray(body), `${what}: error array`)
+  t.equal(body[0]?.error_type, 'validation', `${what}: validation`)
+  t.equal(body[0]?.error_point, point, `${what}: error_point`)
+}
+
+const LISTS = ['/api/2.0/drives/', '/api/2.0/drives/detail/', '/api/2.0/servers/', '/api/2.0/servers/detail/', '/api/2.0/jobs/']
+const PROTO = ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf', 'isPrototypeOf']
+
+t.test('prototype member names are neither filters nor orderings', async t => {
+  for (const list of LISTS) {
+    for (const name of PROTO) {
+      const filtered = await api.get(`${list}?${name}=x&${name}__lt=1`)
+      t.equal(filtered.statusCode, 200, `${list}?${name}= is an unknown parameter, ignored`)
+      await expect400(t, await api.get(`${list}?order_by=${name}`), 'order_by', `${list}?order_by=${name}`)
+      await expect400(t, await api.get(`${list}?order_by=-${name}`), 'order_by', `${list}?order_by=-${name}`)
+    }
+    const picked = await api.get(`${list}?fields=constructor,__proto__`)
+    t.equal(picked.statusCode, 200)
+  }
+})
+
+t.test('paging numbers past what PostgreSQL and JavaScript hold', async t => {
+  for (const list of LISTS) {
+    for (const param of ['limit', 'offset']) {
+      for (const v of ['9223372036854775808', '1e21', '1e308', 'Infinity', '-Infinity', 'NaN', '2147483648']) {
+        await expect400(t, await api.get(`${list}?${param}=${v}`), param, `${list}?${param}=${v}`)
+      }
+    }
+  }
+})
+
+t.test('dates past their columns, integers past int8, foreign cursors', async t => {
+  for (const q of ['created__gte=%2B275760-09-13T00:00:00Z', 'last_modified__lt=99999', 'created__lt=-000001-01-01T00:00:00Z', 'created=10000-01-01']) {
+    const param = q.split('=')[0]
+    await expect400(t, await api.get(`/api/2.0/jobs/?${q}`), param, q)
+  }
+  const cursor = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url')
+  for (const c of [cursor({ k: new Date().toISOString(), id: 'not-a-uuid' }), cursor({ k: '+275760-09-13T00:00:00Z', id: '0b7c3f5e-1f2a-4c3d-9e8f-0123456789ab' }), cursor({ k: 1, id: 2 }), 'x\u00ff']) {
+    await expect400(t, await api.get(`/api/2.0/jobs/?order_by=-last_modified&cursor=${encodeURIComponent(c)}`), 'cursor', `cursor ${c}`)
+  }
+})
+
+t.test('numbers past their columns in bodies', async t => {
+  const drive = await api.post('/api/2.0/drives/', { name: 'd', size: 1024 * 1024, media: 'disk' })
+  t.equal(drive.statusCode, 201)
+  const uuid = drive.json().objects[0].uuid
+  await expect400(t, await api.post('/api/2.0/drives/', { name: 'd', size: 1e21, media: 'disk' }), 'size', 'drive size 1e21')
+  await expect400(t, await api.post('/api/2.0/drives/', { name: 'd', size: 1024 * 1024, media: 'disk', iops: 2 ** 31 }), 'iops', 'iops 2^31')
+  await expect400(t, await api.put(`/api/2.0/drives/${uuid}/`, { name: 'd', size: 1024 * 1024, media: 'disk', iops: 2 ** 40 }), 'iops', 'iops 2^40 on update')
+  await expect400(t, await api.post('/api/2.0/initupload/', { name: 'u', size: 2 ** 60 }), 'size', 'initupload size 2^60')
+  const up = await api.post('/api/2.0/initupload/', { name: 'u', size: 1024 })
+  t.equal(up.statusCode, 201)
+  await expect400(t, await api.post(`/api/2.0/drives/${up.json().objects[0].uuid}/action/?do=upload_chunk`, { chunk_number: 0, chunk_size: 2 ** 53 }), 'chunk_size', 'chunk_size 2^53')
+})
+
+const driveCount = async () => (await api.get('/api/2.0/drives/?limit=0')).json().meta.total_count as number
+
+t.test('NUL bytes and lone surrogates in any text', async t => {
+  const before = await driveCount()
+  for (const bad of ['a\u0000b', 'a\ud800b', '\udc00', 'x\ud83d']) {
+    const what = JSON.stringify(bad)
+    await expect400(t, await api.post('/api/2.0/drives/', { name: bad, size: 1024 * 1024, media: 'disk' }), 'name', `drive name ${what}`)
+    await expect400(t, await api.post('/api/2.0/drives/', { name: 'ok', size: 1024 * 1024, media: 'disk', meta: { k: bad } }), 'k', `meta value ${what}`)
+    await expect400(t, await api.post('/api/2.0/drives/', { name: 'ok', size: 1024 * 1024, media: 'disk', meta: { [bad]: 'v' } }), bad.replace(/\0|[\ud800-\udfff]/g, '\ufffd'), `meta key ${what}`)
+    await expect400(t, await api.post('/api/2.0/servers/', { name: bad, cpu: 1000, mem: 512 * 1024 * 1024, vnc_password: 'x' }), 'name', `server name ${what}`)
+    await expect400(t, await api.put('/api/2.0/profile/', { clone_naming: bad }), 'clone_naming', `profile ${what}`)
+  }
+  await expect400(t, await api.get('/api/2.0/drives/?name=a%00b'), 'name', 'NUL in a filter')
+  await expect400(t, await api.get('/api/2.0/drives/?name__contains=%00'), 'name__contains', 'NUL in a contains filter')
+  await expect400(t, await api.get('/api/2.0/jobs/?operation=%00'), 'operation', 'NUL in a job filter')
+  await expect400(t, await api.raw('POST', '/api/2.0/drives/upload/a%00b', '', { 'content-type': 'application/octet-stream', 'content-length': '0' }), 'name', 'NUL in an upload name')
+  const multipart = multipartBody('B', [{ name: 'data', value: JSON.stringify({ method: 'drives.upload', params: [{ name: 'a\u0000b' }] }) }, { name: 'file', filename: 'f', value: 'abc' }])
+  await expect400(t, await api.raw('POST', '/api/2.0/_upload/', multipart, { 'content-type': 'multipart/form-data; boundary=B' }), 'name', 'NUL in a multipart upload name')
+  t.equal(await driveCount(), before, 'no drive was made')
+})
+
+t.test('the Basic-auth email: NUL or bad UTF-8 is 401, without credentials being right', async t => {
+  for (const email of ['a\u0000b@example.com', user.email + '\u0000']) {
+    const res = await app.inject({ url: '/api/2.0/drives/', headers: { authorization: 'Basic ' + Buffer.from(`${email}:${user.password}`).toString('base64') } })
+    t.equal(res.statusCode, 401, JSON.stringify(email))
+    t.ok(isErrorArray(res.json()))
+  }
+  const raw = Buffer.concat([Buffer.from('a'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('@x.com:pw')]).toString('base64')
+  const res = await app.inject({ url: '/api/2.0/drives/', headers: { authorization: 'Basic ' + raw } })
+  t.equal(res.statusCode, 401)
+})
+
+function multipartBody (boundary: string, parts: Array<{ name: string, value: string, filename?: string }>): string {
+  return parts.map(p => `--${boundary}\r\nContent-Disposition: form-data; name="${p.name}"${p.filename ? `; filename="${p.filename}"` : ''}\r\n` +
+    (p.filename ? 'Content-Type: application/octet-stream\r\n' : '') + `\r\n${p.value}\r\n`).join('') + `--${boundary}--\r\n`
+}
+
+t.test('malformed multipart bodies are 400 and leave nothing behind', async t => {
+  const before = await driveCount()
+  const data = JSON.stringify({ method: 'drives.upload', params: [{ name: 'm' }] })
+  const good = multipartBody('XyZ', [{ name: 'data', value: data }, { name: 'file', filename: 'f.img', value: 'hello world' }])
+  const cases: Array<[string, string, string]> = [
+    ['truncated in the file', good.slice(0, good.indexOf('hello') + 3), 'multipart/form-data; boundary=XyZ'],
+    ['truncated in the data field', good.slice(0, 60), 'multipart/form-data; boundary=XyZ'],
+    ['garbage', '\u0001\u0002garbage\r\n\r\n--', 'multipart/form-data; boundary=XyZ'],
+    ['missing boundary', good, 'multipart/form-data'],
+    ['empty boundary', good, 'multipart/form-data; boundary='],
+    ['500-char boundary', multipartBody('b'.repeat(500), [{ name: 'data', value: data }]), `multipart/form-data; boundary=${'b'.repeat(500)}`],
+    ['wrong boundary', good, 'multipart/form-data; boundary=other'],
+    ['bad part header', '--XyZ\r\nContent-Disposition\r\n\r\nx\r\n--XyZ--\r\n', 'multipart/form-data; boundary=XyZ']
+  ]
+  for (const [what, payload, type] of cases) {
+    const res = await api.raw('POST', '/api/2.0/_upload/', payload, { 'content-type': type })
+    t.equal(res.statusCode, 400, `${what}: ${res.statusCode} ${res.body.slice(0, 200)}`)
+    t.ok(isErrorArray(res.json()), `${what}: error array`)
+  }
+  t.equal(await driveCount(), before, 'no drive left behind')
+})
+
+t.test('router and HTTP parser errors answer CloudSigma arrays', async t => {
+  for (const url of ['/api/2.0/drives/%ZZ/', '/api/2.0/drives/%C0%AF/', '/api/2.0/drives/%', `/api/2.0/drives/upload/${'x'.repeat(300)}`]) {
+    const res = await app.inject({ method: url.includes('upload') ? 'POST' : 'GET', url, headers: { authorization: user.authorization } })
+    t.ok(res.statusCode === 400 || res.statusCode === 414 || res.statusCode === 404, `${url.slice(0, 40)}: ${res.statusCode}`)
+    t.ok(isErrorArray(res.json()), `${url.slice(0, 40)}: error array ${res.body.slice(0, 100)}`)
+  }
+
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as net.AddressInfo).port
+  const rawRequest = (text: string) => new Promise<string>((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(text))
+    let out = ''
+    socket.on('data', d => { out += d.toString('latin1') })
+    socket.on('close', () => resolve(out))
+    socket.on('error', reject)
+  })
+  const cases: Array<[string, string, number]> = [
+    ['bad Content-Length', 'POST /api/2.0/drives/ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', 400],
+    ['two Content-Lengths', 'POST /api/2.0/drives/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab', 400],
+    ['oversized headers', `GET /api/2.0/drives/ HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`, 431],
+    ['oversized URL', `GET /api/2.0/drives/?q=${'a'.repeat(20 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431],
+    ['not HTTP', 'HELLO\r\n\r\n', 400],
+    ['bad percent-encoding', 'GET /api/2.0/drives/%ZZ/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 400]
+  ]
+  for (const [what, text, status] of cases) {
+    const out = await rawRequest(text)
+    t.match(out, new RegExp(`^HTTP/1.1 ${status} `), `${what}: status`)
+    const body = out.slice(out.indexOf('\r\n\r\n') + 4)
+    let parsed: unknown
+    try { parsed = JSON.parse(body) } catch { parsed = body }
+    t.ok(isErrorArray(parsed), `${what}: error array (${body.slice(0, 120)})`)
+  }
+})
