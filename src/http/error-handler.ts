@@ -1,5 +1,6 @@
 // Turns every error (ours, Fastify's, ajv's, unexpected ones) into the CloudSigma error array.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { isStorageError } from '../storage/index.ts'
 import { ApiError, errors } from './errors.ts'
 
 interface AjvError { instancePath?: string, keyword?: string, params?: Record<string, unknown>, message?: string }
@@ -43,6 +44,7 @@ export function toApiError (error: FastifyError | Error): ApiError {
       return errors.validation('The request is not multipart/form-data')
   }
   if (error instanceof SyntaxError) return errors.validation('Malformed JSON in the request body')
+  if (isStorageError(error, 'UNAVAILABLE')) return errors.storageUnavailable()
   const status = fe.statusCode ?? 500
   if (status >= 400 && status < 500) {
     if (status === 404) return errors.notFound('Resource')

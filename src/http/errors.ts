@@ -45,5 +45,7 @@ export const errors = {
   rangeNotSatisfiable: (message: string, point: string | null = null) => new ApiError(416, 'validation', message, point),
   /** Another operation holds the resource; the client should retry (decisions.md: 503). */
   busy: (message: string, point: string | null = null) => new ApiError(503, 'concurrency', message, point),
+  /** The drive storage (e.g. the Ceph cluster) does not answer now; retry later. */
+  storageUnavailable: () => new ApiError(503, 'backend', 'The drive storage is unavailable; try again later', null, { 'retry-after': '5' }),
   internal: () => new ApiError(500, 'backend', 'Internal server error')
 }

@@ -15,6 +15,7 @@ import { badMetaKey } from '../domain/drive-status.ts'
 import { relatedUuid, tagIds } from '../http/bodies.ts'
 import { errors } from '../http/errors.ts'
 import { enqueueJob, type JobResourceInput } from '../jobs/enqueue.ts'
+import { driveFlattenHandler } from '../jobs/handlers/drive-flatten.ts'
 import { driveCloneHandler } from '../jobs/handlers/drive-clone.ts'
 import { serverCloneHandler } from '../jobs/handlers/server-clone.ts'
 import { lockResources } from '../jobs/resources.ts'
@@ -300,5 +301,6 @@ export default fp(async (app) => {
   // read at call time, so a test or bench that swaps app.storage is honoured
   const storage = () => app.storage
   app.jobs.register('drive_clone', driveCloneHandler(storage))
+  app.jobs.register('drive_flatten', driveFlattenHandler(storage))
   app.jobs.register('server_clone', serverCloneHandler(storage))
 }, { name: 'clones', dependencies: ['prisma', 'jobs', 'storage'] })

@@ -525,7 +525,11 @@ export class RbdDriveStorage implements DriveStorage {
    */
   async flatten (id: string, options: FlattenOptions = {}): Promise<void> {
     checkId(id)
-    await this.flattenImage(id, id, options.signal, options.onProgress)
+    try {
+      await this.flattenImage(id, id, options.signal, options.onProgress)
+    } catch (err) {
+      throw err instanceof ProgressCallbackError ? err.inner : err
+    }
   }
 
   private async flattenImage (name: string, id: string, signal: AbortSignal | undefined, onProgress: CopyProgress | undefined, total?: number): Promise<void> {
@@ -551,7 +555,7 @@ export class RbdDriveStorage implements DriveStorage {
           }
         })
       } catch (err) {
-        if (failure instanceof ProgressCallbackError) throw failure.inner
+        if (failure instanceof ProgressCallbackError) throw failure
         if (err instanceof StorageError && err.code === 'ABORTED') throw abortedError(id, signal?.reason)
         throw err
       } finally {
@@ -559,11 +563,7 @@ export class RbdDriveStorage implements DriveStorage {
       }
       await this.releaseParent(info.parent)
     }
-    try {
-      progress.report(bytes, true)
-    } catch (err) {
-      throw err instanceof ProgressCallbackError ? err.inner : err
-    }
+    progress.report(bytes, true)
   }
 
   /** Whether `id` still depends on a parent image (a CoW clone not yet flattened). */
@@ -594,7 +594,7 @@ export class RbdDriveStorage implements DriveStorage {
         await this.run(['rename', this.spec(partial), this.spec(dstId)], `rename ${partial}`)
       } catch (err) {
         await this.removeImage(partial).catch(() => {})
-        throw err
+        throw err instanceof ProgressCallbackError ? err.inner : err
       }
     } finally {
       this.copying.delete(dstId)

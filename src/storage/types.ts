@@ -44,6 +44,11 @@ export class StorageError extends Error {
     // (`err.name === 'AbortError'`) while staying an instance of StorageError.
     this.name = code === 'ABORTED' ? 'AbortError' : 'StorageError'
   }
+
+  /** Whether trying again later may succeed (the job engine retries such failures). */
+  get retryable (): boolean {
+    return this.code === 'UNAVAILABLE'
+  }
 }
 
 export function isStorageError (err: unknown, code?: StorageErrorCode): err is StorageError {
