@@ -14,6 +14,6 @@ if [[ -z ${CEPH_CONF:-} ]]; then
 fi
 export CEPH_CONF STORAGE=rbd RBD_POOL=${RBD_POOL:-rbd}
 # tap exits non-zero on any failure; the trap still stops the cluster
-npx tap "$@" test/rbd/*.rbd.ts test/storage/contract.test.ts \
+npx tap --timeout=900 "$@" test/rbd/*.rbd.ts test/storage/contract.test.ts \
   test/drives/*.test.ts test/clones/drive-clone.test.ts test/clones/server-clone.test.ts \
   test/clones/concurrency.test.ts test/transfers/*.test.ts

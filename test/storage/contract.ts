@@ -57,6 +57,7 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     const id = randomUUID()
     const size = 10 * MiB + 517
     await s.create(id, size)
+    t.teardown(() => s.delete(id))
     t.equal((await s.stat(id)).size, size)
     const all = await readAll(s, id)
     t.equal(all.length, size, 'reads exactly size bytes')
@@ -64,6 +65,7 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
 
     const empty = randomUUID()
     await s.create(empty, 0)
+    t.teardown(() => s.delete(empty))
     t.same(await s.stat(empty), { size: 0, allocated: 0 })
     t.equal((await readAll(s, empty)).length, 0)
   })
@@ -73,6 +75,7 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     const id = randomUUID()
     const size = 10 * MiB + 517
     await s.create(id, size)
+    t.teardown(() => s.delete(id))
     const head = randomBytes(MiB)
     const w = await s.openForWrite(id)
     await w.write(head, 0)
@@ -106,6 +109,7 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     const id = randomUUID()
     const size = 8 * MiB + 123
     await s.create(id, size)
+    t.teardown(() => s.delete(id))
 
     // Positional writer, including an unaligned write and one ending exactly at the end.
     const a = randomBytes(300_001)
