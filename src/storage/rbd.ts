@@ -497,23 +497,29 @@ export class RbdDriveStorage implements DriveStorage {
 
   private async cloneTo (srcId: string, dstId: string, target: string, size: number | undefined): Promise<void> {
     const snap = `c-${dstId}`
-    const existing = await this.infoOrNull(target)
-    if (existing !== null) {
-      if (existing.parent?.snapshot !== snap) throw new StorageError('EXISTS', `drive ${target} already exists`)
-    } else {
-      await this.run(['snap', 'create', '--no-progress', `${this.spec(srcId)}@${snap}`], `snap create ${srcId}`).catch((err: unknown) => {
-        // a snapshot left by an interrupted attempt is reused
-        if (!(err instanceof StorageError && err.code === 'EXISTS')) throw err
-      })
-      try {
-        await this.run(['clone', '--rbd-default-clone-format', '2', `${this.spec(srcId)}@${snap}`, this.spec(target)], `clone ${srcId}`)
-      } catch (err) {
+    // the common case in two calls (snap create, clone); an existing target is looked at only then
+    await this.run(['snap', 'create', '--no-progress', `${this.spec(srcId)}@${snap}`], `snap create ${srcId}`).catch((err: unknown) => {
+      // a snapshot left by an interrupted attempt is reused
+      if (!(err instanceof StorageError && err.code === 'EXISTS')) throw err
+    })
+    let info: ImageInfo | undefined
+    try {
+      await this.run(['clone', '--rbd-default-clone-format', '2', `${this.spec(srcId)}@${snap}`, this.spec(target)], `clone ${srcId}`)
+    } catch (err) {
+      if (err instanceof StorageError && err.code === 'EXISTS') {
+        info = await this.info(target)
+        // a rerun: the target already is this clone
+        if (info.parent?.snapshot !== snap) {
+          await this.removeSnapIfUnused(srcId, snap, false).catch(() => {})
+          throw new StorageError('EXISTS', `drive ${target} already exists`)
+        }
+      } else {
         await this.removeSnapIfUnused(srcId, snap, false).catch(() => {})
         throw err
       }
     }
     if (size !== undefined) {
-      const info = existing ?? await this.info(target)
+      info ??= await this.info(target)
       if (size > info.size) await this.run(['resize', '--no-progress', '--size', `${size}B`, this.spec(target)], `resize ${target}`)
     }
   }
