@@ -52,7 +52,7 @@ export async function getJob (api: Api, id: string): Promise<any> {
 }
 
 /** Polls the job through the API until it is finished; returns it. */
-export async function finishedJob (api: Api, id: string, timeoutMs = 30_000): Promise<any> {
+export async function finishedJob (api: Api, id: string, timeoutMs = 60_000): Promise<any> {
   return eventually(async () => {
     const j = await getJob(api, id)
     return ['success', 'error', 'cancelled'].includes(j.state) ? j : undefined
@@ -63,7 +63,7 @@ export async function finishedJob (api: Api, id: string, timeoutMs = 30_000): Pr
  * Like finishedJob, then also waits for every job below it (on copy-on-write storage a
  * drive_clone has a drive_flatten child that runs on after it), so the roll-up is final.
  */
-export async function finishedTree (api: Api, id: string, timeoutMs = 30_000): Promise<any> {
+export async function finishedTree (api: Api, id: string, timeoutMs = 60_000): Promise<any> {
   await finishedJob(api, id, timeoutMs)
   const done = (j: any): boolean => ['success', 'error', 'cancelled'].includes(j.state) && (j.children ?? []).every(done)
   return eventually(async () => {
