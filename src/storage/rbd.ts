@@ -456,9 +456,17 @@ export class RbdDriveStorage implements DriveStorage {
       }
       return
     }
-    await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`).catch((err: unknown) => {
-      if (!(err instanceof StorageError && err.code === 'NOT_FOUND')) throw err
-    })
+    // a client that died holding the image leaves its watch for ~30 s (osd_client_watch_timeout)
+    for (let tries = 0; ; tries++) {
+      try {
+        await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`)
+        break
+      } catch (err) {
+        if (err instanceof StorageError && err.code === 'NOT_FOUND') break
+        if (!(err instanceof StorageError && /still has watchers/.test(err.message)) || tries >= 45) throw err
+        await new Promise(resolve => setTimeout(resolve, 1000))
+      }
+    }
     if (info.parent) await this.releaseParent(info.parent)
   }
 
@@ -544,6 +552,7 @@ export class RbdDriveStorage implements DriveStorage {
     const progress = new Progress(bytes, onProgress, this.progressIntervalMs)
     progress.report(0, true)
     if (info.parent) {
+      if (isAborted(signal)) throw abortedError(id, signal?.reason)
       let failure: unknown
       const controller = new AbortController()
       const onAbort = (): void => controller.abort(signal?.reason)
@@ -670,7 +679,9 @@ export class RbdDriveWriter implements DriveWriter {
     this.current = undefined
     if (cur) {
       cur.done.catch(() => {})
-      cur.child.kill('SIGKILL')
+      // end the stream cleanly: a killed client would leave its watch on the image for ~30 s
+      cur.child.stdin!.end(Buffer.from('e'))
+      setTimeout(() => { if (cur.child.exitCode === null) cur.child.kill('SIGKILL') }, 10_000).unref()
     }
   }
 }
