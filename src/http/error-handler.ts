@@ -1,6 +1,7 @@
 // Turns every error (ours, Fastify's, ajv's, unexpected ones) into the CloudSigma error array.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { DomainError, type DomainErrorCode } from '../domain/errors.ts'
+import { isStorageError } from '../storage/index.ts'
 import { ApiError, errors, type ErrorType } from './errors.ts'
 
 // the one mapping of domain error codes to statuses and CloudSigma error types (decisions.md)
@@ -62,6 +63,8 @@ export function toApiError (error: FastifyError | Error): ApiError {
       return new ApiError(400, 'validation', 'The request is not multipart/form-data')
   }
   if (error instanceof SyntaxError) return new ApiError(400, 'validation', 'Malformed JSON in the request body')
+  // the one place a storage condition becomes a status: an unreachable backend is worth a retry
+  if (isStorageError(error, 'UNAVAILABLE')) return errors.storageUnavailable()
   const status = fe.statusCode ?? 500
   if (status >= 400 && status < 500) {
     if (status === 404) return fromDomain(errors.notFound('Resource'))
