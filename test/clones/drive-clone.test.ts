@@ -53,25 +53,32 @@ t.test('clone answers 202 with the new drive in cloning_dst, one drive_clone job
   }
 })
 
-t.test('a 100 GiB drive holding a little data clones in time that does not grow with its nominal size and stays sparse', async t => {
+t.test('a 100 GiB drive holding a little data clones without copying its holes and stays sparse', async t => {
   const src = await readyDrive(api, { name: 'big', size: 100 * GiB })
   await writeRandom(app, src.uuid, 0, MiB)
   await writeRandom(app, src.uuid, 50 * GiB, MiB)
   await writeRandom(app, src.uuid, 100 * GiB - MiB, MiB)
-  const started = Date.now()
   const res = await clone(src.uuid)
   t.equal(res.statusCode, 202)
   const dst = res.json().objects[0]
   const job = await finishedJob(api, dst.jobs[0].uuid)
-  const ms = Date.now() - started
   t.equal(job.state, 'success')
-  const runMs = Date.parse(job.finished_at) - Date.parse(job.started_at)
-  // well under a second on an idle machine (bench/clone.ts); copying 100 GiB of zeros would take minutes
-  t.ok(runMs < 3000, `the job ran ${runMs} ms (API to success: ${ms} ms)`)
-  const a = await imageOf(app, src.uuid)
+  // structural, not timed (speed is bench/clone.ts and bench/rbd-clone.ts): the clone moved no holes
+  const allocated = (await imageOf(app, src.uuid)).allocated
+  if (cowStorage(app)) {
+    // copy-on-write: the clone job copied nothing; its drive_flatten child detaches the clone afterwards
+    t.equal(job.result.copy_on_write, true)
+    t.equal(job.result.bytes_copied, 0, 'no bytes copied by the clone job')
+    const tree = await finishedTree(api, job.uuid)
+    t.same(tree.children.map((c: any) => [c.operation, c.state]), [['drive_flatten', 'success']])
+  } else {
+    t.ok(job.result.bytes_copied > 0 && job.result.bytes_copied <= allocated, `copied ${job.result.bytes_copied} bytes: the source's data (${allocated} allocated), not its 100 GiB`)
+    t.equal(job.data.bytes_total, job.result.bytes_copied, 'the progress counted the data, not the nominal size')
+  }
+  t.equal(await driveStatus(api, dst.uuid), 'unmounted')
   const b = await imageOf(app, dst.uuid)
   t.equal(b.size, 100 * GiB)
-  t.ok(b.allocated <= a.allocated + MiB, `destination allocates ${b.allocated} bytes (source ${a.allocated})`)
+  t.ok(b.allocated <= allocated + MiB, `destination allocates ${b.allocated} bytes (source ${allocated})`)
   t.ok(b.allocated < 16 * MiB, 'sparse')
   for (const at of [0, 50 * GiB, 100 * GiB - MiB, 7 * GiB]) {
     t.equal(await sha256(app, dst.uuid, at, MiB), await sha256(app, src.uuid, at, MiB), `same bytes at ${at}`)
