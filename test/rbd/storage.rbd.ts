@@ -46,11 +46,10 @@ t.test('copy-on-write clone: instant whatever the size, independent of the sourc
   const w = await s.openForWrite(src)
   await w.write(data, 5 * GiB)
   await w.close()
-  const started = Date.now()
   await s.cloneCow(src, dst, { size: 11 * GiB })
-  const ms = Date.now() - started
-  // a handful of CLI calls (~0.15 s each); bench/clone.ts measures it beside the local copy
-  t.ok(ms < 5000, `clone of 10 GiB took ${ms} ms`)
+  // structural, not timed (bench/rbd-clone.ts measures speed): the clone copied no data of its own
+  const fresh = await s.stat(dst)
+  t.ok(fresh.allocated < MiB, `the fresh clone allocates ${fresh.allocated} bytes (no copy of the source's MiB)`)
   t.equal((await s.stat(dst)).size, 11 * GiB, 'extended')
   t.ok((await readAll(s, dst, 5 * GiB, 5 * GiB + MiB - 1)).equals(data), 'the clone reads the source data')
   await s.cloneCow(src, dst, { size: 11 * GiB }) // a rerun is a no-op
