@@ -16,12 +16,14 @@ const pool = process.env.RBD_POOL || 'rbd'
 const rbd = new RbdDriveStorage({ pool, conf, progressIntervalMs: 20 })
 /** Ids this file handed to the storage: other test files share the pool, so only these are checked for leaks. */
 const used = new Set<string>()
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const s = new Proxy(rbd, {
   get (target, prop, receiver) {
     const v = Reflect.get(target, prop, receiver) as unknown
     if (typeof v !== 'function') return v
     return (...args: unknown[]) => {
-      for (const a of args) if (typeof a === 'string') used.add(a)
+      // only real drive ids: the contract also passes bad ids ('', '../x') that would match every name
+      for (const a of args) if (typeof a === 'string' && UUID.test(a)) used.add(a)
       return (v as (...a: unknown[]) => unknown).apply(target, args)
     }
   }
