@@ -56,6 +56,15 @@ export interface Config {
   loginWindowMs: number
   /** Password hashes computed at once; further logins queue. */
   passwordHashConcurrency: number
+  /** Where drive images live: 'local' sparse files under drivesDir, or 'rbd' images on Ceph. */
+  storage: 'local' | 'rbd'
+  /** ceph.conf of the cluster (STORAGE=rbd); unset: the rbd CLI's default lookup. */
+  cephConf: string | undefined
+  /** RBD pool of the drive images. */
+  rbdPool: string
+  /** Ceph user (without `client.`) and keyring, when the cluster has auth on. */
+  cephUser: string | undefined
+  cephKeyring: string | undefined
   /** How long the built-in recording hypervisor driver takes per power change, so starting/stopping show. */
   hypervisorDelayMs: number
 }
@@ -78,6 +87,12 @@ function bool (env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean
   if (/^(1|true|yes|on)$/i.test(raw)) return true
   if (/^(0|false|no|off)$/i.test(raw)) return false
   throw new Error(`setting ${name} must be a boolean, got ${JSON.stringify(raw)}`)
+}
+
+function storageKind (raw: string | undefined): 'local' | 'rbd' {
+  if (raw === undefined || raw === '' || raw === 'local') return 'local'
+  if (raw === 'rbd') return 'rbd'
+  throw new Error(`setting STORAGE must be local or rbd, got ${JSON.stringify(raw)}`)
 }
 
 export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
@@ -119,6 +134,11 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     loginFailuresPerAddress: int(env, 'LOGIN_FAILURES_PER_ADDRESS', 30, 1),
     loginWindowMs: int(env, 'LOGIN_WINDOW_MS', 60_000, 1),
     passwordHashConcurrency: int(env, 'PASSWORD_HASH_CONCURRENCY', 2, 1),
+    storage: storageKind(env.STORAGE),
+    cephConf: env.CEPH_CONF || undefined,
+    rbdPool: env.RBD_POOL || 'rbd',
+    cephUser: env.CEPH_USER || undefined,
+    cephKeyring: env.CEPH_KEYRING || undefined,
     ...overrides
   }
   if (config.jobLeaseSeconds > 30) throw new Error('setting JOB_LEASE_SECONDS must be at most 30')

@@ -615,7 +615,7 @@ export interface components {
             uuid?: string;
             resource_uri?: string;
             /** @enum {string} */
-            operation?: "drive_create" | "drive_clone" | "drive_resize" | "drive_delete" | "drive_upload" | "drive_download" | "server_clone" | "server_start" | "server_stop" | "server_delete";
+            operation?: "drive_create" | "drive_clone" | "drive_flatten" | "drive_resize" | "drive_delete" | "drive_upload" | "drive_download" | "server_clone" | "server_start" | "server_stop" | "server_delete";
             /** @enum {string} */
             state?: "queued" | "started" | "cancelling" | "success" | "error" | "cancelled";
             data?: components["schemas"]["JobData"];

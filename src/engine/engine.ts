@@ -9,7 +9,7 @@ import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, finishJob, heartbeat, releaseJobs, startAncestors, takeJob, type ClaimedRow, type FinishFields, type JobKey } from './queue-sql.ts'
+import { childOutcome, claimJobs, finishJob, heartbeat, releaseJobs, retryJob, startAncestors, takeJob, type ClaimedRow, type FinishFields, type JobKey } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob } from './held.ts'
@@ -435,7 +435,17 @@ export class JobEngine {
         log.info('job aborted: ' + String((entry.controller.signal.reason as Error | undefined)?.message ?? ''))
         return
       }
+      // a transient failure (e.g. storage unreachable): a resumable job runs again later
+      if ((err as { retryable?: unknown } | null)?.retryable === true && handler.resumable === true && row.attempts < row.max_attempts) {
+        const delay = 2 ** row.attempts
+        log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job hit a transient failure; retrying later')
+        if (await retryJob(this.opts.prisma, this.workerId, row.id, delay)) return
+      }
       const failure = err instanceof JobFailure
+      if ((err as { retryable?: unknown } | null)?.retryable === true) {
+        log.warn({ err }, 'job failed: transient failure, no retries left')
+        return fail({ state: 'error', error: { error_type: 'backend', error_message: 'the drive storage is unavailable; try again later' } })
+      }
       if (!failure) log.error({ err }, 'job failed with an unexpected error')
       await fail({
         state: 'error',

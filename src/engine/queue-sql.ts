@@ -149,6 +149,15 @@ export async function finishJob (db: Db, workerId: string, id: string, f: Finish
   return rows[0]
 }
 
+/** Puts a job this worker holds back in the queue, due in `delaySeconds` (a transient failure). */
+export async function retryJob (db: Db, workerId: string, id: string, delaySeconds: number): Promise<boolean> {
+  const n = await db.$executeRawUnsafe(`
+    UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
+      run_at = now() + make_interval(secs => $3), last_modified = now()
+    WHERE id = $2::uuid AND locked_by = $1`, workerId, id, delaySeconds)
+  return n > 0
+}
+
 /** Gives jobs back to the queue on graceful shutdown, so another process picks them up at once. */
 export async function releaseJobs (prisma: PrismaClient, workerId: string, ids: string[]): Promise<void> {
   if (ids.length === 0) return

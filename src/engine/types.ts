@@ -7,7 +7,7 @@ export type JobState = typeof JOB_STATES[number]
 export const FINISHED_STATES: readonly JobState[] = ['success', 'error', 'cancelled']
 
 export const OPERATIONS = [
-  'drive_create', 'drive_clone', 'drive_resize', 'drive_delete', 'drive_upload', 'drive_download',
+  'drive_create', 'drive_clone', 'drive_flatten', 'drive_resize', 'drive_delete', 'drive_upload', 'drive_download',
   'server_clone', 'server_start', 'server_stop', 'server_delete'
 ] as const
 export type Operation = typeof OPERATIONS[number]

@@ -1,6 +1,7 @@
 // Turns every error (ours, Fastify's, ajv's, unexpected ones) into the CloudSigma error array.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { DomainError, type DomainErrorCode } from '../domain/errors.ts'
+import { isStorageError } from '../storage/index.ts'
 import { ApiError, errors, type ErrorType } from './errors.ts'
 import { databaseFailure, referenceGone } from './database-errors.ts'
 
@@ -67,6 +68,8 @@ export function toApiError (error: FastifyError | Error): ApiError {
   if (unavailable) return unavailable
   const gone = referenceGone(error)
   if (gone) return gone
+  // the one place a storage condition becomes a status: an unreachable backend is worth a retry
+  if (isStorageError(error, 'UNAVAILABLE')) return errors.storageUnavailable()
   const status = fe.statusCode ?? 500
   if (status >= 400 && status < 500) {
     if (status === 404) return fromDomain(errors.notFound('Resource'))

@@ -41,5 +41,7 @@ export const errors = {
   methodNotAllowed: (method: string) => new ApiError(405, 'validation', `Method ${method} is not allowed here`),
   notAcceptable: () => new ApiError(406, 'validation', 'Only application/json responses can be produced'),
   unsupportedMediaType: (type: string) => new ApiError(415, 'validation', `Unsupported content type: ${type}`),
+  /** The drive storage (e.g. the Ceph cluster) does not answer now; retry later. */
+  storageUnavailable: () => new ApiError(503, 'backend', 'The drive storage is unavailable; try again later', null, { 'retry-after': '5' }),
   internal: () => new ApiError(500, 'backend', 'Internal server error')
 }

@@ -1,4 +1,4 @@
-// Drive storage as a service: `app.storage` holds the images under config.drivesDir.
+// Drive storage as a service: `app.storage` holds the images (config.drivesDir, or Ceph RBD with STORAGE=rbd).
 import fp from 'fastify-plugin'
 import { createStorage, type DriveStorage } from '../storage/index.ts'
 
@@ -9,5 +9,8 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  app.decorate('storage', createStorage({ root: app.config.drivesDir, durable: app.config.storageFsync }))
+  const c = app.config
+  app.decorate('storage', c.storage === 'rbd'
+    ? createStorage({ backend: 'rbd', pool: c.rbdPool, conf: c.cephConf, user: c.cephUser, keyring: c.cephKeyring })
+    : createStorage({ root: c.drivesDir, durable: c.storageFsync }))
 }, { name: 'storage' })

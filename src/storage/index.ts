@@ -1,13 +1,19 @@
 import { LocalDriveStorage } from './local.ts'
 import type { LocalDriveStorageOptions } from './local.ts'
+import { RbdDriveStorage } from './rbd.ts'
+import type { RbdDriveStorageOptions } from './rbd.ts'
 import type { DriveStorage } from './types.ts'
 
 export { LocalDriveStorage } from './local.ts'
 export type { CopyMethod, LocalDriveStorageOptions } from './local.ts'
+export { RbdDriveStorage } from './rbd.ts'
+export type { RbdDriveStorageOptions } from './rbd.ts'
 export { MAX_DRIVE_SIZE, StorageError, isStorageError } from './types.ts'
 export type {
   CopyOptions,
   CopyProgress,
+  CowCloneOptions,
+  FlattenOptions,
   DriveStat,
   DriveStorage,
   DriveWriter,
@@ -16,12 +22,13 @@ export type {
   WriteStreamOptions,
 } from './types.ts'
 
-export type StorageOptions = LocalDriveStorageOptions
+export type StorageOptions = LocalDriveStorageOptions | ({ backend: 'rbd' } & RbdDriveStorageOptions)
 
 /**
- * The drive storage of this deployment. Only local files exist today; `root` is the
- * folder of the images (e.g. `./data/drives`), created on first use.
+ * The drive storage of this deployment: local sparse files under `root` (created on first use,
+ * the default), or Ceph RBD images in a pool (`backend: 'rbd'`).
  */
 export function createStorage (options: StorageOptions): DriveStorage {
+  if ('backend' in options) return new RbdDriveStorage(options)
   return new LocalDriveStorage(options)
 }

@@ -28,7 +28,11 @@ import type { Readable, Writable } from 'node:stream'
 /** Largest drive size accepted: 16 TiB. */
 export const MAX_DRIVE_SIZE = 16 * 1024 ** 4
 
-export type StorageErrorCode = 'NOT_FOUND' | 'EXISTS' | 'INVALID_ID' | 'ABORTED' | 'IO'
+/**
+ * 'UNAVAILABLE': the storage cannot be reached now (e.g. the Ceph cluster does not answer);
+ * the request may succeed later (HTTP 503, jobs are retried).
+ */
+export type StorageErrorCode = 'NOT_FOUND' | 'EXISTS' | 'INVALID_ID' | 'ABORTED' | 'IO' | 'UNAVAILABLE'
 
 export class StorageError extends Error {
   readonly code: StorageErrorCode
@@ -39,6 +43,11 @@ export class StorageError extends Error {
     // An aborted operation looks like any other AbortError to generic code
     // (`err.name === 'AbortError'`) while staying an instance of StorageError.
     this.name = code === 'ABORTED' ? 'AbortError' : 'StorageError'
+  }
+
+  /** Whether trying again later may succeed (the job engine retries such failures). */
+  get retryable (): boolean {
+    return this.code === 'UNAVAILABLE'
   }
 }
 
@@ -87,6 +96,18 @@ export interface CopyOptions {
    * at the end with (total, total). If it throws, the copy is stopped, cleaned up as if
    * aborted, and rejects with that exception.
    */
+  onProgress?: CopyProgress
+}
+
+export interface CowCloneOptions {
+  /** Size of the clone when larger than the source (as for copy). */
+  size?: number
+}
+
+export interface FlattenOptions {
+  /** Stops the flatten; the clone stays a valid copy-on-write child. Rejects 'ABORTED'. */
+  signal?: AbortSignal
+  /** Progress in bytes of the image (0 first, (total, total) last). */
   onProgress?: CopyProgress
 }
 
@@ -162,6 +183,20 @@ export interface DriveStorage {
   /** Removes the image (and any partial copy of it). Idempotent: a missing drive is fine. */
   delete (id: string): Promise<void>
 
-  /** Absolute path of the image file, for internal use (e.g. handing it to qemu). */
+  /** Where the image lives, for internal use (a file path, or `rbd:<pool>/<id>`). */
   path (id: string): string
+
+  /**
+   * Optional, backends with copy-on-write clones only: makes `dstId` a child of a snapshot of
+   * `srcId` in well under a second whatever the size; readable and writable at once, independent
+   * of later writes to the source. A rerun on the same pair is a no-op; another existing `dstId`
+   * is 'EXISTS'. Deleting the source later is allowed (its data lives until the child goes).
+   */
+  cloneCow? (srcId: string, dstId: string, options?: CowCloneOptions): Promise<void>
+
+  /**
+   * Optional, with cloneCow: detaches a clone from its source by copying the shared data, with
+   * progress; a no-op for an image that is not a clone. Abort leaves a valid clone.
+   */
+  flatten? (id: string, options?: FlattenOptions): Promise<void>
 }

@@ -58,9 +58,9 @@ t.test('two clones of one source at once: the source is cloning_src and refuses 
   t.teardown(() => run.stop())
   const jobs = await Promise.all([d1, d2, dst].map(d => finishedJob(api, d.jobs[0].uuid)))
   t.same(jobs.map(j => j.state), ['success', 'success', 'success'])
-  const want = await sha256(app.storage.path(src.uuid))
+  const want = await sha256(app, src.uuid)
   for (const d of [d1, d2, dst]) {
-    t.equal(await sha256(app.storage.path(d.uuid)), want, `${d.name} is byte-identical`)
+    t.equal(await sha256(app, d.uuid), want, `${d.name} is byte-identical`)
     t.equal(await driveStatus(api, d.uuid), 'unmounted')
   }
   t.equal(await driveStatus(api, src.uuid), 'unmounted', 'the source is back once the last reader is done')

@@ -1,7 +1,6 @@
 // Helpers for the clone tests: drives with real data written through the storage, file digests,
 // and job polling through the API.
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream, statSync } from 'node:fs'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyInstance } from 'fastify'
@@ -30,16 +29,20 @@ export async function writeRandom (app: FastifyInstance, id: string, offset: num
   await pipeline(Readable.from(chunks()), await app.storage.createWriteStream(id, { start: offset }))
 }
 
-/** sha256 of a file, or of `length` bytes at `start`. */
-export async function sha256 (file: string, start?: number, length?: number): Promise<string> {
+/** sha256 of a drive image read through the storage (any backend), or of `length` bytes at `start`. */
+export async function sha256 (app: FastifyInstance, id: string, start?: number, length?: number): Promise<string> {
   const h = createHash('sha256')
-  await pipeline(createReadStream(file, start === undefined ? {} : { start, end: start + (length ?? 1) - 1 }), h)
+  await pipeline(await app.storage.createReadStream(id, start === undefined ? {} : { start, end: start + (length ?? 1) - 1 }), h)
   return h.digest('hex')
 }
 
-export function imageOf (app: FastifyInstance, id: string): { size: number, allocated: number } {
-  const st = statSync(app.storage.path(id))
-  return { size: st.size, allocated: st.blocks * 512 }
+export async function imageOf (app: FastifyInstance, id: string): Promise<{ size: number, allocated: number }> {
+  return await app.storage.stat(id)
+}
+
+/** Whether the app's storage makes copy-on-write clones (rbd): clones then get a drive_flatten child. */
+export function cowStorage (app: FastifyInstance): boolean {
+  return app.storage.cloneCow !== undefined
 }
 
 export async function getJob (api: Api, id: string): Promise<any> {
@@ -49,10 +52,23 @@ export async function getJob (api: Api, id: string): Promise<any> {
 }
 
 /** Polls the job through the API until it is finished; returns it. */
-export async function finishedJob (api: Api, id: string, timeoutMs = 30_000): Promise<any> {
+export async function finishedJob (api: Api, id: string, timeoutMs = 60_000): Promise<any> {
   return eventually(async () => {
     const j = await getJob(api, id)
     return ['success', 'error', 'cancelled'].includes(j.state) ? j : undefined
+  }, { timeoutMs })
+}
+
+/**
+ * Like finishedJob, then also waits for every job below it (on copy-on-write storage a
+ * drive_clone has a drive_flatten child that runs on after it), so the roll-up is final.
+ */
+export async function finishedTree (api: Api, id: string, timeoutMs = 60_000): Promise<any> {
+  await finishedJob(api, id, timeoutMs)
+  const done = (j: any): boolean => ['success', 'error', 'cancelled'].includes(j.state) && (j.children ?? []).every(done)
+  return eventually(async () => {
+    const j = await getJob(api, id)
+    return done(j) ? j : undefined
   }, { timeoutMs })
 }
 

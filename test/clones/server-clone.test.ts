@@ -1,10 +1,9 @@
 // Server clone end to end (§3.5): the bare new server in the 202, one server_clone job with one
 // drive_clone child per disk, cdroms shared, data byte for byte, the byte-weighted roll-up, the
 // parallelism limit, and a child failing: nothing half-made, every drive back to its status.
-import { rmSync } from 'node:fs'
 import t from 'tap'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { MiB, driveStatus, finishedJob, getJob, readyDrive, sha256, writeRandom } from './helpers.ts'
+import { MiB, driveStatus, finishedJob, finishedTree, getJob, readyDrive, sha256, writeRandom } from './helpers.ts'
 
 // one child at a time, so the limit shows in the children's start and finish times
 const { app } = await buildTestApp(t, { config: { cloneParallelism: 1 } })
@@ -59,7 +58,7 @@ t.test('server clone: 202 bare stopped server, disks cloned as children, cdrom s
   const jobId = copy.jobs[0].uuid
   for (const id of [newRoot, newData]) t.equal(await driveStatus(api, id), 'cloning_dst')
 
-  const job = await finishedJob(api, jobId)
+  const job = await finishedTree(api, jobId)
   t.equal(job.operation, 'server_clone')
   t.equal(job.state, 'success', JSON.stringify(job.error))
   t.same(job.resources, [`/api/2.0/servers/${copy.uuid}/`], 'the source server is not held (only its disks are, by the children)')
@@ -80,8 +79,8 @@ t.test('server clone: 202 bare stopped server, disks cloned as children, cdrom s
   t.equal(await driveStatus(api, newRoot), 'mounted', 'cloned disks end mounted')
   t.equal(await driveStatus(api, newData), 'mounted')
   for (const d of [root, data, iso]) t.equal(await driveStatus(api, d.uuid), 'mounted', `source ${d.name} back to mounted`)
-  t.equal(await sha256(app.storage.path(newRoot)), await sha256(app.storage.path(root.uuid)))
-  t.equal(await sha256(app.storage.path(newData)), await sha256(app.storage.path(data.uuid)))
+  t.equal(await sha256(app, newRoot), await sha256(app, root.uuid))
+  t.equal(await sha256(app, newData), await sha256(app, data.uuid))
   const isoNow = (await api.get(`/api/2.0/drives/${iso.uuid}/`)).json()
   t.same(isoNow.mounted_on.map((m: any) => m.uuid).sort(), [server.uuid, copy.uuid].sort(), 'the cdrom is on both servers')
   const names = await Promise.all([newRoot, newData].map(async id => (await api.get(`/api/2.0/drives/${id}/`)).json().name))
@@ -119,7 +118,7 @@ t.test('server clone with a name, random_vnc_password and COUNTER naming for the
 t.test('a child failing midway: job error says why, new server and every new drive removed, sources as they were', async t => {
   const { server, root, data, iso } = await sourceServer('broken')
   // the data disk's image disappears: its drive_clone fails when it runs
-  rmSync(app.storage.path(data.uuid))
+  await app.storage.delete(data.uuid)
   const before = await app.prisma.drive.count()
   const res = await api.post(`/api/2.0/servers/${server.uuid}/action/?do=clone`, {})
   t.equal(res.statusCode, 202)

@@ -60,5 +60,5 @@ t.test('the source server is editable and deletable while its clone runs; only i
   t.equal(cd, iso.uuid, 'the shared cdrom stays on the clone')
   t.equal(await driveStatus(api, newRoot), 'mounted')
   t.equal(await driveStatus(api, root.uuid), 'unmounted', 'the source disk is released, no longer mounted anywhere')
-  t.equal(await sha256(app.storage.path(newRoot)), await sha256(app.storage.path(root.uuid)), 'the data was copied')
+  t.equal(await sha256(app, newRoot), await sha256(app, root.uuid), 'the data was copied')
 })

@@ -1,7 +1,6 @@
 // POST /drives/: the three body forms, defaults, validation, atomic bulk create, and the
 // drive_create job that makes a sparse image and ends `creating`.
 import t from 'tap'
-import fs from 'node:fs'
 import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { GiB, createDrive, waitStatus } from './helpers.ts'
@@ -52,7 +51,7 @@ t.test('a bare object creates one drive: 201 {objects:[...]} with every §2.1 fi
   const stat = await app.storage.stat(d.uuid)
   t.equal(stat.size, 1024000000, 'the image has the exact size')
   t.ok(stat.allocated < 1024 * 1024, `the image is sparse (${stat.allocated} bytes allocated)`)
-  t.ok(fs.existsSync(app.storage.path(d.uuid)))
+  t.ok(await app.storage.exists(d.uuid))
   t.equal((await api.get(`/api/2.0/jobs/${d.jobs[0].uuid}/`)).json().state, 'success')
 })
 

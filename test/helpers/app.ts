@@ -21,7 +21,9 @@ export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config
   const databaseUrl = opts.databaseUrl ?? await createTestDatabase(t)
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-test-'))
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
-  const config = loadConfig({}, {
+  // STORAGE=rbd (with CEPH_CONF, RBD_POOL) runs the same tests on Ceph (npm run test:rbd)
+  const { STORAGE, CEPH_CONF, RBD_POOL, CEPH_USER, CEPH_KEYRING } = process.env
+  const config = loadConfig({ STORAGE, CEPH_CONF, RBD_POOL, CEPH_USER, CEPH_KEYRING }, {
     databaseUrl,
     dataDir,
     drivesDir: path.join(dataDir, 'drives'),

@@ -4,6 +4,7 @@ import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { enqueueJob, type EnqueueInput } from '../../src/engine/enqueue.ts'
 import { JobFailure, type JobHandler } from '../../src/engine/types.ts'
+import { StorageError } from '../../src/storage/index.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { abortableSleep, sleep, startEngine, waitForAllJobs, waitForJob } from '../helpers/jobs.ts'
 
@@ -180,4 +181,30 @@ t.test('a job for an operation without a handler fails instead of hanging', asyn
   const row = await waitForJob(app, id)
   t.equal(row.state, 'error')
   t.match(row.error, { error_message: /no handler/ })
+})
+
+t.test('a transient storage failure (Ceph unreachable) is retried with backoff, then fails with a clear error', async t => {
+  let runs = 0
+  const flaky: JobHandler = {
+    resumable: true,
+    async run () {
+      if (++runs < 3) throw new StorageError('UNAVAILABLE', 'the cluster does not answer')
+      return { ok: true }
+    }
+  }
+  const down: JobHandler = {
+    resumable: true,
+    async run () { throw new StorageError('UNAVAILABLE', 'the cluster does not answer') }
+  }
+  await startEngine(t, app, { drive_resize: flaky, drive_delete: down }, { databaseUrl })
+  const a = await enqueue({ operation: 'drive_resize' })
+  const b = await enqueue({ operation: 'drive_delete', maxAttempts: 2 })
+  const ok = await waitForJob(app, a.id, { timeoutMs: 30_000 })
+  t.equal(ok.state, 'success', 'succeeded on the third attempt')
+  t.equal(ok.attempts, 3)
+  t.equal(runs, 3)
+  const failed = await waitForJob(app, b.id, { timeoutMs: 30_000 })
+  t.equal(failed.state, 'error')
+  t.equal(failed.attempts, 2, 'retried up to max_attempts')
+  t.match(failed.error, { error_type: 'backend', error_message: /storage is unavailable/ })
 })

@@ -42,7 +42,9 @@ t.test('POST streams the body into a new drive and answers its uuid as text', as
   t.equal(job.data.progress, 100)
   const row = await app.prisma.job.findUniqueOrThrow({ where: { id: drive.jobs[0].uuid } })
   t.same(row.result, { sha256: sha256(data), bytes: data.length }, 'the job result records the sha256 of what was received')
-  const stored = await import('node:fs').then(fs => fs.readFileSync(app.storage.path(uuid)))
+  const parts: Buffer[] = []
+  for await (const c of await app.storage.createReadStream(uuid)) parts.push(c as Buffer)
+  const stored = Buffer.concat(parts)
   t.ok(stored.equals(data), 'the image holds exactly the bytes sent')
 })
 

@@ -3,7 +3,8 @@
 // (destination drives in cloning_dst, the new server), one more reader on every source drive, and
 // the jobs: one drive_clone, or a server_clone parent with one drive_clone child per disk, of
 // which at most config.cloneParallelism run at once (the others are held back until a sibling
-// finishes). The plugin registers the two actions; cloneHandlers gives app.ts the two job handlers.
+// finishes). The plugin registers the two actions; cloneHandlers gives app.ts its job handlers
+// (drive_clone, drive_flatten on copy-on-write storage, server_clone).
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { PrismaClient, Tx } from '../../db/client.ts'
@@ -16,6 +17,7 @@ import { relatedUuid, tagIds } from '../../http/bodies.ts'
 import { domainErrors as errors } from '../../domain/errors.ts'
 import { enqueueJob, type JobResourceInput } from '../../engine/enqueue.ts'
 import { driveCloneHandler } from './handlers/drive-clone.ts'
+import { driveFlattenHandler } from './handlers/drive-flatten.ts'
 import { serverCloneHandler } from './handlers/server-clone.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { driveCloneBody, serverCloneBody, type DriveCloneInputT, type ServerCloneInputT } from './schemas.ts'
@@ -300,7 +302,7 @@ const serverClone: Action = {
 export function cloneHandlers (app: FastifyInstance): HandlerSet {
   // read at call time, so a test or bench that swaps app.storage is honoured
   const storage = () => app.storage
-  return { drive_clone: driveCloneHandler(storage), server_clone: serverCloneHandler(storage) }
+  return { drive_clone: driveCloneHandler(storage), drive_flatten: driveFlattenHandler(storage), server_clone: serverCloneHandler(storage) }
 }
 
 /** The clones feature: ?do=clone on drives and on servers. */

@@ -3,10 +3,12 @@
 // attached it) and the source loses one reader. A failed or cancelled clone deletes the
 // destination (file, mounts, row); the source only loses its reader. Rerunning after a takeover
 // is safe: the storage copy replaces a partial destination, and the reader is released once.
+// On copy-on-write storage (rbd) the copy is a clone, detached later by a drive_flatten child.
 import type { PrismaClient, Tx } from '../../../db/client.ts'
 import { copyDescription } from '../../../domain/clone-plan.ts'
 import { announceDrives, restingStatusOf } from '../../drives/service.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
+import { enqueueJob } from '../../../engine/enqueue.ts'
 import { CHANNELS } from '../../../engine/listener.ts'
 import { JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
 
@@ -62,7 +64,7 @@ export async function releaseNextSibling (db: Db, parentId: string | null): Prom
 function failureOf (err: unknown, p: DriveCloneParams): unknown {
   if (!isStorageError(err)) return err
   switch (err.code) {
-    case 'ABORTED': return err
+    case 'ABORTED': case 'UNAVAILABLE': return err
     case 'NOT_FOUND': return new JobFailure(`the data of source drive ${p.sourceId} is missing`)
     case 'EXISTS': return new JobFailure(`another copy to drive ${p.driveId} is running`)
     default: return new JobFailure(`copying drive ${p.sourceId} failed: ${err.message}`)
@@ -98,15 +100,20 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
       const src = await prisma.drive.findUnique({ where: { id: p.sourceId }, select: { id: true } })
       if (!src) throw new JobFailure(`the source drive ${p.sourceId} no longer exists`)
       let total = 0
+      // copy-on-write storage (rbd): the clone is usable at once, a drive_flatten child detaches it
+      const cow = storage().cloneCow !== undefined
       try {
-        await storage().copy(p.sourceId, p.driveId, {
-          size: p.size,
-          signal: ctx.signal,
-          onProgress: (done, all) => {
-            total = all
-            ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) })
-          }
-        })
+        if (cow) await storage().cloneCow!(p.sourceId, p.driveId, { size: p.size })
+        else {
+          await storage().copy(p.sourceId, p.driveId, {
+            size: p.size,
+            signal: ctx.signal,
+            onProgress: (done, all) => {
+              total = all
+              ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) })
+            }
+          })
+        }
       } catch (err) {
         throw failureOf(err, p)
       }
@@ -119,9 +126,21 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
         await releaseSource(tx, ctx.job.id, p.sourceId)
         await releaseNextSibling(tx, ctx.job.parentId)
         await announceDrives(tx, ctx.job.ownerId, [p.sourceId, p.driveId])
+        if (cow) {
+          await enqueueJob(tx, {
+            ownerId: ctx.job.ownerId,
+            operation: 'drive_flatten',
+            parentId: ctx.job.id,
+            rootId: ctx.job.rootId,
+            params: { driveId: p.driveId },
+            // resize/delete wait (503) while it runs; mounting, starting and cloning do not
+            resources: [{ type: 'drives', id: p.driveId, mode: 'read' }],
+            description: `flattening drive ${p.driveId}`
+          })
+        }
       })
       // copied_at: when the data was complete (the next held-back sibling may start from then on)
-      return { size: p.size, bytes_copied: total, copied_at: copiedAt }
+      return { size: p.size, bytes_copied: total, copied_at: copiedAt, ...(cow ? { copy_on_write: true } : {}) }
     },
     async cleanup (ctx) {
       const p = driveCloneParams(ctx)

@@ -1,0 +1,33 @@
+// drive_flatten: on storage with copy-on-write clones (rbd), detaches a cloned drive from its
+// source in the background with byte progress. The drive is usable throughout; cancelling (or a
+// failure) leaves it a valid clone, so there is nothing to undo. A child of its drive_clone job.
+import { copyDescription } from '../../../domain/clone-plan.ts'
+import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
+import { JobFailure, type JobHandler } from '../../../engine/types.ts'
+
+export function driveFlattenHandler (storage: () => DriveStorage): JobHandler {
+  return {
+    resumable: true,
+    async run (ctx) {
+      const driveId = (ctx.job.params as { driveId?: unknown }).driveId
+      if (typeof driveId !== 'string') throw new JobFailure('the job parameters are incomplete')
+      const s = storage()
+      if (s.flatten === undefined) return { flattened: false }
+      let total = 0
+      try {
+        await s.flatten(driveId, {
+          signal: ctx.signal,
+          onProgress: (done, all) => {
+            total = all
+            ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) })
+          }
+        })
+      } catch (err) {
+        if (isStorageError(err, 'NOT_FOUND')) throw new JobFailure(`drive ${driveId} no longer exists`)
+        if (isStorageError(err, 'IO')) throw new JobFailure(`flattening drive ${driveId} failed: ${err.message}`)
+        throw err
+      }
+      return { flattened: true, bytes: total }
+    }
+  }
+}

@@ -1,0 +1,127 @@
+// The storage contract and the copy-on-write extras on a real Ceph cluster. Run by
+// `npm run test:rbd` (scripts/test-rbd.sh starts a dev cluster and sets CEPH_CONF).
+import { randomBytes, randomUUID } from 'node:crypto'
+import { execFileSync } from 'node:child_process'
+import { writeFileSync, readFileSync } from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { RbdDriveStorage, StorageError } from '../../src/storage/index.ts'
+import { readAll, rejectsCode, storageContract } from '../storage/contract.ts'
+
+const MiB = 1024 * 1024
+const GiB = 1024 * MiB
+const conf = process.env.CEPH_CONF
+if (conf === undefined || conf === '') throw new Error('CEPH_CONF must name the test cluster (npm run test:rbd sets it)')
+const pool = process.env.RBD_POOL || 'rbd'
+const rbd = new RbdDriveStorage({ pool, conf, progressIntervalMs: 20 })
+/** Ids this file handed to the storage: other test files share the pool, so only these are checked for leaks. */
+const used = new Set<string>()
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+const s = new Proxy(rbd, {
+  get (target, prop, receiver) {
+    const v = Reflect.get(target, prop, receiver) as unknown
+    if (typeof v !== 'function') return v
+    return (...args: unknown[]) => {
+      // only real drive ids: the contract also passes bad ids ('', '../x') that would match every name
+      for (const a of args) if (typeof a === 'string' && UUID.test(a)) used.add(a)
+      return (v as (...a: unknown[]) => unknown).apply(target, args)
+    }
+  }
+})
+
+/** Every image and snapshot name in the pool, to prove nothing leaks. */
+function poolImages (): string[] {
+  const out = execFileSync('rbd', ['--conf', conf!, 'ls', '--long', '--format', 'json', pool], { encoding: 'utf8' })
+  return (JSON.parse(out) as Array<{ image: string, snapshot?: string }>).map(i => i.snapshot ? `${i.image}@${i.snapshot}` : i.image).sort()
+}
+
+const mine = (names: string[]): string[] => names.filter(n => [...used].some(id => n.includes(id)))
+const before = poolImages()
+
+storageContract(t, () => s)
+
+t.test('copy-on-write clone: instant whatever the size, independent of the source, flatten with progress', async t => {
+  const src = randomUUID()
+  const dst = randomUUID()
+  await s.create(src, 10 * GiB)
+  const data = randomBytes(MiB)
+  const w = await s.openForWrite(src)
+  await w.write(data, 5 * GiB)
+  await w.close()
+  await s.cloneCow(src, dst, { size: 11 * GiB })
+  // structural, not timed (bench/rbd-clone.ts measures speed): the clone copied no data of its own
+  const fresh = await s.stat(dst)
+  t.ok(fresh.allocated < MiB, `the fresh clone allocates ${fresh.allocated} bytes (no copy of the source's MiB)`)
+  t.equal((await s.stat(dst)).size, 11 * GiB, 'extended')
+  t.ok((await readAll(s, dst, 5 * GiB, 5 * GiB + MiB - 1)).equals(data), 'the clone reads the source data')
+  await s.cloneCow(src, dst, { size: 11 * GiB }) // a rerun is a no-op
+  await rejectsCode(t, s.cloneCow(src, src), 'INVALID_ID', 'onto itself')
+  const other = randomUUID()
+  await s.create(other, MiB)
+  await rejectsCode(t, s.cloneCow(src, other), 'EXISTS', 'onto another existing image')
+  await s.delete(other)
+
+  // writes on either side do not show on the other
+  const w2 = await s.openForWrite(dst)
+  await w2.write(Buffer.from('child'), 5 * GiB)
+  await w2.close()
+  t.ok((await readAll(s, src, 5 * GiB, 5 * GiB + 4)).equals(data.subarray(0, 5)), 'the source is unchanged')
+
+  // the source can be deleted at once; its data lives on (hidden) for the child
+  await s.delete(src)
+  t.notOk(await s.exists(src), 'the source is gone for the API')
+  t.ok(poolImages().some(n => n.startsWith(`deleted.${src}`)), 'kept hidden while a child needs it')
+  t.ok((await readAll(s, dst, 5 * GiB + 5, 5 * GiB + 99)).equals(data.subarray(5, 100)), 'the child still reads it')
+
+  const seen: number[] = []
+  await s.flatten(dst, { onProgress: (d) => { seen.push(d) } })
+  t.ok(seen.length >= 2 && seen[0] === 0 && seen[seen.length - 1] === 11 * GiB, 'progress from 0 to the size')
+  t.notOk(poolImages().some(n => n.includes(src)), 'the hidden source and its snapshot went with the last child')
+  t.ok((await readAll(s, dst, 5 * GiB, 5 * GiB + 4)).equals(Buffer.from('child')), 'flattened data intact')
+  await s.flatten(dst) // not a clone any more: a no-op
+  await s.delete(dst)
+})
+
+t.test('flatten can be cancelled and leaves a valid clone; deleting a clone releases the source snapshot', async t => {
+  const src = randomUUID()
+  const dst = randomUUID()
+  await s.create(src, 256 * MiB)
+  const data = randomBytes(256 * MiB)
+  const w = await s.openForWrite(src)
+  await w.write(data, 0)
+  await w.close()
+  await s.cloneCow(src, dst)
+  const ac = new AbortController()
+  const p = s.flatten(dst, { signal: ac.signal, onProgress: (d) => { if (d > 0) ac.abort() } })
+  setTimeout(() => ac.abort(), 300).unref()
+  const asked = Date.now()
+  await rejectsCode(t, p, 'ABORTED', 'flatten aborted')
+  t.ok(Date.now() - asked < 3000, 'promptly')
+  const h1 = (await readAll(s, dst, 100 * MiB, 101 * MiB - 1))
+  t.ok(h1.equals(data.subarray(100 * MiB, 101 * MiB)), 'the clone still reads its data')
+  t.ok(poolImages().includes(`${src}@c-${dst}`), 'still a child of the source snapshot')
+  await s.delete(dst)
+  t.notOk(poolImages().includes(`${src}@c-${dst}`), 'deleting the child removed the snapshot')
+  await s.delete(src)
+})
+
+t.test('an unreachable cluster fails fast with UNAVAILABLE (503, retried by jobs)', async t => {
+  const bad = path.join(t.testdir(), 'ceph.conf')
+  writeFileSync(bad, readFileSync(conf, 'utf8').replace(/^mon_host = .*$/m, 'mon_host = v2:127.0.0.1:1'))
+  const down = new RbdDriveStorage({ pool, conf: bad, connectTimeoutSeconds: 2 })
+  const started = Date.now()
+  try {
+    await down.stat(randomUUID())
+    t.fail('resolved')
+  } catch (err) {
+    t.ok(err instanceof StorageError && err.code === 'UNAVAILABLE', `UNAVAILABLE (${String(err)})`)
+    t.equal((err as StorageError).retryable, true, 'retryable')
+  }
+  t.ok(Date.now() - started < 10_000, 'within the connect timeout')
+  t.throws(() => new RbdDriveStorage({ pool: 'rbd/x' }), /invalid RBD pool/, 'a pool name cannot hold a path')
+})
+
+t.test('nothing leaked in the pool', async t => {
+  t.ok(used.size > 20, 'the ids used were recorded')
+  t.same(mine(poolImages()), mine(before), 'no image or snapshot of these tests is left')
+})

@@ -1,0 +1,7 @@
+// The storage contract on local sparse files (the rbd run is test/rbd/storage.rbd.ts).
+import path from 'node:path'
+import t from 'tap'
+import { createStorage } from '../../src/storage/index.ts'
+import { storageContract } from './contract.ts'
+
+storageContract(t, t => createStorage({ root: path.join(t.testdir(), 'drives'), durable: false }))

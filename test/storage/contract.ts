@@ -1,0 +1,237 @@
+// The drive storage contract (src/storage/types.ts), run against every backend: local files in
+// contract.test.ts (npm test), Ceph RBD in test/rbd/storage.rbd.ts (npm run test:rbd).
+import { randomBytes, randomUUID } from 'node:crypto'
+import { pipeline } from 'node:stream/promises'
+import { Readable } from 'node:stream'
+import type { Test } from 'tap'
+import { StorageError } from '../../src/storage/index.ts'
+import type { DriveStorage, StorageErrorCode } from '../../src/storage/index.ts'
+
+const KiB = 1024
+const MiB = 1024 * KiB
+const GiB = 1024 * MiB
+const TiB = 1024 * GiB
+/** Allowance for metadata in `allocated` (file system extent blocks). */
+const SLACK = 64 * KiB
+
+export async function readAll (s: DriveStorage, id: string, start?: number, end?: number): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for await (const c of await s.createReadStream(id, { start, end })) parts.push(c as Buffer)
+  return Buffer.concat(parts)
+}
+
+export async function rejectsCode (t: Test, p: Promise<unknown> | (() => unknown), code: StorageErrorCode, msg: string): Promise<void> {
+  try {
+    await (typeof p === 'function' ? p() : p)
+    t.fail(`${msg}: expected ${code}, resolved`)
+  } catch (err) {
+    t.ok(err instanceof StorageError, `${msg}: is StorageError`)
+    t.equal((err as StorageError).code, code, `${msg}: code ${code}`)
+  }
+}
+
+/** Registers the contract tests on `t`; `make` gives the storage under test (it may share one). */
+export function storageContract (t: Test, make: (t: Test) => DriveStorage): void {
+  t.test('create: sparse 1 TiB drive, exact size, EXISTS leaves it untouched, RangeError', async t => {
+    const s = make(t)
+    const id = randomUUID()
+    await s.create(id, TiB)
+    const st = await s.stat(id)
+    t.equal(st.size, TiB, 'exact size')
+    t.ok(st.allocated <= SLACK, `allocates ~nothing (${st.allocated})`)
+    t.ok(await s.exists(id), 'exists')
+    const w = await s.openForWrite(id)
+    await w.write(Buffer.from('keep me'), 0)
+    await w.close()
+    await rejectsCode(t, s.create(id, 4096), 'EXISTS', 'second create')
+    t.equal((await s.stat(id)).size, TiB, 'size unchanged after failed create')
+    t.equal((await readAll(s, id, 0, 6)).toString(), 'keep me', 'data unchanged after failed create')
+    await t.rejects(s.create(randomUUID(), -1), RangeError, 'negative size')
+    await t.rejects(s.create(randomUUID(), 1.5), RangeError, 'fractional size')
+    await t.rejects(s.create(randomUUID(), 16 * TiB + 1), RangeError, 'over 16 TiB')
+    await s.delete(id)
+  })
+
+  t.test('exact odd sizes, zero-filled', async t => {
+    const s = make(t)
+    const id = randomUUID()
+    const size = 10 * MiB + 517
+    await s.create(id, size)
+    t.teardown(() => s.delete(id))
+    t.equal((await s.stat(id)).size, size)
+    const all = await readAll(s, id)
+    t.equal(all.length, size, 'reads exactly size bytes')
+    t.ok(all.equals(Buffer.alloc(size)), 'all zeros')
+
+    const empty = randomUUID()
+    await s.create(empty, 0)
+    t.teardown(() => s.delete(empty))
+    t.same(await s.stat(empty), { size: 0, allocated: 0 })
+    t.equal((await readAll(s, empty)).length, 0)
+  })
+
+  t.test('resize up stays sparse and keeps data; resize down truncates', async t => {
+    const s = make(t)
+    const id = randomUUID()
+    const size = 10 * MiB + 517
+    await s.create(id, size)
+    t.teardown(() => s.delete(id))
+    const head = randomBytes(MiB)
+    const w = await s.openForWrite(id)
+    await w.write(head, 0)
+    await w.close()
+    const before = await s.stat(id)
+    t.ok(before.allocated >= MiB, 'data allocated')
+
+    await s.resize(id, 100 * GiB + 3)
+    const up = await s.stat(id)
+    t.equal(up.size, 100 * GiB + 3, 'grown to exact size')
+    t.ok(up.allocated <= before.allocated + SLACK, `growing allocates nothing (${before.allocated} -> ${up.allocated})`)
+    t.ok((await readAll(s, id, 0, MiB - 1)).equals(head), 'data kept')
+    t.ok((await readAll(s, id, 100 * GiB - 10, 100 * GiB + 2)).equals(Buffer.alloc(13)), 'new tail reads zeros')
+
+    await s.resize(id, 1000)
+    t.equal((await s.stat(id)).size, 1000, 'shrunk to exact size')
+    const all = await readAll(s, id)
+    t.equal(all.length, 1000)
+    t.ok(all.equals(head.subarray(0, 1000)), 'prefix kept')
+
+    await s.resize(id, 1000)
+    t.equal((await s.stat(id)).size, 1000, 'same size is a no-op')
+
+    const missing = randomUUID()
+    await rejectsCode(t, s.resize(missing, 10), 'NOT_FOUND', 'resize missing')
+    t.notOk(await s.exists(missing), 'resize does not create')
+  })
+
+  t.test('writes at offsets, ranged reads, never truncates, bounded by size', async t => {
+    const s = make(t)
+    const id = randomUUID()
+    const size = 8 * MiB + 123
+    await s.create(id, size)
+    t.teardown(() => s.delete(id))
+
+    // Positional writer, including an unaligned write and one ending exactly at the end.
+    const a = randomBytes(300_001)
+    const b = randomBytes(777)
+    const w = await s.openForWrite(id)
+    t.equal(w.size, size)
+    await w.write(a, 12_345)
+    await w.write(b, size - b.length)
+    await t.rejects(w.write(Buffer.alloc(2), size - 1), RangeError, 'write crossing the end')
+    await t.rejects(w.write(Buffer.alloc(1), -1), RangeError, 'negative offset')
+    await w.close()
+    await w.close() // idempotent
+    t.equal((await s.stat(id)).size, size, 'size unchanged by writes')
+
+    // Write stream at an offset, fed in several chunks; must not truncate the tail.
+    const c = randomBytes(3 * MiB + 11)
+    const ws = await s.createWriteStream(id, { start: 2 * MiB + 1 })
+    await pipeline(Readable.from([c.subarray(0, MiB), c.subarray(MiB, 2 * MiB + 5), c.subarray(2 * MiB + 5)]), ws)
+    t.equal((await s.stat(id)).size, size, 'write stream does not truncate')
+
+    const expected = Buffer.alloc(size)
+    a.copy(expected, 12_345)
+    b.copy(expected, size - b.length)
+    c.copy(expected, 2 * MiB + 1)
+    t.ok((await readAll(s, id)).equals(expected), 'whole image as expected')
+    t.ok((await readAll(s, id, 12_345, 12_345 + a.length - 1)).equals(a), 'inclusive end range')
+    t.ok((await readAll(s, id, 2 * MiB + 1, 2 * MiB + 1)).equals(c.subarray(0, 1)), 'single byte range')
+    t.ok((await readAll(s, id, size - 10)).equals(expected.subarray(size - 10)), 'open-ended range')
+    t.ok((await readAll(s, id, size - 10, size + 100)).equals(expected.subarray(size - 10)), 'end clamped to size')
+    t.equal((await readAll(s, id, size + 5)).length, 0, 'start past end reads nothing')
+    await t.rejects(s.createReadStream(id, { start: 10, end: 5 }), RangeError, 'end before start')
+
+    // A write stream that runs past the end fails and does not grow the drive.
+    const over = await s.createWriteStream(id, { start: size - 3 })
+    await t.rejects(pipeline(Readable.from([Buffer.alloc(10)]), over), RangeError, 'stream past end fails')
+    t.equal((await s.stat(id)).size, size, 'size unchanged after overflowing stream')
+    await t.rejects(s.createWriteStream(id, { start: size + 1 }), RangeError, 'start past end')
+  })
+
+  t.test('NOT_FOUND', async t => {
+    const s = make(t)
+    const id = randomUUID()
+    await rejectsCode(t, s.stat(id), 'NOT_FOUND', 'stat')
+    await rejectsCode(t, s.createReadStream(id), 'NOT_FOUND', 'createReadStream')
+    await rejectsCode(t, s.createWriteStream(id), 'NOT_FOUND', 'createWriteStream')
+    await rejectsCode(t, s.openForWrite(id), 'NOT_FOUND', 'openForWrite')
+    t.equal(await s.exists(id), false, 'exists is false')
+  })
+
+  t.test('delete is idempotent; a deleted id can be created again', async t => {
+    const s = make(t)
+    const id = randomUUID()
+    await s.delete(id)
+    await s.create(id, MiB)
+    await s.delete(id)
+    t.notOk(await s.exists(id))
+    await s.delete(id)
+    await s.create(id, 2 * MiB)
+    t.equal((await s.stat(id)).size, 2 * MiB)
+    await s.delete(id)
+  })
+
+  t.test('invalid ids never reach the storage', async t => {
+    const s = make(t)
+    for (const id of ['../x', '/etc/passwd', 'ABCDEF00-0000-4000-8000-000000000000', '', 'a/b', 'x@snap', '-rf']) {
+      await rejectsCode(t, s.create(id, 10), 'INVALID_ID', `create(${JSON.stringify(id)})`)
+      await rejectsCode(t, s.stat(id), 'INVALID_ID', `stat(${JSON.stringify(id)})`)
+      await rejectsCode(t, s.delete(id), 'INVALID_ID', `delete(${JSON.stringify(id)})`)
+      await rejectsCode(t, s.copy(randomUUID(), id), 'INVALID_ID', `copy to ${JSON.stringify(id)}`)
+    }
+  })
+
+  t.test('copy: byte-identical, extended to a larger size, progress monotonic to the end, replaces dst', async t => {
+    const s = make(t)
+    const src = randomUUID()
+    const dst = randomUUID()
+    const size = 32 * MiB + 7
+    await s.create(src, size)
+    const a = randomBytes(2 * MiB)
+    const w = await s.openForWrite(src)
+    await w.write(a, 5 * MiB + 3)
+    await w.write(Buffer.from('end'), size - 3)
+    await w.close()
+    await s.create(dst, MiB) // an existing dst is replaced
+    const seen: Array<[number, number]> = []
+    await s.copy(src, dst, { size: 40 * MiB, onProgress: (d, all) => { seen.push([d, all]) } })
+    t.equal((await s.stat(dst)).size, 40 * MiB, 'extended')
+    const want = Buffer.concat([await readAll(s, src), Buffer.alloc(40 * MiB - size)])
+    t.ok((await readAll(s, dst)).equals(want), 'byte-identical, extension reads zeros')
+    t.ok(seen.length >= 2, 'progress reported')
+    t.same(seen[0][0], 0, 'starts at 0')
+    const total = seen[seen.length - 1][1]
+    t.same(seen[seen.length - 1], [total, total], 'ends at (total, total)')
+    t.ok(seen.every((p, i) => i === 0 || p[0] >= seen[i - 1][0]), 'monotonic')
+    // the copy is independent of its source
+    const w2 = await s.openForWrite(src)
+    await w2.write(Buffer.from('changed'), 5 * MiB + 3)
+    await w2.close()
+    t.ok((await readAll(s, dst, 5 * MiB + 3, 5 * MiB + 9)).equals(a.subarray(0, 7)), 'later source writes do not show in the copy')
+    await s.delete(src)
+    t.ok((await readAll(s, dst, size - 3, size - 1)).equals(Buffer.from('end')), 'the copy outlives its source')
+    await s.delete(dst)
+  })
+
+  t.test('copy errors: NOT_FOUND source, onto itself, ABORTED leaves nothing, a throwing onProgress', async t => {
+    const s = make(t)
+    const src = randomUUID()
+    const dst = randomUUID()
+    await rejectsCode(t, s.copy(src, dst), 'NOT_FOUND', 'missing source')
+    t.notOk(await s.exists(dst), 'no destination made')
+    await s.create(src, 8 * MiB)
+    await rejectsCode(t, s.copy(src, src), 'INVALID_ID', 'onto itself')
+    const ac = new AbortController()
+    ac.abort()
+    await rejectsCode(t, s.copy(src, dst, { signal: ac.signal }), 'ABORTED', 'aborted before start')
+    t.notOk(await s.exists(dst), 'nothing left after abort')
+    const boom = new Error('boom')
+    await t.rejects(s.copy(src, dst, { onProgress: () => { throw boom } }), boom, 'the callback error')
+    t.notOk(await s.exists(dst), 'nothing left after a throwing onProgress')
+    await s.copy(src, dst)
+    t.ok(await s.exists(dst), 'a later copy works')
+    await s.delete(src)
+    await s.delete(dst)
+  })
+}
