@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=Drive.js.map

@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=Event.js.map

@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=Job.js.map

@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=JobResource.js.map

@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=Server.js.map

@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=ServerDrive.js.map

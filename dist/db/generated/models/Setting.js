@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=Setting.js.map

@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=TransferLink.js.map

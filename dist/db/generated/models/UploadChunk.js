@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=UploadChunk.js.map

@@ -1,0 +1,33 @@
+// Chunk geometry of the chunked upload protocol (spec §5.2), as pure functions. With a nominal
+// chunk size S: n = floor(size / S) chunks; chunks 0..n-2 hold exactly S bytes and the last one
+// holds the rest (S to 2S-1 bytes); a file smaller than S is one chunk 0.
+function checkGeometry(size, chunkSize) {
+    if (!Number.isSafeInteger(size) || size < 1)
+        throw new RangeError(`size must be a positive integer, got ${size}`);
+    if (!Number.isSafeInteger(chunkSize) || chunkSize < 1)
+        throw new RangeError(`chunk size must be a positive integer, got ${chunkSize}`);
+}
+/** How many chunks an image of `size` bytes has with nominal chunk size `chunkSize`. */
+export function chunkCount(size, chunkSize) {
+    checkGeometry(size, chunkSize);
+    return Math.max(1, Math.floor(size / chunkSize));
+}
+/** Where chunk `number` lies, or undefined when there is no such chunk. */
+export function chunkRange(size, chunkSize, number) {
+    const count = chunkCount(size, chunkSize);
+    if (!Number.isSafeInteger(number) || number < 0 || number >= count)
+        return undefined;
+    const start = number * chunkSize;
+    const length = number === count - 1 ? size - start : chunkSize;
+    return { start, length };
+}
+/** The chunk numbers not in `present`, ascending. */
+export function missingChunks(size, chunkSize, present) {
+    const have = new Set(present);
+    const out = [];
+    for (let i = 0; i < chunkCount(size, chunkSize); i++)
+        if (!have.has(i))
+            out.push(i);
+    return out;
+}
+//# sourceMappingURL=chunks.js.map

@@ -1,0 +1,125 @@
+import { copyDescription } from "../../domain/clone-plan.js";
+import { announceDrives, restingStatusOf } from "../../services/drives.js";
+import { isStorageError } from "../../storage/index.js";
+import { CHANNELS } from "../listener.js";
+import { JobFailure } from "../types.js";
+export function driveCloneParams(ctx) {
+    const p = ctx.job.params;
+    if (typeof p.sourceId !== 'string' || typeof p.driveId !== 'string' || typeof p.size !== 'number') {
+        throw new JobFailure('the job parameters are incomplete');
+    }
+    return { sourceId: p.sourceId, driveId: p.driveId, size: p.size, index: p.index };
+}
+/**
+ * Gives back the source reader this job took, exactly once however often it is called (success,
+ * cleanup, a parent's cleanup, a rerun): the job's checkpoint records it in the same transaction.
+ */
+export async function releaseSource(tx, jobId, sourceId) {
+    const marked = await tx.$executeRawUnsafe(`
+    UPDATE jobs SET checkpoint = CASE WHEN jsonb_typeof(checkpoint) = 'object' THEN checkpoint ELSE '{}'::jsonb END
+      || '{"sourceReleased": true}'::jsonb
+    WHERE id = $1::uuid AND (jsonb_typeof(checkpoint) IS DISTINCT FROM 'object' OR checkpoint->>'sourceReleased' IS DISTINCT FROM 'true')`, jobId);
+    if (marked === 0)
+        return false;
+    await tx.$executeRawUnsafe('UPDATE drives SET readers = readers - 1 WHERE id = $1::uuid AND readers > 0', sourceId);
+    return true;
+}
+/**
+ * Lets the next held-back sibling of a server clone start (parallelism limit): the earliest
+ * queued child whose run_at is still in the far future becomes due now, and workers are woken.
+ */
+export async function releaseNextSibling(db, parentId) {
+    if (!parentId)
+        return;
+    const rows = await db.$queryRawUnsafe(`
+    UPDATE jobs SET run_at = now(), last_modified = now()
+    WHERE id = (
+      SELECT id FROM jobs
+      WHERE parent_id = $1::uuid AND state = 'queued' AND run_at > now() + interval '100 years'
+      ORDER BY COALESCE((params->>'index')::int, 0), created, id
+      LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING id::text`, parentId);
+    for (const r of rows)
+        await db.$executeRawUnsafe('SELECT pg_notify($1, $2)', CHANNELS.jobs, r.id);
+}
+function failureOf(err, p) {
+    if (!isStorageError(err))
+        return err;
+    switch (err.code) {
+        case 'ABORTED': return err;
+        case 'NOT_FOUND': return new JobFailure(`the data of source drive ${p.sourceId} is missing`);
+        case 'EXISTS': return new JobFailure(`another copy to drive ${p.driveId} is running`);
+        default: return new JobFailure(`copying drive ${p.sourceId} failed: ${err.message}`);
+    }
+}
+/** Deletes the destination of `jobId` (data, mounts, row) if the job still holds it. */
+export async function removeDestination(prisma, storage, ownerId, jobId, driveId) {
+    const drive = await prisma.drive.findUnique({ where: { id: driveId }, select: { lockedByJob: true } });
+    if (!drive || drive.lockedByJob !== jobId)
+        return;
+    await storage.delete(driveId);
+    await prisma.$transaction(async (tx) => {
+        // server_drives rows go with the row (ON DELETE CASCADE)
+        await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: jobId } });
+        await announceDrives(tx, ownerId, [driveId]);
+    });
+}
+export function driveCloneHandler(storage) {
+    return {
+        resumable: true,
+        async run(ctx) {
+            const p = driveCloneParams(ctx);
+            const { prisma } = ctx;
+            const dst = await prisma.drive.findUnique({ where: { id: p.driveId } });
+            if (!dst)
+                throw new JobFailure(`the destination drive ${p.driveId} no longer exists`);
+            if (dst.lockedByJob !== ctx.job.id) {
+                // a rerun after the previous attempt finished everything but recording it
+                const checkpoint = ctx.job.checkpoint;
+                if (dst.lockedByJob === null && checkpoint?.sourceReleased === true)
+                    return { size: Number(dst.size) };
+                throw new JobFailure(`the destination drive ${p.driveId} is no longer held by this job`);
+            }
+            const src = await prisma.drive.findUnique({ where: { id: p.sourceId }, select: { id: true } });
+            if (!src)
+                throw new JobFailure(`the source drive ${p.sourceId} no longer exists`);
+            let total = 0;
+            try {
+                await storage().copy(p.sourceId, p.driveId, {
+                    size: p.size,
+                    signal: ctx.signal,
+                    onProgress: (done, all) => {
+                        total = all;
+                        ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) });
+                    }
+                });
+            }
+            catch (err) {
+                throw failureOf(err, p);
+            }
+            ctx.signal.throwIfAborted();
+            const copiedAt = new Date().toISOString();
+            await prisma.$transaction(async (tx) => {
+                const status = await restingStatusOf(tx, p.driveId);
+                const done = await tx.drive.updateMany({ where: { id: p.driveId, lockedByJob: ctx.job.id }, data: { status, lockedByJob: null } });
+                if (done.count === 0)
+                    throw new JobFailure(`the destination drive ${p.driveId} is no longer held by this job`);
+                await releaseSource(tx, ctx.job.id, p.sourceId);
+                await releaseNextSibling(tx, ctx.job.parentId);
+                await announceDrives(tx, ctx.job.ownerId, [p.sourceId, p.driveId]);
+            });
+            // copied_at: when the data was complete (the next held-back sibling may start from then on)
+            return { size: p.size, bytes_copied: total, copied_at: copiedAt };
+        },
+        async cleanup(ctx) {
+            const p = driveCloneParams(ctx);
+            await removeDestination(ctx.prisma, storage(), ctx.job.ownerId, ctx.job.id, p.driveId);
+            await ctx.prisma.$transaction(async (tx) => {
+                if (await releaseSource(tx, ctx.job.id, p.sourceId))
+                    await announceDrives(tx, ctx.job.ownerId, [p.sourceId]);
+                await releaseNextSibling(tx, ctx.job.parentId);
+            });
+        }
+    };
+}
+//# sourceMappingURL=drive-clone.js.map

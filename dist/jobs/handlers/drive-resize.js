@@ -1,0 +1,50 @@
+// drive_resize: sets the image to the new size, then the drive shows it and returns to its
+// resting status. A failure leaves the drive at whatever size its image really has.
+import { isStorageError } from "../../storage/index.js";
+import { announceDrives, restingStatusOf } from "../../services/drives.js";
+import { JobFailure } from "../types.js";
+import { driveJobParams } from "./drive-params.js";
+export function driveResizeHandler(storage) {
+    return {
+        resumable: true,
+        async run(ctx) {
+            const { driveId, size } = driveJobParams(ctx, true);
+            const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } });
+            if (!drive || drive.lockedByJob !== ctx.job.id)
+                throw new JobFailure('the drive is no longer held by this job');
+            try {
+                await storage.resize(driveId, size);
+            }
+            catch (err) {
+                if (isStorageError(err, 'NOT_FOUND'))
+                    throw new JobFailure('the drive has no data to resize');
+                throw err;
+            }
+            await ctx.prisma.$transaction(async (tx) => {
+                const status = await restingStatusOf(tx, driveId);
+                const done = await tx.drive.updateMany({
+                    where: { id: driveId, lockedByJob: ctx.job.id },
+                    data: { size: BigInt(size), status, lockedByJob: null }
+                });
+                if (done.count === 0)
+                    throw new JobFailure('the drive is no longer held by this job');
+                await announceDrives(tx, ctx.job.ownerId, [driveId]);
+            });
+            return { size };
+        },
+        async cleanup(ctx) {
+            const { driveId } = driveJobParams(ctx, false);
+            const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } });
+            if (!drive || drive.lockedByJob !== ctx.job.id)
+                return;
+            // the size shown must be the size of the data, whichever side of the resize it is on
+            const actual = await storage.stat(driveId).then(s => s.size, () => Number(drive.size));
+            await ctx.prisma.$transaction(async (tx) => {
+                const status = await restingStatusOf(tx, driveId);
+                await tx.drive.updateMany({ where: { id: driveId, lockedByJob: ctx.job.id }, data: { size: BigInt(actual), status, lockedByJob: null } });
+                await announceDrives(tx, ctx.job.ownerId, [driveId]);
+            });
+        }
+    };
+}
+//# sourceMappingURL=drive-resize.js.map

@@ -1,0 +1,66 @@
+// server_clone: the parent of one drive_clone per disk. The engine runs it once every child has
+// finished: when all succeeded, the new server is released (its cloned disks are already mounted);
+// when one failed or was cancelled, the cleanup removes the new server and every drive it created
+// (the children clean up their own destinations first; this catches the ones that had finished).
+import { announceDrives } from "../../services/drives.js";
+import { publishChange } from "../../services/events.js";
+import { detachAll } from "../../services/mounts.js";
+import { JobFailure } from "../types.js";
+import { releaseSource } from "./drive-clone.js";
+export function serverCloneParams(ctx) {
+    const p = ctx.job.params;
+    if (typeof p.serverId !== 'string' || typeof p.sourceServerId !== 'string' || !Array.isArray(p.disks)) {
+        throw new JobFailure('the job parameters are incomplete');
+    }
+    return { sourceServerId: p.sourceServerId, serverId: p.serverId, disks: p.disks };
+}
+export function serverCloneHandler(storage) {
+    return {
+        resumable: true,
+        async run(ctx) {
+            const p = serverCloneParams(ctx);
+            const released = await ctx.prisma.$transaction(async (tx) => {
+                const r = await tx.server.updateMany({ where: { id: p.serverId, lockedByJob: ctx.job.id }, data: { lockedByJob: null } });
+                await publishChange(tx, { ownerId: ctx.job.ownerId, resourceType: 'servers', resourceId: p.serverId });
+                return r.count;
+            });
+            if (released === 0) {
+                const server = await ctx.prisma.server.findUnique({ where: { id: p.serverId }, select: { lockedByJob: true } });
+                if (!server || server.lockedByJob !== null)
+                    throw new JobFailure(`the new server ${p.serverId} is no longer held by this job`);
+            }
+            return { server: p.serverId, drives: p.disks.map(d => d.driveId) };
+        },
+        async cleanup(ctx) {
+            const p = serverCloneParams(ctx);
+            const { prisma } = ctx;
+            const ownerId = ctx.job.ownerId;
+            const childJobs = new Set(p.disks.map(d => d.jobId));
+            const ids = p.disks.map(d => d.driveId);
+            const mountedHere = new Set((await prisma.serverDrive.findMany({ where: { serverId: p.serverId, driveId: { in: ids } }, select: { driveId: true } })).map(m => m.driveId));
+            const rows = await prisma.drive.findMany({ where: { id: { in: ids }, deleted: false }, select: { id: true, lockedByJob: true } });
+            // ours: still held by its drive_clone child, or finished and still on the new server
+            const doomed = rows.filter(r => (r.lockedByJob !== null && childJobs.has(r.lockedByJob)) || (r.lockedByJob === null && mountedHere.has(r.id))).map(r => r.id);
+            for (const id of doomed)
+                await storage().delete(id);
+            await prisma.$transaction(async (tx) => {
+                const server = await tx.server.findUnique({ where: { id: p.serverId }, select: { lockedByJob: true } });
+                if (server && server.lockedByJob === ctx.job.id) {
+                    // cdroms go back to unmounted when this was their only server
+                    await detachAll(tx, ownerId, p.serverId);
+                    await tx.server.delete({ where: { id: p.serverId } });
+                    await publishChange(tx, { ownerId, resourceType: 'servers', resourceId: p.serverId });
+                }
+                if (doomed.length > 0) {
+                    await tx.drive.deleteMany({ where: { id: { in: doomed }, OR: [{ lockedByJob: null }, { lockedByJob: { in: [...childJobs] } }] } });
+                }
+                const changed = [...doomed];
+                for (const d of p.disks)
+                    if (await releaseSource(tx, d.jobId, d.sourceId))
+                        changed.push(d.sourceId);
+                await announceDrives(tx, ownerId, changed);
+            });
+        }
+    };
+}
+//# sourceMappingURL=server-clone.js.map

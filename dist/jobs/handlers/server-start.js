@@ -1,0 +1,38 @@
+import { hypervisorView } from "../../hypervisor/view.js";
+import { publishChange } from "../../services/events.js";
+import { JobFailure } from "../types.js";
+/** The server this job holds; fails the job when the server is gone or no longer held by it. */
+export async function heldServer(ctx) {
+    const id = String(ctx.job.params.serverId);
+    const server = await hypervisorView(ctx.prisma, id);
+    if (!server || server.lockedByJob !== ctx.job.id)
+        throw new JobFailure(`server ${id} is no longer waiting for this job`);
+    return server;
+}
+/** Ends the job's hold on the server with the given status (only while the job still holds it). */
+export async function settleServer(ctx, data) {
+    const id = String(ctx.job.params.serverId);
+    await ctx.prisma.$transaction(async (tx) => {
+        const n = await tx.server.updateMany({ where: { id, lockedByJob: ctx.job.id }, data: { ...data, lockedByJob: null } });
+        if (n.count > 0)
+            await publishChange(tx, { ownerId: ctx.job.ownerId, resourceType: 'servers', resourceId: id });
+    });
+}
+export function serverStartHandler(driver) {
+    return {
+        // driver.start is idempotent, so a job taken over after a crash simply starts again
+        resumable: true,
+        async run(ctx) {
+            const server = await heldServer(ctx);
+            ctx.progress({ description: `starting ${server.name}` });
+            const result = await driver().start(server, ctx.signal);
+            ctx.signal.throwIfAborted();
+            await settleServer(ctx, { status: 'running', activeSince: result.activeSince ?? new Date() });
+            return { status: 'running' };
+        },
+        async cleanup(ctx) {
+            await settleServer(ctx, { status: 'stopped', activeSince: null });
+        }
+    };
+}
+//# sourceMappingURL=server-start.js.map

@@ -1,0 +1,44 @@
+import pg from 'pg';
+import { purgeBatch, purgeEvents } from "./queue-sql.js";
+// arbitrary constant: the advisory lock key of the purge
+export const PURGE_LOCK_KEY = 7_248_310_551;
+export async function purgeOnce(opts) {
+    const client = new pg.Client({ connectionString: opts.databaseUrl });
+    await client.connect();
+    try {
+        const got = await client.query('SELECT pg_try_advisory_lock($1) AS ok', [PURGE_LOCK_KEY]);
+        if (!got.rows[0].ok)
+            return { ran: false, jobs: 0, events: 0, batches: 0 };
+        try {
+            const now = (opts.now ?? (() => new Date()))();
+            const cutoff = new Date(now.getTime() - opts.retentionDays * 86_400_000);
+            const eventCutoff = new Date(now.getTime() - (opts.eventRetentionHours ?? 24) * 3_600_000);
+            const size = opts.batchSize ?? 500;
+            let jobs = 0;
+            let events = 0;
+            let batches = 0;
+            for (;;) {
+                const n = await purgeBatch(opts.prisma, cutoff, size);
+                jobs += n;
+                batches++;
+                if (n < size)
+                    break;
+            }
+            for (;;) {
+                const n = await purgeEvents(opts.prisma, eventCutoff, size * 10);
+                events += n;
+                if (n < size * 10)
+                    break;
+            }
+            opts.log.info({ jobs, events, batches, cutoff: cutoff.toISOString() }, `purged ${jobs} finished job trees`);
+            return { ran: true, jobs, events, batches };
+        }
+        finally {
+            await client.query('SELECT pg_advisory_unlock($1)', [PURGE_LOCK_KEY]);
+        }
+    }
+    finally {
+        await client.end();
+    }
+}
+//# sourceMappingURL=purge.js.map

@@ -1,0 +1,66 @@
+// The job engine as a service: a LISTEN connection shared by the engine and the event hub, the
+// workers (started when the app is ready, jobs given back when it closes), the purge schedule and
+// the engine's metrics. Handlers register on `app.jobs`; drive/server loaders on `app.events`.
+import { Cron } from 'croner';
+import fp from 'fastify-plugin';
+import { JobEngine } from "../jobs/engine.js";
+import { PgListener } from "../jobs/listener.js";
+import { JobMetrics } from "../jobs/metrics.js";
+import { purgeOnce } from "../jobs/purge.js";
+import { EventHub } from "../services/events.js";
+export default fp(async (app, opts) => {
+    const log = app.log.child({ component: 'jobs' });
+    const listener = new PgListener(opts.databaseUrl, log);
+    await listener.start();
+    const metrics = new JobMetrics(app.prisma, { defaultMetrics: true });
+    const engine = new JobEngine({
+        prisma: app.prisma,
+        log,
+        listener,
+        metrics,
+        concurrency: app.config.jobConcurrency,
+        leaseSeconds: app.config.jobLeaseSeconds
+    });
+    const hub = new EventHub(app.prisma, log);
+    hub.attach(listener);
+    // notifications may have been missed while the connection was down: look for work now
+    listener.onReconnect = () => engine.wake();
+    const purgeJobs = async (now) => {
+        try {
+            const r = await purgeOnce({ databaseUrl: opts.databaseUrl, prisma: app.prisma, log, retentionDays: app.config.jobRetentionDays, now });
+            metrics.purgeRuns.inc({ outcome: r.ran ? 'ran' : 'skipped' });
+            metrics.purged.inc({ kind: 'jobs' }, r.jobs);
+            metrics.purged.inc({ kind: 'events' }, r.events);
+            return r;
+        }
+        catch (err) {
+            metrics.purgeRuns.inc({ outcome: 'failed' });
+            throw err;
+        }
+    };
+    app.decorate('jobs', engine);
+    app.decorate('events', hub);
+    app.decorate('jobListener', listener);
+    app.decorate('jobMetrics', metrics);
+    app.decorate('purgeJobs', purgeJobs);
+    let cron;
+    if (opts.runWorkers !== false) {
+        app.addHook('onReady', async () => {
+            engine.start();
+            // protect: a run still going when the next one is due is not overlapped
+            cron = new Cron(app.config.purgeCron, { protect: true }, async () => {
+                await purgeJobs().catch(err => log.error({ err }, 'purge failed'));
+            });
+        });
+    }
+    // preClose: stop claiming and release running jobs before the database goes away
+    app.addHook('preClose', async () => {
+        cron?.stop();
+        await engine.stop();
+    });
+    app.addHook('onClose', async () => {
+        hub.detach();
+        await listener.close();
+    });
+}, { name: 'jobs', dependencies: ['prisma'] });
+//# sourceMappingURL=jobs.js.map

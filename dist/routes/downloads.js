@@ -1,0 +1,112 @@
+import { pipeline } from 'node:stream/promises';
+import { Type } from 'typebox';
+import { errors } from "../http/errors.js";
+import { UuidParams, errorResponses } from "../schemas/common.js";
+import { RawBytes, transferSchemas } from "../schemas/transfer.js";
+import { registerDriveAction } from "../services/drive-actions.js";
+import { loadOwnedDrive } from "../services/drives.js";
+import { Meter, assertDownloadable, createDownloadLink, parseRange, startDirectDownload, transferDeps, useDownloadLink } from "../services/transfers.js";
+import { driveDownloadHandler } from "../jobs/handlers/drive-download.js";
+const TAGS = ['transfers'];
+registerDriveAction('download', {
+    summary: 'A one-time download link: 202 {"job": {resource_uri, uuid}, "url"}; start it within 60 s or the job is cancelled',
+    run: async ({ app, reply, ownerId, uuid }) => {
+        reply.code(202);
+        return createDownloadLink(transferDeps(app), ownerId, uuid);
+    }
+});
+function imageHeaders(reply, drive, range) {
+    const size = Number(drive.size);
+    const length = range ? range.end - range.start + 1 : size;
+    reply.header('content-type', 'application/octet-stream');
+    reply.header('content-disposition', `attachment; filename="${drive.id}"`);
+    reply.header('accept-ranges', 'bytes');
+    reply.header('content-length', String(length));
+    if (range)
+        reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`);
+    return length;
+}
+/** Streams the image (or a range) as the job's work; the job settles when the response does. */
+async function sendImage(deps, reply, held, drive, range) {
+    const length = imageHeaders(reply, drive, range);
+    let source;
+    try {
+        source = await deps.storage.createReadStream(drive.id, range ?? {});
+    }
+    catch (err) {
+        await held.fail(err);
+        throw err;
+    }
+    const meter = new Meter(Number.MAX_SAFE_INTEGER, false, (n) => held.progress(n));
+    const piping = pipeline(source, meter).catch(() => { });
+    let settled = false;
+    const settle = () => {
+        if (settled)
+            return;
+        settled = true;
+        // every byte went through and the response was ended ('close' may come before 'finish')
+        const complete = (reply.raw.writableFinished || reply.raw.writableEnded) && meter.bytes === length;
+        void piping.then(async () => {
+            if (complete) {
+                await deps.prisma.$transaction(async (tx) => held.finish(tx, { state: 'success', result: { bytes: meter.bytes } }))
+                    .catch(err => deps.log.error({ err, job: held.id }, 'could not record a finished download'));
+            }
+            else {
+                await held.fail(errors.validation(`The client went away after ${meter.bytes} of ${length} bytes`));
+            }
+        });
+    };
+    reply.raw.once('finish', settle);
+    reply.raw.once('close', settle);
+    held.signal.addEventListener('abort', () => { meter.destroy(new Error('download cancelled')); }, { once: true });
+    return reply.send(meter);
+}
+const imageResponse = (what) => ({
+    200: { ...RawBytes, description: `${what}: the whole image (application/octet-stream), Content-Disposition: attachment; filename="<drive uuid>"` },
+    206: { ...RawBytes, description: 'The requested byte range, with Content-Range' }
+});
+const downloads = async (app) => {
+    for (const s of transferSchemas)
+        app.addSchema(s);
+    app.jobs.register('drive_download', driveDownloadHandler());
+    const deps = transferDeps(app);
+    app.get('/drives/:uuid/download/', {
+        config: { produces: ['application/octet-stream'] },
+        schema: {
+            tags: TAGS,
+            summary: 'Download a drive image (§5.1), with Range support',
+            description: 'One `Range: bytes=a-b` range is served as 206 with Content-Range; a range past the end is 416. ' +
+                'The drive must not be creating, uploading or cloning_dst (400). Each download is a drive_download job with byte progress.',
+            produces: ['application/octet-stream'],
+            params: UuidParams,
+            response: { ...imageResponse('The image'), ...errorResponses(404, 416, 503) }
+        }
+    }, async (request, reply) => {
+        if (request.method === 'HEAD') {
+            const drive = await loadOwnedDrive(app.prisma, request.account.id, request.params.uuid);
+            assertDownloadable(drive);
+            imageHeaders(reply, drive, parseRange(request.headers.range, Number(drive.size)));
+            return reply.send();
+        }
+        const { held, drive, range } = await startDirectDownload(deps, request.account.id, request.params.uuid, (size) => parseRange(request.headers.range, size));
+        return sendImage(deps, reply, held, drive, range);
+    });
+    app.get('/downloads/:token/', {
+        config: { auth: false, produces: ['application/octet-stream'] },
+        exposeHeadRoute: false,
+        schema: {
+            tags: TAGS,
+            summary: 'Use a one-time download link (no authentication; the token is the credential)',
+            description: 'Works once: a second use, an expired link or a cancelled job answer 410. The whole image is sent (no Range).',
+            produces: ['application/octet-stream'],
+            security: [],
+            params: Type.Object({ token: Type.String() }),
+            response: { 200: imageResponse('The image')[200], ...errorResponses(404, 410) }
+        }
+    }, async (request, reply) => {
+        const { held, drive } = await useDownloadLink(deps, request.params.token);
+        return sendImage(deps, reply, held, drive, undefined);
+    });
+};
+export default downloads;
+//# sourceMappingURL=downloads.js.map

@@ -1,0 +1,126 @@
+import { Type } from 'typebox';
+import { createBodyHook, requireRelatedUuid } from "../http/bodies.js";
+import { parseFields, pickFields } from "../http/listing.js";
+import { describeResource } from "../http/resource-schema.js";
+import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from "../domain/drive-status.js";
+import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from "../schemas/common.js";
+import { Drive, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput, driveSchemas } from "../schemas/drive.js";
+import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive } from "../services/drives.js";
+import { driveActions, registerDriveAction } from "../services/drive-actions.js";
+import { driveCreateHandler } from "../jobs/handlers/drive-create.js";
+import { driveResizeHandler } from "../jobs/handlers/drive-resize.js";
+import { driveDeleteHandler } from "../jobs/handlers/drive-delete.js";
+const TAGS = ['drives'];
+registerDriveAction('resize', {
+    summary: 'Resize (update or fail, §2.7): 202 {"objects":[drive]} with status resizing',
+    body: refTo(DriveResizeInput),
+    run: async ({ app, reply, ownerId, uuid, body }) => {
+        const drive = await updateDrive(deps(app), ownerId, uuid, body, { strict: true });
+        reply.code(202);
+        return { objects: [drive] };
+    }
+});
+function deps(app) {
+    return { prisma: app.prisma, driveMaxSize: app.config.driveMaxSize };
+}
+const drives = async (app) => {
+    for (const s of driveSchemas)
+        app.addSchema(s);
+    app.jobs.register('drive_create', driveCreateHandler(app.storage));
+    app.jobs.register('drive_resize', driveResizeHandler(app.storage));
+    app.jobs.register('drive_delete', driveDeleteHandler(app.storage));
+    app.events.registerLoader('drives', (prisma, ownerId, id) => loadDriveWire(prisma, ownerId, id));
+    const listSchema = (summary) => ({
+        tags: TAGS,
+        summary,
+        description: 'Filters: name, name__contains, uuid, tag, status, media, storage_type (comma = OR). order_by: name (default), uuid, size, status, media, storage_type.',
+        querystring: ListQuery,
+        response: { 200: refTo(DriveList), ...errorResponses() }
+    });
+    app.get('/drives/', { schema: listSchema('List drives (owner, resource_uri, status, uuid)') }, async (request) => listDrives(app.prisma, request.account.id, request.query, false));
+    app.get('/drives/detail/', { schema: listSchema('List drives with all fields') }, async (request) => listDrives(app.prisma, request.account.id, request.query, true));
+    app.get('/drives/schema/', { schema: { tags: TAGS, summary: 'The drive resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Drive, {
+        readonly: ['backup_scheduler', 'jobs', 'mounted_on', 'owner', 'remote_snapshots', 'resource_uri', 'runtime', 'snapshots', 'status', 'uuid'],
+        required: ['media', 'name', 'size'],
+        filtering: { media: 'exact', name: 'exact', name__contains: 'exact', status: 'exact', storage_type: 'exact', tag: 'exact', uuid: 'exact' },
+        ordering: ['name', 'uuid', 'size', 'status', 'media', 'storage_type'],
+        detailMethods: ['get', 'put', 'delete'],
+        listMethods: ['get', 'delete', 'post'],
+        defaults: { affinities: [], allow_multimount: false, iops: null, meta: {}, storage_type: 'dssd', tags: [] },
+        choices: { media: MEDIA, status: DRIVE_STATUSES, storage_type: STORAGE_TYPES, affinities: ['ssd'] }
+    }));
+    app.post('/drives/', {
+        preValidation: createBodyHook,
+        schema: {
+            tags: TAGS,
+            summary: 'Create drives: a drive, an array, or {"objects": [...]}; all or none',
+            querystring: Type.Object({ avoid: Type.Optional(Type.String({ description: 'uuids of drives or servers to keep apart from (advisory)' })) }, { additionalProperties: true }),
+            body: refTo(DriveCreateBody),
+            response: { 201: refTo(DriveObjects), ...errorResponses() }
+        }
+    }, async (request, reply) => {
+        parseAvoid(request.query.avoid);
+        const objects = await createDrives(deps(app), request.account.id, request.body.objects);
+        return reply.code(201).send({ objects });
+    });
+    app.delete('/drives/', {
+        schema: {
+            tags: TAGS,
+            summary: 'Delete several drives, all or none',
+            body: refTo(DriveDeleteBody),
+            response: { 204: Type.Null({ description: 'Deletion has started' }), ...errorResponses(404, 503) }
+        }
+    }, async (request, reply) => {
+        const ids = request.body.objects.map(o => requireRelatedUuid(o, 'uuid', 'drives'));
+        await deleteDrives(deps(app), request.account.id, ids);
+        return reply.code(204).send(null);
+    });
+    app.get('/drives/:uuid/', {
+        schema: {
+            tags: TAGS,
+            summary: 'One drive',
+            params: UuidParams,
+            querystring: Type.Object({ fields: Type.Optional(Type.String()) }, { additionalProperties: true }),
+            response: { 200: refTo(Drive), ...errorResponses(404) }
+        }
+    }, async (request) => {
+        const row = await loadOwnedDrive(app.prisma, request.account.id, request.params.uuid);
+        const [drive] = await drivesToWire(app.prisma, [row]);
+        return pickFields(drive, parseFields(request.query.fields));
+    });
+    app.put('/drives/:uuid/', {
+        schema: {
+            tags: TAGS,
+            summary: 'Update a drive (§2.6); a new size starts a resize and answers with status resizing and the old size',
+            params: UuidParams,
+            body: refTo(DriveUpdateInput),
+            response: { 200: refTo(Drive), ...errorResponses(404, 503) }
+        }
+    }, async (request) => updateDrive(deps(app), request.account.id, request.params.uuid, request.body, { strict: false }));
+    app.delete('/drives/:uuid/', {
+        schema: {
+            tags: TAGS,
+            summary: 'Delete a drive; answers 204 at once and the drive is gone shortly after',
+            params: UuidParams,
+            response: { 204: Type.Null({ description: 'Deletion has started' }), ...errorResponses(404, 503) }
+        }
+    }, async (request, reply) => {
+        await deleteDrives(deps(app), request.account.id, [request.params.uuid]);
+        return reply.code(204).send(null);
+    });
+    app.post('/drives/:uuid/action/', {
+        schema: {
+            tags: TAGS,
+            summary: 'An action on a drive, chosen by ?do=',
+            description: 'resize: a full drive definition, 202 {"objects": [drive]}. Other actions are documented with their feature.',
+            params: UuidParams,
+            querystring: Type.Object({
+                do: Type.String({ description: 'The action' }),
+                avoid: Type.Optional(Type.String())
+            }, { additionalProperties: true }),
+            response: { 202: Type.Unknown({ description: 'Depends on the action' }), ...errorResponses(404, 416, 503) }
+        }
+    }, async (request, reply) => driveActions.dispatch(app, request, reply));
+};
+export default drives;
+//# sourceMappingURL=drives.js.map

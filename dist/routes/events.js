@@ -1,0 +1,188 @@
+// Live change events: server-sent events at /api/2.0/jobs/events/ (resumable with Last-Event-ID),
+// the CloudSigma websocket (/websocket, /2.0/websocket, /api/2.0/websocket) and the async_auth
+// cookie that opens it. Registered at the root: the websocket paths are outside /api/2.0.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import websocket from '@fastify/websocket';
+import { Type } from 'typebox';
+import { errors } from "../http/errors.js";
+import { errorResponses } from "../schemas/common.js";
+import { JobEventsQuery } from "../schemas/job.js";
+const COOKIE = 'async_auth';
+const COOKIE_TTL_S = 120;
+const SECRET_KEY = 'async_auth_secret';
+const PING_MS = 15_000;
+function cookieValue(header, name) {
+    for (const part of (header ?? '').split(';')) {
+        const eq = part.indexOf('=');
+        if (eq > 0 && part.slice(0, eq).trim() === name)
+            return decodeURIComponent(part.slice(eq + 1).trim());
+    }
+    return undefined;
+}
+const events = async (app) => {
+    // on close, @fastify/websocket sends every websocket client a close frame
+    await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+    // open SSE streams end with a `shutdown` frame when the app closes, so a stop does not wait on them
+    const streams = new Set();
+    app.addHook('preClose', async () => { for (const end of streams)
+        end(); });
+    // one HMAC key for every process sharing the database, created by whichever asks first
+    let secret;
+    const getSecret = async () => {
+        if (secret)
+            return secret;
+        await app.prisma.setting.createMany({ data: [{ key: SECRET_KEY, value: randomBytes(32).toString('hex') }], skipDuplicates: true });
+        const row = await app.prisma.setting.findUniqueOrThrow({ where: { key: SECRET_KEY } });
+        secret = Buffer.from(row.value, 'hex');
+        return secret;
+    };
+    // token: base64(account uuid)|unix seconds|hex HMAC-SHA256 of the first two parts (CloudSigma's shape)
+    const sign = async (accountId, ts) => {
+        const head = `${Buffer.from(accountId).toString('base64')}|${ts}`;
+        return `${head}|${createHmac('sha256', await getSecret()).update(head).digest('hex')}`;
+    };
+    const verify = async (token) => {
+        const parts = token?.split('|');
+        if (!parts || parts.length !== 3)
+            return undefined;
+        const ts = Number(parts[1]);
+        if (!Number.isSafeInteger(ts) || Date.now() / 1000 - ts > COOKIE_TTL_S || ts - Date.now() / 1000 > 5)
+            return undefined;
+        const expected = Buffer.from((await sign(Buffer.from(parts[0], 'base64').toString('utf8'), ts)).split('|')[2], 'hex');
+        const given = Buffer.from(parts[2], 'hex');
+        if (given.length !== expected.length || !timingSafeEqual(given, expected))
+            return undefined;
+        return Buffer.from(parts[0], 'base64').toString('utf8');
+    };
+    const websocketAccount = async (request) => {
+        const id = await verify(cookieValue(request.headers.cookie, COOKIE));
+        if (id) {
+            const row = await app.prisma.account.findUnique({ where: { id } });
+            if (row)
+                return { id: row.id, email: row.email, cloneNaming: row.cloneNaming };
+        }
+        return app.authenticateBasic(request.headers.authorization);
+    };
+    app.post('/api/2.0/accounts/action/', {
+        schema: {
+            tags: ['events'],
+            summary: 'authenticate_asynchronous: a 2-minute async_auth cookie that opens the websocket',
+            querystring: Type.Object({ do: Type.String({ enum: ['authenticate_asynchronous'] }) }),
+            response: { 200: Type.Object({}), ...errorResponses() }
+        }
+    }, async (request, reply) => {
+        const token = await sign(request.account.id, Math.floor(Date.now() / 1000));
+        const expires = new Date(Date.now() + COOKIE_TTL_S * 1000).toUTCString();
+        reply.header('set-cookie', `${COOKIE}=${token}; expires=${expires}; Max-Age=${COOKIE_TTL_S}; Path=/; HttpOnly; SameSite=Lax`);
+        return {};
+    });
+    const wsRoute = (url) => app.route({
+        method: 'GET',
+        url,
+        websocket: true,
+        config: { auth: false },
+        schema: { hide: true },
+        preValidation: async (request) => {
+            const account = await websocketAccount(request);
+            if (!account)
+                throw errors.unauthorized();
+            request.account = account;
+        },
+        handler: (socket, request) => {
+            const unsubscribe = app.events.subscribe(request.account.id, (_event, frame) => {
+                if (socket.readyState === socket.OPEN)
+                    socket.send(JSON.stringify(frame));
+            });
+            const ping = setInterval(() => { if (socket.readyState === socket.OPEN)
+                socket.ping(); }, PING_MS);
+            socket.on('close', () => { unsubscribe(); clearInterval(ping); });
+            // frames only go server → client; anything a client sends is ignored
+            socket.on('message', () => { });
+        }
+    });
+    for (const url of ['/websocket', '/2.0/websocket', '/api/2.0/websocket'])
+        wsRoute(url);
+    app.get('/api/2.0/jobs/events/', {
+        config: { produces: ['text/event-stream'] },
+        schema: {
+            tags: ['events'],
+            summary: 'Server-sent events: every change of this account\'s jobs, drives and servers',
+            description: 'Frames are `id: <event id>`, `event: <resource_type>`, `data: {resource_type, resource_uri, object}`. ' +
+                'Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.',
+            querystring: JobEventsQuery,
+            response: {
+                200: {
+                    description: 'A text/event-stream of change frames',
+                    content: { 'text/event-stream': { schema: { type: 'string', description: 'id:, event: and data: lines per frame' } } }
+                },
+                ...errorResponses(404)
+            }
+        }
+    }, async (request, reply) => {
+        const ownerId = request.account.id;
+        const { job } = request.query;
+        if (job && !await app.prisma.job.findFirst({ where: { id: job, ownerId }, select: { id: true } }))
+            throw errors.notFound('Job', 'job');
+        const header = request.headers['last-event-id'];
+        const rawLast = request.query.last_event_id ?? (typeof header === 'string' && /^\d+$/.test(header.trim()) ? header.trim() : undefined);
+        const wanted = (e) => !job || (e.resourceType === 'jobs' && e.resourceId === job);
+        reply.hijack();
+        const res = reply.raw;
+        res.writeHead(200, {
+            'content-type': 'text/event-stream; charset=utf-8',
+            'cache-control': 'no-cache, no-transform',
+            connection: 'keep-alive',
+            'x-accel-buffering': 'no',
+            'x-request-id': request.id
+        });
+        const write = (event, frame) => {
+            res.write(`id: ${event.id}\nevent: ${frame.resource_type}\ndata: ${JSON.stringify(frame)}\n\n`);
+        };
+        res.write('retry: 2000\n: connected\n\n');
+        // live frames are buffered while stored ones are replayed, then de-duplicated against them
+        let buffer = [];
+        const replayed = new Set();
+        const unsubscribe = app.events.subscribe(ownerId, (event, frame) => {
+            if (!wanted(event))
+                return;
+            if (buffer)
+                buffer.push([event, frame]);
+            else
+                write(event, frame);
+        });
+        const ping = setInterval(() => res.write(': ping\n\n'), PING_MS);
+        let closed = false;
+        const end = () => { res.end('event: shutdown\ndata: {"reason":"server shutting down"}\n\n'); };
+        streams.add(end);
+        request.raw.on('close', () => { closed = true; unsubscribe(); clearInterval(ping); streams.delete(end); });
+        try {
+            if (rawLast !== undefined) {
+                let after = BigInt(rawLast);
+                for (;;) {
+                    const page = await app.events.since(ownerId, after, 500, job);
+                    for (const e of page) {
+                        if (closed)
+                            return;
+                        if (!wanted(e))
+                            continue;
+                        write(e, await app.events.frameFor(e));
+                        replayed.add(e.id);
+                    }
+                    if (page.length < 500)
+                        break;
+                    after = BigInt(page.at(-1).id);
+                }
+            }
+        }
+        catch (err) {
+            request.log.warn({ err }, 'replaying events failed');
+        }
+        const pending = buffer;
+        buffer = undefined;
+        for (const [e, f] of pending)
+            if (!replayed.has(e.id))
+                write(e, f);
+    });
+};
+export default events;
+//# sourceMappingURL=events.js.map

@@ -1,0 +1,164 @@
+import { errors } from "../http/errors.js";
+import { envelope, pickFields, planList, parseFields } from "../http/listing.js";
+import { describeResource } from "../http/resource-schema.js";
+import { requestCancel } from "../jobs/cancel.js";
+import { FINISHED_STATES, JOB_STATES, OPERATIONS } from "../jobs/types.js";
+import { UuidParams, errorResponses, refTo, ResourceSchema } from "../schemas/common.js";
+import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery } from "../schemas/job.js";
+import { loadJobWire, loadTrees } from "../services/jobs-view.js";
+export const jobFilters = {
+    state: { column: 'state', kind: 'string', choices: JOB_STATES },
+    operation: { column: 'operation', kind: 'string', choices: OPERATIONS },
+    uuid: { column: 'id', kind: 'uuid' },
+    parent: { column: 'parentId', kind: 'uuid' },
+    resource: { column: 'links', kind: 'uuid', build: (v) => ({ links: { some: { resourceId: v.toLowerCase() } } }) },
+    created: { column: 'created', kind: 'date' },
+    last_modified: { column: 'lastModified', kind: 'date' },
+    finished_at: { column: 'finishedAt', kind: 'date' }
+};
+export const jobOrder = {
+    fields: { last_modified: 'lastModified', created: 'created', state: 'state', operation: 'operation', uuid: 'id' },
+    default: '-last_modified'
+};
+/** With cursor paging, total_count is exact up to this many jobs and otherwise this number. */
+export const COUNT_CAP = 10_000;
+function encodeCursor(c) {
+    return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+function decodeCursor(raw) {
+    try {
+        const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
+        if (typeof c.k === 'string' && typeof c.id === 'string' && !Number.isNaN(Date.parse(c.k)))
+            return c;
+    }
+    catch { }
+    throw errors.validation('cursor is not one this API gave out', 'cursor');
+}
+/**
+ * Keyset paging works when ordering by one date column. The id tiebreak runs opposite to it so
+ * the (owner_id, <date> DESC, id) indexes serve both directions.
+ */
+function keysetOf(plan) {
+    const first = plan.orderBy[0];
+    const column = Object.keys(first ?? {})[0];
+    if (plan.orderBy.length !== 2 || (column !== 'lastModified' && column !== 'created') || !('id' in plan.orderBy[1]))
+        return undefined;
+    const dir = first[column];
+    plan.orderBy[1] = { id: dir === 'desc' ? 'asc' : 'desc' };
+    return { column, dir };
+}
+const jobs = async (app) => {
+    for (const s of [JobData, JobError, Job, JobListMeta, JobList])
+        app.addSchema(s);
+    const list = async (query, ownerId) => {
+        const plan = planList(query, jobFilters, jobOrder);
+        // top-level jobs only unless the caller filters by parent
+        const where = { ...plan.where, ownerId, ...(query.parent === undefined ? { parentId: null } : {}) };
+        const keyset = keysetOf(plan);
+        let page = where;
+        let skip = plan.offset;
+        if (query.cursor !== undefined) {
+            if (!keyset)
+                throw errors.validation('cursor paging needs order_by on one of last_modified or created', 'cursor');
+        }
+        if (query.cursor && keyset) {
+            const c = decodeCursor(query.cursor);
+            const at = new Date(c.k);
+            const cmp = keyset.dir === 'desc' ? 'lt' : 'gt';
+            const idCmp = keyset.dir === 'desc' ? 'gt' : 'lt';
+            // the plain bound (lte/gte) lets the index range-scan; the OR then settles ties by id
+            page = {
+                AND: [where, { [keyset.column]: { [`${cmp}e`]: at } }, { OR: [{ [keyset.column]: { [cmp]: at } }, { id: { [idCmp]: c.id } }] }]
+            };
+            skip = 0;
+        }
+        // offset paging keeps CloudSigma's exact total_count (a scan of every match); keyset paging
+        // counts at most COUNT_CAP matches so every page stays fast on millions of jobs
+        const counting = query.cursor !== undefined
+            ? app.prisma.job.findMany({ where, select: { id: true }, take: COUNT_CAP }).then(r => r.length)
+            : app.prisma.job.count({ where });
+        const [total, rows] = await Promise.all([
+            counting,
+            app.prisma.job.findMany({ where: page, orderBy: plan.orderBy, skip, take: plan.take })
+        ]);
+        const last = rows.at(-1);
+        const more = plan.take !== undefined && rows.length === plan.take;
+        const out = envelope(plan, total, await loadTrees(app.prisma, rows));
+        return {
+            meta: {
+                ...out.meta,
+                offset: query.cursor !== undefined ? 0 : out.meta.offset,
+                // only for clients that page by cursor (`cursor=` empty on the first page)
+                ...(query.cursor !== undefined
+                    ? { next_cursor: keyset && last && more ? encodeCursor({ k: last[keyset.column].toISOString(), id: last.id }) : null }
+                    : {})
+            },
+            objects: out.objects
+        };
+    };
+    const listSchema = (summary) => ({
+        tags: ['jobs'],
+        summary,
+        querystring: JobListQuery,
+        response: { 200: refTo(JobList), ...errorResponses() }
+    });
+    app.get('/jobs/', { schema: listSchema('List top-level jobs with their children') }, async (request) => list(request.query, request.account.id));
+    app.get('/jobs/detail/', { schema: listSchema('List jobs with all fields') }, async (request) => list(request.query, request.account.id));
+    app.get('/jobs/schema/', { schema: { tags: ['jobs'], summary: 'The job resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Job, {
+        readonly: Object.keys(Job.properties),
+        required: [],
+        filtering: { state: 1, operation: 1, uuid: 1, resource: 1, parent: 1, created: 1, last_modified: 1, finished_at: 1 },
+        ordering: ['-last_modified'],
+        detailMethods: ['get'],
+        listMethods: ['get']
+    }));
+    app.get('/jobs/:uuid/', {
+        schema: {
+            tags: ['jobs'],
+            summary: 'One job with its children; ?wait=N answers when it finishes or after N seconds',
+            params: UuidParams,
+            querystring: JobGetQuery,
+            response: { 200: refTo(Job), ...errorResponses(404) }
+        }
+    }, async (request) => {
+        const { uuid } = request.params;
+        let job = await loadJobWire(app.prisma, request.account.id, uuid);
+        if (!job)
+            throw errors.notFound('Job', 'uuid');
+        const deadline = Date.now() + (request.query.wait ?? 0) * 1000;
+        while (!FINISHED_STATES.includes(job.state) && Date.now() < deadline) {
+            // woken by the job's change events; the 1 s cap covers a missed NOTIFY
+            await app.events.waitForChange(uuid, Math.min(1000, deadline - Date.now()));
+            job = await loadJobWire(app.prisma, request.account.id, uuid);
+            if (!job)
+                throw errors.notFound('Job', 'uuid');
+        }
+        return pickFields(job, parseFields(request.query.fields));
+    });
+    app.post('/jobs/:uuid/action/', {
+        schema: {
+            tags: ['jobs'],
+            summary: 'Cancel a job and its children (do=cancel)',
+            params: UuidParams,
+            querystring: JobActionQuery,
+            response: { 202: refTo(Job), ...errorResponses(404) }
+        }
+    }, async (request, reply) => {
+        const { uuid } = request.params;
+        const ownerId = request.account.id;
+        await app.prisma.$transaction(async (tx) => {
+            const row = await tx.job.findFirst({ where: { id: uuid, ownerId }, select: { state: true } });
+            if (!row)
+                throw errors.notFound('Job', 'uuid');
+            if (FINISHED_STATES.includes(row.state))
+                throw errors.validation(`The job is ${row.state} already`, 'state');
+            await requestCancel(tx, [uuid]);
+        });
+        const job = await loadJobWire(app.prisma, ownerId, uuid);
+        if (!job)
+            throw errors.notFound('Job', 'uuid');
+        return reply.code(202).send(job);
+    });
+};
+export default jobs;
+//# sourceMappingURL=jobs.js.map

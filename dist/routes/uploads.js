@@ -1,0 +1,203 @@
+import multipart from '@fastify/multipart';
+import { Type } from 'typebox';
+import { ApiError, errors } from "../http/errors.js";
+import { createBodyHook } from "../http/bodies.js";
+import { uri } from "../http/uris.js";
+import { errorResponses, refTo } from "../schemas/common.js";
+import { driveSchemas, DriveObjects } from "../schemas/drive.js";
+import { ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadJob, transferSchemas } from "../schemas/transfer.js";
+import { parseAvoid } from "../services/drives.js";
+import { registerDriveAction } from "../services/drive-actions.js";
+import { chunkLink, initUpload, receiveChunk, receiveRawUpload, startMultipartUpload, transferDeps, uploadMax } from "../services/transfers.js";
+import { driveUploadHandler } from "../jobs/handlers/drive-upload.js";
+const TAGS = ['transfers'];
+registerDriveAction('upload_chunk', {
+    summary: 'A link for one chunk of a chunked upload (§5.2): 202 {"link"}; 416 when the chunk is already uploaded',
+    body: UploadChunkBody,
+    run: async ({ app, reply, ownerId, uuid, body }) => {
+        const { chunk_number: n, chunk_size: s } = body;
+        reply.code(202);
+        return chunkLink(transferDeps(app), ownerId, uuid, n, s);
+    }
+});
+function contentLength(raw) {
+    if (raw === undefined)
+        return undefined;
+    if (!/^\d+$/.test(raw.trim()))
+        throw errors.validation('Content-Length must be a number of bytes', 'Content-Length');
+    return Number(raw);
+}
+// the body is left unread: close the connection after answering rather than drain it
+const lengthRequired = () => new ApiError(411, 'validation', 'Content-Length is required: it sets the size of the drive', 'Content-Length', { connection: 'close' });
+const MEDIA = Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')], { description: 'Media of the new drive (default disk)' }));
+const uploads = async (app) => {
+    for (const s of [...transferSchemas, ...driveSchemas])
+        app.addSchema(s);
+    app.jobs.register('drive_upload', driveUploadHandler(app.storage));
+    const deps = transferDeps(app);
+    // raw bodies stay streams (this scope only); their size is checked against the drive maximum
+    app.addContentTypeParser('application/octet-stream', (_request, payload, done) => { done(null, payload); });
+    await app.register(multipart, {
+        limits: { fileSize: uploadMax(deps), files: 2, fields: 4, parts: 6, fieldSize: 64 * 1024, headerPairs: 100 }
+    });
+    const rawUpload = {
+        config: { produces: ['text/plain'] },
+        schema: {
+            tags: TAGS,
+            summary: 'Upload a raw image into a new drive (§5.1); curl -T sends PUT, --data-binary POST',
+            description: 'Content-Length is required and becomes the drive size (at most the drive maximum, checked before any byte is stored). ' +
+                'The drive is `uploading` until the last byte is stored, then `unmounted`. A short body or a broken connection removes the drive. ' +
+                'Answers 201 with the drive uuid as text/plain (no newline) and a Location header; the drive_upload job records {sha256, bytes}.',
+            consumes: ['application/octet-stream'],
+            params: Type.Object({ name: Type.Optional(Type.String({ description: 'Name of the new drive (default: "upload")' })) }),
+            querystring: Type.Object({ media: MEDIA }, { additionalProperties: true }),
+            body: RawBytes,
+            response: {
+                201: Type.String({ description: 'The uuid of the new drive (text/plain)' }),
+                ...errorResponses(411, 413, 415)
+            }
+        }
+    };
+    const rawHandler = async (request, reply) => {
+        const size = contentLength(request.headers['content-length']);
+        if (size === undefined)
+            throw lengthRequired();
+        const body = request.body;
+        if (size > 0 && typeof body?.pipe !== 'function')
+            throw errors.unsupportedMediaType(String(request.headers['content-type'] ?? 'none'));
+        const name = request.params.name || 'upload';
+        const result = await receiveRawUpload(deps, request.account.id, { name, media: request.query.media ?? 'disk' }, size, body);
+        return reply.code(201).type('text/plain; charset=utf-8').header('location', uri('drives', result.driveId)).send(result.driveId);
+    };
+    // the bare path has no `name` parameter; the OpenAPI document must not claim one
+    const { params: _nameParam, ...bareSchema } = rawUpload.schema;
+    const bareUpload = { ...rawUpload, schema: bareSchema };
+    for (const [url, options] of [['/drives/upload/', bareUpload], ['/drives/upload/:name', rawUpload]]) {
+        app.post(url, options, rawHandler);
+        app.put(url, options, rawHandler);
+    }
+    app.post('/initupload/', {
+        preValidation: createBodyHook,
+        schema: {
+            tags: TAGS,
+            summary: 'Start a chunked upload (§5.2): a drive of exactly `size` bytes in status uploading',
+            description: 'Then ask POST /drives/{uuid}/action/?do=upload_chunk for a link per chunk and POST the bytes to it. ' +
+                'The drive_upload job stays started, with byte progress, until every chunk is in; the drive then becomes unmounted.',
+            querystring: Type.Object({ avoid: Type.Optional(Type.String()) }, { additionalProperties: true }),
+            body: refTo(InitUploadBody),
+            response: { 201: refTo(DriveObjects), ...errorResponses(413) }
+        }
+    }, async (request, reply) => {
+        parseAvoid(request.query.avoid);
+        const input = request.body.objects[0];
+        const drive = await initUpload(deps, request.account.id, {
+            name: input.name,
+            size: input.size,
+            media: input.media ?? 'disk',
+            storageType: input.storage_type,
+            affinities: input.affinities,
+            meta: input.meta
+        });
+        return reply.code(201).send({ objects: [drive] });
+    });
+    const chunkRoute = {
+        config: { auth: false },
+        schema: {
+            tags: TAGS,
+            summary: 'Upload one chunk to its link (§5.2); no authentication, the token is the credential',
+            description: 'The body must hold exactly the chunk\'s bytes (400 otherwise, and nothing is recorded). 416 when the chunk is stored already, ' +
+                '410 when the link has expired or the upload is over, 404 for an unknown link.',
+            consumes: ['application/octet-stream'],
+            security: [],
+            params: Type.Object({ token: Type.String() }),
+            body: RawBytes,
+            response: { 200: refTo(ChunkReceived), ...errorResponses(404, 410, 413, 416) }
+        }
+    };
+    const chunkHandler = async (request) => {
+        const body = request.body;
+        if (typeof body?.pipe !== 'function')
+            throw errors.unsupportedMediaType(String(request.headers['content-type'] ?? 'none'));
+        const r = await receiveChunk(deps, request.params.token, body, contentLength(request.headers['content-length']));
+        return { chunk: r.chunk, bytes: r.bytes, chunks_stored: r.chunksStored, chunks_total: r.chunksTotal, complete: r.complete };
+    };
+    app.post('/uploads/:token/', chunkRoute, chunkHandler);
+    app.put('/uploads/:token/', chunkRoute, chunkHandler);
+    app.post('/_upload/', {
+        schema: {
+            tags: TAGS,
+            summary: 'Multipart upload in the style of TrueNAS /_upload: a `data` JSON field first, then one `file` field',
+            description: '`data` is {"method": "drives.upload", "params": [{"name", "media"?}]}. The file is streamed into a new drive, which is ' +
+                '`uploading` meanwhile. Answers 200 {"job_id"} once the file is stored; the job result holds {sha256, bytes}. ' +
+                'A malformed form (no data, data not JSON, file before data, two files) is 400 and leaves nothing behind.',
+            consumes: ['multipart/form-data'],
+            response: { 200: refTo(UploadJob), ...errorResponses(413) }
+        }
+    }, async (request) => {
+        if (!request.isMultipart())
+            throw errors.validation('The request must be multipart/form-data', 'Content-Type');
+        let data;
+        let upload;
+        const hint = contentLength(request.headers['content-length']);
+        try {
+            for await (const part of request.parts()) {
+                if (part.type === 'field') {
+                    if (upload)
+                        throw errors.validation('No field may follow the file', part.fieldname);
+                    if (part.fieldname !== 'data' || data)
+                        throw errors.validation(`Unexpected field ${JSON.stringify(part.fieldname)}: send one data field, then the file`, part.fieldname);
+                    data = parseData(part.value);
+                    continue;
+                }
+                if (!data) {
+                    part.file.resume();
+                    throw errors.validation('The data field must come before the file', 'data');
+                }
+                if (part.fieldname !== 'file') {
+                    part.file.resume();
+                    throw errors.validation(`The file field must be named file, not ${JSON.stringify(part.fieldname)}`, part.fieldname);
+                }
+                if (upload) {
+                    part.file.resume();
+                    throw errors.validation('Send exactly one file', 'file');
+                }
+                const p = data.params[0];
+                if (p.uuid !== undefined)
+                    throw errors.validation('Uploading into an existing drive is not supported; omit uuid to create a drive', 'uuid');
+                upload = await startMultipartUpload(deps, request.account.id, { name: p.name, media: p.media ?? 'disk' }, hint);
+                await upload.receive(part.file, () => part.file.truncated);
+            }
+        }
+        catch (err) {
+            if (upload)
+                throw await upload.abort(err);
+            throw err;
+        }
+        if (!data)
+            throw errors.validation('The data field is missing', 'data');
+        if (!upload)
+            throw errors.validation('The file field is missing', 'file');
+        const result = await upload.commit();
+        return { job_id: result.jobId };
+    });
+};
+function parseData(value) {
+    let parsed;
+    try {
+        parsed = JSON.parse(String(value));
+    }
+    catch {
+        throw errors.validation('The data field must be JSON', 'data');
+    }
+    const o = parsed;
+    if (!o || typeof o !== 'object' || o.method !== 'drives.upload')
+        throw errors.validation('data.method must be "drives.upload"', 'method');
+    const p = Array.isArray(o.params) && o.params.length === 1 ? o.params[0] : undefined;
+    if (!p || typeof p !== 'object' || typeof p.name !== 'string')
+        throw errors.validation('data.params must be [{"name": ..., "media"?: "disk"|"cdrom"}]', 'params');
+    if (p.media !== undefined && p.media !== 'disk' && p.media !== 'cdrom')
+        throw errors.validation('media must be disk or cdrom', 'media');
+    return { method: 'drives.upload', params: [{ name: p.name, media: p.media, uuid: p.uuid }] };
+}
+export default uploads;
+//# sourceMappingURL=uploads.js.map

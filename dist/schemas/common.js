@@ -1,0 +1,74 @@
+// Wire objects shared by every resource. Each has a stable $id so the OpenAPI document gets
+// real component names; routes point at them with refTo().
+import { Type } from 'typebox';
+/** A `$ref` to a registered schema that keeps the schema's static type for the type provider. */
+export function refTo(schema) {
+    if (!schema.$id)
+        throw new Error('refTo needs a schema with an $id');
+    return Type.Unsafe(Type.Ref(schema.$id));
+}
+export const Ref = Type.Object({
+    resource_uri: Type.String({ description: 'Path of the referenced object, e.g. /api/2.0/drives/{uuid}/' }),
+    uuid: Type.String()
+}, { $id: 'Ref', description: 'A reference to another object' });
+export const CloudSigmaError = Type.Object({
+    error_type: Type.String({ description: 'validation, notexist, permission, backend, database, concurrency, billing or payment' }),
+    error_message: Type.String(),
+    error_point: Type.Union([Type.String(), Type.Null()], { description: 'The field the error is about, or null' })
+}, { $id: 'Error' });
+export const Errors = Type.Array(refTo(CloudSigmaError), { $id: 'Errors', description: 'CloudSigma error array: always an array, even for one error' });
+export const ListMeta = Type.Object({
+    limit: Type.Integer(),
+    offset: Type.Integer(),
+    total_count: Type.Integer({ description: 'Number of objects matching the filters, before paging' })
+}, { $id: 'ListMeta' });
+/** A related-field input: a uuid, a resource URI, or an object carrying `uuid` or `resource_uri`. */
+export const RelatedInput = Type.Union([
+    Type.String(),
+    Type.Object({ uuid: Type.Optional(Type.String()), resource_uri: Type.Optional(Type.String()) })
+], { $id: 'RelatedInput' });
+export const Meta = Type.Record(Type.String(), Type.String(), { $id: 'Meta', description: 'Free-form string key/value pairs; keys at most 32 characters' });
+export const UuidParams = Type.Object({ uuid: Type.String({ format: 'uuid' }) });
+/** Query parameters every list accepts; resource filters are extra parameters. */
+export const ListQuery = Type.Object({
+    limit: Type.Optional(Type.Integer({ minimum: 0, description: 'Page size; 0 returns all objects (default 20)' })),
+    offset: Type.Optional(Type.Integer({ minimum: 0 })),
+    order_by: Type.Optional(Type.String({ description: 'Comma-separated fields, `-` prefix for descending' })),
+    fields: Type.Optional(Type.String({ description: 'Comma-separated fields to keep in each object' })),
+    format: Type.Optional(Type.String())
+}, { additionalProperties: true });
+export function listOf(item, id) {
+    return Type.Object({ meta: refTo(ListMeta), objects: Type.Array(item) }, { $id: id });
+}
+export function objectsOf(item, id) {
+    return Type.Object({ objects: Type.Array(item) }, { $id: id });
+}
+/**
+ * Error responses, by status, for route schemas: the ones every /api/2.0/ route can give (400 bad
+ * input, 401 credentials, 406 Accept, 500) plus the route's own (404, 503, ...).
+ */
+export function errorResponses(...codes) {
+    const out = {};
+    for (const code of [400, 401, 406, 500, ...codes].sort())
+        out[code] = refTo(Errors);
+    return out;
+}
+/** What `GET /{resource}/schema/` answers: the CloudSigma (Tastypie) resource description. */
+export const ResourceSchema = Type.Object({
+    allowed_detail_http_methods: Type.Array(Type.String()),
+    allowed_list_http_methods: Type.Array(Type.String()),
+    default_format: Type.String(),
+    default_limit: Type.Integer(),
+    fields: Type.Record(Type.String(), Type.Object({
+        default: Type.Unknown(),
+        help_text: Type.String(),
+        readonly: Type.Boolean(),
+        required: Type.Boolean(),
+        type: Type.String(),
+        choices: Type.Optional(Type.Array(Type.Unknown()))
+    }, { additionalProperties: true })),
+    filtering: Type.Record(Type.String(), Type.Unknown()),
+    ordering: Type.Array(Type.String())
+}, { $id: 'ResourceSchema', description: 'A resource description in the CloudSigma schema format' });
+export const sharedSchemas = [Ref, CloudSigmaError, Errors, ListMeta, RelatedInput, Meta, ResourceSchema];
+//# sourceMappingURL=common.js.map

@@ -1,0 +1,92 @@
+// The drive wire object (spec §2.1) and the bodies of drive requests. Keys are alphabetical, as
+// in the CloudSigma dumps.
+import { Type } from 'typebox';
+import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from "../domain/drive-status.js";
+import { Meta, Ref, RelatedInput, listOf, objectsOf, refTo } from "./common.js";
+export const DriveRuntime = Type.Object({
+    is_downloadable: Type.Boolean(),
+    is_ephemeral: Type.Boolean(),
+    is_snapshotable: Type.Union([Type.Boolean(), Type.Null()], { description: 'null while the drive is being created' }),
+    snapshots_allocated_size: Type.Integer(),
+    storage_type: Type.String()
+}, { $id: 'DriveRuntime' });
+const driveProperties = {
+    affinities: Type.Array(Type.String(), { description: 'Placement hints, e.g. ["ssd"]' }),
+    allow_multimount: Type.Boolean({ description: 'Whether the disk may be attached to several servers' }),
+    backup_scheduler: Type.Union([refTo(Ref), Type.Null()]),
+    grantees: Type.Array(Type.Unknown()),
+    iops: Type.Union([Type.Integer(), Type.Null()]),
+    jobs: Type.Array(refTo(Ref), { description: 'Jobs that touch this drive' }),
+    licenses: Type.Array(Type.Unknown()),
+    media: Type.Enum([...MEDIA], { description: 'disk or cdrom' }),
+    meta: refTo(Meta),
+    mounted_on: Type.Array(refTo(Ref), { description: 'Servers the drive is attached to' }),
+    name: Type.String({ description: 'Human readable name' }),
+    owner: Type.Union([refTo(Ref), Type.Null()]),
+    permissions: Type.Array(Type.Unknown()),
+    remote_snapshots: Type.Array(refTo(Ref)),
+    resource_uri: Type.String(),
+    runtime: refTo(DriveRuntime),
+    size: Type.Integer({ description: 'Size in bytes' }),
+    snapshots: Type.Array(refTo(Ref)),
+    status: Type.Enum([...DRIVE_STATUSES]),
+    storage_type: Type.Enum([...STORAGE_TYPES], { description: 'Set on create, then fixed; default dssd' }),
+    tags: Type.Array(refTo(Ref)),
+    uuid: Type.String()
+};
+// Partial: `fields=` may leave any key out. No `default`s here: the serializer would fill them in.
+export const Drive = Type.Partial(Type.Object(driveProperties), {
+    $id: 'Drive',
+    description: 'A drive. Every field is present unless `fields=` leaves it out; the short list has owner, resource_uri, status and uuid.'
+});
+export const DriveList = listOf(refTo(Drive), 'DriveList');
+export const DriveObjects = objectsOf(refTo(Drive), 'DriveObjects');
+/** Writable fields. Read-only ones are not listed, so ajv's removeAdditional drops them. */
+const writable = {
+    name: Type.String({ maxLength: 1024 }),
+    size: Type.Integer({ minimum: 1, description: 'Bytes' }),
+    media: Type.Enum([...MEDIA]),
+    storage_type: Type.Enum([...STORAGE_TYPES]),
+    allow_multimount: Type.Boolean(),
+    affinities: Type.Array(Type.String({ maxLength: 64 })),
+    meta: refTo(Meta),
+    tags: Type.Array(refTo(RelatedInput)),
+    iops: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])
+};
+export const DriveCreateInput = Type.Object({
+    name: writable.name,
+    size: writable.size,
+    media: writable.media,
+    storage_type: Type.Optional(writable.storage_type),
+    allow_multimount: Type.Optional(writable.allow_multimount),
+    affinities: Type.Optional(writable.affinities),
+    meta: Type.Optional(writable.meta),
+    tags: Type.Optional(writable.tags),
+    iops: Type.Optional(writable.iops)
+}, { $id: 'DriveCreateInput', additionalProperties: false });
+/** POST /drives/ body after createBodyHook turned every envelope into `{objects: [...]}`. */
+export const DriveCreateBody = Type.Object({
+    objects: Type.Array(refTo(DriveCreateInput), { minItems: 1 })
+}, { $id: 'DriveCreateBody', description: 'A drive, an array of drives, or {"objects": [drives]}' });
+/** PUT /drives/{uuid}/: any subset of the writable fields; read-only fields are ignored. */
+export const DriveUpdateInput = Type.Object({
+    name: Type.Optional(writable.name),
+    size: Type.Optional(writable.size),
+    media: Type.Optional(writable.media),
+    storage_type: Type.Optional(writable.storage_type),
+    allow_multimount: Type.Optional(writable.allow_multimount),
+    affinities: Type.Optional(writable.affinities),
+    meta: Type.Optional(writable.meta),
+    tags: Type.Optional(writable.tags),
+    iops: Type.Optional(writable.iops)
+}, { $id: 'DriveUpdateInput', additionalProperties: false });
+/** ?do=resize: a full drive definition; size is required. */
+export const DriveResizeInput = Type.Object({
+    ...DriveUpdateInput.properties,
+    size: writable.size
+}, { $id: 'DriveResizeInput', additionalProperties: false });
+export const DriveDeleteBody = Type.Object({
+    objects: Type.Array(refTo(RelatedInput), { minItems: 1 })
+}, { $id: 'DriveDeleteBody', description: '{"objects": [{"uuid": ...}, ...]}' });
+export const driveSchemas = [DriveRuntime, Drive, DriveList, DriveObjects, DriveCreateInput, DriveCreateBody, DriveUpdateInput, DriveResizeInput, DriveDeleteBody];
+//# sourceMappingURL=drive.js.map

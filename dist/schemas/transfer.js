@@ -1,0 +1,51 @@
+// Wire objects of uploads and downloads (spec §5, decisions.md "Uploads and downloads").
+import { Type } from 'typebox';
+import { Ref, refTo } from "./common.js";
+const chunkFields = {
+    chunk_number: Type.Integer({ minimum: 0, description: 'Chunk number, from 0' }),
+    chunk_size: Type.Integer({ minimum: 1, description: 'Nominal chunk size S in bytes; chunks 0..n-2 hold S bytes, the last one the rest (S to 2S-1)' })
+};
+export const UploadChunkInput = Type.Object(chunkFields, { $id: 'UploadChunkInput', description: 'Body of POST /drives/{uuid}/action/?do=upload_chunk' });
+/** The same, without $id, for the action dispatcher's own validator. */
+export const UploadChunkBody = Type.Object(chunkFields);
+export const ChunkLink = Type.Object({
+    link: Type.String({ description: 'Relative URL to POST the chunk bytes to (application/octet-stream); no authentication; valid for UPLOAD_LINK_TTL seconds (default 300)' })
+}, { $id: 'ChunkLink' });
+export const ChunkReceived = Type.Object({
+    chunk: Type.Integer({ description: 'The chunk number stored' }),
+    bytes: Type.Integer({ description: 'Bytes stored for this chunk' }),
+    chunks_stored: Type.Integer(),
+    chunks_total: Type.Integer(),
+    complete: Type.Boolean({ description: 'true when this was the last missing chunk: the drive becomes unmounted once the image is verified' })
+}, { $id: 'ChunkReceived' });
+export const InitUploadInput = Type.Object({
+    name: Type.String(),
+    size: Type.Integer({ minimum: 1, description: 'Exact size of the image in bytes' }),
+    media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')], { default: 'disk' })),
+    storage_type: Type.Optional(Type.String()),
+    affinities: Type.Optional(Type.Array(Type.String())),
+    meta: Type.Optional(Type.Record(Type.String(), Type.String())),
+    avoid: Type.Optional(Type.Unknown())
+}, { $id: 'InitUploadInput' });
+export const InitUploadBody = Type.Object({
+    objects: Type.Array(refTo(InitUploadInput), { minItems: 1, maxItems: 1 })
+}, { $id: 'InitUploadBody', description: 'One drive definition, bare or as {"objects": [drive]}' });
+export const UploadJob = Type.Object({
+    job_id: Type.String({ format: 'uuid', description: 'The drive_upload job; its resources name the new drive' })
+}, { $id: 'UploadJob' });
+export const MultipartUploadData = Type.Object({
+    method: Type.Literal('drives.upload'),
+    params: Type.Array(Type.Object({
+        name: Type.String({ description: 'Name of the new drive' }),
+        media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')])),
+        uuid: Type.Optional(Type.String({ description: 'Reserved: uploading into an existing drive is not supported yet' }))
+    }), { minItems: 1, maxItems: 1 })
+}, { $id: 'MultipartUploadData', description: 'The `data` form field of POST /_upload/, sent before the `file` field' });
+export const DownloadLink = Type.Object({
+    job: refTo(Ref),
+    url: Type.String({ description: 'Relative one-time URL; GET it (no authentication) within DOWNLOAD_LINK_TTL seconds (default 60)' })
+}, { $id: 'DownloadLink' });
+/** Documentation of raw byte bodies and responses (validation accepts anything: it is a stream). */
+export const RawBytes = Type.Unsafe({ description: 'Raw image bytes (application/octet-stream)' });
+export const transferSchemas = [UploadChunkInput, ChunkLink, ChunkReceived, InitUploadInput, InitUploadBody, UploadJob, MultipartUploadData, DownloadLink];
+//# sourceMappingURL=transfer.js.map

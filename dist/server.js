@@ -1,0 +1,126 @@
+// Process entry: settings, the embedded PostgreSQL when no DATABASE_URL is given, migrations,
+// listen, and the stop on SIGTERM/SIGINT: stop accepting, end event streams, hand running jobs
+// back, let in-flight requests finish within STOP_GRACE_MS, stop the embedded PostgreSQL last.
+import path from 'node:path';
+import { loadConfig } from "./config.js";
+import { EmbeddedSetupError, startEmbeddedPostgres } from "./db/embedded.js";
+import { runMigrations } from "./db/migrate.js";
+import { bootstrapAccount } from "./services/accounts.js";
+// one clear line, no stack trace, for what the person starting the service must fix
+function fail(message) {
+    process.stderr.write(message + '\n');
+    process.exit(1);
+}
+const phases = { node: Math.round(process.uptime() * 1000) };
+let mark = Date.now();
+const phase = (name) => { const now = Date.now(); phases[name] = now - mark; mark = now; };
+let config;
+try {
+    config = loadConfig();
+}
+catch (err) {
+    fail(`clonejobs: ${err.message}`);
+}
+let embedded;
+let databaseUrl = config.databaseUrl;
+// events of the embedded PostgreSQL's supervisor before the app's logger exists go to stderr
+let dbEvent = (level, msg, fields) => { process.stderr.write(JSON.stringify({ level, msg, ...fields }) + '\n'); };
+if (!databaseUrl) {
+    try {
+        embedded = await startEmbeddedPostgres({
+            dir: path.join(config.dataDir, 'pg'),
+            port: config.embeddedPgPort,
+            onEvent: (level, msg, fields) => dbEvent(level, msg, fields)
+        });
+    }
+    catch (err) {
+        if (err instanceof EmbeddedSetupError)
+            fail(err.message);
+        fail(`clonejobs: the embedded PostgreSQL did not start: ${err.message}`);
+    }
+    databaseUrl = embedded.url;
+    phases.embedded = embedded.timings;
+    phase('database');
+}
+// migrations run while the app's modules load
+const [applied, { buildApp }] = await Promise.all([
+    runMigrations(databaseUrl).then(r => { phases.migrate = Date.now() - mark; return r; }),
+    import("./app.js").then(m => { phases.import = Date.now() - mark; return m; })
+]);
+mark = Date.now();
+const app = await buildApp({ config, databaseUrl });
+phase('app');
+dbEvent = (level, msg, fields) => app.log[level]({ component: 'embedded-postgres', ...fields }, msg);
+if (applied.length > 0)
+    app.log.info({ migrations: applied }, 'database migrated');
+app.log.info({ database: embedded ? `embedded PostgreSQL in ${path.join(config.dataDir, 'pg')} on port ${embedded.port}` : 'DATABASE_URL', dataDir: config.dataDir }, 'database ready');
+if (config.bootstrapAccount) {
+    const created = await bootstrapAccount(app.prisma);
+    if (created) {
+        // printed once, on the first start against an empty database, as text for the person at the
+        // terminal: never as a log record, which log collectors keep
+        process.stdout.write([
+            '',
+            '  No account existed, so one was created. Save this password: it is not shown again.',
+            `    email:    ${created.email}`,
+            `    password: ${created.password}`,
+            `  Try: curl -u '${created.email}:${created.password}' http://${config.host}:${config.port}/api/2.0/jobs/`,
+            ''
+        ].join('\n') + '\n');
+    }
+    phase('bootstrap');
+}
+let stopping;
+let firstSignalAt = 0;
+async function stop(reason) {
+    const began = Date.now();
+    app.log.info({ ...reason, graceMs: config.stopGraceMs }, 'stopping');
+    // in-flight requests get the grace; then their connections are cut
+    const grace = setTimeout(() => {
+        app.log.warn('grace period over: closing the connections still open');
+        app.server.closeAllConnections();
+    }, config.stopGraceMs);
+    // a close that hangs anyway must not outlive the grace by much
+    const deadline = setTimeout(() => {
+        app.log.error('stop did not finish in time; exiting');
+        void embedded?.stop().finally(() => process.exit(1));
+    }, config.stopGraceMs + 2000);
+    try {
+        await app.close();
+    }
+    catch (err) {
+        app.log.error({ err }, 'closing the app failed');
+        process.exitCode = 1;
+    }
+    clearTimeout(grace);
+    await embedded?.stop();
+    clearTimeout(deadline);
+    app.log.info({ ms: Date.now() - began }, 'stopped');
+    // a handle some library left open must not keep a stopped service alive
+    setTimeout(() => process.exit(), 1000).unref();
+}
+function onSignal(signal) {
+    if (!stopping) {
+        firstSignalAt = Date.now();
+        stopping = stop({ signal });
+        return;
+    }
+    // `npm start` in a terminal delivers a Ctrl-C twice (the terminal's and npm's): only a later one forces
+    if (Date.now() - firstSignalAt < 1000)
+        return;
+    app.log.warn({ signal }, 'second signal: exiting now');
+    void embedded?.stop().finally(() => process.exit(1));
+}
+process.on('SIGTERM', onSignal);
+process.on('SIGINT', onSignal);
+const onFatal = (err) => {
+    app.log.fatal({ err }, 'unexpected error; stopping');
+    process.exitCode = 1;
+    stopping ??= stop({ error: true });
+};
+process.on('uncaughtException', onFatal);
+process.on('unhandledRejection', onFatal);
+await app.listen({ host: config.host, port: config.port });
+phase('listen');
+app.log.info({ ms: Math.round(process.uptime() * 1000), phases }, 'clonejobs is serving');
+//# sourceMappingURL=server.js.map

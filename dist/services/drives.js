@@ -1,0 +1,369 @@
+// Drives: create, update, resize, delete and list (spec §2), the wire form of a drive row, and
+// the busy/state checks the clone, upload and server services share.
+import { randomUUID } from 'node:crypto';
+import { errors } from "../http/errors.js";
+import { envelope, planList } from "../http/listing.js";
+import { isUuid, tagIds } from "../http/bodies.js";
+import { ref, uri } from "../http/uris.js";
+import { DEFAULT_STORAGE_TYPE, DRIVE_STATUSES, MEDIA, RESTING_STATUSES, STORAGE_TYPES, badMetaKey, canOperate, displayStatus, editableFields, isServerActive, restingStatus, runtimeFlags } from "../domain/drive-status.js";
+import { JOBS_CHANNEL, enqueueJob } from "../jobs/enqueue.js";
+import { lockResources } from "../jobs/resources.js";
+import { publishChange } from "./events.js";
+import { jobRefsFor } from "./jobs-view.js";
+import { MAX_DRIVE_SIZE } from "../storage/index.js";
+export function maxDriveSize(configured) {
+    return Math.min(configured, MAX_DRIVE_SIZE);
+}
+export function driveToWire(row, extras = { jobIds: [], serverIds: [] }) {
+    const flags = runtimeFlags(row.storageType, row.status);
+    return {
+        affinities: row.affinities,
+        allow_multimount: row.allowMultimount,
+        backup_scheduler: null,
+        grantees: [],
+        iops: row.iops,
+        jobs: extras.jobIds.map(id => ref('jobs', id)),
+        licenses: [],
+        media: row.media,
+        meta: (row.meta ?? {}),
+        mounted_on: extras.serverIds.map(id => ref('servers', id)),
+        name: row.name,
+        owner: ref('user', row.ownerId),
+        permissions: [],
+        remote_snapshots: [],
+        resource_uri: uri('drives', row.id),
+        runtime: {
+            is_downloadable: flags.is_downloadable,
+            is_ephemeral: flags.is_ephemeral,
+            is_snapshotable: flags.is_snapshotable,
+            snapshots_allocated_size: 0,
+            storage_type: row.storageType
+        },
+        size: Number(row.size),
+        snapshots: [],
+        status: displayStatus(row.status, row.readers),
+        storage_type: row.storageType,
+        tags: row.tags.map(id => ref('tags', id)),
+        uuid: row.id
+    };
+}
+export const SHORT_FIELDS = ['owner', 'resource_uri', 'status', 'uuid'];
+/** The short-list object of the dumps (§1.10): owner, resource_uri, status, uuid. */
+export function driveToShortWire(row) {
+    return { owner: ref('user', row.ownerId), resource_uri: uri('drives', row.id), status: displayStatus(row.status, row.readers), uuid: row.id };
+}
+/** Jobs (newest first) and servers of each drive, in one query each. */
+export async function loadDriveExtras(db, ids) {
+    const out = new Map(ids.map(id => [id, { jobIds: [], serverIds: [] }]));
+    if (ids.length === 0)
+        return out;
+    const [jobs, mounts] = await Promise.all([
+        jobRefsFor(db, 'drives', ids),
+        db.serverDrive.findMany({ where: { driveId: { in: ids } }, select: { driveId: true, serverId: true }, orderBy: [{ serverId: 'asc' }] })
+    ]);
+    for (const [id, refs] of jobs) {
+        const extras = out.get(id);
+        if (extras)
+            extras.jobIds = refs.map(r => r.uuid);
+    }
+    for (const m of mounts) {
+        const list = out.get(m.driveId)?.serverIds;
+        if (list && !list.includes(m.serverId))
+            list.push(m.serverId);
+    }
+    return out;
+}
+export async function drivesToWire(db, rows) {
+    const extras = await loadDriveExtras(db, rows.map(r => r.id));
+    return rows.map(r => driveToWire(r, extras.get(r.id)));
+}
+/** The current wire object of an owned drive, or undefined when it does not exist (event frames). */
+export async function loadDriveWire(db, ownerId, id) {
+    const row = await db.drive.findFirst({ where: { id, ownerId, deleted: false } });
+    if (!row)
+        return undefined;
+    return (await drivesToWire(db, [row]))[0];
+}
+// ---------------------------------------------------------------------------------------------
+// Checks shared with the clone, upload and server services
+/** The caller's drive; another account's, a deleted or an unknown drive is 404 notexist. */
+export async function loadOwnedDrive(db, ownerId, id, opts = {}) {
+    if (!isUuid(id))
+        throw errors.notFound('Drive', 'uuid');
+    if (opts.lock)
+        await lockDriveRows(db, [id]);
+    const row = await db.drive.findFirst({ where: { id: id.toLowerCase(), ownerId, deleted: false } });
+    if (!row)
+        throw errors.notFound(`Drive ${id}`, 'uuid');
+    return row;
+}
+/** SELECT ... FOR UPDATE on drive rows, in id order (no deadlocks between bulk operations). */
+export async function lockDriveRows(db, ids) {
+    if (ids.length === 0)
+        return;
+    await db.$queryRawUnsafe('SELECT id FROM drives WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [...ids].sort());
+}
+/** Throws busy (503) or wrongState (400) when `op` may not start on the drive now. */
+export function assertDriveUsable(drive, op) {
+    if (drive.deleted)
+        throw errors.notFound(`Drive ${drive.id}`, 'uuid');
+    const status = displayStatus(drive.status, drive.readers);
+    const verdict = canOperate(op, drive.status, drive.readers);
+    if (verdict === 'wrong_state')
+        throw errors.wrongState(`Cannot ${op} drive ${drive.id} while its status is ${status}`);
+    if (verdict === 'busy' || (op !== 'edit' && drive.lockedByJob !== null)) {
+        throw errors.busy(`Drive ${drive.id} is busy (${status}); try again when the running operation has finished`);
+    }
+}
+export async function mountState(db, driveId) {
+    const mounts = await db.serverDrive.findMany({ where: { driveId }, select: { serverId: true, server: { select: { status: true } } } });
+    return { count: new Set(mounts.map(m => m.serverId)).size, active: mounts.some(m => isServerActive(m.server.status)) };
+}
+/** mounted or unmounted, from the drive's server_drives rows. */
+export async function restingStatusOf(db, driveId) {
+    return restingStatus(await db.serverDrive.count({ where: { driveId } }));
+}
+/** The one place drive changes are announced (events); call it inside the transaction that makes them. */
+export async function announceDrives(db, ownerId, ids) {
+    if (ids.length === 0)
+        return;
+    await publishChange(db, ids.map(id => ({ ownerId, resourceType: 'drives', resourceId: id })));
+}
+/**
+ * enqueueJob for many top-level jobs at once, in the caller's transaction: the same rows, one
+ * wake-up NOTIFY and one batch of events, so a bulk create of 100 drives is a handful of
+ * statements instead of several hundred.
+ */
+async function enqueueTopLevelJobs(tx, inputs) {
+    if (inputs.length === 0)
+        return;
+    const now = new Date();
+    await tx.job.createMany({
+        data: inputs.map(j => ({
+            id: j.id,
+            ownerId: j.ownerId,
+            operation: j.operation,
+            state: 'queued',
+            params: (j.params ?? {}),
+            rootId: j.id,
+            resources: (j.resources ?? []).map(r => uri(r.type, r.id)),
+            description: j.description ?? null,
+            runAt: now,
+            maxAttempts: j.maxAttempts ?? 3
+        }))
+    });
+    await tx.jobResource.createMany({
+        data: inputs.flatMap(j => (j.resources ?? []).map(r => ({ jobId: j.id, resourceType: r.type, resourceId: r.id, mode: r.mode ?? 'write' })))
+    });
+    await tx.$executeRaw `SELECT pg_notify(${JOBS_CHANNEL}, ${inputs[0].id})`;
+    await publishChange(tx, inputs.map(j => ({ ownerId: j.ownerId, resourceType: 'jobs', resourceId: j.id })));
+}
+// ---------------------------------------------------------------------------------------------
+// Input checks (before anything is written)
+function checkSize(size, max) {
+    if (!Number.isSafeInteger(size) || size < 1)
+        throw errors.validation('size must be a whole number of bytes, at least 1', 'size');
+    if (size > max)
+        throw errors.validation(`size must be at most ${max} bytes`, 'size');
+}
+function checkMeta(meta) {
+    const bad = badMetaKey(meta);
+    if (bad !== undefined)
+        throw errors.validation(`meta keys must be 1 to 32 characters long: ${JSON.stringify(bad.slice(0, 40))}`, 'meta');
+    for (const [k, v] of Object.entries(meta)) {
+        if (typeof v !== 'string')
+            throw errors.validation(`meta values must be strings (key ${JSON.stringify(k)})`, 'meta');
+    }
+}
+/** `avoid=uuid[,uuid...]` (§2.11): validated, otherwise advisory. */
+export function parseAvoid(raw) {
+    if (raw === undefined || raw === '')
+        return [];
+    const values = (Array.isArray(raw) ? raw : [raw]).flatMap(v => String(v).split(',')).map(s => s.trim()).filter(Boolean);
+    for (const v of values)
+        if (!isUuid(v))
+            throw errors.validation(`avoid must be a comma-separated list of uuids, got ${JSON.stringify(v)}`, 'avoid');
+    return values.map(v => v.toLowerCase());
+}
+// ---------------------------------------------------------------------------------------------
+// Create
+export async function createDrives(deps, ownerId, inputs) {
+    const max = maxDriveSize(deps.driveMaxSize);
+    // every object is checked before anything is written: a bulk create is all or nothing
+    const planned = inputs.map(input => {
+        checkSize(input.size, max);
+        if (input.meta)
+            checkMeta(input.meta);
+        return {
+            id: randomUUID(),
+            jobId: randomUUID(),
+            name: input.name,
+            size: input.size,
+            media: input.media,
+            storageType: input.storage_type ?? DEFAULT_STORAGE_TYPE,
+            allowMultimount: input.allow_multimount ?? false,
+            affinities: input.affinities ?? [],
+            meta: input.meta ?? {},
+            tags: tagIds(input.tags ?? []),
+            iops: input.iops ?? null
+        };
+    });
+    const rows = await deps.prisma.$transaction(async (tx) => {
+        await tx.drive.createMany({
+            data: planned.map(p => ({
+                id: p.id,
+                ownerId,
+                name: p.name,
+                size: BigInt(p.size),
+                media: p.media,
+                status: 'creating',
+                storageType: p.storageType,
+                allowMultimount: p.allowMultimount,
+                affinities: p.affinities,
+                meta: p.meta,
+                tags: p.tags,
+                iops: p.iops,
+                lockedByJob: p.jobId
+            }))
+        });
+        await enqueueTopLevelJobs(tx, planned.map(p => ({
+            id: p.jobId,
+            ownerId,
+            operation: 'drive_create',
+            params: { driveId: p.id, size: p.size },
+            resources: [{ type: 'drives', id: p.id, mode: 'write' }],
+            description: `creating a ${p.size} byte drive`
+        })));
+        await announceDrives(tx, ownerId, planned.map(p => p.id));
+        return tx.drive.findMany({ where: { id: { in: planned.map(p => p.id) } } });
+    }, { timeout: 60_000 });
+    const byId = new Map(rows.map(r => [r.id, r]));
+    return planned.map(p => driveToWire(byId.get(p.id), { jobIds: [p.jobId], serverIds: [] }));
+}
+export async function updateDrive(deps, ownerId, id, input, opts) {
+    const max = maxDriveSize(deps.driveMaxSize);
+    if (input.size !== undefined)
+        checkSize(input.size, max);
+    if (input.meta)
+        checkMeta(input.meta);
+    const tags = input.tags ? tagIds(input.tags) : undefined;
+    if (opts.strict && input.size === undefined)
+        throw errors.validation('size is required', 'size');
+    return deps.prisma.$transaction(async (tx) => {
+        const row = await loadOwnedDrive(tx, ownerId, id, { lock: true });
+        if (input.storage_type !== undefined && input.storage_type !== row.storageType) {
+            throw errors.validation('storage_type cannot be changed after the drive is created', 'storage_type');
+        }
+        const mounts = await mountState(tx, row.id);
+        if (opts.strict && mounts.active)
+            throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server to resize it`);
+        const allowed = editableFields(mounts.active);
+        const applies = (field) => input[field] !== undefined && allowed.includes(field);
+        const data = {};
+        if (applies('name'))
+            data.name = input.name;
+        if (applies('media'))
+            data.media = input.media;
+        if (applies('allow_multimount'))
+            data.allowMultimount = input.allow_multimount;
+        if (applies('affinities'))
+            data.affinities = input.affinities;
+        if (applies('iops'))
+            data.iops = input.iops;
+        if (applies('meta'))
+            data.meta = input.meta;
+        if (tags && allowed.includes('tags'))
+            data.tags = tags;
+        const resize = opts.strict || (applies('size') && input.size !== Number(row.size));
+        let jobId;
+        if (resize) {
+            assertDriveUsable(row, 'resize');
+            await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }]);
+            jobId = randomUUID();
+            data.status = 'resizing';
+            data.lockedByJob = jobId;
+        }
+        const updated = Object.keys(data).length > 0 ? await tx.drive.update({ where: { id: row.id }, data }) : row;
+        if (resize && jobId) {
+            await enqueueJob(tx, {
+                id: jobId,
+                ownerId,
+                operation: 'drive_resize',
+                params: { driveId: row.id, size: input.size, fromSize: Number(row.size) },
+                resources: [{ type: 'drives', id: row.id, mode: 'write' }],
+                description: `resizing from ${row.size} to ${input.size} bytes`
+            });
+        }
+        if (updated !== row)
+            await announceDrives(tx, ownerId, [row.id]);
+        return (await drivesToWire(tx, [updated]))[0];
+    });
+}
+// ---------------------------------------------------------------------------------------------
+// Delete
+/**
+ * Starts deleting drives, all or none: each must be the caller's, not busy, and not mounted on a
+ * running server. Drives on stopped servers are detached. The rows disappear from every view at
+ * once (deleted = true) and the drive_delete job removes the data and then the row.
+ */
+export async function deleteDrives(deps, ownerId, ids) {
+    const unique = [...new Set(ids.map(i => i.toLowerCase()))];
+    await deps.prisma.$transaction(async (tx) => {
+        await lockDriveRows(tx, unique.filter(isUuid));
+        for (const id of unique) {
+            const row = await loadOwnedDrive(tx, ownerId, id);
+            assertDriveUsable(row, 'delete');
+            await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }]);
+            const mounts = await mountState(tx, row.id);
+            if (mounts.active)
+                throw errors.wrongState(`Drive ${row.id} is mounted on a running server; stop the server or detach the drive first`);
+            if (mounts.count > 0)
+                await tx.serverDrive.deleteMany({ where: { driveId: row.id } });
+            const jobId = randomUUID();
+            await tx.drive.update({ where: { id: row.id }, data: { deleted: true, lockedByJob: jobId } });
+            await enqueueJob(tx, {
+                id: jobId,
+                ownerId,
+                operation: 'drive_delete',
+                params: { driveId: row.id },
+                resources: [{ type: 'drives', id: row.id, mode: 'write' }],
+                description: 'deleting the drive'
+            });
+        }
+        await announceDrives(tx, ownerId, unique);
+    }, { timeout: 60_000 });
+}
+// ---------------------------------------------------------------------------------------------
+// List
+function statusWhere(value) {
+    if (value === 'cloning_src')
+        return { status: { in: [...RESTING_STATUSES] }, readers: { gt: 0 } };
+    if (RESTING_STATUSES.includes(value))
+        return { status: value, readers: 0 };
+    return { status: value };
+}
+export const driveFilters = {
+    name: { column: 'name', kind: 'string' },
+    uuid: { column: 'id', kind: 'uuid' },
+    tag: { column: 'tags', kind: 'uuid', build: (v) => ({ tags: { has: v.toLowerCase() } }) },
+    status: { column: 'status', kind: 'string', choices: DRIVE_STATUSES, build: (v) => statusWhere(v) },
+    media: { column: 'media', kind: 'string', choices: MEDIA },
+    storage_type: { column: 'storageType', kind: 'string', choices: STORAGE_TYPES }
+};
+export const driveOrder = {
+    fields: { name: 'name', uuid: 'id', size: 'size', status: 'status', media: 'media', storage_type: 'storageType' },
+    default: 'name'
+};
+export async function listDrives(db, ownerId, query, detail) {
+    const plan = planList(query, driveFilters, driveOrder);
+    const where = { ...plan.where, ownerId, deleted: false };
+    const [total, rows] = await Promise.all([
+        db.drive.count({ where }),
+        db.drive.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take: plan.take })
+    ]);
+    // fields= may ask the short list for any field; then the full object is built
+    const full = detail || (plan.fields?.some(f => !SHORT_FIELDS.includes(f)) ?? false);
+    const objects = full ? await drivesToWire(db, rows) : rows.map(driveToShortWire);
+    return envelope(plan, total, objects);
+}
+//# sourceMappingURL=drives.js.map

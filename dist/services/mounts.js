@@ -1,0 +1,132 @@
+import { canOperate, restingStatus, RESTING_STATUSES } from "../domain/drive-status.js";
+import { requireRelatedUuid } from "../http/bodies.js";
+import { errors } from "../http/errors.js";
+import { publishChange } from "./events.js";
+/** Controllers and units per device type ([doc:servers_kvm]; scsi is our choice). */
+export const CHANNEL_LIMITS = {
+    ide: { controllers: 2, units: 2 },
+    virtio: { controllers: 171, units: 6 },
+    scsi: { controllers: 4, units: 7 }
+};
+/** Why `device`/`devChannel` is not a valid slot, or undefined when it is. */
+export function devChannelProblem(device, devChannel) {
+    const limits = CHANNEL_LIMITS[device];
+    if (!limits)
+        return `device must be one of ${Object.keys(CHANNEL_LIMITS).join(', ')}`;
+    const m = /^(\d+):(\d+)$/.exec(devChannel);
+    if (!m)
+        return `dev_channel ${JSON.stringify(devChannel)} must be controller:unit, e.g. 0:0`;
+    const [controller, unit] = [Number(m[1]), Number(m[2])];
+    if (controller >= limits.controllers || unit >= limits.units) {
+        return `dev_channel ${devChannel} is out of range for ${device} (controller 0-${limits.controllers - 1}, unit 0-${limits.units - 1})`;
+    }
+    return undefined;
+}
+/** Parses a `drives` list and checks what needs no database: drive refs, slots, duplicate slots. */
+export function parseMounts(inputs) {
+    const slots = new Set();
+    return inputs.map(input => {
+        const driveId = requireRelatedUuid(input.drive, 'drives', 'drives');
+        const problem = devChannelProblem(input.device, input.dev_channel);
+        if (problem)
+            throw errors.validation(problem, 'drives');
+        const slot = `${input.device} ${input.dev_channel}`;
+        if (slots.has(slot))
+            throw errors.validation(`Two drives use ${input.device} dev_channel ${input.dev_channel}`, 'drives');
+        slots.add(slot);
+        return { driveId, device: input.device, devChannel: input.dev_channel, bootOrder: input.boot_order ?? null };
+    });
+}
+/** Row locks on drives, in id order so that concurrent callers cannot deadlock. */
+async function lockDrives(tx, ids) {
+    if (ids.length === 0)
+        return;
+    await tx.$queryRawUnsafe('SELECT id FROM drives WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [...new Set(ids)].sort());
+}
+/**
+ * Checks the drives of a `drives` list that `serverId` does not mount yet, inside the transaction
+ * that will write the mounts: they must be the account's, ready, and (disks) not mounted
+ * elsewhere unless allow_multimount. Drives already mounted on the server are kept as they are.
+ */
+export async function checkMountable(tx, ownerId, serverId, mounts) {
+    const ids = [...new Set(mounts.map(m => m.driveId))];
+    await lockDrives(tx, ids);
+    const drives = await tx.drive.findMany({
+        where: { id: { in: ids }, ownerId, deleted: false },
+        select: { id: true, media: true, status: true, readers: true, allowMultimount: true, lockedByJob: true, mounts: { select: { serverId: true } } }
+    });
+    const byId = new Map(drives.map(d => [d.id, d]));
+    const seen = new Set();
+    for (const m of mounts) {
+        const d = byId.get(m.driveId);
+        // another account's drive gets the same answer as a missing one
+        if (!d)
+            throw errors.validation(`Drive ${m.driveId} does not exist`, 'drives');
+        if (seen.has(d.id) && d.media === 'disk')
+            throw errors.validation(`Disk ${d.id} is listed twice`, 'drives');
+        seen.add(d.id);
+        if (d.mounts.some(x => x.serverId === serverId))
+            continue;
+        if (canOperate('mount', d.status, d.readers) !== 'ok') {
+            throw errors.validation(`Drive ${d.id} is ${d.status} and cannot be mounted until it is ready`, 'drives');
+        }
+        if (d.lockedByJob)
+            throw errors.busy(`Drive ${d.id} is busy with another operation`, 'drives');
+        if (d.media === 'disk' && !d.allowMultimount && d.mounts.some(x => x.serverId !== serverId)) {
+            throw errors.validation(`Disk ${d.id} is mounted on another server; set allow_multimount to share it`, 'drives');
+        }
+    }
+}
+/**
+ * Moves each drive to `mounted` when it has mounts and to `unmounted` when it has none. Drives in
+ * any other status (a job holds them) are left alone: the job settles them with restingStatus.
+ * Returns the ids whose status changed.
+ */
+export async function syncMountStatus(tx, driveIds) {
+    const ids = [...new Set(driveIds)];
+    if (ids.length === 0)
+        return [];
+    const drives = await tx.drive.findMany({
+        where: { id: { in: ids }, deleted: false, status: { in: [...RESTING_STATUSES] } },
+        select: { id: true, status: true, _count: { select: { mounts: true } } }
+    });
+    const changed = { mounted: [], unmounted: [] };
+    for (const d of drives) {
+        const next = restingStatus(d._count.mounts);
+        if (d.status !== next)
+            changed[next].push(d.id);
+    }
+    for (const status of ['mounted', 'unmounted']) {
+        if (changed[status].length > 0) {
+            await tx.drive.updateMany({ where: { id: { in: changed[status] }, status: { in: [...RESTING_STATUSES] } }, data: { status } });
+        }
+    }
+    return [...changed.mounted, ...changed.unmounted];
+}
+/**
+ * Replaces the mounts of `serverId` with `mounts` (already checked), settles the status of every
+ * drive attached or detached, and announces the drives whose mounted_on changed.
+ */
+export async function replaceMounts(tx, ownerId, serverId, mounts) {
+    const before = await tx.serverDrive.findMany({ where: { serverId }, select: { driveId: true } });
+    await tx.serverDrive.deleteMany({ where: { serverId } });
+    if (mounts.length > 0) {
+        await tx.serverDrive.createMany({
+            data: mounts.map((m, position) => ({ serverId, driveId: m.driveId, device: m.device, devChannel: m.devChannel, bootOrder: m.bootOrder, position }))
+        });
+    }
+    const old = new Set(before.map(b => b.driveId));
+    const now = new Set(mounts.map(m => m.driveId));
+    const touched = [...old, ...now].filter(id => old.has(id) !== now.has(id));
+    await syncMountStatus(tx, touched);
+    await publishChange(tx, touched.map(id => ({ ownerId, resourceType: 'drives', resourceId: id })));
+}
+/** Detaches every drive of `serverId` (before it is deleted); returns the ids that were attached. */
+export async function detachAll(tx, ownerId, serverId) {
+    const before = await tx.serverDrive.findMany({ where: { serverId }, select: { driveId: true } });
+    const ids = [...new Set(before.map(b => b.driveId))];
+    await lockDrives(tx, ids);
+    await replaceMounts(tx, ownerId, serverId, []);
+    return ids;
+}
+//# sourceMappingURL=mounts.js.map

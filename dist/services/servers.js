@@ -1,0 +1,481 @@
+// Servers (spec §3): create, update, delete, list and power actions, the wire form of a server
+// row, and the service plugin that owns the hypervisor driver and the server_* job handlers.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
+import fp from 'fastify-plugin';
+import { badMetaKey, canOperate, displayStatus } from "../domain/drive-status.js";
+import { SERVER_STATUSES, acceptsFullUpdate, activeSinceTime, canDeleteServer, planPowerAction } from "../domain/server-status.js";
+import { relatedUuid, tagIds } from "../http/bodies.js";
+import { errors } from "../http/errors.js";
+import { envelope, planList } from "../http/listing.js";
+import { ref, uri } from "../http/uris.js";
+import { RecordingDriver } from "../hypervisor/recording.js";
+import { enqueueJob } from "../jobs/enqueue.js";
+import { serverStartHandler } from "../jobs/handlers/server-start.js";
+import { serverStopHandler } from "../jobs/handlers/server-stop.js";
+import { findConflicts } from "../jobs/resources.js";
+import { deleteDrives } from "./drives.js";
+import { publishChange } from "./events.js";
+import { jobRefsFor } from "./jobs-view.js";
+import { checkMountable, detachAll, parseMounts, replaceMounts } from "./mounts.js";
+/** The CloudSigma fields kept in servers.extra, with their defaults (§3.1). */
+export const EXTRA_DEFAULTS = {
+    auto_start: false,
+    context: true,
+    cpu_model: null,
+    cpu_type: 'amd',
+    cpus_instead_of_cores: false,
+    enable_numa: false,
+    grantees: [],
+    hv_relaxed: false,
+    hv_tsc: false,
+    hypervisor: 'kvm',
+    permissions: [],
+    pubkeys: [],
+    requirements: []
+};
+const EXTRA_KEYS = Object.keys(EXTRA_DEFAULTS);
+// references to resources this service does not implement (ips, vlans, ...) still round-trip
+function foreignRef(resource, id) {
+    return { resource_uri: `/api/2.0/${resource}/${id}/`, uuid: id };
+}
+/** The id of a reference to `resource` given as an id, a URI or an object with uuid/resource_uri. */
+export function foreignId(input, resource) {
+    if (typeof input === 'string') {
+        const m = new RegExp(`^(?:https?://[^/]+)?/api/2\\.0/${resource}/([^/]+)/?$`).exec(input);
+        if (m)
+            return m[1];
+        return input !== '' && !input.includes('/') ? input : undefined;
+    }
+    if (input !== null && typeof input === 'object') {
+        const o = input;
+        if (typeof o.uuid === 'string')
+            return foreignId(o.uuid, resource);
+        if (typeof o.resource_uri === 'string')
+            return foreignId(o.resource_uri, resource);
+    }
+    return undefined;
+}
+function uuidRef(input, resource, point) {
+    const id = relatedUuid(input, resource);
+    if (!id)
+        throw errors.validation(`${point} must be a uuid, a resource URI or an object with a uuid`, point);
+    return id;
+}
+// ---------------------------------------------------------------------------------------------
+// NICs (§3.1): MACs are generated, updates match NICs by MAC
+export function generateMac(taken) {
+    for (;;) {
+        const mac = ['22', ...[...randomBytes(5)].map(b => b.toString(16).padStart(2, '0'))].join(':');
+        if (!taken.has(mac))
+            return mac;
+    }
+}
+function ipConf(input, family, point) {
+    if (!input)
+        return null;
+    const ip = input.ip === undefined || input.ip === null ? null : foreignId(input.ip, 'ips');
+    if (input.ip !== undefined && input.ip !== null && !ip)
+        throw errors.validation(`${point}.ip must be an IP address, an IP URI or an object with a uuid`, 'nics');
+    if (ip && isIP(ip) !== family)
+        throw errors.validation(`${point}.ip ${ip} is not an IPv${family} address`, 'nics');
+    if (input.conf === 'static' && !ip)
+        throw errors.validation(`${point}: conf static needs an ip`, 'nics');
+    if (input.conf !== 'static' && ip)
+        throw errors.validation(`${point}: conf ${input.conf} must not carry an ip`, 'nics');
+    return { conf: input.conf, ip: ip ?? null };
+}
+/**
+ * The new NIC list: entries with a MAC keep that existing NIC (an unknown MAC is an error),
+ * entries without one are new NICs with a generated MAC; NICs left out are removed.
+ */
+export function planNics(inputs, existing) {
+    const known = new Set(existing.map(n => n.mac));
+    const used = new Set();
+    const taken = new Set(known);
+    return inputs.map((input, i) => {
+        const point = `nics[${i}]`;
+        let mac;
+        if (input.mac !== undefined && input.mac !== '') {
+            mac = input.mac.toLowerCase();
+            if (!known.has(mac))
+                throw errors.validation(`${point}: unknown mac ${input.mac}; leave mac out to add a NIC`, 'nics');
+            if (used.has(mac))
+                throw errors.validation(`${point}: mac ${input.mac} is listed twice`, 'nics');
+        }
+        else {
+            mac = generateMac(taken);
+            taken.add(mac);
+        }
+        used.add(mac);
+        const vlan = input.vlan === undefined || input.vlan === null ? null : uuidRef(input.vlan, 'vlans', 'nics');
+        const v4 = ipConf(input.ip_v4_conf, 4, `${point}.ip_v4_conf`);
+        const v6 = ipConf(input.ip_v6_conf, 6, `${point}.ip_v6_conf`);
+        if (vlan && (v4 || v6))
+            throw errors.validation(`${point}: a NIC has either a vlan or an IP configuration, not both`, 'nics');
+        if (!vlan && !v4 && !v6)
+            throw errors.validation(`${point}: a NIC needs ip_v4_conf, ip_v6_conf or vlan`, 'nics');
+        return {
+            mac,
+            model: input.model ?? existing.find(n => n.mac === mac)?.model ?? 'virtio',
+            boot_order: input.boot_order ?? null,
+            ip_v4_conf: v4,
+            ip_v6_conf: v6,
+            vlan,
+            firewall_policy: input.firewall_policy === undefined || input.firewall_policy === null ? null : uuidRef(input.firewall_policy, 'fwpolicies', 'nics')
+        };
+    });
+}
+// ---------------------------------------------------------------------------------------------
+// Wire form
+const NO_IO = { bytes_recv: 0, bytes_sent: 0, packets_recv: 0, packets_sent: 0 };
+const NO_DISK_IO = Object.fromEntries([
+    'bytes_read', 'bytes_written', 'count_flush', 'count_read', 'count_written',
+    'total_time_ns_flush', 'total_time_ns_read', 'total_time_ns_write'
+].map(k => [k, 0]));
+function nicRuntime(n) {
+    return {
+        interface_type: n.vlan ? 'private' : 'public',
+        io: { ...NO_IO },
+        ip_v4: n.ip_v4_conf?.ip ? foreignRef('ips', n.ip_v4_conf.ip) : null,
+        ip_v6: n.ip_v6_conf?.ip ? foreignRef('ips', n.ip_v6_conf.ip) : null
+    };
+}
+function ipConfWire(c) {
+    return c ? { conf: c.conf, ip: c.ip ? foreignRef('ips', c.ip) : null } : null;
+}
+export function serverToWire(row, mounts, jobs) {
+    const extra = { ...EXTRA_DEFAULTS, ...row.extra };
+    const nics = (row.nics ?? []);
+    const running = row.status === 'running';
+    const drives = [...mounts].sort((a, b) => a.position - b.position).map(m => ({
+        boot_order: m.bootOrder,
+        dev_channel: m.devChannel,
+        device: m.device,
+        drive: ref('drives', m.driveId),
+        runtime: running ? { io: { ...NO_DISK_IO } } : null
+    }));
+    const nicWire = nics.map(n => ({
+        boot_order: n.boot_order,
+        firewall_policy: n.firewall_policy ? foreignRef('fwpolicies', n.firewall_policy) : null,
+        ip_v4_conf: ipConfWire(n.ip_v4_conf),
+        ip_v6_conf: ipConfWire(n.ip_v6_conf),
+        mac: n.mac,
+        model: n.model,
+        runtime: running ? nicRuntime(n) : null,
+        vlan: n.vlan ? foreignRef('vlans', n.vlan) : null
+    }));
+    return {
+        auto_start: extra.auto_start,
+        context: extra.context,
+        cpu: row.cpu,
+        cpu_model: extra.cpu_model,
+        cpu_type: extra.cpu_type,
+        cpus_instead_of_cores: extra.cpus_instead_of_cores,
+        drives,
+        enable_numa: extra.enable_numa,
+        grantees: extra.grantees,
+        hv_relaxed: extra.hv_relaxed,
+        hv_tsc: extra.hv_tsc,
+        hypervisor: extra.hypervisor,
+        jobs,
+        mem: Number(row.mem),
+        meta: (row.meta ?? {}),
+        name: row.name,
+        nics: nicWire,
+        owner: ref('user', row.ownerId),
+        permissions: extra.permissions,
+        pubkeys: extra.pubkeys.map(id => foreignRef('keypairs', id)),
+        requirements: extra.requirements,
+        resource_uri: uri('servers', row.id),
+        runtime: running && row.activeSince
+            ? { active_since: activeSinceTime(row.activeSince), nics: nics.map(n => ({ ...nicRuntime(n), mac: n.mac })) }
+            : null,
+        smp: row.smp,
+        status: row.status,
+        tags: row.tags.map(id => ref('tags', id)),
+        uuid: row.id,
+        vnc_password: row.vncPassword
+    };
+}
+export const SHORT_FIELDS = ['name', 'owner', 'resource_uri', 'runtime', 'status', 'uuid'];
+export async function serversToWire(db, rows) {
+    const ids = rows.map(r => r.id);
+    const [mounts, jobs] = await Promise.all([
+        ids.length === 0 ? [] : db.serverDrive.findMany({ where: { serverId: { in: ids } } }),
+        jobRefsFor(db, 'servers', ids)
+    ]);
+    return rows.map(r => serverToWire(r, mounts.filter(m => m.serverId === r.id), jobs.get(r.id) ?? []));
+}
+/** The current wire object of an owned server, or undefined (event frames, GET). */
+export async function loadServerWire(db, ownerId, id) {
+    const row = await db.server.findFirst({ where: { id, ownerId, deleted: false } });
+    if (!row)
+        return undefined;
+    return (await serversToWire(db, [row]))[0];
+}
+export async function announceServer(db, ownerId, id) {
+    await publishChange(db, { ownerId, resourceType: 'servers', resourceId: id });
+}
+// ---------------------------------------------------------------------------------------------
+// Checks
+/** The caller's server, locked for the transaction; another account's is 404 like a missing one. */
+async function lockOwnedServer(tx, ownerId, id) {
+    await tx.$queryRawUnsafe('SELECT id FROM servers WHERE id = $1::uuid FOR UPDATE', id);
+    const row = await tx.server.findFirst({ where: { id, ownerId, deleted: false } });
+    if (!row)
+        throw errors.notFound('Server', 'uuid');
+    return row;
+}
+/**
+ * 503 when a job other than a power job links the server (e.g. a clone reading it). Power jobs
+ * are governed by lockedByJob instead: they release the server just before their job row is
+ * marked finished, and a client that sees `running` must be able to stop it at once.
+ */
+async function assertNoOtherJob(tx, id) {
+    const conflicts = (await findConflicts(tx, [{ type: 'servers', id, mode: 'write' }]))
+        .filter(c => c.operation !== 'server_start' && c.operation !== 'server_stop');
+    if (conflicts.length > 0) {
+        const c = conflicts[0];
+        throw errors.busy(`Server ${id} is busy with the ${c.operation} job ${c.jobId}`, 'uuid');
+    }
+}
+function checkMeta(meta) {
+    const bad = badMetaKey(meta);
+    if (bad !== undefined)
+        throw errors.validation(`meta keys must be 1 to 32 characters long: ${JSON.stringify(bad.slice(0, 40))}`, 'meta');
+}
+function extraFrom(input, base) {
+    const out = { ...base };
+    for (const key of EXTRA_KEYS) {
+        const value = input[key];
+        if (value === undefined)
+            continue;
+        out[key] = key === 'pubkeys' ? [...new Set(value.map(v => uuidRef(v, 'keypairs', 'pubkeys')))] : value;
+    }
+    return out;
+}
+// ---------------------------------------------------------------------------------------------
+// Create, update, delete
+export async function createServers(prisma, ownerId, inputs) {
+    // input checks that need no database come first: a bulk create is all or nothing
+    const planned = inputs.map(input => {
+        if (input.meta)
+            checkMeta(input.meta);
+        return {
+            id: randomUUID(),
+            input,
+            tags: tagIds(input.tags ?? []),
+            extra: extraFrom(input, EXTRA_DEFAULTS),
+            nics: planNics(input.nics ?? [], []),
+            mounts: parseMounts((input.drives ?? []))
+        };
+    });
+    const ids = await prisma.$transaction(async (tx) => {
+        for (const p of planned) {
+            await checkMountable(tx, ownerId, p.id, p.mounts);
+            await tx.server.create({
+                data: {
+                    id: p.id,
+                    ownerId,
+                    name: p.input.name,
+                    cpu: p.input.cpu,
+                    mem: BigInt(p.input.mem),
+                    smp: p.input.smp ?? 1,
+                    vncPassword: p.input.vnc_password,
+                    status: 'stopped',
+                    meta: p.input.meta ?? {},
+                    tags: p.tags,
+                    nics: p.nics,
+                    extra: p.extra
+                }
+            });
+            await replaceMounts(tx, ownerId, p.id, p.mounts);
+            await announceServer(tx, ownerId, p.id);
+        }
+        return planned.map(p => p.id);
+    }, { timeout: 60_000 });
+    const rows = await prisma.server.findMany({ where: { id: { in: ids } } });
+    const wires = await serversToWire(prisma, rows);
+    return ids.map(id => wires.find(w => w.uuid === id));
+}
+const FULL_UPDATE_KEYS = ['cpu', 'mem', 'smp', 'vnc_password', 'drives', 'nics', ...EXTRA_KEYS];
+/**
+ * PUT: a partial update. A stopped server takes every field; one that is starting, running or
+ * stopping takes only name, meta and tags and silently ignores the rest (§3.4). A `drives` list
+ * replaces the mounts: drives left out are detached.
+ */
+export async function updateServer(prisma, ownerId, id, input) {
+    if (input.meta)
+        checkMeta(input.meta);
+    const tags = input.tags ? tagIds(input.tags) : undefined;
+    const mounts = input.drives ? parseMounts(input.drives) : undefined;
+    return prisma.$transaction(async (tx) => {
+        const row = await lockOwnedServer(tx, ownerId, id);
+        const full = acceptsFullUpdate(row.status);
+        const wantsFull = FULL_UPDATE_KEYS.some(k => input[k] !== undefined);
+        if (full && wantsFull) {
+            // a job holding the server (e.g. a clone reading it) must not see its definition change
+            if (row.lockedByJob !== null)
+                throw errors.busy(`Server ${id} is busy with another operation; try again when it has finished`, 'uuid');
+            await assertNoOtherJob(tx, id);
+        }
+        const data = {};
+        if (input.name !== undefined)
+            data.name = input.name;
+        if (input.meta !== undefined)
+            data.meta = input.meta;
+        if (tags)
+            data.tags = tags;
+        if (full) {
+            if (input.cpu !== undefined)
+                data.cpu = input.cpu;
+            if (input.mem !== undefined)
+                data.mem = BigInt(input.mem);
+            if (input.smp !== undefined)
+                data.smp = input.smp;
+            if (input.vnc_password !== undefined)
+                data.vncPassword = input.vnc_password;
+            if (EXTRA_KEYS.some(k => input[k] !== undefined))
+                data.extra = extraFrom(input, { ...EXTRA_DEFAULTS, ...row.extra });
+            if (input.nics)
+                data.nics = planNics(input.nics, (row.nics ?? []));
+            if (mounts) {
+                await checkMountable(tx, ownerId, id, mounts);
+                await replaceMounts(tx, ownerId, id, mounts);
+            }
+        }
+        const updated = Object.keys(data).length > 0 ? await tx.server.update({ where: { id }, data }) : row;
+        await announceServer(tx, ownerId, id);
+        return (await serversToWire(tx, [updated]))[0];
+    }, { timeout: 60_000 });
+}
+/** Which attached drives `?recurse=` deletes. */
+export function recurseSelects(recurse, media) {
+    return recurse === 'all_drives' || (recurse === 'disks' && media === 'disk') || (recurse === 'cdroms' && media === 'cdrom');
+}
+async function checkDeletable(tx, ownerId, id) {
+    const row = await lockOwnedServer(tx, ownerId, id);
+    const verdict = canDeleteServer(row.status);
+    if (!verdict.ok)
+        throw verdict.reason === 'busy' ? errors.busy(verdict.message, 'status') : errors.wrongState(verdict.message);
+    if (row.lockedByJob)
+        throw errors.busy(`Server ${id} is busy with another operation`, 'uuid');
+    await assertNoOtherJob(tx, id);
+    return row;
+}
+/**
+ * Deletes a stopped server. Its drives are detached (and become unmounted); with `recurse` the
+ * selected ones are deleted too, through the drives service (drive_delete jobs). A drive still
+ * mounted on another server is only detached from this one.
+ */
+export async function deleteServer(prisma, deps, ownerId, id, recurse) {
+    let doomed = [];
+    if (recurse) {
+        doomed = await prisma.$transaction(async (tx) => {
+            await checkDeletable(tx, ownerId, id);
+            const mounts = await tx.serverDrive.findMany({
+                where: { serverId: id },
+                select: { driveId: true, drive: { select: { media: true, mounts: { select: { serverId: true } } } } }
+            });
+            return [...new Set(mounts
+                    .filter(m => recurseSelects(recurse, m.drive.media) && m.drive.mounts.every(x => x.serverId === id))
+                    .map(m => m.driveId))];
+        });
+        // the drives service deletes in its own transaction, all or none; a busy drive stops us here
+        // before the server is touched
+        if (doomed.length > 0)
+            await deleteDrives({ prisma, driveMaxSize: deps.driveMaxSize }, ownerId, doomed);
+    }
+    await prisma.$transaction(async (tx) => {
+        await checkDeletable(tx, ownerId, id);
+        await detachAll(tx, ownerId, id);
+        await tx.server.delete({ where: { id } });
+        await announceServer(tx, ownerId, id);
+    }, { timeout: 60_000 });
+}
+// ---------------------------------------------------------------------------------------------
+// Power actions (§3.2): each is a job moving the server through a transient status
+export async function requestPowerAction(prisma, ownerId, id, action) {
+    return prisma.$transaction(async (tx) => {
+        const row = await lockOwnedServer(tx, ownerId, id);
+        const verdict = planPowerAction(action, row.status);
+        if (!verdict.ok)
+            throw verdict.reason === 'busy' ? errors.busy(verdict.message, 'status') : errors.wrongState(verdict.message);
+        if (row.lockedByJob)
+            throw errors.busy(`Server ${id} is busy with another operation`, 'uuid');
+        await assertNoOtherJob(tx, id);
+        if (action === 'start')
+            await checkDrivesReady(tx, id);
+        const t = verdict.transition;
+        const jobId = randomUUID();
+        await tx.server.update({ where: { id }, data: { status: t.during, lockedByJob: jobId } });
+        await enqueueJob(tx, {
+            id: jobId,
+            ownerId,
+            operation: t.operation,
+            params: { serverId: id, action, from: t.from, to: t.to },
+            resources: [{ type: 'servers', id, mode: 'write' }],
+            description: `${t.during} the server`,
+            maxAttempts: 3
+        });
+        await announceServer(tx, ownerId, id);
+        return { jobId };
+    });
+}
+/**
+ * A server starts only when every drive it mounts is ready: a drive a job holds (creating,
+ * cloning_dst, resizing, uploading, being deleted) is 503 concurrency, retry later; an
+ * unavailable one is 400. Drives being read by clones (cloning_src) are fine.
+ */
+async function checkDrivesReady(tx, serverId) {
+    const mounts = await tx.serverDrive.findMany({
+        where: { serverId },
+        select: { drive: { select: { id: true, status: true, readers: true, lockedByJob: true, deleted: true } } }
+    });
+    for (const { drive: d } of mounts) {
+        const verdict = canOperate('mount', d.status, d.readers);
+        const status = displayStatus(d.status, d.readers);
+        if (verdict === 'wrong_state')
+            throw errors.validation(`Drive ${d.id} is ${status}; the server cannot start with it`, 'drives');
+        if (verdict === 'busy' || d.lockedByJob || d.deleted) {
+            throw errors.busy(`Drive ${d.id} is ${d.deleted ? 'being deleted' : status}; start the server when it is ready`, 'drives');
+        }
+    }
+}
+// ---------------------------------------------------------------------------------------------
+// Lists
+export const serverFilters = {
+    name: { column: 'name', kind: 'string' },
+    uuid: { column: 'id', kind: 'uuid' },
+    tag: { column: 'tags', kind: 'uuid', build: (v) => ({ tags: { has: v.toLowerCase() } }) },
+    status: { column: 'status', kind: 'string', choices: SERVER_STATUSES }
+};
+export const serverOrder = {
+    fields: { name: 'name', uuid: 'id', status: 'status', cpu: 'cpu', mem: 'mem' },
+    default: 'name'
+};
+export async function listServers(db, ownerId, query, detail) {
+    const plan = planList(query, serverFilters, serverOrder);
+    const where = { ...plan.where, ownerId, deleted: false };
+    const [total, rows] = await Promise.all([
+        db.server.count({ where }),
+        db.server.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take: plan.take })
+    ]);
+    const wires = await serversToWire(db, rows);
+    // fields= may ask the short list for any field
+    const keep = detail || plan.fields ? undefined : SHORT_FIELDS;
+    const objects = keep
+        ? wires.map(w => Object.fromEntries(keep.map(k => [k, w[k]])))
+        : wires;
+    return envelope(plan, total, objects);
+}
+export default fp(async (app) => {
+    app.decorate('hypervisor', new RecordingDriver({ delayMs: app.config.hypervisorDelayMs }));
+    // read at call time, so a replaced driver takes effect for the next job
+    const driver = () => app.hypervisor;
+    app.jobs.register('server_start', serverStartHandler(driver));
+    app.jobs.register('server_stop', serverStopHandler(driver));
+    app.events.registerLoader('servers', (p, ownerId, id) => loadServerWire(p, ownerId, id));
+}, { name: 'servers', dependencies: ['prisma', 'jobs'] });
+//# sourceMappingURL=servers.js.map
