@@ -97,9 +97,10 @@ async function stop (reason: Record<string, unknown>): Promise<void> {
     process.exitCode = 1
   }
   clearTimeout(grace)
+  const closed = Date.now()
   await embedded?.stop()
   clearTimeout(deadline)
-  app.log.info({ ms: Date.now() - began }, 'stopped')
+  app.log.info({ ms: Date.now() - began, appMs: closed - began, databaseMs: Date.now() - closed }, 'stopped')
   // a handle some library left open must not keep a stopped service alive
   setTimeout(() => process.exit(), 1000).unref()
 }

@@ -1,25 +1,34 @@
-// Operator commands: `clonejobs user add|list|passwd|remove`. Uses DATABASE_URL, or the embedded
-// PostgreSQL under ./data/pg (joining it when the service is running, starting it otherwise).
+// Operator commands: `clonejobs migrate` and `clonejobs user add|list|passwd|remove`. Uses
+// DATABASE_URL, or the embedded PostgreSQL under DATA_DIR/pg: the running one, found through its
+// data folder (port and password files), or one started for the command and stopped after it.
 import path from 'node:path';
 import { Command } from 'commander';
 import { loadConfig } from "../config.js";
 import { createPrisma } from "../db/client.js";
-import { startEmbeddedPostgres } from "../db/embedded.js";
+import { EmbeddedSetupError, startEmbeddedPostgres } from "../db/embedded.js";
 import { runMigrations } from "../db/migrate.js";
 import { AccountError, addAccount, generatePassword, removeAccount, setPassword } from "../services/accounts.js";
-async function withDatabase(fn) {
+async function withUrl(fn) {
     const config = loadConfig();
-    const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres({ dir: path.join(config.dataDir, 'pg'), port: config.embeddedPgPort });
-    const url = config.databaseUrl ?? embedded.url;
-    await runMigrations(url);
-    const prisma = createPrisma(url, { max: 2 });
+    const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres({ dir: path.join(config.dataDir, 'pg'), port: config.embeddedPgPort, join: true });
     try {
-        return await fn(prisma);
+        return await fn(config.databaseUrl ?? embedded.url);
     }
     finally {
-        await prisma.$disconnect();
         await embedded?.stop();
     }
+}
+async function withDatabase(fn) {
+    return withUrl(async (url) => {
+        await runMigrations(url);
+        const prisma = createPrisma(url, { max: 2 });
+        try {
+            return await fn(prisma);
+        }
+        finally {
+            await prisma.$disconnect();
+        }
+    });
 }
 async function readPasswordFromStdin() {
     if (process.stdin.isTTY)
@@ -31,6 +40,12 @@ async function readPasswordFromStdin() {
     return text || undefined;
 }
 const program = new Command('clonejobs').description('clonejobs operator commands');
+program.command('migrate')
+    .description('apply the database migrations not applied yet (the service also applies them at start)')
+    .action(async () => {
+    const applied = await withUrl(url => runMigrations(url));
+    console.log(applied.length ? `applied ${applied.join(', ')}` : 'the database is up to date');
+});
 const user = program.command('user').description('manage accounts');
 user.command('add <email>')
     .description('create an account; prints a generated password unless --password or stdin gives one')
@@ -73,7 +88,7 @@ try {
     await program.parseAsync(process.argv);
 }
 catch (err) {
-    if (err instanceof AccountError) {
+    if (err instanceof AccountError || err instanceof EmbeddedSetupError) {
         console.error(`error: ${err.message}`);
         process.exit(1);
     }

@@ -240,6 +240,7 @@ export async function startEmbeddedPostgres(opts) {
     let password = readPassword(dir);
     if (!initialised) {
         password = randomBytes(24).toString('base64url');
+        await fsp.mkdir(path.dirname(dir), { recursive: true });
         await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
         if (user)
             await fsp.chown(dir, user.uid, user.gid);
@@ -299,7 +300,7 @@ export async function startEmbeddedPostgres(opts) {
     };
     const restart = async () => {
         // backends of the killed postmaster hold its shared memory for a moment: retry until it starts
-        for (let attempt = 0; !stopping; attempt++) {
+        for (let attempt = 0;; attempt++) {
             await sleep(Math.min(100 * 2 ** attempt, 2000));
             if (stopping)
                 return;

@@ -228,7 +228,12 @@ export async function startEmbeddedPostgres (opts: EmbeddedOptions): Promise<Emb
 
   const user = await runAsUser()
   if (user) {
-    const blocked = blockedAt(dir, user)
+    let blocked = blockedAt(dir, user)
+    if (blocked === path.dirname(dir)) {
+      // the data folder itself (e.g. made with mkdtemp): let others pass through it, not list it
+      await fsp.chmod(blocked, fs.statSync(blocked).mode | 0o001)
+      blocked = blockedAt(dir, user)
+    }
     if (blocked) {
       const mode = (fs.statSync(blocked).mode & 0o777).toString(8).padStart(4, '0')
       throw new EmbeddedSetupError(`clonejobs: running as root, the embedded PostgreSQL runs as the 'postgres' user, who cannot reach ${dir} (${blocked} is mode ${mode}); set DATA_DIR to a folder it can reach (e.g. DATA_DIR=/var/lib/clonejobs), run as a non-root user, or set DATABASE_URL`)

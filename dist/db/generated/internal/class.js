@@ -22,8 +22,8 @@ const config = {
             "fromEnvVar": null
         },
         "config": {
-            "engineType": "client",
-            "moduleFormat": "esm"
+            "moduleFormat": "esm",
+            "engineType": "client"
         },
         "binaryTargets": [
             {
