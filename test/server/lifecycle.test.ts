@@ -96,7 +96,7 @@ t.test('SIGTERM: SSE gets a closing frame, the running job goes back to the queu
 
   const [code] = await svc.exited
   const took = Date.now() - signalled
-  t.equal(code, 0, 'the stop ends cleanly')
+  t.equal(code, 0, 'the stop ends cleanly', { output: svc.output().slice(-4000) })
   t.ok(took < graceMs + 3000, `gone ${took} ms after SIGTERM (grace ${graceMs} ms)`)
   t.ok(took >= graceMs - 500, 'the in-flight download was given the grace')
   t.match(await sseText, /event: shutdown\ndata: \{"reason":"server shutting down"\}\n\n$/, 'the SSE stream ended with a closing frame')
@@ -115,8 +115,10 @@ t.test('SIGTERM: SSE gets a closing frame, the running job goes back to the queu
   const client = new pg.Client({ connectionString: db.url })
   await client.connect()
   const row = (await client.query('SELECT state, locked_by, locked_until FROM jobs WHERE id = $1', [job])).rows[0]
+  const transfer = (await client.query("SELECT state FROM jobs WHERE operation = 'drive_download'")).rows
   await client.end()
   t.same(row, { state: 'queued', locked_by: null, locked_until: null }, 'the running job was handed back, its lease released')
+  t.same(transfer, [{ state: 'failed' }], 'the cut download\'s job was recorded as failed before the database closed')
 })
 
 t.test('the embedded PostgreSQL: random password, busy default port, restarted when killed, found by the CLI', async t => {
