@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=Drive.js.map

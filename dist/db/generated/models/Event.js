@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=Event.js.map

@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=Job.js.map

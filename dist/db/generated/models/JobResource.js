@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=JobResource.js.map

@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=Server.js.map

@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=ServerDrive.js.map

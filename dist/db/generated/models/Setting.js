@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=Setting.js.map

@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=TransferLink.js.map

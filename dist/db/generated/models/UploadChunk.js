@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=UploadChunk.js.map
