@@ -40,7 +40,7 @@ export function startService (env: NodeJS.ProcessEnv): Service {
   child.stdout!.on('data', d => { stdout += d; output += d })
   child.stderr!.on('data', d => { output += d })
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
-  const waitFor = async (re: RegExp, ms = 60_000) => {
+  const waitFor = async (re: RegExp, ms = 120_000) => {
     const deadline = Date.now() + ms
     while (Date.now() < deadline) {
       const m = re.exec(output)
