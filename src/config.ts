@@ -32,6 +32,8 @@ export interface Config {
   storageFsync: boolean
   /** How long the built-in recording hypervisor driver takes per power change, so starting/stopping show. */
   hypervisorDelayMs: number
+  /** How long a stop lets in-flight requests finish before cutting them (under Docker's 10 s). */
+  stopGraceMs: number
 }
 
 const TiB = 1024 ** 4
@@ -79,6 +81,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     bootstrapAccount: bool(env, 'BOOTSTRAP_ACCOUNT', true),
     storageFsync: bool(env, 'STORAGE_FSYNC', true),
     hypervisorDelayMs: int(env, 'HYPERVISOR_DELAY_MS', 0),
+    stopGraceMs: int(env, 'STOP_GRACE_MS', 8000),
     ...overrides
   }
   if (config.jobLeaseSeconds > 30) throw new Error('setting JOB_LEASE_SECONDS must be at most 30')

@@ -16,7 +16,7 @@ function startService (env: NodeJS.ProcessEnv) {
   let output = ''
   child.stdout.on('data', d => { output += d })
   child.stderr.on('data', d => { output += d })
-  const waitFor = async (re: RegExp, ms = 60_000) => {
+  const waitFor = async (re: RegExp, ms = 120_000) => {
     const deadline = Date.now() + ms
     while (Date.now() < deadline) {
       const m = re.exec(output)

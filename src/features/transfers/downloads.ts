@@ -41,7 +41,7 @@ function imageHeaders (reply: FastifyReply, drive: DriveRow, range: ByteRange | 
 }
 
 /** Streams the image (or a range) as the job's work; the job settles when the response does. */
-async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob, drive: DriveRow, range: ByteRange | undefined): Promise<FastifyReply> {
+async function sendImage (deps: TransferDeps, settling: Set<Promise<void>>, reply: FastifyReply, held: HeldJob, drive: DriveRow, range: ByteRange | undefined): Promise<FastifyReply> {
   const length = imageHeaders(reply, drive, range)
   let source
   try {
@@ -58,7 +58,7 @@ async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob
     settled = true
     // every byte went through and the response was ended ('close' may come before 'finish')
     const complete = (reply.raw.writableFinished || reply.raw.writableEnded) && meter.bytes === length
-    void piping.then(async () => {
+    const recorded = piping.then(async () => {
       if (complete) {
         await deps.prisma.$transaction(async (tx) => held.finish(tx, { state: 'success', result: { bytes: meter.bytes } }))
           .catch(err => deps.log.error({ err, job: held.id }, 'could not record a finished download'))
@@ -66,6 +66,8 @@ async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob
         await held.fail(failureRecord(errors.validation(`The client went away after ${meter.bytes} of ${length} bytes`)))
       }
     })
+    settling.add(recorded)
+    void recorded.finally(() => settling.delete(recorded))
   }
   reply.raw.once('finish', settle)
   reply.raw.once('close', settle)
@@ -81,6 +83,9 @@ const imageResponse = (what: string) => ({
 const downloads: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of transferSchemas) app.addSchema(s)
   app.actions.drive.register('download', downloadLink)
+  // a download cut by a stop records its job's end before the database client closes
+  const settling = new Set<Promise<void>>()
+  app.addHook('onClose', async () => { await Promise.allSettled([...settling]) })
   const deps = transferDeps(app)
 
   app.get('/drives/:uuid/download/', {
@@ -102,7 +107,7 @@ const downloads: FastifyPluginAsyncTypebox = async (app) => {
       return reply.send()
     }
     const { held, drive, range } = await startDirectDownload(deps, request.account.id, request.params.uuid, (size) => parseRange(request.headers.range, size))
-    return sendImage(deps, reply, held, drive, range)
+    return sendImage(deps, settling, reply, held, drive, range)
   })
 
   app.get('/downloads/:token/', {
@@ -119,7 +124,7 @@ const downloads: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { held, drive } = await useDownloadLink(deps, request.params.token)
-    return sendImage(deps, reply, held, drive, undefined)
+    return sendImage(deps, settling, reply, held, drive, undefined)
   })
 }
 
