@@ -1,18 +1,11 @@
-// The real service as a child process (src/server.ts through tsx), for tests of start-up and stop.
+// The real service as a child process, for tests of start-up, stop and roles: src/server.ts through
+// tsx by default, or any command line of bin/clonejobs.js (which runs dist/ when it is up to date).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
-import net from 'node:net'
 import path from 'node:path'
 import { ROOT } from '../setup/test-db.ts'
-
-export async function freePort (): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
+import { freePort } from './net.ts'
 
 export interface Service {
   child: ChildProcess
@@ -31,8 +24,13 @@ export async function embeddedEnv (dataDir: string, extra: NodeJS.ProcessEnv = {
   return env
 }
 
-export function startService (env: NodeJS.ProcessEnv): Service {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/server.ts')], {
+/** The server entry through tsx, as `npm run dev` runs it. */
+export const SERVER_ENTRY = ['--import', 'tsx', path.join(ROOT, 'src/server.ts')]
+/** `clonejobs serve --role <role>` through bin/clonejobs.js, as an operator runs it. */
+export const serveCommand = (role: string) => [path.join(ROOT, 'bin/clonejobs.js'), 'serve', '--role', role]
+
+export function startService (env: NodeJS.ProcessEnv, args: string[] = SERVER_ENTRY): Service {
+  const child = spawn(process.execPath, args, {
     cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe']
   })
   let stdout = ''
