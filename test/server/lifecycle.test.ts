@@ -118,7 +118,7 @@ t.test('SIGTERM: SSE gets a closing frame, the running job goes back to the queu
   const transfer = (await client.query("SELECT state FROM jobs WHERE operation = 'drive_download'")).rows
   await client.end()
   t.same(row, { state: 'queued', locked_by: null, locked_until: null }, 'the running job was handed back, its lease released')
-  t.same(transfer, [{ state: 'failed' }], 'the cut download\'s job was recorded as failed before the database closed')
+  t.same(transfer, [{ state: 'error' }], 'the cut download\'s job was recorded as failed (state error) before the database closed')
 })
 
 t.test('the embedded PostgreSQL: random password, busy default port, restarted when killed, found by the CLI', async t => {
