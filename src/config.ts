@@ -67,6 +67,8 @@ export interface Config {
   cephKeyring: string | undefined
   /** How long the built-in recording hypervisor driver takes per power change, so starting/stopping show. */
   hypervisorDelayMs: number
+  /** How long a stop lets in-flight requests finish before cutting them (under Docker's 10 s). */
+  stopGraceMs: number
 }
 
 const TiB = 1024 ** 4
@@ -139,6 +141,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     rbdPool: env.RBD_POOL || 'rbd',
     cephUser: env.CEPH_USER || undefined,
     cephKeyring: env.CEPH_KEYRING || undefined,
+    stopGraceMs: int(env, 'STOP_GRACE_MS', 8000),
     ...overrides
   }
   if (config.jobLeaseSeconds > 30) throw new Error('setting JOB_LEASE_SECONDS must be at most 30')

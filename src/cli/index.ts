@@ -1,27 +1,36 @@
-// Operator commands: `clonejobs serve [--role api|worker|all]` and `clonejobs user
-// add|list|passwd|remove`. Uses DATABASE_URL, or the embedded
-// PostgreSQL under ./data/pg (joining it when the service is running, starting it otherwise).
+// Operator commands: `clonejobs serve [--role api|worker|all]`, `clonejobs migrate` and `clonejobs
+// user add|list|passwd|remove`. Uses DATABASE_URL, or the embedded PostgreSQL under DATA_DIR/pg: the
+// running one, found through its data folder (port and password files), or one started for the
+// command and stopped after it.
 import path from 'node:path'
 import { Command } from 'commander'
 import { ROLES, loadConfig } from '../config.ts'
 import { createPrisma, type PrismaClient } from '../db/client.ts'
-import { startEmbeddedPostgres } from '../db/embedded.ts'
+import { EmbeddedSetupError, startEmbeddedPostgres } from '../db/embedded.ts'
 import { runMigrations } from '../db/migrate.ts'
 import { AccountError, addAccount, removeAccount, setPassword } from '../features/accounts/service.ts'
 import { generatePassword } from '../domain/passwords.ts'
 
-async function withDatabase<T> (fn: (prisma: PrismaClient) => Promise<T>): Promise<T> {
+async function withUrl<T> (fn: (url: string) => Promise<T>): Promise<T> {
   const config = loadConfig()
-  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres({ dir: path.join(config.dataDir, 'pg'), port: config.embeddedPgPort })
-  const url = config.databaseUrl ?? embedded!.url
-  await runMigrations(url)
-  const prisma = createPrisma(url, { max: 2 })
+  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres({ dir: path.join(config.dataDir, 'pg'), port: config.embeddedPgPort, join: true })
   try {
-    return await fn(prisma)
+    return await fn(config.databaseUrl ?? embedded!.url)
   } finally {
-    await prisma.$disconnect()
     await embedded?.stop()
   }
+}
+
+async function withDatabase<T> (fn: (prisma: PrismaClient) => Promise<T>): Promise<T> {
+  return withUrl(async url => {
+    await runMigrations(url)
+    const prisma = createPrisma(url, { max: 2 })
+    try {
+      return await fn(prisma)
+    } finally {
+      await prisma.$disconnect()
+    }
+  })
 }
 
 async function readPasswordFromStdin (): Promise<string | undefined> {
@@ -42,6 +51,13 @@ program.command('serve')
     // the server entry reads its settings from the environment, ROLE among them
     process.env.ROLE = opts.role
     await import('../server.ts')
+  })
+
+program.command('migrate')
+  .description('apply the database migrations not applied yet (the service also applies them at start)')
+  .action(async () => {
+    const applied = await withUrl(url => runMigrations(url))
+    console.log(applied.length ? `applied ${applied.join(', ')}` : 'the database is up to date')
   })
 
 const user = program.command('user').description('manage accounts')
@@ -86,7 +102,7 @@ user.command('remove <email>')
 try {
   await program.parseAsync(process.argv)
 } catch (err) {
-  if (err instanceof AccountError) {
+  if (err instanceof AccountError || err instanceof EmbeddedSetupError) {
     console.error(`error: ${err.message}`)
     process.exit(1)
   } else {

@@ -1,49 +1,97 @@
-// Applies prisma/migrations with the Prisma CLI (`migrate deploy`), the tool made for it. The CLI
-// costs seconds, so it runs only when the database lacks one of the migrations.
-import { execFile } from 'node:child_process'
+// Applies prisma/migrations in this process with pg, as `prisma migrate deploy` would: each pending
+// migration.sql in one transaction, under an advisory lock so concurrent starts apply it once, and a
+// row in `_prisma_migrations` in Prisma's own format (sha256 hex checksum), so `prisma migrate
+// status` agrees. No CLI is spawned: that cost seconds at every start.
+import { createHash, randomUUID } from 'node:crypto'
 import fs from 'node:fs/promises'
-import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import pg from 'pg'
 
-const run = promisify(execFile)
+// src/db and dist/db are both two levels below the checkout
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export const MIGRATIONS_DIR = path.join(root, 'prisma/migrations')
+// the advisory lock key the Prisma schema engine takes too, so the CLI and this never overlap
+const LOCK_KEY = 72707369
 
-async function localMigrations (): Promise<string[]> {
-  const entries = await fs.readdir(path.join(root, 'prisma/migrations'), { withFileTypes: true })
-  return entries.filter(e => e.isDirectory()).map(e => e.name).sort()
+// the table exactly as the Prisma CLI creates it
+const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+  "id" VARCHAR(36) PRIMARY KEY NOT NULL,
+  "checksum" VARCHAR(64) NOT NULL,
+  "finished_at" TIMESTAMPTZ,
+  "migration_name" VARCHAR(255) NOT NULL,
+  "logs" TEXT,
+  "rolled_back_at" TIMESTAMPTZ,
+  "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
+  "applied_steps_count" INTEGER NOT NULL DEFAULT 0
+)`
+
+interface Migration { name: string, sql: string, checksum: string }
+
+async function localMigrations (): Promise<Migration[]> {
+  const entries = await fs.readdir(MIGRATIONS_DIR, { withFileTypes: true })
+  const names = entries.filter(e => e.isDirectory()).map(e => e.name).sort()
+  return Promise.all(names.map(async name => {
+    const sql = await fs.readFile(path.join(MIGRATIONS_DIR, name, 'migration.sql'), 'utf8')
+    return { name, sql, checksum: createHash('sha256').update(sql).digest('hex') }
+  }))
+}
+
+async function appliedNames (client: pg.Client): Promise<Set<string>> {
+  const table = await client.query("SELECT to_regclass('_prisma_migrations') AS t")
+  if (!table.rows[0].t) return new Set()
+  const rows = await client.query('SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL')
+  return new Set(rows.rows.map(r => r.migration_name as string))
 }
 
 /** Names of committed migrations the database has not applied (all of them on a new database). */
 export async function pendingMigrations (databaseUrl: string): Promise<string[]> {
-  const wanted = await localMigrations()
   const client = new pg.Client({ connectionString: databaseUrl })
   await client.connect()
   try {
-    const table = await client.query("SELECT to_regclass('_prisma_migrations') AS t")
-    if (!table.rows[0].t) return wanted
-    const applied = await client.query('SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL')
-    const done = new Set(applied.rows.map(r => r.migration_name as string))
-    return wanted.filter(m => !done.has(m))
+    const done = await appliedNames(client)
+    return (await localMigrations()).filter(m => !done.has(m.name)).map(m => m.name)
   } finally {
     await client.end()
   }
 }
 
-export async function runMigrations (databaseUrl: string, opts: { force?: boolean } = {}): Promise<string[]> {
-  const pending = opts.force ? await localMigrations() : await pendingMigrations(databaseUrl)
-  if (pending.length === 0) return []
-  const cli = createRequire(import.meta.url).resolve('prisma/build/index.js')
-  await run(process.execPath, [
-    // see the comment in this preload: it lets the CLI exit as soon as it is done
-    '--require', path.join(root, 'scripts/prisma-unref-timers.cjs'),
-    cli, 'migrate', 'deploy'
-  ], {
-    cwd: root,
-    env: { ...process.env, DATABASE_URL: databaseUrl, CHECKPOINT_DISABLE: '1', PRISMA_HIDE_UPDATE_MESSAGE: '1' },
-    maxBuffer: 16 * 1024 * 1024
-  })
-  return pending
+/** Applies the pending migrations and returns their names. */
+export async function runMigrations (databaseUrl: string): Promise<string[]> {
+  const [migrations, client] = await Promise.all([localMigrations(), (async () => {
+    const c = new pg.Client({ connectionString: databaseUrl })
+    await c.connect()
+    return c
+  })()])
+  const applied: string[] = []
+  try {
+    // fast path: nothing to do, no lock taken
+    let done = await appliedNames(client)
+    if (migrations.every(m => done.has(m.name))) return []
+    await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY])
+    try {
+      await client.query(CREATE_TABLE)
+      done = await appliedNames(client) // another process may have applied them while we waited
+      for (const m of migrations) {
+        if (done.has(m.name)) continue
+        const id = randomUUID()
+        await client.query('BEGIN')
+        try {
+          await client.query('INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at) VALUES ($1, $2, $3, now())', [id, m.checksum, m.name])
+          await client.query(m.sql)
+          await client.query('UPDATE _prisma_migrations SET finished_at = clock_timestamp(), applied_steps_count = 1 WHERE id = $1', [id])
+          await client.query('COMMIT')
+        } catch (err) {
+          await client.query('ROLLBACK')
+          throw new Error(`migration ${m.name} failed: ${(err as Error).message}`, { cause: err })
+        }
+        applied.push(m.name)
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY]).catch(() => {})
+    }
+    return applied
+  } finally {
+    await client.end()
+  }
 }

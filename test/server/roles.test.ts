@@ -3,13 +3,11 @@
 // probes and metrics and runs the jobs. A clone asked of the api is done by the worker, and its
 // events reach the api's SSE clients.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { once } from 'node:events'
-import { ROOT } from '../setup/test-db.ts'
 import { freePort } from '../helpers/net.ts'
+import { serveCommand, startService } from '../helpers/service.ts'
 import { createTestDatabase } from '../helpers/db.ts'
 import { createPrisma } from '../../src/db/client.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
@@ -21,26 +19,14 @@ t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
 
 async function serve (role: string) {
   const port = await freePort()
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/clonejobs.js'), 'serve', '--role', role], {
-    cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'info', BOOTSTRAP_ACCOUNT: 'false', ROLE: '' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.on('data', d => { output += d })
-  child.stderr.on('data', d => { output += d })
+  const svc = startService({ ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'info', BOOTSTRAP_ACCOUNT: 'false', ROLE: '' }, serveCommand(role))
   t.teardown(async () => {
-    if (child.exitCode !== null) return
-    child.kill('SIGTERM')
-    await once(child, 'exit')
+    if (svc.child.exitCode !== null) return
+    svc.child.kill('SIGTERM')
+    await svc.exited
   })
-  const deadline = Date.now() + 60_000
-  while (!/clonejobs is serving/.test(output)) {
-    if (child.exitCode !== null) throw new Error(`${role} exited early:\n${output}`)
-    if (Date.now() > deadline) throw new Error(`${role} did not start:\n${output}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-  return { child, base: `http://127.0.0.1:${port}` }
+  await svc.waitFor(/clonejobs is serving/)
+  return { child: svc.child, base: `http://127.0.0.1:${port}` }
 }
 
 const prisma = createPrisma(databaseUrl, { max: 2 })

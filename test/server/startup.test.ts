@@ -1,33 +1,11 @@
 // The process as a new user runs it: `npm start` with no configuration starts an embedded
 // PostgreSQL under DATA_DIR, prints a first account, serves the API, and closes cleanly.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { once } from 'node:events'
-import { ROOT } from '../setup/test-db.ts'
 import { freePort } from '../helpers/net.ts'
-
-function startService (env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/server.ts')], {
-    cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.on('data', d => { output += d })
-  child.stderr.on('data', d => { output += d })
-  const waitFor = async (re: RegExp, ms = 60_000) => {
-    const deadline = Date.now() + ms
-    while (Date.now() < deadline) {
-      const m = re.exec(output)
-      if (m) return m
-      if (child.exitCode !== null) throw new Error('service exited early:\n' + output)
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
-    throw new Error(`timed out waiting for ${re}:\n${output}`)
-  }
-  return { child, waitFor, output: () => output }
-}
+import { startService } from '../helpers/service.ts'
 
 t.test('a first start on the embedded default serves jobs with the printed credentials', async t => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-start-'))
@@ -56,7 +34,7 @@ t.test('a first start on the embedded default serves jobs with the printed crede
   t.equal(((await denied.json()) as Array<{ error_type: string }>)[0].error_type, 'permission')
 
   svc.child.kill('SIGTERM')
-  const [code] = await once(svc.child, 'exit')
+  const [code] = await svc.exited
   t.equal(code, 0, 'SIGTERM closes cleanly')
   t.notOk(fs.existsSync(path.join(dataDir, 'pg', 'postmaster.pid')), 'the embedded PostgreSQL was stopped')
 
@@ -68,5 +46,5 @@ t.test('a first start on the embedded default serves jobs with the printed crede
   const res2 = await fetch(`http://127.0.0.1:${port}/api/2.0/jobs/`, { headers: { authorization: auth } })
   t.equal(res2.status, 200, 'data survived the restart')
   again.child.kill('SIGTERM')
-  await once(again.child, 'exit')
+  await again.exited
 })

@@ -17,8 +17,8 @@ async function freePort (): Promise<number> {
 }
 const port = process.env.TEST_EMBEDDED_PG_PORT ? Number(process.env.TEST_EMBEDDED_PG_PORT) : await freePort()
 fs.mkdirSync(path.dirname(dir), { recursive: true })
-const log = fs.createWriteStream(dir + '.log', { flags: 'a' })
-const db = await startEmbeddedPostgres({ dir, port, log: line => log.write(line + '\n') })
+// PostgreSQL logs to <dir>.log
+const db = await startEmbeddedPostgres({ dir, port })
 const adminUrl = db.url.replace(/\/clonejobs$/, '/postgres')
 fs.writeFileSync(stateFile, JSON.stringify({ url: adminUrl, pid: process.pid }))
 

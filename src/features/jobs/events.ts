@@ -26,7 +26,11 @@ function cookieValue (header: string | undefined, name: string): string | undefi
 }
 
 const events: FastifyPluginAsyncTypebox = async (app) => {
+  // on close, @fastify/websocket sends every websocket client a close frame
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } })
+  // open SSE streams end with a `shutdown` frame when the app closes, so a stop does not wait on them
+  const streams = new Set<() => void>()
+  app.addHook('preClose', async () => { for (const end of streams) end() })
 
   // one HMAC key for every process sharing the database, created by whichever asks first
   let secret: Buffer | undefined
@@ -149,7 +153,9 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
     })
     const ping = setInterval(() => res.write(': ping\n\n'), PING_MS)
     let closed = false
-    request.raw.on('close', () => { closed = true; unsubscribe(); clearInterval(ping) })
+    const end = () => { res.end('event: shutdown\ndata: {"reason":"server shutting down"}\n\n') }
+    streams.add(end)
+    request.raw.on('close', () => { closed = true; unsubscribe(); clearInterval(ping); streams.delete(end) })
 
     try {
       if (rawLast !== undefined) {

@@ -40,14 +40,44 @@ function imageHeaders (reply: FastifyReply, drive: DriveRow, range: ByteRange | 
   return length
 }
 
+/**
+ * Downloads whose job's end is not recorded yet, counted from the start of the response: a
+ * connection cut by the stop emits 'close' (and so records its job) only after the server has
+ * closed, when the onClose hooks are already running, so the stop waits on these, not on 'close'.
+ */
+class Settling {
+  private readonly open = new Set<Promise<void>>()
+
+  /** A download starts; call the returned function once its job's end is recorded. */
+  begin (): () => void {
+    let done!: () => void
+    const p = new Promise<void>(resolve => { done = resolve })
+    this.open.add(p)
+    void p.then(() => this.open.delete(p))
+    return done
+  }
+
+  /** Resolves when every download has recorded its end, or after `ms` (a stuck write must not hold the stop). */
+  async drain (ms: number): Promise<void> {
+    if (this.open.size === 0) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.allSettled([...this.open]),
+      new Promise(resolve => { timer = setTimeout(resolve, ms) })
+    ])
+    clearTimeout(timer)
+  }
+}
+
 /** Streams the image (or a range) as the job's work; the job settles when the response does. */
-async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob, drive: DriveRow, range: ByteRange | undefined): Promise<FastifyReply> {
+async function sendImage (deps: TransferDeps, settling: Settling, reply: FastifyReply, held: HeldJob, drive: DriveRow, range: ByteRange | undefined): Promise<FastifyReply> {
+  const recorded = settling.begin()
   const length = imageHeaders(reply, drive, range)
   let source
   try {
     source = await deps.storage.createReadStream(drive.id, range ?? {})
   } catch (err) {
-    await held.fail(failureRecord(err))
+    await held.fail(failureRecord(err)).finally(recorded)
     throw err
   }
   const meter = new Meter(Number.MAX_SAFE_INTEGER, false, (n) => held.progress(n))
@@ -65,7 +95,7 @@ async function sendImage (deps: TransferDeps, reply: FastifyReply, held: HeldJob
       } else {
         await held.fail(failureRecord(errors.validation(`The client went away after ${meter.bytes} of ${length} bytes`)))
       }
-    })
+    }).finally(recorded)
   }
   reply.raw.once('finish', settle)
   reply.raw.once('close', settle)
@@ -81,6 +111,10 @@ const imageResponse = (what: string) => ({
 const downloads: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of transferSchemas) app.addSchema(s)
   app.actions.drive.register('download', downloadLink)
+  // a download cut by a stop records its job's end before the database client closes (this
+  // plugin's onClose runs before the prisma plugin's), waiting at most one more grace period
+  const settling = new Settling()
+  app.addHook('onClose', async () => { await settling.drain(app.config.stopGraceMs) })
   const deps = transferDeps(app)
 
   app.get('/drives/:uuid/download/', {
@@ -102,7 +136,7 @@ const downloads: FastifyPluginAsyncTypebox = async (app) => {
       return reply.send()
     }
     const { held, drive, range } = await startDirectDownload(deps, request.account.id, request.params.uuid, (size) => parseRange(request.headers.range, size))
-    return sendImage(deps, reply, held, drive, range)
+    return sendImage(deps, settling, reply, held, drive, range)
   })
 
   app.get('/downloads/:token/', {
@@ -119,7 +153,7 @@ const downloads: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { held, drive } = await useDownloadLink(deps, request.params.token)
-    return sendImage(deps, reply, held, drive, undefined)
+    return sendImage(deps, settling, reply, held, drive, undefined)
   })
 }
 

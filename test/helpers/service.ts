@@ -1,0 +1,63 @@
+// The real service as a child process, for tests of start-up, stop and roles: src/server.ts through
+// tsx by default, or any command line of bin/clonejobs.js (which runs dist/ when it is up to date).
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import fs from 'node:fs'
+import path from 'node:path'
+import { ROOT } from '../setup/test-db.ts'
+import { freePort } from './net.ts'
+
+export interface Service {
+  child: ChildProcess
+  stdout: () => string
+  output: () => string
+  waitFor: (re: RegExp, ms?: number) => Promise<RegExpExecArray>
+  /** Resolves with [code, signal] once the process has exited. */
+  exited: Promise<[number | null, NodeJS.Signals | null]>
+}
+
+/** An environment for the embedded default: its own DATA_DIR and ports, no DATABASE_URL. */
+export async function embeddedEnv (dataDir: string, extra: NodeJS.ProcessEnv = {}): Promise<NodeJS.ProcessEnv> {
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(await freePort()), EMBEDDED_PG_PORT: String(await freePort()), LOG_LEVEL: 'info', ...extra }
+  delete env.DATABASE_URL
+  delete env.TEST_DATABASE_URL
+  return env
+}
+
+/** The server entry through tsx, as `npm run dev` runs it. */
+export const SERVER_ENTRY = ['--import', 'tsx', path.join(ROOT, 'src/server.ts')]
+/** `clonejobs serve --role <role>` through bin/clonejobs.js, as an operator runs it. */
+export const serveCommand = (role: string) => [path.join(ROOT, 'bin/clonejobs.js'), 'serve', '--role', role]
+
+export function startService (env: NodeJS.ProcessEnv, args: string[] = SERVER_ENTRY): Service {
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let output = ''
+  child.stdout!.on('data', d => { stdout += d; output += d })
+  child.stderr!.on('data', d => { output += d })
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
+  const waitFor = async (re: RegExp, ms = 120_000) => {
+    const deadline = Date.now() + ms
+    while (Date.now() < deadline) {
+      const m = re.exec(output)
+      if (m) return m
+      if (child.exitCode !== null) throw new Error('service exited early:\n' + output)
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    throw new Error(`timed out waiting for ${re}:\n${output}`)
+  }
+  return { child, stdout: () => stdout, output: () => output, waitFor, exited }
+}
+
+/** Processes whose command line mentions `text` (e.g. a postmaster's data folder). */
+export function processesMentioning (text: string): number[] {
+  const found: number[] = []
+  for (const pid of fs.readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)) found.push(Number(pid))
+    } catch {}
+  }
+  return found
+}
