@@ -12,6 +12,8 @@ COPY prisma.config.ts ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+COPY openapi ./openapi
+COPY dashboard ./dashboard
 RUN npm run build
 
 FROM node:20-bookworm-slim
@@ -21,6 +23,7 @@ COPY package.json package-lock.json ./
 # no install scripts: the Prisma client is already compiled into dist/, the embedded PostgreSQL is unused
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/dashboard/dist ./dashboard/dist
 COPY prisma/migrations ./prisma/migrations
 COPY bin ./bin
 COPY scripts/ensure-built.mjs ./scripts/

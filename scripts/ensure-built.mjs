@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const STAMP = path.join(ROOT, 'dist', '.built')
-const INPUTS = ['src', 'prisma/schema.prisma', 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json']
+const INPUTS = ['src', 'dashboard/src', 'dashboard/index.html', 'prisma/schema.prisma', 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json']
 // outputs of the build that live in src/
 const SKIP = new Set([path.join(ROOT, 'src/db/generated')])
 
@@ -27,6 +27,7 @@ export function staleReason () {
   if (!fs.existsSync(path.join(ROOT, 'src'))) return undefined
   let built
   try { built = fs.statSync(STAMP).mtimeMs } catch { return 'dist/ has not been built' }
+  if (fs.existsSync(path.join(ROOT, 'dashboard')) && !fs.existsSync(path.join(ROOT, 'dashboard/dist/index.html'))) return 'the dashboard has not been built'
   const changed = INPUTS.find(input => newest(path.join(ROOT, input)) > built)
   return changed ? `${changed} changed since the last build` : undefined
 }
