@@ -1,54 +1,223 @@
 /**
- * Job engine throughput: `npx tsx bench/jobs-throughput.ts [jobs] [processes] [concurrency]`.
+ * Job engine throughput beside graphile-worker, in one run:
+ *   `npx tsx bench/jobs-throughput.ts [--jobs 5000] [--concurrency 4,16] [--batch 500] [--wake 40]`
  *
- * On a fresh database (DATABASE_URL's server, else the embedded test server), enqueues `jobs`
- * (default 5000) jobs with a trivial handler, in transactions of 500, then starts `processes`
- * (default 1) engines of `concurrency` (default 4, the service default) workers each, every one
- * with its own LISTEN connection like a separate service process, and prints enqueued and
- * claimed+finished jobs per second. Figures only, no pass/fail.
+ * For each concurrency, each engine gets its own fresh database on the same PostgreSQL
+ * (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres), created and dropped here:
+ *   enqueue   `jobs` no-op jobs with nothing running: clonejobs through its bulk path when
+ *             src/engine/enqueue.ts exports one (`enqueueJobs`), else `enqueueJob` in transactions of
+ *             `batch` (each with job_resources + events + NOTIFY); graphile-worker through its
+ *             batched SQL `add_jobs` (the statement behind its `addJobs`), `batch` jobs a call.
+ *   claim+finish  then start one engine of `concurrency` workers; jobs/s from the start call to
+ *             the last job recorded finished in the database.
+ *   wake-up   with the engine idle (poll 1 s, so only a NOTIFY can be faster), `wake` single jobs
+ *             enqueued one by one: commit → handler start, p50/p95 (issue 18: < 20 ms p50).
+ * clonejobs's change events are counted per job from the NOTIFYs on the events channel and
+ * compared with the `events` rows: every job must show the same count, none lost or doubled.
+ * Figures only (no pass/fail); the last lines are the ratios, one per concurrency.
  */
-import { enqueueJob } from '../src/engine/enqueue.ts'
+import fs from 'node:fs'
+import { parseArgs } from 'node:util'
+import pg from 'pg'
+import { Logger, makeWorkerUtils, run as runGraphile, type Runner } from 'graphile-worker'
+import * as enqueueModule from '../src/engine/enqueue.ts'
+import type { EnqueueInput } from '../src/engine/enqueue.ts'
+import { CHANNELS } from '../src/engine/listener.ts'
 import type { Operation } from '../src/engine/types.ts'
 import { buildTestApp, createUser } from '../test/helpers/app.ts'
 import { startEngine } from '../test/helpers/jobs.ts'
 import { registerRun, stopDaemon, unregisterRun } from '../test/setup/test-db.ts'
 
-const total = Math.max(1, Number(process.argv[2] ?? 5000))
-const processes = Math.max(1, Number(process.argv[3] ?? 1))
-const concurrency = Math.max(1, Number(process.argv[4] ?? 4))
+const { values: args } = parseArgs({
+  options: {
+    jobs: { type: 'string', default: '5000' },
+    concurrency: { type: 'string', default: '4,16' },
+    batch: { type: 'string', default: '500' },
+    wake: { type: 'string', default: '40' }
+  }
+})
+const total = Math.max(1, Number(args.jobs))
+const concurrencies = args.concurrency.split(',').map(Number).filter(n => n > 0)
+const batch = Math.max(1, Number(args.batch))
+const wakeSamples = Math.max(0, Number(args.wake))
+process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
+const adminUrl = process.env.DATABASE_URL
 
-const teardowns: Array<() => Promise<void> | void> = []
-const t = { teardown: (fn: () => Promise<void> | void) => { teardowns.push(fn) } }
+const load = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * p))] ?? NaN }
+const f1 = (x: number) => x.toFixed(1)
+
+interface Result { enqueuePerS: number, claimPerS: number, wake: number[], note: string }
+
+type Teardowns = Array<() => Promise<void> | void>
+const scope = (list: Teardowns) => ({ teardown: (fn: () => Promise<void> | void) => { list.push(fn) } })
+async function unwind (list: Teardowns): Promise<void> {
+  for (const fn of list.splice(0).reverse()) await fn()
+}
+
+// the bulk enqueue path, when the engine has one (issue 12); the per-job path otherwise
+const bulk = (enqueueModule as Record<string, unknown>).enqueueJobs as ((tx: unknown, inputs: EnqueueInput[]) => Promise<unknown>) | undefined
+
+async function benchClonejobs (concurrency: number): Promise<Result> {
+  const td: Teardowns = []
+  try {
+    const t = scope(td)
+    const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
+    const user = await createUser(app)
+
+    // every change event NOTIFY, counted per resource id
+    const perJob = new Map<string, number>()
+    const listen = new pg.Client({ connectionString: databaseUrl })
+    await listen.connect()
+    td.push(() => listen.end())
+    listen.on('notification', msg => {
+      const r = (JSON.parse(msg.payload ?? '{}') as { r?: string }).r
+      if (r) perJob.set(r, (perJob.get(r) ?? 0) + 1)
+    })
+    await listen.query(`LISTEN "${CHANNELS.events}"`)
+
+    const input = (i: number): EnqueueInput => ({ ownerId: user.id, operation: 'bench_noop' as Operation, params: { i } })
+    let t0 = performance.now()
+    for (let done = 0; done < total; done += batch) {
+      const n = Math.min(batch, total - done)
+      await app.prisma.$transaction(async tx => {
+        if (bulk) await bulk(tx, Array.from({ length: n }, (_, k) => input(done + k)))
+        else for (let k = 0; k < n; k++) await enqueueModule.enqueueJob(tx, input(done + k))
+      }, { timeout: 120_000 })
+    }
+    const enqueueMs = performance.now() - t0
+
+    let finished = 0
+    let allRan!: () => void
+    const ran = new Promise<void>(resolve => { allRan = resolve })
+    let wakeStarted: (() => void) | undefined
+    const handlers = {
+      bench_noop: { async run () { if (++finished === total) allRan(); return null } },
+      bench_wake: { async run () { wakeStarted?.(); return null } }
+    }
+    t0 = performance.now()
+    await startEngine(t, app, handlers, { databaseUrl, concurrency, pollMs: 1000 })
+    await ran
+    // the finish is written just after run() returns
+    while (await app.prisma.job.count({ where: { operation: 'bench_noop', state: { not: 'success' } } }) > 0) await sleep(5)
+    const claimMs = performance.now() - t0
+
+    // idle engine: commit of one job → its handler starts
+    const wake: number[] = []
+    for (let i = 0; i < wakeSamples; i++) {
+      await sleep(20 + Math.random() * 30)
+      const started = new Promise<number>(resolve => { wakeStarted = () => resolve(performance.now()) })
+      await app.prisma.$transaction(tx => enqueueModule.enqueueJob(tx, { ownerId: user.id, operation: 'bench_wake' as Operation }))
+      const committed = performance.now()
+      wake.push(await started - committed)
+    }
+    await sleep(200) // the last change events arrive
+
+    // change events of the bulk jobs: one count for all, as many NOTIFYs as events rows
+    const rows = await app.prisma.event.count({ where: { resourceType: 'jobs' } })
+    const notified = [...perJob.values()].reduce((a, b) => a + b, 0)
+    const histogram = new Map<number, number>()
+    const noopIds = await app.prisma.job.findMany({ where: { operation: 'bench_noop' }, select: { id: true } })
+    for (const { id } of noopIds) { const n = perJob.get(id) ?? 0; histogram.set(n, (histogram.get(n) ?? 0) + 1) }
+    const hist = [...histogram].sort((a, b) => a[0] - b[0]).map(([n, jobs]) => `${jobs} jobs x ${n}`).join(', ')
+    const exact = histogram.size === 1 && notified === rows
+    const note = `change events: ${hist} (NOTIFYs ${notified}, events rows ${rows}) ${exact ? 'exact' : 'NOT EXACT'}; enqueue path: ${bulk ? 'enqueueJobs (bulk)' : `enqueueJob x ${batch} per transaction (no bulk path in src/engine/enqueue.ts)`}`
+    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note }
+  } finally {
+    await unwind(td)
+  }
+}
+
+async function benchGraphile (concurrency: number): Promise<Result> {
+  const td: Teardowns = []
+  const name = `clonejobs_bench_gw_${process.pid}_${concurrency}`
+  const admin = new pg.Client({ connectionString: adminUrl })
+  await admin.connect()
+  td.push(() => admin.end())
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+  await admin.query(`CREATE DATABASE ${name}`)
+  td.push(async () => {
+    // graphile's runner ends its pool lazily: a forced drop before that crashes its idle clients
+    for (let i = 0; i < 100; i++) {
+      if (Number((await admin.query('SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1', [name])).rows[0].n) === 0) break
+      await sleep(50)
+    }
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+  })
+  const u = new URL(adminUrl)
+  u.pathname = '/' + name
+  const connectionString = u.toString()
+  const logger = new Logger(() => () => {})
+  try {
+    const utils = await makeWorkerUtils({ connectionString, logger })
+    td.push(() => utils.release())
+    await utils.migrate()
+    const db = new pg.Client({ connectionString })
+    await db.connect()
+    td.push(() => db.end())
+
+    let t0 = performance.now()
+    for (let done = 0; done < total; done += batch) {
+      const specs = Array.from({ length: Math.min(batch, total - done) }, (_, k) => ({ identifier: 'bench_noop', payload: { i: done + k } }))
+      await db.query('SELECT graphile_worker.add_jobs(array(SELECT json_populate_recordset(null::graphile_worker.job_spec, $1::json)))', [JSON.stringify(specs)])
+    }
+    const enqueueMs = performance.now() - t0
+
+    let finished = 0
+    let allRan!: () => void
+    const ran = new Promise<void>(resolve => { allRan = resolve })
+    let wakeStarted: (() => void) | undefined
+    t0 = performance.now()
+    const runner: Runner = await runGraphile({
+      connectionString,
+      logger,
+      concurrency,
+      maxPoolSize: concurrency + 2,
+      pollInterval: 1000,
+      noHandleSignals: true,
+      taskList: {
+        bench_noop: async () => {},
+        bench_wake: async () => { wakeStarted?.() }
+      }
+    })
+    td.push(() => runner.stop())
+    runner.events.on('job:complete', ({ job }) => { if (job.task_identifier === 'bench_noop' && ++finished === total) allRan() })
+    await ran
+    while (Number((await db.query("SELECT count(*) AS n FROM graphile_worker.jobs WHERE task_identifier = 'bench_noop'")).rows[0].n) > 0) await sleep(5)
+    const claimMs = performance.now() - t0
+
+    const wake: number[] = []
+    for (let i = 0; i < wakeSamples; i++) {
+      await sleep(20 + Math.random() * 30)
+      const started = new Promise<number>(resolve => { wakeStarted = () => resolve(performance.now()) })
+      await db.query("SELECT graphile_worker.add_job('bench_wake', '{}'::json)")
+      const committed = performance.now()
+      wake.push(await started - committed)
+    }
+    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note: `enqueue path: add_jobs, ${batch} jobs a call` }
+  } finally {
+    await unwind(td)
+  }
+}
 
 registerRun(process.pid)
+const ratios: string[] = []
 try {
-  const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
-  const user = await createUser(app)
-  let enqueueMs = performance.now()
-  for (let done = 0; done < total; done += 500) {
-    await app.prisma.$transaction(async tx => {
-      for (let i = done; i < Math.min(total, done + 500); i++) await enqueueJob(tx, { ownerId: user.id, operation: 'bench_noop' as Operation, params: { i } })
-    }, { timeout: 60_000 })
+  console.log(`jobs-throughput: ${total} no-op jobs, concurrency ${concurrencies.join(' and ')}, batches of ${batch}, ${wakeSamples} wake-up samples; ${fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? '?'} cores`)
+  console.log(`load average at start: ${load()}`)
+  for (const c of concurrencies) {
+    const cj = await benchClonejobs(c)
+    const gw = await benchGraphile(c)
+    console.log(`\nconcurrency ${c} (load average ${load()})`)
+    const line = (label: string, r: Result) => console.log(`  ${label.padEnd(16)} claim+finish ${r.claimPerS.toFixed(0).padStart(6)} jobs/s   enqueue ${r.enqueuePerS.toFixed(0).padStart(6)} jobs/s   idle wake-up commit→running p50 ${f1(pct(r.wake, 0.5))} ms p95 ${f1(pct(r.wake, 0.95))} ms`)
+    line('clonejobs', cj)
+    line('graphile-worker', gw)
+    console.log(`  clonejobs ${cj.note}`)
+    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x, enqueue ${(cj.enqueuePerS / gw.enqueuePerS).toFixed(2)}x (concurrency ${c})`)
   }
-  enqueueMs = performance.now() - enqueueMs
-
-  let finished = 0
-  let resolveAll!: () => void
-  const all = new Promise<void>(resolve => { resolveAll = resolve })
-  const handler = { async run () { if (++finished === total) resolveAll(); return null } }
-  const started = performance.now()
-  for (let p = 0; p < processes; p++) await startEngine(t, app, { bench_noop: handler }, { databaseUrl, concurrency, pollMs: 1000 })
-  await all
-  // the last finish is recorded just after run() returns
-  while (await app.prisma.job.count({ where: { state: { not: 'success' } } }) > 0) await new Promise(resolve => setTimeout(resolve, 10))
-  const elapsed = (performance.now() - started) / 1000
-  const events = await app.prisma.event.count()
-
-  console.log(`jobs:                    ${total} (trivial handler)`)
-  console.log(`enqueued in:             ${(enqueueMs / 1000).toFixed(2)} s (${(total / enqueueMs * 1000).toFixed(0)} jobs/s, transactions of 500, with job_resources + events + NOTIFY)`)
-  console.log(`claimed + finished in:   ${elapsed.toFixed(2)} s (${(total / elapsed).toFixed(0)} jobs/s, ${processes} engine(s) x concurrency ${concurrency})`)
-  console.log(`change events written:   ${events}`)
+  console.log(`\nload average at end: ${load()}`)
+  for (const r of ratios) console.log(r)
 } finally {
-  for (const fn of teardowns.reverse()) await fn()
   if (unregisterRun(process.pid)) stopDaemon()
 }

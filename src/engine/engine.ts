@@ -4,12 +4,13 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
+import pg from 'pg'
 import type { PrismaClient } from '../db/client.ts'
 import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, fenceLease, finishJob, heartbeat, lockAttempt, lockJob, releaseJobs, startAncestors, takeJob, type ClaimedRow, type FinishFields, type LeaseKey, type TakenJob } from './queue-sql.ts'
+import { childOutcome, claimJobs, fenceLease, finishJob, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, startAncestors, takeJob, type ClaimedRow, type FinishFields, type LeaseKey, type TakenJob } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob, LeaseLost } from './held.ts'
@@ -23,6 +24,11 @@ export interface EngineMetrics {
 
 export interface EngineOptions {
   prisma: PrismaClient
+  /**
+   * With it the engine opens its own small `pg` pool for its hot statements (claim, heartbeat,
+   * finish) instead of going through Prisma's raw-query path.
+   */
+  databaseUrl?: string
   log: FastifyBaseLogger
   concurrency: number
   leaseSeconds: number
@@ -81,8 +87,18 @@ export class JobEngine {
   private pollDone: Promise<void> = Promise.resolve()
   private wakePending = false
   private unlisten: Array<() => void> = []
+  private readonly pool: pg.Pool | undefined
+  /** where the hot statements run */
+  private readonly sql: PrismaClient | pg.Pool
 
-  constructor (private readonly opts: EngineOptions) {}
+  constructor (private readonly opts: EngineOptions) {
+    if (opts.databaseUrl) {
+      this.pool = new pg.Pool({ connectionString: opts.databaseUrl, max: Math.max(2, Math.ceil(opts.concurrency / 2) + 2), keepAlive: true, allowExitOnIdle: true })
+      // an idle client's lost connection must not crash the process: the next query reconnects
+      this.pool.on('error', (err) => opts.log.warn({ err }, 'engine pool connection lost'))
+    }
+    this.sql = this.pool ?? opts.prisma
+  }
 
   register (operation: string, handler: JobHandler): void {
     if (this.handlers.has(operation)) throw new Error(`a handler for ${operation} exists already`)
@@ -170,7 +186,10 @@ export class JobEngine {
       listener: this.opts.listener,
       release: (id) => {
         this.held.delete(id)
-        if (this.stopping && this.held.size === 0 && this.running.size === 0) this.stopBeating()
+        if (this.stopping && this.held.size === 0 && this.running.size === 0) {
+          this.stopBeating()
+          if (this.stopped) void this.endPool()
+        }
       }
     }, row, bytesTotal)
     this.held.set(row.id, handle)
@@ -188,6 +207,7 @@ export class JobEngine {
   /** Stops claiming, aborts running handlers and gives their jobs back to the queue. */
   async stop (): Promise<void> {
     this.stopping = true
+    this.stopped = true
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
@@ -204,6 +224,16 @@ export class JobEngine {
       new Promise(resolve => setTimeout(resolve, this.opts.leaseSeconds * 1000).unref())
     ])
     await releaseJobs(this.opts.prisma, this.workerId, ids).catch(err => this.opts.log.error({ err }, 'could not release jobs'))
+    if (this.held.size === 0) await this.endPool()
+  }
+
+  private poolEnded = false
+  /** stop() or crash() was called (a never-started engine still beats its held jobs) */
+  private stopped = false
+  private async endPool (): Promise<void> {
+    if (!this.pool || this.poolEnded) return
+    this.poolEnded = true
+    await this.pool.end().catch(err => this.opts.log.warn({ err }, 'could not close the engine pool'))
   }
 
   /**
@@ -212,12 +242,14 @@ export class JobEngine {
    */
   crash (): void {
     this.stopping = true
+    this.stopped = true
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
     this.stopBeating()
     for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
     for (const h of this.held.values()) h.leaseLost()
+    void this.endPool()
   }
 
   /** Signals a running job of this process to abort now (cancel NOTIFY, heartbeat). */
@@ -257,7 +289,7 @@ export class JobEngine {
       const free = this.opts.concurrency - this.running.size
       if (free > 0) {
         const sentAt = Date.now()
-        claimed = await claimJobs(this.opts.prisma, this.workerId, this.opts.leaseSeconds, free, [...this.running.keys()])
+        claimed = await claimJobs(this.sql, this.workerId, this.opts.leaseSeconds, free, [...this.running.keys()])
         // running before anything else, so a cancel NOTIFY from now on finds the job
         for (const row of claimed) this.launch(row, sentAt)
         if (claimed.length > 0) await this.announceClaims(claimed).catch(err => this.opts.log.warn({ err }, 'could not publish claimed jobs'))
@@ -289,7 +321,7 @@ export class JobEngine {
     if (ids.length === 0) return
     try {
       await this.opts.faults?.heartbeat?.()
-      const leased = await heartbeat(this.opts.prisma, this.heldBy, [...this.held.values()].map(h => ({ id: h.id, attempt: h.row.attempts })), this.opts.leaseSeconds)
+      const leased = await heartbeat(this.sql, this.heldBy, [...this.held.values()].map(h => ({ id: h.id, attempt: h.row.attempts })), this.opts.leaseSeconds)
       const leasedIds = new Set(leased.map(h => h.id))
       for (const id of ids) if (!leasedIds.has(id)) this.held.get(id)?.leaseLost()
       for (const h of leased) if (h.cancel_requested) this.held.get(h.id)?.cancel()
@@ -305,7 +337,7 @@ export class JobEngine {
     const sentAt = Date.now()
     try {
       await this.opts.faults?.heartbeat?.()
-      const held = await heartbeat(this.opts.prisma, this.workerId, runs.map(r => r.key), this.opts.leaseSeconds)
+      const held = await heartbeat(this.sql, this.workerId, runs.map(r => r.key), this.opts.leaseSeconds)
       const byId = new Map(held.map(h => [h.id, h]))
       for (const r of runs) {
         const h = byId.get(r.key.id)
@@ -314,7 +346,7 @@ export class JobEngine {
           if (this.running.get(r.key.id) === r) this.loseLease(r, 'lease lost')
           continue
         }
-        if (h.renewed) {
+        if (h.renewed || await renewLease(this.sql, this.workerId, r.key, this.opts.leaseSeconds)) {
           r.leaseEnd = sentAt + this.leaseMs
           if (!r.stale) this.armWatchdog(r)
         }
@@ -461,7 +493,7 @@ export class JobEngine {
     const cascade = fields.state !== 'success' && row.parent_id !== null
     const key = { id: row.id, attempt: row.attempts }
     const record = () => !cascade
-      ? finishJob(this.opts.prisma, this.workerId, key, fields)
+      ? finishJob(this.sql, this.workerId, key, fields)
       : this.opts.prisma.$transaction(async (tx) => {
         // parent first, then this child, then its siblings: one lock order for every settle of a family
         await lockJob(tx, row.parent_id!)

@@ -1,9 +1,21 @@
 // The few queue statements, in raw SQL: claim, heartbeat, finish, release, cancel, purge.
 // Everything else about jobs goes through Prisma.
+import type pg from 'pg'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { CHANNELS } from './listener.ts'
 
 type Db = PrismaClient | Tx
+
+/**
+ * Where the hot statements (claim, heartbeat, finish) run: a plain `pg` pool when the engine has
+ * one (Prisma's raw-query path costs more CPU than the statements themselves), else Prisma.
+ */
+export type Sql = Db | pg.Pool
+
+async function query<T> (db: Sql, sql: string, params: unknown[]): Promise<T[]> {
+  if ('$queryRawUnsafe' in db) return db.$queryRawUnsafe<T[]>(sql, ...params)
+  return (await db.query(sql, params)).rows as T[]
+}
 
 export const UNFINISHED = '(\'queued\', \'started\', \'cancelling\')'
 
@@ -110,8 +122,8 @@ export const CLAIM_SQL = `
            (SELECT n FROM notified)::int AS published
     FROM claimed c`
 
-export async function claimJobs (prisma: PrismaClient, workerId: string, leaseSeconds: number, limit: number, exclude: string[] = []): Promise<ClaimedRow[]> {
-  return prisma.$queryRawUnsafe<ClaimedRow[]>(CLAIM_SQL, workerId, leaseSeconds, limit, exclude)
+export async function claimJobs (db: Sql, workerId: string, leaseSeconds: number, limit: number, exclude: string[] = []): Promise<ClaimedRow[]> {
+  return query<ClaimedRow>(db, CLAIM_SQL, [workerId, leaseSeconds, limit, exclude])
 }
 
 export interface JobKey { id: string, owner_id: string, root_id: string }
@@ -162,9 +174,9 @@ export interface BeatRow { id: string, cancel_requested: boolean, renewed: boole
  * settle, a guarded write) is skipped rather than waited for, so heartbeats take no part in lock
  * cycles; it is renewed on the next beat.
  */
-export async function heartbeat (prisma: PrismaClient, workerId: string, keys: LeaseKey[], leaseSeconds: number): Promise<BeatRow[]> {
+export async function heartbeat (db: Sql, workerId: string, keys: LeaseKey[], leaseSeconds: number): Promise<BeatRow[]> {
   if (keys.length === 0) return []
-  return prisma.$queryRawUnsafe(`
+  return query<BeatRow>(db, `
     WITH k AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS k(id, attempt)),
     mine AS (
       SELECT j.id, j.cancel_requested FROM jobs j JOIN k ON j.id = k.id AND j.attempts = k.attempt
@@ -180,7 +192,19 @@ export async function heartbeat (prisma: PrismaClient, workerId: string, keys: L
       RETURNING j.id
     )
     SELECT m.id::text, m.cancel_requested, r.id IS NOT NULL AS renewed FROM mine m LEFT JOIN renewed r ON r.id = m.id`,
-  workerId, keys.map(k => k.id), keys.map(k => k.attempt), leaseSeconds)
+  [workerId, keys.map(k => k.id), keys.map(k => k.attempt), leaseSeconds])
+}
+
+/**
+ * Renews one lease, waiting for its row lock (a progress write, a guarded transaction): a statement
+ * holding a single row lock cannot close a lock cycle. For the rows heartbeat() skipped.
+ */
+export async function renewLease (db: Sql, workerId: string, key: LeaseKey, leaseSeconds: number): Promise<boolean> {
+  const rows = await query<{ id: string }>(db, `
+    UPDATE jobs SET locked_until = now() + make_interval(secs => $4)
+    WHERE id = $2::uuid AND locked_by = $1 AND attempts = $3 AND state IN ${UNFINISHED}
+    RETURNING id::text`, [workerId, key.id, key.attempt, leaseSeconds])
+  return rows.length > 0
 }
 
 /**
@@ -208,8 +232,8 @@ export type FinishedRow = JobKey & { parent_id: string | null, duration_s: numbe
  * Records the end of a job this worker holds, publishes it and wakes the workers for its parent,
  * in one statement; undefined when the lease was lost meanwhile.
  */
-export async function finishJob (db: Db, workerId: string, key: LeaseKey, f: FinishFields): Promise<FinishedRow | undefined> {
-  const rows = await db.$queryRawUnsafe<FinishedRow[]>(`
+export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: FinishFields): Promise<FinishedRow | undefined> {
+  const rows = await query<FinishedRow>(db, `
     WITH f AS (
       UPDATE jobs SET state = $3, result = $4::jsonb, error = $5::jsonb,
         progress = CASE WHEN $3 = 'success' THEN 100 ELSE progress END,
@@ -226,7 +250,7 @@ export async function finishJob (db: Db, workerId: string, key: LeaseKey, f: Fin
     SELECT f.id::text, f.owner_id::text, f.root_id::text, f.parent_id::text, f.duration_s,
            (SELECT n FROM notified)::int + (SELECT n FROM woken)::int AS published
     FROM f`,
-  workerId, key.id, f.state, JSON.stringify(f.result ?? null), f.error ? JSON.stringify(f.error) : null, key.attempt)
+  [workerId, key.id, f.state, JSON.stringify(f.result ?? null), f.error ? JSON.stringify(f.error) : null, key.attempt])
   return rows[0]
 }
 
