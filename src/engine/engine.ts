@@ -4,15 +4,16 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
+import pg from 'pg'
 import type { PrismaClient } from '../db/client.ts'
 import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, finishJob, heartbeat, releaseJobs, retryJob, startAncestors, takeJob, type ClaimedRow, type FinishFields, type JobKey } from './queue-sql.ts'
+import { childOutcome, claimJobs, fenceLease, finishJob, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type FinishFields, type LeaseKey, type TakenJob } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
-import { HeldJob } from './held.ts'
+import { HeldJob, LeaseLost } from './held.ts'
 import { JobFailure, type CleanupReason, type JobContext, type JobHandler, type JobInfo, type ProgressUpdate } from './types.ts'
 
 /** Hooks for the metrics module; the engine works without them. */
@@ -23,6 +24,11 @@ export interface EngineMetrics {
 
 export interface EngineOptions {
   prisma: PrismaClient
+  /**
+   * With it the engine opens its own small `pg` pool for its hot statements (claim, heartbeat,
+   * finish) instead of going through Prisma's raw-query path.
+   */
+  databaseUrl?: string
   log: FastifyBaseLogger
   concurrency: number
   leaseSeconds: number
@@ -37,12 +43,27 @@ export interface EngineOptions {
   progressLogMs?: number
   /** How often leases are renewed (default: a third of the lease, at most every second). */
   heartbeatMs?: number
+  /**
+   * A handler is aborted this long before its lease would run out unrenewed, so it stops before
+   * another process may take the job over (default: a third of the lease, at most 5 s).
+   */
+  leaseMarginMs?: number
+  /** Fault injection for tests: runs before each heartbeat statement; throwing fails the beat. */
+  faults?: { heartbeat?: () => void | Promise<void> }
 }
 
 interface Running {
   controller: AbortController
   promise: Promise<void>
   cancelled: boolean
+  /** the fencing token of this run */
+  key: LeaseKey
+  /** until when (local clock) the lease is known to hold: the time a renewal was sent + lease */
+  leaseEnd: number
+  /** aborts the handler at leaseEnd - margin unless a renewal moves it */
+  watchdog: NodeJS.Timeout | undefined
+  /** aborted because the lease could not be kept: nothing more is written for this run */
+  stale: boolean
 }
 
 /** Held jobs are parked this far in the future so no worker claims them meanwhile. */
@@ -59,14 +80,25 @@ export class JobEngine {
   private readonly held = new Map<string, HeldJob>()
   private timer: NodeJS.Timeout | undefined
   private heartbeatTimer: NodeJS.Timeout | undefined
+  private beating = false
   private stopping = true
   private polling = false
   // the claim in flight, if any (stop() waits for it)
   private pollDone: Promise<void> = Promise.resolve()
   private wakePending = false
   private unlisten: Array<() => void> = []
+  private readonly pool: pg.Pool | undefined
+  /** where the hot statements run */
+  private readonly sql: PrismaClient | pg.Pool
 
-  constructor (private readonly opts: EngineOptions) {}
+  constructor (private readonly opts: EngineOptions) {
+    if (opts.databaseUrl) {
+      this.pool = new pg.Pool({ connectionString: opts.databaseUrl, max: Math.max(2, Math.ceil(opts.concurrency / 2) + 2), keepAlive: true, allowExitOnIdle: true })
+      // an idle client's lost connection must not crash the process: the next query reconnects
+      this.pool.on('error', (err) => opts.log.warn({ err }, 'engine pool connection lost'))
+    }
+    this.sql = this.pool ?? opts.prisma
+  }
 
   register (operation: string, handler: JobHandler): void {
     if (this.handlers.has(operation)) throw new Error(`a handler for ${operation} exists already`)
@@ -89,23 +121,51 @@ export class JobEngine {
     this.startBeating()
   }
 
+  private get leaseMs (): number { return this.opts.leaseSeconds * 1000 }
+  private get marginMs (): number { return this.opts.leaseMarginMs ?? Math.min(5000, Math.floor(this.leaseMs / 3)) }
+
+  // a self-rescheduling loop: the next beat is timed from the end of the last, so beats never overlap
   private startBeating (): void {
-    if (this.heartbeatTimer) return
-    const beat = this.opts.heartbeatMs ?? Math.min(1000, Math.max(250, Math.floor(this.opts.leaseSeconds * 1000 / 3)))
-    this.heartbeatTimer = setInterval(() => { void this.beat() }, beat)
-    this.heartbeatTimer.unref()
+    if (this.beating) return
+    this.beating = true
+    const every = this.opts.heartbeatMs ?? Math.min(1000, Math.max(250, Math.floor(this.leaseMs / 3)))
+    const next = () => {
+      if (!this.beating) return
+      this.heartbeatTimer = setTimeout(() => {
+        this.heartbeatTimer = undefined
+        void this.beat().finally(next)
+      }, every)
+      this.heartbeatTimer.unref()
+    }
+    next()
   }
 
   private stopBeating (): void {
-    clearInterval(this.heartbeatTimer)
+    this.beating = false
+    clearTimeout(this.heartbeatTimer)
     this.heartbeatTimer = undefined
+  }
+
+  /** (Re)arms the local lease watchdog of a run: it aborts the handler once the lease can no longer be trusted. */
+  private armWatchdog (r: Running): void {
+    clearTimeout(r.watchdog)
+    r.watchdog = setTimeout(() => this.loseLease(r, 'lease could not be renewed in time'), Math.max(0, r.leaseEnd - this.marginMs - Date.now()))
+    r.watchdog.unref()
+  }
+
+  private loseLease (r: Running, why: string): void {
+    clearTimeout(r.watchdog)
+    if (r.stale) return
+    r.stale = true
+    if (!r.controller.signal.aborted) r.controller.abort(new LeaseLost(r.key.id))
+    this.opts.log.warn({ job: r.key.id, attempt: r.key.attempt }, `job aborted: ${why}`)
   }
 
   /**
    * Enqueues, inside the caller's transaction, a job this process runs itself in requests: parked
    * so no worker claims it, and leased to this process at once. Hold the returned row after commit.
    */
-  async enqueueHeld (tx: Tx, input: EnqueueInput): Promise<JobKey> {
+  async enqueueHeld (tx: Tx, input: EnqueueInput): Promise<TakenJob> {
     const { id } = await enqueueJob(tx, { ...input, runAt: new Date(Date.now() + PARKED_MS), maxAttempts: 1 })
     const row = await takeJob(tx, this.heldBy, this.opts.leaseSeconds, id, 'queued')
     if (!row) throw new Error(`job ${id} could not be held`)
@@ -113,12 +173,12 @@ export class JobEngine {
   }
 
   /** Leases an existing queued (or parked started) job to this process; undefined if it cannot be had. */
-  async take (db: PrismaClient | Tx, id: string, state: 'queued' | 'started'): Promise<JobKey | undefined> {
+  async take (db: PrismaClient | Tx, id: string, state: 'queued' | 'started'): Promise<TakenJob | undefined> {
     return takeJob(db, this.heldBy, this.opts.leaseSeconds, id, state)
   }
 
   /** The handle of a job this process leased with enqueueHeld/take: heartbeated with the engine's own jobs. */
-  hold (row: JobKey, bytesTotal: number | null): HeldJob {
+  hold (row: TakenJob, bytesTotal: number | null): HeldJob {
     const handle = new HeldJob({
       prisma: this.opts.prisma,
       log: this.opts.log,
@@ -126,7 +186,10 @@ export class JobEngine {
       listener: this.opts.listener,
       release: (id) => {
         this.held.delete(id)
-        if (this.stopping && this.held.size === 0 && this.running.size === 0) this.stopBeating()
+        if (this.stopping && this.held.size === 0 && this.running.size === 0) {
+          this.stopBeating()
+          if (this.stopped) void this.endPool()
+        }
       }
     }, row, bytesTotal)
     this.held.set(row.id, handle)
@@ -144,6 +207,7 @@ export class JobEngine {
   /** Stops claiming, aborts running handlers and gives their jobs back to the queue. */
   async stop (): Promise<void> {
     this.stopping = true
+    this.stopped = true
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
@@ -160,6 +224,16 @@ export class JobEngine {
       new Promise(resolve => setTimeout(resolve, this.opts.leaseSeconds * 1000).unref())
     ])
     await releaseJobs(this.opts.prisma, this.workerId, ids).catch(err => this.opts.log.error({ err }, 'could not release jobs'))
+    if (this.held.size === 0) await this.endPool()
+  }
+
+  private poolEnded = false
+  /** stop() or crash() was called (a never-started engine still beats its held jobs) */
+  private stopped = false
+  private async endPool (): Promise<void> {
+    if (!this.pool || this.poolEnded) return
+    this.poolEnded = true
+    await this.pool.end().catch(err => this.opts.log.warn({ err }, 'could not close the engine pool'))
   }
 
   /**
@@ -168,12 +242,14 @@ export class JobEngine {
    */
   crash (): void {
     this.stopping = true
+    this.stopped = true
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
     this.stopBeating()
     for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
     for (const h of this.held.values()) h.leaseLost()
+    void this.endPool()
   }
 
   /** Signals a running job of this process to abort now (cancel NOTIFY, heartbeat). */
@@ -212,9 +288,10 @@ export class JobEngine {
     try {
       const free = this.opts.concurrency - this.running.size
       if (free > 0) {
-        claimed = await claimJobs(this.opts.prisma, this.workerId, this.opts.leaseSeconds, free)
+        const sentAt = Date.now()
+        claimed = await claimJobs(this.sql, this.workerId, this.opts.leaseSeconds, free, [...this.running.keys()])
         // running before anything else, so a cancel NOTIFY from now on finds the job
-        for (const row of claimed) this.launch(row)
+        for (const row of claimed) this.launch(row, sentAt)
         if (claimed.length > 0) await this.announceClaims(claimed).catch(err => this.opts.log.warn({ err }, 'could not publish claimed jobs'))
       }
     } catch (err) {
@@ -243,7 +320,8 @@ export class JobEngine {
     const ids = [...this.held.keys()]
     if (ids.length === 0) return
     try {
-      const leased = await heartbeat(this.opts.prisma, this.heldBy, ids, this.opts.leaseSeconds)
+      await this.opts.faults?.heartbeat?.()
+      const leased = await heartbeat(this.sql, this.heldBy, [...this.held.values()].map(h => ({ id: h.id, attempt: h.row.attempts })), this.opts.leaseSeconds)
       const leasedIds = new Set(leased.map(h => h.id))
       for (const id of ids) if (!leasedIds.has(id)) this.held.get(id)?.leaseLost()
       for (const h of leased) if (h.cancel_requested) this.held.get(h.id)?.cancel()
@@ -253,35 +331,72 @@ export class JobEngine {
   }
 
   private async beatRunning (): Promise<void> {
-    const ids = [...this.running.keys()]
-    if (ids.length === 0) return
+    const runs = [...this.running.values()].filter(r => !r.stale)
+    if (runs.length === 0) return
+    // the lease runs from when the renewal was sent, not from when its answer arrived
+    const sentAt = Date.now()
     try {
-      const held = await heartbeat(this.opts.prisma, this.workerId, ids, this.opts.leaseSeconds)
-      const heldIds = new Set(held.map(h => h.id))
-      for (const id of ids) {
-        const r = this.running.get(id)
-        if (r && !heldIds.has(id)) r.controller.abort(new Error('lease lost'))
+      await this.opts.faults?.heartbeat?.()
+      const held = await heartbeat(this.sql, this.workerId, runs.map(r => r.key), this.opts.leaseSeconds)
+      const byId = new Map(held.map(h => [h.id, h]))
+      for (const r of runs) {
+        const h = byId.get(r.key.id)
+        if (!h) {
+          // finished meanwhile by this run, or taken over: either way nothing more is ours
+          if (this.running.get(r.key.id) === r) this.loseLease(r, 'lease lost')
+          continue
+        }
+        if (h.renewed || await renewLease(this.sql, this.workerId, r.key, this.opts.leaseSeconds)) {
+          r.leaseEnd = sentAt + this.leaseMs
+          if (!r.stale) this.armWatchdog(r)
+        }
+        if (h.cancel_requested) this.abortLocal(h.id)
       }
-      for (const h of held) if (h.cancel_requested) this.abortLocal(h.id)
     } catch (err) {
+      // the watchdogs abort the handlers if renewals keep failing
       this.opts.log.warn({ err }, 'heartbeat failed')
     }
   }
 
-  private launch (row: ClaimedRow): void {
+  private launch (row: ClaimedRow, sentAt: number): void {
     const controller = new AbortController()
-    const entry: Running = { controller, promise: Promise.resolve(), cancelled: row.cancel_requested }
+    const entry: Running = {
+      controller,
+      promise: Promise.resolve(),
+      cancelled: row.cancel_requested,
+      key: { id: row.id, attempt: row.attempts },
+      leaseEnd: sentAt + this.leaseMs,
+      watchdog: undefined,
+      stale: false
+    }
     this.running.set(row.id, entry)
+    this.armWatchdog(entry)
     entry.promise = this.execute(row, entry)
       .catch(err => this.opts.log.error({ err, job: row.id }, 'job bookkeeping failed; the lease will expire and the job be taken over'))
       .finally(() => {
-        this.running.delete(row.id)
+        clearTimeout(entry.watchdog)
+        if (this.running.get(row.id) === entry) this.running.delete(row.id)
         this.wake()
       })
   }
 
-  private context (row: ClaimedRow, signal: AbortSignal, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void> } {
+  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void> } {
     const { prisma } = this.opts
+    const signal = entry.controller.signal
+    const key = entry.key
+    const marginS = this.marginMs / 1000
+    // a write refused because the attempt is stale stops the run
+    const refuse = (): never => {
+      this.loseLease(entry, 'its attempt is stale (fenced out)')
+      throw new LeaseLost(row.id)
+    }
+    const fenced = async <T>(fn: (tx: Tx) => Promise<T>, opts?: { timeout?: number }): Promise<T> => {
+      if (entry.stale) refuse()
+      return prisma.$transaction(async (tx) => {
+        if (!await lockAttempt(tx, this.workerId, key, marginS)) refuse()
+        return fn(tx)
+      }, { timeout: opts?.timeout ?? Math.max(1000, this.leaseMs - this.marginMs) })
+    }
     const job: JobInfo = {
       id: row.id,
       ownerId: row.owner_id,
@@ -304,7 +419,7 @@ export class JobEngine {
     // final row (and, guarded by locked_by, be lost)
     let inflight: Promise<unknown> = Promise.resolve()
     const write = () => {
-      if (!dirty) return
+      if (!dirty || entry.stale) return
       dirty = false
       last = Date.now()
       const u = state
@@ -317,7 +432,7 @@ export class JobEngine {
           : 'job progress'))
       }
       inflight = prisma.job.updateMany({
-        where: { id: row.id, lockedBy: this.workerId },
+        where: { id: row.id, lockedBy: this.workerId, attempts: key.attempt },
         data: {
           ...(u.bytesDone !== undefined ? { bytesDone: BigInt(Math.floor(u.bytesDone)) } : {}),
           ...(u.bytesTotal !== undefined ? { bytesTotal: BigInt(Math.floor(u.bytesTotal)) } : {}),
@@ -326,8 +441,10 @@ export class JobEngine {
           etaSeconds: eta ?? null,
           lastModified: new Date()
         }
-      }).then(r => r.count > 0 ? publishChange(prisma, jobChanges([row])) : undefined)
-        .catch(err => log.warn({ err }, 'progress write failed'))
+      }).then(r => {
+        if (r.count > 0) return publishChange(prisma, jobChanges([row]))
+        this.loseLease(entry, 'its progress write was refused (fenced out)')
+      }).catch(err => log.warn({ err }, 'progress write failed'))
     }
     return {
       job,
@@ -346,8 +463,18 @@ export class JobEngine {
         }
       },
       checkpoint: async (data) => {
-        await prisma.job.updateMany({ where: { id: row.id, lockedBy: this.workerId }, data: { checkpoint: data as object } })
+        if (entry.stale) refuse()
+        const r = await prisma.job.updateMany({ where: { id: row.id, lockedBy: this.workerId, attempts: key.attempt }, data: { checkpoint: data as object } })
+        if (r.count === 0) refuse()
       },
+      fence: async () => {
+        if (entry.stale) refuse()
+        const sentAt = Date.now()
+        if (!await fenceLease(prisma, this.workerId, key, this.opts.leaseSeconds, marginS)) refuse()
+        entry.leaseEnd = Math.max(entry.leaseEnd, sentAt + this.leaseMs)
+        this.armWatchdog(entry)
+      },
+      fenced,
       flush: async () => {
         clearTimeout(flushTimer)
         flushTimer = undefined
@@ -358,12 +485,19 @@ export class JobEngine {
   }
 
   /** Finishes a job, cancels its siblings when it failed, wakes its parent and publishes it all. */
-  private async settle (row: ClaimedRow, fields: FinishFields, log: FastifyBaseLogger): Promise<void> {
+  private async settle (row: ClaimedRow, fields: FinishFields, log: FastifyBaseLogger, entry?: Running): Promise<void> {
+    if (entry?.stale) {
+      log.warn('job finished after its lease was lost; its outcome was not recorded')
+      return
+    }
     const cascade = fields.state !== 'success' && row.parent_id !== null
+    const key = { id: row.id, attempt: row.attempts }
     const record = () => !cascade
-      ? finishJob(this.opts.prisma, this.workerId, row.id, fields)
+      ? finishJob(this.sql, this.workerId, key, fields)
       : this.opts.prisma.$transaction(async (tx) => {
-        const finished = await finishJob(tx, this.workerId, row.id, fields)
+        // parent first, then this child, then its siblings: one lock order for every settle of a family
+        await lockJob(tx, row.parent_id!)
+        const finished = await finishJob(tx, this.workerId, key, fields)
         // one child failed or was cancelled: its siblings are cancelled, then the parent settles
         if (finished) await requestCancel(tx, [row.parent_id!], { childrenOnly: true, except: row.id })
         return finished
@@ -393,21 +527,23 @@ export class JobEngine {
   private async execute (row: ClaimedRow, entry: Running): Promise<void> {
     const handler = this.handlers.get(row.operation)
     const log = this.opts.log.child({ job: row.id, operation: row.operation })
-    const ctx = this.context(row, entry.controller.signal, log)
+    const ctx = this.context(row, entry, log)
     const fail = async (reason: CleanupReason) => {
+      // a stale attempt undoes nothing: the job and what it made belong to the newer attempt
+      if (entry.stale) return
       try {
         await handler?.cleanup?.(ctx, reason)
       } catch (err) {
         log.error({ err }, 'job cleanup failed')
       }
       await ctx.flush()
-      await this.settle(row, { state: reason.state, error: reason.error ?? null }, log)
+      await this.settle(row, { state: reason.state, error: reason.error ?? null }, log, entry)
     }
     if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
     if (row.has_children) {
       const bad = await childOutcome(this.opts.prisma, row.id)
       if (bad) return fail({ state: bad.state, error: bad.error ?? CANCELLED })
-      if (!handler) return this.settle(row, { state: 'success' }, log)
+      if (!handler) return this.settle(row, { state: 'success' }, log, entry)
     }
     if (!handler) {
       return fail({ state: 'error', error: { error_type: 'backend', error_message: `no handler for operation ${row.operation}` } })
@@ -427,7 +563,7 @@ export class JobEngine {
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
       if (entry.controller.signal.aborted) return // lease lost or shutting down: not ours to record
       await ctx.flush()
-      await this.settle(row, { state: 'success', result }, log)
+      await this.settle(row, { state: 'success', result }, log, entry)
     } catch (err) {
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
       if (entry.controller.signal.aborted) {
@@ -439,7 +575,7 @@ export class JobEngine {
       if ((err as { retryable?: unknown } | null)?.retryable === true && handler.resumable === true && row.attempts < row.max_attempts) {
         const delay = 2 ** row.attempts
         log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job hit a transient failure; retrying later')
-        if (await retryJob(this.opts.prisma, this.workerId, row.id, delay)) return
+        if (await retryJob(this.opts.prisma, this.workerId, { id: row.id, attempt: row.attempts }, delay)) return
       }
       const failure = err instanceof JobFailure
       if ((err as { retryable?: unknown } | null)?.retryable === true) {

@@ -36,35 +36,66 @@ export interface EnqueueInput {
 export const JOBS_CHANNEL = CHANNELS.jobs
 
 export async function enqueueJob (tx: Tx, input: EnqueueInput): Promise<{ id: string }> {
-  const id = input.id ?? randomUUID()
-  const resources = input.resources ?? []
-  let rootId = input.rootId ?? id
-  if (input.parentId && !input.rootId) {
-    const parent = await tx.job.findUnique({ where: { id: input.parentId }, select: { rootId: true } })
-    if (!parent) throw new Error(`enqueueJob: parent job ${input.parentId} does not exist`)
-    rootId = parent.rootId
+  const [job] = await enqueueJobs(tx, [input])
+  return job
+}
+
+/**
+ * Enqueues many jobs in the caller's transaction with a fixed number of statements whatever their
+ * count: one multi-row insert of the jobs, one of their resources, one batch of change events (each
+ * job once, each root once) and one wake-up NOTIFY. Parents come before their children in `inputs`
+ * (or already exist).
+ */
+export async function enqueueJobs (tx: Tx, inputs: EnqueueInput[]): Promise<Array<{ id: string }>> {
+  if (inputs.length === 0) return []
+  const ids = inputs.map(i => i.id ?? randomUUID())
+  const roots = new Map<string, string>()
+  const outside = [...new Set(inputs.filter(i => i.parentId && !i.rootId).map(i => i.parentId!))]
+    .filter(pid => !ids.includes(pid))
+  if (outside.length > 0) {
+    const rows = await tx.$queryRawUnsafe<Array<{ id: string, root_id: string }>>(
+      'SELECT id::text, root_id::text FROM jobs WHERE id = ANY($1::uuid[])', outside)
+    for (const r of rows) roots.set(r.id, r.root_id)
   }
-  await tx.job.create({
-    data: {
-      id,
-      ownerId: input.ownerId,
-      operation: input.operation,
-      state: 'queued',
-      params: (input.params ?? {}) as object,
-      parentId: input.parentId ?? null,
-      rootId,
-      resources: resources.map(r => uri(r.type, r.id)),
-      bytesTotal: input.bytesTotal === undefined ? null : BigInt(input.bytesTotal),
-      description: input.description ?? null,
-      runAt: input.runAt ?? new Date(),
-      maxAttempts: input.maxAttempts ?? 3,
-      links: { create: resources.map(r => ({ resourceType: r.type, resourceId: r.id, mode: r.mode ?? 'write' })) }
+  const rootIds = inputs.map((input, k) => {
+    let root = input.rootId ?? ids[k]
+    if (input.parentId && !input.rootId) {
+      const r = roots.get(input.parentId)
+      if (!r) throw new Error(`enqueueJob: parent job ${input.parentId} does not exist`)
+      root = r
+    }
+    roots.set(ids[k], root)
+    return root
+  })
+  const now = new Date().toISOString()
+  await tx.$executeRawUnsafe(`
+    INSERT INTO jobs (id, owner_id, operation, state, params, parent_id, root_id, resources, bytes_total, description, run_at, max_attempts)
+    SELECT x.id, x.o, x.op, 'queued', x.p::jsonb, x.par, x.root, ARRAY(SELECT jsonb_array_elements_text(x.res::jsonb)),
+           x.bt::bigint, x.d, x.ra::timestamptz, x.ma
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int[])
+      AS x(id, o, op, p, par, root, res, bt, d, ra, ma)`,
+  ids, inputs.map(i => i.ownerId), inputs.map(i => i.operation), inputs.map(i => JSON.stringify(i.params ?? {})),
+  inputs.map(i => i.parentId ?? null), rootIds, inputs.map(i => JSON.stringify((i.resources ?? []).map(r => uri(r.type, r.id)))),
+  inputs.map(i => i.bytesTotal === undefined ? null : String(Math.floor(i.bytesTotal))), inputs.map(i => i.description ?? null),
+  inputs.map(i => (i.runAt ?? null)?.toISOString() ?? now), inputs.map(i => i.maxAttempts ?? 3))
+  const links = inputs.flatMap((i, k) => (i.resources ?? []).map(r => ({ job: ids[k], type: r.type, id: r.id, mode: r.mode ?? 'write' })))
+  if (links.length > 0) {
+    await tx.$executeRawUnsafe(`
+      INSERT INTO job_resources (job_id, resource_type, resource_id, mode)
+      SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[])`,
+    links.map(l => l.job), links.map(l => l.type), links.map(l => l.id), links.map(l => l.mode))
+  }
+  // delivered when the transaction commits: wakes idle workers in every process
+  await tx.$executeRawUnsafe('SELECT pg_notify($1, $2)', JOBS_CHANNEL, ids[0])
+  const seen = new Set<string>()
+  const changes: Array<{ ownerId: string, resourceType: 'jobs', resourceId: string }> = []
+  inputs.forEach((input, k) => {
+    for (const id of [ids[k], rootIds[k]]) {
+      if (seen.has(id)) continue
+      seen.add(id)
+      changes.push({ ownerId: input.ownerId, resourceType: 'jobs', resourceId: id })
     }
   })
-  // delivered when the transaction commits: wakes idle workers in every process
-  await tx.$executeRaw`SELECT pg_notify(${JOBS_CHANNEL}, ${id})`
-  await publishChange(tx, rootId === id
-    ? { ownerId: input.ownerId, resourceType: 'jobs', resourceId: id }
-    : [{ ownerId: input.ownerId, resourceType: 'jobs', resourceId: id }, { ownerId: input.ownerId, resourceType: 'jobs', resourceId: rootId }])
-  return { id }
+  await publishChange(tx, changes)
+  return ids.map(id => ({ id }))
 }

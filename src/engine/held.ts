@@ -9,7 +9,7 @@ import { etaOf, percentOf } from '../domain/progress.ts'
 import { jobChanges } from './cancel.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { finishJob, type FinishFields, type JobKey } from './queue-sql.ts'
+import { finishJob, type FinishFields, type TakenJob } from './queue-sql.ts'
 
 const PROGRESS_INTERVAL_MS = 250
 
@@ -43,7 +43,7 @@ export class HeldJob {
   private finished = false
   cancelled = false
 
-  constructor (private readonly deps: HeldDeps, readonly row: JobKey, private bytesTotal: number | null) {
+  constructor (private readonly deps: HeldDeps, readonly row: TakenJob, private bytesTotal: number | null) {
     this.unlisten = deps.listener?.on(CHANNELS.cancel, (id) => { if (id === row.id) this.cancel() })
   }
 
@@ -82,7 +82,7 @@ export class HeldJob {
     const eta = etaOf(done, total, (Date.now() - this.startedAt) / 1000) ?? null
     const { prisma, owner } = this.deps
     prisma.job.updateMany({
-      where: { id: this.row.id, lockedBy: owner },
+      where: { id: this.row.id, lockedBy: owner, attempts: this.row.attempts },
       data: {
         bytesDone: BigInt(done),
         ...(total !== null ? { bytesTotal: BigInt(total), progress: percentOf(done, total) } : {}),
@@ -107,7 +107,7 @@ export class HeldJob {
    */
   async finish (tx: Tx, fields: FinishFields): Promise<void> {
     this.stop()
-    const done = await finishJob(tx, this.deps.owner, this.row.id, fields)
+    const done = await finishJob(tx, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, fields)
     if (!done) throw new LeaseLost(this.row.id)
   }
 

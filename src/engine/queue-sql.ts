@@ -1,9 +1,21 @@
 // The few queue statements, in raw SQL: claim, heartbeat, finish, release, cancel, purge.
 // Everything else about jobs goes through Prisma.
+import type pg from 'pg'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { CHANNELS } from './listener.ts'
 
 type Db = PrismaClient | Tx
+
+/**
+ * Where the hot statements (claim, heartbeat, finish) run: a plain `pg` pool when the engine has
+ * one (Prisma's raw-query path costs more CPU than the statements themselves), else Prisma.
+ */
+export type Sql = Db | pg.Pool
+
+async function query<T> (db: Sql, sql: string, params: unknown[]): Promise<T[]> {
+  if ('$queryRawUnsafe' in db) return db.$queryRawUnsafe<T[]>(sql, ...params)
+  return (await db.query(sql, params)).rows as T[]
+}
 
 export const UNFINISHED = '(\'queued\', \'started\', \'cancelling\')'
 
@@ -51,21 +63,43 @@ export interface ClaimedRow {
  * - unlocked queued/started/cancelling jobs that are due (or cancelled) and have no unfinished
  *   child: plain jobs, parents whose children are all done, jobs given back on shutdown;
  * - started/cancelling jobs whose lease expired (their process died): a takeover.
+ * Each kind is found through its own partial index (jobs_due_idx, jobs_cancel_idx,
+ * jobs_lease_idx), so parked jobs (run_at far out) and held ones (leased) are never scanned.
  * SKIP LOCKED lets many processes claim at once without ever handing one job to two of them.
+ * $4 lists the jobs this worker still runs (a stale attempt winding down): never claimed again here.
+ * Each claim increments `attempts`: (id, attempts) is the fencing token of every later write.
  */
-export async function claimJobs (prisma: PrismaClient, workerId: string, leaseSeconds: number, limit: number): Promise<ClaimedRow[]> {
-  return prisma.$queryRawUnsafe<ClaimedRow[]>(`
-    WITH ready AS (
+export const CLAIM_SQL = `
+    WITH due AS (
+      SELECT j.id FROM jobs j
+      WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.run_at <= now()
+        AND NOT (j.id = ANY($4::uuid[]))
+        AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED})
+      ORDER BY j.priority DESC, j.run_at, j.created
+      LIMIT $3
+      FOR UPDATE OF j SKIP LOCKED
+    ),
+    cancelled AS (
+      SELECT j.id FROM jobs j
+      WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.cancel_requested
+        AND NOT (j.id = ANY($4::uuid[]))
+        AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED})
+      LIMIT $3
+      FOR UPDATE OF j SKIP LOCKED
+    ),
+    expired AS (
+      SELECT j.id FROM jobs j
+      WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NOT NULL AND j.locked_until < now()
+        AND NOT (j.id = ANY($4::uuid[]))
+      ORDER BY j.locked_until
+      LIMIT $3
+      FOR UPDATE OF j SKIP LOCKED
+    ),
+    ready AS (
       SELECT j.id, j.locked_by IS NOT NULL AS taken_over FROM jobs j
-      WHERE j.state IN ${UNFINISHED}
-        AND (
-          (j.locked_by IS NULL AND (j.run_at <= now() OR j.cancel_requested)
-            AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED}))
-          OR (j.locked_by IS NOT NULL AND j.locked_until < now())
-        )
+      WHERE j.id IN (SELECT id FROM cancelled UNION SELECT id FROM expired UNION SELECT id FROM due)
       ORDER BY j.cancel_requested DESC, j.priority DESC, j.run_at, j.created
       LIMIT $3
-      FOR UPDATE SKIP LOCKED
     ),
     claimed AS (
       UPDATE jobs j SET
@@ -86,11 +120,34 @@ export async function claimJobs (prisma: PrismaClient, workerId: string, leaseSe
            EXISTS (SELECT 1 FROM jobs k WHERE k.parent_id = c.id) AS has_children,
            (extract(epoch FROM now() - GREATEST(c.run_at, c.created)) * 1000)::float8 AS claim_latency_ms,
            (SELECT n FROM notified)::int AS published
-    FROM claimed c`,
-  workerId, leaseSeconds, limit)
+    FROM claimed c`
+
+export async function claimJobs (db: Sql, workerId: string, leaseSeconds: number, limit: number, exclude: string[] = []): Promise<ClaimedRow[]> {
+  return query<ClaimedRow>(db, CLAIM_SQL, [workerId, leaseSeconds, limit, exclude])
 }
 
 export interface JobKey { id: string, owner_id: string, root_id: string }
+
+/** A job leased by takeJob, with its attempt (the fencing token). */
+export type TakenJob = JobKey & { attempts: number }
+
+/** Locks the parent row first: every settle of one family queues on it, so siblings never deadlock. */
+export async function lockJob (db: Db, id: string): Promise<void> {
+  await db.$queryRawUnsafe('SELECT id FROM jobs WHERE id = $1::uuid FOR UPDATE', id)
+}
+
+/**
+ * Locks the row of one attempt for the rest of the caller's transaction, if that attempt still
+ * holds a lease valid for `marginSeconds` more: while it is locked no other process can claim the
+ * job (claims skip locked rows), so the transaction's writes are fenced. False when stale.
+ */
+export async function lockAttempt (db: Db, workerId: string, key: LeaseKey, marginSeconds: number): Promise<boolean> {
+  const rows = await db.$queryRawUnsafe<unknown[]>(`
+    SELECT id FROM jobs WHERE id = $2::uuid AND locked_by = $1 AND attempts = $3 AND state IN ${UNFINISHED}
+      AND locked_until > now() + make_interval(secs => $4)
+    FOR UPDATE`, workerId, key.id, key.attempt, marginSeconds)
+  return rows.length > 0
+}
 
 /** Marks the queued ancestors of just-claimed jobs started: a parent is started while children run. */
 export async function startAncestors (db: Db, ids: string[]): Promise<JobKey[]> {
@@ -106,13 +163,61 @@ export async function startAncestors (db: Db, ids: string[]): Promise<JobKey[]> 
     RETURNING id::text, owner_id::text, root_id::text`, ids)
 }
 
-/** Renews the leases this worker holds; returns the ids still held and whether each is cancelled. */
-export async function heartbeat (prisma: PrismaClient, workerId: string, ids: string[], leaseSeconds: number): Promise<Array<{ id: string, cancel_requested: boolean }>> {
-  if (ids.length === 0) return []
-  return prisma.$queryRawUnsafe(`
-    UPDATE jobs SET locked_until = now() + make_interval(secs => $3)
-    WHERE id = ANY($2::uuid[]) AND locked_by = $1
-    RETURNING id::text, cancel_requested`, workerId, ids, leaseSeconds)
+/** A lease: the job and the attempt that holds it (the fencing token). */
+export interface LeaseKey { id: string, attempt: number }
+
+export interface BeatRow { id: string, cancel_requested: boolean, renewed: boolean }
+
+/**
+ * Renews the leases this worker holds, for the attempts it runs. Returns the jobs still held (a
+ * missing one was lost) and whether each was renewed: a row another transaction has locked (a
+ * settle, a guarded write) is skipped rather than waited for, so heartbeats take no part in lock
+ * cycles; it is renewed on the next beat.
+ */
+export async function heartbeat (db: Sql, workerId: string, keys: LeaseKey[], leaseSeconds: number): Promise<BeatRow[]> {
+  if (keys.length === 0) return []
+  return query<BeatRow>(db, `
+    WITH k AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS k(id, attempt)),
+    mine AS (
+      SELECT j.id, j.cancel_requested FROM jobs j JOIN k ON j.id = k.id AND j.attempts = k.attempt
+      WHERE j.locked_by = $1 AND j.state IN ${UNFINISHED}
+    ),
+    lockable AS (
+      SELECT j.id FROM jobs j WHERE j.id IN (SELECT id FROM mine) ORDER BY j.id FOR UPDATE SKIP LOCKED
+    ),
+    renewed AS (
+      UPDATE jobs j SET locked_until = now() + make_interval(secs => $4)
+      FROM lockable l JOIN k ON k.id = l.id
+      WHERE j.id = l.id AND j.locked_by = $1 AND j.attempts = k.attempt
+      RETURNING j.id
+    )
+    SELECT m.id::text, m.cancel_requested, r.id IS NOT NULL AS renewed FROM mine m LEFT JOIN renewed r ON r.id = m.id`,
+  [workerId, keys.map(k => k.id), keys.map(k => k.attempt), leaseSeconds])
+}
+
+/**
+ * Renews one lease, waiting for its row lock (a progress write, a guarded transaction): a statement
+ * holding a single row lock cannot close a lock cycle. For the rows heartbeat() skipped.
+ */
+export async function renewLease (db: Sql, workerId: string, key: LeaseKey, leaseSeconds: number): Promise<boolean> {
+  const rows = await query<{ id: string }>(db, `
+    UPDATE jobs SET locked_until = now() + make_interval(secs => $4)
+    WHERE id = $2::uuid AND locked_by = $1 AND attempts = $3 AND state IN ${UNFINISHED}
+    RETURNING id::text`, [workerId, key.id, key.attempt, leaseSeconds])
+  return rows.length > 0
+}
+
+/**
+ * Extends the lease of one attempt, only while it is still valid for `marginSeconds` more:
+ * the guard a handler passes before an irreversible step. False when the attempt is stale.
+ */
+export async function fenceLease (db: Db, workerId: string, key: LeaseKey, leaseSeconds: number, marginSeconds: number): Promise<boolean> {
+  const rows = await db.$queryRawUnsafe<unknown[]>(`
+    UPDATE jobs SET locked_until = now() + make_interval(secs => $4)
+    WHERE id = $2::uuid AND locked_by = $1 AND attempts = $3 AND state IN ${UNFINISHED}
+      AND locked_until > now() + make_interval(secs => $5)
+    RETURNING id`, workerId, key.id, key.attempt, leaseSeconds, marginSeconds)
+  return rows.length > 0
 }
 
 export interface FinishFields {
@@ -127,15 +232,15 @@ export type FinishedRow = JobKey & { parent_id: string | null, duration_s: numbe
  * Records the end of a job this worker holds, publishes it and wakes the workers for its parent,
  * in one statement; undefined when the lease was lost meanwhile.
  */
-export async function finishJob (db: Db, workerId: string, id: string, f: FinishFields): Promise<FinishedRow | undefined> {
-  const rows = await db.$queryRawUnsafe<FinishedRow[]>(`
+export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: FinishFields): Promise<FinishedRow | undefined> {
+  const rows = await query<FinishedRow>(db, `
     WITH f AS (
       UPDATE jobs SET state = $3, result = $4::jsonb, error = $5::jsonb,
         progress = CASE WHEN $3 = 'success' THEN 100 ELSE progress END,
         bytes_done = CASE WHEN $3 = 'success' AND bytes_total IS NOT NULL THEN bytes_total ELSE bytes_done END,
         eta_seconds = NULL, locked_by = NULL, locked_until = NULL,
         finished_at = now(), last_modified = now()
-      WHERE id = $2::uuid AND locked_by = $1
+      WHERE id = $2::uuid AND locked_by = $1 AND attempts = $6
       RETURNING id, owner_id, root_id, parent_id, (extract(epoch FROM now() - COALESCE(started_at, created)))::float8 AS duration_s
     ),
     ${publishCtes('f')},
@@ -145,16 +250,17 @@ export async function finishJob (db: Db, workerId: string, id: string, f: Finish
     SELECT f.id::text, f.owner_id::text, f.root_id::text, f.parent_id::text, f.duration_s,
            (SELECT n FROM notified)::int + (SELECT n FROM woken)::int AS published
     FROM f`,
-  workerId, id, f.state, JSON.stringify(f.result ?? null), f.error ? JSON.stringify(f.error) : null)
+  [workerId, key.id, f.state, JSON.stringify(f.result ?? null), f.error ? JSON.stringify(f.error) : null, key.attempt])
   return rows[0]
 }
 
 /** Puts a job this worker holds back in the queue, due in `delaySeconds` (a transient failure). */
-export async function retryJob (db: Db, workerId: string, id: string, delaySeconds: number): Promise<boolean> {
+export async function retryJob (db: Db, workerId: string, key: LeaseKey, delaySeconds: number): Promise<boolean> {
+  // fenced like every other write of an attempt: a stale attempt cannot requeue a newer one
   const n = await db.$executeRawUnsafe(`
     UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
       run_at = now() + make_interval(secs => $3), last_modified = now()
-    WHERE id = $2::uuid AND locked_by = $1`, workerId, id, delaySeconds)
+    WHERE id = $2::uuid AND locked_by = $1 AND attempts = $4`, workerId, key.id, delaySeconds, key.attempt)
   return n > 0
 }
 
@@ -221,11 +327,11 @@ export async function purgeEvents (db: Db, cutoff: Date, limit: number): Promise
 }
 
 /** Leases a queued (or parked started) job to `owner`; undefined if someone has it or it is cancelled. */
-export async function takeJob (db: Db, owner: string, leaseSeconds: number, id: string, state: 'queued' | 'started'): Promise<JobKey | undefined> {
-  const rows = await db.$queryRaw<JobKey[]>`
+export async function takeJob (db: Db, owner: string, leaseSeconds: number, id: string, state: 'queued' | 'started'): Promise<TakenJob | undefined> {
+  const rows = await db.$queryRaw<TakenJob[]>`
     UPDATE jobs SET state = 'started', locked_by = ${owner}, locked_until = now() + make_interval(secs => ${leaseSeconds}),
       attempts = attempts + 1, started_at = COALESCE(started_at, now()), last_modified = now()
     WHERE id = ${id}::uuid AND state = ${state} AND locked_by IS NULL AND NOT cancel_requested
-    RETURNING id::text, owner_id::text, root_id::text`
+    RETURNING id::text, owner_id::text, root_id::text, attempts`
   return rows[0]
 }

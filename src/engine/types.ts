@@ -1,6 +1,6 @@
 // The contract between the job engine and the handlers of each operation.
 import type { FastifyBaseLogger } from 'fastify'
-import type { PrismaClient } from '../db/client.ts'
+import type { PrismaClient, Tx } from '../db/client.ts'
 
 export const JOB_STATES = ['queued', 'started', 'cancelling', 'success', 'error', 'cancelled'] as const
 export type JobState = typeof JOB_STATES[number]
@@ -41,6 +41,18 @@ export interface JobContext {
   progress: (update: ProgressUpdate) => void
   /** Saves handler state so a takeover after a crash can resume instead of restarting. */
   checkpoint: (data: unknown) => Promise<void>
+  /**
+   * The fencing guard before an irreversible step (renaming a copy into place): renews the lease of
+   * this attempt, or throws LeaseLost (and aborts `signal`) when a newer attempt may exist. Every
+   * write through the context is fenced by (job id, attempt) the same way.
+   */
+  fence: () => Promise<void>
+  /**
+   * Runs `fn` in a transaction that holds this attempt's job row locked (no other process can take
+   * the job over meanwhile): resource status writes and renames made inside commit only while this
+   * attempt still owns the job; a stale attempt gets LeaseLost and nothing commits.
+   */
+  fenced: <T>(fn: (tx: Tx) => Promise<T>, opts?: { timeout?: number }) => Promise<T>
 }
 
 export interface CleanupReason {

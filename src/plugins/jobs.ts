@@ -33,6 +33,7 @@ export default fp<JobsPluginOptions>(async (app, opts) => {
   const metrics = new JobMetrics(app.prisma, { defaultMetrics: true })
   const engine = new JobEngine({
     prisma: app.prisma,
+    databaseUrl: opts.databaseUrl,
     log,
     listener,
     metrics,

@@ -177,6 +177,8 @@ t.test('a drive_create that fails leaves nothing behind', async t => {
     job: { id: jobId, ownerId: alice.id, operation: 'drive_create', parentId: null, rootId: jobId, params: { driveId: fresh.uuid, size: GiB }, checkpoint: null, attempts: 1 },
     signal: new AbortController().signal,
     prisma: app.prisma,
+    fence: async () => {},
+    fenced: async (fn) => app.prisma.$transaction(fn),
     log: app.log,
     progress: () => {},
     checkpoint: async () => {}

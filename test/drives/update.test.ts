@@ -207,6 +207,8 @@ t.test('a failed resize leaves the drive at the size of its image', async t => {
     job: { id: jobId, ownerId: alice.id, operation: 'drive_resize', parentId: null, rootId: jobId, params: { driveId: d.uuid, size: 2 * GiB }, checkpoint: null, attempts: 1 },
     signal: new AbortController().signal,
     prisma: app.prisma,
+    fence: async () => {},
+    fenced: async (fn) => app.prisma.$transaction(fn),
     log: app.log,
     progress: () => {},
     checkpoint: async () => {}

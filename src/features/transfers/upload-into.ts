@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { domainErrors } from '../../domain/errors.ts'
-import type { JobKey } from '../../engine/queue-sql.ts'
+import type { TakenJob } from '../../engine/queue-sql.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { announceDrives, assertDriveUsable, loadOwnedDrive, mountState, restingStatusOf } from '../drives/service.ts'
 import { BodyTooLong, Meter } from './streams.ts'
@@ -26,7 +26,7 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
   const jobId = randomUUID()
   const scratch = randomUUID()
   let size = 0
-  const row: JobKey = await deps.prisma.$transaction(async (tx) => {
+  const row: TakenJob = await deps.prisma.$transaction(async (tx) => {
     const drive = await loadOwnedDrive(tx, ownerId, driveId, { lock: true })
     assertDriveUsable(drive, 'upload')
     if ((await mountState(tx, drive.id)).active) throw domainErrors.wrongState(`Drive ${drive.id} is mounted on a running server; stop the server to upload into it`)

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { errors } from '../../http/errors.ts'
-import type { JobKey } from '../../engine/queue-sql.ts'
+import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { Meter, growingWriteStream } from './streams.ts'
 import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, uploadMax } from './service.ts'
@@ -28,7 +28,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
   const jobId = randomUUID()
   const max = uploadMax(deps)
   await deps.storage.create(driveId, 0)
-  let row: JobKey
+  let row: TakenJob
   try {
     row = await deps.prisma.$transaction(async (tx) => {
       await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size: 0 })

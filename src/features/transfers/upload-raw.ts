@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { errors } from '../../http/errors.ts'
-import type { JobKey } from '../../engine/queue-sql.ts'
+import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { Meter } from './streams.ts'
 import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
@@ -16,7 +16,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
   const driveId = randomUUID()
   const jobId = randomUUID()
   await deps.storage.create(driveId, size)
-  let row: JobKey
+  let row: TakenJob
   try {
     row = await deps.prisma.$transaction(async (tx) => {
       await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size })
