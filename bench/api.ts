@@ -1,0 +1,318 @@
+/**
+ * API reads beside a bare Fastify + pg route, in one run:
+ *   `npx tsx bench/api.ts [--connections 50] [--duration 10] [--drives 200] [--servers 20]
+ *                         [--only drives-list,mixed] [--profile] [--log-level info]`
+ *
+ * The service app is built in this process as server.ts builds it (no test-mode response
+ * validation; its request log at LOG_LEVEL, default info, written to /dev/null) with job workers
+ * on, on a fresh database cloned from the migrated test template (DATABASE_URL, default the local
+ * PostgreSQL). One account gets `drives` drives (bulk POST, waited until unmounted) and `servers`
+ * servers with one of them mounted each. A bare Fastify app on its own port answers GET /drives/
+ * with 20 rows of the same drives table through one `pg` query (no auth, no Prisma).
+ *
+ * autocannon runs in a child process (so the load generator does not share the servers' event
+ * loop) with `connections` connections for `duration` s per scenario: the bare route at the start
+ * and at the end (their mean is the anchor), and each service scenario between them, including
+ * the mixed load of issue 18 through autocannon's request rotation (20 requests: 7 list drives,
+ * 4 list jobs, 3 create, 3 get drive, 2 get job, 1 drives detail).
+ *
+ * Every service request is timed in phases with root hooks (onRequest → preHandler = routing +
+ * auth + validation; preHandler → preSerialization = handler: queries + wire objects;
+ * preSerialization → onSend = serialisation), printed per scenario. `--profile` also takes a CPU
+ * profile of this process during one extra drives-list run, prints the top self-time functions
+ * and the self time per package, and writes data/bench-api.cpuprofile.
+ * Figures only, no pass/fail; the last line is the ratios.
+ */
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import { Session } from 'node:inspector/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import Fastify, { type FastifyInstance } from 'fastify'
+import pg from 'pg'
+import { app as service, serverOptions } from '../src/app.ts'
+import { loadConfig } from '../src/config.ts'
+import { createUser } from '../test/helpers/app.ts'
+import { createTestDatabase } from '../test/helpers/db.ts'
+import { registerRun, stopDaemon, unregisterRun } from '../test/setup/test-db.ts'
+
+interface LoadRequest { method: string, path: string, headers?: Record<string, string>, body?: string }
+interface LoadSpec { url: string, connections: number, duration: number, requests: LoadRequest[] }
+interface LoadResult { rps: number, p50: number, p99: number, total: number, non2xx: number, errors: number }
+
+// ------------------------------------------------------------------ load generator (child)
+if (process.argv[2] === '--load-child') {
+  const { default: autocannon } = await import('autocannon')
+  const spec = JSON.parse(process.argv[3]) as LoadSpec
+  const r = await autocannon({ url: spec.url, connections: spec.connections, duration: spec.duration, requests: spec.requests as never })
+  const out: LoadResult = { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, total: r.requests.total, non2xx: r.non2xx, errors: r.errors + r.timeouts }
+  process.stdout.write(JSON.stringify(out))
+  process.exit(0)
+}
+
+const { values: args } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '50' },
+    duration: { type: 'string', default: '10' },
+    drives: { type: 'string', default: '200' },
+    servers: { type: 'string', default: '20' },
+    only: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' }
+  }
+})
+const connections = Math.max(1, Number(args.connections))
+const duration = Math.max(1, Number(args.duration))
+const driveCount = Math.max(20, Number(args.drives))
+const serverCount = Math.max(0, Math.min(driveCount, Number(args.servers)))
+process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
+
+const load = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+function runLoad (spec: LoadSpec): Promise<LoadResult> {
+  const execArgv = process.execArgv.filter(a => !a.startsWith('--cpu-prof') && !a.startsWith('--inspect'))
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...execArgv, process.argv[1], '--load-child', JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d })
+    child.on('error', reject)
+    child.on('close', code => { code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited with ${String(code)}`)) })
+  })
+}
+
+// ------------------------------------------------------------------ phase timing
+interface Phases { auth: number[], handler: number[], serialise: number[], total: number[] }
+let phases: Phases | undefined
+const T = Symbol('bench.t')
+type Timed = { [T]?: { start: number, pre?: number, ser?: number, send?: number } }
+
+let inflight = 0
+const busy = () => inflight > 0
+function instrument (app: FastifyInstance): void {
+  // counted on the socket level: an aborted request closes without onResponse
+  app.server.on('request', (_req, res) => { inflight++; res.once('close', () => { inflight-- }) })
+  app.addHook('onRequest', async (req) => { (req as Timed)[T] = { start: performance.now() } })
+  app.addHook('preHandler', async (req) => { const t = (req as Timed)[T]; if (t) t.pre = performance.now() })
+  app.addHook('preSerialization', async (req, _reply, payload) => { const t = (req as Timed)[T]; if (t) t.ser = performance.now(); return payload })
+  app.addHook('onSend', async (req, _reply, payload) => { const t = (req as Timed)[T]; if (t) t.send = performance.now(); return payload })
+  app.addHook('onResponse', async (req) => {
+    const t = (req as Timed)[T]
+    if (!phases || !t || t.pre === undefined || t.ser === undefined || t.send === undefined) return
+    phases.auth.push(t.pre - t.start)
+    phases.handler.push(t.ser - t.pre)
+    phases.serialise.push(t.send - t.ser)
+    phases.total.push(performance.now() - t.start)
+  })
+}
+const cpuPerRequest = (u: NodeJS.CpuUsage, n: number) => ((u.user + u.system) / 1000 / Math.max(1, n)).toFixed(2)
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] ?? NaN }
+const phaseLine = (p: Phases) => `service-side median: routing+auth+validation ${median(p.auth).toFixed(2)} ms, handler (queries + wire) ${median(p.handler).toFixed(2)} ms, serialisation ${median(p.serialise).toFixed(2)} ms, onRequest→onResponse ${median(p.total).toFixed(2)} ms (${p.total.length} requests)`
+
+// ------------------------------------------------------------------ database timing
+// pg as the Prisma adapter uses it: Pool#query (wait for a connection + round trip) and
+// Client#query (the round trip alone), per statement text; the bare route's pool is left out
+interface DbStats { poolQueries: number, poolMs: number, clientMs: number, bySql: Map<string, { n: number, ms: number }> }
+let dbStats: DbStats | undefined
+let barePool: pg.Pool | undefined
+const sqlOf = (a: unknown): string => typeof a === 'string' ? a : (a as { text?: string })?.text ?? '?'
+function instrumentPg (): void {
+  const poolQuery = pg.Pool.prototype.query as (...a: unknown[]) => unknown
+  pg.Pool.prototype.query = function (this: pg.Pool, ...a: unknown[]) {
+    const stats = dbStats
+    if (!stats || this === barePool || typeof a[a.length - 1] === 'function') return poolQuery.apply(this, a)
+    const t0 = performance.now()
+    stats.poolQueries++
+    const out = poolQuery.apply(this, a) as Promise<unknown>
+    const done = () => { stats.poolMs += performance.now() - t0 }
+    out.then(done, done)
+    return out
+  } as typeof pg.Pool.prototype.query
+  const clientQuery = pg.Client.prototype.query as (...a: unknown[]) => unknown
+  pg.Client.prototype.query = function (this: pg.Client, ...a: unknown[]) {
+    const stats = dbStats
+    if (!stats || (this as unknown as { bench?: boolean }).bench) return clientQuery.apply(this, a)
+    const key = sqlOf(a[0]).replace(/\s+/g, ' ').trim().slice(0, 90)
+    const t0 = performance.now()
+    const done = () => {
+      const ms = performance.now() - t0
+      stats.clientMs += ms
+      const e = stats.bySql.get(key) ?? { n: 0, ms: 0 }
+      e.n++
+      e.ms += ms
+      stats.bySql.set(key, e)
+    }
+    const cb = a[a.length - 1]
+    if (typeof cb === 'function') {
+      a[a.length - 1] = (...r: unknown[]) => { done(); return (cb as (...x: unknown[]) => unknown)(...r) }
+      return clientQuery.apply(this, a)
+    }
+    const out = clientQuery.apply(this, a) as Promise<unknown> | undefined
+    out?.then?.(done, done)
+    return out
+  } as typeof pg.Client.prototype.query
+}
+function dbLines (d: DbStats, requests: number): string[] {
+  const per = (x: number) => (x / Math.max(1, requests)).toFixed(2)
+  const top = [...d.bySql].sort((a, b) => b[1].ms - a[1].ms).slice(0, 4)
+    .map(([sql, e]) => `    ${per(e.n)}/req  ${(e.ms / e.n).toFixed(2).padStart(6)} ms each  ${sql}`)
+  return [`database per request: ${per(d.poolQueries)} pool queries, ${per(d.clientMs)} ms in round trips, ${per(d.poolMs)} ms from pool.query to result (incl. waiting for one of the 10 connections)`, ...top]
+}
+
+// ------------------------------------------------------------------ CPU profile summary
+interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number }, hitCount?: number, children?: number[] }
+function summarise (profile: { nodes: ProfileNode[], samples?: number[], timeDeltas?: number[], startTime: number, endTime: number }): string[] {
+  // shares of busy time: idle samples (event loop waiting) are left out
+  const total = profile.nodes.reduce((a, n) => a + (n.callFrame.functionName === '(idle)' ? 0 : n.hitCount ?? 0), 0) || 1
+  const byFn = new Map<string, number>()
+  const byPkg = new Map<string, number>()
+  const root = process.cwd()
+  for (const n of profile.nodes) {
+    const hits = n.hitCount ?? 0
+    if (hits === 0 || n.callFrame.functionName === '(idle)') continue
+    const url = n.callFrame.url.replace('file://', '').replace(root + '/', '')
+    const fnKey = `${n.callFrame.functionName || '(anonymous)'} ${url ? `${url}:${n.callFrame.lineNumber + 1}` : ''}`.trim()
+    byFn.set(fnKey, (byFn.get(fnKey) ?? 0) + hits)
+    const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)
+    const pkg = m ? m[1] : url.startsWith('src/') ? url.split('/').slice(0, 2).join('/') : url ? (url.startsWith('node:') ? 'node core' : url.split('/')[0]) : n.callFrame.functionName
+    byPkg.set(pkg, (byPkg.get(pkg) ?? 0) + hits)
+  }
+  const fmt = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, hits]) => `  ${(hits / total * 100).toFixed(1).padStart(5)}%  ${name}`)
+  return ['share of busy (non-idle) samples by package/folder, self time:', ...fmt(byPkg, 14), 'top self-time functions:', ...fmt(byFn, 20)]
+}
+
+// ------------------------------------------------------------------ main
+instrumentPg()
+registerRun(process.pid)
+const teardowns: Array<() => Promise<void> | void> = []
+const t = { teardown: (fn: () => Promise<void> | void) => { teardowns.push(fn) } }
+try {
+  console.log(`api bench: ${connections} connections x ${duration} s per scenario, ${driveCount} drives, ${serverCount} servers, service log level ${args['log-level']} (to /dev/null); ${os.cpus().length} cores`)
+  console.log(`load average at start: ${load()}`)
+
+  const databaseUrl = await createTestDatabase(t)
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-bench-api-'))
+  t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
+  const config = loadConfig({}, { databaseUrl, dataDir, drivesDir: path.join(dataDir, 'drives'), logLevel: args['log-level'], bootstrapAccount: false })
+  // as buildApp does, with the phase hooks registered first
+  const app = Fastify(serverOptions(config, { level: args['log-level'], file: '/dev/null' }))
+  instrument(app)
+  await app.register(service, { config, databaseUrl })
+  await app.ready()
+  t.teardown(() => app.close())
+  const svcUrl = await app.listen({ host: '127.0.0.1', port: 0 })
+  const user = await createUser(app)
+  const auth = { authorization: user.authorization }
+  const json = { ...auth, 'content-type': 'application/json' }
+
+  // seed: drives (bulk create, then wait for their create jobs), servers each mounting one
+  const post = async (url: string, body: unknown) => {
+    const res = await fetch(svcUrl + url, { method: 'POST', headers: json, body: JSON.stringify(body) })
+    if (!res.ok) throw new Error(`POST ${url}: ${res.status} ${await res.text()}`)
+    return await res.json() as { objects: Array<{ uuid: string }> }
+  }
+  const drives = (await post('/api/2.0/drives/', { objects: Array.from({ length: driveCount }, (_, i) => ({ name: `bench-${String(i).padStart(4, '0')}`, size: 1024 ** 3, media: 'disk' })) })).objects.map(d => d.uuid)
+  while (await app.prisma.drive.count({ where: { ownerId: user.id, status: { not: 'unmounted' } } }) > 0) await sleep(100)
+  const servers: string[] = []
+  for (let i = 0; i < serverCount; i++) {
+    servers.push((await post('/api/2.0/servers/', { name: `bench-srv-${i}`, cpu: 1000, mem: 1024 ** 3, vnc_password: 'bench', drives: [{ dev_channel: '0:0', device: 'virtio', drive: drives[i] }] })).objects[0].uuid)
+  }
+  while (await app.prisma.job.count({ where: { state: { notIn: ['success', 'error', 'cancelled'] } } }) > 0) await sleep(100)
+  const jobs = (await app.prisma.job.findMany({ where: { ownerId: user.id, parentId: null }, select: { id: true }, take: 20 })).map(j => j.id)
+  console.log(`seeded: ${drives.length} drives, ${servers.length} servers, ${await app.prisma.job.count()} jobs`)
+
+  // the anchor: a bare Fastify route, 20 rows of the same drives table through pg
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10 })
+  barePool = pool
+  pool.on('connect', c => { (c as unknown as { bench: boolean }).bench = true })
+  t.teardown(() => pool.end())
+  const bare = Fastify({ logger: false })
+  t.teardown(() => bare.close())
+  bare.get('/drives/', async () => {
+    const { rows } = await pool.query(`SELECT id, owner_id, name, size::text, media, status, storage_type, allow_multimount, affinities, meta, tags, iops, count(*) OVER () AS total
+      FROM drives WHERE owner_id = $1 AND NOT deleted ORDER BY name LIMIT 20`, [user.id])
+    return { meta: { limit: 20, offset: 0, total_count: Number(rows[0]?.total ?? 0) }, objects: rows.map(({ total: _total, ...r }) => r) }
+  })
+  const bareUrl = await bare.listen({ host: '127.0.0.1', port: 0 })
+
+  const get = (p: string): LoadRequest => ({ method: 'GET', path: p, headers: auth })
+  const pick = <X>(xs: X[], i: number) => xs[i % xs.length]
+  const scenarios: Array<{ name: string, requests: LoadRequest[] }> = [
+    { name: 'drives-list', requests: [get('/api/2.0/drives/?limit=20')] },
+    { name: 'drive-get', requests: drives.slice(0, 20).map(id => get(`/api/2.0/drives/${id}/`)) },
+    { name: 'servers-list', requests: [get('/api/2.0/servers/?limit=20')] },
+    { name: 'jobs-list', requests: [get('/api/2.0/jobs/?limit=20')] },
+    { name: 'job-get', requests: jobs.map(id => get(`/api/2.0/jobs/${id}/`)) },
+    {
+      name: 'mixed',
+      // 20 requests: 35% list drives, 20% list jobs, 15% create, 15% get drive, 10% get job, 5% detail
+      requests: [
+        ...Array.from({ length: 7 }, () => get('/api/2.0/drives/?limit=20')),
+        ...Array.from({ length: 4 }, () => get('/api/2.0/jobs/?limit=20')),
+        ...Array.from({ length: 3 }, () => ({ method: 'POST', path: '/api/2.0/drives/', headers: json, body: JSON.stringify({ name: 'bench-mixed', size: 1024 ** 3, media: 'disk' }) })),
+        ...Array.from({ length: 3 }, (_, i) => get(`/api/2.0/drives/${pick(drives, i * 7)}/`)),
+        ...Array.from({ length: 2 }, (_, i) => get(`/api/2.0/jobs/${pick(jobs, i * 3)}/`)),
+        get('/api/2.0/drives/detail/?limit=20')
+      ].map((r, i, all) => all[(i * 7) % all.length]) // interleaved (7 is coprime with 20)
+    }
+  ]
+  const only = args.only?.split(',')
+  const chosen = scenarios.filter(s => !only || only.includes(s.name))
+
+  const fmt = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${String(r.p50).padStart(4)} ms  p99 ${String(r.p99).padStart(5)} ms  (${r.total} requests${r.non2xx + r.errors > 0 ? `, ${r.non2xx} non-2xx, ${r.errors} errors` : ''})`
+  const bareRuns: LoadResult[] = []
+  const runBare = async () => {
+    const cpu = process.cpuUsage()
+    const r = await runLoad({ url: bareUrl, connections, duration, requests: [{ method: 'GET', path: '/drives/' }] })
+    bareRuns.push(r)
+    console.log(`  ${'bare fastify+pg'.padEnd(16)} ${fmt(r)}   load ${load()}`)
+    console.log(`  ${''.padEnd(16)} server process CPU ${cpuPerRequest(process.cpuUsage(cpu), r.total)} ms/request`)
+  }
+  console.log('')
+  await runBare()
+  const results = new Map<string, LoadResult>()
+  for (const s of chosen) {
+    phases = { auth: [], handler: [], serialise: [], total: [] }
+    dbStats = { poolQueries: 0, poolMs: 0, clientMs: 0, bySql: new Map() }
+    const cpu = process.cpuUsage()
+    const r = await runLoad({ url: svcUrl, connections, duration, requests: s.requests })
+    const used = process.cpuUsage(cpu)
+    // requests still queued in the service when the load stopped belong to this scenario
+    for (let i = 0; i < 3000 && busy(); i++) await sleep(10)
+    const p = phases
+    const d = dbStats
+    phases = undefined
+    dbStats = undefined
+    results.set(s.name, r)
+    console.log(`  ${s.name.padEnd(16)} ${fmt(r)}   load ${load()}`)
+    console.log(`  ${''.padEnd(16)} ${phaseLine(p)}; service process CPU ${cpuPerRequest(used, p.total.length)} ms/request`)
+    for (const line of dbLines(d, p.total.length)) console.log(`  ${''.padEnd(16)} ${line}`)
+  }
+  await runBare()
+  const anchor = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length
+
+  if (args.profile) {
+    const session = new Session()
+    session.connect()
+    await session.post('Profiler.enable')
+    await session.post('Profiler.setSamplingInterval', { interval: 200 })
+    await session.post('Profiler.start')
+    const r = await runLoad({ url: svcUrl, connections, duration, requests: scenarios[0].requests })
+    const { profile } = await session.post('Profiler.stop')
+    session.disconnect()
+    const file = path.resolve('data', 'bench-api.cpuprofile')
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    fs.writeFileSync(file, JSON.stringify(profile))
+    console.log(`\nCPU profile of the service process during drives-list (${fmt(r)}), written to ${path.relative(process.cwd(), file)}:`)
+    for (const line of summarise(profile as never)) console.log(line)
+  }
+
+  console.log(`\nload average at end: ${load()}`)
+  const ratio = (name: string) => results.has(name) ? `${name} ${(results.get(name)!.rps / anchor).toFixed(2)}x` : undefined
+  const mixed = results.get('mixed')
+  console.log(`clonejobs/bare: ${['drives-list', 'drive-get', 'servers-list', 'jobs-list', 'job-get'].map(ratio).filter(Boolean).join(', ')}${mixed ? `; mixed ${mixed.rps.toFixed(0)} req/s p99 ${mixed.p99} ms` : ''} (bare ${anchor.toFixed(0)} req/s)`)
+} finally {
+  for (const fn of teardowns.reverse()) await fn()
+  if (unregisterRun(process.pid)) stopDaemon()
+}
