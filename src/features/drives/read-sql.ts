@@ -32,10 +32,25 @@ const EXTRAS = `
   (SELECT coalesce(array_agg(m.server_id::text ORDER BY m.server_id), '{}') FROM (SELECT DISTINCT server_id FROM server_drives WHERE drive_id = d.id) m) AS server_ids`
 
 interface Row {
-  id: string, owner_id: string, name: string, size: string, media: string, status: string, storage_type: string
-  allow_multimount: boolean, affinities: string[], meta: unknown, tags: string[], iops: number | null, readers: number
-  locked_by_job: string | null, deleted: boolean, created_at: Date, updated_at: Date
-  job_ids?: string[], server_ids?: string[]
+  id: string,
+  owner_id: string,
+  name: string,
+  size: string,
+  media: string,
+  status: string,
+  storage_type: string
+  allow_multimount: boolean,
+  affinities: string[],
+  meta: unknown,
+  tags: string[],
+  iops: number | null,
+  readers: number
+  locked_by_job: string | null,
+  deleted: boolean,
+  created_at: Date,
+  updated_at: Date
+  job_ids?: string[],
+  server_ids?: string[]
 }
 
 function toRow (r: Row): DriveRow {
