@@ -561,8 +561,13 @@ export interface components {
         ListMeta: {
             limit: number;
             offset: number;
-            /** @description Number of objects matching the filters, before paging */
+            /** @description Number of objects matching the filters, before paging; exact up to 10,000, otherwise the database's estimate (then total_count_estimated is true) */
             total_count: number;
+            /**
+             * @description Present (true) only when more than 10,000 objects match: total_count is then an estimate (above 10,000), not an exact count
+             * @enum {boolean}
+             */
+            total_count_estimated?: true;
         };
         RelatedInput: string | {
             uuid?: string;
@@ -639,6 +644,11 @@ export interface components {
             offset: number;
             /** @description Number of jobs matching the filters; with cursor paging, exact up to 10,000 and otherwise 10,000 (at least that many) */
             total_count: number;
+            /**
+             * @description Present (true) only when more than 10,000 objects match: total_count is then an estimate (above 10,000), not an exact count
+             * @enum {boolean}
+             */
+            total_count_estimated?: true;
             /** @description With `cursor=` (empty on the first page): pass as `cursor=` for the next page (keyset paging, fast at any depth); null on the last page */
             next_cursor?: string | null;
         };

@@ -25,7 +25,8 @@ export const Errors = Type.Array(refTo(CloudSigmaError), { $id: 'Errors', descri
 export const ListMeta = Type.Object({
   limit: Type.Integer(),
   offset: Type.Integer(),
-  total_count: Type.Integer({ description: 'Number of objects matching the filters, before paging' })
+  total_count: Type.Integer({ description: 'Number of objects matching the filters, before paging; exact up to 10,000, otherwise the database\'s estimate (then total_count_estimated is true)' }),
+  total_count_estimated: Type.Optional(Type.Literal(true, { description: 'Present (true) only when more than 10,000 objects match: total_count is then an estimate (above 10,000), not an exact count' }))
 }, { $id: 'ListMeta' })
 
 /** A related-field input: a uuid, a resource URI, or an object carrying `uuid` or `resource_uri`. */

@@ -12,7 +12,8 @@ import {
   Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
-import { createDrives, deleteDrives, listDrives, loadDriveWire, loadOwnedDrive, drivesToWire, parseAvoid, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
+import { createDrives, deleteDrives, loadDriveWire, parseAvoid, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
+import { getDriveWireSql, readDrives } from './read-sql.ts'
 import { driveCreateHandler } from './handlers/drive-create.ts'
 import { driveResizeHandler } from './handlers/drive-resize.ts'
 import { driveDeleteHandler } from './handlers/drive-delete.ts'
@@ -59,10 +60,10 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.get('/drives/', { schema: listSchema('List drives (owner, resource_uri, status, uuid)') },
-    async (request) => listDrives(app.prisma, request.account.id, request.query, false) as never)
+    async (request) => readDrives(app.dbPool, app.prisma, request.account.id, request.query, false) as never)
 
   app.get('/drives/detail/', { schema: listSchema('List drives with all fields') },
-    async (request) => listDrives(app.prisma, request.account.id, request.query, true) as never)
+    async (request) => readDrives(app.dbPool, app.prisma, request.account.id, request.query, true) as never)
 
   app.get('/drives/schema/', { schema: { tags: TAGS, summary: 'The drive resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Drive, {
     readonly: ['backup_scheduler', 'jobs', 'mounted_on', 'owner', 'remote_snapshots', 'resource_uri', 'runtime', 'snapshots', 'status', 'uuid'],
@@ -130,8 +131,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: refTo(Drive), ...errorResponses(404) }
     }
   }, async (request) => {
-    const row = await loadOwnedDrive(app.prisma, request.account.id, request.params.uuid)
-    const [drive] = await drivesToWire(app.prisma, [row])
+    const drive = await getDriveWireSql(app.dbPool, request.account.id, request.params.uuid)
     return pickFields(drive, parseFields(request.query.fields)) as never
   })
 

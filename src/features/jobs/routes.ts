@@ -11,6 +11,7 @@ import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../../en
 import { UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery } from './schemas.ts'
 import { loadJobWire, loadTrees } from './view.ts'
+import { getJobWireSql, listJobsSql } from './read-sql.ts'
 
 export const jobFilters: FilterSpec = {
   state: { column: 'state', kind: 'string', choices: JOB_STATES },
@@ -71,6 +72,10 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     let skip = plan.offset
     if (query.cursor !== undefined) {
       if (!keyset) throw errors.validation('cursor paging needs order_by on one of last_modified or created', 'cursor')
+    }
+    if (query.cursor === undefined) {
+      const fast = await listJobsSql(app.dbPool, ownerId, query, plan, jobFilters)
+      if (fast) return fast
     }
     if (query.cursor && keyset) {
       const c = decodeCursor(query.cursor)
@@ -137,13 +142,13 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { uuid } = request.params
-    let job = await loadJobWire(app.prisma, request.account.id, uuid)
+    let job = await getJobWireSql(app.dbPool, request.account.id, uuid)
     if (!job) throw errors.notFound('Job', 'uuid')
     const deadline = Date.now() + (request.query.wait ?? 0) * 1000
     while (!FINISHED_STATES.includes(job.state as JobState) && Date.now() < deadline) {
       // woken by the job's change events; the 1 s cap covers a missed NOTIFY
       await app.events.waitForChange(uuid, Math.min(1000, deadline - Date.now()))
-      job = await loadJobWire(app.prisma, request.account.id, uuid)
+      job = await getJobWireSql(app.dbPool, request.account.id, uuid)
       if (!job) throw errors.notFound('Job', 'uuid')
     }
     return pickFields(job, parseFields(request.query.fields)) as never

@@ -11,6 +11,7 @@ import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
 import { hypervisorView } from '../../hypervisor/view.ts'
 import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
+import { getServerWireSql, readServers } from './read-sql.ts'
 import {
   CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerCreateBody, ServerDeleteQuery,
   ServerList, ServerObjects, ServerUpdateInput, serverSchemas
@@ -20,7 +21,7 @@ import type { HandlerSet } from '../../engine/types.ts'
 import { parseAvoid } from '../drives/service.ts'
 import { serverStartHandler } from './handlers/server-start.ts'
 import { serverStopHandler } from './handlers/server-stop.ts'
-import { EXTRA_DEFAULTS, createServers, deleteServer, listServers, loadServerWire, requestPowerAction, updateServer } from './service.ts'
+import { EXTRA_DEFAULTS, createServers, deleteServer, loadServerWire, requestPowerAction, updateServer } from './service.ts'
 
 const TAGS = ['servers']
 
@@ -80,10 +81,10 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.get('/servers/', { schema: listSchema('List servers (name, owner, resource_uri, runtime, status, uuid)') },
-    async (request) => listServers(app.prisma, request.account.id, request.query, false) as never)
+    async (request) => readServers(app.dbPool, app.prisma, request.account.id, request.query, false) as never)
 
   app.get('/servers/detail/', { schema: listSchema('List servers with all fields') },
-    async (request) => listServers(app.prisma, request.account.id, request.query, true) as never)
+    async (request) => readServers(app.dbPool, app.prisma, request.account.id, request.query, true) as never)
 
   app.get('/servers/schema/', { schema: { tags: TAGS, summary: 'The server resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Server, {
     readonly: ['jobs', 'owner', 'resource_uri', 'runtime', 'status', 'uuid'],
@@ -120,7 +121,7 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: refTo(Server), ...errorResponses(404) }
     }
   }, async (request) => {
-    const server = await loadServerWire(app.prisma, request.account.id, request.params.uuid)
+    const server = await getServerWireSql(app.dbPool, request.account.id, request.params.uuid)
     if (!server) throw errors.notFound('Server', 'uuid')
     return pickFields(server, parseFields(request.query.fields)) as never
   })

@@ -1,0 +1,129 @@
+// The job reads as one SQL statement each (issue 18): a page of top-level jobs with their whole
+// trees and a capped count, or one job's tree, without Prisma's query compiler.
+import type pg from 'pg'
+import type { Job as JobRow } from '../../db/generated/client.ts'
+import type { FilterSpec } from '../../domain/filters.ts'
+import { isUuid } from '../../http/bodies.ts'
+import { Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, sqlRows, truthfulTotal, type SqlFilter } from '../../http/list-sql.ts'
+import { pickFields, type ListPlan } from '../../http/listing.ts'
+import type { JobWire } from './schemas.ts'
+import { buildTree, jobToWire } from './view.ts'
+
+const COLUMNS: Record<string, string> = {
+  id: 'j.id',
+  state: 'j.state',
+  operation: 'j.operation',
+  parentId: 'j.parent_id',
+  created: 'j.created',
+  lastModified: 'j.last_modified',
+  finishedAt: 'j.finished_at'
+}
+
+const CUSTOM: Record<string, SqlFilter> = {
+  resource: (v, _op, p) => `EXISTS (SELECT 1 FROM job_resources r WHERE r.job_id = j.id AND r.resource_id = ${p.add(v.toLowerCase())}::uuid)`
+}
+
+interface Row {
+  id: string
+  owner_id: string
+  operation: string
+  state: string
+  parent_id: string | null
+  root_id: string
+  params: unknown
+  result: unknown
+  error: unknown
+  resources: string[]
+  progress: number
+  description: string | null
+  bytes_done: string
+  bytes_total: string | null
+  eta_seconds: number | null
+  checkpoint: unknown
+  priority: number
+  run_at: Date
+  attempts: number
+  max_attempts: number
+  locked_by: string | null
+  locked_until: Date | null
+  cancel_requested: boolean
+  created: Date
+  last_modified: Date
+  started_at: Date | null
+  finished_at: Date | null
+}
+
+function toRow (r: Row): JobRow {
+  return {
+    id: r.id,
+    ownerId: r.owner_id,
+    operation: r.operation,
+    state: r.state,
+    parentId: r.parent_id,
+    rootId: r.root_id,
+    params: r.params as JobRow['params'],
+    result: r.result as JobRow['result'],
+    error: r.error as JobRow['error'],
+    resources: r.resources,
+    progress: r.progress,
+    description: r.description,
+    bytesDone: BigInt(r.bytes_done),
+    bytesTotal: r.bytes_total === null ? null : BigInt(r.bytes_total),
+    etaSeconds: r.eta_seconds,
+    checkpoint: r.checkpoint as JobRow['checkpoint'],
+    priority: r.priority,
+    runAt: r.run_at,
+    attempts: r.attempts,
+    maxAttempts: r.max_attempts,
+    lockedBy: r.locked_by,
+    lockedUntil: r.locked_until,
+    cancelRequested: r.cancel_requested,
+    created: r.created,
+    lastModified: r.last_modified,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at
+  }
+}
+
+/**
+ * GET /jobs/ with offset paging: the page, every job of the page's trees (as loadTrees) and the
+ * capped count in one statement; undefined when a filter needs the Prisma path. `plan.orderBy`
+ * is the one the route settled (its id tiebreak runs opposite to the date, as the indexes do).
+ */
+export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record<string, unknown>, plan: ListPlan, spec: FilterSpec) {
+  const p = new Params()
+  const filters = filtersToSql(query, spec, COLUMNS, p, CUSTOM)
+  if (!filters) return undefined
+  // top-level jobs only unless the caller filters by parent
+  const where = [`j.owner_id = ${p.add(ownerId)}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters].join(' AND ')
+  const whereValues = [...p.values]
+  const order = orderToSql(plan.orderBy, COLUMNS)
+  const rows = await sqlRows<Row & { child: boolean, total: number }>(pool, `
+    WITH page AS MATERIALIZED (SELECT j.* FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)})
+    SELECT ${cappedCountSql('jobs j', where)} AS total, j.* FROM (
+      SELECT false AS child, j.* FROM page j
+      UNION ALL
+      SELECT true, j.* FROM jobs j WHERE j.root_id IN (SELECT root_id FROM page) AND j.id NOT IN (SELECT id FROM page)
+    ) j
+    ORDER BY j.child, ${order}`, p.values)
+  // an empty page carries no count: ask for it alone
+  const counted = rows.length > 0 ? rows[0].total : (await sqlRows<{ total: number }>(pool, `SELECT ${cappedCountSql('jobs j', where)} AS total`, whereValues))[0].total
+  const total = await truthfulTotal(pool, counted, 'jobs j', where, whereValues)
+  const top = rows.filter(r => !r.child).map(toRow)
+  const byRoot = new Map<string, JobRow[]>()
+  for (const r of rows) {
+    if (!r.child) continue
+    const list = byRoot.get(r.root_id) ?? []
+    list.push(toRow(r))
+    byRoot.set(r.root_id, list)
+  }
+  const objects: JobWire[] = top.map(r => buildTree([r, ...(byRoot.get(r.rootId) ?? [])], r.id) ?? jobToWire(r))
+  return { meta: listMeta(plan, total), objects: objects.map(o => pickFields(o, plan.fields)) }
+}
+
+/** One job of `ownerId` with its nested children, or undefined, as loadJobWire. */
+export async function getJobWireSql (pool: pg.Pool, ownerId: string, id: string): Promise<JobWire | undefined> {
+  if (!isUuid(id)) return undefined
+  const rows = await sqlRows<Row>(pool, 'SELECT c.* FROM jobs c WHERE c.root_id = (SELECT root_id FROM jobs WHERE id = $1::uuid AND owner_id = $2::uuid)', [id.toLowerCase(), ownerId])
+  return buildTree(rows.map(toRow), id.toLowerCase())
+}

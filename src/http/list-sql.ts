@@ -1,0 +1,100 @@
+// The list conventions (filters, order_by, paging, total_count) compiled to one SQL statement for
+// the hot reads (issue 18): Prisma's query compiler and one query per part cost more than the data.
+import pg from 'pg'
+import { parseFilters, type FilterOp, type FilterSpec } from '../domain/filters.ts'
+import type { ListPlan } from './listing.ts'
+
+/** total_count is exact up to this many matches; beyond it, the planner's estimate (flagged). */
+export const EXACT_COUNT_UP_TO = 10_000
+
+/** Positional parameters of one statement. */
+export class Params {
+  readonly values: unknown[] = []
+  add (value: unknown): string {
+    this.values.push(value)
+    return `$${this.values.length}`
+  }
+}
+
+/** SQL for one alternative of a filter, or undefined when only the Prisma path handles it. */
+export type SqlFilter = (value: string, op: FilterOp, p: Params) => string | undefined
+
+const CMP: Record<FilterOp, string> = { exact: '=', lt: '<', lte: '<=', gt: '>', gte: '>=', contains: '' }
+
+/**
+ * The WHERE terms for the query's filters (already validated by planList), AND across
+ * conditions and OR across alternatives, as filtersToWhere builds them for Prisma. `columns`
+ * maps model fields to SQL; `custom` overrides a filter by name. undefined: a filter this path
+ * does not compile (e.g. __contains, whose escaping is Prisma's), so the caller uses Prisma.
+ */
+export function filtersToSql (query: Record<string, unknown>, spec: FilterSpec, columns: Record<string, string>, p: Params, custom: Record<string, SqlFilter> = {}): string[] | undefined {
+  const terms: string[] = []
+  for (const c of parseFilters(query, spec)) {
+    const name = Object.keys(spec).find(k => spec[k] === c.field)!
+    const alternatives: string[] = []
+    for (const v of c.values) {
+      const sql = custom[name] ? custom[name](v, c.op, p) : defaultFilter(c.field.kind, columns[c.field.column], v, c.op, p)
+      if (sql === undefined) return undefined
+      alternatives.push(sql)
+    }
+    terms.push(alternatives.length === 1 ? alternatives[0] : `(${alternatives.join(' OR ')})`)
+  }
+  return terms
+}
+
+function defaultFilter (kind: string, column: string | undefined, value: string, op: FilterOp, p: Params): string | undefined {
+  if (column === undefined || op === 'contains') return undefined
+  switch (kind) {
+    case 'string': return op === 'exact' ? `${column} = ${p.add(value)}` : undefined
+    case 'uuid': return op === 'exact' ? `${column} = ${p.add(value.toLowerCase())}::uuid` : undefined
+    // Prisma sends a JS Date: millisecond precision
+    case 'date': return `${column} ${CMP[op]} ${p.add(new Date(value).toISOString())}::timestamptz`
+    case 'int': return `${column} ${CMP[op]} ${p.add(BigInt(value).toString())}::bigint`
+    default: return undefined
+  }
+}
+
+/** ORDER BY for the plan's (model field, direction) list. */
+export function orderToSql (orderBy: ListPlan['orderBy'], columns: Record<string, string>): string {
+  return orderBy.map(o => {
+    const [field, dir] = Object.entries(o)[0]
+    return `${columns[field]} ${dir === 'desc' ? 'DESC' : 'ASC'}`
+  }).join(', ')
+}
+
+export function pageToSql (plan: Pick<ListPlan, 'take' | 'offset'>, p: Params): string {
+  return `${plan.take === undefined ? '' : `LIMIT ${p.add(plan.take)}`} OFFSET ${p.add(plan.offset)}`
+}
+
+/** A scalar subquery counting at most EXACT_COUNT_UP_TO + 1 matches: cheap at any table size. */
+export function cappedCountSql (from: string, where: string): string {
+  return `(SELECT count(*)::int FROM (SELECT 1 FROM ${from} WHERE ${where} LIMIT ${EXACT_COUNT_UP_TO + 1}) capped)`
+}
+
+export interface Total { total: number, estimated: boolean }
+
+/** The exact count when within the cap, otherwise the planner's estimate of the same WHERE. */
+export async function truthfulTotal (pool: pg.Pool, counted: number, from: string, where: string, values: unknown[]): Promise<Total> {
+  if (counted <= EXACT_COUNT_UP_TO) return { total: counted, estimated: false }
+  const { rows } = await pool.query<{ 'QUERY PLAN': Array<{ Plan: { 'Plan Rows': number } }> }>(`EXPLAIN (FORMAT JSON) SELECT 1 FROM ${from} WHERE ${where}`, values)
+  const estimate = Math.round(rows[0]['QUERY PLAN'][0].Plan['Plan Rows'])
+  // more than the cap were counted, whatever the statistics say
+  return { total: Math.max(estimate, EXACT_COUNT_UP_TO + 1), estimated: true }
+}
+
+/** The list meta: total_count_estimated only appears when the count is an estimate. */
+export function listMeta (plan: Pick<ListPlan, 'limit' | 'offset'>, t: Total): { limit: number, offset: number, total_count: number, total_count_estimated?: true } {
+  return { limit: plan.limit, offset: plan.offset, total_count: t.total, ...(t.estimated ? { total_count_estimated: true as const } : {}) }
+}
+
+// timestamptz as Prisma's pg adapter reads it (a UTC session; JS Date parsing, milliseconds)
+const TIMESTAMPTZ = 1184
+const parseTimestamptz = (s: string): Date => new Date(s.replace(' ', 'T').replace(/[+-]\d{2}(:\d{2})?$/, '+00:00'))
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => oid === TIMESTAMPTZ ? parseTimestamptz : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser']
+}
+
+/** One statement on the pool with the Prisma-compatible type parsing. */
+export async function sqlRows<R extends pg.QueryResultRow> (pool: pg.Pool, text: string, values: unknown[]): Promise<R[]> {
+  return (await pool.query<R>({ text, values, types })).rows
+}
