@@ -33,7 +33,13 @@ async function readyDrive (size: number): Promise<string> {
 }
 
 async function contents (uuid: string): Promise<Buffer> {
-  return (await api.get(`/api/2.0/drives/${uuid}/download/`)).rawPayload
+  const data = (await api.get(`/api/2.0/drives/${uuid}/download/`)).rawPayload
+  // the download's job settles just after its response (later on rbd, where an export process
+  // ends): until then it holds the drive, and the next upload would rightly answer busy
+  await eventually(async () => (await app.prisma.job.count({
+    where: { operation: 'drive_download', state: { in: ['queued', 'started', 'cancelling'] }, links: { some: { resourceId: uuid } } }
+  })) === 0 || undefined)
+  return data
 }
 
 t.test('a file of exactly the drive size replaces its data; one drive_upload job; no new drive', async t => {
