@@ -54,8 +54,6 @@ export function acceptsFullUpdate (status: string): boolean {
   return status === 'stopped'
 }
 
-export const ALWAYS_EDITABLE_SERVER_FIELDS = ['name', 'meta', 'tags'] as const
-
 export type DeleteVerdict = { ok: true } | { ok: false, reason: 'busy' | 'wrong_state', message: string }
 
 /** A server can be deleted only when stopped; starting/stopping are busy, the others wrong. */

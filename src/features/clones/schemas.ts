@@ -22,8 +22,6 @@ export const ServerCloneInput = Type.Object({
 }, { $id: 'ServerCloneInput', additionalProperties: false, description: 'Optional server clone options' })
 export type ServerCloneInputT = Static<typeof ServerCloneInput>
 
-export const cloneSchemas = [DriveCloneInput, ServerCloneInput]
-
 /**
  * The same bodies without `$id`, for the action dispatchers' per-request validation: the action
  * registries compile them on the fly, and an `$id` would clash with the registered schemas.

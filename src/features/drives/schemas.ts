@@ -79,17 +79,7 @@ export const DriveCreateBody = Type.Object({
 }, { $id: 'DriveCreateBody', description: 'A drive, an array of drives, or {"objects": [drives]}' })
 
 /** PUT /drives/{uuid}/: any subset of the writable fields; read-only fields are ignored. */
-export const DriveUpdateInput = Type.Object({
-  name: Type.Optional(writable.name),
-  size: Type.Optional(writable.size),
-  media: Type.Optional(writable.media),
-  storage_type: Type.Optional(writable.storage_type),
-  allow_multimount: Type.Optional(writable.allow_multimount),
-  affinities: Type.Optional(writable.affinities),
-  meta: Type.Optional(writable.meta),
-  tags: Type.Optional(writable.tags),
-  iops: Type.Optional(writable.iops)
-}, { $id: 'DriveUpdateInput', additionalProperties: false })
+export const DriveUpdateInput = Type.Partial(DriveCreateInput, { $id: 'DriveUpdateInput', additionalProperties: false })
 export type DriveUpdateInputT = Static<typeof DriveUpdateInput>
 
 /** ?do=resize: a full drive definition; size is required. */
