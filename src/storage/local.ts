@@ -15,13 +15,13 @@ import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { Writable } from 'node:stream'
 import type { Readable } from 'node:stream'
+import { Progress, ProgressCallbackError } from './progress.ts'
 import {
   MAX_DRIVE_SIZE,
   StorageError,
 } from './types.ts'
 import type {
   CopyOptions,
-  CopyProgress,
   DriveStat,
   DriveStorage,
   DriveWriter,
@@ -110,39 +110,6 @@ function untilAborted<T> (p: Promise<T>, signal: AbortSignal | undefined, id: st
 
 async function rmForce (file: string): Promise<void> {
   await rm(file, { force: true })
-}
-
-/** Carries an exception thrown by the caller's onProgress through the copy machinery. */
-class ProgressCallbackError extends Error {
-  constructor (readonly inner: unknown) {
-    super('onProgress threw')
-  }
-}
-
-/** Throttled, monotonic, clamped progress reporting. */
-class Progress {
-  private last = -1
-  private lastAt = 0
-  constructor (
-    readonly total: number,
-    private readonly cb: CopyProgress | undefined,
-    private readonly intervalMs: number
-  ) {}
-
-  /** Reports `done` if the interval has passed (or `force`). May throw (the callback's exception). */
-  report (done: number, force = false): void {
-    if (this.cb === undefined) return
-    const now = Date.now()
-    if (!force && now - this.lastAt < this.intervalMs) return
-    const value = Math.min(this.total, Math.max(this.last, done))
-    this.last = value
-    this.lastAt = now
-    try {
-      this.cb(value, this.total)
-    } catch (err) {
-      throw new ProgressCallbackError(err)
-    }
-  }
 }
 
 interface CopyJob {

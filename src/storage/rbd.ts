@@ -19,6 +19,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { Readable, Writable } from 'node:stream'
+import { Progress, ProgressCallbackError } from './progress.ts'
 import {
   MAX_DRIVE_SIZE,
   StorageError,
@@ -90,30 +91,6 @@ export function rbdError (code: number | null, stderr: string, what: string): St
     case 110: case 111: case 107: case 108: case 112: case 113: case 1: case 13:
       return new StorageError('UNAVAILABLE', message)
     default: return new StorageError('IO', message)
-  }
-}
-
-class ProgressCallbackError extends Error {
-  constructor (readonly inner: unknown) { super('onProgress threw') }
-}
-
-/** Throttled, monotonic, clamped progress (as in the local storage). */
-class Progress {
-  private last = -1
-  private lastAt = 0
-  constructor (readonly total: number, private readonly cb: CopyProgress | undefined, private readonly intervalMs: number) {}
-  report (done: number, force = false): void {
-    if (this.cb === undefined) return
-    const now = Date.now()
-    if (!force && now - this.lastAt < this.intervalMs) return
-    const value = Math.min(this.total, Math.max(this.last, done))
-    this.last = value
-    this.lastAt = now
-    try {
-      this.cb(value, this.total)
-    } catch (err) {
-      throw new ProgressCallbackError(err)
-    }
   }
 }
 

@@ -2,24 +2,15 @@
 // deleted or resized while it is being read. Workers are started and stopped by the test, so the
 // clones are held queued while the busy rules are checked.
 import t from 'tap'
-import { JobEngine } from '../../src/engine/engine.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { MiB, driveStatus, finishedJob, readyDrive, sha256, writeRandom } from './helpers.ts'
+import { MiB, driveStatus, finishedJob, pollingWorker, readyDrive, sha256, writeRandom } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
 const api = client(app, alice)
 
-/** A worker process on the app's database with the app's own handlers (polling, no LISTEN). */
-function worker (): JobEngine {
-  const engine = new JobEngine({ prisma: app.prisma, log: app.log, concurrency: 4, leaseSeconds: 30, pollMs: 50 })
-  for (const op of ['drive_create', 'drive_clone', 'drive_resize', 'drive_delete', 'server_clone']) engine.register(op, app.jobs.handler(op)!)
-  engine.start()
-  return engine
-}
-
 t.test('two clones of one source at once: the source is cloning_src and refuses delete and resize with 503, both copies are identical', async t => {
-  const setup = worker()
+  const setup = pollingWorker(app)
   const src = await readyDrive(api, { name: 'shared', size: 96 * MiB })
   await writeRandom(app, src.uuid, 0, 8 * MiB)
   await writeRandom(app, src.uuid, 64 * MiB, 8 * MiB)
@@ -54,7 +45,7 @@ t.test('two clones of one source at once: the source is cloning_src and refuses 
   const dst = third.json().objects[0]
   t.equal((await api.post(`/api/2.0/drives/${dst.uuid}/action/?do=clone`, {})).statusCode, 503, 'a destination is not a source yet')
 
-  const run = worker()
+  const run = pollingWorker(app)
   t.teardown(() => run.stop())
   const jobs = await Promise.all([d1, d2, dst].map(d => finishedJob(api, d.jobs[0].uuid)))
   t.same(jobs.map(j => j.state), ['success', 'success', 'success'])
@@ -70,14 +61,14 @@ t.test('two clones of one source at once: the source is cloning_src and refuses 
 })
 
 t.test('a clone job that never ran still gives its reader back when cancelled', async t => {
-  const setup = worker()
+  const setup = pollingWorker(app)
   const src = await readyDrive(api, { name: 'held', size: 4 * MiB })
   await setup.stop()
   const res = await api.post(`/api/2.0/drives/${src.uuid}/action/?do=clone`, {})
   const dst = res.json().objects[0]
   t.equal(await driveStatus(api, src.uuid), 'cloning_src')
   t.equal((await api.post(`/api/2.0/jobs/${dst.jobs[0].uuid}/action/?do=cancel`, {})).statusCode, 202)
-  const run = worker()
+  const run = pollingWorker(app)
   t.teardown(() => run.stop())
   const job = await finishedJob(api, dst.jobs[0].uuid)
   t.equal(job.state, 'cancelled')

@@ -5,6 +5,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyInstance } from 'fastify'
 import { client, eventually } from '../helpers/app.ts'
+import { JobEngine } from '../../src/engine/engine.ts'
 
 export type Api = ReturnType<typeof client>
 export const MiB = 1024 ** 2
@@ -75,4 +76,12 @@ export async function finishedTree (api: Api, id: string, timeoutMs = 60_000): P
 export async function driveStatus (api: Api, id: string): Promise<string | number> {
   const res = await api.get(`/api/2.0/drives/${id}/`)
   return res.statusCode === 200 ? res.json().status : res.statusCode
+}
+
+/** A worker process on the app's database with the app's own handlers (polling, no LISTEN). */
+export function pollingWorker (app: FastifyInstance): JobEngine {
+  const engine = new JobEngine({ prisma: app.prisma, log: app.log, concurrency: 4, leaseSeconds: 30, pollMs: 50 })
+  for (const op of ['drive_create', 'drive_clone', 'drive_resize', 'drive_delete', 'server_clone']) engine.register(op, app.jobs.handler(op)!)
+  engine.start()
+  return engine
 }

@@ -2,23 +2,15 @@
 // definition can be edited and deleted right after the clone request, and the clone still ends
 // with its own copies of the disks. Workers are started by the test, so the clone is held queued.
 import t from 'tap'
-import { JobEngine } from '../../src/engine/engine.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { MiB, driveStatus, finishedJob, readyDrive, sha256, writeRandom } from './helpers.ts'
+import { MiB, driveStatus, finishedJob, pollingWorker, readyDrive, sha256, writeRandom } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
 const api = client(app, alice)
 
-function worker (): JobEngine {
-  const engine = new JobEngine({ prisma: app.prisma, log: app.log, concurrency: 4, leaseSeconds: 30, pollMs: 50 })
-  for (const op of ['drive_create', 'drive_clone', 'drive_resize', 'drive_delete', 'server_clone']) engine.register(op, app.jobs.handler(op)!)
-  engine.start()
-  return engine
-}
-
 t.test('the source server is editable and deletable while its clone runs; only its disks are cloning_src', async t => {
-  const setup = worker()
+  const setup = pollingWorker(app)
   const root = await readyDrive(api, { name: 'src-root', size: 32 * MiB })
   const iso = await readyDrive(api, { name: 'src-iso', size: 4 * MiB, media: 'cdrom' })
   await writeRandom(app, root.uuid, 0, 4 * MiB)
@@ -50,7 +42,7 @@ t.test('the source server is editable and deletable while its clone runs; only i
   t.equal(await driveStatus(api, root.uuid), 'cloning_src', 'the disk is still read by the clone')
   t.equal((await api.delete(`/api/2.0/drives/${root.uuid}/`)).statusCode, 503, 'the source disk itself stays busy')
 
-  const run = worker()
+  const run = pollingWorker(app)
   t.teardown(() => run.stop())
   const job = await finishedJob(api, copy.jobs[0].uuid)
   t.equal(job.state, 'success')
