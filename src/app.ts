@@ -9,6 +9,7 @@ import fp from 'fastify-plugin'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config, Role } from './config.ts'
 import type { HandlerSet } from './engine/types.ts'
+import type { JobsPluginOptions } from './plugins/jobs.ts'
 import { actionRegistries } from './http/actions.ts'
 import { installErrorHandler } from './http/error-handler.ts'
 import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
@@ -52,6 +53,8 @@ export interface AppOptions {
   role?: Role
   /** Test mode: check every response against its route's schema. */
   responseValidation?: ResponseValidationOptions
+  /** The LISTEN connection's own URL and liveness settings (tests). */
+  listener?: JobsPluginOptions['listener']
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
@@ -103,7 +106,7 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(inputGuard)
   await fastify.register(idempotency)
   const role = opts.role ?? opts.config.role
-  await fastify.register(jobs, { runWorkers: role !== 'api' && opts.runWorkers !== false, databaseUrl: opts.databaseUrl })
+  await fastify.register(jobs, { runWorkers: role !== 'api' && opts.runWorkers !== false, databaseUrl: opts.databaseUrl, listener: opts.listener })
   await fastify.register(hypervisor)
   // this app's own ?do= registries: the features fill them as they are registered
   fastify.decorate('actions', actionRegistries())

@@ -1,6 +1,8 @@
 // Change events: `publishChange` writes an `events` row and NOTIFYs it in the caller's transaction;
 // the EventHub of every process hears the NOTIFY and delivers {resource_type, resource_uri, object}
-// frames to the SSE streams and websockets of the owning account.
+// frames to the SSE streams and websockets of the owning account. NOTIFYs sent while the LISTEN
+// connection was down are lost, so after a reconnect the hub reads the missed rows from `events`
+// (catch-up) and delivers each event id once, whichever way it came.
 import type { FastifyBaseLogger } from 'fastify'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
@@ -52,15 +54,42 @@ export type ObjectLoader = (prisma: PrismaClient, ownerId: string, id: string) =
 
 export type Subscriber = (event: ChangeEvent, frame: Frame) => void
 
+export interface EventHubOptions {
+  /**
+   * How far back (before the connection was last known alive) a catch-up reads: covers events of
+   * transactions that began before the loss and committed during it, when they lasted less than
+   * this (default 60 s).
+   */
+  catchUpWindowMs?: number
+}
+
+/** A catch-up mark: by local time `at`, every event id up to `max` that committed had been seen. */
+interface Mark { at: number, max: bigint }
+
 export class EventHub {
   private readonly loaders = new Map<string, ObjectLoader>()
   private readonly subscribers = new Map<string, Set<Subscriber>>()
   private readonly waiters = new Map<string, Set<() => void>>()
   // per-account delivery chains keep frames in NOTIFY (commit) order while objects load
   private readonly chains = new Map<string, Promise<void>>()
-  private unlisten: (() => void) | undefined
+  private unlisten: Array<() => void> = []
+  private listener: PgListener | undefined
+  private readonly windowMs: number
+  // exactly-once delivery across NOTIFY and catch-up: the ids delivered recently (id -> local time)
+  private readonly delivered = new Map<string, number>()
+  private maxSeen = 0n
+  private marks: Mark[] = []
+  /** live events held while a catch-up reads the missed ones, delivered after them */
+  private held: ChangeEvent[] | undefined
+  private catchUps: Promise<void> = Promise.resolve()
+  /** the floor of a catch-up that failed: the next one reads from there */
+  private owedFloor: bigint | undefined
+  /** Events delivered by catch-up reads so far (tests, logs). */
+  caughtUp = 0
 
-  constructor (private readonly prisma: PrismaClient, private readonly log: FastifyBaseLogger) {}
+  constructor (private readonly prisma: PrismaClient, private readonly log: FastifyBaseLogger, opts: EventHubOptions = {}) {
+    this.windowMs = opts.catchUpWindowMs ?? 60_000
+  }
 
   /** Lets the features (drives, servers, jobs) put their full objects into frames. */
   registerLoader (type: string, loader: ObjectLoader): void {
@@ -68,11 +97,20 @@ export class EventHub {
   }
 
   attach (listener: PgListener): void {
-    this.unlisten = listener.on(CHANNELS.events, (payload) => this.receive(payload))
+    this.listener = listener
+    this.unlisten.push(listener.on(CHANNELS.events, (payload) => this.receive(payload)))
+    this.unlisten.push(listener.onReconnected((info) => { void this.catchUp(info.aliveAt) }))
+    // the first mark: events up to the newest id now were committed (or will be notified) before this
+    const at = Date.now()
+    this.lastId().then(max => {
+      if (max > this.maxSeen) this.maxSeen = max
+      this.marks.unshift({ at, max })
+    }, err => this.log.warn({ err }, 'could not read the newest event id'))
   }
 
   detach (): void {
-    this.unlisten?.()
+    for (const u of this.unlisten) u()
+    this.unlisten = []
   }
 
   /** Receives every frame of `ownerId`'s objects until the returned function is called. */
@@ -140,9 +178,76 @@ export class EventHub {
     } catch {
       return
     }
+    if (this.held) this.held.push(event)
+    else this.deliver(event)
+  }
+
+  /**
+   * The highest event id seen by local time `t`: every event with a higher id was allocated after
+   * `t`. Ids come from one sequence (no cache), so they grow with the time they were taken.
+   */
+  private floorAt (t: number): bigint {
+    let floor: bigint | undefined
+    for (const m of this.marks) {
+      if (m.at <= t) floor = m.max
+      else break
+    }
+    // no mark that old (a loss soon after start): the first one
+    return floor ?? this.marks[0]?.max ?? 0n
+  }
+
+  /**
+   * After a reconnect: delivers the events that committed while the connection was down. Those
+   * were allocated after aliveAt minus the window (their transactions lasted less than it), so
+   * their ids are above the highest id seen by then; ids delivered since are skipped.
+   */
+  catchUp (aliveAt: number): Promise<void> {
+    const run = async (): Promise<void> => {
+      let after = this.floorAt(aliveAt - this.windowMs)
+      if (this.owedFloor !== undefined && this.owedFloor < after) after = this.owedFloor
+      this.owedFloor = after
+      this.held ??= []
+      let count = 0
+      try {
+        for (;;) {
+          const rows = await this.prisma.event.findMany({ where: { id: { gt: after } }, orderBy: { id: 'asc' }, take: 1000 })
+          for (const r of rows) {
+            if (this.deliver({ id: r.id.toString(), ownerId: r.ownerId, resourceType: r.resourceType, resourceId: r.resourceId })) count++
+          }
+          if (rows.length < 1000) break
+          after = rows.at(-1)!.id
+        }
+        this.owedFloor = undefined
+        this.caughtUp += count
+        this.log.info({ events: count }, 'caught up on change events missed while the listener was down')
+      } catch (err) {
+        this.log.warn({ err }, 'catching up on missed change events failed; the next reconnect retries')
+      } finally {
+        const held = this.held
+        this.held = undefined
+        for (const e of held) this.deliver(e)
+      }
+    }
+    this.catchUps = this.catchUps.then(run)
+    return this.catchUps
+  }
+
+  /** Hands an event to waiters and subscribers unless it was delivered already; true if delivered. */
+  private deliver (event: ChangeEvent): boolean {
+    if (this.delivered.has(event.id)) return false
+    const now = Date.now()
+    const id = BigInt(event.id)
+    const last = this.marks.at(-1)
+    if (!last || now - last.at >= 1000) {
+      // a mark per second at most: by now every id up to maxSeen had been seen
+      this.marks.push({ at: now, max: this.maxSeen })
+      this.prune()
+    }
+    this.delivered.set(event.id, now)
+    if (id > this.maxSeen) this.maxSeen = id
     for (const w of [...this.waiters.get(event.resourceId) ?? []]) w()
     const subs = this.subscribers.get(event.ownerId)
-    if (!subs || subs.size === 0) return
+    if (!subs || subs.size === 0) return true
     const prev = this.chains.get(event.ownerId) ?? Promise.resolve()
     const next = prev.then(async () => {
       const frame = await this.frameFor(event)
@@ -152,5 +257,23 @@ export class EventHub {
     })
     this.chains.set(event.ownerId, next)
     void next.finally(() => { if (this.chains.get(event.ownerId) === next) this.chains.delete(event.ownerId) })
+    return true
+  }
+
+  // forgets what no catch-up can read again: marks older than the window before the connection was
+  // last known alive (it does not move while the connection is down), and delivered ids at or below
+  // the floor such a catch-up would read from (floors only grow)
+  private prune (): void {
+    const aliveAt = this.listener?.aliveAt
+    if (aliveAt === undefined || aliveAt === 0) return
+    const t = aliveAt - this.windowMs
+    while (this.marks.length > 1 && this.marks[1].at <= t) this.marks.shift()
+    let floor = this.floorAt(t)
+    if (this.owedFloor !== undefined && this.owedFloor < floor) floor = this.owedFloor
+    // in delivery order: ids delivered from t on are kept in any case
+    for (const [id, at] of this.delivered) {
+      if (at >= t) break
+      if (BigInt(id) <= floor) this.delivered.delete(id)
+    }
   }
 }

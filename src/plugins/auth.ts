@@ -92,7 +92,11 @@ export default fp(async (app) => {
   app.addHook('onClose', async () => { accountChanges.off('changed', forget) })
   app.addHook('onReady', async () => {
     // other processes (the CLI) announce changes through PostgreSQL
-    if (app.hasDecorator('jobListener')) app.jobListener.on(ACCOUNTS_CHANNEL, forget)
+    if (app.hasDecorator('jobListener')) {
+      app.jobListener.on(ACCOUNTS_CHANNEL, forget)
+      // announcements sent while the LISTEN connection was down are lost: forget every cached login
+      app.jobListener.onReconnected(() => { cache.clear(); cacheKeysOf.clear() })
+    }
   })
 
   async function authenticateBasic (header: string | undefined, request?: FastifyRequest): Promise<AuthAccount | undefined> {

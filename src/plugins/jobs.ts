@@ -4,7 +4,7 @@
 import { Cron } from 'croner'
 import fp from 'fastify-plugin'
 import { JobEngine } from '../engine/engine.ts'
-import { PgListener } from '../engine/listener.ts'
+import { PgListener, type ListenerOptions } from '../engine/listener.ts'
 import { JobMetrics } from '../engine/metrics.ts'
 import { purgeOnce, type PurgeResult } from '../engine/purge.ts'
 import { EventHub } from '../engine/events.ts'
@@ -24,11 +24,13 @@ export interface JobsPluginOptions {
   databaseUrl: string
   /** false: handlers are registered but this process runs no jobs and no purge (tests drive them by hand). */
   runWorkers?: boolean
+  /** The LISTEN connection: its own URL (tests route it through a proxy) and liveness settings. */
+  listener?: ListenerOptions & { databaseUrl?: string, catchUpWindowMs?: number }
 }
 
 export default fp<JobsPluginOptions>(async (app, opts) => {
   const log = app.log.child({ component: 'jobs' })
-  const listener = new PgListener(opts.databaseUrl, log)
+  const listener = new PgListener(opts.listener?.databaseUrl ?? opts.databaseUrl, log, opts.listener)
   await listener.start()
   const metrics = new JobMetrics(app.prisma, { defaultMetrics: true })
   const engine = new JobEngine({
@@ -40,10 +42,9 @@ export default fp<JobsPluginOptions>(async (app, opts) => {
     concurrency: app.config.jobConcurrency,
     leaseSeconds: app.config.jobLeaseSeconds
   })
-  const hub = new EventHub(app.prisma, log)
+  // after a reconnect the hub reads the change events it missed, and the engine polls for work
+  const hub = new EventHub(app.prisma, log, { catchUpWindowMs: opts.listener?.catchUpWindowMs })
   hub.attach(listener)
-  // notifications may have been missed while the connection was down: look for work now
-  listener.onReconnect = () => engine.wake()
 
   const purgeJobs = async (now?: () => Date): Promise<PurgeResult> => {
     try {

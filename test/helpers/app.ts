@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
-import { buildApp } from '../../src/app.ts'
+import { buildApp, type AppOptions } from '../../src/app.ts'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
 import { createTestDatabase } from './db.ts'
@@ -17,7 +17,7 @@ export interface TestApp {
   dataDir: string
 }
 
-export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config>, runWorkers?: boolean, databaseUrl?: string } = {}): Promise<TestApp> {
+export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config>, runWorkers?: boolean, databaseUrl?: string, listener?: AppOptions['listener'] } = {}): Promise<TestApp> {
   const databaseUrl = opts.databaseUrl ?? await createTestDatabase(t)
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-test-'))
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
@@ -39,6 +39,7 @@ export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config
     config,
     databaseUrl,
     runWorkers: opts.runWorkers,
+    listener: opts.listener,
     logger: process.env.TEST_LOG ? { level: process.env.TEST_LOG } : false,
     responseValidation: { onViolation: message => { violations.push(message) } }
   })
