@@ -71,6 +71,9 @@ const PARKED_MS = 365 * 24 * 3600 * 1000
 
 const CANCELLED = { error_type: 'cancelled', error_message: 'The job was cancelled' }
 
+/** When the statement that leased a held job was sent (local clock), until hold() picks it up. */
+const heldTakenAt = new WeakMap<TakenJob, number>()
+
 export class JobEngine {
   readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`
   private readonly handlers = new Map<string, JobHandler>()
@@ -116,6 +119,9 @@ export class JobEngine {
     if (l) {
       this.unlisten.push(l.on(CHANNELS.jobs, () => this.wake()))
       this.unlisten.push(l.on(CHANNELS.cancel, (id) => this.abortLocal(id)))
+      // wake-ups sent while the LISTEN connection was down are lost: look for work at once
+      // (missed cancels are found by the heartbeat)
+      this.unlisten.push(l.onReconnected(() => this.wake()))
     }
     this.schedule(0)
     this.startBeating()
@@ -166,15 +172,21 @@ export class JobEngine {
    * so no worker claims it, and leased to this process at once. Hold the returned row after commit.
    */
   async enqueueHeld (tx: Tx, input: EnqueueInput): Promise<TakenJob> {
+    // the lease runs from the transaction's start (now()), at the latest from here
+    const sentAt = Date.now()
     const { id } = await enqueueJob(tx, { ...input, runAt: new Date(Date.now() + PARKED_MS), maxAttempts: 1 })
     const row = await takeJob(tx, this.heldBy, this.opts.leaseSeconds, id, 'queued')
     if (!row) throw new Error(`job ${id} could not be held`)
+    heldTakenAt.set(row, sentAt)
     return row
   }
 
   /** Leases an existing queued (or parked started) job to this process; undefined if it cannot be had. */
   async take (db: PrismaClient | Tx, id: string, state: 'queued' | 'started'): Promise<TakenJob | undefined> {
-    return takeJob(db, this.heldBy, this.opts.leaseSeconds, id, state)
+    const sentAt = Date.now()
+    const row = await takeJob(db, this.heldBy, this.opts.leaseSeconds, id, state)
+    if (row) heldTakenAt.set(row, sentAt)
+    return row
   }
 
   /** The handle of a job this process leased with enqueueHeld/take: heartbeated with the engine's own jobs. */
@@ -184,6 +196,9 @@ export class JobEngine {
       log: this.opts.log,
       owner: this.heldBy,
       listener: this.opts.listener,
+      leaseMs: this.leaseMs,
+      marginMs: this.marginMs,
+      takenAt: heldTakenAt.get(row) ?? Date.now(),
       release: (id) => {
         this.held.delete(id)
         if (this.stopping && this.held.size === 0 && this.running.size === 0) {
@@ -319,13 +334,20 @@ export class JobEngine {
   private async beatHeld (): Promise<void> {
     const ids = [...this.held.keys()]
     if (ids.length === 0) return
+    const sentAt = Date.now()
     try {
       await this.opts.faults?.heartbeat?.()
       const leased = await heartbeat(this.sql, this.heldBy, [...this.held.values()].map(h => ({ id: h.id, attempt: h.row.attempts })), this.opts.leaseSeconds)
       const leasedIds = new Set(leased.map(h => h.id))
       for (const id of ids) if (!leasedIds.has(id)) this.held.get(id)?.leaseLost()
-      for (const h of leased) if (h.cancel_requested) this.held.get(h.id)?.cancel()
+      for (const h of leased) {
+        const handle = this.held.get(h.id)
+        if (!handle) continue
+        if (h.renewed || await renewLease(this.sql, this.heldBy, { id: h.id, attempt: handle.row.attempts }, this.opts.leaseSeconds)) handle.renewed(sentAt)
+        if (h.cancel_requested) handle.cancel()
+      }
     } catch (err) {
+      // the holders' watchdogs abort them if renewals keep failing
       this.opts.log.warn({ err }, 'heartbeat of held jobs failed')
     }
   }

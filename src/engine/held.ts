@@ -1,7 +1,9 @@
 // Request-held jobs: a job whose work happens inside HTTP requests (uploads, downloads) rather
 // than in a handler. The engine enqueues it parked (so no worker claims it), leases it to this
 // process's held-lease owner, heartbeats it with its own jobs (JobEngine.beat), and the handle
-// below reports progress and records the outcome. A lost lease commits nothing.
+// below reports progress and records the outcome. A lost lease commits nothing, and like a claimed
+// job's handler the holder is aborted locally (its signal) once its lease can no longer be renewed
+// in time (lease minus a margin), whatever PostgreSQL is doing.
 import type { FastifyBaseLogger } from 'fastify'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { DomainError } from '../domain/errors.ts'
@@ -28,6 +30,11 @@ export interface HeldDeps {
   listener?: PgListener
   /** Called when the handle is done (the engine stops heartbeating it). */
   release: (id: string) => void
+  /** The lease length, and how long before its end the holder is aborted when it was not renewed. */
+  leaseMs: number
+  marginMs: number
+  /** Local time the statement that took the lease was sent (the lease runs from no later than that). */
+  takenAt: number
 }
 
 export interface JobFailureRecord { error_type: string, error_message: string }
@@ -41,10 +48,35 @@ export class HeldJob {
   private bytesDone = 0
   private readonly startedAt = Date.now()
   private finished = false
+  /** until when (local clock) the lease is known to hold */
+  private leaseEnd: number
+  private watchdog: NodeJS.Timeout | undefined
+  /** aborted because the lease could not be kept: nothing more is written */
+  private stale = false
   cancelled = false
 
   constructor (private readonly deps: HeldDeps, readonly row: TakenJob, private bytesTotal: number | null) {
     this.unlisten = deps.listener?.on(CHANNELS.cancel, (id) => { if (id === row.id) this.cancel() })
+    this.leaseEnd = deps.takenAt + deps.leaseMs
+    this.arm()
+  }
+
+  /** (Re)arms the local lease watchdog: it aborts the holder once the lease can no longer be trusted. */
+  private arm (): void {
+    clearTimeout(this.watchdog)
+    if (this.finished || this.stale) return
+    this.watchdog = setTimeout(() => {
+      this.deps.log.warn({ job: this.row.id, attempt: this.row.attempts }, 'held job aborted: lease could not be renewed in time')
+      this.leaseLost()
+    }, Math.max(0, this.leaseEnd - this.deps.marginMs - Date.now()))
+    this.watchdog.unref()
+  }
+
+  /** The engine's heartbeat renewed the lease with a statement sent at `sentAt` (local clock). */
+  renewed (sentAt: number): void {
+    if (this.stale) return
+    this.leaseEnd = Math.max(this.leaseEnd, sentAt + this.deps.leaseMs)
+    this.arm()
   }
 
   get id (): string { return this.row.id }
@@ -57,8 +89,10 @@ export class HeldJob {
     this.controller.abort(new DomainError('validation', 'The job was cancelled'))
   }
 
-  /** The engine's heartbeat found the lease gone. */
+  /** The engine's heartbeat found the lease gone, or the watchdog found it not renewed in time. */
   leaseLost (): void {
+    this.stale = true
+    clearTimeout(this.watchdog)
     if (!this.controller.signal.aborted) this.controller.abort(new LeaseLost(this.row.id))
   }
 
@@ -75,7 +109,7 @@ export class HeldJob {
   }
 
   private writeProgress (): void {
-    if (this.finished) return
+    if (this.finished || this.stale) return
     this.lastWrite = Date.now()
     const done = this.bytesDone
     const total = this.bytesTotal
@@ -97,6 +131,7 @@ export class HeldJob {
     if (this.finished) return
     this.finished = true
     clearTimeout(this.pending)
+    clearTimeout(this.watchdog)
     this.unlisten?.()
     this.deps.release(this.row.id)
   }
@@ -106,7 +141,10 @@ export class HeldJob {
    * the change; when the lease was lost it throws LeaseLost, so `tx` commits nothing.
    */
   async finish (tx: Tx, fields: FinishFields): Promise<void> {
+    const stale = this.stale
     this.stop()
+    // aborted for want of a lease: whether or not the row would still take it, it is not ours to record
+    if (stale) throw new LeaseLost(this.row.id)
     const done = await finishJob(tx, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, fields)
     if (!done) throw new LeaseLost(this.row.id)
   }

@@ -2,10 +2,11 @@
 // one publish per finish, and a lost lease commits nothing.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
+import { JobEngine } from '../../src/engine/engine.ts'
 import { LeaseLost } from '../../src/engine/held.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
 
-const { app } = await buildTestApp(t, { runWorkers: false })
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
 
 async function held () {
@@ -66,4 +67,36 @@ t.test('a cancel request reaches the holder', async t => {
   await job.fail({ error_type: 'backend', error_message: 'x' })
   const row = await app.prisma.job.findUniqueOrThrow({ where: { id: job.id } })
   t.equal(row.state, 'cancelled')
+})
+
+t.test('a holder whose lease cannot be renewed is aborted locally before the lease ends, and commits nothing', async t => {
+  // every heartbeat of this process fails (e.g. its database connection stalled)
+  const engine = new JobEngine({
+    prisma: app.prisma, databaseUrl, log: app.log, concurrency: 1, leaseSeconds: 3, leaseMarginMs: 1000,
+    faults: { heartbeat: () => { throw new Error('injected heartbeat failure') } }
+  })
+  t.teardown(() => engine.stop())
+  const row = await app.prisma.$transaction(tx => engine.enqueueHeld(tx, { ownerId: alice.id, operation: 'drive_upload', params: {} }))
+  const heldAt = Date.now()
+  const job = engine.hold(row, 100)
+  const abortedAt = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the holder was never aborted')), 8000)
+    job.signal.addEventListener('abort', () => { clearTimeout(timer); resolve(Date.now()) }, { once: true })
+  })
+  t.ok(job.signal.reason instanceof LeaseLost, 'aborted for want of a lease')
+  const leased = await app.prisma.job.findUniqueOrThrow({ where: { id: job.id } })
+  t.ok(leased.lockedUntil && abortedAt < leased.lockedUntil.getTime(), `before its lease ended (${leased.lockedUntil!.getTime() - abortedAt} ms to spare)`)
+  t.ok(abortedAt - heldAt <= 3000 - 1000 + 500, `at lease minus margin (${abortedAt - heldAt} ms)`)
+  job.progress(60)
+  await new Promise(resolve => setTimeout(resolve, 400))
+  const key = `held-${randomUUID()}`
+  const err = await app.prisma.$transaction(async tx => {
+    await tx.setting.create({ data: { key, value: 'half-made' } })
+    await job.finish(tx, { state: 'success' })
+  }).catch(e => e)
+  t.ok(err instanceof LeaseLost, 'its finish is refused')
+  t.equal(await app.prisma.setting.findUnique({ where: { key } }), null, 'and its domain change rolled back')
+  const after = await app.prisma.job.findUniqueOrThrow({ where: { id: job.id } })
+  t.equal(after.state, 'started', 'nothing was recorded')
+  t.equal(Number(after.bytesDone), 0, 'no progress written after the abort')
 })
