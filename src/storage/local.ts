@@ -10,7 +10,7 @@
  */
 import { spawn } from 'node:child_process'
 import { constants as fsConstants, createReadStream as fsCreateReadStream } from 'node:fs'
-import { mkdir, open, rename, rm, stat as fsStat } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, stat as fsStat } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { Writable } from 'node:stream'
@@ -231,8 +231,9 @@ export class LocalDriveStorage implements DriveStorage {
     return file
   }
 
-  private partialPath (id: string): string {
-    return `${this.path(id)}.partial`
+  /** The partial file of a copy to `id`: one per attempt of the copying job, so attempts never share one. */
+  private partialPath (id: string, attempt?: number): string {
+    return attempt === undefined ? `${this.path(id)}.partial` : `${this.path(id)}.partial.${attempt}`
   }
 
   /** mkdir -p of the id's shard folder (and the root). A few syscalls: not cached, so a
@@ -393,9 +394,29 @@ export class LocalDriveStorage implements DriveStorage {
     const file = this.path(id)
     try {
       await rmForce(file)
-      await rmForce(`${file}.partial`)
+      await this.removePartials(id)
     } catch (err) {
       throw wrap(err, id, 'delete')
+    }
+  }
+
+  /** Removes the partial files of copies to `id`: every attempt's, or those of attempts before `before`. */
+  private async removePartials (id: string, before?: number): Promise<void> {
+    const file = this.path(id)
+    const prefix = `${path.basename(file)}.partial`
+    let names: string[]
+    try {
+      names = await readdir(path.dirname(file))
+    } catch (err) {
+      if (errno(err) === 'ENOENT') return
+      throw err
+    }
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue
+      const rest = name.slice(prefix.length)
+      // never a newer attempt's: a stale attempt starting late must not delete the live copy
+      const older = rest === '' || (/^\.\d+$/.test(rest) && (before === undefined || Number(rest.slice(1)) < before))
+      if (older) await rmForce(path.join(path.dirname(file), name))
     }
   }
 
@@ -408,7 +429,9 @@ export class LocalDriveStorage implements DriveStorage {
     if (signal?.aborted === true) throw abortedError(dstId, signal.reason)
     if (this.copying.has(dstId)) throw new StorageError('EXISTS', `a copy to drive ${dstId} is already running`)
     this.copying.add(dstId)
-    const partial = this.partialPath(dstId)
+    const { attempt } = options
+    if (attempt !== undefined && (!Number.isSafeInteger(attempt) || attempt < 1)) throw new RangeError(`attempt must be a positive integer, got ${attempt}`)
+    const partial = this.partialPath(dstId, attempt)
     try {
       let srcSize: number
       let total: number
@@ -420,8 +443,10 @@ export class LocalDriveStorage implements DriveStorage {
         throw wrap(err, srcId, 'stat')
       }
       await this.ensureDir(dstId)
-      // A partial file from an earlier attempt (crash, kill -9) is simply discarded.
+      // Partial files of earlier attempts (crash, kill -9, a stale attempt still copying in another
+      // process) are simply discarded; a newer attempt's is left alone.
       await rmForce(partial)
+      await this.removePartials(dstId, attempt ?? 0)
       const progress = new Progress(total, options.onProgress, this.progressIntervalMs)
       const job: CopyJob = { srcId, src, partial, srcSize, dstId, progress, signal }
       try {
@@ -447,8 +472,27 @@ export class LocalDriveStorage implements DriveStorage {
         await closing
         if (isAborted(signal)) throw abortedError(dstId, signal?.reason)
         progress.report(total, true)
-        await rename(partial, dst)
-        await this.syncDir(dst)
+        let commitError: unknown
+        const commit = async (): Promise<void> => {
+          try {
+            await rename(partial, dst)
+            await this.syncDir(dst)
+          } catch (err) {
+            commitError = err
+            throw err
+          }
+        }
+        if (options.fenced === undefined) await commit()
+        else {
+          // fenced: renamed only while the copying attempt still owns its job; the guard's own
+          // refusal (a stale attempt) reaches the caller as it is
+          try {
+            await options.fenced(commit)
+          } catch (err) {
+            if (err === commitError) throw err
+            throw new ProgressCallbackError(err, 'the fenced guard refused the rename')
+          }
+        }
       } catch (err) {
         await rmForce(partial).catch(() => {})
         if (err instanceof ProgressCallbackError) throw err.inner

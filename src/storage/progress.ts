@@ -2,10 +2,10 @@
 // exception carried through the copy machinery.
 import type { CopyProgress } from './types.ts'
 
-/** Carries an exception thrown by the caller's onProgress through the copy machinery. */
+/** Carries an exception thrown by the caller's onProgress (or fenced guard) through the copy machinery. */
 export class ProgressCallbackError extends Error {
-  constructor (readonly inner: unknown) {
-    super('onProgress threw')
+  constructor (readonly inner: unknown, message = 'onProgress threw') {
+    super(message)
   }
 }
 

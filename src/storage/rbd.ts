@@ -582,8 +582,13 @@ export class RbdDriveStorage implements DriveStorage {
         await this.cloneTo(srcId, dstId, partial, options.size)
         await this.flattenImage(partial, dstId, signal, options.onProgress, total)
         if (isAborted(signal)) throw abortedError(dstId, signal?.reason)
-        await this.removeImage(dstId)
-        await this.run(['rename', this.spec(partial), this.spec(dstId)], `rename ${partial}`)
+        const commit = async (): Promise<void> => {
+          await this.removeImage(dstId)
+          await this.run(['rename', this.spec(partial), this.spec(dstId)], `rename ${partial}`)
+        }
+        // fenced (the job layer's guard): replaced only while the copying attempt still owns its job
+        if (options.fenced === undefined) await commit()
+        else await options.fenced(commit)
       } catch (err) {
         await this.removeImage(partial).catch(() => {})
         throw err instanceof ProgressCallbackError ? err.inner : err

@@ -97,6 +97,19 @@ export interface CopyOptions {
    * aborted, and rejects with that exception.
    */
   onProgress?: CopyProgress
+  /**
+   * The attempt of the job that copies (its fencing token): the partial file is named by it
+   * (`<image>.partial.<attempt>` on local storage), so two attempts of one job never write the same
+   * partial file, and partials of earlier attempts are removed. Without it: one unnamed partial.
+   */
+  attempt?: number
+  /**
+   * Runs the final step that puts the finished copy in place (the rename). The job layer passes its
+   * fenced guard (ctx.fenced): the rename then happens only while this attempt still owns the job, so
+   * a stale attempt can never replace a newer one's copy. If it throws, nothing is replaced, the
+   * partial is removed and copy() rejects with that error.
+   */
+  fenced?: (commit: () => Promise<void>) => Promise<void>
 }
 
 export interface CowCloneOptions {

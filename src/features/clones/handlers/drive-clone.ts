@@ -108,6 +108,9 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
           await storage().copy(p.sourceId, p.driveId, {
             size: p.size,
             signal: ctx.signal,
+            // this attempt's own partial file, renamed into place only while it still owns the job
+            attempt: ctx.job.attempts,
+            fenced: (commit) => ctx.fenced(async () => { await commit() }),
             onProgress: (done, all) => {
               total = all
               ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) })
