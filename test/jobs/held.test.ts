@@ -71,10 +71,8 @@ t.test('a cancel request reaches the holder', async t => {
 
 t.test('a holder whose lease cannot be renewed is aborted locally before the lease ends, and commits nothing', async t => {
   // every heartbeat of this process fails (e.g. its database connection stalled)
-  const engine = new JobEngine({
-    prisma: app.prisma, databaseUrl, log: app.log, concurrency: 1, leaseSeconds: 3, leaseMarginMs: 1000,
-    faults: { heartbeat: () => { throw new Error('injected heartbeat failure') } }
-  })
+  const faults = { heartbeat: () => { throw new Error('injected heartbeat failure') } }
+  const engine = new JobEngine({ prisma: app.prisma, databaseUrl, log: app.log, concurrency: 1, leaseSeconds: 3, leaseMarginMs: 1000, faults })
   t.teardown(() => engine.stop())
   const row = await app.prisma.$transaction(tx => engine.enqueueHeld(tx, { ownerId: alice.id, operation: 'drive_upload', params: {} }))
   const heldAt = Date.now()
