@@ -5,6 +5,9 @@ import pg from 'pg'
 
 export type NotifyHandler = (payload: string) => void
 
+/** What a channel name may be: it is written into LISTEN as an identifier. */
+const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/
+
 export class PgListener {
   private client: pg.Client | undefined
   private readonly handlers = new Map<string, Set<NotifyHandler>>()
@@ -22,14 +25,16 @@ export class PgListener {
     await this.connect()
   }
 
-  /** Subscribes to a channel; returns the unsubscribe function. */
+  /** Subscribes to a channel (a plain lowercase identifier); returns the unsubscribe function. */
   on (channel: string, handler: NotifyHandler): () => void {
+    if (!CHANNEL_NAME.test(channel)) throw new Error(`not a channel name: ${JSON.stringify(channel)}`)
     let set = this.handlers.get(channel)
     if (!set) {
       set = new Set()
       this.handlers.set(channel, set)
       const client = this.client
       // one query at a time on a pg client
+      // LISTEN takes an identifier, never a parameter: the name is checked against CHANNEL_NAME above
       if (client) this.queue = this.queue.then(() => client.query(`LISTEN "${channel}"`)).then(() => {}, err => this.log?.warn({ err, channel }, 'LISTEN failed'))
     }
     set.add(handler)
@@ -51,6 +56,7 @@ export class PgListener {
       })
       client.on('end', () => { if (this.client === client) this.scheduleReconnect() })
       await client.connect()
+      // identifiers cannot be bound; every name here passed CHANNEL_NAME in on()
       for (const channel of this.handlers.keys()) await client.query(`LISTEN "${channel}"`)
       this.client = client
     })().finally(() => { this.connecting = undefined })

@@ -18,7 +18,7 @@ import {
 } from './schemas.ts'
 import type { FastifyInstance } from 'fastify'
 import type { HandlerSet } from '../../engine/types.ts'
-import { parseAvoid } from '../drives/service.ts'
+import { parseAvoid } from '../../domain/avoid.ts'
 import { serverStartHandler } from './handlers/server-start.ts'
 import { serverStopHandler } from './handlers/server-stop.ts'
 import { EXTRA_DEFAULTS, createServers, deleteServer, loadServerWire, requestPowerAction, updateServer } from './service.ts'

@@ -21,7 +21,7 @@ import {
   ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadJob,
   transferSchemas, type MultipartUploadDataT, type UploadChunkInputT
 } from './schemas.ts'
-import { parseAvoid } from '../drives/service.ts'
+import { parseAvoid } from '../../domain/avoid.ts'
 import type { Action } from '../../http/actions.ts'
 import { chunkLink, initUpload, receiveChunk } from './upload-chunked.ts'
 import { receiveRawUpload } from './upload-raw.ts'
