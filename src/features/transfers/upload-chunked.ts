@@ -98,9 +98,6 @@ function chunkStored (n: number): DomainError {
   return errors.rangeNotSatisfiable(`Chunk ${n} already uploaded`, 'chunk_number')
 }
 
-// chunks being received by this process; a concurrent duplicate is refused before it writes
-const inFlight = new Set<string>()
-
 export interface ChunkResult {
   chunk: number
   bytes: number
@@ -109,8 +106,15 @@ export interface ChunkResult {
   complete: boolean
 }
 
+/**
+ * Chunks being received by one app ("<drive id>:<chunk number>"): a concurrent duplicate is refused
+ * before it writes. Made per app by the uploads plugin; another app or process sharing the
+ * database is stopped by the upload_chunks row instead (416 when it records second).
+ */
+export type ChunksInFlight = Set<string>
+
 /** POST <link>: writes the chunk at its offset, records it, and finishes the upload after the last one. */
-export async function receiveChunk (deps: TransferDeps, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
+export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
   const link = await findLink(deps.prisma, token, 'upload_chunk')
   const n = link.chunkNumber ?? -1
   const S = Number(link.chunkSize ?? 0)
