@@ -13,6 +13,8 @@ function fail (message: string): never {
   process.exit(1)
 }
 
+// Module-level state here is the process's own (this file is run, never imported by an app):
+// start-up timings, the settings, the embedded database and the stop sequence.
 const phases: Record<string, unknown> = { node: Math.round(process.uptime() * 1000) }
 let mark = Date.now()
 const phase = (name: string) => { const now = Date.now(); phases[name] = now - mark; mark = now }

@@ -330,6 +330,7 @@ export async function startEmbeddedPostgres (opts: EmbeddedOptions): Promise<Emb
     const client = new pg.Client({ connectionString: urlFor(port, LEGACY_PASSWORD, 'postgres') })
     await client.connect()
     try {
+      // ALTER ROLE takes no parameters: USER is a constant and the password our own base64url (no quotes)
       await client.query(`ALTER ROLE ${USER} PASSWORD '${password}'`)
     } finally {
       await client.end()
@@ -362,6 +363,7 @@ async function ensureDatabase (url: string): Promise<void> {
   await client.connect()
   try {
     const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE])
+    // CREATE DATABASE takes an identifier, not a parameter; DATABASE is a constant
     if (found.rowCount === 0) await client.query(`CREATE DATABASE "${DATABASE}"`).catch(err => { if (err.code !== '42P04') throw err })
   } finally {
     await client.end()

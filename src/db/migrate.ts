@@ -78,6 +78,7 @@ export async function runMigrations (databaseUrl: string): Promise<string[]> {
         await client.query('BEGIN')
         try {
           await client.query('INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at) VALUES ($1, $2, $3, now())', [id, m.checksum, m.name])
+          // a migration file of this package, run as written (several statements: no parameters possible)
           await client.query(m.sql)
           await client.query('UPDATE _prisma_migrations SET finished_at = clock_timestamp(), applied_steps_count = 1 WHERE id = $1', [id])
           await client.query('COMMIT')

@@ -1,6 +1,6 @@
-// Clone planning (spec §2.9–2.11, §3.5) as pure functions: `avoid` parsing, the definition of a
-// drive clone and of a server clone (names, sizes, mounts, NICs), the held-back children of a
-// server clone, and the progress line of a copy. No Fastify, no Prisma.
+// Clone planning (spec §2.9–2.11, §3.5) as pure functions: the definition of a drive clone and of
+// a server clone (names, sizes, mounts, NICs), the held-back children of a server clone, and the
+// progress line of a copy (`avoid` is parsed by avoid.ts). No Fastify, no Prisma.
 import { cloneName } from './naming.ts'
 import { formatBytes } from './progress.ts'
 
@@ -10,26 +10,6 @@ export class ClonePlanError extends Error {
     super(message)
     this.name = 'ClonePlanError'
   }
-}
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-/**
- * `avoid=<uuid>[,<uuid>...]` (§2.11), given once or repeated: lowercase uuids in priority order,
- * duplicates dropped. Anything that is not a uuid is refused; unknown uuids are the caller's to
- * ignore (avoid is advisory).
- */
-export function parseAvoidList (raw: unknown): string[] {
-  if (raw === undefined || raw === null) return []
-  const parts = (Array.isArray(raw) ? raw : [raw]).flatMap(v => String(v).split(',')).map(s => s.trim())
-  const out: string[] = []
-  for (const p of parts) {
-    if (p === '') continue
-    if (!UUID_RE.test(p)) throw new ClonePlanError(`avoid must be a comma-separated list of drive or server uuids, got ${JSON.stringify(p.slice(0, 80))}`, 'avoid')
-    const id = p.toLowerCase()
-    if (!out.includes(id)) out.push(id)
-  }
-  return out
 }
 
 // ---------------------------------------------------------------------------------------------

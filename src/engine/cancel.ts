@@ -15,8 +15,8 @@ export async function requestCancel (tx: Tx | PrismaClient, ids: string[], opts:
 }
 
 export async function notifyCancelled (db: Tx | PrismaClient, rows: CancelledRow[]): Promise<void> {
-  await db.$executeRawUnsafe('SELECT pg_notify($1, x) FROM unnest($2::text[]) AS x', CHANNELS.cancel, rows.map(r => r.id))
-  await db.$executeRawUnsafe('SELECT pg_notify($1, x) FROM unnest($2::text[]) AS x', CHANNELS.jobs, rows.filter(r => !r.locked_by).map(r => r.id))
+  await db.$executeRaw`SELECT pg_notify(${CHANNELS.cancel}, x) FROM unnest(${rows.map(r => r.id)}::text[]) AS x`
+  await db.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, x) FROM unnest(${rows.filter(r => !r.locked_by).map(r => r.id)}::text[]) AS x`
   await publishChange(db, jobChanges(rows))
 }
 

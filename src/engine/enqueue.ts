@@ -53,8 +53,8 @@ export async function enqueueJobs (tx: Tx, inputs: EnqueueInput[]): Promise<Arra
   const outside = [...new Set(inputs.filter(i => i.parentId && !i.rootId).map(i => i.parentId!))]
     .filter(pid => !ids.includes(pid))
   if (outside.length > 0) {
-    const rows = await tx.$queryRawUnsafe<Array<{ id: string, root_id: string }>>(
-      'SELECT id::text, root_id::text FROM jobs WHERE id = ANY($1::uuid[])', outside)
+    const rows = await tx.$queryRaw<Array<{ id: string, root_id: string }>>`
+      SELECT id::text, root_id::text FROM jobs WHERE id = ANY(${outside}::uuid[])`
     for (const r of rows) roots.set(r.id, r.root_id)
   }
   const rootIds = inputs.map((input, k) => {
@@ -68,25 +68,30 @@ export async function enqueueJobs (tx: Tx, inputs: EnqueueInput[]): Promise<Arra
     return root
   })
   const now = new Date().toISOString()
-  await tx.$executeRawUnsafe(`
+  const owners = inputs.map(i => i.ownerId)
+  const operations = inputs.map(i => i.operation)
+  const params = inputs.map(i => JSON.stringify(i.params ?? {}))
+  const parents = inputs.map(i => i.parentId ?? null)
+  const resources = inputs.map(i => JSON.stringify((i.resources ?? []).map(r => uri(r.type, r.id))))
+  const bytesTotal = inputs.map(i => i.bytesTotal === undefined ? null : String(Math.floor(i.bytesTotal)))
+  const descriptions = inputs.map(i => i.description ?? null)
+  const runAt = inputs.map(i => (i.runAt ?? null)?.toISOString() ?? now)
+  const maxAttempts = inputs.map(i => i.maxAttempts ?? 3)
+  await tx.$executeRaw`
     INSERT INTO jobs (id, owner_id, operation, state, params, parent_id, root_id, resources, bytes_total, description, run_at, max_attempts)
     SELECT x.id, x.o, x.op, 'queued', x.p::jsonb, x.par, x.root, ARRAY(SELECT jsonb_array_elements_text(x.res::jsonb)),
            x.bt::bigint, x.d, x.ra::timestamptz, x.ma
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int[])
-      AS x(id, o, op, p, par, root, res, bt, d, ra, ma)`,
-  ids, inputs.map(i => i.ownerId), inputs.map(i => i.operation), inputs.map(i => JSON.stringify(i.params ?? {})),
-  inputs.map(i => i.parentId ?? null), rootIds, inputs.map(i => JSON.stringify((i.resources ?? []).map(r => uri(r.type, r.id)))),
-  inputs.map(i => i.bytesTotal === undefined ? null : String(Math.floor(i.bytesTotal))), inputs.map(i => i.description ?? null),
-  inputs.map(i => (i.runAt ?? null)?.toISOString() ?? now), inputs.map(i => i.maxAttempts ?? 3))
+    FROM unnest(${ids}::uuid[], ${owners}::uuid[], ${operations}::text[], ${params}::text[], ${parents}::uuid[], ${rootIds}::uuid[],
+                ${resources}::text[], ${bytesTotal}::text[], ${descriptions}::text[], ${runAt}::text[], ${maxAttempts}::int[])
+      AS x(id, o, op, p, par, root, res, bt, d, ra, ma)`
   const links = inputs.flatMap((i, k) => (i.resources ?? []).map(r => ({ job: ids[k], type: r.type, id: r.id, mode: r.mode ?? 'write' })))
   if (links.length > 0) {
-    await tx.$executeRawUnsafe(`
+    await tx.$executeRaw`
       INSERT INTO job_resources (job_id, resource_type, resource_id, mode)
-      SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[])`,
-    links.map(l => l.job), links.map(l => l.type), links.map(l => l.id), links.map(l => l.mode))
+      SELECT * FROM unnest(${links.map(l => l.job)}::uuid[], ${links.map(l => l.type)}::text[], ${links.map(l => l.id)}::uuid[], ${links.map(l => l.mode)}::text[])`
   }
   // delivered when the transaction commits: wakes idle workers in every process
-  await tx.$executeRawUnsafe('SELECT pg_notify($1, $2)', JOBS_CHANNEL, ids[0])
+  await tx.$executeRaw`SELECT pg_notify(${JOBS_CHANNEL}, ${ids[0]})`
   const seen = new Set<string>()
   const changes: Array<{ ownerId: string, resourceType: 'jobs', resourceId: string }> = []
   inputs.forEach((input, k) => {

@@ -22,17 +22,17 @@ export interface ChangeInput {
 export async function publishChange (db: PrismaClient | Tx, change: ChangeInput | ChangeInput[]): Promise<void> {
   const list = Array.isArray(change) ? change : [change]
   if (list.length === 0) return
-  await db.$executeRawUnsafe(`
+  await db.$executeRaw`
     WITH e AS (
       INSERT INTO events (owner_id, resource_type, resource_id, resource_uri)
       SELECT x.o::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/'
-      FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(o, t, r, n)
+      FROM unnest(${list.map(c => c.ownerId)}::text[], ${list.map(c => c.resourceType)}::text[], ${list.map(c => c.resourceId)}::text[])
+        WITH ORDINALITY AS x(o, t, r, n)
       ORDER BY x.n
       RETURNING id, owner_id, resource_type, resource_id
     )
-    SELECT pg_notify('${CHANNELS.events}', json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text)
-    FROM e ORDER BY id`,
-  list.map(c => c.ownerId), list.map(c => c.resourceType), list.map(c => c.resourceId))
+    SELECT pg_notify(${CHANNELS.events}, json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text)
+    FROM e ORDER BY id`
 }
 
 export interface ChangeEvent {

@@ -11,6 +11,9 @@ import pg from 'pg'
 
 export type NotifyHandler = (payload: string) => void
 
+/** What a channel name may be: it is written into LISTEN as an identifier. */
+const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/
+
 export interface ListenerOptions {
   /** Idle time before the first TCP keepalive probe (default 10 s). */
   keepAliveInitialDelayMs?: number
@@ -76,14 +79,16 @@ export class PgListener {
     return this.client !== undefined
   }
 
-  /** Subscribes to a channel; returns the unsubscribe function. */
+  /** Subscribes to a channel (a plain lowercase identifier); returns the unsubscribe function. */
   on (channel: string, handler: NotifyHandler): () => void {
+    if (!CHANNEL_NAME.test(channel)) throw new Error(`not a channel name: ${JSON.stringify(channel)}`)
     let set = this.handlers.get(channel)
     if (!set) {
       set = new Set()
       this.handlers.set(channel, set)
       const client = this.client
       // one query at a time on a pg client
+      // LISTEN takes an identifier, never a parameter: the name is checked against CHANNEL_NAME above
       if (client) this.queue = this.queue.then(() => client.query(`LISTEN "${channel}"`)).then(() => {}, err => this.log?.warn({ err, channel }, 'LISTEN failed'))
     }
     set.add(handler)
@@ -119,7 +124,8 @@ export class PgListener {
         const sentAt = Date.now()
         await client.connect()
         const channels = [...this.handlers.keys()]
-        // a LISTEN that never answers (the connection stalled right after connecting) is a failed connect
+        // a LISTEN that never answers (the connection stalled right after connecting) is a failed connect;
+        // identifiers cannot be bound: every name here passed CHANNEL_NAME in on()
         if (channels.length > 0) await this.withTimeout(client.query(channels.map(c => `LISTEN "${c}";`).join(' ')), this.opts.connectTimeoutMs, 'LISTEN')
         if (this.closed) throw new Error('listener closed')
         this.aliveAt = sentAt

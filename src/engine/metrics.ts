@@ -23,8 +23,8 @@ export class JobMetrics implements EngineMetrics {
       registers,
       async collect () {
         this.reset()
-        const rows = await prisma.$queryRawUnsafe<Array<{ state: string, operation: string, n: number }>>(
-          'SELECT state, operation, count(*)::int AS n FROM jobs GROUP BY state, operation')
+        const rows = await prisma.$queryRaw<Array<{ state: string, operation: string, n: number }>>`
+          SELECT state, operation, count(*)::int AS n FROM jobs GROUP BY state, operation`
         for (const r of rows) this.set({ state: r.state, operation: r.operation }, r.n)
       }
     })

@@ -1,7 +1,9 @@
 // The few queue statements, in raw SQL: claim, heartbeat, finish, release, cancel, purge.
-// Everything else about jobs goes through Prisma.
+// Everything else about jobs goes through Prisma. Statements run through Prisma are tagged
+// templates ($queryRaw / $executeRaw): every value is a bound parameter. The hot ones (claim,
+// heartbeat, renew, finish) are constant texts with $n placeholders, bound by the pg pool or Prisma.
 import type pg from 'pg'
-import type { PrismaClient, Tx } from '../db/client.ts'
+import { Prisma, type PrismaClient, type Tx } from '../db/client.ts'
 import { CHANNELS } from './listener.ts'
 
 type Db = PrismaClient | Tx
@@ -12,12 +14,20 @@ type Db = PrismaClient | Tx
  */
 export type Sql = Db | pg.Pool
 
+/** Runs one of the constant hot statements below (`sql` never holds a value: all are bound as $n). */
 async function query<T> (db: Sql, sql: string, params: unknown[]): Promise<T[]> {
+  // Unsafe only in name: one constant text serves both the pg pool and Prisma, which a tagged template cannot; values are bound
   if ('$queryRawUnsafe' in db) return db.$queryRawUnsafe<T[]>(sql, ...params)
   return (await db.query(sql, params)).rows as T[]
 }
 
-export const UNFINISHED = '(\'queued\', \'started\', \'cancelling\')'
+/**
+ * The unfinished states, as a literal list: the partial indexes (jobs_due_idx, jobs_cancel_idx,
+ * jobs_lease_idx) are defined on it, so the planner can use them only when it is spelt out.
+ */
+export const UNFINISHED_SQL = Prisma.sql`('queued', 'started', 'cancelling')`
+/** The same list as text, for the constant hot statements. */
+export const UNFINISHED = UNFINISHED_SQL.text
 
 /**
  * CTEs that publish change events (events rows + NOTIFY, like publishChange) for the jobs of the
@@ -133,7 +143,7 @@ export type TakenJob = JobKey & { attempts: number }
 
 /** Locks the parent row first: every settle of one family queues on it, so siblings never deadlock. */
 export async function lockJob (db: Db, id: string): Promise<void> {
-  await db.$queryRawUnsafe('SELECT id FROM jobs WHERE id = $1::uuid FOR UPDATE', id)
+  await db.$queryRaw`SELECT id FROM jobs WHERE id = ${id}::uuid FOR UPDATE`
 }
 
 /**
@@ -142,25 +152,25 @@ export async function lockJob (db: Db, id: string): Promise<void> {
  * job (claims skip locked rows), so the transaction's writes are fenced. False when stale.
  */
 export async function lockAttempt (db: Db, workerId: string, key: LeaseKey, marginSeconds: number): Promise<boolean> {
-  const rows = await db.$queryRawUnsafe<unknown[]>(`
-    SELECT id FROM jobs WHERE id = $2::uuid AND locked_by = $1 AND attempts = $3 AND state IN ${UNFINISHED}
-      AND locked_until > now() + make_interval(secs => $4)
-    FOR UPDATE`, workerId, key.id, key.attempt, marginSeconds)
+  const rows = await db.$queryRaw<unknown[]>`
+    SELECT id FROM jobs WHERE id = ${key.id}::uuid AND locked_by = ${workerId} AND attempts = ${key.attempt} AND state IN ${UNFINISHED_SQL}
+      AND locked_until > now() + make_interval(secs => ${marginSeconds})
+    FOR UPDATE`
   return rows.length > 0
 }
 
 /** Marks the queued ancestors of just-claimed jobs started: a parent is started while children run. */
 export async function startAncestors (db: Db, ids: string[]): Promise<JobKey[]> {
   if (ids.length === 0) return []
-  return db.$queryRawUnsafe<JobKey[]>(`
+  return db.$queryRaw<JobKey[]>`
     WITH RECURSIVE anc AS (
-      SELECT parent_id AS id FROM jobs WHERE id = ANY($1::uuid[]) AND parent_id IS NOT NULL
+      SELECT parent_id AS id FROM jobs WHERE id = ANY(${ids}::uuid[]) AND parent_id IS NOT NULL
       UNION
       SELECT j.parent_id FROM jobs j JOIN anc ON j.id = anc.id WHERE j.parent_id IS NOT NULL
     )
     UPDATE jobs SET state = 'started', started_at = COALESCE(started_at, now()), last_modified = now()
     WHERE id IN (SELECT id FROM anc) AND state = 'queued'
-    RETURNING id::text, owner_id::text, root_id::text`, ids)
+    RETURNING id::text, owner_id::text, root_id::text`
 }
 
 /** A lease: the job and the attempt that holds it (the fencing token). */
@@ -212,11 +222,11 @@ export async function renewLease (db: Sql, workerId: string, key: LeaseKey, leas
  * the guard a handler passes before an irreversible step. False when the attempt is stale.
  */
 export async function fenceLease (db: Db, workerId: string, key: LeaseKey, leaseSeconds: number, marginSeconds: number): Promise<boolean> {
-  const rows = await db.$queryRawUnsafe<unknown[]>(`
-    UPDATE jobs SET locked_until = now() + make_interval(secs => $4)
-    WHERE id = $2::uuid AND locked_by = $1 AND attempts = $3 AND state IN ${UNFINISHED}
-      AND locked_until > now() + make_interval(secs => $5)
-    RETURNING id`, workerId, key.id, key.attempt, leaseSeconds, marginSeconds)
+  const rows = await db.$queryRaw<unknown[]>`
+    UPDATE jobs SET locked_until = now() + make_interval(secs => ${leaseSeconds})
+    WHERE id = ${key.id}::uuid AND locked_by = ${workerId} AND attempts = ${key.attempt} AND state IN ${UNFINISHED_SQL}
+      AND locked_until > now() + make_interval(secs => ${marginSeconds})
+    RETURNING id`
   return rows.length > 0
 }
 
@@ -257,20 +267,20 @@ export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: Fi
 /** Puts a job this worker holds back in the queue, due in `delaySeconds` (a transient failure). */
 export async function retryJob (db: Db, workerId: string, key: LeaseKey, delaySeconds: number): Promise<boolean> {
   // fenced like every other write of an attempt: a stale attempt cannot requeue a newer one
-  const n = await db.$executeRawUnsafe(`
+  const n = await db.$executeRaw`
     UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
-      run_at = now() + make_interval(secs => $3), last_modified = now()
-    WHERE id = $2::uuid AND locked_by = $1 AND attempts = $4`, workerId, key.id, delaySeconds, key.attempt)
+      run_at = now() + make_interval(secs => ${delaySeconds}), last_modified = now()
+    WHERE id = ${key.id}::uuid AND locked_by = ${workerId} AND attempts = ${key.attempt}`
   return n > 0
 }
 
 /** Gives jobs back to the queue on graceful shutdown, so another process picks them up at once. */
 export async function releaseJobs (prisma: PrismaClient, workerId: string, ids: string[]): Promise<void> {
   if (ids.length === 0) return
-  await prisma.$executeRawUnsafe(`
+  await prisma.$executeRaw`
     UPDATE jobs SET state = CASE WHEN state = 'started' THEN 'queued' ELSE state END,
       locked_by = NULL, locked_until = NULL, last_modified = now()
-    WHERE id = ANY($2::uuid[]) AND locked_by = $1`, workerId, ids)
+    WHERE id = ANY(${ids}::uuid[]) AND locked_by = ${workerId}`
 }
 
 export interface CancelledRow extends JobKey { locked_by: string | null }
@@ -282,10 +292,11 @@ export interface CancelledRow extends JobKey { locked_by: string | null }
  */
 export async function cancelSubtrees (db: Db, ids: string[], opts: { childrenOnly?: boolean, except?: string } = {}): Promise<CancelledRow[]> {
   if (ids.length === 0) return []
+  const except = opts.except ?? null
   const start = opts.childrenOnly
-    ? 'SELECT id FROM jobs WHERE parent_id = ANY($1::uuid[]) AND id IS DISTINCT FROM $2::uuid'
-    : 'SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND id IS DISTINCT FROM $2::uuid'
-  return db.$queryRawUnsafe<CancelledRow[]>(`
+    ? Prisma.sql`SELECT id FROM jobs WHERE parent_id = ANY(${ids}::uuid[]) AND id IS DISTINCT FROM ${except}::uuid`
+    : Prisma.sql`SELECT id FROM jobs WHERE id = ANY(${ids}::uuid[]) AND id IS DISTINCT FROM ${except}::uuid`
+  return db.$queryRaw<CancelledRow[]>`
     WITH RECURSIVE tree AS (
       ${start}
       UNION ALL
@@ -294,36 +305,36 @@ export async function cancelSubtrees (db: Db, ids: string[], opts: { childrenOnl
     UPDATE jobs SET cancel_requested = true, state = 'cancelling', last_modified = now()
     -- jobs already being cancelled are left alone: two cancelled siblings settling at once would
     -- otherwise each wait for the other's row lock
-    WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED} AND NOT cancel_requested
-    RETURNING id::text, owner_id::text, root_id::text, locked_by`, ids, opts.except ?? null)
+    WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED_SQL} AND NOT cancel_requested
+    RETURNING id::text, owner_id::text, root_id::text, locked_by`
 }
 
 /** The outcome of a parent's children: the first failure (error before cancelled), if any. */
 export async function childOutcome (db: Db, parentId: string): Promise<{ state: 'error' | 'cancelled', error: { error_type: string, error_message: string } | null } | undefined> {
-  const rows = await db.$queryRawUnsafe<Array<{ state: 'error' | 'cancelled', error: { error_type: string, error_message: string } | null }>>(`
-    SELECT state, error FROM jobs WHERE parent_id = $1::uuid AND state IN ('error', 'cancelled')
-    ORDER BY state = 'error' DESC, finished_at LIMIT 1`, parentId)
+  const rows = await db.$queryRaw<Array<{ state: 'error' | 'cancelled', error: { error_type: string, error_message: string } | null }>>`
+    SELECT state, error FROM jobs WHERE parent_id = ${parentId}::uuid AND state IN ('error', 'cancelled')
+    ORDER BY state = 'error' DESC, finished_at LIMIT 1`
   return rows[0]
 }
 
 /** Deletes up to `limit` finished top-level jobs (and their trees) finished before `cutoff`. */
 export async function purgeBatch (db: Db, cutoff: Date, limit: number): Promise<number> {
-  const rows = await db.$queryRawUnsafe<Array<{ n: number }>>(`
+  const rows = await db.$queryRaw<Array<{ n: number }>>`
     WITH roots AS (
       SELECT id FROM jobs
-      WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') AND finished_at < $1
-      ORDER BY finished_at LIMIT $2
+      WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') AND finished_at < ${cutoff}
+      ORDER BY finished_at LIMIT ${limit}
     ), gone AS (
       DELETE FROM jobs WHERE root_id IN (SELECT id FROM roots) RETURNING parent_id
     )
-    SELECT count(*) FILTER (WHERE parent_id IS NULL)::int AS n FROM gone`, cutoff, limit)
+    SELECT count(*) FILTER (WHERE parent_id IS NULL)::int AS n FROM gone`
   return rows[0]?.n ?? 0
 }
 
 /** Deletes up to `limit` change events older than `cutoff` (they only serve SSE resumption). */
 export async function purgeEvents (db: Db, cutoff: Date, limit: number): Promise<number> {
-  return db.$executeRawUnsafe(`
-    DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < $1 ORDER BY id LIMIT $2)`, cutoff, limit)
+  return db.$executeRaw`
+    DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < ${cutoff} ORDER BY id LIMIT ${limit})`
 }
 
 /** Leases a queued (or parked started) job to `owner`; undefined if someone has it or it is cancelled. */

@@ -5,7 +5,7 @@
 import type { Tx } from '../db/client.ts'
 import { busyWith } from '../domain/errors.ts'
 import type { JobResourceInput } from './enqueue.ts'
-import { UNFINISHED } from './queue-sql.ts'
+import { UNFINISHED_SQL } from './queue-sql.ts'
 
 export interface Conflict {
   type: string
@@ -18,16 +18,16 @@ export interface Conflict {
 /** Unfinished jobs (outside the tree `exceptRootId`) whose links conflict with `wanted`. */
 export async function findConflicts (tx: Tx, wanted: JobResourceInput[], exceptRootId?: string): Promise<Conflict[]> {
   if (wanted.length === 0) return []
-  return tx.$queryRawUnsafe<Conflict[]>(`
+  const except = exceptRootId ?? null
+  return tx.$queryRaw<Conflict[]>`
     SELECT r.resource_type AS type, r.resource_id::text AS id, j.id::text AS "jobId", j.operation, r.mode
-    FROM unnest($1::text[], $2::uuid[], $3::text[]) AS w(type, id, mode)
+    FROM unnest(${wanted.map(w => w.type)}::text[], ${wanted.map(w => w.id)}::uuid[], ${wanted.map(w => w.mode ?? 'write')}::text[]) AS w(type, id, mode)
     JOIN job_resources r ON r.resource_type = w.type AND r.resource_id = w.id
     JOIN jobs j ON j.id = r.job_id
-    WHERE j.state IN ${UNFINISHED}
+    WHERE j.state IN ${UNFINISHED_SQL}
       AND (w.mode = 'write' OR r.mode = 'write')
-      AND ($4::uuid IS NULL OR j.root_id <> $4::uuid)
-    ORDER BY j.created`,
-  wanted.map(w => w.type), wanted.map(w => w.id), wanted.map(w => w.mode ?? 'write'), exceptRootId ?? null)
+      AND (${except}::uuid IS NULL OR j.root_id <> ${except}::uuid)
+    ORDER BY j.created`
 }
 
 /**
@@ -37,7 +37,7 @@ export async function findConflicts (tx: Tx, wanted: JobResourceInput[], exceptR
  */
 export async function lockResources (tx: Tx, wanted: JobResourceInput[], opts: { exceptRootId?: string } = {}): Promise<void> {
   const keys = [...new Set(wanted.map(w => `${w.type}:${w.id.toLowerCase()}`))].sort()
-  for (const key of keys) await tx.$executeRawUnsafe('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', key)
+  for (const key of keys) await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtextextended(${key}, 0))`
   const conflicts = await findConflicts(tx, wanted, opts.exceptRootId)
   if (conflicts.length > 0) {
     const c = conflicts[0]

@@ -7,7 +7,10 @@ import type { ListPlan } from './listing.ts'
 /** total_count is exact up to this many matches; beyond it, the planner's estimate (flagged). */
 export const EXACT_COUNT_UP_TO = 10_000
 
-/** Positional parameters of one statement. */
+/**
+ * Positional parameters of one statement. The hot reads build their text from constants only
+ * (column maps, ASC/DESC, these $n placeholders): every value from a request goes through add().
+ */
 export class Params {
   readonly values: unknown[] = []
   add (value: unknown): string {

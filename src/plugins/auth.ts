@@ -1,17 +1,19 @@
 // HTTP Basic authentication (email + password) for every /api/2.0/ route, except routes that
 // declare `config: { auth: false }` (token-carrying upload and download links).
 // Failed logins are rate-limited per account and per client address (429); password hashing runs
-// under a concurrency limit, one at a time per account; a password change or removal empties the
-// credential cache at once here and, through NOTIFY, in every other process.
+// under a concurrency limit, one at a time per account, and once for any number of concurrent
+// requests with the same credentials (single flight); a password change or removal empties the
+// credential cache at once in this app (app.accountChanges) and, through NOTIFY, in every process.
 import { createHmac, randomBytes } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import rateLimit from '@fastify/rate-limit'
 import pLimit, { type LimitFunction } from 'p-limit'
+import { Counter, Registry } from 'prom-client'
 import { ApiError, errors } from '../http/errors.ts'
 import { isStorableText } from '../http/text.ts'
 import { verifyPassword } from '../domain/passwords.ts'
-import { ACCOUNTS_CHANNEL, accountChanges } from '../db/account-changes.ts'
+import { ACCOUNTS_CHANNEL, AccountChanges } from '../db/account-changes.ts'
 
 export interface AuthAccount {
   id: string
@@ -30,6 +32,10 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Verifies Basic credentials; undefined when they are missing or wrong. */
     authenticateBasic: (header: string | undefined) => Promise<AuthAccount | undefined>
+    /** This app's account-change announcements: its credential cache forgets an announced account at once. */
+    accountChanges: AccountChanges
+    /** This app's authentication metrics (served by GET /metrics). */
+    authMetrics: Registry
   }
 }
 
@@ -58,6 +64,17 @@ export default fp(async (app) => {
   const key = randomBytes(32)
   const cache = new Map<string, { account: AuthAccount, expires: number }>()
   const cacheKeysOf = new Map<string, Set<string>>()
+  // verifications under way, by cache key: concurrent requests with the same credentials share one
+  const verifying = new Map<string, Promise<AuthAccount | undefined>>()
+  // bumped by every account change: a verification that started before one is not cached
+  let generation = 0
+  const registry = new Registry()
+  const verifications = new Counter({
+    name: 'clonejobs_password_verifications_total',
+    help: 'Password hashes verified (cache misses; concurrent requests with the same credentials share one), by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [registry]
+  })
   const { loginFailuresPerAccount, loginFailuresPerAddress, loginWindowMs, passwordHashConcurrency } = app.config
 
   // only failed logins are counted (rate-limit's own store and window); nothing is limited globally
@@ -78,18 +95,25 @@ export default fp(async (app) => {
     if (!entry) perAccount.set(email, entry = { limit: pLimit(1), users: 0 })
     entry.users++
     try {
-      return await entry.limit(() => hashing(() => verifyPassword(password, hash)))
+      const ok = await entry.limit(() => hashing(() => verifyPassword(password, hash)))
+      verifications.inc({ outcome: ok ? 'ok' : 'failed' })
+      return ok
     } finally {
       if (--entry.users === 0) perAccount.delete(email)
     }
   }
 
   function forget (accountId: string): void {
+    generation++
     for (const k of cacheKeysOf.get(accountId) ?? []) cache.delete(k)
     cacheKeysOf.delete(accountId)
+    // requests from now on verify afresh rather than join a verification of the old state
+    verifying.clear()
   }
-  accountChanges.on('changed', forget)
-  app.addHook('onClose', async () => { accountChanges.off('changed', forget) })
+  const accountChanges = new AccountChanges()
+  accountChanges.on(forget)
+  app.decorate('accountChanges', accountChanges)
+  app.decorate('authMetrics', registry)
   app.addHook('onReady', async () => {
     // other processes (the CLI) announce changes through PostgreSQL
     if (app.hasDecorator('jobListener')) {
@@ -111,14 +135,27 @@ export default fp(async (app) => {
         if (!state.isAllowed && state.remaining === 0) throw tooManyFailures(Math.max(1, state.ttlInSeconds))
       }
     }
+    // single flight: the first request with these credentials verifies, the others wait for it
+    let pending = verifying.get(cacheKey)
+    if (!pending) {
+      const flight = verify(creds, cacheKey).finally(() => { if (verifying.get(cacheKey) === flight) verifying.delete(cacheKey) })
+      verifying.set(cacheKey, pending = flight)
+    }
+    const account = await pending
+    // every request with wrong credentials counts as a failed login, shared verification or not
+    if (!account && request) await Promise.all([failuresByAccount(request), failuresByAddress(request)])
+    return account
+  }
+
+  /** Looks the account up and verifies the password; caches the account when right. */
+  async function verify (creds: { email: string, password: string }, cacheKey: string): Promise<AuthAccount | undefined> {
+    const startedIn = generation
     const row = await app.prisma.account.findUnique({ where: { email: creds.email } })
     // verify against a dummy hash when the account is unknown, so timing does not reveal emails
     const ok = await verifyQueued(creds.email, creds.password, row?.passwordHash ?? DUMMY_HASH)
-    if (!row || !ok) {
-      if (request) await Promise.all([failuresByAccount(request), failuresByAddress(request)])
-      return undefined
-    }
+    if (!row || !ok) return undefined
     const account = { id: row.id, email: row.email, cloneNaming: row.cloneNaming }
+    if (generation !== startedIn) return account // an account changed meanwhile: not remembered
     if (cache.size >= CACHE_MAX) { cache.clear(); cacheKeysOf.clear() }
     cache.set(cacheKey, { account, expires: Date.now() + CACHE_TTL_MS })
     let keys = cacheKeysOf.get(row.id)

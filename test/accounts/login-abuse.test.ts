@@ -1,6 +1,6 @@
 // Failed logins are limited per account and per client address (429, CloudSigma array,
 // Retry-After); successful ones are not; one account's guesses do not starve another account's
-// login; a password change or removal takes effect at once here and within a second elsewhere.
+// login; a password change or removal takes effect at once in its app and within a second elsewhere.
 import pg from 'pg'
 import t from 'tap'
 import { buildTestApp, createUser, eventually } from '../helpers/app.ts'
@@ -50,13 +50,13 @@ t.test('guesses at one account do not starve another account', async t => {
   t.ok(done.indexOf('login') <= 3, `the other account logged in after ${done.indexOf('login')} guesses, not after all ${guesses.length}`)
 })
 
-t.test('a new password and a removal take effect at once in this process', async t => {
+t.test('a new password and a removal take effect at once in the app that made them', async t => {
   const user = await createUser(app)
   t.equal((await get(user.authorization, '10.5.0.1')).statusCode, 200)
-  await setPassword(app.prisma, user.email, 'a brand new password')
+  await setPassword(app.prisma, user.email, 'a brand new password', app.accountChanges)
   t.equal((await get(user.authorization, '10.5.0.2')).statusCode, 401, 'the old password no longer works')
   t.equal((await get(basic(user.email, 'a brand new password'), '10.5.0.3')).statusCode, 200)
-  await removeAccount(app.prisma, user.email)
+  await removeAccount(app.prisma, user.email, app.accountChanges)
   const gone = await get(basic(user.email, 'a brand new password'), '10.5.0.4')
   t.equal(gone.statusCode, 401, 'a removed account is 401, not 500')
   const write = await app.inject({ method: 'POST', url: '/api/2.0/drives/', headers: { authorization: basic(user.email, 'a brand new password'), 'content-type': 'application/json' }, payload: JSON.stringify({ name: 'x', size: 1048576, media: 'disk' }), remoteAddress: '10.5.0.5' })

@@ -1,11 +1,16 @@
 // Two apps built in one process share nothing: ?do= actions and job handlers registered on one
-// are unknown to the other (no module-level registries), and each app has its own engine.
+// are unknown to the other (no module-level registries), each app has its own engine, its own
+// account-change announcements (credential cache) and its own set of chunks being received.
+import { randomBytes } from 'node:crypto'
+import { PassThrough, Readable } from 'node:stream'
 import t from 'tap'
-import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { setPassword } from '../../src/features/accounts/service.ts'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { MINIMAL } from '../servers/helpers.ts'
 
 const one = await buildTestApp(t, { runWorkers: false })
-const two = await buildTestApp(t, { runWorkers: false, databaseUrl: one.databaseUrl })
+// two apps of one deployment: the same database and the same drive images
+const two = await buildTestApp(t, { runWorkers: false, databaseUrl: one.databaseUrl, config: { drivesDir: one.config.drivesDir } })
 
 t.test('each app has its own registries and engine', async t => {
   t.not(one.app.actions, two.app.actions)
@@ -39,4 +44,58 @@ t.test('a job handler registered on one engine is unknown to the other', async t
   one.app.jobs.register('isolation_test', { run: async () => ({}) })
   t.ok(one.app.jobs.handler('isolation_test'))
   t.equal(two.app.jobs.handler('isolation_test'), undefined)
+})
+
+/** clonejobs_password_verifications_total of one app, by outcome. */
+async function verifications (app: typeof one.app): Promise<{ ok: number, failed: number }> {
+  const text = (await app.inject('/metrics')).body
+  const read = (outcome: string) => Number(new RegExp(`^clonejobs_password_verifications_total\\{outcome="${outcome}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0)
+  return { ok: read('ok'), failed: read('failed') }
+}
+
+t.test("an account change announced in one app empties that app's credential cache, not another app's", async t => {
+  // a third app on a database of its own (NOTIFY does not cross databases), holding an account
+  // with the same id and credentials as one in app one: only the in-process announcement could reach it
+  const three = await buildTestApp(t, { runWorkers: false })
+  const user = await createUser(one.app)
+  await three.app.prisma.account.create({ data: { id: user.id, email: user.email, passwordHash: (await one.app.prisma.account.findUniqueOrThrow({ where: { id: user.id } })).passwordHash } })
+  const get = (app: typeof one.app) => app.inject({ url: '/api/2.0/drives/', headers: { authorization: user.authorization } })
+  t.not(one.app.accountChanges, three.app.accountChanges)
+  t.equal((await get(one.app)).statusCode, 200)
+  t.equal((await get(three.app)).statusCode, 200)
+  const before = await verifications(three.app)
+  t.equal((await get(three.app)).statusCode, 200)
+  t.same(await verifications(three.app), before, 'app three answers from its cache')
+
+  await setPassword(one.app.prisma, user.email, 'changed in app one', one.app.accountChanges)
+  t.equal((await get(one.app)).statusCode, 401, 'app one forgot the old password at once')
+  t.equal((await get(three.app)).statusCode, 200, 'app three still holds its own account')
+  t.same(await verifications(three.app), before, "app three's cache was not touched by app one's announcement")
+})
+
+t.test('a chunk being received by one app does not block the same chunk in another app', async t => {
+  const user = await createUser(one.app)
+  const api = client(one.app, user)
+  const S = 1024 * 1024
+  const drive = (await api.post('/api/2.0/initupload/', { name: 'inflight', size: 2 * S, media: 'disk' })).json().objects[0]
+  const link = (await api.post(`/api/2.0/drives/${drive.uuid}/action/?do=upload_chunk`, { chunk_number: 0, chunk_size: S })).json().link as string
+  const chunk = randomBytes(S)
+  const send = (app: typeof one.app, payload: Readable | Buffer) => app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', 'content-length': String(S) }, payload })
+
+  // app one starts receiving chunk 0 and waits for the rest of its body
+  const slow = new PassThrough()
+  slow.write(chunk.subarray(0, 1024))
+  const first = send(one.app, slow)
+  // its first bytes reach the image: the chunk is in flight in app one
+  await eventually(async () => (await one.app.storage.stat(drive.uuid)).allocated > 0)
+  const duplicate = await send(one.app, Readable.from([]))
+  t.equal(duplicate.statusCode, 416, 'app one refuses a duplicate of the chunk it is receiving')
+  t.match(duplicate.json()[0].error_message, /being received now/)
+  const inTwo = await send(two.app, chunk)
+  t.equal(inTwo.statusCode, 200, `app two is not blocked by app one's chunk in flight: ${inTwo.body}`)
+  t.match(inTwo.json(), { chunk: 0, chunks_stored: 1 })
+  slow.end(chunk.subarray(1024))
+  const late = await first
+  t.equal(late.statusCode, 416, 'the slower receiver finds the chunk recorded: 416, stored once')
+  t.equal(await one.app.prisma.uploadChunk.count({ where: { driveId: drive.uuid } }), 1)
 })

@@ -1,27 +1,9 @@
-// Clone planning as pure functions: avoid parsing, drive clone definitions, server clone plans.
+// Clone planning as pure functions: drive clone definitions, server clone plans.
 import t from 'tap'
 import {
-  HELD_RUN_AT, cloneNic, copyDescription, parseAvoidList, planDriveClone, planServerClone,
+  HELD_RUN_AT, cloneNic, copyDescription, planDriveClone, planServerClone,
   startsAtOnce, vncPasswordFrom
 } from '../../src/domain/clone-plan.ts'
-
-const A = '0f1e2d3c-4b5a-4697-8877-665544332211'
-const B = 'AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE'
-
-t.test('avoid: one uuid, a comma list, repeated parameters; lowercased, deduplicated, in order', async t => {
-  t.same(parseAvoidList(undefined), [])
-  t.same(parseAvoidList(''), [])
-  t.same(parseAvoidList(A), [A])
-  t.same(parseAvoidList(`${B}, ${A},${A}`), [B.toLowerCase(), A])
-  t.same(parseAvoidList([A, B]), [A, B.toLowerCase()])
-  t.same(parseAvoidList(`${A},,`), [A], 'empty items are ignored')
-})
-
-t.test('avoid: anything that is not a uuid is refused at error point avoid', async t => {
-  for (const bad of ['nope', `${A},x`, `${A}0`, '../etc', '/api/2.0/drives/' + A + '/']) {
-    t.throws(() => parseAvoidList(bad), { name: 'ClonePlanError', point: 'avoid' }, bad)
-  }
-})
 
 const source = { name: 'web', size: 1000, media: 'disk', storageType: 'dssd', allowMultimount: false, affinities: ['ssd'], meta: { a: '1' }, tags: ['t1'] }
 const now = new Date('2026-11-23T10:11:12Z')

@@ -233,3 +233,21 @@ t.test('other features add actions to app.actions.server', async t => {
   t.equal(res.statusCode, 202, 'actions answer 202 unless they say otherwise')
   t.same(res.json(), { uuid: s.uuid, body: { a: 1 } })
 })
+
+t.test("one lockOwnedServer: start, stop, clone, update and delete of an unknown or another account's server give the same 404", async t => {
+  const bob = await createUser(app)
+  const bobs = (await client(app, bob).post('/api/2.0/servers/', MINIMAL)).json().objects[0]
+  for (const id of ['00000000-0000-4000-8000-000000000000', bobs.uuid]) {
+    const expected = [{ error_type: 'notexist', error_message: `Server ${id} does not exist`, error_point: 'uuid' }]
+    for (const what of ['start', 'stop', 'clone']) {
+      const res = await action(id, what, {})
+      t.equal(res.statusCode, 404, `${what} ${id}`)
+      t.same(res.json(), expected, `${what}: the one message`)
+    }
+    for (const res of [await api.delete(`/api/2.0/servers/${id}/`), await api.put(`/api/2.0/servers/${id}/`, { name: 'mine now' })]) {
+      t.equal(res.statusCode, 404)
+      t.same(res.json(), expected, 'delete and update: the one message')
+    }
+  }
+  t.match((await client(app, bob).get(`/api/2.0/servers/${bobs.uuid}/`)).json(), { name: MINIMAL.name, status: 'stopped' }, "bob's server is untouched")
+})

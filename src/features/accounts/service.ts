@@ -1,7 +1,7 @@
 // Accounts: the account commands' logic and the first-start bootstrap account.
 import type { PrismaClient } from '../../db/client.ts'
 import { generatePassword, hashPassword } from '../../domain/passwords.ts'
-import { announceAccountChange } from '../../db/account-changes.ts'
+import { announceAccountChange, type AccountChanges } from '../../db/account-changes.ts'
 
 const EMAIL = /^[^\s@]+@[^\s@]+$/
 
@@ -18,20 +18,21 @@ export async function addAccount (prisma: PrismaClient, email: string, password:
   return prisma.account.create({ data: { email: normalized, passwordHash: await hashPassword(password) } })
 }
 
-export async function setPassword (prisma: PrismaClient, email: string, password: string) {
+/** `changes`: the app whose credential cache must forget at once (other processes hear the NOTIFY). */
+export async function setPassword (prisma: PrismaClient, email: string, password: string, changes?: AccountChanges) {
   if (password.length < 8) throw new AccountError('the password must have at least 8 characters')
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
   const updated = await prisma.account.update({ where: { id: account.id }, data: { passwordHash: await hashPassword(password) } })
-  await announceAccountChange(prisma, account.id)
+  await announceAccountChange(prisma, account.id, changes)
   return updated
 }
 
-export async function removeAccount (prisma: PrismaClient, email: string) {
+export async function removeAccount (prisma: PrismaClient, email: string, changes?: AccountChanges) {
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
   await prisma.account.delete({ where: { id: account.id } })
-  await announceAccountChange(prisma, account.id)
+  await announceAccountChange(prisma, account.id, changes)
   return account
 }
 

@@ -9,7 +9,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import {
-  ClonePlanError, HELD_RUN_AT, parseAvoidList, planDriveClone, planServerClone, startsAtOnce, vncPasswordFrom,
+  ClonePlanError, HELD_RUN_AT, planDriveClone, planServerClone, startsAtOnce, vncPasswordFrom,
   type NicLike, type SourceMount
 } from '../../domain/clone-plan.ts'
 import { badMetaKey } from '../../domain/drive-status.ts'
@@ -31,7 +31,8 @@ import {
 } from '../drives/service.ts'
 import { publishChange } from '../../engine/events.ts'
 import { replaceMounts } from '../servers/mounts.ts'
-import { generateMac, serversToWire, type StoredNic } from '../servers/service.ts'
+import { generateMac, lockOwnedServer, serversToWire, type StoredNic } from '../servers/service.ts'
+import { parseAvoid } from '../../domain/avoid.ts'
 
 export interface ClonesDeps {
   prisma: PrismaClient
@@ -54,11 +55,6 @@ function planned<T> (fn: () => T): T {
     if (err instanceof ClonePlanError) throw errors.validation(err.message, err.point)
     throw err
   }
-}
-
-/** `avoid` (§2.11): validated as a list of uuids, otherwise advisory (unknown uuids are ignored). */
-export function parseAvoid (raw: unknown): string[] {
-  return planned(() => parseAvoidList(raw))
 }
 
 /** Bytes the copy of a drive will move (its allocated blocks), for the job's bytes_total; 0 when unknown. */
@@ -164,14 +160,6 @@ export async function cloneDrive (deps: ClonesDeps, account: Cloner, sourceId: s
 // Server clone
 
 interface DiskClone { sourceId: string, driveId: string, jobId: string, def: ReturnType<typeof planDriveClone>, bytes: number }
-
-async function lockOwnedServer (tx: Tx, ownerId: string, id: string) {
-  if (!relatedUuid(id)) throw errors.notFound('Server', 'uuid')
-  await tx.$queryRawUnsafe('SELECT id FROM servers WHERE id = $1::uuid FOR UPDATE', id.toLowerCase())
-  const row = await tx.server.findFirst({ where: { id: id.toLowerCase(), ownerId, deleted: false } })
-  if (!row) throw errors.notFound(`Server ${id}`, 'uuid')
-  return row
-}
 
 export async function cloneServer (deps: ClonesDeps, account: Cloner, sourceServerId: string, input: ServerCloneInputT, avoid: unknown): Promise<ServerWire> {
   parseAvoid(avoid)

@@ -12,7 +12,8 @@ import {
   Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
-import { createDrives, deleteDrives, loadDriveWire, parseAvoid, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
+import { createDrives, deleteDrives, loadDriveWire, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
+import { parseAvoid } from '../../domain/avoid.ts'
 import { getDriveWireSql, readDrives } from './read-sql.ts'
 import { driveCreateHandler } from './handlers/drive-create.ts'
 import { driveResizeHandler } from './handlers/drive-resize.ts'

@@ -128,7 +128,8 @@ export async function loadOwnedDrive (db: Db, ownerId: string, id: string, opts:
 /** SELECT ... FOR UPDATE on drive rows, in id order (no deadlocks between bulk operations). */
 export async function lockDriveRows (db: Db, ids: string[]): Promise<void> {
   if (ids.length === 0) return
-  await db.$queryRawUnsafe('SELECT id FROM drives WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [...ids].sort())
+  const sorted = [...ids].sort()
+  await db.$queryRaw`SELECT id FROM drives WHERE id = ANY(${sorted}::uuid[]) ORDER BY id FOR UPDATE`
 }
 
 /** Throws busy (503) or wrongState (400) when `op` may not start on the drive now. */
@@ -208,14 +209,6 @@ function checkMeta (meta: Record<string, string>): void {
   for (const [k, v] of Object.entries(meta)) {
     if (typeof v !== 'string') throw errors.validation(`meta values must be strings (key ${JSON.stringify(k)})`, 'meta')
   }
-}
-
-/** `avoid=uuid[,uuid...]` (§2.11): validated, otherwise advisory. */
-export function parseAvoid (raw: unknown): string[] {
-  if (raw === undefined || raw === '') return []
-  const values = (Array.isArray(raw) ? raw : [raw]).flatMap(v => String(v).split(',')).map(s => s.trim()).filter(Boolean)
-  for (const v of values) if (!isUuid(v)) throw errors.validation(`avoid must be a comma-separated list of uuids, got ${JSON.stringify(v)}`, 'avoid')
-  return values.map(v => v.toLowerCase())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -95,10 +95,10 @@ export async function loadTrees (prisma: PrismaClient | Tx, rows: JobRow[]): Pro
 export async function jobRefsFor (prisma: PrismaClient | Tx, type: 'drives' | 'servers', ids: string[]): Promise<Map<string, Ref[]>> {
   const out = new Map<string, Ref[]>(ids.map(id => [id, []]))
   if (ids.length === 0) return out
-  const rows = await prisma.$queryRawUnsafe<Array<{ resource_id: string, job_id: string }>>(`
+  const rows = await prisma.$queryRaw<Array<{ resource_id: string, job_id: string }>>`
     SELECT r.resource_id::text, j.id::text AS job_id FROM job_resources r JOIN jobs j ON j.id = r.job_id
-    WHERE r.resource_type = $1 AND r.resource_id = ANY($2::uuid[])
-    ORDER BY j.created DESC, j.id`, type, ids)
+    WHERE r.resource_type = ${type} AND r.resource_id = ANY(${ids}::uuid[])
+    ORDER BY j.created DESC, j.id`
   for (const r of rows) out.get(r.resource_id)?.push(ref('jobs', r.job_id))
   return out
 }

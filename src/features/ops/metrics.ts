@@ -1,14 +1,16 @@
 // GET /metrics: Prometheus text format (jobs by state and operation, claim latency, durations,
-// purge counts, process metrics). Outside /api/2.0 and unauthenticated, like /healthz; expose it
-// only where the scraper can reach it.
+// purge counts, password verifications, process metrics). Outside /api/2.0 and unauthenticated,
+// like /healthz; expose it only where the scraper can reach it.
 import type { FastifyPluginAsync } from 'fastify'
+import { Registry } from 'prom-client'
 
 const metrics: FastifyPluginAsync = async (app) => {
   app.get('/metrics', {
     config: { produces: ['text/plain'] },
     schema: { tags: ['health'], summary: 'Prometheus metrics' }
   }, async (_request, reply) => {
-    const registry = app.jobMetrics.registry
+    // the engine's metrics and authentication's, each on a registry of this app's own
+    const registry = Registry.merge([app.jobMetrics.registry, app.authMetrics])
     const text = await registry.metrics()
     return reply.type(registry.contentType).send(text)
   })

@@ -52,7 +52,8 @@ export function parseMounts (inputs: MountInputT[]): Mount[] {
 /** Row locks on drives, in id order so that concurrent callers cannot deadlock. */
 async function lockDrives (tx: Tx, ids: string[]): Promise<void> {
   if (ids.length === 0) return
-  await tx.$queryRawUnsafe('SELECT id FROM drives WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [...new Set(ids)].sort())
+  const sorted = [...new Set(ids)].sort()
+  await tx.$queryRaw`SELECT id FROM drives WHERE id = ANY(${sorted}::uuid[]) ORDER BY id FOR UPDATE`
 }
 
 /**

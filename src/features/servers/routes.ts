@@ -18,7 +18,7 @@ import {
 } from './schemas.ts'
 import type { FastifyInstance } from 'fastify'
 import type { HandlerSet } from '../../engine/types.ts'
-import { parseAvoid } from '../drives/service.ts'
+import { parseAvoid } from '../../domain/avoid.ts'
 import { serverStartHandler } from './handlers/server-start.ts'
 import { serverStopHandler } from './handlers/server-stop.ts'
 import { EXTRA_DEFAULTS, createServers, deleteServer, loadServerWire, requestPowerAction, updateServer } from './service.ts'
@@ -26,36 +26,39 @@ import { EXTRA_DEFAULTS, createServers, deleteServer, loadServerWire, requestPow
 const TAGS = ['servers']
 
 // ---------------------------------------------------------------------------------------------
-// This feature's ?do= actions, registered into each app's server actions by the plugin below
+// This feature's ?do= actions, made afresh for each app and registered into its server actions
+// by the plugin below (no module-level table)
 
-const serverActions: Record<string, Action> = {}
-
-for (const name of POWER_ACTIONS) {
-  serverActions[name] = {
-    summary: `${name}: 202 {"action", "result": "success", "uuid"}; a ${name === 'start' ? 'server_start' : 'server_stop'} job carries it out`,
-    run: async ({ app, ownerId, uuid, query }) => {
-      if (name === 'start') parseAvoid(query.avoid)
-      await requestPowerAction(app.prisma, ownerId, uuid, name as PowerAction)
-      return { action: name, result: 'success', uuid }
-    }
-  }
-}
-
-// VNC is recorded by the driver; a running server is needed, as on CloudSigma
-for (const name of ['open_vnc', 'close_vnc'] as const) {
-  serverActions[name] = {
-    summary: `${name}: 202 {"action", "result", "uuid"${name === 'open_vnc' ? ', "vnc_url"' : ''}} on a running server`,
-    run: async ({ app, ownerId, uuid }) => {
-      const server = await hypervisorView(app.prisma, uuid)
-      if (!server || server.ownerId !== ownerId) throw errors.notFound('Server', 'uuid')
-      if (server.status !== 'running') throw errors.wrongState(`Cannot ${name} a server that is ${server.status}; it must be running`)
-      if (name === 'close_vnc') {
-        await app.hypervisor.closeVnc(server)
+function serverActions (): Record<string, Action> {
+  const actions: Record<string, Action> = {}
+  for (const name of POWER_ACTIONS) {
+    actions[name] = {
+      summary: `${name}: 202 {"action", "result": "success", "uuid"}; a ${name === 'start' ? 'server_start' : 'server_stop'} job carries it out`,
+      run: async ({ app, ownerId, uuid, query }) => {
+        if (name === 'start') parseAvoid(query.avoid)
+        await requestPowerAction(app.prisma, ownerId, uuid, name as PowerAction)
         return { action: name, result: 'success', uuid }
       }
-      return { action: name, result: 'success', uuid, vnc_url: await app.hypervisor.openVnc(server) }
     }
   }
+
+  // VNC is recorded by the driver; a running server is needed, as on CloudSigma
+  for (const name of ['open_vnc', 'close_vnc'] as const) {
+    actions[name] = {
+      summary: `${name}: 202 {"action", "result", "uuid"${name === 'open_vnc' ? ', "vnc_url"' : ''}} on a running server`,
+      run: async ({ app, ownerId, uuid }) => {
+        const server = await hypervisorView(app.prisma, uuid)
+        if (!server || server.ownerId !== ownerId) throw errors.notFound(`Server ${uuid}`, 'uuid')
+        if (server.status !== 'running') throw errors.wrongState(`Cannot ${name} a server that is ${server.status}; it must be running`)
+        if (name === 'close_vnc') {
+          await app.hypervisor.closeVnc(server)
+          return { action: name, result: 'success', uuid }
+        }
+        return { action: name, result: 'success', uuid, vnc_url: await app.hypervisor.openVnc(server) }
+      }
+    }
+  }
+  return actions
 }
 
 /** The server job handlers, for the engine (registered by app.ts). */
@@ -69,7 +72,7 @@ export function serverHandlers (app: FastifyInstance): HandlerSet {
 
 const servers: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of serverSchemas) app.addSchema(s)
-  for (const [name, action] of Object.entries(serverActions)) app.actions.server.register(name, action)
+  for (const [name, action] of Object.entries(serverActions())) app.actions.server.register(name, action)
   app.events.registerLoader('servers', (p, ownerId, id) => loadServerWire(p, ownerId, id))
 
   const listSchema = (summary: string) => ({

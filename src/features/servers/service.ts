@@ -10,7 +10,7 @@ import type { FilterSpec, OrderSpec } from '../../domain/filters.ts'
 import {
   SERVER_STATUSES, acceptsFullUpdate, activeSinceTime, canDeleteServer, planPowerAction, type PowerAction
 } from '../../domain/server-status.ts'
-import { relatedUuid, tagIds } from '../../http/bodies.ts'
+import { isUuid, relatedUuid, tagIds } from '../../http/bodies.ts'
 import { busyWith, domainErrors as errors } from '../../domain/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { ref, uri, type Ref } from '../../http/uris.ts'
@@ -248,11 +248,16 @@ export async function announceServer (db: Db, ownerId: string, id: string): Prom
 // ---------------------------------------------------------------------------------------------
 // Checks
 
-/** The caller's server, locked for the transaction; another account's is 404 like a missing one. */
-async function lockOwnedServer (tx: Tx, ownerId: string, id: string): Promise<ServerRow> {
-  await tx.$queryRawUnsafe('SELECT id FROM servers WHERE id = $1::uuid FOR UPDATE', id)
-  const row = await tx.server.findFirst({ where: { id, ownerId, deleted: false } })
-  if (!row) throw errors.notFound('Server', 'uuid')
+/**
+ * The caller's server, locked for the rest of the transaction (power actions, update, delete,
+ * clone): another account's, a deleted or an unknown server is 404 notexist at `uuid`.
+ */
+export async function lockOwnedServer (tx: Tx, ownerId: string, id: string): Promise<ServerRow> {
+  if (!isUuid(id)) throw errors.notFound('Server', 'uuid')
+  const lower = id.toLowerCase()
+  await tx.$queryRaw`SELECT id FROM servers WHERE id = ${lower}::uuid FOR UPDATE`
+  const row = await tx.server.findFirst({ where: { id: lower, ownerId, deleted: false } })
+  if (!row) throw errors.notFound(`Server ${id}`, 'uuid')
   return row
 }
 

@@ -56,9 +56,9 @@ function idleDeadline (): Date {
 
 /** The nominal chunk size of an upload, fixed by its first link (the geometry depends on it). */
 async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): Promise<number> {
-  await tx.$executeRawUnsafe(`
-    UPDATE jobs SET params = params || jsonb_build_object('chunkSize', $2::bigint)
-    WHERE id = $1::uuid AND NOT (params ? 'chunkSize')`, jobId, chunkSize)
+  await tx.$executeRaw`
+    UPDATE jobs SET params = params || jsonb_build_object('chunkSize', ${chunkSize}::bigint)
+    WHERE id = ${jobId}::uuid AND NOT (params ? 'chunkSize')`
   const job = await tx.job.findUniqueOrThrow({ where: { id: jobId }, select: { params: true } })
   return Number((job.params as { chunkSize?: unknown }).chunkSize)
 }
@@ -98,9 +98,6 @@ function chunkStored (n: number): DomainError {
   return errors.rangeNotSatisfiable(`Chunk ${n} already uploaded`, 'chunk_number')
 }
 
-// chunks being received by this process; a concurrent duplicate is refused before it writes
-const inFlight = new Set<string>()
-
 export interface ChunkResult {
   chunk: number
   bytes: number
@@ -109,8 +106,15 @@ export interface ChunkResult {
   complete: boolean
 }
 
+/**
+ * Chunks being received by one app ("<drive id>:<chunk number>"): a concurrent duplicate is refused
+ * before it writes. Made per app by the uploads plugin; another app or process sharing the
+ * database is stopped by the upload_chunks row instead (416 when it records second).
+ */
+export type ChunksInFlight = Set<string>
+
 /** POST <link>: writes the chunk at its offset, records it, and finishes the upload after the last one. */
-export async function receiveChunk (deps: TransferDeps, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
+export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
   const link = await findLink(deps.prisma, token, 'upload_chunk')
   const n = link.chunkNumber ?? -1
   const S = Number(link.chunkSize ?? 0)
@@ -151,13 +155,12 @@ async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, 
   return deps.prisma.$transaction(async (tx) => {
     // chunks of one upload are recorded one at a time: without this row lock, two last chunks
     // arriving together could each miss the other's row, so neither would see the upload complete
-    await tx.$executeRawUnsafe('SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', jobId)
-    const inserted = await tx.$executeRawUnsafe(
-      'INSERT INTO upload_chunks (drive_id, number, size) VALUES ($1::uuid, $2, $3) ON CONFLICT DO NOTHING',
-      drive.id, n, BigInt(length))
+    await tx.$executeRaw`SELECT 1 FROM jobs WHERE id = ${jobId}::uuid FOR UPDATE`
+    const inserted = await tx.$executeRaw`
+      INSERT INTO upload_chunks (drive_id, number, size) VALUES (${drive.id}::uuid, ${n}, ${BigInt(length)}) ON CONFLICT DO NOTHING`
     if (inserted === 0) throw chunkStored(n)
-    const [agg] = await tx.$queryRawUnsafe<Array<{ count: number, bytes: string }>>(
-      'SELECT count(*)::int AS count, COALESCE(sum(size), 0)::text AS bytes FROM upload_chunks WHERE drive_id = $1::uuid', drive.id)
+    const [agg] = await tx.$queryRaw<Array<{ count: number, bytes: string }>>`
+      SELECT count(*)::int AS count, COALESCE(sum(size), 0)::text AS bytes FROM upload_chunks WHERE drive_id = ${drive.id}::uuid`
     const bytes = Number(agg.bytes)
     const complete = agg.count >= total
     const job = await tx.job.updateMany({
@@ -172,7 +175,7 @@ async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, 
       }
     })
     if (job.count === 0) throw errors.gone('The upload this link belongs to is over')
-    if (complete) await tx.$executeRawUnsafe('SELECT pg_notify($1, $2)', CHANNELS.jobs, jobId)
+    if (complete) await tx.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, ${jobId})`
     await publishChange(tx, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
     return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete }
   })

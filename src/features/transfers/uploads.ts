@@ -21,9 +21,9 @@ import {
   ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadJob,
   transferSchemas, type MultipartUploadDataT, type UploadChunkInputT
 } from './schemas.ts'
-import { parseAvoid } from '../drives/service.ts'
+import { parseAvoid } from '../../domain/avoid.ts'
 import type { Action } from '../../http/actions.ts'
-import { chunkLink, initUpload, receiveChunk } from './upload-chunked.ts'
+import { chunkLink, initUpload, receiveChunk, type ChunksInFlight } from './upload-chunked.ts'
 import { receiveRawUpload } from './upload-raw.ts'
 import { startMultipartUpload, type MultipartUpload } from './upload-multipart.ts'
 import { startMultipartUploadInto } from './upload-into.ts'
@@ -57,6 +57,8 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of [...transferSchemas, ...driveSchemas]) app.addSchema(s)
   app.actions.drive.register('upload_chunk', uploadChunk)
   const deps = transferDeps(app)
+  // this app's chunks being received (never shared with another app in the process)
+  const chunksInFlight: ChunksInFlight = new Set()
 
   // raw bodies stay streams (this scope only); their size is checked against the drive maximum
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => { done(null, payload) })
@@ -141,7 +143,7 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
   const chunkHandler = async (request: FastifyRequest<{ Params: { token: string } }>) => {
     const body = request.body as Readable | undefined
     if (typeof body?.pipe !== 'function') throw errors.unsupportedMediaType(String(request.headers['content-type'] ?? 'none'))
-    const r = await receiveChunk(deps, request.params.token, body, contentLength(request.headers['content-length']))
+    const r = await receiveChunk(deps, chunksInFlight, request.params.token, body, contentLength(request.headers['content-length']))
     return { chunk: r.chunk, bytes: r.bytes, chunks_stored: r.chunksStored, chunks_total: r.chunksTotal, complete: r.complete }
   }
   app.post('/uploads/:token/', chunkRoute, chunkHandler)

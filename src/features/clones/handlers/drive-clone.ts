@@ -35,12 +35,12 @@ export function driveCloneParams (ctx: JobContext): DriveCloneParams {
  * cleanup, a parent's cleanup, a rerun): the job's checkpoint records it in the same transaction.
  */
 export async function releaseSource (tx: Tx, jobId: string, sourceId: string): Promise<boolean> {
-  const marked = await tx.$executeRawUnsafe(`
+  const marked = await tx.$executeRaw`
     UPDATE jobs SET checkpoint = CASE WHEN jsonb_typeof(checkpoint) = 'object' THEN checkpoint ELSE '{}'::jsonb END
       || '{"sourceReleased": true}'::jsonb
-    WHERE id = $1::uuid AND (jsonb_typeof(checkpoint) IS DISTINCT FROM 'object' OR checkpoint->>'sourceReleased' IS DISTINCT FROM 'true')`, jobId)
+    WHERE id = ${jobId}::uuid AND (jsonb_typeof(checkpoint) IS DISTINCT FROM 'object' OR checkpoint->>'sourceReleased' IS DISTINCT FROM 'true')`
   if (marked === 0) return false
-  await tx.$executeRawUnsafe('UPDATE drives SET readers = readers - 1 WHERE id = $1::uuid AND readers > 0', sourceId)
+  await tx.$executeRaw`UPDATE drives SET readers = readers - 1 WHERE id = ${sourceId}::uuid AND readers > 0`
   return true
 }
 
@@ -50,15 +50,15 @@ export async function releaseSource (tx: Tx, jobId: string, sourceId: string): P
  */
 export async function releaseNextSibling (db: Db, parentId: string | null): Promise<void> {
   if (!parentId) return
-  const rows = await db.$queryRawUnsafe<Array<{ id: string }>>(`
+  const rows = await db.$queryRaw<Array<{ id: string }>>`
     UPDATE jobs SET run_at = now(), last_modified = now()
     WHERE id = (
       SELECT id FROM jobs
-      WHERE parent_id = $1::uuid AND state = 'queued' AND run_at > now() + interval '100 years'
+      WHERE parent_id = ${parentId}::uuid AND state = 'queued' AND run_at > now() + interval '100 years'
       ORDER BY COALESCE((params->>'index')::int, 0), created, id
       LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING id::text`, parentId)
-  for (const r of rows) await db.$executeRawUnsafe('SELECT pg_notify($1, $2)', CHANNELS.jobs, r.id)
+    RETURNING id::text`
+  for (const r of rows) await db.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, ${r.id})`
 }
 
 function failureOf (err: unknown, p: DriveCloneParams): unknown {
