@@ -41,7 +41,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
         ...(sizeHint ? { bytesTotal: sizeHint } : {}),
         description: 'receiving an image (multipart)'
       })
-      await announceDrives(tx, ownerId, [driveId])
+      await announceDrives(tx, ownerId, [driveId], 'added')
       return job
     })
   } catch (err) {

@@ -29,7 +29,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
         bytesTotal: size,
         description: `receiving a ${size} byte image`
       })
-      await announceDrives(tx, ownerId, [driveId])
+      await announceDrives(tx, ownerId, [driveId], 'added')
       return job
     })
   } catch (err) {
