@@ -578,7 +578,8 @@ export class JobEngine {
       await ctx.flush()
       await this.settle(row, { state: 'success', result }, log, entry)
     } catch (err) {
-      if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
+      // a handler that cancelled itself may say why (JobFailure with error type 'cancelled')
+      if (entry.cancelled) return fail({ state: 'cancelled', error: err instanceof JobFailure && err.errorType === 'cancelled' ? { error_type: 'cancelled', error_message: err.message } : CANCELLED })
       if (entry.controller.signal.aborted) {
         // lease lost or shutting down: the job is someone else's now, leave the row alone
         log.info('job aborted: ' + String((entry.controller.signal.reason as Error | undefined)?.message ?? ''))

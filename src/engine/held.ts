@@ -9,6 +9,7 @@ import { etaOf, percentOf } from '../domain/progress.ts'
 import { jobChanges } from './cancel.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
+import { JobLogWriter } from './log.ts'
 import { finishJob, type FinishFields, type TakenJob } from './queue-sql.ts'
 
 const PROGRESS_INTERVAL_MS = 250
@@ -41,10 +42,23 @@ export class HeldJob {
   private bytesDone = 0
   private readonly startedAt = Date.now()
   private finished = false
+  private readonly jobLog: JobLogWriter
+  private summary: string | undefined
   cancelled = false
 
   constructor (private readonly deps: HeldDeps, readonly row: TakenJob, private bytesTotal: number | null) {
     this.unlisten = deps.listener?.on(CHANNELS.cancel, (id) => { if (id === row.id) this.cancel() })
+    this.jobLog = new JobLogWriter(() => deps.prisma, { id: row.id, attempt: row.attempts }, deps.owner, (err) => deps.log.warn({ err, job: row.id }, 'held job log write failed'))
+  }
+
+  /** What the job did, recorded as its description when it succeeds ("received 1.0 GiB in 2.1 s"). */
+  describe (text: string): void {
+    this.summary = text
+  }
+
+  /** Appends a line to the job's log (as ctx.log does for handlers); written at the latest with the outcome. */
+  log (line: string): void {
+    if (!this.finished) this.jobLog.write(line)
   }
 
   get id (): string { return this.row.id }
@@ -106,7 +120,14 @@ export class HeldJob {
    * the change; when the lease was lost it throws LeaseLost, so `tx` commits nothing.
    */
   async finish (tx: Tx, fields: FinishFields): Promise<void> {
+    // the log's last lines commit with the outcome (they are fenced by the lease finishJob ends)
+    if (fields.state !== 'success') this.jobLog.write(`${fields.state === 'cancelled' ? 'cancelled' : 'failed'}: ${fields.error?.error_message ?? 'unknown error'}`)
+    const flushed = this.jobLog.flush(tx)
     this.stop()
+    await flushed
+    if (fields.state === 'success' && this.summary !== undefined) {
+      await tx.job.updateMany({ where: { id: this.row.id, lockedBy: this.deps.owner, attempts: this.row.attempts }, data: { description: this.summary } })
+    }
     const done = await finishJob(tx, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, fields)
     if (!done) throw new LeaseLost(this.row.id)
   }

@@ -65,6 +65,10 @@ export const JobGetQuery = Type.Object({
   wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 60, description: 'Answer as soon as the job is finished, or after this many seconds' }))
 })
 
+export const JobLogQuery = Type.Object({
+  follow: Type.Optional(Type.String({ enum: ['0', '1', 'true', 'false'], description: '1: keep the answer open and stream new lines until the job finishes' }))
+})
+
 export const JobActionQuery = Type.Object({
   do: Type.String({ enum: ['cancel'], description: 'cancel: cancel the job and its children' })
 })
