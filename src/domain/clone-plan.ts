@@ -178,5 +178,14 @@ export function startsAtOnce (index: number, parallelism: number): boolean {
 
 /** "copied 1.2 of 10.0 GiB" */
 export function copyDescription (bytesDone: number, bytesTotal: number): string {
+  // a drive that holds no data yet: "copied 0 B of 0 B" would say nothing
+  if (bytesTotal <= 0) return 'copying an empty drive'
   return `copied ${formatBytes(bytesDone)} of ${formatBytes(bytesTotal)}`
+}
+
+/** What a finished copy did, for its job's description: "copied 1.2 GiB in 4.2 s". */
+export function copiedDescription (bytes: number, size: number, seconds: number, verb = 'copied'): string {
+  const took = `in ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`
+  if (bytes <= 0) return `${verb === 'copied' ? 'cloned' : verb} an empty ${formatBytes(size)} drive ${took}`
+  return `${verb} ${formatBytes(bytes)}${size > bytes ? ` (of a ${formatBytes(size)} drive)` : ''} ${took}`
 }

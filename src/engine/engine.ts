@@ -14,6 +14,7 @@ import { childOutcome, claimJobs, fenceLease, finishJob, heartbeat, lockAttempt,
 import type { Tx } from '../db/client.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob, LeaseLost } from './held.ts'
+import { JobLogWriter } from './log.ts'
 import { JobFailure, type CleanupReason, type JobContext, type JobHandler, type JobInfo, type ProgressUpdate } from './types.ts'
 
 /** Hooks for the metrics module; the engine works without them. */
@@ -402,7 +403,7 @@ export class JobEngine {
       })
   }
 
-  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void> } {
+  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, dropLog: () => void } {
     const { prisma } = this.opts
     const signal = entry.controller.signal
     const key = entry.key
@@ -427,8 +428,11 @@ export class JobEngine {
       rootId: row.root_id,
       params: row.params ?? {},
       checkpoint: row.checkpoint,
-      attempts: row.attempts
+      attempts: row.attempts,
+      queueWaitMs: Math.max(0, Math.round(row.claim_latency_ms))
     }
+    // the job's own log (src/engine/log.ts): batched, fenced by this attempt like progress
+    const jobLog = new JobLogWriter(() => this.sql, key, this.workerId, (err) => log.warn({ err }, 'job log write failed'))
     const interval = this.opts.progressIntervalMs ?? 250
     const logEvery = this.opts.progressLogMs ?? 5000
     const startedAt = Date.now()
@@ -459,6 +463,7 @@ export class JobEngine {
           ...(u.bytesDone !== undefined ? { bytesDone: BigInt(Math.floor(u.bytesDone)) } : {}),
           ...(u.bytesTotal !== undefined ? { bytesTotal: BigInt(Math.floor(u.bytesTotal)) } : {}),
           ...(u.description !== undefined ? { description: u.description } : {}),
+          ...(u.extra !== undefined ? { extra: u.extra as object } : {}),
           ...(percent !== undefined ? { progress: percent } : {}),
           etaSeconds: eta ?? null,
           lastModified: new Date()
@@ -472,7 +477,8 @@ export class JobEngine {
       job,
       signal,
       prisma,
-      log,
+      log: (line) => { if (!entry.stale) jobLog.write(line) },
+      logger: log,
       progress: (u) => {
         state = { ...state, ...u }
         dirty = true
@@ -501,8 +507,9 @@ export class JobEngine {
         clearTimeout(flushTimer)
         flushTimer = undefined
         write()
-        await inflight
-      }
+        await Promise.all([inflight, jobLog.flush()])
+      },
+      dropLog: () => jobLog.discard()
     }
   }
 
@@ -550,14 +557,17 @@ export class JobEngine {
     const handler = this.handlers.get(row.operation)
     const log = this.opts.log.child({ job: row.id, operation: row.operation })
     const ctx = this.context(row, entry, log)
+    const t0 = Date.now()
+    const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(3)} s`
     const fail = async (reason: CleanupReason) => {
       // a stale attempt undoes nothing: the job and what it made belong to the newer attempt
-      if (entry.stale) return
+      if (entry.stale) return ctx.dropLog()
       try {
         await handler?.cleanup?.(ctx, reason)
       } catch (err) {
         log.error({ err }, 'job cleanup failed')
       }
+      ctx.log(reason.state === 'cancelled' ? `cancelled after ${elapsed()}` : `failed after ${elapsed()}: ${reason.error?.error_message ?? 'unknown error'}`)
       await ctx.flush()
       await this.settle(row, { state: reason.state, error: reason.error ?? null }, log, entry)
     }
@@ -577,26 +587,37 @@ export class JobEngine {
         return fail({ state: 'error', error: { error_type: 'backend', error_message: 'the process running this job stopped; its work was undone' } })
       }
       log.info({ attempts: row.attempts }, 'job taken over from a stopped process; resuming it')
+      ctx.log(`attempt ${row.attempts}: taken over from a stopped process; resuming`)
     } else {
       log.info('job started')
+      ctx.log(`started after ${ctx.job.queueWaitMs} ms in the queue`)
     }
     try {
       const result = await handler.run(ctx)
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
-      if (entry.controller.signal.aborted) return // lease lost or shutting down: not ours to record
+      if (entry.controller.signal.aborted) return ctx.dropLog() // lease lost or shutting down: not ours to record
+      ctx.log(`succeeded in ${elapsed()}`)
       await ctx.flush()
       await this.settle(row, { state: 'success', result }, log, entry)
     } catch (err) {
-      if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
+      // a handler that cancelled itself may say why (JobFailure with error type 'cancelled')
+      if (entry.cancelled) return fail({ state: 'cancelled', error: err instanceof JobFailure && err.errorType === 'cancelled' ? { error_type: 'cancelled', error_message: err.message } : CANCELLED })
       if (entry.controller.signal.aborted) {
         // lease lost or shutting down: the job is someone else's now, leave the row alone
         log.info('job aborted: ' + String((entry.controller.signal.reason as Error | undefined)?.message ?? ''))
+        // shutting down: the lease is still ours, so the reason is worth keeping; a stale attempt's is dropped
+        if (!entry.stale) {
+          ctx.log('stopped: ' + String((entry.controller.signal.reason as Error | undefined)?.message ?? 'aborted') + '; the job will run again elsewhere')
+          await ctx.flush()
+        } else ctx.dropLog()
         return
       }
       // a transient failure (e.g. storage unreachable): a resumable job runs again later
       if ((err as { retryable?: unknown } | null)?.retryable === true && handler.resumable === true && row.attempts < row.max_attempts) {
         const delay = 2 ** row.attempts
         log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job hit a transient failure; retrying later')
+        ctx.log(`transient failure (${String((err as { code?: unknown }).code ?? 'storage unavailable')}); retrying in ${delay} s (attempt ${row.attempts} of ${row.max_attempts})`)
+        await ctx.flush()
         if (await retryJob(this.opts.prisma, this.workerId, { id: row.id, attempt: row.attempts }, delay)) return
       }
       const failure = err instanceof JobFailure
@@ -604,7 +625,10 @@ export class JobEngine {
         log.warn({ err }, 'job failed: transient failure, no retries left')
         return fail({ state: 'error', error: { error_type: 'backend', error_message: 'the drive storage is unavailable; try again later' } })
       }
-      if (!failure) log.error({ err }, 'job failed with an unexpected error')
+      if (!failure) {
+        log.error({ err }, 'job failed with an unexpected error')
+        ctx.log(`unexpected error (${(err as Error | null)?.name ?? 'Error'}); its details are in the service log under job ${row.id}`)
+      }
       await fail({
         state: 'error',
         error: { error_type: failure ? err.errorType : 'backend', error_message: failure ? err.message : 'internal error while running the job' }

@@ -93,12 +93,13 @@ export async function enqueueJobs (tx: Tx, inputs: EnqueueInput[]): Promise<Arra
   // delivered when the transaction commits: wakes idle workers in every process
   await tx.$executeRaw`SELECT pg_notify(${JOBS_CHANNEL}, ${ids[0]})`
   const seen = new Set<string>()
-  const changes: Array<{ ownerId: string, resourceType: 'jobs', resourceId: string }> = []
+  const changes: Array<{ ownerId: string, resourceType: 'jobs', resourceId: string, change: 'added' | 'changed' }> = []
   inputs.forEach((input, k) => {
     for (const id of [ids[k], rootIds[k]]) {
       if (seen.has(id)) continue
       seen.add(id)
-      changes.push({ ownerId: input.ownerId, resourceType: 'jobs', resourceId: id })
+      // the new job, and its root (whose roll-up moved) when that existed before
+      changes.push({ ownerId: input.ownerId, resourceType: 'jobs', resourceId: id, change: id === ids[k] ? 'added' : 'changed' })
     }
   })
   await publishChange(tx, changes)

@@ -3,16 +3,22 @@
 // frames to the SSE streams and websockets of the owning account. NOTIFYs sent while the LISTEN
 // connection was down are lost, so after a reconnect the hub reads the missed rows from `events`
 // (catch-up) and delivers each event id once, whichever way it came.
+import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 
 export type ResourceType = 'drives' | 'servers' | 'jobs'
 
+/** What happened to the object (TrueNAS's event names). */
+export type ChangeKind = 'added' | 'changed' | 'removed'
+
 export interface ChangeInput {
   ownerId: string
   resourceType: ResourceType
   resourceId: string
+  /** Default 'changed'; a frame whose object is gone says 'removed' whatever was published. */
+  change?: ChangeKind
 }
 
 /**
@@ -24,14 +30,14 @@ export async function publishChange (db: PrismaClient | Tx, change: ChangeInput 
   if (list.length === 0) return
   await db.$executeRaw`
     WITH e AS (
-      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri)
-      SELECT x.o::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/'
-      FROM unnest(${list.map(c => c.ownerId)}::text[], ${list.map(c => c.resourceType)}::text[], ${list.map(c => c.resourceId)}::text[])
-        WITH ORDINALITY AS x(o, t, r, n)
+      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
+      SELECT x.o::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/', x.c
+      FROM unnest(${list.map(c => c.ownerId)}::text[], ${list.map(c => c.resourceType)}::text[], ${list.map(c => c.resourceId)}::text[], ${list.map(c => c.change ?? 'changed')}::text[])
+        WITH ORDINALITY AS x(o, t, r, c, n)
       ORDER BY x.n
-      RETURNING id, owner_id, resource_type, resource_id
+      RETURNING id, owner_id, resource_type, resource_id, change
     )
-    SELECT pg_notify(${CHANNELS.events}, json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text)
+    SELECT pg_notify(${CHANNELS.events}, json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id, 'c', change)::text)
     FROM e ORDER BY id`
 }
 
@@ -41,9 +47,13 @@ export interface ChangeEvent {
   ownerId: string
   resourceType: string
   resourceId: string
+  /** as published ('changed' for the engine's own job events) */
+  change: ChangeKind
 }
 
 export interface Frame {
+  /** added, changed or removed (removed whenever the object is gone at delivery) */
+  change: ChangeKind
   resource_type: string
   resource_uri: string
   object?: unknown
@@ -70,6 +80,7 @@ export class EventHub {
   private readonly loaders = new Map<string, ObjectLoader>()
   private readonly subscribers = new Map<string, Set<Subscriber>>()
   private readonly waiters = new Map<string, Set<() => void>>()
+  private readonly logWaiters = new Map<string, Set<() => void>>()
   // per-account delivery chains keep frames in NOTIFY (commit) order while objects load
   private readonly chains = new Map<string, Promise<void>>()
   private unlisten: Array<() => void> = []
@@ -126,27 +137,26 @@ export class EventHub {
 
   /** Resolves at the next change of `resourceId` (any account) or after `ms`. */
   waitForChange (resourceId: string, ms: number): Promise<void> {
-    return new Promise(resolve => {
-      let set = this.waiters.get(resourceId)
-      if (!set) this.waiters.set(resourceId, set = new Set())
-      const done = () => {
-        clearTimeout(timer)
-        set.delete(done)
-        if (set.size === 0 && this.waiters.get(resourceId) === set) this.waiters.delete(resourceId)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      set.add(done)
-    })
+    return wait(this.waiters, resourceId, ms)
+  }
+
+  /** Resolves at the next change of job `jobId` or lines added to its log, or after `ms`. */
+  waitForJobOrLog (jobId: string, ms: number): Promise<void> {
+    const cancels: Array<() => void> = []
+    return Promise.race([
+      wait(this.waiters, jobId, ms, (cancel) => cancels.push(cancel)),
+      wait(this.logWaiters, jobId, ms, (cancel) => cancels.push(cancel))
+    ]).then(() => { for (const c of cancels) c() })
   }
 
   async frameFor (event: ChangeEvent): Promise<Frame> {
-    const frame: Frame = { resource_type: event.resourceType, resource_uri: `/api/2.0/${event.resourceType}/${event.resourceId}/` }
+    const frame: Frame = { change: event.change, resource_type: event.resourceType, resource_uri: `/api/2.0/${event.resourceType}/${event.resourceId}/` }
     const loader = this.loaders.get(event.resourceType)
-    if (loader) {
+    if (loader && event.change !== 'removed') {
       try {
         const object = await loader(this.prisma, event.ownerId, event.resourceId)
         if (object !== undefined && object !== null) frame.object = object
+        else frame.change = 'removed'
       } catch (err) {
         this.log.warn({ err, event }, 'could not load the object of an event')
       }
@@ -161,7 +171,7 @@ export class EventHub {
       orderBy: { id: 'asc' },
       take: limit
     })
-    return rows.map(r => ({ id: r.id.toString(), ownerId: r.ownerId, resourceType: r.resourceType, resourceId: r.resourceId }))
+    return rows.map(r => ({ id: r.id.toString(), ownerId: r.ownerId, resourceType: r.resourceType, resourceId: r.resourceId, change: kindOf(r.change) }))
   }
 
   /** The newest event id, so a fresh stream can start from "now". */
@@ -173,8 +183,13 @@ export class EventHub {
   private receive (payload: string): void {
     let event: ChangeEvent
     try {
-      const p = JSON.parse(payload) as { id: string, o: string, t: string, r: string }
-      event = { id: String(p.id), ownerId: p.o, resourceType: p.t, resourceId: p.r }
+      const p = JSON.parse(payload) as { id: string, o: string, t: string, r: string, c?: string, log?: string }
+      // lines added to a job's log (src/engine/log.ts): wakes its followers, no frame
+      if (typeof p.log === 'string') {
+        for (const w of [...this.logWaiters.get(p.log) ?? []]) w()
+        return
+      }
+      event = { id: String(p.id), ownerId: p.o, resourceType: p.t, resourceId: p.r, change: kindOf(p.c) }
     } catch {
       return
     }
@@ -275,5 +290,51 @@ export class EventHub {
       if (at >= t) break
       if (BigInt(id) <= floor) this.delivered.delete(id)
     }
+  }
+}
+
+function kindOf (c: unknown): ChangeKind {
+  return c === 'added' || c === 'removed' ? c : 'changed'
+}
+
+function wait (map: Map<string, Set<() => void>>, key: string, ms: number, onCancel?: (cancel: () => void) => void): Promise<void> {
+  return new Promise(resolve => {
+    let set = map.get(key)
+    if (!set) map.set(key, set = new Set())
+    const done = () => {
+      clearTimeout(timer)
+      set.delete(done)
+      if (set.size === 0 && map.get(key) === set) map.delete(key)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    set.add(done)
+    onCancel?.(done)
+  })
+}
+
+/** How many objects one stream remembers for de-duplication (the oldest are forgotten first). */
+const DEDUP_ENTRIES = 5000
+
+/**
+ * One stream's filter against repeated frames. A frame carries its object as read at delivery,
+ * so several changes committed before their frames are delivered (a job's last progress write and
+ * its finish, an enqueue and its claim) would all show the newest state: the frames after the first
+ * repeat it and are dropped, so each state a client sees arrives once. A 'removed' frame passes
+ * once per object.
+ */
+export class FrameFilter {
+  private readonly seen = new Map<string, string>()
+
+  /** True when `frame` shows something this stream has not sent for its object yet. */
+  fresh (frame: Frame): boolean {
+    // a frame without an object (no loader, or it failed) has nothing to compare
+    if (frame.change !== 'removed' && frame.object === undefined) return true
+    const digest = frame.change === 'removed' ? 'removed' : createHash('sha1').update(JSON.stringify(frame.object)).digest('base64')
+    if (this.seen.get(frame.resource_uri) === digest) return false
+    this.seen.delete(frame.resource_uri)
+    this.seen.set(frame.resource_uri, digest)
+    if (this.seen.size > DEDUP_ENTRIES) this.seen.delete(this.seen.keys().next().value!)
+    return true
   }
 }

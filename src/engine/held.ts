@@ -11,6 +11,7 @@ import { etaOf, percentOf } from '../domain/progress.ts'
 import { jobChanges } from './cancel.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
+import { JobLogWriter } from './log.ts'
 import { finishJob, type FinishFields, type TakenJob } from './queue-sql.ts'
 
 const PROGRESS_INTERVAL_MS = 250
@@ -53,12 +54,15 @@ export class HeldJob {
   private watchdog: NodeJS.Timeout | undefined
   /** aborted because the lease could not be kept: nothing more is written */
   private stale = false
+  private readonly jobLog: JobLogWriter
+  private summary: string | undefined
   cancelled = false
 
   constructor (private readonly deps: HeldDeps, readonly row: TakenJob, private bytesTotal: number | null) {
     this.unlisten = deps.listener?.on(CHANNELS.cancel, (id) => { if (id === row.id) this.cancel() })
     this.leaseEnd = deps.takenAt + deps.leaseMs
     this.arm()
+    this.jobLog = new JobLogWriter(() => deps.prisma, { id: row.id, attempt: row.attempts }, deps.owner, (err) => deps.log.warn({ err, job: row.id }, 'held job log write failed'))
   }
 
   /** (Re)arms the local lease watchdog: it aborts the holder once the lease can no longer be trusted. */
@@ -77,6 +81,16 @@ export class HeldJob {
     if (this.stale) return
     this.leaseEnd = Math.max(this.leaseEnd, sentAt + this.deps.leaseMs)
     this.arm()
+  }
+
+  /** What the job did, recorded as its description when it succeeds ("received 1.0 GiB in 2.1 s"). */
+  describe (text: string): void {
+    this.summary = text
+  }
+
+  /** Appends a line to the job's log (as ctx.log does for handlers); written at the latest with the outcome. */
+  log (line: string): void {
+    if (!this.finished && !this.stale) this.jobLog.write(line)
   }
 
   get id (): string { return this.row.id }
@@ -141,10 +155,19 @@ export class HeldJob {
    * the change; when the lease was lost it throws LeaseLost, so `tx` commits nothing.
    */
   async finish (tx: Tx, fields: FinishFields): Promise<void> {
-    const stale = this.stale
-    this.stop()
     // aborted for want of a lease: whether or not the row would still take it, it is not ours to record
-    if (stale) throw new LeaseLost(this.row.id)
+    if (this.stale) {
+      this.stop()
+      throw new LeaseLost(this.row.id)
+    }
+    // the log's last lines commit with the outcome (they are fenced by the lease finishJob ends)
+    if (fields.state !== 'success') this.jobLog.write(`${fields.state === 'cancelled' ? 'cancelled' : 'failed'}: ${fields.error?.error_message ?? 'unknown error'}`)
+    const flushed = this.jobLog.flush(tx)
+    this.stop()
+    await flushed
+    if (fields.state === 'success' && this.summary !== undefined) {
+      await tx.job.updateMany({ where: { id: this.row.id, lockedBy: this.deps.owner, attempts: this.row.attempts }, data: { description: this.summary } })
+    }
     const done = await finishJob(tx, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, fields)
     if (!done) throw new LeaseLost(this.row.id)
   }

@@ -23,12 +23,19 @@ export interface JobInfo {
   checkpoint: unknown
   /** 1 on the first run; more when the job was taken over after its process died. */
   attempts: number
+  /** How long the job waited in the queue before this attempt claimed it (ms). */
+  queueWaitMs?: number
 }
 
 export interface ProgressUpdate {
   bytesDone?: number
   bytesTotal?: number
   description?: string
+  /**
+   * Handler-specific detail (TrueNAS's progress.extra), e.g. `{ method: 'cp --sparse=auto', phase:
+   * 'copy' }`: shown as the job's `data.extra`. Replaces the previous value.
+   */
+  extra?: Record<string, unknown>
 }
 
 export interface JobContext {
@@ -36,7 +43,14 @@ export interface JobContext {
   /** Aborted when the job is cancelled, its lease is lost, or the process shuts down. */
   signal: AbortSignal
   prisma: PrismaClient
-  log: FastifyBaseLogger
+  /**
+   * Appends a line to the job's own log (GET /jobs/{uuid}/log/): what it copies and how, how long
+   * each step took, the cause of an error. Never blocks; lines are written in batches, fenced by
+   * this attempt (a stale attempt's lines are dropped). Never log secrets.
+   */
+  log: (line: string) => void
+  /** The process log (pino), with the job id bound. */
+  logger: FastifyBaseLogger
   /** Reports progress; the engine throttles database writes to a few per second. */
   progress: (update: ProgressUpdate) => void
   /** Saves handler state so a takeover after a crash can resume instead of restarting. */

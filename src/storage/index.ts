@@ -12,6 +12,7 @@ export { MAX_DRIVE_SIZE, StorageError, isStorageError } from './types.ts'
 export type {
   CopyOptions,
   CopyProgress,
+  CopyStats,
   CowCloneOptions,
   FlattenOptions,
   DriveStat,

@@ -451,7 +451,9 @@ export class LocalDriveStorage implements DriveStorage {
       const job: CopyJob = { srcId, src, partial, srcSize, dstId, progress, signal }
       try {
         progress.report(0, true)
-        await this.copyData(job)
+        const t0 = performance.now()
+        const method = await this.copyData(job)
+        const t1 = performance.now()
         if (isAborted(signal)) throw abortedError(dstId, signal?.reason)
         const finalSize = Math.max(srcSize, options.size ?? 0)
         const h = await open(partial, 'r+')
@@ -470,6 +472,7 @@ export class LocalDriveStorage implements DriveStorage {
           if (closing === undefined) await h.close()
         }
         await closing
+        const t2 = performance.now()
         if (isAborted(signal)) throw abortedError(dstId, signal?.reason)
         progress.report(total, true)
         let commitError: unknown
@@ -493,6 +496,7 @@ export class LocalDriveStorage implements DriveStorage {
             throw new ProgressCallbackError(err, 'the fenced guard refused the rename')
           }
         }
+        options.onStats?.({ method, bytes: total, copyMs: t1 - t0, fsyncMs: this.durable ? t2 - t1 : 0, renameMs: performance.now() - t2 })
       } catch (err) {
         await rmForce(partial).catch(() => {})
         if (err instanceof ProgressCallbackError) throw err.inner
@@ -503,19 +507,22 @@ export class LocalDriveStorage implements DriveStorage {
     }
   }
 
-  private async copyData (job: CopyJob): Promise<void> {
+  /** Copies the data; returns how (for the job log). */
+  private async copyData (job: CopyJob): Promise<string> {
+    const node = 'node (zero blocks skipped)'
     if (this.copyMethod === 'node' || (this.copyMethod === 'auto' && this.cpUnusable)) {
       await this.nodeCopy(job)
-      return
+      return node
     }
     const result = await this.cpCopy(job)
-    if (result === 'ok') return
+    if (result === 'ok') return `${this.cpCommand} --sparse=${this.cpSparse} --reflink=auto`
     if (this.copyMethod === 'cp') {
       throw new StorageError('IO', `copy to ${job.dstId}: ${this.cpCommand} is not usable (${result.reason})`)
     }
     this.cpUnusable = true
     await rmForce(job.partial)
     await this.nodeCopy(job)
+    return node
   }
 
   /**

@@ -579,8 +579,10 @@ export class RbdDriveStorage implements DriveStorage {
       // a partial image from an earlier attempt (crash, kill -9) is simply discarded
       await this.removeImage(partial)
       try {
+        const t0 = performance.now()
         await this.cloneTo(srcId, dstId, partial, options.size)
         await this.flattenImage(partial, dstId, signal, options.onProgress, total)
+        const t1 = performance.now()
         if (isAborted(signal)) throw abortedError(dstId, signal?.reason)
         const commit = async (): Promise<void> => {
           await this.removeImage(dstId)
@@ -589,6 +591,8 @@ export class RbdDriveStorage implements DriveStorage {
         // fenced (the job layer's guard): replaced only while the copying attempt still owns its job
         if (options.fenced === undefined) await commit()
         else await options.fenced(commit)
+        // librbd writes are durable when acknowledged: no separate sync step
+        options.onStats?.({ method: 'rbd clone + flatten', bytes: total, copyMs: t1 - t0, fsyncMs: 0, renameMs: performance.now() - t1 })
       } catch (err) {
         await this.removeImage(partial).catch(() => {})
         throw err instanceof ProgressCallbackError ? err.inner : err

@@ -110,6 +110,22 @@ export interface CopyOptions {
    * partial is removed and copy() rejects with that error.
    */
   fenced?: (commit: () => Promise<void>) => Promise<void>
+  /** Called once a copy succeeded: how it was made and where the time went (for the job log). */
+  onStats?: (stats: CopyStats) => void
+}
+
+/** How a copy was made and how long its steps took (milliseconds). */
+export interface CopyStats {
+  /** e.g. `cp --sparse=auto --reflink=auto`, `node (4 KiB zero-skipping)`, `rbd clone + flatten` */
+  method: string
+  /** bytes of data the source held (allocated) */
+  bytes: number
+  /** moving the data */
+  copyMs: number
+  /** making it durable (fsync of the file, or none when the backend syncs as it writes) */
+  fsyncMs: number
+  /** rename into place (and directory fsync) */
+  renameMs: number
 }
 
 export interface CowCloneOptions {

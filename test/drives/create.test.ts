@@ -179,7 +179,8 @@ t.test('a drive_create that fails leaves nothing behind', async t => {
     prisma: app.prisma,
     fence: async () => {},
     fenced: async (fn) => app.prisma.$transaction(fn),
-    log: app.log,
+    log: () => {},
+    logger: app.log,
     progress: () => {},
     checkpoint: async () => {}
   }, { state: 'error' })

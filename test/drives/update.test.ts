@@ -209,7 +209,8 @@ t.test('a failed resize leaves the drive at the size of its image', async t => {
     prisma: app.prisma,
     fence: async () => {},
     fenced: async (fn) => app.prisma.$transaction(fn),
-    log: app.log,
+    log: () => {},
+    logger: app.log,
     progress: () => {},
     checkpoint: async () => {}
   }, { state: 'error' })

@@ -150,7 +150,8 @@ export async function cloneDrive (deps: ClonesDeps, account: Cloner, sourceId: s
       ...(bytesTotal > 0 ? { bytesTotal } : {}),
       description: `cloning drive ${source.id}`
     })
-    await announceDrives(tx, ownerId, [source.id, id])
+    await announceDrives(tx, ownerId, [id], 'added')
+    await announceDrives(tx, ownerId, [source.id])
     return tx.drive.findUniqueOrThrow({ where: { id } })
   }, { timeout: 60_000 })
   return driveToWire(row, { jobIds: [jobId], serverIds: [] })
@@ -256,8 +257,9 @@ export async function cloneServer (deps: ClonesDeps, account: Cloner, sourceServ
         ...(startsAtOnce(index, deps.cloneParallelism) ? {} : { runAt: HELD_RUN_AT })
       })
     }
-    await publishChange(tx, { ownerId, resourceType: 'servers', resourceId: serverId })
-    await announceDrives(tx, ownerId, disks.flatMap(d => [d.sourceId, d.driveId]))
+    await publishChange(tx, { ownerId, resourceType: 'servers', resourceId: serverId, change: 'added' })
+    await announceDrives(tx, ownerId, disks.map(d => d.driveId), 'added')
+    await announceDrives(tx, ownerId, [...new Set(disks.map(d => d.sourceId))])
     return tx.server.findUniqueOrThrow({ where: { id: serverId } })
   }, { timeout: 60_000 })
   return (await serversToWire(deps.prisma, [row]))[0]

@@ -15,7 +15,7 @@ import {
 } from '../../domain/drive-status.ts'
 import { JOBS_CHANNEL, enqueueJob, type EnqueueInput } from '../../engine/enqueue.ts'
 import { lockResources } from '../../engine/resources.ts'
-import { publishChange } from '../../engine/events.ts'
+import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
 import { MAX_DRIVE_SIZE } from '../../storage/index.ts'
 import type { DriveCreateInputT, DriveUpdateInputT, DriveWire } from './schemas.ts'
@@ -161,9 +161,9 @@ export async function restingStatusOf (db: Db, driveId: string): Promise<'mounte
 }
 
 /** The one place drive changes are announced (events); call it inside the transaction that makes them. */
-export async function announceDrives (db: Db, ownerId: string, ids: string[]): Promise<void> {
+export async function announceDrives (db: Db, ownerId: string, ids: string[], change: ChangeKind = 'changed'): Promise<void> {
   if (ids.length === 0) return
-  await publishChange(db, ids.map(id => ({ ownerId, resourceType: 'drives' as const, resourceId: id })))
+  await publishChange(db, ids.map(id => ({ ownerId, resourceType: 'drives' as const, resourceId: id, change })))
 }
 
 /**
@@ -192,7 +192,7 @@ async function enqueueTopLevelJobs (tx: Tx, inputs: Array<EnqueueInput & { id: s
     data: inputs.flatMap(j => (j.resources ?? []).map(r => ({ jobId: j.id, resourceType: r.type, resourceId: r.id, mode: r.mode ?? 'write' })))
   })
   await tx.$executeRaw`SELECT pg_notify(${JOBS_CHANNEL}, ${inputs[0].id})`
-  await publishChange(tx, inputs.map(j => ({ ownerId: j.ownerId, resourceType: 'jobs' as const, resourceId: j.id })))
+  await publishChange(tx, inputs.map(j => ({ ownerId: j.ownerId, resourceType: 'jobs' as const, resourceId: j.id, change: 'added' as const })))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ export async function createDrives (deps: DrivesDeps, ownerId: string, inputs: D
       resources: [{ type: 'drives' as const, id: p.id, mode: 'write' as const }],
       description: `creating a ${p.size} byte drive`
     })))
-    await announceDrives(tx, ownerId, planned.map(p => p.id))
+    await announceDrives(tx, ownerId, planned.map(p => p.id), 'added')
     return tx.drive.findMany({ where: { id: { in: planned.map(p => p.id) } } })
   }, { timeout: 60_000 })
   const byId = new Map(rows.map(r => [r.id, r]))

@@ -10,7 +10,7 @@ import { errors } from '../../http/errors.ts'
 import type { AuthAccount } from '../../plugins/auth.ts'
 import { errorResponses } from '../../http/schemas.ts'
 import { JobEventsQuery } from './schemas.ts'
-import type { ChangeEvent, Frame } from '../../engine/events.ts'
+import { FrameFilter, type ChangeEvent, type Frame } from '../../engine/events.ts'
 
 const COOKIE = 'async_auth'
 const COOKIE_TTL_S = 120
@@ -94,8 +94,9 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
       request.account = account
     },
     handler: (socket, request) => {
+      const filter = new FrameFilter()
       const unsubscribe = app.events.subscribe(request.account.id, (_event, frame) => {
-        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(frame))
+        if (socket.readyState === socket.OPEN && filter.fresh(frame)) socket.send(JSON.stringify(frame))
       })
       const ping = setInterval(() => { if (socket.readyState === socket.OPEN) socket.ping() }, PING_MS)
       socket.on('close', () => { unsubscribe(); clearInterval(ping) })
@@ -110,7 +111,9 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['events'],
       summary: 'Server-sent events: every change of this account\'s jobs, drives and servers',
-      description: 'Frames are `id: <event id>`, `event: <resource_type>`, `data: {resource_type, resource_uri, object}`. ' +
+      description: 'Frames are `id: <event id>`, `event: <resource_type>`, `data: {change, resource_type, resource_uri, object}`; ' +
+        '`change` is `added`, `changed` or `removed` (then without `object`). A frame that would repeat the object of the previous ' +
+        'frame of the same object on this stream is not sent. ' +
         'Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.',
       querystring: JobEventsQuery,
       response: {
@@ -138,7 +141,9 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
       'x-accel-buffering': 'no',
       'x-request-id': request.id
     })
+    const filter = new FrameFilter()
     const write = (event: ChangeEvent, frame: Frame) => {
+      if (!filter.fresh(frame)) return
       res.write(`id: ${event.id}\nevent: ${frame.resource_type}\ndata: ${JSON.stringify(frame)}\n\n`)
     }
     res.write('retry: 2000\n: connected\n\n')

@@ -36,6 +36,8 @@ interface Row {
   resources: string[]
   progress: number
   description: string | null
+  extra: unknown
+  log_tail: string[] | null
   bytes_done: string
   bytes_total: string | null
   eta_seconds: number | null
@@ -67,6 +69,8 @@ function toRow (r: Row): JobRow {
     resources: r.resources,
     progress: r.progress,
     description: r.description,
+    extra: r.extra as JobRow['extra'],
+    logTail: r.log_tail ?? [],
     bytesDone: BigInt(r.bytes_done),
     bytesTotal: r.bytes_total === null ? null : BigInt(r.bytes_total),
     etaSeconds: r.eta_seconds,

@@ -7,9 +7,10 @@ import { envelope, pickFields, planList, parseFields, type ListPlan } from '../.
 import { describeResource } from '../../http/resource-schema.ts'
 import { isStorableDate, type FilterSpec, type OrderSpec } from '../../domain/filters.ts'
 import { requestCancel } from '../../engine/cancel.ts'
+import { formatLogLine, LOG_MAX_LINES, readLog } from '../../engine/log.ts'
 import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../../engine/types.ts'
 import { UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
-import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery } from './schemas.ts'
+import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery, JobLogQuery } from './schemas.ts'
 import { loadJobWire, loadTrees } from './view.ts'
 import { getJobWireSql, listJobsSql } from './read-sql.ts'
 
@@ -152,6 +153,80 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       if (!job) throw errors.notFound('Job', 'uuid')
     }
     return pickFields(job, parseFields(request.query.fields)) as never
+  })
+
+  // followers of running jobs' logs end when the app closes, so a stop does not wait on them
+  const followers = new Set<() => void>()
+  app.addHook('preClose', async () => { for (const end of followers) end() })
+
+  app.get('/jobs/:uuid/log/', {
+    config: { produces: ['text/plain'] },
+    schema: {
+      tags: ['jobs'],
+      summary: 'The job\'s log as text; ?follow=1 streams it until the job finishes',
+      description: `One line per entry: ISO time, [attempt], the line the handler wrote (what it copies and how, the time each step took, ` +
+        `the cause of an error). The last ${LOG_MAX_LINES} lines of each job are kept; they go with the job when it is purged. ` +
+        'With follow=1 the answer stays open while the job runs, sends new lines as they are written and ends when the job finishes.',
+      params: UuidParams,
+      querystring: JobLogQuery,
+      response: {
+        200: {
+          description: 'The log lines (text/plain)',
+          content: { 'text/plain': { schema: { type: 'string' } } }
+        },
+        ...errorResponses(404)
+      }
+    }
+  }, async (request, reply) => {
+    const { uuid } = request.params
+    const ownerId = request.account.id
+    const stateOf = async () => (await app.prisma.job.findFirst({ where: { id: uuid, ownerId }, select: { state: true } }))?.state
+    const first = await stateOf()
+    if (first === undefined) throw errors.notFound('Job', 'uuid')
+    const follow = request.query.follow === '1' || request.query.follow === 'true'
+    if (!follow || FINISHED_STATES.includes(first as JobState)) {
+      const lines = await readLog(app.prisma, uuid)
+      return reply.type('text/plain; charset=utf-8').send(lines.map(formatLogLine).join(''))
+    }
+    reply.hijack()
+    const res = reply.raw
+    res.writeHead(200, {
+      'content-type': 'text/plain; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      'x-accel-buffering': 'no',
+      'x-request-id': request.id
+    })
+    let closed = false
+    const end = () => { if (!closed) { closed = true; res.end() } }
+    followers.add(end)
+    request.raw.on('close', () => { closed = true; followers.delete(end) })
+    let after = 0n
+    const drain = async () => {
+      for (;;) {
+        const lines = await readLog(app.prisma, uuid, after, 500)
+        if (lines.length > 0) {
+          after = lines.at(-1)!.id
+          if (!closed) res.write(lines.map(formatLogLine).join(''))
+        }
+        if (lines.length < 500) return
+      }
+    }
+    try {
+      while (!closed) {
+        // woken by the job's change events and log NOTIFYs (listening before reading, so none is
+        // missed in between); the 5 s cap covers a NOTIFY lost with a reconnect
+        const woken = app.events.waitForJobOrLog(uuid, 5000)
+        // the job's state first: lines written before it finished are all stored by then
+        const state = await stateOf()
+        await drain()
+        if (state === undefined || FINISHED_STATES.includes(state as JobState)) break
+        await woken
+      }
+    } catch (err) {
+      request.log.warn({ err }, 'following a job log failed')
+    }
+    followers.delete(end)
+    end()
   })
 
   app.post('/jobs/:uuid/action/', {

@@ -8,7 +8,9 @@ export const JobData = Type.Object({
   description: Type.Optional(Type.String({ description: 'A human line such as "copied 1.2 of 10 GiB"' })),
   bytes_done: Type.Optional(Type.Integer()),
   bytes_total: Type.Optional(Type.Integer()),
-  eta_seconds: Type.Optional(Type.Integer())
+  eta_seconds: Type.Optional(Type.Integer()),
+  extra: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Handler-specific progress detail (TrueNAS\'s progress.extra), e.g. {"method": "cp --sparse=auto --reflink=auto", "phase": "copy"}' })),
+  log_excerpt: Type.Optional(Type.Array(Type.String(), { description: 'The last few lines of the job\'s log (GET /jobs/{uuid}/log/ has all of it)' }))
 }, { $id: 'JobData', additionalProperties: true })
 
 export const JobError = Type.Object({
@@ -61,6 +63,10 @@ export const JobListQuery = Type.Object({
 export const JobGetQuery = Type.Object({
   fields: Type.Optional(Type.String()),
   wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 60, description: 'Answer as soon as the job is finished, or after this many seconds' }))
+})
+
+export const JobLogQuery = Type.Object({
+  follow: Type.Optional(Type.String({ enum: ['0', '1', 'true', 'false'], description: '1: keep the answer open and stream new lines until the job finishes' }))
 })
 
 export const JobActionQuery = Type.Object({

@@ -13,6 +13,8 @@ export function jobToWire (row: JobRow, children: JobWire[] = [], childNodes: Pr
   data.bytes_done = p.bytesDone
   if (p.bytesTotal !== null) data.bytes_total = p.bytesTotal
   if (p.etaSeconds !== null) data.eta_seconds = p.etaSeconds
+  if (row.extra !== null && typeof row.extra === 'object') data.extra = row.extra as Record<string, unknown>
+  if (row.logTail && row.logTail.length > 0) data.log_excerpt = row.logTail
   return {
     uuid: row.id,
     resource_uri: uri('jobs', row.id),

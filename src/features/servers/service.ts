@@ -22,7 +22,7 @@ import type {
   MountInputT, MountWire, NicInputT, NicWire, ServerCreateInputT, ServerUpdateInputT, ServerWire
 } from './schemas.ts'
 import { deleteDrivesIn } from '../drives/service.ts'
-import { publishChange } from '../../engine/events.ts'
+import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
 import { checkMountable, detachAll, parseMounts, replaceMounts } from './mounts.ts'
 
@@ -241,8 +241,8 @@ export async function loadServerWire (db: Db, ownerId: string, id: string): Prom
   return (await serversToWire(db, [row]))[0]
 }
 
-export async function announceServer (db: Db, ownerId: string, id: string): Promise<void> {
-  await publishChange(db, { ownerId, resourceType: 'servers', resourceId: id })
+export async function announceServer (db: Db, ownerId: string, id: string, change: ChangeKind = 'changed'): Promise<void> {
+  await publishChange(db, { ownerId, resourceType: 'servers', resourceId: id, change })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ export async function createServers (prisma: PrismaClient, ownerId: string, inpu
         }
       })
       await replaceMounts(tx, ownerId, p.id, p.mounts)
-      await announceServer(tx, ownerId, p.id)
+      await announceServer(tx, ownerId, p.id, 'added')
     }
     return planned.map(p => p.id)
   }, { timeout: 60_000 })

@@ -13,6 +13,7 @@ import { UuidParams, errorResponses } from '../../http/schemas.ts'
 import { RawBytes, transferSchemas } from './schemas.ts'
 import type { Action } from '../../http/actions.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
+import { formatBytes } from '../../domain/progress.ts'
 import { Meter } from './streams.ts'
 import { assertDownloadable, createDownloadLink, parseRange, startDirectDownload, useDownloadLink, type ByteRange } from './download-jobs.ts'
 import { failureRecord, transferDeps, type HeldJob, type TransferDeps } from './service.ts'
@@ -80,6 +81,8 @@ async function sendImage (deps: TransferDeps, settling: Settling, reply: Fastify
     await held.fail(failureRecord(err)).finally(recorded)
     throw err
   }
+  const t0 = performance.now()
+  held.log(`sending ${range ? `bytes ${range.start}-${range.end}` : 'the whole image'} of drive ${drive.id} (${length} bytes)`)
   const meter = new Meter(Number.MAX_SAFE_INTEGER, false, (n) => held.progress(n))
   const piping = pipeline(source, meter).catch(() => {})
   let settled = false
@@ -90,6 +93,9 @@ async function sendImage (deps: TransferDeps, settling: Settling, reply: Fastify
     const complete = (reply.raw.writableFinished || reply.raw.writableEnded) && meter.bytes === length
     void piping.then(async () => {
       if (complete) {
+        const seconds = (performance.now() - t0) / 1000
+        held.log(`sent ${meter.bytes} bytes in ${Math.round(seconds * 1000)} ms`)
+        held.describe(`sent ${formatBytes(meter.bytes)} in ${seconds.toFixed(1)} s`)
         await deps.prisma.$transaction(async (tx) => held.finish(tx, { state: 'success', result: { bytes: meter.bytes } }))
           .catch(err => deps.log.error({ err, job: held.id }, 'could not record a finished download'))
       } else {

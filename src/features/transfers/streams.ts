@@ -15,6 +15,11 @@ export class BodyTooLong extends Error {}
 /** Counts (and optionally hashes) the bytes passing through; fails past `limit` bytes. */
 export class Meter extends Transform {
   bytes = 0
+  /** time spent hashing (ms), for the job log */
+  hashMs = 0
+  /** performance.now() when the first byte arrived and when the input ended */
+  startedAt: number | undefined
+  endedAt: number | undefined
   private readonly hash = createHash('sha256')
 
   constructor (private readonly limit: number, private readonly hashing: boolean, private readonly onBytes?: (n: number) => void) {
@@ -27,14 +32,34 @@ export class Meter extends Transform {
       return
     }
     this.bytes += chunk.length
-    if (this.hashing) this.hash.update(chunk)
+    this.startedAt ??= performance.now()
+    if (this.hashing) {
+      const t = performance.now()
+      this.hash.update(chunk)
+      this.hashMs += performance.now() - t
+    }
     this.onBytes?.(this.bytes)
     cb(null, chunk)
+  }
+
+  override _flush (cb: TransformCallback): void {
+    this.endedAt = performance.now()
+    cb()
   }
 
   digest (): string {
     return this.hash.digest('hex')
   }
+}
+
+/**
+ * The job-log line of a finished upload: where its time went. `t0` is when the request began,
+ * `stored` when the write stream had fsynced and closed, `settled` when the outcome committed.
+ */
+export function uploadTimeSplit (meter: Meter, t0: number, stored: number, settled: number): string {
+  const ms = (n: number) => `${Math.max(0, Math.round(n))} ms`
+  const ended = meter.endedAt ?? stored
+  return `time split: receive ${ms(ended - t0)} (of which hash ${ms(meter.hashMs)}), fsync ${ms(stored - ended)}, settle ${ms(settled - stored)}`
 }
 
 /**

@@ -40,7 +40,7 @@ export async function initUpload (deps: TransferDeps, ownerId: string, input: Ne
       })
       // started at once, but with no lease: no worker claims it before its deadline or its last chunk
       await tx.job.update({ where: { id: jobId }, data: { state: 'started', startedAt: new Date() } })
-      await announceDrives(tx, ownerId, [driveId])
+      await announceDrives(tx, ownerId, [driveId], 'added')
       return tx.drive.findUniqueOrThrow({ where: { id: driveId } })
     })
     return (await drivesToWire(deps.prisma, [row]))[0]

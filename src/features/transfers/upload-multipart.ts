@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises'
 import { errors } from '../../http/errors.ts'
 import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
-import { Meter, growingWriteStream } from './streams.ts'
+import { formatBytes } from '../../domain/progress.ts'
+import { Meter, growingWriteStream, uploadTimeSplit } from './streams.ts'
 import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, uploadMax } from './service.ts'
 
 // ---------------------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
         ...(sizeHint ? { bytesTotal: sizeHint } : {}),
         description: 'receiving an image (multipart)'
       })
-      await announceDrives(tx, ownerId, [driveId])
+      await announceDrives(tx, ownerId, [driveId], 'added')
       return job
     })
   } catch (err) {
@@ -49,7 +50,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
     throw err
   }
   const held = deps.engine.hold(row, sizeHint ?? null)
-  let received: { sha256: string, bytes: number } | undefined
+  let received: { sha256: string, bytes: number, meter: Meter, t0: number, stored: number } | undefined
   const abort = async (err: unknown): Promise<ClientError> => {
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'file')
     await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
@@ -62,11 +63,16 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
     abort,
     receive: async (file, truncated) => {
       try {
+        const t0 = performance.now()
+        held.log(`receiving a multipart file into drive ${driveId} (sha256 computed as it arrives)`)
         const meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined))
         await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max), { signal: held.signal })
+        const stored = performance.now()
         if (truncated()) throw errors.tooLarge(`The file is larger than the largest drive (${max} bytes)`, 'file')
         if (meter.bytes === 0) throw errors.validation('The file is empty', 'file')
-        received = { sha256: meter.digest(), bytes: meter.bytes }
+        received = { sha256: meter.digest(), bytes: meter.bytes, meter, t0, stored }
+        held.log(`stored ${formatBytes(meter.bytes)}, sha256 ${received.sha256}`)
+        held.describe(`received ${formatBytes(meter.bytes)} in ${((stored - t0) / 1000).toFixed(1)} s`)
       } catch (err) {
         file.resume()
         throw await abort(err)
@@ -79,6 +85,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
         await deps.prisma.$transaction(async (tx) => {
           await tx.job.update({ where: { id: jobId }, data: { bytesTotal: BigInt(bytes) } })
           await finishUploadedDrive(tx, ownerId, driveId, jobId, bytes)
+          held.log(uploadTimeSplit(received!.meter, received!.t0, received!.stored, performance.now()))
           await held.finish(tx, { state: 'success', result: { sha256, bytes } })
         })
       } catch (err) {

@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises'
 import { errors } from '../../http/errors.ts'
 import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
-import { Meter } from './streams.ts'
+import { formatBytes } from '../../domain/progress.ts'
+import { Meter, uploadTimeSplit } from './streams.ts'
 import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
 
 // ---------------------------------------------------------------------------------------------
@@ -29,7 +30,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
         bytesTotal: size,
         description: `receiving a ${size} byte image`
       })
-      await announceDrives(tx, ownerId, [driveId])
+      await announceDrives(tx, ownerId, [driveId], 'added')
       return job
     })
   } catch (err) {
@@ -38,12 +39,18 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
   }
   const held = deps.engine.hold(row, size)
   try {
+    const t0 = performance.now()
+    held.log(`receiving a raw image of ${formatBytes(size)} into drive ${driveId} (sha256 computed as it arrives)`)
     const meter = new Meter(size, true, (n) => held.progress(n))
     await pipeline(body, meter, await deps.storage.createWriteStream(driveId), { signal: held.signal })
+    const stored = performance.now()
     if (meter.bytes !== size) throw errors.validation(`The body held ${meter.bytes} of the ${size} bytes announced by Content-Length`, 'Content-Length')
     const sha256 = meter.digest()
+    held.log(`stored ${formatBytes(size)}, sha256 ${sha256}`)
+    held.describe(`received ${formatBytes(size)} in ${((stored - t0) / 1000).toFixed(1)} s`)
     await deps.prisma.$transaction(async (tx) => {
       await finishUploadedDrive(tx, ownerId, driveId, jobId)
+      held.log(uploadTimeSplit(meter, t0, stored, performance.now()))
       await held.finish(tx, { state: 'success', result: { sha256, bytes: size } })
     })
     return { driveId, jobId, sha256, bytes: size }

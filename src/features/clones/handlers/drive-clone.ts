@@ -5,7 +5,9 @@
 // is safe: the storage copy replaces a partial destination, and the reader is released once.
 // On copy-on-write storage (rbd) the copy is a clone, detached later by a drive_flatten child.
 import type { PrismaClient, Tx } from '../../../db/client.ts'
-import { copyDescription } from '../../../domain/clone-plan.ts'
+import { copiedDescription, copyDescription } from '../../../domain/clone-plan.ts'
+import { formatBytes } from '../../../domain/progress.ts'
+import type { CopyStats } from '../../../storage/index.ts'
 import { announceDrives, restingStatusOf } from '../../drives/service.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
 import { enqueueJob } from '../../../engine/enqueue.ts'
@@ -102,9 +104,16 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
       let total = 0
       // copy-on-write storage (rbd): the clone is usable at once, a drive_flatten child detaches it
       const cow = storage().cloneCow !== undefined
+      ctx.log(`cloning drive ${p.sourceId} onto drive ${p.driveId} (${formatBytes(p.size)})${cow ? ' as a copy-on-write clone' : ''}`)
+      const t0 = performance.now()
+      let stats: CopyStats | undefined
       try {
-        if (cow) await storage().cloneCow!(p.sourceId, p.driveId, { size: p.size })
-        else {
+        if (cow) {
+          ctx.progress({ extra: { method: 'rbd clone (copy-on-write)', phase: 'clone' } })
+          await storage().cloneCow!(p.sourceId, p.driveId, { size: p.size })
+          stats = { method: 'rbd clone (copy-on-write)', bytes: 0, copyMs: performance.now() - t0, fsyncMs: 0, renameMs: 0 }
+        } else {
+          ctx.progress({ extra: { phase: 'copy' } })
           await storage().copy(p.sourceId, p.driveId, {
             size: p.size,
             signal: ctx.signal,
@@ -114,14 +123,23 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
             onProgress: (done, all) => {
               total = all
               ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) })
-            }
+            },
+            onStats: (s) => { stats = s }
           })
         }
       } catch (err) {
-        throw failureOf(err, p)
+        const failure = failureOf(err, p)
+        if (!ctx.signal.aborted) ctx.log(`copy failed after ${Math.round(performance.now() - t0)} ms: ${(failure as Error).message}`)
+        throw failure
       }
       ctx.signal.throwIfAborted()
+      const ms = (n: number) => `${Math.round(n)} ms`
+      if (stats) {
+        ctx.log(`${cow ? 'cloned' : `copied ${formatBytes(stats.bytes)} of data`} with ${stats.method}: copy ${ms(stats.copyMs)}, fsync ${ms(stats.fsyncMs)}, rename ${ms(stats.renameMs)}`)
+        ctx.progress({ extra: { method: stats.method, phase: 'settle' } })
+      }
       const copiedAt = new Date().toISOString()
+      const tSettle = performance.now()
       await prisma.$transaction(async (tx) => {
         const status = await restingStatusOf(tx, p.driveId)
         const done = await tx.drive.updateMany({ where: { id: p.driveId, lockedByJob: ctx.job.id }, data: { status, lockedByJob: null } })
@@ -141,6 +159,14 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
             description: `flattening drive ${p.driveId}`
           })
         }
+      })
+      const settleMs = performance.now() - tSettle
+      const seconds = (performance.now() - t0) / 1000
+      ctx.log(`time split: queue wait ${ctx.job.queueWaitMs ?? 0} ms, copy ${ms(stats?.copyMs ?? 0)}, fsync ${ms(stats?.fsyncMs ?? 0)}, ` +
+        `hash 0 ms (clones are not hashed), settle ${ms(settleMs + (stats?.renameMs ?? 0))}`)
+      ctx.progress({
+        description: cow ? `cloned ${formatBytes(p.size)} copy-on-write in ${seconds.toFixed(1)} s; flattening follows` : copiedDescription(total, p.size, seconds),
+        extra: { method: stats?.method ?? null, phase: 'done' }
       })
       // copied_at: when the data was complete (the next held-back sibling may start from then on)
       return { size: p.size, bytes_copied: total, copied_at: copiedAt, ...(cow ? { copy_on_write: true } : {}) }

@@ -1,7 +1,7 @@
 // drive_flatten: on storage with copy-on-write clones (rbd), detaches a cloned drive from its
 // source in the background with byte progress. The drive is usable throughout; cancelling (or a
 // failure) leaves it a valid clone, so there is nothing to undo. A child of its drive_clone job.
-import { copyDescription } from '../../../domain/clone-plan.ts'
+import { copiedDescription, copyDescription } from '../../../domain/clone-plan.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
@@ -14,6 +14,9 @@ export function driveFlattenHandler (storage: () => DriveStorage): JobHandler {
       const s = storage()
       if (s.flatten === undefined) return { flattened: false }
       let total = 0
+      const t0 = performance.now()
+      ctx.log(`flattening drive ${driveId}: copying the data it shares with its source`)
+      ctx.progress({ extra: { method: 'rbd flatten', phase: 'flatten' } })
       try {
         await s.flatten(driveId, {
           signal: ctx.signal,
@@ -27,6 +30,9 @@ export function driveFlattenHandler (storage: () => DriveStorage): JobHandler {
         if (isStorageError(err, 'IO')) throw new JobFailure(`flattening drive ${driveId} failed: ${err.message}`)
         throw err
       }
+      const seconds = (performance.now() - t0) / 1000
+      ctx.log(`flattened in ${Math.round(seconds * 1000)} ms (${total} bytes)`)
+      ctx.progress({ description: copiedDescription(total, total, seconds, 'flattened'), extra: { method: 'rbd flatten', phase: 'done' } })
       return { flattened: true, bytes: total }
     }
   }

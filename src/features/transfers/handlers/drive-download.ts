@@ -7,16 +7,21 @@ import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 /** How long to wait for our own cancel request to come back as an abort before failing instead. */
 const CANCEL_WAIT_MS = 10_000
 
+const EXPIRED = 'the one-time download link expired unused'
+
 export function driveDownloadHandler (): JobHandler {
   return {
     async run (ctx) {
       if (ctx.job.params.mode === 'link' && ctx.job.attempts <= 1 && await cancelUnusedDownload(ctx.prisma, ctx.job.id)) {
+        ctx.log('the one-time download link was not used before it expired; the job is cancelled')
+        ctx.progress({ description: EXPIRED })
         // the cancel NOTIFY (or the next heartbeat) aborts us; the engine then records `cancelled`
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, CANCEL_WAIT_MS)
           ctx.signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
         })
-        throw new JobFailure('the download link was not used in time')
+        // the engine records `cancelled` with this message once our cancel request aborted us
+        throw new JobFailure(EXPIRED, 'cancelled')
       }
       throw new JobFailure('the download was interrupted: the process sending it stopped')
     },

@@ -6,6 +6,7 @@
 import type { DriveStorage } from '../../../storage/index.ts'
 import { chunkCount } from '../../../domain/chunks.ts'
 import { discardUpload, finishUploadedDrive } from '../service.ts'
+import { formatBytes } from '../../../domain/progress.ts'
 import { hashDrive } from '../streams.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
@@ -32,10 +33,17 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
       if (stored < total) {
         throw new JobFailure(`the upload was abandoned: ${stored} of ${Number.isFinite(total) ? total : '?'} chunks arrived`, 'validation')
       }
-      ctx.progress({ description: 'all chunks received; computing the SHA-256 of the image' })
+      ctx.progress({ description: 'all chunks received; computing the SHA-256 of the image', extra: { phase: 'hash' } })
+      ctx.log(`all ${stored} chunks received; hashing the image`)
+      const t0 = performance.now()
       const { sha256, bytes } = await hashDrive(storage, p.driveId, ctx.signal)
+      const t1 = performance.now()
       ctx.signal.throwIfAborted()
       await ctx.prisma.$transaction(async (tx) => finishUploadedDrive(tx, ctx.job.ownerId, p.driveId, ctx.job.id))
+      const t2 = performance.now()
+      // each chunk was fsynced when its request stored it
+      ctx.log(`sha256 ${sha256} of ${bytes} bytes; time split: queue wait ${ctx.job.queueWaitMs ?? 0} ms, hash ${Math.round(t1 - t0)} ms, fsync with each chunk, settle ${Math.round(t2 - t1)} ms`)
+      ctx.progress({ description: `received ${formatBytes(bytes)} in ${stored} chunks; hashed in ${((t1 - t0) / 1000).toFixed(1)} s`, extra: { phase: 'done' } })
       return { sha256, bytes }
     },
     async cleanup (ctx) {
