@@ -165,7 +165,10 @@ t.test('cancel a running clone from the jobs table', async t => {
   await eventually(async () => /MiB \/ 64\.0 MiB · [\d.]+ (KiB|MiB)\/s · ETA \d+s/.test(await job.locator('.figures').innerText()), { timeoutMs: 20_000 })
   t.match(await job.locator('.figures').innerText(), /^\d+% · [\d.]+ MiB \/ 64\.0 MiB · [\d.]+ (KiB|MiB)\/s · ETA \d+s$/)
   t.ok(Number(await job.locator('progress').getAttribute('value')) > 0, 'the bar moved')
-  await page.locator('tr.job[data-operation=server_clone] td.toggle button[aria-expanded=false]').click()
+  // the server clone opened in the test above is still open after the switch to Drives and back
+  const serverClone = page.locator('tr.job[data-operation=server_clone] td.toggle button')
+  await serverClone.waitFor()
+  t.equal(await serverClone.getAttribute('aria-expanded'), 'true', 'an expanded job stays expanded across tab switches')
   await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
   await shot('dashboard.png')
   await job.locator('button:text("Cancel")').click()
@@ -183,6 +186,9 @@ t.test('upload a file in chunks; the drive becomes unmounted and downloads once 
   const row = page.locator('tr[data-name="small.img"]')
   await page.locator('tr[data-name="small.img"][data-status=unmounted]').waitFor({ timeout: 30_000 })
   t.match(await row.innerText(), /11\.0 MiB/)
+  // allocated bytes: the uploaded image takes its 11 MiB; an empty 16 MiB drive (sparse) almost nothing
+  await eventually(async () => (await row.locator('td.allocated').innerText()).trim() === '11.0 MiB')
+  t.match((await page.locator(`tr[data-drive="${disk2}"] td.allocated`).innerText()).trim(), /^(0 B|[\d.]+ KiB)$/, 'a sparse drive shows (almost) nothing allocated')
   const drive = await row.getAttribute('data-drive')
   const job = await app.prisma.job.findFirstOrThrow({ where: { ownerId: alice.id, operation: 'drive_upload' } })
   t.equal((job.result as { sha256: string }).sha256, createHash('sha256').update(bytes).digest('hex'), 'the service received the file intact')
@@ -241,7 +247,8 @@ t.test('drive and server actions: create, resize, delete, start, stop', async t 
 t.test('narrow screen: rows become cards and actions stay reachable', async t => {
   await page.setViewportSize({ width: 390, height: 844 })
   await page.click('header nav >> text=Jobs')
-  await page.locator('tr.job[data-operation=server_clone] td.toggle button').click()
+  // still expanded, several tab switches later
+  await page.locator('tr.job[data-operation=server_clone] td.toggle button[aria-expanded=true]').waitFor()
   await page.locator('tr.job.depth-1[data-operation=drive_clone]').first().waitFor()
   await shot('jobs-narrow.png')
   t.equal(await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1'), true, 'no horizontal scrolling')

@@ -73,7 +73,7 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
     })
   }
 
-  const action = (uuid: string, act: string, body?: unknown) =>
+  const action = (uuid: string, act: 'clone' | 'resize', body?: unknown) =>
     ok(api.POST('/api/2.0/drives/{uuid}/action/', { params: { path: { uuid }, query: { do: act } }, body: body as never }))
 
   const submitEdit = (e: Event) => {
@@ -93,7 +93,7 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
   }
 
   const getLink = (drive: Drive) => run(async () => {
-    const res = await action(drive.uuid!, 'download') as { url: string }
+    const res = await ok(api.POST('/api/2.0/drives/{uuid}/action/?do=download', { params: { path: { uuid: drive.uuid! } } }))
     setDownload({ uuid: drive.uuid!, url: res.url })
   })
 
@@ -142,7 +142,7 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
         ? <p class='notice'>One-time link for drive {download.uuid.slice(0, 8)} (works once, start it within a minute): <a class='download-link' href={download.url} download>download</a> <button type='button' class='link' onClick={() => setDownload(undefined)}>×</button></p>
         : null}
       <table class='drives'>
-        <thead><tr><th>Name</th><th>Status</th><th>Media</th><th>Size</th><th>Mounted on</th><th /></tr></thead>
+        <thead><tr><th>Name</th><th>Status</th><th>Media</th><th>Size</th><th title='Bytes the image takes on storage'>Allocated</th><th>Mounted on</th><th /></tr></thead>
         <tbody>
           {drives.map(d => {
             const status = d.status ?? ''
@@ -153,6 +153,7 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
                 <Cell label='Status'><Badge value={status} /></Cell>
                 <Cell label='Media'>{d.media}</Cell>
                 <Cell label='Size'>{bytes(d.size)}</Cell>
+                <Cell label='Allocated' class='allocated'>{bytes(d.runtime?.allocated_size)}</Cell>
                 <Cell label='Mounted on'>{(d.mounted_on ?? []).map(m => <a key={m.uuid} href={`#servers/${m.uuid}`}>{m.uuid.slice(0, 8)} </a>)}</Cell>
                 <Cell label='' class='actions'>
                   {READABLE.has(status) ? <button type='button' onClick={() => setEditing({ uuid: d.uuid!, kind: 'clone', value: `${d.name}-clone` })}>Clone</button> : null}
@@ -164,7 +165,7 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
               mine
                 ? (
                   <tr key={d.uuid + '-edit'} class='edit'>
-                    <td colSpan={6}>
+                    <td colSpan={7}>
                       <form onSubmit={submitEdit} class='inline'>
                         <label>{mine.kind === 'clone' ? 'Name of the clone' : 'New size (GiB, not smaller)'}
                           {mine.kind === 'resize'

@@ -37,13 +37,13 @@ function place (list: Job[], job: Job): boolean {
   return false
 }
 
-export function JobsView ({ hub }: { hub: Hub }) {
+/** `expanded` (the rows opened to their details and children) is kept by the caller, so it outlives a tab switch. */
+export function JobsView ({ hub, expanded, setExpanded }: { hub: Hub, expanded: Set<string>, setExpanded: (update: (prev: Set<string>) => Set<string>) => void }) {
   const [state, setState] = useState('')
   const [operation, setOperation] = useState('')
   const [cursors, setCursors] = useState<string[]>([''])
   const [jobs, setJobs] = useState<Job[]>([])
   const [meta, setMeta] = useState<JobList['meta']>()
-  const [expanded, setExpanded] = useState<Set<string>>(new Set())
   const [errors, setErrors] = useState<ApiErrorItem[]>()
   const [loading, setLoading] = useState(true)
   const [reloads, setReloads] = useState(0)

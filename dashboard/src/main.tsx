@@ -54,6 +54,8 @@ function useHash (): string {
 function Dashboard ({ email, onSignOut }: { email: string, onSignOut: () => void }) {
   const hub = useMemo(() => new Hub(), [])
   const [stream, setStream] = useState<StreamState>('connecting')
+  // the jobs opened in the jobs table stay open across tab switches
+  const [expandedJobs, setExpandedJobs] = useState<Set<string>>(() => new Set())
   useEffect(() => openEvents(f => hub.emit(f), s => { hub.setState(s); setStream(s) }), [hub])
   const [view, focus] = useHash().split('/')
   const tab = view === 'drives' || view === 'servers' ? view : 'jobs'
@@ -70,7 +72,7 @@ function Dashboard ({ email, onSignOut }: { email: string, onSignOut: () => void
         <span class='who'>{email} <button type='button' class='link' onClick={onSignOut}>Sign out</button></span>
       </header>
       <main>
-        {tab === 'jobs' ? <JobsView hub={hub} /> : tab === 'drives' ? <DrivesView hub={hub} focus={focus} /> : <ServersView hub={hub} focus={focus} />}
+        {tab === 'jobs' ? <JobsView hub={hub} expanded={expandedJobs} setExpanded={setExpandedJobs} /> : tab === 'drives' ? <DrivesView hub={hub} focus={focus} /> : <ServersView hub={hub} focus={focus} />}
       </main>
     </>
   )

@@ -96,7 +96,7 @@ export function ServersView ({ hub, focus }: { hub: Hub, focus?: string }) {
     })
   }
 
-  const action = (uuid: string, act: string, body?: unknown) =>
+  const action = (uuid: string, act: 'clone' | 'start' | 'stop', body?: unknown) =>
     run(() => ok(api.POST('/api/2.0/servers/{uuid}/action/', { params: { path: { uuid }, query: { do: act } }, body: body as never })))
 
   const submitClone = (e: Event) => {

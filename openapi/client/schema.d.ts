@@ -209,9 +209,89 @@ export interface paths {
         put?: never;
         /**
          * An action on a drive, chosen by ?do=
-         * @description resize: a full drive definition, 202 {"objects": [drive]}. Other actions are documented with their feature.
+         * @description resize: a full drive definition, 202 {"objects": [drive]}. Other actions are documented with their feature. Each action is also described as an operation of its own, at the path /api/2.0/drives/{uuid}/action/?do=<action> (the same URL on the wire), with its own body and result; a generated client types those. Use this operation to send ?avoid=.
          */
         post: operations["postDrivesByUuidAction"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/drives/{uuid}/action/?do=clone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=clone: Clone the drive (§2.9): 202 {"objects": [new drive]} in cloning_dst; a drive_clone job copies the data. Optional body: name, media, affinities, size (≥ source), storage_type, meta, tags. ?avoid=uuid,... is validated and advisory.
+         * @description Sent as POST /api/2.0/drives/{uuid}/action/?do=clone; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postDrivesByUuidActionClone"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/drives/{uuid}/action/?do=download": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=download: A one-time download link: 202 {"job": {resource_uri, uuid}, "url"}; start it within 60 s or the job is cancelled
+         * @description Sent as POST /api/2.0/drives/{uuid}/action/?do=download; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postDrivesByUuidActionDownload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/drives/{uuid}/action/?do=resize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=resize: Resize (update or fail, §2.7): 202 {"objects":[drive]} with status resizing
+         * @description Sent as POST /api/2.0/drives/{uuid}/action/?do=resize; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postDrivesByUuidActionResize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/drives/{uuid}/action/?do=upload_chunk": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=upload_chunk: A link for one chunk of a chunked upload (§5.2): 202 {"link"}; 416 when the chunk is already uploaded
+         * @description Sent as POST /api/2.0/drives/{uuid}/action/?do=upload_chunk; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postDrivesByUuidActionUploadChunk"];
         delete?: never;
         options?: never;
         head?: never;
@@ -324,9 +404,129 @@ export interface paths {
         put?: never;
         /**
          * An action on a server, chosen by ?do=
-         * @description start (stopped → starting → running), stop and shutdown (running → stopping → stopped): 202 {"action", "result": "success", "uuid"}. open_vnc adds vnc_url. Other actions are documented with their feature.
+         * @description start (stopped → starting → running), stop and shutdown (running → stopping → stopped): 202 {"action", "result": "success", "uuid"}. open_vnc adds vnc_url. Other actions are documented with their feature. Each action is also described as an operation of its own, at the path /api/2.0/servers/{uuid}/action/?do=<action> (the same URL on the wire), with its own body and result; a generated client types those. Use this operation to send ?avoid=.
          */
         post: operations["postServersByUuidAction"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/servers/{uuid}/action/?do=clone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=clone: Clone the server (§3.5): 202 with the new, stopped server; disks are cloned by drive_clone children of one server_clone job, cdroms shared. Optional body: name, random_vnc_password.
+         * @description Sent as POST /api/2.0/servers/{uuid}/action/?do=clone; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postServersByUuidActionClone"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/servers/{uuid}/action/?do=close_vnc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=close_vnc: close_vnc: 202 {"action", "result", "uuid"} on a running server
+         * @description Sent as POST /api/2.0/servers/{uuid}/action/?do=close_vnc; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postServersByUuidActionCloseVnc"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/servers/{uuid}/action/?do=open_vnc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=open_vnc: open_vnc: 202 {"action", "result", "uuid", "vnc_url"} on a running server
+         * @description Sent as POST /api/2.0/servers/{uuid}/action/?do=open_vnc; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postServersByUuidActionOpenVnc"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/servers/{uuid}/action/?do=shutdown": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=shutdown: shutdown: 202 {"action", "result": "success", "uuid"}; a server_stop job carries it out
+         * @description Sent as POST /api/2.0/servers/{uuid}/action/?do=shutdown; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postServersByUuidActionShutdown"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/servers/{uuid}/action/?do=start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=start: start: 202 {"action", "result": "success", "uuid"}; a server_start job carries it out
+         * @description Sent as POST /api/2.0/servers/{uuid}/action/?do=start; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postServersByUuidActionStart"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/2.0/servers/{uuid}/action/?do=stop": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * ?do=stop: stop: 202 {"action", "result": "success", "uuid"}; a server_stop job carries it out
+         * @description Sent as POST /api/2.0/servers/{uuid}/action/?do=stop; the query string is part of this path. (?avoid= goes through the generic operation.)
+         */
+        post: operations["postServersByUuidActionStop"];
         delete?: never;
         options?: never;
         head?: never;
@@ -663,6 +863,8 @@ export interface components {
             is_snapshotable: boolean | null;
             snapshots_allocated_size: number;
             storage_type: string;
+            /** @description Extension (not in CloudSigma): bytes the image takes on storage, at most about `size` for a sparse image (local: st_blocks × 512 of its file; rbd: `rbd du` used size). Measured when a read finds the figure older than the drive's last change, and while the drive is being written; null until measured or when the storage cannot tell. */
+            allocated_size: number | null;
         };
         /** @description A drive. Every field is present unless `fields=` leaves it out; the short list has owner, resource_uri, status and uuid. */
         Drive: {
@@ -1048,6 +1250,34 @@ export interface components {
             job: components["schemas"]["Ref"];
             /** @description Relative one-time URL; GET it (no authentication) within DOWNLOAD_LINK_TTL seconds (default 60) */
             url: string;
+        };
+        /** @description Optional drive clone definition; meta and tags are copied unless given */
+        DriveCloneInput: {
+            /** @description Name of the clone; without it the account's clone_naming applies */
+            name?: string;
+            /**
+             * @description A clone may switch disk and cdrom
+             * @enum {unknown}
+             */
+            media?: "disk" | "cdrom";
+            affinities?: string[];
+            /** @description Bytes; at least the source's size (default: the same) */
+            size?: number;
+            /**
+             * @description Default: the source's storage type
+             * @enum {unknown}
+             */
+            storage_type?: "magnetic" | "ssd" | "dssd" | "zadara" | "nvme" | "local_nvme";
+            allow_multimount?: boolean;
+            meta?: components["schemas"]["Meta"];
+            tags?: components["schemas"]["RelatedInput"][];
+        };
+        /** @description Optional server clone options */
+        ServerCloneInput: {
+            /** @description Name of the new server; without it the account's clone_naming applies */
+            name?: string;
+            /** @description true: a new random 8-character VNC password instead of a copy */
+            random_vnc_password?: boolean;
         };
     };
     responses: never;
@@ -2677,7 +2907,7 @@ export interface operations {
         parameters: {
             query: {
                 /** @description The action */
-                do: string;
+                do: "clone" | "download" | "resize" | "upload_chunk";
                 avoid?: string;
             };
             header?: {
@@ -2689,15 +2919,527 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DriveCloneInput"] | components["schemas"]["DriveResizeInput"] | components["schemas"]["UploadChunkInput"];
+            };
+        };
         responses: {
-            /** @description Depends on the action */
+            /** @description The action's result (see the operation of each action) */
             202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DriveObjects"] | components["schemas"]["DownloadLink"] | components["schemas"]["ChunkLink"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postDrivesByUuidActionClone: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DriveCloneInput"];
+            };
+        };
+        responses: {
+            /** @description Clone the drive (§2.9): 202 {"objects": [new drive]} in cloning_dst; a drive_clone job copies the data. Optional body: name, media, affinities, size (≥ source), storage_type, meta, tags. ?avoid=uuid,... is validated and advisory. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DriveObjects"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postDrivesByUuidActionDownload: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A one-time download link: 202 {"job": {resource_uri, uuid}, "url"}; start it within 60 s or the job is cancelled */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DownloadLink"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postDrivesByUuidActionResize: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DriveResizeInput"];
+            };
+        };
+        responses: {
+            /** @description Resize (update or fail, §2.7): 202 {"objects":[drive]} with status resizing */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DriveObjects"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postDrivesByUuidActionUploadChunk: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UploadChunkInput"];
+            };
+        };
+        responses: {
+            /** @description A link for one chunk of a chunked upload (§5.2): 202 {"link"}; 416 when the chunk is already uploaded */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChunkLink"];
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
@@ -3786,7 +4528,7 @@ export interface operations {
         parameters: {
             query: {
                 /** @description start, stop, shutdown, open_vnc, close_vnc, or an action another module registers */
-                do: string;
+                do: "clone" | "close_vnc" | "open_vnc" | "shutdown" | "start" | "stop";
                 /** @description Comma-separated server or drive uuids (advisory) */
                 avoid?: string;
             };
@@ -3799,15 +4541,713 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ServerCloneInput"];
+            };
+        };
         responses: {
-            /** @description Depends on the action; see ServerActionResult for power actions */
+            /** @description The action's result (see the operation of each action) */
             202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Server"] | components["schemas"]["ServerActionResult"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postServersByUuidActionClone: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ServerCloneInput"];
+            };
+        };
+        responses: {
+            /** @description Clone the server (§3.5): 202 with the new, stopped server; disks are cloned by drive_clone children of one server_clone job, cdroms shared. Optional body: name, random_vnc_password. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Server"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postServersByUuidActionCloseVnc: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description close_vnc: 202 {"action", "result", "uuid"} on a running server */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerActionResult"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postServersByUuidActionOpenVnc: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description open_vnc: 202 {"action", "result", "uuid", "vnc_url"} on a running server */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerActionResult"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postServersByUuidActionShutdown: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description shutdown: 202 {"action", "result": "success", "uuid"}; a server_stop job carries it out */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerActionResult"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postServersByUuidActionStart: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description start: 202 {"action", "result": "success", "uuid"}; a server_start job carries it out */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerActionResult"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postServersByUuidActionStop: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: a repeat of this request with the same key within 24 h answers the first answer again (Idempotent-Replayed: true) without doing the work twice; the same key with another request is 400. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description stop: 202 {"action", "result": "success", "uuid"}; a server_stop job carries it out */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerActionResult"];
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */

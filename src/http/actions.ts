@@ -23,6 +23,15 @@ export interface Action {
   summary: string
   /** Schema of the body; validated with the app's ajv options. */
   body?: TSchema
+  /** The body as the OpenAPI document shows it, when not `body` itself (e.g. the same schema with an `$id`, to name it). */
+  documentedBody?: TSchema
+  /**
+   * Schema of the success answer. The OpenAPI document gives every action an operation of its
+   * own with this result (http/action-docs.ts), so generated clients type each action's answer.
+   */
+  result?: TSchema
+  /** Status of the success answer (default 202). */
+  status?: number
   /** Does the action; the reply is 202 unless it sets another code; returns the body. */
   run: (ctx: ActionContext) => Promise<unknown>
 }
@@ -41,7 +50,8 @@ export function actionRegistries (): { drive: ActionRegistry, server: ActionRegi
 export class ActionRegistry {
   private readonly actions = new Map<string, Action>()
 
-  constructor (private readonly resource: string) {}
+  /** `resource` is the singular name: drive → POST /api/2.0/drives/{uuid}/action/. */
+  constructor (readonly resource: string) {}
 
   register (name: string, action: Action): void {
     if (this.actions.has(name)) throw new Error(`${this.resource} action ${name} is registered already`)
@@ -54,6 +64,11 @@ export class ActionRegistry {
 
   names (): string[] {
     return [...this.actions.keys()].sort()
+  }
+
+  /** The actions, sorted by name. */
+  entries (): Array<[string, Action]> {
+    return this.names().map(name => [name, this.actions.get(name) as Action])
   }
 
   /** Runs `?do=<name>` for the route's `:uuid`: unknown names are 400 at `do`, bad bodies 400. */
@@ -72,7 +87,7 @@ export class ActionRegistry {
         throw err
       }
     }
-    reply.code(202)
+    reply.code(action.status ?? 202)
     return action.run({ app, request, reply, ownerId: request.account.id, uuid, body, query })
   }
 }

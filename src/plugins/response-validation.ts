@@ -3,7 +3,7 @@
 // (Fastify's serializer alone would silently drop or coerce mismatching fields.)
 import { Ajv, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 
 export interface ResponseValidationOptions {
@@ -32,10 +32,39 @@ export default fp<ResponseValidationOptions>(async (app, opts) => {
     return { validate, ajv }
   }
 
+  // a ?do= action's answer is checked against its own operation in the OpenAPI document
+  // (http/action-docs.ts), not against the dispatching route's "any of them"
+  let documentAjv: Ajv | undefined
+  const actionSchema = (request: FastifyRequest, code: string): { validate: ValidateFunction, ajv: Ajv } | undefined => {
+    const name = (request.query as { do?: unknown } | undefined)?.do
+    const url = request.routeOptions.url ?? ''
+    if (typeof name !== 'string' || !/\/action\/$/.test(url) || !app.swagger) return undefined
+    const doc = app.swagger() as { paths: Record<string, { post?: { responses: Record<string, { content?: Record<string, { schema?: object }> }> } }> }
+    const key = `${url.replace(/:(\w+)/g, '{$1}')}?do=${name}`
+    if (!doc.paths[key]?.post?.responses[code]?.content?.['application/json']?.schema) return undefined
+    if (!documentAjv) {
+      documentAjv = new Ajv({ strict: false, allErrors: true, validateFormats: true, validateSchema: false })
+      addFormats.default(documentAjv)
+      documentAjv.addSchema({ ...doc, $id: 'openapi' })
+    }
+    const pointer = ['paths', key, 'post', 'responses', code, 'content', 'application/json', 'schema']
+      .map(part => encodeURIComponent(part.replace(/~/g, '~0').replace(/\//g, '~1'))).join('/')
+    const ref = `openapi#/${pointer}`
+    const validate = documentAjv.getSchema(ref) ?? documentAjv.compile({ $ref: ref })
+    return { validate, ajv: documentAjv }
+  }
+
   app.addHook('preSerialization', async function (this: FastifyInstance, request, reply, payload) {
     const responses = request.routeOptions.schema?.response as Record<string, object> | undefined
     if (!responses) return payload
     const code = String(reply.statusCode)
+    const action = actionSchema(request, code)
+    if (action) {
+      if (!action.validate(JSON.parse(JSON.stringify(payload)))) {
+        opts.onViolation(`${request.method} ${request.routeOptions.url}?do=${String((request.query as { do: string }).do)} answered ${code}, which does not match its action's schema: ${action.ajv.errorsText(action.validate.errors)}`)
+      }
+      return payload
+    }
     const schema = responses[code] ?? responses[`${code[0]}xx`] ?? responses.default
     const where = `${request.method} ${request.routeOptions.url} answered ${code}`
     if (!schema) {

@@ -2,6 +2,7 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import fp from 'fastify-plugin'
+import { documentActions } from '../http/action-docs.ts'
 
 /** A stable operationId from method and path, for routes that do not name one (SDK method names). */
 export function operationIdFor (method: string, url: string): string {
@@ -41,6 +42,8 @@ export default fp(async (app) => {
       const named = schema && !('operationId' in schema) ? { ...schema, operationId: operationIdFor(String(method), url) } : schema
       return { schema: named, url }
     },
+    // each ?do= action gets its own operation (app.actions is filled by the features, read when the document is built)
+    transformObject: (document) => 'openapiObject' in document ? documentActions(document.openapiObject, app.hasDecorator('actions') ? [app.actions.drive, app.actions.server] : []) : document.swaggerObject,
     // components are named after each shared schema's $id
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) }
   })

@@ -24,21 +24,23 @@ t.test('create a drive, clone it, wait for the job, list jobs, download the clon
   await writer.write(payload, 1024 * 1024)
   await writer.close()
 
-  const cloned = await client.POST('/api/2.0/drives/{uuid}/action/', { params: { path: { uuid: drive.uuid }, query: { do: 'clone' } }, body: { name: 'sdk-clone' } as never })
+  // each ?do= action has a typed operation of its own, at its wire URL
+  const cloned = await client.POST('/api/2.0/drives/{uuid}/action/?do=clone', { params: { path: { uuid: drive.uuid } }, body: { name: 'sdk-clone' } })
   t.equal(cloned.response.status, 202)
-  const clone = (cloned.data as { objects: Array<{ uuid: string, status: string, jobs: Array<{ uuid: string }> }> }).objects[0]
+  const clone = cloned.data!.objects[0]
   t.equal(clone.status, 'cloning_dst')
+  const cloneJob = clone.jobs![0].uuid
 
-  const job = await client.GET('/api/2.0/jobs/{uuid}/', { params: { path: { uuid: clone.jobs[0].uuid }, query: { wait: 30 } as never } })
+  const job = await client.GET('/api/2.0/jobs/{uuid}/', { params: { path: { uuid: cloneJob }, query: { wait: 30 } as never } })
   t.equal(job.data?.operation, 'drive_clone')
   t.equal(job.data?.state, 'success')
   t.equal(job.data?.data?.progress, 100)
 
   const jobs = await client.GET('/api/2.0/jobs/', { params: { query: { limit: 0 } } })
-  t.ok(jobs.data?.objects.some((j: { uuid?: string }) => j.uuid === clone.jobs[0].uuid), 'the clone job is listed')
+  t.ok(jobs.data?.objects.some((j: { uuid?: string }) => j.uuid === cloneJob), 'the clone job is listed')
   t.equal(jobs.data?.meta.total_count, jobs.data?.objects.length)
 
-  const download = await client.GET('/api/2.0/drives/{uuid}/download/', { params: { path: { uuid: clone.uuid } }, parseAs: 'arrayBuffer' })
+  const download = await client.GET('/api/2.0/drives/{uuid}/download/', { params: { path: { uuid: clone.uuid! } }, parseAs: 'arrayBuffer' })
   t.equal(download.response.status, 200)
   const bytes = Buffer.from(download.data as ArrayBuffer)
   t.equal(bytes.length, 4 * 1024 * 1024)

@@ -20,9 +20,10 @@ import { driveCloneHandler } from './handlers/drive-clone.ts'
 import { driveFlattenHandler } from './handlers/drive-flatten.ts'
 import { serverCloneHandler } from './handlers/server-clone.ts'
 import { lockResources } from '../../engine/resources.ts'
-import { driveCloneBody, serverCloneBody, type DriveCloneInputT, type ServerCloneInputT } from './schemas.ts'
-import type { DriveWire } from '../drives/schemas.ts'
-import type { ServerWire } from '../servers/schemas.ts'
+import { DriveCloneInput, ServerCloneInput, driveCloneBody, serverCloneBody, type DriveCloneInputT, type ServerCloneInputT } from './schemas.ts'
+import { DriveObjects, type DriveWire } from '../drives/schemas.ts'
+import { Server, type ServerWire } from '../servers/schemas.ts'
+import { refTo } from '../../http/schemas.ts'
 import type { DriveStorage } from '../../storage/index.ts'
 import type { Action } from '../../http/actions.ts'
 import type { HandlerSet } from '../../engine/types.ts'
@@ -275,6 +276,8 @@ function depsOf (app: { prisma: PrismaClient, storage: DriveStorage, config: { d
 const driveClone: Action = {
   summary: 'Clone the drive (§2.9): 202 {"objects": [new drive]} in cloning_dst; a drive_clone job copies the data. Optional body: name, media, affinities, size (≥ source), storage_type, meta, tags. ?avoid=uuid,... is validated and advisory.',
   body: driveCloneBody,
+  documentedBody: DriveCloneInput,
+  result: refTo(DriveObjects),
   run: async ({ app, request, ownerId, uuid, body, query }) => {
     const drive = await cloneDrive(depsOf(app), { id: ownerId, cloneNaming: request.account.cloneNaming }, uuid, (body ?? {}) as DriveCloneInputT, query.avoid)
     return { objects: [drive] }
@@ -284,6 +287,8 @@ const driveClone: Action = {
 const serverClone: Action = {
   summary: 'Clone the server (§3.5): 202 with the new, stopped server; disks are cloned by drive_clone children of one server_clone job, cdroms shared. Optional body: name, random_vnc_password.',
   body: serverCloneBody,
+  documentedBody: ServerCloneInput,
+  result: refTo(Server),
   run: async ({ app, request, ownerId, uuid, body, query }) =>
     cloneServer(depsOf(app), { id: ownerId, cloneNaming: request.account.cloneNaming }, uuid, (body ?? {}) as ServerCloneInputT, query.avoid)
 }

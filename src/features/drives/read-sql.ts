@@ -9,7 +9,7 @@ import { Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, 
 import type { ListPlan } from '../../http/listing.ts'
 import { pickFields } from '../../http/listing.ts'
 import type { DriveWire } from './schemas.ts'
-import { SHORT_FIELDS, driveFilters, driveOrder, driveToShortWire, driveToWire, listDrives } from './service.ts'
+import { SHORT_FIELDS, driveFilters, driveOrder, driveToShortWire, driveToWire, listDrives, type MeasureAllocated } from './service.ts'
 import type { PrismaClient } from '../../db/client.ts'
 import { planList } from '../../http/listing.ts'
 
@@ -48,7 +48,9 @@ interface Row {
   locked_by_job: string | null,
   deleted: boolean,
   created_at: Date,
-  updated_at: Date
+  updated_at: Date,
+  allocated_size: string | null,
+  allocated_at: Date | null
   job_ids?: string[],
   server_ids?: string[]
 }
@@ -71,17 +73,24 @@ function toRow (r: Row): DriveRow {
     lockedByJob: r.locked_by_job,
     deleted: r.deleted,
     createdAt: r.created_at,
-    updatedAt: r.updated_at
+    updatedAt: r.updated_at,
+    allocatedSize: r.allocated_size === null ? null : BigInt(r.allocated_size),
+    allocatedAt: r.allocated_at
   }
 }
 
-const toWire = (r: Row): DriveWire => driveToWire(toRow(r), { jobIds: r.job_ids ?? [], serverIds: r.server_ids ?? [] })
+/** The full wire objects, with runtime.allocated_size measured where stale. */
+async function toWires (rows: Row[], measure: MeasureAllocated | undefined): Promise<DriveWire[]> {
+  const drives = rows.map(toRow)
+  await measure?.(drives)
+  return drives.map((d, i) => driveToWire(d, { jobIds: rows[i].job_ids ?? [], serverIds: rows[i].server_ids ?? [] }))
+}
 
 /**
  * GET /drives/ and /drives/detail/ in one statement, or undefined when a filter needs the Prisma
  * path. `full`: the whole wire object (detail, or fields= beyond the short ones).
  */
-export async function listDrivesSql (pool: pg.Pool, ownerId: string, query: Record<string, unknown>, plan: ListPlan, full: boolean) {
+export async function listDrivesSql (pool: pg.Pool, ownerId: string, query: Record<string, unknown>, plan: ListPlan, full: boolean, measure?: MeasureAllocated) {
   const p = new Params()
   const filters = filtersToSql(query, driveFilters, COLUMNS, p, CUSTOM)
   if (!filters) return undefined
@@ -94,22 +103,22 @@ export async function listDrivesSql (pool: pg.Pool, ownerId: string, query: Reco
     ORDER BY ${order}`, p.values)
   const total = await truthfulTotal(pool, rows[0].total, 'drives d', where, p.values.slice(0, p.values.length - (plan.take === undefined ? 1 : 2)))
   const page = rows.filter(r => r.id !== null)
-  const objects: Array<Partial<DriveWire>> = full ? page.map(toWire) : page.map(r => driveToShortWire(toRow(r)))
+  const objects: Array<Partial<DriveWire>> = full ? await toWires(page, measure) : page.map(r => driveToShortWire(toRow(r)))
   return { meta: listMeta(plan, total), objects: objects.map(o => pickFields(o, plan.fields)) }
 }
 
 /** GET /drives/:uuid/: the caller's drive with its jobs and servers; 404 as loadOwnedDrive. */
-export async function getDriveWireSql (pool: pg.Pool, ownerId: string, id: string): Promise<DriveWire> {
+export async function getDriveWireSql (pool: pg.Pool, ownerId: string, id: string, measure?: MeasureAllocated): Promise<DriveWire> {
   if (!isUuid(id)) throw errors.notFound('Drive', 'uuid')
   const [row] = await sqlRows<Row>(pool, `SELECT d.*, ${EXTRAS} FROM drives d WHERE d.id = $1::uuid AND d.owner_id = $2::uuid AND NOT d.deleted`, [id.toLowerCase(), ownerId])
   if (!row) throw errors.notFound(`Drive ${id}`, 'uuid')
-  return toWire(row)
+  return (await toWires([row], measure))[0]
 }
 
 /** The drive lists: one SQL statement, or listDrives (Prisma) for the filters only it compiles. */
-export async function readDrives (pool: pg.Pool, prisma: PrismaClient, ownerId: string, query: Record<string, unknown>, detail: boolean) {
+export async function readDrives (pool: pg.Pool, prisma: PrismaClient, ownerId: string, query: Record<string, unknown>, detail: boolean, measure?: MeasureAllocated) {
   const plan = planList(query, driveFilters, driveOrder)
   // fields= may ask the short list for any field; then the full object is built
   const full = detail || (plan.fields?.some(f => !(SHORT_FIELDS as readonly string[]).includes(f)) ?? false)
-  return await listDrivesSql(pool, ownerId, query, plan, full) ?? await listDrives(prisma, ownerId, query, detail)
+  return await listDrivesSql(pool, ownerId, query, plan, full, measure) ?? await listDrives(prisma, ownerId, query, detail, measure)
 }

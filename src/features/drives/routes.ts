@@ -12,8 +12,9 @@ import {
   Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
-import { createDrives, deleteDrives, loadDriveWire, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
+import { createDrives, deleteDrives, loadDriveWire, updateDrive, updateDrives, type DrivesDeps, type MeasureAllocated } from './service.ts'
 import { parseAvoid } from '../../domain/avoid.ts'
+import { refreshAllocated } from './allocated.ts'
 import { getDriveWireSql, readDrives } from './read-sql.ts'
 import { driveCreateHandler } from './handlers/drive-create.ts'
 import { driveResizeHandler } from './handlers/drive-resize.ts'
@@ -36,6 +37,7 @@ export function driveHandlers (app: FastifyInstance): HandlerSet {
 const resize: Action = {
   summary: 'Resize (update or fail, §2.7): 202 {"objects":[drive]} with status resizing',
   body: refTo(DriveResizeInput),
+  result: refTo(DriveObjects),
   run: async ({ app, reply, ownerId, uuid, body }) => {
     const drive = await updateDrive(deps(app), ownerId, uuid, body as DriveUpdateInputT, { strict: true })
     reply.code(202)
@@ -50,7 +52,9 @@ function deps (app: { prisma: DrivesDeps['prisma'], config: { driveMaxSize: numb
 const drives: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of driveSchemas) app.addSchema(s)
   app.actions.drive.register('resize', resize)
-  app.events.registerLoader('drives', (prisma, ownerId, id) => loadDriveWire(prisma, ownerId, id))
+  // runtime.allocated_size, measured where the cached figure is stale (allocated.ts)
+  const measure: MeasureAllocated = (rows) => refreshAllocated(app.dbPool, app.storage, rows)
+  app.events.registerLoader('drives', (prisma, ownerId, id) => loadDriveWire(prisma, ownerId, id, measure))
 
   const listSchema = (summary: string) => ({
     tags: TAGS,
@@ -61,10 +65,10 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.get('/drives/', { schema: listSchema('List drives (owner, resource_uri, status, uuid)') },
-    async (request) => readDrives(app.dbPool, app.prisma, request.account.id, request.query, false) as never)
+    async (request) => readDrives(app.dbPool, app.prisma, request.account.id, request.query, false, measure) as never)
 
   app.get('/drives/detail/', { schema: listSchema('List drives with all fields') },
-    async (request) => readDrives(app.dbPool, app.prisma, request.account.id, request.query, true) as never)
+    async (request) => readDrives(app.dbPool, app.prisma, request.account.id, request.query, true, measure) as never)
 
   app.get('/drives/schema/', { schema: { tags: TAGS, summary: 'The drive resource schema', response: { 200: refTo(ResourceSchema), ...errorResponses() } } }, async () => describeResource(Drive, {
     readonly: ['backup_scheduler', 'jobs', 'mounted_on', 'owner', 'remote_snapshots', 'resource_uri', 'runtime', 'snapshots', 'status', 'uuid'],
@@ -132,7 +136,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: refTo(Drive), ...errorResponses(404) }
     }
   }, async (request) => {
-    const drive = await getDriveWireSql(app.dbPool, request.account.id, request.params.uuid)
+    const drive = await getDriveWireSql(app.dbPool, request.account.id, request.params.uuid, measure)
     return pickFields(drive, parseFields(request.query.fields)) as never
   })
 

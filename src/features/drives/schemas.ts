@@ -9,7 +9,11 @@ export const DriveRuntime = Type.Object({
   is_ephemeral: Type.Boolean(),
   is_snapshotable: Type.Union([Type.Boolean(), Type.Null()], { description: 'null while the drive is being created' }),
   snapshots_allocated_size: Type.Integer(),
-  storage_type: Type.String()
+  storage_type: Type.String(),
+  allocated_size: Type.Union([Type.Integer(), Type.Null()], {
+    description: 'Extension (not in CloudSigma): bytes the image takes on storage, at most about `size` for a sparse image (local: st_blocks × 512 of its file; rbd: `rbd du` used size). ' +
+      'Measured when a read finds the figure older than the drive\'s last change, and while the drive is being written; null until measured or when the storage cannot tell.'
+  })
 }, { $id: 'DriveRuntime' })
 
 const driveProperties = {

@@ -64,7 +64,8 @@ export function driveToWire (row: DriveRow, extras: DriveExtras = { jobIds: [], 
       is_ephemeral: flags.is_ephemeral,
       is_snapshotable: flags.is_snapshotable,
       snapshots_allocated_size: 0,
-      storage_type: row.storageType
+      storage_type: row.storageType,
+      allocated_size: row.allocatedSize === null ? null : Number(row.allocatedSize)
     },
     size: Number(row.size),
     snapshots: [],
@@ -101,15 +102,19 @@ export async function loadDriveExtras (db: Db, ids: string[]): Promise<Map<strin
   return out
 }
 
+/** Sets a fresh runtime.allocated_size on the rows (features/drives/allocated.ts). */
+export type MeasureAllocated = (rows: DriveRow[]) => Promise<void>
+
 export async function drivesToWire (db: Db, rows: DriveRow[]): Promise<DriveWire[]> {
   const extras = await loadDriveExtras(db, rows.map(r => r.id))
   return rows.map(r => driveToWire(r, extras.get(r.id)))
 }
 
 /** The current wire object of an owned drive, or undefined when it does not exist (event frames). */
-export async function loadDriveWire (db: Db, ownerId: string, id: string): Promise<DriveWire | undefined> {
+export async function loadDriveWire (db: Db, ownerId: string, id: string, measure?: MeasureAllocated): Promise<DriveWire | undefined> {
   const row = await db.drive.findFirst({ where: { id, ownerId, deleted: false } })
   if (!row) return undefined
+  await measure?.([row])
   return (await drivesToWire(db, [row]))[0]
 }
 
@@ -414,7 +419,7 @@ export const driveOrder: OrderSpec = {
   default: 'name'
 }
 
-export async function listDrives (db: Db, ownerId: string, query: Record<string, unknown>, detail: boolean): Promise<ListEnvelope<Partial<DriveWire>>> {
+export async function listDrives (db: Db, ownerId: string, query: Record<string, unknown>, detail: boolean, measure?: MeasureAllocated): Promise<ListEnvelope<Partial<DriveWire>>> {
   const plan = planList(query, driveFilters, driveOrder)
   const where = { ...plan.where, ownerId, deleted: false }
   const [total, rows] = await Promise.all([
@@ -423,6 +428,7 @@ export async function listDrives (db: Db, ownerId: string, query: Record<string,
   ])
   // fields= may ask the short list for any field; then the full object is built
   const full = detail || (plan.fields?.some(f => !(SHORT_FIELDS as readonly string[]).includes(f)) ?? false)
+  if (full) await measure?.(rows)
   const objects: Array<Partial<DriveWire>> = full ? await drivesToWire(db, rows) : rows.map(driveToShortWire)
   return envelope(plan, total, objects)
 }

@@ -13,7 +13,7 @@ import { hypervisorView } from '../../hypervisor/view.ts'
 import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import { getServerWireSql, readServers } from './read-sql.ts'
 import {
-  CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerCreateBody, ServerDeleteQuery,
+  CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerActionResult, ServerCreateBody, ServerDeleteQuery,
   ServerList, ServerObjects, ServerUpdateInput, serverSchemas
 } from './schemas.ts'
 import type { FastifyInstance } from 'fastify'
@@ -34,6 +34,7 @@ function serverActions (): Record<string, Action> {
   for (const name of POWER_ACTIONS) {
     actions[name] = {
       summary: `${name}: 202 {"action", "result": "success", "uuid"}; a ${name === 'start' ? 'server_start' : 'server_stop'} job carries it out`,
+      result: refTo(ServerActionResult),
       run: async ({ app, ownerId, uuid, query }) => {
         if (name === 'start') parseAvoid(query.avoid)
         await requestPowerAction(app.prisma, ownerId, uuid, name as PowerAction)
@@ -46,6 +47,7 @@ function serverActions (): Record<string, Action> {
   for (const name of ['open_vnc', 'close_vnc'] as const) {
     actions[name] = {
       summary: `${name}: 202 {"action", "result", "uuid"${name === 'open_vnc' ? ', "vnc_url"' : ''}} on a running server`,
+      result: refTo(ServerActionResult),
       run: async ({ app, ownerId, uuid }) => {
         const server = await hypervisorView(app.prisma, uuid)
         if (!server || server.ownerId !== ownerId) throw errors.notFound(`Server ${uuid}`, 'uuid')

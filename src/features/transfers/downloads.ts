@@ -9,8 +9,8 @@ import type { FastifyReply } from 'fastify'
 import { pipeline } from 'node:stream/promises'
 import { Type } from 'typebox'
 import { errors } from '../../http/errors.ts'
-import { UuidParams, errorResponses } from '../../http/schemas.ts'
-import { RawBytes, transferSchemas } from './schemas.ts'
+import { UuidParams, errorResponses, refTo } from '../../http/schemas.ts'
+import { DownloadLink, RawBytes, transferSchemas } from './schemas.ts'
 import type { Action } from '../../http/actions.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
@@ -23,6 +23,7 @@ const TAGS = ['transfers']
 
 // ?do=download; registered into each app's drive actions by the plugin below
 const downloadLink: Action = {
+  result: refTo(DownloadLink),
   summary: 'A one-time download link: 202 {"job": {resource_uri, uuid}, "url"}; start it within 60 s or the job is cancelled',
   run: async ({ app, reply, ownerId, uuid }) => {
     reply.code(202)

@@ -18,7 +18,7 @@ import { uri } from '../../http/uris.ts'
 import { errorResponses, refTo } from '../../http/schemas.ts'
 import { driveSchemas, DriveObjects } from '../drives/schemas.ts'
 import {
-  ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadJob,
+  ChunkLink, ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadChunkInput, UploadJob,
   transferSchemas, type MultipartUploadDataT, type UploadChunkInputT
 } from './schemas.ts'
 import { parseAvoid } from '../../domain/avoid.ts'
@@ -35,6 +35,8 @@ const TAGS = ['transfers']
 const uploadChunk: Action = {
   summary: 'A link for one chunk of a chunked upload (§5.2): 202 {"link"}; 416 when the chunk is already uploaded',
   body: UploadChunkBody,
+  documentedBody: UploadChunkInput,
+  result: refTo(ChunkLink),
   run: async ({ app, reply, ownerId, uuid, body }) => {
     const { chunk_number: n, chunk_size: s } = body as UploadChunkInputT
     reply.code(202)

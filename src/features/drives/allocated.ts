@@ -1,0 +1,49 @@
+// runtime.allocated_size: the bytes a drive's image takes on storage (local: st_blocks * 512 of
+// the sparse file; rbd: `rbd du` used size), an extension of the CloudSigma drive object. Asking
+// the storage on every read would cost a stat (local) or an `rbd du` (Ceph) per drive and list,
+// so the figure is cached in the drive row (allocated_size, allocated_at) and measured again only
+// when a read finds it older than the row (updated_at moves when a job ends: create, clone,
+// resize, upload) or the drive in a transient status (being written). Null until measured, and
+// while the storage cannot tell (no image yet, storage unavailable): a read never fails for it.
+import pLimit from 'p-limit'
+import type pg from 'pg'
+import type { Drive as DriveRow } from '../../db/generated/client.ts'
+import { TRANSIENT_STATUSES } from '../../domain/drive-status.ts'
+import type { DriveStorage } from '../../storage/index.ts'
+
+/** Storage calls at once per read (an `rbd du` is a process). */
+const PARALLEL = 8
+
+function stale (row: DriveRow): boolean {
+  return row.allocatedAt === null || row.allocatedAt < row.updatedAt || (TRANSIENT_STATUSES as readonly string[]).includes(row.status)
+}
+
+/**
+ * Measures the rows whose allocated size is missing or stale, stores the figures and sets them on
+ * the rows (in place). `allocated_at` records the row version measured (its updated_at), so a job
+ * that ends after this read makes the figure stale again.
+ */
+export async function refreshAllocated (pool: pg.Pool, storage: DriveStorage | undefined, rows: DriveRow[]): Promise<void> {
+  if (!storage) return
+  const todo = rows.filter(stale)
+  if (todo.length === 0) return
+  const limit = pLimit(PARALLEL)
+  const measured = (await Promise.all(todo.map(row => limit(async () => {
+    try {
+      return { row, bytes: (await storage.stat(row.id)).allocated }
+    } catch {
+      return undefined
+    }
+  })))).filter(m => m !== undefined)
+  if (measured.length === 0) return
+  for (const { row, bytes } of measured) {
+    row.allocatedSize = BigInt(bytes)
+    row.allocatedAt = row.updatedAt
+  }
+  // one statement; raw SQL leaves updated_at alone
+  await pool.query(
+    `UPDATE drives d SET allocated_size = m.bytes, allocated_at = m.version
+     FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS m(id, bytes, version) WHERE d.id = m.id`,
+    [measured.map(m => m.row.id), measured.map(m => String(m.bytes)), measured.map(m => m.row.updatedAt.toISOString())]
+  ).catch(() => {})
+}

@@ -1,0 +1,65 @@
+// runtime.allocated_size (an extension of the CloudSigma drive object): the bytes a drive's image
+// takes on storage, far below `size` for a sparse image, cached in the drive row and measured
+// again when a job changes the drive.
+import t from 'tap'
+import { randomBytes } from 'node:crypto'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+
+const MiB = 1024 * 1024
+const { app } = await buildTestApp(t)
+const user = await createUser(app)
+const api = client(app, user)
+
+async function waitJob (uuid: string): Promise<any> {
+  const job = (await api.get(`/api/2.0/jobs/${uuid}/?wait=30`)).json()
+  if (job.state !== 'success') throw new Error(`job ${uuid} is ${job.state}`)
+  return job
+}
+
+t.test('a sparse drive with 1 MiB written reports about 1 MiB allocated, in detail, lists and its clone', async t => {
+  const created = (await api.post('/api/2.0/drives/', { name: 'sparse', size: 64 * MiB, media: 'disk' })).json().objects[0]
+  t.equal(created.runtime.allocated_size, null, 'not measured while the drive is only a row')
+  await waitJob(created.jobs[0].uuid)
+
+  // 1 MiB of real bytes in the middle of the image (the rest stays a hole)
+  const writer = await app.storage.openForWrite(created.uuid)
+  await writer.write(randomBytes(MiB), 8 * MiB)
+  await writer.close()
+
+  const drive = (await api.get(`/api/2.0/drives/${created.uuid}/`)).json()
+  t.equal(drive.size, 64 * MiB)
+  const allocated = drive.runtime.allocated_size
+  t.ok(allocated >= MiB, `at least the 1 MiB written is allocated (${allocated})`)
+  t.ok(allocated < 4 * MiB, `far below the 64 MiB size (${allocated})`)
+  const row = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
+  t.equal(Number(row.allocatedSize), allocated, 'the figure is kept in the drive row')
+  t.ok(row.allocatedAt, 'with the version it was measured at')
+
+  const listed = (await api.get('/api/2.0/drives/detail/')).json().objects.find((d: { uuid: string }) => d.uuid === created.uuid)
+  t.equal(listed.runtime.allocated_size, allocated, 'the detail list shows it')
+
+  // the clone is read while it is being copied, then again after its job: measured again then
+  const clone = (await api.post(`/api/2.0/drives/${created.uuid}/action/?do=clone`, { name: 'sparse-clone' })).json().objects[0]
+  await api.get(`/api/2.0/drives/${clone.uuid}/`)
+  await waitJob(clone.jobs[0].uuid)
+  const copied = await eventually(async () => {
+    const d = (await api.get(`/api/2.0/drives/${clone.uuid}/`)).json()
+    return d.status === 'unmounted' ? d : undefined
+  })
+  t.ok(copied.runtime.allocated_size >= MiB, `the clone holds the copied MiB (${copied.runtime.allocated_size})`)
+  t.ok(copied.runtime.allocated_size < 4 * MiB, 'and stays sparse')
+})
+
+t.test('a resize is measured again after its job', async t => {
+  const created = (await api.post('/api/2.0/drives/', { name: 'grow', size: 4 * MiB, media: 'disk' })).json().objects[0]
+  await waitJob(created.jobs[0].uuid)
+  const before = (await api.get(`/api/2.0/drives/${created.uuid}/`)).json()
+  t.type(before.runtime.allocated_size, 'number', 'measured once the drive exists')
+  const cached = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
+
+  const resized = (await api.post(`/api/2.0/drives/${created.uuid}/action/?do=resize`, { ...before, size: 8 * MiB })).json().objects[0]
+  await waitJob(resized.jobs[0].uuid)
+  await eventually(async () => (await api.get(`/api/2.0/drives/${created.uuid}/`)).json().status === 'unmounted')
+  const after = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
+  t.ok(after.allocatedAt! > cached.allocatedAt!, 'the end of the resize made the cached figure stale, and a read measured it again')
+})
