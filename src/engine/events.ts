@@ -227,7 +227,7 @@ export class EventHub {
         for (;;) {
           const rows = await this.prisma.event.findMany({ where: { id: { gt: after } }, orderBy: { id: 'asc' }, take: 1000 })
           for (const r of rows) {
-            if (this.deliver({ id: r.id.toString(), ownerId: r.ownerId, resourceType: r.resourceType, resourceId: r.resourceId })) count++
+            if (this.deliver({ id: r.id.toString(), ownerId: r.ownerId, resourceType: r.resourceType, resourceId: r.resourceId, change: kindOf(r.change) })) count++
           }
           if (rows.length < 1000) break
           after = rows.at(-1)!.id
