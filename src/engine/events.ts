@@ -73,7 +73,7 @@ export interface EventHubOptions {
   catchUpWindowMs?: number
 }
 
-/** A catch-up mark: by local time `at`, every event id up to `max` that committed had been seen. */
+/** A catch-up mark: `max` is the highest event id seen by local time `at`, so every later-allocated id is above it. */
 interface Mark { at: number, max: bigint }
 
 export class EventHub {
@@ -236,7 +236,9 @@ export class EventHub {
         this.caughtUp += count
         this.log.info({ events: count }, 'caught up on change events missed while the listener was down')
       } catch (err) {
-        this.log.warn({ err }, 'catching up on missed change events failed; the next reconnect retries')
+        this.log.warn({ err }, 'catching up on missed change events failed; retrying in a second')
+        // from the same floor (owedFloor), while the hub is attached
+        if (this.unlisten.length > 0) setTimeout(() => { void this.catchUp(aliveAt) }, 1000).unref()
       } finally {
         const held = this.held
         this.held = undefined
