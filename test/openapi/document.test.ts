@@ -31,3 +31,21 @@ t.test('the document describes the API as clients need it', async t => {
     t.ok(Object.keys(op.responses).some(code => code.startsWith('4')), `${m} ${p} documents its errors`)
   }
 })
+
+t.test('every ?do= action has a typed operation of its own at its wire URL', async t => {
+  type Op = { operationId: string, parameters?: Array<{ in: string }>, responses: Record<string, { content?: Record<string, { schema: { $ref?: string } }> }> }
+  const d = doc as { paths: Record<string, { post?: Op }> }
+  const expected: Record<string, string[]> = {
+    drives: ['clone', 'download', 'resize', 'upload_chunk'],
+    servers: ['clone', 'close_vnc', 'open_vnc', 'shutdown', 'start', 'stop']
+  }
+  for (const [resource, names] of Object.entries(expected)) {
+    for (const name of names) {
+      const op = d.paths[`/api/2.0/${resource}/{uuid}/action/?do=${name}`]?.post
+      t.match(op?.responses['202']?.content?.['application/json']?.schema.$ref, /^#\/components\/schemas\/\w+$/, `${resource} ?do=${name} answers a named schema`)
+      t.notOk(op?.parameters?.some(p => p.in === 'query'), `${resource} ?do=${name} takes no query parameter a client would append after the key's`)
+    }
+  }
+  t.equal(d.paths['/api/2.0/drives/{uuid}/action/?do=clone']?.post?.responses['202'].content?.['application/json'].schema.$ref, '#/components/schemas/DriveObjects')
+  t.equal(d.paths['/api/2.0/drives/{uuid}/action/?do=download']?.post?.responses['202'].content?.['application/json'].schema.$ref, '#/components/schemas/DownloadLink')
+})
