@@ -12,8 +12,9 @@ import {
   Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
-import { createDrives, deleteDrives, loadDriveWire, parseAvoid, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
+import { deleteDrives, loadDriveWire, parseAvoid, updateDrive, updateDrives, type DrivesDeps } from './service.ts'
 import { getDriveWireSql, readDrives } from './read-sql.ts'
+import { createDrivesSql } from './create-sql.ts'
 import { driveCreateHandler } from './handlers/drive-create.ts'
 import { driveResizeHandler } from './handlers/drive-resize.ts'
 import { driveDeleteHandler } from './handlers/drive-delete.ts'
@@ -87,7 +88,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     parseAvoid(request.query.avoid)
-    const objects = await createDrives(deps(app), request.account.id, request.body.objects)
+    const objects = await createDrivesSql(app.dbPool, app.config.driveMaxSize, request.account.id, request.body.objects)
     // Location only when one object was made: a bulk create has no single new resource
     if (objects.length === 1) reply.header('location', objects[0].resource_uri)
     return reply.code(201).send({ objects } as never)
