@@ -26,7 +26,7 @@ const TAGS = ['drives']
 /** The drive job handlers, for the engine (registered by app.ts). */
 export function driveHandlers (app: FastifyInstance): HandlerSet {
   return {
-    drive_create: driveCreateHandler(app.storage),
+    drive_create: driveCreateHandler(app.storage, app.dbPool),
     drive_resize: driveResizeHandler(app.storage),
     drive_delete: driveDeleteHandler(app.storage)
   }
