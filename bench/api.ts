@@ -1,7 +1,7 @@
 /**
  * API reads beside a bare Fastify + pg route, in one run:
- *   `npx tsx bench/api.ts [--connections 50] [--duration 10] [--drives 200] [--servers 20]
- *                         [--only drives-list,mixed] [--profile] [--log-level info]`
+ *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20]
+ *                         [--only drives-list,mixed] [--statements 4] [--profile] [--log-level info]`
  *
  * The service app is built in this process as server.ts builds it (no test-mode response
  * validation; its request log at LOG_LEVEL, default info, written to /dev/null) with job workers
@@ -18,9 +18,13 @@
  *
  * Every service request is timed in phases with root hooks (onRequest → preHandler = routing +
  * auth + validation; preHandler → preSerialization = handler: queries + wire objects;
- * preSerialization → onSend = serialisation), printed per scenario. `--profile` also takes a CPU
- * profile of this process during one extra drives-list run, prints the top self-time functions
- * and the self time per package, and writes data/bench-api.cpuprofile.
+ * preSerialization → onSend = serialisation), printed per scenario, with the CPU time per request
+ * of this process and of the service's PostgreSQL backends (/proc/<pid>/stat of every connection
+ * to the bench database but the bare route's; the bare route's backends for its own line): CPU per
+ * request depends less on the machine's load than req/s. `--amount N` sends N requests per
+ * scenario instead of running for `duration` s. `--profile` takes a CPU profile of this process
+ * during each scenario, prints the top self-time functions and the self time per package, and
+ * writes data/bench-api-<scenario>.cpuprofile.
  * Figures only, no pass/fail; the last line is the ratios.
  */
 import { spawn } from 'node:child_process'
