@@ -1,7 +1,7 @@
 /**
  * API reads beside a bare Fastify + pg route, in one run:
- *   `npx tsx bench/api.ts [--connections 50] [--duration 10] [--drives 200] [--servers 20]
- *                         [--only drives-list,mixed] [--profile] [--log-level info]`
+ *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20]
+ *                         [--only drives-list,mixed] [--statements 4] [--profile] [--log-level info]`
  *
  * The service app is built in this process as server.ts builds it (no test-mode response
  * validation; its request log at LOG_LEVEL, default info, written to /dev/null) with job workers
@@ -18,9 +18,13 @@
  *
  * Every service request is timed in phases with root hooks (onRequest → preHandler = routing +
  * auth + validation; preHandler → preSerialization = handler: queries + wire objects;
- * preSerialization → onSend = serialisation), printed per scenario. `--profile` also takes a CPU
- * profile of this process during one extra drives-list run, prints the top self-time functions
- * and the self time per package, and writes data/bench-api.cpuprofile.
+ * preSerialization → onSend = serialisation), printed per scenario, with the CPU time per request
+ * of this process and of the service's PostgreSQL backends (/proc/<pid>/stat of every connection
+ * to the bench database but the bare route's; the bare route's backends for its own line): CPU per
+ * request depends less on the machine's load than req/s. `--amount N` sends N requests per
+ * scenario instead of running for `duration` s. `--profile` takes a CPU profile of this process
+ * during each scenario, prints the top self-time functions and the self time per package, and
+ * writes data/bench-api-<scenario>.cpuprofile.
  * Figures only, no pass/fail; the last line is the ratios.
  */
 import { spawn } from 'node:child_process'
@@ -38,14 +42,14 @@ import { createTestDatabase } from '../test/helpers/db.ts'
 import { registerRun, stopDaemon, unregisterRun } from '../test/setup/test-db.ts'
 
 interface LoadRequest { method: string, path: string, headers?: Record<string, string>, body?: string }
-interface LoadSpec { url: string, connections: number, duration: number, requests: LoadRequest[] }
+interface LoadSpec { url: string, connections: number, duration: number, amount?: number, requests: LoadRequest[] }
 interface LoadResult { rps: number, p50: number, p99: number, total: number, non2xx: number, errors: number }
 
 // ------------------------------------------------------------------ load generator (child)
 if (process.argv[2] === '--load-child') {
   const { default: autocannon } = await import('autocannon')
   const spec = JSON.parse(process.argv[3]) as LoadSpec
-  const r = await autocannon({ url: spec.url, connections: spec.connections, duration: spec.duration, requests: spec.requests as never })
+  const r = await autocannon({ url: spec.url, connections: spec.connections, duration: spec.duration, ...(spec.amount ? { amount: spec.amount } : {}), requests: spec.requests as never })
   const out: LoadResult = { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, total: r.requests.total, non2xx: r.non2xx, errors: r.errors + r.timeouts }
   process.stdout.write(JSON.stringify(out))
   process.exit(0)
@@ -55,6 +59,8 @@ const { values: args } = parseArgs({
   options: {
     connections: { type: 'string', default: '50' },
     duration: { type: 'string', default: '10' },
+    amount: { type: 'string' },
+    statements: { type: 'string', default: '4' },
     drives: { type: 'string', default: '200' },
     servers: { type: 'string', default: '20' },
     only: { type: 'string' },
@@ -64,6 +70,8 @@ const { values: args } = parseArgs({
 })
 const connections = Math.max(1, Number(args.connections))
 const duration = Math.max(1, Number(args.duration))
+// a fixed number of requests per scenario instead of a duration (CPU per request compares runs)
+const amount = args.amount === undefined ? undefined : Math.max(1, Number(args.amount))
 const driveCount = Math.max(20, Number(args.drives))
 const serverCount = Math.max(0, Math.min(driveCount, Number(args.servers)))
 process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
@@ -106,7 +114,6 @@ function instrument (app: FastifyInstance): void {
     phases.total.push(performance.now() - t.start)
   })
 }
-const cpuPerRequest = (u: NodeJS.CpuUsage, n: number) => ((u.user + u.system) / 1000 / Math.max(1, n)).toFixed(2)
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] ?? NaN }
 const phaseLine = (p: Phases) => `service-side median: routing+auth+validation ${median(p.auth).toFixed(2)} ms, handler (queries + wire) ${median(p.handler).toFixed(2)} ms, serialisation ${median(p.serialise).toFixed(2)} ms, onRequest→onResponse ${median(p.total).toFixed(2)} ms (${p.total.length} requests)`
 
@@ -155,7 +162,7 @@ function instrumentPg (): void {
 }
 function dbLines (d: DbStats, requests: number): string[] {
   const per = (x: number) => (x / Math.max(1, requests)).toFixed(2)
-  const top = [...d.bySql].sort((a, b) => b[1].ms - a[1].ms).slice(0, 4)
+  const top = [...d.bySql].sort((a, b) => b[1].ms - a[1].ms).slice(0, Number(args.statements))
     .map(([sql, e]) => `    ${per(e.n)}/req  ${(e.ms / e.n).toFixed(2).padStart(6)} ms each  ${sql}`)
   return [`database per request: ${per(d.poolQueries)} pool queries, ${per(d.clientMs)} ms in round trips, ${per(d.poolMs)} ms from pool.query to result (incl. waiting for one of the 10 connections)`, ...top]
 }
@@ -181,6 +188,25 @@ function summarise (profile: { nodes: ProfileNode[], samples?: number[], timeDel
   const fmt = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, hits]) => `  ${(hits / total * 100).toFixed(1).padStart(5)}%  ${name}`)
   return ['share of busy (non-idle) samples by package/folder, self time:', ...fmt(byPkg, 14), 'top self-time functions:', ...fmt(byFn, 20)]
 }
+
+// ------------------------------------------------------------------ PostgreSQL CPU
+// The CPU time of the service's backends (every connection to the bench database but the bare
+// route's and this probe's), read from /proc: the database's share of a request's cost.
+const TICK_US = 1e6 / 100 // USER_HZ
+async function pgTicks (probe: pg.Client, of: 'service' | 'bare' = 'service'): Promise<Map<number, number>> {
+  const { rows } = await probe.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND ${of === 'bare' ? "application_name = 'bench-bare'" : "application_name NOT LIKE 'bench-%'"}`)
+  const out = new Map<number, number>()
+  for (const { pid } of rows) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out.set(pid, Number(f[11]) + Number(f[12])) // utime, stime
+    } catch {}
+  }
+  return out
+}
+const ticksSince = (before: Map<number, number>, after: Map<number, number>) =>
+  [...after].reduce((a, [pid, t]) => a + t - (before.get(pid) ?? 0), 0)
 
 // ------------------------------------------------------------------ main
 instrumentPg()
@@ -223,7 +249,7 @@ try {
   console.log(`seeded: ${drives.length} drives, ${servers.length} servers, ${await app.prisma.job.count()} jobs`)
 
   // the anchor: a bare Fastify route, 20 rows of the same drives table through pg
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10 })
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10, application_name: 'bench-bare' })
   barePool = pool
   pool.on('connect', c => { (c as unknown as { bench: boolean }).bench = true })
   t.teardown(() => pool.end())
@@ -235,6 +261,10 @@ try {
     return { meta: { limit: 20, offset: 0, total_count: Number(rows[0]?.total ?? 0) }, objects: rows.map(({ total: _total, ...r }) => r) }
   })
   const bareUrl = await bare.listen({ host: '127.0.0.1', port: 0 })
+  const probe = new pg.Client({ connectionString: databaseUrl, application_name: 'bench-probe' });
+  (probe as unknown as { bench: boolean }).bench = true
+  await probe.connect()
+  t.teardown(() => probe.end())
 
   const get = (p: string): LoadRequest => ({ method: 'GET', path: p, headers: auth })
   const pick = <X>(xs: X[], i: number) => xs[i % xs.length]
@@ -263,11 +293,14 @@ try {
   const fmt = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${String(r.p50).padStart(4)} ms  p99 ${String(r.p99).padStart(5)} ms  (${r.total} requests${r.non2xx + r.errors > 0 ? `, ${r.non2xx} non-2xx, ${r.errors} errors` : ''})`
   const bareRuns: LoadResult[] = []
   const runBare = async () => {
+    const ticks = await pgTicks(probe, 'bare')
     const cpu = process.cpuUsage()
-    const r = await runLoad({ url: bareUrl, connections, duration, requests: [{ method: 'GET', path: '/drives/' }] })
+    const r = await runLoad({ url: bareUrl, connections, duration, amount, requests: [{ method: 'GET', path: '/drives/' }] })
+    const used = process.cpuUsage(cpu)
+    const pgUs = ticksSince(ticks, await pgTicks(probe, 'bare')) * TICK_US
     bareRuns.push(r)
     console.log(`  ${'bare fastify+pg'.padEnd(16)} ${fmt(r)}   load ${load()}`)
-    console.log(`  ${''.padEnd(16)} server process CPU ${cpuPerRequest(process.cpuUsage(cpu), r.total)} ms/request`)
+    console.log(`  ${''.padEnd(16)} CPU per request: server process ${((used.user + used.system) / Math.max(1, r.total)).toFixed(0)} µs, its PostgreSQL backends ${(pgUs / Math.max(1, r.total)).toFixed(0)} µs`)
   }
   console.log('')
   await runBare()
@@ -275,38 +308,43 @@ try {
   for (const s of chosen) {
     phases = { auth: [], handler: [], serialise: [], total: [] }
     dbStats = { poolQueries: 0, poolMs: 0, clientMs: 0, bySql: new Map() }
+    let session: Session | undefined
+    if (args.profile) {
+      session = new Session()
+      session.connect()
+      await session.post('Profiler.enable')
+      await session.post('Profiler.setSamplingInterval', { interval: 200 })
+      await session.post('Profiler.start')
+    }
+    const ticks = await pgTicks(probe)
     const cpu = process.cpuUsage()
-    const r = await runLoad({ url: svcUrl, connections, duration, requests: s.requests })
-    const used = process.cpuUsage(cpu)
+    const r = await runLoad({ url: svcUrl, connections, duration, amount, requests: s.requests })
     // requests still queued in the service when the load stopped belong to this scenario
     for (let i = 0; i < 3000 && busy(); i++) await sleep(10)
+    const used = process.cpuUsage(cpu)
+    const pgUs = ticksSince(ticks, await pgTicks(probe)) * TICK_US
     const p = phases
     const d = dbStats
     phases = undefined
     dbStats = undefined
     results.set(s.name, r)
     console.log(`  ${s.name.padEnd(16)} ${fmt(r)}   load ${load()}`)
-    console.log(`  ${''.padEnd(16)} ${phaseLine(p)}; service process CPU ${cpuPerRequest(used, p.total.length)} ms/request`)
+    console.log(`  ${''.padEnd(16)} ${phaseLine(p)}`)
+    const n = Math.max(1, p.total.length)
+    console.log(`  ${''.padEnd(16)} CPU per request: service process ${((used.user + used.system) / n).toFixed(0)} µs, its PostgreSQL backends ${(pgUs / n).toFixed(0)} µs${args.profile ? ' (profiler on)' : ''}`)
     for (const line of dbLines(d, p.total.length)) console.log(`  ${''.padEnd(16)} ${line}`)
+    if (session) {
+      const { profile } = await session.post('Profiler.stop')
+      session.disconnect()
+      const file = path.resolve('data', `bench-api-${s.name}.cpuprofile`)
+      fs.mkdirSync(path.dirname(file), { recursive: true })
+      fs.writeFileSync(file, JSON.stringify(profile))
+      console.log(`  ${''.padEnd(16)} CPU profile written to ${path.relative(process.cwd(), file)}:`)
+      for (const line of summarise(profile as never)) console.log(`  ${''.padEnd(16)} ${line}`)
+    }
   }
   await runBare()
   const anchor = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length
-
-  if (args.profile) {
-    const session = new Session()
-    session.connect()
-    await session.post('Profiler.enable')
-    await session.post('Profiler.setSamplingInterval', { interval: 200 })
-    await session.post('Profiler.start')
-    const r = await runLoad({ url: svcUrl, connections, duration, requests: scenarios[0].requests })
-    const { profile } = await session.post('Profiler.stop')
-    session.disconnect()
-    const file = path.resolve('data', 'bench-api.cpuprofile')
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    fs.writeFileSync(file, JSON.stringify(profile))
-    console.log(`\nCPU profile of the service process during drives-list (${fmt(r)}), written to ${path.relative(process.cwd(), file)}:`)
-    for (const line of summarise(profile as never)) console.log(line)
-  }
 
   console.log(`\nload average at end: ${load()}`)
   const ratio = (name: string) => results.has(name) ? `${name} ${(results.get(name)!.rps / anchor).toFixed(2)}x` : undefined

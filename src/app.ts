@@ -13,7 +13,7 @@ import type { JobsPluginOptions } from './plugins/jobs.ts'
 import { actionRegistries } from './http/actions.ts'
 import { installErrorHandler } from './http/error-handler.ts'
 import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
-import { REDACT_PATHS, redactedRequest } from './http/log-redaction.ts'
+import { OneLineRequestLog, REDACT_PATHS, redactedRequest } from './http/log-redaction.ts'
 import { sharedSchemas } from './http/schemas.ts'
 import prismaPlugin from './plugins/prisma.ts'
 import conventions from './plugins/conventions.ts'
@@ -63,6 +63,8 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
   return {
     // tokens in URLs and credentials in headers never reach a log line
     logger: logger && typeof logger === 'object' ? { ...logger, serializers: { req: redactedRequest, ...logger.serializers }, redact: REDACT_PATHS } : logger,
+    // one line per request, when it is answered, instead of two (issue 18)
+    logController: new OneLineRequestLog(),
     bodyLimit: config.bodyLimit,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     requestIdHeader: 'x-request-id',

@@ -172,7 +172,7 @@ t.test('a drive_create that fails leaves nothing behind', async t => {
   // make the drive look held by a job that failed before finishing
   const jobId = randomUUID()
   await app.prisma.drive.update({ where: { id: fresh.uuid }, data: { status: 'creating', lockedByJob: jobId } })
-  const handler = driveCreateHandler(app.storage)
+  const handler = driveCreateHandler(app.storage, app.dbPool)
   await handler.cleanup!({
     job: { id: jobId, ownerId: alice.id, operation: 'drive_create', parentId: null, rootId: jobId, params: { driveId: fresh.uuid, size: GiB }, checkpoint: null, attempts: 1 },
     signal: new AbortController().signal,

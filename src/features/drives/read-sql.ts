@@ -31,7 +31,8 @@ const EXTRAS = `
     WHERE r.resource_type = 'drives' AND r.resource_id = d.id) AS job_ids,
   (SELECT coalesce(array_agg(m.server_id::text ORDER BY m.server_id), '{}') FROM (SELECT DISTINCT server_id FROM server_drives WHERE drive_id = d.id) m) AS server_ids`
 
-interface Row {
+/** A drives row as pg reads it (snake case, bigint size as text). */
+export interface Row {
   id: string,
   owner_id: string,
   name: string,
@@ -55,7 +56,7 @@ interface Row {
   server_ids?: string[]
 }
 
-function toRow (r: Row): DriveRow {
+export function toRow (r: Row): DriveRow {
   return {
     id: r.id,
     ownerId: r.owner_id,

@@ -12,10 +12,11 @@ import {
   Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
-import { createDrives, deleteDrives, loadDriveWire, updateDrive, updateDrives, type DrivesDeps, type MeasureAllocated } from './service.ts'
+import { deleteDrives, loadDriveWire, updateDrive, updateDrives, type DrivesDeps, type MeasureAllocated } from './service.ts'
 import { parseAvoid } from '../../domain/avoid.ts'
 import { refreshAllocated } from './allocated.ts'
 import { getDriveWireSql, readDrives } from './read-sql.ts'
+import { createDrivesSql } from './create-sql.ts'
 import { driveCreateHandler } from './handlers/drive-create.ts'
 import { driveResizeHandler } from './handlers/drive-resize.ts'
 import { driveDeleteHandler } from './handlers/drive-delete.ts'
@@ -27,7 +28,7 @@ const TAGS = ['drives']
 /** The drive job handlers, for the engine (registered by app.ts). */
 export function driveHandlers (app: FastifyInstance): HandlerSet {
   return {
-    drive_create: driveCreateHandler(app.storage),
+    drive_create: driveCreateHandler(app.storage, app.dbPool),
     drive_resize: driveResizeHandler(app.storage),
     drive_delete: driveDeleteHandler(app.storage)
   }
@@ -92,7 +93,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     parseAvoid(request.query.avoid)
-    const objects = await createDrives(deps(app), request.account.id, request.body.objects)
+    const objects = await createDrivesSql(app.dbPool, app.config.driveMaxSize, request.account.id, request.body.objects)
     // Location only when one object was made: a bulk create has no single new resource
     if (objects.length === 1) reply.header('location', objects[0].resource_uri)
     return reply.code(201).send({ objects } as never)

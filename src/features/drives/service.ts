@@ -13,7 +13,7 @@ import {
   badMetaKey, canOperate, displayStatus, editableFields, isServerActive, restingStatus, runtimeFlags,
   type DriveOperation
 } from '../../domain/drive-status.ts'
-import { JOBS_CHANNEL, enqueueJob, type EnqueueInput } from '../../engine/enqueue.ts'
+import { enqueueJob } from '../../engine/enqueue.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
@@ -171,35 +171,6 @@ export async function announceDrives (db: Db, ownerId: string, ids: string[], ch
   await publishChange(db, ids.map(id => ({ ownerId, resourceType: 'drives' as const, resourceId: id, change })))
 }
 
-/**
- * enqueueJob for many top-level jobs at once, in the caller's transaction: the same rows, one
- * wake-up NOTIFY and one batch of events, so a bulk create of 100 drives is a handful of
- * statements instead of several hundred.
- */
-async function enqueueTopLevelJobs (tx: Tx, inputs: Array<EnqueueInput & { id: string }>): Promise<void> {
-  if (inputs.length === 0) return
-  const now = new Date()
-  await tx.job.createMany({
-    data: inputs.map(j => ({
-      id: j.id,
-      ownerId: j.ownerId,
-      operation: j.operation,
-      state: 'queued',
-      params: (j.params ?? {}) as object,
-      rootId: j.id,
-      resources: (j.resources ?? []).map(r => uri(r.type, r.id)),
-      description: j.description ?? null,
-      runAt: now,
-      maxAttempts: j.maxAttempts ?? 3
-    }))
-  })
-  await tx.jobResource.createMany({
-    data: inputs.flatMap(j => (j.resources ?? []).map(r => ({ jobId: j.id, resourceType: r.type, resourceId: r.id, mode: r.mode ?? 'write' })))
-  })
-  await tx.$executeRaw`SELECT pg_notify(${JOBS_CHANNEL}, ${inputs[0].id})`
-  await publishChange(tx, inputs.map(j => ({ ownerId: j.ownerId, resourceType: 'jobs' as const, resourceId: j.id, change: 'added' as const })))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Input checks (before anything is written)
 
@@ -219,10 +190,25 @@ function checkMeta (meta: Record<string, string>): void {
 // ---------------------------------------------------------------------------------------------
 // Create
 
-export async function createDrives (deps: DrivesDeps, ownerId: string, inputs: DriveCreateInputT[]): Promise<DriveWire[]> {
-  const max = maxDriveSize(deps.driveMaxSize)
-  // every object is checked before anything is written: a bulk create is all or nothing
-  const planned = inputs.map(input => {
+/** A drive about to be created, with its drive_create job; every input checked first. */
+export interface PlannedDrive {
+  id: string
+  jobId: string
+  name: string
+  size: number
+  media: string
+  storageType: string
+  allowMultimount: boolean
+  affinities: string[]
+  meta: Record<string, string>
+  tags: string[]
+  iops: number | null
+}
+
+/** Checks every object before anything is written (a bulk create is all or nothing) and gives each its ids. */
+export function planDriveCreates (driveMaxSize: number, inputs: DriveCreateInputT[]): PlannedDrive[] {
+  const max = maxDriveSize(driveMaxSize)
+  return inputs.map(input => {
     checkSize(input.size, max)
     if (input.meta) checkMeta(input.meta)
     return {
@@ -239,37 +225,6 @@ export async function createDrives (deps: DrivesDeps, ownerId: string, inputs: D
       iops: input.iops ?? null
     }
   })
-  const rows = await deps.prisma.$transaction(async (tx) => {
-    await tx.drive.createMany({
-      data: planned.map(p => ({
-        id: p.id,
-        ownerId,
-        name: p.name,
-        size: BigInt(p.size),
-        media: p.media,
-        status: 'creating',
-        storageType: p.storageType,
-        allowMultimount: p.allowMultimount,
-        affinities: p.affinities,
-        meta: p.meta,
-        tags: p.tags,
-        iops: p.iops,
-        lockedByJob: p.jobId
-      }))
-    })
-    await enqueueTopLevelJobs(tx, planned.map(p => ({
-      id: p.jobId,
-      ownerId,
-      operation: 'drive_create' as const,
-      params: { driveId: p.id, size: p.size },
-      resources: [{ type: 'drives' as const, id: p.id, mode: 'write' as const }],
-      description: `creating a ${p.size} byte drive`
-    })))
-    await announceDrives(tx, ownerId, planned.map(p => p.id), 'added')
-    return tx.drive.findMany({ where: { id: { in: planned.map(p => p.id) } } })
-  }, { timeout: 60_000 })
-  const byId = new Map(rows.map(r => [r.id, r]))
-  return planned.map(p => driveToWire(byId.get(p.id)!, { jobIds: [p.jobId], serverIds: [] }))
 }
 
 // ---------------------------------------------------------------------------------------------

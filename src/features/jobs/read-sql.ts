@@ -1,13 +1,12 @@
 // The job reads as one SQL statement each (issue 18): a page of top-level jobs with their whole
 // trees and a capped count, or one job's tree, without Prisma's query compiler.
 import type pg from 'pg'
-import type { Job as JobRow } from '../../db/generated/client.ts'
 import type { FilterSpec } from '../../domain/filters.ts'
 import { isUuid } from '../../http/bodies.ts'
 import { Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, sqlRows, truthfulTotal, type SqlFilter } from '../../http/list-sql.ts'
 import { pickFields, type ListPlan } from '../../http/listing.ts'
 import type { JobWire } from './schemas.ts'
-import { buildTree, jobToWire } from './view.ts'
+import { buildTree, jobToWire, type WireJobRow } from './view.ts'
 
 const COLUMNS: Record<string, string> = {
   id: 'j.id',
@@ -23,14 +22,16 @@ const CUSTOM: Record<string, SqlFilter> = {
   resource: (v, _op, p) => `EXISTS (SELECT 1 FROM job_resources r WHERE r.job_id = j.id AND r.resource_id = ${p.add(v.toLowerCase())}::uuid)`
 }
 
+// only what the wire object shows: params, checkpoint and the lease columns stay in the database
+const COLS = 'id, operation, state, parent_id, root_id, result, error, resources, progress, description, extra, log_tail, bytes_done, bytes_total, eta_seconds, created, last_modified, started_at, finished_at'
+const colsOf = (alias: string) => COLS.split(', ').map(c => `${alias}.${c}`).join(', ')
+
 interface Row {
   id: string
-  owner_id: string
   operation: string
   state: string
   parent_id: string | null
   root_id: string
-  params: unknown
   result: unknown
   error: unknown
   resources: string[]
@@ -41,47 +42,29 @@ interface Row {
   bytes_done: string
   bytes_total: string | null
   eta_seconds: number | null
-  checkpoint: unknown
-  priority: number
-  run_at: Date
-  attempts: number
-  max_attempts: number
-  locked_by: string | null
-  locked_until: Date | null
-  cancel_requested: boolean
   created: Date
   last_modified: Date
   started_at: Date | null
   finished_at: Date | null
 }
 
-function toRow (r: Row): JobRow {
+function toRow (r: Row): WireJobRow {
   return {
     id: r.id,
-    ownerId: r.owner_id,
     operation: r.operation,
     state: r.state,
     parentId: r.parent_id,
     rootId: r.root_id,
-    params: r.params as JobRow['params'],
-    result: r.result as JobRow['result'],
-    error: r.error as JobRow['error'],
+    result: r.result as WireJobRow['result'],
+    error: r.error as WireJobRow['error'],
     resources: r.resources,
     progress: r.progress,
     description: r.description,
-    extra: r.extra as JobRow['extra'],
+    extra: r.extra as WireJobRow['extra'],
     logTail: r.log_tail ?? [],
     bytesDone: BigInt(r.bytes_done),
     bytesTotal: r.bytes_total === null ? null : BigInt(r.bytes_total),
     etaSeconds: r.eta_seconds,
-    checkpoint: r.checkpoint as JobRow['checkpoint'],
-    priority: r.priority,
-    runAt: r.run_at,
-    attempts: r.attempts,
-    maxAttempts: r.max_attempts,
-    lockedBy: r.locked_by,
-    lockedUntil: r.locked_until,
-    cancelRequested: r.cancel_requested,
     created: r.created,
     lastModified: r.last_modified,
     startedAt: r.started_at,
@@ -103,18 +86,18 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   const whereValues = [...p.values]
   const order = orderToSql(plan.orderBy, COLUMNS)
   const rows = await sqlRows<Row & { child: boolean, total: number }>(pool, `
-    WITH page AS MATERIALIZED (SELECT j.* FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)})
+    WITH page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)})
     SELECT ${cappedCountSql('jobs j', where)} AS total, j.* FROM (
       SELECT false AS child, j.* FROM page j
       UNION ALL
-      SELECT true, j.* FROM jobs j WHERE j.root_id IN (SELECT root_id FROM page) AND j.id NOT IN (SELECT id FROM page)
+      SELECT true, ${colsOf('j')} FROM jobs j WHERE j.root_id IN (SELECT root_id FROM page) AND j.id NOT IN (SELECT id FROM page)
     ) j
     ORDER BY j.child, ${order}`, p.values)
   // an empty page carries no count: ask for it alone
   const counted = rows.length > 0 ? rows[0].total : (await sqlRows<{ total: number }>(pool, `SELECT ${cappedCountSql('jobs j', where)} AS total`, whereValues))[0].total
   const total = await truthfulTotal(pool, counted, 'jobs j', where, whereValues)
   const top = rows.filter(r => !r.child).map(toRow)
-  const byRoot = new Map<string, JobRow[]>()
+  const byRoot = new Map<string, WireJobRow[]>()
   for (const r of rows) {
     if (!r.child) continue
     const list = byRoot.get(r.root_id) ?? []
@@ -128,6 +111,6 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
 /** One job of `ownerId` with its nested children, or undefined, as loadJobWire. */
 export async function getJobWireSql (pool: pg.Pool, ownerId: string, id: string): Promise<JobWire | undefined> {
   if (!isUuid(id)) return undefined
-  const rows = await sqlRows<Row>(pool, 'SELECT c.* FROM jobs c WHERE c.root_id = (SELECT root_id FROM jobs WHERE id = $1::uuid AND owner_id = $2::uuid)', [id.toLowerCase(), ownerId])
+  const rows = await sqlRows<Row>(pool, `SELECT ${colsOf('c')} FROM jobs c WHERE c.root_id = (SELECT root_id FROM jobs WHERE id = $1::uuid AND owner_id = $2::uuid)`, [id.toLowerCase(), ownerId])
   return buildTree(rows.map(toRow), id.toLowerCase())
 }

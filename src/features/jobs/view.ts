@@ -6,7 +6,11 @@ import { rollUp, type ProgressNode } from '../../domain/progress.ts'
 import { isoTime, ref, uri, type Ref } from '../../http/uris.ts'
 import type { JobWire } from './schemas.ts'
 
-export function jobToWire (row: JobRow, children: JobWire[] = [], childNodes: ProgressNode[] = []): JobWire {
+/** The columns a job's wire object is made of. */
+export type WireJobRow = Pick<JobRow, 'id' | 'operation' | 'state' | 'parentId' | 'rootId' | 'result' | 'error' | 'resources' | 'progress' |
+'description' | 'extra' | 'logTail' | 'bytesDone' | 'bytesTotal' | 'etaSeconds' | 'created' | 'lastModified' | 'startedAt' | 'finishedAt'>
+
+export function jobToWire (row: WireJobRow, children: JobWire[] = [], childNodes: ProgressNode[] = []): JobWire {
   const p = rollUp({ ...nodeOf(row), children: childNodes })
   const data: JobWire['data'] = { progress: p.progress }
   if (p.description) data.description = p.description
@@ -33,7 +37,7 @@ export function jobToWire (row: JobRow, children: JobWire[] = [], childNodes: Pr
   }
 }
 
-function nodeOf (row: JobRow): ProgressNode {
+function nodeOf (row: WireJobRow): ProgressNode {
   return {
     state: row.state,
     progress: row.progress,
@@ -46,9 +50,9 @@ function nodeOf (row: JobRow): ProgressNode {
 }
 
 /** Nests `rows` (a whole tree, any order) under their parents, starting at `rootId`. */
-export function buildTree (rows: JobRow[], rootId: string): JobWire | undefined {
-  const byParent = new Map<string, JobRow[]>()
-  let root: JobRow | undefined
+export function buildTree (rows: WireJobRow[], rootId: string): JobWire | undefined {
+  const byParent = new Map<string, WireJobRow[]>()
+  let root: WireJobRow | undefined
   for (const r of rows) {
     if (r.id === rootId) root = r
     if (r.parentId) {
@@ -57,7 +61,7 @@ export function buildTree (rows: JobRow[], rootId: string): JobWire | undefined 
       byParent.set(r.parentId, list)
     }
   }
-  const build = (row: JobRow): { wire: JobWire, node: ProgressNode } => {
+  const build = (row: WireJobRow): { wire: JobWire, node: ProgressNode } => {
     const kids = (byParent.get(row.id) ?? [])
       .sort((a, b) => a.created.getTime() - b.created.getTime() || a.id.localeCompare(b.id))
       .map(build)
