@@ -4,7 +4,7 @@
 // download, among 10,000 jobs.
 // Code run in the page is given as strings: this file is typechecked without the DOM library.
 // Run with `npm run test:browser` (builds the dashboard first); not part of `npm test`.
-import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -113,6 +113,31 @@ page.on('request', req => {
   if (m) chunkRequests.push({ method: req.method(), drive: m[1], chunk: Number(url.searchParams.get('resumableChunkNumber')) })
 })
 
+// Files to upload are made in the page (setInputFiles ships the bytes over the DevTools protocol,
+// which takes minutes for 10 MiB on a loaded machine): xorshift32 bytes from a seed, the same here
+const XORSHIFT = 'for (let i = 0; i < size; i++) { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; bytes[i] = x & 255 }'
+function pseudoRandom (size: number, seed: number): Buffer {
+  const bytes = Buffer.alloc(size)
+  let x = seed >>> 0
+  for (let i = 0; i < size; i++) { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; bytes[i] = x & 255 }
+  return bytes
+}
+/** Puts a file of pseudoRandom(size, seed) into the file input `selector` and fires its change. */
+async function pickFile (selector: string, name: string, size: number, seed: number): Promise<Buffer> {
+  await page.evaluate(`(() => {
+    const size = ${size}
+    let x = ${seed >>> 0}
+    const bytes = new Uint8Array(size)
+    ${XORSHIFT}
+    const input = document.querySelector(${JSON.stringify(selector)})
+    const picked = new DataTransfer()
+    picked.items.add(new File([bytes], ${JSON.stringify(name)}, { type: 'application/octet-stream' }))
+    input.files = picked.files
+    input.dispatchEvent(new Event('change', { bubbles: true }))
+  })()`)
+  return pseudoRandom(size, seed)
+}
+
 const shot = (name: string, fullPage = false) => page.screenshot({ path: path.join(OUT, name), fullPage })
 
 t.test('sign in: a wrong password shows the API error, the right one opens the dashboard', async t => {
@@ -190,9 +215,8 @@ t.test('cancel a running clone from the jobs table', async t => {
 })
 
 t.test('upload a file with resumable.js, with progress; the drive becomes unmounted and downloads once through its link', async t => {
-  const bytes = randomBytes(11 * MiB + 123)
   await page.click('header nav >> text=Drives')
-  await page.setInputFiles('form[aria-label="Upload drive"] input[type=file]', { name: 'small.img', mimeType: 'application/octet-stream', buffer: bytes })
+  const bytes = await pickFile('form[aria-label="Upload drive"] input[type=file]', 'small.img', 11 * MiB + 123, 1)
   await page.click('form[aria-label="Upload drive"] button[type=submit]')
   const row = page.locator('tr[data-name="small.img"]')
   await page.locator('form[aria-label="Upload drive"] .upload-progress progress').waitFor({ timeout: 30_000 })
@@ -218,7 +242,7 @@ t.test('upload a file with resumable.js, with progress; the drive becomes unmoun
 })
 
 t.test('resume an upload: only the chunks the service lacks are sent, and the drive becomes unmounted', async t => {
-  const bytes = randomBytes(10 * MiB + 5)
+  const bytes = pseudoRandom(10 * MiB + 5, 2)
   const d = (await api.post('/api/2.0/initupload/', { name: 'resumed.img', size: bytes.length, media: 'disk' })).json().objects[0]
   // an earlier session stored chunk 2 (of 5 MiB and 5 MiB + 5) before it stopped
   const form = new FormData()
@@ -227,9 +251,8 @@ t.test('resume an upload: only the chunks the service lacks are sent, and the dr
   const stored = await fetch(`${base}/api/2.0/drives/${d.uuid}/upload/`, { method: 'POST', body: form, headers: { authorization: alice.authorization } })
   t.equal(stored.status, 200, await stored.text())
   await page.click('header nav >> text=Drives')
-  const row = page.locator(`tr[data-drive="${d.uuid}"]`)
   await page.locator(`tr[data-drive="${d.uuid}"][data-status=uploading]`).waitFor()
-  await row.locator('label.resume input[type=file]').setInputFiles({ name: 'resumed.img', mimeType: 'application/octet-stream', buffer: bytes })
+  await pickFile(`tr[data-drive="${d.uuid}"] label.resume input[type=file]`, 'resumed.img', bytes.length, 2)
   await page.locator(`tr[data-drive="${d.uuid}"][data-status=unmounted]`).waitFor({ timeout: 30_000 })
   const mine = chunkRequests.filter(r => r.drive === d.uuid).map(r => `${r.method} ${r.chunk}`).sort()
   t.same(mine, ['GET 1', 'GET 2', 'POST 1'], 'resumable.js asked for both chunks and sent only chunk 1')

@@ -238,3 +238,14 @@ t.test("another account gets 404 and cannot add chunks to alice's upload", async
   const anonymous = await app.inject({ method: 'GET', url: url(d.uuid, params(file, c1)) })
   t.equal(anonymous.statusCode, 401, 'Basic auth is required')
 })
+
+t.test('the raw upload path beside it still routes to the raw upload, even for a drive named "upload"', async t => {
+  const res = await app.inject({
+    method: 'POST',
+    url: '/api/2.0/drives/upload/upload/',
+    headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' },
+    payload: Buffer.alloc(10, 1)
+  })
+  t.equal(res.statusCode, 201, res.body)
+  t.match((await api.get(`/api/2.0/drives/${res.body}/`)).json(), { name: 'upload', size: 10 })
+})
