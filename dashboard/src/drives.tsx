@@ -1,5 +1,5 @@
-// Drives: the list with live status, create, clone, resize, delete, chunked upload and one-time
-// download links. Buttons show only for statuses the API accepts them in.
+// Drives: the list with live status, create, clone, resize, delete, resumable.js upload (and
+// resuming it into a drive still uploading) and one-time download links. Buttons show only for statuses the API accepts them in.
 import { useEffect, useRef, useState } from 'preact/hooks'
 import { api, ok, type ApiErrorItem, type Drive } from './api.ts'
 import type { Frame } from './events.ts'
@@ -116,6 +116,23 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
     })
   }
 
+  // the same file again into a drive whose upload stopped (page reloaded, network lost): only the
+  // chunks the service does not hold are sent
+  const resume = (drive: Drive, input: HTMLInputElement) => {
+    const file = input.files?.[0]
+    if (!file) return
+    const name = drive.name ?? file.name
+    void run(async () => {
+      setUpload({ name, sent: 0, total: file.size })
+      try {
+        await sendChunks(drive.uuid!, file, p => setUpload({ name, ...p }), { resume: true })
+      } finally {
+        setUpload(undefined)
+        input.value = ''
+      }
+    })
+  }
+
   return (
     <section>
       <div class='forms'>
@@ -133,7 +150,7 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
           <label>Media <select name='media'><option value='disk'>disk</option><option value='cdrom'>cdrom</option></select></label>
           <button type='submit' disabled={!!upload}>Upload</button>
           {upload
-            ? <div class='upload-progress'><progress max={upload.total || 1} value={upload.sent} /> {bytes(upload.sent)} / {bytes(upload.total)}</div>
+            ? <div class='upload-progress'><progress max={upload.total || 1} value={upload.sent} /> {upload.name}: {bytes(upload.sent)} / {bytes(upload.total)}</div>
             : null}
         </form>
       </div>
@@ -156,6 +173,9 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
                 <Cell label='Allocated' class='allocated'>{bytes(d.runtime?.allocated_size)}</Cell>
                 <Cell label='Mounted on'>{(d.mounted_on ?? []).map(m => <a key={m.uuid} href={`#servers/${m.uuid}`}>{m.uuid.slice(0, 8)} </a>)}</Cell>
                 <Cell label='' class='actions'>
+                  {status === 'uploading' && !upload
+                    ? <label class='resume'>Resume upload <input type='file' aria-label={`Resume the upload of ${d.name}`} onChange={e => resume(d, e.currentTarget)} /></label>
+                    : null}
                   {READABLE.has(status) ? <button type='button' onClick={() => setEditing({ uuid: d.uuid!, kind: 'clone', value: `${d.name}-clone` })}>Clone</button> : null}
                   {RESTING.has(status) && !(d.mounted_on?.length) ? <button type='button' onClick={() => setEditing({ uuid: d.uuid!, kind: 'resize', value: String((d.size ?? 0) / GiB) })}>Resize</button> : null}
                   {READABLE.has(status) && d.runtime?.is_downloadable !== false ? <button type='button' onClick={() => { void getLink(d) }}>Download</button> : null}

@@ -1,7 +1,9 @@
-// Chunked upload of a local file (README: "Chunked, resumable upload"): initupload makes the
-// drive, then each chunk gets a one-time link from upload_chunk and its bytes are POSTed there.
-// A chunk the service already holds answers 416 and is skipped, so calling again resumes.
-import { ApiError, api, ok, toErrors, type Drive } from './api.ts'
+// Upload of a local file (README: "resumable.js uploads"): initupload makes the drive with the
+// file's exact size, then the resumable.js library sends the chunks to /drives/{uuid}/upload/,
+// three at a time, retrying failed ones. Resuming (the same file into a drive still `uploading`)
+// asks first which chunks the service holds (resumable.js's test GETs) and sends only the others.
+import Resumable from 'resumablejs'
+import { ApiError, api, authHeaders, ok, toErrors, type Drive } from './api.ts'
 
 export const CHUNK_SIZE = 5 * 1024 * 1024
 const PARALLEL = 3
@@ -13,32 +15,45 @@ export async function startUpload (file: File, name: string, media: 'disk' | 'cd
   return (created as { objects: Drive[] }).objects[0]
 }
 
-/** Sends every chunk of `file` to drive `uuid`; resolves when all are stored. */
-export async function sendChunks (uuid: string, file: File, onProgress: (p: UploadProgress) => void, signal?: AbortSignal): Promise<void> {
-  const count = Math.max(1, Math.floor(file.size / CHUNK_SIZE))
-  let next = 0
-  let sent = 0
-  onProgress({ sent, total: file.size })
-  const one = async (n: number): Promise<void> => {
-    const start = n * CHUNK_SIZE
-    const end = n === count - 1 ? file.size : start + CHUNK_SIZE
-    const link = await api.POST('/api/2.0/drives/{uuid}/action/', {
-      params: { path: { uuid }, query: { do: 'upload_chunk' } },
-      body: { chunk_number: n, chunk_size: CHUNK_SIZE } as never
-    })
-    if (link.response.status === 416) { sent += end - start; onProgress({ sent, total: file.size }); return }
-    if (!link.response.ok) throw new ApiError(link.response.status, toErrors(link.response.status, link.error))
-    const url = (link.data as { link: string }).link
-    const res = await fetch(url, { method: 'POST', body: file.slice(start, end), headers: { 'content-type': 'application/octet-stream' }, credentials: 'omit', signal })
-    if (!res.ok) throw new ApiError(res.status, toErrors(res.status, await res.json().catch(() => undefined)))
-    sent += end - start
-    onProgress({ sent, total: file.size })
+function failure (message: string): ApiError {
+  let body: unknown
+  try { body = JSON.parse(message) } catch { body = undefined }
+  if (body === undefined) {
+    return new ApiError(0, [{ error_type: 'network', error_message: `The upload failed${message ? `: ${message.slice(0, 200)}` : ''}`, error_point: null }])
   }
-  const worker = async (): Promise<void> => {
-    while (next < count) {
-      if (signal?.aborted) throw new Error('upload stopped')
-      await one(next++)
+  return new ApiError(400, toErrors(400, body))
+}
+
+/**
+ * Sends every chunk of `file` into drive `uuid` (made by startUpload, or still `uploading` from an
+ * earlier attempt: `resume`); resolves when all are stored, after which the drive becomes unmounted.
+ */
+export function sendChunks (uuid: string, file: File, onProgress: (p: UploadProgress) => void, opts: { resume?: boolean } = {}): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // permanentErrors is a resumable.js option its type definitions leave out
+    const options: Resumable.ConfigurationHash & { permanentErrors: number[] } = {
+      target: `${location.origin}/api/2.0/drives/${encodeURIComponent(uuid)}/upload/`,
+      chunkSize: CHUNK_SIZE,
+      forceChunkSize: false,
+      simultaneousUploads: PARALLEL,
+      // a new drive holds no chunk yet: test only when resuming
+      testChunks: opts.resume === true,
+      headers: authHeaders(),
+      // the service's 400/404/413/415 are final (a wrong size, another account's drive)
+      permanentErrors: [400, 401, 404, 413, 415, 500, 501],
+      maxChunkRetries: 5,
+      chunkRetryInterval: 1000
     }
-  }
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, count) }, worker))
+    const r = new Resumable(options)
+    if (!r.support) {
+      reject(new ApiError(0, [{ error_type: 'browser', error_message: 'This browser cannot upload in chunks (no File API)', error_point: null }]))
+      return
+    }
+    onProgress({ sent: 0, total: file.size })
+    r.on('fileProgress', (f: Resumable.ResumableFile) => onProgress({ sent: Math.round(f.progress(false) * file.size), total: file.size }))
+    r.on('fileSuccess', () => { onProgress({ sent: file.size, total: file.size }); resolve() })
+    r.on('fileError', (_f: Resumable.ResumableFile, message: string) => { r.cancel(); reject(failure(message)) })
+    r.on('filesAdded', () => r.upload())
+    r.addFile(file)
+  })
 }

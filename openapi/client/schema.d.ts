@@ -625,6 +625,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/2.0/drives/{uuid}/upload/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * resumable.js test request (§5.3): 200 when the chunk is stored, 404 when it is not
+         * @description The drive must be `uploading` (made by POST /initupload/ with the file's exact size; 400 otherwise). Chunks count from 1; with nominal size S there are max(1, floor(size / S)) and the last one takes the remainder (resumable.js with forceChunkSize=false). A number out of range, a total that is not the drive's size, a current chunk size or a body of the wrong length, or another S than the first chunk's: 400 (resumable.js stops on 400). Another account's drive: 404.
+         */
+        get: operations["getDrivesByUuidUpload"];
+        put?: never;
+        /**
+         * resumable.js chunk upload (§5.3): stores one chunk; 200, also when it was stored already
+         * @description The drive must be `uploading` (made by POST /initupload/ with the file's exact size; 400 otherwise). Chunks count from 1; with nominal size S there are max(1, floor(size / S)) and the last one takes the remainder (resumable.js with forceChunkSize=false). A number out of range, a total that is not the drive's size, a current chunk size or a body of the wrong length, or another S than the first chunk's: 400 (resumable.js stops on 400). Another account's drive: 404. The body is multipart/form-data (resumable.js's default: the resumable* fields, then the chunk as the `file` part) or, with resumable.js's method "octet", the raw chunk as application/octet-stream with the fields in the query string. Chunks may arrive in any order and in parallel; a chunk sent twice is stored once. When the last chunk is in, the drive_upload job of the upload verifies the image and the drive becomes `unmounted` (`complete: true` in the answer).
+         */
+        post: operations["postDrivesByUuidUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/2.0/_upload/": {
         parameters: {
             query?: never;
@@ -1201,7 +1225,7 @@ export interface components {
             link: string;
         };
         ChunkReceived: {
-            /** @description The chunk number stored */
+            /** @description The chunk number (from 0 for upload_chunk links, from 1 for resumable.js) */
             chunk: number;
             /** @description Bytes stored for this chunk */
             bytes: number;
@@ -6176,6 +6200,274 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    getDrivesByUuidUpload: {
+        parameters: {
+            query: {
+                /** @description The chunk, from 1 */
+                resumableChunkNumber: number;
+                /** @description Nominal chunk size S (fixed by the first chunk POSTed); there are max(1, floor(total / S)) chunks and the last one takes the remainder */
+                resumableChunkSize: number;
+                /** @description The file size: must be the drive's size (from /initupload/) */
+                resumableTotalSize: number;
+                /** @description This chunk's length; checked when sent */
+                resumableCurrentChunkSize?: number;
+                /** @description Number of chunks; checked when sent */
+                resumableTotalChunks?: number;
+                /** @description Accepted and ignored */
+                resumableIdentifier?: string;
+                /** @description Accepted and ignored */
+                resumableFilename?: string;
+                /** @description Accepted and ignored */
+                resumableRelativePath?: string;
+                /** @description Accepted and ignored */
+                resumableType?: string;
+            };
+            header?: never;
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChunkReceived"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    postDrivesByUuidUpload: {
+        parameters: {
+            query?: {
+                /** @description The chunk, from 1 */
+                resumableChunkNumber?: number;
+                /** @description Nominal chunk size S (fixed by the first chunk POSTed); there are max(1, floor(total / S)) chunks and the last one takes the remainder */
+                resumableChunkSize?: number;
+                /** @description The file size: must be the drive's size (from /initupload/) */
+                resumableTotalSize?: number;
+                /** @description This chunk's length; checked when sent */
+                resumableCurrentChunkSize?: number;
+                /** @description Number of chunks; checked when sent */
+                resumableTotalChunks?: number;
+                /** @description Accepted and ignored */
+                resumableIdentifier?: string;
+                /** @description Accepted and ignored */
+                resumableFilename?: string;
+                /** @description Accepted and ignored */
+                resumableRelativePath?: string;
+                /** @description Accepted and ignored */
+                resumableType?: string;
+            };
+            header?: never;
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        /** @description multipart/form-data with the resumable* fields and a `file` part, or the raw chunk (application/octet-stream) */
+        requestBody: {
+            content: {
+                "multipart/form-data": unknown;
+                "application/octet-stream": unknown;
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChunkReceived"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -17,7 +17,7 @@ export const ChunkLink = Type.Object({
 }, { $id: 'ChunkLink' })
 
 export const ChunkReceived = Type.Object({
-  chunk: Type.Integer({ description: 'The chunk number stored' }),
+  chunk: Type.Integer({ description: 'The chunk number (from 0 for upload_chunk links, from 1 for resumable.js)' }),
   bytes: Type.Integer({ description: 'Bytes stored for this chunk' }),
   chunks_stored: Type.Integer(),
   chunks_total: Type.Integer(),

@@ -1,6 +1,7 @@
 // Uploads and downloads of drive images (spec §5, decisions.md "Uploads and downloads"): the
 // shared parts (deps, the steps every upload takes, how failures are recorded). Each protocol has
-// its own module: upload-raw.ts, upload-multipart.ts, upload-chunked.ts, download-jobs.ts; links.ts
+// its own module: upload-raw.ts, upload-multipart.ts, upload-into.ts, upload-chunked.ts,
+// upload-resumable.ts (resumable.js, over the chunked upload's state), download-jobs.ts; links.ts
 // holds the tokens, streams.ts the stream utilities; uploads.ts and downloads.ts are the routes.
 //
 // Every transfer is a job. Bytes arrive or leave in an HTTP request, so the request itself holds

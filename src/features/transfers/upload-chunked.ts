@@ -54,8 +54,8 @@ function idleDeadline (): Date {
   return new Date(Date.now() + CHUNKED_UPLOAD_IDLE_SECONDS * 1000)
 }
 
-/** The nominal chunk size of an upload, fixed by its first link (the geometry depends on it). */
-async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): Promise<number> {
+/** The nominal chunk size of an upload, fixed by its first chunk (the geometry depends on it). */
+export async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): Promise<number> {
   await tx.$executeRaw`
     UPDATE jobs SET params = params || jsonb_build_object('chunkSize', ${chunkSize}::bigint)
     WHERE id = ${jobId}::uuid AND NOT (params ? 'chunkSize')`
@@ -98,6 +98,15 @@ function chunkStored (n: number): DomainError {
   return errors.rangeNotSatisfiable(`Chunk ${n} already uploaded`, 'chunk_number')
 }
 
+/**
+ * Chunks being received by this process (key `drive:number`, both protocols), each with a promise
+ * that settles when its request is over. A §5.2 duplicate is refused (416) before it writes; a
+ * resumable.js duplicate waits for the first and then answers by what it stored. One per app
+ * (made by the uploads plugin), never module-level: two apps in one process share nothing; another
+ * app or process sharing the database is stopped by the upload_chunks row instead.
+ */
+export type ChunksInFlight = Map<string, Promise<void>>
+
 export interface ChunkResult {
   chunk: number
   bytes: number
@@ -105,13 +114,6 @@ export interface ChunkResult {
   chunksTotal: number
   complete: boolean
 }
-
-/**
- * Chunks being received by one app ("<drive id>:<chunk number>"): a concurrent duplicate is refused
- * before it writes. Made per app by the uploads plugin; another app or process sharing the
- * database is stopped by the upload_chunks row instead (416 when it records second).
- */
-export type ChunksInFlight = Set<string>
 
 /** POST <link>: writes the chunk at its offset, records it, and finishes the upload after the last one. */
 export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
@@ -131,7 +133,10 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
   const key = `${drive.id}:${n}`
   if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
   if (await deps.prisma.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: n } } })) throw chunkStored(n)
-  inFlight.add(key)
+  // looked at again: another request for this chunk may have started while the row was read
+  if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
+  let settle!: () => void
+  inFlight.set(key, new Promise(resolve => { settle = resolve }))
   try {
     const meter = new Meter(range.length, false)
     try {
@@ -143,25 +148,44 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
     if (meter.bytes !== range.length) {
       throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
     }
-    return await recordChunk(deps, drive, jobId, n, range.length, S)
+    return await recordChunk(deps, drive, jobId, n, range.length, S, 'refuse')
   } finally {
     inFlight.delete(key)
+    settle()
   }
 }
 
-async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, n: number, length: number, S: number): Promise<ChunkResult> {
+/** How many chunks of `driveId`'s upload are stored, and their bytes. */
+export async function storedChunks (db: Tx | TransferDeps['prisma'], driveId: string): Promise<{ count: number, bytes: number }> {
+  const [agg] = await db.$queryRaw<Array<{ count: number, bytes: string }>>`
+    SELECT count(*)::int AS count, COALESCE(sum(size), 0)::text AS bytes FROM upload_chunks WHERE drive_id = ${driveId}::uuid`
+  return { count: agg.count, bytes: Number(agg.bytes) }
+}
+
+/**
+ * Records chunk `n` (from 0) as stored and moves the job's progress; the last chunk makes the job
+ * due, so a worker verifies the image and finishes the upload (exactly once: the job row lock
+ * orders concurrent last chunks). A chunk stored already is 416 (`refuse`, §5.2) or answered as
+ * stored (`accept`, resumable.js, where the same chunk twice is idempotent).
+ */
+export async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept'): Promise<ChunkResult> {
   const size = Number(drive.size)
   const total = chunkCount(size, S)
+  // §5.2 clients hold a link, which is gone (410) with the upload; resumable.js retries anything
+  // but 400/404/415/500/501 at once, so it is told 400 (the drive's state)
+  const over = () => duplicates === 'refuse' ? errors.gone('The upload this link belongs to is over') : errors.wrongState(`The upload into drive ${drive.id} is over`)
   return deps.prisma.$transaction(async (tx) => {
     // chunks of one upload are recorded one at a time: without this row lock, two last chunks
     // arriving together could each miss the other's row, so neither would see the upload complete
     await tx.$executeRaw`SELECT 1 FROM jobs WHERE id = ${jobId}::uuid FOR UPDATE`
     const inserted = await tx.$executeRaw`
       INSERT INTO upload_chunks (drive_id, number, size) VALUES (${drive.id}::uuid, ${n}, ${BigInt(length)}) ON CONFLICT DO NOTHING`
-    if (inserted === 0) throw chunkStored(n)
-    const [agg] = await tx.$queryRaw<Array<{ count: number, bytes: string }>>`
-      SELECT count(*)::int AS count, COALESCE(sum(size), 0)::text AS bytes FROM upload_chunks WHERE drive_id = ${drive.id}::uuid`
-    const bytes = Number(agg.bytes)
+    const agg = await storedChunks(tx, drive.id)
+    if (inserted === 0) {
+      if (duplicates === 'refuse') throw chunkStored(n)
+      return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete: agg.count >= total }
+    }
+    const bytes = agg.bytes
     const complete = agg.count >= total
     const job = await tx.job.updateMany({
       where: { id: jobId, state: 'started', lockedBy: null },
@@ -174,7 +198,7 @@ async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, 
         lastModified: new Date()
       }
     })
-    if (job.count === 0) throw errors.gone('The upload this link belongs to is over')
+    if (job.count === 0) throw over()
     if (complete) await tx.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, ${jobId})`
     await publishChange(tx, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
     return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete }

@@ -4,6 +4,7 @@
 //   POST /drives/{uuid}/action/?do=upload_chunk → 200 {"link"} (416 when the chunk is stored)
 //   POST|PUT /uploads/{token}/       the chunk bytes (no auth: the token is the credential)
 //   POST /_upload/                   multipart: `data` JSON field, then one `file` field → {"job_id"}
+//   GET|POST /drives/{uuid}/upload/  resumable.js (§5.3): ?resumableChunkNumber=…; 200 stored, 404 not
 // Raw bodies are streams here: no body limit but the drive maximum, checked before any byte is stored.
 import type { Readable } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
@@ -15,7 +16,7 @@ import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { multipartFailure } from '../../http/multipart.ts'
 import { assertStorable } from '../../http/text.ts'
 import { uri } from '../../http/uris.ts'
-import { errorResponses, refTo } from '../../http/schemas.ts'
+import { UuidParams, errorResponses, refTo } from '../../http/schemas.ts'
 import { driveSchemas, DriveObjects } from '../drives/schemas.ts'
 import {
   ChunkLink, ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadChunkInput, UploadJob,
@@ -27,6 +28,7 @@ import { chunkLink, initUpload, receiveChunk, type ChunksInFlight } from './uplo
 import { receiveRawUpload } from './upload-raw.ts'
 import { startMultipartUpload, type MultipartUpload } from './upload-multipart.ts'
 import { startMultipartUploadInto } from './upload-into.ts'
+import { RESUMABLE_STRINGS, receiveResumableChunk, resumableChunkOf, resumableChunkStatus, type ResumableResult } from './upload-resumable.ts'
 import { transferDeps, uploadMax } from './service.ts'
 
 const TAGS = ['transfers']
@@ -60,7 +62,7 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
   app.actions.drive.register('upload_chunk', uploadChunk)
   const deps = transferDeps(app)
   // this app's chunks being received (never shared with another app in the process)
-  const chunksInFlight: ChunksInFlight = new Set()
+  const chunksInFlight: ChunksInFlight = new Map()
 
   // raw bodies stay streams (this scope only); their size is checked against the drive maximum
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => { done(null, payload) })
@@ -151,6 +153,8 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/uploads/:token/', chunkRoute, chunkHandler)
   app.put('/uploads/:token/', chunkRoute, chunkHandler)
 
+  resumableRoutes(app, deps, chunksInFlight)
+
   app.post('/_upload/', {
     schema: {
       tags: TAGS,
@@ -192,6 +196,104 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
     if (!upload) throw errors.validation('The file field is missing', 'file')
     const result = await upload.commit()
     return { job_id: result.jobId }
+  })
+}
+
+// resumable.js sends every parameter in the query string (and, in multipart mode, as form fields too)
+function resumableQuery (required: boolean) {
+  const n = (description: string) => Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description })
+  const numbers = {
+    resumableChunkNumber: n('The chunk, from 1'),
+    resumableChunkSize: n('Nominal chunk size S (fixed by the first chunk POSTed); there are max(1, floor(total / S)) chunks and the last one takes the remainder'),
+    resumableTotalSize: n('The file size: must be the drive\'s size (from /initupload/)')
+  }
+  const optional = {
+    resumableCurrentChunkSize: Type.Optional(n('This chunk\'s length; checked when sent')),
+    resumableTotalChunks: Type.Optional(n('Number of chunks; checked when sent')),
+    ...Object.fromEntries(RESUMABLE_STRINGS.map(k => [k, Type.Optional(Type.String({ description: 'Accepted and ignored' }))]))
+  }
+  return Type.Object({
+    ...(required ? numbers : Object.fromEntries(Object.entries(numbers).map(([k, v]) => [k, Type.Optional(v)]))),
+    ...optional
+  }, { additionalProperties: true })
+}
+
+function resumableAnswer (r: ResumableResult) {
+  return { chunk: r.chunk, bytes: r.bytes, chunks_stored: r.chunksStored, chunks_total: r.chunksTotal, complete: r.complete }
+}
+
+/** GET and POST /drives/{uuid}/upload/: the resumable.js protocol (upload-resumable.ts). */
+function resumableRoutes (app: Parameters<FastifyPluginAsyncTypebox>[0], deps: ReturnType<typeof transferDeps>, chunksInFlight: ChunksInFlight): void {
+  const rules = 'The drive must be `uploading` (made by POST /initupload/ with the file\'s exact size; 400 otherwise). ' +
+    'Chunks count from 1; with nominal size S there are max(1, floor(size / S)) and the last one takes the remainder (resumable.js with forceChunkSize=false). ' +
+    'A number out of range, a total that is not the drive\'s size, a current chunk size or a body of the wrong length, or another S than the first chunk\'s: 400 (resumable.js stops on 400). ' +
+    'Another account\'s drive: 404.'
+  app.get('/drives/:uuid/upload/', {
+    schema: {
+      tags: TAGS,
+      summary: 'resumable.js test request (§5.3): 200 when the chunk is stored, 404 when it is not',
+      description: rules,
+      params: UuidParams,
+      querystring: resumableQuery(true),
+      response: { 200: refTo(ChunkReceived), ...errorResponses(404) }
+    }
+  }, async (request) => {
+    return resumableAnswer(await resumableChunkStatus(deps, request.account.id, request.params.uuid, resumableChunkOf(request.query)))
+  })
+
+  app.post('/drives/:uuid/upload/', {
+    schema: {
+      tags: TAGS,
+      summary: 'resumable.js chunk upload (§5.3): stores one chunk; 200, also when it was stored already',
+      description: rules + ' The body is multipart/form-data (resumable.js\'s default: the resumable* fields, then the chunk as the `file` part) or, ' +
+        'with resumable.js\'s method "octet", the raw chunk as application/octet-stream with the fields in the query string. ' +
+        'Chunks may arrive in any order and in parallel; a chunk sent twice is stored once. When the last chunk is in, the drive_upload job of the upload ' +
+        'verifies the image and the drive becomes `unmounted` (`complete: true` in the answer).',
+      consumes: ['multipart/form-data', 'application/octet-stream'],
+      params: UuidParams,
+      querystring: resumableQuery(false),
+      body: Type.Unsafe<unknown>({ description: 'multipart/form-data with the resumable* fields and a `file` part, or the raw chunk (application/octet-stream)' }),
+      response: { 200: refTo(ChunkReceived), ...errorResponses(404, 413, 415) }
+    }
+  }, async (request) => {
+    const ownerId = request.account.id
+    const uuid = request.params.uuid
+    const query = request.query as Record<string, unknown>
+    if (!request.isMultipart()) {
+      const body = request.body as Readable | undefined
+      if (typeof body?.pipe !== 'function') throw errors.unsupportedMediaType(String(request.headers['content-type'] ?? 'none'))
+      let c
+      try {
+        c = resumableChunkOf(query)
+      } catch (err) {
+        body.resume()
+        throw err
+      }
+      return resumableAnswer(await receiveResumableChunk(deps, chunksInFlight, ownerId, uuid, c, body))
+    }
+    const fields: Record<string, unknown> = {}
+    let result: ResumableResult | undefined
+    try {
+      for await (const part of request.parts({ limits: { fileSize: uploadMax(deps), files: 1, fields: 32, parts: 33, fieldSize: 64 * 1024 } })) {
+        if (part.type === 'field') {
+          if (!result) fields[part.fieldname] = part.value
+          continue
+        }
+        if (part.fieldname !== 'file') { part.file.resume(); throw errors.validation(`The chunk must be the form field named file, not ${JSON.stringify(part.fieldname)}`, part.fieldname) }
+        let c
+        try {
+          c = resumableChunkOf(query, fields)
+        } catch (err) {
+          part.file.resume()
+          throw err
+        }
+        result = await receiveResumableChunk(deps, chunksInFlight, ownerId, uuid, c, part.file, () => part.file.truncated)
+      }
+    } catch (err) {
+      throw multipartFailure(err)
+    }
+    if (!result) throw errors.validation('The file field (the chunk) is missing', 'file')
+    return resumableAnswer(result)
   })
 }
 

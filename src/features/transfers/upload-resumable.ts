@@ -1,0 +1,174 @@
+// resumable.js uploads (spec §5.3, decisions.md "Uploads: resumable.js"): GET and POST
+// /drives/{uuid}/upload/ with the resumable* parameters. This is the chunked upload of §5.2 under
+// another wire format, not a second runtime: the drive comes from /initupload/ (status
+// `uploading`, one parked drive_upload job), chunks are rows in upload_chunks written at their
+// offset, the first chunk fixes the nominal chunk size, and the last one makes the job due so that
+// the drive_upload handler verifies the image and the drive becomes `unmounted` (upload-chunked.ts).
+// What differs: chunks count from 1; the request carries the geometry (resumableTotalSize must be
+// the drive's size, resumableCurrentChunkSize the chunk's length); a stored chunk answers 200 to a
+// GET and to a second POST alike (idempotent) instead of 416; Basic auth instead of link tokens.
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { PrismaClient, Tx } from '../../db/client.ts'
+import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
+import { DomainError, errors } from '../../http/errors.ts'
+import { loadOwnedDrive, type DriveRow } from '../drives/service.ts'
+import { BodyTooLong, Meter } from './streams.ts'
+import { type TransferDeps, streamFailure } from './service.ts'
+import { type ChunkResult, type ChunksInFlight, fixChunkSize, recordChunk, storedChunks } from './upload-chunked.ts'
+
+/** The resumable.js request parameters this service reads (resumable.js sends them all). */
+export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
+export const RESUMABLE_STRINGS = ['resumableIdentifier', 'resumableFilename', 'resumableRelativePath', 'resumableType'] as const
+const REQUIRED = new Set<string>(['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize'])
+
+export interface ResumableChunk {
+  /** resumableChunkNumber: from 1. */
+  number: number
+  /** resumableChunkSize: the nominal chunk size. */
+  chunkSize: number
+  /** resumableTotalSize: the file's size, which must be the drive's. */
+  totalSize: number
+  /** resumableCurrentChunkSize, when sent: this chunk's length. */
+  currentChunkSize?: number
+  /** resumableTotalChunks, when sent. */
+  totalChunks?: number
+}
+
+/** Reads the resumable* parameters (query string, then form fields fill what it lacks). */
+export function resumableChunkOf (...sources: Array<Record<string, unknown>>): ResumableChunk {
+  const value = (name: string): number | undefined => {
+    const raw = sources.map(s => s[name]).find(v => v !== undefined && v !== '')
+    if (raw === undefined) {
+      if (REQUIRED.has(name)) throw errors.validation(`${name} is required`, name)
+      return undefined
+    }
+    const text = String(raw).trim()
+    const n = /^\d{1,16}$/.test(text) ? Number(text) : NaN
+    if (!Number.isSafeInteger(n) || n < 1) throw errors.validation(`${name} must be a positive integer, not ${JSON.stringify(String(raw).slice(0, 40))}`, name)
+    return n
+  }
+  return {
+    number: value('resumableChunkNumber')!,
+    chunkSize: value('resumableChunkSize')!,
+    totalSize: value('resumableTotalSize')!,
+    currentChunkSize: value('resumableCurrentChunkSize'),
+    totalChunks: value('resumableTotalChunks')
+  }
+}
+
+interface Located {
+  drive: DriveRow
+  jobId: string
+  /** The chunk's row number in upload_chunks (from 0). */
+  index: number
+  range: ChunkRange
+  stored: boolean
+}
+
+/**
+ * Checks the chunk against the upload of drive `driveId`: the drive must be `uploading` (made by
+ * /initupload/), the total its size, the number within the geometry, the current size the chunk's
+ * length, and the chunk size the one fixed by the first chunk (`fix`: a POST fixes it).
+ */
+async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, c: ResumableChunk, fix: boolean): Promise<Located> {
+  const drive = await loadOwnedDrive(db, ownerId, driveId, { lock: fix })
+  if (drive.status !== 'uploading' || !drive.lockedByJob) {
+    throw errors.wrongState(`Drive ${drive.id} is ${drive.status}: no upload into it is in progress (start one with POST /initupload/)`)
+  }
+  const size = Number(drive.size)
+  if (c.totalSize !== size) {
+    throw errors.validation(`resumableTotalSize is ${c.totalSize} bytes; drive ${drive.id} holds exactly ${size} bytes, the size given to /initupload/`, 'resumableTotalSize')
+  }
+  const count = chunkCount(size, c.chunkSize)
+  if (c.totalChunks !== undefined && c.totalChunks !== count) {
+    throw errors.validation(`resumableTotalChunks is ${c.totalChunks}; ${size} bytes in chunks of ${c.chunkSize} make ${count}`, 'resumableTotalChunks')
+  }
+  const range = chunkRange(size, c.chunkSize, c.number - 1)
+  if (!range) throw errors.validation(`resumableChunkNumber must be between 1 and ${count} for ${size} bytes in chunks of ${c.chunkSize}`, 'resumableChunkNumber')
+  if (c.currentChunkSize !== undefined && c.currentChunkSize !== range.length) {
+    throw errors.validation(`Chunk ${c.number} holds ${range.length} bytes (the last chunk takes the remainder), not ${c.currentChunkSize}`, 'resumableCurrentChunkSize')
+  }
+  const jobId = drive.lockedByJob
+  let fixed: number | undefined
+  if (fix) fixed = await fixChunkSize(db as Tx, jobId, c.chunkSize)
+  else {
+    const job = await db.job.findUnique({ where: { id: jobId }, select: { params: true } })
+    const v = (job?.params as { chunkSize?: unknown } | null)?.chunkSize
+    fixed = typeof v === 'number' ? v : undefined
+  }
+  if (fixed !== undefined && fixed !== c.chunkSize) {
+    throw errors.validation(`This upload uses chunks of ${fixed} bytes (fixed by its first chunk); resumableChunkSize must be ${fixed}`, 'resumableChunkSize')
+  }
+  const stored = fixed !== undefined &&
+    (await db.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: c.number - 1 } }, select: { number: true } })) !== null
+  return { drive, jobId, index: c.number - 1, range, stored }
+}
+
+export interface ResumableResult extends ChunkResult {
+  /** The chunk was stored before this request (nothing written). */
+  duplicate: boolean
+}
+
+async function answer (db: PrismaClient, l: Located, c: ResumableChunk, duplicate: boolean): Promise<ResumableResult> {
+  const { count } = await storedChunks(db, l.drive.id)
+  const total = chunkCount(Number(l.drive.size), c.chunkSize)
+  return { chunk: c.number, bytes: l.range.length, chunksStored: count, chunksTotal: total, complete: count >= total, duplicate }
+}
+
+/** GET: the chunk when it is stored; 404 when it is not (resumable.js then POSTs it). */
+export async function resumableChunkStatus (deps: TransferDeps, ownerId: string, driveId: string, c: ResumableChunk): Promise<ResumableResult> {
+  const l = await locate(deps.prisma, ownerId, driveId, c, false)
+  if (!l.stored) throw new DomainError('notexist', `Chunk ${c.number} of the upload into drive ${l.drive.id} is not stored yet`, 'resumableChunkNumber')
+  return answer(deps.prisma, l, c, true)
+}
+
+/**
+ * POST: writes the chunk at its offset and records it. A chunk stored already (or being stored by
+ * another request of this process, which is waited for) is answered as stored and its bytes are
+ * discarded, so the same chunk twice is idempotent. `truncated` reports a multipart file part cut
+ * by the parser's size limit.
+ */
+export async function receiveResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean = () => false): Promise<ResumableResult> {
+  const key = `${driveId.toLowerCase()}:${c.number - 1}`
+  let l: Located
+  for (;;) {
+    const pending = inFlight.get(key)
+    if (pending) { await pending; continue }
+    try {
+      l = await deps.prisma.$transaction(async (tx) => locate(tx, ownerId, driveId, c, true))
+    } catch (err) {
+      body.resume()
+      throw err
+    }
+    if (l.stored) {
+      body.resume()
+      return answer(deps.prisma, l, c, true)
+    }
+    if (!inFlight.has(key)) break
+  }
+  const { drive, jobId, index, range } = l
+  let settle!: () => void
+  inFlight.set(key, new Promise(resolve => { settle = resolve }))
+  try {
+    const meter = new Meter(range.length, false)
+    try {
+      await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
+    } catch (err) {
+      body.resume()
+      if (err instanceof BodyTooLong) throw tooLong(c, range)
+      throw streamFailure(err, `chunk ${c.number}`)
+    }
+    if (truncated()) throw tooLong(c, range)
+    if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
+    const r = await recordChunk(deps, drive, jobId, index, range.length, c.chunkSize, 'accept')
+    return { ...r, chunk: c.number, duplicate: false }
+  } finally {
+    inFlight.delete(key)
+    settle()
+  }
+}
+
+function tooLong (c: ResumableChunk, range: ChunkRange) {
+  return errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; more arrived`, 'file')
+}
