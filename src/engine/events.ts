@@ -28,9 +28,39 @@ export async function publishChange (db: PrismaClient | Tx, change: ChangeInput 
       ORDER BY x.n
       RETURNING id, owner_id, resource_type, resource_id
     )
-    SELECT pg_notify('${CHANNELS.events}', json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text)
-    FROM e ORDER BY id`,
+    ${notifyEventsSql('e')}`,
   list.map(c => c.ownerId), list.map(c => c.resourceType), list.map(c => c.resourceId))
+}
+
+/**
+ * Events per NOTIFY. A payload on the events channel is a JSON array of events rows, each
+ * {id, o: owner, t: resource type, r: resource id}, in id order: a statement that writes many
+ * events (a batch of claims or finishes, a bulk enqueue) sends a few NOTIFYs instead of one per
+ * event, and 40 rows stay well under PostgreSQL's 8000-byte payload limit.
+ */
+export const EVENTS_PER_NOTIFY = 40
+
+/**
+ * The SELECT that NOTIFYs the events rows of `src` (columns id, owner_id, resource_type,
+ * resource_id) in id order, EVENTS_PER_NOTIFY per payload; it yields one row per NOTIFY.
+ */
+export function notifyEventsSql (src: string): string {
+  return `SELECT pg_notify('${CHANNELS.events}', x.p) FROM (
+      SELECT g.n, json_agg(json_build_object('id', g.id::text, 'o', g.owner_id, 't', g.resource_type, 'r', g.resource_id) ORDER BY g.id)::text AS p
+      FROM (SELECT s.*, (row_number() OVER (ORDER BY s.id) - 1) / ${EVENTS_PER_NOTIFY} AS n FROM ${src} s) g
+      GROUP BY g.n ORDER BY g.n
+    ) x`
+}
+
+/** The events of one NOTIFY payload on the events channel (an array; a single object is accepted too). */
+export function parseEvents (payload: string): ChangeEvent[] {
+  try {
+    const parsed = JSON.parse(payload) as unknown
+    const list = (Array.isArray(parsed) ? parsed : [parsed]) as Array<{ id: string, o: string, t: string, r: string }>
+    return list.filter(p => p && typeof p === 'object' && p.r).map(p => ({ id: String(p.id), ownerId: p.o, resourceType: p.t, resourceId: p.r }))
+  } catch {
+    return []
+  }
 }
 
 export interface ChangeEvent {
@@ -133,13 +163,10 @@ export class EventHub {
   }
 
   private receive (payload: string): void {
-    let event: ChangeEvent
-    try {
-      const p = JSON.parse(payload) as { id: string, o: string, t: string, r: string }
-      event = { id: String(p.id), ownerId: p.o, resourceType: p.t, resourceId: p.r }
-    } catch {
-      return
-    }
+    for (const event of parseEvents(payload)) this.deliver(event)
+  }
+
+  private deliver (event: ChangeEvent): void {
     for (const w of [...this.waiters.get(event.resourceId) ?? []]) w()
     const subs = this.subscribers.get(event.ownerId)
     if (!subs || subs.size === 0) return

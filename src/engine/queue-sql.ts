@@ -2,6 +2,7 @@
 // Everything else about jobs goes through Prisma.
 import type pg from 'pg'
 import type { PrismaClient, Tx } from '../db/client.ts'
+import { notifyEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
 
 type Db = PrismaClient | Tx
@@ -36,10 +37,7 @@ function publishCtes (src: string): string {
       RETURNING id, owner_id, resource_type, resource_id
     ),
     notified AS (
-      SELECT count(*) AS n FROM (
-        SELECT pg_notify('${CHANNELS.events}', json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text)
-        FROM (SELECT * FROM ev ORDER BY id) e
-      ) x
+      SELECT count(*) AS n FROM (${notifyEventsSql('ev')}) x
     )`
 }
 
