@@ -330,11 +330,16 @@ export async function cancelSubtrees (db: Db, ids: string[], opts: { childrenOnl
       ${start}
       UNION ALL
       SELECT j.id FROM jobs j JOIN tree t ON j.parent_id = t.id
+    ),
+    -- rows are locked in id order, like a batch of finishes, so the two never wait for each other
+    -- in a cycle; jobs already being cancelled are left alone: two cancelled siblings settling at
+    -- once would otherwise each wait for the other's row lock
+    locked AS (
+      SELECT id FROM jobs WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED} AND NOT cancel_requested
+      ORDER BY id FOR UPDATE
     )
     UPDATE jobs SET cancel_requested = true, state = 'cancelling', last_modified = now()
-    -- jobs already being cancelled are left alone: two cancelled siblings settling at once would
-    -- otherwise each wait for the other's row lock
-    WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED} AND NOT cancel_requested
+    WHERE id IN (SELECT id FROM locked) AND state IN ${UNFINISHED} AND NOT cancel_requested
     RETURNING id::text, owner_id::text, root_id::text, locked_by`, ids, opts.except ?? null)
 }
 
