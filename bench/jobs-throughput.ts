@@ -22,6 +22,7 @@ import pg from 'pg'
 import { Logger, makeWorkerUtils, run as runGraphile, type Runner } from 'graphile-worker'
 import * as enqueueModule from '../src/engine/enqueue.ts'
 import type { EnqueueInput } from '../src/engine/enqueue.ts'
+import { parseEvents } from '../src/engine/events.ts'
 import { CHANNELS } from '../src/engine/listener.ts'
 import type { Operation } from '../src/engine/types.ts'
 import { buildTestApp, createUser } from '../test/helpers/app.ts'
@@ -71,9 +72,9 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
     const listen = new pg.Client({ connectionString: databaseUrl })
     await listen.connect()
     td.push(() => listen.end())
+    // a payload lists the events of one NOTIFY (many when a statement writes a batch)
     listen.on('notification', msg => {
-      const r = (JSON.parse(msg.payload ?? '{}') as { r?: string }).r
-      if (r) perJob.set(r, (perJob.get(r) ?? 0) + 1)
+      for (const { resourceId: r } of parseEvents(msg.payload ?? '')) perJob.set(r, (perJob.get(r) ?? 0) + 1)
     })
     await listen.query(`LISTEN "${CHANNELS.events}"`)
 
@@ -122,7 +123,7 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
     for (const { id } of noopIds) { const n = perJob.get(id) ?? 0; histogram.set(n, (histogram.get(n) ?? 0) + 1) }
     const hist = [...histogram].sort((a, b) => a[0] - b[0]).map(([n, jobs]) => `${jobs} jobs x ${n}`).join(', ')
     const exact = histogram.size === 1 && notified === rows
-    const note = `change events: ${hist} (NOTIFYs ${notified}, events rows ${rows}) ${exact ? 'exact' : 'NOT EXACT'}; enqueue path: ${bulk ? 'enqueueJobs (bulk)' : `enqueueJob x ${batch} per transaction (no bulk path in src/jobs/enqueue.ts)`}`
+    const note = `change events: ${hist} (events NOTIFYed ${notified}, events rows ${rows}) ${exact ? 'exact' : 'NOT EXACT'}; enqueue path: ${bulk ? 'enqueueJobs (bulk)' : `enqueueJob x ${batch} per transaction (no bulk path in src/jobs/enqueue.ts)`}`
     return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note }
   } finally {
     await unwind(td)

@@ -10,7 +10,7 @@ import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, fenceLease, finishJob, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type FinishFields, type LeaseKey, type TakenJob } from './queue-sql.ts'
+import { childOutcome, claimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type TakenJob } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob, LeaseLost } from './held.ts'
@@ -65,7 +65,18 @@ interface Running {
   watchdog: NodeJS.Timeout | undefined
   /** aborted because the lease could not be kept: nothing more is written for this run */
   stale: boolean
+  /** the handler is done and its outcome is being recorded: its slot is free for a new job */
+  settling: boolean
 }
+
+/** Finishes waiting for the next batch statement. */
+interface PendingFinish extends Finish {
+  resolve: (row: FinishedRow | undefined) => void
+  reject: (err: unknown) => void
+}
+
+/** At most this many jobs are finished by one statement. */
+const FINISH_BATCH = 256
 
 /** Held jobs are parked this far in the future so no worker claims them meanwhile. */
 const PARKED_MS = 365 * 24 * 3600 * 1000
@@ -91,13 +102,26 @@ export class JobEngine {
   private pollDone: Promise<void> = Promise.resolve()
   private wakePending = false
   private unlisten: Array<() => void> = []
+  /** running jobs whose handler has not returned yet (the ones concurrency counts) */
+  private busy = 0
+  private finishQueue: PendingFinish[] = []
+  private finishing = false
   private readonly pool: pg.Pool | undefined
   /** where the hot statements run */
   private readonly sql: PrismaClient | pg.Pool
 
   constructor (private readonly opts: EngineOptions) {
     if (opts.databaseUrl) {
-      this.pool = new pg.Pool({ connectionString: opts.databaseUrl, max: Math.max(2, Math.ceil(opts.concurrency / 2) + 2), keepAlive: true, allowExitOnIdle: true })
+      this.pool = new pg.Pool({
+        connectionString: opts.databaseUrl,
+        max: Math.max(2, Math.ceil(opts.concurrency / 2) + 2),
+        keepAlive: true,
+        allowExitOnIdle: true,
+        // the hot statements are prepared once per connection; their plans do not depend on the
+        // values (every table access goes through an index whatever they are), and planning the
+        // claim costs more than running it
+        options: '-c plan_cache_mode=force_generic_plan'
+      })
       // an idle client's lost connection must not crash the process: the next query reconnects
       this.pool.on('error', (err) => opts.log.warn({ err }, 'engine pool connection lost'))
     }
@@ -302,7 +326,7 @@ export class JobEngine {
     this.wakePending = false
     let claimed: ClaimedRow[] = []
     try {
-      const free = this.opts.concurrency - this.running.size
+      const free = this.opts.concurrency - this.busy
       if (free > 0) {
         const sentAt = Date.now()
         claimed = await claimJobs(this.sql, this.workerId, this.opts.leaseSeconds, free, [...this.running.keys()])
@@ -317,7 +341,7 @@ export class JobEngine {
     }
     if (!this.stopping) {
       const more = claimed.length > 0 || this.wakePending
-      this.schedule(more && this.running.size < this.opts.concurrency ? 0 : (this.opts.pollMs ?? 1000))
+      this.schedule(more && this.busy < this.opts.concurrency ? 0 : (this.opts.pollMs ?? 1000))
     }
   }
 
@@ -390,14 +414,17 @@ export class JobEngine {
       key: { id: row.id, attempt: row.attempts },
       leaseEnd: sentAt + this.leaseMs,
       watchdog: undefined,
-      stale: false
+      stale: false,
+      settling: false
     }
     this.running.set(row.id, entry)
+    this.busy++
     this.armWatchdog(entry)
     entry.promise = this.execute(row, entry)
       .catch(err => this.opts.log.error({ err, job: row.id }, 'job bookkeeping failed; the lease will expire and the job be taken over'))
       .finally(() => {
         clearTimeout(entry.watchdog)
+        this.handlerDone(entry)
         if (this.running.get(row.id) === entry) this.running.delete(row.id)
         this.wake()
       })
@@ -513,16 +540,58 @@ export class JobEngine {
     }
   }
 
+  /** Frees the concurrency slot of a run (once): its handler returned. */
+  private handlerDone (entry: Running): void {
+    if (entry.settling) return
+    entry.settling = true
+    this.busy--
+    if (this.busy < this.opts.concurrency) this.wake()
+  }
+
+  /**
+   * Records a finish with the others that come meanwhile: while one batch statement is in flight
+   * the next finishes queue up and go together in the next one, so an idle engine records a finish
+   * at once and a busy one records many per statement (and per commit).
+   */
+  private finishBatched (f: Finish): Promise<FinishedRow | undefined> {
+    return new Promise((resolve, reject) => {
+      this.finishQueue.push({ ...f, resolve, reject })
+      if (!this.finishing) void this.flushFinishes()
+    })
+  }
+
+  private async flushFinishes (): Promise<void> {
+    this.finishing = true
+    try {
+      while (this.finishQueue.length > 0) {
+        // the finishes of jobs that end in the same turn of the event loop go together
+        await new Promise(resolve => setImmediate(resolve))
+        const batch = this.finishQueue.splice(0, FINISH_BATCH)
+        try {
+          const rows = await finishJobs(this.sql, this.workerId, batch)
+          const byId = new Map(rows.map(r => [r.id, r]))
+          for (const b of batch) b.resolve(byId.get(b.key.id))
+        } catch (err) {
+          for (const b of batch) b.reject(err)
+        }
+      }
+    } finally {
+      this.finishing = false
+    }
+  }
+
   /** Finishes a job, cancels its siblings when it failed, wakes its parent and publishes it all. */
   private async settle (row: ClaimedRow, fields: FinishFields, log: FastifyBaseLogger, entry?: Running): Promise<void> {
     if (entry?.stale) {
       log.warn('job finished after its lease was lost; its outcome was not recorded')
       return
     }
+    // the handler is done: its slot takes a new job while the outcome is recorded
+    if (entry) this.handlerDone(entry)
     const cascade = fields.state !== 'success' && row.parent_id !== null
     const key = { id: row.id, attempt: row.attempts }
     const record = () => !cascade
-      ? finishJob(this.sql, this.workerId, key, fields)
+      ? this.finishBatched({ key, fields })
       : this.opts.prisma.$transaction(async (tx) => {
         // parent first, then this child, then its siblings: one lock order for every settle of a family
         await lockJob(tx, row.parent_id!)

@@ -5,7 +5,7 @@
 // (catch-up) and delivers each event id once, whichever way it came.
 import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import type { PrismaClient, Tx } from '../db/client.ts'
+import { Prisma, type PrismaClient, type Tx } from '../db/client.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 
 export type ResourceType = 'drives' | 'servers' | 'jobs'
@@ -37,8 +37,42 @@ export async function publishChange (db: PrismaClient | Tx, change: ChangeInput 
       ORDER BY x.n
       RETURNING id, owner_id, resource_type, resource_id, change
     )
-    SELECT pg_notify(${CHANNELS.events}, json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id, 'c', change)::text)
-    FROM e ORDER BY id`
+    ${Prisma.raw(notifyEventsSql('e'))}`
+}
+
+/**
+ * Events per NOTIFY. A payload on the events channel is a JSON array of events rows, each
+ * {id, o: owner, t: resource type, r: resource id, c: change kind}, in id order: a statement that writes many
+ * events (a batch of claims or finishes, a bulk enqueue) sends a few NOTIFYs instead of one per
+ * event, and 40 rows stay well under PostgreSQL's 8000-byte payload limit.
+ */
+export const EVENTS_PER_NOTIFY = 40
+
+/**
+ * The SELECT that NOTIFYs the events rows of `src` (columns id, owner_id, resource_type,
+ * resource_id, change) in id order, EVENTS_PER_NOTIFY per payload; it yields one row per NOTIFY.
+ */
+export function notifyEventsSql (src: string): string {
+  return `SELECT pg_notify('${CHANNELS.events}', x.p) FROM (
+      SELECT g.n, json_agg(json_build_object('id', g.id::text, 'o', g.owner_id, 't', g.resource_type, 'r', g.resource_id, 'c', g.change) ORDER BY g.id)::text AS p
+      FROM (SELECT s.*, (row_number() OVER (ORDER BY s.id) - 1) / ${EVENTS_PER_NOTIFY} AS n FROM ${src} s) g
+      GROUP BY g.n ORDER BY g.n
+    ) x`
+}
+
+/** The events of one NOTIFY payload on the events channel (an array; a single object is accepted too). */
+export function parseEvents (payload: string): ChangeEvent[] {
+  try {
+    return eventsOf(JSON.parse(payload))
+  } catch {
+    return []
+  }
+}
+
+function eventsOf (parsed: unknown): ChangeEvent[] {
+  const list = (Array.isArray(parsed) ? parsed : [parsed]) as Array<{ id: string, o: string, t: string, r: string, c?: string } | null>
+  return list.filter(p => p !== null && typeof p === 'object' && typeof p.r === 'string')
+    .map(p => ({ id: String(p!.id), ownerId: p!.o, resourceType: p!.t, resourceId: p!.r, change: kindOf(p!.c) }))
 }
 
 export interface ChangeEvent {
@@ -181,20 +215,22 @@ export class EventHub {
   }
 
   private receive (payload: string): void {
-    let event: ChangeEvent
+    let parsed: unknown
     try {
-      const p = JSON.parse(payload) as { id: string, o: string, t: string, r: string, c?: string, log?: string }
-      // lines added to a job's log (src/engine/log.ts): wakes its followers, no frame
-      if (typeof p.log === 'string') {
-        for (const w of [...this.logWaiters.get(p.log) ?? []]) w()
-        return
-      }
-      event = { id: String(p.id), ownerId: p.o, resourceType: p.t, resourceId: p.r, change: kindOf(p.c) }
+      parsed = JSON.parse(payload)
     } catch {
       return
     }
-    if (this.held) this.held.push(event)
-    else this.deliver(event)
+    // lines added to a job's log (src/engine/log.ts): wakes its followers, no frame
+    const log = (parsed as { log?: unknown } | null)?.log
+    if (typeof log === 'string') {
+      for (const w of [...this.logWaiters.get(log) ?? []]) w()
+      return
+    }
+    for (const event of eventsOf(parsed)) {
+      if (this.held) this.held.push(event)
+      else this.deliver(event)
+    }
   }
 
   /**

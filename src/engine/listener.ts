@@ -226,6 +226,6 @@ export const CHANNELS = {
   jobs: 'clonejobs_jobs',
   /** payload: a job id; the process running it aborts its handler */
   cancel: 'clonejobs_cancel',
-  /** payload: JSON {id, o, t, r}: an events row (id, owner, resource type, resource id) */
+  /** payload: a JSON array of events rows {id, o, t, r} (id, owner, resource type, resource id), see events.ts */
   events: 'clonejobs_events'
 } as const

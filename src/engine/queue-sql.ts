@@ -4,6 +4,7 @@
 // heartbeat, renew, finish) are constant texts with $n placeholders, bound by the pg pool or Prisma.
 import type pg from 'pg'
 import { Prisma, type PrismaClient, type Tx } from '../db/client.ts'
+import { notifyEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
 
 type Db = PrismaClient | Tx
@@ -14,11 +15,15 @@ type Db = PrismaClient | Tx
  */
 export type Sql = Db | pg.Pool
 
-/** Runs one of the constant hot statements below (`sql` never holds a value: all are bound as $n). */
-async function query<T> (db: Sql, sql: string, params: unknown[]): Promise<T[]> {
+/**
+ * Runs one of the constant hot statements below (`sql` never holds a value: all are bound as $n);
+ * on the engine's pool it is a named (prepared) statement, parsed and planned once per connection
+ * (the engine's pool asks for generic plans, see engine.ts).
+ */
+async function query<T> (db: Sql, sql: string, params: unknown[], name?: string): Promise<T[]> {
   // Unsafe only in name: one constant text serves both the pg pool and Prisma, which a tagged template cannot; values are bound
   if ('$queryRawUnsafe' in db) return db.$queryRawUnsafe<T[]>(sql, ...params)
-  return (await db.query(sql, params)).rows as T[]
+  return (await db.query(name ? { name, text: sql, values: params } : { text: sql, values: params })).rows as T[]
 }
 
 /**
@@ -39,13 +44,10 @@ function publishCtes (src: string): string {
       INSERT INTO events (owner_id, resource_type, resource_id, resource_uri)
       SELECT DISTINCT ON (u.rid) s.owner_id, 'jobs', u.rid, '/api/2.0/jobs/' || u.rid || '/'
       FROM ${src} s CROSS JOIN LATERAL unnest(ARRAY[s.id::text, s.root_id::text]) AS u(rid)
-      RETURNING id, owner_id, resource_type, resource_id
+      RETURNING id, owner_id, resource_type, resource_id, change
     ),
     notified AS (
-      SELECT count(*) AS n FROM (
-        SELECT pg_notify('${CHANNELS.events}', json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text)
-        FROM (SELECT * FROM ev ORDER BY id) e
-      ) x
+      SELECT count(*) AS n FROM (${notifyEventsSql('ev')}) x
     )`
 }
 
@@ -73,8 +75,10 @@ export interface ClaimedRow {
  * - unlocked queued/started/cancelling jobs that are due (or cancelled) and have no unfinished
  *   child: plain jobs, parents whose children are all done, jobs given back on shutdown;
  * - started/cancelling jobs whose lease expired (their process died): a takeover.
- * Each kind is found through its own partial index (jobs_due_idx, jobs_cancel_idx,
- * jobs_lease_idx), so parked jobs (run_at far out) and held ones (leased) are never scanned.
+ * Each kind is found through its own partial index (jobs_due_idx in the claim's order for the
+ * default priority, jobs_due_priority_idx for the others, jobs_cancel_idx, jobs_lease_idx), so a
+ * claim reads about as many rows as it takes, and parked jobs (run_at far out) and held ones
+ * (leased) are never scanned.
  * SKIP LOCKED lets many processes claim at once without ever handing one job to two of them.
  * $4 lists the jobs this worker still runs (a stale attempt winding down): never claimed again here.
  * Each claim increments `attempts`: (id, attempts) is the fencing token of every later write.
@@ -82,7 +86,16 @@ export interface ClaimedRow {
 export const CLAIM_SQL = `
     WITH due AS (
       SELECT j.id FROM jobs j
-      WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.run_at <= now()
+      WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.priority = 0 AND j.run_at <= now()
+        AND NOT (j.id = ANY($4::uuid[]))
+        AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED})
+      ORDER BY j.run_at, j.created
+      LIMIT $3
+      FOR UPDATE OF j SKIP LOCKED
+    ),
+    due_priority AS (
+      SELECT j.id FROM jobs j
+      WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.priority <> 0 AND j.run_at <= now()
         AND NOT (j.id = ANY($4::uuid[]))
         AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED})
       ORDER BY j.priority DESC, j.run_at, j.created
@@ -107,7 +120,7 @@ export const CLAIM_SQL = `
     ),
     ready AS (
       SELECT j.id, j.locked_by IS NOT NULL AS taken_over FROM jobs j
-      WHERE j.id IN (SELECT id FROM cancelled UNION SELECT id FROM expired UNION SELECT id FROM due)
+      WHERE j.id IN (SELECT id FROM cancelled UNION SELECT id FROM expired UNION SELECT id FROM due UNION SELECT id FROM due_priority)
       ORDER BY j.cancel_requested DESC, j.priority DESC, j.run_at, j.created
       LIMIT $3
     ),
@@ -133,7 +146,7 @@ export const CLAIM_SQL = `
     FROM claimed c`
 
 export async function claimJobs (db: Sql, workerId: string, leaseSeconds: number, limit: number, exclude: string[] = []): Promise<ClaimedRow[]> {
-  return query<ClaimedRow>(db, CLAIM_SQL, [workerId, leaseSeconds, limit, exclude])
+  return query<ClaimedRow>(db, CLAIM_SQL, [workerId, leaseSeconds, limit, exclude], 'clonejobs_claim')
 }
 
 export interface JobKey { id: string, owner_id: string, root_id: string }
@@ -202,7 +215,7 @@ export async function heartbeat (db: Sql, workerId: string, keys: LeaseKey[], le
       RETURNING j.id
     )
     SELECT m.id::text, m.cancel_requested, r.id IS NOT NULL AS renewed FROM mine m LEFT JOIN renewed r ON r.id = m.id`,
-  [workerId, keys.map(k => k.id), keys.map(k => k.attempt), leaseSeconds])
+  [workerId, keys.map(k => k.id), keys.map(k => k.attempt), leaseSeconds], 'clonejobs_heartbeat')
 }
 
 /**
@@ -239,29 +252,56 @@ export interface FinishFields {
 export type FinishedRow = JobKey & { parent_id: string | null, duration_s: number }
 
 /**
- * Records the end of a job this worker holds, publishes it and wakes the workers for its parent,
- * in one statement; undefined when the lease was lost meanwhile.
+ * Records the end of jobs this worker holds, publishes them and wakes the workers of their parents,
+ * in one statement for the whole batch. Each row is fenced by its own attempt: a job whose lease
+ * was lost meanwhile is left alone and missing from the answer. Rows are locked in id order, so
+ * two batches (or a batch and a cancel) cannot lock each other's rows in opposite orders.
  */
-export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: FinishFields): Promise<FinishedRow | undefined> {
-  const rows = await query<FinishedRow>(db, `
-    WITH f AS (
-      UPDATE jobs SET state = $3, result = $4::jsonb, error = $5::jsonb,
-        progress = CASE WHEN $3 = 'success' THEN 100 ELSE progress END,
-        bytes_done = CASE WHEN $3 = 'success' AND bytes_total IS NOT NULL THEN bytes_total ELSE bytes_done END,
+export const FINISH_SQL = `
+    WITH k AS (
+      SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[]) AS k(id, attempt, state, result, error)
+    ),
+    mine AS (
+      SELECT j.id FROM jobs j JOIN k ON j.id = k.id
+      WHERE j.locked_by = $1 AND j.attempts = k.attempt
+      ORDER BY j.id
+      FOR UPDATE OF j
+    ),
+    f AS (
+      UPDATE jobs j SET state = k.state, result = k.result::jsonb, error = k.error::jsonb,
+        progress = CASE WHEN k.state = 'success' THEN 100 ELSE j.progress END,
+        bytes_done = CASE WHEN k.state = 'success' AND j.bytes_total IS NOT NULL THEN j.bytes_total ELSE j.bytes_done END,
         eta_seconds = NULL, locked_by = NULL, locked_until = NULL,
         finished_at = now(), last_modified = now()
-      WHERE id = $2::uuid AND locked_by = $1 AND attempts = $6
-      RETURNING id, owner_id, root_id, parent_id, (extract(epoch FROM now() - COALESCE(started_at, created)))::float8 AS duration_s
+      FROM mine m JOIN k ON k.id = m.id
+      WHERE j.id = m.id AND j.locked_by = $1 AND j.attempts = k.attempt
+      RETURNING j.id, j.owner_id, j.root_id, j.parent_id, (extract(epoch FROM now() - COALESCE(j.started_at, j.created)))::float8 AS duration_s
     ),
     ${publishCtes('f')},
     woken AS (
-      SELECT count(*) AS n FROM (SELECT pg_notify('${CHANNELS.jobs}', parent_id::text) FROM f WHERE parent_id IS NOT NULL) x
+      SELECT count(*) AS n FROM (SELECT pg_notify('${CHANNELS.jobs}', p::text) FROM (SELECT DISTINCT parent_id AS p FROM f WHERE parent_id IS NOT NULL) x) y
     )
     SELECT f.id::text, f.owner_id::text, f.root_id::text, f.parent_id::text, f.duration_s,
            (SELECT n FROM notified)::int + (SELECT n FROM woken)::int AS published
-    FROM f`,
-  [workerId, key.id, f.state, JSON.stringify(f.result ?? null), f.error ? JSON.stringify(f.error) : null, key.attempt])
-  return rows[0]
+    FROM f`
+
+export interface Finish { key: LeaseKey, fields: FinishFields }
+
+export async function finishJobs (db: Sql, workerId: string, batch: Finish[]): Promise<FinishedRow[]> {
+  if (batch.length === 0) return []
+  return query<FinishedRow>(db, FINISH_SQL, [
+    workerId,
+    batch.map(b => b.key.id),
+    batch.map(b => b.key.attempt),
+    batch.map(b => b.fields.state),
+    batch.map(b => JSON.stringify(b.fields.result ?? null)),
+    batch.map(b => b.fields.error ? JSON.stringify(b.fields.error) : null)
+  ], 'clonejobs_finish')
+}
+
+/** finishJobs for one job (inside a caller's transaction, e.g. with the domain change that goes with it). */
+export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: FinishFields): Promise<FinishedRow | undefined> {
+  return (await finishJobs(db, workerId, [{ key, fields: f }]))[0]
 }
 
 /** Puts a job this worker holds back in the queue, due in `delaySeconds` (a transient failure). */
@@ -301,11 +341,16 @@ export async function cancelSubtrees (db: Db, ids: string[], opts: { childrenOnl
       ${start}
       UNION ALL
       SELECT j.id FROM jobs j JOIN tree t ON j.parent_id = t.id
+    ),
+    -- rows are locked in id order, like a batch of finishes, so the two never wait for each other
+    -- in a cycle; jobs already being cancelled are left alone: two cancelled siblings settling at
+    -- once would otherwise each wait for the other's row lock
+    locked AS (
+      SELECT id FROM jobs WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED_SQL} AND NOT cancel_requested
+      ORDER BY id FOR UPDATE
     )
     UPDATE jobs SET cancel_requested = true, state = 'cancelling', last_modified = now()
-    -- jobs already being cancelled are left alone: two cancelled siblings settling at once would
-    -- otherwise each wait for the other's row lock
-    WHERE id IN (SELECT id FROM tree) AND state IN ${UNFINISHED_SQL} AND NOT cancel_requested
+    WHERE id IN (SELECT id FROM locked) AND state IN ${UNFINISHED_SQL} AND NOT cancel_requested
     RETURNING id::text, owner_id::text, root_id::text, locked_by`
 }
 

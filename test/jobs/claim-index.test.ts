@@ -45,6 +45,24 @@ t.test('the claim uses the partial indexes with 100,000 parked jobs present', as
   t.same(claimed.map(r => r.id), [due.id], 'the due job is claimed, no parked or held one')
 })
 
+t.test('a claim reads about as many due jobs as it takes, not the whole queue', async t => {
+  const db = new pg.Client({ connectionString: databaseUrl })
+  await db.connect()
+  t.teardown(() => db.end())
+  await db.query(`
+    INSERT INTO jobs (id, owner_id, operation, state, root_id, run_at, created, last_modified)
+    SELECT g.id, $1, 'drive_resize', 'queued', g.id, now() - interval '1 minute', now(), now()
+    FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 20000)) g`, [alice.id])
+  await db.query('ANALYZE jobs')
+  await db.query(`PREPARE claim2(text, int, int, uuid[]) AS ${CLAIM_SQL}`)
+  await db.query('BEGIN')
+  const analyzed = (await db.query("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim2('w', 30, 4, '{}')")).rows[0]['QUERY PLAN'][0]
+  await db.query('ROLLBACK')
+  t.comment(`claim of 4 with 20,000 due jobs: ${analyzed['Execution Time'] as number} ms`)
+  const scanned = rowsRead(analyzed.Plan)
+  t.ok(scanned < 100, `the claim read ${scanned} rows, not the 20,000 due ones`)
+})
+
 /** Rows produced by every scan node of a JSON plan (a seq scan of the parked jobs would be 100,000). */
 function rowsRead (node: { 'Node Type': string, 'Actual Rows': number, 'Actual Loops': number, Plans?: unknown[] }): number {
   const own = /Scan/.test(node['Node Type']) ? node['Actual Rows'] * node['Actual Loops'] : 0
