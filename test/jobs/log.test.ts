@@ -78,9 +78,8 @@ t.test('a stale attempt\'s lines are refused', async t => {
   t.notOk(await appendLog(app.prisma, { id, attempt: row.attempts - 1 }, row.lockedBy!, [{ at: new Date(), line: 'from a stale attempt' }]), 'an older attempt is refused')
   t.notOk(await appendLog(app.prisma, { id, attempt: row.attempts }, 'another-process', [{ at: new Date(), line: 'from another owner' }]), 'another lease owner is refused')
   t.ok(await appendLog(app.prisma, { id, attempt: row.attempts }, row.lockedBy!, [{ at: new Date(), line: 'from the holder' }]), 'the attempt holding the lease may write')
-  while (!gate) await sleep(20)
-  gate()
-  gate = undefined
+  const release = async () => { for (;;) { if (gate) break; await sleep(20) } gate!(); gate = undefined }
+  await release()
   await waitForJob(app, id)
   const lines = (await app.prisma.jobLogLine.findMany({ where: { jobId: id } })).map(l => l.line)
   t.notOk(lines.some(l => l.includes('stale') || l.includes('another owner')))
@@ -108,9 +107,8 @@ t.test('?follow=1 streams lines while the job runs and ends when it finishes', a
   await seen(/halfway: waiting for the test/)
   t.notOk(ended, 'the stream stays open while the job runs')
   t.notMatch(text, /released/)
-  while (!gate) await sleep(20)
-  gate()
-  gate = undefined
+  const release = async () => { for (;;) { if (gate) break; await sleep(20) } gate!(); gate = undefined }
+  await release()
   t.equal(await done, 200, 'the stream ends once the job finished')
   t.match(text, /line 1\n.*line 2\n.*halfway.*\n.*released\n.*succeeded in/s, 'every line, in order, the last included')
 })
