@@ -37,7 +37,7 @@ export function DrivesView ({ hub, focus }: { hub: Hub, focus?: string }) {
     setDrives(list => {
       const at = list.findIndex(d => d.uuid === uuid)
       // no object: the drive is gone
-      if (!frame.object) return at < 0 ? list : list.filter(d => d.uuid !== uuid)
+      if (frame.change === 'removed' || !frame.object) return at < 0 ? list : list.filter(d => d.uuid !== uuid)
       const drive = frame.object as Drive
       if (at < 0) return [drive, ...list]
       const next = [...list]

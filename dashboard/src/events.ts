@@ -4,7 +4,8 @@
 import { createParser } from 'eventsource-parser'
 import { authHeaders } from './api.ts'
 
-export interface Frame { resource_type: string, resource_uri: string, object?: unknown }
+/** `change`: added, changed or removed (a removed frame has no object) */
+export interface Frame { change?: 'added' | 'changed' | 'removed', resource_type: string, resource_uri: string, object?: unknown }
 
 export type Listener = (frame: Frame) => void
 export type StreamState = 'connecting' | 'live' | 'retrying'

@@ -49,7 +49,7 @@ export function ServersView ({ hub, focus }: { hub: Hub, focus?: string }) {
     if (frame.resource_type !== 'servers') return
     setServers(list => {
       const at = list.findIndex(s => s.uuid === uuid)
-      if (!frame.object) return at < 0 ? list : list.filter(s => s.uuid !== uuid)
+      if (frame.change === 'removed' || !frame.object) return at < 0 ? list : list.filter(s => s.uuid !== uuid)
       const server = frame.object as Server
       if (at < 0) return [server, ...list]
       const next = [...list]

@@ -102,6 +102,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/2.0/jobs/{uuid}/log/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The job's log as text; ?follow=1 streams it until the job finishes
+         * @description One line per entry: ISO time, [attempt], the line the handler wrote (what it copies and how, the time each step took, the cause of an error). The last 1000 lines of each job are kept; they go with the job when it is purged. With follow=1 the answer stays open while the job runs, sends new lines as they are written and ends when the job finishes.
+         */
+        get: operations["getJobsByUuidLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/2.0/jobs/{uuid}/action/": {
         parameters: {
             query?: never;
@@ -735,7 +755,7 @@ export interface paths {
         };
         /**
          * Server-sent events: every change of this account's jobs, drives and servers
-         * @description Frames are `id: <event id>`, `event: <resource_type>`, `data: {resource_type, resource_uri, object}`. Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.
+         * @description Frames are `id: <event id>`, `event: <resource_type>`, `data: {change, resource_type, resource_uri, object}`; `change` is `added`, `changed` or `removed` (then without `object`). A frame that would repeat the object of the previous frame of the same object on this stream is not sent. Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.
          */
         get: operations["getJobsEvents"];
         put?: never;
@@ -832,6 +852,12 @@ export interface components {
             bytes_done?: number;
             bytes_total?: number;
             eta_seconds?: number;
+            /** @description Handler-specific progress detail (TrueNAS's progress.extra), e.g. {"method": "cp --sparse=auto --reflink=auto", "phase": "copy"} */
+            extra?: {
+                [key: string]: unknown;
+            };
+            /** @description The last few lines of the job's log (GET /jobs/{uuid}/log/ has all of it) */
+            log_excerpt?: string[];
         } & {
             [key: string]: unknown;
         };
@@ -1720,6 +1746,121 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    getJobsByUuidLog: {
+        parameters: {
+            query?: {
+                /** @description 1: keep the answer open and stream new lines until the job finishes */
+                follow?: "0" | "1" | "true" | "false";
+            };
+            header?: never;
+            path: {
+                uuid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The log lines (text/plain) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */

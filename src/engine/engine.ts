@@ -484,7 +484,8 @@ export class JobEngine {
           ? `job progress: ${formatBytes(u.bytesDone)}${u.bytesTotal ? ' of ' + formatBytes(u.bytesTotal) : ''}`
           : 'job progress'))
       }
-      inflight = prisma.job.updateMany({
+      // one write at a time, in order: a later write (the final description) must not be overtaken
+      inflight = inflight.then(() => prisma.job.updateMany({
         where: { id: row.id, lockedBy: this.workerId, attempts: key.attempt },
         data: {
           ...(u.bytesDone !== undefined ? { bytesDone: BigInt(Math.floor(u.bytesDone)) } : {}),
@@ -498,7 +499,7 @@ export class JobEngine {
       }).then(r => {
         if (r.count > 0) return publishChange(prisma, jobChanges([row]))
         this.loseLease(entry, 'its progress write was refused (fenced out)')
-      }).catch(err => log.warn({ err }, 'progress write failed'))
+      })).catch(err => log.warn({ err }, 'progress write failed'))
     }
     return {
       job,

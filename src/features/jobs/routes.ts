@@ -164,7 +164,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['jobs'],
       summary: 'The job\'s log as text; ?follow=1 streams it until the job finishes',
-      description: `One line per entry: ISO time, [attempt], the line the handler wrote (what it copies and how, the time each step took, ` +
+      description: 'One line per entry: ISO time, [attempt], the line the handler wrote (what it copies and how, the time each step took, ' +
         `the cause of an error). The last ${LOG_MAX_LINES} lines of each job are kept; they go with the job when it is purged. ` +
         'With follow=1 the answer stays open while the job runs, sends new lines as they are written and ends when the job finishes.',
       params: UuidParams,
@@ -196,23 +196,24 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       'x-accel-buffering': 'no',
       'x-request-id': request.id
     })
-    let closed = false
-    const end = () => { if (!closed) { closed = true; res.end() } }
+    const stream = { closed: false }
+    const end = () => { if (!stream.closed) { stream.closed = true; res.end() } }
     followers.add(end)
-    request.raw.on('close', () => { closed = true; followers.delete(end) })
+    request.raw.on('close', () => { stream.closed = true; followers.delete(end) })
     let after = 0n
     const drain = async () => {
       for (;;) {
         const lines = await readLog(app.prisma, uuid, after, 500)
         if (lines.length > 0) {
           after = lines.at(-1)!.id
-          if (!closed) res.write(lines.map(formatLogLine).join(''))
+          if (!stream.closed) res.write(lines.map(formatLogLine).join(''))
         }
         if (lines.length < 500) return
       }
     }
     try {
-      while (!closed) {
+      for (;;) {
+        if (stream.closed) break
         // woken by the job's change events and log NOTIFYs (listening before reading, so none is
         // missed in between); the 5 s cap covers a NOTIFY lost with a reconnect
         const woken = app.events.waitForJobOrLog(uuid, 5000)

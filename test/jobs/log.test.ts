@@ -1,0 +1,114 @@
+// Job logs: ctx.log lines stored per job (batched, fenced by attempt, bounded), served as text at
+// /jobs/{uuid}/log/ (followed live with ?follow=1), the last lines in data.log_excerpt, purged
+// with the job; and the time split a real clone and a real upload write there.
+import t from 'tap'
+import http from 'node:http'
+import { enqueueJob } from '../../src/engine/enqueue.ts'
+import { appendLog, LOG_EXCERPT_LINES, LOG_MAX_LINES } from '../../src/engine/log.ts'
+import { purgeOnce } from '../../src/engine/purge.ts'
+import type { JobHandler } from '../../src/engine/types.ts'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { sleep, startEngine, waitForJob } from '../helpers/jobs.ts'
+
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
+await app.listen({ host: '127.0.0.1', port: 0 })
+const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+const alice = await createUser(app)
+const bob = await createUser(app)
+const api = client(app, alice)
+
+let gate: (() => void) | undefined
+const handler: JobHandler = {
+  async run (ctx) {
+    const n = (ctx.job.params as { lines?: number }).lines ?? 0
+    for (let i = 1; i <= n; i++) ctx.log(`line ${i}`)
+    if ((ctx.job.params as { wait?: boolean }).wait) {
+      await sleep(300)
+      ctx.log('halfway: waiting for the test')
+      await new Promise<void>(resolve => { gate = resolve })
+      ctx.log('released')
+    }
+    return { ok: true }
+  }
+}
+await startEngine(t, app, { server_start: handler }, { databaseUrl, pollMs: 100 })
+
+const enqueue = (params: Record<string, unknown>) => app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'server_start', params }))
+
+t.test('lines land in the log (text/plain), the excerpt shows the last ones, another account gets 404', async t => {
+  const { id } = await enqueue({ lines: 5 })
+  await waitForJob(app, id)
+  const res = await api.get(`/api/2.0/jobs/${id}/log/`)
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^text\/plain/)
+  const lines = res.body.trim().split('\n')
+  t.match(lines[0], /^\d{4}-\d\d-\d\dT\S+Z \[1\] started after \d+ ms in the queue$/, 'time, attempt, the engine\'s first line')
+  t.same(lines.slice(1, 6).map(l => l.replace(/^\S+ \[1\] /, '')), ['line 1', 'line 2', 'line 3', 'line 4', 'line 5'], 'the handler\'s lines in order')
+  t.match(lines.at(-1), /succeeded in [\d.]+ s$/)
+  const job = (await api.get(`/api/2.0/jobs/${id}/`)).json()
+  t.equal(job.data.log_excerpt.length, LOG_EXCERPT_LINES)
+  t.match(job.data.log_excerpt.at(-1), /^succeeded in/)
+  t.equal(job.data.log_excerpt[0], 'line 4')
+  const listed = (await api.get('/api/2.0/jobs/?limit=0')).json().objects.find((j: { uuid: string }) => j.uuid === id)
+  t.same(listed.data.log_excerpt, job.data.log_excerpt, 'the list shows the excerpt too')
+  t.equal((await client(app, bob).get(`/api/2.0/jobs/${id}/log/`)).statusCode, 404, 'another account\'s job log is 404')
+  t.equal((await client(app, bob).get(`/api/2.0/jobs/${id}/log/?follow=1`)).statusCode, 404)
+  t.equal((await app.inject({ url: `/api/2.0/jobs/${id}/log/` })).statusCode, 401)
+})
+
+t.test('the log is bounded per job and goes with the job when it is purged', async t => {
+  const { id } = await enqueue({ lines: LOG_MAX_LINES + 150 })
+  await waitForJob(app, id)
+  const stored = await app.prisma.jobLogLine.findMany({ where: { jobId: id }, orderBy: { id: 'asc' } })
+  t.equal(stored.length, LOG_MAX_LINES, 'only the last lines are kept')
+  t.match(stored.at(-1)!.line, /^succeeded in/)
+  t.ok(stored.some(l => l.line === `line ${LOG_MAX_LINES + 150}`), 'the newest handler line is kept')
+  t.notOk(stored.some(l => l.line === 'line 1'), 'the oldest are dropped')
+  await app.prisma.job.update({ where: { id }, data: { finishedAt: new Date(Date.now() - 30 * 86_400_000) } })
+  const purged = await purgeOnce({ prisma: app.prisma, databaseUrl, retentionDays: 3, log: app.log })
+  t.ok(purged.jobs >= 1)
+  t.equal(await app.prisma.jobLogLine.count({ where: { jobId: id } }), 0, 'the purge removed the log with the job')
+  t.equal((await api.get(`/api/2.0/jobs/${id}/log/`)).statusCode, 404)
+})
+
+t.test('a stale attempt\'s lines are refused', async t => {
+  const { id } = await enqueue({ wait: true })
+  await waitForJob(app, id, { states: ['started'] })
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id } })
+  t.notOk(await appendLog(app.prisma, { id, attempt: row.attempts - 1 }, row.lockedBy!, [{ at: new Date(), line: 'from a stale attempt' }]), 'an older attempt is refused')
+  t.notOk(await appendLog(app.prisma, { id, attempt: row.attempts }, 'another-process', [{ at: new Date(), line: 'from another owner' }]), 'another lease owner is refused')
+  t.ok(await appendLog(app.prisma, { id, attempt: row.attempts }, row.lockedBy!, [{ at: new Date(), line: 'from the holder' }]), 'the attempt holding the lease may write')
+  const release = async () => { for (;;) { if (gate) break; await sleep(20) } gate!(); gate = undefined }
+  await release()
+  await waitForJob(app, id)
+  const lines = (await app.prisma.jobLogLine.findMany({ where: { jobId: id } })).map(l => l.line)
+  t.notOk(lines.some(l => l.includes('stale') || l.includes('another owner')))
+  t.ok(lines.includes('from the holder'))
+  t.notOk(await appendLog(app.prisma, { id, attempt: row.attempts }, row.lockedBy!, [{ at: new Date(), line: 'after the end' }]), 'nothing is written once the job finished')
+})
+
+t.test('?follow=1 streams lines while the job runs and ends when it finishes', async t => {
+  const { id } = await enqueue({ lines: 2, wait: true })
+  await waitForJob(app, id, { states: ['started'] })
+  let text = ''
+  let ended = false
+  const seen = (pattern: RegExp) => new Promise<void>((resolve, reject) => {
+    const deadline = Date.now() + 10_000
+    const check = () => { if (pattern.test(text)) resolve(); else if (Date.now() > deadline) reject(new Error(`no ${String(pattern)} in ${text}`)); else setTimeout(check, 20) }
+    check()
+  })
+  const done = new Promise<number>((resolve, reject) => {
+    http.get(`${base}/api/2.0/jobs/${id}/log/?follow=1`, { headers: { authorization: alice.authorization } }, (res) => {
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { text += c })
+      res.on('end', () => { ended = true; resolve(res.statusCode ?? 0) })
+    }).on('error', reject)
+  })
+  await seen(/halfway: waiting for the test/)
+  t.notOk(ended, 'the stream stays open while the job runs')
+  t.notMatch(text, /released/)
+  const release = async () => { for (;;) { if (gate) break; await sleep(20) } gate!(); gate = undefined }
+  await release()
+  t.equal(await done, 200, 'the stream ends once the job finished')
+  t.match(text, /line 1\n.*line 2\n.*halfway.*\n.*released\n.*succeeded in/s, 'every line, in order, the last included')
+})
