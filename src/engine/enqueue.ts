@@ -113,11 +113,11 @@ export async function enqueueJobs (tx: Tx, inputs: EnqueueInput[]): Promise<Arra
       RETURNING job_id
     ),
     e AS (
-      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri)
-      SELECT c.o, 'jobs', c.r, '/api/2.0/jobs/' || c.r || '/'
-      FROM json_to_recordset($3::json) AS c(n int, o uuid, r text)
+      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
+      SELECT c.o, 'jobs', c.r, '/api/2.0/jobs/' || c.r || '/', c.c
+      FROM json_to_recordset($3::json) AS c(n int, o uuid, r text, c text)
       ORDER BY c.n
-      RETURNING id, owner_id, resource_type, resource_id
+      RETURNING id, owner_id, resource_type, resource_id, change
     ),
     notified AS (${notifyEventsSql('e')})
     SELECT (SELECT count(*) FROM j)::int AS jobs, (SELECT count(*) FROM l)::int AS links,
