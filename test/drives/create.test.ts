@@ -91,7 +91,7 @@ t.test('optional fields: storage_type, meta, tags in every related form, affinit
   t.equal(d.name, '', 'an empty name is accepted')
   t.equal(d.size, 2147483648, 'a numeric string is coerced')
   t.equal(d.storage_type, 'local_nvme')
-  t.same(d.runtime, { is_downloadable: false, is_ephemeral: true, is_snapshotable: null, snapshots_allocated_size: 0, storage_type: 'local_nvme' })
+  t.same(d.runtime, { allocated_size: null, is_downloadable: false, is_ephemeral: true, is_snapshotable: null, snapshots_allocated_size: 0, storage_type: 'local_nvme' })
   t.same(d.meta, { description: 'x', ['k'.repeat(32)]: 'y' })
   t.same(d.tags, [tagA, tagB, tagC].map(u => ({ resource_uri: `/api/2.0/tags/${u}/`, uuid: u })), 'tags are refs, deduplicated')
   t.same(d.affinities, ['ssd'])
