@@ -380,7 +380,7 @@ export class JobEngine {
       })
   }
 
-  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void> } {
+  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, discard: () => Promise<void> } {
     const { prisma } = this.opts
     const signal = entry.controller.signal
     const key = entry.key
@@ -480,6 +480,12 @@ export class JobEngine {
         flushTimer = undefined
         write()
         await inflight
+      },
+      discard: async () => {
+        clearTimeout(flushTimer)
+        flushTimer = undefined
+        dirty = false
+        await inflight
       }
     }
   }
@@ -575,7 +581,9 @@ export class JobEngine {
       if ((err as { retryable?: unknown } | null)?.retryable === true && handler.resumable === true && row.attempts < row.max_attempts) {
         const delay = 2 ** row.attempts
         log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job hit a transient failure; retrying later')
-        if (await retryJob(this.opts.prisma, this.workerId, { id: row.id, attempt: row.attempts }, delay)) return
+        // progress not yet written is dropped: the requeue is the job's one change event now
+        await ctx.discard()
+        if (await retryJob(this.sql, this.workerId, { id: row.id, attempt: row.attempts }, delay)) return
       }
       const failure = err instanceof JobFailure
       if ((err as { retryable?: unknown } | null)?.retryable === true) {
