@@ -18,6 +18,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import path from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { Progress, ProgressCallbackError } from './progress.ts'
 import {
@@ -40,6 +42,11 @@ const POOL_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/
 const MiB = 1024 * 1024
 const HIDDEN_PREFIX = 'deleted.'
 const DIFF_HEADER = Buffer.from('rbd diff v1\n')
+
+/** util-linux `setpriv` (Linux), which sets the parent-death signal of the rbd processes; else none. */
+const PDEATHSIG = process.platform === 'linux'
+  ? (process.env.PATH ?? '').split(path.delimiter).map(d => path.join(d, 'setpriv')).find(f => existsSync(f))
+  : undefined
 
 export interface RbdDriveStorageOptions {
   /** Pool of the images. */
@@ -82,7 +89,8 @@ function checkId (id: unknown): string {
 export function rbdError (code: number | null, stderr: string, what: string): StorageError {
   const text = stderr.trim().split('\n').filter(l => l !== '').slice(-3).join(' | ').slice(0, 400)
   const message = `${what}: ${text || `rbd exited with ${String(code)}`}`
-  if (/couldn't connect to the cluster|timed out|authenticate|connection refused/i.test(stderr)) {
+  // setpriv could not start rbd (not installed): like a failed spawn
+  if (/couldn't connect to the cluster|timed out|authenticate|connection refused|^setpriv: failed to execute/im.test(stderr)) {
     return new StorageError('UNAVAILABLE', message)
   }
   switch (code) {
@@ -177,7 +185,12 @@ export class RbdDriveStorage implements DriveStorage {
   }
 
   private spawnRbd (args: string[], stdio: Array<'pipe' | 'ignore'>): ChildProcess {
-    return spawn(this.rbdCommand, [...this.baseArgs, ...args], { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
+    const argv = [this.rbdCommand, ...this.baseArgs, ...args]
+    // an `rbd flatten` outliving a killed service would go on flattening (and skip the cleanup of
+    // its parent snapshot, which the process taking the job over then finds already detached):
+    // on Linux the rbd process gets SIGTERM when the service dies
+    if (PDEATHSIG !== undefined) argv.unshift(PDEATHSIG, '--pdeathsig', 'TERM', '--')
+    return spawn(argv[0], argv.slice(1), { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
   }
 
   /** Runs one rbd command to completion; rejects with a mapped StorageError. */
