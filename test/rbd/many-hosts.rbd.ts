@@ -1,7 +1,7 @@
 // Many hosts, proven on one machine (issue 16 item 5): two real service processes, each with its
 // own data folder and port, on one PostgreSQL database and one Ceph pool. A drive uploaded through
 // host A is cloned, downloaded and deleted through host B. Then host A, running a drive_flatten,
-// is killed with SIGKILL; B's worker takes the job over once the lease (3 s here) has expired and
+// is killed with SIGKILL; B's worker takes the job over once the lease (5 s here) has expired and
 // finishes it: the clone is detached, the source snapshot gone, nothing leaked, one success.
 // Run by `npm run test:rbd`.
 import { createHash, randomBytes } from 'node:crypto'
@@ -22,7 +22,7 @@ const GiB = 1024 * MiB
 const conf = process.env.CEPH_CONF
 if (conf === undefined || conf === '') throw new Error('CEPH_CONF must name the test cluster (npm run test:rbd sets it)')
 const pool = process.env.RBD_POOL || 'rbd'
-const LEASE_SECONDS = 3
+const LEASE_SECONDS = 5
 
 const databaseUrl = await createTestDatabase(t)
 const prisma = createPrisma(databaseUrl, { max: 2 })
@@ -200,8 +200,11 @@ t.test('host A killed mid-flatten: B\'s worker takes the job over after the leas
   })
   t.equal(done.state, 'success', 'B finished it')
   const lines = (s: Service) => s.output().split('\n').filter(l => l.includes(flatten.id))
+  // attempt 1 was A's; B's takeover is attempt 2 (a third only if B itself lost the lease on an
+  // overloaded machine, and then took the job over again)
   if (done.attempts !== 2) t.comment(lines(bWorker.svc).join('\n'))
-  t.equal(done.attempts, 2, 'in a second attempt: A\'s, then B\'s')
+  t.ok(done.attempts >= 2, `attempts recorded: ${done.attempts}`)
+  t.notOk(lines(a.svc).some(l => /"attempts":[2-9]/.test(l)), 'A ran only the first attempt')
   t.match(done.result, { flattened: true, bytes: size })
   t.ok((done.finishedAt!.getTime() - killedAt) >= LEASE_SECONDS * 1000 - 500, 'not before A\'s lease expired')
   t.ok(lines(bWorker.svc).some(l => l.includes('taken over from a stopped process; resuming it')), 'B resumed it as a takeover')
