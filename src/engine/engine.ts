@@ -430,7 +430,7 @@ export class JobEngine {
       })
   }
 
-  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, dropLog: () => void } {
+  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, discard: () => Promise<void>, dropLog: () => void } {
     const { prisma } = this.opts
     const signal = entry.controller.signal
     const key = entry.key
@@ -535,6 +535,13 @@ export class JobEngine {
         clearTimeout(flushTimer)
         flushTimer = undefined
         write()
+        await Promise.all([inflight, jobLog.flush()])
+      },
+      // progress not yet written is dropped (a requeue is the job's one change event); log lines are kept
+      discard: async () => {
+        clearTimeout(flushTimer)
+        flushTimer = undefined
+        dirty = false
         await Promise.all([inflight, jobLog.flush()])
       },
       dropLog: () => jobLog.discard()
@@ -687,8 +694,9 @@ export class JobEngine {
         const delay = 2 ** row.attempts
         log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job hit a transient failure; retrying later')
         ctx.log(`transient failure (${String((err as { code?: unknown }).code ?? 'storage unavailable')}); retrying in ${delay} s (attempt ${row.attempts} of ${row.max_attempts})`)
-        await ctx.flush()
-        if (await retryJob(this.opts.prisma, this.workerId, { id: row.id, attempt: row.attempts }, delay)) return
+        // progress not yet written is dropped: the requeue is the job's one change event now
+        await ctx.discard()
+        if (await retryJob(this.sql, this.workerId, { id: row.id, attempt: row.attempts }, delay)) return
       }
       const failure = err instanceof JobFailure
       if ((err as { retryable?: unknown } | null)?.retryable === true) {

@@ -304,23 +304,44 @@ export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: Fi
   return (await finishJobs(db, workerId, [{ key, fields: f }]))[0]
 }
 
-/** Puts a job this worker holds back in the queue, due in `delaySeconds` (a transient failure). */
-export async function retryJob (db: Db, workerId: string, key: LeaseKey, delaySeconds: number): Promise<boolean> {
+/**
+ * Puts a job this worker holds back in the queue, due in `delaySeconds` (a transient failure).
+ * Its state goes back to `queued`, so it publishes one change event (as every visible change does),
+ * in the same statement; the next claim publishes `started` again.
+ */
+export async function retryJob (db: Sql, workerId: string, key: LeaseKey, delaySeconds: number): Promise<boolean> {
   // fenced like every other write of an attempt: a stale attempt cannot requeue a newer one
-  const n = await db.$executeRaw`
-    UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
-      run_at = now() + make_interval(secs => ${delaySeconds}), last_modified = now()
-    WHERE id = ${key.id}::uuid AND locked_by = ${workerId} AND attempts = ${key.attempt}`
-  return n > 0
+  const rows = await query<{ id: string }>(db, `
+    WITH r AS (
+      UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
+        run_at = now() + make_interval(secs => $3), last_modified = now()
+      WHERE id = $2::uuid AND locked_by = $1 AND attempts = $4
+      RETURNING id, owner_id, root_id
+    ),
+    ${publishCtes('r')}
+    SELECT r.id::text, (SELECT n FROM notified)::int AS published FROM r`, [workerId, key.id, delaySeconds, key.attempt])
+  return rows.length > 0
 }
 
-/** Gives jobs back to the queue on graceful shutdown, so another process picks them up at once. */
-export async function releaseJobs (prisma: PrismaClient, workerId: string, ids: string[]): Promise<void> {
+/**
+ * Gives jobs back to the queue on graceful shutdown, so another process picks them up at once.
+ * A started job becomes `queued` again: one change event each (a cancelling one keeps its state
+ * and only loses its lease, which no client sees: no event).
+ */
+export async function releaseJobs (db: Sql, workerId: string, ids: string[]): Promise<void> {
   if (ids.length === 0) return
-  await prisma.$executeRaw`
-    UPDATE jobs SET state = CASE WHEN state = 'started' THEN 'queued' ELSE state END,
-      locked_by = NULL, locked_until = NULL, last_modified = now()
-    WHERE id = ANY(${ids}::uuid[]) AND locked_by = ${workerId}`
+  await query(db, `
+    WITH r AS (
+      UPDATE jobs j SET state = CASE WHEN j.state = 'started' THEN 'queued' ELSE j.state END,
+        locked_by = NULL, locked_until = NULL,
+        last_modified = CASE WHEN j.state = 'started' THEN now() ELSE j.last_modified END
+      FROM (SELECT id, state AS was FROM jobs WHERE id = ANY($2::uuid[]) AND locked_by = $1 ORDER BY id FOR UPDATE) o
+      WHERE j.id = o.id
+      RETURNING j.id, j.owner_id, j.root_id, o.was
+    ),
+    requeued AS (SELECT * FROM r WHERE was = 'started'),
+    ${publishCtes('requeued')}
+    SELECT (SELECT n FROM notified)::int AS published`, [workerId, ids])
 }
 
 export interface CancelledRow extends JobKey { locked_by: string | null }

@@ -10,6 +10,8 @@
  *   A snapshot belongs to exactly one child and is removed when that child is flattened or
  *   deleted. A deleted image that still has children is renamed to `deleted.<id>.<rand>` and
  *   removed when its last child goes, so nothing leaks and the source id is free at once.
+ * - A flatten cut short (killed service, cancel) may leave the object map claiming objects
+ *   whose data never landed; the next flatten runs with the object map off (see prepareFlatten).
  * - Full copies (the contract's `copy`) are a clone to `<dst>.partial`, a flatten with
  *   progress, and a rename into place.
  *
@@ -18,6 +20,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import path from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { Progress, ProgressCallbackError } from './progress.ts'
 import {
@@ -41,6 +45,11 @@ const MiB = 1024 * 1024
 const HIDDEN_PREFIX = 'deleted.'
 const DIFF_HEADER = Buffer.from('rbd diff v1\n')
 
+/** util-linux `setpriv` (Linux), which sets the parent-death signal of the rbd processes; else none. */
+const PDEATHSIG = process.platform === 'linux'
+  ? (process.env.PATH ?? '').split(path.delimiter).map(d => path.join(d, 'setpriv')).find(f => existsSync(f))
+  : undefined
+
 export interface RbdDriveStorageOptions {
   /** Pool of the images. */
   pool: string
@@ -62,8 +71,16 @@ interface ImageInfo {
   name: string
   id: string
   size: number
+  features?: string[]
   parent?: { pool: string, image: string, id: string, snapshot: string }
 }
+
+/**
+ * Image metadata key set (to the image's own id) while a flatten of that image may be running;
+ * found at the start of a flatten, it says an earlier one was cut (see flattenImage). Clones copy
+ * their parent's metadata, so the value (the id) tells a child's inherited key from its own.
+ */
+const FLATTEN_MARK = 'clonejobs.flattening'
 
 function assertSize (size: number, what = 'size'): void {
   if (!Number.isSafeInteger(size) || size < 0 || size > MAX_DRIVE_SIZE) {
@@ -82,7 +99,8 @@ function checkId (id: unknown): string {
 export function rbdError (code: number | null, stderr: string, what: string): StorageError {
   const text = stderr.trim().split('\n').filter(l => l !== '').slice(-3).join(' | ').slice(0, 400)
   const message = `${what}: ${text || `rbd exited with ${String(code)}`}`
-  if (/couldn't connect to the cluster|timed out|authenticate|connection refused/i.test(stderr)) {
+  // setpriv could not start rbd (not installed): like a failed spawn
+  if (/couldn't connect to the cluster|timed out|authenticate|connection refused|^setpriv: failed to execute/im.test(stderr)) {
     return new StorageError('UNAVAILABLE', message)
   }
   switch (code) {
@@ -177,7 +195,12 @@ export class RbdDriveStorage implements DriveStorage {
   }
 
   private spawnRbd (args: string[], stdio: Array<'pipe' | 'ignore'>): ChildProcess {
-    return spawn(this.rbdCommand, [...this.baseArgs, ...args], { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
+    const argv = [this.rbdCommand, ...this.baseArgs, ...args]
+    // an `rbd flatten` outliving a killed service would go on flattening (and skip the cleanup of
+    // its parent snapshot, which the process taking the job over then finds already detached):
+    // on Linux the rbd process gets SIGTERM when the service dies
+    if (PDEATHSIG !== undefined) argv.unshift(PDEATHSIG, '--pdeathsig', 'TERM', '--')
+    return spawn(argv[0], argv.slice(1), { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
   }
 
   /** Runs one rbd command to completion; rejects with a mapped StorageError. */
@@ -530,6 +553,8 @@ export class RbdDriveStorage implements DriveStorage {
     progress.report(0, true)
     if (info.parent) {
       if (isAborted(signal)) throw abortedError(id, signal?.reason)
+      const turnedOff = await this.prepareFlatten(name, info)
+      if (isAborted(signal)) throw abortedError(id, signal?.reason)
       let failure: unknown
       const controller = new AbortController()
       const onAbort = (): void => controller.abort(signal?.reason)
@@ -553,9 +578,56 @@ export class RbdDriveStorage implements DriveStorage {
       } finally {
         signal?.removeEventListener('abort', onAbort)
       }
+      await this.finishFlatten(name, turnedOff)
       await this.releaseParent(info.parent)
     }
     progress.report(bytes, true)
+  }
+
+  /**
+   * Before `rbd flatten`: makes sure it copies every object if an earlier flatten was cut.
+   *
+   * librbd's copy-up records an object as existing in the object map (persisted) *before* its
+   * data is written, and `rbd flatten` skips every object the map says exists. A flatten cut in
+   * between (its service SIGKILLed, its process SIGTERMed on cancel) leaves objects recorded but
+   * never written: the next flatten skips them, detaches the parent, and they read as zeros.
+   * (`rbd object-map rebuild` does not clear such an entry on a clone in Ceph 16.2.15.) So each
+   * flatten marks the image first (FLATTEN_MARK); finding its own mark means an earlier one did
+   * not finish, and this one runs with the object map off (`feature disable`), so it copies up
+   * every object the child lacks. Returns the features to turn back on afterwards.
+   */
+  private async prepareFlatten (name: string, info: ImageInfo): Promise<string[]> {
+    let mark: string | undefined
+    try {
+      mark = (await this.run(['image-meta', 'get', this.spec(name), FLATTEN_MARK], `image-meta get ${name}`)).trim()
+    } catch (err) {
+      if (!(err instanceof StorageError && err.code === 'NOT_FOUND')) throw err
+    }
+    // `<id>` while flattening; `<id>:off:<features>` once those were turned off for it
+    const off = mark?.startsWith(`${info.id}:off:`) === true ? mark.slice(info.id.length + 5).split(',') : undefined
+    if (mark !== info.id && off === undefined) {
+      await this.run(['image-meta', 'set', this.spec(name), FLATTEN_MARK, info.id], `image-meta set ${name}`)
+      return []
+    }
+    const features = info.features ?? []
+    const on = ['fast-diff', 'object-map'].filter(f => features.includes(f))
+    if (off === undefined && on.length === 0) return [] // no object map: nothing is skipped
+    const turnOff = off ?? on
+    if (off === undefined) await this.run(['image-meta', 'set', this.spec(name), FLATTEN_MARK, `${info.id}:off:${turnOff.join(',')}`], `image-meta set ${name}`)
+    if (on.length > 0) await this.run(['feature', 'disable', this.spec(name), ...on], `feature disable ${name}`)
+    return turnOff
+  }
+
+  /** After a successful flatten: the object map back on (rebuilt) if it was turned off, the mark gone. */
+  private async finishFlatten (name: string, turnedOff: string[]): Promise<void> {
+    if (turnedOff.length > 0) {
+      // object-map before fast-diff, which needs it
+      await this.run(['feature', 'enable', this.spec(name), ...[...turnedOff].sort().reverse()], `feature enable ${name}`)
+      await this.run(['object-map', 'rebuild', '--no-progress', this.spec(name)], `object-map rebuild ${name}`)
+    }
+    await this.run(['image-meta', 'remove', this.spec(name), FLATTEN_MARK], `image-meta remove ${name}`).catch((err: unknown) => {
+      if (!(err instanceof StorageError && err.code === 'NOT_FOUND')) throw err
+    })
   }
 
   /** Whether `id` still depends on a parent image (a CoW clone not yet flattened). */

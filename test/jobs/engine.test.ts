@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { enqueueJob, type EnqueueInput } from '../../src/engine/enqueue.ts'
 import { JobFailure, type JobHandler } from '../../src/engine/types.ts'
 import { StorageError } from '../../src/storage/index.ts'
-import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { abortableSleep, sleep, startEngine, waitForAllJobs, waitForJob } from '../helpers/jobs.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
@@ -207,4 +207,56 @@ t.test('a transient storage failure (Ceph unreachable) is retried with backoff, 
   t.equal(failed.state, 'error')
   t.equal(failed.attempts, 2, 'retried up to max_attempts')
   t.match(failed.error, { error_type: 'backend', error_message: /storage is unavailable/ })
+})
+
+t.test('a requeued retry publishes exactly one change event: the job is queued again, then started', async t => {
+  // what a client sees: queued → started → queued (waiting for its backoff) → started → success,
+  // one event for each; the requeue used to publish none, so SSE clients kept showing `started`
+  const id = randomUUID()
+  const heard: string[] = []
+  const unsubscribe = app.events.subscribe(alice.id, (e, frame) => {
+    if (e.resourceId !== id) return
+    heard.push((frame.object as { state: string }).state)
+  })
+  t.teardown(unsubscribe)
+  // each run waits until its `started` was delivered, so every frame shows the state it announced
+  const heardStarted = (n: number) => eventually(async () => heard.filter(s => s === 'started').length >= n || undefined)
+  const flaky: JobHandler = {
+    resumable: true,
+    async run (ctx) {
+      await heardStarted(ctx.job.attempts)
+      if (ctx.job.attempts === 1) throw new StorageError('UNAVAILABLE', 'the cluster does not answer')
+      return { ok: true }
+    }
+  }
+  await enqueue({ id, operation: 'drive_resize' })
+  await eventually(async () => heard.length >= 1 || undefined)
+  await startEngine(t, app, { drive_resize: flaky }, { databaseUrl })
+  // the retry is due 2 s after the failure: the queued row is there to be seen meanwhile
+  const queued = await eventually(async () => {
+    const row = await app.prisma.job.findUniqueOrThrow({ where: { id } })
+    return row.attempts === 1 && row.state === 'queued' ? row : undefined
+  })
+  t.equal(queued.lockedBy, null, 'requeued without a lease')
+  const done = await waitForJob(app, id, { timeoutMs: 30_000 })
+  t.equal(done.state, 'success')
+  t.equal(done.attempts, 2, 'ran twice')
+  t.equal(await app.prisma.event.count({ where: { resourceId: id } }), 5, 'enqueue, claim, requeue, claim, finish: one event each')
+  await eventually(async () => heard.length >= 5 || undefined)
+  t.same(heard, ['queued', 'started', 'queued', 'started', 'success'], 'subscribers heard every state once, in order')
+})
+
+t.test('a graceful stop publishes the job going back to queued, once', async t => {
+  const handler: JobHandler = {
+    resumable: true,
+    async run (ctx) { await abortableSleep(60_000, ctx.signal) }
+  }
+  const engine = await startEngine(t, app, { server_delete: handler }, { databaseUrl, leaseSeconds: 30 })
+  const { id } = await enqueue({ operation: 'server_delete' })
+  await waitForJob(app, id, { states: ['started'] })
+  const before = await app.prisma.event.count({ where: { resourceId: id } })
+  await engine.stop()
+  t.equal((await app.prisma.job.findUniqueOrThrow({ where: { id } })).state, 'queued')
+  t.equal(await app.prisma.event.count({ where: { resourceId: id } }) - before, 1, 'one event for the release')
+  await app.prisma.job.update({ where: { id }, data: { state: 'cancelled', finishedAt: new Date() } })
 })
