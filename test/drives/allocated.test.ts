@@ -6,6 +6,9 @@ import { randomBytes } from 'node:crypto'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 
 const MiB = 1024 * 1024
+// rbd allocates whole objects (4 MiB) and a clone holds its own data only once flattened
+const rbd = process.env.STORAGE === 'rbd'
+const granule = rbd ? 4 * MiB : 0
 const { app } = await buildTestApp(t)
 const user = await createUser(app)
 const api = client(app, user)
@@ -30,7 +33,7 @@ t.test('a sparse drive with 1 MiB written reports about 1 MiB allocated, in deta
   t.equal(drive.size, 64 * MiB)
   const allocated = drive.runtime.allocated_size
   t.ok(allocated >= MiB, `at least the 1 MiB written is allocated (${allocated})`)
-  t.ok(allocated < 4 * MiB, `far below the 64 MiB size (${allocated})`)
+  t.ok(allocated < 4 * MiB + granule, `far below the 64 MiB size (${allocated})`)
   const row = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
   t.equal(Number(row.allocatedSize), allocated, 'the figure is kept in the drive row')
   t.ok(row.allocatedAt, 'with the version it was measured at')
@@ -44,10 +47,11 @@ t.test('a sparse drive with 1 MiB written reports about 1 MiB allocated, in deta
   await waitJob(clone.jobs[0].uuid)
   const copied = await eventually(async () => {
     const d = (await api.get(`/api/2.0/drives/${clone.uuid}/`)).json()
-    return d.status === 'unmounted' ? d : undefined
-  })
+    // on rbd: measured again once its flatten (a child job) has given it its own data
+    return d.status === 'unmounted' && d.runtime.allocated_size >= MiB ? d : undefined
+  }, { timeoutMs: 60_000, intervalMs: 200 })
   t.ok(copied.runtime.allocated_size >= MiB, `the clone holds the copied MiB (${copied.runtime.allocated_size})`)
-  t.ok(copied.runtime.allocated_size < 4 * MiB, 'and stays sparse')
+  t.ok(copied.runtime.allocated_size < 4 * MiB + granule, 'and stays sparse')
 })
 
 t.test('a resize is measured again after its job', async t => {

@@ -33,6 +33,9 @@ export function driveFlattenHandler (storage: () => DriveStorage): JobHandler {
       const seconds = (performance.now() - t0) / 1000
       ctx.log(`flattened in ${Math.round(seconds * 1000)} ms (${total} bytes)`)
       ctx.progress({ description: copiedDescription(total, total, seconds, 'flattened'), extra: { method: 'rbd flatten', phase: 'done' } })
+      // the image now holds its own data: a newer row version makes the cached allocated_size
+      // stale, so the next read measures it again (features/drives/allocated.ts)
+      await ctx.prisma.drive.updateMany({ where: { id: driveId }, data: { updatedAt: new Date() } })
       return { flattened: true, bytes: total }
     }
   }
