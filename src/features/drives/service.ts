@@ -8,6 +8,7 @@ import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { isUuid, tagIds } from '../../http/bodies.ts'
 import { ref, uri } from '../../http/uris.ts'
 import type { FilterSpec, OrderSpec } from '../../domain/filters.ts'
+import type { CloneSource } from '../../domain/clone-plan.ts'
 import {
   DEFAULT_STORAGE_TYPE, DRIVE_STATUSES, MEDIA, RESTING_STATUSES, STORAGE_TYPES,
   badMetaKey, canOperate, displayStatus, editableFields, isServerActive, restingStatus, runtimeFlags,
@@ -191,17 +192,9 @@ function checkMeta (meta: Record<string, string>): void {
 // Create
 
 /** A drive about to be created, with its drive_create job; every input checked first. */
-export interface PlannedDrive {
+export interface PlannedDrive extends CloneSource {
   id: string
   jobId: string
-  name: string
-  size: number
-  media: string
-  storageType: string
-  allowMultimount: boolean
-  affinities: string[]
-  meta: Record<string, string>
-  tags: string[]
   iops: number | null
 }
 

@@ -135,9 +135,7 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
   if (await deps.prisma.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: n } } })) throw chunkStored(n)
   // looked at again: another request for this chunk may have started while the row was read
   if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
-  let settle!: () => void
-  inFlight.set(key, new Promise(resolve => { settle = resolve }))
-  try {
+  return receiving(inFlight, key, async () => {
     const meter = new Meter(range.length, false)
     try {
       await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
@@ -148,7 +146,16 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
     if (meter.bytes !== range.length) {
       throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
     }
-    return await recordChunk(deps, drive, jobId, n, range.length, S, 'refuse')
+    return recordChunk(deps, drive, jobId, n, range.length, S, 'refuse')
+  })
+}
+
+/** Runs `receive` with chunk `key` marked in flight in this app, until it settles (both protocols). */
+export async function receiving<T> (inFlight: ChunksInFlight, key: string, receive: () => Promise<T>): Promise<T> {
+  let settle!: () => void
+  inFlight.set(key, new Promise(resolve => { settle = resolve }))
+  try {
+    return await receive()
   } finally {
     inFlight.delete(key)
     settle()

@@ -15,7 +15,7 @@ import { DomainError, errors } from '../../http/errors.ts'
 import { loadOwnedDrive, type DriveRow } from '../drives/service.ts'
 import { BodyTooLong, Meter } from './streams.ts'
 import { type TransferDeps, streamFailure } from './service.ts'
-import { type ChunkResult, type ChunksInFlight, fixChunkSize, recordChunk, storedChunks } from './upload-chunked.ts'
+import { type ChunkResult, type ChunksInFlight, fixChunkSize, receiving, recordChunk, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -148,9 +148,7 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
     if (!inFlight.has(key)) break
   }
   const { drive, jobId, index, range } = l
-  let settle!: () => void
-  inFlight.set(key, new Promise(resolve => { settle = resolve }))
-  try {
+  return receiving(inFlight, key, async () => {
     const meter = new Meter(range.length, false)
     try {
       await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
@@ -163,10 +161,7 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
     if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
     const r = await recordChunk(deps, drive, jobId, index, range.length, c.chunkSize, 'accept')
     return { ...r, chunk: c.number, duplicate: false }
-  } finally {
-    inFlight.delete(key)
-    settle()
-  }
+  })
 }
 
 function tooLong (c: ResumableChunk, range: ChunkRange) {
