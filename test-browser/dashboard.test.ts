@@ -124,6 +124,8 @@ function pseudoRandom (size: number, seed: number): Buffer {
 }
 /** Puts a file of pseudoRandom(size, seed) into the file input `selector` and fires its change. */
 async function pickFile (selector: string, name: string, size: number, seed: number): Promise<Buffer> {
+  // the view may still be rendering after a navigation click
+  await page.locator(selector).waitFor({ state: 'attached', timeout: 30_000 })
   await page.evaluate(`(() => {
     const size = ${size}
     let x = ${seed >>> 0}

@@ -10,7 +10,7 @@ import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type TakenJob } from './queue-sql.ts'
+import { childOutcome, claimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type PendingLine, type TakenJob } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob, LeaseLost } from './held.ts'
@@ -430,7 +430,7 @@ export class JobEngine {
       })
   }
 
-  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, discard: () => Promise<void>, dropLog: () => void } {
+  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, close: () => Promise<PendingLine[]>, discard: () => Promise<void>, dropLog: () => void } {
     const { prisma } = this.opts
     const signal = entry.controller.signal
     const key = entry.key
@@ -537,6 +537,15 @@ export class JobEngine {
         write()
         await Promise.all([inflight, jobLog.flush()])
       },
+      // the end of the run: progress written, and the log's last lines handed to the statement that
+      // records the job's end (written with it, fenced by the same attempt)
+      close: async () => {
+        clearTimeout(flushTimer)
+        flushTimer = undefined
+        write()
+        await inflight
+        return jobLog.take()
+      },
       // progress not yet written is dropped (a requeue is the job's one change event); log lines are kept
       discard: async () => {
         clearTimeout(flushTimer)
@@ -589,7 +598,7 @@ export class JobEngine {
   }
 
   /** Finishes a job, cancels its siblings when it failed, wakes its parent and publishes it all. */
-  private async settle (row: ClaimedRow, fields: FinishFields, log: FastifyBaseLogger, entry?: Running): Promise<void> {
+  private async settle (row: ClaimedRow, fields: FinishFields, log: FastifyBaseLogger, entry?: Running, lines?: PendingLine[]): Promise<void> {
     if (entry?.stale) {
       log.warn('job finished after its lease was lost; its outcome was not recorded')
       return
@@ -599,11 +608,11 @@ export class JobEngine {
     const cascade = fields.state !== 'success' && row.parent_id !== null
     const key = { id: row.id, attempt: row.attempts }
     const record = () => !cascade
-      ? this.finishBatched({ key, fields })
+      ? this.finishBatched({ key, fields, lines })
       : this.opts.prisma.$transaction(async (tx) => {
         // parent first, then this child, then its siblings: one lock order for every settle of a family
         await lockJob(tx, row.parent_id!)
-        const finished = await finishJob(tx, this.workerId, key, fields)
+        const finished = await finishJob(tx, this.workerId, key, fields, lines)
         // one child failed or was cancelled: its siblings are cancelled, then the parent settles
         if (finished) await requestCancel(tx, [row.parent_id!], { childrenOnly: true, except: row.id })
         return finished
@@ -645,8 +654,7 @@ export class JobEngine {
         log.error({ err }, 'job cleanup failed')
       }
       ctx.log(reason.state === 'cancelled' ? `cancelled after ${elapsed()}` : `failed after ${elapsed()}: ${reason.error?.error_message ?? 'unknown error'}`)
-      await ctx.flush()
-      await this.settle(row, { state: reason.state, error: reason.error ?? null }, log, entry)
+      await this.settle(row, { state: reason.state, error: reason.error ?? null }, log, entry, await ctx.close())
     }
     if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
     if (row.has_children) {
@@ -674,8 +682,7 @@ export class JobEngine {
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
       if (entry.controller.signal.aborted) return ctx.dropLog() // lease lost or shutting down: not ours to record
       ctx.log(`succeeded in ${elapsed()}`)
-      await ctx.flush()
-      await this.settle(row, { state: 'success', result }, log, entry)
+      await this.settle(row, { state: 'success', result }, log, entry, await ctx.close())
     } catch (err) {
       // a handler that cancelled itself may say why (JobFailure with error type 'cancelled')
       if (entry.cancelled) return fail({ state: 'cancelled', error: err instanceof JobFailure && err.errorType === 'cancelled' ? { error_type: 'cancelled', error_message: err.message } : CANCELLED })

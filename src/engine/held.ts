@@ -162,13 +162,11 @@ export class HeldJob {
     }
     // the log's last lines commit with the outcome (they are fenced by the lease finishJob ends)
     if (fields.state !== 'success') this.jobLog.write(`${fields.state === 'cancelled' ? 'cancelled' : 'failed'}: ${fields.error?.error_message ?? 'unknown error'}`)
-    const flushed = this.jobLog.flush(tx)
+    const lines = this.jobLog.take()
     this.stop()
-    await flushed
-    if (fields.state === 'success' && this.summary !== undefined) {
-      await tx.job.updateMany({ where: { id: this.row.id, lockedBy: this.deps.owner, attempts: this.row.attempts }, data: { description: this.summary } })
-    }
-    const done = await finishJob(tx, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, fields)
+    const described = fields.state === 'success' && this.summary !== undefined ? { ...fields, description: this.summary } : fields
+    // one statement: the outcome, the description of what was done and the last lines
+    const done = await finishJob(tx, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, described, await lines)
     if (!done) throw new LeaseLost(this.row.id)
   }
 

@@ -7,16 +7,13 @@
 import type pg from 'pg'
 import type { PrismaClient, Tx } from '../db/client.ts'
 import { CHANNELS } from './listener.ts'
+import { LOG_EXCERPT_LINES, LOG_MAX_LINE_CHARS, LOG_MAX_LINES } from './log-limits.ts'
 import { UNFINISHED } from './queue-sql.ts'
+
+export { LOG_EXCERPT_LINES, LOG_MAX_LINE_CHARS, LOG_MAX_LINES }
 
 type Db = PrismaClient | Tx | pg.Pool
 
-/** Lines kept per job (older ones are dropped as new ones arrive). */
-export const LOG_MAX_LINES = 1000
-/** Longer lines are cut to this many characters. */
-export const LOG_MAX_LINE_CHARS = 2000
-/** Lines shown in the job object (data.log_excerpt). */
-export const LOG_EXCERPT_LINES = 3
 /** A buffered line waits at most this long before it is written. */
 const FLUSH_MS = 200
 
@@ -129,6 +126,20 @@ export class JobLogWriter {
       }
     })
     return this.chain
+  }
+
+  /**
+   * Ends the writer: waits for the batches in flight and hands over the lines still buffered, to
+   * be written by the statement that records the job's end (one statement instead of two). None
+   * when a batch was refused (the attempt is stale).
+   */
+  async take (): Promise<Array<{ at: Date, line: string }>> {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    await this.chain
+    const lines = this.buffer
+    this.buffer = []
+    return this.refused ? [] : lines
   }
 
   /** Stops the timer and drops what is buffered (the attempt is over without a record). */

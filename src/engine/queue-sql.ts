@@ -6,6 +6,7 @@ import type pg from 'pg'
 import { Prisma, type PrismaClient, type Tx } from '../db/client.ts'
 import { notifyEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
+import { LOG_EXCERPT_LINES, LOG_MAX_LINES } from './log-limits.ts'
 
 type Db = PrismaClient | Tx
 
@@ -247,7 +248,12 @@ export interface FinishFields {
   state: 'success' | 'error' | 'cancelled'
   result?: unknown
   error?: { error_type: string, error_message: string } | null
+  /** what was done, replacing the last in-progress description (e.g. "copied 10 GiB in 4.2 s") */
+  description?: string
 }
+
+/** A line of a job's log, still to be written (src/engine/log.ts). */
+export interface PendingLine { at: Date, line: string }
 
 export type FinishedRow = JobKey & { parent_id: string | null, duration_s: number }
 
@@ -256,10 +262,19 @@ export type FinishedRow = JobKey & { parent_id: string | null, duration_s: numbe
  * in one statement for the whole batch. Each row is fenced by its own attempt: a job whose lease
  * was lost meanwhile is left alone and missing from the answer. Rows are locked in id order, so
  * two batches (or a batch and a cancel) cannot lock each other's rows in opposite orders.
+ * The jobs' last log lines ($8-$10: job id, time, text per line) are written by the same statement,
+ * fenced with the finish (src/engine/log.ts keeps the same bounds: LOG_MAX_LINES per job, the last
+ * LOG_EXCERPT_LINES in log_tail); a log follower is woken by the job's change event.
  */
 export const FINISH_SQL = `
     WITH k AS (
-      SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[]) AS k(id, attempt, state, result, error)
+      SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[]) AS k(id, attempt, state, result, error, description)
+    ),
+    lines AS (
+      SELECT * FROM unnest($8::uuid[], $9::timestamptz[], $10::text[]) WITH ORDINALITY AS l(job_id, at, line, n)
+    ),
+    tails AS (
+      SELECT job_id, array_agg(line ORDER BY n) AS lines, count(*)::int AS c FROM lines GROUP BY job_id
     ),
     mine AS (
       SELECT j.id FROM jobs j JOIN k ON j.id = k.id
@@ -271,11 +286,29 @@ export const FINISH_SQL = `
       UPDATE jobs j SET state = k.state, result = k.result::jsonb, error = k.error::jsonb,
         progress = CASE WHEN k.state = 'success' THEN 100 ELSE j.progress END,
         bytes_done = CASE WHEN k.state = 'success' AND j.bytes_total IS NOT NULL THEN j.bytes_total ELSE j.bytes_done END,
+        description = COALESCE(k.description, j.description),
+        log_tail = CASE WHEN t.lines IS NULL THEN j.log_tail
+          ELSE (COALESCE(j.log_tail, '{}') || t.lines)[GREATEST(1, cardinality(COALESCE(j.log_tail, '{}') || t.lines) - ${LOG_EXCERPT_LINES - 1}):] END,
         eta_seconds = NULL, locked_by = NULL, locked_until = NULL,
         finished_at = now(), last_modified = now()
-      FROM mine m JOIN k ON k.id = m.id
+      FROM mine m JOIN k ON k.id = m.id LEFT JOIN tails t ON t.job_id = m.id
       WHERE j.id = m.id AND j.locked_by = $1 AND j.attempts = k.attempt
-      RETURNING j.id, j.owner_id, j.root_id, j.parent_id, (extract(epoch FROM now() - COALESCE(j.started_at, j.created)))::float8 AS duration_s
+      RETURNING j.id, j.owner_id, j.root_id, j.parent_id, j.attempts, (extract(epoch FROM now() - COALESCE(j.started_at, j.created)))::float8 AS duration_s
+    ),
+    logged AS (
+      INSERT INTO job_log (job_id, attempt, at, line)
+      SELECT l.job_id, f.attempts, l.at, l.line FROM lines l JOIN f ON f.id = l.job_id
+      ORDER BY l.n
+      RETURNING 1
+    ),
+    -- the statement sees each log as it was before these lines: keep LOG_MAX_LINES minus them
+    trimmed AS (
+      DELETE FROM job_log d USING (
+        SELECT t.job_id, (SELECT o.id FROM job_log o WHERE o.job_id = t.job_id ORDER BY o.id DESC OFFSET GREATEST(0, ${LOG_MAX_LINES} - t.c) LIMIT 1) AS cut
+        FROM tails t WHERE t.job_id IN (SELECT id FROM f)
+      ) x
+      WHERE d.job_id = x.job_id AND d.id <= x.cut
+      RETURNING 1
     ),
     ${publishCtes('f')},
     woken AS (
@@ -285,23 +318,29 @@ export const FINISH_SQL = `
            (SELECT n FROM notified)::int + (SELECT n FROM woken)::int AS published
     FROM f`
 
-export interface Finish { key: LeaseKey, fields: FinishFields }
+export interface Finish { key: LeaseKey, fields: FinishFields, lines?: PendingLine[] }
 
 export async function finishJobs (db: Sql, workerId: string, batch: Finish[]): Promise<FinishedRow[]> {
   if (batch.length === 0) return []
+  // the last LOG_MAX_LINES lines of each job at most
+  const lines = batch.flatMap(b => (b.lines ?? []).slice(-LOG_MAX_LINES).map(l => ({ id: b.key.id, at: l.at.toISOString(), line: l.line })))
   return query<FinishedRow>(db, FINISH_SQL, [
     workerId,
     batch.map(b => b.key.id),
     batch.map(b => b.key.attempt),
     batch.map(b => b.fields.state),
     batch.map(b => JSON.stringify(b.fields.result ?? null)),
-    batch.map(b => b.fields.error ? JSON.stringify(b.fields.error) : null)
+    batch.map(b => b.fields.error ? JSON.stringify(b.fields.error) : null),
+    batch.map(b => b.fields.description ?? null),
+    lines.map(l => l.id),
+    lines.map(l => l.at),
+    lines.map(l => l.line)
   ], 'clonejobs_finish')
 }
 
 /** finishJobs for one job (inside a caller's transaction, e.g. with the domain change that goes with it). */
-export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: FinishFields): Promise<FinishedRow | undefined> {
-  return (await finishJobs(db, workerId, [{ key, fields: f }]))[0]
+export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: FinishFields, lines?: PendingLine[]): Promise<FinishedRow | undefined> {
+  return (await finishJobs(db, workerId, [{ key, fields: f, lines }]))[0]
 }
 
 /**

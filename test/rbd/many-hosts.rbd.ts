@@ -70,13 +70,13 @@ async function call (host: Host, method: string, url: string, body?: unknown): P
   return await fetch(host.base + url, { method, headers: body === undefined ? auth : json, body: body === undefined ? undefined : JSON.stringify(body) })
 }
 
-async function until<T> (what: string, check: () => Promise<T | undefined | false>, ms = 120_000): Promise<T> {
+async function until<T> (what: string, check: () => Promise<T | undefined | false>, ms = 120_000, everyMs = 100): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
     const v = await check()
     if (v !== undefined && v !== false) return v
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
+    await new Promise(resolve => setTimeout(resolve, everyMs))
   }
 }
 
@@ -172,20 +172,33 @@ t.test('host A killed mid-flatten: B\'s worker takes the job over after the leas
   // B's process is api-only now, so the clone and its flatten can only be claimed by A
   const copy = await cloneOf(bApi, source)
   const aPid = a.svc.child.pid!
-  const flatten = await until('A to be flattening', async () => {
-    const j = await prisma.job.findFirst({ where: { operation: 'drive_flatten', parentId: copy.job } })
-    return j && j.state === 'started' && j.bytesDone > 0n && j.bytesDone < BigInt(size) ? j : undefined
-  })
-  t.match(flatten.lockedBy, new RegExp(`^[^:]+:${aPid}:`), 'A claimed the flatten')
-  t.equal(flatten.attempts, 1)
   const flattenSpec = `${pool}/${copy.uuid}`
   // the rbd command line, NUL-separated: `... flatten <pool>/<image>`
   const flattening = () => processesMentioning(`flatten\0${flattenSpec}\0`)
-  t.ok(flattening().length > 0, 'A runs rbd flatten')
+  // A's rbd flatten is frozen (SIGSTOP) as soon as it shows, then let run in short bursts until A
+  // has recorded some progress: the kill lands mid-flatten however fast this machine flattens
+  // (a quiet one flattened all of it between two looks, and the test saw nothing to cut)
+  const [rbdPid] = await until('A to run rbd flatten', async () => { const p = flattening(); return p.length > 0 ? p : undefined }, 120_000, 5)
+  process.kill(rbdPid, 'SIGSTOP')
+  const flatten = await until('A to be flattening', async () => {
+    const j = await prisma.job.findFirst({ where: { operation: 'drive_flatten', parentId: copy.job } })
+    if (j && j.state === 'started' && j.bytesDone > 0n && j.bytesDone < BigInt(size)) return j
+    process.kill(rbdPid, 'SIGCONT')
+    await new Promise(resolve => setTimeout(resolve, 20))
+    process.kill(rbdPid, 'SIGSTOP')
+    // A's progress writes are a few per second
+    await new Promise(resolve => setTimeout(resolve, 300))
+    return undefined
+  })
+  t.match(flatten.lockedBy, new RegExp(`^[^:]+:${aPid}:`), 'A claimed the flatten')
+  t.equal(flatten.attempts, 1)
+  t.ok(flattening().includes(rbdPid), 'A runs rbd flatten (stopped mid-way)')
 
   a.svc.child.kill('SIGKILL')
   await a.svc.exited
   const killedAt = Date.now()
+  // the parent-death signal (TERM) waits while the process is stopped: let it be delivered
+  try { process.kill(rbdPid, 'SIGCONT') } catch {}
   // the rbd process of the dead service stops with it (parent-death signal): no orphan goes on
   await until('A\'s rbd flatten to stop', async () => flattening().length === 0, 30_000)
   t.pass('no rbd process of A outlives it')
