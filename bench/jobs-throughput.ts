@@ -49,7 +49,37 @@ const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * p))] ?? NaN }
 const f1 = (x: number) => x.toFixed(1)
 
-interface Result { enqueuePerS: number, claimPerS: number, wake: number[], note: string }
+interface Result { enqueuePerS: number, claimPerS: number, wake: number[], note: string, cpu: string }
+
+/** CPU seconds used so far by every `postgres` process of this machine (utime + stime, /proc). */
+function postgresCpuS (): number {
+  const tick = 100 // USER_HZ on Linux
+  let sum = 0
+  for (const pid of fs.readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const close = stat.lastIndexOf(')')
+      if (!stat.slice(stat.indexOf('(') + 1, close).startsWith('postgres')) continue
+      const f = stat.slice(close + 2).split(' ')
+      sum += (Number(f[11]) + Number(f[12])) / tick
+    } catch {}
+  }
+  return sum
+}
+
+/**
+ * Where claim+finish's CPU goes, per 1,000 jobs: this Node process (engine, pg client, listeners)
+ * and PostgreSQL (every backend of the machine, so only meaningful when nothing else runs).
+ */
+function cpuMeter (): () => string {
+  const node0 = process.cpuUsage()
+  const pg0 = postgresCpuS()
+  return () => {
+    const node = process.cpuUsage(node0)
+    const per = 1000 / total
+    return `CPU per 1,000 jobs: node ${((node.user + node.system) / 1e3 * per).toFixed(0)} ms, postgres ${((postgresCpuS() - pg0) * 1000 * per).toFixed(0)} ms`
+  }
+}
 
 type Teardowns = Array<() => Promise<void> | void>
 const scope = (list: Teardowns) => ({ teardown: (fn: () => Promise<void> | void) => { list.push(fn) } })
@@ -98,11 +128,13 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
       bench_wake: { async run () { wakeStarted?.(); return null } }
     }
     t0 = performance.now()
+    const cpu = cpuMeter()
     await startEngine(t, app, handlers, { databaseUrl, concurrency, pollMs: 1000 })
     await ran
     // the finish is written just after run() returns
     while (await app.prisma.job.count({ where: { operation: 'bench_noop', state: { not: 'success' } } }) > 0) await sleep(5)
     const claimMs = performance.now() - t0
+    const cpuLine = cpu()
 
     // idle engine: commit of one job → its handler starts
     const wake: number[] = []
@@ -124,7 +156,7 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
     const hist = [...histogram].sort((a, b) => a[0] - b[0]).map(([n, jobs]) => `${jobs} jobs x ${n}`).join(', ')
     const exact = histogram.size === 1 && notified === rows
     const note = `change events: ${hist} (events NOTIFYed ${notified}, events rows ${rows}) ${exact ? 'exact' : 'NOT EXACT'}; enqueue path: ${bulk ? 'enqueueJobs (bulk)' : `enqueueJob x ${batch} per transaction (no bulk path in src/jobs/enqueue.ts)`}`
-    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note }
+    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note, cpu: cpuLine }
   } finally {
     await unwind(td)
   }
@@ -170,6 +202,7 @@ async function benchGraphile (concurrency: number): Promise<Result> {
     const ran = new Promise<void>(resolve => { allRan = resolve })
     let wakeStarted: (() => void) | undefined
     t0 = performance.now()
+    const cpu = cpuMeter()
     const runner: Runner = await runGraphile({
       connectionString,
       logger,
@@ -187,6 +220,7 @@ async function benchGraphile (concurrency: number): Promise<Result> {
     await ran
     while (Number((await db.query("SELECT count(*) AS n FROM graphile_worker.jobs WHERE task_identifier = 'bench_noop'")).rows[0].n) > 0) await sleep(5)
     const claimMs = performance.now() - t0
+    const cpuLine = cpu()
 
     const wake: number[] = []
     for (let i = 0; i < wakeSamples; i++) {
@@ -196,7 +230,7 @@ async function benchGraphile (concurrency: number): Promise<Result> {
       const committed = performance.now()
       wake.push(await started - committed)
     }
-    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note: `enqueue path: add_jobs, ${batch} jobs a call` }
+    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note: `enqueue path: add_jobs, ${batch} jobs a call`, cpu: cpuLine }
   } finally {
     await unwind(td)
   }
@@ -214,6 +248,7 @@ try {
     const line = (label: string, r: Result) => console.log(`  ${label.padEnd(16)} claim+finish ${r.claimPerS.toFixed(0).padStart(6)} jobs/s   enqueue ${r.enqueuePerS.toFixed(0).padStart(6)} jobs/s   idle wake-up commit→running p50 ${f1(pct(r.wake, 0.5))} ms p95 ${f1(pct(r.wake, 0.95))} ms`)
     line('clonejobs', cj)
     line('graphile-worker', gw)
+    console.log(`  claim+finish ${cj.cpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.cpu.replace('CPU per 1,000 jobs: ', '')}`)
     console.log(`  clonejobs ${cj.note}`)
     ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x, enqueue ${(cj.enqueuePerS / gw.enqueuePerS).toFixed(2)}x (concurrency ${c})`)
   }

@@ -75,6 +75,11 @@ interface PendingFinish extends Finish {
   reject: (err: unknown) => void
 }
 
+/** At most this many claims run at once: while one waits for the database, another can fill the slots that freed. */
+const MAX_CLAIMS_IN_FLIGHT = 2
+/** Free slots from which a claim takes only half of them, leaving the rest to a second claim. */
+const SPLIT_CLAIMS_FROM = 8
+
 /** At most this many jobs are finished by one statement. */
 const FINISH_BATCH = 256
 
@@ -94,12 +99,13 @@ export class JobEngine {
   readonly heldBy = `${this.workerId}:held`
   private readonly held = new Map<string, HeldJob>()
   private timer: NodeJS.Timeout | undefined
+  private immediate: NodeJS.Immediate | undefined
   private heartbeatTimer: NodeJS.Timeout | undefined
   private beating = false
   private stopping = true
-  private polling = false
-  // the claim in flight, if any (stop() waits for it)
-  private pollDone: Promise<void> = Promise.resolve()
+  /** claims in flight (at most MAX_CLAIMS_IN_FLIGHT), and the slots they may fill */
+  private claims = new Set<Promise<void>>()
+  private reserved = 0
   private wakePending = false
   private unlisten: Array<() => void> = []
   /** running jobs whose handler has not returned yet (the ones concurrency counts) */
@@ -240,7 +246,7 @@ export class JobEngine {
   /** Wakes the poller now (new job enqueued, NOTIFY received). */
   wake (): void {
     if (this.stopping) return
-    if (this.polling) this.wakePending = true
+    if (this.claims.size >= MAX_CLAIMS_IN_FLIGHT) this.wakePending = true
     else this.schedule(0)
   }
 
@@ -251,11 +257,12 @@ export class JobEngine {
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
+    clearImmediate(this.immediate)
     // held jobs are finished by their requests, which keep their leases alive until then
     if (this.held.size === 0) this.stopBeating()
     // a claim in flight has already committed its jobs as ours: let it launch them, so they are
     // given back below rather than left started until their lease runs out
-    await this.pollDone
+    await Promise.allSettled([...this.claims])
     const ids = [...this.running.keys()]
     for (const r of this.running.values()) r.controller.abort(new Error('shutting down'))
     // a handler that ignores its signal is not waited for longer than a lease
@@ -286,6 +293,7 @@ export class JobEngine {
     for (const u of this.unlisten) u()
     this.unlisten = []
     clearTimeout(this.timer)
+    clearImmediate(this.immediate)
     this.stopBeating()
     for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
     for (const h of this.held.values()) h.leaseLost()
@@ -312,36 +320,48 @@ export class JobEngine {
 
   private schedule (ms: number): void {
     clearTimeout(this.timer)
-    this.timer = setTimeout(() => { void this.poll() }, ms)
+    this.timer = undefined
+    clearImmediate(this.immediate)
+    this.immediate = undefined
+    // now means this turn of the event loop: a 0 ms timer waits at least 1 ms, a claim's whole time
+    if (ms <= 0) this.immediate = setImmediate(() => { this.immediate = undefined; void this.poll() })
+    else this.timer = setTimeout(() => { void this.poll() }, ms)
   }
 
-  private poll (): Promise<void> {
-    if (this.stopping || this.polling) return Promise.resolve()
-    this.pollDone = this.claimAndLaunch()
-    return this.pollDone
+  private poll (): void {
+    if (this.stopping) return
+    if (this.claims.size >= MAX_CLAIMS_IN_FLIGHT) { this.wakePending = true; return }
+    const free = this.opts.concurrency - this.busy - this.reserved
+    if (free <= 0) return
+    // with a claim in flight already, this one takes what is left; alone, half the free slots when
+    // there are many, so a second claim can run beside it (the database works on both at once;
+    // with few slots, two small claims cost the database more per job than they gain)
+    const size = this.claims.size > 0 || free < SPLIT_CLAIMS_FROM ? free : Math.ceil(free / 2)
+    this.reserved += size
+    const done: Promise<void> = this.claimAndLaunch(size).finally(() => { this.claims.delete(done) })
+    this.claims.add(done)
+    if (this.claims.size < MAX_CLAIMS_IN_FLIGHT && free - size > 0) this.schedule(0)
   }
 
-  private async claimAndLaunch (): Promise<void> {
-    this.polling = true
+  private async claimAndLaunch (size: number): Promise<void> {
     this.wakePending = false
     let claimed: ClaimedRow[] = []
     try {
-      const free = this.opts.concurrency - this.busy
-      if (free > 0) {
-        const sentAt = Date.now()
-        claimed = await claimJobs(this.sql, this.workerId, this.opts.leaseSeconds, free, [...this.running.keys()])
-        // running before anything else, so a cancel NOTIFY from now on finds the job
-        for (const row of claimed) this.launch(row, sentAt)
-        if (claimed.length > 0) await this.announceClaims(claimed).catch(err => this.opts.log.warn({ err }, 'could not publish claimed jobs'))
-      }
+      const sentAt = Date.now()
+      claimed = await claimJobs(this.sql, this.workerId, this.opts.leaseSeconds, size, [...this.running.keys()])
+      this.reserved -= size
+      // running before anything else, so a cancel NOTIFY from now on finds the job
+      for (const row of claimed) this.launch(row, sentAt)
+      if (claimed.length > 0) await this.announceClaims(claimed).catch(err => this.opts.log.warn({ err }, 'could not publish claimed jobs'))
     } catch (err) {
+      this.reserved -= size
       this.opts.log.error({ err }, 'claiming jobs failed')
-    } finally {
-      this.polling = false
     }
     if (!this.stopping) {
-      const more = claimed.length > 0 || this.wakePending
-      this.schedule(more && this.busy < this.opts.concurrency ? 0 : (this.opts.pollMs ?? 1000))
+      // a full claim says more may be waiting; a short one that the queue is drained for now
+      const more = claimed.length >= size || this.wakePending
+      if (more && this.busy + this.reserved < this.opts.concurrency) this.schedule(0)
+      else if (this.claims.size <= 1) this.schedule(this.opts.pollMs ?? 1000)
     }
   }
 
