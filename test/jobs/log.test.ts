@@ -1,6 +1,7 @@
 // Job logs: ctx.log lines stored per job (batched, fenced by attempt, bounded), served as text at
 // /jobs/{uuid}/log/ (followed live with ?follow=1), the last lines in data.log_excerpt, purged
-// with the job; and the time split a real clone and a real upload write there.
+// with the job; lines in the order written; and the time split a real clone and a real upload
+// write there.
 import t from 'tap'
 import http from 'node:http'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
@@ -111,4 +112,17 @@ t.test('?follow=1 streams lines while the job runs and ends when it finishes', a
   await release()
   t.equal(await done, 200, 'the stream ends once the job finished')
   t.match(text, /line 1\n.*line 2\n.*halfway.*\n.*released\n.*succeeded in/s, 'every line, in order, the last included')
+})
+
+t.test('lines come back in the order written across a power of ten of their ids (numeric, not text, order)', async t => {
+  // the next line ids end just below a power of ten (9997, 9998, 9999, 10000, …): "10000" < "9997" as text
+  const [{ last }] = await app.prisma.$queryRaw<Array<{ last: bigint }>>`SELECT COALESCE(max(id), 0) AS last FROM job_log`
+  const next = 10 ** String(Number(last) + 4).length - 4
+  await app.prisma.$queryRaw`SELECT setval(pg_get_serial_sequence('job_log', 'id'), ${next})`
+  const { id } = await enqueue({ lines: 120 })
+  await waitForJob(app, id)
+  const lines = (await api.get(`/api/2.0/jobs/${id}/log/`)).body.trim().split('\n').map(l => l.replace(/^\S+ \[1\] /, ''))
+  t.match(lines[0], /^started after/)
+  t.same(lines.slice(1, 121), Array.from({ length: 120 }, (_, i) => `line ${i + 1}`), 'every line, in order')
+  t.match(lines[121], /^succeeded in/)
 })
