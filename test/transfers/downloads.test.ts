@@ -32,6 +32,7 @@ t.test('round trip: the download is byte-identical, with the documented headers'
   const job = await waitForJob(app, (await lastJob('drive_download')).id)
   t.equal(job.state, 'success')
   t.equal(Number(job.bytesDone), data.length, 'the job counted every byte')
+  t.match(job.description, /^sent 4\.0 MiB in \d+\.\d s$/, 'the finished job says what was done, not "sending …"')
   t.same(job.resources, [`/api/2.0/drives/${uuid}/`])
 })
 
