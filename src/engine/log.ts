@@ -61,7 +61,8 @@ export interface LogLine { id: bigint, attempt: number, at: Date, line: string }
 /** The stored lines of a job after line id `after`, oldest first. */
 export async function readLog (db: Db, jobId: string, after: bigint = 0n, limit = LOG_MAX_LINES): Promise<LogLine[]> {
   const rows = await query<{ id: string, attempt: number, at: Date, line: string }>(db,
-    'SELECT id::text, attempt, at, line FROM job_log WHERE job_id = $1::uuid AND id > $2::bigint ORDER BY id LIMIT $3',
+    // ORDER BY the bigint column: a bare `id` would name the text output column (10 before 9)
+    'SELECT id::text, attempt, at, line FROM job_log WHERE job_id = $1::uuid AND id > $2::bigint ORDER BY job_log.id LIMIT $3',
     [jobId, after.toString(), limit])
   return rows.map(r => ({ id: BigInt(r.id), attempt: r.attempt, at: new Date(r.at), line: r.line }))
 }

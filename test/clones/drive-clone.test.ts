@@ -1,8 +1,11 @@
 // Drive clone end to end (§2.9): the 202 answer, the job linked from both drives, the copy byte
-// for byte and sparse, the body rules, naming strategies, avoid, and the status of every drive.
+// for byte and sparse, the body rules, naming strategies, avoid, and the status of every drive;
+// the running job's data.extra and the finished job's description (issue 15).
 import t from 'tap'
-import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { GiB, MiB, cowStorage, driveStatus, finishedJob, finishedTree, imageOf, readyDrive, sha256, writeRandom } from './helpers.ts'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { lockRow } from '../helpers/db.ts'
+import { appHandlers, startEngine } from '../helpers/jobs.ts'
+import { GiB, MiB, cowStorage, driveStatus, finishedJob, finishedTree, getJob, imageOf, pollingWorker, readyDrive, sha256, writeRandom } from './helpers.ts'
 
 const { app } = await buildTestApp(t)
 const alice = await createUser(app)
@@ -83,6 +86,73 @@ t.test('a 100 GiB drive holding a little data clones without copying its holes a
   for (const at of [0, 50 * GiB, 100 * GiB - MiB, 7 * GiB]) {
     t.equal(await sha256(app, dst.uuid, at, MiB), await sha256(app, src.uuid, at, MiB), `same bytes at ${at}`)
   }
+})
+
+// how the local storage copies (src/storage/local.ts), or rbd's copy-on-write clone
+const COPY_METHOD = /^(\S*cp --sparse=(always|auto) --reflink=auto|node \(zero blocks skipped\)|rbd clone \(copy-on-write\))$/
+
+t.test('a finished clone says what it copied and how long it took, not its last in-progress step', async t => {
+  const src = await readyDrive(api, { name: 'data', size: 64 * MiB })
+  await writeRandom(app, src.uuid, 0, 3 * MiB)
+  await writeRandom(app, src.uuid, 40 * MiB, MiB)
+  const job = await finishedJob(api, (await clone(src.uuid)).json().objects[0].jobs[0].uuid)
+  t.equal(job.state, 'success')
+  if (cowStorage(app)) {
+    t.match(job.data.description, /^cloned 64\.0 MiB copy-on-write in \d+(\.\d)? s; flattening follows$/)
+  } else {
+    const copied = (job.result.bytes_copied / MiB).toFixed(1)
+    t.ok(job.result.bytes_copied >= 4 * MiB, 'the data was copied')
+    t.match(job.data.description, new RegExp(`^copied ${copied.replace('.', '\\.')} MiB \\(of a 64\\.0 MiB drive\\) in \\d+(\\.\\d)? s$`), 'copied N MiB (of a 64.0 MiB drive) in X s')
+  }
+  t.notMatch(job.data.description, / of \d+(\.\d)? MiB$/, 'not the "copied X of Y" of the running copy')
+  t.match(job.data.extra, { method: COPY_METHOD, phase: 'done' }, 'data.extra: the method used, and done')
+})
+
+t.test('an empty drive (nothing allocated) clones, and its job says so', async t => {
+  const src = await readyDrive(api, { name: 'blank', size: 64 * MiB })
+  const job = await finishedJob(api, (await clone(src.uuid)).json().objects[0].jobs[0].uuid)
+  t.equal(job.state, 'success')
+  t.equal(job.data.progress, 100)
+  if (cowStorage(app)) {
+    t.match(job.data.description, /^cloned 64\.0 MiB copy-on-write in \d+(\.\d)? s; flattening follows$/)
+  } else {
+    t.equal(job.result.bytes_copied, 0, 'nothing to copy')
+    t.equal(job.data.bytes_total, 0)
+    t.match(job.data.description, /^cloned an empty 64\.0 MiB drive in \d+(\.\d)? s$/, 'cloned an empty 64.0 MiB drive in X s')
+  }
+  t.notMatch(job.data.description, /copying|of 0 B/, 'not the in-progress "copying an empty drive"')
+  t.match(job.data.extra, { method: COPY_METHOD, phase: 'done' })
+})
+
+t.test('while a clone runs its job shows data.extra: how it copies and which step it is at', async t => {
+  // an app of its own whose workers the test starts: a row lock taken on the destination before
+  // any worker runs holds the clone at its settle step (it writes that row), however fast the copy
+  const own = await buildTestApp(t, { runWorkers: false })
+  const ownApi = client(own.app, await createUser(own.app))
+  const setup = pollingWorker(own.app)
+  const src = await readyDrive(ownApi, { name: 'data', size: 64 * MiB })
+  await writeRandom(own.app, src.uuid, 0, 8 * MiB)
+  await setup.stop()
+  const dst = (await ownApi.post(`/api/2.0/drives/${src.uuid}/action/?do=clone`, {})).json().objects[0]
+  const jobId = dst.jobs[0].uuid
+  const lock = await lockRow(own.databaseUrl, 'drives', dst.uuid)
+  t.teardown(lock.release)
+  await startEngine(t, own.app, appHandlers(own.app), { databaseUrl: own.databaseUrl, pollMs: 50 })
+  const running = await eventually(async () => {
+    const j = await getJob(ownApi, jobId)
+    if (j.state !== 'started' && j.state !== 'queued') throw new Error(`the job is ${j.state}`)
+    return j.data.extra?.phase === 'settle' ? j : undefined
+  }, { timeoutMs: 20_000, intervalMs: 20 }).catch(async (err: unknown) => { await lock.release(); throw err })
+  t.equal(running.state, 'started', 'the job is running')
+  t.match(running.data.extra, { method: COPY_METHOD, phase: 'settle' }, 'data.extra names the copy method and the step')
+  if (!cowStorage(own.app)) t.match(running.data.description, /^copied 8\.0 MiB of 8\.0 MiB$/, 'the description is the running copy\'s')
+  // read from the row: a drive GET would wait on the lock too (it stores the measured allocated size)
+  t.equal((await own.app.prisma.drive.findUniqueOrThrow({ where: { id: dst.uuid } })).status, 'cloning_dst', 'the destination is still being cloned')
+  await lock.release()
+  const done = await finishedJob(ownApi, jobId)
+  t.equal(done.state, 'success')
+  t.same(done.data.extra, { method: running.data.extra.method, phase: 'done' }, 'once done: the same method, phase done')
+  t.notMatch(done.data.description, / of 8\.0 MiB$/, 'the finished description replaced the running one')
 })
 
 t.test('the body: size below the source is 400 at size, a bigger size extends the copy, given fields win', async t => {

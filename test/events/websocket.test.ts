@@ -1,17 +1,18 @@
 // The CloudSigma websocket: async_auth cookie or Basic auth, {resource_type, resource_uri, object}
-// frames, isolation between accounts, every path.
+// frames, isolation between accounts, every path, one frame per change.
 import t from 'tap'
 import WebSocket from 'ws'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { startEngine } from '../helpers/jobs.ts'
 
-const { app } = await buildTestApp(t, { runWorkers: false })
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 await app.listen({ host: '127.0.0.1', port: 0 })
 const port = (app.server.address() as { port: number }).port
 const alice = await createUser(app)
 const bob = await createUser(app)
 
-function connect (path: string, headers: Record<string, string>): Promise<{ ws: WebSocket, frames: any[], next: (pred: (f: any) => boolean) => Promise<any> }> {
+function connect (path: string, headers: Record<string, string>): Promise<{ ws: WebSocket, frames: any[], next: (pred: (f: any) => boolean, timeoutMs?: number) => Promise<any> }> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { headers })
     const frames: any[] = []
@@ -20,8 +21,8 @@ function connect (path: string, headers: Record<string, string>): Promise<{ ws: 
     ws.on('open', () => resolve({
       ws,
       frames,
-      next: (pred) => new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no frame')), 5000)
+      next: (pred, timeoutMs = 5000) => new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no frame')), timeoutMs)
         const check = () => { const f = frames.find(pred); if (f) { clearTimeout(timer); resolve(f) } else waiters.push(check) }
         check()
       })
@@ -73,4 +74,54 @@ t.test('each account hears only its own objects', async t => {
   await new Promise(resolve => setTimeout(resolve, 200))
   t.notOk(a.frames.some(f => f.resource_uri.includes(jb.id)))
   t.notOk(b.frames.some(f => f.resource_uri.includes(ja.id)))
+})
+
+t.test('one frame per change: each frame names its change, a job\'s success arrives once', async t => {
+  await startEngine(t, app, {
+    server_stop: {
+      async run (ctx) {
+        for (let i = 1; i <= 4; i++) { ctx.progress({ bytesDone: i, bytesTotal: 4, description: `step ${i}` }); await new Promise(resolve => setTimeout(resolve, 30)) }
+        ctx.progress({ description: 'stopped it in 0.1 s' })
+        return { ok: true }
+      }
+    }
+  }, { databaseUrl, pollMs: 100 })
+  const s = await connect('/websocket', { authorization: alice.authorization })
+  t.teardown(() => s.ws.close())
+  const ids = []
+  for (let i = 0; i < 3; i++) ids.push((await app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'server_stop' }))).id)
+  for (const id of ids) await s.next(f => f.resource_uri === `/api/2.0/jobs/${id}/` && f.object?.state === 'success', 15_000)
+  // frames that would repeat the success come right behind it
+  await new Promise(resolve => setTimeout(resolve, 500))
+  t.ok(s.frames.every(f => ['added', 'changed', 'removed'].includes(f.change)), 'every frame names its change')
+  for (const id of ids) {
+    const frames = s.frames.filter(f => f.resource_uri === `/api/2.0/jobs/${id}/`)
+    t.equal(frames[0].change, 'added', 'the first frame of a new job says added')
+    t.ok(frames.slice(1).every(f => f.change === 'changed'), 'the later ones say changed')
+    t.equal(frames.filter(f => f.object.state === 'success').length, 1, 'the success frame arrives once')
+    const shown = frames.map(f => JSON.stringify(f.object))
+    t.equal(new Set(shown).size, shown.length, 'no frame repeats the previous state')
+    t.equal(frames.at(-1).object.data.description, 'stopped it in 0.1 s', 'the last frame is the finished job, saying what was done')
+  }
+})
+
+t.test('a server created, edited and deleted: added, changed, then removed without an object', async t => {
+  const s = await connect('/websocket', { authorization: alice.authorization })
+  t.teardown(() => s.ws.close())
+  const api = client(app, alice)
+  const created = await api.post('/api/2.0/servers/', { name: 'web', cpu: 1000, mem: 512 * 1024 * 1024, vnc_password: 'secret' })
+  t.equal(created.statusCode, 201)
+  const uuid = created.json().objects[0].uuid
+  const uri = `/api/2.0/servers/${uuid}/`
+  await s.next(f => f.resource_uri === uri && f.change === 'added')
+  t.equal((await api.put(uri, { name: 'web2', cpu: 1000, mem: 512 * 1024 * 1024, vnc_password: 'secret' })).statusCode, 200)
+  await s.next(f => f.resource_uri === uri && f.object?.name === 'web2')
+  t.equal((await api.delete(uri)).statusCode, 204)
+  const removed = await s.next(f => f.resource_uri === uri && f.change === 'removed')
+  t.same(Object.keys(removed).sort(), ['change', 'resource_type', 'resource_uri'], 'a removed frame carries no object')
+  t.equal(removed.resource_type, 'servers')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  const frames = s.frames.filter(f => f.resource_uri === uri)
+  t.same(frames.map(f => f.change), ['added', 'changed', 'removed'], 'one frame per change, each naming it')
+  t.equal(frames[0].object.name, 'web')
 })

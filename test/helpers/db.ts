@@ -26,3 +26,27 @@ export async function createTestDatabase (t: Teardown): Promise<string> {
   })
   return databaseUrl(state, name)
 }
+
+/**
+ * Holds `SELECT … FOR NO KEY UPDATE` on one row from a connection of its own, so a job that
+ * updates that row waits there (a deterministic pause at a known step) until `release` commits.
+ * Rows that merely reference it (foreign keys take KEY SHARE) can still be written meanwhile.
+ */
+export async function lockRow (databaseUrl: string, table: 'drives' | 'jobs' | 'servers', id: string): Promise<{ release: () => Promise<void> }> {
+  const c = new pg.Client({ connectionString: databaseUrl })
+  await c.connect()
+  await c.query('BEGIN')
+  const locked = await c.query(`SELECT id FROM ${table} WHERE id = $1::uuid FOR NO KEY UPDATE`, [id])
+  if (locked.rowCount !== 1) {
+    await c.end()
+    throw new Error(`no ${table} row ${id} to lock`)
+  }
+  let released = false
+  return {
+    release: async () => {
+      if (released) return
+      released = true
+      try { await c.query('COMMIT') } finally { await c.end() }
+    }
+  }
+}

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Job } from '../../src/db/generated/client.ts'
 import { JobEngine, type EngineOptions } from '../../src/engine/engine.ts'
 import { PgListener } from '../../src/engine/listener.ts'
-import { FINISHED_STATES, type JobHandler, type JobState } from '../../src/engine/types.ts'
+import { FINISHED_STATES, OPERATIONS, type JobHandler, type JobState } from '../../src/engine/types.ts'
 
 interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
 
@@ -64,4 +64,14 @@ export function abortableSleep (ms: number, signal: AbortSignal): Promise<void> 
     const onAbort = () => { clearTimeout(timer); reject(signal.reason) }
     signal.addEventListener('abort', onAbort, { once: true })
   })
+}
+
+/** The app's own handlers (every operation it registered), for a worker engine the test starts. */
+export function appHandlers (app: FastifyInstance): Record<string, JobHandler> {
+  const out: Record<string, JobHandler> = {}
+  for (const op of OPERATIONS) {
+    const h = app.jobs.handler(op)
+    if (h) out[op] = h
+  }
+  return out
 }

@@ -1,14 +1,17 @@
 // Job logs: ctx.log lines stored per job (batched, fenced by attempt, bounded), served as text at
 // /jobs/{uuid}/log/ (followed live with ?follow=1), the last lines in data.log_excerpt, purged
-// with the job; and the time split a real clone and a real upload write there.
+// with the job; lines in the order written; and the time split a real clone and a real upload
+// write there.
 import t from 'tap'
 import http from 'node:http'
+import { createHash } from 'node:crypto'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { appendLog, LOG_EXCERPT_LINES, LOG_MAX_LINES } from '../../src/engine/log.ts'
 import { purgeOnce } from '../../src/engine/purge.ts'
 import type { JobHandler } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { sleep, startEngine, waitForJob } from '../helpers/jobs.ts'
+import { appHandlers, sleep, startEngine, waitForJob } from '../helpers/jobs.ts'
+import { MiB, cowStorage, finishedTree, readyDrive, writeRandom } from '../clones/helpers.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 await app.listen({ host: '127.0.0.1', port: 0 })
@@ -31,7 +34,8 @@ const handler: JobHandler = {
     return { ok: true }
   }
 }
-await startEngine(t, app, { server_start: handler }, { databaseUrl, pollMs: 100 })
+// the app's own handlers run the real clones and uploads; server_start is the test's
+await startEngine(t, app, { ...appHandlers(app), server_start: handler }, { databaseUrl, pollMs: 100 })
 
 const enqueue = (params: Record<string, unknown>) => app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'server_start', params }))
 
@@ -111,4 +115,83 @@ t.test('?follow=1 streams lines while the job runs and ends when it finishes', a
   await release()
   t.equal(await done, 200, 'the stream ends once the job finished')
   t.match(text, /line 1\n.*line 2\n.*halfway.*\n.*released\n.*succeeded in/s, 'every line, in order, the last included')
+})
+
+t.test('lines come back in the order written across a power of ten of their ids (numeric, not text, order)', async t => {
+  // the next line ids end just below a power of ten (9997, 9998, 9999, 10000, …): "10000" < "9997" as text
+  const [{ last }] = await app.prisma.$queryRaw<Array<{ last: bigint }>>`SELECT COALESCE(max(id), 0) AS last FROM job_log`
+  const next = 10 ** String(Number(last) + 4).length - 4
+  await app.prisma.$queryRaw`SELECT setval(pg_get_serial_sequence('job_log', 'id'), ${next})`
+  const { id } = await enqueue({ lines: 120 })
+  await waitForJob(app, id)
+  const lines = (await api.get(`/api/2.0/jobs/${id}/log/`)).body.trim().split('\n').map(l => l.replace(/^\S+ \[1\] /, ''))
+  t.match(lines[0], /^started after/)
+  t.same(lines.slice(1, 121), Array.from({ length: 120 }, (_, i) => `line ${i + 1}`), 'every line, in order')
+  t.match(lines[121], /^succeeded in/)
+})
+
+/** The handler and engine lines of a job's log, without time and attempt. */
+const logOf = async (id: string) => (await api.get(`/api/2.0/jobs/${id}/log/`)).body.trim().split('\n').map(l => l.replace(/^\S+Z \[1\] /, ''))
+const num = (line: string, name: string) => Number(new RegExp(`${name} (\\d+) ms`).exec(line)?.[1])
+
+t.test('a real clone logs what it copied, how, and its time split: queue wait, copy, fsync, hash, settle', async t => {
+  const src = await readyDrive(api, { name: 'data', size: 64 * MiB })
+  await writeRandom(app, src.uuid, 0, 4 * MiB)
+  const dst = (await api.post(`/api/2.0/drives/${src.uuid}/action/?do=clone`, {})).json().objects[0]
+  const job = await finishedTree(api, dst.jobs[0].uuid)
+  t.equal(job.state, 'success')
+  const lines = await logOf(job.uuid)
+  const queued = /^started after (\d+) ms in the queue$/.exec(lines[0])
+  t.ok(queued, 'the engine says how long the job queued')
+  t.equal(lines[1], `cloning drive ${src.uuid} onto drive ${dst.uuid} (64.0 MiB)${cowStorage(app) ? ' as a copy-on-write clone' : ''}`)
+  if (cowStorage(app)) {
+    t.match(lines[2], /^cloned with rbd clone \(copy-on-write\): copy \d+ ms, fsync 0 ms, rename 0 ms$/)
+  } else {
+    t.match(lines[2], /^copied 4\.0 MiB of data with (\S*cp --sparse=(always|auto) --reflink=auto|node \(zero blocks skipped\)): copy \d+ ms, fsync \d+ ms, rename \d+ ms$/, 'what, how, and how long each step took')
+  }
+  const split = lines[3]
+  t.match(split, /^time split: queue wait \d+ ms, copy \d+ ms, fsync \d+ ms, hash 0 ms \(clones are not hashed\), settle \d+ ms$/, 'the time split')
+  t.equal(num(split, 'queue wait'), Number(queued![1]), 'the queue wait is the one the engine measured')
+  t.equal(num(split, 'copy'), num(lines[2], 'copy'), 'the copy time is the storage\'s')
+  t.equal(num(split, 'fsync'), num(lines[2], 'fsync'))
+  const took = Number(/^succeeded in ([\d.]+) s$/.exec(lines[4])?.[1]) * 1000
+  const parts = num(split, 'copy') + num(split, 'fsync') + num(split, 'settle')
+  t.ok(parts <= took + 3, `copy + fsync + settle (${parts} ms) fit in the run (${took} ms)`)
+  t.equal(lines.length, 5, 'nothing else')
+})
+
+t.test('a real upload logs its time split: receive (with hash), fsync, settle; a chunked one: queue wait, hash, settle', async t => {
+  const image = Buffer.alloc(3 * MiB + 5, 7)
+  const t0 = Date.now()
+  const raw = await app.inject({ method: 'POST', url: '/api/2.0/drives/upload/', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: image })
+  const wall = Date.now() - t0
+  t.equal(raw.statusCode, 201)
+  const uploaded = (await api.get(`/api/2.0/drives/${raw.body}/`)).json()
+  const lines = await logOf(uploaded.jobs[0].uuid)
+  t.same(lines.slice(0, 2), [
+    `receiving a raw image of 3.0 MiB into drive ${raw.body} (sha256 computed as it arrives)`,
+    `stored 3.0 MiB, sha256 ${createHash('sha256').update(image).digest('hex')}`
+  ])
+  t.match(lines[2], /^time split: receive \d+ ms \(of which hash \d+ ms\), fsync \d+ ms, settle \d+ ms$/, 'the time split, last')
+  t.ok(num(lines[2], 'hash') <= num(lines[2], 'receive'), 'hashing is part of receiving')
+  const parts = num(lines[2], 'receive') + num(lines[2], 'fsync') + num(lines[2], 'settle')
+  t.ok(parts <= wall + 3, `receive + fsync + settle (${parts} ms) fit in the request (${wall} ms)`)
+  t.equal(lines.length, 3)
+
+  const size = 2 * MiB + 5
+  const init = (await api.post('/api/2.0/initupload/', { name: 'chunked', size, media: 'disk' })).json().objects[0]
+  for (const n of [0, 1]) {
+    const link = (await api.post(`/api/2.0/drives/${init.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: MiB })).json().link
+    const put = await app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream' }, payload: image.subarray(n * MiB, n === 0 ? MiB : size) })
+    t.equal(put.statusCode, 200)
+  }
+  t.equal((await waitForJob(app, init.jobs[0].uuid)).state, 'success')
+  const chunked = await logOf(init.jobs[0].uuid)
+  const queued = /^started after (\d+) ms in the queue$/.exec(chunked[0])
+  t.ok(queued)
+  t.equal(chunked[1], 'all 2 chunks received; hashing the image')
+  const sha = createHash('sha256').update(image.subarray(0, size)).digest('hex')
+  t.match(chunked[2], new RegExp(`^sha256 ${sha} of ${size} bytes; time split: queue wait \\d+ ms, hash \\d+ ms, fsync with each chunk, settle \\d+ ms$`))
+  t.equal(num(chunked[2], 'queue wait'), Number(queued![1]))
+  t.match(chunked[3], /^succeeded in [\d.]+ s$/)
 })

@@ -1,12 +1,14 @@
 // Chunked, resumable upload (§5.2): initupload, upload_chunk links, chunks in any order and in
 // parallel, 416 for a stored chunk, wrong sizes refused, resume after an interruption, expiry,
-// another account's drive, and an abandoned upload removed at its deadline.
+// another account's drive, an abandoned upload removed at its deadline, and the job's data.extra
+// while it verifies and its description once done.
 import t from 'tap'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { lockRow } from '../helpers/db.ts'
 import { waitForJob } from '../helpers/jobs.ts'
 import { MiB, randomImage, sha256 } from './helpers.ts'
 
-const { app } = await buildTestApp(t)
+const { app, databaseUrl } = await buildTestApp(t)
 const alice = await createUser(app)
 const bob = await createUser(app)
 const api = client(app, alice)
@@ -65,6 +67,30 @@ t.test('chunks in any order and in parallel; 416 for a stored chunk; the drive e
   const dl = await api.get(`/api/2.0/drives/${d.uuid}/download/`)
   t.ok(dl.rawPayload.equals(data), 'the download is identical to the file')
   t.equal((await linkFor(d.uuid, 0)).statusCode, 400, 'no links once the drive is no longer uploading')
+})
+
+t.test('while the image is verified the job shows data.extra {phase: hash}; once done it says what it received', async t => {
+  const data = randomImage(2 * MiB + 5)
+  const d = await init(data.length)
+  const jobId = d.jobs[0].uuid
+  t.equal((await put((await linkFor(d.uuid, 0)).json().link, part(data, 0, 2))).statusCode, 200)
+  const last = (await linkFor(d.uuid, 1)).json().link
+  // the upload ends by writing the drive row: a lock on it holds the job after its hash, however fast
+  const lock = await lockRow(databaseUrl, 'drives', d.uuid)
+  t.teardown(lock.release)
+  t.equal((await put(last, part(data, 1, 2))).statusCode, 200)
+  const running = await eventually(async () => {
+    const j = (await api.get(`/api/2.0/jobs/${jobId}/`)).json()
+    if (j.state !== 'started') throw new Error(`the job is ${j.state}`)
+    return j.data.extra?.phase === 'hash' ? j : undefined
+  }, { timeoutMs: 20_000, intervalMs: 20 }).catch(async (err: unknown) => { await lock.release(); throw err })
+  t.same(running.data.extra, { phase: 'hash' }, 'data.extra names the step')
+  t.equal(running.data.description, 'all chunks received; computing the SHA-256 of the image')
+  await lock.release()
+  t.equal((await waitForJob(app, jobId)).state, 'success')
+  const done = (await api.get(`/api/2.0/jobs/${jobId}/`)).json()
+  t.same(done.data.extra, { phase: 'done' })
+  t.match(done.data.description, /^received 2\.0 MiB in 2 chunks; hashed in \d+\.\d s$/, 'what was done, not the last step')
 })
 
 t.test('a chunk uploaded twice through the same link is 416 the second time', async t => {

@@ -1,6 +1,6 @@
 // Downloads: the round trip (upload, download, identical bytes), Range (206, 416), headers, the
 // drive_download job, states that cannot be downloaded, one-time links (once, 410, expiry →
-// cancelled), a client that goes away, and another account's drive.
+// cancelled, saying it expired unused), a client that goes away, and another account's drive.
 import t from 'tap'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { waitForJob } from '../helpers/jobs.ts'
@@ -32,6 +32,7 @@ t.test('round trip: the download is byte-identical, with the documented headers'
   const job = await waitForJob(app, (await lastJob('drive_download')).id)
   t.equal(job.state, 'success')
   t.equal(Number(job.bytesDone), data.length, 'the job counted every byte')
+  t.match(job.description, /^sent 4\.0 MiB in \d+\.\d s$/, 'the finished job says what was done, not "sending …"')
   t.same(job.resources, [`/api/2.0/drives/${uuid}/`])
 })
 
@@ -92,6 +93,27 @@ t.test('a link not started in time: its job is cancelled and the link answers 41
   const done = await waitForJob(app, job.uuid)
   t.equal(done.state, 'cancelled')
   t.equal((await app.inject({ method: 'GET', url })).statusCode, 410)
+})
+
+t.test('an unused one-time link expires after DOWNLOAD_LINK_TTL: its job ends cancelled saying it expired unused', async t => {
+  // its own app with a 1 s link lifetime, so the expiry is the real one (the deadline is the job's run_at)
+  const short = (await buildTestApp(t, { config: { downloadLinkTtlSeconds: 1 } })).app
+  const carol = await createUser(short)
+  const carolApi = client(short, carol)
+  const put = await short.inject({ method: 'PUT', url: '/api/2.0/drives/upload/small.raw', headers: { authorization: carol.authorization, 'content-type': 'application/octet-stream' }, payload: randomImage(MiB) })
+  t.equal(put.statusCode, 201)
+  const asked = Date.now()
+  const { job, url } = (await carolApi.post(`/api/2.0/drives/${put.body}/action/?do=download`, {})).json()
+  t.equal((await carolApi.get(`/api/2.0/jobs/${job.uuid}/`)).json().data.description, 'waiting for the download to start')
+  const done = await waitForJob(short, job.uuid)
+  t.ok(Date.now() - asked >= 1000, 'not before the link expired')
+  t.equal(done.state, 'cancelled')
+  const shown = (await carolApi.get(`/api/2.0/jobs/${job.uuid}/`)).json()
+  t.equal(shown.data.description, 'the one-time download link expired unused', 'the finished job says what happened')
+  t.same(shown.error, { error_type: 'cancelled', error_message: 'the one-time download link expired unused' }, 'so does its error')
+  t.match((await carolApi.get(`/api/2.0/jobs/${job.uuid}/log/`)).body, /not used before it expired/, 'and its log')
+  t.equal((await short.inject({ method: 'GET', url })).statusCode, 410, 'the link is gone')
+  t.equal((await carolApi.get(`/api/2.0/drives/${put.body}/`)).json().status, 'unmounted', 'the drive is free again')
 })
 
 t.test('a client that goes away midway fails the download job', async t => {

@@ -40,6 +40,7 @@ t.test('POST streams the body into a new drive and answers its uuid as text', as
   t.equal(job.operation, 'drive_upload')
   t.equal(job.state, 'success')
   t.equal(job.data.progress, 100)
+  t.match(job.data.description, /^received 3\.0 MiB in \d+\.\d s$/, 'the finished job says what was done, not "receiving …"')
   const row = await app.prisma.job.findUniqueOrThrow({ where: { id: drive.jobs[0].uuid } })
   t.same(row.result, { sha256: sha256(data), bytes: data.length }, 'the job result records the sha256 of what was received')
   const parts: Buffer[] = []
