@@ -120,6 +120,7 @@ interface CopyJob {
   dstId: string
   progress: Progress
   signal: AbortSignal | undefined
+  onMethod: ((method: string) => void) | undefined
 }
 
 class LocalDriveWriter implements DriveWriter {
@@ -448,7 +449,7 @@ export class LocalDriveStorage implements DriveStorage {
       await rmForce(partial)
       await this.removePartials(dstId, attempt ?? 0)
       const progress = new Progress(total, options.onProgress, this.progressIntervalMs)
-      const job: CopyJob = { srcId, src, partial, srcSize, dstId, progress, signal }
+      const job: CopyJob = { srcId, src, partial, srcSize, dstId, progress, signal, onMethod: options.onMethod }
       try {
         progress.report(0, true)
         const t0 = performance.now()
@@ -511,16 +512,20 @@ export class LocalDriveStorage implements DriveStorage {
   private async copyData (job: CopyJob): Promise<string> {
     const node = 'node (zero blocks skipped)'
     if (this.copyMethod === 'node' || (this.copyMethod === 'auto' && this.cpUnusable)) {
+      job.onMethod?.(node)
       await this.nodeCopy(job)
       return node
     }
+    const cp = `${this.cpCommand} --sparse=${this.cpSparse} --reflink=auto`
+    job.onMethod?.(cp)
     const result = await this.cpCopy(job)
-    if (result === 'ok') return `${this.cpCommand} --sparse=${this.cpSparse} --reflink=auto`
+    if (result === 'ok') return cp
     if (this.copyMethod === 'cp') {
       throw new StorageError('IO', `copy to ${job.dstId}: ${this.cpCommand} is not usable (${result.reason})`)
     }
     this.cpUnusable = true
     await rmForce(job.partial)
+    job.onMethod?.(node)
     await this.nodeCopy(job)
     return node
   }

@@ -647,6 +647,7 @@ export class RbdDriveStorage implements DriveStorage {
     this.copying.add(dstId)
     const partial = `${dstId}.partial`
     try {
+      options.onMethod?.('rbd clone + flatten')
       const total = (await this.stat(srcId)).allocated
       // a partial image from an earlier attempt (crash, kill -9) is simply discarded
       await this.removeImage(partial)

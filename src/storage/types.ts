@@ -112,6 +112,8 @@ export interface CopyOptions {
   fenced?: (commit: () => Promise<void>) => Promise<void>
   /** Called once a copy succeeded: how it was made and where the time went (for the job log). */
   onStats?: (stats: CopyStats) => void
+  /** Called when the copy starts (again when it falls back to another method): how it copies. */
+  onMethod?: (method: string) => void
 }
 
 /** How a copy was made and how long its steps took (milliseconds). */

@@ -195,7 +195,16 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     await w.close()
     await s.create(dst, MiB) // an existing dst is replaced
     const seen: Array<[number, number]> = []
-    await s.copy(src, dst, { size: 40 * MiB, onProgress: (d, all) => { seen.push([d, all]) } })
+    const methods: Array<{ method: string, beforeDone: boolean }> = []
+    let stats: { method: string } | undefined
+    await s.copy(src, dst, {
+      size: 40 * MiB,
+      onProgress: (d, all) => { seen.push([d, all]) },
+      onMethod: (method) => { methods.push({ method, beforeDone: stats === undefined }) },
+      onStats: (st) => { stats = st }
+    })
+    t.ok(methods.length >= 1 && methods.every(m => m.beforeDone), 'the method is told while the copy runs (job data.extra)')
+    t.equal(methods.at(-1)?.method, stats?.method, 'and it is the method the copy used')
     t.equal((await s.stat(dst)).size, 40 * MiB, 'extended')
     const want = Buffer.concat([await readAll(s, src), Buffer.alloc(40 * MiB - size)])
     t.ok((await readAll(s, dst)).equals(want), 'byte-identical, extension reads zeros')

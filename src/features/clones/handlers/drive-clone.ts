@@ -124,7 +124,8 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
               total = all
               ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) })
             },
-            onStats: (s) => { stats = s }
+            onStats: (s) => { stats = s },
+            onMethod: (method) => ctx.progress({ extra: { method, phase: 'copy' } })
           })
         }
       } catch (err) {
