@@ -69,16 +69,31 @@ t.test('chunks in any order and in parallel; 416 for a stored chunk; the drive e
   t.equal((await linkFor(d.uuid, 0)).statusCode, 400, 'no links once the drive is no longer uploading')
 })
 
+t.test('chunks received in order are hashed as they arrive: the job takes their sha256 without reading the image again', async t => {
+  const data = randomImage(3 * MiB + 7)
+  const d = await init(data.length)
+  const jobId = d.jobs[0].uuid
+  for (let n = 0; n < 3; n++) t.equal((await put((await linkFor(d.uuid, n)).json().link, part(data, n, 3))).statusCode, 200)
+  const job = await waitForJob(app, jobId)
+  t.equal(job.state, 'success')
+  t.same(job.result, { sha256: sha256(data), bytes: data.length }, 'the sha256 of the assembled image')
+  t.equal((job.params as { sha256?: string }).sha256, sha256(data), 'computed by the request that recorded the last chunk')
+  const log = (await api.get(`/api/2.0/jobs/${jobId}/log/`)).body
+  t.match(log, /all 3 chunks received; their sha256 was computed as they arrived, in order/, 'the job says so')
+  t.notMatch(log, /hashing the image/, 'and did not read the image to hash it')
+})
+
 t.test('while the image is verified the job shows data.extra {phase: hash}; once done it says what it received', async t => {
   const data = randomImage(2 * MiB + 5)
   const d = await init(data.length)
   const jobId = d.jobs[0].uuid
-  t.equal((await put((await linkFor(d.uuid, 0)).json().link, part(data, 0, 2))).statusCode, 200)
-  const last = (await linkFor(d.uuid, 1)).json().link
+  // out of order (the last chunk first): no running hash, so the job reads the image to hash it
+  t.equal((await put((await linkFor(d.uuid, 1)).json().link, part(data, 1, 2))).statusCode, 200)
+  const last = (await linkFor(d.uuid, 0)).json().link
   // the upload ends by writing the drive row: a lock on it holds the job after its hash, however fast
   const lock = await lockRow(databaseUrl, 'drives', d.uuid)
   t.teardown(lock.release)
-  t.equal((await put(last, part(data, 1, 2))).statusCode, 200)
+  t.equal((await put(last, part(data, 0, 2))).statusCode, 200)
   const running = await eventually(async () => {
     const j = (await api.get(`/api/2.0/jobs/${jobId}/`)).json()
     if (j.state !== 'started') throw new Error(`the job is ${j.state}`)
@@ -91,6 +106,7 @@ t.test('while the image is verified the job shows data.extra {phase: hash}; once
   const done = (await api.get(`/api/2.0/jobs/${jobId}/`)).json()
   t.same(done.data.extra, { phase: 'done' })
   t.match(done.data.description, /^received 2\.0 MiB in 2 chunks; hashed in \d+\.\d s$/, 'what was done, not the last step')
+  t.same((await waitForJob(app, jobId)).result, { sha256: sha256(data), bytes: data.length }, 'the sha256 read back from the image')
 })
 
 t.test('a chunk uploaded twice through the same link is 416 the second time', async t => {

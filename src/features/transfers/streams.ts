@@ -1,6 +1,6 @@
 // Stream utilities of the transfers: a byte meter with a limit, a write stream that grows the
 // drive as bytes arrive, and hashing a stored image.
-import { createHash } from 'node:crypto'
+import { createHash, type Hash } from 'node:crypto'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { DriveStorage, DriveWriter } from '../../storage/index.ts'
@@ -20,10 +20,12 @@ export class Meter extends Transform {
   /** performance.now() when the first byte arrived and when the input ended */
   startedAt: number | undefined
   endedAt: number | undefined
-  private readonly hash = createHash('sha256')
+  private readonly hash: Hash
 
-  constructor (private readonly limit: number, private readonly hashing: boolean, private readonly onBytes?: (n: number) => void) {
+  /** `hashing`: into a new sha256, or into the given hash (e.g. the running hash of an upload's chunks). */
+  constructor (private readonly limit: number, private readonly hashing: boolean | Hash, private readonly onBytes?: (n: number) => void) {
     super({ highWaterMark: MiB })
+    this.hash = typeof hashing === 'object' ? hashing : createHash('sha256')
   }
 
   override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -33,7 +35,7 @@ export class Meter extends Transform {
     }
     this.bytes += chunk.length
     this.startedAt ??= performance.now()
-    if (this.hashing) {
+    if (this.hashing !== false) {
       const t = performance.now()
       this.hash.update(chunk)
       this.hashMs += performance.now() - t

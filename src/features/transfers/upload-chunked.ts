@@ -1,5 +1,5 @@
 // Chunked, resumable upload (§5.2): state in upload_chunks rows, a job parked until the last chunk.
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID, type Hash } from 'node:crypto'
 import { type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Tx } from '../../db/client.ts'
@@ -105,7 +105,44 @@ function chunkStored (n: number): DomainError {
  * (made by the uploads plugin), never module-level: two apps in one process share nothing; another
  * app or process sharing the database is stopped by the upload_chunks row instead.
  */
-export type ChunksInFlight = Map<string, Promise<void>>
+export class ChunksInFlight extends Map<string, Promise<void>> {
+  /** the running sha256 of each upload whose chunks this app received in order (see InOrderHash) */
+  readonly hashes = new Map<string, { next: number, hash: Hash }>()
+}
+
+/** Uploads whose running hash is kept at most (the oldest is dropped: its job reads the image). */
+const RUNNING_HASHES_MAX = 256
+
+/**
+ * The sha256 of an upload computed as its chunks arrive: while this app receives chunk 0, 1, 2...
+ * in order, each is hashed on its way to the disk, and the request that records the last one
+ * knows the image's digest, so the job need not read the whole image again to hash it. Any gap
+ * (a chunk out of order, one received by another process, a failed chunk) drops back to that read.
+ */
+export class InOrderHash {
+  /** the hash to feed this chunk's bytes into, or undefined when it is not the next in order */
+  readonly hash: Hash | undefined
+
+  constructor (private readonly inFlight: ChunksInFlight, private readonly driveId: string, private readonly n: number, private readonly total: number) {
+    const running = inFlight.hashes.get(driveId) ?? (n === 0 ? { next: 0, hash: createHash('sha256') } : undefined)
+    // a copy: the running state moves on only once this chunk is stored and recorded
+    this.hash = running !== undefined && running.next === n ? running.hash.copy() : undefined
+  }
+
+  /** The image's sha256 when this chunk completes an in-order run of all of them. */
+  digestIfLast (): string | undefined {
+    return this.hash !== undefined && this.n + 1 === this.total ? this.hash.copy().digest('hex') : undefined
+  }
+
+  /** This chunk was recorded: the running hash moves past it. */
+  recorded (): void {
+    if (this.hash === undefined) return
+    this.inFlight.hashes.delete(this.driveId)
+    if (this.n + 1 >= this.total) return
+    this.inFlight.hashes.set(this.driveId, { next: this.n + 1, hash: this.hash })
+    if (this.inFlight.hashes.size > RUNNING_HASHES_MAX) this.inFlight.hashes.delete(this.inFlight.hashes.keys().next().value!)
+  }
+}
 
 export interface ChunkResult {
   chunk: number
@@ -136,7 +173,8 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
   // looked at again: another request for this chunk may have started while the row was read
   if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
   return receiving(inFlight, key, async () => {
-    const meter = new Meter(range.length, false)
+    const inOrder = new InOrderHash(inFlight, drive.id, n, chunkCount(size, S))
+    const meter = new Meter(range.length, inOrder.hash ?? false)
     try {
       await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
     } catch (err) {
@@ -146,7 +184,9 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
     if (meter.bytes !== range.length) {
       throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
     }
-    return recordChunk(deps, drive, jobId, n, range.length, S, 'refuse')
+    const r = await recordChunk(deps, drive, jobId, n, range.length, S, 'refuse', inOrder.digestIfLast())
+    inOrder.recorded()
+    return r
   })
 }
 
@@ -175,7 +215,7 @@ export async function storedChunks (db: Tx | TransferDeps['prisma'], driveId: st
  * orders concurrent last chunks). A chunk stored already is 416 (`refuse`, §5.2) or answered as
  * stored (`accept`, resumable.js, where the same chunk twice is idempotent).
  */
-export async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept'): Promise<ChunkResult> {
+export async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', sha256?: string): Promise<ChunkResult> {
   const size = Number(drive.size)
   const total = chunkCount(size, S)
   // §5.2 clients hold a link, which is gone (410) with the upload; resumable.js retries anything
@@ -206,6 +246,10 @@ export async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: s
       }
     })
     if (job.count === 0) throw over()
+    // every chunk was hashed in order as it arrived (InOrderHash): the job takes this digest
+    if (complete && sha256 !== undefined) {
+      await tx.$executeRaw`UPDATE jobs SET params = params || jsonb_build_object('sha256', ${sha256}::text) WHERE id = ${jobId}::uuid`
+    }
     if (complete) await tx.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, ${jobId})`
     await publishChange(tx, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
     return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete }

@@ -15,7 +15,7 @@ import { DomainError, errors } from '../../http/errors.ts'
 import { loadOwnedDrive, type DriveRow } from '../drives/service.ts'
 import { BodyTooLong, Meter } from './streams.ts'
 import { type TransferDeps, streamFailure } from './service.ts'
-import { type ChunkResult, type ChunksInFlight, fixChunkSize, receiving, recordChunk, storedChunks } from './upload-chunked.ts'
+import { type ChunkResult, type ChunksInFlight, InOrderHash, fixChunkSize, receiving, recordChunk, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -149,7 +149,8 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
   }
   const { drive, jobId, index, range } = l
   return receiving(inFlight, key, async () => {
-    const meter = new Meter(range.length, false)
+    const inOrder = new InOrderHash(inFlight, drive.id, index, chunkCount(Number(drive.size), c.chunkSize))
+    const meter = new Meter(range.length, inOrder.hash ?? false)
     try {
       await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
     } catch (err) {
@@ -159,7 +160,8 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
     }
     if (truncated()) throw tooLong(c, range)
     if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
-    const r = await recordChunk(deps, drive, jobId, index, range.length, c.chunkSize, 'accept')
+    const r = await recordChunk(deps, drive, jobId, index, range.length, c.chunkSize, 'accept', inOrder.digestIfLast())
+    inOrder.recorded()
     return { ...r, chunk: c.number, duplicate: false }
   })
 }

@@ -24,7 +24,7 @@ import {
 } from './schemas.ts'
 import { parseAvoid } from '../../domain/avoid.ts'
 import type { Action } from '../../http/actions.ts'
-import { chunkLink, initUpload, receiveChunk, type ChunksInFlight } from './upload-chunked.ts'
+import { chunkLink, initUpload, receiveChunk, ChunksInFlight } from './upload-chunked.ts'
 import { receiveRawUpload } from './upload-raw.ts'
 import { startMultipartUpload, type MultipartUpload } from './upload-multipart.ts'
 import { startMultipartUploadInto } from './upload-into.ts'
@@ -62,7 +62,7 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
   app.actions.drive.register('upload_chunk', uploadChunk)
   const deps = transferDeps(app)
   // this app's chunks being received (never shared with another app in the process)
-  const chunksInFlight: ChunksInFlight = new Map()
+  const chunksInFlight = new ChunksInFlight()
 
   // raw bodies stay streams (this scope only); their size is checked against the drive maximum
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => { done(null, payload) })

@@ -10,12 +10,18 @@ import { formatBytes } from '../../../domain/progress.ts'
 import { hashDrive } from '../streams.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
-interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number }
+interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number, sha256?: string }
 
 function params (raw: Record<string, unknown>): UploadParams {
-  const { driveId, mode, size, chunkSize } = raw as Partial<Record<keyof UploadParams, unknown>>
+  const { driveId, mode, size, chunkSize, sha256 } = raw as Partial<Record<keyof UploadParams, unknown>>
   if (typeof driveId !== 'string' || typeof mode !== 'string') throw new JobFailure('the job parameters are incomplete')
-  return { driveId, mode, size: typeof size === 'number' ? size : undefined, chunkSize: typeof chunkSize === 'number' ? chunkSize : undefined }
+  return {
+    driveId,
+    mode,
+    size: typeof size === 'number' ? size : undefined,
+    chunkSize: typeof chunkSize === 'number' ? chunkSize : undefined,
+    sha256: typeof sha256 === 'string' && /^[0-9a-f]{64}$/.test(sha256) ? sha256 : undefined
+  }
 }
 
 export function driveUploadHandler (storage: DriveStorage): JobHandler {
@@ -33,10 +39,19 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
       if (stored < total) {
         throw new JobFailure(`the upload was abandoned: ${stored} of ${Number.isFinite(total) ? total : '?'} chunks arrived`, 'validation')
       }
-      ctx.progress({ description: 'all chunks received; computing the SHA-256 of the image', extra: { phase: 'hash' } })
-      ctx.log(`all ${stored} chunks received; hashing the image`)
       const t0 = performance.now()
-      const { sha256, bytes } = await hashDrive(storage, p.driveId, ctx.signal)
+      let sha256: string
+      let bytes: number
+      if (p.sha256 !== undefined) {
+        // the process that received the chunks hashed them in order as they arrived
+        ctx.log(`all ${stored} chunks received; their sha256 was computed as they arrived, in order`)
+        sha256 = p.sha256
+        bytes = size
+      } else {
+        ctx.progress({ description: 'all chunks received; computing the SHA-256 of the image', extra: { phase: 'hash' } })
+        ctx.log(`all ${stored} chunks received; hashing the image`)
+        ;({ sha256, bytes } = await hashDrive(storage, p.driveId, ctx.signal))
+      }
       const t1 = performance.now()
       ctx.signal.throwIfAborted()
       await ctx.prisma.$transaction(async (tx) => finishUploadedDrive(tx, ctx.job.ownerId, p.driveId, ctx.job.id))
