@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { readdir } from 'node:fs/promises'
+import { readdir, readlink } from 'node:fs/promises'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
@@ -104,4 +104,27 @@ t.test('durable: false behaves the same', async t => {
   await pipeline(Readable.from([Buffer.from('hello')]), ws)
   t.equal((await readAll(s, id, 5, 9)).toString(), 'hello')
   t.equal((await s.stat(id)).size, 5 * MiB + 1)
+})
+
+t.test('durable copies and writes flush in the background while they run, and leave no file open', async t => {
+  const { root, s } = setup(t)
+  const src = randomUUID()
+  const dst = randomUUID()
+  await s.create(src, 96 * MiB)
+  const openFiles = async () => {
+    const out: string[] = []
+    for (const fd of await readdir('/proc/self/fd')) {
+      try { out.push(await readlink(`/proc/self/fd/${fd}`)) } catch {}
+    }
+    return out.filter(f => f.startsWith(root))
+  }
+  // a write stream of 96 MiB: background flushes start every 32 MiB (fdatasync in the thread pool)
+  await pipeline(Readable.from((function * () { for (let i = 0; i < 96; i++) yield Buffer.alloc(MiB, i + 1) })()), await s.createWriteStream(src))
+  await s.copy(src, dst)
+  // the copy's background flusher ends with the copy (it checks between flushes)
+  for (let i = 0; i < 100 && (await openFiles()).length > 0; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  t.same(await openFiles(), [], 'no handle of the storage is left open')
+  const a = await readAll(s, src)
+  t.ok(a.subarray(95 * MiB).every(b => b === 96) && a[0] === 1, 'the written bytes are there')
+  t.ok((await readAll(s, dst)).equals(a), 'and the copy holds them')
 })
