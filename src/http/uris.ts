@@ -12,5 +12,7 @@ export function ref (resource: ResourceName, id: string): Ref {
 /** CloudSigma timestamps: ISO 8601 with microseconds and `+00:00`. */
 export function isoTime (d: Date | null | undefined): string | null {
   if (!d) return null
-  return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000+00:00')
+  const s = d.toISOString()
+  // 'YYYY-MM-DDTHH:MM:SS.mmmZ' (24 characters for years 0-9999; no regex: lists format thousands)
+  return s.length === 24 ? s.slice(0, 23) + '000+00:00' : s.replace(/\.(\d{3})Z$/, '.$1000+00:00')
 }
