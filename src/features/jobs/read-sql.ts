@@ -24,7 +24,9 @@ const CUSTOM: Record<string, SqlFilter> = {
 
 // only what the wire object shows: params, checkpoint and the lease columns stay in the database
 const COLS = 'id, operation, state, parent_id, root_id, result, error, resources, progress, description, extra, log_tail, bytes_done, bytes_total, eta_seconds, created, last_modified, started_at, finished_at'
-const colsOf = (alias: string) => COLS.split(', ').map(c => `${alias}.${c}`).join(', ')
+// text[] columns travel as JSON: JSON.parse reads them for a fraction of pg's array-literal parser
+const AS_JSON = new Set(['resources', 'log_tail'])
+const colsOf = (alias: string) => COLS.split(', ').map(c => AS_JSON.has(c) ? `to_json(${alias}.${c}) AS ${c}` : `${alias}.${c}`).join(', ')
 
 interface Row {
   id: string
