@@ -4,6 +4,7 @@ import { createHash, type Hash } from 'node:crypto'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { DriveStorage, DriveWriter } from '../../storage/index.ts'
+import { OffThreadSha256 } from './hashing.ts'
 
 const MiB = 1024 * 1024
 
@@ -12,20 +13,27 @@ const MiB = 1024 * 1024
 
 export class BodyTooLong extends Error {}
 
-/** Counts (and optionally hashes) the bytes passing through; fails past `limit` bytes. */
+/**
+ * Counts (and optionally hashes) the bytes passing through; fails past `limit` bytes. `hashing`
+ * true hashes on the process's hash worker thread (hashing.ts), so the event loop only copies the
+ * bytes; a Hash object (e.g. the running hash of an upload's chunks) is fed here, in line.
+ */
 export class Meter extends Transform {
   bytes = 0
-  /** time spent hashing (ms), for the job log */
+  /** time the receive spent on the hash (ms): hashing in line, or copying to the worker and waiting when it was behind */
   hashMs = 0
+  /** time the hash worker spent hashing these bytes (ms), known after digest() */
+  workerHashMs: number | undefined
   /** performance.now() when the first byte arrived and when the input ended */
   startedAt: number | undefined
   endedAt: number | undefined
-  private readonly hash: Hash
+  private readonly hash: Hash | undefined
+  private readonly offThread: OffThreadSha256 | undefined
 
-  /** `hashing`: into a new sha256, or into the given hash (e.g. the running hash of an upload's chunks). */
-  constructor (private readonly limit: number, private readonly hashing: boolean | Hash, private readonly onBytes?: (n: number) => void) {
+  constructor (private readonly limit: number, hashing: boolean | Hash, private readonly onBytes?: (n: number) => void) {
     super({ highWaterMark: MiB })
-    this.hash = typeof hashing === 'object' ? hashing : createHash('sha256')
+    if (typeof hashing === 'object') this.hash = hashing
+    else if (hashing) this.offThread = new OffThreadSha256()
   }
 
   override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -35,12 +43,17 @@ export class Meter extends Transform {
     }
     this.bytes += chunk.length
     this.startedAt ??= performance.now()
-    if (this.hashing !== false) {
+    this.onBytes?.(this.bytes)
+    if (this.hash !== undefined) {
       const t = performance.now()
       this.hash.update(chunk)
       this.hashMs += performance.now() - t
+    } else if (this.offThread !== undefined) {
+      const t = performance.now()
+      // resolves at once unless the worker is far behind: then the upload waits for it
+      this.offThread.update(chunk).then(() => { this.hashMs += performance.now() - t; cb(null, chunk) }, cb)
+      return
     }
-    this.onBytes?.(this.bytes)
     cb(null, chunk)
   }
 
@@ -49,8 +62,31 @@ export class Meter extends Transform {
     cb()
   }
 
-  digest (): string {
-    return this.hash.digest('hex')
+  override _destroy (err: Error | null, cb: (error?: Error | null) => void): void {
+    if (err) this.release()
+    cb(err)
+  }
+
+  private digested = false
+
+  /** Forgets the hash if it was not taken (an upload that failed after its bytes passed). */
+  release (): void {
+    if (this.digested) return
+    this.digested = true
+    this.offThread?.drop()
+  }
+
+  /** The sha256 (hex) of the bytes that passed. */
+  async digest (): Promise<string> {
+    if (this.digested) throw new Error('the hash was taken or released already')
+    this.digested = true
+    if (this.offThread !== undefined) {
+      // the worker's last slab is hashed while the image is fsynced: not counted in the receive
+      const { hex, workerMs } = await this.offThread.digest()
+      this.workerHashMs = workerMs
+      return hex
+    }
+    return (this.hash ?? createHash('sha256')).digest('hex')
   }
 }
 
@@ -61,7 +97,8 @@ export class Meter extends Transform {
 export function uploadTimeSplit (meter: Meter, t0: number, stored: number, settled: number): string {
   const ms = (n: number) => `${Math.max(0, Math.round(n))} ms`
   const ended = meter.endedAt ?? stored
-  return `time split: receive ${ms(ended - t0)} (of which hash ${ms(meter.hashMs)}), fsync ${ms(stored - ended)}, settle ${ms(settled - stored)}`
+  const worker = meter.workerHashMs === undefined ? '' : `; ${ms(meter.workerHashMs)} hashing on a worker thread meanwhile`
+  return `time split: receive ${ms(ended - t0)} (of which hash ${ms(meter.hashMs)}${worker}), fsync ${ms(stored - ended)}, settle ${ms(settled - stored)}`
 }
 
 /**
@@ -112,5 +149,5 @@ export async function hashDrive (storage: DriveStorage, id: string, signal?: Abo
   const meter = new Meter(Number.MAX_SAFE_INTEGER, true, onBytes)
   const sink = new Writable({ highWaterMark: 4 * MiB, write (_c, _e, cb) { cb() }, writev (_c, cb) { cb() } })
   await pipeline(await storage.createReadStream(id), meter, sink, { signal })
-  return { sha256: meter.digest(), bytes: meter.bytes }
+  return { sha256: await meter.digest(), bytes: meter.bytes }
 }

@@ -76,13 +76,15 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
     jobId,
     abort,
     receive: async (file: Readable, truncated: () => boolean) => {
+      let meter: Meter | undefined
       try {
-        const meter = new Meter(size, true, (n) => held.progress(n))
+        meter = new Meter(size, true, (n) => held.progress(n))
         await pipeline(file, meter, await deps.storage.createWriteStream(scratch), { signal: held.signal })
         if (truncated()) throw domainErrors.tooLarge('The file is larger than the largest drive', 'file')
         if (meter.bytes !== size) throw domainErrors.validation(`The file holds ${meter.bytes} bytes; uploading into drive ${id} needs exactly its size, ${size} bytes`, 'file')
-        received = { sha256: meter.digest(), bytes: meter.bytes }
+        received = { sha256: await meter.digest(), bytes: meter.bytes }
       } catch (err) {
+        meter?.release()
         file.resume()
         throw await abort(err)
       }

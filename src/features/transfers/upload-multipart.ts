@@ -62,18 +62,20 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
     jobId,
     abort,
     receive: async (file, truncated) => {
+      let meter: Meter | undefined
       try {
         const t0 = performance.now()
-        held.log(`receiving a multipart file into drive ${driveId} (sha256 computed as it arrives)`)
-        const meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined))
+        held.log(`receiving a multipart file into drive ${driveId} (sha256 computed as it arrives, on a worker thread)`)
+        meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined))
         await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max), { signal: held.signal })
         const stored = performance.now()
         if (truncated()) throw errors.tooLarge(`The file is larger than the largest drive (${max} bytes)`, 'file')
         if (meter.bytes === 0) throw errors.validation('The file is empty', 'file')
-        received = { sha256: meter.digest(), bytes: meter.bytes, meter, t0, stored }
+        received = { sha256: await meter.digest(), bytes: meter.bytes, meter, t0, stored }
         held.log(`stored ${formatBytes(meter.bytes)}, sha256 ${received.sha256}`)
         held.describe(`received ${formatBytes(meter.bytes)} in ${((stored - t0) / 1000).toFixed(1)} s`)
       } catch (err) {
+        meter?.release()
         file.resume()
         throw await abort(err)
       }

@@ -38,23 +38,25 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
     throw err
   }
   const held = deps.engine.hold(row, size)
+  let meter: Meter | undefined
   try {
     const t0 = performance.now()
-    held.log(`receiving a raw image of ${formatBytes(size)} into drive ${driveId} (sha256 computed as it arrives)`)
-    const meter = new Meter(size, true, (n) => held.progress(n))
+    held.log(`receiving a raw image of ${formatBytes(size)} into drive ${driveId} (sha256 computed as it arrives, on a worker thread)`)
+    meter = new Meter(size, true, (n) => held.progress(n))
     await pipeline(body, meter, await deps.storage.createWriteStream(driveId), { signal: held.signal })
     const stored = performance.now()
     if (meter.bytes !== size) throw errors.validation(`The body held ${meter.bytes} of the ${size} bytes announced by Content-Length`, 'Content-Length')
-    const sha256 = meter.digest()
+    const sha256 = await meter.digest()
     held.log(`stored ${formatBytes(size)}, sha256 ${sha256}`)
     held.describe(`received ${formatBytes(size)} in ${((stored - t0) / 1000).toFixed(1)} s`)
     await deps.prisma.$transaction(async (tx) => {
       await finishUploadedDrive(tx, ownerId, driveId, jobId)
-      held.log(uploadTimeSplit(meter, t0, stored, performance.now()))
+      held.log(uploadTimeSplit(meter!, t0, stored, performance.now()))
       await held.finish(tx, { state: 'success', result: { sha256, bytes: size } })
     })
     return { driveId, jobId, sha256, bytes: size }
   } catch (err) {
+    meter?.release()
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'body')
     body.resume() // drain what the client still sends, so the error answer can be read
     await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))

@@ -1,0 +1,51 @@
+// SHA-256 on the hash worker thread: the same digest as node:crypto in line, whatever the chunking,
+// for several hashes at once; a released hash is forgotten and the worker serves the next ones.
+import { createHash, randomBytes } from 'node:crypto'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import t from 'tap'
+import { OffThreadSha256 } from '../../src/features/transfers/hashing.ts'
+import { Meter } from '../../src/features/transfers/streams.ts'
+
+const MiB = 1024 * 1024
+const inLine = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+t.test('the digest matches node:crypto for any chunking, empty input included', async t => {
+  const data = randomBytes(5 * MiB + 12_345)
+  for (const size of [1000, 64 * 1024, MiB, MiB + 1, 3 * MiB]) {
+    const h = new OffThreadSha256()
+    for (let off = 0; off < data.length; off += size) await h.update(data.subarray(off, off + size))
+    const { hex, workerMs } = await h.digest()
+    t.equal(hex, inLine(data), `chunks of ${size} bytes`)
+    t.ok(workerMs >= 0, 'the worker reports its hashing time')
+  }
+  t.equal((await new OffThreadSha256().digest()).hex, inLine(Buffer.alloc(0)), 'nothing fed')
+})
+
+t.test('hashes fed at the same time do not mix', async t => {
+  const inputs = Array.from({ length: 6 }, (_, i) => randomBytes(2 * MiB + i * 777))
+  const hs = inputs.map(() => new OffThreadSha256())
+  // interleaved, 64 KiB at a time, like concurrent uploads
+  for (let off = 0; off < 3 * MiB; off += 64 * 1024) {
+    await Promise.all(hs.map((h, i) => off < inputs[i].length ? h.update(inputs[i].subarray(off, off + 64 * 1024)) : undefined))
+  }
+  const digests = await Promise.all(hs.map(async h => (await h.digest()).hex))
+  t.same(digests, inputs.map(inLine))
+})
+
+t.test('a Meter hashes on the worker: same digest, the time split knows the worker\'s share; a released one is forgotten', async t => {
+  const data = randomBytes(40 * MiB + 3)
+  const meter = new Meter(data.length, true)
+  const sink = new Writable({ write (_c, _e, cb) { cb() } })
+  await pipeline(Readable.from((function * () { for (let off = 0; off < data.length; off += 100_000) yield data.subarray(off, off + 100_000) })()), meter, sink)
+  t.equal(await meter.digest(), inLine(data))
+  t.ok(meter.workerHashMs !== undefined && meter.workerHashMs > 0, `the worker hashed for ${meter.workerHashMs} ms`)
+  await t.rejects(meter.digest(), /taken or released/, 'a digest is taken once')
+  const dropped = new Meter(10, true)
+  dropped.write(Buffer.from('abc'))
+  dropped.release()
+  t.rejects(dropped.digest(), /taken or released/, 'a released hash gives no digest')
+  const after = new OffThreadSha256()
+  await after.update(Buffer.from('still served'))
+  t.equal((await after.digest()).hex, inLine(Buffer.from('still served')), 'the worker goes on serving')
+})
