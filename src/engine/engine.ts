@@ -12,6 +12,7 @@ import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 import { childOutcome, claimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type PendingLine, type TakenJob } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
+import { transientDatabaseError } from '../db/transient.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob, LeaseLost } from './held.ts'
 import { JobLogWriter } from './log.ts'
@@ -671,12 +672,29 @@ export class JobEngine {
       try {
         await handler?.cleanup?.(ctx, reason)
       } catch (err) {
+        // the database could not be reached (pool exhausted, restarting): recording the failure now
+        // would leave what the job made half-made for good; a later attempt undoes it instead
+        if (transientDatabaseError(err) !== undefined && row.attempts < row.max_attempts && !entry.cancelled) {
+          const delay = 2 ** row.attempts
+          log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job cleanup could not reach the database; it runs again later')
+          ctx.log(`cleanup could not reach the database; the job runs again in ${delay} s to undo its work (attempt ${row.attempts} of ${row.max_attempts})`)
+          await ctx.discard()
+          // the next attempt only cleans up, and records this outcome
+          const kept = await ctx.checkpoint({ cleanupPending: reason }).then(() => true, () => false)
+          if (kept && await retryJob(this.sql, this.workerId, { id: row.id, attempt: row.attempts }, delay).catch(() => false)) return
+        }
         log.error({ err }, 'job cleanup failed')
       }
       ctx.log(reason.state === 'cancelled' ? `cancelled after ${elapsed()}` : `failed after ${elapsed()}: ${reason.error?.error_message ?? 'unknown error'}`)
       await this.settle(row, { state: reason.state, error: reason.error ?? null }, log, entry, await ctx.close())
     }
     if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
+    // an earlier attempt failed but could not undo its work: undo it now, with that outcome
+    const pending = (row.checkpoint as { cleanupPending?: CleanupReason } | null)?.cleanupPending
+    if (pending !== undefined && (pending.state === 'error' || pending.state === 'cancelled')) {
+      ctx.log(`attempt ${row.attempts}: undoing the work of the failed attempt`)
+      return fail(pending)
+    }
     if (row.has_children) {
       const bad = await childOutcome(this.opts.prisma, row.id)
       if (bad) return fail({ state: bad.state, error: bad.error ?? CANCELLED })
@@ -716,11 +734,13 @@ export class JobEngine {
         } else ctx.dropLog()
         return
       }
-      // a transient failure (e.g. storage unreachable): a resumable job runs again later
-      if ((err as { retryable?: unknown } | null)?.retryable === true && handler.resumable === true && row.attempts < row.max_attempts) {
+      // a transient failure (storage or database unreachable, pool exhausted): a resumable job runs again later
+      const transient = (err as { retryable?: unknown } | null)?.retryable === true || transientDatabaseError(err) !== undefined
+      if (transient && handler.resumable === true && row.attempts < row.max_attempts) {
         const delay = 2 ** row.attempts
         log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job hit a transient failure; retrying later')
-        ctx.log(`transient failure (${String((err as { code?: unknown }).code ?? 'storage unavailable')}); retrying in ${delay} s (attempt ${row.attempts} of ${row.max_attempts})`)
+        const what = (err as { retryable?: unknown } | null)?.retryable === true ? String((err as { code?: unknown }).code ?? 'storage unavailable') : `database ${transientDatabaseError(err) === 'pool' ? 'busy' : 'unreachable'}`
+        ctx.log(`transient failure (${what}); retrying in ${delay} s (attempt ${row.attempts} of ${row.max_attempts})`)
         // progress not yet written is dropped: the requeue is the job's one change event now
         await ctx.discard()
         if (await retryJob(this.sql, this.workerId, { id: row.id, attempt: row.attempts }, delay)) return
@@ -729,6 +749,10 @@ export class JobEngine {
       if ((err as { retryable?: unknown } | null)?.retryable === true) {
         log.warn({ err }, 'job failed: transient failure, no retries left')
         return fail({ state: 'error', error: { error_type: 'backend', error_message: 'the drive storage is unavailable; try again later' } })
+      }
+      if (transient) {
+        log.warn({ err }, 'job failed: the database could not be reached')
+        return fail({ state: 'error', error: { error_type: 'backend', error_message: 'the database was busy or unreachable; try again later' } })
       }
       if (!failure) {
         log.error({ err }, 'job failed with an unexpected error')

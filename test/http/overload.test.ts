@@ -4,7 +4,7 @@ import t from 'tap'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { halfMade } from '../helpers/consistency.ts'
 
-const { app } = await buildTestApp(t, { config: { dbPoolMax: 3, dbPoolWaitMs: 1000, dbPoolMaxWaiting: 1000 } })
+const { app } = await buildTestApp(t, { config: { dbPoolMax: 3, dbPoolWaitMs: 100, dbPoolMaxWaiting: 1000 } })
 const user = await createUser(app)
 const api = client(app, user)
 const MiB = 1024 * 1024

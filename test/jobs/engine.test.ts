@@ -209,6 +209,40 @@ t.test('a transient storage failure (Ceph unreachable) is retried with backoff, 
   t.match(failed.error, { error_type: 'backend', error_message: /storage is unavailable/ })
 })
 
+t.test('the database out of reach (pool exhausted) is a transient failure: the run is retried, and a cleanup that cannot reach it runs again later instead of leaving its work half-undone', async t => {
+  // what pg's pool and Prisma throw when no connection comes in time
+  const poolTimeout = () => new Error('timeout exceeded when trying to connect')
+  let runs = 0
+  const busy: JobHandler = {
+    resumable: true,
+    async run () {
+      if (++runs < 2) throw poolTimeout()
+      return { ok: true }
+    }
+  }
+  const cleanups: number[] = []
+  const failing: JobHandler = {
+    async run () { throw new JobFailure('the copy failed') },
+    async cleanup (ctx) {
+      cleanups.push(ctx.job.attempts)
+      if (ctx.job.attempts === 1) throw poolTimeout()
+    }
+  }
+  await startEngine(t, app, { drive_resize: busy, drive_clone: failing }, { databaseUrl })
+  const a = await enqueue({ operation: 'drive_resize' })
+  const b = await enqueue({ operation: 'drive_clone' })
+  const ok = await waitForJob(app, a.id, { timeoutMs: 30_000 })
+  t.equal(ok.state, 'success', 'the run was retried after the pool timeout')
+  t.equal(ok.attempts, 2)
+  const failed = await waitForJob(app, b.id, { timeoutMs: 30_000 })
+  t.equal(failed.state, 'error')
+  t.same(cleanups, [1, 2], 'the cleanup ran again on the next attempt, and only then was the failure recorded')
+  t.equal(failed.attempts, 2)
+  t.match(failed.error, { error_type: 'backend', error_message: 'the copy failed' }, 'with the first attempt\'s reason')
+  const log = (await app.prisma.jobLogLine.findMany({ where: { jobId: b.id }, orderBy: { id: 'asc' } })).map(l => l.line)
+  t.ok(log.some(l => /cleanup could not reach the database; the job runs again/.test(l)), 'the job log says why it ran again')
+})
+
 t.test('a requeued retry publishes exactly one change event: the job is queued again, then started', async t => {
   // what a client sees: queued → started → queued (waiting for its backoff) → started → success,
   // one event for each; the requeue used to publish none, so SSE clients kept showing `started`

@@ -1,0 +1,35 @@
+// Failures of the database connection that pass (pool exhausted, server unreachable, stalled or
+// restarting), told apart from every other error: the HTTP layer answers them 503 with Retry-After,
+// the job engine runs the job again later instead of failing it.
+// Prisma: P1001 unreachable, P1002 timed out, P1008 operation timeout, P1017 connection closed,
+// P2024 pool timeout, P2028 transaction could not start / expired
+const PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2028'])
+const POOL_CODES = new Set(['P2024', 'P2028'])
+// PostgreSQL: connection exceptions, too many connections, shutting down / starting up
+const PG_STATES = /^(08|53300|57P0[1-3])/
+const NET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTCONN'])
+const MESSAGES = /timeout exceeded when trying to connect|Connection terminated|Query read timeout|Client has encountered a connection error|Unable to start a transaction in the given time|Transaction already closed|Can't reach database server|server closed the connection|terminating connection|the database system is (starting up|shutting down)|DatabaseNotReachable|ConnectionClosed|SocketTimeout|TooManyConnections/i
+const POOL_MESSAGES = /timeout exceeded when trying to connect|Unable to start a transaction in the given time|TooManyConnections/i
+
+export function describeError (err: unknown, depth = 0): { codes: string[], text: string } {
+  if (depth > 4 || err === null || typeof err !== 'object') return { codes: [], text: typeof err === 'string' ? err : '' }
+  const e = err as { code?: unknown, errorCode?: unknown, message?: unknown, cause?: unknown, meta?: unknown, name?: unknown }
+  const codes = [e.code, e.errorCode].filter((c): c is string => typeof c === 'string')
+  let text = `${typeof e.name === 'string' ? e.name : ''} ${typeof e.message === 'string' ? e.message : ''}`
+  for (const inner of [e.cause, e.meta]) {
+    const d = describeError(inner, depth + 1)
+    codes.push(...d.codes)
+    text += ' ' + d.text
+  }
+  if (e.meta && typeof e.meta === 'object') text += ' ' + JSON.stringify(e.meta)
+  return { codes, text }
+}
+
+/** 'pool' when no connection could be had in time, 'down' when the database is unreachable; else undefined. */
+export function transientDatabaseError (err: unknown): 'pool' | 'down' | undefined {
+  const name = (err as { name?: unknown } | null)?.name
+  const { codes, text } = describeError(err)
+  if (codes.some(c => POOL_CODES.has(c)) || POOL_MESSAGES.test(text)) return 'pool'
+  if (name === 'PrismaClientInitializationError' || codes.some(c => PRISMA_CODES.has(c) || PG_STATES.test(c) || NET_CODES.has(c)) || MESSAGES.test(text)) return 'down'
+  return undefined
+}
