@@ -333,7 +333,11 @@ export class JobEngine {
     if (this.stopping) return
     if (this.claims.size >= MAX_CLAIMS_IN_FLIGHT) { this.wakePending = true; return }
     const free = this.opts.concurrency - this.busy - this.reserved
-    if (free <= 0) return
+    if (free <= 0) {
+      // the claims in flight hold every free slot: the last to end looks again
+      if (this.claims.size > 0) this.wakePending = true
+      return
+    }
     // with a claim in flight already, this one takes what is left; alone, half the free slots when
     // there are many, so a second claim can run beside it (the database works on both at once;
     // with few slots, two small claims cost the database more per job than they gain)
@@ -347,15 +351,17 @@ export class JobEngine {
   private async claimAndLaunch (size: number): Promise<void> {
     this.wakePending = false
     let claimed: ClaimedRow[] = []
+    let reserved = true
+    const unreserve = () => { if (reserved) { reserved = false; this.reserved -= size } }
     try {
       const sentAt = Date.now()
       claimed = await claimJobs(this.sql, this.workerId, this.opts.leaseSeconds, size, [...this.running.keys()])
-      this.reserved -= size
+      unreserve()
       // running before anything else, so a cancel NOTIFY from now on finds the job
       for (const row of claimed) this.launch(row, sentAt)
       if (claimed.length > 0) await this.announceClaims(claimed).catch(err => this.opts.log.warn({ err }, 'could not publish claimed jobs'))
     } catch (err) {
-      this.reserved -= size
+      unreserve()
       this.opts.log.error({ err }, 'claiming jobs failed')
     }
     if (!this.stopping) {
