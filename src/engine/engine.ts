@@ -685,9 +685,9 @@ export class JobEngine {
           log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job cleanup could not reach the database; it runs again later')
           ctx.log(`cleanup could not reach the database; the job runs again in ${delay} s to undo its work (attempt ${row.attempts} of ${row.max_attempts})`)
           await ctx.discard()
-          // the next attempt only cleans up, and records this outcome
-          const kept = await ctx.checkpoint({ cleanupPending: reason }).then(() => true, () => false)
-          if (kept && await retryJob(this.sql, this.workerId, { id: row.id, attempt: row.attempts }, delay).catch(() => false)) return
+          // the next attempt only cleans up, and records this outcome (written with the requeue, on
+          // the engine's own connections: the shared pool may be the one that is exhausted)
+          if (await retryJob(this.sql, this.workerId, { id: row.id, attempt: row.attempts }, delay, { cleanupPending: reason }).catch(() => false)) return
         }
         log.error({ err }, 'job cleanup failed')
       }

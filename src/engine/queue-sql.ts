@@ -348,17 +348,18 @@ export async function finishJob (db: Sql, workerId: string, key: LeaseKey, f: Fi
  * Its state goes back to `queued`, so it publishes one change event (as every visible change does),
  * in the same statement; the next claim publishes `started` again.
  */
-export async function retryJob (db: Sql, workerId: string, key: LeaseKey, delaySeconds: number): Promise<boolean> {
+export async function retryJob (db: Sql, workerId: string, key: LeaseKey, delaySeconds: number, checkpoint?: unknown): Promise<boolean> {
   // fenced like every other write of an attempt: a stale attempt cannot requeue a newer one
   const rows = await query<{ id: string }>(db, `
     WITH r AS (
       UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
-        run_at = now() + make_interval(secs => $3), last_modified = now()
+        run_at = now() + make_interval(secs => $3), last_modified = now(),
+        checkpoint = COALESCE($5::jsonb, checkpoint)
       WHERE id = $2::uuid AND locked_by = $1 AND attempts = $4
       RETURNING id, owner_id, root_id
     ),
     ${publishCtes('r')}
-    SELECT r.id::text, (SELECT n FROM notified)::int AS published FROM r`, [workerId, key.id, delaySeconds, key.attempt])
+    SELECT r.id::text, (SELECT n FROM notified)::int AS published FROM r`, [workerId, key.id, delaySeconds, key.attempt, checkpoint === undefined ? null : JSON.stringify(checkpoint)])
   return rows.length > 0
 }
 
