@@ -6,6 +6,7 @@ import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { publishChange } from '../../src/engine/events.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { openSse } from '../helpers/sse.ts'
+import { checkJobFrames, steppingHandler } from '../helpers/frames.ts'
 import { startEngine } from '../helpers/jobs.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
@@ -95,15 +96,7 @@ t.test('a change made by another process is delivered here', async t => {
 })
 
 t.test('one frame per change: each frame names its change, a job\'s success arrives once', async t => {
-  await startEngine(t, app, {
-    server_stop: {
-      async run (ctx) {
-        for (let i = 1; i <= 4; i++) { ctx.progress({ bytesDone: i, bytesTotal: 4, description: `step ${i}` }); await new Promise(resolve => setTimeout(resolve, 30)) }
-        ctx.progress({ description: 'stopped it in 0.1 s' })
-        return { ok: true }
-      }
-    }
-  }, { databaseUrl, pollMs: 100 })
+  await startEngine(t, app, { server_stop: steppingHandler }, { databaseUrl, pollMs: 100 })
   const s = await openSse(base, '/api/2.0/jobs/events/', auth(alice))
   t.teardown(() => s.close())
   await new Promise(resolve => setTimeout(resolve, 100))
@@ -111,14 +104,5 @@ t.test('one frame per change: each frame names its change, a job\'s success arri
   for (let i = 0; i < 3; i++) ids.push((await app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'server_stop' }))).id)
   for (const id of ids) await s.next(f => f.data.resource_uri === `/api/2.0/jobs/${id}/` && f.data.object?.state === 'success', 15_000)
   await new Promise(resolve => setTimeout(resolve, 500))
-  for (const id of ids) {
-    const frames = s.frames.filter(f => f.data.resource_uri === `/api/2.0/jobs/${id}/`)
-    t.ok(frames.every(f => ['added', 'changed', 'removed'].includes(f.data.change)), 'every frame names its change')
-    t.equal(frames[0].data.change, 'added', 'the first frame of a new job says added')
-    t.equal(frames.filter(f => f.data.object.state === 'success').length, 1, 'the success frame arrives once')
-    const shown = frames.map(f => JSON.stringify(f.data.object))
-    t.equal(new Set(shown).size, shown.length, 'no frame repeats the previous state')
-    const last = frames.at(-1)!.data.object
-    t.equal(last.data.description, 'stopped it in 0.1 s', 'the finished job says what was done')
-  }
+  for (const id of ids) checkJobFrames(t, s.frames.filter(f => f.data.resource_uri === `/api/2.0/jobs/${id}/`).map(f => f.data))
 })

@@ -4,6 +4,7 @@ import t from 'tap'
 import WebSocket from 'ws'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { checkJobFrames, steppingHandler } from '../helpers/frames.ts'
 import { startEngine } from '../helpers/jobs.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
@@ -77,15 +78,7 @@ t.test('each account hears only its own objects', async t => {
 })
 
 t.test('one frame per change: each frame names its change, a job\'s success arrives once', async t => {
-  await startEngine(t, app, {
-    server_stop: {
-      async run (ctx) {
-        for (let i = 1; i <= 4; i++) { ctx.progress({ bytesDone: i, bytesTotal: 4, description: `step ${i}` }); await new Promise(resolve => setTimeout(resolve, 30)) }
-        ctx.progress({ description: 'stopped it in 0.1 s' })
-        return { ok: true }
-      }
-    }
-  }, { databaseUrl, pollMs: 100 })
+  await startEngine(t, app, { server_stop: steppingHandler }, { databaseUrl, pollMs: 100 })
   const s = await connect('/websocket', { authorization: alice.authorization })
   t.teardown(() => s.ws.close())
   const ids = []
@@ -94,15 +87,7 @@ t.test('one frame per change: each frame names its change, a job\'s success arri
   // frames that would repeat the success come right behind it
   await new Promise(resolve => setTimeout(resolve, 500))
   t.ok(s.frames.every(f => ['added', 'changed', 'removed'].includes(f.change)), 'every frame names its change')
-  for (const id of ids) {
-    const frames = s.frames.filter(f => f.resource_uri === `/api/2.0/jobs/${id}/`)
-    t.equal(frames[0].change, 'added', 'the first frame of a new job says added')
-    t.ok(frames.slice(1).every(f => f.change === 'changed'), 'the later ones say changed')
-    t.equal(frames.filter(f => f.object.state === 'success').length, 1, 'the success frame arrives once')
-    const shown = frames.map(f => JSON.stringify(f.object))
-    t.equal(new Set(shown).size, shown.length, 'no frame repeats the previous state')
-    t.equal(frames.at(-1).object.data.description, 'stopped it in 0.1 s', 'the last frame is the finished job, saying what was done')
-  }
+  for (const id of ids) checkJobFrames(t, s.frames.filter(f => f.resource_uri === `/api/2.0/jobs/${id}/`))
 })
 
 t.test('a server created, edited and deleted: added, changed, then removed without an object', async t => {
