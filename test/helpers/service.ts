@@ -61,3 +61,21 @@ export function processesMentioning (text: string): number[] {
   }
   return found
 }
+
+/**
+ * A test fixture script (`node --import tsx <fixture> ...args`) that prints `ready` once it serves;
+ * resolves then, rejects if it exits first. Killed at teardown unless it already ended.
+ */
+export function spawnFixture (t: { teardown: (fn: () => void) => void }, fixture: string, args: string[], what = 'fixture'): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  return new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', (chunk) => {
+      out += String(chunk)
+      if (out.includes('ready\n')) resolve(child)
+      if (out.length > 100_000) out = out.slice(-1000)
+    })
+    child.on('exit', (code) => reject(new Error(`${what} exited with ${code}`)))
+  })
+}

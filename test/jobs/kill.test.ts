@@ -2,7 +2,7 @@
 // the resumable job finishes from its checkpoint and the other fails cleanly with its cleanup,
 // within the lease (3 s here) of the restarted process polling; no job stays started.
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -10,24 +10,16 @@ import type { Operation } from '../../src/engine/types.ts'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
 import { waitForJob } from '../helpers/jobs.ts'
+import { spawnFixture } from '../helpers/service.ts'
 
 const fixture = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/service.ts')
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
 
-function startService (): Promise<{ child: ChildProcess, startedAt: number, readyAt: number }> {
+async function startService (): Promise<{ child: ChildProcess, startedAt: number, readyAt: number }> {
   const startedAt = Date.now()
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture, databaseUrl], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  return new Promise((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (chunk) => {
-      out += String(chunk)
-      if (out.includes('ready\n')) resolve({ child, startedAt, readyAt: Date.now() })
-      if (out.length > 100_000) out = out.slice(-1000)
-    })
-    child.on('exit', (code) => reject(new Error(`service exited with ${code}`)))
-  })
+  const child = await spawnFixture(t, fixture, [databaseUrl], 'service')
+  return { child, startedAt, readyAt: Date.now() }
 }
 
 t.test('SIGKILL mid-job, restart: resumed or failed cleanly within the lease', async t => {

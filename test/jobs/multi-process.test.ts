@@ -4,13 +4,14 @@
 // clock), and the survivors take the dead process's jobs once their lease (3 s) runs out, within
 // a margin.
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { enqueueJobs } from '../../src/engine/enqueue.ts'
 import type { Operation } from '../../src/engine/types.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
 import { sleep } from '../helpers/jobs.ts'
+import { spawnFixture } from '../helpers/service.ts'
 
 const JOBS = 2000
 const LEASE_MS = 3000
@@ -24,17 +25,7 @@ const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
 
 function startWorker (): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture, databaseUrl], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  return new Promise((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (chunk) => {
-      out += String(chunk)
-      if (out.includes('ready\n')) resolve(child)
-      if (out.length > 100_000) out = out.slice(-1000)
-    })
-    child.on('exit', (code) => reject(new Error(`worker exited with ${code}`)))
-  })
+  return spawnFixture(t, fixture, [databaseUrl], 'worker')
 }
 
 const successes = () => app.prisma.job.count({ where: { state: 'success' } })
