@@ -5,21 +5,18 @@
 // Code run in the page is given as strings: this file is typechecked without the DOM library.
 // Run with `npm run test:browser` (builds the dashboard first); not part of `npm test`.
 import { createHash, randomUUID } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
-import os from 'node:os'
+import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { chromium, type Page } from 'playwright-core'
 import type { JobContext } from '../src/engine/types.ts'
 import { DASHBOARD_DIST } from '../src/features/dashboard/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../test/helpers/app.ts'
 import { waitForJob } from '../test/helpers/jobs.ts'
+import { launchPage } from './chromium.ts'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const OUT = path.resolve(import.meta.dirname, '../test-output')
 const MiB = 1024 ** 2
 if (!existsSync(path.join(DASHBOARD_DIST, 'index.html'))) throw new Error('the dashboard is not built: run `npm run build:dashboard`')
-if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium`)
 mkdirSync(OUT, { recursive: true })
 
 const { app } = await buildTestApp(t)
@@ -77,20 +74,7 @@ for (let i = 0; i < 10_000; i += 2_000) {
   })
 }
 
-const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'clonejobs-chromium-'))
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: CHROMIUM,
-  headless: true,
-  viewport: { width: 1280, height: 860 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
-})
-t.teardown(async () => {
-  await context.close()
-  rmSync(userDataDir, { recursive: true, force: true })
-})
-const page: Page = context.pages()[0] ?? await context.newPage()
-const pageErrors: string[] = []
-page.on('pageerror', err => pageErrors.push(err.message))
+const { page, pageErrors } = await launchPage(t, { width: 1280, height: 860 })
 // console errors other than the API's own refusals (401 on a wrong password, 400 on a bad size),
 // e.g. a Content-Security-Policy violation
 // and resumable.js's test GETs, answered 404 for a chunk the service does not hold yet

@@ -6,18 +6,14 @@
 // Code run in the page is given as strings: this file is typechecked without the DOM library.
 // Run with `npm run test:browser`; not part of `npm test`.
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import os from 'node:os'
-import path from 'node:path'
 import t from 'tap'
-import { chromium, type Page } from 'playwright-core'
 import { buildTestApp, client, createUser, type TestUser } from '../test/helpers/app.ts'
 import { waitForJob } from '../test/helpers/jobs.ts'
+import { launchPage } from './chromium.ts'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const MiB = 1024 ** 2
-if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium`)
 const LIBRARY = readFileSync(createRequire(import.meta.url).resolve('resumablejs'), 'utf8')
 
 const { app } = await buildTestApp(t)
@@ -26,19 +22,7 @@ const bob = await createUser(app)
 const api = client(app, alice)
 const base = await app.listen({ host: '127.0.0.1', port: 0 })
 
-const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'clonejobs-chromium-'))
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
-})
-t.teardown(async () => {
-  await context.close()
-  rmSync(userDataDir, { recursive: true, force: true })
-})
-const page: Page = context.pages()[0] ?? await context.newPage()
-const pageErrors: string[] = []
-page.on('pageerror', err => pageErrors.push(err.message))
+const { page, pageErrors } = await launchPage(t)
 
 // the harness page and the library, at the service's origin (so the XHRs are same-origin)
 await page.route(`${base}/resumable-harness/**`, async route => {
