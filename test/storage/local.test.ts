@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { readdir, readlink } from 'node:fs/promises'
+import { open, readdir, readlink } from 'node:fs/promises'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import t from 'tap'
@@ -106,6 +107,37 @@ t.test('durable: false behaves the same', async t => {
   t.equal((await s.stat(id)).size, 5 * MiB + 1)
 })
 
+t.test('a durable write stream writes back every few MiB while it writes, and has fsynced when it finishes', async t => {
+  const { root } = setup(t)
+  // every fdatasync and fsync of a file under root, in order
+  const calls: string[] = []
+  const probe = await open(fileURLToPath(import.meta.url), 'r')
+  const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void>, sync: () => Promise<void> }
+  await probe.close()
+  const { datasync, sync } = proto
+  const spy = (kind: string, original: () => Promise<void>) => async function (this: { fd: number }) {
+    const file = await readlink(`/proc/self/fd/${this.fd}`).catch(() => '')
+    if (file.startsWith(root)) calls.push(kind)
+    return original.call(this)
+  }
+  proto.datasync = spy('datasync', datasync)
+  proto.sync = spy('fsync', sync)
+  t.teardown(() => { proto.datasync = datasync; proto.sync = sync })
+  for (const durable of [true, false]) {
+    const s = createStorage({ root, durable })
+    const id = randomUUID()
+    await s.create(id, 12 * MiB)
+    calls.length = 0
+    await pipeline(Readable.from((function * () { for (let i = 0; i < 12; i++) yield Buffer.alloc(MiB, i + 1) })()), await s.createWriteStream(id))
+    if (durable) {
+      t.ok(calls.filter(c => c === 'datasync').length >= 1, `12 MiB written: written back while writing (${calls.join(', ')})`)
+      t.equal(calls.at(-1), 'fsync', 'and fsynced before the stream finished')
+    } else {
+      t.same(calls, [], 'a storage that is not durable never syncs')
+    }
+  }
+})
+
 t.test('durable copies and writes flush in the background while they run, and leave no file open', async t => {
   const { root, s } = setup(t)
   const src = randomUUID()
@@ -118,7 +150,7 @@ t.test('durable copies and writes flush in the background while they run, and le
     }
     return out.filter(f => f.startsWith(root))
   }
-  // a write stream of 96 MiB: background flushes start every 32 MiB (fdatasync in the thread pool)
+  // a write stream of 96 MiB: background flushes run while it writes (fdatasync in the thread pool)
   await pipeline(Readable.from((function * () { for (let i = 0; i < 96; i++) yield Buffer.alloc(MiB, i + 1) })()), await s.createWriteStream(src))
   await s.copy(src, dst)
   // the copy's background flusher ends with the copy (it checks between flushes)
