@@ -1,8 +1,13 @@
 // Chunked, resumable upload (§5.2): initupload, upload_chunk links, chunks in any order and in
 // parallel, 416 for a stored chunk, wrong sizes refused, resume after an interruption, expiry,
 // another account's drive, an abandoned upload removed at its deadline, and the job's data.extra
-// while it verifies and its description once done.
+// while it verifies and its description once done. Chunks sent in order are hashed as they arrive
+// and the last one's request finishes the upload (shown on an app that runs no job handler).
+import { open, readlink } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import type { LocalDriveStorage } from '../../src/storage/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { lockRow } from '../helpers/db.ts'
 import { waitForJob } from '../helpers/jobs.ts'
@@ -69,18 +74,91 @@ t.test('chunks in any order and in parallel; 416 for a stored chunk; the drive e
   t.equal((await linkFor(d.uuid, 0)).statusCode, 400, 'no links once the drive is no longer uploading')
 })
 
-t.test('chunks received in order are hashed as they arrive: the job takes their sha256 without reading the image again', async t => {
+// an app that runs no job handler: whatever finishes an upload there is the chunk requests' own doing
+const quiet = await buildTestApp(t, { runWorkers: false, config: { storage: 'local' } })
+const carol = await createUser(quiet.app)
+const carolApi = client(quiet.app, carol)
+const quietInit = async (size: number) => (await carolApi.post('/api/2.0/initupload/', { name: 'in order', size, media: 'disk' })).json().objects[0]
+const quietLink = async (uuid: string, n: number) => (await carolApi.post(`/api/2.0/drives/${uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: S })).json().link as string
+const quietPut = (link: string, payload: Buffer | Readable) => quiet.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
+
+t.test('chunks received in order are hashed as they arrive, and the last one\'s request finishes the upload: no worker reads the image again', async t => {
   const data = randomImage(3 * MiB + 7)
-  const d = await init(data.length)
+  const d = await quietInit(data.length)
   const jobId = d.jobs[0].uuid
-  for (let n = 0; n < 3; n++) t.equal((await put((await linkFor(d.uuid, n)).json().link, part(data, n, 3))).statusCode, 200)
-  const job = await waitForJob(app, jobId)
-  t.equal(job.state, 'success')
-  t.same(job.result, { sha256: sha256(data), bytes: data.length }, 'the sha256 of the assembled image')
-  t.equal((job.params as { sha256?: string }).sha256, sha256(data), 'computed by the request that recorded the last chunk')
-  const log = (await api.get(`/api/2.0/jobs/${jobId}/log/`)).body
+  for (let n = 0; n < 2; n++) t.equal((await quietPut(await quietLink(d.uuid, n), part(data, n, 3))).statusCode, 200)
+  const last = await quietPut(await quietLink(d.uuid, 2), part(data, 2, 3))
+  t.match(last.json(), { chunk: 2, complete: true, chunks_stored: 3, chunks_total: 3 })
+  // no worker runs in this app: the job is over when the last chunk's answer arrives
+  const job = (await carolApi.get(`/api/2.0/jobs/${jobId}/`)).json()
+  t.equal(job.state, 'success', 'the job succeeded in the request that stored the last chunk')
+  t.equal(job.data.progress, 100)
+  t.equal(job.data.description, 'received 3.0 MiB in 3 chunks')
+  const row = await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: jobId } })
+  t.same(row.result, { sha256: sha256(data), bytes: data.length }, 'the sha256 of the assembled image')
+  t.equal((await carolApi.get(`/api/2.0/drives/${d.uuid}/`)).json().status, 'unmounted')
+  t.equal(await quiet.app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'the chunk rows are gone with the upload')
+  const log = (await carolApi.get(`/api/2.0/jobs/${jobId}/log/`)).body
   t.match(log, /all 3 chunks received; their sha256 was computed as they arrived, in order/, 'the job says so')
+  t.match(log, /time split: 3 chunks in \d+ ms from the first chunk's request; in the chunk requests \(summed\): lookups \d+ ms, receive \d+ ms \(of which hash \d+ ms; \d+ ms hashing on a worker thread meanwhile\), fsync \d+ ms; .*settle \d+ ms/, 'and where the time went')
   t.notMatch(log, /hashing the image/, 'and did not read the image to hash it')
+  t.ok((await carolApi.get(`/api/2.0/drives/${d.uuid}/download/`)).rawPayload.equals(data), 'the image is the file')
+})
+
+t.test('a chunk that fails midway leaves the running hash as it was: its retry continues the in-order run', async t => {
+  const data = randomImage(3 * MiB + 11)
+  const d = await quietInit(data.length)
+  t.equal((await quietPut(await quietLink(d.uuid, 0), part(data, 0, 3))).statusCode, 200)
+  const link = await quietLink(d.uuid, 1)
+  // half of chunk 1 and other bytes, with no Content-Length: hashed into the chunk's fork, then refused
+  const short = await quietPut(link, Readable.from([randomImage(MiB / 2)]))
+  t.equal(short.statusCode, 400, short.body)
+  t.equal(await quiet.app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 1, 'the failed chunk is not recorded')
+  t.equal((await quietPut(link, part(data, 1, 3))).statusCode, 200, 'the same link then takes the right bytes')
+  t.equal((await quietPut(await quietLink(d.uuid, 2), part(data, 2, 3))).statusCode, 200)
+  const row = await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })
+  t.equal(row.state, 'success', 'finished by the last chunk\'s request: the run went on after the failed chunk')
+  t.same(row.result, { sha256: sha256(data), bytes: data.length }, 'the failed chunk\'s bytes are not in the digest')
+})
+
+t.test('every chunk is on disk before it is acknowledged: its image was fsynced when the answer arrives', async t => {
+  const data = randomImage(3 * MiB + 1)
+  const d = await quietInit(data.length)
+  const image = (quiet.app.storage as LocalDriveStorage).path(d.uuid)
+  // the fsyncs (and background fdatasyncs) of the image that completed, in order
+  const done: string[] = []
+  const probe = await open(fileURLToPath(import.meta.url), 'r')
+  const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void>, sync: () => Promise<void> }
+  await probe.close()
+  const { datasync, sync } = proto
+  const spy = (kind: string, original: () => Promise<void>) => async function (this: { fd: number }) {
+    const file = await readlink(`/proc/self/fd/${this.fd}`).catch(() => '')
+    await original.call(this)
+    if (file === image) done.push(kind)
+  }
+  proto.datasync = spy('datasync', datasync)
+  proto.sync = spy('fsync', sync)
+  t.teardown(() => { proto.datasync = datasync; proto.sync = sync })
+  for (let n = 0; n < 3; n++) {
+    const link = await quietLink(d.uuid, n)
+    done.length = 0
+    const res = await quietPut(link, part(data, n, 3))
+    t.equal(res.statusCode, 200)
+    t.equal(done.at(-1), 'fsync', `chunk ${n}: an fsync of the image ended before the answer (${done.join(', ')})`)
+  }
+})
+
+t.test('out of order, the upload is left to a worker: the job is due, not finished, when the last chunk is stored', async t => {
+  const data = randomImage(2 * MiB + 3)
+  const d = await quietInit(data.length)
+  t.equal((await quietPut(await quietLink(d.uuid, 1), part(data, 1, 2))).statusCode, 200)
+  t.match((await quietPut(await quietLink(d.uuid, 0), part(data, 0, 2))).json(), { complete: true })
+  const row = await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })
+  t.equal(row.state, 'started')
+  t.equal(row.lockedBy, null, 'no request holds it')
+  t.ok(row.runAt.getTime() <= Date.now(), 'it is due: a worker hashes the image and finishes it')
+  t.equal(row.description, 'all chunks received; verifying the image')
+  t.match(row.params, { timing: { chunks: 2 } }, 'the chunks left their time split for the job')
 })
 
 t.test('while the image is verified the job shows data.extra {phase: hash}; once done it says what it received', async t => {

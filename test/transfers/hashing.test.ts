@@ -1,6 +1,10 @@
 // SHA-256 on the hash worker thread: the same digest as node:crypto in line, whatever the chunking,
-// for several hashes at once; a released hash is forgotten and the worker serves the next ones.
+// for several hashes at once; a released hash is forgotten and the worker serves the next ones; a
+// fork goes on from its parent's bytes without touching it; open hashes do not keep a process alive.
+import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
@@ -48,4 +52,36 @@ t.test('a Meter hashes on the worker: same digest, the time split knows the work
   const after = new OffThreadSha256()
   await after.update(Buffer.from('still served'))
   t.equal((await after.digest()).hex, inLine(Buffer.from('still served')), 'the worker goes on serving')
+})
+
+t.test('a fork starts from everything its parent was fed and goes on alone; the parent is untouched', async t => {
+  const [a, b, c] = [randomBytes(MiB + 17), randomBytes(2 * MiB + 5), randomBytes(300)]
+  const parent = new OffThreadSha256()
+  await parent.update(a) // a whole slab sent, the rest still buffered: the fork must see it all
+  const fork = new OffThreadSha256(parent)
+  await fork.update(b)
+  await parent.update(c)
+  const grandchild = new OffThreadSha256(fork)
+  grandchild.drop() // a failed chunk's fork: forgotten, nothing else changes
+  t.equal((await fork.digest()).hex, inLine(Buffer.concat([a, b])), 'the fork: the parent\'s bytes, then its own')
+  const p = await parent.digest()
+  t.equal(p.hex, inLine(Buffer.concat([a, c])), 'the parent: its own bytes only')
+  const parked = new OffThreadSha256()
+  await parked.update(a)
+  parked.park()
+  await parked.update(b)
+  t.equal((await parked.digest()).hex, inLine(Buffer.concat([a, b])), 'a parked hash takes bytes again')
+})
+
+t.test('open hashes (parked, forked, never digested) do not keep the process alive', async t => {
+  const fixture = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/parked-hash.ts')
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => { out += String(d) })
+  // bounded only so that a regression fails instead of hanging the suite
+  const guard = setTimeout(() => child.kill('SIGKILL'), 60_000)
+  const [code, signal] = await new Promise<[number | null, string | null]>(resolve => child.once('exit', (c, s) => resolve([c, s])))
+  clearTimeout(guard)
+  t.equal(out, 'ready\n', 'the fixture did its work')
+  t.same([code, signal], [0, null], 'and the process ended by itself')
 })

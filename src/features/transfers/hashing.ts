@@ -2,8 +2,10 @@
 // transferred, not copied again) to a worker thread, which hashes them and hands the slab back for
 // reuse. The event loop then spends a memcpy per byte instead of the hash (about a sixth of the
 // time on these machines), and the hash runs on another core while the next bytes arrive. One
-// worker per process, started on first use, keeping the process alive only while a hash is open;
-// each hash has its own id there, so concurrent uploads never mix.
+// worker per process, started on first use, keeping the process alive only while it owes an
+// answer (a slab or a digest); each hash has its own id there, so concurrent uploads never mix.
+// A hash can be forked (the worker copies its state): a chunked upload's running hash is forked
+// for each chunk, so a chunk that fails leaves the running hash as it was.
 import { Worker } from 'node:worker_threads'
 
 const SLAB = 1024 * 1024
@@ -23,6 +25,9 @@ parentPort.on('message', (m) => {
     h.hash.update(new Uint8Array(m.buf, 0, m.len))
     h.ms += performance.now() - t
     parentPort.postMessage({ op: 'done', id: m.id, buf: m.buf }, [m.buf])
+  } else if (m.op === 'fork') {
+    const from = hashes.get(m.from)
+    hashes.set(m.id, from === undefined ? { hash: createHash('sha256'), ms: 0 } : { hash: from.hash.copy(), ms: from.ms })
   } else if (m.op === 'digest') {
     const h = hashes.get(m.id) ?? { hash: createHash('sha256'), ms: 0 }
     hashes.delete(m.id)
@@ -42,11 +47,14 @@ class HashWorker {
   private readonly worker: Worker
   private readonly waiters = new Map<number, Waiter>()
   private nextId = 1
+  /** answers the worker owes (slabs to hand back, digests): the worker is ref'd while there are any */
+  private owed = 0
   dead: Error | undefined
 
   constructor () {
     this.worker = new Worker(WORKER_JS, { eval: true })
     this.worker.on('message', (m: { op: string, id: number, buf?: ArrayBuffer, hex?: string, ms?: number }) => {
+      if (m.op === 'done' || m.op === 'digest') this.settle()
       const w = this.waiters.get(m.id)
       if (!w) return
       if (m.op === 'done') w.done(m.buf!)
@@ -57,6 +65,7 @@ class HashWorker {
       if (shared === this) shared = undefined
       for (const w of this.waiters.values()) w.fail(err)
       this.waiters.clear()
+      this.owed = 0
     }
     this.worker.on('error', fail)
     this.worker.on('exit', (code) => fail(new Error(`the hash worker exited (${code})`)))
@@ -64,21 +73,29 @@ class HashWorker {
     this.worker.unref()
   }
 
-  // the worker keeps the process alive only while some hash is open (awaiting it must not end the process)
   open (w: Waiter): number {
     const id = this.nextId++
     this.waiters.set(id, w)
-    if (this.waiters.size === 1) this.worker.ref()
     return id
   }
 
   close (id: number): void {
-    if (this.waiters.delete(id) && this.waiters.size === 0) this.worker.unref()
+    this.waiters.delete(id)
   }
 
-  post (msg: { op: string, id: number, buf?: ArrayBuffer, len?: number }): void {
+  /**
+   * Sends a message; `answered` ones (update, digest) keep the process alive until the worker
+   * answers (awaiting a digest must not end the process), but a hash merely open (a chunked
+   * upload's running hash between chunks) does not.
+   */
+  post (msg: { op: string, id: number, buf?: ArrayBuffer, len?: number, from?: number }, answered = false): void {
     if (this.dead) throw this.dead
     this.worker.postMessage(msg, msg.buf ? [msg.buf] : [])
+    if (answered && this.owed++ === 0) this.worker.ref()
+  }
+
+  private settle (): void {
+    if (this.owed > 0 && --this.owed === 0) this.worker.unref()
   }
 }
 
@@ -88,10 +105,12 @@ let shared: HashWorker | undefined
 export class OffThreadSha256 {
   private readonly worker: HashWorker
   private readonly id: number
-  private slab = new Uint8Array(new ArrayBuffer(SLAB))
+  /** the slab being filled; none while nothing is buffered (a parked hash holds no memory) */
+  private slab: Uint8Array | undefined
   private used = 0
   private readonly spare: ArrayBuffer[] = []
   private inFlight = 0
+  private parked = false
   private wake: (() => void) | undefined
   private result: ((r: { hex: string, ms: number }) => void) | undefined
   private error: Error | undefined
@@ -99,12 +118,14 @@ export class OffThreadSha256 {
   /** milliseconds the event loop spent copying bytes to the worker */
   copyMs = 0
 
-  constructor () {
-    this.worker = shared ??= new HashWorker()
+  /** A new hash, or (`from`) a fork that starts from everything fed to `from` so far. */
+  constructor (from?: OffThreadSha256) {
+    if (from?.error) throw from.error
+    this.worker = from?.worker ?? (shared ??= new HashWorker())
     this.id = this.worker.open({
       done: (buf) => {
         this.inFlight--
-        if (this.spare.length < 4) this.spare.push(buf)
+        if (!this.parked && this.spare.length < 4) this.spare.push(buf)
         const wake = this.wake
         this.wake = undefined
         wake?.()
@@ -116,14 +137,26 @@ export class OffThreadSha256 {
         this.failResult?.(err)
       }
     })
+    if (from !== undefined) {
+      // the bytes `from` still buffers go first: the worker handles messages in order
+      from.park()
+      try {
+        this.worker.post({ op: 'fork', id: this.id, from: from.id })
+      } catch (err) {
+        this.worker.close(this.id)
+        throw err
+      }
+    }
   }
 
   /** Feeds bytes; resolves at once unless the worker is behind by MAX_IN_FLIGHT slabs. */
   async update (chunk: Uint8Array): Promise<void> {
     if (this.error) throw this.error
+    this.parked = false
     const t = performance.now()
     let off = 0
     while (off < chunk.length) {
+      this.slab ??= new Uint8Array(this.spare.pop() ?? new ArrayBuffer(SLAB))
       const n = Math.min(SLAB - this.used, chunk.length - off)
       this.slab.set(chunk.subarray(off, off + n), this.used)
       this.used += n
@@ -136,30 +169,43 @@ export class OffThreadSha256 {
   }
 
   private send (): void {
-    const buf = this.slab.buffer as ArrayBuffer
+    const buf = this.slab!.buffer as ArrayBuffer
     const len = this.used
     this.inFlight++
-    this.worker.post({ op: 'update', id: this.id, buf, len })
-    this.slab = new Uint8Array(this.spare.pop() ?? new ArrayBuffer(SLAB))
+    this.slab = undefined
     this.used = 0
+    this.worker.post({ op: 'update', id: this.id, buf, len }, true)
   }
 
-  /** The hex digest of everything fed, and the worker's hashing time; the hash is over after it. */
+  /**
+   * Sends what is buffered and lets go of the slabs: the hash stays open on the worker, holding no
+   * memory here (a chunked upload's running hash between two chunks). update() wakes it again.
+   */
+  park (): void {
+    if (this.error) throw this.error
+    if (this.used > 0) this.send()
+    this.parked = true
+    this.spare.length = 0
+  }
+
+  /** The hex digest of everything fed, and the worker's hashing time (its forks' included); the hash is over after it. */
   async digest (): Promise<{ hex: string, workerMs: number }> {
     if (this.error) throw this.error
     if (this.used > 0) this.send()
     const r = await new Promise<{ hex: string, ms: number }>((resolve, reject) => {
       this.result = resolve
       this.failResult = reject
-      this.worker.post({ op: 'digest', id: this.id })
+      this.worker.post({ op: 'digest', id: this.id }, true)
     })
     this.worker.close(this.id)
     return { hex: r.hex, workerMs: r.ms }
   }
 
-  /** Forgets the hash (the upload failed). */
+  /** Forgets the hash (the upload failed, or its running hash is no longer needed). */
   drop (): void {
     this.worker.close(this.id)
+    this.slab = undefined
+    this.spare.length = 0
     if (this.worker.dead === undefined) this.worker.post({ op: 'drop', id: this.id })
   }
 }

@@ -32,9 +32,19 @@ export function downloadLinkPath (token: string): string {
   return `${API}/downloads/${token}/`
 }
 
+/** Whether `token` has the form of a token (anything else is not looked up). */
+export function isToken (token: string): boolean {
+  return TOKEN_RE.test(token)
+}
+
 /** The link of a token; unknown → 404, expired → 410. */
 export async function findLink (db: Db, token: string, purpose: LinkPurpose): Promise<TransferLink> {
-  const link = TOKEN_RE.test(token) ? await db.transferLink.findUnique({ where: { tokenHash: hashToken(token) } }) : null
+  const link = isToken(token) ? await db.transferLink.findUnique({ where: { tokenHash: hashToken(token) } }) : null
+  return checkLink(link ?? undefined, purpose)
+}
+
+/** A link row as found for a token: 404 when there is none or it is for another purpose, 410 when expired. */
+export function checkLink<L extends { purpose: string, expiresAt: Date }> (link: L | undefined, purpose: LinkPurpose): L {
   if (!link || link.purpose !== purpose) throw errors.notFound('Link', 'token')
   if (link.expiresAt.getTime() <= Date.now()) throw errors.gone('This link has expired; ask for a new one')
   return link

@@ -1,6 +1,5 @@
 // Stream utilities of the transfers: a byte meter with a limit, a write stream that grows the
 // drive as bytes arrive, and hashing a stored image.
-import { createHash, type Hash } from 'node:crypto'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { DriveStorage, DriveWriter } from '../../storage/index.ts'
@@ -14,9 +13,10 @@ const MiB = 1024 * 1024
 export class BodyTooLong extends Error {}
 
 /**
- * Counts (and optionally hashes) the bytes passing through; fails past `limit` bytes. `hashing`
- * true hashes on the process's hash worker thread (hashing.ts), so the event loop only copies the
- * bytes; a Hash object (e.g. the running hash of an upload's chunks) is fed here, in line.
+ * Counts (and optionally hashes) the bytes passing through; fails past `limit` bytes. Hashing is
+ * on the process's hash worker thread (hashing.ts), so the event loop only copies the bytes:
+ * `hashing` true hashes into a hash of the meter's own (digest() gives it); an OffThreadSha256
+ * (a chunk's fork of its upload's running hash) is fed, and its owner takes its digest or drops it.
  */
 export class Meter extends Transform {
   bytes = 0
@@ -27,13 +27,15 @@ export class Meter extends Transform {
   /** performance.now() when the first byte arrived and when the input ended */
   startedAt: number | undefined
   endedAt: number | undefined
-  private readonly hash: Hash | undefined
   private readonly offThread: OffThreadSha256 | undefined
+  /** the meter made its hash (and so digests or releases it) */
+  private readonly ownsHash: boolean
 
-  constructor (private readonly limit: number, hashing: boolean | Hash, private readonly onBytes?: (n: number) => void) {
+  constructor (private readonly limit: number, hashing: boolean | OffThreadSha256, private readonly onBytes?: (n: number) => void) {
     super({ highWaterMark: MiB })
-    if (typeof hashing === 'object') this.hash = hashing
-    else if (hashing) this.offThread = new OffThreadSha256()
+    this.ownsHash = hashing === true
+    if (hashing === true) this.offThread = new OffThreadSha256()
+    else if (hashing !== false) this.offThread = hashing
   }
 
   override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -44,11 +46,7 @@ export class Meter extends Transform {
     this.bytes += chunk.length
     this.startedAt ??= performance.now()
     this.onBytes?.(this.bytes)
-    if (this.hash !== undefined) {
-      const t = performance.now()
-      this.hash.update(chunk)
-      this.hashMs += performance.now() - t
-    } else if (this.offThread !== undefined) {
+    if (this.offThread !== undefined) {
       const t = performance.now()
       // resolves at once unless the worker is far behind: then the upload waits for it
       this.offThread.update(chunk).then(() => { this.hashMs += performance.now() - t; cb(null, chunk) }, cb)
@@ -69,24 +67,22 @@ export class Meter extends Transform {
 
   private digested = false
 
-  /** Forgets the hash if it was not taken (an upload that failed after its bytes passed). */
+  /** Forgets the hash if it was not taken (an upload that failed after its bytes passed); not one it was given. */
   release (): void {
     if (this.digested) return
     this.digested = true
-    this.offThread?.drop()
+    if (this.ownsHash) this.offThread?.drop()
   }
 
-  /** The sha256 (hex) of the bytes that passed. */
+  /** The sha256 (hex) of the bytes that passed, through a hash of its own. */
   async digest (): Promise<string> {
-    if (this.digested) throw new Error('the hash was taken or released already')
+    if (this.digested || (this.offThread !== undefined && !this.ownsHash)) throw new Error('the hash was taken or released already, or is not the meter\'s')
     this.digested = true
-    if (this.offThread !== undefined) {
-      // the worker's last slab is hashed while the image is fsynced: not counted in the receive
-      const { hex, workerMs } = await this.offThread.digest()
-      this.workerHashMs = workerMs
-      return hex
-    }
-    return (this.hash ?? createHash('sha256')).digest('hex')
+    if (this.offThread === undefined) throw new Error('the meter does not hash')
+    // the worker's last slab is hashed while the image is fsynced: not counted in the receive
+    const { hex, workerMs } = await this.offThread.digest()
+    this.workerHashMs = workerMs
+    return hex
   }
 }
 

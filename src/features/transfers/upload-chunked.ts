@@ -1,20 +1,22 @@
 // Chunked, resumable upload (§5.2): state in upload_chunks rows, a job parked until the last chunk.
-import { createHash, randomUUID, type Hash } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Tx } from '../../db/client.ts'
 import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
-import { percentOf } from '../../domain/progress.ts'
+import { formatBytes } from '../../domain/progress.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { errors } from '../../http/errors.ts'
+import { isUuid } from '../../http/bodies.ts'
 import { enqueueJob } from '../../engine/enqueue.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { publishChange } from '../../engine/events.ts'
-import { announceDrives, drivesToWire, loadOwnedDrive, type DriveRow } from '../drives/service.ts'
+import { announceDrives, drivesToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
-import { chunkLinkPath, findLink, newToken } from './links.ts'
+import { OffThreadSha256 } from './hashing.ts'
+import { checkLink, chunkLinkPath, hashToken, isToken, newToken } from './links.ts'
 import { Meter } from './streams.ts'
-import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, removeImage, streamFailure } from './service.ts'
+import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, finishUploadedDrive, removeImage, streamFailure } from './service.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Chunked, resumable upload (§5.2)
@@ -63,35 +65,57 @@ export async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): P
   return Number((job.params as { chunkSize?: unknown }).chunkSize)
 }
 
-/** ?do=upload_chunk: a 5-minute link for one chunk, or 416 when the chunk is stored already. */
+/**
+ * ?do=upload_chunk: a 5-minute link for one chunk, or 416 when the chunk is stored already. A link
+ * is asked for before every chunk, so this is two statements: the drive row's lock (as every
+ * change of an upload's drive takes it first), then one that fixes the upload's chunk size if this
+ * is its first valid link and writes the link only when every check passes; what it read says
+ * which check failed.
+ */
 export async function chunkLink (deps: TransferDeps, ownerId: string, driveId: string, chunkNumber: number, chunkSize: number): Promise<{ link: string }> {
-  return deps.prisma.$transaction(async (tx) => {
-    const drive = await loadOwnedDrive(tx, ownerId, driveId, { lock: true })
-    if (drive.status !== 'uploading' || !drive.lockedByJob) throw errors.wrongState(`Drive ${drive.id} is ${drive.status}, not uploading`)
-    const jobId = drive.lockedByJob
-    const size = Number(drive.size)
-    const fixed = await fixChunkSize(tx, jobId, chunkSize)
-    if (fixed !== chunkSize) throw errors.validation(`This upload uses chunks of ${fixed} bytes; chunk_size must be ${fixed}`, 'chunk_size')
-    if (!chunkRange(size, chunkSize, chunkNumber)) {
-      throw errors.validation(`chunk_number must be between 0 and ${chunkCount(size, chunkSize) - 1} for ${size} bytes in chunks of ${chunkSize}`, 'chunk_number')
-    }
-    const stored = await tx.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: chunkNumber } } })
-    if (stored) throw chunkStored(chunkNumber)
-    const { token, hash } = newToken()
-    await tx.transferLink.create({
-      data: {
-        tokenHash: hash,
-        ownerId,
-        driveId: drive.id,
-        jobId,
-        purpose: 'upload_chunk',
-        chunkNumber,
-        chunkSize: BigInt(chunkSize),
-        expiresAt: new Date(Date.now() + deps.config.uploadLinkTtlSeconds * 1000)
-      }
-    })
-    return { link: chunkLinkPath(token) }
+  if (!isUuid(driveId)) throw errors.notFound('Drive', 'uuid')
+  const id = driveId.toLowerCase()
+  const { token, hash } = newToken()
+  const r = await deps.prisma.$transaction(async (tx) => {
+    const [drive] = await tx.$queryRaw<Array<{ size: string, status: string, lockedByJob: string | null }>>`
+      SELECT size::text, status, locked_by_job::text AS "lockedByJob" FROM drives WHERE id = ${id}::uuid AND owner_id = ${ownerId}::uuid AND NOT deleted FOR UPDATE`
+    if (drive === undefined) throw errors.notFound(`Drive ${driveId}`, 'uuid')
+    if (drive.status !== 'uploading' || !drive.lockedByJob) throw errors.wrongState(`Drive ${id} is ${drive.status}, not uploading`)
+    const [row] = await tx.$queryRaw<Array<{ fixed: string | null, stored: boolean, created: boolean }>>`
+      WITH ok AS (
+        -- the chunk exists with this chunk size
+        SELECT 1 WHERE ${chunkNumber}::bigint >= 0 AND ${chunkNumber}::bigint < GREATEST(1, floor(${drive.size}::numeric / ${chunkSize}::numeric))
+      ),
+      fix AS (
+        UPDATE jobs SET params = params || jsonb_build_object('chunkSize', ${chunkSize}::bigint)
+        WHERE id = ${drive.lockedByJob}::uuid AND NOT (params ? 'chunkSize') AND EXISTS (SELECT 1 FROM ok)
+        RETURNING (params ->> 'chunkSize')::bigint AS chunk_size
+      ),
+      fixed AS (
+        SELECT COALESCE((SELECT chunk_size FROM fix), (SELECT (params ->> 'chunkSize')::bigint FROM jobs WHERE id = ${drive.lockedByJob}::uuid)) AS chunk_size
+      ),
+      stored AS (
+        SELECT EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = ${id}::uuid AND number = ${chunkNumber}::bigint) AS stored
+      ),
+      link AS (
+        INSERT INTO transfer_links (token_hash, owner_id, drive_id, job_id, purpose, chunk_number, chunk_size, expires_at)
+        SELECT ${hash}, ${ownerId}::uuid, ${id}::uuid, ${drive.lockedByJob}::uuid, 'upload_chunk', ${chunkNumber}::int, ${chunkSize}::bigint,
+          now() + make_interval(secs => ${deps.config.uploadLinkTtlSeconds}::int)
+        FROM ok, fixed, stored
+        WHERE fixed.chunk_size = ${chunkSize}::bigint AND NOT stored.stored
+        RETURNING 1
+      )
+      SELECT (SELECT chunk_size::text FROM fixed) AS fixed, (SELECT stored FROM stored) AS stored, EXISTS (SELECT 1 FROM link) AS created`
+    return { ...row, size: Number(drive.size) }
   })
+  const fixed = r.fixed === null ? undefined : Number(r.fixed)
+  if (fixed !== undefined && fixed !== chunkSize) throw errors.validation(`This upload uses chunks of ${fixed} bytes; chunk_size must be ${fixed}`, 'chunk_size')
+  if (!chunkRange(r.size, chunkSize, chunkNumber)) {
+    throw errors.validation(`chunk_number must be between 0 and ${chunkCount(r.size, chunkSize) - 1} for ${r.size} bytes in chunks of ${chunkSize}`, 'chunk_number')
+  }
+  if (r.stored) throw chunkStored(chunkNumber)
+  if (!r.created) throw new Error(`the link for chunk ${chunkNumber} of drive ${id} was not written`)
+  return { link: chunkLinkPath(token) }
 }
 
 function chunkStored (n: number): DomainError {
@@ -107,7 +131,13 @@ function chunkStored (n: number): DomainError {
  */
 export class ChunksInFlight extends Map<string, Promise<void>> {
   /** the running sha256 of each upload whose chunks this app received in order (see InOrderHash) */
-  readonly hashes = new Map<string, { next: number, hash: Hash }>()
+  readonly hashes = new Map<string, { next: number, hash: OffThreadSha256 }>()
+
+  /** Forgets every running hash (the app closes). */
+  close (): void {
+    for (const { hash } of this.hashes.values()) hash.drop()
+    this.hashes.clear()
+  }
 }
 
 /** Uploads whose running hash is kept at most (the oldest is dropped: its job reads the image). */
@@ -115,32 +145,58 @@ const RUNNING_HASHES_MAX = 256
 
 /**
  * The sha256 of an upload computed as its chunks arrive: while this app receives chunk 0, 1, 2...
- * in order, each is hashed on its way to the disk, and the request that records the last one
- * knows the image's digest, so the job need not read the whole image again to hash it. Any gap
- * (a chunk out of order, one received by another process, a failed chunk) drops back to that read.
+ * in order, each is hashed on its way to the disk (on the hash worker thread, in a fork of the
+ * upload's running hash), and the request that records the last one knows the image's digest, so
+ * it finishes the upload itself: nothing reads the image again. Any gap (a chunk out of order, one
+ * received by another process) drops back to that read; a failed chunk leaves the running hash as
+ * it was, so its retry continues the run.
  */
 export class InOrderHash {
   /** the hash to feed this chunk's bytes into, or undefined when it is not the next in order */
-  readonly hash: Hash | undefined
+  readonly hash: OffThreadSha256 | undefined
+  /** the fork was handed on (it became the running hash, or gave the digest) */
+  private taken = false
 
   constructor (private readonly inFlight: ChunksInFlight, private readonly driveId: string, private readonly n: number, private readonly total: number) {
-    const running = inFlight.hashes.get(driveId) ?? (n === 0 ? { next: 0, hash: createHash('sha256') } : undefined)
-    // a copy: the running state moves on only once this chunk is stored and recorded
-    this.hash = running !== undefined && running.next === n ? running.hash.copy() : undefined
+    const running = inFlight.hashes.get(driveId)
+    try {
+      // a fork: the running state moves on only once this chunk is stored and recorded
+      if (running !== undefined && running.next === n) this.hash = new OffThreadSha256(running.hash)
+      else if (running === undefined && n === 0) this.hash = new OffThreadSha256()
+    } catch {
+      // the hash worker failed: the job reads the image to hash it
+      this.hash = undefined
+    }
   }
 
-  /** The image's sha256 when this chunk completes an in-order run of all of them. */
-  digestIfLast (): string | undefined {
-    return this.hash !== undefined && this.n + 1 === this.total ? this.hash.copy().digest('hex') : undefined
+  /** The image's sha256 (and the worker's hashing time) when this chunk completes an in-order run of all of them. */
+  async digestIfLast (): Promise<{ hex: string, workerMs: number } | undefined> {
+    if (this.hash === undefined || this.n + 1 !== this.total || this.taken) return undefined
+    this.taken = true
+    return this.hash.digest()
   }
 
   /** This chunk was recorded: the running hash moves past it. */
   recorded (): void {
     if (this.hash === undefined) return
+    this.inFlight.hashes.get(this.driveId)?.hash.drop()
     this.inFlight.hashes.delete(this.driveId)
-    if (this.n + 1 >= this.total) return
+    if (this.n + 1 >= this.total || this.taken) return
+    this.taken = true
+    this.hash.park()
     this.inFlight.hashes.set(this.driveId, { next: this.n + 1, hash: this.hash })
-    if (this.inFlight.hashes.size > RUNNING_HASHES_MAX) this.inFlight.hashes.delete(this.inFlight.hashes.keys().next().value!)
+    if (this.inFlight.hashes.size > RUNNING_HASHES_MAX) {
+      const oldest = this.inFlight.hashes.keys().next().value!
+      this.inFlight.hashes.get(oldest)?.hash.drop()
+      this.inFlight.hashes.delete(oldest)
+    }
+  }
+
+  /** The chunk's request is over: a fork not handed on (the chunk failed) is forgotten. */
+  dispose (): void {
+    if (this.hash === undefined || this.taken) return
+    this.taken = true
+    this.hash.drop()
   }
 }
 
@@ -152,41 +208,81 @@ export interface ChunkResult {
   complete: boolean
 }
 
+interface ChunkLinkRow {
+  purpose: string
+  expiresAt: Date
+  ownerId: string
+  driveId: string
+  jobId: string | null
+  chunkNumber: number | null
+  chunkSize: string | null
+  /** the drive exists, is the link owner's and is not deleted */
+  driveFound: boolean
+  size: string | null
+  status: string | null
+  lockedByJob: string | null
+  /** the chunk is recorded as stored */
+  stored: boolean
+}
+
+/** A chunk link, its drive and whether its chunk is stored: one statement before the body is read. */
+async function findChunkLink (deps: TransferDeps, token: string): Promise<ChunkLinkRow> {
+  const rows = isToken(token)
+    ? await deps.prisma.$queryRaw<ChunkLinkRow[]>`
+      SELECT l.purpose, l.expires_at AS "expiresAt", l.owner_id::text AS "ownerId", l.drive_id::text AS "driveId", l.job_id::text AS "jobId",
+        l.chunk_number AS "chunkNumber", l.chunk_size::text AS "chunkSize",
+        d.id IS NOT NULL AS "driveFound", d.size::text, d.status, d.locked_by_job::text AS "lockedByJob",
+        EXISTS (SELECT 1 FROM upload_chunks c WHERE c.drive_id = l.drive_id AND c.number = l.chunk_number) AS stored
+      FROM transfer_links l
+      LEFT JOIN drives d ON d.id = l.drive_id AND d.owner_id = l.owner_id AND NOT d.deleted
+      WHERE l.token_hash = ${hashToken(token)}`
+    : []
+  return checkLink(rows[0], 'upload_chunk')
+}
+
 /** POST <link>: writes the chunk at its offset, records it, and finishes the upload after the last one. */
 export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
-  const link = await findLink(deps.prisma, token, 'upload_chunk')
+  const t0 = performance.now()
+  const startedAt = Date.now()
+  const link = await findChunkLink(deps, token)
   const n = link.chunkNumber ?? -1
   const S = Number(link.chunkSize ?? 0)
-  const drive = await deps.prisma.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
-  if (!drive || drive.status !== 'uploading' || drive.lockedByJob !== link.jobId || !link.jobId) {
+  if (!link.driveFound || link.status !== 'uploading' || link.lockedByJob !== link.jobId || !link.jobId) {
     throw errors.gone('The upload this link belongs to is over')
   }
   const jobId = link.jobId
-  const size = Number(drive.size)
-  const range = chunkRange(size, S, n) as ChunkRange
+  const drive = { id: link.driveId, ownerId: link.ownerId, size: Number(link.size) }
+  const range = chunkRange(drive.size, S, n) as ChunkRange
   if (contentLength !== undefined && contentLength !== range.length) {
     throw errors.validation(`Chunk ${n} holds ${range.length} bytes; the body announces ${contentLength}`, 'Content-Length')
   }
   const key = `${drive.id}:${n}`
-  if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
-  if (await deps.prisma.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: n } } })) throw chunkStored(n)
-  // looked at again: another request for this chunk may have started while the row was read
+  if (link.stored) throw chunkStored(n)
   if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
   return receiving(inFlight, key, async () => {
-    const inOrder = new InOrderHash(inFlight, drive.id, n, chunkCount(size, S))
-    const meter = new Meter(range.length, inOrder.hash ?? false)
+    const inOrder = new InOrderHash(inFlight, drive.id, n, chunkCount(drive.size, S))
     try {
-      await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
-    } catch (err) {
-      body.resume()
-      throw streamFailure(err, `chunk ${n}`)
+      const bodyAt = performance.now()
+      const meter = new Meter(range.length, inOrder.hash ?? false)
+      try {
+        await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
+      } catch (err) {
+        body.resume()
+        throw streamFailure(err, `chunk ${n}`)
+      }
+      const stored = performance.now()
+      if (meter.bytes !== range.length) {
+        throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
+      }
+      const r = await recordChunk(deps, drive, jobId, n, range.length, S, 'refuse', {
+        digest: await inOrder.digestIfLast(),
+        timing: chunkTiming(startedAt, t0, bodyAt, meter, stored)
+      })
+      inOrder.recorded()
+      return r
+    } finally {
+      inOrder.dispose()
     }
-    if (meter.bytes !== range.length) {
-      throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
-    }
-    const r = await recordChunk(deps, drive, jobId, n, range.length, S, 'refuse', inOrder.digestIfLast())
-    inOrder.recorded()
-    return r
   })
 }
 
@@ -209,49 +305,142 @@ export async function storedChunks (db: Tx | TransferDeps['prisma'], driveId: st
   return { count: agg.count, bytes: Number(agg.bytes) }
 }
 
+/** The drive of an upload, as recordChunk needs it. */
+export interface UploadDrive { id: string, ownerId: string, size: number | bigint }
+
+/** Where one chunk request's time went (ms); the upload's job sums them in params.timing. */
+export interface ChunkTiming {
+  /** when the request began (Date.now()): the job keeps the earliest, in params.firstChunkAt */
+  startedAt: number
+  /** finding the link, the drive, the chunk (before the body is read) */
+  lookupsMs: number
+  /** from the first byte read to the last (the hash's share included) */
+  receiveMs: number
+  /** the event loop's share of hashing (copying to the hash worker, waiting when it is behind) */
+  hashMs: number
+  /** the end of the body to the chunk being on disk (the writer's fsync, after its write-back) */
+  fsyncMs: number
+}
+
+export function chunkTiming (startedAt: number, t0: number, bodyAt: number, meter: Meter, stored: number): ChunkTiming {
+  const ended = meter.endedAt ?? stored
+  return { startedAt, lookupsMs: bodyAt - t0, receiveMs: ended - bodyAt, hashMs: meter.hashMs, fsyncMs: stored - ended }
+}
+
+/** What a chunk's request knows once the chunk is stored. */
+export interface StoredChunk {
+  /** the image's sha256 (and the hash worker's time), when this chunk completed an in-order run (InOrderHash) */
+  digest?: { hex: string, workerMs: number }
+  timing: ChunkTiming
+}
+
+interface RecordRow {
+  inserted: number
+  count: number
+  bytes: string
+  updated: boolean
+  params: { timing?: Partial<Record<string, number>>, firstChunkAt?: number } | null
+}
+
 /**
- * Records chunk `n` (from 0) as stored and moves the job's progress; the last chunk makes the job
- * due, so a worker verifies the image and finishes the upload (exactly once: the job row lock
- * orders concurrent last chunks). A chunk stored already is 416 (`refuse`, §5.2) or answered as
+ * Records chunk `n` (from 0) as stored and moves the job's progress. The last chunk completes the
+ * upload (exactly once: the job row lock orders concurrent last chunks): when its request knows
+ * the image's digest (every chunk hashed in order), it finishes the upload in the same transaction
+ * (the drive leaves `uploading`, the job succeeds); otherwise it makes the job due, so a worker
+ * hashes the image and finishes it. A chunk stored already is 416 (`refuse`, §5.2) or answered as
  * stored (`accept`, resumable.js, where the same chunk twice is idempotent).
  */
-export async function recordChunk (deps: TransferDeps, drive: DriveRow, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', sha256?: string): Promise<ChunkResult> {
+export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', chunk: StoredChunk): Promise<ChunkResult> {
   const size = Number(drive.size)
   const total = chunkCount(size, S)
   // §5.2 clients hold a link, which is gone (410) with the upload; resumable.js retries anything
   // but 400/404/415/500/501 at once, so it is told 400 (the drive's state)
   const over = () => duplicates === 'refuse' ? errors.gone('The upload this link belongs to is over') : errors.wrongState(`The upload into drive ${drive.id} is over`)
+  const { startedAt, ...sums } = chunk.timing
+  const t0 = performance.now()
   return deps.prisma.$transaction(async (tx) => {
     // chunks of one upload are recorded one at a time: without this row lock, two last chunks
     // arriving together could each miss the other's row, so neither would see the upload complete
+    // (the statement below takes its snapshot once the lock is held, so it sees every earlier chunk)
     await tx.$executeRaw`SELECT 1 FROM jobs WHERE id = ${jobId}::uuid FOR UPDATE`
-    const inserted = await tx.$executeRaw`
-      INSERT INTO upload_chunks (drive_id, number, size) VALUES (${drive.id}::uuid, ${n}, ${BigInt(length)}) ON CONFLICT DO NOTHING`
-    const agg = await storedChunks(tx, drive.id)
-    if (inserted === 0) {
+    // one statement: the chunk's row, the count, the job's progress and deadline, the time split so far
+    const [r] = await tx.$queryRaw<RecordRow[]>`
+      WITH ins AS (
+        INSERT INTO upload_chunks (drive_id, number, size) VALUES (${drive.id}::uuid, ${n}, ${BigInt(length)}) ON CONFLICT DO NOTHING
+        RETURNING size
+      ),
+      agg AS (
+        SELECT (SELECT count(*) FROM upload_chunks WHERE drive_id = ${drive.id}::uuid) + (SELECT count(*) FROM ins) AS count,
+          (SELECT COALESCE(sum(size), 0) FROM upload_chunks WHERE drive_id = ${drive.id}::uuid) + (SELECT COALESCE(sum(size), 0) FROM ins) AS bytes
+      ),
+      u AS (
+        UPDATE jobs SET
+          bytes_done = agg.bytes,
+          progress = LEAST(99, floor(agg.bytes * 100 / ${size}::numeric))::int,
+          description = CASE WHEN agg.count >= ${total}::int THEN 'all chunks received; verifying the image'
+            ELSE format('received %s of %s chunks', agg.count, ${total}::int) END,
+          -- the last chunk makes the job due now (a worker finishes the upload unless this request does)
+          run_at = CASE WHEN agg.count >= ${total}::int THEN now() ELSE now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS}) END,
+          last_modified = now(),
+          params = jobs.params || jsonb_build_object(
+            'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
+              FROM jsonb_each_text(${JSON.stringify({ chunks: 1, ...sums })}::jsonb) AS x),
+            'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, ${startedAt}::float8), ${startedAt}::float8))
+        FROM agg
+        WHERE jobs.id = ${jobId}::uuid AND jobs.state = 'started' AND jobs.locked_by IS NULL AND EXISTS (SELECT 1 FROM ins)
+        RETURNING jobs.params
+      )
+      SELECT (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,
+        EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params
+      FROM agg`
+    const result = { chunk: n, bytes: length, chunksStored: r.count, chunksTotal: total, complete: r.count >= total }
+    if (r.inserted === 0) {
       if (duplicates === 'refuse') throw chunkStored(n)
-      return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete: agg.count >= total }
+      return result
     }
-    const bytes = agg.bytes
-    const complete = agg.count >= total
-    const job = await tx.job.updateMany({
-      where: { id: jobId, state: 'started', lockedBy: null },
-      data: {
-        bytesDone: BigInt(bytes),
-        progress: percentOf(bytes, size) ?? 0,
-        description: complete ? 'all chunks received; verifying the image' : `received ${agg.count} of ${total} chunks`,
-        // the last chunk makes the job due now: a worker finishes the upload
-        runAt: complete ? new Date() : idleDeadline(),
-        lastModified: new Date()
-      }
-    })
-    if (job.count === 0) throw over()
-    // every chunk was hashed in order as it arrived (InOrderHash): the job takes this digest
-    if (complete && sha256 !== undefined) {
-      await tx.$executeRaw`UPDATE jobs SET params = params || jsonb_build_object('sha256', ${sha256}::text) WHERE id = ${jobId}::uuid`
-    }
-    if (complete) await tx.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, ${jobId})`
+    if (!r.updated) throw over()
+    if (result.complete && chunk.digest !== undefined && await finishInRequest(deps, tx, drive, jobId, total, chunk.digest, r.params, t0)) return result
+    if (result.complete) await tx.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, ${jobId})`
     await publishChange(tx, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
-    return { chunk: n, bytes: length, chunksStored: agg.count, chunksTotal: total, complete }
+    return result
   })
+}
+
+/**
+ * The last chunk of an upload hashed in order: this request finishes it, in the transaction that
+ * records the chunk. The job is leased to this process for that (as a raw upload's is), so its log
+ * and outcome are written like any job's. False when the job cannot be had (a cancel was
+ * requested): a worker then takes it as usual.
+ */
+async function finishInRequest (deps: TransferDeps, tx: Tx, drive: UploadDrive, jobId: string, total: number, digest: { hex: string, workerMs: number }, params: RecordRow['params'], t0: number): Promise<boolean> {
+  const size = Number(drive.size)
+  const row = await deps.engine.take(tx, jobId, 'started')
+  if (row === undefined) return false
+  await finishUploadedDrive(tx, drive.ownerId, drive.id, jobId)
+  // nothing between hold() and finish() can throw before finish() ends the hold
+  const held = deps.engine.hold(row, size)
+  held.log(`all ${total} chunks received; their sha256 was computed as they arrived, in order, on a worker thread: ${digest.hex}`)
+  held.log(chunkedTimeSplit(params, digest.workerMs) + `; settle ${Math.round(performance.now() - t0)} ms`)
+  held.describe(`received ${formatBytes(size)} in ${total} chunks`)
+  await held.finish(tx, { state: 'success', result: { sha256: digest.hex, bytes: size } })
+  return true
+}
+
+/**
+ * The job-log line of a chunked upload's time (its `time split`), from the sums its chunks left in
+ * params: the wall time from the first chunk's request to `endAt` (Date.now()), what the chunk
+ * requests spent on lookups, receiving (hashing), fsync, and the rest, which is outside them
+ * (the client's link requests and its time between chunks) or recording each chunk.
+ */
+export function chunkedTimeSplit (params: { timing?: Partial<Record<string, number>>, firstChunkAt?: number } | null, workerHashMs?: number, endAt = Date.now()): string {
+  const t = params?.timing
+  const first = params?.firstChunkAt
+  if (t === undefined || first === undefined) return 'time split: not recorded'
+  const ms = (n: number | undefined) => `${Math.max(0, Math.round(n ?? 0))} ms`
+  const wall = endAt - first
+  const inRequests = (t.lookupsMs ?? 0) + (t.receiveMs ?? 0) + (t.fsyncMs ?? 0)
+  const worker = workerHashMs === undefined ? '' : `; ${ms(workerHashMs)} hashing on a worker thread meanwhile`
+  return `time split: ${t.chunks ?? 0} chunks in ${ms(wall)} from the first chunk's request; in the chunk requests (summed): ` +
+    `lookups ${ms(t.lookupsMs)}, receive ${ms(t.receiveMs)} (of which hash ${ms(t.hashMs)}${worker}), fsync ${ms(t.fsyncMs)}; ` +
+    `outside them or recording them ${ms(wall - inRequests)} (link requests, the client between chunks)`
 }

@@ -15,7 +15,7 @@ import { DomainError, errors } from '../../http/errors.ts'
 import { loadOwnedDrive, type DriveRow } from '../drives/service.ts'
 import { BodyTooLong, Meter } from './streams.ts'
 import { type TransferDeps, streamFailure } from './service.ts'
-import { type ChunkResult, type ChunksInFlight, InOrderHash, fixChunkSize, receiving, recordChunk, storedChunks } from './upload-chunked.ts'
+import { type ChunkResult, type ChunksInFlight, InOrderHash, chunkTiming, fixChunkSize, receiving, recordChunk, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -130,6 +130,8 @@ export async function resumableChunkStatus (deps: TransferDeps, ownerId: string,
  * by the parser's size limit.
  */
 export async function receiveResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean = () => false): Promise<ResumableResult> {
+  const t0 = performance.now()
+  const startedAt = Date.now()
   const key = `${driveId.toLowerCase()}:${c.number - 1}`
   let l: Located
   for (;;) {
@@ -150,19 +152,28 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
   const { drive, jobId, index, range } = l
   return receiving(inFlight, key, async () => {
     const inOrder = new InOrderHash(inFlight, drive.id, index, chunkCount(Number(drive.size), c.chunkSize))
-    const meter = new Meter(range.length, inOrder.hash ?? false)
     try {
-      await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
-    } catch (err) {
-      body.resume()
-      if (err instanceof BodyTooLong) throw tooLong(c, range)
-      throw streamFailure(err, `chunk ${c.number}`)
+      const bodyAt = performance.now()
+      const meter = new Meter(range.length, inOrder.hash ?? false)
+      try {
+        await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
+      } catch (err) {
+        body.resume()
+        if (err instanceof BodyTooLong) throw tooLong(c, range)
+        throw streamFailure(err, `chunk ${c.number}`)
+      }
+      const stored = performance.now()
+      if (truncated()) throw tooLong(c, range)
+      if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
+      const r = await recordChunk(deps, drive, jobId, index, range.length, c.chunkSize, 'accept', {
+        digest: await inOrder.digestIfLast(),
+        timing: chunkTiming(startedAt, t0, bodyAt, meter, stored)
+      })
+      inOrder.recorded()
+      return { ...r, chunk: c.number, duplicate: false }
+    } finally {
+      inOrder.dispose()
     }
-    if (truncated()) throw tooLong(c, range)
-    if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
-    const r = await recordChunk(deps, drive, jobId, index, range.length, c.chunkSize, 'accept', inOrder.digestIfLast())
-    inOrder.recorded()
-    return { ...r, chunk: c.number, duplicate: false }
   })
 }
 

@@ -63,6 +63,8 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
   const deps = transferDeps(app)
   // this app's chunks being received (never shared with another app in the process)
   const chunksInFlight = new ChunksInFlight()
+  // the running hashes of uploads in progress live on the process's hash worker: forget them
+  app.addHook('onClose', async () => { chunksInFlight.close() })
 
   // raw bodies stay streams (this scope only); their size is checked against the drive maximum
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => { done(null, payload) })

@@ -1,26 +1,27 @@
 // drive_upload: the bytes arrive in HTTP requests (src/features/transfers/), so a worker only
 // runs this handler in three cases:
-// - a chunked upload received its last chunk (the job was made due): hash the image, finish;
+// - a chunked upload received its last chunk, not every chunk in order in one process (so no
+//   request knew the image's digest and the job was made due): hash the image, finish;
 // - a chunked upload passed its idle deadline with chunks missing: fail, and cleanup removes it;
 // - the process receiving a raw or multipart upload died (its lease expired): fail and remove it.
 import type { DriveStorage } from '../../../storage/index.ts'
 import { chunkCount } from '../../../domain/chunks.ts'
 import { discardUpload, finishUploadedDrive } from '../service.ts'
+import { chunkedTimeSplit } from '../upload-chunked.ts'
 import { formatBytes } from '../../../domain/progress.ts'
 import { hashDrive } from '../streams.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
-interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number, sha256?: string }
+interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number }
 
 function params (raw: Record<string, unknown>): UploadParams {
-  const { driveId, mode, size, chunkSize, sha256 } = raw as Partial<Record<keyof UploadParams, unknown>>
+  const { driveId, mode, size, chunkSize } = raw as Partial<Record<keyof UploadParams, unknown>>
   if (typeof driveId !== 'string' || typeof mode !== 'string') throw new JobFailure('the job parameters are incomplete')
   return {
     driveId,
     mode,
     size: typeof size === 'number' ? size : undefined,
-    chunkSize: typeof chunkSize === 'number' ? chunkSize : undefined,
-    sha256: typeof sha256 === 'string' && /^[0-9a-f]{64}$/.test(sha256) ? sha256 : undefined
+    chunkSize: typeof chunkSize === 'number' ? chunkSize : undefined
   }
 }
 
@@ -40,24 +41,17 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
         throw new JobFailure(`the upload was abandoned: ${stored} of ${Number.isFinite(total) ? total : '?'} chunks arrived`, 'validation')
       }
       const t0 = performance.now()
-      let sha256: string
-      let bytes: number
-      if (p.sha256 !== undefined) {
-        // the process that received the chunks hashed them in order as they arrived
-        ctx.log(`all ${stored} chunks received; their sha256 was computed as they arrived, in order`)
-        sha256 = p.sha256
-        bytes = size
-      } else {
-        ctx.progress({ description: 'all chunks received; computing the SHA-256 of the image', extra: { phase: 'hash' } })
-        ctx.log(`all ${stored} chunks received; hashing the image`)
-        ;({ sha256, bytes } = await hashDrive(storage, p.driveId, ctx.signal))
-      }
+      // the time the chunks took, up to the last one's record (this job then waited in the queue)
+      const chunks = chunkedTimeSplit(ctx.job.params as Parameters<typeof chunkedTimeSplit>[0], undefined, Date.now() - (ctx.job.queueWaitMs ?? 0))
+      ctx.progress({ description: 'all chunks received; computing the SHA-256 of the image', extra: { phase: 'hash' } })
+      ctx.log(`all ${stored} chunks received; hashing the image`)
+      const { sha256, bytes } = await hashDrive(storage, p.driveId, ctx.signal)
       const t1 = performance.now()
       ctx.signal.throwIfAborted()
       await ctx.prisma.$transaction(async (tx) => finishUploadedDrive(tx, ctx.job.ownerId, p.driveId, ctx.job.id))
       const t2 = performance.now()
       // each chunk was fsynced when its request stored it
-      ctx.log(`sha256 ${sha256} of ${bytes} bytes; time split: queue wait ${ctx.job.queueWaitMs ?? 0} ms, hash ${Math.round(t1 - t0)} ms, fsync with each chunk, settle ${Math.round(t2 - t1)} ms`)
+      ctx.log(`sha256 ${sha256} of ${bytes} bytes; ${chunks}; then queue wait ${ctx.job.queueWaitMs ?? 0} ms, hash ${Math.round(t1 - t0)} ms, settle ${Math.round(t2 - t1)} ms`)
       ctx.progress({ description: `received ${formatBytes(bytes)} in ${stored} chunks; hashed in ${((t1 - t0) / 1000).toFixed(1)} s`, extra: { phase: 'done' } })
       return { sha256, bytes }
     },
