@@ -1,6 +1,11 @@
 /**
  * Uploads and downloads beside a bare Node server, in one run:
- *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64]`   (sizes and chunk in MiB)
+ *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64] [--rounds 1] [--load 0]`   (sizes and chunk in MiB)
+ *
+ * `--load N` runs N CPU-burning child processes for the whole run (anchor and service alike), so a
+ * loaded figure can be made again; the header says so. `--rounds N` measures each contender N
+ * times, interleaved (anchor up, raw, chunked, multipart, anchor down, download, then again), and
+ * prints the medians, so a passing spike on a shared machine moves one sample, not the ratio.
  *
  * For each size, on the same disk, one random image (kept in the page cache):
  *   anchor     a bare Node HTTP server (a child process, like the service) that pipes a PUT body
@@ -15,7 +20,9 @@
  *                           succeeds;
  *                download   `curl -o` of GET /drives/{uuid}/download/.
  * Every upload is timed from the first byte sent to the drive being usable (job success); the
- * anchor upload ends after its fsync. Downloads are compared byte for byte, and the job's sha256
+ * anchor upload ends after its fsync. The chunked upload's client side is split too (initupload,
+ * the link requests, the chunk POSTs, the wait for the job after the last chunk's answer): the
+ * protocol's extra requests are the link requests and the initupload. Downloads are compared byte for byte, and the job's sha256
  * with the image's. Each upload/download pair is compared with the bare pipe of the same size.
  * The service's peak RSS (VmHWM) is printed: it must not grow with the size (streams, not buffers).
  * Where each upload's time went (receive, hash, fsync, settle) is printed from its job's log.
@@ -60,14 +67,22 @@ if (process.argv[2] === '--bare-server') {
   })
   server.listen(port, '127.0.0.1', () => process.send?.('ready'))
   process.on('SIGTERM', () => server.close(() => process.exit(0)))
+} else if (process.argv[2] === '--burn') {
+  // a CPU burner for --load: spins until killed
+  let x = 1
+  for (;;) x = (Math.imul(x, 1103515245) + 12345) | 0
 } else {
   await main()
 }
 
 async function main (): Promise<void> {
-  const { values: args } = parseArgs({ options: { sizes: { type: 'string', default: '256' }, chunk: { type: 'string', default: '64' } } })
+  const { values: args } = parseArgs({
+    options: { sizes: { type: 'string', default: '256' }, chunk: { type: 'string', default: '64' }, rounds: { type: 'string', default: '1' }, load: { type: 'string', default: '0' } }
+  })
   const sizes = args.sizes.split(',').map(Number).filter(n => n > 0)
   const chunkBytes = Math.max(1, Number(args.chunk)) * MiB
+  const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
+  const burners = Math.max(0, Math.floor(Number(args.load)) || 0)
   const dir = path.resolve('data', 'bench-transfer')
   const adminUrl = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
   const EMAIL = 'bench@example.com'
@@ -106,6 +121,11 @@ async function main (): Promise<void> {
     })
     srv.on('error', reject)
   })
+  // CPU time (user + system, all threads) a process has used, in seconds (clock ticks of 10 ms)
+  const cpu = async (pid: number): Promise<number> => {
+    const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  }
   const memory = async (pid: number): Promise<number> => Number(/^VmHWM:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
   const stop = async (child: ChildProcess) => {
     if (child.exitCode !== null) return
@@ -163,20 +183,31 @@ async function main (): Promise<void> {
     createReadStream(file, { start, end: start + length - 1, highWaterMark: 4 * MiB }).on('error', reject).pipe(req)
   })
 
-  interface Row {
-    size: number
+  interface Sample {
     bareUp: number
     bareDown: number
     raw: number
     chunked: number
     multipart: number
     download: number
+  }
+  type Contender = keyof Sample
+
+  interface Row extends Sample {
+    size: number
+    samples: Sample[]
     baseHwm: number
     hwm: number
     identical: boolean
     shas: string
     splits: Record<string, string>
+    /** the chunked upload's client side, median of each part (ms) */
+    chunkedClient: string
+    /** CPU seconds the server process used for each contender (medians) */
+    serverCpuLine: string
   }
+
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
 
   async function benchSize (sizeMiB: number): Promise<Row> {
     const size = sizeMiB * MiB
@@ -187,22 +218,11 @@ async function main (): Promise<void> {
     await writeRandom(image, size)
     const imageSha = await sha256File(image) // also puts the image in the page cache for every contender
 
-    // the anchor: bare pipe + fsync, bare read stream
-    const bare = await startBare(path.join(work, 'bare'))
-    let bareUp: number, bareDown: number
-    try {
-      [bareUp] = await timed(() => run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`]));
-      [bareDown] = await timed(() => run('curl', ['-sS', '--fail', '-o', out, `${bare.base}/image.raw`]))
-      if (await sha256File(out) !== imageSha) throw new Error('the bare server changed the bytes')
-      await rm(out, { force: true })
-    } finally {
-      await stop(bare.child)
-      await rm(path.join(work, 'bare'), { recursive: true, force: true })
-    }
-
     return withDatabase(`clonejobs_bench_transfer_${process.pid}_${sizeMiB}`, async (databaseUrl) => {
       const { createPrisma } = await import('../src/db/client.ts')
       const { addAccount } = await import('../src/features/accounts/service.ts')
+      // the anchor: bare pipe + fsync, bare read stream; beside the service for the whole run
+      const bare = await startBare(path.join(work, 'bare'))
       const { child, port } = await startService(databaseUrl, path.join(work, 'service'))
       const prisma = createPrisma(databaseUrl, { max: 1 })
       try {
@@ -235,36 +255,95 @@ async function main (): Promise<void> {
         }
         const baseHwm = await memory(child.pid!)
 
+        const samples: Sample[] = []
+        const cpus: Sample[] = []
+        const client: Array<Record<string, number>> = []
+        // the server's CPU seconds over `fn` (the bare server for the anchor, the service otherwise)
+        const used: Partial<Sample> = {}
+        const serverCpu = async <T>(k: Contender, pid: number, fn: () => Promise<T>): Promise<T> => {
+          const before = await cpu(pid)
+          const v = await fn()
+          used[k] = await cpu(pid) - before
+          return v
+        }
         let rawId = ''
-        const [raw] = await timed(async () => {
-          rawId = (await run('curl', ['-sS', '--fail', '-u', auth, '-T', image, '-H', 'Content-Type: application/octet-stream', `${base}/drives/upload/`])).trim()
-        })
+        let chunkedId = ''
+        let multipartId = ''
+        let identical = true
+        for (let round = 0; round < rounds; round++) {
+          const [bareUp] = await serverCpu('bareUp', bare.child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])))
 
-        const [chunked, chunkedId] = await timed(async () => {
-          const d = (await api('POST', '/initupload/', { name: 'chunked', size, media: 'disk' })).objects[0]
-          for (let n = 0; n * chunkBytes < size; n++) {
-            const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
-            await postRange(`http://127.0.0.1:${port}${link as string}`, image, n * chunkBytes, Math.min(chunkBytes, size - n * chunkBytes))
-          }
-          await waitJob(d.jobs[0].uuid)
-          return d.uuid as string
-        })
+          const [raw] = await serverCpu('raw', child.pid!, () => timed(async () => {
+            rawId = (await run('curl', ['-sS', '--fail', '-u', auth, '-T', image, '-H', 'Content-Type: application/octet-stream', `${base}/drives/upload/`])).trim()
+          }))
 
-        const [multipart, multipartId] = await timed(async () => {
-          const data = JSON.stringify({ method: 'drives.upload', params: [{ name: 'multipart', media: 'disk' }] })
-          const res = JSON.parse(await run('curl', ['-sS', '--fail', '-u', auth, '-F', `data=${data}`, '-F', `file=@${image};type=application/octet-stream`, `${base}/_upload/`])) as { job_id: string }
-          const job = await waitJob(res.job_id)
-          return (job.resources as string[]).map(u => u.split('/').at(-2)).find(Boolean) as string
-        })
+          const parts = { init: 0, links: 0, chunks: 0, wait: 0 }
+          const [chunked] = await serverCpu('chunked', child.pid!, () => timed(async () => {
+            let t = performance.now()
+            const lap = (k: keyof typeof parts) => { const now = performance.now(); parts[k] += now - t; t = now }
+            const d = (await api('POST', '/initupload/', { name: 'chunked', size, media: 'disk' })).objects[0]
+            lap('init')
+            for (let n = 0; n * chunkBytes < size; n++) {
+              const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
+              lap('links')
+              await postRange(`http://127.0.0.1:${port}${link as string}`, image, n * chunkBytes, Math.min(chunkBytes, size - n * chunkBytes))
+              lap('chunks')
+            }
+            await waitJob(d.jobs[0].uuid)
+            lap('wait')
+            chunkedId = d.uuid as string
+          }))
+          client.push(parts)
 
-        const [download] = await timed(() => run('curl', ['-sS', '--fail', '-u', auth, '-o', out, `${base}/drives/${rawId}/download/`]))
-        const identical = await sha256File(out) === imageSha
+          const [multipart] = await serverCpu('multipart', child.pid!, () => timed(async () => {
+            const data = JSON.stringify({ method: 'drives.upload', params: [{ name: 'multipart', media: 'disk' }] })
+            const res = JSON.parse(await run('curl', ['-sS', '--fail', '-u', auth, '-F', `data=${data}`, '-F', `file=@${image};type=application/octet-stream`, `${base}/_upload/`])) as { job_id: string }
+            const job = await waitJob(res.job_id)
+            multipartId = (job.resources as string[]).map(u => u.split('/').at(-2)).find(Boolean) as string
+          }))
+
+          const [bareDown] = await serverCpu('bareDown', bare.child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-o', out, `${bare.base}/image.raw`])))
+          if (await sha256File(out) !== imageSha) throw new Error('the bare server changed the bytes')
+          await rm(out, { force: true })
+          await rm(path.join(work, 'bare', 'image.raw'), { force: true })
+
+          const [download] = await serverCpu('download', child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-u', auth, '-o', out, `${base}/drives/${rawId}/download/`])))
+          identical &&= await sha256File(out) === imageSha
+          await rm(out, { force: true })
+          samples.push({ bareUp, bareDown, raw, chunked, multipart, download })
+          cpus.push(used as Sample)
+          // the drives of earlier rounds go, so every round writes to the same amount of free space
+          if (round + 1 < rounds) for (const id of [rawId, chunkedId, multipartId]) await api('DELETE', `/drives/${id}/`).catch(() => {})
+        }
         const shas = [await sha(rawId) ? 'raw ok' : 'raw DIFFERS', await sha(chunkedId) ? 'chunked ok' : 'chunked DIFFERS', await sha(multipartId) ? 'multipart ok' : 'multipart DIFFERS'].join(', ')
         const splits = { raw: await split(rawId), chunked: await split(chunkedId), multipart: await split(multipartId) }
-        return { size, bareUp, bareDown, raw, chunked, multipart, download, baseHwm, hwm: await memory(child.pid!), identical, shas, splits }
+        const chunks = Math.ceil(size / chunkBytes)
+        const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
+        const chunkedClient = `initupload ${m('init')}, ${chunks} link requests ${m('links')}, ${chunks} chunk POSTs ${m('chunks')}, job wait after the last answer ${m('wait')}`
+        const pick = (k: Contender) => median(samples.map(x => x[k]))
+        const cpuOf = (k: Contender) => `${median(cpus.map(x => x[k])).toFixed(2)} s`
+        const serverCpuLine = `anchor up ${cpuOf('bareUp')}, raw ${cpuOf('raw')}, chunked ${cpuOf('chunked')}, multipart ${cpuOf('multipart')}; anchor down ${cpuOf('bareDown')}, download ${cpuOf('download')}`
+        return {
+          size,
+          samples,
+          bareUp: pick('bareUp'),
+          bareDown: pick('bareDown'),
+          raw: pick('raw'),
+          chunked: pick('chunked'),
+          multipart: pick('multipart'),
+          download: pick('download'),
+          baseHwm,
+          hwm: await memory(child.pid!),
+          identical,
+          shas,
+          splits,
+          chunkedClient,
+          serverCpuLine
+        }
       } finally {
         await prisma.$disconnect()
         await stop(child)
+        await stop(bare.child)
         await rm(work, { recursive: true, force: true })
       }
     })
@@ -273,8 +352,12 @@ async function main (): Promise<void> {
   const mbps = (size: number, s: number) => `${(size / MiB / s).toFixed(0)} MiB/s`
   const cell = (size: number, s: number) => `${s.toFixed(2)} s ${mbps(size, s)}`.padEnd(19)
   const ratio = (bare: number, svc: number) => (bare / svc).toFixed(2) + 'x'
+  // --load: CPU burners for the whole run, ended (by their own handles) whatever happens
+  const burning: ChildProcess[] = []
+  for (let i = 0; i < burners; i++) burning.push(spawn(process.execPath, [...process.execArgv, process.argv[1], '--burn'], { stdio: 'ignore' }))
   try {
-    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB; ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
+    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB, ${rounds} round${rounds > 1 ? 's (medians)' : ''}; ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
+    console.log(`added load: ${burners === 0 ? 'none' : `${burners} CPU-burning process${burners > 1 ? 'es' : ''} for the whole run (anchor and service alike)`}`)
     console.log(`load average at start: ${load()}`)
     const rows: Row[] = []
     for (const s of sizes) rows.push(await benchSize(s))
@@ -283,10 +366,18 @@ async function main (): Promise<void> {
       console.log([`${r.size / MiB} MiB`.padEnd(8), cell(r.size, r.bareUp), cell(r.size, r.bareDown), cell(r.size, r.raw), cell(r.size, r.chunked), cell(r.size, r.multipart), cell(r.size, r.download),
         `${(r.baseHwm / MiB).toFixed(0)} → ${(r.hwm / MiB).toFixed(0)} MiB`.padEnd(18), `${r.identical ? 'identical' : 'DIFFER'} / ${r.shas}`].join(' | '))
     }
-    for (const r of rows) for (const [kind, line] of Object.entries(r.splits)) console.log(`${r.size / MiB} MiB ${kind.padEnd(9)} job log: ${line}`)
+    for (const r of rows) {
+      for (const [kind, line] of Object.entries(r.splits)) console.log(`${r.size / MiB} MiB ${kind.padEnd(9)} job log: ${line}`)
+      console.log(`${r.size / MiB} MiB chunked   client: ${r.chunkedClient}`)
+      console.log(`${r.size / MiB} MiB server CPU (user + system, all threads): ${r.serverCpuLine}`)
+      if (r.samples.length > 1) {
+        console.log(`${r.size / MiB} MiB rounds    ` + r.samples.map(x => `raw ${ratio(x.bareUp, x.raw)} chunked ${ratio(x.bareUp, x.chunked)} multipart ${ratio(x.bareUp, x.multipart)} download ${ratio(x.bareDown, x.download)}`).join(' | '))
+      }
+    }
     console.log(`load average at end: ${load()}`)
     console.log('clonejobs/bare: ' + rows.map(r => `${rows.length > 1 ? `${r.size / MiB} MiB: ` : ''}raw upload ${ratio(r.bareUp, r.raw)}, chunked upload ${ratio(r.bareUp, r.chunked)}, multipart upload ${ratio(r.bareUp, r.multipart)}, download ${ratio(r.bareDown, r.download)}`).join('; '))
   } finally {
+    for (const b of burning) await stop(b)
     await rm(dir, { recursive: true, force: true })
   }
 }
