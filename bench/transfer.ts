@@ -4,12 +4,17 @@
  *
  * `--load N` runs N CPU-burning child processes for the whole run (anchor and service alike), so a
  * loaded figure can be made again; the header says so. `--rounds N` measures each contender N
- * times, interleaved (anchor up, raw, chunked, multipart, anchor down, download, then again), and
- * prints the medians, so a passing spike on a shared machine moves one sample, not the ratio.
+ * times, interleaved (anchor up, bare chunks, raw, chunked, multipart, anchor down, download, then
+ * again): the table shows median times, the last line the median of each round's ratios (each
+ * ratio compares runs made seconds apart), so a passing spike on a shared machine moves one
+ * sample, not the figure.
  *
  * For each size, on the same disk, one random image (kept in the page cache):
  *   anchor     a bare Node HTTP server (a child process, like the service) that pipes a PUT body
- *              into a file and fsyncs it, and serves a file with a plain read stream;
+ *              into a file and fsyncs it, and serves a file with a plain read stream; and the
+ *              same server taking the chunks (POST ?start=offset, written there and fsynced,
+ *              one at a time, from the chunked upload's own Node client): what chunking itself
+ *              costs, with no link requests and no database;
  *   service    a fresh service process (`node --import tsx src/server.ts`, DATA_DIR under
  *              ./data/bench-transfer, a fresh database on DATABASE_URL, default the local
  *              PostgreSQL), with:
@@ -48,9 +53,12 @@ if (process.argv[2] === '--bare-server') {
   const server = http.createServer((req, res) => {
     const file = path.join(root, path.basename(new URL(req.url ?? '/', 'http://x').pathname))
     const fail = (err: unknown) => { res.statusCode = 500; res.end(String(err)) }
-    if (req.method === 'PUT') {
+    if (req.method === 'PUT' || req.method === 'POST') {
+      // POST ?start=N: one chunk written at its offset into the file (made if missing), then fsynced
+      const start = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('start') ?? 0)
       void (async () => {
-        await pipeline(req, createWriteStream(file, { highWaterMark: 4 * MiB }))
+        const out = await open(file, req.method === 'POST' ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w')
+        await pipeline(req, createWriteStream('', { fd: out, highWaterMark: 4 * MiB, start }))
         // fsync applies to the file, whichever descriptor asks
         const fh = await open(file, 'r+')
         await fh.sync()
@@ -185,6 +193,7 @@ async function main (): Promise<void> {
 
   interface Sample {
     bareUp: number
+    bareChunks: number
     bareDown: number
     raw: number
     chunked: number
@@ -255,15 +264,24 @@ async function main (): Promise<void> {
         }
         const baseHwm = await memory(child.pid!)
 
+        // major (mark-compact) GCs the service ran, from its /metrics
+        const majorGcs = async (): Promise<number> => {
+          const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+          return Number(/^nodejs_gc_duration_seconds_count\{kind="major"\} (\d+)/m.exec(text)?.[1] ?? 0) // none yet: no line
+        }
         const samples: Sample[] = []
         const cpus: Sample[] = []
+        const gcs: Array<Partial<Sample>> = []
         const client: Array<Record<string, number>> = []
         // the server's CPU seconds over `fn` (the bare server for the anchor, the service otherwise)
-        const used: Partial<Sample> = {}
+        let used: Partial<Sample> = {}
+        let gc: Partial<Sample> = {}
         const serverCpu = async <T>(k: Contender, pid: number, fn: () => Promise<T>): Promise<T> => {
-          const before = await cpu(pid)
+          const service = pid === child.pid
+          const [before, gcBefore] = [await cpu(pid), service ? await majorGcs() : 0]
           const v = await fn()
           used[k] = await cpu(pid) - before
+          if (service) gc[k] = await majorGcs() - gcBefore
           return v
         }
         let rawId = ''
@@ -272,6 +290,10 @@ async function main (): Promise<void> {
         let identical = true
         for (let round = 0; round < rounds; round++) {
           const [bareUp] = await serverCpu('bareUp', bare.child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])))
+          const [bareChunks] = await serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
+            for (let n = 0; n * chunkBytes < size; n++) await postRange(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, image, n * chunkBytes, Math.min(chunkBytes, size - n * chunkBytes))
+          }))
+          await rm(path.join(work, 'bare', 'chunks.raw'), { force: true })
 
           const [raw] = await serverCpu('raw', child.pid!, () => timed(async () => {
             rawId = (await run('curl', ['-sS', '--fail', '-u', auth, '-T', image, '-H', 'Content-Type: application/octet-stream', `${base}/drives/upload/`])).trim()
@@ -310,8 +332,11 @@ async function main (): Promise<void> {
           const [download] = await serverCpu('download', child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-u', auth, '-o', out, `${base}/drives/${rawId}/download/`])))
           identical &&= await sha256File(out) === imageSha
           await rm(out, { force: true })
-          samples.push({ bareUp, bareDown, raw, chunked, multipart, download })
+          samples.push({ bareUp, bareChunks, bareDown, raw, chunked, multipart, download })
           cpus.push(used as Sample)
+          gcs.push(gc)
+          used = {}
+          gc = {}
           // the drives of earlier rounds go, so every round writes to the same amount of free space
           if (round + 1 < rounds) for (const id of [rawId, chunkedId, multipartId]) await api('DELETE', `/drives/${id}/`).catch(() => {})
         }
@@ -322,11 +347,14 @@ async function main (): Promise<void> {
         const chunkedClient = `initupload ${m('init')}, ${chunks} link requests ${m('links')}, ${chunks} chunk POSTs ${m('chunks')}, job wait after the last answer ${m('wait')}`
         const pick = (k: Contender) => median(samples.map(x => x[k]))
         const cpuOf = (k: Contender) => `${median(cpus.map(x => x[k])).toFixed(2)} s`
-        const serverCpuLine = `anchor up ${cpuOf('bareUp')}, raw ${cpuOf('raw')}, chunked ${cpuOf('chunked')}, multipart ${cpuOf('multipart')}; anchor down ${cpuOf('bareDown')}, download ${cpuOf('download')}`
+        const gcOf = (k: Contender) => gcs.map(x => x[k]).join('/')
+        const serverCpuLine = `anchor up ${cpuOf('bareUp')}, raw ${cpuOf('raw')}, chunked ${cpuOf('chunked')}, multipart ${cpuOf('multipart')}; anchor down ${cpuOf('bareDown')}, download ${cpuOf('download')}` +
+          `; the service's major GCs in each round: raw ${gcOf('raw')}, chunked ${gcOf('chunked')}, multipart ${gcOf('multipart')}, download ${gcOf('download')}`
         return {
           size,
           samples,
           bareUp: pick('bareUp'),
+          bareChunks: pick('bareChunks'),
           bareDown: pick('bareDown'),
           raw: pick('raw'),
           chunked: pick('chunked'),
@@ -351,7 +379,6 @@ async function main (): Promise<void> {
 
   const mbps = (size: number, s: number) => `${(size / MiB / s).toFixed(0)} MiB/s`
   const cell = (size: number, s: number) => `${s.toFixed(2)} s ${mbps(size, s)}`.padEnd(19)
-  const ratio = (bare: number, svc: number) => (bare / svc).toFixed(2) + 'x'
   // --load: CPU burners for the whole run, ended (by their own handles) whatever happens
   const burning: ChildProcess[] = []
   for (let i = 0; i < burners; i++) burning.push(spawn(process.execPath, [...process.execArgv, process.argv[1], '--burn'], { stdio: 'ignore' }))
@@ -361,21 +388,28 @@ async function main (): Promise<void> {
     console.log(`load average at start: ${load()}`)
     const rows: Row[] = []
     for (const s of sizes) rows.push(await benchSize(s))
-    console.log('\nimage    | bare pipe+fsync up | bare stream down   | raw curl -T        | chunked            | multipart curl -F  | curl -o download   | peak RSS start→end | bytes / job sha256')
+    console.log('\nimage    | bare pipe+fsync up | bare chunks+fsync  | bare stream down   | raw curl -T        | chunked            | multipart curl -F  | curl -o download   | peak RSS start→end | bytes / job sha256')
     for (const r of rows) {
-      console.log([`${r.size / MiB} MiB`.padEnd(8), cell(r.size, r.bareUp), cell(r.size, r.bareDown), cell(r.size, r.raw), cell(r.size, r.chunked), cell(r.size, r.multipart), cell(r.size, r.download),
+      console.log([`${r.size / MiB} MiB`.padEnd(8), cell(r.size, r.bareUp), cell(r.size, r.bareChunks), cell(r.size, r.bareDown), cell(r.size, r.raw), cell(r.size, r.chunked), cell(r.size, r.multipart), cell(r.size, r.download),
         `${(r.baseHwm / MiB).toFixed(0)} → ${(r.hwm / MiB).toFixed(0)} MiB`.padEnd(18), `${r.identical ? 'identical' : 'DIFFER'} / ${r.shas}`].join(' | '))
     }
+    // each round's ratios (the anchor and the service measured side by side); the last line gives their medians
+    const ratios = (x: Sample) => ({ raw: x.bareUp / x.raw, chunked: x.bareUp / x.chunked, chunkedVsBareChunks: x.bareChunks / x.chunked, multipart: x.bareUp / x.multipart, download: x.bareDown / x.download })
+    const x = (n: number) => n.toFixed(2) + 'x'
     for (const r of rows) {
       for (const [kind, line] of Object.entries(r.splits)) console.log(`${r.size / MiB} MiB ${kind.padEnd(9)} job log: ${line}`)
       console.log(`${r.size / MiB} MiB chunked   client: ${r.chunkedClient}`)
       console.log(`${r.size / MiB} MiB server CPU (user + system, all threads): ${r.serverCpuLine}`)
       if (r.samples.length > 1) {
-        console.log(`${r.size / MiB} MiB rounds    ` + r.samples.map(x => `raw ${ratio(x.bareUp, x.raw)} chunked ${ratio(x.bareUp, x.chunked)} multipart ${ratio(x.bareUp, x.multipart)} download ${ratio(x.bareDown, x.download)}`).join(' | '))
+        console.log(`${r.size / MiB} MiB rounds    ` + r.samples.map(ratios).map(q => `raw ${x(q.raw)} chunked ${x(q.chunked)} (bare chunks ${x(q.chunkedVsBareChunks)}) multipart ${x(q.multipart)} download ${x(q.download)}`).join(' | '))
       }
     }
     console.log(`load average at end: ${load()}`)
-    console.log('clonejobs/bare: ' + rows.map(r => `${rows.length > 1 ? `${r.size / MiB} MiB: ` : ''}raw upload ${ratio(r.bareUp, r.raw)}, chunked upload ${ratio(r.bareUp, r.chunked)}, multipart upload ${ratio(r.bareUp, r.multipart)}, download ${ratio(r.bareDown, r.download)}`).join('; '))
+    console.log('clonejobs/bare: ' + rows.map(r => {
+      const q = r.samples.map(ratios)
+      const m = (k: keyof ReturnType<typeof ratios>) => x(median(q.map(v => v[k])))
+      return `${rows.length > 1 ? `${r.size / MiB} MiB: ` : ''}raw upload ${m('raw')}, chunked upload ${m('chunked')} (vs the bare server taking the same chunks ${m('chunkedVsBareChunks')}), multipart upload ${m('multipart')}, download ${m('download')}`
+    }).join('; '))
   } finally {
     for (const b of burning) await stop(b)
     await rm(dir, { recursive: true, force: true })
