@@ -160,7 +160,7 @@ t.test('a real clone logs what it copied, how, and its time split: queue wait, c
   t.equal(lines.length, 5, 'nothing else')
 })
 
-t.test('a real upload logs its time split: receive (with hash), fsync, settle; a chunked one: queue wait, hash, settle', async t => {
+t.test('a real upload logs its time split: receive (with hash), fsync, settle; a chunked one: its chunks\' split, then settle (in order) or queue wait, hash, settle (out of order)', async t => {
   const image = Buffer.alloc(3 * MiB + 5, 7)
   const t0 = Date.now()
   const raw = await app.inject({ method: 'POST', url: '/api/2.0/drives/upload/', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: image })
@@ -179,20 +179,30 @@ t.test('a real upload logs its time split: receive (with hash), fsync, settle; a
   t.equal(lines.length, 3)
 
   const size = 2 * MiB + 5
-  const init = (await api.post('/api/2.0/initupload/', { name: 'chunked', size, media: 'disk' })).json().objects[0]
-  for (const n of [0, 1]) {
-    const link = (await api.post(`/api/2.0/drives/${init.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: MiB })).json().link
-    const put = await app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream' }, payload: image.subarray(n * MiB, n === 0 ? MiB : size) })
-    t.equal(put.statusCode, 200)
-  }
-  t.equal((await waitForJob(app, init.jobs[0].uuid)).state, 'success')
-  const chunked = await logOf(init.jobs[0].uuid)
-  const queued = /^started after (\d+) ms in the queue$/.exec(chunked[0])
-  t.ok(queued)
-  // sent in order: hashed as they arrived, so the job did not read the image again
-  t.equal(chunked[1], 'all 2 chunks received; their sha256 was computed as they arrived, in order')
   const sha = createHash('sha256').update(image.subarray(0, size)).digest('hex')
-  t.match(chunked[2], new RegExp(`^sha256 ${sha} of ${size} bytes; time split: queue wait \\d+ ms, hash \\d+ ms, fsync with each chunk, settle \\d+ ms$`))
-  t.equal(num(chunked[2], 'queue wait'), Number(queued![1]))
-  t.match(chunked[3], /^succeeded in [\d.]+ s$/)
+  const chunkedUpload = async (order: number[]) => {
+    const init = (await api.post('/api/2.0/initupload/', { name: 'chunked', size, media: 'disk' })).json().objects[0]
+    for (const n of order) {
+      const link = (await api.post(`/api/2.0/drives/${init.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: MiB })).json().link
+      const put = await app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream' }, payload: image.subarray(n * MiB, n === 0 ? MiB : size) })
+      t.equal(put.statusCode, 200)
+    }
+    t.equal((await waitForJob(app, init.jobs[0].uuid)).state, 'success')
+    return logOf(init.jobs[0].uuid)
+  }
+  const chunks = 'time split: 2 chunks in \\d+ ms from the first chunk\'s request; in the chunk requests \\(summed\\): lookups \\d+ ms, receive \\d+ ms \\(of which hash \\d+ ms(; \\d+ ms hashing on a worker thread meanwhile)?\\), fsync \\d+ ms; outside them or recording them \\d+ ms \\(link requests, the client between chunks\\)'
+  // sent in order: hashed as they arrived, and the last chunk's request finished the upload
+  const inOrder = await chunkedUpload([0, 1])
+  t.same(inOrder.slice(0, 1), [`all 2 chunks received; their sha256 was computed as they arrived, in order, on a worker thread: ${sha}`])
+  t.match(inOrder[1], new RegExp(`^${chunks}; settle \\d+ ms$`), 'the chunks\' time split, then the settle')
+  t.match(inOrder[1], /hashing on a worker thread meanwhile/)
+  t.equal(inOrder.length, 2)
+  // out of order: a worker took the job, read the image to hash it and finished it
+  const outOfOrder = await chunkedUpload([1, 0])
+  const queued = /^started after (\d+) ms in the queue$/.exec(outOfOrder[0])
+  t.ok(queued)
+  t.equal(outOfOrder[1], 'all 2 chunks received; hashing the image')
+  t.match(outOfOrder[2], new RegExp(`^sha256 ${sha} of ${size} bytes; ${chunks}; then queue wait \\d+ ms, hash \\d+ ms, settle \\d+ ms$`))
+  t.equal(num(outOfOrder[2], 'queue wait'), Number(queued![1]))
+  t.match(outOfOrder[3], /^succeeded in [\d.]+ s$/)
 })
