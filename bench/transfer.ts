@@ -12,15 +12,17 @@
  * For each size, on the same disk, one random image (kept in the page cache):
  *   anchor     a bare Node HTTP server (a child process, like the service) that pipes a PUT body
  *              into a file and fsyncs it, and serves a file with a plain read stream; and the
- *              same server taking the chunks (POST ?start=offset, written there and fsynced,
- *              one at a time, from the chunked upload's own Node client): what chunking itself
- *              costs, with no link requests and no database;
+ *              same server taking the chunks (PUT ?start=offset, written there and fsynced, one
+ *              at a time, from the chunked upload's client): what chunking itself costs, with no
+ *              link requests and no database;
  *   service    a fresh service process (`node --import tsx src/server.ts`, DATA_DIR under
  *              ./data/bench-transfer, a fresh database on DATABASE_URL, default the local
  *              PostgreSQL), with:
  *                raw        `curl -T image` to PUT /drives/upload/ (201 once stored);
- *                chunked    POST /initupload/, then per chunk ?do=upload_chunk and a POST of the
- *                           bytes to its link (one at a time, from Node), until the job succeeds;
+ *                chunked    POST /initupload/, then per chunk ?do=upload_chunk and the bytes sent to
+ *                           its link, one at a time, until the job succeeds: `curl -T` of the chunk's
+ *                           file (the image split beforehand), or with `--chunk-client node` a POST
+ *                           of the image's range from this process;
  *                multipart  `curl -F data=... -F file=@image` to POST /_upload/, until the job
  *                           succeeds;
  *                download   `curl -o` of GET /drives/{uuid}/download/.
@@ -54,11 +56,11 @@ if (process.argv[2] === '--bare-server') {
     const file = path.join(root, path.basename(new URL(req.url ?? '/', 'http://x').pathname))
     const fail = (err: unknown) => { res.statusCode = 500; res.end(String(err)) }
     if (req.method === 'PUT' || req.method === 'POST') {
-      // POST ?start=N: one chunk written at its offset into the file (made if missing), then fsynced
-      const start = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('start') ?? 0)
+      // ?start=N: one chunk written at its offset into the file (made if missing), then fsynced
+      const start = new URL(req.url ?? '/', 'http://x').searchParams.get('start')
       void (async () => {
-        const out = await open(file, req.method === 'POST' ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w')
-        await pipeline(req, createWriteStream('', { fd: out, highWaterMark: 4 * MiB, start }))
+        const out = await open(file, start !== null ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w')
+        await pipeline(req, createWriteStream('', { fd: out, highWaterMark: 4 * MiB, start: Number(start ?? 0) }))
         // fsync applies to the file, whichever descriptor asks
         const fh = await open(file, 'r+')
         await fh.sync()
@@ -85,8 +87,15 @@ if (process.argv[2] === '--bare-server') {
 
 async function main (): Promise<void> {
   const { values: args } = parseArgs({
-    options: { sizes: { type: 'string', default: '256' }, chunk: { type: 'string', default: '64' }, rounds: { type: 'string', default: '1' }, load: { type: 'string', default: '0' } }
+    options: {
+      sizes: { type: 'string', default: '256' },
+      chunk: { type: 'string', default: '64' },
+      rounds: { type: 'string', default: '1' },
+      load: { type: 'string', default: '0' },
+      'chunk-client': { type: 'string', default: 'curl' }
+    }
   })
+  const chunkClient = args['chunk-client'] === 'node' ? 'node' : 'curl'
   const sizes = args.sizes.split(',').map(Number).filter(n => n > 0)
   const chunkBytes = Math.max(1, Number(args.chunk)) * MiB
   const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
@@ -226,6 +235,24 @@ async function main (): Promise<void> {
     const out = path.join(work, 'download.raw')
     await writeRandom(image, size)
     const imageSha = await sha256File(image) // also puts the image in the page cache for every contender
+    const chunkCount = Math.ceil(size / chunkBytes)
+    const chunkFile = (n: number) => path.join(work, `chunk-${n}.raw`)
+    if (chunkClient === 'curl') {
+      for (let n = 0; n < chunkCount; n++) await pipeline(createReadStream(image, { start: n * chunkBytes, end: Math.min(size, (n + 1) * chunkBytes) - 1 }), createWriteStream(chunkFile(n)))
+    }
+    // on disk before any measurement: the kernel writing these back must not overlap a contender
+    for (const file of [image, ...(chunkClient === 'curl' ? Array.from({ length: chunkCount }, (_, n) => chunkFile(n)) : [])]) {
+      const fh = await open(file, 'r+')
+      await fh.sync()
+      await fh.close()
+    }
+    /** Sends chunk n to `url` with the chunked client (PUT with curl, POST from this process). */
+    const sendChunk = async (url: string, n: number): Promise<void> => {
+      // --request-target: curl -T would append the file's name to a URL ending in '/'
+      const u = new URL(url)
+      if (chunkClient === 'curl') await run('curl', ['-sS', '--fail', '-T', chunkFile(n), '-H', 'Content-Type: application/octet-stream', '--request-target', u.pathname + u.search, u.origin + '/'])
+      else await postRange(url, image, n * chunkBytes, Math.min(chunkBytes, size - n * chunkBytes))
+    }
 
     return withDatabase(`clonejobs_bench_transfer_${process.pid}_${sizeMiB}`, async (databaseUrl) => {
       const { createPrisma } = await import('../src/db/client.ts')
@@ -291,7 +318,7 @@ async function main (): Promise<void> {
         for (let round = 0; round < rounds; round++) {
           const [bareUp] = await serverCpu('bareUp', bare.child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])))
           const [bareChunks] = await serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
-            for (let n = 0; n * chunkBytes < size; n++) await postRange(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, image, n * chunkBytes, Math.min(chunkBytes, size - n * chunkBytes))
+            for (let n = 0; n < chunkCount; n++) await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n)
           }))
           await rm(path.join(work, 'bare', 'chunks.raw'), { force: true })
 
@@ -305,10 +332,10 @@ async function main (): Promise<void> {
             const lap = (k: keyof typeof parts) => { const now = performance.now(); parts[k] += now - t; t = now }
             const d = (await api('POST', '/initupload/', { name: 'chunked', size, media: 'disk' })).objects[0]
             lap('init')
-            for (let n = 0; n * chunkBytes < size; n++) {
+            for (let n = 0; n < chunkCount; n++) {
               const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
               lap('links')
-              await postRange(`http://127.0.0.1:${port}${link as string}`, image, n * chunkBytes, Math.min(chunkBytes, size - n * chunkBytes))
+              await sendChunk(`http://127.0.0.1:${port}${link as string}`, n)
               lap('chunks')
             }
             await waitJob(d.jobs[0].uuid)
@@ -342,9 +369,8 @@ async function main (): Promise<void> {
         }
         const shas = [await sha(rawId) ? 'raw ok' : 'raw DIFFERS', await sha(chunkedId) ? 'chunked ok' : 'chunked DIFFERS', await sha(multipartId) ? 'multipart ok' : 'multipart DIFFERS'].join(', ')
         const splits = { raw: await split(rawId), chunked: await split(chunkedId), multipart: await split(multipartId) }
-        const chunks = Math.ceil(size / chunkBytes)
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
-        const chunkedClient = `initupload ${m('init')}, ${chunks} link requests ${m('links')}, ${chunks} chunk POSTs ${m('chunks')}, job wait after the last answer ${m('wait')}`
+        const chunkedClient = `initupload ${m('init')}, ${chunkCount} link requests ${m('links')}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}`
         const pick = (k: Contender) => median(samples.map(x => x[k]))
         const cpuOf = (k: Contender) => `${median(cpus.map(x => x[k])).toFixed(2)} s`
         const gcOf = (k: Contender) => gcs.map(x => x[k]).join('/')
@@ -383,7 +409,7 @@ async function main (): Promise<void> {
   const burning: ChildProcess[] = []
   for (let i = 0; i < burners; i++) burning.push(spawn(process.execPath, [...process.execArgv, process.argv[1], '--burn'], { stdio: 'ignore' }))
   try {
-    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB, ${rounds} round${rounds > 1 ? 's (medians)' : ''}; ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
+    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'}, ${rounds} round${rounds > 1 ? 's (medians)' : ''}; ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
     console.log(`added load: ${burners === 0 ? 'none' : `${burners} CPU-burning process${burners > 1 ? 'es' : ''} for the whole run (anchor and service alike)`}`)
     console.log(`load average at start: ${load()}`)
     const rows: Row[] = []
