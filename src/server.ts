@@ -10,9 +10,9 @@ import { bootstrapAccount } from './features/accounts/service.ts'
 
 // Streaming images churns through buffers (external memory) while the JS heap stays the same size.
 // V8 then set the next mark-compact's limit just above the live heap, and major GCs ran back to
-// back (about a hundred in three rounds of bench:transfer, each freeing nothing; most of the
-// service's CPU in a transfer, 2-5x the bare pipe's). A fixed growing factor of 2 lets the heap
-// double before the next one (ten in the same three rounds). Said in the "serving" log line.
+// back (6-15 per 256 MiB transfer in bench:transfer, each freeing nothing; the service's CPU in a
+// transfer 2-6x the bare pipe's). A fixed growing factor of 2 lets the heap double before the next
+// one (0-1 per transfer). Said in the "serving" log line.
 const V8_FLAGS = '--heap-growing-percent=100'
 v8.setFlagsFromString(V8_FLAGS)
 
