@@ -9,7 +9,10 @@
  *             `batch` (each with job_resources + events + NOTIFY); graphile-worker through its
  *             batched SQL `add_jobs` (the statement behind its `addJobs`), `batch` jobs a call.
  *   claim+finish  then start one engine of `concurrency` workers; jobs/s from the start call to
- *             the last job recorded finished in the database.
+ *             the last job recorded finished in the database. clonejobs runs twice: as it ships
+ *             (prefetch: while handlers are short it claims up to `concurrency` more jobs that wait
+ *             in the process for a slot, never running more than `concurrency` at once) and with
+ *             `prefetch: 0`, which claims only for free slots like graphile-worker 0.16 does.
  *   wake-up   with the engine idle (poll 1 s, so only a NOTIFY can be faster), `wake` single jobs
  *             enqueued one by one: commit → handler start, p50/p95 (issue 18: < 20 ms p50).
  * clonejobs's change events are counted per job from the NOTIFYs on the events channel and
@@ -90,7 +93,7 @@ async function unwind (list: Teardowns): Promise<void> {
 // the bulk enqueue path, when the engine has one (issue 12); the per-job path otherwise
 const bulk = (enqueueModule as Record<string, unknown>).enqueueJobs as ((tx: unknown, inputs: EnqueueInput[]) => Promise<unknown>) | undefined
 
-async function benchClonejobs (concurrency: number): Promise<Result> {
+async function benchClonejobs (concurrency: number, prefetch?: number): Promise<Result> {
   const td: Teardowns = []
   try {
     const t = scope(td)
@@ -129,7 +132,7 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
     }
     t0 = performance.now()
     const cpu = cpuMeter()
-    await startEngine(t, app, handlers, { databaseUrl, concurrency, pollMs: 1000 })
+    await startEngine(t, app, handlers, { databaseUrl, concurrency, pollMs: 1000, prefetch })
     await ran
     // the finish is written just after run() returns
     while (await app.prisma.job.count({ where: { operation: 'bench_noop', state: { not: 'success' } } }) > 0) await sleep(5)
@@ -243,14 +246,17 @@ try {
   console.log(`load average at start: ${load()}`)
   for (const c of concurrencies) {
     const cj = await benchClonejobs(c)
+    // the same engine without its prefetch (claimed jobs waiting in the process for a slot), to show what it brings
+    const cj0 = await benchClonejobs(c, 0)
     const gw = await benchGraphile(c)
     console.log(`\nconcurrency ${c} (load average ${load()})`)
     const line = (label: string, r: Result) => console.log(`  ${label.padEnd(16)} claim+finish ${r.claimPerS.toFixed(0).padStart(6)} jobs/s   enqueue ${r.enqueuePerS.toFixed(0).padStart(6)} jobs/s   idle wake-up commit→running p50 ${f1(pct(r.wake, 0.5))} ms p95 ${f1(pct(r.wake, 0.95))} ms`)
     line('clonejobs', cj)
+    line('  no prefetch', cj0)
     line('graphile-worker', gw)
     console.log(`  claim+finish ${cj.cpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.cpu.replace('CPU per 1,000 jobs: ', '')}`)
     console.log(`  clonejobs ${cj.note}`)
-    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x, enqueue ${(cj.enqueuePerS / gw.enqueuePerS).toFixed(2)}x (concurrency ${c})`)
+    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x, enqueue ${(cj.enqueuePerS / gw.enqueuePerS).toFixed(2)}x (concurrency ${c}; without prefetch claim+finish ${(cj0.claimPerS / gw.claimPerS).toFixed(2)}x)`)
   }
   console.log(`\nload average at end: ${load()}`)
   for (const r of ratios) console.log(r)

@@ -393,6 +393,41 @@ export async function releaseJobs (db: Sql, workerId: string, ids: string[]): Pr
     SELECT (SELECT n FROM notified)::int AS published`, [workerId, ids])
 }
 
+/** A claimed job that never ran, as it was before its claim. */
+export interface Unclaim { key: LeaseKey, priorState: string, wasStarted: boolean }
+
+/**
+ * Undoes the claims of jobs this worker claimed but never started (they waited for a free slot
+ * too long, or the process is stopping): each goes back as it was before its claim, its attempt
+ * given back too, so the next claim is the same attempt number and no takeover. Fenced by
+ * (id, attempt) like every write of an attempt. A job cancelled meanwhile keeps `cancelling`.
+ * A job whose state goes back (started → queued) publishes one change event, in the statement.
+ */
+export async function unclaimJobs (db: Sql, workerId: string, jobs: Unclaim[]): Promise<string[]> {
+  if (jobs.length === 0) return []
+  const rows = await query<{ id: string }>(db, `
+    WITH u AS (SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[]) AS u(id, attempt, prior, was_started)),
+    o AS (
+      SELECT j.id, j.state AS was FROM jobs j JOIN u ON u.id = j.id AND j.attempts = u.attempt
+      WHERE j.locked_by = $1 AND j.state IN ${UNFINISHED}
+      ORDER BY j.id FOR UPDATE OF j
+    ),
+    r AS (
+      UPDATE jobs j SET state = CASE WHEN j.state = 'started' THEN u.prior ELSE j.state END,
+        started_at = CASE WHEN u.was_started THEN j.started_at END,
+        attempts = j.attempts - 1, locked_by = NULL, locked_until = NULL,
+        last_modified = CASE WHEN j.state = 'started' AND u.prior <> 'started' THEN now() ELSE j.last_modified END
+      FROM o JOIN u ON u.id = o.id
+      WHERE j.id = o.id
+      RETURNING j.id, j.owner_id, j.root_id, o.was <> j.state AS moved
+    ),
+    moved AS (SELECT * FROM r WHERE moved),
+    ${publishCtes('moved')}
+    SELECT r.id::text, (SELECT n FROM notified)::int AS published FROM r`,
+  [workerId, jobs.map(j => j.key.id), jobs.map(j => j.key.attempt), jobs.map(j => j.priorState), jobs.map(j => j.wasStarted)], 'clonejobs_unclaim')
+  return rows.map(r => r.id)
+}
+
 export interface CancelledRow extends JobKey { locked_by: string | null }
 
 /**
