@@ -7,7 +7,7 @@ import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
 import { percentOf } from '../../domain/progress.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { errors } from '../../http/errors.ts'
-import { enqueueJob } from '../../engine/enqueue.ts'
+import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { publishChange } from '../../engine/events.ts'
 import { announceDrives, drivesToWire, loadOwnedDrive, type DriveRow } from '../drives/service.ts'
@@ -23,7 +23,7 @@ import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, che
 export async function initUpload (deps: TransferDeps, ownerId: string, input: NewDriveInput): Promise<DriveWire> {
   checkUploadSize(deps, input.size, 'size')
   const driveId = randomUUID()
-  const jobId = randomUUID()
+  const jobId = newJobId()
   await deps.storage.create(driveId, input.size)
   try {
     const row = await deps.prisma.$transaction(async (tx) => {
