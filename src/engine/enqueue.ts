@@ -131,12 +131,13 @@ export async function enqueueJobs (tx: Tx, inputs: EnqueueInput[]): Promise<Arra
     -- change events: each new job once ('added'), and the root of a job whose root existed before
     -- once ('changed': its roll-up moved), in the order of the rows
     c AS (
-      SELECT DISTINCT ON (c.r) c.n, c.k, c.o, c.r, c.c FROM (
-        SELECT x.n, 0 AS k, x.o, x.id AS r, 'added' AS c FROM x
-        UNION ALL
-        SELECT x.n, 1, x.o, x.root, 'changed' FROM x WHERE x.root <> x.id AND x.root NOT IN (SELECT id FROM x)
-      ) c
-      ORDER BY c.r, c.n, c.k
+      SELECT x.n, 0 AS k, x.o, x.id AS r, 'added' AS c FROM x
+      UNION ALL
+      SELECT * FROM (
+        SELECT DISTINCT ON (x.root) x.n, 1, x.o, x.root, 'changed' FROM x
+        WHERE x.root <> x.id AND x.root NOT IN (SELECT id FROM x)
+        ORDER BY x.root, x.n
+      ) outside
     ),
     e AS (
       INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
