@@ -51,9 +51,11 @@ export interface EngineOptions {
    */
   leaseMarginMs?: number
   /**
-   * Claimed jobs that may wait here for a free slot beside the `concurrency` running ones, while
-   * handlers are short (default: as many as `concurrency`; 0 turns it off). The next jobs are then
-   * claimed while the last ones still run, so the claim's round trip is not paid between jobs.
+   * At most this many claimed jobs wait here for a free slot beside the `concurrency` running ones
+   * (default: 16, or `concurrency` if more; 0 turns it off). Within that cap, as many as the slots
+   * get through in about 20 ms at the handlers' average run time, so only short jobs are prefetched.
+   * The next jobs are then claimed while the last ones still run: the claim's round trip is not
+   * paid between two jobs.
    */
   prefetch?: number
   /** A claimed job waiting this long for a slot goes back to the queue for another process (default 200 ms). */
@@ -102,8 +104,13 @@ const MAX_CLAIMS_IN_FLIGHT = 2
 /** Free slots from which a claim takes only half of them, leaving the rest to a second claim. */
 const SPLIT_CLAIMS_FROM = 8
 
-/** Prefetching only while handlers run this long or less on average (EWMA of their run times). */
-const PREFETCH_SHORT_MS = 20
+/**
+ * Prefetch: claim as many jobs beyond the free slots as those slots get through in about this long,
+ * going by the handlers' average run time (so none is held from other processes for longer).
+ */
+const PREFETCH_WAIT_MS = 20
+/** Prefetch cap when the engine's options do not set one: that many jobs, or `concurrency` if more. */
+const PREFETCH_DEFAULT = 16
 /** Weight of the newest run time in that average. */
 const RUN_EWMA_WEIGHT = 0.2
 
@@ -641,9 +648,11 @@ export class JobEngine {
    * waits milliseconds, not the length of a clone (it would be held from the other processes).
    */
   private prefetchAllowance (): number {
-    const max = this.opts.prefetch ?? this.opts.concurrency
-    if (max <= 0 || this.runEwmaMs === undefined || this.runEwmaMs > PREFETCH_SHORT_MS) return 0
-    return max
+    const max = this.opts.prefetch ?? Math.max(PREFETCH_DEFAULT, this.opts.concurrency)
+    if (max <= 0 || this.runEwmaMs === undefined) return 0
+    // the jobs `concurrency` slots finish in PREFETCH_WAIT_MS at the average run time (none when a
+    // run takes longer than that: a clone never waits behind another in a process)
+    return Math.min(max, Math.floor(this.opts.concurrency * PREFETCH_WAIT_MS / Math.max(this.runEwmaMs, 0.1)))
   }
 
   /**
@@ -671,7 +680,7 @@ export class JobEngine {
         leave()
         // the slots are held by long runs that have not ended yet: no more prefetching until short
         // runs bring the average down again (else jobs would be claimed and given back in a loop)
-        this.runEwmaMs = Math.max(this.runEwmaMs ?? 0, ttl)
+        this.runEwmaMs = Math.max(this.runEwmaMs ?? 0, ttl * this.opts.concurrency)
         void this.unclaimWaiting([waiter])
       }, ttl)
       const waiter: SlotWaiter = {
