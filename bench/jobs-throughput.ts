@@ -52,7 +52,7 @@ const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * p))] ?? NaN }
 const f1 = (x: number) => x.toFixed(1)
 
-interface Result { enqueuePerS: number, claimPerS: number, wake: number[], note: string, cpu: string }
+interface Result { enqueuePerS: number, enqueueTxPerS: number, claimPerS: number, wake: number[], note: string, cpu: string, enqueueCpu: string }
 
 /** CPU seconds used so far by every `postgres` process of this machine (utime + stime, /proc). */
 function postgresCpuS (): number {
@@ -112,15 +112,33 @@ async function benchClonejobs (concurrency: number, prefetch?: number): Promise<
     await listen.query(`LISTEN "${CHANNELS.events}"`)
 
     const input = (i: number): EnqueueInput => ({ ownerId: user.id, operation: 'bench_noop' as Operation, params: { i } })
+    // standalone, like add_jobs called on its own: one atomic statement per batch
     let t0 = performance.now()
+    const enqueueCpu = cpuMeter()
+    for (let done = 0; done < total; done += batch) {
+      const n = Math.min(batch, total - done)
+      if (bulk) await bulk(app.prisma, Array.from({ length: n }, (_, k) => input(done + k)))
+      else {
+        await app.prisma.$transaction(async tx => {
+          for (let k = 0; k < n; k++) await enqueueModule.enqueueJob(tx, input(done + k))
+        }, { timeout: 120_000 })
+      }
+    }
+    const enqueueMs = performance.now() - t0
+    const enqueueCpuLine = enqueueCpu()
+    // inside a transaction (BEGIN, the statement, COMMIT: the path of a request that writes its
+    // domain rows with the jobs), the same count of jobs, parked a year out so none of them runs
+    const parked = new Date(Date.now() + 365 * 24 * 3600 * 1000)
+    t0 = performance.now()
     for (let done = 0; done < total; done += batch) {
       const n = Math.min(batch, total - done)
       await app.prisma.$transaction(async tx => {
-        if (bulk) await bulk(tx, Array.from({ length: n }, (_, k) => input(done + k)))
-        else for (let k = 0; k < n; k++) await enqueueModule.enqueueJob(tx, input(done + k))
+        const inputs = Array.from({ length: n }, (_, k) => ({ ...input(done + k), operation: 'bench_parked' as Operation, runAt: parked }))
+        if (bulk) await bulk(tx, inputs)
+        else for (const i of inputs) await enqueueModule.enqueueJob(tx, i)
       }, { timeout: 120_000 })
     }
-    const enqueueMs = performance.now() - t0
+    const enqueueTxMs = performance.now() - t0
 
     let finished = 0
     let allRan!: () => void
@@ -159,7 +177,7 @@ async function benchClonejobs (concurrency: number, prefetch?: number): Promise<
     const hist = [...histogram].sort((a, b) => a[0] - b[0]).map(([n, jobs]) => `${jobs} jobs x ${n}`).join(', ')
     const exact = histogram.size === 1 && notified === rows
     const note = `change events: ${hist} (events NOTIFYed ${notified}, events rows ${rows}) ${exact ? 'exact' : 'NOT EXACT'}; enqueue path: ${bulk ? 'enqueueJobs (bulk)' : `enqueueJob x ${batch} per transaction (no bulk path in src/jobs/enqueue.ts)`}`
-    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note, cpu: cpuLine }
+    return { enqueuePerS: total / enqueueMs * 1000, enqueueTxPerS: total / enqueueTxMs * 1000, claimPerS: total / claimMs * 1000, wake, note, cpu: cpuLine, enqueueCpu: enqueueCpuLine }
   } finally {
     await unwind(td)
   }
@@ -193,12 +211,25 @@ async function benchGraphile (concurrency: number): Promise<Result> {
     await db.connect()
     td.push(() => db.end())
 
+    const addJobs = 'SELECT graphile_worker.add_jobs(array(SELECT json_populate_recordset(null::graphile_worker.job_spec, $1::json)))'
     let t0 = performance.now()
+    const enqueueCpu = cpuMeter()
     for (let done = 0; done < total; done += batch) {
       const specs = Array.from({ length: Math.min(batch, total - done) }, (_, k) => ({ identifier: 'bench_noop', payload: { i: done + k } }))
-      await db.query('SELECT graphile_worker.add_jobs(array(SELECT json_populate_recordset(null::graphile_worker.job_spec, $1::json)))', [JSON.stringify(specs)])
+      await db.query(addJobs, [JSON.stringify(specs)])
     }
     const enqueueMs = performance.now() - t0
+    const enqueueCpuLine = enqueueCpu()
+    // inside a transaction, parked a year out (as for clonejobs)
+    const parked = new Date(Date.now() + 365 * 24 * 3600 * 1000).toISOString()
+    t0 = performance.now()
+    for (let done = 0; done < total; done += batch) {
+      const specs = Array.from({ length: Math.min(batch, total - done) }, (_, k) => ({ identifier: 'bench_parked', payload: { i: done + k }, run_at: parked }))
+      await db.query('BEGIN')
+      await db.query(addJobs, [JSON.stringify(specs)])
+      await db.query('COMMIT')
+    }
+    const enqueueTxMs = performance.now() - t0
 
     let finished = 0
     let allRan!: () => void
@@ -233,7 +264,7 @@ async function benchGraphile (concurrency: number): Promise<Result> {
       const committed = performance.now()
       wake.push(await started - committed)
     }
-    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note: `enqueue path: add_jobs, ${batch} jobs a call`, cpu: cpuLine }
+    return { enqueuePerS: total / enqueueMs * 1000, enqueueTxPerS: total / enqueueTxMs * 1000, claimPerS: total / claimMs * 1000, wake, note: `enqueue path: add_jobs, ${batch} jobs a call`, cpu: cpuLine, enqueueCpu: enqueueCpuLine }
   } finally {
     await unwind(td)
   }
@@ -250,13 +281,14 @@ try {
     const cj0 = await benchClonejobs(c, 0)
     const gw = await benchGraphile(c)
     console.log(`\nconcurrency ${c} (load average ${load()})`)
-    const line = (label: string, r: Result) => console.log(`  ${label.padEnd(16)} claim+finish ${r.claimPerS.toFixed(0).padStart(6)} jobs/s   enqueue ${r.enqueuePerS.toFixed(0).padStart(6)} jobs/s   idle wake-up commit→running p50 ${f1(pct(r.wake, 0.5))} ms p95 ${f1(pct(r.wake, 0.95))} ms`)
+    const line = (label: string, r: Result) => console.log(`  ${label.padEnd(16)} claim+finish ${r.claimPerS.toFixed(0).padStart(6)} jobs/s   enqueue ${r.enqueuePerS.toFixed(0).padStart(6)} jobs/s (in a transaction ${r.enqueueTxPerS.toFixed(0).padStart(6)})   idle wake-up commit→running p50 ${f1(pct(r.wake, 0.5))} ms p95 ${f1(pct(r.wake, 0.95))} ms`)
     line('clonejobs', cj)
     line('  no prefetch', cj0)
     line('graphile-worker', gw)
     console.log(`  claim+finish ${cj.cpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.cpu.replace('CPU per 1,000 jobs: ', '')}`)
+    console.log(`  enqueue ${cj.enqueueCpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.enqueueCpu.replace('CPU per 1,000 jobs: ', '')}`)
     console.log(`  clonejobs ${cj.note}`)
-    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x, enqueue ${(cj.enqueuePerS / gw.enqueuePerS).toFixed(2)}x (concurrency ${c}; without prefetch claim+finish ${(cj0.claimPerS / gw.claimPerS).toFixed(2)}x)`)
+    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x, enqueue ${(cj.enqueuePerS / gw.enqueuePerS).toFixed(2)}x (concurrency ${c}; in a transaction enqueue ${(cj.enqueueTxPerS / gw.enqueueTxPerS).toFixed(2)}x; without prefetch claim+finish ${(cj0.claimPerS / gw.claimPerS).toFixed(2)}x)`)
   }
   console.log(`\nload average at end: ${load()}`)
   for (const r of ratios) console.log(r)

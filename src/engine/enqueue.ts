@@ -2,7 +2,7 @@
 // domain change that needs it was committed.
 import { randomFillSync } from 'node:crypto'
 import { v7 as uuidv7 } from 'uuid'
-import type { Tx } from '../db/client.ts'
+import type { PrismaClient, Tx } from '../db/client.ts'
 import { uri } from '../domain/uris.ts'
 import { notifyEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
@@ -58,16 +58,23 @@ export async function enqueueJob (tx: Tx, input: EnqueueInput): Promise<{ id: st
 }
 
 /**
- * Enqueues many jobs in the caller's transaction in one statement whatever their count (two when
- * a parent is outside `inputs`): the jobs, their resources, their change events (each job once,
+ * Enqueues many jobs in the caller's transaction (`db` a transaction client), or on their own (`db`
+ * the client: the statement is atomic by itself, one round trip), in one statement whatever their
+ * count (two when a parent is outside `inputs`): the jobs, their resources, their change events (each job once,
  * each root once) with their NOTIFYs, and one wake-up NOTIFY. The rows travel as JSON, one
  * parameter each, so a batch costs the database a few rows per job and the client almost nothing.
  * Parents come before their children in `inputs` (or already exist). A job's `created` is when
  * its row is written, not when the caller's transaction began (a request that does more work
  * before enqueueing would otherwise show that work as time spent in the queue).
  */
-export async function enqueueJobs (tx: Tx, inputs: EnqueueInput[]): Promise<Array<{ id: string }>> {
+export async function enqueueJobs (db: Tx | PrismaClient, inputs: EnqueueInput[]): Promise<Array<{ id: string }>> {
   if (inputs.length === 0) return []
+  const given = new Set(inputs.map(i => i.id))
+  const outsideParents = inputs.some(i => i.parentId && !i.rootId && !given.has(i.parentId))
+  // outside a transaction the insert is one atomic statement of its own (one round trip); a parent
+  // outside the batch is looked up first, so the two then go in a transaction of their own
+  if ('$transaction' in db && outsideParents) return db.$transaction(tx => enqueueJobs(tx, inputs))
+  const tx = db
   const ids = inputs.map(i => i.id ?? newJobId())
   const roots = new Map<string, string>()
   const own = new Set(ids)

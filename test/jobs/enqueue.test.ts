@@ -49,3 +49,15 @@ t.test('a mixed batch: every field as given, defaults where left out, events in 
   const created = jobs.map((_, k) => row(k).created.getTime())
   t.ok(created.every((c, k) => k === 0 || c >= created[k - 1]), 'rows written in input order')
 })
+
+t.test('on its own (no transaction): one atomic statement, or a transaction of its own for an outside parent', async t => {
+  const outside = await app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'server_clone' }))
+  const alone = await enqueueJobs(app.prisma, [{ ownerId: alice.id, operation: 'drive_clone' }, { ownerId: alice.id, operation: 'drive_clone', parentId: outside.id }])
+  const rows = await app.prisma.job.findMany({ where: { id: { in: alone.map(j => j.id) } }, orderBy: { created: 'asc' } })
+  t.same(rows.map(r => r.rootId), [alone[0].id, outside.id], 'the outside parent was looked up')
+  // a failing batch leaves nothing behind: the duplicate id fails the one statement
+  const dup = newJobId()
+  await t.rejects(enqueueJobs(app.prisma, [{ id: dup, ownerId: alice.id, operation: 'drive_clone' }, { id: dup, ownerId: alice.id, operation: 'drive_clone' }]))
+  t.equal(await app.prisma.job.count({ where: { id: dup } }), 0, 'no job of the failed batch')
+  t.equal(await app.prisma.event.count({ where: { resourceId: dup } }), 0, 'and no event')
+})
