@@ -15,18 +15,19 @@
  *             `prefetch: 0`, which claims only for free slots like graphile-worker 0.16 does.
  *   wake-up   with the engine idle (poll 1 s, so only a NOTIFY can be faster), `wake` single jobs
  *             enqueued one by one: commit → handler start, p50/p95 (issue 18: < 20 ms p50).
- * clonejobs's change events are counted per job from the NOTIFYs on the events channel and
+ * clonejobs's change events are counted per job from the NOTIFYs on the events channel (by a child
+ * process, bench/event-counter.ts, so counting costs the measured process nothing) and
  * compared with the `events` rows: every job must show the same count, none lost or doubled.
  * Figures only (no pass/fail); the last lines are the ratios, one per concurrency.
  */
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { Logger, makeWorkerUtils, run as runGraphile, type Runner } from 'graphile-worker'
 import * as enqueueModule from '../src/engine/enqueue.ts'
 import type { EnqueueInput } from '../src/engine/enqueue.ts'
-import { parseEvents } from '../src/engine/events.ts'
-import { CHANNELS } from '../src/engine/listener.ts'
 import type { Operation } from '../src/engine/types.ts'
 import { buildTestApp, createUser } from '../test/helpers/app.ts'
 import { startEngine } from '../test/helpers/jobs.ts'
@@ -101,15 +102,14 @@ async function benchClonejobs (concurrency: number, prefetch?: number): Promise<
     const user = await createUser(app)
 
     // every change event NOTIFY, counted per resource id
-    const perJob = new Map<string, number>()
-    const listen = new pg.Client({ connectionString: databaseUrl })
-    await listen.connect()
-    td.push(() => listen.end())
-    // a payload lists the events of one NOTIFY (many when a statement writes a batch)
-    listen.on('notification', msg => {
-      for (const { resourceId: r } of parseEvents(msg.payload ?? '')) perJob.set(r, (perJob.get(r) ?? 0) + 1)
+    // counted in a child process (bench/event-counter.ts), so the count costs this process nothing
+    const counter = spawn(process.execPath, [...process.execArgv, fileURLToPath(new URL('./event-counter.ts', import.meta.url)), databaseUrl], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    td.push(() => { counter.kill() })
+    await new Promise<void>((resolve, reject) => { counter.once('message', () => resolve()); counter.once('exit', () => reject(new Error('the event counter exited'))) })
+    const report = () => new Promise<Map<string, number>>(resolve => {
+      counter.once('message', (pairs) => resolve(new Map(pairs as Array<[string, number]>)))
+      counter.send('report')
     })
-    await listen.query(`LISTEN "${CHANNELS.events}"`)
 
     const input = (i: number): EnqueueInput => ({ ownerId: user.id, operation: 'bench_noop' as Operation, params: { i } })
     // standalone, like add_jobs called on its own: one atomic statement per batch
@@ -167,6 +167,7 @@ async function benchClonejobs (concurrency: number, prefetch?: number): Promise<
       wake.push(await started - committed)
     }
     await sleep(200) // the last change events arrive
+    const perJob = await report()
 
     // change events of the bulk jobs: one count for all, as many NOTIFYs as events rows
     const rows = await app.prisma.event.count({ where: { resourceType: 'jobs' } })
