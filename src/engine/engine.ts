@@ -335,6 +335,8 @@ export class JobEngine {
     clearTimeout(this.timer)
     clearImmediate(this.immediate)
     this.stopBeating()
+    // jobs waiting for a slot are left to their leases too: nothing is written for them
+    for (const w of this.waiters.splice(0)) w.grant('gone')
     for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
     for (const h of this.held.values()) h.leaseLost()
     void this.endPool()
