@@ -1,5 +1,6 @@
-// Creating jobs, always inside the caller's transaction, so a job row exists exactly when the
-// domain change that needs it was committed.
+// Creating jobs: inside the caller's transaction, so a job row exists exactly when the domain
+// change that needs it was committed, or (jobs that go with no domain change) on their own, one
+// atomic statement per batch.
 import { randomFillSync } from 'node:crypto'
 import { v7 as uuidv7 } from 'uuid'
 import type { PrismaClient, Tx } from '../db/client.ts'
