@@ -1,29 +1,36 @@
 /**
  * Job engine throughput beside graphile-worker, in one run:
- *   `npx tsx bench/jobs-throughput.ts [--jobs 5000] [--concurrency 4,16] [--batch 500] [--wake 40]`
+ *   `npx tsx bench/jobs-throughput.ts [--jobs 5000] [--concurrency 4,16] [--batch 500] [--wake 40] [--enqueue-rounds 7]`
  *
  * For each concurrency, each engine gets its own fresh database on the same PostgreSQL
  * (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres), created and dropped here:
- *   enqueue   `jobs` no-op jobs with nothing running: clonejobs through its bulk path when
- *             src/jobs/enqueue.ts exports one (`enqueueJobs`), else `enqueueJob` in transactions of
- *             `batch` (each with job_resources + events + NOTIFY); graphile-worker through its
- *             batched SQL `add_jobs` (the statement behind its `addJobs`), `batch` jobs a call.
+ *   load      `jobs` no-op jobs with nothing running (clonejobs `enqueueJobs` in batches of
+ *             `batch`, graphile-worker `add_jobs`); the jobs/s is printed but the ratio comes from
+ *             the enqueue rounds below.
  *   claim+finish  then start one engine of `concurrency` workers; jobs/s from the start call to
- *             the last job recorded finished in the database.
+ *             the last job recorded finished in the database. clonejobs runs twice: as it ships
+ *             (prefetch: while handlers are short it claims more jobs that wait in the process for
+ *             a slot, never running more than `concurrency` at once) and with `prefetch: 0`, which
+ *             claims only for free slots like graphile-worker 0.16 does.
  *   wake-up   with the engine idle (poll 1 s, so only a NOTIFY can be faster), `wake` single jobs
  *             enqueued one by one: commit → handler start, p50/p95 (issue 18: < 20 ms p50).
- * clonejobs's change events are counted per job from the NOTIFYs on the events channel and
+ * Then bulk enqueue, `enqueue-rounds` rounds, the engines in turn (see benchEnqueue): `jobs` jobs
+ * in batches of `batch`, standalone (clonejobs `enqueueJobs` with the client: one atomic statement
+ * with job_resources, events and NOTIFYs; graphile `add_jobs`, the statement behind its `addJobs`)
+ * and inside a transaction; the median of the rounds' ratios, and the CPU each spends per 1,000 jobs.
+ * clonejobs's change events are counted per job from the NOTIFYs on the events channel (by a child
+ * process, bench/event-counter.ts, so counting costs the measured process nothing) and
  * compared with the `events` rows: every job must show the same count, none lost or doubled.
- * Figures only (no pass/fail); the last lines are the ratios, one per concurrency.
+ * Figures only (no pass/fail); the last lines are the ratios, one per concurrency, then enqueue's.
  */
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { Logger, makeWorkerUtils, run as runGraphile, type Runner } from 'graphile-worker'
 import * as enqueueModule from '../src/engine/enqueue.ts'
 import type { EnqueueInput } from '../src/engine/enqueue.ts'
-import { parseEvents } from '../src/engine/events.ts'
-import { CHANNELS } from '../src/engine/listener.ts'
 import type { Operation } from '../src/engine/types.ts'
 import { buildTestApp, createUser } from '../test/helpers/app.ts'
 import { startEngine } from '../test/helpers/jobs.ts'
@@ -34,13 +41,15 @@ const { values: args } = parseArgs({
     jobs: { type: 'string', default: '5000' },
     concurrency: { type: 'string', default: '4,16' },
     batch: { type: 'string', default: '500' },
-    wake: { type: 'string', default: '40' }
+    wake: { type: 'string', default: '40' },
+    'enqueue-rounds': { type: 'string', default: '7' }
   }
 })
 const total = Math.max(1, Number(args.jobs))
 const concurrencies = args.concurrency.split(',').map(Number).filter(n => n > 0)
 const batch = Math.max(1, Number(args.batch))
 const wakeSamples = Math.max(0, Number(args.wake))
+const enqueueRounds = Math.max(1, Number(args['enqueue-rounds']))
 process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 const adminUrl = process.env.DATABASE_URL
 
@@ -49,7 +58,7 @@ const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * p))] ?? NaN }
 const f1 = (x: number) => x.toFixed(1)
 
-interface Result { enqueuePerS: number, claimPerS: number, wake: number[], note: string, cpu: string }
+interface Result { enqueuePerS: number, claimPerS: number, wake: number[], note: string, cpu: string, enqueueCpu: string }
 
 /** CPU seconds used so far by every `postgres` process of this machine (utime + stime, /proc). */
 function postgresCpuS (): number {
@@ -90,7 +99,7 @@ async function unwind (list: Teardowns): Promise<void> {
 // the bulk enqueue path, when the engine has one (issue 12); the per-job path otherwise
 const bulk = (enqueueModule as Record<string, unknown>).enqueueJobs as ((tx: unknown, inputs: EnqueueInput[]) => Promise<unknown>) | undefined
 
-async function benchClonejobs (concurrency: number): Promise<Result> {
+async function benchClonejobs (concurrency: number, prefetch?: number): Promise<Result> {
   const td: Teardowns = []
   try {
     const t = scope(td)
@@ -98,26 +107,30 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
     const user = await createUser(app)
 
     // every change event NOTIFY, counted per resource id
-    const perJob = new Map<string, number>()
-    const listen = new pg.Client({ connectionString: databaseUrl })
-    await listen.connect()
-    td.push(() => listen.end())
-    // a payload lists the events of one NOTIFY (many when a statement writes a batch)
-    listen.on('notification', msg => {
-      for (const { resourceId: r } of parseEvents(msg.payload ?? '')) perJob.set(r, (perJob.get(r) ?? 0) + 1)
+    // counted in a child process (bench/event-counter.ts), so the count costs this process nothing
+    const counter = spawn(process.execPath, [...process.execArgv, fileURLToPath(new URL('./event-counter.ts', import.meta.url)), databaseUrl], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    td.push(() => { counter.kill() })
+    await new Promise<void>((resolve, reject) => { counter.once('message', () => resolve()); counter.once('exit', () => reject(new Error('the event counter exited'))) })
+    const report = () => new Promise<Map<string, number>>(resolve => {
+      counter.once('message', (pairs) => resolve(new Map(pairs as Array<[string, number]>)))
+      counter.send('report')
     })
-    await listen.query(`LISTEN "${CHANNELS.events}"`)
 
     const input = (i: number): EnqueueInput => ({ ownerId: user.id, operation: 'bench_noop' as Operation, params: { i } })
+    // standalone, like add_jobs called on its own: one atomic statement per batch
     let t0 = performance.now()
+    const enqueueCpu = cpuMeter()
     for (let done = 0; done < total; done += batch) {
       const n = Math.min(batch, total - done)
-      await app.prisma.$transaction(async tx => {
-        if (bulk) await bulk(tx, Array.from({ length: n }, (_, k) => input(done + k)))
-        else for (let k = 0; k < n; k++) await enqueueModule.enqueueJob(tx, input(done + k))
-      }, { timeout: 120_000 })
+      if (bulk) await bulk(app.prisma, Array.from({ length: n }, (_, k) => input(done + k)))
+      else {
+        await app.prisma.$transaction(async tx => {
+          for (let k = 0; k < n; k++) await enqueueModule.enqueueJob(tx, input(done + k))
+        }, { timeout: 120_000 })
+      }
     }
     const enqueueMs = performance.now() - t0
+    const enqueueCpuLine = enqueueCpu()
 
     let finished = 0
     let allRan!: () => void
@@ -129,7 +142,7 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
     }
     t0 = performance.now()
     const cpu = cpuMeter()
-    await startEngine(t, app, handlers, { databaseUrl, concurrency, pollMs: 1000 })
+    await startEngine(t, app, handlers, { databaseUrl, concurrency, pollMs: 1000, prefetch })
     await ran
     // the finish is written just after run() returns
     while (await app.prisma.job.count({ where: { operation: 'bench_noop', state: { not: 'success' } } }) > 0) await sleep(5)
@@ -146,6 +159,7 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
       wake.push(await started - committed)
     }
     await sleep(200) // the last change events arrive
+    const perJob = await report()
 
     // change events of the bulk jobs: one count for all, as many NOTIFYs as events rows
     const rows = await app.prisma.event.count({ where: { resourceType: 'jobs' } })
@@ -156,7 +170,7 @@ async function benchClonejobs (concurrency: number): Promise<Result> {
     const hist = [...histogram].sort((a, b) => a[0] - b[0]).map(([n, jobs]) => `${jobs} jobs x ${n}`).join(', ')
     const exact = histogram.size === 1 && notified === rows
     const note = `change events: ${hist} (events NOTIFYed ${notified}, events rows ${rows}) ${exact ? 'exact' : 'NOT EXACT'}; enqueue path: ${bulk ? 'enqueueJobs (bulk)' : `enqueueJob x ${batch} per transaction (no bulk path in src/jobs/enqueue.ts)`}`
-    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note, cpu: cpuLine }
+    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note, cpu: cpuLine, enqueueCpu: enqueueCpuLine }
   } finally {
     await unwind(td)
   }
@@ -190,12 +204,15 @@ async function benchGraphile (concurrency: number): Promise<Result> {
     await db.connect()
     td.push(() => db.end())
 
+    const addJobs = 'SELECT graphile_worker.add_jobs(array(SELECT json_populate_recordset(null::graphile_worker.job_spec, $1::json)))'
     let t0 = performance.now()
+    const enqueueCpu = cpuMeter()
     for (let done = 0; done < total; done += batch) {
       const specs = Array.from({ length: Math.min(batch, total - done) }, (_, k) => ({ identifier: 'bench_noop', payload: { i: done + k } }))
-      await db.query('SELECT graphile_worker.add_jobs(array(SELECT json_populate_recordset(null::graphile_worker.job_spec, $1::json)))', [JSON.stringify(specs)])
+      await db.query(addJobs, [JSON.stringify(specs)])
     }
     const enqueueMs = performance.now() - t0
+    const enqueueCpuLine = enqueueCpu()
 
     let finished = 0
     let allRan!: () => void
@@ -230,7 +247,81 @@ async function benchGraphile (concurrency: number): Promise<Result> {
       const committed = performance.now()
       wake.push(await started - committed)
     }
-    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note: `enqueue path: add_jobs, ${batch} jobs a call`, cpu: cpuLine }
+    return { enqueuePerS: total / enqueueMs * 1000, claimPerS: total / claimMs * 1000, wake, note: `enqueue path: add_jobs, ${batch} jobs a call`, cpu: cpuLine, enqueueCpu: enqueueCpuLine }
+  } finally {
+    await unwind(td)
+  }
+}
+
+/** Per-round throughputs (jobs/s) of one way of enqueueing, and the CPU it used in all. */
+interface EnqueueSeries { perS: number[], nodeMs: number, pgMs: number, jobs: number }
+const series = (): EnqueueSeries => ({ perS: [], nodeMs: 0, pgMs: 0, jobs: 0 })
+
+/** Times `fn` (which enqueues `total` jobs) into `s`, with the CPU this process and PostgreSQL spent. */
+async function timedEnqueue (s: EnqueueSeries, fn: () => Promise<void>): Promise<void> {
+  const node0 = process.cpuUsage()
+  const pg0 = postgresCpuS()
+  const t0 = performance.now()
+  await fn()
+  s.perS.push(total / (performance.now() - t0) * 1000)
+  const node = process.cpuUsage(node0)
+  s.nodeMs += (node.user + node.system) / 1e3
+  s.pgMs += (postgresCpuS() - pg0) * 1000
+  s.jobs += total
+}
+
+/**
+ * Bulk enqueue, both engines in turn for `rounds` rounds (the order flips every round), each
+ * round `total` jobs in batches of `batch` four ways: standalone (clonejobs `enqueueJobs` with the
+ * client: one atomic statement; graphile `add_jobs` on its own) and inside a transaction (BEGIN,
+ * the statement, COMMIT: the path of a request that writes its domain rows with its jobs; clonejobs
+ * through Prisma's interactive transaction, graphile on a plain client). The jobs are parked a
+ * year out, so nothing runs them. A single enqueue phase lasts a fraction of a second, so one
+ * pause of a shared machine moves it a lot: the ratio is the median of the rounds' own ratios.
+ */
+async function benchEnqueue (rounds: number): Promise<{ cj: EnqueueSeries, cjTx: EnqueueSeries, gw: EnqueueSeries, gwTx: EnqueueSeries }> {
+  const td: Teardowns = []
+  try {
+    const { app } = await buildTestApp(scope(td), { runWorkers: false })
+    const user = await createUser(app)
+    const name = `clonejobs_bench_gwq_${process.pid}`
+    const admin = new pg.Client({ connectionString: adminUrl })
+    await admin.connect()
+    td.push(() => admin.end())
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await admin.query(`CREATE DATABASE ${name}`)
+    td.push(() => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).then(() => {}))
+    const u = new URL(adminUrl)
+    u.pathname = '/' + name
+    const utils = await makeWorkerUtils({ connectionString: u.toString(), logger: new Logger(() => () => {}) })
+    await utils.migrate()
+    await utils.release()
+    const db = new pg.Client({ connectionString: u.toString() })
+    await db.connect()
+    td.push(() => db.end())
+
+    const parked = new Date(Date.now() + 365 * 24 * 3600 * 1000)
+    const inputs = (from: number, n: number): EnqueueInput[] => Array.from({ length: n }, (_, k) => ({ ownerId: user.id, operation: 'bench_noop' as Operation, params: { i: from + k }, runAt: parked }))
+    const specs = (from: number, n: number) => JSON.stringify(Array.from({ length: n }, (_, k) => ({ identifier: 'bench_noop', payload: { i: from + k }, run_at: parked.toISOString() })))
+    const addJobs = 'SELECT graphile_worker.add_jobs(array(SELECT json_populate_recordset(null::graphile_worker.job_spec, $1::json)))'
+    const batches = async (fn: (from: number, n: number) => Promise<unknown>) => {
+      for (let done = 0; done < total; done += batch) await fn(done, Math.min(batch, total - done))
+    }
+    const out = { cj: series(), cjTx: series(), gw: series(), gwTx: series() }
+    const ways: Array<() => Promise<void>> = [
+      () => timedEnqueue(out.cj, () => batches((f, n) => bulk ? bulk(app.prisma, inputs(f, n)) : app.prisma.$transaction(async tx => { for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx, i) }))),
+      () => timedEnqueue(out.gw, () => batches((f, n) => db.query(addJobs, [specs(f, n)]))),
+      () => timedEnqueue(out.cjTx, () => batches((f, n) => app.prisma.$transaction(async tx => {
+        if (bulk) await bulk(tx, inputs(f, n))
+        else for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx, i)
+      }, { timeout: 120_000 }))),
+      () => timedEnqueue(out.gwTx, () => batches(async (f, n) => { await db.query('BEGIN'); await db.query(addJobs, [specs(f, n)]); await db.query('COMMIT') }))
+    ]
+    // a first round of each warms up (prepared statements, Prisma's query compiler), not counted
+    for (const way of ways) await way()
+    for (const s of Object.values(out)) Object.assign(s, series())
+    for (let r = 0; r < rounds; r++) for (const way of r % 2 === 0 ? ways : [...ways].reverse()) await way()
+    return out
   } finally {
     await unwind(td)
   }
@@ -243,15 +334,32 @@ try {
   console.log(`load average at start: ${load()}`)
   for (const c of concurrencies) {
     const cj = await benchClonejobs(c)
+    // the same engine without its prefetch (claimed jobs waiting in the process for a slot), to show what it brings
+    const cj0 = await benchClonejobs(c, 0)
     const gw = await benchGraphile(c)
     console.log(`\nconcurrency ${c} (load average ${load()})`)
     const line = (label: string, r: Result) => console.log(`  ${label.padEnd(16)} claim+finish ${r.claimPerS.toFixed(0).padStart(6)} jobs/s   enqueue ${r.enqueuePerS.toFixed(0).padStart(6)} jobs/s   idle wake-up commit→running p50 ${f1(pct(r.wake, 0.5))} ms p95 ${f1(pct(r.wake, 0.95))} ms`)
     line('clonejobs', cj)
+    line('  no prefetch', cj0)
     line('graphile-worker', gw)
     console.log(`  claim+finish ${cj.cpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.cpu.replace('CPU per 1,000 jobs: ', '')}`)
+    console.log(`  enqueue ${cj.enqueueCpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.enqueueCpu.replace('CPU per 1,000 jobs: ', '')}`)
     console.log(`  clonejobs ${cj.note}`)
-    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x, enqueue ${(cj.enqueuePerS / gw.enqueuePerS).toFixed(2)}x (concurrency ${c})`)
+    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x (concurrency ${c}; without prefetch ${(cj0.claimPerS / gw.claimPerS).toFixed(2)}x)`)
   }
+  console.log(`\nbulk enqueue: ${enqueueRounds} rounds of ${total} jobs each way, in batches of ${batch}, the engines in turn (load average ${load()})`)
+  const eq = await benchEnqueue(enqueueRounds)
+  const med = (xs: number[]) => pct(xs, 0.5)
+  const cpuOf = (s: EnqueueSeries) => `CPU per 1,000 jobs: node ${(s.nodeMs / s.jobs * 1000).toFixed(1)} ms, postgres ${(s.pgMs / s.jobs * 1000).toFixed(1)} ms`
+  const pair = (label: string, alone: EnqueueSeries, tx: EnqueueSeries) =>
+    console.log(`  ${label.padEnd(16)} standalone p50 ${med(alone.perS).toFixed(0).padStart(6)} jobs/s (${cpuOf(alone)})   in a transaction p50 ${med(tx.perS).toFixed(0).padStart(6)} jobs/s (${cpuOf(tx)})`)
+  pair('clonejobs', eq.cj, eq.cjTx)
+  pair('graphile-worker', eq.gw, eq.gwTx)
+  const roundRatios = (a: EnqueueSeries, b: EnqueueSeries) => a.perS.map((x, k) => x / b.perS[k])
+  const alone = roundRatios(eq.cj, eq.gw)
+  const inTx = roundRatios(eq.cjTx, eq.gwTx)
+  console.log(`  each round's ratio: standalone ${alone.map(x => x.toFixed(2)).join(' ')}; in a transaction ${inTx.map(x => x.toFixed(2)).join(' ')}`)
+  ratios.push(`clonejobs/graphile-worker: enqueue ${med(alone).toFixed(2)}x standalone, ${med(inTx).toFixed(2)}x in a transaction (median of ${enqueueRounds} rounds)`)
   console.log(`\nload average at end: ${load()}`)
   for (const r of ratios) console.log(r)
 } finally {

@@ -10,7 +10,7 @@ import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type PendingLine, type TakenJob } from './queue-sql.ts'
+import { childOutcome, claimJobs, unclaimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type PendingLine, type TakenJob } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
 import { transientDatabaseError } from '../db/transient.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
@@ -50,6 +50,16 @@ export interface EngineOptions {
    * another process may take the job over (default: a third of the lease, at most 5 s).
    */
   leaseMarginMs?: number
+  /**
+   * At most this many claimed jobs wait here for a free slot beside the `concurrency` running ones
+   * (default: 16, or `concurrency` if more; 0 turns it off). Within that cap, as many as the slots
+   * get through in about 20 ms at the handlers' average run time, so only short jobs are prefetched.
+   * The next jobs are then claimed while the last ones still run: the claim's round trip is not
+   * paid between two jobs.
+   */
+  prefetch?: number
+  /** A claimed job waiting this long for a slot goes back to the queue for another process (default 200 ms). */
+  prefetchTtlMs?: number
   /** Fault injection for tests: runs before each heartbeat statement; throwing fails the beat. */
   faults?: { heartbeat?: () => void | Promise<void> }
 }
@@ -68,6 +78,19 @@ interface Running {
   stale: boolean
   /** the handler is done and its outcome is being recorded: its slot is free for a new job */
   settling: boolean
+  /** holds one of the `concurrency` slots (a prefetched job waits for one, see acquireSlot) */
+  slot: boolean
+  /** when the slot was taken (local clock): the handler's run time feeds the prefetch decision */
+  slotAt: number
+  row: ClaimedRow
+}
+
+/** A claimed job waiting for a free slot. */
+interface SlotWaiter {
+  entry: Running
+  /** stops listening for an abort and for the time limit */
+  detach: () => void
+  grant: (outcome: 'run' | 'gone') => void
 }
 
 /** Finishes waiting for the next batch statement. */
@@ -80,6 +103,16 @@ interface PendingFinish extends Finish {
 const MAX_CLAIMS_IN_FLIGHT = 2
 /** Free slots from which a claim takes only half of them, leaving the rest to a second claim. */
 const SPLIT_CLAIMS_FROM = 8
+
+/**
+ * Prefetch: claim as many jobs beyond the free slots as those slots get through in about this long,
+ * going by the handlers' average run time (so none is held from other processes for longer).
+ */
+const PREFETCH_WAIT_MS = 20
+/** Prefetch cap when the engine's options do not set one: that many jobs, or `concurrency` if more. */
+const PREFETCH_DEFAULT = 16
+/** Weight of the newest run time in that average. */
+const RUN_EWMA_WEIGHT = 0.2
 
 /** At most this many jobs are finished by one statement. */
 const FINISH_BATCH = 256
@@ -111,6 +144,10 @@ export class JobEngine {
   private unlisten: Array<() => void> = []
   /** running jobs whose handler has not returned yet (the ones concurrency counts) */
   private busy = 0
+  /** claimed jobs waiting for a slot, first come first served */
+  private waiters: SlotWaiter[] = []
+  /** moving average of handler run times (ms); undefined until one ran */
+  private runEwmaMs: number | undefined
   private finishQueue: PendingFinish[] = []
   private finishing = false
   private readonly pool: pg.Pool | undefined
@@ -264,6 +301,8 @@ export class JobEngine {
     // a claim in flight has already committed its jobs as ours: let it launch them, so they are
     // given back below rather than left started until their lease runs out
     await Promise.allSettled([...this.claims])
+    // claimed jobs that never started go back as they were, their attempt unused
+    await this.unclaimWaiting(this.waiters.splice(0))
     const ids = [...this.running.keys()]
     for (const r of this.running.values()) r.controller.abort(new Error('shutting down'))
     // a handler that ignores its signal is not waited for longer than a lease
@@ -296,6 +335,8 @@ export class JobEngine {
     clearTimeout(this.timer)
     clearImmediate(this.immediate)
     this.stopBeating()
+    // jobs waiting for a slot are left to their leases too: nothing is written for them
+    for (const w of this.waiters.splice(0)) w.grant('gone')
     for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
     for (const h of this.held.values()) h.leaseLost()
     void this.endPool()
@@ -332,7 +373,7 @@ export class JobEngine {
   private poll (): void {
     if (this.stopping) return
     if (this.claims.size >= MAX_CLAIMS_IN_FLIGHT) { this.wakePending = true; return }
-    const free = this.opts.concurrency - this.busy - this.reserved
+    const free = this.capacity() - this.reserved
     if (free <= 0) {
       // the claims in flight hold every free slot: the last to end looks again
       if (this.claims.size > 0) this.wakePending = true
@@ -367,7 +408,7 @@ export class JobEngine {
     if (!this.stopping) {
       // a full claim says more may be waiting; a short one that the queue is drained for now
       const more = claimed.length >= size || this.wakePending
-      if (more && this.busy + this.reserved < this.opts.concurrency) this.schedule(0)
+      if (more && this.reserved < this.capacity()) this.schedule(0)
       else if (this.claims.size <= 1) this.schedule(this.opts.pollMs ?? 1000)
     }
   }
@@ -442,10 +483,12 @@ export class JobEngine {
       leaseEnd: sentAt + this.leaseMs,
       watchdog: undefined,
       stale: false,
-      settling: false
+      settling: false,
+      slot: false,
+      slotAt: 0,
+      row
     }
     this.running.set(row.id, entry)
-    this.busy++
     this.armWatchdog(entry)
     entry.promise = this.execute(row, entry)
       .catch(err => this.opts.log.error({ err, job: row.id }, 'job bookkeeping failed; the lease will expire and the job be taken over'))
@@ -586,10 +629,97 @@ export class JobEngine {
 
   /** Frees the concurrency slot of a run (once): its handler returned. */
   private handlerDone (entry: Running): void {
-    if (entry.settling) return
+    if (entry.settling || !entry.slot) return
     entry.settling = true
-    this.busy--
-    if (this.busy < this.opts.concurrency) this.wake()
+    const ran = Date.now() - entry.slotAt
+    this.runEwmaMs = this.runEwmaMs === undefined ? ran : this.runEwmaMs + RUN_EWMA_WEIGHT * (ran - this.runEwmaMs)
+    // the slot goes to the first job waiting for one, else back to the pool
+    const next = this.waiters.shift()
+    if (next) this.grantSlot(next)
+    else this.busy--
+    this.wake()
+  }
+
+  /** Jobs this engine may hold (running or waiting for a slot) beside the ones it has. */
+  private capacity (): number {
+    return this.opts.concurrency + this.prefetchAllowance() - this.busy - this.waiters.length
+  }
+
+  /**
+   * How many claimed jobs may wait for a slot: only while handlers are short, so a prefetched job
+   * waits milliseconds, not the length of a clone (it would be held from the other processes).
+   */
+  private prefetchAllowance (): number {
+    const max = this.opts.prefetch ?? Math.max(PREFETCH_DEFAULT, this.opts.concurrency)
+    if (max <= 0 || this.runEwmaMs === undefined) return 0
+    // the jobs `concurrency` slots finish in PREFETCH_WAIT_MS at the average run time (none when a
+    // run takes longer than that: a clone never waits behind another in a process)
+    return Math.min(max, Math.floor(this.opts.concurrency * PREFETCH_WAIT_MS / Math.max(this.runEwmaMs, 0.1)))
+  }
+
+  /**
+   * Takes one of the `concurrency` slots for a claimed job, waiting for one if they are all taken.
+   * 'gone': it waited longer than prefetchTtlMs (or the engine is stopping) and was given back to
+   * the queue, unrun. An aborted job (cancelled, lease lost) stops waiting and runs its outcome
+   * without a slot: it only records that outcome, and cleans up what it never started.
+   */
+  private acquireSlot (entry: Running): Promise<'run' | 'gone'> {
+    if (this.busy < this.opts.concurrency && this.waiters.length === 0) {
+      this.busy++
+      entry.slot = true
+      entry.slotAt = Date.now()
+      return Promise.resolve('run')
+    }
+    return new Promise(resolve => {
+      const leave = () => {
+        const i = this.waiters.indexOf(waiter)
+        if (i >= 0) this.waiters.splice(i, 1)
+        waiter.detach()
+      }
+      const onAbort = () => { leave(); resolve('run') }
+      const ttl = this.opts.prefetchTtlMs ?? 200
+      const timer = setTimeout(() => {
+        leave()
+        // the slots are held by long runs that have not ended yet: no more prefetching until short
+        // runs bring the average down again (else jobs would be claimed and given back in a loop)
+        this.runEwmaMs = Math.max(this.runEwmaMs ?? 0, ttl * this.opts.concurrency)
+        void this.unclaimWaiting([waiter])
+      }, ttl)
+      const waiter: SlotWaiter = {
+        entry,
+        detach: () => {
+          entry.controller.signal.removeEventListener('abort', onAbort)
+          clearTimeout(timer)
+        },
+        grant: (outcome) => { waiter.detach(); resolve(outcome) }
+      }
+      entry.controller.signal.addEventListener('abort', onAbort, { once: true })
+      this.waiters.push(waiter)
+    })
+  }
+
+  private grantSlot (w: SlotWaiter): void {
+    w.entry.slot = true
+    w.entry.slotAt = Date.now()
+    w.grant('run')
+  }
+
+  /** Gives claimed jobs that never started back to the queue (see unclaimJobs). */
+  private async unclaimWaiting (list: SlotWaiter[]): Promise<void> {
+    if (list.length === 0) return
+    // from now on an abort (shutdown) does not make them run
+    for (const w of list) w.detach()
+    try {
+      await unclaimJobs(this.sql, this.workerId, list.map(w => ({ key: w.entry.key, priorState: w.entry.row.prior_state, wasStarted: w.entry.row.was_started })))
+    } catch (err) {
+      // their leases expire and another process takes them over
+      this.opts.log.warn({ err }, 'could not give back claimed jobs that never started')
+    }
+    for (const w of list) {
+      clearTimeout(w.entry.watchdog)
+      w.grant('gone')
+    }
+    this.wake()
   }
 
   /**
@@ -667,6 +797,12 @@ export class JobEngine {
   }
 
   private async execute (row: ClaimedRow, entry: Running): Promise<void> {
+    const launchedAt = Date.now()
+    if (await this.acquireSlot(entry) === 'gone' || entry.stale) return
+    // aborted while waiting, not by a cancel (crash, lease lost): not this process's to run
+    if (entry.controller.signal.aborted && !entry.cancelled) return
+    // time spent waiting here for a slot is time in the queue too
+    row.claim_latency_ms += Date.now() - launchedAt
     const handler = this.handlers.get(row.operation)
     const log = this.opts.log.child({ job: row.id, operation: row.operation })
     const ctx = this.context(row, entry, log)

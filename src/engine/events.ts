@@ -53,14 +53,29 @@ export const EVENTS_PER_NOTIFY = 40
  * resource_id, change) in id order, EVENTS_PER_NOTIFY per payload; it yields one row per NOTIFY.
  */
 export function notifyEventsSql (src: string): string {
+  // A payload is a JSON array of runs, one per (owner, type, change) among its events:
+  // {"o": owner, "t": type, "c": change, "i": [event ids], "r": [resource ids]}, half the bytes of
+  // one object per event (PostgreSQL copies every payload into its notification queue). Events are
+  // grouped by id distance from the statement's first one: ids of one statement are consecutive
+  // unless another statement took some meanwhile, so a payload holds at most EVENTS_PER_NOTIFY
+  // events without a window function over all rows. Owner ids are uuids, event ids numbers, type
+  // and change fixed words; only resource ids go through JSON escaping.
   return `SELECT pg_notify('${CHANNELS.events}', x.p) FROM (
-      SELECT g.n, json_agg(json_build_object('id', g.id::text, 'o', g.owner_id, 't', g.resource_type, 'r', g.resource_id, 'c', g.change) ORDER BY g.id)::text AS p
-      FROM (SELECT s.*, (row_number() OVER (ORDER BY s.id) - 1) / ${EVENTS_PER_NOTIFY} AS n FROM ${src} s) g
-      GROUP BY g.n ORDER BY g.n
+      SELECT k.n, '[' || string_agg(k.run, ',' ORDER BY k.first) || ']' AS p FROM (
+        SELECT g.n, min(g.id) AS first,
+          '{"o":"' || g.owner_id || '","t":"' || g.resource_type || '","c":"' || g.change || '","i":[' ||
+          string_agg(g.id::text, ',' ORDER BY g.id) || '],"r":' || array_to_json(array_agg(g.resource_id ORDER BY g.id))::text || '}' AS run
+        FROM (SELECT s.*, (s.id - (SELECT min(id) FROM ${src})) / ${EVENTS_PER_NOTIFY} AS n FROM ${src} s) g
+        GROUP BY g.n, g.owner_id, g.resource_type, g.change
+      ) k
+      GROUP BY k.n ORDER BY k.n
     ) x`
 }
 
-/** The events of one NOTIFY payload on the events channel (an array; a single object is accepted too). */
+/**
+ * The events of one NOTIFY payload on the events channel, in id order: an array of runs (see
+ * notifyEventsSql); arrays of single events and a single event object are accepted too.
+ */
 export function parseEvents (payload: string): ChangeEvent[] {
   try {
     return eventsOf(JSON.parse(payload))
@@ -69,10 +84,29 @@ export function parseEvents (payload: string): ChangeEvent[] {
   }
 }
 
+interface Run { o: string, t: string, c?: string, i: Array<number | string>, r: string[] }
+interface Single { id: string, o: string, t: string, r: string, c?: string }
+
 function eventsOf (parsed: unknown): ChangeEvent[] {
-  const list = (Array.isArray(parsed) ? parsed : [parsed]) as Array<{ id: string, o: string, t: string, r: string, c?: string } | null>
-  return list.filter(p => p !== null && typeof p === 'object' && typeof p.r === 'string')
-    .map(p => ({ id: String(p!.id), ownerId: p!.o, resourceType: p!.t, resourceId: p!.r, change: kindOf(p!.c) }))
+  const list = (Array.isArray(parsed) ? parsed : [parsed]) as Array<Run | Single | null>
+  const out: ChangeEvent[] = []
+  for (const p of list) {
+    if (p === null || typeof p !== 'object') continue
+    if (Array.isArray(p.r)) {
+      const run = p as Run
+      if (!Array.isArray(run.i)) continue
+      const change = kindOf(run.c)
+      for (let k = 0; k < run.r.length && k < run.i.length; k++) {
+        if (typeof run.r[k] === 'string') out.push({ id: String(run.i[k]), ownerId: run.o, resourceType: run.t, resourceId: run.r[k], change })
+      }
+    } else if (typeof p.r === 'string') {
+      const one = p as Single
+      out.push({ id: String(one.id), ownerId: one.o, resourceType: one.t, resourceId: one.r, change: kindOf(one.c) })
+    }
+  }
+  // runs of different kinds interleave in id order
+  if (out.length > 1) out.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  return out
 }
 
 export interface ChangeEvent {

@@ -65,6 +65,9 @@ export interface ClaimedRow {
   cancel_requested: boolean
   /** true when the job was taken over from a process whose lease expired */
   taken_over: boolean
+  /** the job's state before this claim, and whether it had started before (see unclaimJobs) */
+  prior_state: string
+  was_started: boolean
   /** true when the job has children (it is claimed once they have all finished) */
   has_children: boolean
   /** milliseconds between the job becoming due and this claim */
@@ -84,9 +87,12 @@ export interface ClaimedRow {
  * $4 lists the jobs this worker still runs (a stale attempt winding down): never claimed again here.
  * Each claim increments `attempts`: (id, attempts) is the fencing token of every later write.
  */
+/** What each claim branch reads of a candidate: the claim's order, and its state before the claim. */
+const CLAIM_COLUMNS = 'j.id, j.cancel_requested, j.priority, j.run_at, j.created, j.state, j.started_at'
+
 export const CLAIM_SQL = `
     WITH due AS (
-      SELECT j.id FROM jobs j
+      SELECT ${CLAIM_COLUMNS}, false AS taken_over FROM jobs j
       WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.priority = 0 AND j.run_at <= now()
         AND NOT (j.id = ANY($4::uuid[]))
         AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED})
@@ -95,7 +101,7 @@ export const CLAIM_SQL = `
       FOR UPDATE OF j SKIP LOCKED
     ),
     due_priority AS (
-      SELECT j.id FROM jobs j
+      SELECT ${CLAIM_COLUMNS}, false AS taken_over FROM jobs j
       WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.priority <> 0 AND j.run_at <= now()
         AND NOT (j.id = ANY($4::uuid[]))
         AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED})
@@ -104,7 +110,7 @@ export const CLAIM_SQL = `
       FOR UPDATE OF j SKIP LOCKED
     ),
     cancelled AS (
-      SELECT j.id FROM jobs j
+      SELECT ${CLAIM_COLUMNS}, false AS taken_over FROM jobs j
       WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NULL AND j.cancel_requested
         AND NOT (j.id = ANY($4::uuid[]))
         AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN ${UNFINISHED})
@@ -112,17 +118,19 @@ export const CLAIM_SQL = `
       FOR UPDATE OF j SKIP LOCKED
     ),
     expired AS (
-      SELECT j.id FROM jobs j
+      SELECT ${CLAIM_COLUMNS}, true AS taken_over FROM jobs j
       WHERE j.state IN ${UNFINISHED} AND j.locked_by IS NOT NULL AND j.locked_until < now()
         AND NOT (j.id = ANY($4::uuid[]))
       ORDER BY j.locked_until
       LIMIT $3
       FOR UPDATE OF j SKIP LOCKED
     ),
+    -- the candidates carry what the order needs, so nothing joins the jobs table again (a join
+    -- the planner may turn into a scan of the whole table once it has statistics); a job found by
+    -- two branches (cancelled and due) is one row after UNION
     ready AS (
-      SELECT j.id, j.locked_by IS NOT NULL AS taken_over FROM jobs j
-      WHERE j.id IN (SELECT id FROM cancelled UNION SELECT id FROM expired UNION SELECT id FROM due UNION SELECT id FROM due_priority)
-      ORDER BY j.cancel_requested DESC, j.priority DESC, j.run_at, j.created
+      SELECT * FROM (SELECT * FROM cancelled UNION SELECT * FROM expired UNION SELECT * FROM due UNION SELECT * FROM due_priority) u
+      ORDER BY u.cancel_requested DESC, u.priority DESC, u.run_at, u.created
       LIMIT $3
     ),
     claimed AS (
@@ -133,18 +141,19 @@ export const CLAIM_SQL = `
         attempts = j.attempts + 1,
         started_at = COALESCE(j.started_at, now()),
         last_modified = now()
-      FROM ready
-      WHERE j.id = ready.id
+      -- by primary key, whatever the planner thinks of the candidates' count
+      WHERE j.id = ANY (ARRAY(SELECT id FROM ready))
       RETURNING j.id, j.owner_id, j.operation, j.parent_id, j.root_id, j.params, j.checkpoint, j.attempts,
-                j.max_attempts, j.cancel_requested, ready.taken_over, j.run_at, j.created
+                j.max_attempts, j.cancel_requested, j.run_at, j.created
     ),
     ${publishCtes('claimed')}
     SELECT c.id::text, c.owner_id::text, c.operation, c.parent_id::text, c.root_id::text, c.params,
-           c.checkpoint, c.attempts, c.max_attempts, c.cancel_requested, c.taken_over,
+           c.checkpoint, c.attempts, c.max_attempts, c.cancel_requested, r.taken_over,
+           r.state AS prior_state, r.started_at IS NOT NULL AS was_started,
            EXISTS (SELECT 1 FROM jobs k WHERE k.parent_id = c.id) AS has_children,
            (extract(epoch FROM now() - GREATEST(c.run_at, c.created)) * 1000)::float8 AS claim_latency_ms,
            (SELECT n FROM notified)::int AS published
-    FROM claimed c`
+    FROM claimed c JOIN ready r ON r.id = c.id`
 
 export async function claimJobs (db: Sql, workerId: string, leaseSeconds: number, limit: number, exclude: string[] = []): Promise<ClaimedRow[]> {
   return query<ClaimedRow>(db, CLAIM_SQL, [workerId, leaseSeconds, limit, exclude], 'clonejobs_claim')
@@ -382,6 +391,41 @@ export async function releaseJobs (db: Sql, workerId: string, ids: string[]): Pr
     requeued AS (SELECT * FROM r WHERE was = 'started'),
     ${publishCtes('requeued')}
     SELECT (SELECT n FROM notified)::int AS published`, [workerId, ids])
+}
+
+/** A claimed job that never ran, as it was before its claim. */
+export interface Unclaim { key: LeaseKey, priorState: string, wasStarted: boolean }
+
+/**
+ * Undoes the claims of jobs this worker claimed but never started (they waited for a free slot
+ * too long, or the process is stopping): each goes back as it was before its claim, its attempt
+ * given back too, so the next claim is the same attempt number and no takeover. Fenced by
+ * (id, attempt) like every write of an attempt. A job cancelled meanwhile keeps `cancelling`.
+ * A job whose state goes back (started → queued) publishes one change event, in the statement.
+ */
+export async function unclaimJobs (db: Sql, workerId: string, jobs: Unclaim[]): Promise<string[]> {
+  if (jobs.length === 0) return []
+  const rows = await query<{ id: string }>(db, `
+    WITH u AS (SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[]) AS u(id, attempt, prior, was_started)),
+    o AS (
+      SELECT j.id, j.state AS was FROM jobs j JOIN u ON u.id = j.id AND j.attempts = u.attempt
+      WHERE j.locked_by = $1 AND j.state IN ${UNFINISHED}
+      ORDER BY j.id FOR UPDATE OF j
+    ),
+    r AS (
+      UPDATE jobs j SET state = CASE WHEN j.state = 'started' THEN u.prior ELSE j.state END,
+        started_at = CASE WHEN u.was_started THEN j.started_at END,
+        attempts = j.attempts - 1, locked_by = NULL, locked_until = NULL,
+        last_modified = CASE WHEN j.state = 'started' AND u.prior <> 'started' THEN now() ELSE j.last_modified END
+      FROM o JOIN u ON u.id = o.id
+      WHERE j.id = o.id
+      RETURNING j.id, j.owner_id, j.root_id, o.was <> j.state AS moved
+    ),
+    moved AS (SELECT * FROM r WHERE moved),
+    ${publishCtes('moved')}
+    SELECT r.id::text, (SELECT n FROM notified)::int AS published FROM r`,
+  [workerId, jobs.map(j => j.key.id), jobs.map(j => j.key.attempt), jobs.map(j => j.priorState), jobs.map(j => j.wasStarted)], 'clonejobs_unclaim')
+  return rows.map(r => r.id)
 }
 
 export interface CancelledRow extends JobKey { locked_by: string | null }

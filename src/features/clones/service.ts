@@ -15,7 +15,7 @@ import {
 import { badMetaKey } from '../../domain/drive-status.ts'
 import { relatedUuid, tagIds } from '../../http/bodies.ts'
 import { domainErrors as errors } from '../../domain/errors.ts'
-import { enqueueJob, type JobResourceInput } from '../../engine/enqueue.ts'
+import { enqueueJob, type JobResourceInput, newJobId } from '../../engine/enqueue.ts'
 import { driveCloneHandler } from './handlers/drive-clone.ts'
 import { driveFlattenHandler } from './handlers/drive-flatten.ts'
 import { serverCloneHandler } from './handlers/server-clone.ts'
@@ -132,7 +132,7 @@ export async function cloneDrive (deps: ClonesDeps, account: Cloner, sourceId: s
   const tags = input.tags ? tagIds(input.tags) : undefined
   const ownerId = account.id
   const id = randomUUID()
-  const jobId = randomUUID()
+  const jobId = newJobId()
   const bytesTotal = await dataBytes(deps.storage, sourceId.toLowerCase())
   const row = await deps.prisma.$transaction(async (tx) => {
     const source = await loadOwnedDrive(tx, ownerId, sourceId, { lock: true })
@@ -167,7 +167,7 @@ export async function cloneServer (deps: ClonesDeps, account: Cloner, sourceServ
   parseAvoid(avoid)
   const ownerId = account.id
   const serverId = randomUUID()
-  const parentId = randomUUID()
+  const parentId = newJobId()
   // allocated bytes of each disk, read before the transaction (a stat per disk, no lock needed)
   const preMounts = relatedUuid(sourceServerId)
     ? await deps.prisma.serverDrive.findMany({ where: { serverId: sourceServerId.toLowerCase(), drive: { media: 'disk' } }, select: { driveId: true } })
@@ -200,7 +200,7 @@ export async function cloneServer (deps: ClonesDeps, account: Cloner, sourceServ
       const src = drives.get(m.clone.sourceId)!
       assertClonable(src)
       const def = planned(() => planDriveClone(sourceOf(src), { name: m.clone!.name }, account.cloneNaming))
-      disks.push({ sourceId: src.id, driveId: randomUUID(), jobId: randomUUID(), def, bytes: bytes.get(src.id) ?? 0 })
+      disks.push({ sourceId: src.id, driveId: randomUUID(), jobId: newJobId(), def, bytes: bytes.get(src.id) ?? 0 })
     }
     // only the source drives are held (cloning_src); the source server stays editable and deletable (CloudSigma)
     const parentResources: JobResourceInput[] = [{ type: 'servers', id: serverId, mode: 'write' }]

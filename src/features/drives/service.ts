@@ -14,7 +14,7 @@ import {
   badMetaKey, canOperate, displayStatus, editableFields, isServerActive, restingStatus, runtimeFlags,
   type DriveOperation
 } from '../../domain/drive-status.ts'
-import { enqueueJob } from '../../engine/enqueue.ts'
+import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
@@ -206,7 +206,7 @@ export function planDriveCreates (driveMaxSize: number, inputs: DriveCreateInput
     if (input.meta) checkMeta(input.meta)
     return {
       id: randomUUID(),
-      jobId: randomUUID(),
+      jobId: newJobId(),
       name: input.name,
       size: input.size,
       media: input.media,
@@ -283,7 +283,7 @@ async function updateDriveIn (tx: Tx, ownerId: string, id: string, input: DriveU
   if (resize) {
     assertDriveUsable(row, 'resize')
     await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
-    jobId = randomUUID()
+    jobId = newJobId()
     data.status = 'resizing'
     data.lockedByJob = jobId
   }
@@ -330,7 +330,7 @@ export async function deleteDrivesIn (tx: Tx, ownerId: string, ids: string[]): P
       await tx.serverDrive.deleteMany({ where: { driveId: row.id } })
       await publishChange(tx, servers.map(m => ({ ownerId, resourceType: 'servers' as const, resourceId: m.serverId })))
     }
-    const jobId = randomUUID()
+    const jobId = newJobId()
     await tx.drive.update({ where: { id: row.id }, data: { deleted: true, lockedByJob: jobId } })
     await enqueueJob(tx, {
       id: jobId,

@@ -87,8 +87,11 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   const where = [`j.owner_id = ${p.add(ownerId)}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters].join(' AND ')
   const whereValues = [...p.values]
   const order = orderToSql(plan.orderBy, COLUMNS)
+  // the page's ids first, from the index alone: a deep offset skips index entries, not table rows
+  // (on the top-level indexes, jobs_top_owner_*_idx, an index-only scan); then those rows by id
   const rows = await sqlRows<Row & { child: boolean, total: number }>(pool, `
-    WITH page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)})
+    WITH ids AS MATERIALIZED (SELECT j.id FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}),
+    page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id IN (SELECT id FROM ids))
     SELECT ${cappedCountSql('jobs j', where)} AS total, j.* FROM (
       SELECT false AS child, j.* FROM page j
       UNION ALL

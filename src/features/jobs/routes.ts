@@ -49,7 +49,7 @@ function decodeCursor (raw: string): Cursor {
 
 /**
  * Keyset paging works when ordering by one date column. The id tiebreak runs opposite to it so
- * the (owner_id, <date> DESC, id) indexes serve both directions.
+ * the top-level jobs' (owner_id, <date> DESC, id) indexes serve both directions.
  */
 function keysetOf (plan: ListPlan): { column: 'lastModified' | 'created', dir: 'asc' | 'desc' } | undefined {
   const first = plan.orderBy[0]

@@ -16,7 +16,7 @@ import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { ref, uri, type Ref } from '../../http/uris.ts'
 import type { HypervisorDriver } from '../../hypervisor/driver.ts'
 import { RecordingDriver } from '../../hypervisor/recording.ts'
-import { enqueueJob } from '../../engine/enqueue.ts'
+import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
 import { findConflicts } from '../../engine/resources.ts'
 import type {
   MountInputT, MountWire, NicInputT, NicWire, ServerCreateInputT, ServerUpdateInputT, ServerWire
@@ -425,7 +425,7 @@ export async function requestPowerAction (prisma: PrismaClient, ownerId: string,
     await assertNoOtherJob(tx, id)
     if (action === 'start') await checkDrivesReady(tx, id)
     const t = verdict.transition
-    const jobId = randomUUID()
+    const jobId = newJobId()
     await tx.server.update({ where: { id }, data: { status: t.during, lockedByJob: jobId } })
     await enqueueJob(tx, {
       id: jobId,

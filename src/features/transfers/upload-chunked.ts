@@ -8,7 +8,7 @@ import { formatBytes } from '../../domain/progress.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { errors } from '../../http/errors.ts'
 import { isUuid } from '../../http/bodies.ts'
-import { enqueueJob } from '../../engine/enqueue.ts'
+import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { publishChange } from '../../engine/events.ts'
 import { announceDrives, drivesToWire } from '../drives/service.ts'
@@ -25,7 +25,7 @@ import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, che
 export async function initUpload (deps: TransferDeps, ownerId: string, input: NewDriveInput): Promise<DriveWire> {
   checkUploadSize(deps, input.size, 'size')
   const driveId = randomUUID()
-  const jobId = randomUUID()
+  const jobId = newJobId()
   await deps.storage.create(driveId, input.size)
   try {
     const row = await deps.prisma.$transaction(async (tx) => {

@@ -13,6 +13,7 @@ import { announceDrives, assertDriveUsable, loadOwnedDrive, mountState, restingS
 import { BodyTooLong, Meter } from './streams.ts'
 import { type ClientError, type TransferDeps, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
 import type { MultipartUpload } from './upload-multipart.ts'
+import { newJobId } from '../../engine/enqueue.ts'
 
 function failure (err: unknown, size: number): ClientError {
   // more bytes than the drive holds: the meter (or the fixed-size image) refuses them
@@ -23,7 +24,7 @@ function failure (err: unknown, size: number): ClientError {
 }
 
 export async function startMultipartUploadInto (deps: TransferDeps, ownerId: string, driveId: string): Promise<MultipartUpload> {
-  const jobId = randomUUID()
+  const jobId = newJobId()
   const scratch = randomUUID()
   let size = 0
   const row: TakenJob = await deps.prisma.$transaction(async (tx) => {

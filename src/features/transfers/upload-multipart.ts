@@ -8,6 +8,7 @@ import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, growingWriteStream, uploadTimeSplit } from './streams.ts'
 import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, uploadMax } from './service.ts'
+import { newJobId } from '../../engine/enqueue.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Multipart upload (TrueNAS /_upload style): size unknown until the file part ends
@@ -26,7 +27,7 @@ export interface MultipartUpload {
 /** Creates the drive (uploading, size 0) and its held job, before the file part is read. */
 export async function startMultipartUpload (deps: TransferDeps, ownerId: string, input: Omit<NewDriveInput, 'size'>, sizeHint: number | undefined): Promise<MultipartUpload> {
   const driveId = randomUUID()
-  const jobId = randomUUID()
+  const jobId = newJobId()
   const max = uploadMax(deps)
   await deps.storage.create(driveId, 0)
   let row: TakenJob

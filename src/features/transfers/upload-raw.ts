@@ -8,6 +8,7 @@ import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, uploadTimeSplit } from './streams.ts'
 import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
+import { newJobId } from '../../engine/enqueue.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Raw upload (§5.1): POST/PUT /drives/upload/[name] with Content-Length
@@ -15,7 +16,7 @@ import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSi
 export async function receiveRawUpload (deps: TransferDeps, ownerId: string, input: Omit<NewDriveInput, 'size'>, size: number, body: Readable): Promise<UploadResult> {
   checkUploadSize(deps, size, 'Content-Length')
   const driveId = randomUUID()
-  const jobId = randomUUID()
+  const jobId = newJobId()
   await deps.storage.create(driveId, size)
   let row: TakenJob
   try {

@@ -1,0 +1,129 @@
+// A deep offset page of /jobs/ skips its offset inside an index (issue 18): the page's ids come from
+// an index-only scan of a top-level jobs index, and only the page's rows (and their children) are
+// read from the table. Checked on the plan the app's prepared statement actually runs, after more
+// executions than PostgreSQL plans one by one; the pages and total_count match a plain query.
+import t from 'tap'
+import pg from 'pg'
+import { listJobsSql } from '../../src/features/jobs/read-sql.ts'
+import { jobFilters, jobOrder } from '../../src/features/jobs/routes.ts'
+import { loadTrees } from '../../src/features/jobs/view.ts'
+import { EXACT_COUNT_UP_TO } from '../../src/http/list-sql.ts'
+import { planList } from '../../src/http/listing.ts'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
+const alice = await createUser(app)
+const bob = await createUser(app)
+const TOP = 40_000
+const DEEP = 30_000
+
+// alice: TOP top-level jobs, one in five with a child, one in 97 failed; bob: 2,000 of his own
+const seed = (owner: string, n: number) => app.prisma.$executeRawUnsafe(`
+  INSERT INTO jobs (id, owner_id, root_id, operation, state, progress, created, last_modified, finished_at)
+  SELECT x.id, $1::uuid, x.id, (ARRAY['drive_clone','server_clone','drive_create'])[1 + i % 3],
+    CASE WHEN i % 97 = 0 THEN 'error' ELSE 'success' END, 100,
+    -- created and last_modified in different orders, with ties on both
+    now() - make_interval(secs => i / 2), now() - make_interval(secs => (i * 7919) % $2::int / 3), now()
+  FROM (SELECT gen_random_uuid() AS id, i FROM generate_series(1, $2::int) AS i) x`, owner, n)
+await seed(alice.id, TOP)
+await seed(bob.id, 2000)
+await app.prisma.$executeRawUnsafe(`
+  INSERT INTO jobs (id, owner_id, root_id, parent_id, operation, state, progress, created, last_modified, finished_at)
+  SELECT gen_random_uuid(), owner_id, id, id, 'drive_clone', state, 100, created, last_modified, finished_at
+  FROM jobs WHERE parent_id IS NULL AND abs(hashtext(id::text)) % 5 = 0`)
+// as autovacuum does after inserts: the visibility map lets a scan answer from the index alone
+await app.prisma.$executeRawUnsafe('VACUUM ANALYZE jobs')
+
+// a query string as the route's schema coerces it, planned as the route plans it
+const parse = (q: string): Record<string, unknown> => Object.fromEntries([...new URLSearchParams(q)].map(([k, v]) => [k, k === 'limit' || k === 'offset' ? Number(v) : v]))
+function planOf (q: string) {
+  const query = parse(q)
+  const plan = planList(query, jobFilters, jobOrder)
+  // the route's id tiebreak runs opposite to a date order
+  if (plan.orderBy.length === 2) plan.orderBy[1] = { id: Object.values(plan.orderBy[0])[0] === 'desc' ? 'asc' : 'desc' }
+  return { query, plan }
+}
+
+interface PlanNode {
+  'Node Type': string
+  'Relation Name'?: string
+  'Index Name'?: string
+  'Subplan Name'?: string
+  'Actual Rows': number
+  'Actual Loops': number
+  'Heap Fetches'?: number
+  Plans?: PlanNode[]
+}
+const nodes = (n: PlanNode): PlanNode[] => [n, ...(n.Plans ?? []).flatMap(nodes)]
+// the capped count (an InitPlan) reads at most EXACT_COUNT_UP_TO + 1 matches, whatever its scan
+const isCount = (n: PlanNode) => n['Subplan Name']?.startsWith('InitPlan') === true
+const pageNodes = (n: PlanNode): PlanNode[] => isCount(n) ? [] : [n, ...(n.Plans ?? []).flatMap(pageNodes)]
+
+for (const [q, index] of [
+  [`offset=${DEEP}`, 'jobs_top_owner_last_modified_idx'],
+  [`offset=${DEEP}&state=success`, 'jobs_top_owner_last_modified_idx'],
+  [`offset=${DEEP}&order_by=created`, 'jobs_top_owner_created_idx'],
+  [`offset=${DEEP}&order_by=-created&limit=50`, 'jobs_top_owner_created_idx']
+] as const) {
+  t.test(`?${q}: the ids from an index-only scan of ${index}, the table read for the page only`, async t => {
+    // one connection, so the statement the app prepared on it can be explained there
+    const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+    t.teardown(() => pool.end())
+    // the page statement (the first the list runs) and its values
+    let page: { text: string, values: unknown[] } | undefined
+    const recording = new Proxy(pool, {
+      get: (target, key) => key === 'query'
+        ? (config: string | { text: string, values: unknown[] }, values?: unknown[]) => {
+            if (typeof config === 'object') page ??= config
+            return target.query(config as string, values)
+          }
+        : Reflect.get(target, key)
+    })
+    const { query, plan } = planOf(q)
+    // past the five executions PostgreSQL plans one by one, so the cached plan is the one in use
+    for (let i = 0; i < 8; i++) await listJobsSql(recording, alice.id, { ...query }, plan, jobFilters)
+    const { rows: prepared } = await pool.query<{ name: string }>('SELECT name FROM pg_prepared_statements WHERE statement = $1', [page?.text])
+    t.equal(prepared.length, 1, 'the page statement runs prepared')
+    // values are a uuid, a state and integers: quoted as literals for EXECUTE
+    const literals = page!.values.map(v => typeof v === 'number' ? String(v) : `'${String(v)}'`).join(', ')
+    const explained = (await pool.query(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE ${prepared[0].name}(${literals})`)).rows[0]['QUERY PLAN'][0]
+    const all = pageNodes(explained.Plan)
+    // the scan of jobs that passes over the skipped entries: the one yielding the most rows
+    const skip = all.filter(n => n['Relation Name'] === 'jobs').sort((a, b) => b['Actual Rows'] - a['Actual Rows'])[0]
+    t.ok(skip['Actual Rows'] >= DEEP, `the offset is skipped by one scan (${skip['Actual Rows']} rows)`)
+    t.equal(skip['Node Type'], 'Index Only Scan', 'an index-only scan')
+    t.equal(skip['Index Name'], index, `of ${index}`)
+    t.equal(skip['Heap Fetches'], 0, 'that fetches no table row')
+    t.notOk(all.some(n => n['Node Type'] === 'Seq Scan'), 'the page scans no table')
+    // table rows read: the page's by id and its trees by root_id, not the skipped ones
+    const fromTable = all.filter(n => n['Relation Name'] === 'jobs' && n['Node Type'] !== 'Index Only Scan')
+      .reduce((sum, n) => sum + n['Actual Rows'] * n['Actual Loops'], 0)
+    t.ok(fromTable <= (plan.take ?? 0) * 3, `${fromTable} rows read from the table for a page of ${plan.take}`)
+    const count = nodes(explained.Plan).find(isCount)
+    t.ok(count, 'the page statement counts too')
+    const counted = (count ? nodes(count) : []).filter(n => n['Relation Name'] === 'jobs').reduce((sum, n) => sum + n['Actual Rows'] * n['Actual Loops'], 0)
+    t.ok(counted <= EXACT_COUNT_UP_TO + 1, `the count stops at ${EXACT_COUNT_UP_TO + 1} matches (${counted})`)
+  })
+}
+
+t.test('deep pages and total_count through the route are those of a plain query', async t => {
+  const api = client(app, alice)
+  for (const q of [`offset=${DEEP}`, `offset=${DEEP}&order_by=created`, `offset=${DEEP}&order_by=-created&limit=50`, 'state=error&offset=300', `offset=${TOP - 5}`, `offset=${TOP}`]) {
+    const { plan } = planOf(q)
+    const where = { ...plan.where, ownerId: alice.id, parentId: null }
+    const rows = await app.prisma.job.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take: plan.take })
+    const res = await api.get(`/api/2.0/jobs/?${q}`)
+    t.equal(res.statusCode, 200)
+    const body = res.json()
+    t.equal(JSON.stringify(body.objects), JSON.stringify(await loadTrees(app.prisma, rows)), `?${q}: the same jobs, in the same order, with their children`)
+    const count = await app.prisma.job.count({ where })
+    if (count <= EXACT_COUNT_UP_TO) {
+      t.same(body.meta, { limit: plan.limit, offset: plan.offset, total_count: count }, `?${q}: ${count} matches, counted exactly, no flag`)
+    } else {
+      t.equal(body.meta.total_count_estimated, true, `?${q}: ${count} matches, above ${EXACT_COUNT_UP_TO}: the count is flagged as an estimate`)
+      t.ok(Math.abs(body.meta.total_count - count) < count * 0.1, `the estimate ${body.meta.total_count as number} is near ${count}`)
+    }
+    t.equal(body.objects.length, Math.max(0, Math.min(plan.take ?? Infinity, count - plan.offset)), `?${q}: ${body.objects.length} objects`)
+  }
+  t.ok((await api.get(`/api/2.0/jobs/?offset=${DEEP}`)).json().objects.some((o: { children: unknown[] }) => o.children.length > 0), 'the deep page carries children')
+})
