@@ -1,7 +1,7 @@
 /**
  * API reads beside a bare Fastify + pg route, in one run:
  *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20]
- *                         [--only drives-list,mixed] [--statements 4] [--profile] [--log-level info]`
+ *                         [--only drives-list,mixed] [--statements 4] [--profile] [--log-level info] [--load 0]`
  *
  * The service app is built in this process as server.ts builds it (no test-mode response
  * validation; its request log at LOG_LEVEL, default info, written to /dev/null) with job workers
@@ -25,6 +25,8 @@
  * scenario instead of running for `duration` s. `--profile` takes a CPU profile of this process
  * during each scenario, prints the top self-time functions and the self time per package, and
  * writes data/bench-api-<scenario>.cpuprofile.
+ * `--load N` runs N CPU-burning processes for the whole run (bench/load.ts), the bare route and the
+ * service alike, so a loaded figure can be made again.
  * Figures only, no pass/fail; the last line is the ratios.
  */
 import { spawn } from 'node:child_process'
@@ -35,6 +37,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
+import { describeLoad, startBurners } from './load.ts'
 import { app as service, serverOptions } from '../src/app.ts'
 import { loadConfig } from '../src/config.ts'
 import { createUser } from '../test/helpers/app.ts'
@@ -65,6 +68,7 @@ const { values: args } = parseArgs({
     servers: { type: 'string', default: '20' },
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
+    load: { type: 'string', default: '0' },
     'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' }
   }
 })
@@ -73,6 +77,7 @@ const duration = Math.max(1, Number(args.duration))
 // a fixed number of requests per scenario instead of a duration (CPU per request compares runs)
 const amount = args.amount === undefined ? undefined : Math.max(1, Number(args.amount))
 const driveCount = Math.max(20, Number(args.drives))
+const burners = Math.max(0, Math.floor(Number(args.load)) || 0)
 const serverCount = Math.max(0, Math.min(driveCount, Number(args.servers)))
 process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 
@@ -213,8 +218,11 @@ instrumentPg()
 registerRun(process.pid)
 const teardowns: Array<() => Promise<void> | void> = []
 const t = { teardown: (fn: () => Promise<void> | void) => { teardowns.push(fn) } }
+// --load: CPU burners for the whole run (bare route and service alike)
+teardowns.push(startBurners(burners))
 try {
   console.log(`api bench: ${connections} connections x ${duration} s per scenario, ${driveCount} drives, ${serverCount} servers, service log level ${args['log-level']} (to /dev/null); ${os.cpus().length} cores`)
+  console.log(describeLoad(burners))
   console.log(`load average at start: ${load()}`)
 
   const databaseUrl = await createTestDatabase(t)

@@ -46,6 +46,7 @@ import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
+import { describeLoad, startBurners } from './load.ts'
 
 const MiB = 1024 * 1024
 
@@ -77,10 +78,6 @@ if (process.argv[2] === '--bare-server') {
   })
   server.listen(port, '127.0.0.1', () => process.send?.('ready'))
   process.on('SIGTERM', () => server.close(() => process.exit(0)))
-} else if (process.argv[2] === '--burn') {
-  // a CPU burner for --load: spins until killed
-  let x = 1
-  for (;;) x = (Math.imul(x, 1103515245) + 12345) | 0
 } else {
   await main()
 }
@@ -406,11 +403,10 @@ async function main (): Promise<void> {
   const mbps = (size: number, s: number) => `${(size / MiB / s).toFixed(0)} MiB/s`
   const cell = (size: number, s: number) => `${s.toFixed(2)} s ${mbps(size, s)}`.padEnd(19)
   // --load: CPU burners for the whole run, ended (by their own handles) whatever happens
-  const burning: ChildProcess[] = []
-  for (let i = 0; i < burners; i++) burning.push(spawn(process.execPath, [...process.execArgv, process.argv[1], '--burn'], { stdio: 'ignore' }))
+  const stopBurners = startBurners(burners)
   try {
     console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'}, ${rounds} round${rounds > 1 ? 's (medians)' : ''}; ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
-    console.log(`added load: ${burners === 0 ? 'none' : `${burners} CPU-burning process${burners > 1 ? 'es' : ''} for the whole run (anchor and service alike)`}`)
+    console.log(describeLoad(burners))
     console.log(`load average at start: ${load()}`)
     const rows: Row[] = []
     for (const s of sizes) rows.push(await benchSize(s))
@@ -437,7 +433,7 @@ async function main (): Promise<void> {
       return `${rows.length > 1 ? `${r.size / MiB} MiB: ` : ''}raw upload ${m('raw')}, chunked upload ${m('chunked')} (vs the bare server taking the same chunks ${m('chunkedVsBareChunks')}), multipart upload ${m('multipart')}, download ${m('download')}`
     }).join('; '))
   } finally {
-    for (const b of burning) await stop(b)
+    stopBurners()
     await rm(dir, { recursive: true, force: true })
   }
 }
