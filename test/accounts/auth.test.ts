@@ -4,6 +4,7 @@ import { addAccount, bootstrapAccount, removeAccount, setPassword } from '../../
 import { hashPassword, verifyPassword } from '../../src/domain/passwords.ts'
 import { parseBasic } from '../../src/plugins/auth.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
+import { enqueueJob, enqueueJobs, newJobId } from '../../src/engine/enqueue.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
 const basic = (email: string, password: string) => 'Basic ' + Buffer.from(`${email}:${password}`).toString('base64')
@@ -72,4 +73,23 @@ t.test('parseBasic', async t => {
   t.same(parseBasic(basic('a@b.c', 'p:w')), { email: 'a@b.c', password: 'p:w' }, 'colons in passwords survive')
   t.equal(parseBasic(undefined), undefined)
   t.equal(parseBasic('Basic ' + Buffer.from('nocolon').toString('base64')), undefined)
+})
+
+t.test('removing an account removes its jobs (trees, log lines, resource links) and nobody else\'s', async t => {
+  const erin = await addAccount(app.prisma, 'erin@example.com', 'long enough pass')
+  const frank = await addAccount(app.prisma, 'frank@example.com', 'long enough pass')
+  const drive = '11111111-2222-4333-8444-555555555555'
+  const parent = newJobId()
+  await app.prisma.$transaction(tx => enqueueJobs(tx, [
+    { id: parent, ownerId: erin.id, operation: 'server_clone' },
+    { ownerId: erin.id, operation: 'drive_clone', parentId: parent, resources: [{ type: 'drives', id: drive }] }
+  ]))
+  const theirs = await app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: frank.id, operation: 'drive_create' }))
+  await app.prisma.jobLogLine.create({ data: { jobId: parent, attempt: 1, line: 'started' } })
+  t.equal(await app.prisma.job.count({ where: { ownerId: erin.id } }), 2)
+  await removeAccount(app.prisma, 'erin@example.com')
+  t.equal(await app.prisma.job.count({ where: { ownerId: erin.id } }), 0, 'her jobs are gone')
+  t.equal(await app.prisma.jobLogLine.count({ where: { jobId: parent } }), 0, 'with their log lines')
+  t.equal(await app.prisma.jobResource.count({ where: { resourceId: drive } }), 0, 'and resource links')
+  t.ok(await app.prisma.job.findUnique({ where: { id: theirs.id } }), 'another account\'s job stays')
 })

@@ -31,7 +31,12 @@ export async function setPassword (prisma: PrismaClient, email: string, password
 export async function removeAccount (prisma: PrismaClient, email: string, changes?: AccountChanges) {
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
-  await prisma.account.delete({ where: { id: account.id } })
+  await prisma.$transaction(async tx => {
+    // jobs have no foreign key to their account (prisma/schema.prisma): their rows go here, with
+    // their log lines and resource links (those cascade from the jobs); the rest cascades from the account
+    await tx.$executeRaw`DELETE FROM jobs WHERE owner_id = ${account.id}::uuid`
+    await tx.account.delete({ where: { id: account.id } })
+  })
   await announceAccountChange(prisma, account.id, changes)
   return account
 }
