@@ -144,6 +144,67 @@ export interface EventHubOptions {
 /** A catch-up mark: `max` is the highest event id seen by local time `at`, so every later-allocated id is above it. */
 interface Mark { at: number, max: bigint }
 
+/**
+ * Event ids delivered recently, as sorted runs of consecutive ids (the events of one statement
+ * have consecutive ids, and most arrive in order), each with the last time one of its ids was
+ * delivered: a few runs instead of a map entry per event kept for the catch-up window. Ids are
+ * JavaScript numbers (exact below 2^53: centuries of events at a million a second).
+ */
+export class DeliveredIds {
+  private readonly lo: number[] = []
+  private readonly hi: number[] = []
+  private readonly at: number[] = []
+
+  /** Runs held (tests). */
+  get runs (): number { return this.lo.length }
+
+  /** The index of the last run starting at or below `id` (-1 if none). */
+  private before (id: number): number {
+    let a = 0
+    let b = this.lo.length - 1
+    let found = -1
+    while (a <= b) {
+      const m = (a + b) >> 1
+      if (this.lo[m] <= id) { found = m; a = m + 1 } else b = m - 1
+    }
+    return found
+  }
+
+  has (id: number): boolean {
+    const k = this.before(id)
+    return k >= 0 && id <= this.hi[k]
+  }
+
+  /** Records `id` (not yet held) as delivered at `now`. */
+  add (id: number, now: number): void {
+    const n = this.lo.length
+    // the common case: the next id of the newest run, or a new newest run
+    if (n > 0 && id === this.hi[n - 1] + 1) { this.hi[n - 1] = id; this.at[n - 1] = now; return }
+    if (n === 0 || id > this.hi[n - 1] + 1) { this.lo.push(id); this.hi.push(id); this.at.push(now); return }
+    const k = this.before(id)
+    const joinsLeft = k >= 0 && this.hi[k] + 1 === id
+    const joinsRight = k + 1 < n && this.lo[k + 1] - 1 === id
+    if (joinsLeft && joinsRight) {
+      this.hi[k] = this.hi[k + 1]
+      this.at[k] = Math.max(now, this.at[k + 1])
+      this.lo.splice(k + 1, 1); this.hi.splice(k + 1, 1); this.at.splice(k + 1, 1)
+    } else if (joinsLeft) {
+      this.hi[k] = id; this.at[k] = now
+    } else if (joinsRight) {
+      this.lo[k + 1] = id; this.at[k + 1] = now
+    } else {
+      this.lo.splice(k + 1, 0, id); this.hi.splice(k + 1, 0, id); this.at.splice(k + 1, 0, now)
+    }
+  }
+
+  /** Forgets the oldest runs wholly at or below `floor` whose ids were all delivered before `t`. */
+  prune (floor: number, t: number): void {
+    let drop = 0
+    while (drop < this.lo.length && this.hi[drop] <= floor && this.at[drop] < t) drop++
+    if (drop > 0) { this.lo.splice(0, drop); this.hi.splice(0, drop); this.at.splice(0, drop) }
+  }
+}
+
 export class EventHub {
   private readonly loaders = new Map<string, ObjectLoader>()
   private readonly subscribers = new Map<string, Set<Subscriber>>()
@@ -154,9 +215,9 @@ export class EventHub {
   private unlisten: Array<() => void> = []
   private listener: PgListener | undefined
   private readonly windowMs: number
-  // exactly-once delivery across NOTIFY and catch-up: the ids delivered recently (id -> local time)
-  private readonly delivered = new Map<string, number>()
-  private maxSeen = 0n
+  // exactly-once delivery across NOTIFY and catch-up: the ids delivered recently
+  private readonly delivered = new DeliveredIds()
+  private maxSeen = 0
   private marks: Mark[] = []
   /** live events held while a catch-up reads the missed ones, delivered after them */
   private held: ChangeEvent[] | undefined
@@ -182,7 +243,7 @@ export class EventHub {
     // the first mark: events up to the newest id now were committed (or will be notified) before this
     const at = Date.now()
     this.lastId().then(max => {
-      if (max > this.maxSeen) this.maxSeen = max
+      if (Number(max) > this.maxSeen) this.maxSeen = Number(max)
       this.marks.unshift({ at, max })
     }, err => this.log.warn({ err }, 'could not read the newest event id'))
   }
@@ -321,16 +382,16 @@ export class EventHub {
 
   /** Hands an event to waiters and subscribers unless it was delivered already; true if delivered. */
   private deliver (event: ChangeEvent): boolean {
-    if (this.delivered.has(event.id)) return false
+    const id = Number(event.id)
+    if (this.delivered.has(id)) return false
     const now = Date.now()
-    const id = BigInt(event.id)
     const last = this.marks.at(-1)
     if (!last || now - last.at >= 1000) {
       // a mark per second at most: by now every id up to maxSeen had been seen
-      this.marks.push({ at: now, max: this.maxSeen })
+      this.marks.push({ at: now, max: BigInt(this.maxSeen) })
       this.prune()
     }
-    this.delivered.set(event.id, now)
+    this.delivered.add(id, now)
     if (id > this.maxSeen) this.maxSeen = id
     for (const w of [...this.waiters.get(event.resourceId) ?? []]) w()
     const subs = this.subscribers.get(event.ownerId)
@@ -357,11 +418,8 @@ export class EventHub {
     while (this.marks.length > 1 && this.marks[1].at <= t) this.marks.shift()
     let floor = this.floorAt(t)
     if (this.owedFloor !== undefined && this.owedFloor < floor) floor = this.owedFloor
-    // in delivery order: ids delivered from t on are kept in any case
-    for (const [id, at] of this.delivered) {
-      if (at >= t) break
-      if (BigInt(id) <= floor) this.delivered.delete(id)
-    }
+    // ids delivered from t on are kept in any case
+    this.delivered.prune(Number(floor), t)
   }
 }
 
