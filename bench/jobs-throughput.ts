@@ -276,7 +276,8 @@ async function timedEnqueue (s: EnqueueSeries, fn: () => Promise<void>): Promise
  * client: one atomic statement; graphile `add_jobs` on its own) and inside a transaction (BEGIN,
  * the statement, COMMIT: the path of a request that writes its domain rows with its jobs; clonejobs
  * through Prisma's interactive transaction, graphile on a plain client). The jobs are parked a
- * year out, so nothing runs them. A single enqueue phase lasts a fraction of a second, so one
+ * year out, so nothing runs them; each way starts from empty job tables (TRUNCATE, not timed), as
+ * on a fresh database. A single enqueue phase lasts a fraction of a second, so one
  * pause of a shared machine moves it a lot: the ratio is the median of the rounds' own ratios.
  */
 async function benchEnqueue (rounds: number): Promise<{ cj: EnqueueSeries, cjTx: EnqueueSeries, gw: EnqueueSeries, gwTx: EnqueueSeries }> {
@@ -308,14 +309,17 @@ async function benchEnqueue (rounds: number): Promise<{ cj: EnqueueSeries, cjTx:
       for (let done = 0; done < total; done += batch) await fn(done, Math.min(batch, total - done))
     }
     const out = { cj: series(), cjTx: series(), gw: series(), gwTx: series() }
+    // every way starts from empty tables, as on a fresh database (not timed)
+    const emptyCj = () => app.prisma.$executeRawUnsafe('TRUNCATE jobs, events CASCADE')
+    const emptyGw = () => db.query('TRUNCATE graphile_worker._private_jobs')
     const ways: Array<() => Promise<void>> = [
-      () => timedEnqueue(out.cj, () => batches((f, n) => bulk ? bulk(app.prisma, inputs(f, n)) : app.prisma.$transaction(async tx => { for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx, i) }))),
-      () => timedEnqueue(out.gw, () => batches((f, n) => db.query(addJobs, [specs(f, n)]))),
-      () => timedEnqueue(out.cjTx, () => batches((f, n) => app.prisma.$transaction(async tx => {
+      () => emptyCj().then(() => timedEnqueue(out.cj, () => batches((f, n) => bulk ? bulk(app.prisma, inputs(f, n)) : app.prisma.$transaction(async tx => { for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx, i) })))),
+      () => emptyGw().then(() => timedEnqueue(out.gw, () => batches((f, n) => db.query(addJobs, [specs(f, n)])))),
+      () => emptyCj().then(() => timedEnqueue(out.cjTx, () => batches((f, n) => app.prisma.$transaction(async tx => {
         if (bulk) await bulk(tx, inputs(f, n))
         else for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx, i)
-      }, { timeout: 120_000 }))),
-      () => timedEnqueue(out.gwTx, () => batches(async (f, n) => { await db.query('BEGIN'); await db.query(addJobs, [specs(f, n)]); await db.query('COMMIT') }))
+      }, { timeout: 120_000 })))),
+      () => emptyGw().then(() => timedEnqueue(out.gwTx, () => batches(async (f, n) => { await db.query('BEGIN'); await db.query(addJobs, [specs(f, n)]); await db.query('COMMIT') })))
     ]
     // a first round of each warms up (prepared statements, Prisma's query compiler), not counted
     for (const way of ways) await way()
