@@ -3,10 +3,11 @@ import t from 'tap'
 import { addAccount, bootstrapAccount, removeAccount, setPassword } from '../../src/features/accounts/service.ts'
 import { hashPassword, verifyPassword } from '../../src/domain/passwords.ts'
 import { parseBasic } from '../../src/plugins/auth.ts'
-import { buildTestApp, createUser } from '../helpers/app.ts'
+import pg from 'pg'
+import { buildTestApp, createUser, eventually } from '../helpers/app.ts'
 import { enqueueJob, enqueueJobs, newJobId } from '../../src/engine/enqueue.ts'
 
-const { app } = await buildTestApp(t, { runWorkers: false })
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const basic = (email: string, password: string) => 'Basic ' + Buffer.from(`${email}:${password}`).toString('base64')
 
 t.test('passwords are stored as scrypt hashes and verified', async t => {
@@ -92,4 +93,23 @@ t.test('removing an account removes its jobs (trees, log lines, resource links) 
   t.equal(await app.prisma.jobLogLine.count({ where: { jobId: parent } }), 0, 'with their log lines')
   t.equal(await app.prisma.jobResource.count({ where: { resourceId: drive } }), 0, 'and resource links')
   t.ok(await app.prisma.job.findUnique({ where: { id: theirs.id } }), 'another account\'s job stays')
+})
+
+t.test('a job written by a request that held one of the account\'s rows while it was removed goes too', async t => {
+  const gina = await addAccount(app.prisma, 'gina@example.com', 'long enough pass')
+  const drive = await app.prisma.drive.create({ data: { id: newJobId(), ownerId: gina.id, name: 'd', size: 1n << 20n, media: 'disk', status: 'unmounted', storageType: 'dssd' } })
+  const pgc = new pg.Client({ connectionString: databaseUrl })
+  await pgc.connect()
+  t.teardown(() => pgc.end())
+  // the request: locks its drive, then (while the removal waits for that lock) writes its job
+  await pgc.query('BEGIN')
+  await pgc.query('SELECT id FROM drives WHERE id = $1 FOR UPDATE', [drive.id])
+  const removing = removeAccount(app.prisma, 'gina@example.com')
+  await eventually(async () => Number((await pgc.query("SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).rows[0].n) > 0)
+  const tx = { $queryRawUnsafe: async (sql: string, ...values: unknown[]) => (await pgc.query(sql, values)).rows } as unknown as Parameters<typeof enqueueJobs>[0]
+  const [job] = await enqueueJobs(tx, [{ ownerId: gina.id, operation: 'drive_resize' }])
+  await pgc.query('COMMIT')
+  await removing
+  t.equal(await app.prisma.job.count({ where: { id: job.id } }), 0, 'the job the request committed during the removal is gone with the account')
+  t.equal(await app.prisma.drive.count({ where: { id: drive.id } }), 0, 'and the drive')
 })

@@ -32,10 +32,12 @@ export async function removeAccount (prisma: PrismaClient, email: string, change
   const account = await prisma.account.findUnique({ where: { email: email.trim().toLowerCase() } })
   if (!account) throw new AccountError(`no account for ${email}`)
   await prisma.$transaction(async tx => {
-    // jobs have no foreign key to their account (prisma/schema.prisma): their rows go here, with
-    // their log lines and resource links (those cascade from the jobs); the rest cascades from the account
-    await tx.$executeRaw`DELETE FROM jobs WHERE owner_id = ${account.id}::uuid`
     await tx.account.delete({ where: { id: account.id } })
+    // jobs have no foreign key to their account (prisma/schema.prisma): their rows go here, with
+    // their log lines and resource links (those cascade from the jobs). After the account's rows:
+    // a request that locked one of its drives or servers before the removal made the cascade wait
+    // for its commit, and this statement's snapshot, taken after, sees the jobs it wrote
+    await tx.$executeRaw`DELETE FROM jobs WHERE owner_id = ${account.id}::uuid`
   })
   await announceAccountChange(prisma, account.id, changes)
   return account
