@@ -45,12 +45,21 @@ const slow: JobHandler = { async run () { await sleep(60); return null } }
 const claimedBy = (workerId: string, ids: string[]) =>
   app.prisma.job.count({ where: { id: { in: ids }, lockedBy: workerId, state: { in: ['started', 'cancelling'] } } })
 
-t.test('short handlers: the next jobs are claimed while the last run, never more than `concurrency` run at once', async t => {
+/**
+ * An engine of concurrency 2 (prefetch 2) whose average run time is set by 4 warm-up jobs (`warm`),
+ * then `n` jobs held at a gate: what each test starts from.
+ */
+async function gatedEngine (t: Parameters<typeof startEngine>[0], warm: JobHandler, n: number, prefetchTtlMs: number) {
   const { s, handler } = gated()
-  const engine = await startEngine(t, app, { drive_create: quick, drive_resize: handler }, { databaseUrl, concurrency: 2, prefetch: 2, prefetchTtlMs: 60_000 })
+  const engine = await startEngine(t, app, { drive_create: warm, drive_resize: handler }, { databaseUrl, concurrency: 2, prefetch: 2, prefetchTtlMs })
   await enqueue('drive_create', 4)
   await waitForAllJobs(app)
-  const ids = await enqueue('drive_resize', 6)
+  const ids = await enqueue('drive_resize', n)
+  return { s, engine, ids }
+}
+
+t.test('short handlers: the next jobs are claimed while the last run, never more than `concurrency` run at once', async t => {
+  const { s, engine, ids } = await gatedEngine(t, quick, 6, 60_000)
   await eventually(async () => s.running === 2 && await claimedBy(engine.workerId, ids) === 4)
   t.equal(await claimedBy(engine.workerId, ids), 4, '4 jobs claimed: 2 running, 2 waiting in the process for a slot')
   await sleep(100)
@@ -65,11 +74,7 @@ t.test('short handlers: the next jobs are claimed while the last run, never more
 })
 
 t.test('a prefetched job waiting past its limit goes back to the queue as it was, and prefetching stops', async t => {
-  const { s, handler } = gated()
-  const engine = await startEngine(t, app, { drive_create: quick, drive_resize: handler }, { databaseUrl, concurrency: 2, prefetch: 2, prefetchTtlMs: 150 })
-  await enqueue('drive_create', 4)
-  await waitForAllJobs(app)
-  const ids = await enqueue('drive_resize', 4)
+  const { s, engine, ids } = await gatedEngine(t, quick, 4, 150)
   const back = await eventually(async () => {
     if (s.running !== 2) return false
     const rows = await app.prisma.job.findMany({ where: { id: { in: ids }, state: 'queued' } })
@@ -92,11 +97,7 @@ t.test('a prefetched job waiting past its limit goes back to the queue as it was
 })
 
 t.test('stopping gives back the jobs still waiting for a slot, unrun', async t => {
-  const { s, handler } = gated()
-  const engine = await startEngine(t, app, { drive_create: quick, drive_resize: handler }, { databaseUrl, concurrency: 2, prefetch: 2, prefetchTtlMs: 60_000 })
-  await enqueue('drive_create', 4)
-  await waitForAllJobs(app)
-  const ids = await enqueue('drive_resize', 4)
+  const { s, engine, ids } = await gatedEngine(t, quick, 4, 60_000)
   await eventually(async () => s.running === 2 && await claimedBy(engine.workerId, ids) === 4)
   const waiting = ids.filter(id => !s.runs.has(id))
   t.equal(waiting.length, 2)
@@ -113,11 +114,7 @@ t.test('stopping gives back the jobs still waiting for a slot, unrun', async t =
 })
 
 t.test('long handlers: nothing is claimed beyond the running jobs', async t => {
-  const { s, handler } = gated()
-  const engine = await startEngine(t, app, { drive_create: slow, drive_resize: handler }, { databaseUrl, concurrency: 2, prefetch: 2, prefetchTtlMs: 60_000 })
-  await enqueue('drive_create', 4)
-  await waitForAllJobs(app)
-  const ids = await enqueue('drive_resize', 4)
+  const { s, engine, ids } = await gatedEngine(t, slow, 4, 60_000)
   await eventually(async () => s.running === 2)
   await sleep(300)
   t.equal(await claimedBy(engine.workerId, ids), 2, 'only the 2 running jobs are claimed')
