@@ -259,24 +259,64 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
   const key = `${drive.id}:${n}`
   if (link.stored) throw chunkStored(n)
   if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
+  return storeChunk(deps, inFlight, key, body, {
+    drive,
+    jobId,
+    index: n,
+    range,
+    chunkSize: S,
+    duplicates: 'refuse',
+    startedAt,
+    t0,
+    label: `chunk ${n}`,
+    check: (meter) => {
+      if (meter.bytes !== range.length) throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
+    }
+  })
+}
+
+/** One chunk's body, as both chunk protocols store it. */
+export interface ChunkBody {
+  drive: UploadDrive
+  jobId: string
+  /** the chunk's number from 0 */
+  index: number
+  range: ChunkRange
+  chunkSize: number
+  /** what a chunk recorded already means (see recordChunk) */
+  duplicates: 'refuse' | 'accept'
+  /** when the request began (Date.now(), performance.now()) */
+  startedAt: number
+  t0: number
+  /** names the chunk in a stream failure's message */
+  label: string
+  /** the protocol's own error for a body that failed mid-stream, if it has one (else streamFailure) */
+  streamError?: (err: unknown) => Error | undefined
+  /** checks the stored body (its length), throwing the protocol's error */
+  check: (meter: Meter) => void
+}
+
+/**
+ * Writes a chunk's body at its offset with the chunk marked in flight, hashing it into the
+ * upload's running sha256 when it is the next in order, then records it (both protocols).
+ */
+export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, key: string, body: Readable, c: ChunkBody): Promise<ChunkResult> {
   return receiving(inFlight, key, async () => {
-    const inOrder = new InOrderHash(inFlight, drive.id, n, chunkCount(drive.size, S))
+    const inOrder = new InOrderHash(inFlight, c.drive.id, c.index, chunkCount(Number(c.drive.size), c.chunkSize))
     try {
       const bodyAt = performance.now()
-      const meter = new Meter(range.length, inOrder.hash ?? false)
+      const meter = new Meter(c.range.length, inOrder.hash ?? false)
       try {
-        await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
+        await pipeline(body, meter, await deps.storage.createWriteStream(c.drive.id, { start: c.range.start }))
       } catch (err) {
         body.resume()
-        throw streamFailure(err, `chunk ${n}`)
+        throw c.streamError?.(err) ?? streamFailure(err, c.label)
       }
       const stored = performance.now()
-      if (meter.bytes !== range.length) {
-        throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
-      }
-      const r = await recordChunk(deps, drive, jobId, n, range.length, S, 'refuse', {
+      c.check(meter)
+      const r = await recordChunk(deps, c.drive, c.jobId, c.index, c.range.length, c.chunkSize, c.duplicates, {
         digest: await inOrder.digestIfLast(),
-        timing: chunkTiming(startedAt, t0, bodyAt, meter, stored)
+        timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored)
       })
       inOrder.recorded()
       return r

@@ -8,14 +8,13 @@
 // the drive's size, resumableCurrentChunkSize the chunk's length); a stored chunk answers 200 to a
 // GET and to a second POST alike (idempotent) instead of 416; Basic auth instead of link tokens.
 import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
 import { DomainError, errors } from '../../http/errors.ts'
 import { loadOwnedDrive, type DriveRow } from '../drives/service.ts'
-import { BodyTooLong, Meter } from './streams.ts'
-import { type TransferDeps, streamFailure } from './service.ts'
-import { type ChunkResult, type ChunksInFlight, InOrderHash, chunkTiming, fixChunkSize, receiving, recordChunk, storedChunks } from './upload-chunked.ts'
+import { BodyTooLong } from './streams.ts'
+import type { TransferDeps } from './service.ts'
+import { type ChunkResult, type ChunksInFlight, fixChunkSize, storeChunk, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -150,31 +149,23 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
     if (!inFlight.has(key)) break
   }
   const { drive, jobId, index, range } = l
-  return receiving(inFlight, key, async () => {
-    const inOrder = new InOrderHash(inFlight, drive.id, index, chunkCount(Number(drive.size), c.chunkSize))
-    try {
-      const bodyAt = performance.now()
-      const meter = new Meter(range.length, inOrder.hash ?? false)
-      try {
-        await pipeline(body, meter, await deps.storage.createWriteStream(drive.id, { start: range.start }))
-      } catch (err) {
-        body.resume()
-        if (err instanceof BodyTooLong) throw tooLong(c, range)
-        throw streamFailure(err, `chunk ${c.number}`)
-      }
-      const stored = performance.now()
+  const r = await storeChunk(deps, inFlight, key, body, {
+    drive,
+    jobId,
+    index,
+    range,
+    chunkSize: c.chunkSize,
+    duplicates: 'accept',
+    startedAt,
+    t0,
+    label: `chunk ${c.number}`,
+    streamError: (err) => err instanceof BodyTooLong ? tooLong(c, range) : undefined,
+    check: (meter) => {
       if (truncated()) throw tooLong(c, range)
       if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
-      const r = await recordChunk(deps, drive, jobId, index, range.length, c.chunkSize, 'accept', {
-        digest: await inOrder.digestIfLast(),
-        timing: chunkTiming(startedAt, t0, bodyAt, meter, stored)
-      })
-      inOrder.recorded()
-      return { ...r, chunk: c.number, duplicate: false }
-    } finally {
-      inOrder.dispose()
     }
   })
+  return { ...r, chunk: c.number, duplicate: false }
 }
 
 function tooLong (c: ResumableChunk, range: ChunkRange) {
