@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { open, readdir, readlink } from 'node:fs/promises'
+import { readdir, readlink } from 'node:fs/promises'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import t from 'tap'
 import type { Test } from 'tap'
 import { createStorage, LocalDriveStorage, StorageError } from '../../src/storage/index.ts'
 import type { DriveStorage, StorageErrorCode } from '../../src/storage/index.ts'
+import { recordSyncs } from '../helpers/syncs.ts'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -110,19 +110,7 @@ t.test('durable: false behaves the same', async t => {
 t.test('a durable write stream writes back every few MiB while it writes, and has fsynced when it finishes', async t => {
   const { root } = setup(t)
   // every fdatasync and fsync of a file under root, in order
-  const calls: string[] = []
-  const probe = await open(fileURLToPath(import.meta.url), 'r')
-  const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void>, sync: () => Promise<void> }
-  await probe.close()
-  const { datasync, sync } = proto
-  const spy = (kind: string, original: () => Promise<void>) => async function (this: { fd: number }) {
-    const file = await readlink(`/proc/self/fd/${this.fd}`).catch(() => '')
-    if (file.startsWith(root)) calls.push(kind)
-    return original.call(this)
-  }
-  proto.datasync = spy('datasync', datasync)
-  proto.sync = spy('fsync', sync)
-  t.teardown(() => { proto.datasync = datasync; proto.sync = sync })
+  const calls = await recordSyncs(t, file => file.startsWith(root))
   for (const durable of [true, false]) {
     const s = createStorage({ root, durable })
     const id = randomUUID()

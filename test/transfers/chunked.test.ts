@@ -3,15 +3,14 @@
 // another account's drive, an abandoned upload removed at its deadline, and the job's data.extra
 // while it verifies and its description once done. Chunks sent in order are hashed as they arrive
 // and the last one's request finishes the upload (shown on an app that runs no job handler).
-import { open, readlink } from 'node:fs/promises'
 import { Readable } from 'node:stream'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import type { LocalDriveStorage } from '../../src/storage/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { lockRow } from '../helpers/db.ts'
 import { waitForJob } from '../helpers/jobs.ts'
 import { MiB, randomImage, sha256 } from './helpers.ts'
+import { recordSyncs } from '../helpers/syncs.ts'
 
 const { app, databaseUrl } = await buildTestApp(t)
 const alice = await createUser(app)
@@ -126,19 +125,7 @@ t.test('every chunk is on disk before it is acknowledged: its image was fsynced 
   const d = await quietInit(data.length)
   const image = (quiet.app.storage as LocalDriveStorage).path(d.uuid)
   // the fsyncs (and background fdatasyncs) of the image that completed, in order
-  const done: string[] = []
-  const probe = await open(fileURLToPath(import.meta.url), 'r')
-  const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void>, sync: () => Promise<void> }
-  await probe.close()
-  const { datasync, sync } = proto
-  const spy = (kind: string, original: () => Promise<void>) => async function (this: { fd: number }) {
-    const file = await readlink(`/proc/self/fd/${this.fd}`).catch(() => '')
-    await original.call(this)
-    if (file === image) done.push(kind)
-  }
-  proto.datasync = spy('datasync', datasync)
-  proto.sync = spy('fsync', sync)
-  t.teardown(() => { proto.datasync = datasync; proto.sync = sync })
+  const done = await recordSyncs(t, file => file === image)
   for (let n = 0; n < 3; n++) {
     const link = await quietLink(d.uuid, n)
     done.length = 0
