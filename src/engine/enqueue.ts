@@ -40,7 +40,7 @@ export const JOBS_CHANNEL = CHANNELS.jobs
 /**
  * A new job id: a UUID (RFC 9562 version 7) whose first bits are the time, so new rows land at
  * the right edge of the jobs indexes that lead with the id (primary key, root) instead of on a
- * random page each: cheaper inserts and claims. Its 74 random bits keep it unguessable enough for
+ * random page each. Its 74 random bits keep it unguessable enough for
  * an id (it is not a credential: every read is checked against the account).
  */
 export function newJobId (): string {
