@@ -15,9 +15,12 @@
  *   wake-up   with the engine idle (poll 1 s, so only a NOTIFY can be faster), `wake` single jobs
  *             enqueued one by one: commit → handler start, p50/p95 (issue 18: < 20 ms p50).
  * Then bulk enqueue, `enqueue-rounds` rounds, the engines in turn (see benchEnqueue): `jobs` jobs
- * in batches of `batch`, standalone (clonejobs `enqueueJobs` with the client: one atomic statement
- * with job_resources, events and NOTIFYs; graphile `add_jobs`, the statement behind its `addJobs`)
- * and inside a transaction; the median of the rounds' ratios, and the CPU each spends per 1,000 jobs.
+ * in batches of `batch`, standalone (clonejobs `enqueueJobs` on the app's pg pool, as POST /drives/
+ * does: one atomic statement with job_resources, events and NOTIFYs; graphile `add_jobs`, the
+ * statement behind its `addJobs`) and inside a transaction (BEGIN, the statement, COMMIT on a plain
+ * pg client, both engines), plus clonejobs inside Prisma's interactive transaction (the services'
+ * path, shown beside, not in the ratio); the median of the rounds' ratios, and the CPU each spends
+ * per 1,000 jobs.
  * clonejobs's change events are counted per job from the NOTIFYs on the events channel (by a child
  * process, bench/event-counter.ts, so counting costs the measured process nothing) and
  * compared with the `events` rows: every job must show the same count, none lost or doubled.
@@ -122,7 +125,7 @@ async function benchClonejobs (concurrency: number, prefetch?: number): Promise<
     const enqueueCpu = cpuMeter()
     for (let done = 0; done < total; done += batch) {
       const n = Math.min(batch, total - done)
-      if (bulk) await bulk(app.prisma, Array.from({ length: n }, (_, k) => input(done + k)))
+      if (bulk) await bulk(app.dbPool, Array.from({ length: n }, (_, k) => input(done + k)))
       else {
         await app.prisma.$transaction(async tx => {
           for (let k = 0; k < n; k++) await enqueueModule.enqueueJob(tx, input(done + k))
@@ -272,15 +275,16 @@ async function timedEnqueue (s: EnqueueSeries, fn: () => Promise<void>): Promise
 
 /**
  * Bulk enqueue, both engines in turn for `rounds` rounds (the order flips every round), each
- * round `total` jobs in batches of `batch` four ways: standalone (clonejobs `enqueueJobs` with the
- * client: one atomic statement; graphile `add_jobs` on its own) and inside a transaction (BEGIN,
- * the statement, COMMIT: the path of a request that writes its domain rows with its jobs; clonejobs
- * through Prisma's interactive transaction, graphile on a plain client). The jobs are parked a
+ * round `total` jobs in batches of `batch` five ways: standalone (clonejobs `enqueueJobs` on the
+ * app's pg pool, one atomic statement; graphile `add_jobs` on its own), inside a transaction on a
+ * plain pg client (BEGIN, the statement, COMMIT: the path of a request that writes its domain rows
+ * with its jobs), and clonejobs inside Prisma's interactive transaction (what the services that
+ * enqueue with Prisma-written domain rows pay; printed, not in the ratio). The jobs are parked a
  * year out, so nothing runs them; each way starts from empty job tables (TRUNCATE, not timed), as
  * on a fresh database. A single enqueue phase lasts a fraction of a second, so one
  * pause of a shared machine moves it a lot: the ratio is the median of the rounds' own ratios.
  */
-async function benchEnqueue (rounds: number): Promise<{ cj: EnqueueSeries, cjTx: EnqueueSeries, gw: EnqueueSeries, gwTx: EnqueueSeries }> {
+async function benchEnqueue (rounds: number): Promise<{ cj: EnqueueSeries, cjTx: EnqueueSeries, cjPrisma: EnqueueSeries, gw: EnqueueSeries, gwTx: EnqueueSeries }> {
   const td: Teardowns = []
   try {
     const { app } = await buildTestApp(scope(td), { runWorkers: false })
@@ -308,18 +312,21 @@ async function benchEnqueue (rounds: number): Promise<{ cj: EnqueueSeries, cjTx:
     const batches = async (fn: (from: number, n: number) => Promise<unknown>) => {
       for (let done = 0; done < total; done += batch) await fn(done, Math.min(batch, total - done))
     }
-    const out = { cj: series(), cjTx: series(), gw: series(), gwTx: series() }
+    const out = { cj: series(), cjTx: series(), cjPrisma: series(), gw: series(), gwTx: series() }
     // every way starts from empty tables, as on a fresh database (not timed)
     const emptyCj = () => app.prisma.$executeRawUnsafe('TRUNCATE jobs, events CASCADE')
     const emptyGw = () => db.query('TRUNCATE graphile_worker._private_jobs')
+    const perJob = (tx: unknown, f: number, n: number) => (async () => { for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx as never, i) })()
+    const enqueue = (on: unknown, f: number, n: number) => bulk ? bulk(on, inputs(f, n)) : perJob(on, f, n)
+    // a client of the app's own pool, held for the way (as graphile's `db`)
+    const cjClient = await app.dbPool.connect()
+    td.push(() => cjClient.release())
     const ways: Array<() => Promise<void>> = [
-      () => emptyCj().then(() => timedEnqueue(out.cj, () => batches((f, n) => bulk ? bulk(app.prisma, inputs(f, n)) : app.prisma.$transaction(async tx => { for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx, i) })))),
+      () => emptyCj().then(() => timedEnqueue(out.cj, () => batches((f, n) => enqueue(app.dbPool, f, n)))),
       () => emptyGw().then(() => timedEnqueue(out.gw, () => batches((f, n) => db.query(addJobs, [specs(f, n)])))),
-      () => emptyCj().then(() => timedEnqueue(out.cjTx, () => batches((f, n) => app.prisma.$transaction(async tx => {
-        if (bulk) await bulk(tx, inputs(f, n))
-        else for (const i of inputs(f, n)) await enqueueModule.enqueueJob(tx, i)
-      }, { timeout: 120_000 })))),
-      () => emptyGw().then(() => timedEnqueue(out.gwTx, () => batches(async (f, n) => { await db.query('BEGIN'); await db.query(addJobs, [specs(f, n)]); await db.query('COMMIT') })))
+      () => emptyCj().then(() => timedEnqueue(out.cjTx, () => batches(async (f, n) => { await cjClient.query('BEGIN'); await enqueue(cjClient, f, n); await cjClient.query('COMMIT') }))),
+      () => emptyGw().then(() => timedEnqueue(out.gwTx, () => batches(async (f, n) => { await db.query('BEGIN'); await db.query(addJobs, [specs(f, n)]); await db.query('COMMIT') }))),
+      () => emptyCj().then(() => timedEnqueue(out.cjPrisma, () => batches((f, n) => app.prisma.$transaction(tx => enqueue(tx, f, n), { timeout: 120_000 }))))
     ]
     // a first round of each warms up (prepared statements, Prisma's query compiler), not counted
     for (const way of ways) await way()
@@ -359,11 +366,13 @@ try {
     console.log(`  ${label.padEnd(16)} standalone p50 ${med(alone.perS).toFixed(0).padStart(6)} jobs/s (${cpuOf(alone)})   in a transaction p50 ${med(tx.perS).toFixed(0).padStart(6)} jobs/s (${cpuOf(tx)})`)
   pair('clonejobs', eq.cj, eq.cjTx)
   pair('graphile-worker', eq.gw, eq.gwTx)
+  console.log(`  clonejobs through Prisma's interactive transaction p50 ${med(eq.cjPrisma.perS).toFixed(0).padStart(6)} jobs/s (${cpuOf(eq.cjPrisma)})`)
   const roundRatios = (a: EnqueueSeries, b: EnqueueSeries) => a.perS.map((x, k) => x / b.perS[k])
   const alone = roundRatios(eq.cj, eq.gw)
   const inTx = roundRatios(eq.cjTx, eq.gwTx)
-  console.log(`  each round's ratio: standalone ${alone.map(x => x.toFixed(2)).join(' ')}; in a transaction ${inTx.map(x => x.toFixed(2)).join(' ')}`)
-  ratios.push(`clonejobs/graphile-worker: enqueue ${med(alone).toFixed(2)}x standalone, ${med(inTx).toFixed(2)}x in a transaction (median of ${enqueueRounds} rounds)`)
+  const prismaTx = roundRatios(eq.cjPrisma, eq.gwTx)
+  console.log(`  each round's ratio: standalone ${alone.map(x => x.toFixed(2)).join(' ')}; in a transaction ${inTx.map(x => x.toFixed(2)).join(' ')}; through Prisma's ${prismaTx.map(x => x.toFixed(2)).join(' ')}`)
+  ratios.push(`clonejobs/graphile-worker: enqueue ${med(alone).toFixed(2)}x standalone, ${med(inTx).toFixed(2)}x in a transaction (median of ${enqueueRounds} rounds; through Prisma's transaction ${med(prismaTx).toFixed(2)}x)`)
   console.log(`\nload average at end: ${load()}`)
   for (const r of ratios) console.log(r)
 } finally {

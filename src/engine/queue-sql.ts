@@ -14,14 +14,14 @@ type Db = PrismaClient | Tx
  * Where the hot statements (claim, heartbeat, finish) run: a plain `pg` pool when the engine has
  * one (Prisma's raw-query path costs more CPU than the statements themselves), else Prisma.
  */
-export type Sql = Db | pg.Pool
+export type Sql = Db | pg.Pool | pg.PoolClient | pg.Client
 
 /**
  * Runs one of the constant hot statements below (`sql` never holds a value: all are bound as $n);
  * on the engine's pool it is a named (prepared) statement, parsed and planned once per connection
  * (the engine's pool asks for generic plans, see engine.ts).
  */
-async function query<T> (db: Sql, sql: string, params: unknown[], name?: string): Promise<T[]> {
+export async function query<T> (db: Sql, sql: string, params: unknown[], name?: string): Promise<T[]> {
   // Unsafe only in name: one constant text serves both the pg pool and Prisma, which a tagged template cannot; values are bound
   if ('$queryRawUnsafe' in db) return db.$queryRawUnsafe<T[]>(sql, ...params)
   return (await db.query(name ? { name, text: sql, values: params } : { text: sql, values: params })).rows as T[]

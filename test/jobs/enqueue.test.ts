@@ -50,14 +50,34 @@ t.test('a mixed batch: every field as given, defaults where left out, events in 
   t.ok(created.every((c, k) => k === 0 || c >= created[k - 1]), 'rows written in input order')
 })
 
-t.test('on its own (no transaction): one atomic statement, or a transaction of its own for an outside parent', async t => {
+t.test('on its own (no transaction) on Prisma, a pg pool or a pg client: always one atomic statement', async t => {
   const outside = await app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'server_clone' }))
-  const alone = await enqueueJobs(app.prisma, [{ ownerId: alice.id, operation: 'drive_clone' }, { ownerId: alice.id, operation: 'drive_clone', parentId: outside.id }])
-  const rows = await app.prisma.job.findMany({ where: { id: { in: alone.map(j => j.id) } }, orderBy: { created: 'asc' } })
-  t.same(rows.map(r => r.rootId), [alone[0].id, outside.id], 'the outside parent was looked up')
-  // a failing batch leaves nothing behind: the duplicate id fails the one statement
-  const dup = newJobId()
-  await t.rejects(enqueueJobs(app.prisma, [{ id: dup, ownerId: alice.id, operation: 'drive_clone' }, { id: dup, ownerId: alice.id, operation: 'drive_clone' }]))
-  t.equal(await app.prisma.job.count({ where: { id: dup } }), 0, 'no job of the failed batch')
-  t.equal(await app.prisma.event.count({ where: { resourceId: dup } }), 0, 'and no event')
+  const client = await app.dbPool.connect()
+  t.teardown(() => client.release())
+  for (const [name, db] of [['prisma', app.prisma], ['pool', app.dbPool], ['client', client]] as const) {
+    const mid = newJobId()
+    const later = new Date(Date.now() + 7_200_000)
+    const alone = await enqueueJobs(db, [
+      { ownerId: alice.id, operation: 'drive_clone', runAt: later },
+      { ownerId: alice.id, operation: 'drive_clone', parentId: outside.id },
+      // the child of an in-batch job whose parent is outside: its root is read by the statement too
+      { id: mid, ownerId: alice.id, operation: 'drive_clone', parentId: outside.id, runAt: later },
+      { ownerId: alice.id, operation: 'drive_flatten', parentId: mid }
+    ])
+    const rows = await app.prisma.job.findMany({ where: { id: { in: alone.map(j => j.id) } } })
+    const row = (k: number) => rows.find(r => r.id === alone[k].id)!
+    t.same([0, 1, 2, 3].map(k => row(k).rootId), [alone[0].id, outside.id, outside.id, outside.id], `${name}: roots of outside parents read in the statement`)
+    t.equal(row(0).runAt.getTime(), later.getTime(), `${name}: the batch's shared run_at`)
+    t.ok(Math.abs(row(1).runAt.getTime() - Date.now()) < 60_000, `${name}: a job without run_at in a batch that has one runs now`)
+    t.equal(row(3).parentId, mid, `${name}: parent kept`)
+    // a failing batch leaves nothing behind: the duplicate id fails the one statement
+    const dup = newJobId()
+    await t.rejects(enqueueJobs(db, [{ id: dup, ownerId: alice.id, operation: 'drive_clone' }, { id: dup, ownerId: alice.id, operation: 'drive_clone' }]), `${name}: duplicate id refused`)
+    t.equal(await app.prisma.job.count({ where: { id: dup } }), 0, `${name}: no job of the failed batch`)
+    t.equal(await app.prisma.event.count({ where: { resourceId: dup } }), 0, `${name}: and no event`)
+    // a parent that does not exist: refused, and the batch's other jobs are not written either
+    const first = newJobId()
+    await t.rejects(enqueueJobs(db, [{ id: first, ownerId: alice.id, operation: 'drive_clone' }, { ownerId: alice.id, operation: 'drive_clone', parentId: newJobId() }]), `${name}: missing parent refused`)
+    t.equal(await app.prisma.job.count({ where: { id: first } }), 0, `${name}: nothing of that batch written`)
+  }
 })

@@ -15,7 +15,7 @@ import {
 import { badMetaKey } from '../../domain/drive-status.ts'
 import { relatedUuid, tagIds } from '../../http/bodies.ts'
 import { domainErrors as errors } from '../../domain/errors.ts'
-import { enqueueJob, type JobResourceInput, newJobId } from '../../engine/enqueue.ts'
+import { enqueueJob, enqueueJobs, type JobResourceInput, newJobId } from '../../engine/enqueue.ts'
 import { driveCloneHandler } from './handlers/drive-clone.ts'
 import { driveFlattenHandler } from './handlers/drive-flatten.ts'
 import { serverCloneHandler } from './handlers/server-clone.ts'
@@ -236,28 +236,26 @@ export async function cloneServer (deps: ClonesDeps, account: Cloner, sourceServ
       bootOrder: m.bootOrder
     })))
 
-    await enqueueJob(tx, {
+    // the parent and its children in one statement (the engine's bulk path)
+    await enqueueJobs(tx, [{
       id: parentId,
       ownerId,
       operation: 'server_clone',
       params: { sourceServerId: source.id, serverId, disks: disks.map(d => ({ sourceId: d.sourceId, driveId: d.driveId, jobId: d.jobId })) },
       resources: parentResources,
       description: `cloning server ${source.id} (${disks.length} disk${disks.length === 1 ? '' : 's'})`
-    })
-    for (const [index, d] of disks.entries()) {
-      await enqueueJob(tx, {
-        id: d.jobId,
-        ownerId,
-        operation: 'drive_clone',
-        parentId,
-        rootId: parentId,
-        params: { sourceId: d.sourceId, driveId: d.driveId, size: d.def.size, index },
-        resources: cloneResources(d.sourceId, d.driveId),
-        ...(d.bytes > 0 ? { bytesTotal: d.bytes } : {}),
-        description: `cloning drive ${d.sourceId}`,
-        ...(startsAtOnce(index, deps.cloneParallelism) ? {} : { runAt: HELD_RUN_AT })
-      })
-    }
+    }, ...disks.map((d, index) => ({
+      id: d.jobId,
+      ownerId,
+      operation: 'drive_clone' as const,
+      parentId,
+      rootId: parentId,
+      params: { sourceId: d.sourceId, driveId: d.driveId, size: d.def.size, index },
+      resources: cloneResources(d.sourceId, d.driveId),
+      ...(d.bytes > 0 ? { bytesTotal: d.bytes } : {}),
+      description: `cloning drive ${d.sourceId}`,
+      ...(startsAtOnce(index, deps.cloneParallelism) ? {} : { runAt: HELD_RUN_AT })
+    }))])
     await publishChange(tx, { ownerId, resourceType: 'servers', resourceId: serverId, change: 'added' })
     await announceDrives(tx, ownerId, disks.map(d => d.driveId), 'added')
     await announceDrives(tx, ownerId, [...new Set(disks.map(d => d.sourceId))])
