@@ -152,6 +152,12 @@ export interface DriveWriter {
    * for disjoint ranges.
    */
   write (data: Uint8Array, position: number): Promise<void>
+  /**
+   * Writes `buffers` one after another from `position`, as `write` of their concatenation would,
+   * without concatenating them (one gathering system call where the storage has one). Optional:
+   * callers fall back to `write`.
+   */
+  writev? (buffers: Uint8Array[], position: number): Promise<void>
   /** Flushes written data to stable storage (fsync). */
   sync (): Promise<void>
   /** Closes the file (after a sync if the storage is durable). Idempotent. */
