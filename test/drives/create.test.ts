@@ -2,10 +2,13 @@
 // drive_create job that makes a sparse image and ends `creating`.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
+import pg from 'pg'
+import { EVENTS_PER_NOTIFY, parseEvents } from '../../src/engine/events.ts'
+import { CHANNELS } from '../../src/engine/listener.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { GiB, createDrive, waitStatus } from './helpers.ts'
 
-const { app } = await buildTestApp(t, { config: { driveMaxSize: 2 * 1024 ** 4 } })
+const { app, databaseUrl } = await buildTestApp(t, { config: { driveMaxSize: 2 * 1024 ** 4 } })
 const alice = await createUser(app)
 const api = client(app, alice)
 
@@ -71,6 +74,27 @@ t.test('a bare array and {objects:[...]} create several drives at once', async t
   t.equal(b.statusCode, 201)
   t.equal(b.json().objects.length, 1)
   for (const d of [...a.json().objects, ...b.json().objects]) await waitStatus(api, d.uuid, 'unmounted')
+})
+
+t.test('a bulk create announces every job and drive once, in runs: a few NOTIFYs, not one per event', async t => {
+  const listen = new pg.Client({ connectionString: databaseUrl })
+  await listen.connect()
+  t.teardown(() => listen.end())
+  const payloads: string[] = []
+  listen.on('notification', m => { if (m.channel === CHANNELS.events) payloads.push(m.payload ?? '') })
+  await listen.query(`LISTEN "${CHANNELS.events}"`)
+  const res = await api.post('/api/2.0/drives/', Array.from({ length: 100 }, (_, k) => ({ name: `bulk-${k}`, size: GiB, media: 'disk' })))
+  t.equal(res.statusCode, 201)
+  const drives: string[] = res.json().objects.map((o: any) => o.uuid)
+  const jobs: string[] = res.json().objects.map((o: any) => o.jobs[0].uuid)
+  const create = () => payloads.map(parseEvents).flat().filter(e => e.change === 'added')
+  await eventually(async () => create().length >= 200)
+  const events = create()
+  t.same(events.map(e => [e.resourceType, e.resourceId]), [...jobs.map(id => ['jobs', id]), ...drives.map(id => ['drives', id])], 'each job, then each drive, once, in order')
+  t.ok(events.every(e => e.ownerId === alice.id), 'with the owner')
+  const createPayloads = payloads.filter(p => parseEvents(p).some(e => e.change === 'added'))
+  t.ok(createPayloads.length <= Math.ceil(200 / EVENTS_PER_NOTIFY) + 1, `${createPayloads.length} NOTIFYs for 200 events`)
+  for (const d of drives) await waitStatus(api, d, 'unmounted')
 })
 
 t.test('optional fields: storage_type, meta, tags in every related form, affinities, allow_multimount', async t => {

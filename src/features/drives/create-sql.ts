@@ -1,9 +1,11 @@
 // POST /drives/ as one SQL statement (issue 18): the drives, their drive_create jobs and job links,
 // the change events (jobs first, then drives, as before) and the NOTIFYs that wake the workers and
-// the event hubs, in one round trip on the shared pg pool. One statement is one transaction: all
-// or nothing, as the Prisma transaction of nine round trips it replaces, but a pool connection is
-// held for one round trip instead of nine, so creates no longer starve the reads of connections.
+// the event hubs (the events in runs: a few NOTIFYs per batch, not one per event), in one round
+// trip on the shared pg pool. One statement is one transaction: all or nothing, as the Prisma
+// transaction of nine round trips it replaces, but a pool connection is held for one round trip
+// instead of nine, so creates no longer starve the reads of connections.
 import type pg from 'pg'
+import { notifyEventsSql } from '../../engine/events.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { sqlRows } from '../../http/list-sql.ts'
 import { uri } from '../../http/uris.ts'
@@ -40,10 +42,7 @@ const CREATE = `
     FROM unnest($17::text[], $18::text[]) WITH ORDINALITY AS x(t, r, n)
     ORDER BY x.n
     RETURNING id, owner_id, resource_type, resource_id, change
-  ), n AS (
-    SELECT pg_notify('${CHANNELS.events}', json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id, 'c', change)::text)
-    FROM e ORDER BY id
-  )
+  ), n AS (${notifyEventsSql('e')})
   SELECT d.*, (SELECT count(*) FROM j) AS jobs, (SELECT count(*) FROM r) AS links, (SELECT count(*) FROM n) AS events,
          (SELECT pg_notify('${CHANNELS.jobs}', $19)) AS woke
   FROM d`
