@@ -1,9 +1,11 @@
 /**
  * Job engine throughput beside graphile-worker, in one run:
- *   `npx tsx bench/jobs-throughput.ts [--jobs 5000] [--concurrency 4,16] [--batch 500] [--wake 40] [--enqueue-rounds 7]`
+ *   `npx tsx bench/jobs-throughput.ts [--jobs 5000] [--concurrency 4,16] [--batch 500] [--wake 40] [--rounds 3] [--enqueue-rounds 7]`
  *
- * For each concurrency, each engine gets its own fresh database on the same PostgreSQL
- * (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres), created and dropped here:
+ * For each concurrency, `rounds` rounds of the three contenders below in turn (the order flips each
+ * round; figures are medians, the ratio the median of the rounds' own ratios), each run on its own
+ * fresh database on the same PostgreSQL (DATABASE_URL, default
+ * postgresql://postgres@127.0.0.1:5432/postgres), created and dropped here:
  *   load      `jobs` no-op jobs with nothing running (clonejobs `enqueueJobs` in batches of
  *             `batch`, graphile-worker `add_jobs`); the jobs/s is printed but the ratio comes from
  *             the enqueue rounds below.
@@ -45,7 +47,8 @@ const { values: args } = parseArgs({
     concurrency: { type: 'string', default: '4,16' },
     batch: { type: 'string', default: '500' },
     wake: { type: 'string', default: '40' },
-    'enqueue-rounds': { type: 'string', default: '7' }
+    'enqueue-rounds': { type: 'string', default: '7' },
+    rounds: { type: 'string', default: '3' }
   }
 })
 const total = Math.max(1, Number(args.jobs))
@@ -53,6 +56,7 @@ const concurrencies = args.concurrency.split(',').map(Number).filter(n => n > 0)
 const batch = Math.max(1, Number(args.batch))
 const wakeSamples = Math.max(0, Number(args.wake))
 const enqueueRounds = Math.max(1, Number(args['enqueue-rounds']))
+const rounds = Math.max(1, Number(args.rounds))
 process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 const adminUrl = process.env.DATABASE_URL
 
@@ -344,19 +348,35 @@ try {
   console.log(`jobs-throughput: ${total} no-op jobs, concurrency ${concurrencies.join(' and ')}, batches of ${batch}, ${wakeSamples} wake-up samples; ${fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? '?'} cores`)
   console.log(`load average at start: ${load()}`)
   for (const c of concurrencies) {
-    const cj = await benchClonejobs(c)
-    // the same engine without its prefetch (claimed jobs waiting in the process for a slot), to show what it brings
-    const cj0 = await benchClonejobs(c, 0)
-    const gw = await benchGraphile(c)
-    console.log(`\nconcurrency ${c} (load average ${load()})`)
-    const line = (label: string, r: Result) => console.log(`  ${label.padEnd(16)} claim+finish ${r.claimPerS.toFixed(0).padStart(6)} jobs/s   enqueue ${r.enqueuePerS.toFixed(0).padStart(6)} jobs/s   idle wake-up commit→running p50 ${f1(pct(r.wake, 0.5))} ms p95 ${f1(pct(r.wake, 0.95))} ms`)
-    line('clonejobs', cj)
-    line('  no prefetch', cj0)
-    line('graphile-worker', gw)
-    console.log(`  claim+finish ${cj.cpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.cpu.replace('CPU per 1,000 jobs: ', '')}`)
+    // the three ways in turn, `rounds` times (the order flips every round): a pause of the shared
+    // machine then moves one sample of each, and the ratio is the median of the rounds' own ratios
+    const runs: Record<'cj' | 'cj0' | 'gw', Result[]> = { cj: [], cj0: [], gw: [] }
+    const ways: Array<['cj' | 'cj0' | 'gw', () => Promise<Result>]> = [
+      ['cj', () => benchClonejobs(c)],
+      // the same engine without its prefetch (claimed jobs waiting in the process for a slot), to show what it brings
+      ['cj0', () => benchClonejobs(c, 0)],
+      ['gw', () => benchGraphile(c)]
+    ]
+    for (let r = 0; r < rounds; r++) for (const [k, run] of r % 2 === 0 ? ways : [...ways].reverse()) runs[k].push(await run())
+    console.log(`\nconcurrency ${c}, ${rounds} rounds (load average ${load()})`)
+    const med = (xs: number[]) => pct(xs, 0.5)
+    // the round whose claim+finish is the median: its CPU figures are printed
+    const middle = (rs: Result[]) => [...rs].sort((a, b) => a.claimPerS - b.claimPerS)[(rs.length - 1) >> 1]
+    const line = (label: string, rs: Result[]) => {
+      const wake = rs.flatMap(r => r.wake)
+      console.log(`  ${label.padEnd(16)} claim+finish p50 ${med(rs.map(r => r.claimPerS)).toFixed(0).padStart(6)} jobs/s   enqueue p50 ${med(rs.map(r => r.enqueuePerS)).toFixed(0).padStart(6)} jobs/s   idle wake-up commit→running p50 ${f1(pct(wake, 0.5))} ms p95 ${f1(pct(wake, 0.95))} ms`)
+    }
+    line('clonejobs', runs.cj)
+    line('  no prefetch', runs.cj0)
+    line('graphile-worker', runs.gw)
+    const [cj, gw] = [middle(runs.cj), middle(runs.gw)]
+    console.log(`  claim+finish ${cj.cpu.replace('CPU', 'CPU (clonejobs, median round)')}; graphile-worker ${gw.cpu.replace('CPU per 1,000 jobs: ', '')}`)
     console.log(`  enqueue ${cj.enqueueCpu.replace('CPU', 'CPU (clonejobs)')}; graphile-worker ${gw.enqueueCpu.replace('CPU per 1,000 jobs: ', '')}`)
-    console.log(`  clonejobs ${cj.note}`)
-    ratios.push(`clonejobs/graphile-worker: claim+finish ${(cj.claimPerS / gw.claimPerS).toFixed(2)}x (concurrency ${c}; without prefetch ${(cj0.claimPerS / gw.claimPerS).toFixed(2)}x)`)
+    for (const note of new Set([...runs.cj, ...runs.cj0].map(r => r.note))) console.log(`  clonejobs ${note}`)
+    const ratio = runs.cj.map((r, k) => r.claimPerS / runs.gw[k].claimPerS)
+    const ratio0 = runs.cj0.map((r, k) => r.claimPerS / runs.gw[k].claimPerS)
+    console.log(`  each round's ratio: ${ratio.map(x => x.toFixed(2)).join(' ')} (without prefetch ${ratio0.map(x => x.toFixed(2)).join(' ')})`)
+    ratios.push(`clonejobs/graphile-worker: claim+finish ${med(ratio).toFixed(2)}x (concurrency ${c}, median of ${rounds} rounds; without prefetch ${med(ratio0).toFixed(2)}x)`)
   }
   console.log(`\nbulk enqueue: ${enqueueRounds} rounds of ${total} jobs each way, in batches of ${batch}, the engines in turn (load average ${load()})`)
   const eq = await benchEnqueue(enqueueRounds)
