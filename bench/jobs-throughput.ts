@@ -26,7 +26,9 @@
  * clonejobs's change events are counted per job from the NOTIFYs on the events channel (by a child
  * process, bench/event-counter.ts, so counting costs the measured process nothing) and
  * compared with the `events` rows: every job must show the same count, none lost or doubled.
- * Figures only (no pass/fail); the last lines are the ratios, one per concurrency, then enqueue's.
+ * Figures only (no pass/fail); then the ratios in detail, one line per concurrency and one for the
+ * enqueue; the last lines are the summary, per concurrency: `claim+finish X.XXx, enqueue Y.YYx`
+ * (standalone enqueue).
  */
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
@@ -344,6 +346,7 @@ async function benchEnqueue (rounds: number): Promise<{ cj: EnqueueSeries, cjTx:
 
 registerRun(process.pid)
 const ratios: string[] = []
+const claimRatios: Array<[number, number]> = []
 try {
   console.log(`jobs-throughput: ${total} no-op jobs, concurrency ${concurrencies.join(' and ')}, batches of ${batch}, ${wakeSamples} wake-up samples; ${fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? '?'} cores`)
   console.log(`load average at start: ${load()}`)
@@ -377,6 +380,7 @@ try {
     const ratio0 = runs.cj0.map((r, k) => r.claimPerS / runs.gw[k].claimPerS)
     console.log(`  each round's ratio: ${ratio.map(x => x.toFixed(2)).join(' ')} (without prefetch ${ratio0.map(x => x.toFixed(2)).join(' ')})`)
     ratios.push(`clonejobs/graphile-worker: claim+finish ${med(ratio).toFixed(2)}x (concurrency ${c}, median of ${rounds} rounds; without prefetch ${med(ratio0).toFixed(2)}x)`)
+    claimRatios.push([c, med(ratio)])
   }
   console.log(`\nbulk enqueue: ${enqueueRounds} rounds of ${total} jobs each way, in batches of ${batch}, the engines in turn (load average ${load()})`)
   const eq = await benchEnqueue(enqueueRounds)
@@ -395,6 +399,8 @@ try {
   ratios.push(`clonejobs/graphile-worker: enqueue ${med(alone).toFixed(2)}x standalone, ${med(inTx).toFixed(2)}x in a transaction (median of ${enqueueRounds} rounds; through Prisma's transaction ${med(prismaTx).toFixed(2)}x)`)
   console.log(`\nload average at end: ${load()}`)
   for (const r of ratios) console.log(r)
+  // the summary in the issue's form, one line per concurrency (the bulk enqueue is one figure: no worker runs then)
+  for (const [c, x] of claimRatios) console.log(`clonejobs/graphile-worker: claim+finish ${x.toFixed(2)}x, enqueue ${med(alone).toFixed(2)}x (concurrency ${c})`)
 } finally {
   if (unregisterRun(process.pid)) stopDaemon()
 }
