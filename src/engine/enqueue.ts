@@ -117,7 +117,7 @@ export async function enqueueJobs (db: Sql, inputs: EnqueueInput[]): Promise<Arr
 // Constant text (the NOTIFY SELECT is a constant fragment); every value is bound as $n. A root read
 // from a parent outside the batch is NULL when that parent does not exist: root_id is NOT NULL, so
 // the statement fails and nothing of the batch is written.
-export const ENQUEUE_SQL = `
+const ENQUEUE_SQL = `
   WITH x AS MATERIALIZED (
     SELECT r.id, COALESCE(r.o, $5::uuid) AS o, COALESCE(r.op, $6::text) AS op, COALESCE(r.p, '{}') AS p, r.par,
       CASE WHEN r.rf IS NULL THEN COALESCE(r.root, r.id) ELSE (SELECT p.root_id FROM jobs p WHERE p.id = r.rf) END AS root,
