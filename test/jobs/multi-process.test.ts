@@ -44,7 +44,15 @@ t.test('three workers, 2,000 jobs, one SIGKILLed midway: each job once, never tw
   const dead = workers[0]
   while (await successes() < JOBS * 0.4) await sleep(20)
   const running = () => app.prisma.$queryRawUnsafe<unknown[]>('SELECT 1 FROM multi_runs WHERE pid = $1 AND ended_at IS NULL LIMIT 1', dead.pid)
-  while ((await running()).length === 0) await sleep(1)
+  // frozen first (SIGSTOP), so a run seen unfinished is still unfinished when the kill lands: the
+  // pause lets statements already sent commit, then the check; no run open → let it go on a moment
+  for (;;) {
+    dead.kill('SIGSTOP')
+    await sleep(50)
+    if ((await running()).length > 0) break
+    dead.kill('SIGCONT')
+    await sleep(5)
+  }
   dead.kill('SIGKILL')
   const killedAt = Date.now()
   await new Promise(resolve => dead.once('exit', resolve))
