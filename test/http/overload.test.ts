@@ -52,7 +52,9 @@ t.test('requests beyond the waiting limit are refused at once', async t => {
   const c = client(small, u)
   await c.get('/api/2.0/drives/') // credentials cached
   // the only connection is busy; the first requests queue for it, later ones are refused at once
-  const hold = small.prisma.$queryRaw`SELECT 1 FROM pg_sleep(1.5)`.then(() => {}) // Prisma queries start when awaited
+  // Prisma queries start when awaited; its outcome is kept (a failure must fail the test below, not
+  // reject with no handler while the test waits, which ends the whole test process)
+  const hold = small.prisma.$queryRaw`SELECT 1 FROM pg_sleep(1.5)`.then(() => undefined, (err: unknown) => err)
   await new Promise(resolve => setTimeout(resolve, 100))
   const queued = Array.from({ length: 5 }, () => c.get('/api/2.0/drives/detail/'))
   await new Promise(resolve => setTimeout(resolve, 100))
@@ -64,6 +66,6 @@ t.test('requests beyond the waiting limit are refused at once', async t => {
     t.equal(r.json()[0].error_type, 'concurrency')
     t.equal(r.headers['retry-after'], '1')
   }
-  await hold
+  t.equal(await hold, undefined, 'the query holding the connection ran')
   for (const r of await Promise.all(queued)) t.equal(r.statusCode, 200, 'the queued ones are served')
 })
