@@ -5,7 +5,8 @@
 // (catch-up) and delivers each event id once, whichever way it came.
 import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import { Prisma, type PrismaClient, type Tx } from '../db/client.ts'
+import type pg from 'pg'
+import type { PrismaClient, Tx } from '../db/client.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 
 export type ResourceType = 'drives' | 'servers' | 'jobs'
@@ -25,19 +26,27 @@ export interface ChangeInput {
  * Announces that an object changed (or was deleted). Call it inside the transaction that makes
  * the change: the NOTIFY is delivered when, and only if, it commits.
  */
-export async function publishChange (db: PrismaClient | Tx, change: ChangeInput | ChangeInput[]): Promise<void> {
+export async function publishChange (db: PrismaClient | Tx | pg.ClientBase | pg.Pool, change: ChangeInput | ChangeInput[]): Promise<void> {
   const list = Array.isArray(change) ? change : [change]
   if (list.length === 0) return
-  await db.$executeRaw`
+  const values = [list.map(c => c.ownerId), list.map(c => c.resourceType), list.map(c => c.resourceId), list.map(c => c.change ?? 'changed')]
+  // Unsafe only in name: the text is the constant below, the values are bound
+  if ('$executeRawUnsafe' in db) await db.$executeRawUnsafe(publishSql(), ...values)
+  else await db.query({ name: 'clonejobs_publish', text: publishSql(), values })
+}
+
+let publishText: string | undefined
+function publishSql (): string {
+  publishText ??= `
     WITH e AS (
       INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
       SELECT x.o::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/', x.c
-      FROM unnest(${list.map(c => c.ownerId)}::text[], ${list.map(c => c.resourceType)}::text[], ${list.map(c => c.resourceId)}::text[], ${list.map(c => c.change ?? 'changed')}::text[])
-        WITH ORDINALITY AS x(o, t, r, c, n)
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(o, t, r, c, n)
       ORDER BY x.n
       RETURNING id, owner_id, resource_type, resource_id, change
     )
-    ${Prisma.raw(notifyEventsSql('e'))}`
+    ${notifyEventsSql('e')}`
+  return publishText
 }
 
 /**

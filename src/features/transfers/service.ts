@@ -18,6 +18,7 @@
 // once and the engine runs the handler, which hashes the image and finishes the upload. If the
 // deadline passes first the handler discards the drive.
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import type pg from 'pg'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import type { Config } from '../../config.ts'
 import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
@@ -36,6 +37,8 @@ export const CHUNKED_UPLOAD_IDLE_SECONDS = 24 * 3600
 
 export interface TransferDeps {
   prisma: PrismaClient
+  /** The pg pool under `prisma`, for the hot statements of chunked uploads. */
+  pool: pg.Pool
   storage: DriveStorage
   log: FastifyBaseLogger
   config: Pick<Config, 'driveMaxSize' | 'uploadLinkTtlSeconds' | 'downloadLinkTtlSeconds' | 'jobLeaseSeconds'>
@@ -46,6 +49,7 @@ export interface TransferDeps {
 export function transferDeps (app: FastifyInstance): TransferDeps {
   return {
     prisma: app.prisma,
+    pool: app.dbPool,
     storage: app.storage,
     log: app.log,
     config: app.config,

@@ -3,20 +3,24 @@ import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Tx } from '../../db/client.ts'
+import { pgTransaction } from '../../db/pg-transaction.ts'
 import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { errors } from '../../http/errors.ts'
 import { isUuid } from '../../http/bodies.ts'
-import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
+import { enqueueJobs, newJobId } from '../../engine/enqueue.ts'
+import { query } from '../../engine/queue-sql.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { publishChange } from '../../engine/events.ts'
-import { announceDrives, drivesToWire } from '../drives/service.ts'
+import { announceDrives, driveToWire } from '../drives/service.ts'
+import { toRow, type Row } from '../drives/read-sql.ts'
+import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
 import type { DriveWire } from '../drives/schemas.ts'
 import { OffThreadSha256 } from './hashing.ts'
 import { checkLink, chunkLinkPath, hashToken, isToken, newToken } from './links.ts'
 import { Meter } from './streams.ts'
-import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, finishUploadedDrive, removeImage, streamFailure } from './service.ts'
+import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, finishUploadedDrive, removeImage, streamFailure } from './service.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Chunked, resumable upload (§5.2)
@@ -28,9 +32,14 @@ export async function initUpload (deps: TransferDeps, ownerId: string, input: Ne
   const jobId = newJobId()
   await deps.storage.create(driveId, input.size)
   try {
-    const row = await deps.prisma.$transaction(async (tx) => {
-      await createUploadingDrive(tx, ownerId, driveId, jobId, input)
-      await enqueueJob(tx, {
+    // on a connection of the pg pool: four statements, each a round trip (Prisma's transaction
+    // took twice the time for the same five; see src/db/pg-transaction.ts)
+    const row = await pgTransaction(deps.pool, async (client) => {
+      const [drive] = await query<Row>(client, INIT_DRIVE_SQL, [
+        driveId, ownerId, input.name, input.size, input.media, input.storageType ?? DEFAULT_STORAGE_TYPE,
+        JSON.stringify(input.affinities ?? []), JSON.stringify(input.meta ?? {}), jobId
+      ], 'clonejobs_init_drive')
+      await enqueueJobs(client, [{
         id: jobId,
         ownerId,
         operation: 'drive_upload',
@@ -39,18 +48,25 @@ export async function initUpload (deps: TransferDeps, ownerId: string, input: Ne
         bytesTotal: input.size,
         description: `waiting for the chunks of a ${input.size} byte image`,
         runAt: idleDeadline()
-      })
+      }])
       // started at once, but with no lease: no worker claims it before its deadline or its last chunk
-      await tx.job.update({ where: { id: jobId }, data: { state: 'started', startedAt: new Date() } })
-      await announceDrives(tx, ownerId, [driveId], 'added')
-      return tx.drive.findUniqueOrThrow({ where: { id: driveId } })
+      await query(client, INIT_START_SQL, [jobId], 'clonejobs_init_start')
+      await announceDrives(client, ownerId, [driveId], 'added')
+      return toRow(drive)
     })
-    return (await drivesToWire(deps.prisma, [row]))[0]
+    // a new drive's only job is its upload, and no server mounts it yet
+    return driveToWire(row, { jobIds: [jobId], serverIds: [] })
   } catch (err) {
     await removeImage(deps, driveId)
     throw err
   }
 }
+
+const INIT_DRIVE_SQL = `
+  INSERT INTO drives (id, owner_id, name, size, media, status, storage_type, affinities, meta, locked_by_job, created_at, updated_at)
+  VALUES ($1::uuid, $2::uuid, $3, $4::bigint, $5, 'uploading', $6, ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), $8::jsonb, $9::uuid, now(), now())
+  RETURNING *`
+const INIT_START_SQL = "UPDATE jobs SET state = 'started', started_at = now() WHERE id = $1::uuid"
 
 function idleDeadline (): Date {
   return new Date(Date.now() + CHUNKED_UPLOAD_IDLE_SECONDS * 1000)
@@ -65,6 +81,35 @@ export async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): P
   return Number((job.params as { chunkSize?: unknown }).chunkSize)
 }
 
+// chunkLink's two statements, on the pg pool (named: parsed and planned once per connection)
+const LINK_DRIVE_SQL = `
+  SELECT size::text, status, locked_by_job::text AS "lockedByJob" FROM drives WHERE id = $1::uuid AND owner_id = $2::uuid AND NOT deleted FOR UPDATE`
+// $1 chunk number, $2 drive size, $3 chunk size, $4 the upload's job, $5 drive, $6 token hash, $7 owner, $8 link TTL (s)
+const LINK_WRITE_SQL = `
+  WITH ok AS (
+    -- the chunk exists with this chunk size
+    SELECT 1 WHERE $1::bigint >= 0 AND $1::bigint < GREATEST(1, floor($2::numeric / $3::numeric))
+  ),
+  fix AS (
+    UPDATE jobs SET params = params || jsonb_build_object('chunkSize', $3::bigint)
+    WHERE id = $4::uuid AND NOT (params ? 'chunkSize') AND EXISTS (SELECT 1 FROM ok)
+    RETURNING (params ->> 'chunkSize')::bigint AS chunk_size
+  ),
+  fixed AS (
+    SELECT COALESCE((SELECT chunk_size FROM fix), (SELECT (params ->> 'chunkSize')::bigint FROM jobs WHERE id = $4::uuid)) AS chunk_size
+  ),
+  stored AS (
+    SELECT EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $5::uuid AND number = $1::bigint) AS stored
+  ),
+  link AS (
+    INSERT INTO transfer_links (token_hash, owner_id, drive_id, job_id, purpose, chunk_number, chunk_size, expires_at)
+    SELECT $6::text, $7::uuid, $5::uuid, $4::uuid, 'upload_chunk', $1::int, $3::bigint, now() + make_interval(secs => $8::int)
+    FROM ok, fixed, stored
+    WHERE fixed.chunk_size = $3::bigint AND NOT stored.stored
+    RETURNING 1
+  )
+  SELECT (SELECT chunk_size::text FROM fixed) AS fixed, (SELECT stored FROM stored) AS stored, EXISTS (SELECT 1 FROM link) AS created`
+
 /**
  * ?do=upload_chunk: a 5-minute link for one chunk, or 416 when the chunk is stored already. A link
  * is asked for before every chunk, so this is two statements: the drive row's lock (as every
@@ -76,36 +121,12 @@ export async function chunkLink (deps: TransferDeps, ownerId: string, driveId: s
   if (!isUuid(driveId)) throw errors.notFound('Drive', 'uuid')
   const id = driveId.toLowerCase()
   const { token, hash } = newToken()
-  const r = await deps.prisma.$transaction(async (tx) => {
-    const [drive] = await tx.$queryRaw<Array<{ size: string, status: string, lockedByJob: string | null }>>`
-      SELECT size::text, status, locked_by_job::text AS "lockedByJob" FROM drives WHERE id = ${id}::uuid AND owner_id = ${ownerId}::uuid AND NOT deleted FOR UPDATE`
+  const r = await pgTransaction(deps.pool, async (client) => {
+    const [drive] = await query<{ size: string, status: string, lockedByJob: string | null }>(client, LINK_DRIVE_SQL, [id, ownerId], 'clonejobs_link_drive')
     if (drive === undefined) throw errors.notFound(`Drive ${driveId}`, 'uuid')
     if (drive.status !== 'uploading' || !drive.lockedByJob) throw errors.wrongState(`Drive ${id} is ${drive.status}, not uploading`)
-    const [row] = await tx.$queryRaw<Array<{ fixed: string | null, stored: boolean, created: boolean }>>`
-      WITH ok AS (
-        -- the chunk exists with this chunk size
-        SELECT 1 WHERE ${chunkNumber}::bigint >= 0 AND ${chunkNumber}::bigint < GREATEST(1, floor(${drive.size}::numeric / ${chunkSize}::numeric))
-      ),
-      fix AS (
-        UPDATE jobs SET params = params || jsonb_build_object('chunkSize', ${chunkSize}::bigint)
-        WHERE id = ${drive.lockedByJob}::uuid AND NOT (params ? 'chunkSize') AND EXISTS (SELECT 1 FROM ok)
-        RETURNING (params ->> 'chunkSize')::bigint AS chunk_size
-      ),
-      fixed AS (
-        SELECT COALESCE((SELECT chunk_size FROM fix), (SELECT (params ->> 'chunkSize')::bigint FROM jobs WHERE id = ${drive.lockedByJob}::uuid)) AS chunk_size
-      ),
-      stored AS (
-        SELECT EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = ${id}::uuid AND number = ${chunkNumber}::bigint) AS stored
-      ),
-      link AS (
-        INSERT INTO transfer_links (token_hash, owner_id, drive_id, job_id, purpose, chunk_number, chunk_size, expires_at)
-        SELECT ${hash}, ${ownerId}::uuid, ${id}::uuid, ${drive.lockedByJob}::uuid, 'upload_chunk', ${chunkNumber}::int, ${chunkSize}::bigint,
-          now() + make_interval(secs => ${deps.config.uploadLinkTtlSeconds}::int)
-        FROM ok, fixed, stored
-        WHERE fixed.chunk_size = ${chunkSize}::bigint AND NOT stored.stored
-        RETURNING 1
-      )
-      SELECT (SELECT chunk_size::text FROM fixed) AS fixed, (SELECT stored FROM stored) AS stored, EXISTS (SELECT 1 FROM link) AS created`
+    const [row] = await query<{ fixed: string | null, stored: boolean, created: boolean }>(client, LINK_WRITE_SQL,
+      [chunkNumber, drive.size, chunkSize, drive.lockedByJob, id, hash, ownerId, deps.config.uploadLinkTtlSeconds], 'clonejobs_link_write')
     return { ...row, size: Number(drive.size) }
   })
   const fixed = r.fixed === null ? undefined : Number(r.fixed)
