@@ -1,6 +1,6 @@
 // SHA-256 on the hash worker thread: the same digest as node:crypto in line, whatever the chunking,
 // for several hashes at once; a released hash is forgotten and the worker serves the next ones; a
-// fork goes on from its parent's bytes without touching it; open hashes do not keep a process alive.
+// fork goes on from its parent's bytes without touching it; open hashes do not keep a process alive; a chunked upload's forks reuse the same slabs.
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import path from 'node:path'
@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
-import { OffThreadSha256 } from '../../src/features/transfers/hashing.ts'
+import { OffThreadSha256, slabsAllocated } from '../../src/features/transfers/hashing.ts'
 import { Meter } from '../../src/features/transfers/streams.ts'
 
 const MiB = 1024 * 1024
@@ -84,4 +84,22 @@ t.test('open hashes (parked, forked, never digested) do not keep the process ali
   clearTimeout(guard)
   t.equal(out, 'ready\n', 'the fixture did its work')
   t.same([code, signal], [0, null], 'and the process ended by itself')
+})
+
+t.test('a chunked upload\'s running hash reuses its slabs from chunk to chunk', async t => {
+  // four chunks of 16 MiB, each fed to a fork of the running hash, then parked (as storeChunk does)
+  const chunks = Array.from({ length: 4 }, () => randomBytes(16 * MiB))
+  const before = slabsAllocated()
+  let running = new OffThreadSha256()
+  for (const chunk of chunks) {
+    const fork = new OffThreadSha256(running)
+    running.drop()
+    for (let off = 0; off < chunk.length; off += 64 * 1024) await fork.update(chunk.subarray(off, off + 64 * 1024))
+    fork.park()
+    running = fork
+  }
+  t.equal((await running.digest()).hex, inLine(Buffer.concat(chunks)))
+  const used = slabsAllocated() - before
+  t.comment(`${used} slabs of 1 MiB allocated for 64 MiB`)
+  t.ok(used <= 20, `at most one hash's worth of slabs (16) and a few more, not a set per chunk: ${used}`)
 })

@@ -56,7 +56,11 @@ class HashWorker {
     this.worker.on('message', (m: { op: string, id: number, buf?: ArrayBuffer, hex?: string, ms?: number }) => {
       if (m.op === 'done' || m.op === 'digest') this.settle()
       const w = this.waiters.get(m.id)
-      if (!w) return
+      if (!w) {
+        // a slab of a hash dropped meanwhile goes back to the free slabs
+        if (m.op === 'done' && m.buf !== undefined) giveBack(m.buf)
+        return
+      }
       if (m.op === 'done') w.done(m.buf!)
       else if (m.op === 'digest') w.digest(m.hex!, m.ms ?? 0)
     })
@@ -101,6 +105,24 @@ class HashWorker {
 
 let shared: HashWorker | undefined
 
+/**
+ * Slabs no hash holds, shared by the process's hashes (at most MAX_IN_FLIGHT, 16 MiB): a chunked
+ * upload's hash lets go of its slabs between chunks and the next chunk's fork takes them from
+ * here, instead of allocating 16 fresh 1 MiB buffers per chunk (that churn of external memory set
+ * off a major GC in every chunked upload of bench:transfer).
+ */
+const freeSlabs: ArrayBuffer[] = []
+let allocated = 0
+/** Slabs allocated by this process so far (tests: the slabs are reused). */
+export function slabsAllocated (): number { return allocated }
+function newSlab (): ArrayBuffer {
+  allocated++
+  return new ArrayBuffer(SLAB)
+}
+function giveBack (buf: ArrayBuffer): void {
+  if (freeSlabs.length < MAX_IN_FLIGHT) freeSlabs.push(buf)
+}
+
 /** A SHA-256 computed on the process's hash worker thread. */
 export class OffThreadSha256 {
   private readonly worker: HashWorker
@@ -126,6 +148,7 @@ export class OffThreadSha256 {
       done: (buf) => {
         this.inFlight--
         if (!this.parked && this.spare.length < 4) this.spare.push(buf)
+        else giveBack(buf)
         const wake = this.wake
         this.wake = undefined
         wake?.()
@@ -156,7 +179,7 @@ export class OffThreadSha256 {
     const t = performance.now()
     let off = 0
     while (off < chunk.length) {
-      this.slab ??= new Uint8Array(this.spare.pop() ?? new ArrayBuffer(SLAB))
+      this.slab ??= new Uint8Array(this.spare.pop() ?? freeSlabs.pop() ?? newSlab())
       const n = Math.min(SLAB - this.used, chunk.length - off)
       this.slab.set(chunk.subarray(off, off + n), this.used)
       this.used += n
@@ -185,7 +208,7 @@ export class OffThreadSha256 {
     if (this.error) throw this.error
     if (this.used > 0) this.send()
     this.parked = true
-    this.spare.length = 0
+    for (const buf of this.spare.splice(0)) giveBack(buf)
   }
 
   /** The hex digest of everything fed, and the worker's hashing time (its forks' included); the hash is over after it. */
@@ -198,14 +221,17 @@ export class OffThreadSha256 {
       this.worker.post({ op: 'digest', id: this.id }, true)
     })
     this.worker.close(this.id)
+    // every slab came back before the digest (the worker answers in order)
+    for (const buf of this.spare.splice(0)) giveBack(buf)
     return { hex: r.hex, workerMs: r.ms }
   }
 
   /** Forgets the hash (the upload failed, or its running hash is no longer needed). */
   drop (): void {
     this.worker.close(this.id)
+    if (this.slab !== undefined) giveBack(this.slab.buffer as ArrayBuffer)
     this.slab = undefined
-    this.spare.length = 0
+    for (const buf of this.spare.splice(0)) giveBack(buf)
     if (this.worker.dead === undefined) this.worker.post({ op: 'drop', id: this.id })
   }
 }
