@@ -35,6 +35,7 @@ export async function publishChange (db: PrismaClient | Tx | pg.ClientBase | pg.
   else await db.query({ name: 'clonejobs_publish', text: publishSql(), values })
 }
 
+// built on first use: notifyEventsSql reads EVENTS_PER_NOTIFY, which is defined further down
 let publishText: string | undefined
 function publishSql (): string {
   publishText ??= `
