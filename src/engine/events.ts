@@ -31,23 +31,8 @@ export async function publishChange (db: PrismaClient | Tx | pg.ClientBase | pg.
   if (list.length === 0) return
   const values = [list.map(c => c.ownerId), list.map(c => c.resourceType), list.map(c => c.resourceId), list.map(c => c.change ?? 'changed')]
   // Unsafe only in name: the text is the constant below, the values are bound
-  if ('$executeRawUnsafe' in db) await db.$executeRawUnsafe(publishSql(), ...values)
-  else await db.query({ name: 'clonejobs_publish', text: publishSql(), values })
-}
-
-// built on first use: notifyEventsSql reads EVENTS_PER_NOTIFY, which is defined further down
-let publishText: string | undefined
-function publishSql (): string {
-  publishText ??= `
-    WITH e AS (
-      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
-      SELECT x.o::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/', x.c
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(o, t, r, c, n)
-      ORDER BY x.n
-      RETURNING id, owner_id, resource_type, resource_id, change
-    )
-    ${notifyEventsSql('e')}`
-  return publishText
+  if ('$executeRawUnsafe' in db) await db.$executeRawUnsafe(PUBLISH_SQL, ...values)
+  else await db.query({ name: 'clonejobs_publish', text: PUBLISH_SQL, values })
 }
 
 /**
@@ -81,6 +66,17 @@ export function notifyEventsSql (src: string): string {
       GROUP BY k.n ORDER BY k.n
     ) x`
 }
+
+// publishChange's statement (after notifyEventsSql's constants, which it reads when built)
+const PUBLISH_SQL = `
+  WITH e AS (
+    INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
+    SELECT x.o::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/', x.c
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(o, t, r, c, n)
+    ORDER BY x.n
+    RETURNING id, owner_id, resource_type, resource_id, change
+  )
+  ${notifyEventsSql('e')}`
 
 /**
  * The events of one NOTIFY payload on the events channel, in id order: an array of runs (see
