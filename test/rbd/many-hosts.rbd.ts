@@ -223,6 +223,8 @@ t.test('host A killed mid-flatten: B\'s worker takes the job over after the leas
   t.match(done.result, { flattened: true, bytes: size })
   t.ok((done.finishedAt!.getTime() - killedAt) >= LEASE_SECONDS * 1000 - 500, 'not before A\'s lease expired')
   t.ok(lines(bWorker.svc).some(l => l.includes('taken over from a stopped process; resuming it')), 'B resumed it as a takeover')
+  // B logs the success after the commit the loop above saw, and its output arrives through a pipe
+  await until('B to log the job\'s success', async () => lines(bWorker.svc).some(l => l.includes('job succeeded')), 10_000)
   const successes = [...lines(a.svc), ...lines(bWorker.svc)].filter(l => l.includes('job succeeded'))
   t.equal(successes.length, 1, 'one success, logged by B')
   t.ok(lines(bWorker.svc).some(l => l.includes('job succeeded')))
