@@ -369,7 +369,8 @@ async function main (): Promise<void> {
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
         const chunkedClient = `initupload ${m('init')}, ${chunkCount} link requests ${m('links')}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}`
         const pick = (k: Contender) => median(samples.map(x => x[k]))
-        const cpuOf = (k: Contender) => `${median(cpus.map(x => x[k])).toFixed(2)} s`
+        // the median, and each round's figure when there are several (a slow round shows which contender paid)
+        const cpuOf = (k: Contender) => `${median(cpus.map(x => x[k])).toFixed(2)} s` + (cpus.length > 1 ? ` (${cpus.map(x => x[k].toFixed(2)).join('/')})` : '')
         const gcOf = (k: Contender) => gcs.map(x => x[k]).join('/')
         const serverCpuLine = `anchor up ${cpuOf('bareUp')}, raw ${cpuOf('raw')}, chunked ${cpuOf('chunked')}, multipart ${cpuOf('multipart')}; anchor down ${cpuOf('bareDown')}, download ${cpuOf('download')}` +
           `; the service's major GCs in each round: raw ${gcOf('raw')}, chunked ${gcOf('chunked')}, multipart ${gcOf('multipart')}, download ${gcOf('download')}`

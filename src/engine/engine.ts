@@ -10,7 +10,7 @@ import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, unclaimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type PendingLine, type TakenJob } from './queue-sql.ts'
+import { childOutcome, claimJobs, unclaimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type InTx, type PendingLine, type Sql, type TakenJob } from './queue-sql.ts'
 import type { Tx } from '../db/client.ts'
 import { transientDatabaseError } from '../db/transient.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
@@ -240,7 +240,7 @@ export class JobEngine {
    * Enqueues, inside the caller's transaction, a job this process runs itself in requests: parked
    * so no worker claims it, and leased to this process at once. Hold the returned row after commit.
    */
-  async enqueueHeld (tx: Tx, input: EnqueueInput): Promise<TakenJob> {
+  async enqueueHeld (tx: InTx, input: EnqueueInput): Promise<TakenJob> {
     // the lease runs from the transaction's start (now()), at the latest from here
     const sentAt = Date.now()
     const { id } = await enqueueJob(tx, { ...input, runAt: new Date(Date.now() + PARKED_MS), maxAttempts: 1 })
@@ -251,7 +251,7 @@ export class JobEngine {
   }
 
   /** Leases an existing queued (or parked started) job to this process; undefined if it cannot be had. */
-  async take (db: PrismaClient | Tx, id: string, state: 'queued' | 'started'): Promise<TakenJob | undefined> {
+  async take (db: Sql, id: string, state: 'queued' | 'started'): Promise<TakenJob | undefined> {
     const sentAt = Date.now()
     const row = await takeJob(db, this.heldBy, this.opts.leaseSeconds, id, state)
     if (row) heldTakenAt.set(row, sentAt)

@@ -3,7 +3,6 @@
 // atomic statement per batch.
 import { randomFillSync } from 'node:crypto'
 import { v7 as uuidv7 } from 'uuid'
-import type { Tx } from '../db/client.ts'
 import { uri } from '../domain/uris.ts'
 import { notifyEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
@@ -54,7 +53,7 @@ export function newJobId (): string {
 const randomPool = Buffer.alloc(16 * 256)
 let randomAt = randomPool.length
 
-export async function enqueueJob (tx: Tx, input: EnqueueInput): Promise<{ id: string }> {
+export async function enqueueJob (tx: Sql, input: EnqueueInput): Promise<{ id: string }> {
   const [job] = await enqueueJobs(tx, [input])
   return job
 }

@@ -5,14 +5,14 @@
 // job's handler the holder is aborted locally (its signal) once its lease can no longer be renewed
 // in time (lease minus a margin), whatever PostgreSQL is doing.
 import type { FastifyBaseLogger } from 'fastify'
-import type { PrismaClient, Tx } from '../db/client.ts'
+import type { PrismaClient } from '../db/client.ts'
 import { DomainError } from '../domain/errors.ts'
 import { etaOf, percentOf } from '../domain/progress.ts'
 import { jobChanges } from './cancel.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 import { JobLogWriter } from './log.ts'
-import { finishJob, type FinishFields, type TakenJob } from './queue-sql.ts'
+import { finishJob, type FinishFields, type InTx, type TakenJob } from './queue-sql.ts'
 
 const PROGRESS_INTERVAL_MS = 250
 
@@ -154,7 +154,7 @@ export class HeldJob {
    * Records the outcome inside `tx`, with the domain change that goes with it. finishJob publishes
    * the change; when the lease was lost it throws LeaseLost, so `tx` commits nothing.
    */
-  async finish (tx: Tx, fields: FinishFields): Promise<void> {
+  async finish (tx: InTx, fields: FinishFields): Promise<void> {
     // aborted for want of a lease: whether or not the row would still take it, it is not ours to record
     if (this.stale) {
       this.stop()

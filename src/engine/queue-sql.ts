@@ -15,6 +15,8 @@ type Db = PrismaClient | Tx
  * one (Prisma's raw-query path costs more CPU than the statements themselves), else Prisma.
  */
 export type Sql = Db | pg.Pool | pg.PoolClient | pg.Client
+/** A transaction's connection: Prisma's interactive transaction, or a pg pool client between BEGIN and COMMIT (src/db/pg-transaction.ts). */
+export type InTx = Tx | pg.PoolClient
 
 /**
  * Runs one of the constant hot statements below (`sql` never holds a value: all are bound as $n);
@@ -488,11 +490,11 @@ export async function purgeEvents (db: Db, cutoff: Date, limit: number): Promise
 }
 
 /** Leases a queued (or parked started) job to `owner`; undefined if someone has it or it is cancelled. */
-export async function takeJob (db: Db, owner: string, leaseSeconds: number, id: string, state: 'queued' | 'started'): Promise<TakenJob | undefined> {
-  const rows = await db.$queryRaw<TakenJob[]>`
-    UPDATE jobs SET state = 'started', locked_by = ${owner}, locked_until = now() + make_interval(secs => ${leaseSeconds}),
-      attempts = attempts + 1, started_at = COALESCE(started_at, now()), last_modified = now()
-    WHERE id = ${id}::uuid AND state = ${state} AND locked_by IS NULL AND NOT cancel_requested
-    RETURNING id::text, owner_id::text, root_id::text, attempts`
-  return rows[0]
+export async function takeJob (db: Sql, owner: string, leaseSeconds: number, id: string, state: 'queued' | 'started'): Promise<TakenJob | undefined> {
+  return (await query<TakenJob>(db, TAKE_SQL, [owner, leaseSeconds, id, state], 'clonejobs_take'))[0]
 }
+const TAKE_SQL = `
+  UPDATE jobs SET state = 'started', locked_by = $1, locked_until = now() + make_interval(secs => $2::float8),
+    attempts = attempts + 1, started_at = COALESCE(started_at, now()), last_modified = now()
+  WHERE id = $3::uuid AND state = $4::text AND locked_by IS NULL AND NOT cancel_requested
+  RETURNING id::text, owner_id::text, root_id::text, attempts`

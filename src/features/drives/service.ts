@@ -162,6 +162,11 @@ export async function mountState (db: Db, driveId: string): Promise<MountState> 
   return { count: new Set(mounts.map(m => m.serverId)).size, active: mounts.some(m => isServerActive(m.server.status)) }
 }
 
+/** restingStatusOf in SQL, for the drive whose id is the parameter `param` (e.g. `$1`). */
+export function restingStatusSql (param: string): string {
+  return `CASE WHEN EXISTS (SELECT 1 FROM server_drives m WHERE m.drive_id = ${param}::uuid) THEN 'mounted' ELSE 'unmounted' END`
+}
+
 /** mounted or unmounted, from the drive's server_drives rows. */
 export async function restingStatusOf (db: Db, driveId: string): Promise<'mounted' | 'unmounted'> {
   return restingStatus(await db.serverDrive.count({ where: { driveId } }))

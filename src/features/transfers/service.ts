@@ -19,7 +19,7 @@
 // deadline passes first the handler discards the drive.
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type pg from 'pg'
-import type { PrismaClient, Tx } from '../../db/client.ts'
+import type { PrismaClient } from '../../db/client.ts'
 import type { Config } from '../../config.ts'
 import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
 import { DomainError } from '../../domain/errors.ts'
@@ -28,7 +28,10 @@ import { ApiError, errors } from '../../http/errors.ts'
 import { databaseFailure } from '../../http/database-errors.ts'
 import type { JobEngine } from '../../engine/engine.ts'
 import type { HeldJob, JobFailureRecord } from '../../engine/held.ts'
-import { announceDrives, maxDriveSize, restingStatusOf } from '../drives/service.ts'
+import { announceDrives, maxDriveSize, restingStatusSql } from '../drives/service.ts'
+import { toRow, type Row } from '../drives/read-sql.ts'
+import { query, type InTx } from '../../engine/queue-sql.ts'
+import type { Drive as DriveRow } from '../../db/generated/client.ts'
 import type { DriveStorage } from '../../storage/index.ts'
 import { BodyTooLong } from './streams.ts'
 
@@ -84,22 +87,18 @@ export interface NewDriveInput {
   affinities?: string[]
 }
 
-export async function createUploadingDrive (tx: Tx, ownerId: string, id: string, jobId: string, input: NewDriveInput): Promise<void> {
-  await tx.drive.create({
-    data: {
-      id,
-      ownerId,
-      name: input.name,
-      size: BigInt(input.size),
-      media: input.media,
-      status: 'uploading',
-      storageType: input.storageType ?? DEFAULT_STORAGE_TYPE,
-      affinities: input.affinities ?? [],
-      meta: input.meta ?? {},
-      lockedByJob: jobId
-    }
-  })
+/** A new drive in `uploading`, held by its upload's job `jobId`: one statement, on a pg client (a transaction's). */
+export async function createUploadingDrive (client: pg.PoolClient, ownerId: string, id: string, jobId: string, input: NewDriveInput): Promise<DriveRow> {
+  const [row] = await query<Row>(client, UPLOADING_DRIVE_SQL, [
+    id, ownerId, input.name, input.size, input.media, input.storageType ?? DEFAULT_STORAGE_TYPE,
+    JSON.stringify(input.affinities ?? []), JSON.stringify(input.meta ?? {}), jobId
+  ], 'clonejobs_uploading_drive')
+  return toRow(row)
 }
+const UPLOADING_DRIVE_SQL = `
+  INSERT INTO drives (id, owner_id, name, size, media, status, storage_type, affinities, meta, locked_by_job, created_at, updated_at)
+  VALUES ($1::uuid, $2::uuid, $3, $4::bigint, $5, 'uploading', $6, ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), $8::jsonb, $9::uuid, now(), now())
+  RETURNING *`
 
 export function checkUploadSize (deps: TransferDeps, size: number, point: string): void {
   const max = uploadMax(deps)
@@ -126,17 +125,23 @@ export async function discardUpload (prisma: PrismaClient, storage: DriveStorage
 }
 
 /** The upload is complete: the drive leaves `uploading` (with its final size when given). */
-export async function finishUploadedDrive (tx: Tx, ownerId: string, driveId: string, jobId: string, size?: number): Promise<void> {
-  const status = await restingStatusOf(tx, driveId)
-  const done = await tx.drive.updateMany({
-    where: { id: driveId, lockedByJob: jobId, status: 'uploading' },
-    data: { status, lockedByJob: null, ...(size !== undefined ? { size: BigInt(size) } : {}) }
-  })
-  if (done.count === 0) throw errors.gone('The drive of this upload is gone')
-  await tx.uploadChunk.deleteMany({ where: { driveId } })
-  await tx.transferLink.deleteMany({ where: { driveId, purpose: 'upload_chunk' } })
-  await announceDrives(tx, ownerId, [driveId])
+export async function finishUploadedDrive (db: InTx, ownerId: string, driveId: string, jobId: string, size?: number): Promise<void> {
+  const [done] = await query<{ n: number }>(db, FINISH_DRIVE_SQL, [driveId, jobId, size ?? null], 'clonejobs_upload_finish_drive')
+  if (done.n === 0) throw errors.gone('The drive of this upload is gone')
+  await announceDrives(db, ownerId, [driveId])
 }
+// one statement: the drive's resting status, its lock and size, and the upload's chunk rows and
+// chunk links, which only an upload in progress needs
+const FINISH_DRIVE_SQL = `
+  WITH d AS (
+    UPDATE drives SET status = ${restingStatusSql('$1')},
+      locked_by_job = NULL, size = COALESCE($3::bigint, size), updated_at = now()
+    WHERE id = $1::uuid AND locked_by_job = $2::uuid AND status = 'uploading'
+    RETURNING id
+  ),
+  c AS (DELETE FROM upload_chunks WHERE drive_id = $1::uuid AND EXISTS (SELECT 1 FROM d)),
+  l AS (DELETE FROM transfer_links WHERE drive_id = $1::uuid AND purpose = 'upload_chunk' AND EXISTS (SELECT 1 FROM d))
+  SELECT count(*)::int AS n FROM d`
 
 export type ClientError = ApiError | DomainError
 

@@ -1,6 +1,7 @@
 // Chunked, resumable upload (§5.2): state in upload_chunks rows, a job parked until the last chunk.
 import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
+import type pg from 'pg'
 import { pipeline } from 'node:stream/promises'
 import type { Tx } from '../../db/client.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
@@ -14,13 +15,11 @@ import { query } from '../../engine/queue-sql.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { publishChange } from '../../engine/events.ts'
 import { announceDrives, driveToWire } from '../drives/service.ts'
-import { toRow, type Row } from '../drives/read-sql.ts'
-import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
 import type { DriveWire } from '../drives/schemas.ts'
 import { OffThreadSha256 } from './hashing.ts'
 import { checkLink, chunkLinkPath, hashToken, isToken, newToken } from './links.ts'
 import { Meter } from './streams.ts'
-import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, finishUploadedDrive, removeImage, streamFailure } from './service.ts'
+import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, finishUploadedDrive, removeImage, streamFailure } from './service.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Chunked, resumable upload (§5.2)
@@ -35,10 +34,7 @@ export async function initUpload (deps: TransferDeps, ownerId: string, input: Ne
     // on a connection of the pg pool (BEGIN, four statements, COMMIT): in-process an initupload
     // took 7.0-7.7 ms this way against 20.0 ms through Prisma's interactive transaction
     const row = await pgTransaction(deps.pool, async (client) => {
-      const [drive] = await query<Row>(client, INIT_DRIVE_SQL, [
-        driveId, ownerId, input.name, input.size, input.media, input.storageType ?? DEFAULT_STORAGE_TYPE,
-        JSON.stringify(input.affinities ?? []), JSON.stringify(input.meta ?? {}), jobId
-      ], 'clonejobs_init_drive')
+      const drive = await createUploadingDrive(client, ownerId, driveId, jobId, input)
       await enqueueJobs(client, [{
         id: jobId,
         ownerId,
@@ -52,7 +48,7 @@ export async function initUpload (deps: TransferDeps, ownerId: string, input: Ne
       // started at once, but with no lease: no worker claims it before its deadline or its last chunk
       await query(client, INIT_START_SQL, [jobId], 'clonejobs_init_start')
       await announceDrives(client, ownerId, [driveId], 'added')
-      return toRow(drive)
+      return drive
     })
     // a new drive's only job is its upload, and no server mounts it yet
     return driveToWire(row, { jobIds: [jobId], serverIds: [] })
@@ -62,10 +58,6 @@ export async function initUpload (deps: TransferDeps, ownerId: string, input: Ne
   }
 }
 
-const INIT_DRIVE_SQL = `
-  INSERT INTO drives (id, owner_id, name, size, media, status, storage_type, affinities, meta, locked_by_job, created_at, updated_at)
-  VALUES ($1::uuid, $2::uuid, $3, $4::bigint, $5, 'uploading', $6, ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), $8::jsonb, $9::uuid, now(), now())
-  RETURNING *`
 const INIT_START_SQL = "UPDATE jobs SET state = 'started', started_at = now() WHERE id = $1::uuid"
 
 function idleDeadline (): Date {
@@ -248,18 +240,17 @@ interface ChunkLinkRow {
 
 /** A chunk link, its drive and whether its chunk is stored: one statement before the body is read. */
 async function findChunkLink (deps: TransferDeps, token: string): Promise<ChunkLinkRow> {
-  const rows = isToken(token)
-    ? await deps.prisma.$queryRaw<ChunkLinkRow[]>`
-      SELECT l.purpose, l.expires_at AS "expiresAt", l.owner_id::text AS "ownerId", l.drive_id::text AS "driveId", l.job_id::text AS "jobId",
-        l.chunk_number AS "chunkNumber", l.chunk_size::text AS "chunkSize",
-        d.id IS NOT NULL AS "driveFound", d.size::text, d.status, d.locked_by_job::text AS "lockedByJob",
-        EXISTS (SELECT 1 FROM upload_chunks c WHERE c.drive_id = l.drive_id AND c.number = l.chunk_number) AS stored
-      FROM transfer_links l
-      LEFT JOIN drives d ON d.id = l.drive_id AND d.owner_id = l.owner_id AND NOT d.deleted
-      WHERE l.token_hash = ${hashToken(token)}`
-    : []
+  const rows = isToken(token) ? await query<ChunkLinkRow>(deps.pool, FIND_LINK_SQL, [hashToken(token)], 'clonejobs_chunk_link') : []
   return checkLink(rows[0], 'upload_chunk')
 }
+const FIND_LINK_SQL = `
+  SELECT l.purpose, l.expires_at AS "expiresAt", l.owner_id::text AS "ownerId", l.drive_id::text AS "driveId", l.job_id::text AS "jobId",
+    l.chunk_number AS "chunkNumber", l.chunk_size::text AS "chunkSize",
+    d.id IS NOT NULL AS "driveFound", d.size::text, d.status, d.locked_by_job::text AS "lockedByJob",
+    EXISTS (SELECT 1 FROM upload_chunks c WHERE c.drive_id = l.drive_id AND c.number = l.chunk_number) AS stored
+  FROM transfer_links l
+  LEFT JOIN drives d ON d.id = l.drive_id AND d.owner_id = l.owner_id AND NOT d.deleted
+  WHERE l.token_hash = $1`
 
 /** POST <link>: writes the chunk at its offset, records it, and finishes the upload after the last one. */
 export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight, token: string, body: Readable, contentLength: number | undefined): Promise<ChunkResult> {
@@ -419,53 +410,58 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
   const over = () => duplicates === 'refuse' ? errors.gone('The upload this link belongs to is over') : errors.wrongState(`The upload into drive ${drive.id} is over`)
   const { startedAt, ...sums } = chunk.timing
   const t0 = performance.now()
-  return deps.prisma.$transaction(async (tx) => {
+  return pgTransaction(deps.pool, async (client) => {
     // chunks of one upload are recorded one at a time: without this row lock, two last chunks
     // arriving together could each miss the other's row, so neither would see the upload complete
     // (the statement below takes its snapshot once the lock is held, so it sees every earlier chunk)
-    await tx.$executeRaw`SELECT 1 FROM jobs WHERE id = ${jobId}::uuid FOR UPDATE`
-    // one statement: the chunk's row, the count, the job's progress and deadline, the time split so far
-    const [r] = await tx.$queryRaw<RecordRow[]>`
-      WITH ins AS (
-        INSERT INTO upload_chunks (drive_id, number, size) VALUES (${drive.id}::uuid, ${n}, ${BigInt(length)}) ON CONFLICT DO NOTHING
-        RETURNING size
-      ),
-      agg AS (
-        SELECT (SELECT count(*) FROM upload_chunks WHERE drive_id = ${drive.id}::uuid) + (SELECT count(*) FROM ins) AS count,
-          (SELECT COALESCE(sum(size), 0) FROM upload_chunks WHERE drive_id = ${drive.id}::uuid) + (SELECT COALESCE(sum(size), 0) FROM ins) AS bytes
-      ),
-      u AS (
-        UPDATE jobs SET
-          bytes_done = agg.bytes,
-          progress = LEAST(99, floor(agg.bytes * 100 / ${size}::numeric))::int,
-          description = CASE WHEN agg.count >= ${total}::int THEN 'all chunks received; verifying the image'
-            ELSE format('received %s of %s chunks', agg.count, ${total}::int) END,
-          -- the last chunk makes the job due now (a worker finishes the upload unless this request does)
-          run_at = CASE WHEN agg.count >= ${total}::int THEN now() ELSE now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS}) END,
-          last_modified = now(),
-          params = jobs.params || jsonb_build_object(
-            'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
-              FROM jsonb_each_text(${JSON.stringify({ chunks: 1, ...sums })}::jsonb) AS x),
-            'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, ${startedAt}::float8), ${startedAt}::float8))
-        FROM agg
-        WHERE jobs.id = ${jobId}::uuid AND jobs.state = 'started' AND jobs.locked_by IS NULL AND EXISTS (SELECT 1 FROM ins)
-        RETURNING jobs.params
-      )
-      SELECT (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,
-        EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params
-      FROM agg`
+    await query(client, 'SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', [jobId], 'clonejobs_chunk_lock')
+    const [r] = await query<RecordRow>(client, RECORD_SQL,
+      [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId], 'clonejobs_chunk_record')
     const result = { chunk: n, bytes: length, chunksStored: r.count, chunksTotal: total, complete: r.count >= total }
     if (r.inserted === 0) {
       if (duplicates === 'refuse') throw chunkStored(n)
       return result
     }
     if (!r.updated) throw over()
-    if (result.complete && chunk.digest !== undefined && await finishInRequest(deps, tx, drive, jobId, total, chunk.digest, r.params, t0)) return result
-    if (result.complete) await tx.$executeRaw`SELECT pg_notify(${CHANNELS.jobs}, ${jobId})`
-    await publishChange(tx, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
+    if (result.complete && chunk.digest !== undefined && await finishInRequest(deps, client, drive, jobId, total, chunk.digest, r.params, t0)) return result
+    if (result.complete) await query(client, 'SELECT pg_notify($1, $2)', [CHANNELS.jobs, jobId], 'clonejobs_chunk_notify')
+    await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
     return result
   })
 }
+
+// recordChunk's statement: the chunk's row, the count, the job's progress and deadline, the time
+// split so far. $1 drive, $2 chunk number, $3 its bytes, $4 the image's size, $5 chunks in all,
+// $6 the request's time split (JSON), $7 when it began (ms), $8 the upload's job
+const RECORD_SQL = `
+  WITH ins AS (
+    INSERT INTO upload_chunks (drive_id, number, size) VALUES ($1::uuid, $2::int, $3::bigint) ON CONFLICT DO NOTHING
+    RETURNING size
+  ),
+  agg AS (
+    SELECT (SELECT count(*) FROM upload_chunks WHERE drive_id = $1::uuid) + (SELECT count(*) FROM ins) AS count,
+      (SELECT COALESCE(sum(size), 0) FROM upload_chunks WHERE drive_id = $1::uuid) + (SELECT COALESCE(sum(size), 0) FROM ins) AS bytes
+  ),
+  u AS (
+    UPDATE jobs SET
+      bytes_done = agg.bytes,
+      progress = LEAST(99, floor(agg.bytes * 100 / $4::numeric))::int,
+      description = CASE WHEN agg.count >= $5::int THEN 'all chunks received; verifying the image'
+        ELSE format('received %s of %s chunks', agg.count, $5::int) END,
+      -- the last chunk makes the job due now (a worker finishes the upload unless this request does)
+      run_at = CASE WHEN agg.count >= $5::int THEN now() ELSE now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS}) END,
+      last_modified = now(),
+      params = jobs.params || jsonb_build_object(
+        'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
+          FROM jsonb_each_text($6::jsonb) AS x),
+        'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, $7::float8), $7::float8))
+    FROM agg
+    WHERE jobs.id = $8::uuid AND jobs.state = 'started' AND jobs.locked_by IS NULL AND EXISTS (SELECT 1 FROM ins)
+    RETURNING jobs.params
+  )
+  SELECT (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,
+    EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params
+  FROM agg`
 
 /**
  * The last chunk of an upload hashed in order: this request finishes it, in the transaction that
@@ -473,7 +469,7 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
  * and outcome are written like any job's. False when the job cannot be had (a cancel was
  * requested): a worker then takes it as usual.
  */
-async function finishInRequest (deps: TransferDeps, tx: Tx, drive: UploadDrive, jobId: string, total: number, digest: { hex: string, workerMs: number }, params: RecordRow['params'], t0: number): Promise<boolean> {
+async function finishInRequest (deps: TransferDeps, tx: pg.PoolClient, drive: UploadDrive, jobId: string, total: number, digest: { hex: string, workerMs: number }, params: RecordRow['params'], t0: number): Promise<boolean> {
   const size = Number(drive.size)
   const row = await deps.engine.take(tx, jobId, 'started')
   if (row === undefined) return false

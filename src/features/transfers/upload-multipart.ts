@@ -3,12 +3,13 @@ import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { errors } from '../../http/errors.ts'
-import type { TakenJob } from '../../engine/queue-sql.ts'
+import { query, type TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, growingWriteStream, uploadTimeSplit } from './streams.ts'
 import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, uploadMax } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
+import { pgTransaction } from '../../db/pg-transaction.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Multipart upload (TrueNAS /_upload style): size unknown until the file part ends
@@ -32,7 +33,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
   await deps.storage.create(driveId, 0)
   let row: TakenJob
   try {
-    row = await deps.prisma.$transaction(async (tx) => {
+    row = await pgTransaction(deps.pool, async (tx) => {
       await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size: 0 })
       const job = await deps.engine.enqueueHeld(tx, {
         id: jobId,
@@ -85,8 +86,8 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
       if (!received) throw await abort(errors.validation('The form has no file', 'file'))
       const { sha256, bytes } = received
       try {
-        await deps.prisma.$transaction(async (tx) => {
-          await tx.job.update({ where: { id: jobId }, data: { bytesTotal: BigInt(bytes) } })
+        await pgTransaction(deps.pool, async (tx) => {
+          await query(tx, 'UPDATE jobs SET bytes_total = $2::bigint WHERE id = $1::uuid', [jobId, bytes], 'clonejobs_upload_bytes_total')
           await finishUploadedDrive(tx, ownerId, driveId, jobId, bytes)
           held.log(uploadTimeSplit(received!.meter, received!.t0, received!.stored, performance.now()))
           await held.finish(tx, { state: 'success', result: { sha256, bytes } })

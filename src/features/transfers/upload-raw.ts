@@ -9,6 +9,7 @@ import { formatBytes } from '../../domain/progress.ts'
 import { Meter, uploadTimeSplit } from './streams.ts'
 import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
+import { pgTransaction } from '../../db/pg-transaction.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Raw upload (§5.1): POST/PUT /drives/upload/[name] with Content-Length
@@ -20,7 +21,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
   await deps.storage.create(driveId, size)
   let row: TakenJob
   try {
-    row = await deps.prisma.$transaction(async (tx) => {
+    row = await pgTransaction(deps.pool, async (tx) => {
       await createUploadingDrive(tx, ownerId, driveId, jobId, { ...input, size })
       const job = await deps.engine.enqueueHeld(tx, {
         id: jobId,
@@ -50,7 +51,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
     const sha256 = await meter.digest()
     held.log(`stored ${formatBytes(size)}, sha256 ${sha256}`)
     held.describe(`received ${formatBytes(size)} in ${((stored - t0) / 1000).toFixed(1)} s`)
-    await deps.prisma.$transaction(async (tx) => {
+    await pgTransaction(deps.pool, async (tx) => {
       await finishUploadedDrive(tx, ownerId, driveId, jobId)
       held.log(uploadTimeSplit(meter!, t0, stored, performance.now()))
       await held.finish(tx, { state: 'success', result: { sha256, bytes: size } })

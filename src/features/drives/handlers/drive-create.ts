@@ -3,7 +3,7 @@
 import type pg from 'pg'
 import type { DriveStorage } from '../../../storage/index.ts'
 import { CHANNELS } from '../../../engine/listener.ts'
-import { announceDrives } from '../service.ts'
+import { announceDrives, restingStatusSql } from '../service.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
 
@@ -12,7 +12,7 @@ import { driveJobParams } from './drive-params.ts'
 // round trip on the shared pool (issue 18), instead of a four-statement transaction.
 const FINISH = `
   WITH d AS (
-    UPDATE drives SET status = CASE WHEN EXISTS (SELECT 1 FROM server_drives m WHERE m.drive_id = $1::uuid) THEN 'mounted' ELSE 'unmounted' END,
+    UPDATE drives SET status = ${restingStatusSql('$1')},
                       locked_by_job = NULL, updated_at = $3::timestamptz
     WHERE id = $1::uuid AND locked_by_job = $2::uuid
     RETURNING id, owner_id
