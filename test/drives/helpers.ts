@@ -20,8 +20,16 @@ export async function waitStatus (api: Api, uuid: string, status: string): Promi
   })
 }
 
+/**
+ * A created drive once its drive_create job has finished, as a client waits for it: the drive
+ * shows its resting status a moment before the engine records the job's end (finishes are
+ * batched), and until then the job still holds the drive (a write on it is 503 busy).
+ */
 export async function readyDrive (api: Api, body: Record<string, unknown> = {}): Promise<any> {
   const d = await createDrive(api, body)
+  for (const job of d.jobs as Array<{ uuid: string }>) {
+    await eventually(async () => (await api.get(`/api/2.0/jobs/${job.uuid}/?wait=5`)).json().state === 'success')
+  }
   return waitStatus(api, d.uuid, 'unmounted')
 }
 
