@@ -2,6 +2,13 @@
 // a 'write' link conflicts with any other link to the same drive or server, a 'read' link only
 // with a 'write' one. Services call lockResources inside the transaction that enqueues, so two
 // racing requests are serialised by an advisory lock and the loser gets the busy error.
+//
+// One exception closes a window clients would see: a job that writes a drive holds it through
+// drives.locked_by_job from its enqueue (itself, or a server clone's parent) and lets go of it with
+// the drive's last change (its resting status), in the handler; the engine records the job's end a
+// moment later (finishes are batched). In between, the drive looks ready but the job is still
+// unfinished. A running write job on a drive that no job holds any more has released it, so it
+// is no conflict.
 import type { Tx } from '../db/client.ts'
 import { busyWith } from '../domain/errors.ts'
 import type { JobResourceInput } from './enqueue.ts'
@@ -26,6 +33,8 @@ export async function findConflicts (tx: Tx, wanted: JobResourceInput[], exceptR
     JOIN jobs j ON j.id = r.job_id
     WHERE j.state IN ${UNFINISHED_SQL}
       AND (w.mode = 'write' OR r.mode = 'write')
+      AND NOT (r.resource_type = 'drives' AND r.mode = 'write' AND j.state = 'started'
+        AND EXISTS (SELECT 1 FROM drives d WHERE d.id = r.resource_id AND d.locked_by_job IS NULL))
       AND (${except}::uuid IS NULL OR j.root_id <> ${except}::uuid)
     ORDER BY j.created`
 }

@@ -97,6 +97,22 @@ t.test('while the delete job waits, the drive is gone from every view and unusab
   t.equal((await c.get('/api/2.0/jobs/?operation=drive_delete')).json().meta.total_count, 1, 'the drive_delete job is listed')
 })
 
+t.test('a drive its create job let go of can be deleted before the engine records the job\'s end', async t => {
+  const { app: idle } = await buildTestApp(t, { runWorkers: false })
+  const user = await createUser(idle)
+  const c = client(idle, user)
+  const d = await createDrive(c)
+  const jobId = d.jobs[0].uuid as string
+  // the job runs: while it holds the drive, the drive is busy
+  await idle.prisma.job.update({ where: { id: jobId }, data: { state: 'started' } })
+  t.equal((await c.delete(url(d))).statusCode, 503, 'busy while the running job holds it')
+  // its handler's last statement: the drive rests and no job holds it; the job is not yet finished
+  await idle.prisma.drive.update({ where: { id: d.uuid }, data: { status: 'unmounted', lockedByJob: null } })
+  t.equal((await c.get(url(d))).json().status, 'unmounted', 'the drive looks ready')
+  t.equal((await c.delete(url(d))).statusCode, 204, 'and it is: the delete is not refused as busy')
+  t.equal((await idle.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).state, 'started', 'the create job was still unfinished')
+})
+
 t.test('a busy drive cannot be deleted', async t => {
   const { app: idle } = await buildTestApp(t, { runWorkers: false })
   const user = await createUser(idle)
