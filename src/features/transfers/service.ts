@@ -40,7 +40,7 @@ export const CHUNKED_UPLOAD_IDLE_SECONDS = 24 * 3600
 
 export interface TransferDeps {
   prisma: PrismaClient
-  /** The pg pool under `prisma`, for the hot statements of chunked uploads. */
+  /** The pg pool under `prisma`, for the uploads' hot statements (src/db/pg-transaction.ts). */
   pool: pg.Pool
   storage: DriveStorage
   log: FastifyBaseLogger

@@ -1,8 +1,8 @@
 // Chunked, resumable upload (§5.2): state in upload_chunks rows, a job parked until the last chunk.
 import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
-import type pg from 'pg'
 import { pipeline } from 'node:stream/promises'
+import type pg from 'pg'
 import type { Tx } from '../../db/client.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
