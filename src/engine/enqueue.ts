@@ -6,7 +6,7 @@ import { v7 as uuidv7 } from 'uuid'
 import { uri } from '../domain/uris.ts'
 import { notifyEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
-import { query, type Sql } from './queue-sql.ts'
+import { query, type Sql } from '../db/sql.ts'
 import type { Operation } from './types.ts'
 
 export interface JobResourceInput {

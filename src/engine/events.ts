@@ -5,8 +5,8 @@
 // (catch-up) and delivers each event id once, whichever way it came.
 import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import type pg from 'pg'
-import type { PrismaClient, Tx } from '../db/client.ts'
+import type { PrismaClient } from '../db/client.ts'
+import { query, type Sql } from '../db/sql.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 
 export type ResourceType = 'drives' | 'servers' | 'jobs'
@@ -26,13 +26,11 @@ export interface ChangeInput {
  * Announces that an object changed (or was deleted). Call it inside the transaction that makes
  * the change: the NOTIFY is delivered when, and only if, it commits.
  */
-export async function publishChange (db: PrismaClient | Tx | pg.ClientBase | pg.Pool, change: ChangeInput | ChangeInput[]): Promise<void> {
+export async function publishChange (db: Sql, change: ChangeInput | ChangeInput[]): Promise<void> {
   const list = Array.isArray(change) ? change : [change]
   if (list.length === 0) return
   const values = [list.map(c => c.ownerId), list.map(c => c.resourceType), list.map(c => c.resourceId), list.map(c => c.change ?? 'changed')]
-  // Unsafe only in name: the text is the constant below, the values are bound
-  if ('$executeRawUnsafe' in db) await db.$executeRawUnsafe(PUBLISH_SQL, ...values)
-  else await db.query({ name: 'clonejobs_publish', text: PUBLISH_SQL, values })
+  await query(db, PUBLISH_SQL, values, 'clonejobs_publish')
 }
 
 /**
@@ -76,7 +74,8 @@ const PUBLISH_SQL = `
     ORDER BY x.n
     RETURNING id, owner_id, resource_type, resource_id, change
   )
-  ${notifyEventsSql('e')}`
+  -- one row, not a void column per NOTIFY: Prisma's raw query cannot read void
+  SELECT count(*)::int AS notified FROM (${notifyEventsSql('e')}) n`
 
 /**
  * The events of one NOTIFY payload on the events channel, in id order: an array of runs (see

@@ -12,7 +12,8 @@ import { jobChanges } from './cancel.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 import { JobLogWriter } from './log.ts'
-import { finishJob, type FinishFields, type InTx, type TakenJob } from './queue-sql.ts'
+import { finishJob, type FinishFields, type TakenJob } from './queue-sql.ts'
+import type { InTx } from '../db/sql.ts'
 
 const PROGRESS_INTERVAL_MS = 250
 

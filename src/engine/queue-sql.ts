@@ -1,33 +1,15 @@
 // The few queue statements, in raw SQL: claim, heartbeat, finish, release, cancel, purge.
 // Everything else about jobs goes through Prisma. Statements run through Prisma are tagged
 // templates ($queryRaw / $executeRaw): every value is a bound parameter. The hot ones (claim,
-// heartbeat, renew, finish) are constant texts with $n placeholders, bound by the pg pool or Prisma.
-import type pg from 'pg'
+// heartbeat, renew, finish) are constant texts with $n placeholders, bound by the pg pool or Prisma
+// (query() in src/db/sql.ts; on the engine's pool, named statements planned generically, see engine.ts).
 import { Prisma, type PrismaClient, type Tx } from '../db/client.ts'
+import { query, type Sql } from '../db/sql.ts'
 import { notifyEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
 import { LOG_EXCERPT_LINES, LOG_MAX_LINES } from './log-limits.ts'
 
 type Db = PrismaClient | Tx
-
-/**
- * Where the hot statements (claim, heartbeat, finish) run: a plain `pg` pool when the engine has
- * one (Prisma's raw-query path costs more CPU than the statements themselves), else Prisma.
- */
-export type Sql = Db | pg.Pool | pg.PoolClient | pg.Client
-/** A transaction's connection: Prisma's interactive transaction, or a pg pool client between BEGIN and COMMIT (src/db/pg-transaction.ts). */
-export type InTx = Tx | pg.PoolClient
-
-/**
- * Runs one of the constant hot statements below (`sql` never holds a value: all are bound as $n);
- * on the engine's pool it is a named (prepared) statement, parsed and planned once per connection
- * (the engine's pool asks for generic plans, see engine.ts).
- */
-export async function query<T> (db: Sql, sql: string, params: unknown[], name?: string): Promise<T[]> {
-  // Unsafe only in name: one constant text serves both the pg pool and Prisma, which a tagged template cannot; values are bound
-  if ('$queryRawUnsafe' in db) return db.$queryRawUnsafe<T[]>(sql, ...params)
-  return (await db.query(name ? { name, text: sql, values: params } : { text: sql, values: params })).rows as T[]
-}
 
 /**
  * The unfinished states, as a literal list: the partial indexes (jobs_due_idx, jobs_cancel_idx,

@@ -26,7 +26,7 @@ function form (parts: Part[], boundary = '----clonejobs' + randomUUID()): { payl
 }
 
 // A 503 (overload, with Retry-After) is never what a case here expects: on CI's loaded machine the
-// first upload once waited over the pool's 5 s for its transaction and was told to retry, so the
+// first upload once waited past the pool's limit to start its transaction and was told to retry, so the
 // form is sent again, as a client honouring Retry-After would; any other answer is asserted as is
 async function send (f: { payload: Buffer, headers: Record<string, string> }) {
   for (let i = 0; ; i++) {

@@ -1,7 +1,7 @@
 // Drives: create, update, resize, delete and list (spec §2), the wire form of a drive row, and
 // the busy/state checks the clone, upload and server services share.
 import { randomUUID } from 'node:crypto'
-import type pg from 'pg'
+import type { Sql } from '../../db/sql.ts'
 import type { Drive as DriveRow } from '../../db/generated/client.ts'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import { domainErrors as errors } from '../../domain/errors.ts'
@@ -173,7 +173,7 @@ export async function restingStatusOf (db: Db, driveId: string): Promise<'mounte
 }
 
 /** The one place drive changes are announced (events); call it inside the transaction that makes them. */
-export async function announceDrives (db: Db | pg.ClientBase, ownerId: string, ids: string[], change: ChangeKind = 'changed'): Promise<void> {
+export async function announceDrives (db: Sql, ownerId: string, ids: string[], change: ChangeKind = 'changed'): Promise<void> {
   if (ids.length === 0) return
   await publishChange(db, ids.map(id => ({ ownerId, resourceType: 'drives' as const, resourceId: id, change })))
 }
