@@ -8,7 +8,11 @@
 // the drive's last change (its resting status), in the handler; the engine records the job's end a
 // moment later (finishes are batched). In between, the drive looks ready but the job is still
 // unfinished. A running write job on a drive that no job holds any more has released it, so it
-// is no conflict.
+// is no conflict. A clone's read of its source ends the same way: the handler gives back its
+// reader (drives.readers) with the destination's resting status, and marks that in the job's
+// checkpoint (`sourceReleased`, in the same transaction; a rerun after it reads nothing). A running
+// job whose checkpoint says so no longer reads, so its read link is no conflict either. Other
+// readers (downloads) set no such mark and conflict until their end is recorded.
 import type { Tx } from '../db/client.ts'
 import { busyWith } from '../domain/errors.ts'
 import type { JobResourceInput } from './enqueue.ts'
@@ -35,6 +39,7 @@ export async function findConflicts (tx: Tx, wanted: JobResourceInput[], exceptR
       AND (w.mode = 'write' OR r.mode = 'write')
       AND NOT (r.resource_type = 'drives' AND r.mode = 'write' AND j.state = 'started'
         AND EXISTS (SELECT 1 FROM drives d WHERE d.id = r.resource_id AND d.locked_by_job IS NULL))
+      AND NOT (r.mode = 'read' AND j.state = 'started' AND j.checkpoint->>'sourceReleased' = 'true')
       AND (${except}::uuid IS NULL OR j.root_id <> ${except}::uuid)
     ORDER BY j.created`
 }

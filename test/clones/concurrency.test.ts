@@ -3,6 +3,7 @@
 // clones are held queued while the busy rules are checked.
 import t from 'tap'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { releaseSource } from '../../src/features/clones/handlers/drive-clone.ts'
 import { MiB, driveStatus, finishedJob, pollingWorker, readyDrive, sha256, writeRandom } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
@@ -75,4 +76,34 @@ t.test('a clone job that never ran still gives its reader back when cancelled', 
   t.equal(await driveStatus(api, dst.uuid), 404, 'the destination is removed')
   t.equal(await driveStatus(api, src.uuid), 'unmounted')
   t.equal((await app.prisma.drive.findUniqueOrThrow({ where: { id: src.uuid } })).readers, 0)
+})
+
+t.test('a source its clone job gave back can be written before the engine records the job\'s end', async t => {
+  const setup = pollingWorker(app)
+  const src = await readyDrive(api, { name: 'given back', size: 4 * MiB })
+  await setup.stop()
+  const dst = (await api.post(`/api/2.0/drives/${src.uuid}/action/?do=clone`, {})).json().objects[0]
+  const jobId = dst.jobs[0].uuid as string
+  // the clone runs: while it reads the source, a write on the source is refused
+  await app.prisma.job.update({ where: { id: jobId }, data: { state: 'started' } })
+  const busy = await api.post(`/api/2.0/drives/${src.uuid}/action/?do=resize`, { name: src.name, size: 8 * MiB, media: 'disk' })
+  t.equal(busy.statusCode, 503, 'resize refused while the running clone reads the source')
+  t.match(busy.json()[0].error_message, /is busy \(cloning_src\)/)
+  // its handler's last transaction: the destination rests, the reader is given back (and marked
+  // in the job's checkpoint); the engine has not yet recorded the job's end
+  await app.prisma.$transaction(async (tx) => {
+    await tx.drive.update({ where: { id: dst.uuid }, data: { status: 'unmounted', lockedByJob: null } })
+    t.equal(await releaseSource(tx, jobId, src.uuid), true)
+  })
+  t.equal(await driveStatus(api, src.uuid), 'unmounted', 'the source looks ready')
+  const resize = await api.post(`/api/2.0/drives/${src.uuid}/action/?do=resize`, { name: src.name, size: 8 * MiB, media: 'disk' })
+  t.equal(resize.statusCode, 202, 'and it is: the resize is not refused as busy')
+  t.equal((await app.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).state, 'started', 'the clone job was still unfinished')
+  // the resize job now holds the source; put the clone job back as the engine would record it
+  await app.prisma.job.update({ where: { id: jobId }, data: { state: 'success' } })
+  const run = pollingWorker(app)
+  t.teardown(() => run.stop())
+  const resizeJob = (await api.get(`/api/2.0/drives/${src.uuid}/`)).json().jobs[0].uuid as string // newest first
+  t.equal((await finishedJob(api, resizeJob)).state, 'success', 'the resize ran')
+  t.equal((await api.get(`/api/2.0/drives/${src.uuid}/`)).json().size, 8 * MiB)
 })
