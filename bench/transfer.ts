@@ -4,10 +4,12 @@
  *
  * `--load N` runs N CPU-burning child processes for the whole run (anchor and service alike), so a
  * loaded figure can be made again; the header says so. `--rounds N` measures each contender N
- * times, interleaved (anchor up, bare chunks, raw, chunked, multipart, anchor down, download, then
- * again): the table shows median times, the last line the median of each round's ratios (each
- * ratio compares runs made seconds apart), so a passing spike on a shared machine moves one
- * sample, not the figure.
+ * times. In a round every upload runs between two runs of the anchor upload (anchor, raw, anchor,
+ * bare chunks, chunked, bare chunks, anchor, multipart, anchor; the uploads' order flips every
+ * other round), and the download between two anchor downloads; each ratio compares the contender
+ * with the mean of the anchor runs on either side of it, made seconds apart, so a drift of the
+ * shared disk's speed falls on both sides. The table shows median times, the last line the median
+ * of each round's ratios, so a passing spike on a shared machine moves one sample, not the figure.
  *
  * For each size, on the same disk, one random image (kept in the page cache):
  *   anchor     a bare Node HTTP server (a child process, like the service) that pipes a PUT body
@@ -39,7 +41,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import fs from 'node:fs'
-import { mkdir, open, readFile, rm, stat } from 'node:fs/promises'
+import { link, mkdir, open, readFile, rm, stat } from 'node:fs/promises'
 import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
@@ -207,10 +209,14 @@ async function main (): Promise<void> {
     download: number
   }
   type Contender = keyof Sample
+  /** One round: each contender's time, and for each upload the mean of the anchor runs on either side of it. */
+  interface Round extends Sample {
+    around: Record<'raw' | 'chunked' | 'multipart', number>
+  }
 
   interface Row extends Sample {
     size: number
-    samples: Sample[]
+    samples: Round[]
     baseHwm: number
     hwm: number
     identical: boolean
@@ -293,18 +299,22 @@ async function main (): Promise<void> {
           const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
           return Number(/^nodejs_gc_duration_seconds_count\{kind="major"\} (\d+)/m.exec(text)?.[1] ?? 0) // none yet: no line
         }
-        const samples: Sample[] = []
+        const samples: Round[] = []
         const cpus: Sample[] = []
         const gcs: Array<Partial<Sample>> = []
         const client: Array<Record<string, number>> = []
         // the server's CPU seconds over `fn` (the bare server for the anchor, the service otherwise)
         let used: Partial<Sample> = {}
+        let usedRuns: Partial<Record<Contender, number[]>> = {}
         let gc: Partial<Sample> = {}
         const serverCpu = async <T>(k: Contender, pid: number, fn: () => Promise<T>): Promise<T> => {
           const service = pid === child.pid
           const [before, gcBefore] = [await cpu(pid), service ? await majorGcs() : 0]
           const v = await fn()
-          used[k] = await cpu(pid) - before
+          // an anchor runs several times a round: the mean of its runs
+          const runs = (usedRuns[k] ??= [])
+          runs.push(await cpu(pid) - before)
+          used[k] = runs.reduce((a, b) => a + b, 0) / runs.length
           if (service) gc[k] = await majorGcs() - gcBefore
           return v
         }
@@ -312,54 +322,98 @@ async function main (): Promise<void> {
         let chunkedId = ''
         let multipartId = ''
         let identical = true
-        for (let round = 0; round < rounds; round++) {
-          const [bareUp] = await serverCpu('bareUp', bare.child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])))
-          const [bareChunks] = await serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
-            for (let n = 0; n < chunkCount; n++) await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n)
-          }))
-          await rm(path.join(work, 'bare', 'chunks.raw'), { force: true })
-
-          const [raw] = await serverCpu('raw', child.pid!, () => timed(async () => {
-            rawId = (await run('curl', ['-sS', '--fail', '-u', auth, '-T', image, '-H', 'Content-Type: application/octet-stream', `${base}/drives/upload/`])).trim()
-          }))
-
-          const parts = { init: 0, links: 0, chunks: 0, wait: 0 }
-          const [chunked] = await serverCpu('chunked', child.pid!, () => timed(async () => {
-            let t = performance.now()
-            const lap = (k: keyof typeof parts) => { const now = performance.now(); parts[k] += now - t; t = now }
-            const d = (await api('POST', '/initupload/', { name: 'chunked', size, media: 'disk' })).objects[0]
-            lap('init')
-            for (let n = 0; n < chunkCount; n++) {
-              const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
-              lap('links')
-              await sendChunk(`http://127.0.0.1:${port}${link as string}`, n)
-              lap('chunks')
-            }
-            await waitJob(d.jobs[0].uuid)
-            lap('wait')
-            chunkedId = d.uuid as string
-          }))
-          client.push(parts)
-
-          const [multipart] = await serverCpu('multipart', child.pid!, () => timed(async () => {
-            const data = JSON.stringify({ method: 'drives.upload', params: [{ name: 'multipart', media: 'disk' }] })
-            const res = JSON.parse(await run('curl', ['-sS', '--fail', '-u', auth, '-F', `data=${data}`, '-F', `file=@${image};type=application/octet-stream`, `${base}/_upload/`])) as { job_id: string }
-            const job = await waitJob(res.job_id)
-            multipartId = (job.resources as string[]).map(u => u.split('/').at(-2)).find(Boolean) as string
-          }))
-
-          const [bareDown] = await serverCpu('bareDown', bare.child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-o', out, `${bare.base}/image.raw`])))
+        // one anchor run of each kind; every run writes a new file, removed after it
+        const anchorUp = () => serverCpu('bareUp', bare.child.pid!, () => timed(async () => {
+          await run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])
+        })).then(async ([s]) => { await rm(path.join(work, 'bare', 'image.raw'), { force: true }); return s })
+        const anchorChunks = () => serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
+          for (let n = 0; n < chunkCount; n++) await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n)
+        })).then(async ([s]) => { await rm(path.join(work, 'bare', 'chunks.raw'), { force: true }); return s })
+        // the bare server serves the image itself (a hard link into its directory, in the page cache)
+        await link(image, path.join(work, 'bare', 'serve.raw'))
+        const anchorDown = async (): Promise<number> => {
+          const [s] = await serverCpu('bareDown', bare.child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-o', out, `${bare.base}/serve.raw`])))
           if (await sha256File(out) !== imageSha) throw new Error('the bare server changed the bytes')
           await rm(out, { force: true })
-          await rm(path.join(work, 'bare', 'image.raw'), { force: true })
-
+          return s
+        }
+        const mean = (a: number, b: number) => (a + b) / 2
+        for (let round = 0; round < rounds; round++) {
+          // Each service contender runs between two anchor runs of its kind, and its ratio is taken
+          // against their mean: a drift of the shared disk's speed over the round (it moves from
+          // second to second) then falls on both sides. The uploads' order flips every other
+          // round, so no contender always follows the same one.
+          const [up, chunks, down]: [number[], number[], number[]] = [[], [], []]
+          const at: Partial<Record<'raw' | 'chunked' | 'multipart', number>> = {}
+          let raw = 0
+          let chunked = 0
+          let multipart = 0
+          const uploads: Array<() => Promise<void>> = [
+            async () => {
+              raw = await serverCpu('raw', child.pid!, () => timed(async () => {
+                rawId = (await run('curl', ['-sS', '--fail', '-u', auth, '-T', image, '-H', 'Content-Type: application/octet-stream', `${base}/drives/upload/`])).trim()
+              })).then(([s]) => s)
+              at.raw = up.length
+            },
+            async () => {
+              chunks.push(await anchorChunks())
+              const parts = { init: 0, links: 0, chunks: 0, wait: 0 }
+              chunked = await serverCpu('chunked', child.pid!, () => timed(async () => {
+                let t = performance.now()
+                const lap = (k: keyof typeof parts) => { const now = performance.now(); parts[k] += now - t; t = now }
+                const d = (await api('POST', '/initupload/', { name: 'chunked', size, media: 'disk' })).objects[0]
+                lap('init')
+                for (let n = 0; n < chunkCount; n++) {
+                  const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
+                  lap('links')
+                  await sendChunk(`http://127.0.0.1:${port}${link as string}`, n)
+                  lap('chunks')
+                }
+                await waitJob(d.jobs[0].uuid)
+                lap('wait')
+                chunkedId = d.uuid as string
+              })).then(([s]) => s)
+              client.push(parts)
+              at.chunked = up.length
+              chunks.push(await anchorChunks())
+            },
+            async () => {
+              multipart = await serverCpu('multipart', child.pid!, () => timed(async () => {
+                const data = JSON.stringify({ method: 'drives.upload', params: [{ name: 'multipart', media: 'disk' }] })
+                const res = JSON.parse(await run('curl', ['-sS', '--fail', '-u', auth, '-F', `data=${data}`, '-F', `file=@${image};type=application/octet-stream`, `${base}/_upload/`])) as { job_id: string }
+                const job = await waitJob(res.job_id)
+                multipartId = (job.resources as string[]).map(u => u.split('/').at(-2)).find(Boolean) as string
+              })).then(([s]) => s)
+              at.multipart = up.length
+            }
+          ]
+          if (round % 2 === 1) uploads.reverse()
+          up.push(await anchorUp())
+          for (const upload of uploads) {
+            await upload()
+            up.push(await anchorUp())
+          }
+          down.push(await anchorDown())
           const [download] = await serverCpu('download', child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-u', auth, '-o', out, `${base}/drives/${rawId}/download/`])))
           identical &&= await sha256File(out) === imageSha
           await rm(out, { force: true })
-          samples.push({ bareUp, bareChunks, bareDown, raw, chunked, multipart, download })
+          down.push(await anchorDown())
+          // the anchors on either side of each contender (at.x: the anchor runs made before it)
+          const around = (k: 'raw' | 'chunked' | 'multipart') => mean(up[at[k]! - 1], up[at[k]!])
+          samples.push({
+            bareUp: median(up),
+            bareChunks: mean(chunks[0], chunks[1]),
+            bareDown: mean(down[0], down[1]),
+            raw,
+            chunked,
+            multipart,
+            download,
+            around: { raw: around('raw'), chunked: around('chunked'), multipart: around('multipart') }
+          })
           cpus.push(used as Sample)
           gcs.push(gc)
           used = {}
+          usedRuns = {}
           gc = {}
           // the drives of earlier rounds go, so every round writes to the same amount of free space
           if (round + 1 < rounds) for (const id of [rawId, chunkedId, multipartId]) await api('DELETE', `/drives/${id}/`).catch(() => {})
@@ -417,7 +471,7 @@ async function main (): Promise<void> {
         `${(r.baseHwm / MiB).toFixed(0)} → ${(r.hwm / MiB).toFixed(0)} MiB`.padEnd(18), `${r.identical ? 'identical' : 'DIFFER'} / ${r.shas}`].join(' | '))
     }
     // each round's ratios (the anchor and the service measured side by side); the last line gives their medians
-    const ratios = (x: Sample) => ({ raw: x.bareUp / x.raw, chunked: x.bareUp / x.chunked, chunkedVsBareChunks: x.bareChunks / x.chunked, multipart: x.bareUp / x.multipart, download: x.bareDown / x.download })
+    const ratios = (x: Round) => ({ raw: x.around.raw / x.raw, chunked: x.around.chunked / x.chunked, chunkedVsBareChunks: x.bareChunks / x.chunked, multipart: x.around.multipart / x.multipart, download: x.bareDown / x.download })
     const x = (n: number) => n.toFixed(2) + 'x'
     for (const r of rows) {
       for (const [kind, line] of Object.entries(r.splits)) console.log(`${r.size / MiB} MiB ${kind.padEnd(9)} job log: ${line}`)
