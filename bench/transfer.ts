@@ -8,8 +8,11 @@
  * bare chunks, chunked, bare chunks, anchor, multipart, anchor; the uploads' order flips every
  * other round), and the download between two anchor downloads; each ratio compares the contender
  * with the mean of the anchor runs on either side of it, made seconds apart, so a drift of the
- * shared disk's speed falls on both sides. The table shows median times, the last line the median
- * of each round's ratios, so a passing spike on a shared machine moves one sample, not the figure.
+ * machine's speed falls on both sides. Every file a run writes (the anchor's, the service's drive)
+ * is removed right after it, so each run finds the same free memory for its page cache (see
+ * settle() below: on these virtual machines that alone moves a run up to 3x). The download reads
+ * the round's last upload. The table shows median times, the last line the median of each round's
+ * ratios, so a passing spike on a shared machine moves one sample, not the figure.
  *
  * For each size, on the same disk, one random image (kept in the page cache):
  *   anchor     a bare Node HTTP server (a child process, like the service) that pipes a PUT body
@@ -272,7 +275,7 @@ async function main (): Promise<void> {
         const api = async (method: string, url: string, body?: unknown) => {
           const res = await fetch(base + url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
           if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${await res.text()}`)
-          return await res.json() as any
+          return res.status === 204 ? undefined : await res.json() as any
         }
         const waitJob = async (id: string) => {
           for (;;) {
@@ -318,10 +321,28 @@ async function main (): Promise<void> {
           if (service) gc[k] = await majorGcs() - gcBefore
           return v
         }
-        let rawId = ''
-        let chunkedId = ''
-        let multipartId = ''
         let identical = true
+        const shaOk: Record<'raw' | 'chunked' | 'multipart', boolean> = { raw: true, chunked: true, multipart: true }
+        const splits: Record<string, string> = {}
+        const driveFile = (id: string) => path.join(work, 'service', 'drives', id.slice(0, 2), `${id}.img`)
+        /**
+         * Checks an uploaded drive (its job's sha256, its time split), then deletes it and waits
+         * until its image is gone. Every written file is removed right after its run, the anchor's
+         * too: on these virtual machines, memory the kernel frees is handed back to the host after a
+         * few seconds (free page reporting) and costs a host fault per page when touched again, so a
+         * writer that gets freshly freed pages for its page cache runs up to 3x faster than one that
+         * gets reported ones (measured: 256 MiB written and fsynced in 0.3 s or in 0.8-1 s, most of
+         * it system time). Removing each file at once gives every run the same supply.
+         */
+        const settle = async (kind: 'raw' | 'chunked' | 'multipart', id: string): Promise<void> => {
+          shaOk[kind] &&= await sha(id)
+          splits[kind] = await split(id)
+          await api('DELETE', `/drives/${id}/`)
+          for (const deadline = Date.now() + 60_000; fs.existsSync(driveFile(id));) {
+            if (Date.now() > deadline) throw new Error(`drive ${id}'s image was not removed within 60 s`)
+            await new Promise(resolve => setTimeout(resolve, 20))
+          }
+        }
         // one anchor run of each kind; every run writes a new file, removed after it
         const anchorUp = () => serverCpu('bareUp', bare.child.pid!, () => timed(async () => {
           await run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])
@@ -340,24 +361,37 @@ async function main (): Promise<void> {
         const mean = (a: number, b: number) => (a + b) / 2
         for (let round = 0; round < rounds; round++) {
           // Each service contender runs between two anchor runs of its kind, and its ratio is taken
-          // against their mean: a drift of the shared disk's speed over the round (it moves from
-          // second to second) then falls on both sides. The uploads' order flips every other
-          // round, so no contender always follows the same one.
+          // against their mean: a drift of the machine's speed over the round then falls on both
+          // sides. The uploads' order flips every other round, so no contender always follows the
+          // same one. The download reads the round's last upload before that drive is deleted.
           const [up, chunks, down]: [number[], number[], number[]] = [[], [], []]
           const at: Partial<Record<'raw' | 'chunked' | 'multipart', number>> = {}
           let raw = 0
           let chunked = 0
           let multipart = 0
-          const uploads: Array<() => Promise<void>> = [
-            async () => {
+          let download = 0
+          /** the download's pair of anchors and itself, from the drive `id` (then deleted by its upload's settle) */
+          const downloads = async (id: string): Promise<void> => {
+            down.push(await anchorDown())
+            download = await serverCpu('download', child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-u', auth, '-o', out, `${base}/drives/${id}/download/`]))).then(([s]) => s)
+            identical &&= await sha256File(out) === imageSha
+            await rm(out, { force: true })
+            down.push(await anchorDown())
+          }
+          const uploads: Array<(last: boolean) => Promise<void>> = [
+            async (last) => {
+              let id = ''
               raw = await serverCpu('raw', child.pid!, () => timed(async () => {
-                rawId = (await run('curl', ['-sS', '--fail', '-u', auth, '-T', image, '-H', 'Content-Type: application/octet-stream', `${base}/drives/upload/`])).trim()
+                id = (await run('curl', ['-sS', '--fail', '-u', auth, '-T', image, '-H', 'Content-Type: application/octet-stream', `${base}/drives/upload/`])).trim()
               })).then(([s]) => s)
               at.raw = up.length
+              if (last) await downloads(id)
+              await settle('raw', id)
             },
-            async () => {
+            async (last) => {
               chunks.push(await anchorChunks())
               const parts = { init: 0, links: 0, chunks: 0, wait: 0 }
+              let id = ''
               chunked = await serverCpu('chunked', child.pid!, () => timed(async () => {
                 let t = performance.now()
                 const lap = (k: keyof typeof parts) => { const now = performance.now(); parts[k] += now - t; t = now }
@@ -371,33 +405,33 @@ async function main (): Promise<void> {
                 }
                 await waitJob(d.jobs[0].uuid)
                 lap('wait')
-                chunkedId = d.uuid as string
+                id = d.uuid as string
               })).then(([s]) => s)
               client.push(parts)
               at.chunked = up.length
+              if (last) await downloads(id)
+              await settle('chunked', id)
               chunks.push(await anchorChunks())
             },
-            async () => {
+            async (last) => {
+              let id = ''
               multipart = await serverCpu('multipart', child.pid!, () => timed(async () => {
                 const data = JSON.stringify({ method: 'drives.upload', params: [{ name: 'multipart', media: 'disk' }] })
                 const res = JSON.parse(await run('curl', ['-sS', '--fail', '-u', auth, '-F', `data=${data}`, '-F', `file=@${image};type=application/octet-stream`, `${base}/_upload/`])) as { job_id: string }
                 const job = await waitJob(res.job_id)
-                multipartId = (job.resources as string[]).map(u => u.split('/').at(-2)).find(Boolean) as string
+                id = (job.resources as string[]).map(u => u.split('/').at(-2)).find(Boolean) as string
               })).then(([s]) => s)
               at.multipart = up.length
+              if (last) await downloads(id)
+              await settle('multipart', id)
             }
           ]
           if (round % 2 === 1) uploads.reverse()
           up.push(await anchorUp())
-          for (const upload of uploads) {
-            await upload()
+          for (const [i, upload] of uploads.entries()) {
+            await upload(i === uploads.length - 1)
             up.push(await anchorUp())
           }
-          down.push(await anchorDown())
-          const [download] = await serverCpu('download', child.pid!, () => timed(() => run('curl', ['-sS', '--fail', '-u', auth, '-o', out, `${base}/drives/${rawId}/download/`])))
-          identical &&= await sha256File(out) === imageSha
-          await rm(out, { force: true })
-          down.push(await anchorDown())
           // the anchors on either side of each contender (at.x: the anchor runs made before it)
           const around = (k: 'raw' | 'chunked' | 'multipart') => mean(up[at[k]! - 1], up[at[k]!])
           samples.push({
@@ -415,11 +449,8 @@ async function main (): Promise<void> {
           used = {}
           usedRuns = {}
           gc = {}
-          // the drives of earlier rounds go, so every round writes to the same amount of free space
-          if (round + 1 < rounds) for (const id of [rawId, chunkedId, multipartId]) await api('DELETE', `/drives/${id}/`).catch(() => {})
         }
-        const shas = [await sha(rawId) ? 'raw ok' : 'raw DIFFERS', await sha(chunkedId) ? 'chunked ok' : 'chunked DIFFERS', await sha(multipartId) ? 'multipart ok' : 'multipart DIFFERS'].join(', ')
-        const splits = { raw: await split(rawId), chunked: await split(chunkedId), multipart: await split(multipartId) }
+        const shas = (['raw', 'chunked', 'multipart'] as const).map(k => `${k} ${shaOk[k] ? 'ok' : 'DIFFERS'}`).join(', ')
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
         const chunkedClient = `initupload ${m('init')}, ${chunkCount} link requests ${m('links')}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}`
         const pick = (k: Contender) => median(samples.map(x => x[k]))
