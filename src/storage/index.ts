@@ -4,6 +4,8 @@ import { RbdDriveStorage } from './rbd.ts'
 import type { RbdDriveStorageOptions } from './rbd.ts'
 import type { DriveStorage } from './types.ts'
 
+export { gatheringWritable } from './gather.ts'
+export type { GatheringSink } from './gather.ts'
 export { LocalDriveStorage } from './local.ts'
 export type { CopyMethod, LocalDriveStorageOptions } from './local.ts'
 export { RbdDriveStorage } from './rbd.ts'

@@ -13,8 +13,8 @@ import { constants as fsConstants, createReadStream as fsCreateReadStream } from
 import { mkdir, open, readdir, rename, rm, stat as fsStat } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import { Writable } from 'node:stream'
-import type { Readable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
+import { gatheringWritable } from './gather.ts'
 import { Progress, ProgressCallbackError } from './progress.ts'
 import {
   MAX_DRIVE_SIZE,
@@ -402,22 +402,13 @@ export class LocalDriveStorage implements DriveStorage {
       throw new RangeError(`start ${start} is past the end of drive ${id} (size ${writer.size})`)
     }
     let pos = start
-    return new Writable({
-      highWaterMark: MiB,
-      write (chunk: Buffer, _enc, cb) {
-        writer.write(chunk, pos).then(() => { pos += chunk.length; cb() }, cb)
+    return gatheringWritable({
+      writeMany: async (bufs, len) => {
+        await writer.writev(bufs, pos)
+        pos += len
       },
-      writev (chunks, cb) {
-        const bufs = chunks.map(c => c.chunk as Buffer)
-        const len = bufs.reduce((n, b) => n + b.length, 0)
-        writer.writev(bufs, pos).then(() => { pos += len; cb() }, cb)
-      },
-      final (cb) {
-        writer.close().then(() => cb(), cb)
-      },
-      destroy (err, cb) {
-        writer.abandon().then(() => cb(err), () => cb(err))
-      },
+      final: () => writer.close(),
+      abandon: () => writer.abandon()
     })
   }
 

@@ -2,7 +2,7 @@
 // drive as bytes arrive, and hashing a stored image.
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import type { DriveStorage, DriveWriter } from '../../storage/index.ts'
+import { gatheringWritable, type DriveStorage, type DriveWriter } from '../../storage/index.ts'
 import { OffThreadSha256 } from './hashing.ts'
 
 const MiB = 1024 * 1024
@@ -116,34 +116,23 @@ export function growingWriteStream (storage: DriveStorage, id: string, max: numb
     writer = await storage.openForWrite(id)
     return writer
   }
-  const put = async (data: Buffer): Promise<void> => {
-    const w = await ensure(pos + data.length)
-    await w.write(data, pos)
-    pos += data.length
-  }
-  // many small buffers (a multipart parser's pieces of the socket's reads) in one gathering write,
+  // a multipart parser's pieces of the socket's reads are gathered and written with one writev,
   // not copied into one buffer first: the copy was the largest CPU cost of a multipart upload
-  const putMany = async (data: Buffer[]): Promise<void> => {
-    const len = data.reduce((n, b) => n + b.length, 0)
-    const w = await ensure(pos + len)
-    if (w.writev) await w.writev(data, pos)
-    else await w.write(Buffer.concat(data, len), pos)
-    pos += len
-  }
-  const stream = new Writable({
-    highWaterMark: MiB,
-    write (chunk: Buffer, _enc, cb) { put(chunk).then(() => cb(), cb) },
-    writev (chunks, cb) { putMany(chunks.map(c => c.chunk as Buffer)).then(() => cb(), cb) },
-    final (cb) {
-      (async () => {
-        await writer?.close()
-        await storage.resize(id, pos)
-      })().then(() => cb(), cb)
+  const stream = gatheringWritable({
+    writeMany: async (data, len) => {
+      const w = await ensure(pos + len)
+      if (w.writev) await w.writev(data, pos)
+      else await w.write(Buffer.concat(data, len), pos)
+      pos += len
     },
-    destroy (err, cb) {
+    final: async () => {
+      await writer?.close()
+      await storage.resize(id, pos)
+    },
+    abandon: async () => {
       const w = writer
       writer = undefined
-      void (w ? w.close().catch(() => {}) : Promise.resolve()).then(() => cb(err))
+      await w?.close().catch(() => {})
     }
   })
   return Object.assign(stream, { bytes: () => pos })
