@@ -1,6 +1,9 @@
 /**
  * Uploads and downloads beside a bare Node server, in one run:
- *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64] [--rounds 1] [--load 0]`   (sizes and chunk in MiB)
+ *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64] [--rounds 1] [--warmup 1] [--load 0]`   (sizes and chunk in MiB)
+ *
+ * `--warmup N` rounds run first and are not counted: a fresh service compiles its upload paths
+ * during its first uploads (its first raw upload used about twice the CPU of the later ones).
  *
  * `--load N` runs N CPU-burning child processes for the whole run (anchor and service alike), so a
  * loaded figure can be made again; the header says so. `--rounds N` measures each contender N
@@ -94,6 +97,7 @@ async function main (): Promise<void> {
       chunk: { type: 'string', default: '64' },
       rounds: { type: 'string', default: '1' },
       load: { type: 'string', default: '0' },
+      warmup: { type: 'string', default: '1' },
       'chunk-client': { type: 'string', default: 'curl' }
     }
   })
@@ -102,6 +106,7 @@ async function main (): Promise<void> {
   const chunkBytes = Math.max(1, Number(args.chunk)) * MiB
   const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
   const burners = Math.max(0, Math.floor(Number(args.load)) || 0)
+  const warmups = Math.max(0, Math.floor(Number(args.warmup)) || 0)
   const dir = path.resolve('data', 'bench-transfer')
   const adminUrl = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
   const EMAIL = 'bench@example.com'
@@ -359,7 +364,7 @@ async function main (): Promise<void> {
           return s
         }
         const mean = (a: number, b: number) => (a + b) / 2
-        for (let round = 0; round < rounds; round++) {
+        for (let round = -warmups; round < rounds; round++) {
           // Each service contender runs between two anchor runs of its kind, and its ratio is taken
           // against their mean: a drift of the machine's speed over the round then falls on both
           // sides. The uploads' order flips every other round, so no contender always follows the
@@ -426,11 +431,19 @@ async function main (): Promise<void> {
               await settle('multipart', id)
             }
           ]
-          if (round % 2 === 1) uploads.reverse()
+          if (Math.abs(round) % 2 === 1) uploads.reverse()
           up.push(await anchorUp())
           for (const [i, upload] of uploads.entries()) {
             await upload(i === uploads.length - 1)
             up.push(await anchorUp())
+          }
+          if (round < 0) {
+            // a warm-up round (the service's first uploads also compile its code): not counted
+            client.pop()
+            used = {}
+            usedRuns = {}
+            gc = {}
+            continue
           }
           // the anchors on either side of each contender (at.x: the anchor runs made before it)
           const around = (k: 'raw' | 'chunked' | 'multipart') => mean(up[at[k]! - 1], up[at[k]!])
@@ -491,7 +504,7 @@ async function main (): Promise<void> {
   // --load: CPU burners for the whole run, ended (by their own handles) whatever happens
   const stopBurners = startBurners(burners)
   try {
-    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'}, ${rounds} round${rounds > 1 ? 's (medians)' : ''}; ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
+    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'}, ${rounds} round${rounds > 1 ? 's (medians)' : ''} after ${warmups} warm-up round${warmups === 1 ? '' : 's'} (not counted); ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
     console.log(describeLoad(burners))
     console.log(`load average at start: ${load()}`)
     const rows: Row[] = []
