@@ -76,7 +76,9 @@ t.test("an account change announced in one app empties that app's credential cac
 t.test('a chunk being received by one app does not block the same chunk in another app', async t => {
   const user = await createUser(one.app)
   const api = client(one.app, user)
-  const S = 1024 * 1024
+  // 4 MiB chunks, half of one sent first: a write stream gathers pieces into 1 MiB writes, so the
+  // first half reaches the image while the rest is awaited
+  const S = 4 * 1024 * 1024
   const drive = (await api.post('/api/2.0/initupload/', { name: 'inflight', size: 2 * S, media: 'disk' })).json().objects[0]
   const link = (await api.post(`/api/2.0/drives/${drive.uuid}/action/?do=upload_chunk`, { chunk_number: 0, chunk_size: S })).json().link as string
   const chunk = randomBytes(S)
@@ -84,7 +86,7 @@ t.test('a chunk being received by one app does not block the same chunk in anoth
 
   // app one starts receiving chunk 0 and waits for the rest of its body
   const slow = new PassThrough()
-  slow.write(chunk.subarray(0, 1024))
+  slow.write(chunk.subarray(0, S / 2))
   const first = send(one.app, slow)
   // its first bytes reach the image: the chunk is in flight in app one
   await eventually(async () => (await one.app.storage.stat(drive.uuid)).allocated > 0)
@@ -94,7 +96,7 @@ t.test('a chunk being received by one app does not block the same chunk in anoth
   const inTwo = await send(two.app, chunk)
   t.equal(inTwo.statusCode, 200, `app two is not blocked by app one's chunk in flight: ${inTwo.body}`)
   t.match(inTwo.json(), { chunk: 0, chunks_stored: 1 })
-  slow.end(chunk.subarray(1024))
+  slow.end(chunk.subarray(S / 2))
   const late = await first
   t.equal(late.statusCode, 416, 'the slower receiver finds the chunk recorded: 416, stored once')
   t.equal(await one.app.prisma.uploadChunk.count({ where: { driveId: drive.uuid } }), 1)
