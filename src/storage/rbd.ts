@@ -22,7 +22,8 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import path from 'node:path'
-import { Readable, Writable } from 'node:stream'
+import { Readable, type Writable } from 'node:stream'
+import { gatheringWritable } from './gather.ts'
 import { Progress, ProgressCallbackError } from './progress.ts'
 import {
   MAX_DRIVE_SIZE,
@@ -402,18 +403,13 @@ export class RbdDriveStorage implements DriveStorage {
     const writer = await this.openForWrite(id)
     if (start > writer.size) throw new RangeError(`start ${start} is past the end of drive ${id} (size ${writer.size})`)
     let pos = start
-    return new Writable({
-      highWaterMark: MiB,
-      write (chunk: Buffer, _enc, cb) {
-        writer.write(chunk, pos).then(() => { pos += chunk.length; cb() }, cb)
+    return gatheringWritable({
+      writeMany: async (bufs, len) => {
+        await writer.writev(bufs, pos)
+        pos += len
       },
-      final (cb) {
-        writer.close().then(() => cb(), cb)
-      },
-      destroy (err, cb) {
-        writer.abandon()
-        cb(err)
-      },
+      final: () => writer.close(),
+      abandon: async () => { writer.abandon() }
     })
   }
 
@@ -688,18 +684,25 @@ export class RbdDriveWriter implements DriveWriter {
   constructor (private readonly storage: RbdDriveStorage, private readonly id: string, readonly size: number) {}
 
   async write (data: Uint8Array, position: number): Promise<void> {
-    if (!Number.isSafeInteger(position) || position < 0 || position + data.length > this.size) {
-      throw new RangeError(`write of ${data.length} bytes at ${String(position)} is outside drive ${this.id} (size ${this.size})`)
+    await this.writev([data], position)
+  }
+
+  /** Writes `buffers` back to back from `position`, as one record of the diff stream. */
+  async writev (buffers: Uint8Array[], position: number): Promise<void> {
+    const len = buffers.reduce((n, b) => n + b.length, 0)
+    if (!Number.isSafeInteger(position) || position < 0 || position + len > this.size) {
+      throw new RangeError(`write of ${len} bytes at ${String(position)} is outside drive ${this.id} (size ${this.size})`)
     }
     if (this.closed) throw new StorageError('IO', `write ${this.id}: writer is closed`)
     if (this.failed !== undefined) throw this.failed
-    if (data.length === 0) return
+    if (len === 0) return
     this.current ??= this.storage.startImport(this.id)
     const { child, done } = this.current
     done.catch((err: unknown) => { this.failed ??= err })
     const stdin = child.stdin!
-    stdin.write(writeRecordHeader(position, data.length))
-    const ok = stdin.write(data)
+    stdin.write(writeRecordHeader(position, len))
+    let ok = true
+    for (const b of buffers) ok = stdin.write(b)
     if (!ok) {
       // backpressure: wait for the pipe to drain or the process to fail
       await Promise.race([
