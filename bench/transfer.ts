@@ -365,6 +365,9 @@ async function main (): Promise<void> {
         }
         const mean = (a: number, b: number) => (a + b) / 2
         for (let round = -warmups; round < rounds; round++) {
+          used = {}
+          usedRuns = {}
+          gc = {}
           // Each service contender runs between two anchor runs of its kind, and its ratio is taken
           // against their mean: a drift of the machine's speed over the round then falls on both
           // sides. The uploads' order flips every other round, so no contender always follows the
@@ -440,9 +443,6 @@ async function main (): Promise<void> {
           if (round < 0) {
             // a warm-up round (the service's first uploads also compile its code): not counted
             client.pop()
-            used = {}
-            usedRuns = {}
-            gc = {}
             continue
           }
           // the anchors on either side of each contender (at.x: the anchor runs made before it)
@@ -459,9 +459,6 @@ async function main (): Promise<void> {
           })
           cpus.push(used as Sample)
           gcs.push(gc)
-          used = {}
-          usedRuns = {}
-          gc = {}
         }
         const shas = (['raw', 'chunked', 'multipart'] as const).map(k => `${k} ${shaOk[k] ? 'ok' : 'DIFFERS'}`).join(', ')
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
