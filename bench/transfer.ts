@@ -146,9 +146,10 @@ async function main (): Promise<void> {
     srv.on('error', reject)
   })
   // CPU time (user + system, all threads) a process has used, in seconds (clock ticks of 10 ms)
-  const cpu = async (pid: number): Promise<number> => {
+  const procStat = async (pid: number): Promise<{ cpu: number, sys: number, faults: number }> => {
     const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / 100
+    // minflt, utime, stime (proc(5): fields 10, 14 and 15)
+    return { cpu: (Number(fields[11]) + Number(fields[12])) / 100, sys: Number(fields[12]) / 100, faults: Number(fields[7]) }
   }
   const memory = async (pid: number): Promise<number> => Number(/^VmHWM:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
   const stop = async (child: ChildProcess) => {
@@ -234,6 +235,8 @@ async function main (): Promise<void> {
     chunkedClient: string
     /** CPU seconds the server process used for each contender (medians) */
     serverCpuLine: string
+    /** of which system time, and the minor page faults it took (medians) */
+    serverSysLine: string
   }
 
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
@@ -313,16 +316,23 @@ async function main (): Promise<void> {
         const client: Array<Record<string, number>> = []
         // the server's CPU seconds over `fn` (the bare server for the anchor, the service otherwise)
         let used: Partial<Sample> = {}
-        let usedRuns: Partial<Record<Contender, number[]>> = {}
+        let usedRuns: Partial<Record<Contender, Array<{ cpu: number, sys: number, faults: number }>>> = {}
+        // system CPU seconds and minor page faults (each fresh page the process touches costs one,
+        // and a host fault when the kernel had handed that memory back; see page-cache.ts)
+        const sysFaults: Array<Partial<Record<Contender, { sys: number, faults: number }>>> = []
+        let sf: Partial<Record<Contender, { sys: number, faults: number }>> = {}
         let gc: Partial<Sample> = {}
         const serverCpu = async <T>(k: Contender, pid: number, fn: () => Promise<T>): Promise<T> => {
           const service = pid === child.pid
-          const [before, gcBefore] = [await cpu(pid), service ? await majorGcs() : 0]
+          const [before, gcBefore] = [await procStat(pid), service ? await majorGcs() : 0]
           const v = await fn()
           // an anchor runs several times a round: the mean of its runs
           const runs = (usedRuns[k] ??= [])
-          runs.push(await cpu(pid) - before)
-          used[k] = runs.reduce((a, b) => a + b, 0) / runs.length
+          const after = await procStat(pid)
+          runs.push({ cpu: after.cpu - before.cpu, sys: after.sys - before.sys, faults: after.faults - before.faults })
+          const meanOf = (f: 'cpu' | 'sys' | 'faults') => runs.reduce((a, b) => a + b[f], 0) / runs.length
+          used[k] = meanOf('cpu')
+          sf[k] = { sys: meanOf('sys'), faults: meanOf('faults') }
           if (service) gc[k] = await majorGcs() - gcBefore
           return v
         }
@@ -367,6 +377,7 @@ async function main (): Promise<void> {
         for (let round = -warmups; round < rounds; round++) {
           used = {}
           usedRuns = {}
+          sf = {}
           gc = {}
           // Each service contender runs between two anchor runs of its kind, and its ratio is taken
           // against their mean: a drift of the machine's speed over the round then falls on both
@@ -458,6 +469,7 @@ async function main (): Promise<void> {
             around: { raw: around('raw'), chunked: around('chunked'), multipart: around('multipart') }
           })
           cpus.push(used as Sample)
+          sysFaults.push(sf)
           gcs.push(gc)
         }
         const shas = (['raw', 'chunked', 'multipart'] as const).map(k => `${k} ${shaOk[k] ? 'ok' : 'DIFFERS'}`).join(', ')
@@ -469,6 +481,8 @@ async function main (): Promise<void> {
         const gcOf = (k: Contender) => gcs.map(x => x[k]).join('/')
         const serverCpuLine = `anchor up ${cpuOf('bareUp')}, raw ${cpuOf('raw')}, chunked ${cpuOf('chunked')}, multipart ${cpuOf('multipart')}; anchor down ${cpuOf('bareDown')}, download ${cpuOf('download')}` +
           `; the service's major GCs in each round: raw ${gcOf('raw')}, chunked ${gcOf('chunked')}, multipart ${gcOf('multipart')}, download ${gcOf('download')}`
+        const sfOf = (k: Contender) => `${median(sysFaults.map(x => x[k]?.sys ?? 0)).toFixed(2)} s, ${(median(sysFaults.map(x => x[k]?.faults ?? 0)) / 1000).toFixed(1)}k faults`
+        const serverSysLine = (['bareUp', 'raw', 'chunked', 'multipart', 'bareDown', 'download'] as const).map(k => `${k === 'bareUp' ? 'anchor up' : k === 'bareDown' ? 'anchor down' : k} ${sfOf(k)}`).join(', ')
         return {
           size,
           samples,
@@ -485,7 +499,8 @@ async function main (): Promise<void> {
           shas,
           splits,
           chunkedClient,
-          serverCpuLine
+          serverCpuLine,
+          serverSysLine
         }
       } finally {
         await prisma.$disconnect()
@@ -518,6 +533,7 @@ async function main (): Promise<void> {
       for (const [kind, line] of Object.entries(r.splits)) console.log(`${r.size / MiB} MiB ${kind.padEnd(9)} job log: ${line}`)
       console.log(`${r.size / MiB} MiB chunked   client: ${r.chunkedClient}`)
       console.log(`${r.size / MiB} MiB server CPU (user + system, all threads): ${r.serverCpuLine}`)
+      console.log(`${r.size / MiB} MiB server system CPU and minor page faults: ${r.serverSysLine}`)
       if (r.samples.length > 1) {
         console.log(`${r.size / MiB} MiB rounds    ` + r.samples.map(ratios).map(q => `raw ${x(q.raw)} chunked ${x(q.chunked)} (bare chunks ${x(q.chunkedVsBareChunks)}) multipart ${x(q.multipart)} download ${x(q.download)}`).join(' | '))
       }

@@ -11,6 +11,7 @@ import type { Config, Role } from './config.ts'
 import type { HandlerSet } from './engine/types.ts'
 import type { JobsPluginOptions } from './plugins/jobs.ts'
 import { actionRegistries } from './http/actions.ts'
+import { UUID } from './http/bodies.ts'
 import { installErrorHandler } from './http/error-handler.ts'
 import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
 import { OneLineRequestLog, REDACT_PATHS, redactedRequest } from './http/log-redaction.ts'
@@ -80,7 +81,9 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
         removeAdditional: true,
         useDefaults: true,
         allErrors: false
-      }
+      },
+      // ajv-formats' `uuid` also takes `urn:uuid:<uuid>`, which PostgreSQL's uuid type refuses (a 500)
+      onCreate: ajv => { ajv.addFormat('uuid', UUID) }
     },
     // idle keep-alive connections and very long-lived ones are closed; request heads must arrive in time (plugins/timeouts.ts)
     keepAliveTimeout: config.keepAliveTimeoutMs,

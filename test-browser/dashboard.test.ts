@@ -174,6 +174,8 @@ t.test('clone a server: the parent and both drive clones reach success live', as
   await page.locator('tr.job.depth-1[data-operation=drive_clone][data-state=success]').nth(1).waitFor({ timeout: 30_000 })
   t.equal(await page.locator('tr.job.depth-1[data-operation=drive_clone][data-state=success]').count(), 2, 'both children succeeded')
   t.match(await parent.locator('.figures').innerText(), /100%/)
+  // the open parent's detail row (the first: the children's rows follow it) shows its log's last lines
+  t.match(await page.locator('tr.detail').first().locator('pre.log').innerText(), /started after \d+ ms in the queue[^]*\nsucceeded in [\d.]+ s/, 'the open job shows its log excerpt, a line each')
   t.equal(await page.evaluate('window.marker'), 42, 'the page was not reloaded')
   t.equal(listRequests.length, requestsBefore, 'no list request: the updates came over the event stream')
   await shot('jobs-desktop.png')

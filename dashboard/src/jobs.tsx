@@ -161,7 +161,7 @@ export function JobsView ({ hub, expanded, setExpanded }: { hub: Hub, expanded: 
               {job.error ? <><dt>Error</dt><dd class='error-text'>{job.error.error_type}: {job.error.error_message}</dd></> : null}
               {job.result ? <><dt>Result</dt><dd><code>{JSON.stringify(job.result)}</code></dd></> : null}
             </dl>
-            {typeof log === 'string' && log ? <pre class='log'>{log}</pre> : null}
+            {log && log.length > 0 ? <pre class='log' aria-label='Log excerpt'>{log.join('\n')}</pre> : null}
           </td>
         </tr>
       )

@@ -27,9 +27,21 @@ export function createDatabase (databaseUrl: string, opts: PoolOptions = {}): { 
   })
   // an idle connection dropped by the server must not crash the process; the pool replaces it
   pool.on('error', () => {})
+  keepCheckedOutErrors(pool)
   const adapter = new PrismaPg(pool, { disposeExternalPool: true })
   const prisma = new PrismaClient({ adapter, transactionOptions: { maxWait: opts.waitMs ?? 5000 } })
   return { prisma, pool }
+}
+
+/**
+ * A pooled connection that is checked out but between queries (a transaction awaiting other work)
+ * has no 'error' listener (the pool listens only while it is idle): its backend ending (a restart,
+ * a terminate, a failover) would throw from an 'error' event and end the process. With a listener
+ * of its own the error stays with the connection: its next query fails, and the pool discards it
+ * when it is released.
+ */
+export function keepCheckedOutErrors (pool: pg.Pool): void {
+  pool.on('connect', (client) => { client.on('error', () => {}) })
 }
 
 export function createPrisma (databaseUrl: string, opts: PoolOptions = {}): PrismaClient {

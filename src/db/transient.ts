@@ -7,6 +7,7 @@ const PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P202
 const POOL_CODES = new Set(['P2024', 'P2028'])
 // PostgreSQL: connection exceptions, too many connections, shutting down / starting up
 const PG_STATES = /^(08|53300|57P0[1-3])/
+// network failures of the driver's own connection; they count only on a socket error (below)
 const NET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTCONN'])
 const MESSAGES = /timeout exceeded when trying to connect|Connection terminated|Query read timeout|Client has encountered a connection error|Unable to start a transaction in the given time|Transaction already closed|Can't reach database server|server closed the connection|terminating connection|the database system is (starting up|shutting down)|DatabaseNotReachable|ConnectionClosed|SocketTimeout|TooManyConnections/i
 const POOL_MESSAGES = /timeout exceeded when trying to connect|Unable to start a transaction in the given time|TooManyConnections/i
@@ -25,11 +26,25 @@ export function describeError (err: unknown, depth = 0): { codes: string[], text
   return { codes, text }
 }
 
+/**
+ * The network code of a failed socket system call (a `syscall` and a numeric `errno`, as Node
+ * raises for the driver's connection: connect, read, write), in the error or its causes. The same
+ * codes appear on errors that are not the database's: a client hanging up mid-body makes the
+ * request stream fail with "aborted" and code ECONNRESET (no syscall, no errno), which is the
+ * client's fault, not an outage. The rule is the one @prisma/adapter-pg uses to tell socket errors.
+ */
+function socketCode (err: unknown, depth = 0): boolean {
+  if (depth > 4 || err === null || typeof err !== 'object') return false
+  const e = err as { code?: unknown, syscall?: unknown, errno?: unknown, cause?: unknown }
+  if (typeof e.code === 'string' && NET_CODES.has(e.code) && typeof e.syscall === 'string' && typeof e.errno === 'number') return true
+  return socketCode(e.cause, depth + 1)
+}
+
 /** 'pool' when no connection could be had in time, 'down' when the database is unreachable; else undefined. */
 export function transientDatabaseError (err: unknown): 'pool' | 'down' | undefined {
   const name = (err as { name?: unknown } | null)?.name
   const { codes, text } = describeError(err)
   if (codes.some(c => POOL_CODES.has(c)) || POOL_MESSAGES.test(text)) return 'pool'
-  if (name === 'PrismaClientInitializationError' || codes.some(c => PRISMA_CODES.has(c) || PG_STATES.test(c) || NET_CODES.has(c)) || MESSAGES.test(text)) return 'down'
+  if (name === 'PrismaClientInitializationError' || codes.some(c => PRISMA_CODES.has(c) || PG_STATES.test(c)) || socketCode(err) || MESSAGES.test(text)) return 'down'
   return undefined
 }

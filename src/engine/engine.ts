@@ -5,12 +5,12 @@ import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
 import pg from 'pg'
-import type { PrismaClient } from '../db/client.ts'
+import { keepCheckedOutErrors, type PrismaClient } from '../db/client.ts'
 import { etaOf, formatBytes, percentOf } from '../domain/progress.ts'
 import { publishChange } from './events.ts'
 import { jobChanges, requestCancel } from './cancel.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
-import { childOutcome, claimJobs, unclaimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type PendingLine, type TakenJob } from './queue-sql.ts'
+import { childOutcome, claimJobs, unclaimJobs, fenceLease, finishJob, finishJobs, heartbeat, lockAttempt, lockJob, releaseJobs, renewLease, retryJob, saveCheckpoint, startAncestors, takeJob, type ClaimedRow, type Finish, type FinishedRow, type FinishFields, type LeaseKey, type PendingLine, type TakenJob } from './queue-sql.ts'
 import type { InTx, Sql } from '../db/sql.ts'
 import type { Tx } from '../db/client.ts'
 import { transientDatabaseError } from '../db/transient.ts'
@@ -169,6 +169,7 @@ export class JobEngine {
       })
       // an idle client's lost connection must not crash the process: the next query reconnects
       this.pool.on('error', (err) => opts.log.warn({ err }, 'engine pool connection lost'))
+      keepCheckedOutErrors(this.pool)
     }
     this.sql = this.pool ?? opts.prisma
   }
@@ -240,11 +241,13 @@ export class JobEngine {
   /**
    * Enqueues, inside the caller's transaction, a job this process runs itself in requests: parked
    * so no worker claims it, and leased to this process at once. Hold the returned row after commit.
+   * One attempt unless `maxAttempts` says more: a takeover (this process died) then only undoes it,
+   * unless its handler can finish it (a takeover is attempt 2).
    */
   async enqueueHeld (tx: InTx, input: EnqueueInput): Promise<TakenJob> {
     // the lease runs from the transaction's start (now()), at the latest from here
     const sentAt = Date.now()
-    const { id } = await enqueueJob(tx, { ...input, runAt: new Date(Date.now() + PARKED_MS), maxAttempts: 1 })
+    const { id } = await enqueueJob(tx, { ...input, runAt: new Date(Date.now() + PARKED_MS), maxAttempts: input.maxAttempts ?? 1 })
     const row = await takeJob(tx, this.heldBy, this.opts.leaseSeconds, id, 'queued')
     if (!row) throw new Error(`job ${id} could not be held`)
     heldTakenAt.set(row, sentAt)
@@ -259,7 +262,12 @@ export class JobEngine {
     return row
   }
 
-  /** The handle of a job this process leased with enqueueHeld/take: heartbeated with the engine's own jobs. */
+  /**
+   * The handle of a job this process leased with enqueueHeld/take: heartbeated with the engine's own
+   * jobs. Call it once the transaction that enqueued (or took) the job has committed: a heartbeat
+   * reads the committed rows, so before that it finds the job not leased here and takes its lease
+   * for lost (unless the handle is finished in that same transaction, with no await before it).
+   */
   hold (row: TakenJob, bytesTotal: number | null): HeldJob {
     const handle = new HeldJob({
       prisma: this.opts.prisma,
@@ -501,7 +509,7 @@ export class JobEngine {
       })
   }
 
-  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, close: () => Promise<PendingLine[]>, discard: () => Promise<void>, dropLog: () => void } {
+  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, close: () => Promise<{ lines: PendingLine[], description?: string }>, discard: () => Promise<void>, dropLog: () => void } {
     const { prisma } = this.opts
     const signal = entry.controller.signal
     const key = entry.key
@@ -538,6 +546,8 @@ export class JobEngine {
     let lastLog = startedAt
     let state: ProgressUpdate = {}
     let dirty = false
+    // the unwritten update holds more than a description (bytes, extra): close() must write it
+    let dirtyBeyondDescription = false
     let flushTimer: NodeJS.Timeout | undefined
     // the last progress write in flight: settling waits for it, or it could land after the job's
     // final row (and, guarded by locked_by, be lost)
@@ -545,6 +555,7 @@ export class JobEngine {
     const write = () => {
       if (!dirty || entry.stale) return
       dirty = false
+      dirtyBeyondDescription = false
       last = Date.now()
       const u = state
       const percent = u.bytesDone !== undefined ? percentOf(u.bytesDone, u.bytesTotal) : undefined
@@ -581,18 +592,20 @@ export class JobEngine {
       progress: (u) => {
         state = { ...state, ...u }
         dirty = true
+        if (Object.keys(u).some(k => k !== 'description')) dirtyBeyondDescription = true
         const wait = interval - (Date.now() - last)
-        if (wait <= 0) {
+        if (wait <= 0 && dirtyBeyondDescription) {
           write()
         } else if (!flushTimer) {
-          flushTimer = setTimeout(() => { flushTimer = undefined; write() }, wait)
+          // a description alone waits an interval: a handler that ends meanwhile (its last words,
+          // "created a 10 GiB drive") hands it to the statement recording its end (close)
+          flushTimer = setTimeout(() => { flushTimer = undefined; write() }, dirtyBeyondDescription ? wait : Math.max(wait, interval))
           flushTimer.unref()
         }
       },
       checkpoint: async (data) => {
         if (entry.stale) refuse()
-        const r = await prisma.job.updateMany({ where: { id: row.id, lockedBy: this.workerId, attempts: key.attempt }, data: { checkpoint: data as object } })
-        if (r.count === 0) refuse()
+        if (!await saveCheckpoint(prisma, this.workerId, key, data)) refuse()
       },
       fence: async () => {
         if (entry.stale) refuse()
@@ -610,12 +623,16 @@ export class JobEngine {
       },
       // the end of the run: progress written, and the log's last lines handed to the statement that
       // records the job's end (written with it, fenced by the same attempt)
+      // (a last update of the description alone, "copied 10 GiB in 4.2 s", goes with the end too,
+      // not as a write of its own)
       close: async () => {
         clearTimeout(flushTimer)
         flushTimer = undefined
-        write()
+        const description = dirty && !dirtyBeyondDescription && !entry.stale ? state.description : undefined
+        if (description !== undefined) dirty = false
+        else write()
         await inflight
-        return jobLog.take()
+        return { lines: await jobLog.take(), ...(description !== undefined ? { description } : {}) }
       },
       // progress not yet written is dropped (a requeue is the job's one change event); log lines are kept
       discard: async () => {
@@ -829,7 +846,8 @@ export class JobEngine {
         log.error({ err }, 'job cleanup failed')
       }
       ctx.log(reason.state === 'cancelled' ? `cancelled after ${elapsed()}` : `failed after ${elapsed()}: ${reason.error?.error_message ?? 'unknown error'}`)
-      await this.settle(row, { state: reason.state, error: reason.error ?? null }, log, entry, await ctx.close())
+      const end = await ctx.close()
+      await this.settle(row, { state: reason.state, error: reason.error ?? null, description: end.description }, log, entry, end.lines)
     }
     if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
     // an earlier attempt failed but could not undo its work: undo it now, with that outcome
@@ -850,7 +868,13 @@ export class JobEngine {
     if (row.taken_over || row.attempts > 1) {
       if (!handler.resumable || row.attempts > row.max_attempts) {
         log.warn({ attempts: row.attempts }, 'job taken over from a stopped process; undoing it')
-        return fail({ state: 'error', error: { error_type: 'backend', error_message: 'the process running this job stopped; its work was undone' } })
+        // the lease expired: the process died, or it lived but could not renew the lease in time
+        // (its heartbeats failed or came late); from here the two cannot be told apart
+        const why = 'the process running this job stopped, or could not renew its lease in time'
+        const message = handler.resumable
+          ? `${why}, and it has no attempts left (${row.max_attempts}); its work was undone`
+          : `${why}; its work was undone (this operation cannot resume on another worker)`
+        return fail({ state: 'error', error: { error_type: 'backend', error_message: message } })
       }
       log.info({ attempts: row.attempts }, 'job taken over from a stopped process; resuming it')
       ctx.log(`attempt ${row.attempts}: taken over from a stopped process; resuming`)
@@ -863,7 +887,8 @@ export class JobEngine {
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
       if (entry.controller.signal.aborted) return ctx.dropLog() // lease lost or shutting down: not ours to record
       ctx.log(`succeeded in ${elapsed()}`)
-      await this.settle(row, { state: 'success', result }, log, entry, await ctx.close())
+      const end = await ctx.close()
+      await this.settle(row, { state: 'success', result, description: end.description }, log, entry, end.lines)
     } catch (err) {
       // a handler that cancelled itself may say why (JobFailure with error type 'cancelled')
       if (entry.cancelled) return fail({ state: 'cancelled', error: err instanceof JobFailure && err.errorType === 'cancelled' ? { error_type: 'cancelled', error_message: err.message } : CANCELLED })

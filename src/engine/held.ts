@@ -12,7 +12,7 @@ import { jobChanges } from './cancel.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 import { JobLogWriter } from './log.ts'
-import { finishJob, type FinishFields, type TakenJob } from './queue-sql.ts'
+import { finishJob, saveCheckpoint, type FinishFields, type TakenJob } from './queue-sql.ts'
 import type { InTx } from '../db/sql.ts'
 
 const PROGRESS_INTERVAL_MS = 250
@@ -94,6 +94,18 @@ export class HeldJob {
     if (!this.finished && !this.stale) this.jobLog.write(line)
   }
 
+  /**
+   * Saves `data` as the job's checkpoint, fenced by this attempt's lease (a worker that takes the
+   * job over reads it, as a handler's ctx.checkpoint). Throws LeaseLost when the lease is gone.
+   */
+  async checkpoint (data: unknown): Promise<void> {
+    if (this.stale || this.finished) throw new LeaseLost(this.row.id)
+    if (!await saveCheckpoint(this.deps.prisma, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, data)) throw new LeaseLost(this.row.id)
+  }
+
+  /** The lease was lost (or the process is crashing): the job may belong to a newer attempt now. */
+  get leaseGone (): boolean { return this.stale }
+
   get id (): string { return this.row.id }
   get signal (): AbortSignal { return this.controller.signal }
 
@@ -171,14 +183,16 @@ export class HeldJob {
     if (!done) throw new LeaseLost(this.row.id)
   }
 
-  /** Records a failure (its own transaction); never throws. */
-  async fail (error: JobFailureRecord): Promise<void> {
+  /** Records a failure (its own transaction); never throws. False if it could not be recorded. */
+  async fail (error: JobFailureRecord): Promise<boolean> {
     const state = this.cancelled ? 'cancelled' : 'error'
     const recorded = this.cancelled ? { error_type: 'cancelled', error_message: 'The job was cancelled' } : error
     try {
       await this.deps.prisma.$transaction(async (tx) => this.finish(tx, { state, error: recorded }))
+      return true
     } catch (e) {
       this.deps.log.error({ err: e, job: this.row.id }, 'could not record the end of a held job')
+      return false
     }
   }
 }

@@ -30,6 +30,9 @@ export interface PurgeResult {
 
 export async function purgeOnce (opts: PurgeOptions): Promise<PurgeResult> {
   const client = new pg.Client({ connectionString: opts.databaseUrl })
+  // idle while the batches run (it only holds the lock): its backend ending must not throw from an
+  // 'error' event and end the process; the unlock below then fails, and so does this run
+  client.on('error', (err) => opts.log.warn({ err }, 'the purge lock\'s connection was lost'))
   await client.connect()
   try {
     const got = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [PURGE_LOCK_KEY])

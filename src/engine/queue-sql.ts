@@ -237,6 +237,18 @@ export async function fenceLease (db: Db, workerId: string, key: LeaseKey, lease
   return rows.length > 0
 }
 
+/**
+ * Saves a handler's checkpoint (what a takeover resumes from), fenced by its attempt: false when
+ * the attempt is stale. Used by claimed jobs (ctx.checkpoint) and request-held ones alike.
+ */
+export async function saveCheckpoint (db: Db, workerId: string, key: LeaseKey, data: unknown): Promise<boolean> {
+  const r = await db.job.updateMany({
+    where: { id: key.id, lockedBy: workerId, attempts: key.attempt },
+    data: { checkpoint: data as object }
+  })
+  return r.count > 0
+}
+
 export interface FinishFields {
   state: 'success' | 'error' | 'cancelled'
   result?: unknown

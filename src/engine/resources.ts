@@ -39,7 +39,8 @@ export async function findConflicts (tx: Tx, wanted: JobResourceInput[], exceptR
       AND (w.mode = 'write' OR r.mode = 'write')
       AND NOT (r.resource_type = 'drives' AND r.mode = 'write' AND j.state = 'started'
         AND EXISTS (SELECT 1 FROM drives d WHERE d.id = r.resource_id AND d.locked_by_job IS NULL))
-      AND NOT (r.mode = 'read' AND j.state = 'started' AND j.checkpoint->>'sourceReleased' = 'true')
+      -- IS NOT TRUE, not NOT (...): a job without the mark (a download: no checkpoint) gives NULL
+      AND (r.mode = 'read' AND j.state = 'started' AND j.checkpoint->>'sourceReleased' = 'true') IS NOT TRUE
       AND (${except}::uuid IS NULL OR j.root_id <> ${except}::uuid)
     ORDER BY j.created`
 }

@@ -18,7 +18,8 @@ export async function createBodyHook (request: FastifyRequest): Promise<void> {
   request.body = normalizeCreateBody(request.body)
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** The canonical 8-4-4-4-12 hex spelling, any case; also the ajv `uuid` format (app.ts), whose default admits `urn:uuid:`. */
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const URI = /^(?:https?:\/\/[^/]+)?\/api\/2\.0\/([a-z_]+)\/([0-9a-fA-F-]{36})\/?$/
 
 /**

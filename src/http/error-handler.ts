@@ -64,6 +64,11 @@ export function toApiError (error: FastifyError | Error): ApiError {
       return new ApiError(400, 'validation', 'The request is not multipart/form-data')
   }
   if (error instanceof SyntaxError) return new ApiError(400, 'validation', 'Malformed JSON in the request body')
+  // the client hung up mid-body (Node's 'aborted', ECONNRESET with no system call behind it): its
+  // request, not the service, failed (a socket error of the database has a syscall)
+  if (fe.code === 'ECONNRESET' && (error as NodeJS.ErrnoException).syscall === undefined) {
+    return new ApiError(400, 'validation', 'The connection ended before the request body did')
+  }
   const unavailable = databaseFailure(error)
   if (unavailable) return unavailable
   const gone = referenceGone(error)
@@ -86,7 +91,10 @@ export function sendError (reply: FastifyReply, error: ApiError): FastifyReply {
 export function installErrorHandler (app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const apiError = toApiError(error)
-    if (apiError.statusCode >= 500) {
+    if (apiError.statusCode === 503) {
+      // busy, overloaded, a dependency away for now: the client is told to retry; not a fault here
+      request.log.warn({ err: error, status: 503 }, 'request refused for now')
+    } else if (apiError.statusCode >= 500) {
       // the real cause goes to the log only; the client sees a generic message
       request.log.error({ err: error }, 'request failed')
     } else {

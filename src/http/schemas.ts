@@ -37,6 +37,9 @@ export const RelatedInput = Type.Union([
 
 export const Meta = Type.Record(Type.String(), Type.String(), { $id: 'Meta', description: 'Free-form string key/value pairs; keys at most 32 characters' })
 
+/** The longest name of a drive or server (every way of making one: create, update, clone, uploads). */
+export const NAME_MAX_LENGTH = 1024
+
 export const UuidParams = Type.Object({ uuid: Type.String({ format: 'uuid' }) })
 
 /** Query parameters every list accepts; resource filters are extra parameters. */

@@ -20,6 +20,14 @@ export const KEY_TTL_MS = 24 * 3_600_000
 // a claim whose request never answered (process died mid-request) is given up after this long
 const ABANDONED_MS = 3_600_000
 const KEY = /^[\x20-\x7e]{1,255}$/
+
+/** How often a header was sent: Node joins repeated unknown headers into one `a, b` string. */
+function headerCount (rawHeaders: string[], name: string): number {
+  let n = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === name) n++
+  return n
+}
+
 const KEPT_HEADERS = ['content-type', 'location'] as const
 
 /** POST routes (as registered, after the prefix) that create objects or start jobs. */
@@ -102,7 +110,7 @@ export default fp(async (app) => {
     const raw = request.headers[IDEMPOTENCY_HEADER]
     if (raw === undefined || !request.account || !appliesTo(request.method, request.routeOptions.url)) return
     const key = Array.isArray(raw) ? raw[0] : raw
-    if (Array.isArray(raw) || !KEY.test(key)) throw errors.validation('Idempotency-Key must be one header of 1 to 255 printable ASCII characters', 'Idempotency-Key')
+    if (Array.isArray(raw) || headerCount(request.raw.rawHeaders, IDEMPOTENCY_HEADER) > 1 || !KEY.test(key)) throw errors.validation('Idempotency-Key must be one header of 1 to 255 printable ASCII characters', 'Idempotency-Key')
     const claim: Claim = { ownerId: request.account.id, method: request.method, path: pathOf(request), key, done: false }
     const id = { ownerId: claim.ownerId, method: claim.method, path: claim.path, key }
     const print = fingerprint(request)

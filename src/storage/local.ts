@@ -15,6 +15,7 @@ import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { gatheringWritable } from './gather.ts'
+import { SETPRIV_EXEC_FAILED, dyingWithParent } from './parent-death.ts'
 import { Progress, ProgressCallbackError } from './progress.ts'
 import {
   MAX_DRIVE_SIZE,
@@ -460,7 +461,9 @@ export class LocalDriveStorage implements DriveStorage {
       try {
         const st = await fsStat(src)
         srcSize = st.size
-        total = st.blocks * 512
+        // the data to copy: st_blocks also counts the file system's own blocks (an extent tree's,
+        // the tail of a last partial block), which would make "bytes copied" exceed the drive
+        total = Math.min(st.blocks * 512, st.size)
       } catch (err) {
         throw wrap(err, srcId, 'stat')
       }
@@ -564,7 +567,10 @@ export class LocalDriveStorage implements DriveStorage {
       let failure: unknown
       let spawnError: unknown
       let polling = false
-      const child = spawn(this.cpCommand, [`--sparse=${this.cpSparse}`, '--reflink=auto', '-T', '--', src, partial], {
+      // cp dies with the service (a SIGKILLed service's cp would go on writing its partial file
+      // while the process taking the job over starts its own attempt)
+      const argv = dyingWithParent([this.cpCommand, `--sparse=${this.cpSparse}`, '--reflink=auto', '-T', '--', src, partial], 'KILL')
+      const child = spawn(argv[0], argv.slice(1), {
         stdio: ['ignore', 'ignore', 'pipe'],
         // Own process group, so an abort kills cp and anything a wrapper script started.
         detached: true,
@@ -626,6 +632,9 @@ export class LocalDriveStorage implements DriveStorage {
           else reject(new StorageError('IO', `copy to ${job.dstId}: cannot run ${this.cpCommand}`, { cause: spawnError }))
         } else if (code === 0) {
           resolve('ok')
+        } else if (SETPRIV_EXEC_FAILED.test(stderr)) {
+          // setpriv could not start cp (missing, not executable): as a failed spawn would
+          resolve({ reason: stderr.trim().split('\n')[0] ?? '' })
         } else if (/unrecognized option|illegal option|invalid option|unknown option|invalid argument.*(sparse|reflink)/i.test(stderr)) {
           resolve({ reason: stderr.trim().split('\n')[0] ?? '' })
         } else {

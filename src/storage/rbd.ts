@@ -20,10 +20,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
-import path from 'node:path'
 import { Readable, type Writable } from 'node:stream'
 import { gatheringWritable } from './gather.ts'
+import { dyingWithParent } from './parent-death.ts'
 import { Progress, ProgressCallbackError } from './progress.ts'
 import {
   MAX_DRIVE_SIZE,
@@ -45,11 +44,6 @@ const POOL_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/
 const MiB = 1024 * 1024
 const HIDDEN_PREFIX = 'deleted.'
 const DIFF_HEADER = Buffer.from('rbd diff v1\n')
-
-/** util-linux `setpriv` (Linux), which sets the parent-death signal of the rbd processes; else none. */
-const PDEATHSIG = process.platform === 'linux'
-  ? (process.env.PATH ?? '').split(path.delimiter).map(d => path.join(d, 'setpriv')).find(f => existsSync(f))
-  : undefined
 
 export interface RbdDriveStorageOptions {
   /** Pool of the images. */
@@ -196,11 +190,10 @@ export class RbdDriveStorage implements DriveStorage {
   }
 
   private spawnRbd (args: string[], stdio: Array<'pipe' | 'ignore'>): ChildProcess {
-    const argv = [this.rbdCommand, ...this.baseArgs, ...args]
     // an `rbd flatten` outliving a killed service would go on flattening (and skip the cleanup of
     // its parent snapshot, which the process taking the job over then finds already detached):
     // on Linux the rbd process gets SIGTERM when the service dies
-    if (PDEATHSIG !== undefined) argv.unshift(PDEATHSIG, '--pdeathsig', 'TERM', '--')
+    const argv = dyingWithParent([this.rbdCommand, ...this.baseArgs, ...args], 'TERM')
     return spawn(argv[0], argv.slice(1), { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
   }
 
@@ -644,7 +637,9 @@ export class RbdDriveStorage implements DriveStorage {
     const partial = `${dstId}.partial`
     try {
       options.onMethod?.('rbd clone + flatten')
-      const total = (await this.stat(srcId)).allocated
+      // the data to copy, never more than the image's size (the local backend's bound too)
+      const st = await this.stat(srcId)
+      const total = Math.min(st.allocated, st.size)
       // a partial image from an earlier attempt (crash, kill -9) is simply discarded
       await this.removeImage(partial)
       try {

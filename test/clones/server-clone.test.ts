@@ -61,6 +61,7 @@ t.test('server clone: 202 bare stopped server, disks cloned as children, cdrom s
   const job = await finishedTree(api, jobId)
   t.equal(job.operation, 'server_clone')
   t.equal(job.state, 'success', JSON.stringify(job.error))
+  t.equal(job.data.description, `cloned server ${server.uuid} as ${copy.uuid} (2 disks)`, 'the finished job says what was done')
   t.same(job.resources, [`/api/2.0/servers/${copy.uuid}/`], 'the source server is not held (only its disks are, by the children)')
   t.equal(job.children.length, 2, 'one drive_clone per disk')
   t.same(job.children.map((c: any) => c.operation), ['drive_clone', 'drive_clone'])

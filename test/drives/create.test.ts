@@ -61,6 +61,7 @@ t.test('a bare object creates one drive: 201 {objects:[...]} with every §2.1 fi
     return ['queued', 'started'].includes(now) ? undefined : now
   })
   t.equal(state, 'success', 'the drive_create job succeeds')
+  t.equal((await api.get(`/api/2.0/jobs/${d.jobs[0].uuid}/`)).json().data.description, 'created a 1024000000 byte drive', 'and says what was done')
 })
 
 t.test('a 1 TiB drive allocates nothing', async t => {

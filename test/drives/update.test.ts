@@ -83,7 +83,8 @@ t.test('a PUT with a new size answers resizing with the old size, then shows the
   const stat = await app.storage.stat(d.uuid)
   t.equal(stat.size, 5 * GiB, 'the image has the new size')
   t.ok(stat.allocated < 1024 * 1024, 'and is still sparse')
-  await eventually(async () => (await api.get(`/api/2.0/jobs/${job.uuid}/`)).json().state === 'success')
+  const finished = await eventually(async () => { const j = (await api.get(`/api/2.0/jobs/${job.uuid}/`)).json(); return j.state === 'success' && j })
+  t.equal(finished.data.description, `resized from ${GiB} to ${5 * GiB} bytes`, 'the finished job says what was done, not "resizing"')
 
   const shrink = await api.put(url(d), { size: 1234567 })
   t.equal(shrink.json().status, 'resizing')

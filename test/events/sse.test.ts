@@ -84,6 +84,22 @@ t.test('?job= keeps one job\'s frames; another account\'s job is 404', async t =
   t.equal((await app.inject({ url: '/api/2.0/jobs/events/' })).statusCode, 401, 'authentication is required')
 })
 
+t.test('an event id past int8 is 400 before the stream opens; the largest int8 still opens it', async t => {
+  const status = async (query: string, headers: Record<string, string> = {}) => {
+    const controller = new AbortController()
+    const res = await fetch(`${base}/api/2.0/jobs/events/${query}`, { headers: { ...auth(alice), ...headers }, signal: controller.signal })
+    const body = res.status === 200 ? undefined : await res.json() as any
+    controller.abort()
+    return { status: res.status, point: body?.[0]?.error_point, type: body?.[0]?.error_type }
+  }
+  t.same(await status('', { 'last-event-id': '99999999999999999999' }), { status: 400, point: 'Last-Event-ID', type: 'validation' })
+  t.same(await status('', { 'last-event-id': '9223372036854775808' }), { status: 400, point: 'Last-Event-ID', type: 'validation' })
+  t.same(await status('?last_event_id=9223372036854775808'), { status: 400, point: 'last_event_id', type: 'validation' })
+  t.same(await status('?last_event_id=99999999999999999999'), { status: 400, point: 'last_event_id', type: 'validation' })
+  t.equal((await status('?last_event_id=9223372036854775807')).status, 200)
+  t.equal((await status('', { 'last-event-id': '0009223372036854775807' })).status, 200)
+})
+
 t.test('a change made by another process is delivered here', async t => {
   const other = await buildTestApp(t, { runWorkers: false, databaseUrl })
   const s = await openSse(base, '/api/2.0/jobs/events/', auth(alice))

@@ -64,6 +64,36 @@ t.test('Basic auth on the upgrade works on every path; bad credentials are refus
   t.equal((await app.inject({ method: 'POST', url: '/api/2.0/accounts/action/?do=authenticate_asynchronous' })).statusCode, 401)
 })
 
+t.test('an async_auth cookie that is not valid percent-encoding is no cookie: 401, or Basic auth decides', async t => {
+  for (const path of ['/websocket', '/2.0/websocket', '/api/2.0/websocket']) {
+    for (const cookie of ['async_auth=%E0%A4%A', 'a=b; async_auth=%']) {
+      const refused = await connect(path, { cookie }).catch(e => e)
+      t.equal(refused.status, 401, `${path} ${cookie}: upgrade refused`)
+      const plain = await app.inject({ method: 'GET', url: path, headers: { cookie } })
+      t.equal(plain.statusCode, 401, `${path} ${cookie}: no upgrade: ${plain.statusCode}`)
+    }
+    const { ws } = await connect(path, { cookie: 'async_auth=%E0%A4%A', authorization: alice.authorization })
+    ws.close()
+  }
+})
+
+t.test('a plain GET of a websocket path (no Upgrade) answers a CloudSigma error, not an empty 404', async t => {
+  for (const path of ['/websocket', '/2.0/websocket', '/api/2.0/websocket']) {
+    const res = await app.inject({ method: 'GET', url: path, headers: { authorization: alice.authorization } })
+    t.equal(res.statusCode, 426, `${path}: ${res.statusCode} ${res.body.slice(0, 120)}`)
+    t.equal(res.headers.upgrade, 'websocket')
+    const body = res.body ? res.json() : undefined
+    t.ok(Array.isArray(body) && typeof body[0]?.error_type === 'string' && typeof body[0]?.error_message === 'string' && 'error_point' in body[0], `${path}: error array`)
+  }
+  // over a real connection too, and without credentials it is the 401 first
+  const real = await fetch(`http://127.0.0.1:${port}/api/2.0/websocket`, { headers: { authorization: alice.authorization } })
+  t.equal(real.status, 426)
+  t.equal(((await real.json()) as any)[0].error_type, 'validation')
+  const anonymous = await fetch(`http://127.0.0.1:${port}/websocket`)
+  t.equal(anonymous.status, 401)
+  t.equal(((await anonymous.json()) as any)[0].error_type, 'permission')
+})
+
 t.test('each account hears only its own objects', async t => {
   const a = await connect('/websocket', { authorization: alice.authorization })
   const b = await connect('/websocket', { authorization: bob.authorization })

@@ -2,7 +2,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance, FastifyServerOptions, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { buildApp, type AppOptions } from '../../src/app.ts'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
@@ -17,7 +17,7 @@ export interface TestApp {
   dataDir: string
 }
 
-export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config>, runWorkers?: boolean, databaseUrl?: string, listener?: AppOptions['listener'] } = {}): Promise<TestApp> {
+export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config>, runWorkers?: boolean, databaseUrl?: string, listener?: AppOptions['listener'], logger?: FastifyServerOptions['logger'] } = {}): Promise<TestApp> {
   const databaseUrl = opts.databaseUrl ?? await createTestDatabase(t)
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-test-'))
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
@@ -40,7 +40,7 @@ export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config
     databaseUrl,
     runWorkers: opts.runWorkers,
     listener: opts.listener,
-    logger: process.env.TEST_LOG ? { level: process.env.TEST_LOG } : false,
+    logger: opts.logger ?? (process.env.TEST_LOG ? { level: process.env.TEST_LOG } : false),
     responseValidation: { onViolation: message => { violations.push(message) } }
   })
   t.teardown(async () => {

@@ -165,3 +165,46 @@ t.test('router and HTTP parser errors answer CloudSigma arrays', async t => {
     t.ok(isErrorArray(parsed), `${what}: error array (${body.slice(0, 120)})`)
   }
 })
+
+t.test('a urn:uuid: spelling is not a uuid: 400 at uuid in paths (as not-a-uuid is), 400 at job in the events query', async t => {
+  const urn = 'urn:uuid:5f8292fc-936a-45f9-a1a1-b10ef2ffaae9'
+  for (const [method, url] of [['GET', `/api/2.0/servers/${urn}/`], ['GET', `/api/2.0/jobs/${urn}/log/`], ['POST', `/api/2.0/jobs/${urn}/action/?do=cancel`],
+    ['GET', `/api/2.0/drives/${urn}/`], ['GET', `/api/2.0/jobs/${urn}/`], ['GET', `/api/2.0/servers/${urn.toUpperCase()}/`]] as const) {
+    await expect400(t, await app.inject({ method, url, headers: { authorization: user.authorization } }) as Awaited<ReturnType<typeof api.get>>, 'uuid', `${method} ${url}`)
+  }
+  await expect400(t, await api.get(`/api/2.0/jobs/events/?job=${urn}`), 'job', 'events ?job=urn:uuid:')
+  await expect400(t, await api.get(`/api/2.0/jobs/events/?job=${urn.toUpperCase()}`), 'job', 'events ?job=URN:UUID:')
+  // the canonical form, in either case, is still a uuid
+  t.equal((await api.get(`/api/2.0/servers/${urn.slice(9).toUpperCase()}/`)).statusCode, 404, 'an upper-case uuid is a uuid')
+})
+
+t.test('drive names past 1024 characters: the same 400 at name from every way of making a drive', async t => {
+  const before = await driveCount()
+  const ok = await api.post('/api/2.0/drives/', { name: 'n'.repeat(1024), size: 1024 * 1024, media: 'disk' })
+  t.equal(ok.statusCode, 201, '1024 characters are a name')
+  const created = await driveCount()
+  const reference = await api.post('/api/2.0/drives/', { name: 'n'.repeat(1025), size: 1024 * 1024, media: 'disk' })
+  await expect400(t, reference, 'name', 'POST /drives/ 1025')
+  for (const length of [1025, 5000, 100_000]) {
+    const name = 'n'.repeat(length)
+    const init = await api.post('/api/2.0/initupload/', { name, size: 1024 })
+    await expect400(t, init, 'name', `initupload ${length}`)
+    t.equal(init.json()[0]?.error_message, reference.json()[0].error_message, `initupload ${length}: the same message as POST /drives/`)
+    const wrapped = await api.post('/api/2.0/initupload/', { objects: [{ name, size: 1024 }] })
+    await expect400(t, wrapped, 'name', `initupload {objects} ${length}`)
+    const multipart = multipartBody('B', [{ name: 'data', value: JSON.stringify({ method: 'drives.upload', params: [{ name }] }) }, { name: 'file', filename: 'f', value: 'abc' }])
+    const res = await api.raw('POST', '/api/2.0/_upload/', multipart, { 'content-type': 'multipart/form-data; boundary=B' })
+    if (length > 64 * 1024) {
+      // past the 64 KiB field limit the data field is cut short, so it is no longer JSON: 400 at data
+      await expect400(t, res, 'data', `multipart upload ${length}`)
+      continue
+    }
+    await expect400(t, res, 'name', `multipart upload ${length}`)
+    t.equal(res.json()[0]?.error_message, reference.json()[0].error_message, `multipart ${length}: the same message as POST /drives/`)
+  }
+  // the raw upload's name is a path segment: the router refuses one past its parameter limit before it could be a name
+  const raw = await api.raw('POST', `/api/2.0/drives/upload/${'n'.repeat(1025)}`, 'abc', { 'content-type': 'application/octet-stream' })
+  t.ok(raw.statusCode >= 400 && raw.statusCode < 500 && isErrorArray(raw.json()), `raw upload 1025: ${raw.statusCode}`)
+  t.equal(await driveCount(), created, 'no drive was made past the 1024-character one')
+  t.equal(created, before + 1)
+})

@@ -85,3 +85,27 @@ t.test('catalogue errors keep their status and type', async t => {
   t.equal(res.statusCode, 503)
   t.same(res.json(), [{ error_type: 'concurrency', error_message: 'drive is being cloned', error_point: 'uuid' }])
 })
+
+t.test('a client that hangs up mid-body is 400, and 503 answers are warnings: neither logs an error', async t => {
+  const { installErrorHandler, toApiError } = await import('../../src/http/error-handler.ts')
+  // what Node's IncomingMessage fails with when the client goes away mid-body
+  const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET' })
+  t.match(toApiError(aborted), { statusCode: 400, errorType: 'validation' }, 'a client abort is the request\'s fault')
+  // a socket error of a connection (the database's) stays a server-side failure
+  const socket = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', errno: -104, syscall: 'read' })
+  t.ok(toApiError(socket).statusCode >= 500, 'a socket error with a system call is not the client\'s')
+  const lines: Array<{ level: number, msg: string }> = []
+  const probe = Fastify({ logger: { level: 'info', stream: { write: (l: string) => { lines.push(JSON.parse(l)) } } } })
+  installErrorHandler(probe)
+  probe.get('/aborted', async () => { throw aborted })
+  probe.get('/busy', async () => { throw errors.busy('drive is being cloned', 'uuid') })
+  probe.get('/boom', async () => { throw new Error('boom') })
+  t.teardown(() => probe.close())
+  t.equal((await probe.inject('/aborted')).statusCode, 400)
+  t.equal((await probe.inject('/busy')).statusCode, 503)
+  const levelOf = (msg: string) => lines.find(l => l.msg === msg)?.level
+  t.notOk(lines.some(l => l.level >= 50), 'no error-level line for a client abort or a 503')
+  t.equal(levelOf('request refused for now'), 40, 'the 503 is a warning')
+  t.equal((await probe.inject('/boom')).statusCode, 500)
+  t.equal(levelOf('request failed'), 50, 'a real failure is still an error')
+})

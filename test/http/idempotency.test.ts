@@ -71,6 +71,21 @@ t.test('the same key with another body: 400 at Idempotency-Key, nothing done', a
   t.equal(bad.json()[0].error_point, 'Idempotency-Key')
 })
 
+t.test('a repeated Idempotency-Key header is 400 even when Node joins the copies into one string', async t => {
+  const before = await counts()
+  const body = JSON.stringify({ name: 'dup', size: 1048576, media: 'disk' })
+  for (const values of [['dup-1', 'dup-1'], ['dup-2', 'other']]) {
+    const res = await app.inject({ method: 'POST', url: '/api/2.0/drives/', payload: body, headers: { authorization: alice.authorization, 'content-type': 'application/json', 'idempotency-key': values } })
+    t.equal(res.statusCode, 400, `${values.join(' + ')}: ${res.statusCode} ${res.body.slice(0, 200)}`)
+    t.same(res.json(), [{ error_type: 'validation', error_message: res.json()[0]?.error_message, error_point: 'Idempotency-Key' }])
+  }
+  t.same(await counts(), before, 'nothing done')
+  // one header whose value has a comma is one key
+  const one = await api.post('/api/2.0/drives/', { name: 'dup', size: 1048576, media: 'disk' }, key('dup-3, dup-3'))
+  t.equal(one.statusCode, 201)
+  t.equal((await api.post('/api/2.0/drives/', { name: 'dup', size: 1048576, media: 'disk' }, key('dup-3, dup-3'))).json().objects[0].uuid, one.json().objects[0].uuid, 'and replays')
+})
+
 t.test('keys are per account: another account with the same key gets its own answer', async t => {
   const body = { name: 'mine', size: 1048576, media: 'disk' }
   const a = await api.post('/api/2.0/drives/', body, key('shared-key'))

@@ -76,7 +76,86 @@ t.test('keyset cursor paging returns every job once, in the same order as offset
   t.notOk('next_cursor' in (await api.get('/api/2.0/jobs/?limit=5')).json().meta, 'offset clients see the plain envelope')
 })
 
+t.test('keyset cursor paging keeps the microseconds: jobs of one millisecond each appear once, in every order', async t => {
+  // PostgreSQL keeps the microsecond; a JS Date (and a cursor built from one) only the millisecond
+  const carol = await createUser(app)
+  const capi = client(app, carol)
+  const micros = ['.123401', '.123402', '.123402', '.123403', '.123999', '.124000', '.122999', '.123405']
+  const jobs: Array<{ id: string, created: string, lastModified: string }> = []
+  for (let i = 0; i < micros.length; i++) {
+    const id = randomUUID()
+    // last_modified in the reverse order of created, so the two orders differ
+    jobs.push({ id, created: `2026-01-01 00:00:00${micros[i]}+00`, lastModified: `2026-01-01 00:00:00${micros[micros.length - 1 - i]}+00` })
+    await app.prisma.job.create({ data: { id, ownerId: carol.id, rootId: id, operation: 'drive_create', state: 'success' } })
+    // a child job and another account's job at the same instants: never on carol's pages
+    const kid = randomUUID()
+    await app.prisma.job.create({ data: { id: kid, ownerId: carol.id, rootId: id, parentId: id, operation: 'drive_create', state: 'success' } })
+    await app.prisma.job.create({ data: { id: randomUUID(), ownerId: bob.id, rootId: randomUUID(), operation: 'drive_create', state: 'success' } })
+  }
+  for (const j of jobs) {
+    await app.prisma.$executeRaw`UPDATE jobs SET created = ${j.created}::timestamptz, last_modified = ${j.lastModified}::timestamptz WHERE root_id = ${j.id}::uuid OR owner_id = ${bob.id}::uuid`
+  }
+  const [row] = await app.prisma.$queryRaw<Array<{ n: number }>>`SELECT count(DISTINCT created)::int AS n FROM jobs WHERE owner_id = ${carol.id}::uuid AND parent_id IS NULL`
+  t.equal(row.n, micros.length - 1, 'the microseconds are stored')
+  // the expected order: the key to the microsecond, ties by id opposite to it
+  const expected = (field: 'created' | 'lastModified', desc: boolean) => [...jobs].sort((a, b) =>
+    a[field] === b[field] ? (desc ? (a.id < b.id ? -1 : 1) : (a.id < b.id ? 1 : -1)) : (a[field] < b[field] ? (desc ? 1 : -1) : (desc ? -1 : 1))).map(j => j.id)
+  for (const [order, field] of [['last_modified', 'lastModified'], ['-last_modified', 'lastModified'], ['created', 'created'], ['-created', 'created']] as const) {
+    for (const limit of [1, 2, 3]) {
+      const seen: string[] = []
+      const cursors = new Set<string>()
+      let cursor = ''
+      let pages = 0
+      for (;;) {
+        const res = await capi.get(`/api/2.0/jobs/?order_by=${order}&limit=${limit}&cursor=${encodeURIComponent(cursor)}`)
+        t.equal(res.statusCode, 200)
+        const body = res.json()
+        seen.push(...body.objects.map((o: any) => o.uuid))
+        t.equal(body.meta.total_count, jobs.length)
+        pages++
+        if (!body.meta.next_cursor || pages > jobs.length + 1) break
+        t.notOk(cursors.has(body.meta.next_cursor), `${order} limit ${limit}: next_cursor moves forward`)
+        cursors.add(body.meta.next_cursor)
+        cursor = body.meta.next_cursor
+      }
+      t.ok(pages <= Math.ceil(jobs.length / limit) + 1, `${order} limit ${limit}: paging ends (${pages} pages)`)
+      t.equal(new Set(seen).size, seen.length, `${order} limit ${limit}: no job twice`)
+      t.same(seen, expected(field, order.startsWith('-')), `${order} limit ${limit}: every job once, in order`)
+    }
+  }
+  // with a filter the cursor path compiles too (__contains), and /jobs/detail/ pages the same way
+  const first = (await capi.get('/api/2.0/jobs/detail/?order_by=created&limit=5&cursor=&state__contains=success&operation=drive_create')).json()
+  const rest = (await capi.get(`/api/2.0/jobs/detail/?order_by=created&limit=5&state__contains=success&operation=drive_create&cursor=${first.meta.next_cursor}`)).json()
+  t.same([...uuids({ json: () => first }), ...uuids({ json: () => rest })], expected('created', false))
+  t.equal(rest.meta.next_cursor, null)
+  t.equal((await capi.get(`/api/2.0/jobs/?order_by=created&limit=5&cursor=${first.meta.next_cursor}&state=started`)).json().objects.length, 0)
+  // a millisecond cursor (as earlier versions gave out) and keys that are no instant: 400, not 500
+  const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url')
+  for (const k of ['2026-01-01T00:00:00.123Z', '2026-02-31T00:00:00.000000Z', '2026-01-01T24:00:00.000000Z', '2026-01-01T00:00:00.1234567Z', '2026-01-01 00:00:00.123401+00', null]) {
+    const res = await capi.get(`/api/2.0/jobs/?order_by=created&limit=1&cursor=${enc({ k, id: jobs[0].id })}`)
+    t.equal(res.statusCode, 400, `cursor key ${k}`)
+    t.equal(res.json()[0].error_point, 'cursor')
+  }
+})
+
 t.test('default order is -last_modified', async t => {
   const first = (await api.get('/api/2.0/jobs/?limit=1')).json().objects[0]
   t.equal(first.uuid, ids[29])
+})
+
+t.test('a cursor page holds at most 1,000 jobs: limit=0 over 33,000 jobs pages on instead of failing', async t => {
+  const dave = await createUser(app)
+  const dapi = client(app, dave)
+  // more ids than one statement's bind parameters (32,767) could carry
+  await app.prisma.$executeRaw`
+    INSERT INTO jobs (id, owner_id, root_id, operation, state)
+    SELECT u, ${dave.id}::uuid, u, 'drive_create', 'success' FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, 33000)) s`
+  const first = await dapi.get('/api/2.0/jobs/?cursor=&limit=0')
+  t.equal(first.statusCode, 200, 'limit=0 with a cursor answers')
+  const body = first.json()
+  t.equal(body.objects.length, 1000, 'the page holds 1,000 jobs')
+  t.ok(body.meta.next_cursor, 'with a cursor to the next page')
+  const second = (await dapi.get(`/api/2.0/jobs/?cursor=${encodeURIComponent(body.meta.next_cursor)}&limit=5000`)).json()
+  t.equal(second.objects.length, 1000, 'a limit above 1,000 is 1,000 too')
+  t.notOk(second.objects.some((o: any) => body.objects.some((p: any) => p.uuid === o.uuid)), 'the next page holds other jobs')
 })

@@ -280,6 +280,32 @@ t.test('a requeued retry publishes exactly one change event: the job is queued a
   t.same(heard, ['queued', 'started', 'queued', 'started', 'success'], 'subscribers heard every state once, in order')
 })
 
+t.test('a last description alone ("copied 10 GiB in 4.2 s") is recorded with the job\'s end, not written on its own', async t => {
+  const quick: JobHandler = {
+    async run (ctx) {
+      ctx.progress({ description: 'did the thing' })
+      return { ok: true }
+    }
+  }
+  const slow: JobHandler = {
+    async run (ctx) {
+      // bytes as well: written before the end, as any progress is
+      ctx.progress({ bytesDone: 5, bytesTotal: 10, description: 'half way' })
+      return { ok: true }
+    }
+  }
+  await startEngine(t, app, { server_start: quick, server_stop: slow }, { databaseUrl })
+  const a = await enqueue({ operation: 'server_start' })
+  const b = await enqueue({ operation: 'server_stop' })
+  const doneA = await waitForJob(app, a.id)
+  const doneB = await waitForJob(app, b.id)
+  t.equal(doneA.state, 'success')
+  t.equal(doneA.description, 'did the thing', 'the description is recorded')
+  t.equal(await app.prisma.event.count({ where: { resourceId: a.id } }), 3, 'enqueue, claim, finish: no event of a progress write')
+  t.equal(doneB.description, 'half way')
+  t.equal(await app.prisma.event.count({ where: { resourceId: b.id } }), 4, 'a progress with bytes is written (and published) before the end')
+})
+
 t.test('a graceful stop publishes the job going back to queued, once', async t => {
   const handler: JobHandler = {
     resumable: true,

@@ -143,3 +143,29 @@ t.test('a worker whose database connection is cut mid-job stops before its lease
   t.ok(row.lockedUntil && abortedAt! < row.lockedUntil.getTime(), `before its lease ended (${row.lockedUntil!.getTime() - abortedAt!} ms to spare)`)
   t.ok(before.lockedUntil, 'the job was leased')
 })
+
+t.test('a job taken over because its lease lapsed (heartbeats failing, the process alive) says so when it cannot resume', async t => {
+  const fragile: JobHandler = {
+    async run (ctx) {
+      if (ctx.job.attempts === 1) await aborted(ctx.signal)
+      return 'not recorded'
+    }
+  }
+  const resumableOnce: JobHandler = { resumable: true, run: fragile.run }
+  const handlers = { server_start: fragile, server_stop: resumableOnce }
+  await startEngine(t, app, handlers, {
+    databaseUrl, leaseSeconds: 2, leaseMarginMs: 500, faults: { heartbeat: () => { throw new Error('injected heartbeat failure') } }
+  })
+  const a = await enqueue('server_start')
+  const b = await app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'server_stop', maxAttempts: 1 }))
+  await waitForJob(app, a.id, { states: ['started'] })
+  await waitForJob(app, b.id, { states: ['started'] })
+  await startEngine(t, app, handlers, { databaseUrl, leaseSeconds: 30 })
+  const cannotResume = await waitForJob(app, a.id, { timeoutMs: 20_000 })
+  t.equal(cannotResume.state, 'error')
+  t.equal(cannotResume.attempts, 2, 'taken over once')
+  t.match(cannotResume.error, { error_type: 'backend', error_message: /stopped, or could not renew its lease in time; its work was undone \(this operation cannot resume/ })
+  const noneLeft = await waitForJob(app, b.id, { timeoutMs: 20_000 })
+  t.equal(noneLeft.state, 'error')
+  t.match(noneLeft.error, { error_message: /could not renew its lease in time, and it has no attempts left \(1\)/ })
+})

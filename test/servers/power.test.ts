@@ -52,6 +52,7 @@ t.test('start: 202, starting while the job runs, then running with runtime', asy
   t.equal(recording.guests.get(s.uuid)?.state, 'running', 'the driver recorded the start')
   const job = await eventually(async () => { const j = (await api.get(running.jobs[0].resource_uri)).json(); return j.finished_at && j })
   t.match(job, { operation: 'server_start', state: 'success', resources: [`/api/2.0/servers/${s.uuid}/`] })
+  t.equal(job.data.description, `started ${s.name}`, 'the finished job says what was done')
   t.equal(job.data.progress, 100)
   t.equal(await driveStatus(app, disk), 'mounted')
 
@@ -97,6 +98,7 @@ t.test('stop and shutdown: running → stopping → stopped, runtime back to nul
       return rows.every(j => j.finishedAt) && rows
     })
     t.same(ops.map(j => [j.operation, j.state]), [['server_start', 'success'], ['server_stop', 'success']])
+    t.same(ops.map(j => j.description), [`started ${s.name}`, `${what === 'stop' ? 'stopped' : 'shut down'} ${s.name}`], 'each finished job says what was done')
     t.equal(recording.guests.get(s.uuid)?.state, 'stopped')
     const row = await app.prisma.server.findUnique({ where: { id: s.uuid } })
     t.equal(row?.activeSince, null)
@@ -205,6 +207,8 @@ t.test('a failing driver fails the job and puts the server back', async t => {
   t.equal((await action(s.uuid, 'shutdown')).statusCode, 202)
   await eventually(async () => (await app.prisma.job.count({ where: { operation: 'server_stop', state: 'success', links: { some: { resourceId: s.uuid } } } })) === 1)
   t.equal((await get(s.uuid)).status, 'running', 'the guest did not power off')
+  const ignored = await app.prisma.job.findFirstOrThrow({ where: { operation: 'server_stop', links: { some: { resourceId: s.uuid } } } })
+  t.match(ignored.description, /still running: the guest did not power off/, 'and its job says so')
 })
 
 t.test('open_vnc and close_vnc on a running server', async t => {

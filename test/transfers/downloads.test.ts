@@ -129,3 +129,35 @@ t.test('a client that goes away midway fails the download job', async t => {
   t.equal(job.state, 'error')
   t.ok(Number(job.bytesDone) < 64 * MiB)
 })
+
+t.test('a drive being downloaded cannot be resized or deleted until the download ends', async t => {
+  const big = await app.inject({ method: 'POST', url: '/api/2.0/drives/upload/held', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: randomImage(32 * MiB) })
+  t.equal(big.statusCode, 201)
+  const id = big.body
+  let received = 0
+  let res!: http.IncomingMessage
+  // the download starts and is held mid-body (the client stops reading)
+  await new Promise<void>((resolve, reject) => {
+    const req = http.get(`${base}/api/2.0/drives/${id}/download/`, { agent: false, headers: { authorization: alice.authorization } }, (r) => {
+      res = r
+      r.once('data', (d: Buffer) => { received += d.length; r.pause(); resolve() })
+    })
+    req.on('error', reject)
+  })
+  t.equal((await lastJob('drive_download')).state, 'started', 'the download job runs')
+  const resize = await api.post(`/api/2.0/drives/${id}/action/?do=resize`, { size: 4 * MiB })
+  t.equal(resize.statusCode, 503, 'a resize of the drive being downloaded is refused')
+  t.equal(resize.json()[0].error_type, 'concurrency', 'the CloudSigma busy error')
+  const del = await api.delete(`/api/2.0/drives/${id}/`)
+  t.equal(del.statusCode, 503, 'a delete of the drive being downloaded is refused')
+  // the download goes on to the end, whole
+  await new Promise<void>((resolve, reject) => {
+    res.on('data', (d: Buffer) => { received += d.length })
+    res.on('end', resolve)
+    res.on('error', reject)
+    res.resume()
+  })
+  t.equal(received, 32 * MiB, 'the whole image arrived')
+  t.equal((await waitForJob(app, (await lastJob('drive_download')).id)).state, 'success')
+  t.equal((await api.delete(`/api/2.0/drives/${id}/`)).statusCode, 204, 'deleted once the download is over')
+})

@@ -1,8 +1,11 @@
 // Helpers shared by the transfer tests: random images, sha256, a listening app for real sockets.
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
+import type { Test } from 'tap'
+import { type client, eventually } from '../helpers/app.ts'
+import { waitForJob } from '../helpers/jobs.ts'
 
 export const MiB = 1024 * 1024
 
@@ -34,4 +37,43 @@ export function request (url: string, opts: http.RequestOptions & { body?: Buffe
     req.on('error', reject)
     req.end(opts.body)
   })
+}
+
+/** A multipart/form-data body for POST /_upload/: the `data` field (drives.upload with `params`), then the file. */
+export function uploadForm (params: Record<string, unknown>, file: Buffer): { payload: Buffer, headers: Record<string, string> } {
+  const boundary = '----clonejobs' + randomUUID()
+  const payload = Buffer.concat([
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="data"\r\n\r\n${JSON.stringify({ method: 'drives.upload', params: [params] })}\r\n`),
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.raw"\r\nContent-Type: application/octet-stream\r\n\r\n`),
+    file,
+    Buffer.from(`\r\n--${boundary}--\r\n`)
+  ])
+  return { payload, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } }
+}
+
+/**
+ * A drive's data, through the API; returns once the download's job has settled (later on rbd,
+ * where an export process ends): until then it holds the drive, and an upload would rightly be busy.
+ */
+export async function driveContents (app: FastifyInstance, api: ReturnType<typeof client>, uuid: string): Promise<Buffer> {
+  const data = (await api.get(`/api/2.0/drives/${uuid}/download/`)).rawPayload
+  await eventually(async () => (await app.prisma.job.count({
+    where: { operation: 'drive_download', state: { in: ['queued', 'started', 'cancelling'] }, links: { some: { resourceId: uuid } } }
+  })) === 0 || undefined)
+  return data
+}
+
+/** The finished drive_upload job of the upload that made drive `driveId`. */
+export async function finishedUploadOf (app: FastifyInstance, ownerId: string, driveId: string) {
+  const job = await eventually(async () => (await app.prisma.job.findFirst({ where: { ownerId, operation: 'drive_upload', params: { path: ['driveId'], equals: driveId } } })) ?? undefined)
+  return waitForJob(app, job.id)
+}
+
+/** An upload its client cut short: its job is the client's error (validation), not a database outage. */
+export async function assertCutByClient (t: Test, app: FastifyInstance, ownerId: string, driveId: string): Promise<void> {
+  const done = await finishedUploadOf(app, ownerId, driveId)
+  t.equal(done.state, 'error')
+  const error = done.error as { error_type: string, error_message: string }
+  t.not(error.error_type, 'database', 'not recorded as a database outage')
+  t.match(error, { error_type: 'validation', error_message: /connection ended early/ })
 }

@@ -2,25 +2,15 @@
 // exactly the drive's size; the drive's data is replaced only by a complete file, otherwise it
 // stays as it was; busy drives are 503, drives on running servers 400, others' drives 404.
 import t from 'tap'
-import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { MiB, randomImage, sha256 } from './helpers.ts'
+import { MiB, driveContents, randomImage, sha256, uploadForm } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { config: { driveMaxSize: 8 * MiB } })
 const alice = await createUser(app)
 const bob = await createUser(app)
 const api = client(app, alice)
 
-function form (params: Record<string, unknown>, file: Buffer): { payload: Buffer, headers: Record<string, string> } {
-  const boundary = '----clonejobs' + randomUUID()
-  const payload = Buffer.concat([
-    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="data"\r\n\r\n${JSON.stringify({ method: 'drives.upload', params: [params] })}\r\n`),
-    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.raw"\r\nContent-Type: application/octet-stream\r\n\r\n`),
-    file,
-    Buffer.from(`\r\n--${boundary}--\r\n`)
-  ])
-  return { payload, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } }
-}
+const form = uploadForm
 
 const send = (user: typeof alice, f: ReturnType<typeof form>) =>
   app.inject({ method: 'POST', url: '/api/2.0/_upload/', headers: { authorization: user.authorization, ...f.headers }, payload: f.payload })
@@ -32,15 +22,7 @@ async function readyDrive (size: number): Promise<string> {
   return uuid
 }
 
-async function contents (uuid: string): Promise<Buffer> {
-  const data = (await api.get(`/api/2.0/drives/${uuid}/download/`)).rawPayload
-  // the download's job settles just after its response (later on rbd, where an export process
-  // ends): until then it holds the drive, and the next upload would rightly answer busy
-  await eventually(async () => (await app.prisma.job.count({
-    where: { operation: 'drive_download', state: { in: ['queued', 'started', 'cancelling'] }, links: { some: { resourceId: uuid } } }
-  })) === 0 || undefined)
-  return data
-}
+const contents = (uuid: string) => driveContents(app, api, uuid)
 
 t.test('a file of exactly the drive size replaces its data; one drive_upload job; no new drive', async t => {
   const uuid = await readyDrive(2 * MiB)
@@ -50,6 +32,7 @@ t.test('a file of exactly the drive size replaces its data; one drive_upload job
   t.equal(res.statusCode, 200, res.body)
   const job = (await api.get(`/api/2.0/jobs/${res.json().job_id}/`)).json()
   t.match(job, { operation: 'drive_upload', state: 'success' })
+  t.match(job.data.description, /^received 2\.0 MiB into the drive in \d+\.\d s$/, 'the finished job says what was done')
   t.same(job.resources, [`/api/2.0/drives/${uuid}/`], 'the job names the existing drive')
   const row = await app.prisma.job.findUniqueOrThrow({ where: { id: job.uuid } })
   t.same(row.result, { sha256: sha256(bytes), bytes: bytes.length })

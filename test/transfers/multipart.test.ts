@@ -2,10 +2,16 @@
 // {"job_id"}; malformed forms are 400 and leave nothing behind.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { MiB, randomImage, sha256 } from './helpers.ts'
+import net from 'node:net'
+import { Writable } from 'node:stream'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { waitForJob } from '../helpers/jobs.ts'
+import { MiB, assertCutByClient, listen, randomImage, sha256 } from './helpers.ts'
 
-const { app } = await buildTestApp(t, { config: { driveMaxSize: 8 * MiB } })
+// warnings and errors are kept: a failed upload must not log an error (its cleanup runs once)
+let logged = ''
+const logStream = new Writable({ write (chunk, _enc, cb) { logged += chunk.toString(); cb() } })
+const { app } = await buildTestApp(t, { config: { driveMaxSize: 8 * MiB }, logger: { level: 'warn', stream: logStream } })
 const alice = await createUser(app)
 const api = client(app, alice)
 
@@ -83,9 +89,50 @@ t.test('malformed forms are 400 and leave nothing behind', async t => {
   for (const j of failed) t.notOk(await app.storage.exists((j.params as { driveId: string }).driveId), 'no image is left')
 })
 
+t.test('a refused file is cleaned up once: no error in the log', async t => {
+  const idle = await api.post('/api/2.0/drives/', { name: 'idle', size: 1000, media: 'disk' })
+  t.equal(idle.statusCode, 201, idle.body)
+  await waitForJob(app, idle.json().objects[0].jobs[0].uuid)
+  logged = ''
+  const empty = await send(form([data({ name: 'e', media: 'disk' }), { name: 'file', file: Buffer.alloc(0) }]))
+  t.equal(empty.statusCode, 400, empty.body)
+  t.match(empty.json()[0], { error_type: 'validation', error_message: 'The file is empty' })
+  const into = await send(form([data({ uuid: idle.json().objects[0].uuid }), { name: 'file', file: randomImage(10) }]))
+  t.equal(into.statusCode, 400, into.body)
+  const errorLines = logged.split('\n').filter(l => l && JSON.parse(l).level >= 50)
+  t.same(errorLines, [], 'no error-level line (such as "could not record the end of a held job")')
+})
+
 t.test('a file above the drive maximum is refused (413) and removed', async t => {
   const before = await drives()
   const res = await send(form([data(), { name: 'file', file: randomImage(8 * MiB + 1) }]))
   t.equal(res.statusCode, 413, res.body)
   t.equal(await drives(), before)
+})
+
+t.test('a client that hangs up mid-file is a validation error of the job, not a database outage (real socket)', async t => {
+  const base = await listen(app)
+  const sock = net.connect(Number(new URL(base).port), '127.0.0.1')
+  await new Promise(resolve => sock.once('connect', resolve))
+  const boundary = '----clonejobs' + randomUUID()
+  sock.write([
+    'POST /api/2.0/_upload/ HTTP/1.1',
+    'Host: 127.0.0.1',
+    `Authorization: ${alice.authorization}`,
+    `Content-Type: multipart/form-data; boundary=${boundary}`,
+    'Content-Length: 100000',
+    '',
+    `--${boundary}`,
+    'Content-Disposition: form-data; name="data"',
+    '',
+    JSON.stringify({ method: 'drives.upload', params: [{ name: 'cutmp' }] }),
+    `--${boundary}`,
+    'Content-Disposition: form-data; name="file"; filename="image.raw"',
+    'Content-Type: application/octet-stream',
+    '', 'abcde'
+  ].join('\r\n'))
+  const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'cutmp' } })) ?? undefined)
+  sock.destroy()
+  await assertCutByClient(t, app, alice.id, uploading.id)
+  t.equal(await app.prisma.drive.count({ where: { id: uploading.id } }), 0, 'no drive is left')
 })

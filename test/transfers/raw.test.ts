@@ -4,8 +4,7 @@
 import t from 'tap'
 import net from 'node:net'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { waitForJob } from '../helpers/jobs.ts'
-import { MiB, listen, randomImage, request, sha256 } from './helpers.ts'
+import { MiB, assertCutByClient, finishedUploadOf, listen, randomImage, request, sha256 } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { config: { driveMaxSize: 64 * MiB } })
 const alice = await createUser(app)
@@ -127,9 +126,26 @@ t.test('a connection broken mid-body leaves no drive behind (real socket)', asyn
   const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'broken.raw' } })) ?? undefined)
   t.equal(uploading.status, 'uploading')
   sock.destroy()
-  const job = await eventually(async () => (await app.prisma.job.findFirst({ where: { ownerId: alice.id, operation: 'drive_upload', params: { path: ['driveId'], equals: uploading.id } } })) ?? undefined)
-  const done = await waitForJob(app, job.id)
-  t.equal(done.state, 'error')
+  t.equal((await finishedUploadOf(app, alice.id, uploading.id)).state, 'error')
   t.equal(await drives(), before, 'no drive is left')
   t.notOk(await app.storage.exists(uploading.id), 'no image file is left')
+})
+
+t.test('a client that hangs up mid-body is a validation error of the job, not a database outage (real socket)', async t => {
+  const { port } = new URL(base)
+  const sock = net.connect(Number(port), '127.0.0.1')
+  await new Promise(resolve => sock.once('connect', resolve))
+  sock.write([
+    'PUT /api/2.0/drives/upload/cutclose HTTP/1.1',
+    'Host: 127.0.0.1',
+    `Authorization: ${alice.authorization}`,
+    'Content-Type: application/octet-stream',
+    'Content-Length: 1000',
+    '', ''
+  ].join('\r\n'))
+  sock.write('abcde')
+  const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'cutclose' } })) ?? undefined)
+  sock.end()
+  sock.destroy()
+  await assertCutByClient(t, app, alice.id, uploading.id)
 })

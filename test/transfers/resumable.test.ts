@@ -201,6 +201,33 @@ t.test('a chunk of the wrong length is 400 and nothing is recorded', async t => 
   t.equal(missing.json()[0].error_point, 'resumableChunkNumber')
 })
 
+t.test('a form with two file parts is 400 "Send exactly one file" and stores nothing: the drive stays uploading', async t => {
+  const file = Buffer.from('abcde')
+  const d = await init(file.length)
+  const [c1] = chunksOf(file.length, 5)
+  const p = params(file, c1, 5)
+  const form = new FormData()
+  for (const [k, v] of p) form.append(k, v)
+  form.append('file', new Blob([file]), 'f5')
+  form.append('file', new Blob([Buffer.from('fghij')]), 'g5')
+  const req = new Request('http://localhost/', { method: 'POST', body: form })
+  const res = await app.inject({
+    method: 'POST',
+    url: `/api/2.0/drives/${d.uuid}/upload/`,
+    headers: { authorization: alice.authorization, 'content-type': req.headers.get('content-type')! },
+    payload: Buffer.from(await req.arrayBuffer())
+  })
+  t.equal(res.statusCode, 400, res.body)
+  t.match(JSON.parse(res.body)[0], { error_type: 'validation', error_message: 'Send exactly one file', error_point: 'file' })
+  t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'no chunk recorded')
+  t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).json().status, 'uploading', 'the drive is still uploading')
+  const job = await app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })
+  t.not(job.state, 'success', 'its job has not finished')
+  const again = await post(d.uuid, file, c1, { chunkSize: 5 })
+  t.equal(again.statusCode, 200, 'the chunk sent alone then works')
+  t.equal(again.json().complete, true)
+})
+
 t.test("a total that is not the drive's size is 400 for GET and POST", async t => {
   const file = randomImage(2 * MiB)
   const d = await init(file.length + 1)

@@ -2,10 +2,10 @@
 // "clone as it is". Read-only and unknown keys are dropped by ajv (removeAdditional).
 import { Type, type Static } from 'typebox'
 import { MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
-import { Meta, RelatedInput, refTo } from '../../http/schemas.ts'
+import { Meta, NAME_MAX_LENGTH, RelatedInput, refTo } from '../../http/schemas.ts'
 
 export const DriveCloneInput = Type.Object({
-  name: Type.Optional(Type.String({ maxLength: 1024, description: 'Name of the clone; without it the account\'s clone_naming applies' })),
+  name: Type.Optional(Type.String({ maxLength: NAME_MAX_LENGTH, description: 'Name of the clone; without it the account\'s clone_naming applies' })),
   media: Type.Optional(Type.Enum([...MEDIA], { description: 'A clone may switch disk and cdrom' })),
   affinities: Type.Optional(Type.Array(Type.String({ maxLength: 64 }))),
   size: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Bytes; at least the source\'s size (default: the same)' })),
@@ -17,7 +17,7 @@ export const DriveCloneInput = Type.Object({
 export type DriveCloneInputT = Static<typeof DriveCloneInput>
 
 export const ServerCloneInput = Type.Object({
-  name: Type.Optional(Type.String({ maxLength: 1024, description: 'Name of the new server; without it the account\'s clone_naming applies' })),
+  name: Type.Optional(Type.String({ maxLength: NAME_MAX_LENGTH, description: 'Name of the new server; without it the account\'s clone_naming applies' })),
   random_vnc_password: Type.Optional(Type.Boolean({ description: 'true: a new random 8-character VNC password instead of a copy' }))
 }, { $id: 'ServerCloneInput', additionalProperties: false, description: 'Optional server clone options' })
 export type ServerCloneInputT = Static<typeof ServerCloneInput>

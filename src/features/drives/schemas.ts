@@ -2,7 +2,7 @@
 // in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
-import { Meta, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
+import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DriveRuntime = Type.Object({
   is_downloadable: Type.Boolean(),
@@ -53,7 +53,7 @@ export const DriveObjects = objectsOf(refTo(Drive), 'DriveObjects')
 
 /** Writable fields. Read-only ones are not listed, so ajv's removeAdditional drops them. */
 const writable = {
-  name: Type.String({ maxLength: 1024 }),
+  name: Type.String({ maxLength: NAME_MAX_LENGTH }),
   size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Bytes' }),
   media: Type.Enum([...MEDIA]),
   storage_type: Type.Enum([...STORAGE_TYPES]),

@@ -6,7 +6,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import websocket from '@fastify/websocket'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import { errors } from '../../http/errors.ts'
+import { ApiError, errors } from '../../http/errors.ts'
 import type { AuthAccount } from '../../plugins/auth.ts'
 import { errorResponses } from '../../http/schemas.ts'
 import { JobEventsQuery } from './schemas.ts'
@@ -16,11 +16,19 @@ const COOKIE = 'async_auth'
 const COOKIE_TTL_S = 120
 const SECRET_KEY = 'async_auth_secret'
 const PING_MS = 15_000
+const INT8_MAX = 9223372036854775807n
 
 function cookieValue (header: string | undefined, name: string): string | undefined {
   for (const part of (header ?? '').split(';')) {
     const eq = part.indexOf('=')
-    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim())
+    if (eq > 0 && part.slice(0, eq).trim() === name) {
+      // a value that is not valid percent-encoding is no cookie (401 or Basic auth), not a URIError
+      try {
+        return decodeURIComponent(part.slice(eq + 1).trim())
+      } catch {
+        return undefined
+      }
+    }
   }
   return undefined
 }
@@ -85,7 +93,6 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
   const wsRoute = (url: string) => app.route({
     method: 'GET',
     url,
-    websocket: true,
     config: { auth: false },
     schema: { hide: true } as never,
     preValidation: async (request) => {
@@ -93,7 +100,11 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
       if (!account) throw errors.unauthorized()
       request.account = account
     },
-    handler: (socket, request) => {
+    // a request without Upgrade: websocket (@fastify/websocket's own answer is an empty 404)
+    handler: async () => {
+      throw new ApiError(426, 'validation', 'This is a websocket endpoint: send the request with Connection: Upgrade and Upgrade: websocket', null, { upgrade: 'websocket' })
+    },
+    wsHandler: (socket, request) => {
       const filter = new FrameFilter()
       const unsubscribe = app.events.subscribe(request.account.id, (_event, frame) => {
         if (socket.readyState === socket.OPEN && filter.fresh(frame)) socket.send(JSON.stringify(frame))
@@ -130,6 +141,10 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
     if (job && !await app.prisma.job.findFirst({ where: { id: job, ownerId }, select: { id: true } })) throw errors.notFound('Job', 'job')
     const header = request.headers['last-event-id']
     const rawLast = request.query.last_event_id ?? (typeof header === 'string' && /^\d+$/.test(header.trim()) ? header.trim() : undefined)
+    // event ids are int8: a larger one cannot be replayed after, so it is refused before the stream opens
+    if (rawLast !== undefined && BigInt(rawLast) > INT8_MAX) {
+      throw errors.validation(`The event id must be at most ${INT8_MAX}`, request.query.last_event_id !== undefined ? 'last_event_id' : 'Last-Event-ID')
+    }
     const wanted = (e: ChangeEvent) => !job || (e.resourceType === 'jobs' && e.resourceId === job)
 
     reply.hijack()

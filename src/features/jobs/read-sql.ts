@@ -113,6 +113,43 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   return { meta: listMeta(plan, total), objects: objects.map(o => pickFields(o, plan.fields)) }
 }
 
+// the cursor path: __contains too (the filter's values are its choices; ILIKE as Prisma's mode:
+// 'insensitive', with LIKE's wildcards escaped), so every jobs filter compiles
+const likeContains = (column: string): SqlFilter => (v, op, p) =>
+  op === 'contains' ? `${column} ILIKE ${p.add('%' + v.replace(/[\\%_]/g, '\\$&') + '%')}` : op === 'exact' ? `${column} = ${p.add(v)}` : undefined
+const KEYSET_CUSTOM: Record<string, SqlFilter> = { ...CUSTOM, state: likeContains('j.state'), operation: likeContains('j.operation') }
+
+/**
+ * A keyset key as the column holds it, to the microsecond ('2026-01-01T00:00:00.123401Z'): a JS
+ * Date keeps milliseconds, so jobs written in the same millisecond would compare equal to it.
+ */
+const keyText = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
+
+export interface Keyset { column: 'lastModified' | 'created', dir: 'asc' | 'desc' }
+
+/**
+ * The ids of one keyset page of `ownerId`'s jobs, in order, each with its key at full
+ * (microsecond) precision: the page after `after` (the previous page's last key and id), or the
+ * first. Ordered by the date, the id tiebreak opposite to it (the top-level indexes' order).
+ * undefined when a filter does not compile.
+ */
+export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Record<string, unknown>, take: number | undefined, spec: FilterSpec, keyset: Keyset, after: { k: string, id: string } | undefined): Promise<Array<{ id: string, k: string }> | undefined> {
+  const p = new Params()
+  const filters = filtersToSql(query, spec, COLUMNS, p, KEYSET_CUSTOM)
+  if (!filters) return undefined
+  const col = COLUMNS[keyset.column]
+  const desc = keyset.dir === 'desc'
+  const terms = [`j.owner_id = ${p.add(ownerId)}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters]
+  if (after) {
+    const k = p.add(after.k)
+    // the plain bound (<= or >=) lets the index range-scan; the OR then settles ties by id
+    terms.push(`${col} ${desc ? '<=' : '>='} ${k}::timestamptz`, `(${col} ${desc ? '<' : '>'} ${k}::timestamptz OR j.id ${desc ? '>' : '<'} ${p.add(after.id.toLowerCase())}::uuid)`)
+  }
+  return await sqlRows<{ id: string, k: string }>(pool, `
+    SELECT j.id, ${keyText(col)} AS k FROM jobs j WHERE ${terms.join(' AND ')}
+    ORDER BY ${col} ${desc ? 'DESC' : 'ASC'}, j.id ${desc ? 'ASC' : 'DESC'}${take === undefined ? '' : ` LIMIT ${p.add(take)}`}`, p.values)
+}
+
 /** One job of `ownerId` with its nested children, or undefined, as loadJobWire. */
 export async function getJobWireSql (pool: pg.Pool, ownerId: string, id: string): Promise<JobWire | undefined> {
   if (!isUuid(id)) return undefined

@@ -12,7 +12,7 @@ import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../../en
 import { UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery, JobLogQuery } from './schemas.ts'
 import { loadJobWire, loadTrees } from './view.ts'
-import { getJobWireSql, listJobsSql } from './read-sql.ts'
+import { getJobWireSql, keysetPageSql, listJobsSql, type Keyset } from './read-sql.ts'
 
 export const jobFilters: FilterSpec = {
   state: { column: 'state', kind: 'string', choices: JOB_STATES },
@@ -30,10 +30,18 @@ export const jobOrder: OrderSpec = {
   default: '-last_modified'
 }
 
+/** The last job of a page: its key at the column's microsecond precision, and its id. */
 interface Cursor { k: string, id: string }
+
+// the key as keysetPageSql reads it: UTC, six fractional digits (a millisecond cursor of an
+// earlier version is refused: it would skip or repeat the jobs of its millisecond)
+const CURSOR_KEY = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
 
 /** With cursor paging, total_count is exact up to this many jobs and otherwise this number. */
 export const COUNT_CAP = 10_000
+
+/** A cursor page holds at most this many jobs (`limit=0` or more is this, with a next_cursor when there are more). */
+export const CURSOR_PAGE_MAX = 1000
 
 function encodeCursor (c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url')
@@ -42,7 +50,9 @@ function encodeCursor (c: Cursor): string {
 function decodeCursor (raw: string): Cursor {
   try {
     const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Cursor
-    if (typeof c.k === 'string' && typeof c.id === 'string' && isUuid(c.id) && isStorableDate(c.k)) return c
+    if (typeof c.k === 'string' && typeof c.id === 'string' && isUuid(c.id) && CURSOR_KEY.test(c.k) && isStorableDate(c.k) &&
+      // a real instant (Date.parse takes February 31 or 24:00, PostgreSQL does not)
+      new Date(c.k).toISOString().slice(0, 23) === c.k.slice(0, 23)) return { k: c.k, id: c.id }
   } catch {}
   throw errors.validation('cursor is not one this API gave out', 'cursor')
 }
@@ -51,7 +61,7 @@ function decodeCursor (raw: string): Cursor {
  * Keyset paging works when ordering by one date column. The id tiebreak runs opposite to it so
  * the top-level jobs' (owner_id, <date> DESC, id) indexes serve both directions.
  */
-function keysetOf (plan: ListPlan): { column: 'lastModified' | 'created', dir: 'asc' | 'desc' } | undefined {
+function keysetOf (plan: ListPlan): Keyset | undefined {
   const first = plan.orderBy[0]
   const column = Object.keys(first ?? {})[0]
   if (plan.orderBy.length !== 2 || (column !== 'lastModified' && column !== 'created') || !('id' in plan.orderBy[1])) return undefined
@@ -78,15 +88,17 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       const fast = await listJobsSql(app.dbPool, ownerId, query, plan, jobFilters)
       if (fast) return fast
     }
-    if (query.cursor && keyset) {
-      const c = decodeCursor(query.cursor)
-      const at = new Date(c.k)
-      const cmp = keyset.dir === 'desc' ? 'lt' : 'gt'
-      const idCmp = keyset.dir === 'desc' ? 'gt' : 'lt'
-      // the plain bound (lte/gte) lets the index range-scan; the OR then settles ties by id
-      page = {
-        AND: [where, { [keyset.column]: { [`${cmp}e`]: at } }, { OR: [{ [keyset.column]: { [cmp]: at } }, { id: { [idCmp]: c.id } }] }]
-      }
+    // keyset pages: the page's ids and keys by SQL, which compares the keys at the microsecond the
+    // columns hold (through Prisma a Date would cut them to the millisecond, and jobs written in
+    // one millisecond would be skipped or repeated); the rows then as on the offset path
+    let keys: Array<{ id: string, k: string }> | undefined
+    let take = plan.take
+    if (query.cursor !== undefined && keyset) {
+      const after = query.cursor ? decodeCursor(query.cursor) : undefined
+      take = Math.min(plan.take ?? CURSOR_PAGE_MAX, CURSOR_PAGE_MAX)
+      keys = await keysetPageSql(app.dbPool, ownerId, query, take, jobFilters, keyset, after)
+      if (!keys) throw errors.validation('cursor paging does not support these filters', 'cursor')
+      page = { ownerId, id: { in: keys.map(r => r.id) } }
       skip = 0
     }
     // offset paging keeps CloudSigma's exact total_count (a scan of every match); keyset paging
@@ -96,10 +108,15 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       : app.prisma.job.count({ where })
     const [total, rows] = await Promise.all([
       counting,
-      app.prisma.job.findMany({ where: page, orderBy: plan.orderBy, skip, take: plan.take })
+      app.prisma.job.findMany({ where: page, orderBy: plan.orderBy, skip, take })
     ])
-    const last = rows.at(-1)
-    const more = plan.take !== undefined && rows.length === plan.take
+    // in the keyset page's order; a job purged in between leaves a page shorter, not the cursor
+    if (keys) {
+      const at = new Map(keys.map((r, i) => [r.id, i]))
+      rows.sort((a, b) => at.get(a.id)! - at.get(b.id)!)
+    }
+    const last = keys?.at(-1)
+    const more = take !== undefined && keys !== undefined && keys.length === take
     const out = envelope(plan, total, await loadTrees(app.prisma, rows))
     return {
       meta: {
@@ -107,7 +124,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
         offset: query.cursor !== undefined ? 0 : out.meta.offset,
         // only for clients that page by cursor (`cursor=` empty on the first page)
         ...(query.cursor !== undefined
-          ? { next_cursor: keyset && last && more ? encodeCursor({ k: last[keyset.column].toISOString(), id: last.id }) : null }
+          ? { next_cursor: last && more ? encodeCursor({ k: last.k, id: last.id }) : null }
           : {})
       },
       objects: out.objects

@@ -2,7 +2,7 @@
 // requests. Keys are alphabetical, as in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
 import { POWER_ACTIONS, SERVER_STATUSES } from '../../domain/server-status.ts'
-import { Meta, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
+import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DEVICES = ['virtio', 'ide', 'scsi'] as const
 export const NIC_MODELS = ['virtio', 'e1000', 'rtl8139'] as const
@@ -137,7 +137,7 @@ const writable = {
   hypervisor: Type.String({ maxLength: 64 }),
   mem: serverProperties.mem,
   meta: refTo(Meta),
-  name: Type.String({ maxLength: 1024 }),
+  name: Type.String({ maxLength: NAME_MAX_LENGTH }),
   nics: Type.Array(refTo(NicInput)),
   permissions: Type.Array(Type.Unknown()),
   pubkeys: Type.Array(refTo(RelatedInput)),

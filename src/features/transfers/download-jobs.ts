@@ -52,7 +52,7 @@ function unsatisfiable (size: number): ApiError {
 
 /** A job for a plain authenticated download (GET /drives/{uuid}/download/), held by the request. */
 export async function startDirectDownload (deps: TransferDeps, ownerId: string, driveId: string, range: (size: number) => ByteRange | undefined): Promise<{ held: HeldJob, drive: DriveRow, range: ByteRange | undefined }> {
-  return deps.prisma.$transaction(async (tx) => {
+  const { row, bytes, drive, r } = await deps.prisma.$transaction(async (tx) => {
     const drive = await loadOwnedDrive(tx, ownerId, driveId)
     assertDownloadable(drive)
     const size = Number(drive.size)
@@ -66,8 +66,11 @@ export async function startDirectDownload (deps: TransferDeps, ownerId: string, 
       bytesTotal: bytes,
       description: `sending ${bytes} bytes`
     })
-    return { held: deps.engine.hold(row, bytes), drive, range: r }
+    return { row, bytes, drive, r }
   })
+  // held once its row is committed: a heartbeat before that finds no such job, takes the lease
+  // for lost, and the download's end could then not be recorded
+  return { held: deps.engine.hold(row, bytes), drive, range: r }
 }
 
 /** ?do=download: a one-time link that must be started within DOWNLOAD_LINK_TTL, and its job. */
@@ -96,7 +99,7 @@ export async function createDownloadLink (deps: TransferDeps, ownerId: string, d
 /** GET <download link>: uses the link up (a second use is 410) and takes its job's lease. */
 export async function useDownloadLink (deps: TransferDeps, token: string): Promise<{ held: HeldJob, drive: DriveRow }> {
   const link = await findLink(deps.prisma, token, 'download')
-  return deps.prisma.$transaction(async (tx) => {
+  const { row, drive } = await deps.prisma.$transaction(async (tx) => {
     const used = await tx.transferLink.updateMany({
       where: { tokenHash: link.tokenHash, usedAt: null, expiresAt: { gt: new Date() } },
       data: { usedAt: new Date() }
@@ -107,8 +110,10 @@ export async function useDownloadLink (deps: TransferDeps, token: string): Promi
     const drive = await tx.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
     if (!drive) throw errors.gone('The drive of this link is gone')
     assertDownloadable(drive)
-    return { held: deps.engine.hold(row, Number(drive.size)), drive }
+    return { row, drive }
   })
+  // held once the transaction has committed (a refusal above leaves no handle behind)
+  return { held: deps.engine.hold(row, Number(drive.size)), drive }
 }
 
 /** Cancels a download job whose link was not used in time (called by its handler at the deadline). */

@@ -1,6 +1,6 @@
 // Wire objects of uploads and downloads (spec §5, decisions.md "Uploads and downloads").
 import { Type, type Static } from 'typebox'
-import { Ref, refTo } from '../../http/schemas.ts'
+import { NAME_MAX_LENGTH, Ref, refTo } from '../../http/schemas.ts'
 
 const chunkFields = {
   chunk_number: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Chunk number, from 0' }),
@@ -25,7 +25,7 @@ export const ChunkReceived = Type.Object({
 }, { $id: 'ChunkReceived' })
 
 export const InitUploadInput = Type.Object({
-  name: Type.String(),
+  name: Type.String({ maxLength: NAME_MAX_LENGTH }),
   size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Exact size of the image in bytes' }),
   media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')], { default: 'disk' })),
   storage_type: Type.Optional(Type.String()),
@@ -45,7 +45,7 @@ export const UploadJob = Type.Object({
 export const MultipartUploadData = Type.Object({
   method: Type.Literal('drives.upload'),
   params: Type.Array(Type.Object({
-    name: Type.Optional(Type.String({ description: 'Name of the new drive (required without uuid)' })),
+    name: Type.Optional(Type.String({ maxLength: NAME_MAX_LENGTH, description: 'Name of the new drive (required without uuid)' })),
     media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')])),
     uuid: Type.Optional(Type.String({ description: 'An existing drive to upload into instead; the file must be exactly its size' }))
   }), { minItems: 1, maxItems: 1 })

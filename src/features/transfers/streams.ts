@@ -100,9 +100,11 @@ export function uploadTimeSplit (meter: Meter, t0: number, stored: number, settl
 /**
  * A write stream into drive `id` that grows the image as data arrives (sizes unknown up front,
  * e.g. a multipart file), up to `max` bytes. Growth is a sparse truncate; the final size is
- * exactly the bytes written.
+ * exactly the bytes written. `expected`: an upper bound the caller knows (a request's
+ * Content-Length), the first size taken, so a file that fits is never grown midway (each growth
+ * closes the image, with its fsync, and resizes it: on rbd an `rbd resize`).
  */
-export function growingWriteStream (storage: DriveStorage, id: string, max: number): Writable & { bytes: () => number } {
+export function growingWriteStream (storage: DriveStorage, id: string, max: number, expected?: number): Writable & { bytes: () => number } {
   let writer: DriveWriter | undefined
   let pos = 0
   let capacity = 0
@@ -111,7 +113,7 @@ export function growingWriteStream (storage: DriveStorage, id: string, max: numb
     if (need > max) throw new BodyTooLong(`more than ${max} bytes`)
     await writer?.close()
     writer = undefined
-    capacity = Math.min(max, Math.max(need, capacity * 2, 64 * MiB))
+    capacity = Math.min(max, Math.max(need, capacity * 2, capacity === 0 ? expected ?? 0 : 0, 64 * MiB))
     await storage.resize(id, capacity)
     writer = await storage.openForWrite(id)
     return writer

@@ -8,11 +8,13 @@ import { pgTransaction } from '../../db/pg-transaction.ts'
 import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { DomainError } from '../../domain/errors.ts'
-import { errors } from '../../http/errors.ts'
+import { ApiError, errors } from '../../http/errors.ts'
 import { isUuid } from '../../http/bodies.ts'
+import { databaseFailure } from '../../http/database-errors.ts'
 import { enqueueJobs, newJobId } from '../../engine/enqueue.ts'
 import { query } from '../../db/sql.ts'
 import { CHANNELS } from '../../engine/listener.ts'
+import { HELD_SQL, type SessionLock, type SessionLocks } from '../../db/session-locks.ts'
 import { publishChange } from '../../engine/events.ts'
 import { announceDrives, driveToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
@@ -139,18 +141,46 @@ function chunkStored (n: number): DomainError {
  * Chunks being received by this process (key `drive:number`, both protocols), each with a promise
  * that settles when its request is over. A §5.2 duplicate is refused (416) before it writes; a
  * resumable.js duplicate waits for the first and then answers by what it stored. One per app
- * (made by the uploads plugin), never module-level: two apps in one process share nothing; another
- * app or process sharing the database is stopped by the upload_chunks row instead.
+ * (made by the uploads plugin), never module-level: two apps in one process share nothing. Across
+ * apps and processes sharing the database, a chunk is claimed for as long as a request writes it
+ * (`claims`: a session-level advisory lock per chunk on this app's one claims connection), so a
+ * duplicate sent to another process is refused (or waited for) the same way; and once it holds the
+ * claim a request looks again at the chunk's row and the upload before it writes.
  */
 export class ChunksInFlight extends Map<string, Promise<void>> {
   /** the running sha256 of each upload whose chunks this app received in order (see InOrderHash) */
   readonly hashes = new Map<string, { next: number, hash: OffThreadSha256 }>()
 
-  /** Forgets every running hash (the app closes). */
-  close (): void {
+  constructor (readonly claims: SessionLocks) {
+    super()
+  }
+
+  /** Forgets every running hash and drops the claims connection (the app closes). */
+  async close (): Promise<void> {
     for (const { hash } of this.hashes.values()) hash.drop()
     this.hashes.clear()
+    await this.claims.close()
   }
+}
+
+/**
+ * The chunk is being received by another request (of another app or process: this app's own are
+ * found in ChunksInFlight first). Nothing of the body was read.
+ */
+export class ChunkBeingReceived extends Error {
+  constructor (readonly n: number) {
+    super(`Chunk ${n} is being received by another request`)
+    this.name = 'ChunkBeingReceived'
+  }
+}
+
+function beingReceived (n: number): DomainError {
+  return errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
+}
+
+/** The claims connection failed while the chunk was written: it is no longer known to be this request's. */
+function claimLost (n: number): ApiError {
+  return new ApiError(503, 'database', `Chunk ${n} was not stored: the database connection that claimed it failed; retry shortly`, null, { 'retry-after': '1' })
 }
 
 /** Uploads whose running hash is kept at most (the oldest is dropped: its job reads the image). */
@@ -270,7 +300,7 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
   }
   const key = `${drive.id}:${n}`
   if (link.stored) throw chunkStored(n)
-  if (inFlight.has(key)) throw errors.rangeNotSatisfiable(`Chunk ${n} already uploaded (it is being received now)`, 'chunk_number')
+  if (inFlight.has(key)) throw beingReceived(n)
   return storeChunk(deps, inFlight, key, body, {
     drive,
     jobId,
@@ -284,6 +314,9 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
     check: (meter) => {
       if (meter.bytes !== range.length) throw errors.validation(`Chunk ${n} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'Content-Length')
     }
+  }).catch((err: unknown) => {
+    // another process receives this chunk now: refused as a duplicate in this process is
+    throw err instanceof ChunkBeingReceived ? beingReceived(n) : err
   })
 }
 
@@ -304,31 +337,44 @@ export interface ChunkBody {
   label: string
   /** the protocol's own error for a body that failed mid-stream, if it has one (else streamFailure) */
   streamError?: (err: unknown) => Error | undefined
-  /** checks the stored body (its length), throwing the protocol's error */
-  check: (meter: Meter) => void
+  /** checks the stored body (its length), throwing the protocol's error; the chunk is recorded once it resolves */
+  check: (meter: Meter) => void | Promise<void>
 }
 
 /**
- * Writes a chunk's body at its offset with the chunk marked in flight, hashing it into the
- * upload's running sha256 when it is the next in order, then records it (both protocols).
+ * Writes a chunk's body at its offset with the chunk marked in flight and claimed (see
+ * ChunksInFlight), hashing it into the upload's running sha256 when it is the next in order, then
+ * records it (both protocols). Throws ChunkBeingReceived, with nothing of the body read, when
+ * another app or process holds the chunk's claim; and, for `accept` (resumable.js), when the chunk
+ * was recorded since the caller looked (the caller looks again and answers it as stored).
  */
 export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, key: string, body: Readable, c: ChunkBody): Promise<ChunkResult> {
-  return receiving(inFlight, key, async () => {
+  return receiving(inFlight, key, c.index, async (lock) => {
+    const claim = lock.signal
+    // under the claim no other request writes this chunk: is it still missing from a live upload?
+    // (a request that looked before another stored it, or finished the upload, must not write)
+    const [now] = await query<{ active: boolean, stored: boolean }>(deps.pool, CHUNK_NOW_SQL, [c.drive.id, c.jobId, c.index], 'clonejobs_chunk_now')
+    if (!now.active) throw uploadOver(c.duplicates, c.drive.id)
+    if (now.stored) throw c.duplicates === 'refuse' ? chunkStored(c.index) : new ChunkBeingReceived(c.index)
     const inOrder = new InOrderHash(inFlight, c.drive.id, c.index, chunkCount(Number(c.drive.size), c.chunkSize))
     try {
       const bodyAt = performance.now()
       const meter = new Meter(c.range.length, inOrder.hash ?? false)
       try {
-        await pipeline(body, meter, await deps.storage.createWriteStream(c.drive.id, { start: c.range.start }))
+        // the claim's connection failing stops the write: the chunk may be another request's by then
+        await pipeline(body, meter, await deps.storage.createWriteStream(c.drive.id, { start: c.range.start }), { signal: claim })
       } catch (err) {
         body.resume()
+        if (claim.aborted) throw claimLost(c.index)
         throw c.streamError?.(err) ?? streamFailure(err, c.label)
       }
       const stored = performance.now()
-      c.check(meter)
+      await c.check(meter)
+      if (claim.aborted) throw claimLost(c.index)
       const r = await recordChunk(deps, c.drive, c.jobId, c.index, c.range.length, c.chunkSize, c.duplicates, {
         digest: await inOrder.digestIfLast(),
-        timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored)
+        timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored),
+        claim: lock
       })
       inOrder.recorded()
       return r
@@ -338,12 +384,32 @@ export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
   })
 }
 
-/** Runs `receive` with chunk `key` marked in flight in this app, until it settles (both protocols). */
-export async function receiving<T> (inFlight: ChunksInFlight, key: string, receive: () => Promise<T>): Promise<T> {
+// $1 drive, $2 the upload's job, $3 chunk number
+const CHUNK_NOW_SQL = `
+  SELECT EXISTS (SELECT 1 FROM drives WHERE id = $1::uuid AND status = 'uploading' AND locked_by_job = $2::uuid AND NOT deleted) AS active,
+    EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $3::int) AS stored`
+
+/**
+ * Runs `receive` with chunk `key` (number `n`) marked in flight in this app and claimed across
+ * processes (upload_chunk:<key>), until it settles (both protocols). `receive` gets the claim's
+ * signal, aborted if the claim is lost. ChunkBeingReceived when another app or process holds it.
+ */
+export async function receiving<T> (inFlight: ChunksInFlight, key: string, n: number, receive: (claim: SessionLock) => Promise<T>): Promise<T> {
   let settle!: () => void
   inFlight.set(key, new Promise(resolve => { settle = resolve }))
   try {
-    return await receive()
+    let claim
+    try {
+      claim = await inFlight.claims.tryLock(`upload_chunk:${key}`)
+    } catch (err) {
+      throw databaseFailure(err) ?? err
+    }
+    if (claim === undefined) throw new ChunkBeingReceived(n)
+    try {
+      return await receive(claim)
+    } finally {
+      await claim.release()
+    }
   } finally {
     inFlight.delete(key)
     settle()
@@ -379,11 +445,20 @@ export function chunkTiming (startedAt: number, t0: number, bodyAt: number, mete
   return { startedAt, lookupsMs: bodyAt - t0, receiveMs: ended - bodyAt, hashMs: meter.hashMs, fsyncMs: stored - ended }
 }
 
+/** The upload is over (its drive finished, failed or gone): the protocol's error. */
+function uploadOver (duplicates: 'refuse' | 'accept', driveId: string): DomainError {
+  // §5.2 clients hold a link, which is gone (410) with the upload; resumable.js retries anything
+  // but 400/404/415/500/501 at once, so it is told 400 (the drive's state)
+  return duplicates === 'refuse' ? errors.gone('The upload this link belongs to is over') : errors.wrongState(`The upload into drive ${driveId} is over`)
+}
+
 /** What a chunk's request knows once the chunk is stored. */
 export interface StoredChunk {
   /** the image's sha256 (and the hash worker's time), when this chunk completed an in-order run (InOrderHash) */
   digest?: { hex: string, workerMs: number }
   timing: ChunkTiming
+  /** the chunk's claim: recorded only while it is still held */
+  claim: Pick<SessionLock, 'pid' | 'name'>
 }
 
 interface RecordRow {
@@ -405,9 +480,7 @@ interface RecordRow {
 export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', chunk: StoredChunk): Promise<ChunkResult> {
   const size = Number(drive.size)
   const total = chunkCount(size, S)
-  // §5.2 clients hold a link, which is gone (410) with the upload; resumable.js retries anything
-  // but 400/404/415/500/501 at once, so it is told 400 (the drive's state)
-  const over = () => duplicates === 'refuse' ? errors.gone('The upload this link belongs to is over') : errors.wrongState(`The upload into drive ${drive.id} is over`)
+  const over = () => uploadOver(duplicates, drive.id)
   const { startedAt, ...sums } = chunk.timing
   const t0 = performance.now()
   return pgTransaction(deps.pool, async (client) => {
@@ -415,6 +488,11 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
     // arriving together could each miss the other's row, so neither would see the upload complete
     // (the statement below takes its snapshot once the lock is held, so it sees every earlier chunk)
     await query(client, 'SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', [jobId], 'clonejobs_chunk_lock')
+    // the claim must still be this request's as the chunk is recorded: a claims connection that
+    // died is noticed by its signal only at the next ping, and by then another process may have
+    // claimed the chunk and be writing it
+    const [claim] = await query<{ held: boolean }>(client, HELD_SQL, [chunk.claim.pid, chunk.claim.name], 'clonejobs_chunk_claim_held')
+    if (!claim.held) throw claimLost(n)
     const [r] = await query<RecordRow>(client, RECORD_SQL,
       [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId], 'clonejobs_chunk_record')
     const result = { chunk: n, bytes: length, chunksStored: r.count, chunksTotal: total, complete: r.count >= total }

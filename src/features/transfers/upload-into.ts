@@ -2,11 +2,18 @@
 // must be exactly the drive's size (the rule of the chunked and resumable protocols). It streams
 // into a scratch image and replaces the drive's image only when complete (storage.copy renames a
 // finished copy over it), so a failed upload leaves the drive's data as it was. Meanwhile the
-// drive is `uploading`, held by one request-held drive_upload job (engine.enqueueHeld/hold).
+// drive is `uploading`, held by one request-held drive_upload job (engine.enqueueHeld/hold). The
+// scratch image's id is in the job's params (`scratch`), so if this process dies the worker that
+// takes the job over removes the scratch image and gives the drive back as it was
+// (releaseUploadInto, called by the drive_upload handler's cleanup). Once the file is complete
+// its sha256 is written ahead as the job's checkpoint (`committed`), the commit point: a process
+// that dies after it is rolled forward instead (rollForwardUploadInto), and the job succeeds.
+// An attempt whose lease is gone touches nothing.
 import { randomUUID } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { domainErrors } from '../../domain/errors.ts'
+import { formatBytes } from '../../domain/progress.ts'
 import type { TakenJob } from '../../engine/queue-sql.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { announceDrives, assertDriveUsable, loadOwnedDrive, mountState, restingStatusOf } from '../drives/service.ts'
@@ -14,6 +21,56 @@ import { BodyTooLong, Meter } from './streams.ts'
 import { type ClientError, type TransferDeps, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
 import type { MultipartUpload } from './upload-multipart.ts'
 import { newJobId } from '../../engine/enqueue.ts'
+import { isStorageError, type DriveStorage } from '../../storage/index.ts'
+import type { PrismaClient } from '../../db/client.ts'
+
+/** The drive leaves `uploading` for its resting status, with its old data, if this job still holds it. */
+async function restoreDrive (db: PrismaClient, ownerId: string, driveId: string, jobId: string): Promise<void> {
+  await db.$transaction(async (tx) => {
+    const status = await restingStatusOf(tx, driveId)
+    await tx.drive.updateMany({ where: { id: driveId, lockedByJob: jobId }, data: { status, lockedByJob: null } })
+    await announceDrives(tx, ownerId, [driveId])
+  })
+}
+
+/**
+ * Undoes an upload into an existing drive whose process stopped (the drive_upload handler's
+ * cleanup, after a takeover): removes the scratch image (`scratch` from the job's params; absent
+ * in jobs enqueued before it was recorded) and gives the drive back, its data untouched. Never
+ * deletes the drive: it existed before the upload.
+ */
+export async function releaseUploadInto (prisma: PrismaClient, storage: DriveStorage, ownerId: string, driveId: string, jobId: string, scratch: string | undefined): Promise<void> {
+  if (scratch !== undefined && scratch.toLowerCase() !== driveId.toLowerCase()) await storage.delete(scratch)
+  await restoreDrive(prisma, ownerId, driveId.toLowerCase(), jobId)
+}
+
+/** The job's checkpoint once the file is complete and about to replace the drive's image. */
+export interface UploadIntoCheckpoint { committed: { sha256: string, bytes: number } }
+
+/** The commit point of an upload into a drive, if its job's checkpoint records one. */
+export function committedUpload (checkpoint: unknown): UploadIntoCheckpoint['committed'] | undefined {
+  const c = (checkpoint as Partial<UploadIntoCheckpoint> | null)?.committed
+  return typeof c?.sha256 === 'string' && typeof c.bytes === 'number' ? c : undefined
+}
+
+/**
+ * Finishes an upload into a drive whose process stopped after its commit point (the drive_upload
+ * handler, after a takeover): the scratch image replaces the drive's image if it has not already
+ * (it is removed only after the copy), and the drive goes back to its resting status.
+ */
+export async function rollForwardUploadInto (storage: DriveStorage, driveId: string, scratch: string, fence: () => Promise<void>): Promise<'copied' | 'already copied'> {
+  if (!await storage.exists(scratch)) return 'already copied'
+  await fence()
+  try {
+    await storage.copy(scratch, driveId.toLowerCase())
+  } catch (err) {
+    // the stopped attempt's own copy finished meanwhile, and removed the scratch image
+    if (isStorageError(err, 'NOT_FOUND') && !await storage.exists(scratch)) return 'already copied'
+    throw err
+  }
+  await storage.delete(scratch)
+  return 'copied'
+}
 
 function failure (err: unknown, size: number): ClientError {
   // more bytes than the drive holds: the meter (or the fixed-size image) refuses them
@@ -38,9 +95,12 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
       id: jobId,
       ownerId,
       operation: 'drive_upload',
-      params: { driveId: drive.id, size, mode: 'multipart_into' },
+      // scratch: durable, so a takeover after this process dies can remove it (releaseUploadInto)
+      params: { driveId: drive.id, size, mode: 'multipart_into', scratch },
       resources: [{ type: 'drives', id: drive.id, mode: 'write' }],
       bytesTotal: size,
+      // a takeover after the commit point finishes the upload (and retries a transient failure)
+      maxAttempts: 3,
       description: `receiving a ${size} byte image into the drive (multipart)`
     })
     await announceDrives(tx, ownerId, [drive.id])
@@ -48,22 +108,29 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
   })
   const id = driveId.toLowerCase()
   const held = deps.engine.hold(row, size)
+  /** The answer once this request's lease is gone: the job is a newer attempt's. */
+  const takenOver = () => domainErrors.busy(`The upload's job ${jobId} was taken over by another process; see the job for its outcome`)
   let received: { sha256: string, bytes: number } | undefined
 
   /** The drive goes back to mounted/unmounted with its old data; the job fails. */
   const abort = async (err: unknown): Promise<ClientError> => {
     const clientErr = held.cancelled ? domainErrors.validation('The upload was cancelled') : failure(err, size)
-    await deps.storage.delete(scratch).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove a failed upload\'s scratch image'))
+    // the lease is gone: the job, its scratch image and the drive belong to a newer attempt now,
+    // which undoes the upload, or finishes it if it was committed; this one touches nothing
+    if (held.leaseGone) {
+      deps.log.warn({ job: jobId, drive: id }, 'upload into a drive stopped: its job\'s lease was lost')
+      return takenOver()
+    }
     try {
-      await deps.prisma.$transaction(async (tx) => {
-        const status = await restingStatusOf(tx, id)
-        await tx.drive.updateMany({ where: { id, lockedByJob: jobId }, data: { status, lockedByJob: null } })
-        await announceDrives(tx, ownerId, [id])
-      })
+      await restoreDrive(deps.prisma, ownerId, id, jobId)
     } catch (e) {
       deps.log.error({ err: e, drive: id }, 'could not release a drive after a failed upload')
     }
-    await held.fail(failureRecord(clientErr))
+    // the scratch image goes once the failure is recorded: until then a takeover may need it (a
+    // committed upload is finished from it, and "no scratch image" means it was copied)
+    if (await held.fail(failureRecord(clientErr))) {
+      await deps.storage.delete(scratch).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove a failed upload\'s scratch image'))
+    }
     return clientErr
   }
 
@@ -79,11 +146,14 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
     receive: async (file: Readable, truncated: () => boolean) => {
       let meter: Meter | undefined
       try {
+        const t0 = performance.now()
         meter = new Meter(size, true, (n) => held.progress(n))
         await pipeline(file, meter, await deps.storage.createWriteStream(scratch), { signal: held.signal })
         if (truncated()) throw domainErrors.tooLarge('The file is larger than the largest drive', 'file')
         if (meter.bytes !== size) throw domainErrors.validation(`The file holds ${meter.bytes} bytes; uploading into drive ${id} needs exactly its size, ${size} bytes`, 'file')
         received = { sha256: await meter.digest(), bytes: meter.bytes }
+        held.log(`stored ${formatBytes(meter.bytes)} in a scratch image, sha256 ${received.sha256}`)
+        held.describe(`received ${formatBytes(meter.bytes)} into the drive in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
       } catch (err) {
         meter?.release()
         file.resume()
@@ -94,15 +164,26 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
       if (!received) throw await abort(domainErrors.validation('The form has no file', 'file'))
       const { sha256, bytes } = received
       try {
+        // the commit point, written ahead: from here a worker that takes the job over (this
+        // process died) finishes the upload from the scratch image instead of undoing it
+        await held.checkpoint({ committed: { sha256, bytes } } satisfies UploadIntoCheckpoint)
         // replaces the drive's image at once, and only with the complete file
         await deps.storage.copy(scratch, id)
-        await deps.storage.delete(scratch)
+      } catch (err) {
+        // the drive's image is as it was (the copy replaces it only when complete)
+        throw await abort(err)
+      }
+      await deps.storage.delete(scratch).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove an upload\'s scratch image after its copy'))
+      try {
         await deps.prisma.$transaction(async (tx) => {
           await finishUploadedDrive(tx, ownerId, id, jobId)
           await held.finish(tx, { state: 'success', result: { sha256, bytes } })
         })
       } catch (err) {
-        throw await abort(err)
+        // the drive holds the new image: never undone now; the job is finished by the worker that
+        // takes it over once its lease expires (drive_upload's roll-forward)
+        deps.log.warn({ err, job: jobId, drive: id }, 'an upload into a drive was stored but its end could not be recorded; a worker finishes its job')
+        throw held.leaseGone ? takenOver() : failure(err, size)
       }
       return { driveId: id, jobId, sha256, bytes }
     }

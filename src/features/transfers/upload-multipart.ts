@@ -70,7 +70,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
         const t0 = performance.now()
         held.log(`receiving a multipart file into drive ${driveId} (sha256 computed as it arrives, on a worker thread)`)
         meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined))
-        await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max), { signal: held.signal })
+        await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max, sizeHint), { signal: held.signal })
         const stored = performance.now()
         if (truncated()) throw errors.tooLarge(`The file is larger than the largest drive (${max} bytes)`, 'file')
         if (meter.bytes === 0) throw errors.validation('The file is empty', 'file')

@@ -14,7 +14,8 @@ import { DomainError, errors } from '../../http/errors.ts'
 import { loadOwnedDrive, type DriveRow } from '../drives/service.ts'
 import { BodyTooLong } from './streams.ts'
 import type { TransferDeps } from './service.ts'
-import { type ChunkResult, type ChunksInFlight, fixChunkSize, storeChunk, storedChunks } from './upload-chunked.ts'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { type ChunkResult, type ChunksInFlight, ChunkBeingReceived, fixChunkSize, storeChunk, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -122,16 +123,40 @@ export async function resumableChunkStatus (deps: TransferDeps, ownerId: string,
   return answer(deps.prisma, l, c, true)
 }
 
+/** How often a chunk being received by another process is looked at again, and for how long at most (ms). */
+export const OTHER_RECEIVER_POLL_MS = 200
+export const OTHER_RECEIVER_WAIT_MS = 30_000
+
 /**
  * POST: writes the chunk at its offset and records it. A chunk stored already (or being stored by
  * another request of this process, which is waited for) is answered as stored and its bytes are
- * discarded, so the same chunk twice is idempotent. `truncated` reports a multipart file part cut
- * by the parser's size limit.
+ * discarded, so the same chunk twice is idempotent. A chunk another process is receiving is
+ * looked at again every OTHER_RECEIVER_POLL_MS until it is stored (answered as stored) or free
+ * (written here); after OTHER_RECEIVER_WAIT_MS, or if this request's body ends meanwhile, 503,
+ * which resumable.js retries. `truncated` reports a multipart file part cut by the parser's size limit;
+ * `formEnded` resolves when the rest of a multipart form has been read and found acceptable (it
+ * rejects on a second file): the chunk is recorded only then, so a refused form leaves the upload
+ * as it was.
  */
-export async function receiveResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean = () => false): Promise<ResumableResult> {
+export async function receiveResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean = () => false, formEnded: () => Promise<void> = async () => {}): Promise<ResumableResult> {
   const t0 = performance.now()
   const startedAt = Date.now()
   const key = `${driveId.toLowerCase()}:${c.number - 1}`
+  const waitUntil = Date.now() + OTHER_RECEIVER_WAIT_MS
+  for (;;) {
+    const r = await tryResumableChunk(deps, inFlight, ownerId, driveId, c, body, truncated, formEnded, key, startedAt, t0)
+    if (r !== undefined) return r
+    if (Date.now() >= waitUntil || body.destroyed || body.readableEnded) {
+      body.resume()
+      throw errors.busy(`Chunk ${c.number} is being received by another request; retry shortly`, 'resumableChunkNumber')
+    }
+    await sleep(OTHER_RECEIVER_POLL_MS)
+  }
+}
+
+/** One attempt of receiveResumableChunk: undefined when another process holds the chunk's claim (nothing read). */
+async function tryResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean,
+  formEnded: () => Promise<void>, key: string, startedAt: number, t0: number): Promise<ResumableResult | undefined> {
   let l: Located
   for (;;) {
     const pending = inFlight.get(key)
@@ -149,22 +174,31 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
     if (!inFlight.has(key)) break
   }
   const { drive, jobId, index, range } = l
-  const r = await storeChunk(deps, inFlight, key, body, {
-    drive,
-    jobId,
-    index,
-    range,
-    chunkSize: c.chunkSize,
-    duplicates: 'accept',
-    startedAt,
-    t0,
-    label: `chunk ${c.number}`,
-    streamError: (err) => err instanceof BodyTooLong ? tooLong(c, range) : undefined,
-    check: (meter) => {
-      if (truncated()) throw tooLong(c, range)
-      if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
-    }
-  })
+  let r: ChunkResult
+  try {
+    r = await storeChunk(deps, inFlight, key, body, {
+      drive,
+      jobId,
+      index,
+      range,
+      chunkSize: c.chunkSize,
+      duplicates: 'accept',
+      startedAt,
+      t0,
+      label: `chunk ${c.number}`,
+      streamError: (err) => err instanceof BodyTooLong ? tooLong(c, range) : undefined,
+      check: async (meter) => {
+        if (truncated()) throw tooLong(c, range)
+        if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
+        await formEnded()
+      }
+    })
+  } catch (err) {
+    // another process holds the chunk, or stored it since it was looked at: look again
+    if (err instanceof ChunkBeingReceived) return undefined
+    body.resume()
+    throw err
+  }
   return { ...r, chunk: c.number, duplicate: false }
 }
 

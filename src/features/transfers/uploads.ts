@@ -16,7 +16,7 @@ import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { multipartFailure } from '../../http/multipart.ts'
 import { assertStorable } from '../../http/text.ts'
 import { uri } from '../../http/uris.ts'
-import { UuidParams, errorResponses, refTo } from '../../http/schemas.ts'
+import { NAME_MAX_LENGTH, UuidParams, errorResponses, refTo } from '../../http/schemas.ts'
 import { driveSchemas, DriveObjects } from '../drives/schemas.ts'
 import {
   ChunkLink, ChunkReceived, InitUploadBody, RawBytes, UploadChunkBody, UploadChunkInput, UploadJob,
@@ -30,6 +30,7 @@ import { startMultipartUpload, type MultipartUpload } from './upload-multipart.t
 import { startMultipartUploadInto } from './upload-into.ts'
 import { RESUMABLE_STRINGS, receiveResumableChunk, resumableChunkOf, resumableChunkStatus, type ResumableResult } from './upload-resumable.ts'
 import { transferDeps, uploadMax } from './service.ts'
+import { SessionLocks } from '../../db/session-locks.ts'
 
 const TAGS = ['transfers']
 
@@ -62,9 +63,17 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
   app.actions.drive.register('upload_chunk', uploadChunk)
   const deps = transferDeps(app)
   // this app's chunks being received (never shared with another app in the process)
-  const chunksInFlight = new ChunksInFlight()
+  // its claims on chunks across processes: one dedicated connection (session-level advisory locks)
+  const chunksInFlight = new ChunksInFlight(new SessionLocks({
+    connectionString: app.dbPool.options.connectionString,
+    connectionTimeoutMillis: app.config.dbPoolWaitMs,
+    query_timeout: app.config.dbQueryTimeoutMs,
+    application_name: 'clonejobs chunk claims'
+  }, {
+    onLost: (err, lost) => { app.log.warn({ err, lost }, 'the chunk claims connection failed: the chunks being received were aborted') }
+  }))
   // the running hashes of uploads in progress live on the process's hash worker: forget them
-  app.addHook('onClose', async () => { chunksInFlight.close() })
+  app.addHook('onClose', async () => { await chunksInFlight.close() })
 
   // raw bodies stay streams (this scope only); their size is checked against the drive maximum
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => { done(null, payload) })
@@ -81,7 +90,7 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
         'The drive is `uploading` until the last byte is stored, then `unmounted`. A short body or a broken connection removes the drive. ' +
         'Answers 201 with the drive uuid as text/plain (no newline) and a Location header; the drive_upload job records {sha256, bytes}.',
       consumes: ['application/octet-stream'],
-      params: Type.Object({ name: Type.Optional(Type.String({ description: 'Name of the new drive (default: "upload")' })) }),
+      params: Type.Object({ name: Type.Optional(Type.String({ maxLength: NAME_MAX_LENGTH, description: 'Name of the new drive (default: "upload")' })) }),
       querystring: Type.Object({ media: MEDIA }, { additionalProperties: true }),
       body: RawBytes,
       response: {
@@ -172,6 +181,8 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
     if (!request.isMultipart()) throw errors.validation('The request must be multipart/form-data', 'Content-Type')
     let data: MultipartUploadDataT | undefined
     let upload: MultipartUpload | undefined
+    // receive discards the upload itself when it fails: the catch below must not do it again
+    let receiving = false
     const hint = contentLength(request.headers['content-length'])
     try {
       for await (const part of request.parts()) {
@@ -188,10 +199,12 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
         upload = p.uuid !== undefined
           ? await startMultipartUploadInto(deps, request.account.id, requireRelatedUuid(p.uuid, 'uuid', 'drives'))
           : await startMultipartUpload(deps, request.account.id, { name: p.name ?? 'upload', media: p.media ?? 'disk' }, hint)
+        receiving = true
         await upload.receive(part.file, () => part.file.truncated)
+        receiving = false
       }
     } catch (err) {
-      if (upload) throw await upload.abort(err)
+      if (upload && !receiving) throw await upload.abort(err)
       throw multipartFailure(err)
     }
     if (!data) throw errors.validation('The data field is missing', 'data')
@@ -274,13 +287,19 @@ function resumableRoutes (app: Parameters<FastifyPluginAsyncTypebox>[0], deps: R
       return resumableAnswer(await receiveResumableChunk(deps, chunksInFlight, ownerId, uuid, c, body))
     }
     const fields: Record<string, unknown> = {}
-    let result: ResumableResult | undefined
+    // the chunk is stored while the rest of the form is read, and recorded only once the form has
+    // ended with no second file: a refused form leaves the upload as it was
+    let receiving: Promise<ResumableResult> | undefined
+    let formEnd!: { resolve: () => void, reject: (err: unknown) => void }
+    const formEnded = new Promise<void>((resolve, reject) => { formEnd = { resolve, reject } })
+    formEnded.catch(() => {})
     try {
-      for await (const part of request.parts({ limits: { fileSize: uploadMax(deps), files: 1, fields: 32, parts: 33, fieldSize: 64 * 1024 } })) {
+      for await (const part of request.parts({ limits: { fileSize: uploadMax(deps), files: 2, fields: 32, parts: 34, fieldSize: 64 * 1024 } })) {
         if (part.type === 'field') {
-          if (!result) fields[part.fieldname] = part.value
+          if (!receiving) fields[part.fieldname] = part.value
           continue
         }
+        if (receiving) { part.file.resume(); throw errors.validation('Send exactly one file', 'file') }
         if (part.fieldname !== 'file') { part.file.resume(); throw errors.validation(`The chunk must be the form field named file, not ${JSON.stringify(part.fieldname)}`, part.fieldname) }
         let c
         try {
@@ -289,13 +308,18 @@ function resumableRoutes (app: Parameters<FastifyPluginAsyncTypebox>[0], deps: R
           part.file.resume()
           throw err
         }
-        result = await receiveResumableChunk(deps, chunksInFlight, ownerId, uuid, c, part.file, () => part.file.truncated)
+        receiving = receiveResumableChunk(deps, chunksInFlight, ownerId, uuid, c, part.file, () => part.file.truncated, () => formEnded)
+        receiving.catch(() => {}) // awaited below
       }
+      formEnd.resolve()
+      if (!receiving) throw errors.validation('The file field (the chunk) is missing', 'file')
+      return resumableAnswer(await receiving)
     } catch (err) {
+      formEnd.reject(err)
+      // the chunk's request settles (its bytes unrecorded) before the form's error is answered
+      await receiving?.catch(() => {})
       throw multipartFailure(err)
     }
-    if (!result) throw errors.validation('The file field (the chunk) is missing', 'file')
-    return resumableAnswer(result)
   })
 }
 
@@ -311,6 +335,8 @@ function parseData (value: unknown): MultipartUploadDataT {
   if (!o || typeof o !== 'object' || o.method !== 'drives.upload') throw errors.validation('data.method must be "drives.upload"', 'method')
   const p = Array.isArray(o.params) && o.params.length === 1 ? o.params[0] : undefined
   if (!p || typeof p !== 'object' || (p.uuid === undefined && typeof p.name !== 'string')) throw errors.validation('data.params must be [{"name": ..., "media"?: "disk"|"cdrom"}] or [{"uuid": <existing drive>}]', 'params')
+  // the data field is parsed by hand: the same limit, and the same message, as the drive schemas' name
+  if (typeof p.name === 'string' && p.name.length > NAME_MAX_LENGTH) throw errors.validation(`Invalid field name: must NOT have more than ${NAME_MAX_LENGTH} characters`, 'name')
   if (p.uuid !== undefined && typeof p.uuid !== 'string') throw errors.validation('data.params[0].uuid must be a drive uuid', 'uuid')
   if (p.media !== undefined && p.media !== 'disk' && p.media !== 'cdrom') throw errors.validation('media must be disk or cdrom', 'media')
   return { method: 'drives.upload', params: [{ name: p.name, media: p.media, uuid: p.uuid }] }

@@ -37,6 +37,7 @@ export function serverCloneHandler (storage: () => DriveStorage): JobHandler {
         const server = await ctx.prisma.server.findUnique({ where: { id: p.serverId }, select: { lockedByJob: true } })
         if (!server || server.lockedByJob !== null) throw new JobFailure(`the new server ${p.serverId} is no longer held by this job`)
       }
+      ctx.progress({ description: `cloned server ${p.sourceServerId} as ${p.serverId} (${p.disks.length} disk${p.disks.length === 1 ? '' : 's'})` })
       return { server: p.serverId, drives: p.disks.map(d => d.driveId) }
     },
     async cleanup (ctx) {

@@ -37,6 +37,7 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
       ctx.signal.throwIfAborted()
       const { rows } = await pool.query<{ done: number }>(FINISH, [driveId, ctx.job.id, new Date().toISOString()])
       if (rows[0].done === 0) throw new JobFailure('the drive is no longer held by this job')
+      ctx.progress({ description: `created a ${size} byte drive` })
       return { size }
     },
     async cleanup (ctx) {

@@ -14,6 +14,7 @@ export function driveDeleteHandler (storage: DriveStorage): JobHandler {
       if (drive && drive.lockedByJob !== ctx.job.id) throw new JobFailure('the drive is no longer held by this job')
       await storage.delete(driveId)
       await ctx.prisma.drive.deleteMany({ where: { id: driveId, lockedByJob: ctx.job.id } })
+      ctx.progress({ description: 'deleted the drive and its image' })
       return null
     },
     async cleanup (ctx) {

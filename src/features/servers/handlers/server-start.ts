@@ -32,6 +32,7 @@ export function serverStartHandler (driver: () => HypervisorDriver): JobHandler 
       const result = await driver().start(server, ctx.signal)
       ctx.signal.throwIfAborted()
       await settleServer(ctx, { status: 'running', activeSince: result.activeSince ?? new Date() })
+      ctx.progress({ description: `started ${server.name}` })
       return { status: 'running' }
     },
     async cleanup (ctx) {

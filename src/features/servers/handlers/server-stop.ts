@@ -17,9 +17,11 @@ export function serverStopHandler (driver: () => HypervisorDriver): JobHandler {
       ctx.signal.throwIfAborted()
       if (!off) {
         await settleServer(ctx, { status: 'running' })
+        ctx.progress({ description: `${server.name} is still running: the guest did not power off` })
         return { status: 'running', description: 'the guest did not power off' }
       }
       await settleServer(ctx, { status: 'stopped', activeSince: null })
+      ctx.progress({ description: `${shutdown ? 'shut down' : 'stopped'} ${server.name}` })
       return { status: 'stopped' }
     },
     async cleanup (ctx) {

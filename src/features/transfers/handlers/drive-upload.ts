@@ -3,25 +3,31 @@
 // - a chunked upload received its last chunk, not every chunk in order in one process (so no
 //   request knew the image's digest and the job was made due): hash the image, finish;
 // - a chunked upload passed its idle deadline with chunks missing: fail, and cleanup removes it;
-// - the process receiving a raw or multipart upload died (its lease expired): fail and remove it.
+// - the process receiving a raw or multipart upload died (its lease expired): fail and remove it;
+//   for an upload into an existing drive (mode multipart_into) remove only the scratch image
+//   (params.scratch) and give the drive back with its old data: it existed before the upload;
+//   unless it died after its commit point (the file complete, checkpoint `committed`): then the
+//   scratch image replaces the drive's (if it has not yet) and the job succeeds with its sha256.
 import type { DriveStorage } from '../../../storage/index.ts'
 import { chunkCount } from '../../../domain/chunks.ts'
 import { discardUpload, finishUploadedDrive } from '../service.ts'
 import { chunkedTimeSplit } from '../upload-chunked.ts'
+import { committedUpload, releaseUploadInto, rollForwardUploadInto } from '../upload-into.ts'
 import { formatBytes } from '../../../domain/progress.ts'
 import { hashDrive } from '../streams.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 
-interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number }
+interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number, scratch?: string }
 
 function params (raw: Record<string, unknown>): UploadParams {
-  const { driveId, mode, size, chunkSize } = raw as Partial<Record<keyof UploadParams, unknown>>
+  const { driveId, mode, size, chunkSize, scratch } = raw as Partial<Record<keyof UploadParams, unknown>>
   if (typeof driveId !== 'string' || typeof mode !== 'string') throw new JobFailure('the job parameters are incomplete')
   return {
     driveId,
     mode,
     size: typeof size === 'number' ? size : undefined,
-    chunkSize: typeof chunkSize === 'number' ? chunkSize : undefined
+    chunkSize: typeof chunkSize === 'number' ? chunkSize : undefined,
+    scratch: typeof scratch === 'string' ? scratch : undefined
   }
 }
 
@@ -31,6 +37,17 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
     resumable: true,
     async run (ctx) {
       const p = params(ctx.job.params)
+      const committed = p.mode === 'multipart_into' ? committedUpload(ctx.job.checkpoint) : undefined
+      if (committed !== undefined && p.scratch !== undefined) {
+        // the file was complete and replacing the drive's image when its process stopped: finish that
+        const drive = await ctx.prisma.drive.findUnique({ where: { id: p.driveId } })
+        if (!drive || drive.lockedByJob !== ctx.job.id || drive.status !== 'uploading') throw new JobFailure('the drive is no longer held by this upload')
+        const how = await rollForwardUploadInto(storage, p.driveId, p.scratch, ctx.fence)
+        await ctx.fenced(async (tx) => finishUploadedDrive(tx, ctx.job.ownerId, p.driveId, ctx.job.id))
+        ctx.log(`the process receiving this upload stopped after the file was complete (sha256 ${committed.sha256}); ${how === 'copied' ? 'its image replaced the drive\'s' : 'its image had already replaced the drive\'s'}`)
+        ctx.progress({ description: `received ${formatBytes(committed.bytes)} into the drive (multipart); stored after a takeover`, extra: { phase: 'done' } })
+        return { sha256: committed.sha256, bytes: committed.bytes }
+      }
       if (p.mode !== 'chunked') throw new JobFailure('the upload was interrupted: the process receiving it stopped')
       const drive = await ctx.prisma.drive.findUnique({ where: { id: p.driveId } })
       if (!drive || drive.lockedByJob !== ctx.job.id || drive.status !== 'uploading') throw new JobFailure('the drive is no longer held by this upload')
@@ -57,6 +74,8 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
     },
     async cleanup (ctx) {
       const p = params(ctx.job.params)
+      // the drive existed before this upload: never delete it, only what the upload made
+      if (p.mode === 'multipart_into') return releaseUploadInto(ctx.prisma, storage, ctx.job.ownerId, p.driveId, ctx.job.id, p.scratch)
       await discardUpload(ctx.prisma, storage, ctx.job.ownerId, p.driveId, ctx.job.id)
     }
   }

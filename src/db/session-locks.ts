@@ -1,0 +1,166 @@
+// Claims that hold across processes for as long as a piece of work lasts: PostgreSQL session-level
+// advisory locks (key: hashtextextended(name, 0)), all on ONE dedicated connection per owner (an
+// app), never a pool connection per claim. A process that dies drops its connection and so its
+// claims. When the connection fails (an error, its end, a liveness query that does not answer),
+// every claim taken on it is gone: each holder's signal is aborted, so it stops the work it can no
+// longer prove is its own; the next claim opens a new connection.
+import pg from 'pg'
+
+export interface SessionLock {
+  /** aborted (reason: a SessionLockLost) when the connection holding the lock failed: the lock is gone */
+  readonly signal: AbortSignal
+  /**
+   * The lock's name and the backend holding it, for a statement to prove the lock is still held
+   * at the moment it runs (HELD_SQL): the signal learns of a dead connection only at the next ping.
+   */
+  readonly name: string
+  readonly pid: number
+  /** lets the lock go; never throws (a failed unlock drops the connection, and with it the lock) */
+  release: () => Promise<void>
+}
+
+/**
+ * Whether backend $1 holds the session lock named $2, now (pg_locks is not a snapshot: it shows
+ * the lock table as it is). A bigint advisory key shows its high half in classid, its low half in
+ * objid, with objsubid 1.
+ */
+export const HELD_SQL = `
+  SELECT EXISTS (
+    SELECT 1 FROM pg_locks l, (SELECT hashtextextended($2::text, 0) AS h) k
+    WHERE l.locktype = 'advisory' AND l.pid = $1::int AND l.granted AND l.objsubid = 1
+      AND l.classid = ((k.h >> 32) & 4294967295)::oid AND l.objid = (k.h & 4294967295)::oid
+  ) AS held`
+
+export class SessionLockLost extends Error {
+  constructor (name: string, cause: unknown) {
+    super(`the claim ${name} was lost with its database connection`, { cause })
+    this.name = 'SessionLockLost'
+  }
+}
+
+export interface SessionLocksOptions {
+  /** a liveness query on the connection this often while it holds claims (ms) */
+  pingIntervalMs?: number
+  /** the connection failed while holding `lost` claims (they were aborted) */
+  onLost?: (err: unknown, lost: number) => void
+}
+
+interface Held { ctrl: AbortController, client: pg.Client | undefined }
+
+export class SessionLocks {
+  private client: pg.Client | undefined
+  private connecting: Promise<pg.Client> | undefined
+  /** claims of this owner by name: taken, or being taken (client undefined until its query is sent) */
+  private readonly held = new Map<string, Held>()
+  private pinger: NodeJS.Timeout | undefined
+  private closed = false
+
+  /** `config`: the connection's settings (set query_timeout: the liveness query relies on it). */
+  constructor (private readonly config: pg.ClientConfig, private readonly opts: SessionLocksOptions = {}) {}
+
+  /** Number of claims held (or being taken) by this owner. */
+  get size (): number { return this.held.size }
+
+  /**
+   * Takes claim `name`, or undefined when someone holds it: another process, another owner in
+   * this process, or this owner itself (a session's advisory locks are re-entrant; these are not).
+   * Throws when the database cannot be asked.
+   */
+  async tryLock (name: string): Promise<SessionLock | undefined> {
+    if (this.closed) throw new Error('the session locks are closed')
+    if (this.held.has(name)) return undefined
+    const entry: Held = { ctrl: new AbortController(), client: undefined }
+    this.held.set(name, entry)
+    let client: pg.Client | undefined
+    let ok: boolean
+    try {
+      client = await this.connection()
+      entry.client = client
+      const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name])
+      ok = r.rows[0].ok
+    } catch (err) {
+      if (this.held.get(name) === entry) this.held.delete(name)
+      if (client) this.lose(client, err)
+      throw err
+    }
+    if (entry.ctrl.signal.aborted) throw new SessionLockLost(name, entry.ctrl.signal.reason)
+    if (!ok) {
+      this.held.delete(name)
+      return undefined
+    }
+    const taken = client
+    return {
+      signal: entry.ctrl.signal,
+      name,
+      pid: (taken as unknown as { processID: number }).processID,
+      release: async () => {
+        if (this.held.get(name) !== entry) return // lost (or released) already
+        this.held.delete(name)
+        try {
+          await taken.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name])
+        } catch (err) {
+          this.lose(taken, err)
+        }
+      }
+    }
+  }
+
+  /** Drops the connection and every claim on it (their holders are aborted). */
+  async close (): Promise<void> {
+    this.closed = true
+    await this.connecting?.catch(() => {})
+    const client = this.client
+    if (client === undefined) return
+    this.lose(client, new Error('the session locks were closed'), false)
+  }
+
+  private async connection (): Promise<pg.Client> {
+    if (this.client) return this.client
+    this.connecting ??= (async () => {
+      const client = new pg.Client({ keepAlive: true, ...this.config })
+      client.on('error', (err) => this.lose(client, err))
+      client.on('end', () => this.lose(client, new Error('the connection ended')))
+      try {
+        await client.connect()
+      } catch (err) {
+        destroy(client)
+        throw err
+      }
+      if (this.closed) {
+        destroy(client)
+        throw new Error('the session locks are closed')
+      }
+      this.client = client
+      const ping = () => {
+        if (this.client !== client || ![...this.held.values()].some(h => h.client === client)) return
+        client.query('SELECT 1').catch((err: unknown) => this.lose(client, err))
+      }
+      this.pinger = setInterval(ping, this.opts.pingIntervalMs ?? 5000)
+      this.pinger.unref()
+      return client
+    })().finally(() => { this.connecting = undefined })
+    return this.connecting
+  }
+
+  /** `client` failed (or is closed): it goes, and so does every claim taken on it. */
+  private lose (client: pg.Client, err: unknown, report = true): void {
+    if (this.client === client) {
+      this.client = undefined
+      clearInterval(this.pinger)
+    }
+    let lost = 0
+    for (const [name, h] of this.held) {
+      if (h.client !== client) continue
+      this.held.delete(name)
+      h.ctrl.abort(new SessionLockLost(name, err))
+      lost++
+    }
+    destroy(client)
+    if (report && lost > 0) this.opts.onLost?.(err, lost)
+  }
+}
+
+function destroy (client: pg.Client): void {
+  // end() would wait for the server's answer, which a half-open connection never sends
+  client.connection?.stream?.destroy()
+}

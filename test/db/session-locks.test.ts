@@ -1,0 +1,56 @@
+// SessionLocks' HELD_SQL: a statement proves, at the moment it runs, that a backend still holds a
+// named session lock (a claims connection that died is noticed by its holder only at the next
+// ping). The bigint key is split across pg_locks' classid and objid: many names, so negative and
+// positive hashes and both halves are covered.
+import t from 'tap'
+import pg from 'pg'
+import { HELD_SQL, SessionLocks } from '../../src/db/session-locks.ts'
+import { createTestDatabase } from '../helpers/db.ts'
+
+const databaseUrl = await createTestDatabase(t)
+const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 })
+t.teardown(() => pool.end())
+const held = async (pid: number, name: string) => (await pool.query<{ held: boolean }>(HELD_SQL, [pid, name])).rows[0].held
+
+t.test('held by its backend, under its name only, until released', async t => {
+  const locks = new SessionLocks({ connectionString: databaseUrl })
+  t.teardown(() => locks.close())
+  const names = Array.from({ length: 64 }, (_, i) => `upload_chunk:${crypto.randomUUID()}:${i}`)
+  const taken = []
+  for (const name of names) {
+    const lock = await locks.tryLock(name)
+    if (lock === undefined) throw new Error(`could not take ${name}`)
+    taken.push(lock)
+  }
+  const hashes = (await pool.query<{ h: string }>('SELECT hashtextextended(n, 0)::text AS h FROM unnest($1::text[]) n', [names])).rows.map(r => BigInt(r.h))
+  t.ok(hashes.some(h => h < 0n) && hashes.some(h => h > 0n), 'negative and positive keys among them')
+  const pid = taken[0].pid
+  t.ok(Number.isInteger(pid) && pid > 0, `the holder's backend pid (${pid})`)
+  let yes = 0
+  for (const lock of taken) if (await held(lock.pid, lock.name)) yes++
+  t.equal(yes, names.length, 'every lock is seen as held by its backend')
+  t.notOk(await held(pid, `upload_chunk:${crypto.randomUUID()}:0`), 'a name not taken is not held')
+  t.notOk(await held(pid + 1_000_000, names[0]), 'nor is a lock held by another backend')
+  await taken[0].release()
+  t.notOk(await held(pid, names[0]), 'a released lock is not held')
+  t.ok(await held(pid, names[1]), 'the others still are')
+})
+
+t.test('a terminated claims connection holds nothing, whether or not its holder has noticed', async t => {
+  // no pings: the holder learns of the loss only from the connection's own events
+  const locks = new SessionLocks({ connectionString: databaseUrl }, { pingIntervalMs: 3_600_000 })
+  t.teardown(() => locks.close())
+  const lock = await locks.tryLock('upload_chunk:terminated:0')
+  if (lock === undefined) throw new Error('not taken')
+  t.ok(await held(lock.pid, lock.name))
+  await pool.query('SELECT pg_terminate_backend($1::int)', [lock.pid])
+  await t.resolves(new Promise<void>((resolve, reject) => {
+    const deadline = Date.now() + 5000
+    const poll = async () => {
+      if (!await held(lock.pid, lock.name)) return resolve()
+      if (Date.now() > deadline) return reject(new Error('still held'))
+      setTimeout(() => { poll().catch(reject) }, 50)
+    }
+    poll().catch(reject)
+  }), 'the lock is gone from the server')
+})

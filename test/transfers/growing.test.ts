@@ -1,0 +1,69 @@
+// growingWriteStream (a multipart file, its size unknown until it ends): given an upper bound (the
+// request's Content-Length) the image takes that size first and is never grown midway (each growth
+// closes the image with an fsync and resizes it, an `rbd resize` on Ceph); without one it doubles
+// from 64 MiB. Either way the image ends exactly as long as the data, holding it byte for byte.
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import t from 'tap'
+import { transferDeps } from '../../src/features/transfers/service.ts'
+import { growingWriteStream } from '../../src/features/transfers/streams.ts'
+import { startMultipartUpload } from '../../src/features/transfers/upload-multipart.ts'
+import type { DriveStorage } from '../../src/storage/index.ts'
+import { buildTestApp, createUser } from '../helpers/app.ts'
+import { MiB, sha256 } from './helpers.ts'
+
+const { app } = await buildTestApp(t, { runWorkers: false })
+
+/** app.storage, recording the sizes it is resized to. */
+function counting (): { storage: DriveStorage, resizes: number[] } {
+  const resizes: number[] = []
+  const storage = new Proxy(app.storage, {
+    get (target, prop, receiver) {
+      if (prop === 'resize') return async (id: string, size: number) => { resizes.push(size); await target.resize(id, size) }
+      const v = Reflect.get(target, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    }
+  })
+  return { storage, resizes }
+}
+
+const piece = randomBytes(MiB)
+const length = 70 * MiB + 12345
+function * pieces (): Generator<Buffer> {
+  for (let off = 0; off < length; off += 64 * 1024) yield piece.subarray(off % MiB, off % MiB + Math.min(64 * 1024, length - off))
+}
+const expectedSha = (() => { const h = createHash('sha256'); for (const p of pieces()) h.update(p); return h.digest('hex') })()
+
+async function contents (id: string): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for await (const c of await app.storage.createReadStream(id)) parts.push(c as Buffer)
+  return Buffer.concat(parts)
+}
+
+for (const expected of [undefined, length + 300]) {
+  t.test(expected === undefined ? 'no size known: doubles from 64 MiB, then cut to the data' : 'an upper bound known: taken at once, never grown, then cut to the data', async t => {
+    const id = randomUUID()
+    await app.storage.create(id, 0)
+    t.teardown(() => app.storage.delete(id))
+    const { storage, resizes } = counting()
+    const w = growingWriteStream(storage, id, 1024 * MiB, expected)
+    await pipeline(Readable.from(pieces()), w)
+    t.equal(w.bytes(), length)
+    t.same(resizes, expected === undefined ? [64 * MiB, 128 * MiB, length] : [expected, length], `resized to ${resizes.join(', ')}`)
+    t.equal((await app.storage.stat(id)).size, length, 'the image is exactly the data\'s length')
+    t.equal(sha256(await contents(id)), expectedSha, 'and holds it')
+  })
+}
+
+t.test('a multipart upload takes the request\'s Content-Length as the bound', async t => {
+  const alice = await createUser(app)
+  const { storage, resizes } = counting()
+  const hint = length + 400
+  const upload = await startMultipartUpload({ ...transferDeps(app), storage }, alice.id, { name: 'bounded', media: 'disk' }, hint)
+  await upload.receive(Readable.from(pieces()), () => false)
+  const done = await upload.commit()
+  t.equal(done.sha256, expectedSha)
+  t.same(resizes, [hint, length], 'the image was sized once to the bound, then cut to the file')
+  await app.storage.delete(upload.driveId)
+})
