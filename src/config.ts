@@ -65,6 +65,8 @@ export interface Config {
   /** Ceph user (without `client.`) and keyring, when the cluster has auth on. */
   cephUser: string | undefined
   cephKeyring: string | undefined
+  /** Seconds one Ceph OSD operation may wait before its call fails (CEPH_OP_TIMEOUT). */
+  cephOpTimeoutSeconds: number
   /** How long the built-in recording hypervisor driver takes per power change, so starting/stopping show. */
   hypervisorDelayMs: number
   /** How long a stop lets in-flight requests finish before cutting them (under Docker's 10 s). */
@@ -141,6 +143,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     rbdPool: env.RBD_POOL || 'rbd',
     cephUser: env.CEPH_USER || undefined,
     cephKeyring: env.CEPH_KEYRING || undefined,
+    cephOpTimeoutSeconds: int(env, 'CEPH_OP_TIMEOUT', 60, 1),
     stopGraceMs: int(env, 'STOP_GRACE_MS', 8000),
     ...overrides
   }

@@ -11,6 +11,6 @@ declare module 'fastify' {
 export default fp(async (app) => {
   const c = app.config
   app.decorate('storage', c.storage === 'rbd'
-    ? createStorage({ backend: 'rbd', pool: c.rbdPool, conf: c.cephConf, user: c.cephUser, keyring: c.cephKeyring })
+    ? createStorage({ backend: 'rbd', pool: c.rbdPool, conf: c.cephConf, user: c.cephUser, keyring: c.cephKeyring, opTimeoutSeconds: c.cephOpTimeoutSeconds })
     : createStorage({ root: c.drivesDir, durable: c.storageFsync }))
 }, { name: 'storage' })

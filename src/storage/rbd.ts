@@ -58,6 +58,12 @@ export interface RbdDriveStorageOptions {
   rbdCommand?: string
   /** Seconds before an unreachable monitor fails a call (client_mount_timeout, rados_mon_op_timeout). */
   connectTimeoutSeconds?: number
+  /**
+   * Seconds one OSD operation may wait for its answer before the call fails (rados_osd_op_timeout,
+   * default 60). Ceph's own default, 0, waits forever: a stalled placement group or a paused
+   * cluster would hold a drive read, a clone or a flatten without end.
+   */
+  opTimeoutSeconds?: number
   /** How often copy/flatten progress is reported, ms (default 200). */
   progressIntervalMs?: number
 }
@@ -175,6 +181,8 @@ export class RbdDriveStorage implements DriveStorage {
       // an unreachable monitor fails the call after `timeout` s instead of hanging for minutes
       '--client_mount_timeout', timeout,
       '--rados_mon_op_timeout', timeout,
+      // an OSD that never answers fails the call (ETIMEDOUT) instead of holding it forever
+      '--rados_osd_op_timeout', String(options.opTimeoutSeconds ?? 60),
       // no log files or admin sockets for short-lived client processes
       '--log_file', '', '--admin_socket', '',
     ]
