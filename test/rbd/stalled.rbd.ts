@@ -8,18 +8,21 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { RbdDriveStorage, StorageError } from '../../src/storage/index.ts'
 import { MEASURE_WAIT_MS } from '../../src/features/drives/allocated.ts'
-import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 
 const MiB = 1024 * 1024
 const conf = process.env.CEPH_CONF
 if (conf === undefined || conf === '') throw new Error('CEPH_CONF must name the test cluster (npm run test:rbd sets it)')
 const pool = process.env.RBD_POOL || 'rbd'
 const good = readFileSync(conf, 'utf8')
-const stalled = good.replace(/^\[global\]\n/m, '[global]\nms_blackhole_osd = true\n')
+const withGlobal = (line: string) => good.replace(/^\[global\]\n/m, `[global]\n${line}\n`)
+const stalled = withGlobal('ms_blackhole_osd = true')
 t.not(stalled, good, 'the test conf has a [global] section')
+// every message to an OSD delayed by up to 1 s: a call takes seconds, and succeeds
+const slow = withGlobal('ms_inject_delay_type = osd\nms_inject_delay_max = 1\nms_inject_delay_probability = 1')
 const serviceConf = path.join(t.testdir(), 'ceph.conf')
 const stall = (on: boolean) => writeFileSync(serviceConf, on ? stalled : good)
 stall(false)
@@ -50,11 +53,13 @@ t.test('a call on a stalled cluster fails as unavailable after the OSD operation
   t.same(await storage.stat(id), { size: 4 * MiB, allocated: 0 }, 'the same call goes through once the cluster answers')
 })
 
-t.test('a drive read does not wait for a stalled cluster: it answers with the figure it has', async t => {
-  // the service's own calls wait far longer than the read may
-  const { app } = await buildTestApp(t, { config: { storage: 'rbd', cephConf: serviceConf, rbdPool: pool, cephOpTimeoutSeconds: 20 } })
-  const alice = await createUser(app)
-  const api = client(app, alice)
+// the service's own calls wait far longer than a read may
+const { app } = await buildTestApp(t, { config: { storage: 'rbd', cephConf: serviceConf, rbdPool: pool, cephOpTimeoutSeconds: 20 } })
+const alice = await createUser(app)
+const api = client(app, alice)
+
+/** A drive of 1 MiB written, measured while the cluster answers, then renamed: its cached figure is older than its row. */
+async function renamedDrive (t: Test, name: string): Promise<{ uuid: string, allocated: number }> {
   const up = await app.inject({
     method: 'POST',
     url: '/api/2.0/drives/upload/',
@@ -63,10 +68,14 @@ t.test('a drive read does not wait for a stalled cluster: it answers with the fi
   })
   t.equal(up.statusCode, 201, up.body)
   const uuid = up.body.trim()
-  const first = (await api.get(`/api/2.0/drives/${uuid}/`)).json()
-  t.ok(first.runtime.allocated_size >= MiB, `measured while the cluster answers: ${String(first.runtime.allocated_size)}`)
-  // a rename makes the cached figure older than the row: the next read measures again
-  t.equal((await api.put(`/api/2.0/drives/${uuid}/`, { name: 'renamed' })).statusCode, 200)
+  const allocated = (await api.get(`/api/2.0/drives/${uuid}/`)).json().runtime.allocated_size as number
+  t.ok(allocated >= MiB, `measured while the cluster answers: ${allocated}`)
+  t.equal((await api.put(`/api/2.0/drives/${uuid}/`, { name })).statusCode, 200)
+  return { uuid, allocated }
+}
+
+t.test('a drive read does not wait for a stalled cluster: it answers with the figure it has', async t => {
+  const { uuid, allocated } = await renamedDrive(t, 'renamed')
 
   stall(true)
   const started = Date.now()
@@ -77,12 +86,28 @@ t.test('a drive read does not wait for a stalled cluster: it answers with the fi
   if (read === 'still waiting') return
   t.equal(read.statusCode, 200)
   t.equal(read.json().name, 'renamed')
-  t.equal(read.json().runtime.allocated_size, first.runtime.allocated_size, 'with the cached figure')
+  t.equal(read.json().runtime.allocated_size, allocated, 'with the cached figure')
   t.ok(took >= MEASURE_WAIT_MS - 50, `after waiting its ${MEASURE_WAIT_MS} ms for the storage (${took} ms)`)
 
   // once the cluster answers, the next read measures the row's version again
   const again = await api.get(`/api/2.0/drives/${uuid}/`)
-  t.equal(again.json().runtime.allocated_size, first.runtime.allocated_size)
+  t.equal(again.json().runtime.allocated_size, allocated)
   const row = await app.prisma.drive.findUniqueOrThrow({ where: { id: uuid } })
   t.same(row.allocatedAt, row.updatedAt, 'the figure is of the renamed row')
+})
+
+t.test('a measurement that comes back after the read answered is stored for the next read', async t => {
+  const { uuid, allocated } = await renamedDrive(t, 'slow')
+  writeFileSync(serviceConf, slow)
+  const read = await api.get(`/api/2.0/drives/${uuid}/`)
+  writeFileSync(serviceConf, good)
+  t.equal(read.json().runtime.allocated_size, allocated, 'the read answered with the cached figure')
+  const before = await app.prisma.drive.findUniqueOrThrow({ where: { id: uuid } })
+  t.ok(before.allocatedAt !== null && before.allocatedAt < before.updatedAt, 'the measurement was not back when it answered')
+  // no other read: the measurement still running stores its figure
+  await eventually(async () => {
+    const row = await app.prisma.drive.findUniqueOrThrow({ where: { id: uuid } })
+    return row.allocatedAt?.getTime() === row.updatedAt.getTime()
+  }, { timeoutMs: 30_000 })
+  t.equal(Number((await app.prisma.drive.findUniqueOrThrow({ where: { id: uuid } })).allocatedSize), allocated)
 })
