@@ -4,6 +4,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { refreshAllocated } from '../../src/features/drives/allocated.ts'
 
 const MiB = 1024 * 1024
 // rbd allocates whole objects (4 MiB) and a clone holds its own data only once flattened
@@ -66,4 +67,20 @@ t.test('a resize is measured again after its job', async t => {
   await eventually(async () => (await api.get(`/api/2.0/drives/${created.uuid}/`)).json().status === 'unmounted')
   const after = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
   t.ok(after.allocatedAt! > cached.allocatedAt!, 'the end of the resize made the cached figure stale, and a read measured it again')
+})
+
+t.test('a figure measured for an older version of the row never replaces a newer one', async t => {
+  const created = (await api.post('/api/2.0/drives/', { name: 'versions', size: 4 * MiB, media: 'disk' })).json().objects[0]
+  await waitJob(created.jobs[0].uuid)
+  const old = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
+  // the row changes (a rename) and a read measures its new version
+  t.equal((await api.put(`/api/2.0/drives/${created.uuid}/`, { name: 'versions 2' })).statusCode, 200)
+  await api.get(`/api/2.0/drives/${created.uuid}/`)
+  const fresh = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
+  t.same(fresh.allocatedAt, fresh.updatedAt, 'measured for the renamed row')
+  t.ok(fresh.updatedAt > old.updatedAt)
+  // a measurement of the old version (a read that gave up waiting for it) comes back only now
+  await refreshAllocated(app.dbPool, app.storage, [{ ...old, allocatedAt: null }])
+  const after = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
+  t.same(after.allocatedAt, fresh.allocatedAt, 'the newer figure stays')
 })

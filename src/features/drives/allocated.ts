@@ -53,10 +53,12 @@ export async function refreshAllocated (pool: pg.Pool, storage: DriveStorage | u
   const stored = measured.then(async (all) => {
     const done = all.filter(m => m !== undefined)
     if (done.length === 0) return
-    // one statement; raw SQL leaves updated_at alone
+    // one statement; raw SQL leaves updated_at alone. A late figure never replaces one measured
+    // for a newer version of the row
     await pool.query(
       `UPDATE drives d SET allocated_size = m.bytes, allocated_at = m.version
-       FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS m(id, bytes, version) WHERE d.id = m.id`,
+       FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS m(id, bytes, version)
+       WHERE d.id = m.id AND (d.allocated_at IS NULL OR d.allocated_at <= m.version)`,
       [done.map(m => m.row.id), done.map(m => String(m.bytes)), done.map(m => m.row.updatedAt.toISOString())]
     )
   }).catch(() => {})
