@@ -108,19 +108,25 @@ t.test('a body shorter than its Content-Length leaves no drive behind (inject)',
   t.notOk(await app.storage.exists(driveId), 'the image file is gone')
 })
 
-t.test('a connection broken mid-body leaves no drive behind (real socket)', async t => {
-  const before = await drives()
+/** A raw upload's request line and headers on a real socket of its own; the body is the caller's. */
+async function rawPutHeaders (name: string, length: number): Promise<net.Socket> {
   const { port } = new URL(base)
   const sock = net.connect(Number(port), '127.0.0.1')
   await new Promise(resolve => sock.once('connect', resolve))
   sock.write([
-    'PUT /api/2.0/drives/upload/broken.raw HTTP/1.1',
+    `PUT /api/2.0/drives/upload/${name} HTTP/1.1`,
     'Host: 127.0.0.1',
     `Authorization: ${alice.authorization}`,
     'Content-Type: application/octet-stream',
-    `Content-Length: ${8 * MiB}`,
+    `Content-Length: ${length}`,
     '', ''
   ].join('\r\n'))
+  return sock
+}
+
+t.test('a connection broken mid-body leaves no drive behind (real socket)', async t => {
+  const before = await drives()
+  const sock = await rawPutHeaders('broken.raw', 8 * MiB)
   sock.write(randomImage(3 * MiB))
   // the upload has begun: its drive is visible in `uploading`
   const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'broken.raw' } })) ?? undefined)
@@ -132,17 +138,7 @@ t.test('a connection broken mid-body leaves no drive behind (real socket)', asyn
 })
 
 t.test('a client that hangs up mid-body is a validation error of the job, not a database outage (real socket)', async t => {
-  const { port } = new URL(base)
-  const sock = net.connect(Number(port), '127.0.0.1')
-  await new Promise(resolve => sock.once('connect', resolve))
-  sock.write([
-    'PUT /api/2.0/drives/upload/cutclose HTTP/1.1',
-    'Host: 127.0.0.1',
-    `Authorization: ${alice.authorization}`,
-    'Content-Type: application/octet-stream',
-    'Content-Length: 1000',
-    '', ''
-  ].join('\r\n'))
+  const sock = await rawPutHeaders('cutclose', 1000)
   sock.write('abcde')
   const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'cutclose' } })) ?? undefined)
   sock.end()
