@@ -43,6 +43,8 @@ const ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const POOL_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/
 const MiB = 1024 * 1024
 const HIDDEN_PREFIX = 'deleted.'
+/** How long a process has to end after SIGTERM before it gets SIGKILL. */
+const KILL_GRACE_MS = 3000
 const DIFF_HEADER = Buffer.from('rbd diff v1\n')
 
 export interface RbdDriveStorageOptions {
@@ -64,6 +66,15 @@ export interface RbdDriveStorageOptions {
    * cluster would hold a drive read, a clone or a flatten without end.
    */
   opTimeoutSeconds?: number
+  /**
+   * Seconds a short call (info, du, create, snapshot, clone, rename, image-meta, feature) may take
+   * in all before its process is killed and the call fails as UNAVAILABLE (default 3 x
+   * opTimeoutSeconds). Not every wait is one OSD operation (an exclusive lock held by an
+   * unresponsive client, a watch that never answers): this bounds them all. Calls whose work
+   * grows with the image (flatten, rm, a shrinking resize, object-map rebuild) have no such bound;
+   * they end when their job is aborted.
+   */
+  callTimeoutSeconds?: number
   /** How often copy/flatten progress is reported, ms (default 200). */
   progressIntervalMs?: number
 }
@@ -122,6 +133,24 @@ function abortedError (id: string, reason?: unknown): StorageError {
   return new StorageError('ABORTED', `operation on drive ${id} aborted`, { cause: reason })
 }
 
+/** SIGTERM (librbd stops cleanly), then SIGKILL if the process is still there after KILL_GRACE_MS. */
+function endProcess (child: ChildProcess): void {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  child.kill('SIGTERM')
+  setTimeout(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }, KILL_GRACE_MS).unref()
+}
+
+interface RunOptions {
+  /** Aborting kills the process; the call rejects with ABORTED. */
+  signal?: AbortSignal
+  /** Each piece of stderr as it comes (progress). */
+  onStderr?: (text: string) => void
+  /** Work that grows with the image: no callTimeoutSeconds bound. */
+  long?: boolean
+}
+
 function writeRecordHeader (offset: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(17)
   b.write('w', 0, 'latin1')
@@ -167,6 +196,10 @@ export class RbdDriveStorage implements DriveStorage {
   private readonly baseArgs: string[]
   private readonly progressIntervalMs: number
   private readonly copying = new Set<string>()
+  private readonly callTimeoutMs: number
+  /** Every rbd process running for this storage, so close() can end them. */
+  private readonly children = new Set<ChildProcess>()
+  private closed = false
 
   constructor (options: RbdDriveStorageOptions) {
     if (!POOL_RE.test(options.pool)) throw new Error(`invalid RBD pool name ${JSON.stringify(options.pool)}`)
@@ -174,6 +207,8 @@ export class RbdDriveStorage implements DriveStorage {
     this.rbdCommand = options.rbdCommand ?? 'rbd'
     this.progressIntervalMs = options.progressIntervalMs ?? 200
     const timeout = String(options.connectTimeoutSeconds ?? 10)
+    const opTimeout = options.opTimeoutSeconds ?? 60
+    this.callTimeoutMs = (options.callTimeoutSeconds ?? 3 * opTimeout) * 1000
     this.baseArgs = [
       ...(options.conf !== undefined ? ['--conf', options.conf] : []),
       ...(options.user !== undefined ? ['--id', options.user] : []),
@@ -182,7 +217,7 @@ export class RbdDriveStorage implements DriveStorage {
       '--client_mount_timeout', timeout,
       '--rados_mon_op_timeout', timeout,
       // an OSD that never answers fails the call (ETIMEDOUT) instead of holding it forever
-      '--rados_osd_op_timeout', String(options.opTimeoutSeconds ?? 60),
+      '--rados_osd_op_timeout', String(opTimeout),
       // no log files or admin sockets for short-lived client processes
       '--log_file', '', '--admin_socket', '',
     ]
@@ -201,12 +236,34 @@ export class RbdDriveStorage implements DriveStorage {
     // an `rbd flatten` outliving a killed service would go on flattening (and skip the cleanup of
     // its parent snapshot, which the process taking the job over then finds already detached):
     // on Linux the rbd process gets SIGTERM when the service dies
+    if (this.closed) throw new StorageError('UNAVAILABLE', `rbd ${args[0]}: the storage is closed (the service is stopping)`)
     const argv = dyingWithParent([this.rbdCommand, ...this.baseArgs, ...args], 'TERM')
-    return spawn(argv[0], argv.slice(1), { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(argv[0], argv.slice(1), { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
+    this.children.add(child)
+    const forget = (): void => { this.children.delete(child) }
+    child.once('close', forget)
+    child.once('error', forget)
+    return child
+  }
+
+  /**
+   * Ends every rbd process still running (SIGTERM, then SIGKILL) and refuses new calls, so a
+   * stopping service or a finished test is not held by a call that never returns. Their calls
+   * reject; jobs were handed back before (the engine stops first).
+   */
+  async close (): Promise<void> {
+    this.closed = true
+    await Promise.all([...this.children].map(child => new Promise<void>(resolve => {
+      if (child.exitCode !== null || child.signalCode !== null) { resolve(); return }
+      child.once('close', () => resolve())
+      child.once('error', () => resolve())
+      endProcess(child)
+    })))
   }
 
   /** Runs one rbd command to completion; rejects with a mapped StorageError. */
-  private run (args: string[], what: string, signal?: AbortSignal, onStderr?: (s: string) => void): Promise<string> {
+  private run (args: string[], what: string, options: RunOptions = {}): Promise<string> {
+    const { signal, onStderr } = options
     return new Promise((resolve, reject) => {
       if (signal?.aborted === true) { reject(abortedError(what, signal.reason)); return }
       const child = this.spawnRbd(args, ['ignore', 'pipe', 'pipe'])
@@ -218,13 +275,22 @@ export class RbdDriveStorage implements DriveStorage {
         onStderr?.(d)
       })
       // SIGTERM lets librbd stop cleanly; whatever it did so far stays consistent
-      const onAbort = (): void => { child.kill('SIGTERM') }
+      const onAbort = (): void => { endProcess(child) }
       signal?.addEventListener('abort', onAbort, { once: true })
+      // a short call that is still running after callTimeoutMs is waiting on something that
+      // may never answer: end it, and fail the call as the cluster being unavailable
+      let timedOut = false
+      const timer = options.long === true
+        ? undefined
+        : setTimeout(() => { timedOut = true; endProcess(child) }, this.callTimeoutMs)
       let spawnError: Error | undefined
       child.on('error', (e) => { spawnError = e })
       child.on('close', (code) => {
+        clearTimeout(timer)
         signal?.removeEventListener('abort', onAbort)
         if (signal?.aborted === true) reject(abortedError(what, signal.reason))
+        else if (timedOut) reject(new StorageError('UNAVAILABLE', `${what}: no answer from the cluster within ${this.callTimeoutMs / 1000} s`))
+        else if (this.closed && code !== 0) reject(new StorageError('UNAVAILABLE', `${what}: cut short, the storage is closed (the service is stopping)`))
         else if (spawnError !== undefined) reject(new StorageError('UNAVAILABLE', `${what}: cannot run ${this.rbdCommand}: ${spawnError.message}`, { cause: spawnError }))
         else if (code === 0) resolve(out)
         else reject(rbdError(code, err, what))
@@ -232,8 +298,8 @@ export class RbdDriveStorage implements DriveStorage {
     })
   }
 
-  private async json<T> (args: string[], what: string): Promise<T> {
-    const out = await this.run([...args, '--format', 'json'], what)
+  private async json<T> (args: string[], what: string, options: RunOptions = {}): Promise<T> {
+    const out = await this.run([...args, '--format', 'json'], what, options)
     try {
       return JSON.parse(out) as T
     } catch (err) {
@@ -260,12 +326,13 @@ export class RbdDriveStorage implements DriveStorage {
     await this.run(['create', '--size', `${size}B`, this.spec(id)], `create ${id}`)
   }
 
-  async resize (id: string, size: number): Promise<void> {
+  async resize (id: string, size: number, signal?: AbortSignal): Promise<void> {
     checkId(id)
     assertSize(size)
-    const info = await this.info(id)
+    const info = await this.json<ImageInfo>(['info', this.spec(id)], `info ${id}`, { signal })
     if (info.size === size) return
-    await this.run(['resize', '--no-progress', '--allow-shrink', '--size', `${size}B`, this.spec(id)], `resize ${id}`)
+    // shrinking deletes the objects past the new end: work that grows with the image
+    await this.run(['resize', '--no-progress', '--allow-shrink', '--size', `${size}B`, this.spec(id)], `resize ${id}`, { signal, long: true })
   }
 
   async stat (id: string): Promise<DriveStat> {
@@ -391,6 +458,7 @@ export class RbdDriveStorage implements DriveStorage {
       child.on('close', (code) => {
         if (spawnError !== undefined) reject(new StorageError('UNAVAILABLE', `write ${id}: cannot run rbd: ${spawnError.message}`))
         else if (code === 0) resolve()
+        else if (this.closed) reject(new StorageError('UNAVAILABLE', `write ${id}: cut short, the storage is closed (the service is stopping)`))
         else reject(rbdError(code, stderr, `write ${id}`))
       })
     })
@@ -456,7 +524,7 @@ export class RbdDriveStorage implements DriveStorage {
     // a client that died holding the image leaves its watch for ~30 s (osd_client_watch_timeout)
     for (let tries = 0; ; tries++) {
       try {
-        await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`)
+        await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`, { long: true })
         break
       } catch (err) {
         if (err instanceof StorageError && err.code === 'NOT_FOUND') break
@@ -557,7 +625,7 @@ export class RbdDriveStorage implements DriveStorage {
       const onAbort = (): void => controller.abort(signal?.reason)
       signal?.addEventListener('abort', onAbort, { once: true })
       try {
-        await this.run(['flatten', this.spec(name)], `flatten ${id}`, controller.signal, (text) => {
+        const onStderr = (text: string): void => {
           const all = [...text.matchAll(/(\d+)% complete/g)]
           const pct = all.length > 0 ? Number(all[all.length - 1][1]) : undefined
           if (pct === undefined || failure !== undefined) return
@@ -567,7 +635,8 @@ export class RbdDriveStorage implements DriveStorage {
             failure = err
             controller.abort(err)
           }
-        })
+        }
+        await this.run(['flatten', this.spec(name)], `flatten ${id}`, { signal: controller.signal, long: true, onStderr })
       } catch (err) {
         if (failure instanceof ProgressCallbackError) throw failure
         if (err instanceof StorageError && err.code === 'ABORTED') throw abortedError(id, signal?.reason)
@@ -620,7 +689,7 @@ export class RbdDriveStorage implements DriveStorage {
     if (turnedOff.length > 0) {
       // object-map before fast-diff, which needs it
       await this.run(['feature', 'enable', this.spec(name), ...[...turnedOff].sort().reverse()], `feature enable ${name}`)
-      await this.run(['object-map', 'rebuild', '--no-progress', this.spec(name)], `object-map rebuild ${name}`)
+      await this.run(['object-map', 'rebuild', '--no-progress', this.spec(name)], `object-map rebuild ${name}`, { long: true })
     }
     await this.run(['image-meta', 'remove', this.spec(name), FLATTEN_MARK], `image-meta remove ${name}`).catch((err: unknown) => {
       if (!(err instanceof StorageError && err.code === 'NOT_FOUND')) throw err

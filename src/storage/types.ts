@@ -176,8 +176,17 @@ export interface DriveStorage {
    * Sets the size to exactly `size` bytes. Growing adds a hole (allocates nothing);
    * shrinking discards the data past `size`. Idempotent (same size = no-op).
    * Throws 'NOT_FOUND' if the drive does not exist (it is never created here).
+   * Aborting `signal` stops a resize that takes time (rbd: a shrink deletes objects) with
+   * 'ABORTED'; the image is then at either size, and the same call can simply run again.
    */
-  resize (id: string, size: number): Promise<void>
+  resize (id: string, size: number, signal?: AbortSignal): Promise<void>
+
+  /**
+   * Ends whatever the storage still has running (rbd: its processes) and refuses new calls
+   * ('UNAVAILABLE'). For a stopping service, after its jobs were handed back. Optional: local
+   * files need nothing.
+   */
+  close? (): Promise<void>
 
   /** `{ size, allocated }` of the image. Throws 'NOT_FOUND' if missing. */
   stat (id: string): Promise<DriveStat>

@@ -13,7 +13,7 @@ export function driveResizeHandler (storage: DriveStorage): JobHandler {
       const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } })
       if (!drive || drive.lockedByJob !== ctx.job.id) throw new JobFailure('the drive is no longer held by this job')
       try {
-        await storage.resize(driveId, size)
+        await storage.resize(driveId, size, ctx.signal)
       } catch (err) {
         if (isStorageError(err, 'NOT_FOUND')) throw new JobFailure('the drive has no data to resize')
         throw err
