@@ -70,15 +70,24 @@ function ownConf (t: Test, name: string): { file: string, stall: (on: boolean) =
   return { file, stall: set }
 }
 
-t.test('a short call waiting on what Ceph never times out fails at its own deadline', async t => {
-  // no OSD operation timeout at all (Ceph's default 0): only the call's deadline ends the wait
-  const own = ownConf(t, 'deadline.conf')
-  const storage = new RbdDriveStorage({ pool, conf: own.file, opTimeoutSeconds: 0, callTimeoutSeconds: 2 })
+/**
+ * A storage on a conf file of its own with no OSD operation timeout (Ceph's default 0) and the
+ * given call deadline, an image of 4 MiB made while the cluster answers, then the stall on.
+ */
+async function stalledImage (t: Test, name: string, callTimeoutSeconds: number): Promise<{ own: ReturnType<typeof ownConf>, storage: RbdDriveStorage, id: string }> {
+  const own = ownConf(t, name)
+  const storage = new RbdDriveStorage({ pool, conf: own.file, opTimeoutSeconds: 0, callTimeoutSeconds })
   const id = randomUUID()
   await storage.create(id, 4 * MiB)
   // the test's folder (and its conf) is gone by teardown
   t.teardown(() => new RbdDriveStorage({ pool, conf }).delete(id))
   own.stall(true)
+  return { own, storage, id }
+}
+
+t.test('a short call waiting on what Ceph never times out fails at its own deadline', async t => {
+  // no OSD operation timeout at all (Ceph's default 0): only the call's deadline ends the wait
+  const { own, storage, id } = await stalledImage(t, 'deadline.conf', 2)
   const started = Date.now()
   const outcome = await within(storage.stat(id).then(() => 'answered', (err: unknown) => err), 20_000)
   const took = Date.now() - started
@@ -92,13 +101,8 @@ t.test('a short call waiting on what Ceph never times out fails at its own deadl
 })
 
 t.test('closing the storage ends the calls still running and refuses new ones', async t => {
-  const own = ownConf(t, 'closing.conf')
   // no bound at all but close(): a call that would wait forever
-  const storage = new RbdDriveStorage({ pool, conf: own.file, opTimeoutSeconds: 0, callTimeoutSeconds: 3600 })
-  const id = randomUUID()
-  await storage.create(id, 4 * MiB)
-  t.teardown(() => new RbdDriveStorage({ pool, conf }).delete(id))
-  own.stall(true)
+  const { own, storage, id } = await stalledImage(t, 'closing.conf', 3600)
   const pending = storage.stat(id).then(() => 'answered', (err: unknown) => err)
   await eventually(async () => rbdProcesses(own.file) > 0)
   await delay(1000)
