@@ -69,7 +69,7 @@ export interface RbdDriveStorageOptions {
   /**
    * Seconds a short call (info, du, create, snapshot, clone, rename, image-meta, feature) may take
    * in all before its process is killed and the call fails as UNAVAILABLE (default 3 x
-   * opTimeoutSeconds). Not every wait is one OSD operation (an exclusive lock held by an
+   * opTimeoutSeconds; 0: none). Not every wait is one OSD operation (an exclusive lock held by an
    * unresponsive client, a watch that never answers): this bounds them all. Calls whose work
    * grows with the image (flatten, rm, a shrinking resize, object-map rebuild) have no such bound;
    * they end when their job is aborted.
@@ -196,7 +196,8 @@ export class RbdDriveStorage implements DriveStorage {
   private readonly baseArgs: string[]
   private readonly progressIntervalMs: number
   private readonly copying = new Set<string>()
-  private readonly callTimeoutMs: number
+  /** undefined: short calls have no deadline of their own */
+  private readonly callTimeoutMs: number | undefined
   /** Every rbd process running for this storage, so close() can end them. */
   private readonly children = new Set<ChildProcess>()
   private closed = false
@@ -208,7 +209,8 @@ export class RbdDriveStorage implements DriveStorage {
     this.progressIntervalMs = options.progressIntervalMs ?? 200
     const timeout = String(options.connectTimeoutSeconds ?? 10)
     const opTimeout = options.opTimeoutSeconds ?? 60
-    this.callTimeoutMs = (options.callTimeoutSeconds ?? 3 * opTimeout) * 1000
+    const callTimeout = options.callTimeoutSeconds ?? 3 * opTimeout
+    this.callTimeoutMs = callTimeout > 0 ? callTimeout * 1000 : undefined
     this.baseArgs = [
       ...(options.conf !== undefined ? ['--conf', options.conf] : []),
       ...(options.user !== undefined ? ['--id', options.user] : []),
@@ -280,7 +282,7 @@ export class RbdDriveStorage implements DriveStorage {
       // a short call that is still running after callTimeoutMs is waiting on something that
       // may never answer: end it, and fail the call as the cluster being unavailable
       let timedOut = false
-      const timer = options.long === true
+      const timer = options.long === true || this.callTimeoutMs === undefined
         ? undefined
         : setTimeout(() => { timedOut = true; endProcess(child) }, this.callTimeoutMs)
       let spawnError: Error | undefined
@@ -289,7 +291,7 @@ export class RbdDriveStorage implements DriveStorage {
         clearTimeout(timer)
         signal?.removeEventListener('abort', onAbort)
         if (signal?.aborted === true) reject(abortedError(what, signal.reason))
-        else if (timedOut) reject(new StorageError('UNAVAILABLE', `${what}: no answer from the cluster within ${this.callTimeoutMs / 1000} s`))
+        else if (timedOut) reject(new StorageError('UNAVAILABLE', `${what}: no answer from the cluster within ${(this.callTimeoutMs ?? 0) / 1000} s`))
         else if (this.closed && code !== 0) reject(new StorageError('UNAVAILABLE', `${what}: cut short, the storage is closed (the service is stopping)`))
         else if (spawnError !== undefined) reject(new StorageError('UNAVAILABLE', `${what}: cannot run ${this.rbdCommand}: ${spawnError.message}`, { cause: spawnError }))
         else if (code === 0) resolve(out)

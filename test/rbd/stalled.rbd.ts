@@ -98,6 +98,8 @@ t.test('a short call waiting on what Ceph never times out fails at its own deadl
   t.ok(took >= 2000 && took < 10_000, `after its deadline, and its process was ended (${took} ms)`)
   await eventually(async () => rbdProcesses(own.file) === 0, { timeoutMs: 10_000 })
   t.same(await storage.stat(id), { size: 4 * MiB, allocated: 0 }, 'the same call goes through once the cluster answers')
+  t.same(await new RbdDriveStorage({ pool, conf: own.file, opTimeoutSeconds: 0 }).stat(id), { size: 4 * MiB, allocated: 0 },
+    'an OSD timeout of 0 (Ceph\'s own default) leaves short calls without a deadline, not one of 0 s')
 })
 
 t.test('closing the storage ends the calls still running and refuses new ones', async t => {
