@@ -69,10 +69,9 @@ export interface RbdDriveStorageOptions {
   /**
    * Seconds a short call (info, du, create, snapshot, clone, rename, image-meta, feature) may take
    * in all before its process is killed and the call fails as UNAVAILABLE (default 3 x
-   * opTimeoutSeconds; 0: none). Not every wait is one OSD operation (an exclusive lock held by an
-   * unresponsive client, a watch that never answers): this bounds them all. Calls whose work
-   * grows with the image (flatten, rm, a shrinking resize, object-map rebuild) have no such bound;
-   * they end when their job is aborted.
+   * opTimeoutSeconds; 0: none). Whatever else an rbd process may wait on, beyond one OSD operation,
+   * this bounds too. Calls whose work grows with the image (flatten, rm, a shrinking resize,
+   * object-map rebuild) have no such bound; they end when their job is aborted.
    */
   callTimeoutSeconds?: number
   /** How often copy/flatten progress is reported, ms (default 200). */
@@ -263,6 +262,12 @@ export class RbdDriveStorage implements DriveStorage {
     })))
   }
 
+  /** The error of an rbd process that exited with `code`: cut short by close(), or rbdError's mapping. */
+  private exitError (code: number | null, stderr: string, what: string): StorageError {
+    if (this.closed) return new StorageError('UNAVAILABLE', `${what}: cut short, the storage is closed (the service is stopping)`)
+    return rbdError(code, stderr, what)
+  }
+
   /** Runs one rbd command to completion; rejects with a mapped StorageError. */
   private run (args: string[], what: string, options: RunOptions = {}): Promise<string> {
     const { signal, onStderr } = options
@@ -292,10 +297,9 @@ export class RbdDriveStorage implements DriveStorage {
         signal?.removeEventListener('abort', onAbort)
         if (signal?.aborted === true) reject(abortedError(what, signal.reason))
         else if (timedOut) reject(new StorageError('UNAVAILABLE', `${what}: no answer from the cluster within ${(this.callTimeoutMs ?? 0) / 1000} s`))
-        else if (this.closed && code !== 0) reject(new StorageError('UNAVAILABLE', `${what}: cut short, the storage is closed (the service is stopping)`))
-        else if (spawnError !== undefined) reject(new StorageError('UNAVAILABLE', `${what}: cannot run ${this.rbdCommand}: ${spawnError.message}`, { cause: spawnError }))
+        else if (spawnError !== undefined && !this.closed) reject(new StorageError('UNAVAILABLE', `${what}: cannot run ${this.rbdCommand}: ${spawnError.message}`, { cause: spawnError }))
         else if (code === 0) resolve(out)
-        else reject(rbdError(code, err, what))
+        else reject(this.exitError(code, err, what))
       })
     })
   }
@@ -460,8 +464,7 @@ export class RbdDriveStorage implements DriveStorage {
       child.on('close', (code) => {
         if (spawnError !== undefined) reject(new StorageError('UNAVAILABLE', `write ${id}: cannot run rbd: ${spawnError.message}`))
         else if (code === 0) resolve()
-        else if (this.closed) reject(new StorageError('UNAVAILABLE', `write ${id}: cut short, the storage is closed (the service is stopping)`))
-        else reject(rbdError(code, stderr, `write ${id}`))
+        else reject(this.exitError(code, stderr, `write ${id}`))
       })
     })
     child.stdin?.write(DIFF_HEADER)

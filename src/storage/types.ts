@@ -177,7 +177,7 @@ export interface DriveStorage {
    * shrinking discards the data past `size`. Idempotent (same size = no-op).
    * Throws 'NOT_FOUND' if the drive does not exist (it is never created here).
    * Aborting `signal` stops a resize that takes time (rbd: a shrink deletes objects) with
-   * 'ABORTED'; the image is then at either size, and the same call can simply run again.
+   * 'ABORTED'; the image may then be at either size, and the same call can simply run again.
    */
   resize (id: string, size: number, signal?: AbortSignal): Promise<void>
 
