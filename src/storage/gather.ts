@@ -6,12 +6,17 @@
 // the next piece or the end. Nothing is durable before `final` (which flushes, then runs the
 // caller's final, e.g. fsync and close) either way.
 import { Writable } from 'node:stream'
+import type { WrittenHook } from './types.ts'
 
 const MiB = 1024 * 1024
 
 export interface GatheringSink {
   /** writes `bufs` (`len` bytes in all) after everything written before */
   writeMany: (bufs: Buffer[], len: number) => Promise<void>
+  /** the buffers of a writeMany that resolved are no longer referenced by it */
+  releasesBuffers?: boolean
+  /** sees each batch once writeMany wrote it, before the next (WriteStreamOptions.written) */
+  written?: WrittenHook
   /** after the last write: make it durable, close */
   final: () => Promise<void>
   /** the stream failed or was destroyed: let go without syncing (never throws) */
@@ -29,6 +34,7 @@ export function gatheringWritable (sink: GatheringSink, gatherBytes = MiB): Writ
     held = []
     heldBytes = 0
     await sink.writeMany(bufs, len)
+    await sink.written?.(bufs, sink.releasesBuffers === true)
   }
   const take = (pieces: Buffer[], cb: (err?: Error | null) => void): void => {
     if (failed) { cb(failed); return }

@@ -23,6 +23,7 @@ export type {
   ReadRange,
   StorageErrorCode,
   WriteStreamOptions,
+  WrittenHook,
 } from './types.ts'
 
 export type StorageOptions = LocalDriveStorageOptions | ({ backend: 'rbd' } & RbdDriveStorageOptions)

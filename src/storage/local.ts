@@ -133,6 +133,8 @@ interface CopyJob {
 const WRITE_BACK_BYTES = 4 * 1024 * 1024
 
 class LocalDriveWriter implements DriveWriter {
+  /** a write's system call is done when it resolves: the buffers are the caller's again */
+  readonly releasesBuffers = true
   private closed: Promise<void> | undefined
   /** bytes written since the last background flush started, and that flush while it runs */
   private unflushed = 0
@@ -408,6 +410,8 @@ export class LocalDriveStorage implements DriveStorage {
         await writer.writev(bufs, pos)
         pos += len
       },
+      releasesBuffers: writer.releasesBuffers,
+      written: options.written,
       final: () => writer.close(),
       abandon: () => writer.abandon()
     })

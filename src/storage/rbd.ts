@@ -482,6 +482,8 @@ export class RbdDriveStorage implements DriveStorage {
         await writer.writev(bufs, pos)
         pos += len
       },
+      // the pipe to rbd may still hold them: releasesBuffers stays false
+      written: options.written,
       final: () => writer.close(),
       abandon: async () => { writer.abandon() }
     })

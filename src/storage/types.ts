@@ -72,7 +72,17 @@ export interface ReadRange {
 export interface WriteStreamOptions {
   /** Offset of the first byte written (default 0). */
   start?: number
+  /** Sees each batch of buffers once written (see {@link WrittenHook}). */
+  written?: WrittenHook
 }
+
+/**
+ * Called with each batch of buffers a write stream wrote, in order, before it writes the next
+ * batch (a promise returned is awaited: backpressure). `released`: the storage holds none of them
+ * any more, so the callee may take them (move them to a thread); false when they may still be
+ * queued (rbd's pipe to its import process): the callee must not change or move them.
+ */
+export type WrittenHook = (bufs: Buffer[], released: boolean) => void | Promise<void>
 
 /**
  * Progress of a copy: `bytesDone` of `bytesTotal`, where `bytesTotal` is the data to
@@ -158,6 +168,11 @@ export interface DriveWriter {
    * callers fall back to `write`.
    */
   writev? (buffers: Uint8Array[], position: number): Promise<void>
+  /**
+   * True when the buffers of a write or writev are no longer referenced once its promise resolves
+   * (a local file: the system call is done); false or absent when they may still be queued.
+   */
+  readonly releasesBuffers?: boolean
   /** Flushes written data to stable storage (fsync). */
   sync (): Promise<void>
   /** Closes the file (after a sync if the storage is durable). Idempotent. */

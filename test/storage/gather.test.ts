@@ -62,3 +62,37 @@ t.test('a stream destroyed midway drops what it held and abandons the sink', asy
   t.same(c.writes, [], 'nothing written')
   t.same(c.events, ['abandon'])
 })
+
+t.test('the written hook sees each batch after its write and before the next, with the sink\'s releasesBuffers; a slow hook holds the next write back', async t => {
+  const data = randomBytes(3 * MiB + 5)
+  const pieces: Buffer[] = []
+  for (let off = 0; off < data.length; off += 64 * KiB) pieces.push(data.subarray(off, off + 64 * KiB))
+  for (const releases of [true, false, undefined]) {
+    const c = collecting()
+    const seen: Buffer[] = []
+    const flags: boolean[] = []
+    let hookRunning = false
+    const sink = {
+      ...c.sink,
+      writeMany: async (bufs: Buffer[], len: number) => {
+        if (hookRunning) throw new Error('a write began while the hook of the last one ran')
+        await c.sink.writeMany(bufs, len)
+      },
+      releasesBuffers: releases,
+      written: async (bufs: Buffer[], released: boolean) => {
+        t.equal(Buffer.concat(c.got).length, Buffer.concat(seen).length + bufs.reduce((n, b) => n + b.length, 0), 'the batch was written before the hook saw it')
+        hookRunning = true
+        await new Promise(resolve => setTimeout(resolve, 5))
+        hookRunning = false
+        c.events.push('written')
+        seen.push(...bufs)
+        flags.push(released)
+      }
+    }
+    await pipeline(Readable.from(pieces), gatheringWritable(sink))
+    t.ok(Buffer.concat(seen).equals(data), `releasesBuffers ${releases}: the hook saw every byte, in order`)
+    t.same(flags, flags.map(() => releases === true), 'and whether the sink let go of them')
+    t.same(c.events.slice(0, 8), ['write', 'written', 'write', 'written', 'write', 'written', 'write', 'written'], 'each write, then its hook')
+    t.equal(c.events.indexOf('final'), c.events.lastIndexOf('written') + 1, 'final after the last batch\'s hook')
+  }
+})

@@ -103,3 +103,48 @@ t.test('a chunked upload\'s running hash reuses its slabs from chunk to chunk', 
   t.comment(`${used} slabs of 1 MiB allocated for 64 MiB`)
   t.ok(used <= 20, `at most one hash's worth of slabs (16) and a few more, not a set per chunk: ${used}`)
 })
+
+t.test('give(): a whole buffer of 16 KiB or more moves to the worker (detached here, not copied); slices, small buffers and give(…, false) are copied; the digest is of every byte in order', async t => {
+  const whole = () => { const b = Buffer.allocUnsafeSlow(64 * 1024); randomBytes(b.length).copy(b); return b }
+  const backing = randomBytes(200 * 1024)
+  const slice = backing.subarray(1000, 101_000) // a view into a larger buffer: other views may need the rest
+  const small = Buffer.from(randomBytes(8 * 1024).buffer.slice(0)) // whole, but under 16 KiB (may be Node's pool)
+  const pieces = [whole(), slice, whole(), small, whole(), whole()]
+  const expected = inLine(Buffer.concat(pieces))
+  const h = new OffThreadSha256()
+  await h.give(pieces.slice(0, 3))
+  await h.give(pieces.slice(3))
+  t.equal((await h.digest()).hex, expected, 'every byte, in order, copied and moved mixed')
+  t.equal(h.moved, 4 * 64 * 1024, 'the four whole 64 KiB buffers moved')
+  t.same(pieces.map(p => p.length), [0, 100_000, 0, 8 * 1024, 0, 0], 'the moved buffers are detached here; the copied ones are untouched')
+  t.equal(backing.length, 200 * 1024, 'the slice\'s backing buffer is untouched')
+
+  const kept = [whole(), whole()]
+  const keptDigest = inLine(Buffer.concat(kept))
+  const c = new OffThreadSha256()
+  await c.give(kept, false)
+  t.equal((await c.digest()).hex, keptDigest)
+  t.same([c.moved, kept[0].length, kept[1].length], [0, 64 * 1024, 64 * 1024], 'give(…, false) copies: the buffers stay the caller\'s')
+
+  const over = new OffThreadSha256()
+  over.drop()
+  const late = whole()
+  await over.give([late])
+  t.equal(late.length, 64 * 1024, 'a dropped hash takes nothing more (a write stream\'s last batch after its upload failed)')
+  await t.rejects(over.digest(), /digested or dropped/)
+})
+
+t.test('a Meter hashing what was written: its written hook feeds the hash, and a digest without it is refused, not wrong', async t => {
+  const data = randomBytes(3 * MiB + 1)
+  const wired = new Meter(data.length, true, undefined, { move: false })
+  const bufs: Buffer[] = []
+  const sink = new Writable({ write (c, _e, cb) { bufs.push(c); cb() } })
+  await pipeline(Readable.from([data.subarray(0, MiB), data.subarray(MiB)]), wired, sink)
+  await wired.written(bufs, true)
+  t.equal(await wired.digest(), inLine(data), 'the bytes the hook saw')
+  t.equal(wired.movedBytes, 0, 'nothing moved without `move`, even where the storage let go of the buffers')
+  t.equal(data.length, 3 * MiB + 1)
+  const unwired = new Meter(data.length, true, undefined, { move: true })
+  await pipeline(Readable.from([data]), unwired, new Writable({ write (_c, _e, cb) { cb() } }))
+  await t.rejects(unwired.digest(), /fed 0 of 3145729 bytes/, 'the write stream\'s hook was not passed')
+})

@@ -77,3 +77,17 @@ export async function assertCutByClient (t: Test, app: FastifyInstance, ownerId:
   t.not(error.error_type, 'database', 'not recorded as a database outage')
   t.match(error, { error_type: 'validation', error_message: /connection ended early/ })
 }
+
+/**
+ * Local drives let go of written buffers, so a socket's reads move to the hash worker once stored;
+ * rbd's pipe to its import process may still hold them, so they are copied (STORAGE=rbd).
+ */
+export const storageReleasesBuffers = process.env.STORAGE !== 'rbd'
+
+/** The bytes an upload's job log says moved to the hash worker without a copy (its time split), in MiB. */
+export async function movedMiB (api: ReturnType<typeof client>, jobId: string): Promise<number> {
+  const log = (await api.get(`/api/2.0/jobs/${jobId}/log/`)).body
+  const m = /([\d.]+) (B|MiB|GiB) of the bod(?:y|ies) handed to it without a copy/.exec(log)
+  if (!m) throw new Error(`the job log says nothing of bytes handed over: ${log}`)
+  return Number(m[1]) / (m[2] === 'B' ? MiB : m[2] === 'GiB' ? 1 / 1024 : 1)
+}

@@ -6,7 +6,7 @@ import net from 'node:net'
 import { Writable } from 'node:stream'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { waitForJob } from '../helpers/jobs.ts'
-import { MiB, assertCutByClient, listen, randomImage, sha256 } from './helpers.ts'
+import { MiB, assertCutByClient, listen, movedMiB, randomImage, request, sha256, storageReleasesBuffers } from './helpers.ts'
 
 // warnings and errors are kept: a failed upload must not log an error (its cleanup runs once)
 let logged = ''
@@ -61,6 +61,26 @@ t.test('data then file: {"job_id"}, a new drive with the bytes, sha256 in the jo
   t.ok(dl.rawPayload.equals(bytes), 'round trip: identical bytes')
 })
 
+// one listener for the cases over a real socket
+let listening: Promise<string> | undefined
+const baseUrl = () => (listening ??= listen(app))
+
+t.test('over a real socket, the file\'s stored reads move to the hash worker instead of being copied (local drives; rbd\'s are copied); bytes and sha256 exact', async t => {
+  const base = await baseUrl()
+  const bytes = randomImage(6 * MiB + 7)
+  const f = form([data({ name: 'mp-socket' }), { name: 'file', file: bytes }])
+  const res = await request(`${base}/api/2.0/_upload/`, { method: 'POST', headers: { authorization: alice.authorization, ...f.headers, 'content-length': String(f.payload.length) }, body: f.payload })
+  t.equal(res.status, 200, res.body.toString())
+  const { job_id: jobId } = JSON.parse(res.body.toString())
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id: jobId } })
+  t.same(row.result, { sha256: sha256(bytes), bytes: bytes.length })
+  const driveUuid = (await api.get(`/api/2.0/jobs/${jobId}/`)).json().resources[0].split('/')[4]
+  t.ok((await api.get(`/api/2.0/drives/${driveUuid}/download/`)).rawPayload.equals(bytes), 'round trip: identical bytes')
+  const moved = await movedMiB(api, jobId)
+  if (storageReleasesBuffers) t.ok(moved >= 4, `${moved} MiB of 6 moved without a copy (the parser's slices are copied)`)
+  else t.equal(moved, 0, 'nothing moved: the pipe to rbd may still hold the buffers')
+})
+
 t.test('malformed forms are 400 and leave nothing behind', async t => {
   const file = { name: 'file', file: randomImage(1000) }
   const cases: Array<[string, ReturnType<typeof form>]> = [
@@ -111,7 +131,7 @@ t.test('a file above the drive maximum is refused (413) and removed', async t =>
 })
 
 t.test('a client that hangs up mid-file is a validation error of the job, not a database outage (real socket)', async t => {
-  const base = await listen(app)
+  const base = await baseUrl()
   const sock = net.connect(Number(new URL(base).port), '127.0.0.1')
   await new Promise(resolve => sock.once('connect', resolve))
   const boundary = '----clonejobs' + randomUUID()

@@ -4,7 +4,7 @@
 import t from 'tap'
 import net from 'node:net'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { MiB, assertCutByClient, finishedUploadOf, listen, randomImage, request, sha256 } from './helpers.ts'
+import { MiB, assertCutByClient, finishedUploadOf, listen, movedMiB, randomImage, request, sha256, storageReleasesBuffers } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { config: { driveMaxSize: 64 * MiB } })
 const alice = await createUser(app)
@@ -46,6 +46,23 @@ t.test('POST streams the body into a new drive and answers its uuid as text', as
   for await (const c of await app.storage.createReadStream(uuid)) parts.push(c as Buffer)
   const stored = Buffer.concat(parts)
   t.ok(stored.equals(data), 'the image holds exactly the bytes sent')
+  t.equal(await movedMiB(api, drive.jobs[0].uuid), 0, 'an injected request\'s buffers are the caller\'s: none moved')
+})
+
+t.test('over a real socket, stored reads move to the hash worker instead of being copied (local drives; rbd\'s are copied); bytes and sha256 exact', async t => {
+  const data = randomImage(8 * MiB + 3)
+  const res = await request(`${base}/api/2.0/drives/upload/`, { method: 'PUT', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream', 'content-length': String(data.length) }, body: data })
+  t.equal(res.status, 201, res.body.toString())
+  const uuid = res.body.toString()
+  const jobId = (await api.get(`/api/2.0/drives/${uuid}/`)).json().jobs[0].uuid
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id: jobId } })
+  t.same(row.result, { sha256: sha256(data), bytes: data.length }, 'the sha256 of the bytes sent')
+  const parts: Buffer[] = []
+  for await (const c of await app.storage.createReadStream(uuid)) parts.push(c as Buffer)
+  t.ok(Buffer.concat(parts).equals(data), 'the image holds exactly the bytes sent (nothing moved before it was written)')
+  const moved = await movedMiB(api, jobId)
+  if (storageReleasesBuffers) t.ok(moved >= 7, `${moved} MiB of 8 moved without a copy (reads that also held the headers are copied)`)
+  else t.equal(moved, 0, 'nothing moved: the pipe to rbd may still hold the buffers')
 })
 
 t.test('PUT (curl -T) with a file name names the drive', async t => {

@@ -9,8 +9,15 @@
 import { Worker } from 'node:worker_threads'
 
 const SLAB = 1024 * 1024
-/** Slabs one hash may have at the worker at once: the upload waits (backpressure) past this. */
-const MAX_IN_FLIGHT = 16
+/** Bytes one hash may have at the worker at once: the upload waits (backpressure) past this. */
+const MAX_IN_FLIGHT = 16 * SLAB
+/** Slabs kept for reuse by the process's hashes. */
+const MAX_FREE_SLABS = 16
+/**
+ * A given buffer this large or larger that is a whole ArrayBuffer moves to the worker; a smaller one
+ * may be a slice of Node's shared 8 KiB pool, and is copied.
+ */
+const MOVE_MIN = 16 * 1024
 
 // plain CommonJS, evaluated as the worker's code: no file to find in src/ or dist/
 const WORKER_JS = `
@@ -22,9 +29,13 @@ parentPort.on('message', (m) => {
     let h = hashes.get(m.id)
     if (h === undefined) { h = { hash: createHash('sha256'), ms: 0 }; hashes.set(m.id, h) }
     const t = performance.now()
-    h.hash.update(new Uint8Array(m.buf, 0, m.len))
+    const slabs = []
+    for (const p of m.parts) {
+      h.hash.update(new Uint8Array(p.buf, 0, p.len))
+      if (p.slab) slabs.push(p.buf)
+    }
     h.ms += performance.now() - t
-    parentPort.postMessage({ op: 'done', id: m.id, buf: m.buf }, [m.buf])
+    parentPort.postMessage({ op: 'done', id: m.id, slabs, bytes: m.bytes }, slabs)
   } else if (m.op === 'fork') {
     const from = hashes.get(m.from)
     hashes.set(m.id, from === undefined ? { hash: createHash('sha256'), ms: 0 } : { hash: from.hash.copy(), ms: from.ms })
@@ -37,8 +48,11 @@ parentPort.on('message', (m) => {
   }
 })`
 
+/** Bytes for the worker: a slab (handed back for reuse) or a buffer its owner gave up (give()). */
+interface Part { buf: ArrayBuffer, len: number, slab: boolean }
+
 interface Waiter {
-  done: (buf: ArrayBuffer) => void
+  done: (slabs: ArrayBuffer[], bytes: number) => void
   digest: (hex: string, ms: number) => void
   fail: (err: Error) => void
 }
@@ -53,15 +67,15 @@ class HashWorker {
 
   constructor () {
     this.worker = new Worker(WORKER_JS, { eval: true })
-    this.worker.on('message', (m: { op: string, id: number, buf?: ArrayBuffer, hex?: string, ms?: number }) => {
+    this.worker.on('message', (m: { op: string, id: number, slabs?: ArrayBuffer[], bytes?: number, hex?: string, ms?: number }) => {
       if (m.op === 'done' || m.op === 'digest') this.settle()
       const w = this.waiters.get(m.id)
       if (!w) {
-        // a slab of a hash dropped meanwhile goes back to the free slabs
-        if (m.op === 'done' && m.buf !== undefined) giveBack(m.buf)
+        // the slabs of a hash dropped meanwhile go back to the free slabs
+        if (m.op === 'done') for (const buf of m.slabs ?? []) giveBack(buf)
         return
       }
-      if (m.op === 'done') w.done(m.buf!)
+      if (m.op === 'done') w.done(m.slabs ?? [], m.bytes ?? 0)
       else if (m.op === 'digest') w.digest(m.hex!, m.ms ?? 0)
     })
     const fail = (err: Error) => {
@@ -92,9 +106,9 @@ class HashWorker {
    * answers (awaiting a digest must not end the process), but a hash merely open (a chunked
    * upload's running hash between chunks) does not.
    */
-  post (msg: { op: string, id: number, buf?: ArrayBuffer, len?: number, from?: number }, answered = false): void {
+  post (msg: { op: string, id: number, parts?: Part[], bytes?: number, from?: number }, answered = false): void {
     if (this.dead) throw this.dead
-    this.worker.postMessage(msg, msg.buf ? [msg.buf] : [])
+    this.worker.postMessage(msg, msg.parts?.map(p => p.buf) ?? [])
     if (answered && this.owed++ === 0) this.worker.ref()
   }
 
@@ -106,7 +120,7 @@ class HashWorker {
 let shared: HashWorker | undefined
 
 /**
- * Slabs no hash holds, shared by the process's hashes (at most MAX_IN_FLIGHT, 16 MiB): a chunked
+ * Slabs no hash holds, shared by the process's hashes (at most MAX_FREE_SLABS, 16 MiB): a chunked
  * upload's hash lets go of its slabs between chunks and the next chunk's fork takes them from
  * here, instead of allocating 16 fresh 1 MiB buffers per chunk (that churn of external memory set
  * off a major GC in every chunked upload of bench:transfer).
@@ -120,7 +134,7 @@ function newSlab (): ArrayBuffer {
   return new ArrayBuffer(SLAB)
 }
 function giveBack (buf: ArrayBuffer): void {
-  if (freeSlabs.length < MAX_IN_FLIGHT) freeSlabs.push(buf)
+  if (freeSlabs.length < MAX_FREE_SLABS) freeSlabs.push(buf)
 }
 
 /** A SHA-256 computed on the process's hash worker thread. */
@@ -131,24 +145,34 @@ export class OffThreadSha256 {
   private slab: Uint8Array | undefined
   private used = 0
   private readonly spare: ArrayBuffer[] = []
+  /** pieces gathered for the next message to the worker, and their bytes */
+  private parts: Part[] = []
+  private partBytes = 0
+  /** bytes at the worker, not yet hashed */
   private inFlight = 0
   private parked = false
   private wake: (() => void) | undefined
   private result: ((r: { hex: string, ms: number }) => void) | undefined
   private error: Error | undefined
   private failResult: ((err: Error) => void) | undefined
-  /** milliseconds the event loop spent copying bytes to the worker */
+  /** milliseconds the event loop spent handing bytes to the worker (copying them, or moving them) */
   copyMs = 0
+  /** bytes that moved to the worker without a copy (give()) */
+  moved = 0
+  /** digested or dropped: bytes fed after are ignored (a write stream's last batch, written as its upload failed) */
+  private over = false
 
   /** A new hash, or (`from`) a fork that starts from everything fed to `from` so far. */
   constructor (from?: OffThreadSha256) {
     if (from?.error) throw from.error
     this.worker = from?.worker ?? (shared ??= new HashWorker())
     this.id = this.worker.open({
-      done: (buf) => {
-        this.inFlight--
-        if (!this.parked && this.spare.length < 4) this.spare.push(buf)
-        else giveBack(buf)
+      done: (slabs, bytes) => {
+        this.inFlight -= bytes
+        for (const buf of slabs) {
+          if (!this.parked && this.spare.length < 4) this.spare.push(buf)
+          else giveBack(buf)
+        }
         const wake = this.wake
         this.wake = undefined
         wake?.()
@@ -172,11 +196,46 @@ export class OffThreadSha256 {
     }
   }
 
-  /** Feeds bytes; resolves at once unless the worker is behind by MAX_IN_FLIGHT slabs. */
+  /** Feeds a copy of `chunk`; resolves at once unless the worker is behind by MAX_IN_FLIGHT bytes. */
   async update (chunk: Uint8Array): Promise<void> {
     if (this.error) throw this.error
+    if (this.over) return
     this.parked = false
     const t = performance.now()
+    this.copy(chunk)
+    this.post()
+    this.copyMs += performance.now() - t
+    await this.caughtUp()
+  }
+
+  /**
+   * Feeds buffers whose owner is done with them (written to the drive and held nowhere else, see
+   * DriveWriter.releasesBuffers): each one that is a whole ArrayBuffer of MOVE_MIN bytes or more
+   * moves to the worker (transferred, not copied; detached here, of length 0 after), the others
+   * are copied as update() does; all of them with `move` false. Resolves as update() does.
+   */
+  async give (bufs: readonly Uint8Array[], move = true): Promise<void> {
+    if (this.error) throw this.error
+    if (this.over) return
+    this.parked = false
+    const t = performance.now()
+    for (const b of bufs) {
+      if (move && b.length >= MOVE_MIN && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) {
+        // the bytes copied so far go first
+        this.closeSlab()
+        this.parts.push({ buf: b.buffer, len: b.length, slab: false })
+        this.partBytes += b.length
+        this.moved += b.length
+      } else {
+        this.copy(b)
+      }
+    }
+    this.post()
+    this.copyMs += performance.now() - t
+    await this.caughtUp()
+  }
+
+  private copy (chunk: Uint8Array): void {
     let off = 0
     while (off < chunk.length) {
       this.slab ??= new Uint8Array(this.spare.pop() ?? freeSlabs.pop() ?? newSlab())
@@ -184,20 +243,33 @@ export class OffThreadSha256 {
       this.slab.set(chunk.subarray(off, off + n), this.used)
       this.used += n
       off += n
-      if (this.used === SLAB) this.send()
+      if (this.used === SLAB) this.closeSlab()
     }
-    this.copyMs += performance.now() - t
-    while (this.inFlight >= MAX_IN_FLIGHT && !this.error) await new Promise<void>(resolve => { this.wake = resolve })
-    if (this.error) throw this.error
   }
 
-  private send (): void {
-    const buf = this.slab!.buffer as ArrayBuffer
-    const len = this.used
-    this.inFlight++
+  /** The slab being filled joins the next message, if it holds anything. */
+  private closeSlab (): void {
+    if (this.used === 0) return
+    this.parts.push({ buf: this.slab!.buffer as ArrayBuffer, len: this.used, slab: true })
+    this.partBytes += this.used
     this.slab = undefined
     this.used = 0
-    this.worker.post({ op: 'update', id: this.id, buf, len }, true)
+  }
+
+  /** Sends the pieces gathered, in one message (the worker hashes them in order). */
+  private post (): void {
+    if (this.parts.length === 0) return
+    const parts = this.parts
+    const bytes = this.partBytes
+    this.parts = []
+    this.partBytes = 0
+    this.inFlight += bytes
+    this.worker.post({ op: 'update', id: this.id, parts, bytes }, true)
+  }
+
+  private async caughtUp (): Promise<void> {
+    while (this.inFlight >= MAX_IN_FLIGHT && !this.error) await new Promise<void>(resolve => { this.wake = resolve })
+    if (this.error) throw this.error
   }
 
   /**
@@ -206,7 +278,8 @@ export class OffThreadSha256 {
    */
   park (): void {
     if (this.error) throw this.error
-    if (this.used > 0) this.send()
+    this.closeSlab()
+    this.post()
     this.parked = true
     for (const buf of this.spare.splice(0)) giveBack(buf)
   }
@@ -214,7 +287,10 @@ export class OffThreadSha256 {
   /** The hex digest of everything fed, and the worker's hashing time (its forks' included); the hash is over after it. */
   async digest (): Promise<{ hex: string, workerMs: number }> {
     if (this.error) throw this.error
-    if (this.used > 0) this.send()
+    if (this.over) throw new Error('the hash was digested or dropped already')
+    this.over = true
+    this.closeSlab()
+    this.post()
     const r = await new Promise<{ hex: string, ms: number }>((resolve, reject) => {
       this.result = resolve
       this.failResult = reject
@@ -228,9 +304,12 @@ export class OffThreadSha256 {
 
   /** Forgets the hash (the upload failed, or its running hash is no longer needed). */
   drop (): void {
+    if (this.over) return
+    this.over = true
     this.worker.close(this.id)
     if (this.slab !== undefined) giveBack(this.slab.buffer as ArrayBuffer)
     this.slab = undefined
+    this.used = 0
     for (const buf of this.spare.splice(0)) giveBack(buf)
     if (this.worker.dead === undefined) this.worker.post({ op: 'drop', id: this.id })
   }

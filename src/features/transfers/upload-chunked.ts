@@ -20,7 +20,7 @@ import { announceDrives, driveToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
 import { OffThreadSha256 } from './hashing.ts'
 import { checkLink, chunkLinkPath, hashToken, isToken, newToken } from './links.ts'
-import { Meter } from './streams.ts'
+import { Meter, yieldsSocketReads } from './streams.ts'
 import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, finishUploadedDrive, removeImage, streamFailure } from './service.ts'
 
 // ---------------------------------------------------------------------------------------------
@@ -359,10 +359,10 @@ export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
     const inOrder = new InOrderHash(inFlight, c.drive.id, c.index, chunkCount(Number(c.drive.size), c.chunkSize))
     try {
       const bodyAt = performance.now()
-      const meter = new Meter(c.range.length, inOrder.hash ?? false)
+      const meter = new Meter(c.range.length, inOrder.hash ?? false, undefined, { move: yieldsSocketReads(body) })
       try {
         // the claim's connection failing stops the write: the chunk may be another request's by then
-        await pipeline(body, meter, await deps.storage.createWriteStream(c.drive.id, { start: c.range.start }), { signal: claim })
+        await pipeline(body, meter, await deps.storage.createWriteStream(c.drive.id, { start: c.range.start, written: meter.written }), { signal: claim })
       } catch (err) {
         body.resume()
         if (claim.aborted) throw claimLost(c.index)
@@ -438,11 +438,13 @@ export interface ChunkTiming {
   hashMs: number
   /** the end of the body to the chunk being on disk (the writer's fsync, after its write-back) */
   fsyncMs: number
+  /** bytes of the body that moved to the hash worker without a copy (not a time) */
+  movedBytes: number
 }
 
 export function chunkTiming (startedAt: number, t0: number, bodyAt: number, meter: Meter, stored: number): ChunkTiming {
   const ended = meter.endedAt ?? stored
-  return { startedAt, lookupsMs: bodyAt - t0, receiveMs: ended - bodyAt, hashMs: meter.hashMs, fsyncMs: stored - ended }
+  return { startedAt, lookupsMs: bodyAt - t0, receiveMs: ended - bodyAt, hashMs: meter.hashMs, fsyncMs: stored - ended, movedBytes: meter.movedBytes ?? 0 }
 }
 
 /** The upload is over (its drive finished, failed or gone): the protocol's error. */
@@ -574,7 +576,8 @@ export function chunkedTimeSplit (params: { timing?: Partial<Record<string, numb
   const ms = (n: number | undefined) => `${Math.max(0, Math.round(n ?? 0))} ms`
   const wall = endAt - first
   const inRequests = (t.lookupsMs ?? 0) + (t.receiveMs ?? 0) + (t.fsyncMs ?? 0)
-  const worker = workerHashMs === undefined ? '' : `; ${ms(workerHashMs)} hashing on a worker thread meanwhile`
+  const moved = t.movedBytes === undefined ? '' : `, ${formatBytes(t.movedBytes)} of the bodies handed to it without a copy`
+  const worker = workerHashMs === undefined ? '' : `; ${ms(workerHashMs)} hashing on a worker thread meanwhile${moved}`
   return `time split: ${t.chunks ?? 0} chunks in ${ms(wall)} from the first chunk's request; in the chunk requests (summed): ` +
     `lookups ${ms(t.lookupsMs)}, receive ${ms(t.receiveMs)} (of which hash ${ms(t.hashMs)}${worker}), fsync ${ms(t.fsyncMs)}; ` +
     `outside them or recording them ${ms(wall - inRequests)} (link requests, the client between chunks)`

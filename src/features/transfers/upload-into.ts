@@ -17,7 +17,7 @@ import { formatBytes } from '../../domain/progress.ts'
 import type { TakenJob } from '../../engine/queue-sql.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { announceDrives, assertDriveUsable, loadOwnedDrive, mountState, restingStatusOf } from '../drives/service.ts'
-import { BodyTooLong, Meter } from './streams.ts'
+import { BodyTooLong, Meter, yieldsSocketReads } from './streams.ts'
 import { type ClientError, type TransferDeps, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
 import type { MultipartUpload } from './upload-multipart.ts'
 import { newJobId } from '../../engine/enqueue.ts'
@@ -147,8 +147,8 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
       let meter: Meter | undefined
       try {
         const t0 = performance.now()
-        meter = new Meter(size, true, (n) => held.progress(n))
-        await pipeline(file, meter, await deps.storage.createWriteStream(scratch), { signal: held.signal })
+        meter = new Meter(size, true, (n) => held.progress(n), { move: yieldsSocketReads(file) })
+        await pipeline(file, meter, await deps.storage.createWriteStream(scratch, { written: meter.written }), { signal: held.signal })
         if (truncated()) throw domainErrors.tooLarge('The file is larger than the largest drive', 'file')
         if (meter.bytes !== size) throw domainErrors.validation(`The file holds ${meter.bytes} bytes; uploading into drive ${id} needs exactly its size, ${size} bytes`, 'file')
         received = { sha256: await meter.digest(), bytes: meter.bytes }

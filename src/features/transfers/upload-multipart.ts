@@ -7,7 +7,7 @@ import type { TakenJob } from '../../engine/queue-sql.ts'
 import { query } from '../../db/sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
-import { Meter, growingWriteStream, uploadTimeSplit } from './streams.ts'
+import { Meter, growingWriteStream, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
 import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, uploadMax } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
@@ -68,9 +68,9 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
       let meter: Meter | undefined
       try {
         const t0 = performance.now()
-        held.log(`receiving a multipart file into drive ${driveId} (sha256 computed as it arrives, on a worker thread)`)
-        meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined))
-        await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max, sizeHint), { signal: held.signal })
+        held.log(`receiving a multipart file into drive ${driveId} (sha256 computed as it is stored, on a worker thread)`)
+        meter = new Meter(max, true, (n) => held.progress(n, sizeHint !== undefined && n > sizeHint ? n : undefined), { move: yieldsSocketReads(file) })
+        await pipeline(file, meter, growingWriteStream(deps.storage, driveId, max, sizeHint, meter.written), { signal: held.signal })
         const stored = performance.now()
         if (truncated()) throw errors.tooLarge(`The file is larger than the largest drive (${max} bytes)`, 'file')
         if (meter.bytes === 0) throw errors.validation('The file is empty', 'file')

@@ -6,7 +6,7 @@ import { errors } from '../../http/errors.ts'
 import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
-import { Meter, uploadTimeSplit } from './streams.ts'
+import { Meter, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
 import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
@@ -43,9 +43,9 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
   let meter: Meter | undefined
   try {
     const t0 = performance.now()
-    held.log(`receiving a raw image of ${formatBytes(size)} into drive ${driveId} (sha256 computed as it arrives, on a worker thread)`)
-    meter = new Meter(size, true, (n) => held.progress(n))
-    await pipeline(body, meter, await deps.storage.createWriteStream(driveId), { signal: held.signal })
+    held.log(`receiving a raw image of ${formatBytes(size)} into drive ${driveId} (sha256 computed as it is stored, on a worker thread)`)
+    meter = new Meter(size, true, (n) => held.progress(n), { move: yieldsSocketReads(body) })
+    await pipeline(body, meter, await deps.storage.createWriteStream(driveId, { written: meter.written }), { signal: held.signal })
     const stored = performance.now()
     if (meter.bytes !== size) throw errors.validation(`The body held ${meter.bytes} of the ${size} bytes announced by Content-Length`, 'Content-Length')
     const sha256 = await meter.digest()

@@ -30,6 +30,7 @@ import { startMultipartUpload, type MultipartUpload } from './upload-multipart.t
 import { startMultipartUploadInto } from './upload-into.ts'
 import { RESUMABLE_STRINGS, receiveResumableChunk, resumableChunkOf, resumableChunkStatus, type ResumableResult } from './upload-resumable.ts'
 import { transferDeps, uploadMax } from './service.ts'
+import { markSocketReads } from './streams.ts'
 import { SessionLocks } from '../../db/session-locks.ts'
 
 const TAGS = ['transfers']
@@ -200,6 +201,7 @@ const uploads: FastifyPluginAsyncTypebox = async (app) => {
           ? await startMultipartUploadInto(deps, request.account.id, requireRelatedUuid(p.uuid, 'uuid', 'drives'))
           : await startMultipartUpload(deps, request.account.id, { name: p.name ?? 'upload', media: p.media ?? 'disk' }, hint)
         receiving = true
+        markSocketReads(part.file, request.raw)
         await upload.receive(part.file, () => part.file.truncated)
         receiving = false
       }
@@ -308,6 +310,7 @@ function resumableRoutes (app: Parameters<FastifyPluginAsyncTypebox>[0], deps: R
           part.file.resume()
           throw err
         }
+        markSocketReads(part.file, request.raw)
         receiving = receiveResumableChunk(deps, chunksInFlight, ownerId, uuid, c, part.file, () => part.file.truncated, () => formEnded)
         receiving.catch(() => {}) // awaited below
       }
