@@ -1,11 +1,13 @@
 // Helpers shared by the transfer tests: random images, sha256, a listening app for real sockets.
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import http from 'node:http'
+import type net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import { type client, eventually } from '../helpers/app.ts'
 import { waitForJob } from '../helpers/jobs.ts'
+import { discardUpload } from '../../src/features/transfers/service.ts'
 
 export const MiB = 1024 * 1024
 
@@ -90,4 +92,28 @@ export async function movedMiB (api: ReturnType<typeof client>, jobId: string): 
   const m = /([\d.]+) (B|MiB|GiB) of the bod(?:y|ies) handed to it without a copy/.exec(log)
   if (!m) throw new Error(`the job log says nothing of bytes handed over: ${log}`)
   return Number(m[1]) / (m[2] === 'B' ? MiB : m[2] === 'GiB' ? 1 / 1024 : 1)
+}
+
+/**
+ * An upload on `sock` (a real socket, its body under way) into a new drive named `name`, whose job
+ * another process takes over (its lease had run out): the request touches nothing more. It answers
+ * 503, and the drive, its image and the job are left as the newer attempt found them; then this
+ * undoes the upload as the newer attempt's cleanup would.
+ */
+export async function assertTakenOverMidBody (t: Test, app: FastifyInstance, sock: net.Socket, ownerId: string, name: string): Promise<void> {
+  let answer = ''
+  sock.on('data', (d: Buffer) => { answer += d.toString() })
+  const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId, name } })) ?? undefined)
+  const jobId = uploading.lockedByJob!
+  await app.prisma.job.update({ where: { id: jobId }, data: { lockedBy: 'someone-else' } })
+  // the request's heartbeat finds out
+  await eventually(async () => answer.includes('\r\n\r\n') ? answer : undefined, { timeoutMs: 20_000 })
+  sock.destroy()
+  t.match(answer, /^HTTP\/1\.1 503 /, answer)
+  t.match(answer, /taken over by another process; see the job for its outcome/)
+  t.equal((await app.prisma.drive.findUnique({ where: { id: uploading.id } }))?.lockedByJob, jobId, 'the drive is still the job\'s, for the newer attempt to undo')
+  t.ok(await app.storage.exists(uploading.id), 'its image too')
+  t.match(await app.prisma.job.findUniqueOrThrow({ where: { id: jobId } }), { state: 'started', lockedBy: 'someone-else' }, 'the job is the newer attempt\'s, its outcome unrecorded')
+  await discardUpload(app.prisma, app.storage, ownerId, uploading.id, jobId)
+  await app.prisma.job.update({ where: { id: jobId }, data: { state: 'error', lockedBy: null } })
 }

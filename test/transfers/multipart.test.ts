@@ -6,7 +6,7 @@ import net from 'node:net'
 import { Writable } from 'node:stream'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { waitForJob } from '../helpers/jobs.ts'
-import { MiB, assertCutByClient, listen, movedMiB, randomImage, request, sha256, storageReleasesBuffers } from './helpers.ts'
+import { MiB, assertCutByClient, assertTakenOverMidBody, listen, movedMiB, randomImage, request, sha256, storageReleasesBuffers } from './helpers.ts'
 
 // warnings and errors are kept: a failed upload must not log an error (its cleanup runs once)
 let logged = ''
@@ -130,9 +130,9 @@ t.test('a file above the drive maximum is refused (413) and removed', async t =>
   t.equal(await drives(), before)
 })
 
-t.test('a client that hangs up mid-file is a validation error of the job, not a database outage (real socket)', async t => {
-  const base = await baseUrl()
-  const sock = net.connect(Number(new URL(base).port), '127.0.0.1')
+/** A form on a real socket of its own: the data field naming the drive `name`, then the file part's headers; the file's bytes are the caller's. */
+async function formHeaders (name: string, length: number): Promise<net.Socket> {
+  const sock = net.connect(Number(new URL(await baseUrl()).port), '127.0.0.1')
   await new Promise(resolve => sock.once('connect', resolve))
   const boundary = '----clonejobs' + randomUUID()
   sock.write([
@@ -140,19 +140,31 @@ t.test('a client that hangs up mid-file is a validation error of the job, not a 
     'Host: 127.0.0.1',
     `Authorization: ${alice.authorization}`,
     `Content-Type: multipart/form-data; boundary=${boundary}`,
-    'Content-Length: 100000',
+    `Content-Length: ${length}`,
     '',
     `--${boundary}`,
     'Content-Disposition: form-data; name="data"',
     '',
-    JSON.stringify({ method: 'drives.upload', params: [{ name: 'cutmp' }] }),
+    JSON.stringify({ method: 'drives.upload', params: [{ name }] }),
     `--${boundary}`,
     'Content-Disposition: form-data; name="file"; filename="image.raw"',
     'Content-Type: application/octet-stream',
-    '', 'abcde'
+    '', ''
   ].join('\r\n'))
+  return sock
+}
+
+t.test('a client that hangs up mid-file is a validation error of the job, not a database outage (real socket)', async t => {
+  const sock = await formHeaders('cutmp', 100000)
+  sock.write('abcde')
   const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'cutmp' } })) ?? undefined)
   sock.destroy()
   await assertCutByClient(t, app, alice.id, uploading.id)
   t.equal(await app.prisma.drive.count({ where: { id: uploading.id } }), 0, 'no drive is left')
+})
+
+t.test('a request whose job was taken over mid-file touches nothing more: 503, the drive and its image are left to the newer attempt (real socket)', async t => {
+  const sock = await formHeaders('stalemp', 4 * MiB)
+  sock.write(randomImage(MiB))
+  await assertTakenOverMidBody(t, app, sock, alice.id, 'stalemp')
 })

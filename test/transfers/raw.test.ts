@@ -4,7 +4,7 @@
 import t from 'tap'
 import net from 'node:net'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { MiB, assertCutByClient, finishedUploadOf, listen, movedMiB, randomImage, request, sha256, storageReleasesBuffers } from './helpers.ts'
+import { MiB, assertCutByClient, assertTakenOverMidBody, finishedUploadOf, listen, movedMiB, randomImage, request, sha256, storageReleasesBuffers } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { config: { driveMaxSize: 64 * MiB } })
 const alice = await createUser(app)
@@ -161,4 +161,10 @@ t.test('a client that hangs up mid-body is a validation error of the job, not a 
   sock.end()
   sock.destroy()
   await assertCutByClient(t, app, alice.id, uploading.id)
+})
+
+t.test('a request whose job was taken over mid-body touches nothing more: 503, the drive and its image are left to the newer attempt (real socket)', async t => {
+  const sock = await rawPutHeaders('stale.raw', 4 * MiB)
+  sock.write(randomImage(MiB))
+  await assertTakenOverMidBody(t, app, sock, alice.id, 'stale.raw')
 })

@@ -22,7 +22,7 @@ import type pg from 'pg'
 import type { PrismaClient } from '../../db/client.ts'
 import type { Config } from '../../config.ts'
 import { DEFAULT_STORAGE_TYPE } from '../../domain/drive-status.ts'
-import { DomainError } from '../../domain/errors.ts'
+import { DomainError, domainErrors } from '../../domain/errors.ts'
 import { toApiError } from '../../http/error-handler.ts'
 import { ApiError, errors } from '../../http/errors.ts'
 import { databaseFailure } from '../../http/database-errors.ts'
@@ -110,6 +110,15 @@ export function checkUploadSize (deps: TransferDeps, size: number, point: string
 /** Removes the image of an upload whose rows were never committed; a failure is logged, not thrown. */
 export async function removeImage (deps: TransferDeps, driveId: string): Promise<void> {
   await deps.storage.delete(driveId).catch(err => deps.log.error({ err, drive: driveId }, 'could not remove the image of a failed upload'))
+}
+
+/**
+ * The answer of an upload request whose job's lease was lost (its heartbeats failed, or another
+ * process took the job over): the job and what it made are a newer attempt's now, which undoes or
+ * finishes the upload, so the request touches nothing more.
+ */
+export function takenOver (jobId: string): DomainError {
+  return domainErrors.busy(`The upload's job ${jobId} was taken over by another process; see the job for its outcome`)
 }
 
 /** Removes an upload's drive (row and data) if the job still holds it: nothing half-made remains. */

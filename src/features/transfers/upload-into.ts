@@ -18,7 +18,7 @@ import type { TakenJob } from '../../engine/queue-sql.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { announceDrives, assertDriveUsable, loadOwnedDrive, mountState, restingStatusOf } from '../drives/service.ts'
 import { BodyTooLong, Meter, yieldsSocketReads } from './streams.ts'
-import { type ClientError, type TransferDeps, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
+import { type ClientError, type TransferDeps, failureRecord, finishUploadedDrive, streamFailure, takenOver } from './service.ts'
 import type { MultipartUpload } from './upload-multipart.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { isStorageError, type DriveStorage } from '../../storage/index.ts'
@@ -109,7 +109,6 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
   const id = driveId.toLowerCase()
   const held = deps.engine.hold(row, size)
   /** The answer once this request's lease is gone: the job is a newer attempt's. */
-  const takenOver = () => domainErrors.busy(`The upload's job ${jobId} was taken over by another process; see the job for its outcome`)
   let received: { sha256: string, bytes: number } | undefined
 
   /** The drive goes back to mounted/unmounted with its old data; the job fails. */
@@ -119,7 +118,7 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
     // which undoes the upload, or finishes it if it was committed; this one touches nothing
     if (held.leaseGone) {
       deps.log.warn({ job: jobId, drive: id }, 'upload into a drive stopped: its job\'s lease was lost')
-      return takenOver()
+      return takenOver(jobId)
     }
     try {
       await restoreDrive(deps.prisma, ownerId, id, jobId)
@@ -183,7 +182,7 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
         // the drive holds the new image: never undone now; the job is finished by the worker that
         // takes it over once its lease expires (drive_upload's roll-forward)
         deps.log.warn({ err, job: jobId, drive: id }, 'an upload into a drive was stored but its end could not be recorded; a worker finishes its job')
-        throw held.leaseGone ? takenOver() : failure(err, size)
+        throw held.leaseGone ? takenOver(jobId) : failure(err, size)
       }
       return { driveId: id, jobId, sha256, bytes }
     }

@@ -8,7 +8,7 @@ import { query } from '../../db/sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, growingWriteStream, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
-import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, uploadMax } from './service.ts'
+import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, takenOver, uploadMax } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 
@@ -55,6 +55,11 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
   const held = deps.engine.hold(row, sizeHint ?? null)
   let received: { sha256: string, bytes: number, meter: Meter, t0: number, stored: number } | undefined
   const abort = async (err: unknown): Promise<ClientError> => {
+    if (held.leaseGone) {
+      // the drive and the job are a newer attempt's now, which removes the drive
+      deps.log.warn({ job: jobId, drive: driveId }, 'a multipart upload stopped: its job\'s lease was lost')
+      return takenOver(jobId)
+    }
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'file')
     await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
     await held.fail(failureRecord(apiErr))

@@ -7,7 +7,7 @@ import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
-import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure } from './service.ts'
+import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, takenOver } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 
@@ -61,6 +61,11 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
     meter?.release()
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'body')
     body.resume() // drain what the client still sends, so the error answer can be read
+    if (held.leaseGone) {
+      // the drive and the job are a newer attempt's now, which removes the drive
+      deps.log.warn({ job: jobId, drive: driveId }, 'a raw upload stopped: its job\'s lease was lost')
+      throw takenOver(jobId)
+    }
     await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
     await held.fail(failureRecord(apiErr))
     throw apiErr
