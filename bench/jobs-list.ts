@@ -115,9 +115,11 @@ try {
   await time('GET /jobs/?cursor= (keyset, first page)', '/api/2.0/jobs/?cursor=')
   await time('GET /jobs/?cursor=<page 2>', `/api/2.0/jobs/?cursor=${cursor}`)
   // a cursor half-way down, like offset=500000 (the cursor is base64url JSON {k, id})
-  const [mid] = await app.prisma.$queryRawUnsafe<Array<{ id: string, last_modified: Date }>>(
-    'SELECT id::text, last_modified FROM jobs WHERE owner_id = $1::uuid AND parent_id IS NULL ORDER BY last_modified DESC, id OFFSET $2 LIMIT 1', user.id, Math.floor(rows / 2))
-  cursor = Buffer.from(JSON.stringify({ k: mid.last_modified.toISOString(), id: mid.id })).toString('base64url')
+  // its key at the column's microsecond precision, as the API writes it (a millisecond key is refused: 400)
+  const [mid] = await app.prisma.$queryRawUnsafe<Array<{ id: string, k: string }>>(
+    `SELECT id::text, to_char(last_modified AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS k FROM jobs
+     WHERE owner_id = $1::uuid AND parent_id IS NULL ORDER BY last_modified DESC, id OFFSET $2 LIMIT 1`, user.id, Math.floor(rows / 2))
+  cursor = Buffer.from(JSON.stringify({ k: mid.k, id: mid.id })).toString('base64url')
   await time(`GET /jobs/?cursor=<after row ${Math.floor(rows / 2)}>`, `/api/2.0/jobs/?cursor=${cursor}`)
   await time('GET /jobs/?state=started', '/api/2.0/jobs/?state=started')
   await time('GET /jobs/?state=error&operation=drive_clone', '/api/2.0/jobs/?state=error&operation=drive_clone')
