@@ -108,7 +108,6 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
   })
   const id = driveId.toLowerCase()
   const held = deps.engine.hold(row, size)
-  /** The answer once this request's lease is gone: the job is a newer attempt's. */
   let received: { sha256: string, bytes: number } | undefined
 
   /** The drive goes back to mounted/unmounted with its old data; the job fails. */
