@@ -140,7 +140,11 @@ t.test('a Meter hashing what was written: its written hook feeds the hash, and a
   const bufs: Buffer[] = []
   const sink = new Writable({ write (c, _e, cb) { bufs.push(c); cb() } })
   await pipeline(Readable.from([data.subarray(0, MiB), data.subarray(MiB)]), wired, sink)
+  const before = wired.hashMs
+  await new Promise(resolve => setTimeout(resolve, 20))
+  // a batch handed over after the input ended (the write stream's last, during its final flush)
   await wired.written(bufs, true)
+  t.equal(wired.hashMs, before, 'time after the input ended is not the receive\'s: the split keeps the hash inside the receive')
   t.equal(await wired.digest(), inLine(data), 'the bytes the hook saw')
   t.equal(wired.movedBytes, 0, 'nothing moved without `move`, even where the storage let go of the buffers')
   t.equal(data.length, 3 * MiB + 1)

@@ -29,7 +29,7 @@ export class BodyTooLong extends Error {}
  */
 export class Meter extends Transform {
   bytes = 0
-  /** time the receive spent on the hash (ms): hashing in line, or copying to the worker and waiting when it was behind */
+  /** time the receive spent on the hash (ms): handing bytes to the worker (copied or moved) and waiting when it was behind, until the input ended */
   hashMs = 0
   /** time the hash worker spent hashing these bytes (ms), known after digest() */
   workerHashMs: number | undefined
@@ -82,7 +82,9 @@ export class Meter extends Transform {
     const t = performance.now()
     for (const b of bufs) this.hashedWritten += b.length
     await this.offThread.give(bufs, released && this.hashWritten.move)
-    this.hashMs += performance.now() - t
+    // the receive's share only: the last batch goes over after the body ended, while the write
+    // stream flushes and syncs (the fsync's part of the time split)
+    this.hashMs += Math.max(0, Math.min(performance.now(), this.endedAt ?? Infinity) - t)
   }
 
   /** Bytes that moved to the hash worker without a copy (`hashWritten` with `move`); undefined when the meter does not hash what was written. */
