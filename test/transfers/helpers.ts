@@ -106,8 +106,13 @@ export async function assertTakenOverMidBody (t: Test, app: FastifyInstance, soc
   const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId, name } })) ?? undefined)
   const jobId = uploading.lockedByJob!
   await app.prisma.job.update({ where: { id: jobId }, data: { lockedBy: 'someone-else' } })
-  // the request's heartbeat finds out
-  await eventually(async () => answer.includes('\r\n\r\n') ? answer : undefined, { timeoutMs: 20_000 })
+  // the request's heartbeat finds out; the whole answer, headers and body (its Content-Length)
+  const complete = () => {
+    const end = answer.indexOf('\r\n\r\n')
+    const length = /\r\ncontent-length: (\d+)/i.exec(answer)
+    return end >= 0 && length !== null && Buffer.byteLength(answer.slice(end + 4)) >= Number(length[1])
+  }
+  await eventually(async () => complete() || undefined, { timeoutMs: 20_000 })
   sock.destroy()
   t.match(answer, /^HTTP\/1\.1 503 /, answer)
   t.match(answer, /taken over by another process; see the job for its outcome/)
