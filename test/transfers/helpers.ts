@@ -119,6 +119,8 @@ export async function assertTakenOverMidBody (t: Test, app: FastifyInstance, soc
   t.equal((await app.prisma.drive.findUnique({ where: { id: uploading.id } }))?.lockedByJob, jobId, 'the drive is still the job\'s, for the newer attempt to undo')
   t.ok(await app.storage.exists(uploading.id), 'its image too')
   t.match(await app.prisma.job.findUniqueOrThrow({ where: { id: jobId } }), { state: 'started', lockedBy: 'someone-else' }, 'the job is the newer attempt\'s, its outcome unrecorded')
-  await discardUpload(app.prisma, app.storage, ownerId, uploading.id, jobId)
+  // as the newer attempt's cleanup would, again until it can: on rbd the stale request's import
+  // process may still hold the image open for a moment (rbd rm: "image has watchers")
+  await eventually(async () => { await discardUpload(app.prisma, app.storage, ownerId, uploading.id, jobId); return true }, { timeoutMs: 60_000, intervalMs: 500 })
   await app.prisma.job.update({ where: { id: jobId }, data: { state: 'error', lockedBy: null } })
 }
