@@ -145,9 +145,8 @@ export class OffThreadSha256 {
   private slab: Uint8Array | undefined
   private used = 0
   private readonly spare: ArrayBuffer[] = []
-  /** pieces gathered for the next message to the worker, and their bytes */
+  /** pieces gathered for the next message to the worker */
   private parts: Part[] = []
-  private partBytes = 0
   /** bytes at the worker, not yet hashed */
   private inFlight = 0
   private parked = false
@@ -155,8 +154,6 @@ export class OffThreadSha256 {
   private result: ((r: { hex: string, ms: number }) => void) | undefined
   private error: Error | undefined
   private failResult: ((err: Error) => void) | undefined
-  /** milliseconds the event loop spent handing bytes to the worker (copying them, or moving them) */
-  copyMs = 0
   /** bytes that moved to the worker without a copy (give()) */
   moved = 0
   /** digested or dropped: bytes fed after are ignored (a write stream's last batch, written as its upload failed) */
@@ -198,14 +195,7 @@ export class OffThreadSha256 {
 
   /** Feeds a copy of `chunk`; resolves at once unless the worker is behind by MAX_IN_FLIGHT bytes. */
   async update (chunk: Uint8Array): Promise<void> {
-    if (this.error) throw this.error
-    if (this.over) return
-    this.parked = false
-    const t = performance.now()
-    this.copy(chunk)
-    this.post()
-    this.copyMs += performance.now() - t
-    await this.caughtUp()
+    await this.give([chunk], false)
   }
 
   /**
@@ -218,20 +208,17 @@ export class OffThreadSha256 {
     if (this.error) throw this.error
     if (this.over) return
     this.parked = false
-    const t = performance.now()
     for (const b of bufs) {
       if (move && b.length >= MOVE_MIN && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) {
         // the bytes copied so far go first
         this.closeSlab()
         this.parts.push({ buf: b.buffer, len: b.length, slab: false })
-        this.partBytes += b.length
         this.moved += b.length
       } else {
         this.copy(b)
       }
     }
     this.post()
-    this.copyMs += performance.now() - t
     await this.caughtUp()
   }
 
@@ -251,7 +238,6 @@ export class OffThreadSha256 {
   private closeSlab (): void {
     if (this.used === 0) return
     this.parts.push({ buf: this.slab!.buffer as ArrayBuffer, len: this.used, slab: true })
-    this.partBytes += this.used
     this.slab = undefined
     this.used = 0
   }
@@ -260,9 +246,8 @@ export class OffThreadSha256 {
   private post (): void {
     if (this.parts.length === 0) return
     const parts = this.parts
-    const bytes = this.partBytes
+    const bytes = parts.reduce((n, p) => n + p.len, 0)
     this.parts = []
-    this.partBytes = 0
     this.inFlight += bytes
     this.worker.post({ op: 'update', id: this.id, parts, bytes }, true)
   }
