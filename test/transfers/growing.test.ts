@@ -9,8 +9,8 @@ import t from 'tap'
 import { transferDeps } from '../../src/features/transfers/service.ts'
 import { growingWriteStream } from '../../src/features/transfers/streams.ts'
 import { startMultipartUpload } from '../../src/features/transfers/upload-multipart.ts'
-import type { DriveStorage } from '../../src/storage/index.ts'
-import { buildTestApp, createUser } from '../helpers/app.ts'
+import type { DriveStorage, DriveWriter } from '../../src/storage/index.ts'
+import { buildTestApp, createUser, eventually } from '../helpers/app.ts'
 import { MiB, sha256 } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
@@ -66,4 +66,47 @@ t.test('a multipart upload takes the request\'s Content-Length as the bound', as
   t.equal(done.sha256, expectedSha)
   t.same(resizes, [hint, length], 'the image was sized once to the bound, then cut to the file')
   await app.storage.delete(upload.driveId)
+})
+
+t.test('destroyed while the image is being sized: the writer opened after is closed, never left holding the image', async t => {
+  const id = randomUUID()
+  await app.storage.create(id, 0)
+  // a resize held until the stream is destroyed; every writer opened, and whether it was closed
+  let release!: () => void
+  const released = new Promise<void>(resolve => { release = resolve })
+  const opened: Array<{ closed: boolean }> = []
+  let resizing = false
+  const storage = new Proxy(app.storage, {
+    get (target, prop, receiver) {
+      if (prop === 'resize') return async (rid: string, size: number) => { resizing = true; await released; await target.resize(rid, size) }
+      if (prop === 'openForWrite') {
+        return async (wid: string): Promise<DriveWriter> => {
+          const w = await target.openForWrite(wid)
+          const seen = { closed: false }
+          opened.push(seen)
+          return new Proxy(w, {
+            get (wt, wp, wr) {
+              const v = Reflect.get(wt, wp, wr) as unknown
+              if (wp === 'close') return async () => { seen.closed = true; await w.close() }
+              return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(wt) : v
+            }
+          })
+        }
+      }
+      const v = Reflect.get(target, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    }
+  })
+  const w = growingWriteStream(storage, id, 1024 * MiB, 4 * MiB)
+  w.on('error', () => {})
+  w.write(randomBytes(MiB)) // a whole gathered batch: the first write sizes the image, then opens it
+  await eventually(async () => resizing)
+  w.destroy()
+  await new Promise(resolve => w.once('close', resolve))
+  release()
+  await eventually(async () => opened.length === 1 && opened[0].closed, { timeoutMs: 5000 })
+  t.same(opened, [{ closed: true }], 'the one writer opened (after the destroy) was closed')
+  // on rbd an import left running would hold a watch on the image, and this would fail
+  await app.storage.delete(id)
+  t.notOk(await app.storage.exists(id), 'and the image can go')
 })

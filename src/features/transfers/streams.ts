@@ -153,6 +153,7 @@ export function uploadTimeSplit (meter: Meter, t0: number, stored: number, settl
  */
 export function growingWriteStream (storage: DriveStorage, id: string, max: number, expected?: number, written?: WrittenHook): Writable & { bytes: () => number } {
   let writer: DriveWriter | undefined
+  let abandoned = false
   let pos = 0
   let capacity = 0
   const ensure = async (need: number): Promise<DriveWriter> => {
@@ -162,7 +163,14 @@ export function growingWriteStream (storage: DriveStorage, id: string, max: numb
     writer = undefined
     capacity = Math.min(max, Math.max(need, capacity * 2, capacity === 0 ? expected ?? 0 : 0, 64 * MiB))
     await storage.resize(id, capacity)
-    writer = await storage.openForWrite(id)
+    const opened = await storage.openForWrite(id)
+    if (abandoned) {
+      // destroyed while this was opening: nothing else would ever close it (on rbd, the first
+      // write would start an `rbd import-diff` left waiting for its input, holding the image)
+      await opened.close().catch(() => {})
+      throw new Error(`the write stream into drive ${id} was destroyed`)
+    }
+    writer = opened
     return writer
   }
   // a multipart parser's pieces of the socket's reads are gathered and written with one writev,
@@ -181,6 +189,7 @@ export function growingWriteStream (storage: DriveStorage, id: string, max: numb
       await storage.resize(id, pos)
     },
     abandon: async () => {
+      abandoned = true
       const w = writer
       writer = undefined
       await w?.close().catch(() => {})
