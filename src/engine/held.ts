@@ -183,16 +183,33 @@ export class HeldJob {
     if (!done) throw new LeaseLost(this.row.id)
   }
 
+  /**
+   * Records a failure inside `tx`, with the undoing that goes with it (as finish: LeaseLost when
+   * the lease is gone, and `tx` commits nothing). A cancelled job is recorded as cancelled.
+   */
+  async failIn (tx: InTx, error: JobFailureRecord): Promise<void> {
+    if (this.cancelled) await this.finish(tx, { state: 'cancelled', error: { error_type: 'cancelled', error_message: 'The job was cancelled' } })
+    else await this.finish(tx, { state: 'error', error })
+  }
+
   /** Records a failure (its own transaction); never throws. False if it could not be recorded. */
   async fail (error: JobFailureRecord): Promise<boolean> {
-    const state = this.cancelled ? 'cancelled' : 'error'
-    const recorded = this.cancelled ? { error_type: 'cancelled', error_message: 'The job was cancelled' } : error
     try {
-      await this.deps.prisma.$transaction(async (tx) => this.finish(tx, { state, error: recorded }))
+      await this.deps.prisma.$transaction(async (tx) => this.failIn(tx, error))
       return true
     } catch (e) {
       this.deps.log.error({ err: e, job: this.row.id }, 'could not record the end of a held job')
       return false
     }
+  }
+
+  /**
+   * Gives the job up without recording anything, when its undoing could not be done: heartbeats
+   * stop, the lease runs out, and a worker takes the job over, whose handler's cleanup undoes what
+   * the holder made (as if this process had died).
+   */
+  abandon (): void {
+    this.deps.log.warn({ job: this.row.id }, 'held job abandoned: a worker takes it over once its lease runs out')
+    this.stop()
   }
 }

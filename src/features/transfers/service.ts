@@ -122,15 +122,35 @@ export function takenOver (jobId: string): DomainError {
 }
 
 /** Removes an upload's drive (row and data) if the job still holds it: nothing half-made remains. */
-export async function discardUpload (prisma: PrismaClient, storage: DriveStorage, ownerId: string, driveId: string, jobId: string): Promise<void> {
+export async function discardUpload (prisma: PrismaClient, storage: DriveStorage, ownerId: string, driveId: string, jobId: string, alsoInTx?: (tx: InTx) => Promise<void>): Promise<void> {
   const row = await prisma.drive.findUnique({ where: { id: driveId }, select: { lockedByJob: true } })
-  if (row && row.lockedByJob !== jobId) return
+  if (row && row.lockedByJob !== jobId) {
+    if (alsoInTx) await prisma.$transaction(alsoInTx)
+    return
+  }
   await storage.delete(driveId)
   await prisma.$transaction(async (tx) => {
     await tx.transferLink.deleteMany({ where: { driveId } })
     await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: jobId } })
     await announceDrives(tx, ownerId, [driveId])
+    await alsoInTx?.(tx)
   })
+}
+
+/**
+ * A raw or multipart upload into a new drive failed in its request: the image and the drive go,
+ * and the job records `error` in the same transaction as the drive's removal. When that cannot be
+ * done (the pool exhausted, the database or the storage failing), nothing is recorded and the job
+ * is abandoned: its lease runs out and the worker that takes it over removes the drive
+ * (drive_upload's cleanup). Either way no drive is left uploading under a finished job.
+ */
+export async function failUpload (deps: TransferDeps, held: HeldJob, ownerId: string, driveId: string, error: ClientError): Promise<void> {
+  try {
+    await discardUpload(deps.prisma, deps.storage, ownerId, driveId, held.id, async (tx) => held.failIn(tx, failureRecord(error)))
+  } catch (err) {
+    deps.log.error({ err, job: held.id, drive: driveId }, 'could not discard a failed upload; a worker removes it once its job\'s lease runs out')
+    held.abandon()
+  }
 }
 
 /** The upload is complete: the drive leaves `uploading` (with its final size when given). */

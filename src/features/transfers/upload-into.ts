@@ -22,14 +22,15 @@ import { type ClientError, type TransferDeps, failureRecord, finishUploadedDrive
 import type { MultipartUpload } from './upload-multipart.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { isStorageError, type DriveStorage } from '../../storage/index.ts'
-import type { PrismaClient } from '../../db/client.ts'
+import type { PrismaClient, Tx } from '../../db/client.ts'
 
 /** The drive leaves `uploading` for its resting status, with its old data, if this job still holds it. */
-async function restoreDrive (db: PrismaClient, ownerId: string, driveId: string, jobId: string): Promise<void> {
+async function restoreDrive (db: PrismaClient, ownerId: string, driveId: string, jobId: string, alsoInTx?: (tx: Tx) => Promise<void>): Promise<void> {
   await db.$transaction(async (tx) => {
     const status = await restingStatusOf(tx, driveId)
     await tx.drive.updateMany({ where: { id: driveId, lockedByJob: jobId }, data: { status, lockedByJob: null } })
     await announceDrives(tx, ownerId, [driveId])
+    await alsoInTx?.(tx)
   })
 }
 
@@ -119,16 +120,18 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
       deps.log.warn({ job: jobId, drive: id }, 'upload into a drive stopped: its job\'s lease was lost')
       return takenOver(jobId)
     }
+    // the drive back and the failure recorded in one transaction; when that cannot commit, the
+    // job is abandoned: the worker that takes it over once its lease runs out does both
     try {
-      await restoreDrive(deps.prisma, ownerId, id, jobId)
+      await restoreDrive(deps.prisma, ownerId, id, jobId, async (tx) => held.failIn(tx, failureRecord(clientErr)))
     } catch (e) {
-      deps.log.error({ err: e, drive: id }, 'could not release a drive after a failed upload')
+      deps.log.error({ err: e, job: jobId, drive: id }, 'could not release a drive after a failed upload; a worker does once its job\'s lease runs out')
+      held.abandon()
+      return held.leaseGone ? takenOver(jobId) : clientErr
     }
     // the scratch image goes once the failure is recorded: until then a takeover may need it (a
     // committed upload is finished from it, and "no scratch image" means it was copied)
-    if (await held.fail(failureRecord(clientErr))) {
-      await deps.storage.delete(scratch).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove a failed upload\'s scratch image'))
-    }
+    await deps.storage.delete(scratch).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove a failed upload\'s scratch image'))
     return clientErr
   }
 

@@ -8,7 +8,7 @@ import { query } from '../../db/sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, growingWriteStream, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
-import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, takenOver, uploadMax } from './service.ts'
+import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, failUpload, finishUploadedDrive, streamFailure, takenOver, uploadMax } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 
@@ -61,8 +61,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
       return takenOver(jobId)
     }
     const apiErr = held.cancelled ? errors.validation('The upload was cancelled') : streamFailure(err, 'file')
-    await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
-    await held.fail(failureRecord(apiErr))
+    await failUpload(deps, held, ownerId, driveId, apiErr)
     return apiErr
   }
   return {

@@ -7,7 +7,7 @@ import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
-import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, discardUpload, failureRecord, finishUploadedDrive, streamFailure, takenOver } from './service.ts'
+import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, failUpload, finishUploadedDrive, streamFailure, takenOver } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 
@@ -66,8 +66,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
       deps.log.warn({ job: jobId, drive: driveId }, 'a raw upload stopped: its job\'s lease was lost')
       throw takenOver(jobId)
     }
-    await discardUpload(deps.prisma, deps.storage, ownerId, driveId, jobId).catch(e => deps.log.error({ err: e, drive: driveId }, 'could not discard a failed upload'))
-    await held.fail(failureRecord(apiErr))
+    await failUpload(deps, held, ownerId, driveId, apiErr)
     throw apiErr
   }
 }
