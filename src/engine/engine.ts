@@ -121,6 +121,8 @@ const FINISH_BATCH = 256
 /** Held jobs are parked this far in the future so no worker claims them meanwhile. */
 const PARKED_MS = 365 * 24 * 3600 * 1000
 
+/** The longest wait between attempts that only undo a failed job's work (2, 4, 8 s, ... up to this). */
+const CLEANUP_RETRY_MAX_S = 60
 const CANCELLED = { error_type: 'cancelled', error_message: 'The job was cancelled' }
 
 /** When the statement that leased a held job was sent (local clock), until hold() picks it up. */
@@ -832,12 +834,14 @@ export class JobEngine {
       try {
         await handler?.cleanup?.(ctx, reason)
       } catch (err) {
-        // the database could not be reached (pool exhausted, restarting): recording the failure now
-        // would leave what the job made half-made for good; a later attempt undoes it instead
-        if (transientDatabaseError(err) !== undefined && row.attempts < row.max_attempts && !entry.cancelled) {
-          const delay = 2 ** row.attempts
-          log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job cleanup could not reach the database; it runs again later')
-          ctx.log(`cleanup could not reach the database; the job runs again in ${delay} s to undo its work (attempt ${row.attempts} of ${row.max_attempts})`)
+        // the database or the drive storage could not be reached (pool exhausted, restarting, Ceph
+        // down): recording the failure now would leave what the job made half-made for good; a
+        // later attempt undoes it instead, past max_attempts too (those bound runs, not undoing)
+        const unreachable = transientDatabaseError(err) !== undefined ? 'the database' : (err as { retryable?: unknown } | null)?.retryable === true ? 'the drive storage' : undefined
+        if (unreachable !== undefined && !entry.cancelled) {
+          const delay = Math.min(2 ** row.attempts, CLEANUP_RETRY_MAX_S)
+          log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, `job cleanup could not reach ${unreachable}; it runs again later`)
+          ctx.log(`cleanup could not reach ${unreachable}; the job runs again in ${delay} s to undo its work (attempt ${row.attempts})`)
           await ctx.discard()
           // the next attempt only cleans up, and records this outcome (written with the requeue, on
           // the engine's own connections: the shared pool may be the one that is exhausted)

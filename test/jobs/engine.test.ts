@@ -243,6 +243,27 @@ t.test('the database out of reach (pool exhausted) is a transient failure: the r
   t.ok(log.some(l => /cleanup could not reach the database; the job runs again/.test(l)), 'the job log says why it ran again')
 })
 
+t.test('on its last attempt too, a cleanup that cannot reach the database or the storage runs again, and only then is the failure recorded', async t => {
+  const cleanups: number[] = []
+  const failing: JobHandler = {
+    async run () { throw new JobFailure('the resize failed') },
+    async cleanup (ctx) {
+      cleanups.push(ctx.job.attempts)
+      if (ctx.job.attempts === 1) throw new Error('timeout exceeded when trying to connect')
+      if (ctx.job.attempts === 2) throw new StorageError('UNAVAILABLE', 'the cluster does not answer')
+    }
+  }
+  await startEngine(t, app, { drive_resize: failing }, { databaseUrl })
+  const { id } = await enqueue({ operation: 'drive_resize', maxAttempts: 1 })
+  const failed = await waitForJob(app, id, { timeoutMs: 30_000 })
+  t.equal(failed.state, 'error')
+  t.same(cleanups, [1, 2, 3], 'the cleanup ran until it could, past max_attempts (1)')
+  t.match(failed.error, { error_type: 'backend', error_message: 'the resize failed' }, 'the first attempt\'s reason')
+  const log = (await app.prisma.jobLogLine.findMany({ where: { jobId: id }, orderBy: { id: 'asc' } })).map(l => l.line)
+  t.ok(log.some(l => /cleanup could not reach the database; the job runs again in 2 s/.test(l)), 'the job log says why it ran again')
+  t.ok(log.some(l => /cleanup could not reach the drive storage; the job runs again in 4 s/.test(l)), 'both times')
+})
+
 t.test('a requeued retry publishes exactly one change event: the job is queued again, then started', async t => {
   // what a client sees: queued → started → queued (waiting for its backoff) → started → success,
   // one event for each; the requeue used to publish none, so SSE clients kept showing `started`
