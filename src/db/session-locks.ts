@@ -24,12 +24,16 @@ export interface SessionLock {
  * the lock table as it is). A bigint advisory key shows its high half in classid, its low half in
  * objid, with objsubid 1.
  */
-export const HELD_SQL = `
-  SELECT EXISTS (
-    SELECT 1 FROM pg_locks l, (SELECT hashtextextended($2::text, 0) AS h) k
-    WHERE l.locktype = 'advisory' AND l.pid = $1::int AND l.granted AND l.objsubid = 1
+export const HELD_SQL = `SELECT ${heldSql('$1', '$2')} AS held`
+
+/** HELD_SQL's boolean expression, for use inside another statement: `pid` and `name` are its parameters ($n). */
+export function heldSql (pid: string, name: string): string {
+  return `EXISTS (
+    SELECT 1 FROM pg_locks l, (SELECT hashtextextended(${name}::text, 0) AS h) k
+    WHERE l.locktype = 'advisory' AND l.pid = ${pid}::int AND l.granted AND l.objsubid = 1
       AND l.classid = ((k.h >> 32) & 4294967295)::oid AND l.objid = (k.h & 4294967295)::oid
-  ) AS held`
+  )`
+}
 
 export class SessionLockLost extends Error {
   constructor (name: string, cause: unknown) {

@@ -4,6 +4,7 @@
 // while it verifies and its description once done. Chunks sent in order are hashed as they arrive
 // and the last one's request finishes the upload (shown on an app that runs no job handler).
 import { Readable } from 'node:stream'
+import pg from 'pg'
 import t from 'tap'
 import type { LocalDriveStorage } from '../../src/storage/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
@@ -11,6 +12,7 @@ import { lockRow } from '../helpers/db.ts'
 import { waitForJob } from '../helpers/jobs.ts'
 import { MiB, listen, movedMiB, randomImage, request, sha256 } from './helpers.ts'
 import { recordSyncs } from '../helpers/syncs.ts'
+import { CHANNELS } from '../../src/engine/listener.ts'
 
 const { app, databaseUrl } = await buildTestApp(t)
 const alice = await createUser(app)
@@ -85,9 +87,18 @@ t.test('chunks received in order are hashed as they arrive, and the last one\'s 
   const data = randomImage(3 * MiB + 7)
   const d = await quietInit(data.length)
   const jobId = d.jobs[0].uuid
-  for (let n = 0; n < 2; n++) t.equal((await quietPut(await quietLink(d.uuid, n), part(data, n, 3))).statusCode, 200)
+  const jobEvents = () => quiet.app.prisma.event.count({ where: { resourceType: 'jobs', resourceId: jobId } })
+  const added: number[] = []
+  for (let n = 0; n < 2; n++) {
+    const before = await jobEvents()
+    t.equal((await quietPut(await quietLink(d.uuid, n), part(data, n, 3))).statusCode, 200)
+    added.push(await jobEvents() - before)
+  }
+  const before = await jobEvents()
   const last = await quietPut(await quietLink(d.uuid, 2), part(data, 2, 3))
+  added.push(await jobEvents() - before)
   t.match(last.json(), { chunk: 2, complete: true, chunks_stored: 3, chunks_total: 3 })
+  t.same(added, [1, 1, 1], 'one change event of the job per chunk: its progress, then its success (not its progress too)')
   // no worker runs in this app: the job is over when the last chunk's answer arrives
   const job = (await carolApi.get(`/api/2.0/jobs/${jobId}/`)).json()
   t.equal(job.state, 'success', 'the job succeeded in the request that stored the last chunk')
@@ -156,8 +167,20 @@ t.test('every chunk is on disk before it is acknowledged: its image was fsynced 
 t.test('out of order, the upload is left to a worker: the job is due, not finished, when the last chunk is stored', async t => {
   const data = randomImage(2 * MiB + 3)
   const d = await quietInit(data.length)
+  // the NOTIFY that wakes a worker at once (it would otherwise find the job due at its next look)
+  const listener = new pg.Client({ connectionString: quiet.databaseUrl })
+  await listener.connect()
+  t.teardown(() => listener.end())
+  const woken: string[] = []
+  listener.on('notification', (m) => { if (m.channel === CHANNELS.jobs) woken.push(m.payload ?? '') })
+  await listener.query(`LISTEN ${CHANNELS.jobs}`)
+  const jobEvents = () => quiet.app.prisma.event.count({ where: { resourceType: 'jobs', resourceId: d.jobs[0].uuid } })
+  const before = await jobEvents()
   t.equal((await quietPut(await quietLink(d.uuid, 1), part(data, 1, 2))).statusCode, 200)
   t.match((await quietPut(await quietLink(d.uuid, 0), part(data, 0, 2))).json(), { complete: true })
+  t.equal(await jobEvents() - before, 2, 'one change event of the job per chunk')
+  await eventually(async () => woken.includes(d.jobs[0].uuid))
+  t.same(woken, [d.jobs[0].uuid], 'the last chunk woke the workers for the job, once')
   const row = await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })
   t.equal(row.state, 'started')
   t.equal(row.lockedBy, null, 'no request holds it')

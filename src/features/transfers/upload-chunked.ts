@@ -14,8 +14,8 @@ import { databaseFailure } from '../../http/database-errors.ts'
 import { enqueueJobs, newJobId } from '../../engine/enqueue.ts'
 import { query } from '../../db/sql.ts'
 import { CHANNELS } from '../../engine/listener.ts'
-import { HELD_SQL, type SessionLock, type SessionLocks } from '../../db/session-locks.ts'
-import { publishChange } from '../../engine/events.ts'
+import { heldSql, type SessionLock, type SessionLocks } from '../../db/session-locks.ts'
+import { notifyEventsSql, publishChange } from '../../engine/events.ts'
 import { announceDrives, driveToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
 import { OffThreadSha256 } from './hashing.ts'
@@ -464,6 +464,8 @@ export interface StoredChunk {
 }
 
 interface RecordRow {
+  /** the chunk's claim was still this request's */
+  held: boolean
   inserted: number
   count: number
   bytes: string
@@ -490,32 +492,40 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
     // arriving together could each miss the other's row, so neither would see the upload complete
     // (the statement below takes its snapshot once the lock is held, so it sees every earlier chunk)
     await query(client, 'SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', [jobId], 'clonejobs_chunk_lock')
-    // the claim must still be this request's as the chunk is recorded: a claims connection that
-    // died is noticed by its signal only at the next ping, and by then another process may have
-    // claimed the chunk and be writing it
-    const [claim] = await query<{ held: boolean }>(client, HELD_SQL, [chunk.claim.pid, chunk.claim.name], 'clonejobs_chunk_claim_held')
-    if (!claim.held) throw claimLost(n)
+    // one statement: the claim still held, the chunk's row, the job's progress, and unless this
+    // request finishes the upload, the change event (and the NOTIFY that makes a complete upload's job due)
     const [r] = await query<RecordRow>(client, RECORD_SQL,
-      [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId], 'clonejobs_chunk_record')
+      [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId,
+        chunk.claim.pid, chunk.claim.name, chunk.digest !== undefined, drive.ownerId, CHANNELS.jobs], 'clonejobs_chunk_record')
+    if (!r.held) throw claimLost(n)
     const result = { chunk: n, bytes: length, chunksStored: r.count, chunksTotal: total, complete: r.count >= total }
     if (r.inserted === 0) {
       if (duplicates === 'refuse') throw chunkStored(n)
       return result
     }
     if (!r.updated) throw over()
-    if (result.complete && chunk.digest !== undefined && await finishInRequest(deps, client, drive, jobId, total, chunk.digest, r.params, t0)) return result
-    if (result.complete) await query(client, 'SELECT pg_notify($1, $2)', [CHANNELS.jobs, jobId], 'clonejobs_chunk_notify')
-    await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
+    if (result.complete && chunk.digest !== undefined && !await finishInRequest(deps, client, drive, jobId, total, chunk.digest, r.params, t0)) {
+      // the job could not be had (a cancel was requested): a worker takes it, as without a digest
+      await query(client, 'SELECT pg_notify($1, $2)', [CHANNELS.jobs, jobId], 'clonejobs_chunk_notify')
+      await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
+    }
     return result
   })
 }
 
-// recordChunk's statement: the chunk's row, the count, the job's progress and deadline, the time
-// split so far. $1 drive, $2 chunk number, $3 its bytes, $4 the image's size, $5 chunks in all,
-// $6 the request's time split (JSON), $7 when it began (ms), $8 the upload's job
+// recordChunk's statement: the claim, the chunk's row, the count, the job's progress and
+// deadline, the time split so far, the change event. $1 drive, $2 chunk number, $3 its bytes,
+// $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it began
+// (ms), $8 the upload's job, $9 and $10 the claim (its connection's pid, its name), $11 whether
+// the request knows the image's digest (then it finishes a complete upload itself, and publishes
+// with that), $12 the owner, $13 the jobs channel. The claim is looked at after the job's row
+// lock: a claims connection that died is noticed by its signal only at the next ping, and by then
+// another process may have claimed the chunk and be writing it.
 const RECORD_SQL = `
-  WITH ins AS (
-    INSERT INTO upload_chunks (drive_id, number, size) VALUES ($1::uuid, $2::int, $3::bigint) ON CONFLICT DO NOTHING
+  WITH claim AS (SELECT ${heldSql('$9', '$10')} AS held),
+  ins AS (
+    INSERT INTO upload_chunks (drive_id, number, size) SELECT $1::uuid, $2::int, $3::bigint FROM claim WHERE claim.held
+    ON CONFLICT DO NOTHING
     RETURNING size
   ),
   agg AS (
@@ -538,9 +548,18 @@ const RECORD_SQL = `
     FROM agg
     WHERE jobs.id = $8::uuid AND jobs.state = 'started' AND jobs.locked_by IS NULL AND EXISTS (SELECT 1 FROM ins)
     RETURNING jobs.params
-  )
-  SELECT (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,
-    EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params
+  ),
+  -- what publishChange would write, unless this request finishes the upload (its finish publishes)
+  ev AS (
+    INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
+    SELECT $12::uuid, 'jobs', $8::text, '/api/2.0/jobs/' || $8::text || '/', 'changed'
+    FROM u, agg WHERE agg.count < $5::int OR NOT $11::bool
+    RETURNING id, owner_id, resource_type, resource_id, change
+  ),
+  notified AS (SELECT count(*) AS n FROM (${notifyEventsSql('ev')}) x),
+  due AS (SELECT count(pg_notify($13::text, $8::text)) AS n FROM u, agg WHERE agg.count >= $5::int AND NOT $11::bool)
+  SELECT (SELECT held FROM claim) AS held, (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,
+    EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params, (SELECT n FROM notified) + (SELECT n FROM due) AS notifies
   FROM agg`
 
 /**
