@@ -558,6 +558,7 @@ const RECORD_SQL = `
   ),
   notified AS (SELECT count(*) AS n FROM (${notifyEventsSql('ev')}) x),
   due AS (SELECT count(pg_notify($13::text, $8::text)) AS n FROM u, agg WHERE agg.count >= $5::int AND NOT $11::bool)
+  -- notifies is read so that the NOTIFYs run: a plain SELECT in WITH runs only when referenced
   SELECT (SELECT held FROM claim) AS held, (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,
     EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params, (SELECT n FROM notified) + (SELECT n FROM due) AS notifies
   FROM agg`
