@@ -12,8 +12,9 @@ import { MiB, listen, randomImage, uploadForm } from './helpers.ts'
 
 let logged = ''
 const logStream = new Writable({ write (chunk, _enc, cb) { logged += chunk.toString(); cb() } })
-// a short lease, so the abandoned job is taken over within seconds
-const { app } = await buildTestApp(t, { config: { driveMaxSize: 8 * MiB, jobLeaseSeconds: 3 }, logger: { level: 'warn', stream: logStream } })
+// a short lease, so the abandoned job is taken over within seconds; long enough that it is not
+// taken over (its cleanup then refused too) before a loaded machine has looked at it
+const { app } = await buildTestApp(t, { config: { driveMaxSize: 8 * MiB, jobLeaseSeconds: 8 }, logger: { level: 'warn', stream: logStream } })
 const alice = await createUser(app)
 const api = client(app, alice)
 const base = await listen(app)
@@ -55,7 +56,7 @@ t.test('a raw upload cut by its client, whose drive cannot be removed: the job i
   t.match(await app.prisma.drive.findUnique({ where: { id: drive.id } }), { status: 'uploading', lockedByJob: jobId }, 'the drive is still the job\'s')
   t.same(await halfMade(app.prisma), [], 'nothing half-made')
   await allow()
-  const done = await eventually(async () => { const j = await jobOf(jobId); return j.state === 'error' && j }, { timeoutMs: 30_000 })
+  const done = await eventually(async () => { const j = await jobOf(jobId); return j.state === 'error' && j }, { timeoutMs: 60_000 })
   t.match(done.error, { error_message: /could not renew its lease in time/ }, 'the worker that took it over recorded the failure')
   t.equal(await app.prisma.drive.count({ where: { id: drive.id } }), 0, 'and removed the drive')
   t.notOk(await app.storage.exists(drive.id), 'and its image')
@@ -73,7 +74,7 @@ t.test('a multipart upload refused (empty file), whose drive cannot be removed: 
   t.match(await jobOf(jobId), { state: 'started' }, 'the failure is not recorded without the drive\'s removal')
   t.same(await halfMade(app.prisma), [], 'nothing half-made')
   await allow()
-  const done = await eventually(async () => { const j = await jobOf(jobId); return j.state === 'error' && j }, { timeoutMs: 30_000 })
+  const done = await eventually(async () => { const j = await jobOf(jobId); return j.state === 'error' && j }, { timeoutMs: 60_000 })
   t.match(done.error, { error_message: /could not renew its lease in time/ })
   t.equal(await app.prisma.drive.count({ where: { id: drive.id } }), 0, 'the worker that took it over removed the drive')
   t.same(await halfMade(app.prisma), [], 'nothing half-made')
@@ -95,7 +96,7 @@ t.test('an upload into a drive refused (wrong size), whose drive cannot be given
   t.match(await jobOf(jobId), { state: 'started' }, 'so the failure is not recorded')
   t.same(await halfMade(app.prisma), [], 'nothing half-made')
   await allow()
-  const done = await eventually(async () => { const j = await jobOf(jobId); return j.state === 'error' && j }, { timeoutMs: 30_000 })
+  const done = await eventually(async () => { const j = await jobOf(jobId); return j.state === 'error' && j }, { timeoutMs: 60_000 })
   t.match(done.error, { error_message: /the process receiving it stopped/ }, 'the worker that took it over recorded the failure')
   t.match(await app.prisma.drive.findUniqueOrThrow({ where: { id: uuid } }), { status: 'unmounted', lockedByJob: null }, 'the worker that took it over gave the drive back')
   t.same(await halfMade(app.prisma), [], 'nothing half-made')
