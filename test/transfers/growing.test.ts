@@ -104,7 +104,7 @@ t.test('destroyed while the image is being sized: the writer opened after is clo
   w.destroy()
   await new Promise(resolve => w.once('close', resolve))
   release()
-  await eventually(async () => opened.length === 1 && opened[0].closed, { timeoutMs: 5000 })
+  await eventually(async () => opened.length === 1 && opened[0].closed, { timeoutMs: 30_000 })
   t.same(opened, [{ closed: true }], 'the one writer opened (after the destroy) was closed')
   // on rbd an import left running would hold a watch on the image, and this would fail
   await app.storage.delete(id)
