@@ -4,11 +4,10 @@
 // started and is abandoned, so no drive is left uploading under a finished job. Its lease runs
 // out and the worker that takes it over undoes the upload and records the failure.
 import t from 'tap'
-import net from 'node:net'
 import { Writable } from 'node:stream'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { halfMade } from '../helpers/consistency.ts'
-import { MiB, listen, randomImage, uploadForm } from './helpers.ts'
+import { MiB, listen, randomImage, rawPutHeaders, uploadForm } from './helpers.ts'
 
 let logged = ''
 const logStream = new Writable({ write (chunk, _enc, cb) { logged += chunk.toString(); cb() } })
@@ -37,16 +36,7 @@ const jobOf = (jobId: string) => app.prisma.job.findUniqueOrThrow({ where: { id:
 
 t.test('a raw upload cut by its client, whose drive cannot be removed: the job is abandoned, then taken over and undone', async t => {
   const allow = await refuse('DELETE', 'cutraw')
-  const sock = net.connect(Number(new URL(base).port), '127.0.0.1')
-  await new Promise(resolve => sock.once('connect', resolve))
-  sock.write([
-    'PUT /api/2.0/drives/upload/cutraw HTTP/1.1',
-    'Host: 127.0.0.1',
-    `Authorization: ${alice.authorization}`,
-    'Content-Type: application/octet-stream',
-    `Content-Length: ${MiB}`,
-    '', ''
-  ].join('\r\n'))
+  const sock = await rawPutHeaders(base, alice.authorization, 'cutraw', MiB)
   sock.write(randomImage(64 * 1024))
   const drive = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'cutraw' } })) ?? undefined)
   const jobId = drive.lockedByJob!

@@ -15,16 +15,21 @@ import { MiB, sha256 } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
 
+/** `target` with some of its methods replaced (`overrides`); the others are its own, bound to it. */
+function overriding<T extends object> (target: T, overrides: Partial<T>): T {
+  return new Proxy(target, {
+    get (obj, prop, receiver) {
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof T]
+      const v = Reflect.get(obj, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(obj) : v
+    }
+  })
+}
+
 /** app.storage, recording the sizes it is resized to. */
 function counting (): { storage: DriveStorage, resizes: number[] } {
   const resizes: number[] = []
-  const storage = new Proxy(app.storage, {
-    get (target, prop, receiver) {
-      if (prop === 'resize') return async (id: string, size: number) => { resizes.push(size); await target.resize(id, size) }
-      const v = Reflect.get(target, prop, receiver) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-    }
-  })
+  const storage = overriding(app.storage, { resize: async (id: string, size: number) => { resizes.push(size); await app.storage.resize(id, size) } })
   return { storage, resizes }
 }
 
@@ -76,25 +81,13 @@ t.test('destroyed while the image is being sized: the writer opened after is clo
   const released = new Promise<void>(resolve => { release = resolve })
   const opened: Array<{ closed: boolean }> = []
   let resizing = false
-  const storage = new Proxy(app.storage, {
-    get (target, prop, receiver) {
-      if (prop === 'resize') return async (rid: string, size: number) => { resizing = true; await released; await target.resize(rid, size) }
-      if (prop === 'openForWrite') {
-        return async (wid: string): Promise<DriveWriter> => {
-          const w = await target.openForWrite(wid)
-          const seen = { closed: false }
-          opened.push(seen)
-          return new Proxy(w, {
-            get (wt, wp, wr) {
-              const v = Reflect.get(wt, wp, wr) as unknown
-              if (wp === 'close') return async () => { seen.closed = true; await w.close() }
-              return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(wt) : v
-            }
-          })
-        }
-      }
-      const v = Reflect.get(target, prop, receiver) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+  const storage = overriding(app.storage, {
+    resize: async (rid: string, size: number) => { resizing = true; await released; await app.storage.resize(rid, size) },
+    openForWrite: async (wid: string): Promise<DriveWriter> => {
+      const w = await app.storage.openForWrite(wid)
+      const seen = { closed: false }
+      opened.push(seen)
+      return overriding(w, { close: async () => { seen.closed = true; await w.close() } })
     }
   })
   const w = growingWriteStream(storage, id, 1024 * MiB, 4 * MiB)

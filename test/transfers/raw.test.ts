@@ -2,9 +2,8 @@
 // the drive_upload job with its sha256; refusals before any byte is stored; a truncated body or a
 // broken connection leaves nothing behind.
 import t from 'tap'
-import net from 'node:net'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { MiB, assertCutByClient, assertTakenOverMidBody, finishedUploadOf, listen, movedMiB, randomImage, request, sha256, storageReleasesBuffers } from './helpers.ts'
+import { MiB, assertCutByClient, assertTakenOverMidBody, finishedUploadOf, listen, movedMiB, randomImage, rawPutHeaders, request, sha256, storageReleasesBuffers } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { config: { driveMaxSize: 64 * MiB } })
 const alice = await createUser(app)
@@ -125,25 +124,11 @@ t.test('a body shorter than its Content-Length leaves no drive behind (inject)',
   t.notOk(await app.storage.exists(driveId), 'the image file is gone')
 })
 
-/** A raw upload's request line and headers on a real socket of its own; the body is the caller's. */
-async function rawPutHeaders (name: string, length: number): Promise<net.Socket> {
-  const { port } = new URL(base)
-  const sock = net.connect(Number(port), '127.0.0.1')
-  await new Promise(resolve => sock.once('connect', resolve))
-  sock.write([
-    `PUT /api/2.0/drives/upload/${name} HTTP/1.1`,
-    'Host: 127.0.0.1',
-    `Authorization: ${alice.authorization}`,
-    'Content-Type: application/octet-stream',
-    `Content-Length: ${length}`,
-    '', ''
-  ].join('\r\n'))
-  return sock
-}
+const rawPut = (name: string, length: number) => rawPutHeaders(base, alice.authorization, name, length)
 
 t.test('a connection broken mid-body leaves no drive behind (real socket)', async t => {
   const before = await drives()
-  const sock = await rawPutHeaders('broken.raw', 8 * MiB)
+  const sock = await rawPut('broken.raw', 8 * MiB)
   sock.write(randomImage(3 * MiB))
   // the upload has begun: its drive is visible in `uploading`
   const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'broken.raw' } })) ?? undefined)
@@ -155,7 +140,7 @@ t.test('a connection broken mid-body leaves no drive behind (real socket)', asyn
 })
 
 t.test('a client that hangs up mid-body is a validation error of the job, not a database outage (real socket)', async t => {
-  const sock = await rawPutHeaders('cutclose', 1000)
+  const sock = await rawPut('cutclose', 1000)
   sock.write('abcde')
   const uploading = await eventually(async () => (await app.prisma.drive.findFirst({ where: { ownerId: alice.id, name: 'cutclose' } })) ?? undefined)
   sock.end()
@@ -164,7 +149,7 @@ t.test('a client that hangs up mid-body is a validation error of the job, not a 
 })
 
 t.test('a request whose job was taken over mid-body touches nothing more: 503, the drive and its image are left to the newer attempt (real socket)', async t => {
-  const sock = await rawPutHeaders('stale.raw', 4 * MiB)
+  const sock = await rawPut('stale.raw', 4 * MiB)
   sock.write(randomImage(MiB))
   await assertTakenOverMidBody(t, app, sock, alice.id, 'stale.raw')
 })
