@@ -1266,7 +1266,11 @@ export interface components {
             size: number;
             /** @default disk */
             media: "disk" | "cdrom";
-            storage_type?: string;
+            /**
+             * @description Set on create, then fixed; default dssd
+             * @enum {unknown}
+             */
+            storage_type?: "magnetic" | "ssd" | "dssd" | "zadara" | "nvme" | "local_nvme";
             affinities?: string[];
             meta?: {
                 [key: string]: string;

@@ -42,6 +42,16 @@ t.test('initupload: the drive is uploading with the exact size; its job is start
   t.equal((await app.storage.stat(d.uuid)).size, 3 * MiB + 123, 'a sparse image of the full size exists')
 })
 
+t.test('initupload refuses a storage_type a drive cannot have: 400 naming it, nothing made', async t => {
+  const before = await app.prisma.drive.count({ where: { ownerId: alice.id } })
+  const res = await api.post('/api/2.0/initupload/', { name: 'odd', size: MiB, media: 'disk', storage_type: 'floppy' })
+  t.equal(res.statusCode, 400, res.body)
+  t.match(res.json()[0], { error_type: 'validation', error_point: /storage_type/ })
+  t.equal(await app.prisma.drive.count({ where: { ownerId: alice.id } }), before, 'no drive was made')
+  const ok = await init(MiB, { storage_type: 'magnetic' })
+  t.equal(ok.storage_type, 'magnetic', 'one it can have is kept')
+})
+
 t.test('chunks in any order and in parallel; 416 for a stored chunk; the drive ends unmounted', async t => {
   const data = randomImage(5 * MiB + 1000) // chunks 0..3 of 1 MiB, chunk 4 of 1 MiB + 1000
   const count = 5

@@ -1,6 +1,7 @@
 // Wire objects of uploads and downloads (spec §5, decisions.md "Uploads and downloads").
 import { Type, type Static } from 'typebox'
 import { NAME_MAX_LENGTH, Ref, refTo } from '../../http/schemas.ts'
+import { STORAGE_TYPES } from '../../domain/drive-status.ts'
 
 const chunkFields = {
   chunk_number: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Chunk number, from 0' }),
@@ -28,7 +29,8 @@ export const InitUploadInput = Type.Object({
   name: Type.String({ maxLength: NAME_MAX_LENGTH }),
   size: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Exact size of the image in bytes' }),
   media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')], { default: 'disk' })),
-  storage_type: Type.Optional(Type.String()),
+  // as a drive create takes it: a drive's storage_type is one of these (its wire schema says so)
+  storage_type: Type.Optional(Type.Enum([...STORAGE_TYPES], { description: 'Set on create, then fixed; default dssd' })),
   affinities: Type.Optional(Type.Array(Type.String())),
   meta: Type.Optional(Type.Record(Type.String(), Type.String())),
   avoid: Type.Optional(Type.Unknown())
