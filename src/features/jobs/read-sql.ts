@@ -1,9 +1,9 @@
 // The job reads as one SQL statement each (issue 18): a page of top-level jobs with their whole
 // trees and a capped count, or one job's tree, without Prisma's query compiler.
 import type pg from 'pg'
-import type { FilterSpec } from '../../domain/filters.ts'
+import { parseFilters, type FilterSpec } from '../../domain/filters.ts'
 import { isUuid } from '../../http/bodies.ts'
-import { Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, sqlRows, truthfulTotal, type SqlFilter } from '../../http/list-sql.ts'
+import { EXACT_COUNT_UP_TO, Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, sqlRows, truthfulTotal, type SqlFilter, type Total } from '../../http/list-sql.ts'
 import { pickFields, type ListPlan } from '../../http/listing.ts'
 import type { JobWire } from './schemas.ts'
 import { buildTree, jobToWire, type WireJobRow } from './view.ts'
@@ -75,32 +75,75 @@ function toRow (r: Row): WireJobRow {
 }
 
 /**
+ * A count of an account's top-level jobs filtered by state or operation only looks at the
+ * newest COUNT_WINDOW of them (by last_modified). Counting up to EXACT_COUNT_UP_TO matches is
+ * cheap when they are common, but a rare state (say `started`) among a million jobs made the
+ * count read the whole list (80-300 ms); the window bounds it (issue 18). When the account has
+ * more top-level jobs than the window and at most EXACT_COUNT_UP_TO of them matched inside it,
+ * the total is the planner's estimate (at least the matches counted), flagged in meta. Lists
+ * that fit in the window, unfiltered lists and other filters (which have their own indexes:
+ * resource, the dates) count exactly up to EXACT_COUNT_UP_TO as before.
+ */
+export const COUNT_WINDOW = 100_000
+
+/**
+ * The WITH item `counted` (total, partial): the capped count of the matches of `where`, or for
+ * a windowed count, of the matches of `filters` among the newest COUNT_WINDOW top-level jobs,
+ * read from the top-level index alone (it carries state and operation) and stopping at the
+ * cap; row COUNT_WINDOW + 1, when there is one, marks the count partial.
+ */
+function countedSql (owner: string, where: string, filters: string[], windowed: boolean): string {
+  if (!windowed) return `counted AS MATERIALIZED (SELECT ${cappedCountSql('jobs j', where)} AS total, false AS partial)`
+  return `counted AS MATERIALIZED (
+    SELECT (count(*) FILTER (WHERE n <= ${COUNT_WINDOW}))::int AS total, coalesce(bool_or(n > ${COUNT_WINDOW}), false) AS partial FROM (
+      SELECT n FROM (
+        SELECT j.state, j.operation, row_number() OVER () AS n FROM (
+          SELECT j.state, j.operation FROM jobs j WHERE j.owner_id = ${owner}::uuid AND j.parent_id IS NULL
+          ORDER BY j.last_modified DESC, j.id LIMIT ${COUNT_WINDOW + 1}) j
+      ) j WHERE (${filters.join(' AND ')} AND n <= ${COUNT_WINDOW}) OR n > ${COUNT_WINDOW} LIMIT ${EXACT_COUNT_UP_TO + 2}
+    ) capped)`
+}
+
+/** Whether the count of this top-level list is windowed: filtered by state or operation only. */
+function windowed (query: Record<string, unknown>, spec: FilterSpec, filters: string[]): boolean {
+  return query.parent === undefined && filters.length > 0 &&
+    parseFilters(query, spec).every(c => c.field === spec.state || c.field === spec.operation)
+}
+
+async function countJobs (pool: pg.Pool, counted: string, values: unknown[]): Promise<{ total: number, partial: boolean }> {
+  return (await sqlRows<{ total: number, partial: boolean }>(pool, `WITH ${counted} SELECT total, partial FROM counted`, values))[0]
+}
+
+/**
  * GET /jobs/ with offset paging: the page, every job of the page's trees (as loadTrees) and the
  * capped count in one statement; undefined when a filter needs the Prisma path. `plan.orderBy`
  * is the one the route settled (its id tiebreak runs opposite to the date, as the indexes do).
  */
 export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record<string, unknown>, plan: ListPlan, spec: FilterSpec) {
   const p = new Params()
+  const owner = p.add(ownerId)
   const filters = filtersToSql(query, spec, COLUMNS, p, CUSTOM)
   if (!filters) return undefined
   // top-level jobs only unless the caller filters by parent
-  const where = [`j.owner_id = ${p.add(ownerId)}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters].join(' AND ')
+  const where = [`j.owner_id = ${owner}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters].join(' AND ')
   const whereValues = [...p.values]
   const order = orderToSql(plan.orderBy, COLUMNS)
+  const counted = countedSql(owner, where, filters, windowed(query, spec, filters))
   // the page's ids first, from the index alone: a deep offset skips index entries, not table rows
   // (on the top-level indexes, jobs_top_owner_*_idx, an index-only scan); then those rows by id
-  const rows = await sqlRows<Row & { child: boolean, total: number }>(pool, `
-    WITH ids AS MATERIALIZED (SELECT j.id FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}),
+  const rows = await sqlRows<Row & { child: boolean, total: number, partial: boolean }>(pool, `
+    WITH ${counted},
+    ids AS MATERIALIZED (SELECT j.id FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}),
     page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id IN (SELECT id FROM ids))
-    SELECT ${cappedCountSql('jobs j', where)} AS total, j.* FROM (
+    SELECT (SELECT total FROM counted) AS total, (SELECT partial FROM counted) AS partial, j.* FROM (
       SELECT false AS child, j.* FROM page j
       UNION ALL
       SELECT true, ${colsOf('j')} FROM jobs j WHERE j.root_id IN (SELECT root_id FROM page) AND j.id NOT IN (SELECT id FROM page)
     ) j
     ORDER BY j.child, ${order}`, p.values)
   // an empty page carries no count: ask for it alone
-  const counted = rows.length > 0 ? rows[0].total : (await sqlRows<{ total: number }>(pool, `SELECT ${cappedCountSql('jobs j', where)} AS total`, whereValues))[0].total
-  const total = await truthfulTotal(pool, counted, 'jobs j', where, whereValues)
+  const count = rows.length > 0 ? rows[0] : (await countJobs(pool, counted, whereValues))
+  const total = await truthfulTotal(pool, count.total, 'jobs j', where, whereValues, count.partial)
   const top = rows.filter(r => !r.child).map(toRow)
   const byRoot = new Map<string, WireJobRow[]>()
   for (const r of rows) {
@@ -131,23 +174,33 @@ export interface Keyset { column: 'lastModified' | 'created', dir: 'asc' | 'desc
  * The ids of one keyset page of `ownerId`'s jobs, in order, each with its key at full
  * (microsecond) precision: the page after `after` (the previous page's last key and id), or the
  * first. Ordered by the date, the id tiebreak opposite to it (the top-level indexes' order).
- * undefined when a filter does not compile.
+ * With it, in parallel, the total as cursor pages give it: exact up to EXACT_COUNT_UP_TO, then
+ * that number; an estimate (flagged, up to that number) where the offset path's count is
+ * windowed (filtered, and more top-level jobs than the window). undefined when a filter does not compile.
  */
-export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Record<string, unknown>, take: number | undefined, spec: FilterSpec, keyset: Keyset, after: { k: string, id: string } | undefined): Promise<Array<{ id: string, k: string }> | undefined> {
+export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Record<string, unknown>, take: number | undefined, spec: FilterSpec, keyset: Keyset, after: { k: string, id: string } | undefined): Promise<{ keys: Array<{ id: string, k: string }>, total: Total } | undefined> {
   const p = new Params()
+  const owner = p.add(ownerId)
   const filters = filtersToSql(query, spec, COLUMNS, p, KEYSET_CUSTOM)
   if (!filters) return undefined
   const col = COLUMNS[keyset.column]
   const desc = keyset.dir === 'desc'
-  const terms = [`j.owner_id = ${p.add(ownerId)}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters]
+  const terms = [`j.owner_id = ${owner}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters]
+  const where = terms.join(' AND ')
+  const whereValues = [...p.values]
+  const counting = countJobs(pool, countedSql(owner, where, filters, windowed(query, spec, filters)), whereValues)
   if (after) {
     const k = p.add(after.k)
     // the plain bound (<= or >=) lets the index range-scan; the OR then settles ties by id
     terms.push(`${col} ${desc ? '<=' : '>='} ${k}::timestamptz`, `(${col} ${desc ? '<' : '>'} ${k}::timestamptz OR j.id ${desc ? '>' : '<'} ${p.add(after.id.toLowerCase())}::uuid)`)
   }
-  return await sqlRows<{ id: string, k: string }>(pool, `
+  const [keys, counted] = await Promise.all([sqlRows<{ id: string, k: string }>(pool, `
     SELECT j.id, ${keyText(col)} AS k FROM jobs j WHERE ${terms.join(' AND ')}
-    ORDER BY ${col} ${desc ? 'DESC' : 'ASC'}, j.id ${desc ? 'ASC' : 'DESC'}${take === undefined ? '' : ` LIMIT ${p.add(take)}`}`, p.values)
+    ORDER BY ${col} ${desc ? 'DESC' : 'ASC'}, j.id ${desc ? 'ASC' : 'DESC'}${take === undefined ? '' : ` LIMIT ${p.add(take)}`}`, p.values), counting])
+  const total = counted.partial && counted.total <= EXACT_COUNT_UP_TO
+    ? await truthfulTotal(pool, counted.total, 'jobs j', where, whereValues, true)
+    : { total: counted.total, estimated: false }
+  return { keys, total: { total: Math.min(total.total, EXACT_COUNT_UP_TO), estimated: total.estimated } }
 }
 
 /** One job of `ownerId` with its nested children, or undefined, as loadJobWire. */

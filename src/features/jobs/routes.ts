@@ -4,6 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errors } from '../../http/errors.ts'
 import { isUuid } from '../../http/bodies.ts'
 import { envelope, pickFields, planList, parseFields, type ListPlan } from '../../http/listing.ts'
+import type { Total } from '../../http/list-sql.ts'
 import { describeResource } from '../../http/resource-schema.ts'
 import { isStorableDate, type FilterSpec, type OrderSpec } from '../../domain/filters.ts'
 import { requestCancel } from '../../engine/cancel.ts'
@@ -36,9 +37,6 @@ interface Cursor { k: string, id: string }
 // the key as keysetPageSql reads it: UTC, six fractional digits (a millisecond cursor of an
 // earlier version is refused: it would skip or repeat the jobs of its millisecond)
 const CURSOR_KEY = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
-
-/** With cursor paging, total_count is exact up to this many jobs and otherwise this number. */
-export const COUNT_CAP = 10_000
 
 /** A cursor page holds at most this many jobs (`limit=0` or more is this, with a next_cursor when there are more). */
 export const CURSOR_PAGE_MAX = 1000
@@ -93,21 +91,21 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     // one millisecond would be skipped or repeated); the rows then as on the offset path
     let keys: Array<{ id: string, k: string }> | undefined
     let take = plan.take
+    let counted: Total | undefined
     if (query.cursor !== undefined && keyset) {
       const after = query.cursor ? decodeCursor(query.cursor) : undefined
       take = Math.min(plan.take ?? CURSOR_PAGE_MAX, CURSOR_PAGE_MAX)
-      keys = await keysetPageSql(app.dbPool, ownerId, query, take, jobFilters, keyset, after)
-      if (!keys) throw errors.validation('cursor paging does not support these filters', 'cursor')
+      const keyed = await keysetPageSql(app.dbPool, ownerId, query, take, jobFilters, keyset, after)
+      if (!keyed) throw errors.validation('cursor paging does not support these filters', 'cursor')
+      keys = keyed.keys
+      counted = keyed.total
       page = { ownerId, id: { in: keys.map(r => r.id) } }
       skip = 0
     }
-    // offset paging keeps CloudSigma's exact total_count (a scan of every match); keyset paging
-    // counts at most COUNT_CAP matches so every page stays fast on millions of jobs
-    const counting = query.cursor !== undefined
-      ? app.prisma.job.findMany({ where, select: { id: true }, take: COUNT_CAP }).then(r => r.length)
-      : app.prisma.job.count({ where })
+    // keyset paging counted with its page, at most EXACT_COUNT_UP_TO (keysetPageSql), so every page stays fast on millions
+    // of jobs; an offset page here (a filter only Prisma compiles, such as __contains) counts every match
     const [total, rows] = await Promise.all([
-      counting,
+      counted?.total ?? app.prisma.job.count({ where }),
       app.prisma.job.findMany({ where: page, orderBy: plan.orderBy, skip, take })
     ])
     // in the keyset page's order; a job purged in between leaves a page shorter, not the cursor
@@ -122,6 +120,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       meta: {
         ...out.meta,
         offset: query.cursor !== undefined ? 0 : out.meta.offset,
+        ...(counted?.estimated ? { total_count_estimated: true as const } : {}),
         // only for clients that page by cursor (`cursor=` empty on the first page)
         ...(query.cursor !== undefined
           ? { next_cursor: last && more ? encodeCursor({ k: last.k, id: last.id }) : null }
