@@ -6,6 +6,7 @@ const LINK_SEGMENT = /^(?:uploads|downloads)$/i
 const PERCENT = /%([0-9a-f]{2})/gi
 // a link quoted in the query string (not routed, but still a token)
 const QUERY_TOKEN = /(\/(?:uploads|downloads)\/)[^/?#&]+/gi
+const MAY_HOLD_LINK = /%|loads/i
 
 /** A path segment as the router reads it: every valid %XX decoded (bytes as Latin-1; only the ASCII words matter here), invalid ones left. */
 function decodeSegment (segment: string): string {
@@ -22,6 +23,8 @@ function decodeSegment (segment: string): string {
  * cannot carry a token into the log. The query is kept, but for a link quoted in it.
  */
 export function redactUrl (url: string): string {
+  // neither word, nor an escape that could spell one: nothing to redact (most requests)
+  if (!MAY_HOLD_LINK.test(url)) return url
   const q = url.search(/[?#]/)
   const path = q === -1 ? url : url.slice(0, q)
   const rest = q === -1 ? '' : url.slice(q)
