@@ -150,6 +150,22 @@ t.test('sign in: a wrong password shows the API error, the right one opens the d
   await page.locator('text=page 1').waitFor()
 })
 
+t.test('a filtered count beyond the newest 100,000 jobs reads as an estimate', async t => {
+  // 95,000 more finished jobs of alice from two days ago, one in 50 failed: she now has more
+  // top-level jobs than the window a filtered count looks at, and failed ones outside it
+  await app.prisma.$executeRawUnsafe(`
+    INSERT INTO jobs (id, owner_id, root_id, operation, state, progress, created, last_modified, finished_at)
+    SELECT x.id, $1::uuid, x.id, 'drive_create', CASE WHEN i % 50 = 0 THEN 'error' ELSE 'success' END, 100, x.at, x.at, x.at
+    FROM (SELECT gen_random_uuid() AS id, i, now() - interval '2 days' - make_interval(secs => i) AS at FROM generate_series(1, 95000) AS i) x`, alice.id)
+  await page.getByLabel('State').selectOption('error')
+  const count = page.locator('.count', { hasText: 'about' })
+  await count.waitFor()
+  t.match(await count.innerText(), /^about [\d,]+ jobs$/, 'an estimated total says so')
+  await page.getByLabel('State').selectOption('')
+  await page.locator('.count', { hasText: '10,000+ jobs' }).waitFor()
+  t.notMatch(await page.locator('.count').innerText(), /about/, 'the unfiltered count is not an estimate')
+})
+
 t.test('clone a server: the parent and both drive clones reach success live', async t => {
   await page.click('header nav >> text=Servers')
   const row = page.locator(`tr[data-server="${server.uuid}"]`)

@@ -186,7 +186,7 @@ export function JobsView ({ hub, expanded, setExpanded }: { hub: Hub, expanded: 
             {OPERATIONS.map(s => <option key={s} value={s}>{s}</option>)}
           </select>
         </label>
-        <span class='muted count'>{loading ? 'loading…' : total !== undefined ? `${total >= 10000 ? '10,000+' : total.toLocaleString()} jobs` : ''}</span>
+        <span class='muted count'>{loading ? 'loading…' : total !== undefined ? `${meta?.total_count_estimated === true ? 'about ' : ''}${total >= 10000 ? '10,000+' : total.toLocaleString()} jobs` : ''}</span>
         <span class='pager'>
           <button type='button' disabled={firstPage} onClick={() => setCursors(c => c.slice(0, -1))}>‹ Newer</button>
           <span class='muted'>page {cursors.length}</span>
