@@ -78,11 +78,12 @@ function toRow (r: Row): WireJobRow {
  * A count of an account's top-level jobs filtered by state or operation only looks at the
  * newest COUNT_WINDOW of them (by last_modified). Counting up to EXACT_COUNT_UP_TO matches is
  * cheap when they are common, but a rare state (say `started`) among a million jobs made the
- * count read the whole list (80-300 ms); the window bounds it (issue 18). When the account has
- * more top-level jobs than the window and at most EXACT_COUNT_UP_TO of them matched inside it,
- * the total is the planner's estimate (at least the matches counted), flagged in meta. Lists
- * that fit in the window, unfiltered lists and other filters (which have their own indexes:
- * resource, the dates) count exactly up to EXACT_COUNT_UP_TO as before.
+ * count read the whole list (79.5-103 ms a page in bench/jobs-list.ts; 28-30 ms with the
+ * window, issue 18). When the account has more top-level jobs than the window and at most
+ * EXACT_COUNT_UP_TO of them matched inside it, the total is the planner's estimate (at least
+ * the matches counted), flagged in meta. Lists that fit in the window, unfiltered lists and
+ * other filters (which have their own indexes: resource, the dates) count exactly up to
+ * EXACT_COUNT_UP_TO as before.
  */
 export const COUNT_WINDOW = 100_000
 
