@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import { ROOT } from '../setup/test-db.ts'
-import { freePort } from './net.ts'
+import { freePorts } from './net.ts'
 
 export interface Service {
   child: ChildProcess
@@ -18,7 +18,8 @@ export interface Service {
 
 /** An environment for the embedded default: its own DATA_DIR and ports, no DATABASE_URL. */
 export async function embeddedEnv (dataDir: string, extra: NodeJS.ProcessEnv = {}): Promise<NodeJS.ProcessEnv> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(await freePort()), EMBEDDED_PG_PORT: String(await freePort()), LOG_LEVEL: 'info', ...extra }
+  const [port, pgPort] = await freePorts(2)
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(port), EMBEDDED_PG_PORT: String(pgPort), LOG_LEVEL: 'info', ...extra }
   delete env.DATABASE_URL
   delete env.TEST_DATABASE_URL
   return env

@@ -4,14 +4,14 @@ import t from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { freePort } from '../helpers/net.ts'
+import { freePorts } from '../helpers/net.ts'
 import { startService } from '../helpers/service.ts'
 
 t.test('a first start on the embedded default serves jobs with the printed credentials', async t => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-start-'))
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
-  const port = await freePort()
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(port), EMBEDDED_PG_PORT: String(await freePort()), LOG_LEVEL: 'info' }
+  const [port, pgPort] = await freePorts(2)
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(port), EMBEDDED_PG_PORT: String(pgPort), LOG_LEVEL: 'info' }
   delete env.DATABASE_URL
   delete env.TEST_DATABASE_URL
 
