@@ -4,7 +4,7 @@
 import { randomFillSync } from 'node:crypto'
 import { v7 as uuidv7 } from 'uuid'
 import { uri } from '../domain/uris.ts'
-import { notifyEventsSql } from './events.ts'
+import { publishEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
 import { query, type Sql } from '../db/sql.ts'
 import type { Operation } from './types.ts'
@@ -147,14 +147,10 @@ const ENQUEUE_SQL = `
       ORDER BY x.root, x.n
     ) outside
   ),
-  e AS (
-    INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
-    SELECT c.o, 'jobs', c.r::text, '/api/2.0/jobs/' || c.r || '/', c.c
-    FROM c ORDER BY c.n, c.k
-    RETURNING id, owner_id, resource_type, resource_id, change
-  ),
-  notified AS (${notifyEventsSql('e')})
+  ${publishEventsSql(`
+    SELECT c.o AS owner_id, 'jobs' AS resource_type, c.r::text AS resource_id, c.c AS change
+    FROM c ORDER BY c.n, c.k`)}
   SELECT (SELECT count(*) FROM j)::int AS jobs, (SELECT count(*) FROM l)::int AS links,
-    (SELECT count(*) FROM notified)::int AS notified,
+    (SELECT n FROM notified) AS notified,
     -- delivered when the transaction commits: wakes idle workers in every process
     pg_notify($3, $4)::text AS woken`

@@ -65,17 +65,32 @@ export function notifyEventsSql (src: string): string {
     ) x`
 }
 
+/**
+ * Two WITH items that publish change events inside a larger statement, as publishChange does in
+ * its own: `events` inserts the events rows of `rows`, a SELECT of (owner_id uuid, resource_type,
+ * resource_id text, change) whose order the event ids follow; `notified` NOTIFYs them
+ * (notifyEventsSql) and is one row, `n` the number of NOTIFYs. The statement must read `notified`
+ * (a SELECT in WITH runs only when referenced), and the NOTIFYs go out when it commits.
+ */
+export function publishEventsSql (rows: string, names: { events?: string, notified?: string } = {}): string {
+  const events = names.events ?? 'ev'
+  return `${events} AS (
+      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
+      SELECT x.owner_id, x.resource_type, x.resource_id, '/api/2.0/' || x.resource_type || '/' || x.resource_id || '/', x.change
+      FROM (${rows}) x
+      RETURNING id, owner_id, resource_type, resource_id, change
+    ),
+    ${names.notified ?? 'notified'} AS (SELECT count(*)::int AS n FROM (${notifyEventsSql(events)}) x)`
+}
+
 // publishChange's statement (after notifyEventsSql's constants, which it reads when built)
 const PUBLISH_SQL = `
-  WITH e AS (
-    INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
-    SELECT x.o::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/', x.c
+  WITH ${publishEventsSql(`
+    SELECT x.o::uuid AS owner_id, x.t AS resource_type, x.r AS resource_id, x.c AS change
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(o, t, r, c, n)
-    ORDER BY x.n
-    RETURNING id, owner_id, resource_type, resource_id, change
-  )
+    ORDER BY x.n`)}
   -- one row, not a void column per NOTIFY: Prisma's raw query cannot read void
-  SELECT count(*)::int AS notified FROM (${notifyEventsSql('e')}) n`
+  SELECT n AS notified FROM notified`
 
 /**
  * The events of one NOTIFY payload on the events channel, in id order: an array of runs (see

@@ -5,7 +5,7 @@
 // (query() in src/db/sql.ts; on the engine's pool, named statements planned generically, see engine.ts).
 import { Prisma, type PrismaClient, type Tx } from '../db/client.ts'
 import { query, type Sql } from '../db/sql.ts'
-import { notifyEventsSql } from './events.ts'
+import { publishEventsSql } from './events.ts'
 import { CHANNELS } from './listener.ts'
 import { LOG_EXCERPT_LINES, LOG_MAX_LINES } from './log-limits.ts'
 
@@ -25,15 +25,9 @@ export const UNFINISHED = UNFINISHED_SQL.text
  */
 function publishCtes (src: string): string {
   return `
-    ev AS (
-      INSERT INTO events (owner_id, resource_type, resource_id, resource_uri)
-      SELECT DISTINCT ON (u.rid) s.owner_id, 'jobs', u.rid, '/api/2.0/jobs/' || u.rid || '/'
-      FROM ${src} s CROSS JOIN LATERAL unnest(ARRAY[s.id::text, s.root_id::text]) AS u(rid)
-      RETURNING id, owner_id, resource_type, resource_id, change
-    ),
-    notified AS (
-      SELECT count(*) AS n FROM (${notifyEventsSql('ev')}) x
-    )`
+    ${publishEventsSql(`
+      SELECT DISTINCT ON (u.rid) s.owner_id, 'jobs' AS resource_type, u.rid AS resource_id, 'changed' AS change
+      FROM ${src} s CROSS JOIN LATERAL unnest(ARRAY[s.id::text, s.root_id::text]) AS u(rid)`)}`
 }
 
 export interface ClaimedRow {

@@ -5,7 +5,7 @@
 // transaction of nine round trips it replaces, but a pool connection is held for one round trip
 // instead of nine, so creates no longer starve the reads of connections.
 import type pg from 'pg'
-import { notifyEventsSql } from '../../engine/events.ts'
+import { publishEventsSql } from '../../engine/events.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { sqlRows } from '../../http/list-sql.ts'
 import { uri } from '../../http/uris.ts'
@@ -36,14 +36,11 @@ const CREATE = `
     INSERT INTO job_resources (job_id, resource_type, resource_id, mode)
     SELECT x.job, 'drives', x.id, 'write' FROM unnest($13::uuid[], $3::uuid[]) AS x(job, id)
     RETURNING job_id
-  ), e AS (
-    INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
-    SELECT $1::uuid, x.t, x.r, '/api/2.0/' || x.t || '/' || x.r || '/', 'added'
+  ), ${publishEventsSql(`
+    SELECT $1::uuid AS owner_id, x.t AS resource_type, x.r AS resource_id, 'added' AS change
     FROM unnest($17::text[], $18::text[]) WITH ORDINALITY AS x(t, r, n)
-    ORDER BY x.n
-    RETURNING id, owner_id, resource_type, resource_id, change
-  ), n AS (${notifyEventsSql('e')})
-  SELECT d.*, (SELECT count(*) FROM j) AS jobs, (SELECT count(*) FROM r) AS links, (SELECT count(*) FROM n) AS events,
+    ORDER BY x.n`)}
+  SELECT d.*, (SELECT count(*) FROM j) AS jobs, (SELECT count(*) FROM r) AS links, (SELECT n FROM notified) AS events,
          (SELECT pg_notify('${CHANNELS.jobs}', $19)) AS woke
   FROM d`
 

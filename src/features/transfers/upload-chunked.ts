@@ -15,7 +15,7 @@ import { enqueueJobs, newJobId } from '../../engine/enqueue.ts'
 import { query } from '../../db/sql.ts'
 import { CHANNELS } from '../../engine/listener.ts'
 import { heldSql, type SessionLock, type SessionLocks } from '../../db/session-locks.ts'
-import { notifyEventsSql, publishChange } from '../../engine/events.ts'
+import { publishChange, publishEventsSql } from '../../engine/events.ts'
 import { announceDrives, driveToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
 import { OffThreadSha256 } from './hashing.ts'
@@ -550,13 +550,9 @@ const RECORD_SQL = `
     RETURNING jobs.params
   ),
   -- what publishChange would write, unless this request finishes the upload (its finish publishes)
-  ev AS (
-    INSERT INTO events (owner_id, resource_type, resource_id, resource_uri, change)
-    SELECT $12::uuid, 'jobs', $8::text, '/api/2.0/jobs/' || $8::text || '/', 'changed'
-    FROM u, agg WHERE agg.count < $5::int OR NOT $11::bool
-    RETURNING id, owner_id, resource_type, resource_id, change
-  ),
-  notified AS (SELECT count(*) AS n FROM (${notifyEventsSql('ev')}) x),
+  ${publishEventsSql(`
+    SELECT $12::uuid AS owner_id, 'jobs' AS resource_type, $8::text AS resource_id, 'changed' AS change
+    FROM u, agg WHERE agg.count < $5::int OR NOT $11::bool`)},
   due AS (SELECT count(pg_notify($13::text, $8::text)) AS n FROM u, agg WHERE agg.count >= $5::int AND NOT $11::bool)
   -- notifies is read so that the NOTIFYs run: a plain SELECT in WITH runs only when referenced
   SELECT (SELECT held FROM claim) AS held, (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,

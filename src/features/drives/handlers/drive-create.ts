@@ -2,7 +2,7 @@
 // row and any file, so nothing half-made remains.
 import type pg from 'pg'
 import type { DriveStorage } from '../../../storage/index.ts'
-import { CHANNELS } from '../../../engine/listener.ts'
+import { publishEventsSql } from '../../../engine/events.ts'
 import { announceDrives, restingStatusSql } from '../service.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
@@ -16,13 +16,9 @@ const FINISH = `
                       locked_by_job = NULL, updated_at = $3::timestamptz
     WHERE id = $1::uuid AND locked_by_job = $2::uuid
     RETURNING id, owner_id
-  ), e AS (
-    INSERT INTO events (owner_id, resource_type, resource_id, resource_uri)
-    SELECT owner_id, 'drives', id::text, '/api/2.0/drives/' || id || '/' FROM d
-    RETURNING id, owner_id, resource_type, resource_id
-  )
-  SELECT (SELECT count(*)::int FROM d) AS done,
-         (SELECT count(*) FROM (SELECT pg_notify('${CHANNELS.events}', json_build_object('id', id::text, 'o', owner_id, 't', resource_type, 'r', resource_id)::text) FROM e) n) AS notified`
+  ), ${publishEventsSql(`
+    SELECT owner_id, 'drives' AS resource_type, id::text AS resource_id, 'changed' AS change FROM d`)}
+  SELECT (SELECT count(*)::int FROM d) AS done, (SELECT n FROM notified) AS notified`
 
 export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHandler {
   return {
