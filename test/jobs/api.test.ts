@@ -56,18 +56,28 @@ t.test('nested children and fields on a single job', async t => {
 t.test('keyset cursor paging returns every job once, in the same order as offset paging', async t => {
   for (const order of ['-last_modified', 'created', '-created']) {
     const byOffset: string[] = []
-    for (let offset = 0; offset < 30; offset += 7) byOffset.push(...uuids(await api.get(`/api/2.0/jobs/?order_by=${order}&limit=7&offset=${offset}`)))
+    const offsetObjects: unknown[] = []
+    for (let offset = 0; offset < 30; offset += 7) {
+      const res = await api.get(`/api/2.0/jobs/?order_by=${order}&limit=7&offset=${offset}`)
+      byOffset.push(...uuids(res))
+      offsetObjects.push(...res.json().objects)
+    }
     const byCursor: string[] = []
+    const cursorObjects: unknown[] = []
     let cursor = ''
     for (let page = 0; page < 10; page++) {
       const res = (await api.get(`/api/2.0/jobs/?order_by=${order}&limit=7&cursor=${cursor}`)).json()
       byCursor.push(...res.objects.map((o: any) => o.uuid))
+      cursorObjects.push(...res.objects)
       t.equal(res.meta.total_count, 30)
       cursor = res.meta.next_cursor
       if (!cursor) break
     }
     t.equal(new Set(byCursor).size, 30, `${order}: every job once`)
     t.same(byCursor, byOffset, `${order}: same order as offset paging`)
+    // the cursor path reads its trees apart from the offset path: the same objects, children included
+    t.equal(JSON.stringify(cursorObjects), JSON.stringify(offsetObjects), `${order}: the same objects as offset paging`)
+    t.ok(cursorObjects.some((o: any) => o.uuid === ids[5] && o.children.length === 1 && o.children[0].uuid === child), `${order}: with the nested child`)
   }
   const res = await api.get('/api/2.0/jobs/?cursor=garbage&limit=5')
   t.equal(res.statusCode, 400)

@@ -153,7 +153,11 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   // an empty page carries no count: ask for it alone
   const count = rows.length > 0 ? rows[0] : (await countJobs(pool, counted, whereValues))
   const total = await truthfulTotal(pool, count.total, 'jobs j', where, whereValues, count.partial)
-  const top = rows.filter(r => !r.child).map(toRow)
+  return { meta: listMeta(plan, total), objects: treesOf(rows).map(o => pickFields(o, plan.fields)) }
+}
+
+/** The top-level rows (child false) in their order, each as the tree its child rows make, as loadTrees. */
+function treesOf (rows: Array<Row & { child: boolean }>): JobWire[] {
   const byRoot = new Map<string, WireJobRow[]>()
   for (const r of rows) {
     if (!r.child) continue
@@ -161,8 +165,23 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
     list.push(toRow(r))
     byRoot.set(r.root_id, list)
   }
-  const objects: JobWire[] = top.map(r => buildTree([r, ...(byRoot.get(r.rootId) ?? [])], r.id) ?? jobToWire(r))
-  return { meta: listMeta(plan, total), objects: objects.map(o => pickFields(o, plan.fields)) }
+  return rows.filter(r => !r.child).map(toRow).map(r => buildTree([r, ...(byRoot.get(r.rootId) ?? [])], r.id) ?? jobToWire(r))
+}
+
+/**
+ * The trees of `ownerId`'s jobs `ids` (a keyset page), in the order of `ids`, in one statement as
+ * an offset page reads its rows; a job purged since its id was read is left out.
+ */
+export async function treesByIdsSql (pool: pg.Pool, ownerId: string, ids: string[]): Promise<JobWire[]> {
+  if (ids.length === 0) return []
+  const rows = await sqlRows<Row & { child: boolean }>(pool, `
+    WITH page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id = ANY ($1::uuid[]) AND j.owner_id = $2::uuid)
+    SELECT false AS child, j.* FROM page j
+    UNION ALL
+    SELECT true, ${colsOf('j')} FROM jobs j WHERE j.root_id = ANY (ARRAY(SELECT root_id FROM page)) AND j.id <> ALL (ARRAY(SELECT id FROM page))`, [ids, ownerId])
+  const at = new Map(ids.map((id, i) => [id, i]))
+  const top = rows.filter(r => !r.child).sort((a, b) => at.get(a.id)! - at.get(b.id)!)
+  return treesOf([...top, ...rows.filter(r => r.child)])
 }
 
 // the cursor path: __contains too (the filter's values are its choices; ILIKE as Prisma's mode:

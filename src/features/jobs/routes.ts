@@ -13,7 +13,7 @@ import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../../en
 import { UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery, JobLogQuery } from './schemas.ts'
 import { loadJobWire, loadTrees } from './view.ts'
-import { getJobWireSql, keysetPageSql, listJobsSql, type Keyset } from './read-sql.ts'
+import { getJobWireSql, keysetPageSql, listJobsSql, treesByIdsSql, type Keyset } from './read-sql.ts'
 
 export const jobFilters: FilterSpec = {
   state: { column: 'state', kind: 'string', choices: JOB_STATES },
@@ -77,8 +77,6 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     // top-level jobs only unless the caller filters by parent
     const where: Record<string, unknown> = { ...plan.where, ownerId, ...(query.parent === undefined ? { parentId: null } : {}) }
     const keyset = keysetOf(plan)
-    let page: Record<string, unknown> = where
-    let skip = plan.offset
     if (query.cursor !== undefined) {
       if (!keyset) throw errors.validation('cursor paging needs order_by on one of last_modified or created', 'cursor')
     }
@@ -88,7 +86,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     }
     // keyset pages: the page's ids and keys by SQL, which compares the keys at the microsecond the
     // columns hold (through Prisma a Date would cut them to the millisecond, and jobs written in
-    // one millisecond would be skipped or repeated); the rows then as on the offset path
+    // one millisecond would be skipped or repeated)
     let keys: Array<{ id: string, k: string }> | undefined
     let take = plan.take
     let counted: Total | undefined
@@ -99,23 +97,20 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       if (!keyed) throw errors.validation('cursor paging does not support these filters', 'cursor')
       keys = keyed.keys
       counted = keyed.total
-      page = { ownerId, id: { in: keys.map(r => r.id) } }
-      skip = 0
     }
     // keyset paging counted with its page, at most EXACT_COUNT_UP_TO (keysetPageSql), so every page stays fast on millions
-    // of jobs; an offset page here (a filter only Prisma compiles, such as __contains) counts every match
-    const [total, rows] = await Promise.all([
-      counted?.total ?? app.prisma.job.count({ where }),
-      app.prisma.job.findMany({ where: page, orderBy: plan.orderBy, skip, take })
-    ])
-    // in the keyset page's order; a job purged in between leaves a page shorter, not the cursor
-    if (keys) {
-      const at = new Map(keys.map((r, i) => [r.id, i]))
-      rows.sort((a, b) => at.get(a.id)! - at.get(b.id)!)
-    }
+    // of jobs; its trees in one statement, in the keys' order (a job purged in between leaves a
+    // page shorter, not the cursor). An offset page here (a filter only Prisma compiles, such as
+    // __contains) counts every match.
+    const [total, trees] = keys && counted
+      ? [counted.total, await treesByIdsSql(app.dbPool, ownerId, keys.map(r => r.id))]
+      : await Promise.all([
+        app.prisma.job.count({ where }),
+        app.prisma.job.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take }).then(async rows => await loadTrees(app.prisma, rows))
+      ])
     const last = keys?.at(-1)
     const more = take !== undefined && keys !== undefined && keys.length === take
-    const out = envelope(plan, total, await loadTrees(app.prisma, rows))
+    const out = envelope(plan, total, trees)
     return {
       meta: {
         ...out.meta,
