@@ -77,7 +77,10 @@ async function sendImage (deps: TransferDeps, settling: Settling, reply: Fastify
   const length = imageHeaders(reply, drive, range)
   let source
   try {
-    source = await deps.storage.createReadStream(drive.id, range ?? {})
+    // the whole image with its last byte named: a stream that finds its end by one more read
+    // (EOF) ends the response a thread-pool round trip after the last byte went out, and a client
+    // that closes on having every byte (Content-Length) was taken for one gone midway
+    source = await deps.storage.createReadStream(drive.id, range ?? (length > 0 ? { start: 0, end: length - 1 } : {}))
   } catch (err) {
     await held.fail(failureRecord(err)).finally(recorded)
     throw err
