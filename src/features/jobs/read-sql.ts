@@ -31,6 +31,17 @@ const COLS = 'id, operation, state, parent_id, root_id, result, error, resources
 // text[] columns travel as JSON: JSON.parse reads them for a fraction of pg's array-literal parser
 const AS_JSON = new Set(['resources', 'log_tail'])
 const colsOf = (alias: string) => COLS.split(', ').map(c => AS_JSON.has(c) ? `to_json(${alias}.${c}) AS ${c}` : `${alias}.${c}`).join(', ')
+/**
+ * The rows of the WITH item `page` (child false) and every other job of their trees (child true),
+ * found by arrays of ids (= ANY (ARRAY(...))), not IN (subquery): a connection's cached generic
+ * plan, which every account then runs, knows no page size and guessed thousands, for which it
+ * hashed the page and read the whole jobs table for the children (50,000 rows for a page of 20,
+ * in list-offset.test.ts)
+ */
+const PAGE_AND_TREES = `
+  SELECT false AS child, j.* FROM page j
+  UNION ALL
+  SELECT true, ${colsOf('j')} FROM jobs j WHERE j.root_id = ANY (ARRAY(SELECT root_id FROM page)) AND j.id <> ALL (ARRAY(SELECT id FROM page))`
 
 interface Row {
   id: string
@@ -135,20 +146,13 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   const order = orderToSql(plan.orderBy, COLUMNS)
   const counted = countedSql(owner, where, filters, windowed(query, spec, filters))
   // the page's ids first, from the index alone: a deep offset skips index entries, not table rows
-  // (on the top-level indexes, jobs_top_owner_*_idx, an index-only scan); then those rows by id,
-  // and their trees by root_id. Those two look up arrays (= ANY (ARRAY(...))), not IN (subquery):
-  // a connection's cached generic plan of this statement, which every account then runs, knows
-  // no LIMIT and guessed a page of thousands, for which it hashed the page and read the whole
-  // jobs table for the children (50,000 rows for a page of 20, in list-offset.test.ts)
+  // (on the top-level indexes, jobs_top_owner_*_idx, an index-only scan); then those rows by id
+  // (an array, as PAGE_AND_TREES looks up theirs) and their trees
   const rows = await sqlRows<Row & { child: boolean, total: number, partial: boolean }>(pool, `
     WITH ${counted},
     ids AS MATERIALIZED (SELECT j.id FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}),
     page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM ids)))
-    SELECT (SELECT total FROM counted) AS total, (SELECT partial FROM counted) AS partial, j.* FROM (
-      SELECT false AS child, j.* FROM page j
-      UNION ALL
-      SELECT true, ${colsOf('j')} FROM jobs j WHERE j.root_id = ANY (ARRAY(SELECT root_id FROM page)) AND j.id <> ALL (ARRAY(SELECT id FROM page))
-    ) j
+    SELECT (SELECT total FROM counted) AS total, (SELECT partial FROM counted) AS partial, j.* FROM (${PAGE_AND_TREES}) j
     ORDER BY j.child, ${order}`, p.values)
   // an empty page carries no count: ask for it alone
   const count = rows.length > 0 ? rows[0] : (await countJobs(pool, counted, whereValues))
@@ -176,9 +180,7 @@ export async function treesByIdsSql (pool: pg.Pool, ownerId: string, ids: string
   if (ids.length === 0) return []
   const rows = await sqlRows<Row & { child: boolean }>(pool, `
     WITH page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id = ANY ($1::uuid[]) AND j.owner_id = $2::uuid)
-    SELECT false AS child, j.* FROM page j
-    UNION ALL
-    SELECT true, ${colsOf('j')} FROM jobs j WHERE j.root_id = ANY (ARRAY(SELECT root_id FROM page)) AND j.id <> ALL (ARRAY(SELECT id FROM page))`, [ids, ownerId])
+    ${PAGE_AND_TREES}`, [ids, ownerId])
   const at = new Map(ids.map((id, i) => [id, i]))
   const top = rows.filter(r => !r.child).sort((a, b) => at.get(a.id)! - at.get(b.id)!)
   return treesOf([...top, ...rows.filter(r => r.child)])

@@ -87,23 +87,21 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     // keyset pages: the page's ids and keys by SQL, which compares the keys at the microsecond the
     // columns hold (through Prisma a Date would cut them to the millisecond, and jobs written in
     // one millisecond would be skipped or repeated)
-    let keys: Array<{ id: string, k: string }> | undefined
+    let keyed: { keys: Array<{ id: string, k: string }>, total: Total } | undefined
     let take = plan.take
-    let counted: Total | undefined
     if (query.cursor !== undefined && keyset) {
       const after = query.cursor ? decodeCursor(query.cursor) : undefined
       take = Math.min(plan.take ?? CURSOR_PAGE_MAX, CURSOR_PAGE_MAX)
-      const keyed = await keysetPageSql(app.dbPool, ownerId, query, take, jobFilters, keyset, after)
+      keyed = await keysetPageSql(app.dbPool, ownerId, query, take, jobFilters, keyset, after)
       if (!keyed) throw errors.validation('cursor paging does not support these filters', 'cursor')
-      keys = keyed.keys
-      counted = keyed.total
     }
     // keyset paging counted with its page, at most EXACT_COUNT_UP_TO (keysetPageSql), so every page stays fast on millions
     // of jobs; its trees in one statement, in the keys' order (a job purged in between leaves a
     // page shorter, not the cursor). An offset page here (a filter only Prisma compiles, such as
     // __contains) counts every match.
-    const [total, trees] = keys && counted
-      ? [counted.total, await treesByIdsSql(app.dbPool, ownerId, keys.map(r => r.id))]
+    const keys = keyed?.keys
+    const [total, trees] = keyed
+      ? [keyed.total.total, await treesByIdsSql(app.dbPool, ownerId, keyed.keys.map(r => r.id))]
       : await Promise.all([
         app.prisma.job.count({ where }),
         app.prisma.job.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take }).then(async rows => await loadTrees(app.prisma, rows))
@@ -115,7 +113,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       meta: {
         ...out.meta,
         offset: query.cursor !== undefined ? 0 : out.meta.offset,
-        ...(counted?.estimated ? { total_count_estimated: true as const } : {}),
+        ...(keyed?.total.estimated ? { total_count_estimated: true as const } : {}),
         // only for clients that page by cursor (`cursor=` empty on the first page)
         ...(query.cursor !== undefined
           ? { next_cursor: last && more ? encodeCursor({ k: last.k, id: last.id }) : null }
