@@ -35,6 +35,7 @@ import { Session } from 'node:inspector/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
+import { monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } from 'node:perf_hooks'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
 import { describeLoad, startBurners } from './load.ts'
@@ -64,6 +65,7 @@ const { values: args } = parseArgs({
   options: {
     connections: { type: 'string', default: '50' },
     duration: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '2' },
     amount: { type: 'string' },
     statements: { type: 'string', default: '4' },
     drives: { type: 'string', default: '200' },
@@ -76,6 +78,9 @@ const { values: args } = parseArgs({
 })
 const connections = Math.max(1, Number(args.connections))
 const duration = Math.max(1, Number(args.duration))
+// seconds of the same load before each measured run (the bare route's too), not counted: the
+// first scenario otherwise carried the service's JIT warm-up and heap growth in its p99
+const warmup = Math.max(0, Number(args.warmup) || 0)
 // a fixed number of requests per scenario instead of a duration (CPU per request compares runs)
 const amount = args.amount === undefined ? undefined : Math.max(1, Number(args.amount))
 const driveCount = Math.max(20, Number(args.drives))
@@ -122,7 +127,29 @@ function instrument (app: FastifyInstance): void {
   })
 }
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] ?? NaN }
-const phaseLine = (p: Phases) => `service-side median: routing+auth+validation ${median(p.auth).toFixed(2)} ms, handler (queries + wire) ${median(p.handler).toFixed(2)} ms, serialisation ${median(p.serialise).toFixed(2)} ms, onRequest→onResponse ${median(p.total).toFixed(2)} ms (${p.total.length} requests)`
+const quantile = (xs: number[], q: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * q))] ?? NaN }
+const phaseLine = (p: Phases) => `service-side median: routing+auth+validation ${median(p.auth).toFixed(2)} ms, handler (queries + wire) ${median(p.handler).toFixed(2)} ms, serialisation ${median(p.serialise).toFixed(2)} ms, onRequest→onResponse ${median(p.total).toFixed(2)} ms (p99 ${quantile(p.total, 0.99).toFixed(1)} ms; ${p.total.length} requests)`
+
+// ------------------------------------------------------------------ the tail: event loop and GC
+// where a p99 far above the p50 comes from: the event loop's delay (a request waits unread while
+// the loop runs something else) and the GC pauses in the scenario
+interface Stalls { loop: IntervalHistogram, gcMs: number, gcMax: number, gcs: number }
+let stalls: Stalls | undefined
+new PerformanceObserver(list => {
+  if (!stalls) return
+  for (const e of list.getEntries()) { stalls.gcs++; stalls.gcMs += e.duration; stalls.gcMax = Math.max(stalls.gcMax, e.duration) }
+}).observe({ entryTypes: ['gc'] })
+function watchStalls (): void {
+  stalls = { loop: monitorEventLoopDelay({ resolution: 5 }), gcMs: 0, gcMax: 0, gcs: 0 }
+  stalls.loop.enable()
+}
+function stallLine (): string {
+  const s = stalls!
+  s.loop.disable()
+  stalls = undefined
+  const ms = (ns: number) => (ns / 1e6).toFixed(1)
+  return `event-loop delay p50 ${ms(s.loop.percentile(50))} ms, p99 ${ms(s.loop.percentile(99))} ms, max ${ms(s.loop.max)} ms; GC ${s.gcs} pauses, ${s.gcMs.toFixed(0)} ms in all, the longest ${s.gcMax.toFixed(1)} ms`
+}
 
 // ------------------------------------------------------------------ database timing
 // pg as the Prisma adapter uses it: Pool#query (wait for a connection + round trip) and
@@ -223,7 +250,7 @@ const t = { teardown: (fn: () => Promise<void> | void) => { teardowns.push(fn) }
 // --load: CPU burners for the whole run (bare route and service alike)
 teardowns.push(startBurners(burners))
 try {
-  console.log(`api bench: ${connections} connections x ${duration} s per scenario, ${driveCount} drives, ${serverCount} servers, service log level ${args['log-level']} (to /dev/null); ${os.cpus().length} cores`)
+  console.log(`api bench: ${connections} connections x ${duration} s per scenario (after ${warmup} s of the same load, not counted), ${driveCount} drives, ${serverCount} servers, service log level ${args['log-level']} (to /dev/null); ${os.cpus().length} cores`)
   console.log(describeLoad(burners))
   console.log(`load average at start: ${load()}`)
 
@@ -308,7 +335,13 @@ try {
 
   const fmt = (r: LoadResult) => `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${String(r.p50).padStart(4)} ms  p99 ${String(r.p99).padStart(5)} ms  (${r.total} requests${r.non2xx + r.errors > 0 ? `, ${r.non2xx} non-2xx, ${r.errors} errors` : ''})`
   const bareRuns: LoadResult[] = []
+  const warm = async (url: string, requests: LoadRequest[]) => {
+    if (warmup === 0) return
+    await runLoad({ url, connections, duration: warmup, requests })
+    for (let i = 0; i < 3000 && busy(); i++) await sleep(10)
+  }
   const runBare = async () => {
+    await warm(bareUrl, [{ method: 'GET', path: '/drives/' }])
     const ticks = await pgTicks(probe, 'bare')
     const cpu = process.cpuUsage()
     const r = await runLoad({ url: bareUrl, connections, duration, amount, requests: [{ method: 'GET', path: '/drives/' }] })
@@ -322,6 +355,7 @@ try {
   await runBare()
   const results = new Map<string, LoadResult>()
   for (const s of chosen) {
+    await warm(svcUrl, s.requests)
     phases = { auth: [], handler: [], serialise: [], total: [] }
     dbStats = { poolQueries: 0, poolMs: 0, clientMs: 0, bySql: new Map() }
     let session: Session | undefined
@@ -334,6 +368,7 @@ try {
     }
     const ticks = await pgTicks(probe)
     const cpu = process.cpuUsage()
+    watchStalls()
     const r = await runLoad({ url: svcUrl, connections, duration, amount, requests: s.requests })
     // requests still queued in the service when the load stopped belong to this scenario
     for (let i = 0; i < 3000 && busy(); i++) await sleep(10)
@@ -346,6 +381,7 @@ try {
     results.set(s.name, r)
     console.log(`  ${s.name.padEnd(16)} ${fmt(r)}   load ${load()}`)
     console.log(`  ${''.padEnd(16)} ${phaseLine(p)}`)
+    console.log(`  ${''.padEnd(16)} ${stallLine()}`)
     const n = Math.max(1, p.total.length)
     console.log(`  ${''.padEnd(16)} CPU per request: service process ${((used.user + used.system) / n).toFixed(0)} µs, its PostgreSQL backends ${(pgUs / n).toFixed(0)} µs${args.profile ? ' (profiler on)' : ''}`)
     for (const line of dbLines(d, p.total.length)) console.log(`  ${''.padEnd(16)} ${line}`)
