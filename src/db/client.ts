@@ -2,6 +2,7 @@
 import { PrismaPg } from '@prisma/adapter-pg'
 import pg from 'pg'
 import { PrismaClient } from './generated/client.ts'
+import { sessionUrl } from './session.ts'
 
 import { Prisma } from './generated/client.ts'
 export { Prisma }
@@ -20,7 +21,7 @@ export interface PoolOptions {
 /** A Prisma client and the pg pool under it (its waiting count is a load signal). */
 export function createDatabase (databaseUrl: string, opts: PoolOptions = {}): { prisma: PrismaClient, pool: pg.Pool } {
   const pool = new pg.Pool({
-    connectionString: databaseUrl,
+    connectionString: sessionUrl(databaseUrl),
     max: opts.max ?? 10,
     connectionTimeoutMillis: opts.waitMs ?? 5000,
     ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {})

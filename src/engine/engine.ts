@@ -14,6 +14,7 @@ import { childOutcome, claimJobs, unclaimJobs, fenceLease, finishJob, finishJobs
 import type { InTx, Sql } from '../db/sql.ts'
 import type { Tx } from '../db/client.ts'
 import { transientDatabaseError } from '../db/transient.ts'
+import { sessionUrl } from '../db/session.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob, LeaseLost } from './held.ts'
 import { JobLogWriter } from './log.ts'
@@ -160,14 +161,13 @@ export class JobEngine {
   constructor (private readonly opts: EngineOptions) {
     if (opts.databaseUrl) {
       this.pool = new pg.Pool({
-        connectionString: opts.databaseUrl,
-        max: Math.max(2, Math.ceil(opts.concurrency / 2) + 2),
-        keepAlive: true,
-        allowExitOnIdle: true,
         // the hot statements are prepared once per connection; their plans do not depend on the
         // values (every table access goes through an index whatever they are), and planning the
         // claim costs more than running it
-        options: '-c plan_cache_mode=force_generic_plan'
+        connectionString: sessionUrl(opts.databaseUrl, { plan_cache_mode: 'force_generic_plan' }),
+        max: Math.max(2, Math.ceil(opts.concurrency / 2) + 2),
+        keepAlive: true,
+        allowExitOnIdle: true
       })
       // an idle client's lost connection must not crash the process: the next query reconnects
       this.pool.on('error', (err) => opts.log.warn({ err }, 'engine pool connection lost'))

@@ -8,6 +8,7 @@
 //   reads the missed change events, the engine polls for work at once).
 import type { FastifyBaseLogger } from 'fastify'
 import pg from 'pg'
+import { sessionUrl } from '../db/session.ts'
 
 export type NotifyHandler = (payload: string) => void
 
@@ -108,7 +109,7 @@ export class PgListener {
     if (this.connecting) return this.connecting
     this.connecting = (async () => {
       const client = new pg.Client({
-        connectionString: this.databaseUrl,
+        connectionString: sessionUrl(this.databaseUrl),
         keepAlive: true,
         keepAliveInitialDelayMillis: this.opts.keepAliveInitialDelayMs,
         connectionTimeoutMillis: this.opts.connectTimeoutMs

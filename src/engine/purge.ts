@@ -3,6 +3,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import pg from 'pg'
 import type { PrismaClient } from '../db/client.ts'
+import { sessionUrl } from '../db/session.ts'
 import { purgeBatch, purgeEvents } from './queue-sql.ts'
 
 // arbitrary constant: the advisory lock key of the purge
@@ -29,7 +30,7 @@ export interface PurgeResult {
 }
 
 export async function purgeOnce (opts: PurgeOptions): Promise<PurgeResult> {
-  const client = new pg.Client({ connectionString: opts.databaseUrl })
+  const client = new pg.Client({ connectionString: sessionUrl(opts.databaseUrl) })
   // idle while the batches run (it only holds the lock): its backend ending must not throw from an
   // 'error' event and end the process; the unlock below then fails, and so does this run
   client.on('error', (err) => opts.log.warn({ err }, 'the purge lock\'s connection was lost'))

@@ -1,0 +1,31 @@
+// Every connection's session runs in UTC, whatever the server's or database's TimeZone.
+//
+// Prisma's pg adapter reads a timestamptz by relabelling its offset as +00:00 without moving the
+// clock time, and writes a Date as a UTC wall-clock time with no offset, which PostgreSQL reads
+// in the session's TimeZone (prisma/orm#26786, open). On a server whose TimeZone is not UTC (initdb
+// takes the machine's: an embedded PostgreSQL on a laptop in Kolkata, a managed server set to
+// Europe/Berlin) every time the service showed was off by the offset, and every comparison of a
+// Date it wrote with now() (a link's expiry, a lease, a chunked upload's deadline) was off too.
+// The setting travels in the startup packet (`options`), so it holds from the first statement of
+// every connection, pooled or not; it is added after any `options` the URL carries, so it wins.
+
+/** PostgreSQL settings every connection of the service starts with. */
+export const SESSION_SETTINGS: Readonly<Record<string, string>> = { TimeZone: 'UTC' }
+
+/**
+ * `databaseUrl` with `settings` (and SESSION_SETTINGS) added to its `options` parameter as
+ * `-c name=value`. A URL's own query parameters override a pg config object's, so the settings go
+ * into the URL itself. A string that is not a URL is returned as it is.
+ */
+export function sessionUrl (databaseUrl: string, settings: Record<string, string> = {}): string {
+  let url: URL
+  try {
+    url = new URL(databaseUrl)
+  } catch {
+    return databaseUrl
+  }
+  const own = url.searchParams.get('options')
+  const added = Object.entries({ ...settings, ...SESSION_SETTINGS }).map(([k, v]) => `-c ${k}=${v}`).join(' ')
+  url.searchParams.set('options', own ? `${own} ${added}` : added)
+  return url.toString()
+}
