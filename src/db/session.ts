@@ -1,4 +1,5 @@
-// Every connection's session runs in UTC, whatever the server's or database's TimeZone.
+// Every connection's session runs in UTC (and writes times in ISO), whatever the server's or
+// database's settings.
 //
 // Prisma's pg adapter reads a timestamptz by relabelling its offset as +00:00 without moving the
 // clock time, and writes a Date as a UTC wall-clock time with no offset, which PostgreSQL reads
@@ -9,8 +10,12 @@
 // The setting travels in the startup packet (`options`), so it holds from the first statement of
 // every connection, pooled or not; it is added after any `options` the URL carries, so it wins.
 
-/** PostgreSQL settings every connection of the service starts with. */
-export const SESSION_SETTINGS: Readonly<Record<string, string>> = { TimeZone: 'UTC' }
+/**
+ * PostgreSQL settings every connection of the service starts with: UTC, and times written in ISO
+ * ('YYYY-MM-DD HH:MM:SS+00'), the one shape pg, Prisma's adapter and the jobs' reads parse (a
+ * server set to DateStyle 'SQL, DMY' would otherwise send '03/12/2026 17:42:02 UTC').
+ */
+export const SESSION_SETTINGS: Readonly<Record<string, string>> = { TimeZone: 'UTC', DateStyle: 'ISO' }
 
 /**
  * `databaseUrl` with `settings` (and SESSION_SETTINGS) added to its `options` parameter as

@@ -1,7 +1,8 @@
 // A PostgreSQL whose TimeZone is not UTC (initdb takes the machine's; managed servers are often
 // set to a local zone). Prisma's pg adapter reads and writes timestamptz as if the session were
 // UTC (prisma/orm#26786), so every connection of the service starts in UTC (src/db/session.ts).
-// Without that, on Asia/Kolkata (+05:30) the jobs showed times 5.5 h ahead; on America/New_York
+// Without that, on Asia/Kolkata (+05:30) the jobs showed times 5.5 h ahead (and with DateStyle
+// 'SQL, DMY' too, creating a drive did not even answer with it); on America/New_York
 // (-05:00) a retry whose Idempotency-Key was held by a request still being answered took the key
 // for abandoned (read as 5 h old) and did the work again, and the 3-day purge took jobs 5 h early.
 import t, { type Test } from 'tap'
@@ -16,12 +17,13 @@ import type { Config } from '../../src/config.ts'
 type Teardown = Parameters<typeof createTestDatabase>[0]
 
 /** An app on a database of its own whose sessions default to `zone`. */
-async function appInZone (t: Teardown, zone: string, config: Partial<Config> = {}) {
+async function appInZone (t: Teardown, zone: string, config: Partial<Config> = {}, dateStyle?: string) {
   const databaseUrl = await createTestDatabase(t)
   const admin = new pg.Client({ connectionString: databaseUrl })
   await admin.connect()
   const { rows: [{ db }] } = await admin.query<{ db: string }>('SELECT current_database() AS db')
   await admin.query(`ALTER DATABASE "${db}" SET TimeZone = '${zone}'`)
+  if (dateStyle) await admin.query(`ALTER DATABASE "${db}" SET DateStyle = '${dateStyle}'`)
   await admin.end()
   // a connection of its own (not the service's) sees the zone
   const plain = new pg.Client({ connectionString: databaseUrl })
@@ -39,10 +41,12 @@ const near = (t: Test, wire: string | null | undefined, from: number, to: number
   t.ok(ms >= from - 1000 && ms <= to + 1000, `${what} is the real time (${String(wire)}, within ${new Date(from).toISOString()} .. ${new Date(to).toISOString()})`)
 }
 
-t.test('on Asia/Kolkata (+05:30): the times shown are the real ones, by every read path', async t => {
-  const { app, api, shown } = await appInZone(t, 'Asia/Kolkata')
+t.test('on Asia/Kolkata (+05:30) with DateStyle SQL, DMY: the times shown are the real ones, by every read path', async t => {
+  // and writing times as 'DD/MM/YYYY HH:MM:SS IST' unless told otherwise
+  const { app, api, shown } = await appInZone(t, 'Asia/Kolkata', {}, 'SQL, DMY')
   t.equal(shown, 'Asia/Kolkata', 'the database defaults to the zone')
   t.equal((await app.dbPool.query<{ TimeZone: string }>('SHOW TimeZone')).rows[0].TimeZone, 'UTC', 'the service\'s sessions run in UTC')
+  t.match((await app.dbPool.query<{ DateStyle: string }>('SHOW DateStyle')).rows[0].DateStyle, /^ISO\b/, 'and write times in ISO')
   const from = Date.now()
   const drive = (await api.post('/api/2.0/drives/', { name: 'tz', size: 1024 ** 3, media: 'disk' })).json().objects[0]
   const [ref] = (await api.get(`/api/2.0/drives/${drive.uuid}/`)).json().jobs
@@ -88,9 +92,9 @@ t.test('on America/New_York (-05:00): a key still in use is not taken for abando
 })
 
 t.test('sessionUrl: the settings join the URL\'s own options and come last, so they win', async t => {
-  t.equal(new URL(sessionUrl('postgresql://u@h:5432/db')).searchParams.get('options'), '-c TimeZone=UTC')
+  t.equal(new URL(sessionUrl('postgresql://u@h:5432/db')).searchParams.get('options'), '-c TimeZone=UTC -c DateStyle=ISO')
   const mixed = new URL(sessionUrl('postgresql://u:p@h/db?options=-c%20TimeZone%3DEurope%2FBerlin&sslmode=disable', { plan_cache_mode: 'force_generic_plan' }))
-  t.equal(mixed.searchParams.get('options'), '-c TimeZone=Europe/Berlin -c plan_cache_mode=force_generic_plan -c TimeZone=UTC')
+  t.equal(mixed.searchParams.get('options'), '-c TimeZone=Europe/Berlin -c plan_cache_mode=force_generic_plan -c TimeZone=UTC -c DateStyle=ISO')
   t.equal(mixed.searchParams.get('sslmode'), 'disable', 'other parameters kept')
   t.equal(mixed.password, 'p')
   t.equal(sessionUrl('host=/tmp dbname=x'), 'host=/tmp dbname=x', 'a keyword/value string is left as it is')

@@ -43,6 +43,9 @@ const PAGE_AND_TREES = `
   UNION ALL
   SELECT true, ${colsOf('j')} FROM jobs j WHERE j.root_id = ANY (ARRAY(SELECT root_id FROM page)) AND j.id <> ALL (ARRAY(SELECT id FROM page))`
 
+// the rows' times as their wire text: no Date is built for a time only shown
+const WIRE = { times: 'wire' } as const
+
 interface Row {
   id: string
   operation: string
@@ -59,10 +62,11 @@ interface Row {
   bytes_done: string
   bytes_total: string | null
   eta_seconds: number | null
-  created: Date
-  last_modified: Date
-  started_at: Date | null
-  finished_at: Date | null
+  // read as their wire text (sqlRows times: 'wire')
+  created: string
+  last_modified: string
+  started_at: string | null
+  finished_at: string | null
 }
 
 function toRow (r: Row): WireJobRow {
@@ -153,7 +157,7 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
     ids AS MATERIALIZED (SELECT j.id FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}),
     page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM ids)))
     SELECT (SELECT total FROM counted) AS total, (SELECT partial FROM counted) AS partial, j.* FROM (${PAGE_AND_TREES}) j
-    ORDER BY j.child, ${order}`, p.values)
+    ORDER BY j.child, ${order}`, p.values, WIRE)
   // an empty page carries no count: ask for it alone
   const count = rows.length > 0 ? rows[0] : (await countJobs(pool, counted, whereValues))
   const total = await truthfulTotal(pool, count.total, 'jobs j', where, whereValues, count.partial)
@@ -180,7 +184,7 @@ export async function treesByIdsSql (pool: pg.Pool, ownerId: string, ids: string
   if (ids.length === 0) return []
   const rows = await sqlRows<Row & { child: boolean }>(pool, `
     WITH page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id = ANY ($1::uuid[]) AND j.owner_id = $2::uuid)
-    ${PAGE_AND_TREES}`, [ids, ownerId])
+    ${PAGE_AND_TREES}`, [ids, ownerId], WIRE)
   const at = new Map(ids.map((id, i) => [id, i]))
   const top = rows.filter(r => !r.child).sort((a, b) => at.get(a.id)! - at.get(b.id)!)
   return treesOf([...top, ...rows.filter(r => r.child)])
@@ -236,6 +240,6 @@ export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Reco
 /** One job of `ownerId` with its nested children, or undefined, as loadJobWire. */
 export async function getJobWireSql (pool: pg.Pool, ownerId: string, id: string): Promise<JobWire | undefined> {
   if (!isUuid(id)) return undefined
-  const rows = await sqlRows<Row>(pool, `SELECT ${colsOf('c')} FROM jobs c WHERE c.root_id = (SELECT root_id FROM jobs WHERE id = $1::uuid AND owner_id = $2::uuid)`, [id.toLowerCase(), ownerId])
+  const rows = await sqlRows<Row>(pool, `SELECT ${colsOf('c')} FROM jobs c WHERE c.root_id = (SELECT root_id FROM jobs WHERE id = $1::uuid AND owner_id = $2::uuid)`, [id.toLowerCase(), ownerId], WIRE)
   return buildTree(rows.map(toRow), id.toLowerCase())
 }

@@ -6,9 +6,21 @@ import { rollUp, type ProgressNode } from '../../domain/progress.ts'
 import { isoTime, ref, uri, type Ref } from '../../http/uris.ts'
 import type { JobWire } from './schemas.ts'
 
-/** The columns a job's wire object is made of. */
+type Times = 'created' | 'lastModified' | 'startedAt' | 'finishedAt'
+
+/**
+ * The columns a job's wire object is made of; its times as Dates (Prisma) or already as their
+ * wire text (isoTime's; the SQL reads), the same in every row of one tree.
+ */
 export type WireJobRow = Pick<JobRow, 'id' | 'operation' | 'state' | 'parentId' | 'rootId' | 'result' | 'error' | 'resources' | 'progress' |
-'description' | 'extra' | 'logTail' | 'bytesDone' | 'bytesTotal' | 'etaSeconds' | 'created' | 'lastModified' | 'startedAt' | 'finishedAt'>
+'description' | 'extra' | 'logTail' | 'bytesDone' | 'bytesTotal' | 'etaSeconds'> & { [K in Times]: JobRow[K] | string }
+
+const wireTime = (d: Date | string | null): string | null => typeof d === 'string' ? d : isoTime(d)
+/** Creation order of two rows of one tree: wire texts (fixed width, UTC) compare as their times do. */
+const byCreated = (a: WireJobRow, b: WireJobRow): number =>
+  typeof a.created === 'string' && typeof b.created === 'string'
+    ? (a.created < b.created ? -1 : a.created > b.created ? 1 : 0)
+    : new Date(a.created).getTime() - new Date(b.created).getTime()
 
 export function jobToWire (row: WireJobRow, children: JobWire[] = [], childNodes: ProgressNode[] = []): JobWire {
   const p = rollUp({ ...nodeOf(row), children: childNodes })
@@ -25,10 +37,10 @@ export function jobToWire (row: WireJobRow, children: JobWire[] = [], childNodes
     operation: row.operation,
     state: row.state,
     data,
-    created: isoTime(row.created)!,
-    last_modified: isoTime(row.lastModified)!,
-    started_at: isoTime(row.startedAt),
-    finished_at: isoTime(row.finishedAt),
+    created: wireTime(row.created)!,
+    last_modified: wireTime(row.lastModified)!,
+    started_at: wireTime(row.startedAt),
+    finished_at: wireTime(row.finishedAt),
     resources: row.resources,
     parent: row.parentId ? ref('jobs', row.parentId) : null,
     error: (row.error as JobWire['error']) ?? null,
@@ -63,7 +75,7 @@ export function buildTree (rows: WireJobRow[], rootId: string): JobWire | undefi
   }
   const build = (row: WireJobRow): { wire: JobWire, node: ProgressNode } => {
     const kids = (byParent.get(row.id) ?? [])
-      .sort((a, b) => a.created.getTime() - b.created.getTime() || a.id.localeCompare(b.id))
+      .sort((a, b) => byCreated(a, b) || a.id.localeCompare(b.id))
       .map(build)
     const node = { ...nodeOf(row), children: kids.map(k => k.node) }
     return { wire: jobToWire(row, kids.map(k => k.wire), node.children), node }
