@@ -5,8 +5,10 @@
 // clock time, and writes a Date as a UTC wall-clock time with no offset, which PostgreSQL reads
 // in the session's TimeZone (prisma/orm#26786, open). On a server whose TimeZone is not UTC (initdb
 // takes the machine's: an embedded PostgreSQL on a laptop in Kolkata, a managed server set to
-// Europe/Berlin) every time the service showed was off by the offset, and every comparison of a
-// Date it wrote with now() (a link's expiry, a lease, a chunked upload's deadline) was off too.
+// Europe/Berlin) every time the service showed was off by the offset, and so was every age it
+// read back or cut off through Prisma: an Idempotency-Key still in use taken for abandoned, the
+// purge's cutoff (test/db/timezone.test.ts). Times it writes and compares in SQL, or sends
+// through pg as toISOString (leases, run_at, links' expiry), were right either way.
 // The setting travels in the startup packet (`options`), so it holds from the first statement of
 // every connection, pooled or not; it is added after any `options` the URL carries, so it wins.
 

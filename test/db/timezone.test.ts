@@ -62,7 +62,7 @@ t.test('on Asia/Kolkata (+05:30) with DateStyle SQL, DMY: the times shown are th
     t.equal(job.uuid, ref.uuid, `${name}: the drive's job`)
     for (const field of ['created', 'last_modified', 'started_at', 'finished_at']) near(t, job[field], from, to, `${name} ${field}`)
   }
-  // the job's own change events carry the same
+  // and Prisma reads the same instant
   const row = await app.prisma.job.findUniqueOrThrow({ where: { id: ref.uuid } })
   t.ok(Math.abs(row.created.getTime() - from) < 5000, 'Prisma reads the real time')
 })

@@ -15,7 +15,7 @@ type Times = 'created' | 'lastModified' | 'startedAt' | 'finishedAt'
 export type WireJobRow = Pick<JobRow, 'id' | 'operation' | 'state' | 'parentId' | 'rootId' | 'result' | 'error' | 'resources' | 'progress' |
 'description' | 'extra' | 'logTail' | 'bytesDone' | 'bytesTotal' | 'etaSeconds'> & { [K in Times]: JobRow[K] | string }
 
-const wireTime = (d: Date | string | null): string | null => typeof d === 'string' ? d : isoTime(d)
+const shownTime = (d: Date | string | null): string | null => typeof d === 'string' ? d : isoTime(d)
 /** Creation order of two rows of one tree: wire texts (fixed width, UTC) compare as their times do. */
 const byCreated = (a: WireJobRow, b: WireJobRow): number =>
   typeof a.created === 'string' && typeof b.created === 'string'
@@ -37,10 +37,10 @@ export function jobToWire (row: WireJobRow, children: JobWire[] = [], childNodes
     operation: row.operation,
     state: row.state,
     data,
-    created: wireTime(row.created)!,
-    last_modified: wireTime(row.lastModified)!,
-    started_at: wireTime(row.startedAt),
-    finished_at: wireTime(row.finishedAt),
+    created: shownTime(row.created)!,
+    last_modified: shownTime(row.lastModified)!,
+    started_at: shownTime(row.startedAt),
+    finished_at: shownTime(row.finishedAt),
     resources: row.resources,
     parent: row.parentId ? ref('jobs', row.parentId) : null,
     error: (row.error as JobWire['error']) ?? null,
