@@ -126,8 +126,8 @@ function instrument (app: FastifyInstance): void {
     phases.total.push(performance.now() - t.start)
   })
 }
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] ?? NaN }
 const quantile = (xs: number[], q: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * q))] ?? NaN }
+const median = (xs: number[]) => quantile(xs, 0.5)
 const phaseLine = (p: Phases) => `service-side median: routing+auth+validation ${median(p.auth).toFixed(2)} ms, handler (queries + wire) ${median(p.handler).toFixed(2)} ms, serialisation ${median(p.serialise).toFixed(2)} ms, onRequest→onResponse ${median(p.total).toFixed(2)} ms (p99 ${quantile(p.total, 0.99).toFixed(1)} ms; ${p.total.length} requests)`
 
 // ------------------------------------------------------------------ the tail: event loop and GC

@@ -109,9 +109,11 @@ const parseTimestamptz = (s: string): Date => {
   return new Date(s.replace(' ', 'T').replace(/[+-]\d{2}(:\d{2})?$/, '+00:00'))
 }
 export { parseTimestamptz }
-const types = {
-  getTypeParser: ((oid: number, format?: 'text' | 'binary') => oid === TIMESTAMPTZ ? parseTimestamptz : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser']
-}
+/** pg's type parsing with timestamptz read by `timestamptz` */
+const typesWith = (timestamptz: (s: string) => unknown): pg.CustomTypesConfig => ({
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => oid === TIMESTAMPTZ ? timestamptz : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser']
+})
+const types = typesWith(parseTimestamptz)
 
 /**
  * A timestamptz as the session writes it (UTC and ISO: src/db/session.ts) straight to the wire
@@ -127,9 +129,7 @@ export function wireTime (s: string): string {
   }
   return isoTime(parseTimestamptz(s))!
 }
-const wireTypes = {
-  getTypeParser: ((oid: number, format?: 'text' | 'binary') => oid === TIMESTAMPTZ ? wireTime : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser']
-}
+const wireTypes = typesWith(wireTime)
 
 /**
  * Statement shapes run as named (prepared) statements: each connection parses and plans a shape
