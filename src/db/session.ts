@@ -1,5 +1,5 @@
-// Every connection's session runs in UTC (and writes times in ISO), whatever the server's or
-// database's settings.
+// Every connection's session runs in UTC (and writes times in ISO) at READ COMMITTED, whatever
+// the server's or database's settings.
 //
 // Prisma's pg adapter reads a timestamptz by relabelling its offset as +00:00 without moving the
 // clock time, and writes a Date as a UTC wall-clock time with no offset, which PostgreSQL reads
@@ -9,15 +9,24 @@
 // read back or cut off through Prisma: an Idempotency-Key still in use taken for abandoned, the
 // purge's cutoff (test/db/timezone.test.ts). Times it writes and compares in SQL, or sends
 // through pg as toISOString (leases, run_at, links' expiry), were right either way.
-// The setting travels in the startup packet (`options`), so it holds from the first statement of
-// every connection, pooled or not; it is added after any `options` the URL carries, so it wins.
+// The service's transactions are written for READ COMMITTED (claims with SKIP LOCKED, writes that
+// wait on a row lock and then read the committed row). On a database that defaults to
+// SERIALIZABLE or REPEATABLE READ they failed on every concurrent write instead (SQLSTATE 40001):
+// creates, clones and servers answered 500, and jobs ended in `internal error`
+// (test/db/isolation.test.ts).
+// The settings travel in the startup packet (`options`), so they hold from the first statement of
+// every connection, pooled or not; they come after any `options` the URL carries, so they win.
 
 /**
- * PostgreSQL settings every connection of the service starts with: UTC, and times written in ISO
+ * PostgreSQL settings every connection of the service starts with: UTC; times written in ISO
  * ('YYYY-MM-DD HH:MM:SS+00'), the one shape pg, Prisma's adapter and the jobs' reads parse (a
- * server set to DateStyle 'SQL, DMY' would otherwise send '03/12/2026 17:42:02 UTC').
+ * server set to DateStyle 'SQL, DMY' would otherwise send '03/12/2026 17:42:02 UTC'); and
+ * transactions at READ COMMITTED, the level the service's SQL is written for.
  */
-export const SESSION_SETTINGS: Readonly<Record<string, string>> = { TimeZone: 'UTC', DateStyle: 'ISO' }
+export const SESSION_SETTINGS: Readonly<Record<string, string>> = { TimeZone: 'UTC', DateStyle: 'ISO', default_transaction_isolation: 'read committed' }
+
+/** A value in `options`: a space or backslash would end or escape the argument, so each is escaped. */
+const optionValue = (v: string): string => v.replace(/[\\ ]/g, '\\$&')
 
 /**
  * `databaseUrl` with `settings` (and SESSION_SETTINGS) added to its `options` parameter as
@@ -32,7 +41,7 @@ export function sessionUrl (databaseUrl: string, settings: Record<string, string
     return databaseUrl
   }
   const own = url.searchParams.get('options')
-  const added = Object.entries({ ...settings, ...SESSION_SETTINGS }).map(([k, v]) => `-c ${k}=${v}`).join(' ')
+  const added = Object.entries({ ...settings, ...SESSION_SETTINGS }).map(([k, v]) => `-c ${k}=${optionValue(v)}`).join(' ')
   url.searchParams.set('options', own ? `${own} ${added}` : added)
   return url.toString()
 }
