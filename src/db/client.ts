@@ -29,9 +29,56 @@ export function createDatabase (databaseUrl: string, opts: PoolOptions = {}): { 
   // an idle connection dropped by the server must not crash the process; the pool replaces it
   pool.on('error', () => {})
   keepCheckedOutErrors(pool)
-  const adapter = new PrismaPg(pool, { disposeExternalPool: true })
+  const adapter = new PrismaPgReleasing(pool, { disposeExternalPool: true })
   const prisma = new PrismaClient({ adapter, transactionOptions: { maxWait: opts.waitMs ?? 5000 } })
   return { prisma, pool }
+}
+
+type PgAdapter = Awaited<ReturnType<PrismaPg['connect']>>
+type PgTransaction = Awaited<ReturnType<PgAdapter['startTransaction']>>
+
+/**
+ * The pg adapter, but a transaction whose COMMIT or ROLLBACK fails gives its connection back.
+ *
+ * Prisma's transaction manager sends COMMIT (ROLLBACK) as a query and only after it succeeds calls
+ * the transaction's commit() (rollback()), which is where the adapter releases the connection.
+ * When that query failed (a serialization failure or a deferred constraint at COMMIT, the
+ * connection lost, the query timeout on a stalled server), nothing released it: the connection
+ * stayed checked out for good. After as many such failures as the pool has connections, every
+ * query waited for one that never came and the service answered 503 until it was restarted
+ * (test/db/transaction-release.test.ts). Here the failed statement's connection is released at
+ * once and discarded: its state (a COMMIT still running on the server, a broken socket) is unknown.
+ */
+class PrismaPgReleasing extends PrismaPg {
+  override async connect (): Promise<PgAdapter> {
+    const adapter = await super.connect()
+    const start = adapter.startTransaction.bind(adapter)
+    adapter.startTransaction = async (isolationLevel) => releasedOnFailedEnd(await start(isolationLevel))
+    return adapter
+  }
+}
+
+function releasedOnFailedEnd (tx: PgTransaction): PgTransaction {
+  // the adapter's own handle on the checked-out connection (PgQueryable's `client`)
+  const client = (tx as unknown as { client?: Partial<pg.PoolClient> }).client
+  const { executeRaw, commit, rollback } = tx
+  let released = false
+  tx.executeRaw = async (query) => {
+    try {
+      return await executeRaw.call(tx, query)
+    } catch (err) {
+      if (!released && (query.sql === 'COMMIT' || query.sql === 'ROLLBACK')) {
+        released = true
+        if (typeof client?.release === 'function') client.release(err instanceof Error ? err : new Error(String(err)))
+        else await rollback.call(tx)
+      }
+      throw err
+    }
+  }
+  // released already: the manager's own release, should it still come, must not release it twice
+  tx.commit = async () => { if (!released) { released = true; await commit.call(tx) } }
+  tx.rollback = async () => { if (!released) { released = true; await rollback.call(tx) } }
+  return tx
 }
 
 /**

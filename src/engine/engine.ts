@@ -835,13 +835,15 @@ export class JobEngine {
         await handler?.cleanup?.(ctx, reason)
       } catch (err) {
         // the database or the drive storage could not be reached (pool exhausted, restarting, Ceph
-        // down): recording the failure now would leave what the job made half-made for good; a
+        // down), or the cleanup's transaction lost to a simultaneous one (a deadlock): recording
+        // the failure now would leave what the job made half-made for good; a
         // later attempt undoes it instead, past max_attempts too (those bound runs, not undoing)
-        const unreachable = transientDatabaseError(err) !== undefined ? 'the database' : (err as { retryable?: unknown } | null)?.retryable === true ? 'the drive storage' : undefined
-        if (unreachable !== undefined && !entry.cancelled) {
+        const db = transientDatabaseError(err)
+        const blocked = db === 'conflict' ? 'finish: a simultaneous transaction conflicted with it' : db !== undefined ? 'reach the database' : (err as { retryable?: unknown } | null)?.retryable === true ? 'reach the drive storage' : undefined
+        if (blocked !== undefined && !entry.cancelled) {
           const delay = Math.min(2 ** row.attempts, CLEANUP_RETRY_MAX_S)
-          log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, `job cleanup could not reach ${unreachable}; it runs again later`)
-          ctx.log(`cleanup could not reach ${unreachable}; the job runs again in ${delay} s to undo its work (attempt ${row.attempts})`)
+          log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, `job cleanup could not ${blocked}; it runs again later`)
+          ctx.log(`cleanup could not ${blocked}; the job runs again in ${delay} s to undo its work (attempt ${row.attempts})`)
           await ctx.discard()
           // the next attempt only cleans up, and records this outcome (written with the requeue, on
           // the engine's own connections: the shared pool may be the one that is exhausted)
@@ -911,7 +913,8 @@ export class JobEngine {
       if (transient && handler.resumable === true && row.attempts < row.max_attempts) {
         const delay = 2 ** row.attempts
         log.warn({ err, attempts: row.attempts, retryInSeconds: delay }, 'job hit a transient failure; retrying later')
-        const what = (err as { retryable?: unknown } | null)?.retryable === true ? String((err as { code?: unknown }).code ?? 'storage unavailable') : `database ${transientDatabaseError(err) === 'pool' ? 'busy' : 'unreachable'}`
+        const db = transientDatabaseError(err)
+        const what = (err as { retryable?: unknown } | null)?.retryable === true ? String((err as { code?: unknown }).code ?? 'storage unavailable') : db === 'conflict' ? 'a simultaneous transaction conflicted with it in the database' : `database ${db === 'pool' ? 'busy' : 'unreachable'}`
         ctx.log(`transient failure (${what}); retrying in ${delay} s (attempt ${row.attempts} of ${row.max_attempts})`)
         // progress not yet written is dropped: the requeue is the job's one change event now
         await ctx.discard()

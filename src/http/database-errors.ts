@@ -1,5 +1,6 @@
 // Failures of the database connection (pool exhausted, server unreachable, stalled or restarting)
-// are the service's temporary state, not a bug: 503 with Retry-After, never a 500.
+// and transactions that lost to a simultaneous one are temporary, not a bug: 503 with Retry-After,
+// never a 500.
 import { describeError, transientDatabaseError } from '../db/transient.ts'
 import { ApiError, DomainError, errors } from './errors.ts'
 
@@ -7,6 +8,11 @@ export const RETRY_AFTER_SECONDS = 1
 
 export function overloaded (message = 'The service is busy; retry shortly'): ApiError {
   return new ApiError(503, 'concurrency', message, null, { 'retry-after': String(RETRY_AFTER_SECONDS) })
+}
+
+/** A transaction that lost to a simultaneous one (deadlock, serialization failure): nothing was changed. */
+export function conflicted (): ApiError {
+  return new ApiError(503, 'concurrency', 'A simultaneous operation conflicted with this one; nothing was changed, retry shortly', null, { 'retry-after': String(RETRY_AFTER_SECONDS) })
 }
 
 export function databaseDown (): ApiError {
@@ -18,6 +24,7 @@ export function databaseFailure (err: unknown): ApiError | undefined {
   if (err instanceof ApiError || err instanceof DomainError) return undefined
   const kind = transientDatabaseError(err)
   if (kind === 'pool') return overloaded()
+  if (kind === 'conflict') return conflicted()
   if (kind === 'down') return databaseDown()
   return undefined
 }

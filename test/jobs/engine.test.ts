@@ -2,6 +2,7 @@
 // takeover after a crash, graceful release.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
+import pg from 'pg'
 import { enqueueJob, type EnqueueInput } from '../../src/engine/enqueue.ts'
 import { JobFailure, type JobHandler } from '../../src/engine/types.ts'
 import { StorageError } from '../../src/storage/index.ts'
@@ -241,6 +242,65 @@ t.test('the database out of reach (pool exhausted) is a transient failure: the r
   t.match(failed.error, { error_type: 'backend', error_message: 'the copy failed' }, 'with the first attempt\'s reason')
   const log = (await app.prisma.jobLogLine.findMany({ where: { jobId: b.id }, orderBy: { id: 'asc' } })).map(l => l.line)
   t.ok(log.some(l => /cleanup could not reach the database; the job runs again/.test(l)), 'the job log says why it ran again')
+})
+
+/** A real deadlock between two sessions of the test database: the error PostgreSQL raises (40P01). */
+async function deadlockError (): Promise<Error> {
+  const [a, b] = [new pg.Client({ connectionString: databaseUrl }), new pg.Client({ connectionString: databaseUrl })]
+  await a.connect()
+  await b.connect()
+  try {
+    await a.query('CREATE TABLE IF NOT EXISTS deadlock_probe (id int PRIMARY KEY); INSERT INTO deadlock_probe VALUES (1), (2) ON CONFLICT DO NOTHING')
+    await a.query('BEGIN')
+    await b.query('BEGIN')
+    await a.query('UPDATE deadlock_probe SET id = id WHERE id = 1')
+    await b.query('UPDATE deadlock_probe SET id = id WHERE id = 2')
+    // each now waits for the other's row: PostgreSQL ends one of them
+    const outcomes = await Promise.allSettled([a.query('UPDATE deadlock_probe SET id = id WHERE id = 2'), b.query('UPDATE deadlock_probe SET id = id WHERE id = 1')])
+    const lost = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected')
+    if (!lost) throw new Error('no deadlock')
+    return lost.reason as Error
+  } finally {
+    await a.query('ROLLBACK').catch(() => {})
+    await b.query('ROLLBACK').catch(() => {})
+    await a.end()
+    await b.end()
+  }
+}
+
+t.test('a transaction that lost to a simultaneous one (a real deadlock) is a transient failure: the run is retried, a cleanup runs again', async t => {
+  const deadlock = await deadlockError()
+  t.equal((deadlock as { code?: string }).code, '40P01', 'PostgreSQL detected the deadlock')
+  let runs = 0
+  const losing: JobHandler = {
+    resumable: true,
+    async run () {
+      if (++runs < 2) throw deadlock
+      return { ok: true }
+    }
+  }
+  const cleanups: number[] = []
+  const failing: JobHandler = {
+    async run () { throw new JobFailure('the copy failed') },
+    async cleanup (ctx) {
+      cleanups.push(ctx.job.attempts)
+      if (ctx.job.attempts === 1) throw deadlock
+    }
+  }
+  await startEngine(t, app, { drive_resize: losing, drive_clone: failing }, { databaseUrl })
+  const a = await enqueue({ operation: 'drive_resize' })
+  const b = await enqueue({ operation: 'drive_clone' })
+  const ok = await waitForJob(app, a.id, { timeoutMs: 30_000 })
+  t.equal(ok.state, 'success', 'the run was retried after the deadlock')
+  t.equal(ok.attempts, 2)
+  const runLog = (await app.prisma.jobLogLine.findMany({ where: { jobId: a.id }, orderBy: { id: 'asc' } })).map(l => l.line)
+  t.ok(runLog.some(l => /transient failure \(a simultaneous transaction conflicted with it in the database\); retrying in 2 s/.test(l)), 'the job log says why it ran again')
+  const failed = await waitForJob(app, b.id, { timeoutMs: 30_000 })
+  t.equal(failed.state, 'error')
+  t.same(cleanups, [1, 2], 'the cleanup ran again on the next attempt, and only then was the failure recorded')
+  t.match(failed.error, { error_type: 'backend', error_message: 'the copy failed' })
+  const log = (await app.prisma.jobLogLine.findMany({ where: { jobId: b.id }, orderBy: { id: 'asc' } })).map(l => l.line)
+  t.ok(log.some(l => /cleanup could not finish: a simultaneous transaction conflicted with it; the job runs again/.test(l)), 'the cleanup\'s log says why')
 })
 
 t.test('on its last attempt too, a cleanup that cannot reach the database or the storage runs again, and only then is the failure recorded', async t => {
