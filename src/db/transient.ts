@@ -7,8 +7,9 @@
 const PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2028'])
 const POOL_CODES = new Set(['P2024', 'P2028'])
 // PostgreSQL: 40001 serialization failure, 40P01 deadlock detected; Prisma P2034 (write conflict
-// or deadlock), its pg adapter's TransactionWriteConflict. Rare at READ COMMITTED (src/db/session.ts), but a deadlock can happen there, and
-// a COMMIT can fail so; either way running the statement again is the cure, not a bug report.
+// or deadlock) and its pg adapter's TransactionWriteConflict. Rare at READ COMMITTED (every
+// session's level, src/db/session.ts), but a deadlock can happen there too; the transaction was
+// rolled back, and running it again is the cure, not a bug report.
 const CONFLICT_CODES = new Set(['40001', '40P01', 'P2034'])
 const CONFLICT_MESSAGES = /could not serialize access|deadlock detected|write conflict or a deadlock|TransactionWriteConflict/i
 // PostgreSQL: connection exceptions, too many connections, shutting down / starting up

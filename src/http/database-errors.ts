@@ -10,9 +10,9 @@ export function overloaded (message = 'The service is busy; retry shortly'): Api
   return new ApiError(503, 'concurrency', message, null, { 'retry-after': String(RETRY_AFTER_SECONDS) })
 }
 
-/** A transaction that lost to a simultaneous one (deadlock, serialization failure): nothing was changed. */
+/** A transaction that lost to a simultaneous one (deadlock, serialization failure), rolled back. */
 export function conflicted (): ApiError {
-  return new ApiError(503, 'concurrency', 'A simultaneous operation conflicted with this one; nothing was changed, retry shortly', null, { 'retry-after': String(RETRY_AFTER_SECONDS) })
+  return new ApiError(503, 'concurrency', 'A simultaneous operation conflicted with this one; retry shortly', null, { 'retry-after': String(RETRY_AFTER_SECONDS) })
 }
 
 export function databaseDown (): ApiError {
