@@ -1,6 +1,6 @@
 // The engine on real PostgreSQL: claiming across several "processes", progress, leases,
 // takeover after a crash, graceful release.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { enqueueJob, type EnqueueInput } from '../../src/engine/enqueue.ts'
@@ -210,14 +210,17 @@ t.test('a transient storage failure (Ceph unreachable) is retried with backoff, 
   t.match(failed.error, { error_type: 'backend', error_message: /storage is unavailable/ })
 })
 
-t.test('the database out of reach (pool exhausted) is a transient failure: the run is retried, and a cleanup that cannot reach it runs again later instead of leaving its work half-undone', async t => {
-  // what pg's pool and Prisma throw when no connection comes in time
-  const poolTimeout = () => new Error('timeout exceeded when trying to connect')
+/**
+ * A resumable run that throws `error` on its first attempt, and a failing job whose cleanup throws
+ * it on its first attempt: the run must succeed on attempt 2, and the cleanup run again before the
+ * first attempt's failure is recorded. Returns both jobs' log lines.
+ */
+async function transientOnce (t: Test, error: Error, cause: string): Promise<{ runLog: string[], cleanupLog: string[] }> {
   let runs = 0
-  const busy: JobHandler = {
+  const retried: JobHandler = {
     resumable: true,
     async run () {
-      if (++runs < 2) throw poolTimeout()
+      if (++runs < 2) throw error
       return { ok: true }
     }
   }
@@ -226,22 +229,28 @@ t.test('the database out of reach (pool exhausted) is a transient failure: the r
     async run () { throw new JobFailure('the copy failed') },
     async cleanup (ctx) {
       cleanups.push(ctx.job.attempts)
-      if (ctx.job.attempts === 1) throw poolTimeout()
+      if (ctx.job.attempts === 1) throw error
     }
   }
-  await startEngine(t, app, { drive_resize: busy, drive_clone: failing }, { databaseUrl })
+  await startEngine(t, app, { drive_resize: retried, drive_clone: failing }, { databaseUrl })
   const a = await enqueue({ operation: 'drive_resize' })
   const b = await enqueue({ operation: 'drive_clone' })
   const ok = await waitForJob(app, a.id, { timeoutMs: 30_000 })
-  t.equal(ok.state, 'success', 'the run was retried after the pool timeout')
+  t.equal(ok.state, 'success', `the run was retried after ${cause}`)
   t.equal(ok.attempts, 2)
   const failed = await waitForJob(app, b.id, { timeoutMs: 30_000 })
   t.equal(failed.state, 'error')
   t.same(cleanups, [1, 2], 'the cleanup ran again on the next attempt, and only then was the failure recorded')
   t.equal(failed.attempts, 2)
   t.match(failed.error, { error_type: 'backend', error_message: 'the copy failed' }, 'with the first attempt\'s reason')
-  const log = (await app.prisma.jobLogLine.findMany({ where: { jobId: b.id }, orderBy: { id: 'asc' } })).map(l => l.line)
-  t.ok(log.some(l => /cleanup could not reach the database; the job runs again/.test(l)), 'the job log says why it ran again')
+  const lines = async (jobId: string) => (await app.prisma.jobLogLine.findMany({ where: { jobId }, orderBy: { id: 'asc' } })).map(l => l.line)
+  return { runLog: await lines(a.id), cleanupLog: await lines(b.id) }
+}
+
+t.test('the database out of reach (pool exhausted) is a transient failure: the run is retried, and a cleanup that cannot reach it runs again later instead of leaving its work half-undone', async t => {
+  // what pg's pool and Prisma throw when no connection comes in time
+  const { cleanupLog } = await transientOnce(t, new Error('timeout exceeded when trying to connect'), 'the pool timeout')
+  t.ok(cleanupLog.some(l => /cleanup could not reach the database; the job runs again/.test(l)), 'the job log says why it ran again')
 })
 
 /** A real deadlock between two sessions of the test database: the error PostgreSQL raises (40P01). */
@@ -271,36 +280,9 @@ async function deadlockError (): Promise<Error> {
 t.test('a transaction that lost to a simultaneous one (a real deadlock) is a transient failure: the run is retried, a cleanup runs again', async t => {
   const deadlock = await deadlockError()
   t.equal((deadlock as { code?: string }).code, '40P01', 'PostgreSQL detected the deadlock')
-  let runs = 0
-  const losing: JobHandler = {
-    resumable: true,
-    async run () {
-      if (++runs < 2) throw deadlock
-      return { ok: true }
-    }
-  }
-  const cleanups: number[] = []
-  const failing: JobHandler = {
-    async run () { throw new JobFailure('the copy failed') },
-    async cleanup (ctx) {
-      cleanups.push(ctx.job.attempts)
-      if (ctx.job.attempts === 1) throw deadlock
-    }
-  }
-  await startEngine(t, app, { drive_resize: losing, drive_clone: failing }, { databaseUrl })
-  const a = await enqueue({ operation: 'drive_resize' })
-  const b = await enqueue({ operation: 'drive_clone' })
-  const ok = await waitForJob(app, a.id, { timeoutMs: 30_000 })
-  t.equal(ok.state, 'success', 'the run was retried after the deadlock')
-  t.equal(ok.attempts, 2)
-  const runLog = (await app.prisma.jobLogLine.findMany({ where: { jobId: a.id }, orderBy: { id: 'asc' } })).map(l => l.line)
+  const { runLog, cleanupLog } = await transientOnce(t, deadlock, 'the deadlock')
   t.ok(runLog.some(l => /transient failure \(a simultaneous transaction conflicted with it in the database\); retrying in 2 s/.test(l)), 'the job log says why it ran again')
-  const failed = await waitForJob(app, b.id, { timeoutMs: 30_000 })
-  t.equal(failed.state, 'error')
-  t.same(cleanups, [1, 2], 'the cleanup ran again on the next attempt, and only then was the failure recorded')
-  t.match(failed.error, { error_type: 'backend', error_message: 'the copy failed' })
-  const log = (await app.prisma.jobLogLine.findMany({ where: { jobId: b.id }, orderBy: { id: 'asc' } })).map(l => l.line)
-  t.ok(log.some(l => /cleanup could not finish: a simultaneous transaction conflicted with it; the job runs again/.test(l)), 'the cleanup\'s log says why')
+  t.ok(cleanupLog.some(l => /cleanup could not finish: a simultaneous transaction conflicted with it; the job runs again/.test(l)), 'the cleanup\'s log says why')
 })
 
 t.test('on its last attempt too, a cleanup that cannot reach the database or the storage runs again, and only then is the failure recorded', async t => {
