@@ -1,7 +1,7 @@
 /**
  * API reads beside a bare Fastify + pg route, in one run:
  *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20]
- *                         [--only drives-list,mixed] [--statements 4] [--profile] [--log-level info] [--load 0]`
+ *                         [--only drives-list,mixed] [--rounds 1] [--statements 4] [--profile] [--log-level info] [--load 0]`
  *
  * The service app is built in this process as server.ts builds it (no test-mode response
  * validation; its request log at LOG_LEVEL, default info, written to /dev/null) with job workers
@@ -11,10 +11,11 @@
  * with 20 rows of the same drives table through one `pg` query (no auth, no Prisma).
  *
  * autocannon runs in a child process (so the load generator does not share the servers' event
- * loop) with `connections` connections for `duration` s per scenario: the bare route at the start
- * and at the end (their mean is the anchor), and each service scenario between them, including
- * the mixed load of issue 18 through autocannon's request rotation (20 requests: 7 list drives,
- * 4 list jobs, 3 create, 3 get drive, 2 get job, 1 drives detail).
+ * loop) with `connections` connections for `duration` s per scenario: each service scenario,
+ * including the mixed load of issue 18 through autocannon's request rotation (20 requests: 7 list
+ * drives, 4 list jobs, 3 create, 3 get drive, 2 get job, 1 drives detail), runs between two runs of
+ * the bare route, and its ratio is to the mean of those two, made seconds apart. `--rounds N` runs
+ * the scenarios N times over; the last line gives the medians of the rounds (ratio and p99).
  *
  * Every service request is timed in phases with root hooks (onRequest → preHandler = routing +
  * auth + validation; preHandler → preSerialization = handler: queries + wire objects;
@@ -73,6 +74,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
     load: { type: 'string', default: '0' },
+    rounds: { type: 'string', default: '1' },
     'log-level': { type: 'string', default: process.env.LOG_LEVEL ?? 'info' }
   }
 })
@@ -86,6 +88,7 @@ const amount = args.amount === undefined ? undefined : Math.max(1, Number(args.a
 const driveCount = Math.max(20, Number(args.drives))
 const burners = Math.max(0, Math.floor(Number(args.load)) || 0)
 const serverCount = Math.max(0, Math.min(driveCount, Number(args.servers)))
+const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
 process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 
 const load = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
@@ -350,11 +353,9 @@ try {
     bareRuns.push(r)
     console.log(`  ${'bare fastify+pg'.padEnd(16)} ${fmt(r)}   load ${load()}`)
     console.log(`  ${''.padEnd(16)} CPU per request: server process ${((used.user + used.system) / Math.max(1, r.total)).toFixed(0)} µs, its PostgreSQL backends ${(pgUs / Math.max(1, r.total)).toFixed(0)} µs`)
+    return r
   }
-  console.log('')
-  await runBare()
-  const results = new Map<string, LoadResult>()
-  for (const s of chosen) {
+  const runScenario = async (s: typeof chosen[number]): Promise<LoadResult> => {
     await warm(svcUrl, s.requests)
     phases = { auth: [], handler: [], serialise: [], total: [] }
     dbStats = { poolQueries: 0, poolMs: 0, clientMs: 0, bySql: new Map() }
@@ -378,7 +379,6 @@ try {
     const d = dbStats
     phases = undefined
     dbStats = undefined
-    results.set(s.name, r)
     console.log(`  ${s.name.padEnd(16)} ${fmt(r)}   load ${load()}`)
     console.log(`  ${''.padEnd(16)} ${phaseLine(p)}`)
     console.log(`  ${''.padEnd(16)} ${stallLine()}`)
@@ -394,33 +394,67 @@ try {
       console.log(`  ${''.padEnd(16)} CPU profile written to ${path.relative(process.cwd(), file)}:`)
       for (const line of summarise(profile as never)) console.log(`  ${''.padEnd(16)} ${line}`)
     }
+    return r
   }
-  // the jobs the mixed load's creates started run out first (at most a minute): the last bare run
-  // measures the route, not the route beside the service's workers
+  // after the mixed load, the jobs its creates started run out first (at most a minute): the next
+  // bare run measures the route, not the route beside the service's workers
   const settle = async () => {
     for (const until = Date.now() + 60_000; Date.now() < until && await app.prisma.job.count({ where: { state: { notIn: ['success', 'error', 'cancelled'] } } }) > 0;) await sleep(100)
   }
   await settle()
-  // and the drives it made are deleted (through the API, then vacuumed): the last bare run reads
-  // the table of 200 drives the first one read, not the thousands a 10 s mixed load adds (a bare
-  // run after them spent 3.6x the PostgreSQL CPU per request on its count and sort, measured)
-  const made = (await app.prisma.drive.findMany({ where: { ownerId: user.id, name: 'bench-mixed' }, select: { id: true } })).map(d => d.id)
-  for (let i = 0; i < made.length; i += 500) {
-    const res = await fetch(svcUrl + '/api/2.0/drives/', { method: 'DELETE', headers: json, body: JSON.stringify({ objects: made.slice(i, i + 500).map(uuid => ({ uuid })) }) })
-    if (!res.ok) throw new Error(`DELETE /drives/: ${res.status} ${await res.text()}`)
+  // and the drives it made are deleted (through the API, then vacuumed): every bare run reads the
+  // table of 200 drives the first one read, not the thousands a 10 s mixed load adds (a bare run
+  // after them spent 3.6x the PostgreSQL CPU per request on its count and sort, measured). Their
+  // jobs are deleted too (SQL; the API never deletes a job before the purge's three days), so each
+  // round's scenarios read the account the first round read: a jobs list counts the account's
+  // top-level jobs exactly up to 10,000, and with the ~2,000 jobs of each mixed load its
+  // PostgreSQL CPU per request grew from 0.3-0.4 to 1.0-1.8 ms (measured, 2026-12-04)
+  const clearMixed = async (since: Date) => {
+    await settle()
+    const made = (await app.prisma.drive.findMany({ where: { ownerId: user.id, name: 'bench-mixed' }, select: { id: true } })).map(d => d.id)
+    for (let i = 0; i < made.length; i += 500) {
+      const res = await fetch(svcUrl + '/api/2.0/drives/', { method: 'DELETE', headers: json, body: JSON.stringify({ objects: made.slice(i, i + 500).map(uuid => ({ uuid })) }) })
+      if (!res.ok) throw new Error(`DELETE /drives/: ${res.status} ${await res.text()}`)
+    }
+    await settle()
+    if (made.length > 0) {
+      const jobsMade = (await probe.query('DELETE FROM jobs WHERE owner_id = $1::uuid AND created >= $2', [user.id, since])).rowCount ?? 0
+      await probe.query('VACUUM ANALYZE drives, jobs')
+      console.log(`  (the mixed load's ${made.length} drives and ${jobsMade} jobs deleted; ${await app.prisma.drive.count({ where: { ownerId: user.id } })} drives and ${await app.prisma.job.count({ where: { ownerId: user.id } })} jobs left)`)
+    }
   }
-  await settle()
-  if (made.length > 0) {
-    await probe.query('VACUUM ANALYZE drives')
-    console.log(`  (the mixed load's ${made.length} drives deleted; ${await app.prisma.drive.count({ where: { ownerId: user.id } })} drives left)`)
-  }
-  await runBare()
-  const anchor = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length
 
+  // every scenario runs between two bare runs and is compared with their mean, made seconds
+  // apart: on these shared machines the bare route's own rate moved 1.5x within one run, so an
+  // anchor taken only at the start and the end compared a scenario with another machine
+  console.log('')
+  const perRound: Array<Map<string, { r: LoadResult, ratio: number }>> = []
+  let before = await runBare()
+  for (let round = 1; round <= rounds; round++) {
+    if (rounds > 1) console.log(`  round ${round} of ${rounds}`)
+    const results = new Map<string, { r: LoadResult, ratio: number }>()
+    for (const s of chosen) {
+      const since = (await probe.query<{ t: Date }>('SELECT clock_timestamp() AS t')).rows[0].t
+      const r = await runScenario(s)
+      if (s.name === 'mixed') await clearMixed(since)
+      const after = await runBare()
+      results.set(s.name, { r, ratio: r.rps / ((before.rps + after.rps) / 2) })
+      before = after
+    }
+    perRound.push(results)
+  }
+
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
+  const of = (name: string) => perRound.map(m => m.get(name)).filter(x => x !== undefined)
   console.log(`\nload average at end: ${load()}`)
-  const ratio = (name: string) => results.has(name) ? `${name} ${(results.get(name)!.rps / anchor).toFixed(2)}x` : undefined
-  const mixed = results.get('mixed')
-  console.log(`clonejobs/bare: ${['drives-list', 'drive-get', 'servers-list', 'jobs-list', 'job-get'].map(ratio).filter(Boolean).join(', ')}${mixed ? `; mixed ${mixed.rps.toFixed(0)} req/s p99 ${mixed.p99} ms` : ''} (bare ${anchor.toFixed(0)} req/s)`)
+  if (rounds > 1) {
+    for (const s of chosen) console.log(`  ${s.name.padEnd(16)} rounds: ${of(s.name).map(x => s.name === 'mixed' ? `${x.r.rps.toFixed(0)} req/s p99 ${x.r.p99} ms` : `${x.ratio.toFixed(2)}x p99 ${x.r.p99} ms`).join(' | ')}`)
+  }
+  const ratio = (name: string) => of(name).length > 0 ? `${name} ${median(of(name).map(x => x.ratio)).toFixed(2)}x p99 ${median(of(name).map(x => x.r.p99))} ms` : undefined
+  const mixed = of('mixed')
+  const bareMean = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length
+  console.log(`clonejobs/bare${rounds > 1 ? ` (medians of ${rounds} rounds)` : ''}: ${['drives-list', 'drive-get', 'servers-list', 'jobs-list', 'job-get'].map(ratio).filter(Boolean).join(', ')}` +
+    `${mixed.length > 0 ? `; mixed ${median(mixed.map(x => x.r.rps)).toFixed(0)} req/s p99 ${median(mixed.map(x => x.r.p99))} ms` : ''} (bare ${bareMean.toFixed(0)} req/s p99 ${median(bareRuns.map(r => r.p99))} ms, ${bareRuns.length} runs)`)
 } finally {
   for (const fn of teardowns.reverse()) await fn()
   if (unregisterRun(process.pid)) stopDaemon()
