@@ -444,17 +444,22 @@ try {
     perRound.push(results)
   }
 
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
+  // of an even count, the mean of the middle two: the lower one alone would favour the service's p99
+  const medianOf = (xs: number[]) => {
+    const v = [...xs].sort((a, b) => a - b)
+    const m = Math.floor((v.length - 1) / 2)
+    return v.length % 2 === 1 ? v[m] : (v[m] + v[m + 1]) / 2
+  }
   const of = (name: string) => perRound.map(m => m.get(name)).filter(x => x !== undefined)
   console.log(`\nload average at end: ${load()}`)
   if (rounds > 1) {
     for (const s of chosen) console.log(`  ${s.name.padEnd(16)} rounds: ${of(s.name).map(x => s.name === 'mixed' ? `${x.r.rps.toFixed(0)} req/s p99 ${x.r.p99} ms` : `${x.ratio.toFixed(2)}x p99 ${x.r.p99} ms`).join(' | ')}`)
   }
-  const ratio = (name: string) => of(name).length > 0 ? `${name} ${median(of(name).map(x => x.ratio)).toFixed(2)}x p99 ${median(of(name).map(x => x.r.p99))} ms` : undefined
+  const ratio = (name: string) => of(name).length > 0 ? `${name} ${medianOf(of(name).map(x => x.ratio)).toFixed(2)}x p99 ${medianOf(of(name).map(x => x.r.p99)).toFixed(0)} ms` : undefined
   const mixed = of('mixed')
   const bareMean = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length
   console.log(`clonejobs/bare${rounds > 1 ? ` (medians of ${rounds} rounds)` : ''}: ${['drives-list', 'drive-get', 'servers-list', 'jobs-list', 'job-get'].map(ratio).filter(Boolean).join(', ')}` +
-    `${mixed.length > 0 ? `; mixed ${median(mixed.map(x => x.r.rps)).toFixed(0)} req/s p99 ${median(mixed.map(x => x.r.p99))} ms` : ''} (bare ${bareMean.toFixed(0)} req/s p99 ${median(bareRuns.map(r => r.p99))} ms, ${bareRuns.length} runs)`)
+    `${mixed.length > 0 ? `; mixed ${medianOf(mixed.map(x => x.r.rps)).toFixed(0)} req/s p99 ${medianOf(mixed.map(x => x.r.p99)).toFixed(0)} ms` : ''} (bare ${bareMean.toFixed(0)} req/s p99 ${medianOf(bareRuns.map(r => r.p99)).toFixed(0)} ms, ${bareRuns.length} runs)`)
 } finally {
   for (const fn of teardowns.reverse()) await fn()
   if (unregisterRun(process.pid)) stopDaemon()

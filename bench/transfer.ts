@@ -239,7 +239,12 @@ async function main (): Promise<void> {
     serverSysLine: string
   }
 
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
+  // of an even count, the mean of the middle two
+  const median = (xs: number[]) => {
+    const v = [...xs].sort((a, b) => a - b)
+    const m = Math.floor((v.length - 1) / 2)
+    return v.length % 2 === 1 ? v[m] : (v[m] + v[m + 1]) / 2
+  }
 
   async function benchSize (sizeMiB: number): Promise<Row> {
     const size = sizeMiB * MiB
