@@ -401,7 +401,6 @@ try {
   const settle = async () => {
     for (const until = Date.now() + 60_000; Date.now() < until && await app.prisma.job.count({ where: { state: { notIn: ['success', 'error', 'cancelled'] } } }) > 0;) await sleep(100)
   }
-  await settle()
   // and the drives it made are deleted (through the API, then vacuumed): every bare run reads the
   // table of 200 drives the first one read, not the thousands a 10 s mixed load adds (a bare run
   // after them spent 3.6x the PostgreSQL CPU per request on its count and sort, measured). Their
