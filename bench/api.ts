@@ -40,6 +40,7 @@ import { monitorEventLoopDelay, PerformanceObserver, type IntervalHistogram } fr
 import Fastify, { type FastifyInstance } from 'fastify'
 import pg from 'pg'
 import { describeLoad, startBurners } from './load.ts'
+import { median } from './stats.ts'
 import { app as service, serverOptions } from '../src/app.ts'
 import { loadConfig } from '../src/config.ts'
 import { createUser } from '../test/helpers/app.ts'
@@ -130,7 +131,6 @@ function instrument (app: FastifyInstance): void {
   })
 }
 const quantile = (xs: number[], q: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(s.length * q))] ?? NaN }
-const median = (xs: number[]) => quantile(xs, 0.5)
 const phaseLine = (p: Phases) => `service-side median: routing+auth+validation ${median(p.auth).toFixed(2)} ms, handler (queries + wire) ${median(p.handler).toFixed(2)} ms, serialisation ${median(p.serialise).toFixed(2)} ms, onRequest→onResponse ${median(p.total).toFixed(2)} ms (p99 ${quantile(p.total, 0.99).toFixed(1)} ms; ${p.total.length} requests)`
 
 // ------------------------------------------------------------------ the tail: event loop and GC
@@ -406,8 +406,9 @@ try {
   // after them spent 3.6x the PostgreSQL CPU per request on its count and sort, measured). Their
   // jobs are deleted too (SQL; the API never deletes a job before the purge's three days), so each
   // round's scenarios read the account the first round read: a jobs list counts the account's
-  // top-level jobs exactly up to 10,000, and with the ~2,000 jobs of each mixed load its
-  // PostgreSQL CPU per request grew from 0.3-0.4 to 1.0-1.8 ms (measured, 2026-12-04)
+  // top-level jobs exactly up to 10,000, and with the ~3,800 jobs of each mixed load (a create and
+  // a delete per drive) its PostgreSQL CPU per request grew from 0.3-0.4 to 1.0-1.8 ms (measured,
+  // 2026-12-04)
   const clearMixed = async (since: Date) => {
     await settle()
     const made = (await app.prisma.drive.findMany({ where: { ownerId: user.id, name: 'bench-mixed' }, select: { id: true } })).map(d => d.id)
@@ -433,9 +434,9 @@ try {
     if (rounds > 1) console.log(`  round ${round} of ${rounds}`)
     const results = new Map<string, { r: LoadResult, ratio: number }>()
     for (const s of chosen) {
-      const since = (await probe.query<{ t: Date }>('SELECT clock_timestamp() AS t')).rows[0].t
+      const since = s.name === 'mixed' ? (await probe.query<{ t: Date }>('SELECT clock_timestamp() AS t')).rows[0].t : undefined
       const r = await runScenario(s)
-      if (s.name === 'mixed') await clearMixed(since)
+      if (since) await clearMixed(since)
       const after = await runBare()
       results.set(s.name, { r, ratio: r.rps / ((before.rps + after.rps) / 2) })
       before = after
@@ -443,22 +444,16 @@ try {
     perRound.push(results)
   }
 
-  // of an even count, the mean of the middle two: the lower one alone would favour the service's p99
-  const medianOf = (xs: number[]) => {
-    const v = [...xs].sort((a, b) => a - b)
-    const m = Math.floor((v.length - 1) / 2)
-    return v.length % 2 === 1 ? v[m] : (v[m] + v[m + 1]) / 2
-  }
   const of = (name: string) => perRound.map(m => m.get(name)).filter(x => x !== undefined)
   console.log(`\nload average at end: ${load()}`)
   if (rounds > 1) {
     for (const s of chosen) console.log(`  ${s.name.padEnd(16)} rounds: ${of(s.name).map(x => s.name === 'mixed' ? `${x.r.rps.toFixed(0)} req/s p99 ${x.r.p99} ms` : `${x.ratio.toFixed(2)}x p99 ${x.r.p99} ms`).join(' | ')}`)
   }
-  const ratio = (name: string) => of(name).length > 0 ? `${name} ${medianOf(of(name).map(x => x.ratio)).toFixed(2)}x p99 ${medianOf(of(name).map(x => x.r.p99)).toFixed(0)} ms` : undefined
+  const ratio = (name: string) => of(name).length > 0 ? `${name} ${median(of(name).map(x => x.ratio)).toFixed(2)}x p99 ${median(of(name).map(x => x.r.p99)).toFixed(0)} ms` : undefined
   const mixed = of('mixed')
   const bareMean = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length
   console.log(`clonejobs/bare${rounds > 1 ? ` (medians of ${rounds} rounds)` : ''}: ${['drives-list', 'drive-get', 'servers-list', 'jobs-list', 'job-get'].map(ratio).filter(Boolean).join(', ')}` +
-    `${mixed.length > 0 ? `; mixed ${medianOf(mixed.map(x => x.r.rps)).toFixed(0)} req/s p99 ${medianOf(mixed.map(x => x.r.p99)).toFixed(0)} ms` : ''} (bare ${bareMean.toFixed(0)} req/s p99 ${medianOf(bareRuns.map(r => r.p99)).toFixed(0)} ms, ${bareRuns.length} runs)`)
+    `${mixed.length > 0 ? `; mixed ${median(mixed.map(x => x.r.rps)).toFixed(0)} req/s p99 ${median(mixed.map(x => x.r.p99)).toFixed(0)} ms` : ''} (bare ${bareMean.toFixed(0)} req/s p99 ${median(bareRuns.map(r => r.p99)).toFixed(0)} ms, ${bareRuns.length} runs)`)
 } finally {
   for (const fn of teardowns.reverse()) await fn()
   if (unregisterRun(process.pid)) stopDaemon()

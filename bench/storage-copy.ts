@@ -19,6 +19,7 @@ import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LocalDriveStorage } from '../src/storage/local.ts'
+import { median } from './stats.ts'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -64,12 +65,6 @@ const methods: Method[] = [
   { name: 'storage.copy (node)', copy: (src, dst) => node.copy(src, dst) },
   { name: 'storage.copy (node, fsync)', copy: (src, dst) => nodeDurable.copy(src, dst) },
 ]
-
-function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 
 async function main (): Promise<void> {
   await rm(dir, { recursive: true, force: true })

@@ -55,6 +55,7 @@ import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
 import { describeLoad, startBurners } from './load.ts'
+import { median } from './stats.ts'
 
 const MiB = 1024 * 1024
 
@@ -237,13 +238,6 @@ async function main (): Promise<void> {
     serverCpuLine: string
     /** of which system time, and the minor page faults it took (medians) */
     serverSysLine: string
-  }
-
-  // of an even count, the mean of the middle two
-  const median = (xs: number[]) => {
-    const v = [...xs].sort((a, b) => a - b)
-    const m = Math.floor((v.length - 1) / 2)
-    return v.length % 2 === 1 ? v[m] : (v[m] + v[m + 1]) / 2
   }
 
   async function benchSize (sizeMiB: number): Promise<Row> {
