@@ -1,13 +1,18 @@
 /**
  * API reads beside a bare Fastify + pg route, in one run:
- *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20]
+ *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20] [--jobs 0]
  *                         [--only drives-list,mixed] [--rounds 1] [--statements 4] [--profile] [--log-level info] [--load 0]`
  *
  * The service app is built in this process as server.ts builds it (no test-mode response
  * validation; its request log at LOG_LEVEL, default info, written to /dev/null) with job workers
  * on, on a fresh database cloned from the migrated test template (DATABASE_URL, default the local
  * PostgreSQL). One account gets `drives` drives (bulk POST, waited until unmounted) and `servers`
- * servers with one of them mounted each. A bare Fastify app on its own port answers GET /drives/
+ * servers with one of them mounted each, and `jobs` more finished top-level jobs (a job history of
+ * the last three days, written by SQL: the purge keeps them), which the jobs list pages and counts;
+ * with them, 20 other accounts get 100 such jobs each, as a database of a cloud holds many accounts
+ * (PostgreSQL keeps a connection's generic plan of the list statement only where the planner's
+ * estimate of an account's jobs is small: with one account holding every job it plans the
+ * statement anew on every request, ~0.7 ms each). A bare Fastify app on its own port answers GET /drives/
  * with 20 rows of the same drives table through one `pg` query (no auth, no Prisma).
  *
  * autocannon runs in a child process (so the load generator does not share the servers' event
@@ -71,6 +76,7 @@ const { values: args } = parseArgs({
     amount: { type: 'string' },
     statements: { type: 'string', default: '4' },
     drives: { type: 'string', default: '200' },
+    jobs: { type: 'string', default: '0' },
     servers: { type: 'string', default: '20' },
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
@@ -89,6 +95,7 @@ const amount = args.amount === undefined ? undefined : Math.max(1, Number(args.a
 const driveCount = Math.max(20, Number(args.drives))
 const burners = Math.max(0, Math.floor(Number(args.load)) || 0)
 const serverCount = Math.max(0, Math.min(driveCount, Number(args.servers)))
+const historyCount = Math.max(0, Number(args.jobs))
 const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
 process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 
@@ -287,6 +294,15 @@ try {
     servers.push((await post('/api/2.0/servers/', { name: `bench-srv-${i}`, cpu: 1000, mem: 1024 ** 3, vnc_password: 'bench', drives: [{ dev_channel: '0:0', device: 'virtio', drive: drives[i] }] })).objects[0].uuid)
   }
   while (await app.prisma.job.count({ where: { state: { notIn: ['success', 'error', 'cancelled'] } } }) > 0) await sleep(100)
+  if (historyCount > 0) {
+    await app.prisma.$executeRawUnsafe(`INSERT INTO jobs (id, owner_id, operation, state, root_id, progress, created, last_modified, started_at, finished_at)
+      SELECT u, $1::uuid, 'drive_clone', 'success', u, 100, t, t, t, t
+      FROM (SELECT gen_random_uuid() AS u, now() - (i * interval '20 seconds') AS t FROM generate_series(1, $2::int) i) g`, user.id, historyCount)
+    await app.prisma.$executeRawUnsafe(`INSERT INTO jobs (id, owner_id, operation, state, root_id, progress, created, last_modified, started_at, finished_at)
+      SELECT u, o, 'drive_clone', 'success', u, 100, t, t, t, t
+      FROM (SELECT gen_random_uuid() AS u, ('00000000-0000-4000-8000-' || lpad((i % 20)::text, 12, '0'))::uuid AS o, now() - (i * interval '20 seconds') AS t
+        FROM generate_series(1, 2000) i) g`)
+  }
   const jobs = (await app.prisma.job.findMany({ where: { ownerId: user.id, parentId: null }, select: { id: true }, take: 20 })).map(j => j.id)
   console.log(`seeded: ${drives.length} drives, ${servers.length} servers, ${await app.prisma.job.count()} jobs`)
 

@@ -892,10 +892,10 @@ export interface components {
         JobListMeta: {
             limit: number;
             offset: number;
-            /** @description Number of jobs matching the filters, before paging: exact up to 10,000, otherwise the database's estimate (then total_count_estimated is true); with cursor paging, exact up to 10,000 and otherwise 10,000 (at least that many). A filtered list of an account with more than 100,000 top-level jobs is counted among the newest 100,000 (by last_modified) only, so its total_count is an estimate (at least the matches counted there), flagged with total_count_estimated */
+            /** @description Number of jobs matching the filters, before paging. Without filters (the account's top-level jobs), always exact. With filters: exact up to 10,000, otherwise the database's estimate (then total_count_estimated is true); with cursor paging, exact up to 10,000 and otherwise 10,000 (at least that many). A filtered list of an account with more than 100,000 top-level jobs is counted among the newest 100,000 (by last_modified) only, so its total_count is an estimate (at least the matches counted there), flagged with total_count_estimated */
             total_count: number;
             /**
-             * @description Present (true) only when total_count is an estimate, not an exact count: more than 10,000 jobs match (offset paging), or a filtered list of more than 100,000 top-level jobs
+             * @description Present (true) only when total_count is an estimate, not an exact count: more than 10,000 jobs match a filter (offset paging), or a filtered list of more than 100,000 top-level jobs
              * @enum {boolean}
              */
             total_count_estimated?: true;

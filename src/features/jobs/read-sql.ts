@@ -1,5 +1,5 @@
 // The job reads as one SQL statement each (issue 18): a page of top-level jobs with their whole
-// trees and a capped count, or one job's tree, without Prisma's query compiler.
+// trees and its count (capped, or the account's counters), or one job's tree, without Prisma's query compiler.
 import type pg from 'pg'
 import { parseFilters, type FilterSpec } from '../../domain/filters.ts'
 import { isUuid } from '../../http/bodies.ts'
@@ -107,13 +107,28 @@ function toRow (r: Row): WireJobRow {
 export const COUNT_WINDOW = 100_000
 
 /**
- * The WITH item `counted` (total, partial): the capped count of the matches of `where`, or for
- * a windowed count, of the matches of `filters` among the newest COUNT_WINDOW top-level jobs,
- * read from the top-level index alone (it carries state and operation) and stopping at the
- * cap; row COUNT_WINDOW + 1, when there is one, marks the count partial.
+ * How a list's total is counted: `all` the account's top-level jobs, unfiltered, from their
+ * counters (job_top_counts, kept by triggers: a sum of at most 8 rows, exact at any size);
+ * `windowed` (see COUNT_WINDOW); otherwise `capped` at EXACT_COUNT_UP_TO + 1 matches.
  */
-function countedSql (owner: string, where: string, filters: string[], windowed: boolean): string {
-  if (!windowed) return `counted AS MATERIALIZED (SELECT ${cappedCountSql('jobs j', where)} AS total, false AS partial)`
+type Counting = 'all' | 'windowed' | 'capped'
+
+function countingOf (query: Record<string, unknown>, spec: FilterSpec, filters: string[]): Counting {
+  if (query.parent !== undefined) return 'capped'
+  if (filters.length === 0) return 'all'
+  return parseFilters(query, spec).every(c => c.field === spec.state || c.field === spec.operation) ? 'windowed' : 'capped'
+}
+
+/**
+ * The WITH item `counted` (total, partial): the sum of the account's top-level counters, the
+ * capped count of the matches of `where`, or for a windowed count, of the matches of `filters`
+ * among the newest COUNT_WINDOW top-level jobs, read from the top-level index alone (it carries
+ * state and operation) and stopping at the cap; row COUNT_WINDOW + 1, when there is one, marks
+ * the count partial.
+ */
+function countedSql (owner: string, where: string, filters: string[], counting: Counting): string {
+  if (counting === 'all') return `counted AS MATERIALIZED (SELECT coalesce(sum(c.n), 0)::float8 AS total, false AS partial FROM job_top_counts c WHERE c.owner_id = ${owner}::uuid)`
+  if (counting === 'capped') return `counted AS MATERIALIZED (SELECT ${cappedCountSql('jobs j', where)} AS total, false AS partial)`
   return `counted AS MATERIALIZED (
     SELECT (count(*) FILTER (WHERE n <= ${COUNT_WINDOW}))::int AS total, coalesce(bool_or(n > ${COUNT_WINDOW}), false) AS partial FROM (
       SELECT n FROM (
@@ -122,12 +137,6 @@ function countedSql (owner: string, where: string, filters: string[], windowed: 
           ORDER BY j.last_modified DESC, j.id LIMIT ${COUNT_WINDOW + 1}) j
       ) j WHERE (${filters.join(' AND ')} AND n <= ${COUNT_WINDOW}) OR n > ${COUNT_WINDOW} LIMIT ${EXACT_COUNT_UP_TO + 2}
     ) capped)`
-}
-
-/** Whether the count of this top-level list is windowed: filtered by state or operation only. */
-function windowed (query: Record<string, unknown>, spec: FilterSpec, filters: string[]): boolean {
-  return query.parent === undefined && filters.length > 0 &&
-    parseFilters(query, spec).every(c => c.field === spec.state || c.field === spec.operation)
 }
 
 async function countJobs (pool: pg.Pool, counted: string, values: unknown[]): Promise<{ total: number, partial: boolean }> {
@@ -148,7 +157,8 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   const where = [`j.owner_id = ${owner}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters].join(' AND ')
   const whereValues = [...p.values]
   const order = orderToSql(plan.orderBy, COLUMNS)
-  const counted = countedSql(owner, where, filters, windowed(query, spec, filters))
+  const counting = countingOf(query, spec, filters)
+  const counted = countedSql(owner, where, filters, counting)
   // the page's ids first, from the index alone: a deep offset skips index entries, not table rows
   // (on the top-level indexes, jobs_top_owner_*_idx, an index-only scan); then those rows by id
   // (an array, as PAGE_AND_TREES looks up theirs) and their trees
@@ -160,7 +170,7 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
     ORDER BY j.child, ${order}`, p.values, WIRE)
   // an empty page carries no count: ask for it alone
   const count = rows.length > 0 ? rows[0] : (await countJobs(pool, counted, whereValues))
-  const total = await truthfulTotal(pool, count.total, 'jobs j', where, whereValues, count.partial)
+  const total = counting === 'all' ? { total: count.total, estimated: false } : await truthfulTotal(pool, count.total, 'jobs j', where, whereValues, count.partial)
   return { meta: listMeta(plan, total), objects: treesOf(rows).map(o => pickFields(o, plan.fields)) }
 }
 
@@ -208,7 +218,8 @@ export interface Keyset { column: 'lastModified' | 'created', dir: 'asc' | 'desc
  * The ids of one keyset page of `ownerId`'s jobs, in order, each with its key at full
  * (microsecond) precision: the page after `after` (the previous page's last key and id), or the
  * first. Ordered by the date, the id tiebreak opposite to it (the top-level indexes' order).
- * With it, in parallel, the total as cursor pages give it: exact up to EXACT_COUNT_UP_TO, then
+ * With it, in parallel, the total as cursor pages give it: exact at any size for the account's
+ * unfiltered top-level jobs (their counters); otherwise exact up to EXACT_COUNT_UP_TO, then
  * that number; an estimate (flagged, up to that number) where the offset path's count is
  * windowed (filtered, and more top-level jobs than the window). undefined when a filter does not compile.
  */
@@ -222,7 +233,8 @@ export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Reco
   const terms = [`j.owner_id = ${owner}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters]
   const where = terms.join(' AND ')
   const whereValues = [...p.values]
-  const counting = countJobs(pool, countedSql(owner, where, filters, windowed(query, spec, filters)), whereValues)
+  const how = countingOf(query, spec, filters)
+  const counting = countJobs(pool, countedSql(owner, where, filters, how), whereValues)
   if (after) {
     const k = p.add(after.k)
     // the plain bound (<= or >=) lets the index range-scan; the OR then settles ties by id
@@ -231,6 +243,7 @@ export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Reco
   const [keys, counted] = await Promise.all([sqlRows<{ id: string, k: string }>(pool, `
     SELECT j.id, ${keyText(col)} AS k FROM jobs j WHERE ${terms.join(' AND ')}
     ORDER BY ${col} ${desc ? 'DESC' : 'ASC'}, j.id ${desc ? 'ASC' : 'DESC'}${take === undefined ? '' : ` LIMIT ${p.add(take)}`}`, p.values), counting])
+  if (how === 'all') return { keys, total: { total: counted.total, estimated: false } }
   const total = counted.partial && counted.total <= EXACT_COUNT_UP_TO
     ? await truthfulTotal(pool, counted.total, 'jobs j', where, whereValues, true)
     : { total: counted.total, estimated: false }

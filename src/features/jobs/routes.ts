@@ -95,7 +95,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       keyed = await keysetPageSql(app.dbPool, ownerId, query, take, jobFilters, keyset, after)
       if (!keyed) throw errors.validation('cursor paging does not support these filters', 'cursor')
     }
-    // keyset paging counted with its page, at most EXACT_COUNT_UP_TO (keysetPageSql), so every page stays fast on millions
+    // keyset paging counted with its page, at most EXACT_COUNT_UP_TO or from the counters (keysetPageSql), so every page stays fast on millions
     // of jobs; its trees in one statement, in the keys' order (a job purged in between leaves a
     // page shorter, not the cursor). An offset page here (a filter only Prisma compiles, such as
     // __contains) counts every match.

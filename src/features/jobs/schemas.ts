@@ -45,8 +45,8 @@ export type JobWire = Required<Omit<Static<typeof Job>, 'children' | 'result'>> 
 /** The jobs list envelope: the common meta plus a keyset cursor for the next page. */
 export const JobListMeta = Type.Object({
   ...ListMeta.properties,
-  total_count: Type.Integer({ description: 'Number of jobs matching the filters, before paging: exact up to 10,000, otherwise the database\'s estimate (then total_count_estimated is true); with cursor paging, exact up to 10,000 and otherwise 10,000 (at least that many). A filtered list of an account with more than 100,000 top-level jobs is counted among the newest 100,000 (by last_modified) only, so its total_count is an estimate (at least the matches counted there), flagged with total_count_estimated' }),
-  total_count_estimated: Type.Optional(Type.Literal(true, { description: 'Present (true) only when total_count is an estimate, not an exact count: more than 10,000 jobs match (offset paging), or a filtered list of more than 100,000 top-level jobs' })),
+  total_count: Type.Integer({ description: 'Number of jobs matching the filters, before paging. Without filters (the account\'s top-level jobs), always exact. With filters: exact up to 10,000, otherwise the database\'s estimate (then total_count_estimated is true); with cursor paging, exact up to 10,000 and otherwise 10,000 (at least that many). A filtered list of an account with more than 100,000 top-level jobs is counted among the newest 100,000 (by last_modified) only, so its total_count is an estimate (at least the matches counted there), flagged with total_count_estimated' }),
+  total_count_estimated: Type.Optional(Type.Literal(true, { description: 'Present (true) only when total_count is an estimate, not an exact count: more than 10,000 jobs match a filter (offset paging), or a filtered list of more than 100,000 top-level jobs' })),
   next_cursor: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'With `cursor=` (empty on the first page): pass as `cursor=` for the next page (keyset paging, fast at any depth); null on the last page' }))
 }, { $id: 'JobListMeta' })
 
