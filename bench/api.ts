@@ -1,6 +1,6 @@
 /**
  * API reads beside a bare Fastify + pg route, in one run:
- *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20] [--jobs 0]
+ *   `npx tsx bench/api.ts [--connections 50] [--duration 10 | --amount N] [--drives 200] [--servers 20] [--jobs 0 [--others 20]]
  *                         [--only drives-list,mixed] [--rounds 1] [--statements 4] [--profile] [--log-level info] [--load 0]`
  *
  * The service app is built in this process as server.ts builds it (no test-mode response
@@ -9,10 +9,9 @@
  * PostgreSQL). One account gets `drives` drives (bulk POST, waited until unmounted) and `servers`
  * servers with one of them mounted each, and `jobs` more finished top-level jobs (a job history of
  * the last three days, written by SQL: the purge keeps them), which the jobs list pages and counts;
- * with them, 20 other accounts get 100 such jobs each, as a database of a cloud holds many accounts
- * (PostgreSQL keeps a connection's generic plan of the list statement only where the planner's
- * estimate of an account's jobs is small: with one account holding every job it plans the
- * statement anew on every request, ~0.7 ms each). A bare Fastify app on its own port answers GET /drives/
+ * with them, `others` other accounts get 100 such jobs each, as a database of a cloud holds many
+ * accounts (`--others 0`: the account holds them all; see pageToSql in src/http/list-sql.ts for
+ * what that did to PostgreSQL's plan cache). A bare Fastify app on its own port answers GET /drives/
  * with 20 rows of the same drives table through one `pg` query (no auth, no Prisma).
  *
  * autocannon runs in a child process (so the load generator does not share the servers' event
@@ -77,6 +76,7 @@ const { values: args } = parseArgs({
     statements: { type: 'string', default: '4' },
     drives: { type: 'string', default: '200' },
     jobs: { type: 'string', default: '0' },
+    others: { type: 'string', default: '20' },
     servers: { type: 'string', default: '20' },
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
@@ -96,6 +96,7 @@ const driveCount = Math.max(20, Number(args.drives))
 const burners = Math.max(0, Math.floor(Number(args.load)) || 0)
 const serverCount = Math.max(0, Math.min(driveCount, Number(args.servers)))
 const historyCount = Math.max(0, Number(args.jobs))
+const otherAccounts = Math.max(0, Math.floor(Number(args.others)) || 0)
 const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
 process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 
@@ -298,10 +299,12 @@ try {
     await app.prisma.$executeRawUnsafe(`INSERT INTO jobs (id, owner_id, operation, state, root_id, progress, created, last_modified, started_at, finished_at)
       SELECT u, $1::uuid, 'drive_clone', 'success', u, 100, t, t, t, t
       FROM (SELECT gen_random_uuid() AS u, now() - (i * interval '20 seconds') AS t FROM generate_series(1, $2::int) i) g`, user.id, historyCount)
-    await app.prisma.$executeRawUnsafe(`INSERT INTO jobs (id, owner_id, operation, state, root_id, progress, created, last_modified, started_at, finished_at)
+    if (otherAccounts > 0) {
+      await app.prisma.$executeRawUnsafe(`INSERT INTO jobs (id, owner_id, operation, state, root_id, progress, created, last_modified, started_at, finished_at)
       SELECT u, o, 'drive_clone', 'success', u, 100, t, t, t, t
-      FROM (SELECT gen_random_uuid() AS u, ('00000000-0000-4000-8000-' || lpad((i % 20)::text, 12, '0'))::uuid AS o, now() - (i * interval '20 seconds') AS t
-        FROM generate_series(1, 2000) i) g`)
+      FROM (SELECT gen_random_uuid() AS u, ('00000000-0000-4000-8000-' || lpad((i % $1::int)::text, 12, '0'))::uuid AS o, now() - (i * interval '20 seconds') AS t
+        FROM generate_series(1, $1::int * 100) i) g`, otherAccounts)
+    }
   }
   const jobs = (await app.prisma.job.findMany({ where: { ownerId: user.id, parentId: null }, select: { id: true }, take: 20 })).map(j => j.id)
   console.log(`seeded: ${drives.length} drives, ${servers.length} servers, ${await app.prisma.job.count()} jobs`)
