@@ -164,7 +164,7 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   // (an array, as PAGE_AND_TREES looks up theirs) and their trees
   const rows = await sqlRows<Row & { child: boolean, total: number, partial: boolean }>(pool, `
     WITH ${counted},
-    ids AS MATERIALIZED (SELECT j.id FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}),
+    ids AS MATERIALIZED (SELECT j.id FROM jobs j WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p, true)}),
     page AS MATERIALIZED (SELECT ${colsOf('j')} FROM jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM ids)))
     SELECT (SELECT total FROM counted) AS total, (SELECT partial FROM counted) AS partial, j.* FROM (${PAGE_AND_TREES}) j
     ORDER BY j.child, ${order}`, p.values, WIRE)
