@@ -50,3 +50,20 @@ export async function lockRow (databaseUrl: string, table: 'drives' | 'jobs' | '
     }
   }
 }
+
+/**
+ * `pool` as the hot reads see it, noting the first prepared statement (text and values) sent
+ * through it: the page statement of a list, to look up in pg_prepared_statements or EXPLAIN.
+ */
+export function recordFirstStatement (pool: pg.Pool): { pool: pg.Pool, first: () => { text: string, values: unknown[] } | undefined } {
+  let first: { text: string, values: unknown[] } | undefined
+  const recording = new Proxy(pool, {
+    get: (target, key) => key === 'query'
+      ? (config: string | { text: string, values: unknown[] }, values?: unknown[]) => {
+          if (typeof config === 'object') first ??= config
+          return target.query(config as string, values)
+        }
+      : Reflect.get(target, key)
+  })
+  return { pool: recording, first: () => first }
+}

@@ -11,6 +11,7 @@ import { loadTrees } from '../../src/features/jobs/view.ts'
 import { EXACT_COUNT_UP_TO } from '../../src/http/list-sql.ts'
 import { planList } from '../../src/http/listing.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { recordFirstStatement } from '../helpers/db.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -79,18 +80,11 @@ for (const [q, index, share, generic] of [
     const pool = new pg.Pool({ connectionString: databaseUrl, max: 1, ...(generic ? { options: '-c plan_cache_mode=force_generic_plan' } : {}) })
     t.teardown(() => pool.end())
     // the page statement (the first the list runs) and its values
-    let page: { text: string, values: unknown[] } | undefined
-    const recording = new Proxy(pool, {
-      get: (target, key) => key === 'query'
-        ? (config: string | { text: string, values: unknown[] }, values?: unknown[]) => {
-            if (typeof config === 'object') page ??= config
-            return target.query(config as string, values)
-          }
-        : Reflect.get(target, key)
-    })
+    const recording = recordFirstStatement(pool)
     const { query, plan } = planOf(q)
     // past the five executions PostgreSQL plans one by one, so the cached plan is the one in use
-    for (let i = 0; i < 8; i++) await listJobsSql(recording, alice.id, { ...query }, plan, jobFilters)
+    for (let i = 0; i < 8; i++) await listJobsSql(recording.pool, alice.id, { ...query }, plan, jobFilters)
+    const page = recording.first()
     const { rows: prepared } = await pool.query<{ name: string, generic_plans: string }>('SELECT name, generic_plans FROM pg_prepared_statements WHERE statement = $1', [page?.text])
     t.equal(prepared.length, 1, 'the page statement runs prepared')
     if (generic) t.ok(Number(prepared[0].generic_plans) > 0, `its generic plan is in use (${prepared[0].generic_plans} runs)`)

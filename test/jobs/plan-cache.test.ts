@@ -9,6 +9,7 @@ import { jobFilters, jobOrder } from '../../src/features/jobs/routes.ts'
 import { listJobsSql } from '../../src/features/jobs/read-sql.ts'
 import { planList } from '../../src/http/listing.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { recordFirstStatement } from '../helpers/db.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -24,22 +25,14 @@ for (const [q, generic] of [['', true], ['limit=50', false], ['offset=40', false
     const query = Object.fromEntries([...new URLSearchParams(q)].map(([k, v]) => [k, Number(v)]))
     const plan = planList(query, jobFilters, jobOrder)
     if (plan.orderBy.length === 2) plan.orderBy[1] = { id: Object.values(plan.orderBy[0])[0] === 'desc' ? 'asc' : 'desc' }
-    let text: string | undefined
-    const recording = new Proxy(pool, {
-      get: (target, key) => key === 'query'
-        ? (config: string | { text: string }, values?: unknown[]) => {
-            if (typeof config === 'object') text ??= config.text
-            return target.query(config as string, values)
-          }
-        : Reflect.get(target, key)
-    })
+    const recording = recordFirstStatement(pool)
     // PostgreSQL compares the generic plan with the custom ones after five executions
     for (let i = 0; i < 10; i++) {
-      const { meta, objects } = await listJobsSql(recording, alice.id, { ...query }, plan, jobFilters) as { meta: { total_count: number }, objects: unknown[] }
+      const { meta, objects } = await listJobsSql(recording.pool, alice.id, { ...query }, plan, jobFilters) as { meta: { total_count: number }, objects: unknown[] }
       t.equal(objects.length, plan.take, 'a whole page') || t.bailout()
       t.equal(meta.total_count, 8000)
     }
-    const { rows } = await pool.query<{ generic_plans: string, custom_plans: string }>('SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1', [text])
+    const { rows } = await pool.query<{ generic_plans: string, custom_plans: string }>('SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1', [recording.first()?.text])
     t.equal(rows.length, 1, 'the page statement runs prepared')
     if (generic) {
       t.ok(Number(rows[0].generic_plans) >= 5, `the generic plan runs (${rows[0].generic_plans} generic, ${rows[0].custom_plans} custom)`)

@@ -19,8 +19,8 @@ const alice = await createUser(app)
 const bob = await createUser(app)
 
 /** owner → top-level jobs, as the counters say and as the table says (owners with none left out) */
-async function counts (db: pg.Pool | pg.Client = app.dbPool) {
-  const q = async (sql: string) => Object.fromEntries((await db.query<{ o: string, n: string }>(sql)).rows.map(r => [r.o, Number(r.n)]))
+async function counts () {
+  const q = async (sql: string) => Object.fromEntries((await app.dbPool.query<{ o: string, n: string }>(sql)).rows.map(r => [r.o, Number(r.n)]))
   return {
     counters: await q('SELECT owner_id::text AS o, sum(n) AS n FROM job_top_counts GROUP BY owner_id HAVING sum(n) <> 0'),
     table: await q('SELECT owner_id::text AS o, count(*) AS n FROM jobs WHERE parent_id IS NULL GROUP BY owner_id')

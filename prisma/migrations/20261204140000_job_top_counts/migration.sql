@@ -2,7 +2,7 @@
 -- account's top-level jobs on every page, up to 10,000 index entries: 0.1-0.2 µs of PostgreSQL
 -- time per job per page (an account with ~4,000 jobs from the last three days served half the
 -- jobs-list rate of one with 200), and beyond 10,000 only an estimate. These counters make that
--- count a sum of at most SHARDS rows, exact at any size.
+-- count a sum of at most 8 rows (the shards below), exact at any size.
 --
 -- Kept by statement-level triggers with transition tables: one upsert per statement and account,
 -- not per row (a bulk enqueue of 500 jobs writes one counter row), and none for a statement that

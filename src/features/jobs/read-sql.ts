@@ -233,8 +233,8 @@ export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Reco
   const terms = [`j.owner_id = ${owner}::uuid`, ...(query.parent === undefined ? ['j.parent_id IS NULL'] : []), ...filters]
   const where = terms.join(' AND ')
   const whereValues = [...p.values]
-  const how = countingOf(query, spec, filters)
-  const counting = countJobs(pool, countedSql(owner, where, filters, how), whereValues)
+  const counting = countingOf(query, spec, filters)
+  const countedNow = countJobs(pool, countedSql(owner, where, filters, counting), whereValues)
   if (after) {
     const k = p.add(after.k)
     // the plain bound (<= or >=) lets the index range-scan; the OR then settles ties by id
@@ -242,8 +242,8 @@ export async function keysetPageSql (pool: pg.Pool, ownerId: string, query: Reco
   }
   const [keys, counted] = await Promise.all([sqlRows<{ id: string, k: string }>(pool, `
     SELECT j.id, ${keyText(col)} AS k FROM jobs j WHERE ${terms.join(' AND ')}
-    ORDER BY ${col} ${desc ? 'DESC' : 'ASC'}, j.id ${desc ? 'ASC' : 'DESC'}${take === undefined ? '' : ` LIMIT ${p.add(take)}`}`, p.values), counting])
-  if (how === 'all') return { keys, total: { total: counted.total, estimated: false } }
+    ORDER BY ${col} ${desc ? 'DESC' : 'ASC'}, j.id ${desc ? 'ASC' : 'DESC'}${take === undefined ? '' : ` LIMIT ${p.add(take)}`}`, p.values), countedNow])
+  if (counting === 'all') return { keys, total: { total: counted.total, estimated: false } }
   const total = counted.partial && counted.total <= EXACT_COUNT_UP_TO
     ? await truthfulTotal(pool, counted.total, 'jobs j', where, whereValues, true)
     : { total: counted.total, estimated: false }
