@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
-import { OffThreadSha256, slabsAllocated } from '../../src/features/transfers/hashing.ts'
+import { OffThreadSha256, hashWorkerStats, slabsAllocated } from '../../src/features/transfers/hashing.ts'
 import { Meter } from '../../src/features/transfers/streams.ts'
 
 const MiB = 1024 * 1024
@@ -151,4 +151,23 @@ t.test('a Meter hashing what was written: its written hook feeds the hash, and a
   const unwired = new Meter(data.length, true, undefined, { move: true })
   await pipeline(Readable.from([data]), unwired, new Writable({ write (_c, _e, cb) { cb() } }))
   await t.rejects(unwired.digest(), /fed 0 of 3145729 bytes/, 'the write stream\'s hook was not passed')
+})
+
+t.test('moved buffers are freed on the worker once hashed, not left for its garbage collector', async t => {
+  // 192 MiB of a socket's 64 KiB reads, moved: let go of without being freed, they would set off
+  // the worker's full GCs (one per 64 MiB or so of external memory) and pile up until then
+  const before = await hashWorkerStats()
+  const h = new OffThreadSha256()
+  const expected = createHash('sha256')
+  const piece = randomBytes(64 * 1024)
+  for (let i = 0; i < 192 * 16; i += 16) {
+    const batch = Array.from({ length: 16 }, () => { const b = Buffer.allocUnsafeSlow(64 * 1024); piece.copy(b); b.writeUInt32BE(i, 0); return b })
+    for (const b of batch) expected.update(b)
+    await h.give(batch)
+  }
+  t.equal((await h.digest()).hex, expected.digest('hex'))
+  t.equal(h.moved, 192 * MiB, 'every buffer moved')
+  const after = await hashWorkerStats()
+  t.equal(after.majorGcs - before.majorGcs, 0, 'no full GC on the worker while it hashed them')
+  t.ok(after.externalBytes < 32 * MiB, `the worker holds ${(after.externalBytes / MiB).toFixed(1)} MiB of buffers after the digest, not what it hashed`)
 })
