@@ -51,7 +51,8 @@ parentPort.on('message', (m) => {
       else moved.push(p.buf)
     }
     h.ms += performance.now() - t
-    if (moved.length > 0) discard.postMessage(null, moved)
+    // (were that to throw, the buffers would only wait for the collector: never fail the hash for it)
+    if (moved.length > 0) try { discard.postMessage(null, moved) } catch {}
     parentPort.postMessage({ op: 'done', id: m.id, slabs, bytes: m.bytes }, slabs)
   } else if (m.op === 'fork') {
     const from = hashes.get(m.from)
