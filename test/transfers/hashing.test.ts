@@ -161,7 +161,7 @@ t.test('moved buffers are freed on the worker once hashed, not left for its garb
   const expected = createHash('sha256')
   const piece = randomBytes(64 * 1024)
   for (let i = 0; i < 192 * 16; i += 16) {
-    const batch = Array.from({ length: 16 }, () => { const b = Buffer.allocUnsafeSlow(64 * 1024); piece.copy(b); b.writeUInt32BE(i, 0); return b })
+    const batch = Array.from({ length: 16 }, (_, k) => { const b = Buffer.allocUnsafeSlow(64 * 1024); piece.copy(b); b.writeUInt32BE(i + k, 0); return b })
     for (const b of batch) expected.update(b)
     await h.give(batch)
   }
