@@ -10,7 +10,7 @@ import { listServers, loadServerWire } from '../../src/features/servers/service.
 import { getServerWireSql, readServers } from '../../src/features/servers/read-sql.ts'
 import { loadJobWire, loadTrees } from '../../src/features/jobs/view.ts'
 import { getJobWireSql, listJobsSql } from '../../src/features/jobs/read-sql.ts'
-import { jobFilters, jobOrder } from '../../src/features/jobs/routes.ts'
+import { jobFilters, jobOrder, keysetOf } from '../../src/features/jobs/routes.ts'
 import { planList } from '../../src/http/listing.ts'
 import { EXACT_COUNT_UP_TO } from '../../src/http/list-sql.ts'
 
@@ -96,8 +96,7 @@ t.test('job lists and gets: SQL and Prisma give the same bytes', async t => {
   for (const q of ['', 'order_by=created', 'state=started', `resource=${drives[0]}`, `parent=${root}`, 'operation=drive_create&limit=2&offset=1', 'created__gte=2000-01-01T00:00:00.000Z', 'fields=uuid,children']) {
     const query = parse(q)
     const plan = planList(query, jobFilters, jobOrder)
-    // the route's id tiebreak runs opposite to a date order
-    if (plan.orderBy.length === 2) plan.orderBy[1] = { id: Object.values(plan.orderBy[0])[0] === 'desc' ? 'asc' : 'desc' }
+    keysetOf(plan) // the route's id tiebreak, opposite to a date order
     const sql = await listJobsSql(app.dbPool, alice.id, query, plan, jobFilters)
     const where = { ...plan.where, ownerId: alice.id, ...(query.parent === undefined ? { parentId: null } : {}) }
     const rows = await app.prisma.job.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take: plan.take })

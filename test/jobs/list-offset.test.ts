@@ -6,7 +6,7 @@
 import t from 'tap'
 import pg from 'pg'
 import { listJobsSql } from '../../src/features/jobs/read-sql.ts'
-import { jobFilters, jobOrder } from '../../src/features/jobs/routes.ts'
+import { jobFilters, jobOrder, keysetOf } from '../../src/features/jobs/routes.ts'
 import { loadTrees } from '../../src/features/jobs/view.ts'
 import { EXACT_COUNT_UP_TO } from '../../src/http/list-sql.ts'
 import { planList } from '../../src/http/listing.ts'
@@ -41,8 +41,7 @@ const parse = (q: string): Record<string, unknown> => Object.fromEntries([...new
 function planOf (q: string) {
   const query = parse(q)
   const plan = planList(query, jobFilters, jobOrder)
-  // the route's id tiebreak runs opposite to a date order
-  if (plan.orderBy.length === 2) plan.orderBy[1] = { id: Object.values(plan.orderBy[0])[0] === 'desc' ? 'asc' : 'desc' }
+  keysetOf(plan) // the route's id tiebreak, opposite to a date order
   return { query, plan }
 }
 

@@ -57,9 +57,10 @@ function decodeCursor (raw: string): Cursor {
 
 /**
  * Keyset paging works when ordering by one date column. The id tiebreak runs opposite to it so
- * the top-level jobs' (owner_id, <date> DESC, id) indexes serve both directions.
+ * the top-level jobs' (owner_id, <date> DESC, id) indexes serve both directions: `plan` is settled
+ * so (the list SQL reads it as settled; tests call this to plan as the route does).
  */
-function keysetOf (plan: ListPlan): Keyset | undefined {
+export function keysetOf (plan: ListPlan): Keyset | undefined {
   const first = plan.orderBy[0]
   const column = Object.keys(first ?? {})[0]
   if (plan.orderBy.length !== 2 || (column !== 'lastModified' && column !== 'created') || !('id' in plan.orderBy[1])) return undefined
