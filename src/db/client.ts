@@ -38,47 +38,87 @@ type PgAdapter = Awaited<ReturnType<PrismaPg['connect']>>
 type PgTransaction = Awaited<ReturnType<PgAdapter['startTransaction']>>
 
 /**
- * The pg adapter, but a transaction whose COMMIT or ROLLBACK fails gives its connection back.
+ * The pg adapter, but no transaction keeps its connection checked out for good.
  *
- * Prisma's transaction manager sends COMMIT (ROLLBACK) as a query and only after it succeeds calls
- * the transaction's commit() (rollback()), which is where the adapter releases the connection.
- * When that query failed (a serialization failure or a deferred constraint at COMMIT, the
- * connection lost, the query timeout on a stalled server), nothing released it: the connection
- * stayed checked out for good. After as many such failures as the pool has connections, every
- * query waited for one that never came and the service answered 503 until it was restarted
- * (test/db/transaction-release.test.ts). Here the failed statement's connection is released at
- * once and discarded: its state (a COMMIT still running on the server, a broken socket) is unknown.
+ * - **A failed COMMIT or ROLLBACK.** Prisma's transaction manager sends COMMIT (ROLLBACK) as a query
+ *   and only after it succeeds calls the transaction's commit() (rollback()), which is where the
+ *   adapter releases the connection. When that query failed (a serialization failure or a deferred
+ *   constraint at COMMIT, the connection lost, the query timeout on a stalled server), nothing
+ *   released it. After as many such failures as the pool has connections, every query waited for
+ *   one that never came and the service answered 503 until it was restarted
+ *   (test/db/transaction-release.test.ts). Here the failed statement's connection is released at
+ *   once and discarded: its state (a COMMIT still running on the server, a broken socket) is unknown.
+ * - **A transaction starting while the client disconnects.** `$disconnect()` rolls back the
+ *   transactions it knows and then ends the pool, which waits for every checked-out connection. A
+ *   transaction still starting then (its BEGIN in flight) is marked rolled back without a connection
+ *   to roll back; when its BEGIN returns, Prisma finds it closed, throws, and never releases the
+ *   connection, so the pool's end, and with it the service's stop, waited forever
+ *   (test/db/disconnect-release.test.ts). Here the adapter's dispose (called by `$disconnect()` after
+ *   that rollback) releases every transaction still open, and one whose start ends after it is
+ *   released at once and refused.
  */
 class PrismaPgReleasing extends PrismaPg {
   override async connect (): Promise<PgAdapter> {
     const adapter = await super.connect()
     const start = adapter.startTransaction.bind(adapter)
-    adapter.startTransaction = async (isolationLevel) => releasedOnFailedEnd(await start(isolationLevel))
+    const dispose = adapter.dispose.bind(adapter)
+    // transactions handed to Prisma and not yet ended, each with its release
+    const open = new Map<PgTransaction, (err: Error) => void>()
+    let disposing = false
+    adapter.startTransaction = async (isolationLevel) => {
+      const { tx, release } = releasedOnFailedEnd(await start(isolationLevel), open)
+      if (disposing) {
+        const err = new Error('the database client is disconnecting')
+        release(err)
+        throw err
+      }
+      return tx
+    }
+    adapter.dispose = async () => {
+      disposing = true
+      // the transactions Prisma rolled back are gone from `open`; the rest it has lost track of
+      const closing = new Error('the database client disconnected with this transaction still open')
+      for (const release of [...open.values()]) release(closing)
+      await dispose()
+    }
     return adapter
   }
 }
 
-function releasedOnFailedEnd (tx: PgTransaction): PgTransaction {
+/**
+ * `tx`, its connection released once whatever ends it (commit, rollback, a failed COMMIT or
+ * ROLLBACK, `release`); listed in `open` until then.
+ */
+function releasedOnFailedEnd (tx: PgTransaction, open: Map<PgTransaction, (err: Error) => void>): { tx: PgTransaction, release: (err: Error) => void } {
   // the adapter's own handle on the checked-out connection (PgQueryable's `client`)
   const client = (tx as unknown as { client?: Partial<pg.PoolClient> }).client
   const { executeRaw, commit, rollback } = tx
   let released = false
+  const ended = (): boolean => {
+    if (released) return false
+    released = true
+    open.delete(tx)
+    return true
+  }
+  // discards the connection: its state (a statement still running, a transaction open) is unknown
+  const release = (err: Error): void => {
+    if (!ended()) return
+    if (typeof client?.release === 'function') client.release(err)
+    else void rollback.call(tx).catch(() => {})
+  }
   tx.executeRaw = async (query) => {
     try {
       return await executeRaw.call(tx, query)
     } catch (err) {
-      if (!released && (query.sql === 'COMMIT' || query.sql === 'ROLLBACK')) {
-        released = true
-        if (typeof client?.release === 'function') client.release(err instanceof Error ? err : new Error(String(err)))
-        else await rollback.call(tx)
-      }
+      if (query.sql === 'COMMIT' || query.sql === 'ROLLBACK') release(err instanceof Error ? err : new Error(String(err)))
       throw err
     }
   }
   // released already: the manager's own release, should it still come, must not release it twice
-  tx.commit = async () => { if (!released) { released = true; await commit.call(tx) } }
-  tx.rollback = async () => { if (!released) { released = true; await rollback.call(tx) } }
-  return tx
+  tx.commit = async () => { if (ended()) await commit.call(tx) }
+  tx.rollback = async () => { if (ended()) await rollback.call(tx) }
+  open.set(tx, release)
+  return { tx, release }
 }
 
 /**

@@ -8,6 +8,9 @@ import { loadConfig, type Config } from '../../src/config.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
 import { createTestDatabase } from './db.ts'
 
+/** How long a test app's close may take before the test prints what it still waits on. */
+const CLOSE_WARN_MS = 60_000
+
 interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
 
 export interface TestApp {
@@ -44,7 +47,14 @@ export async function buildTestApp (t: Teardown, opts: { config?: Partial<Config
     responseValidation: { onViolation: message => { violations.push(message) } }
   })
   t.teardown(async () => {
+    // a close that never ends is cut by tap's timeout with no word of why: say what it waits on
+    const slow = setTimeout(() => {
+      const pool = { total: app.dbPool.totalCount, idle: app.dbPool.idleCount, waiting: app.dbPool.waitingCount }
+      console.error(`# app.close() still waiting after ${CLOSE_WARN_MS} ms: ` + JSON.stringify({ resources: process.getActiveResourcesInfo(), pool, runningJobs: app.jobs.activeJobs }))
+    }, CLOSE_WARN_MS)
+    slow.unref()
     await app.close()
+    clearTimeout(slow)
     if (violations.length > 0) {
       console.error('# responses that do not match their schema:\n' + [...new Set(violations)].map(v => '#   ' + v).join('\n'))
       process.exitCode = 1

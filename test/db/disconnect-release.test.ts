@@ -1,0 +1,58 @@
+// A Prisma transaction that is still starting when the client disconnects gives its connection back
+// (src/db/client.ts). `$disconnect()` rolls back the transactions it knows and then ends the pool,
+// which waits for every checked-out connection; a transaction whose BEGIN was in flight was marked
+// rolled back with no connection to roll back, and when its BEGIN returned Prisma threw ("Unknown
+// transaction status") and never released the connection. The pool's end, and so the service's
+// stop, waited forever: a test file on Ceph hung in its teardown until tap killed it (CI, 420 s).
+import t from 'tap'
+import { createDatabase } from '../../src/db/client.ts'
+import { createTestDatabase } from '../helpers/db.ts'
+
+const databaseUrl = await createTestDatabase(t)
+const BOUND_MS = 5000
+
+/** 'ended', or 'still waiting' when `p` has not settled within BOUND_MS. */
+async function within (p: Promise<unknown>): Promise<string> {
+  let timer: NodeJS.Timeout | undefined
+  const waited = new Promise<string>(resolve => { timer = setTimeout(() => resolve('still waiting'), BOUND_MS) })
+  try {
+    return await Promise.race([p.then(() => 'ended'), waited])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+t.test('a transaction still connecting when $disconnect() runs is refused, and its connection released', async t => {
+  // an empty pool: the transaction's connection is still being opened when the disconnect starts
+  const { prisma, pool } = createDatabase(databaseUrl, { max: 2 })
+  await prisma.$connect()
+  const tx = prisma.$transaction(async (tx) => tx.$queryRaw`SELECT 1`)
+  const outcome = tx.then(() => 'committed', (err: Error) => err.message)
+  await new Promise(resolve => setImmediate(resolve))
+  t.equal(pool.totalCount, 1, 'its connection is being opened')
+  t.equal(await within(prisma.$disconnect()), 'ended', '$disconnect() ends')
+  t.notMatch(await outcome, /^committed$/, 'the transaction did not run')
+  t.equal(pool.totalCount, 0, 'no connection is left')
+  t.ok(pool.ended, 'the pool ended')
+})
+
+t.test('a transaction that starts while $disconnect() is rolling back the others is released by the pool\'s end', async t => {
+  const { prisma, pool } = createDatabase(databaseUrl, { max: 2 })
+  await prisma.$connect()
+  // a running transaction whose rollback must wait for its statement: the disconnect's rollbacks
+  // last ~600 ms, and the second transaction's BEGIN returns meanwhile
+  let running!: () => void
+  const isRunning = new Promise<void>(resolve => { running = resolve })
+  const slow = prisma.$transaction(async (tx) => {
+    running()
+    await tx.$queryRaw`SELECT pg_sleep(0.6)`
+  }, { timeout: 10_000 }).then(() => 'committed', (err: Error) => err.message)
+  await isRunning
+  const starting = prisma.$transaction(async (tx) => tx.$queryRaw`SELECT 1`).then(() => 'committed', (err: Error) => err.message)
+  await new Promise(resolve => setImmediate(resolve))
+  t.equal(pool.totalCount, 2, 'the second transaction\'s connection is being opened')
+  t.equal(await within(prisma.$disconnect()), 'ended', '$disconnect() ends')
+  t.notMatch(await starting, /^committed$/, 'the starting transaction did not run')
+  t.notMatch(await slow, /^committed$/, 'the running one was rolled back')
+  t.equal(pool.totalCount, 0, 'no connection is left')
+})
