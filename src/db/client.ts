@@ -50,12 +50,12 @@ type PgTransaction = Awaited<ReturnType<PgAdapter['startTransaction']>>
  *   once and discarded: its state (a COMMIT still running on the server, a broken socket) is unknown.
  * - **A transaction starting while the client disconnects.** `$disconnect()` rolls back the
  *   transactions it knows and then ends the pool, which waits for every checked-out connection. A
- *   transaction still starting then (its BEGIN in flight) is marked rolled back without a connection
- *   to roll back; when its BEGIN returns, Prisma finds it closed, throws, and never releases the
- *   connection, so the pool's end, and with it the service's stop, waited forever
- *   (test/db/disconnect-release.test.ts). Here the adapter's dispose (called by `$disconnect()` after
- *   that rollback) releases every transaction still open, and one whose start ends after it is
- *   released at once and refused.
+ *   transaction still starting then (its connection being opened, or its BEGIN in flight) is marked
+ *   rolled back with no connection to roll back; when its start returns, Prisma finds it closed,
+ *   throws, and never releases the connection, so the pool's end, and with it the service's stop,
+ *   waited forever (test/db/disconnect-release.test.ts). Here the adapter's dispose (called by
+ *   `$disconnect()` after that rollback) releases every transaction still open, and one whose start
+ *   ends after it is released at once and refused.
  */
 class PrismaPgReleasing extends PrismaPg {
   override async connect (): Promise<PgAdapter> {
@@ -76,7 +76,8 @@ class PrismaPgReleasing extends PrismaPg {
     }
     adapter.dispose = async () => {
       disposing = true
-      // the transactions Prisma rolled back are gone from `open`; the rest it has lost track of
+      // the transactions Prisma rolled back are gone from `open`; the rest it lost track of, or
+      // began while it was rolling back: the pool is ending, so their connections go now
       const closing = new Error('the database client disconnected with this transaction still open')
       for (const release of [...open.values()]) release(closing)
       await dispose()
