@@ -66,7 +66,7 @@ class PrismaPgReleasing extends PrismaPg {
     const open = new Map<PgTransaction, (err: Error) => void>()
     let disposing = false
     adapter.startTransaction = async (isolationLevel) => {
-      const { tx, release } = releasedOnFailedEnd(await start(isolationLevel), open)
+      const { tx, release } = trackedTransaction(await start(isolationLevel), open)
       if (disposing) {
         const err = new Error('the database client is disconnecting')
         release(err)
@@ -90,7 +90,7 @@ class PrismaPgReleasing extends PrismaPg {
  * `tx`, its connection released once whatever ends it (commit, rollback, a failed COMMIT or
  * ROLLBACK, `release`); listed in `open` until then.
  */
-function releasedOnFailedEnd (tx: PgTransaction, open: Map<PgTransaction, (err: Error) => void>): { tx: PgTransaction, release: (err: Error) => void } {
+function trackedTransaction (tx: PgTransaction, open: Map<PgTransaction, (err: Error) => void>): { tx: PgTransaction, release: (err: Error) => void } {
   // the adapter's own handle on the checked-out connection (PgQueryable's `client`)
   const client = (tx as unknown as { client?: Partial<pg.PoolClient> }).client
   const { executeRaw, commit, rollback } = tx
