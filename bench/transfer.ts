@@ -268,12 +268,12 @@ async function main (): Promise<void> {
     }
 
     return withDatabase(`clonejobs_bench_transfer_${process.pid}_${sizeMiB}`, async (databaseUrl) => {
-      const { createPrisma } = await import('../src/db/client.ts')
+      const { createDatabase } = await import('../src/db/client.ts')
       const { addAccount } = await import('../src/features/accounts/service.ts')
       // the anchor: bare pipe + fsync, bare read stream; beside the service for the whole run
       const bare = await startBare(path.join(work, 'bare'))
       const { child, port } = await startService(databaseUrl, path.join(work, 'service'))
-      const prisma = createPrisma(databaseUrl, { max: 1 })
+      const { prisma, close } = createDatabase(databaseUrl, { max: 1 })
       try {
         await addAccount(prisma, EMAIL, PASSWORD)
         const auth = `${EMAIL}:${PASSWORD}`
@@ -502,7 +502,7 @@ async function main (): Promise<void> {
           serverSysLine
         }
       } finally {
-        await prisma.$disconnect()
+        await close()
         await stop(child)
         await stop(bare.child)
         await rm(work, { recursive: true, force: true })

@@ -5,7 +5,7 @@
 import path from 'node:path'
 import { Command } from 'commander'
 import { ROLES, loadConfig } from '../config.ts'
-import { createPrisma, type PrismaClient } from '../db/client.ts'
+import { createDatabase, type PrismaClient } from '../db/client.ts'
 import { EmbeddedSetupError, startEmbeddedPostgres } from '../db/embedded.ts'
 import { runMigrations } from '../db/migrate.ts'
 import { AccountError, addAccount, removeAccount, setPassword } from '../features/accounts/service.ts'
@@ -24,11 +24,11 @@ async function withUrl<T> (fn: (url: string) => Promise<T>): Promise<T> {
 async function withDatabase<T> (fn: (prisma: PrismaClient) => Promise<T>): Promise<T> {
   return withUrl(async url => {
     await runMigrations(url)
-    const prisma = createPrisma(url, { max: 2 })
+    const { prisma, close } = createDatabase(url, { max: 2 })
     try {
       return await fn(prisma)
     } finally {
-      await prisma.$disconnect()
+      await close()
     }
   })
 }

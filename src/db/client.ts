@@ -18,8 +18,24 @@ export interface PoolOptions {
   queryTimeoutMs?: number
 }
 
-/** A Prisma client and the pg pool under it (its waiting count is a load signal). */
-export function createDatabase (databaseUrl: string, opts: PoolOptions = {}): { prisma: PrismaClient, pool: pg.Pool } {
+export interface Database {
+  prisma: PrismaClient
+  /** The pg pool under `prisma`, shared with the raw-SQL paths (its waiting count is a load signal). */
+  pool: pg.Pool
+  /** Disconnects `prisma`, then ends the pool. */
+  close: () => Promise<void>
+}
+
+/**
+ * A Prisma client and the pg pool under it. The pool is the caller's, ended by `close()`, not by
+ * Prisma: a `$disconnect()` of Prisma's own (after a query compiler panic it disconnects and
+ * reconnects on the next query) must not end the pool the raw-SQL paths share. Once the pool has
+ * ended, a Prisma query fails with pg's "Cannot use a pool after calling end on the pool" instead of
+ * reconnecting: the pg adapter, left to itself, would build a new pool from the same options, with
+ * none of the listeners below, that nothing ends (a late write of a stopping service opened one,
+ * and a connection error in it ended the process).
+ */
+export function createDatabase (databaseUrl: string, opts: PoolOptions = {}): Database {
   const pool = new pg.Pool({
     connectionString: sessionUrl(databaseUrl),
     max: opts.max ?? 10,
@@ -29,9 +45,13 @@ export function createDatabase (databaseUrl: string, opts: PoolOptions = {}): { 
   // an idle connection dropped by the server must not crash the process; the pool replaces it
   pool.on('error', () => {})
   keepCheckedOutErrors(pool)
-  const adapter = new PrismaPgReleasing(pool, { disposeExternalPool: true })
+  const adapter = new PrismaPgReleasing(pool)
   const prisma = new PrismaClient({ adapter, transactionOptions: { maxWait: opts.waitMs ?? 5000 } })
-  return { prisma, pool }
+  const close = async (): Promise<void> => {
+    await prisma.$disconnect()
+    if (!pool.ended) await pool.end()
+  }
+  return { prisma, pool, close }
 }
 
 type PgAdapter = Awaited<ReturnType<PrismaPg['connect']>>
@@ -49,7 +69,7 @@ type PgTransaction = Awaited<ReturnType<PgAdapter['startTransaction']>>
  *   (test/db/transaction-release.test.ts). Here the failed statement's connection is released at
  *   once and discarded: its state (a COMMIT still running on the server, a broken socket) is unknown.
  * - **A transaction starting while the client disconnects.** `$disconnect()` rolls back the
- *   transactions it knows and then ends the pool, which waits for every checked-out connection. A
+ *   transactions it knows, and then `close()` ends the pool, which waits for every checked-out connection. A
  *   transaction still starting then (its connection being opened, or its BEGIN in flight) is marked
  *   rolled back with no connection to roll back; when its start returns, Prisma finds it closed,
  *   throws, and never releases the connection, so the pool's end, and with it the service's stop,
@@ -77,7 +97,7 @@ class PrismaPgReleasing extends PrismaPg {
     adapter.dispose = async () => {
       disposing = true
       // the transactions Prisma rolled back are gone from `open`; the rest it lost track of, or
-      // began while it was rolling back: the pool is ending, so their connections go now
+      // began while it was rolling back: the client is disconnecting, so their connections go now
       const closing = new Error('the database client disconnected with this transaction still open')
       for (const release of [...open.values()]) release(closing)
       await dispose()
@@ -131,8 +151,4 @@ function trackedTransaction (tx: PgTransaction, open: Map<PgTransaction, (err: E
  */
 export function keepCheckedOutErrors (pool: pg.Pool): void {
   pool.on('connect', (client) => { client.on('error', () => {}) })
-}
-
-export function createPrisma (databaseUrl: string, opts: PoolOptions = {}): PrismaClient {
-  return createDatabase(databaseUrl, opts).prisma
 }

@@ -511,7 +511,7 @@ export class JobEngine {
       })
   }
 
-  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, close: () => Promise<{ lines: PendingLine[], description?: string }>, discard: () => Promise<void>, dropLog: () => void } {
+  private context (row: ClaimedRow, entry: Running, log: FastifyBaseLogger): JobContext & { flush: () => Promise<void>, close: () => Promise<{ lines: PendingLine[], description?: string }>, discard: () => Promise<void>, abandon: () => Promise<void> } {
     const { prisma } = this.opts
     const signal = entry.controller.signal
     const key = entry.key
@@ -643,7 +643,16 @@ export class JobEngine {
         dirty = false
         await Promise.all([inflight, jobLog.flush()])
       },
-      dropLog: () => jobLog.discard()
+      // the run is not this process's to record (a stale attempt): its buffered lines and pending
+      // progress are dropped, and a write still in flight is waited for, so that no write of the run
+      // outlives it (the engine's stop waits for its runs, then the database client closes)
+      abandon: async () => {
+        clearTimeout(flushTimer)
+        flushTimer = undefined
+        dirty = false
+        jobLog.discard()
+        await Promise.all([inflight, jobLog.flush()])
+      }
     }
   }
 
@@ -828,9 +837,19 @@ export class JobEngine {
     const ctx = this.context(row, entry, log)
     const t0 = Date.now()
     const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(3)} s`
+    // lease lost or shutting down, whether the handler then returned or threw: the job is someone
+    // else's now, so its row is left alone
+    const aborted = async () => {
+      const why = String((entry.controller.signal.reason as Error | undefined)?.message ?? 'aborted')
+      log.info('job aborted: ' + why)
+      if (entry.stale) return ctx.abandon()
+      // shutting down: the lease is still ours until the stop releases it, so the reason is worth keeping
+      ctx.log('stopped: ' + why + '; the job will run again elsewhere')
+      await ctx.flush()
+    }
     const fail = async (reason: CleanupReason) => {
       // a stale attempt undoes nothing: the job and what it made belong to the newer attempt
-      if (entry.stale) return ctx.dropLog()
+      if (entry.stale) return ctx.abandon()
       try {
         await handler?.cleanup?.(ctx, reason)
       } catch (err) {
@@ -891,23 +910,14 @@ export class JobEngine {
     try {
       const result = await handler.run(ctx)
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
-      if (entry.controller.signal.aborted) return ctx.dropLog() // lease lost or shutting down: not ours to record
+      if (entry.controller.signal.aborted) return aborted()
       ctx.log(`succeeded in ${elapsed()}`)
       const end = await ctx.close()
       await this.settle(row, { state: 'success', result, description: end.description }, log, entry, end.lines)
     } catch (err) {
       // a handler that cancelled itself may say why (JobFailure with error type 'cancelled')
       if (entry.cancelled) return fail({ state: 'cancelled', error: err instanceof JobFailure && err.errorType === 'cancelled' ? { error_type: 'cancelled', error_message: err.message } : CANCELLED })
-      if (entry.controller.signal.aborted) {
-        // lease lost or shutting down: the job is someone else's now, leave the row alone
-        log.info('job aborted: ' + String((entry.controller.signal.reason as Error | undefined)?.message ?? ''))
-        // shutting down: the lease is still ours, so the reason is worth keeping; a stale attempt's is dropped
-        if (!entry.stale) {
-          ctx.log('stopped: ' + String((entry.controller.signal.reason as Error | undefined)?.message ?? 'aborted') + '; the job will run again elsewhere')
-          await ctx.flush()
-        } else ctx.dropLog()
-        return
-      }
+      if (entry.controller.signal.aborted) return aborted()
       // a transient failure (storage or database unreachable, pool exhausted): a resumable job runs again later
       const transient = (err as { retryable?: unknown } | null)?.retryable === true || transientDatabaseError(err) !== undefined
       if (transient && handler.resumable === true && row.attempts < row.max_attempts) {

@@ -12,7 +12,7 @@ declare module 'fastify' {
 }
 
 export default fp<{ databaseUrl: string }>(async (app, opts) => {
-  const { prisma, pool } = createDatabase(opts.databaseUrl, {
+  const { prisma, pool, close } = createDatabase(opts.databaseUrl, {
     max: app.config.dbPoolMax,
     waitMs: app.config.dbPoolWaitMs,
     queryTimeoutMs: app.config.dbQueryTimeoutMs
@@ -20,5 +20,5 @@ export default fp<{ databaseUrl: string }>(async (app, opts) => {
   await prisma.$connect()
   app.decorate('prisma', prisma)
   app.decorate('dbPool', pool)
-  app.addHook('onClose', async () => { await prisma.$disconnect() })
+  app.addHook('onClose', close)
 }, { name: 'prisma' })

@@ -25,14 +25,14 @@ async function terminateCheckedOut (t: Test, pool: pg.Pool, admin: { query: (sql
 }
 
 t.test('the service pool: a checked-out connection whose backend ends fails its next query; the process lives', async t => {
-  const { prisma, pool } = createDatabase(databaseUrl, { max: 3 })
-  t.teardown(() => prisma.$disconnect())
+  const { pool, close } = createDatabase(databaseUrl, { max: 3 })
+  t.teardown(close)
   await terminateCheckedOut(t, pool, pool)
 })
 
 t.test('the engine\'s pool too', async t => {
-  const { prisma, pool } = createDatabase(databaseUrl, { max: 2 })
-  t.teardown(() => prisma.$disconnect())
+  const { prisma, pool, close } = createDatabase(databaseUrl, { max: 2 })
+  t.teardown(close)
   const engine = new JobEngine({ prisma, databaseUrl, log: memoryLogger().log, concurrency: 1, leaseSeconds: 30 })
   t.teardown(() => engine.stop())
   await terminateCheckedOut(t, (engine as unknown as { pool: pg.Pool }).pool, pool)

@@ -383,3 +383,44 @@ t.test('a graceful stop publishes the job going back to queued, once', async t =
   t.equal(await app.prisma.event.count({ where: { resourceId: id } }) - before, 1, 'one event for the release')
   await app.prisma.job.update({ where: { id }, data: { state: 'cancelled', finishedAt: new Date() } })
 })
+
+t.test('a handler that returns after a stop aborted it: its pending progress is written before the stop ends, nothing after', async t => {
+  // the engine's Prisma operations begun once its stop() has returned (the service's database
+  // client closes then: a write after it reconnected on a pool of its own, and could end the process)
+  let stopped = false
+  const late: string[] = []
+  const prisma = app.prisma.$extends({
+    query: {
+      async $allOperations ({ model, operation, args, query }) {
+        if (stopped) late.push(`${model ?? ''}.${operation}`)
+        return query(args)
+      }
+    }
+  }) as unknown as typeof app.prisma
+  let started!: () => void
+  const running = new Promise<void>(resolve => { started = resolve })
+  const engine = await startEngine(t, app, {
+    server_delete: {
+      async run (ctx) {
+        ctx.progress({ bytesDone: 1, bytesTotal: 10 }) // written at once
+        ctx.progress({ bytesDone: 2, bytesTotal: 10 }) // within the interval: left to a timer
+        started()
+        // ignores the abort's reason and returns as if it had finished
+        await new Promise(resolve => ctx.signal.addEventListener('abort', resolve, { once: true }))
+        return 'done'
+      }
+    }
+  }, { databaseUrl, prisma, progressIntervalMs: 1500 })
+  const { id } = await enqueue({ operation: 'server_delete' })
+  await running
+  await engine.stop()
+  stopped = true
+  await sleep(1800) // past the progress timer
+  t.same(late, [], 'no write once the stop has ended')
+  const row = await app.prisma.job.findUniqueOrThrow({ where: { id } })
+  t.equal(row.state, 'queued', 'given back to the queue, not recorded as a success')
+  t.equal(row.bytesDone, 2n, 'the pending progress was written before the stop ended')
+  const log = await api.get(`/api/2.0/jobs/${id}/log/`)
+  t.match(log.body, /stopped: shutting down; the job will run again elsewhere/, 'the log says why it stopped')
+  await app.prisma.job.update({ where: { id }, data: { state: 'cancelled', finishedAt: new Date() } })
+})

@@ -5,7 +5,7 @@ import t from 'tap'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { LeaseLost } from '../../src/engine/held.ts'
 import { JobEngine } from '../../src/engine/engine.ts'
-import { createPrisma } from '../../src/db/client.ts'
+import { createDatabase } from '../../src/db/client.ts'
 import type { JobContext, JobHandler } from '../../src/engine/types.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
 import { abortableSleep, sleep, startEngine, waitForJob } from '../helpers/jobs.ts'
@@ -112,7 +112,7 @@ t.test('a write refused by the database (a newer attempt holds the job) stops th
 t.test('a worker whose database connection is cut mid-job stops before its lease ends', async t => {
   const target = new URL(databaseUrl)
   const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
-  const prisma = createPrisma(proxy.url(databaseUrl), { max: 4 })
+  const { prisma, close } = createDatabase(proxy.url(databaseUrl), { max: 4 })
   const engine = new JobEngine({ prisma, log: app.log, concurrency: 2, leaseSeconds: 3, pollMs: 200 })
   let abortedAt: number | undefined
   let reason: unknown
@@ -127,7 +127,7 @@ t.test('a worker whose database connection is cut mid-job stops before its lease
   t.teardown(async () => {
     await proxy.close()
     await engine.stop().catch(() => {})
-    await prisma.$disconnect().catch(() => {})
+    await close().catch(() => {})
   })
   const { id } = await enqueue('drive_resize')
   await waitForJob(app, id, { states: ['started'] })

@@ -11,8 +11,8 @@ import { memoryLogger } from '../helpers/log.ts'
 const databaseUrl = await createTestDatabase(t)
 
 t.test('the purge lock\'s connection ends mid-run: the run fails, the process lives, the next run goes ahead', async t => {
-  const { prisma } = createDatabase(databaseUrl, { max: 3 })
-  t.teardown(() => prisma.$disconnect())
+  const { prisma, close } = createDatabase(databaseUrl, { max: 3 })
+  t.teardown(close)
   const { log, lines } = memoryLogger()
   let killed = false
   // the first batch ends the lock holder's backend first (the only advisory lock in this database)

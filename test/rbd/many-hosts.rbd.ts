@@ -13,7 +13,7 @@ import t from 'tap'
 import { createTestDatabase } from '../helpers/db.ts'
 import { freePort } from '../helpers/net.ts'
 import { processesMentioning, serveCommand, startService, type Service } from '../helpers/service.ts'
-import { createPrisma } from '../../src/db/client.ts'
+import { createDatabase } from '../../src/db/client.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
 import { RbdDriveStorage } from '../../src/storage/index.ts'
 
@@ -25,8 +25,8 @@ const pool = process.env.RBD_POOL || 'rbd'
 const LEASE_SECONDS = 5
 
 const databaseUrl = await createTestDatabase(t)
-const prisma = createPrisma(databaseUrl, { max: 2 })
-t.teardown(() => prisma.$disconnect())
+const { prisma, close } = createDatabase(databaseUrl, { max: 2 })
+t.teardown(close)
 const email = 'hosts@example.com'
 const password = 'correct horse battery'
 await addAccount(prisma, email, password)

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { freePort } from '../helpers/net.ts'
 import { serveCommand, startService } from '../helpers/service.ts'
 import { createTestDatabase } from '../helpers/db.ts'
-import { createPrisma } from '../../src/db/client.ts'
+import { createDatabase } from '../../src/db/client.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
 import { openSse } from '../helpers/sse.ts'
 
@@ -29,8 +29,8 @@ async function serve (role: string) {
   return { child: svc.child, base: `http://127.0.0.1:${port}` }
 }
 
-const prisma = createPrisma(databaseUrl, { max: 2 })
-t.teardown(() => prisma.$disconnect())
+const { prisma, close } = createDatabase(databaseUrl, { max: 2 })
+t.teardown(close)
 const account = await addAccount(prisma, 'roles@example.com', 'correct horse battery')
 const headers = { authorization: 'Basic ' + Buffer.from('roles@example.com:correct horse battery').toString('base64') }
 const json = { ...headers, 'content-type': 'application/json' }
