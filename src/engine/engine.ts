@@ -348,7 +348,11 @@ export class JobEngine {
     this.stopBeating()
     // jobs waiting for a slot are left to their leases too: nothing is written for them
     for (const w of this.waiters.splice(0)) w.grant('gone')
-    for (const r of this.running.values()) r.controller.abort(new Error('lease lost'))
+    // nor for running ones: their attempts are as good as stale (a handler that ends now writes nothing)
+    for (const r of this.running.values()) {
+      r.stale = true
+      r.controller.abort(new Error('lease lost'))
+    }
     for (const h of this.held.values()) h.leaseLost()
     void this.endPool()
   }
@@ -837,8 +841,8 @@ export class JobEngine {
     const ctx = this.context(row, entry, log)
     const t0 = Date.now()
     const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(3)} s`
-    // lease lost or shutting down, whether the handler then returned or threw: the job is someone
-    // else's now, so its row is left alone
+    // a handler that threw once the stop or a lost lease aborted it: the job is someone else's now
+    // (or will be, once the stop releases it), so its row is left alone
     const aborted = async () => {
       const why = String((entry.controller.signal.reason as Error | undefined)?.message ?? 'aborted')
       log.info('job aborted: ' + why)
@@ -910,7 +914,10 @@ export class JobEngine {
     try {
       const result = await handler.run(ctx)
       if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
-      if (entry.controller.signal.aborted) return aborted()
+      // a lost lease: not ours to record. A stop's abort leaves the lease ours, and a handler that
+      // returned (rather than threw) finished its work: the success is recorded, or a rerun would
+      // find the work done and fail (drive_resize: "the drive is no longer held by this job")
+      if (entry.stale) return aborted()
       ctx.log(`succeeded in ${elapsed()}`)
       const end = await ctx.close()
       await this.settle(row, { state: 'success', result, description: end.description }, log, entry, end.lines)

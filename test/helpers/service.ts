@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import { ROOT } from '../setup/test-db.ts'
-import { freePorts } from './net.ts'
+import { freePort, freePorts } from './net.ts'
 
 export interface Service {
   child: ChildProcess
@@ -50,6 +50,29 @@ export function startService (env: NodeJS.ProcessEnv, args: string[] = SERVER_EN
     throw new Error(`timed out waiting for ${re}:\n${output}`)
   }
   return { child, stdout: () => stdout, output: () => output, waitFor, exited }
+}
+
+/**
+ * A service on a free port (PORT), once it says `ready`. The port is free when chosen and bound
+ * later by the child, so a test running beside it can take it in between (EADDRINUSE, seen in CI):
+ * then it starts again on another. Stopped (SIGTERM) at teardown unless it already ended.
+ */
+export async function serveOnFreePort (t: { teardown: (fn: () => Promise<void>) => void }, env: (port: number) => NodeJS.ProcessEnv, args?: string[], ready = /clonejobs is serving/): Promise<{ svc: Service, port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const svc = startService(env(port), args)
+    t.teardown(async () => {
+      if (svc.child.exitCode !== null || svc.child.signalCode !== null) return
+      svc.child.kill('SIGTERM')
+      await svc.exited
+    })
+    try {
+      await svc.waitFor(ready)
+      return { svc, port }
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test(svc.output())) throw err
+    }
+  }
 }
 
 /** Processes whose command line mentions `text` (e.g. a postmaster's data folder). */

@@ -11,8 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { createTestDatabase } from '../helpers/db.ts'
-import { freePort } from '../helpers/net.ts'
-import { processesMentioning, serveCommand, startService, type Service } from '../helpers/service.ts'
+import { processesMentioning, serveCommand, serveOnFreePort, type Service } from '../helpers/service.ts'
 import { createDatabase } from '../../src/db/client.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
 import { RbdDriveStorage } from '../../src/storage/index.ts'
@@ -37,8 +36,7 @@ interface Host { name: string, svc: Service, base: string }
 
 /** One service process of a host: its own data folder (per host) and port, the shared database and pool. */
 async function serve (name: string, dataDir: string, role: 'all' | 'api' | 'worker'): Promise<Host> {
-  const port = await freePort()
-  const svc = startService({
+  const { svc, port } = await serveOnFreePort(t, port => ({
     ...process.env,
     DATABASE_URL: databaseUrl,
     DATA_DIR: dataDir,
@@ -50,13 +48,7 @@ async function serve (name: string, dataDir: string, role: 'all' | 'api' | 'work
     LOG_LEVEL: 'info',
     BOOTSTRAP_ACCOUNT: 'false',
     ROLE: ''
-  }, serveCommand(role))
-  t.teardown(async () => {
-    if (svc.child.exitCode !== null || svc.child.signalCode !== null) return
-    svc.child.kill('SIGTERM')
-    await svc.exited
-  })
-  await svc.waitFor(/clonejobs is serving/)
+  }), serveCommand(role))
   return { name, svc, base: `http://127.0.0.1:${port}` }
 }
 

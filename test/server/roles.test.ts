@@ -6,8 +6,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { freePort } from '../helpers/net.ts'
-import { serveCommand, startService } from '../helpers/service.ts'
+import { serveCommand, serveOnFreePort } from '../helpers/service.ts'
 import { createTestDatabase } from '../helpers/db.ts'
 import { createDatabase } from '../../src/db/client.ts'
 import { addAccount } from '../../src/features/accounts/service.ts'
@@ -18,14 +17,7 @@ const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clonejobs-roles-'))
 t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }))
 
 async function serve (role: string) {
-  const port = await freePort()
-  const svc = startService({ ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'info', BOOTSTRAP_ACCOUNT: 'false', ROLE: '' }, serveCommand(role))
-  t.teardown(async () => {
-    if (svc.child.exitCode !== null) return
-    svc.child.kill('SIGTERM')
-    await svc.exited
-  })
-  await svc.waitFor(/clonejobs is serving/)
+  const { svc, port } = await serveOnFreePort(t, port => ({ ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'info', BOOTSTRAP_ACCOUNT: 'false', ROLE: '' }), serveCommand(role))
   return { child: svc.child, base: `http://127.0.0.1:${port}` }
 }
 
