@@ -841,8 +841,8 @@ export class JobEngine {
     const ctx = this.context(row, entry, log)
     const t0 = Date.now()
     const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(3)} s`
-    // a handler that threw once the stop or a lost lease aborted it: the job is someone else's now
-    // (or will be, once the stop releases it), so its row is left alone
+    // a run the stop or a lost lease aborted, not to be recorded (its handler threw, or its lease is
+    // lost): the job is someone else's now, or will be once the stop releases it, so its row is left alone
     const aborted = async () => {
       const why = String((entry.controller.signal.reason as Error | undefined)?.message ?? 'aborted')
       log.info('job aborted: ' + why)
