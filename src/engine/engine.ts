@@ -589,6 +589,12 @@ export class JobEngine {
         this.loseLease(entry, 'its progress write was refused (fenced out)')
       })).catch(err => log.warn({ err }, 'progress write failed'))
     }
+    const discard = async (): Promise<void> => {
+      clearTimeout(flushTimer)
+      flushTimer = undefined
+      dirty = false
+      await Promise.all([inflight, jobLog.flush()])
+    }
     return {
       job,
       signal,
@@ -641,21 +647,13 @@ export class JobEngine {
         return { lines: await jobLog.take(), ...(description !== undefined ? { description } : {}) }
       },
       // progress not yet written is dropped (a requeue is the job's one change event); log lines are kept
-      discard: async () => {
-        clearTimeout(flushTimer)
-        flushTimer = undefined
-        dirty = false
-        await Promise.all([inflight, jobLog.flush()])
-      },
-      // the run is not this process's to record (a stale attempt): its buffered lines and pending
-      // progress are dropped, and a write still in flight is waited for, so that no write of the run
-      // outlives it (the engine's stop waits for its runs, then the database client closes)
+      discard,
+      // the run is not this process's to record (a stale attempt): its buffered lines are dropped too,
+      // and the writes in flight waited for, so that no write of the run outlives it (the engine's
+      // stop waits for its runs, then the database client closes)
       abandon: async () => {
-        clearTimeout(flushTimer)
-        flushTimer = undefined
-        dirty = false
         jobLog.discard()
-        await Promise.all([inflight, jobLog.flush()])
+        await discard()
       }
     }
   }
