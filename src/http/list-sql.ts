@@ -121,27 +121,26 @@ const parseTimestamptz = (s: string): Date => {
   return new Date(s.replace(' ', 'T').replace(/[+-]\d{2}(:\d{2})?$/, '+00:00'))
 }
 export { parseTimestamptz }
-/** pg's type parsing with timestamptz read by `timestamptz` */
-const typesWith = (timestamptz: (s: string) => unknown): pg.CustomTypesConfig => ({
-  getTypeParser: ((oid: number, format?: 'text' | 'binary') => oid === TIMESTAMPTZ ? timestamptz : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser']
-})
-const types = typesWith(parseTimestamptz)
+/** pg's type parsing with timestamptz read by parseTimestamptz */
+const types: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => oid === TIMESTAMPTZ ? parseTimestamptz : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser']
+}
 
 /**
- * A timestamptz as the session writes it (UTC and ISO: src/db/session.ts) straight to the wire
- * text isoTime gives its Date, without the Date: 'YYYY-MM-DD HH:MM:SS[.ffffff]+00' becomes
- * 'YYYY-MM-DDTHH:MM:SS.mmm000+00:00', milliseconds kept as a Date keeps them (a jobs page has
- * 80 times; building and formatting their Dates was 9% of the service's CPU on it, profiled).
+ * A timestamptz as PostgreSQL writes it inside JSON (to_json, json_agg; ISO 8601 in the session's
+ * UTC, 'YYYY-MM-DDTHH:MM:SS[.f]+00:00' with the fraction's trailing zeros left out) straight to
+ * the CloudSigma time isoTime gives its Date, without the Date: milliseconds kept as a Date keeps
+ * them (a jobs page has 80 times; building and formatting their Dates was 9% of the service's
+ * CPU on it, profiled).
  */
-export function wireTime (s: string): string {
+export function jsonWireTime (s: string): string {
   const n = s.length
-  if (n >= 22 && n <= 29 && s[10] === ' ' && s[4] === '-' && s[n - 3] === '+' && s[n - 2] === '0' && s[n - 1] === '0' && (n === 22 || s[19] === '.') && s[0] !== '0') {
-    const ms = n === 22 ? '000' : (s.slice(20, n - 3) + '00').slice(0, 3)
-    return s.slice(0, 10) + 'T' + s.slice(11, 19) + '.' + ms + '000+00:00'
+  if (n >= 25 && n <= 32 && s[10] === 'T' && s[4] === '-' && s[n - 6] === '+' && s[n - 5] === '0' && s[n - 4] === '0' && s[n - 3] === ':' && (n === 25 || s[19] === '.') && s[0] !== '0') {
+    const ms = n === 25 ? '000' : (s.slice(20, n - 6) + '00').slice(0, 3)
+    return s.slice(0, 19) + '.' + ms + '000+00:00'
   }
-  return isoTime(parseTimestamptz(s))!
+  return isoTime(new Date(s))!
 }
-const wireTypes = typesWith(wireTime)
 
 /**
  * Statement shapes run as named (prepared) statements: each connection parses and plans a shape
@@ -161,10 +160,7 @@ function nameOf (text: string): string | undefined {
   return name
 }
 
-/**
- * One statement on the pool with the Prisma-compatible type parsing, prepared per connection;
- * `times: 'wire'` reads timestamptz columns as their wire text (wireTime) instead of Dates.
- */
-export async function sqlRows<R extends pg.QueryResultRow> (pool: pg.Pool, text: string, values: unknown[], opts: { times?: 'date' | 'wire' } = {}): Promise<R[]> {
-  return (await pool.query<R>({ name: nameOf(text), text, values, types: opts.times === 'wire' ? wireTypes : types })).rows
+/** One statement on the pool with the Prisma-compatible type parsing, prepared per connection. */
+export async function sqlRows<R extends pg.QueryResultRow> (pool: pg.Pool, text: string, values: unknown[]): Promise<R[]> {
+  return (await pool.query<R>({ name: nameOf(text), text, values, types })).rows
 }
