@@ -87,13 +87,22 @@ t.test('server lists and gets: SQL and Prisma give the same bytes', async t => {
     }
   }
   const id = srv.json().objects[0].uuid
+  // a running server: the short list's runtime (active_since, the nics' runtime) from its own columns
+  const started = await api.post(`/api/2.0/servers/${id}/action/?do=start`, {})
+  t.ok(started.statusCode < 300, `started (${started.statusCode})`)
+  await eventually(async () => (await app.prisma.server.findUnique({ where: { id } }))?.status === 'running', { timeoutMs: 30_000 })
+  for (const q of ['', 'status=running']) {
+    const list = await readServers(app.dbPool, app.prisma, alice.id, parse(q), false)
+    same(t, list, await listServers(app.prisma, alice.id, parse(q), false), `list of a running server ?${q}`)
+    t.ok(list.objects.some(o => o.runtime !== null && typeof o.runtime?.active_since === 'string'), 'a runtime is shown')
+  }
   same(t, await getServerWireSql(app.dbPool, alice.id, id), await loadServerWire(app.prisma, alice.id, id), 'the server with mounts, nics and jobs')
   t.equal((await getServerWireSql(app.dbPool, alice.id, id))?.drives.length, 3)
   t.equal(await getServerWireSql(app.dbPool, bob.id, id), undefined, 'not another account\'s')
 })
 
 t.test('job lists and gets: SQL and Prisma give the same bytes', async t => {
-  for (const q of ['', 'order_by=created', 'state=started', `resource=${drives[0]}`, `parent=${root}`, 'operation=drive_create&limit=2&offset=1', 'created__gte=2000-01-01T00:00:00.000Z', 'fields=uuid,children']) {
+  for (const q of ['', 'order_by=created', 'state=started', `resource=${drives[0]}`, `parent=${root}`, 'operation=drive_create&limit=2&offset=1', 'created__gte=2000-01-01T00:00:00.000Z', 'fields=uuid,children', 'offset=500', 'state=cancelled', 'limit=0']) {
     const query = parse(q)
     const plan = planList(query, jobFilters, jobOrder)
     keysetOf(plan) // the route's id tiebreak, opposite to a date order

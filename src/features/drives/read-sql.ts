@@ -97,14 +97,16 @@ export async function listDrivesSql (pool: pg.Pool, ownerId: string, query: Reco
   if (!filters) return undefined
   const where = [`d.owner_id = ${p.add(ownerId)}::uuid`, 'NOT d.deleted', ...filters].join(' AND ')
   const order = orderToSql(plan.orderBy, COLUMNS)
+  // the short list reads the four columns it shows, not the whole row (issue 18: pg parsed each
+  // drive's 19 columns, its JSON and arrays and three times as Dates, for owner, uuid and status)
   const rows = await sqlRows<Row & { total: number }>(pool, `
-    SELECT t.total, d.*${full ? `, ${EXTRAS}` : ''}
+    SELECT t.total, ${full ? `d.*, ${EXTRAS}` : 'd.id, d.owner_id, d.status, d.readers'}
     FROM ${cappedCountSql('drives d', where)} AS t(total)
     LEFT JOIN LATERAL (SELECT d.* FROM drives d WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}) d ON true
     ORDER BY ${order}`, p.values)
   const total = await truthfulTotal(pool, rows[0].total, 'drives d', where, p.values.slice(0, p.values.length - (plan.take === undefined ? 1 : 2)))
   const page = rows.filter(r => r.id !== null)
-  const objects: Array<Partial<DriveWire>> = full ? await toWires(page, measure) : page.map(r => driveToShortWire(toRow(r)))
+  const objects: Array<Partial<DriveWire>> = full ? await toWires(page, measure) : page.map(r => driveToShortWire({ id: r.id, ownerId: r.owner_id, status: r.status, readers: r.readers }))
   return { meta: listMeta(plan, total), objects: objects.map(o => pickFields(o, plan.fields)) }
 }
 

@@ -81,7 +81,7 @@ export function driveToWire (row: DriveRow, extras: DriveExtras = { jobIds: [], 
 export const SHORT_FIELDS = ['owner', 'resource_uri', 'status', 'uuid'] as const
 
 /** The short-list object of the dumps (§1.10): owner, resource_uri, status, uuid. */
-export function driveToShortWire (row: DriveRow): Pick<DriveWire, typeof SHORT_FIELDS[number]> {
+export function driveToShortWire (row: Pick<DriveRow, 'id' | 'ownerId' | 'status' | 'readers'>): Pick<DriveWire, typeof SHORT_FIELDS[number]> {
   return { owner: ref('user', row.ownerId), resource_uri: uri('drives', row.id), status: displayStatus(row.status, row.readers), uuid: row.id }
 }
 

@@ -7,7 +7,7 @@ import { Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, 
 import { pickFields, planList, type ListPlan } from '../../http/listing.ts'
 import { ref } from '../../http/uris.ts'
 import type { ServerWire } from './schemas.ts'
-import { SHORT_FIELDS, listServers, serverFilters, serverOrder, serverToWire } from './service.ts'
+import { SHORT_FIELDS, listServers, serverFilters, serverOrder, serverToShortWire, serverToWire } from './service.ts'
 
 const COLUMNS: Record<string, string> = { id: 's.id', name: 's.name', status: 's.status', cpu: 's.cpu', mem: 's.mem', tags: 's.tags' }
 
@@ -77,14 +77,18 @@ async function listServersSql (pool: pg.Pool, ownerId: string, query: Record<str
   const order = orderToSql(plan.orderBy, COLUMNS)
   // the short list (name, owner, resource_uri, runtime, status, uuid) needs no mounts or jobs
   const keep = detail || plan.fields ? undefined : SHORT_FIELDS
+  // and reads only the columns it shows (issue 18: pg parsed every column of each server, its
+  // JSON and times, for a wire object of which six fields were kept)
   const rows = await sqlRows<Row & { total: number }>(pool, `
-    SELECT t.total, s.*${keep ? '' : `, ${EXTRAS}`}
+    SELECT t.total, ${keep ? 's.id, s.owner_id, s.name, s.status, s.active_since, s.nics' : `s.*, ${EXTRAS}`}
     FROM ${cappedCountSql('servers s', where)} AS t(total)
     LEFT JOIN LATERAL (SELECT s.* FROM servers s WHERE ${where} ORDER BY ${order} ${pageToSql(plan, p)}) s ON true
     ORDER BY ${order}`, p.values)
   const total = await truthfulTotal(pool, rows[0].total, 'servers s', where, whereValues)
-  const wires = rows.filter(r => r.id !== null).map(toWire)
-  const objects = keep ? wires.map(w => Object.fromEntries(keep.map(k => [k, w[k]])) as Partial<ServerWire>) : wires
+  const page = rows.filter(r => r.id !== null)
+  const objects: Array<Partial<ServerWire>> = keep
+    ? page.map(r => serverToShortWire({ id: r.id, ownerId: r.owner_id, name: r.name, status: r.status, activeSince: r.active_since, nics: r.nics as ServerRow['nics'] }))
+    : page.map(toWire)
   return { meta: listMeta(plan, total), objects: objects.map(o => pickFields(o, plan.fields)) }
 }
 

@@ -212,9 +212,7 @@ export function serverToWire (row: ServerRow, mounts: MountRow[], jobs: Ref[]): 
     pubkeys: extra.pubkeys.map(id => foreignRef('keypairs', id)),
     requirements: extra.requirements,
     resource_uri: uri('servers', row.id),
-    runtime: running && row.activeSince
-      ? { active_since: activeSinceTime(row.activeSince), nics: nics.map(n => ({ ...nicRuntime(n), mac: n.mac })) }
-      : null,
+    runtime: serverRuntime(row, nics),
     smp: row.smp,
     status: row.status as ServerWire['status'],
     tags: row.tags.map(id => ref('tags', id)),
@@ -223,7 +221,26 @@ export function serverToWire (row: ServerRow, mounts: MountRow[], jobs: Ref[]): 
   }
 }
 
+/** A server's `runtime`: null unless it runs. */
+function serverRuntime (row: Pick<ServerRow, 'status' | 'activeSince'>, nics: StoredNic[]): ServerWire['runtime'] {
+  return row.status === 'running' && row.activeSince
+    ? { active_since: activeSinceTime(row.activeSince), nics: nics.map(n => ({ ...nicRuntime(n), mac: n.mac })) }
+    : null
+}
+
 export const SHORT_FIELDS = ['name', 'owner', 'resource_uri', 'runtime', 'status', 'uuid'] as const
+
+/** The short-list object, as serverToWire's fields SHORT_FIELDS in that order, from the columns they need. */
+export function serverToShortWire (row: Pick<ServerRow, 'id' | 'ownerId' | 'name' | 'status' | 'activeSince' | 'nics'>): Pick<ServerWire, typeof SHORT_FIELDS[number]> {
+  return {
+    name: row.name,
+    owner: ref('user', row.ownerId),
+    resource_uri: uri('servers', row.id),
+    runtime: serverRuntime(row, (row.nics ?? []) as unknown as StoredNic[]),
+    status: row.status as ServerWire['status'],
+    uuid: row.id
+  }
+}
 
 export async function serversToWire (db: Db, rows: ServerRow[]): Promise<ServerWire[]> {
   const ids = rows.map(r => r.id)
