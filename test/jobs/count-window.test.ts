@@ -43,7 +43,7 @@ let countStatement = ''
 {
   const query = app.dbPool.query.bind(app.dbPool)
   app.dbPool.query = ((config: { text?: string }, ...rest: unknown[]) => {
-    if (typeof config === 'object' && config.text?.startsWith('WITH counted') === true && !config.text.includes('json_agg')) countStatement = config.text
+    if (typeof config === 'object' && config.text?.startsWith('WITH counted') === true) countStatement = config.text
     return (query as (...a: unknown[]) => unknown)(config, ...rest)
   }) as typeof app.dbPool.query
   const res = await client(app, big).get('/api/2.0/jobs/?cursor=&state=started&order_by=-last_modified')

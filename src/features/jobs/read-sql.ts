@@ -48,9 +48,8 @@ const PAGE_AND_TREES = `
  * The rows of `alias` (COLS, and `child`) as one JSON array of arrays, `ordered` if given, the
  * statement's column `rows`. pg then hands a page over as one JSON text for JSON.parse, not a
  * value per column and row for its parsers, and an array per row leaves out the keys that
- * objects repeat: a jobs page of 20, read 3,000 times one after another on one connection, cost
- * 125-163 µs of the service's CPU and 330-367 µs of PostgreSQL's this way, 307-341 µs and 300-350
- * µs as columns, 171-303 µs and 410-483 µs as JSON objects (a one-off probe, issue 18; README).
+ * objects would repeat (bench:api, issue 18: the service's CPU per jobs-list request 452-611 µs
+ * against 570-802 µs as columns; README's bench table).
  */
 const rowsAgg = (alias: string, child: string, ordered = '') =>
   `json_agg(json_build_array(${child}, ${COLS.map(c => `${alias}.${c}`).join(', ')})${ordered === '' ? '' : ` ORDER BY ${ordered}`}) AS rows`
