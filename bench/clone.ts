@@ -1,5 +1,5 @@
 /**
- * Clone benchmark: `npx tsx bench/clone.ts [rounds] [--dense-mib 2048]`, through the real app
+ * Clone benchmark: `npx tsx bench/clone.ts [rounds] [--dense-mib 2048] [--load 0]`, through the real app
  * (HTTP API, job engine, LocalDriveStorage) on real files, beside the system tools on the same
  * disk, in one run.
  *
@@ -23,6 +23,8 @@
  * runs so writeback of one run does not slow the next. Prints medians, the targets
  * (sparse ≤ 2× (cp + fsync) + 100 ms; dense ≥ 0.9× cp + fsync) and the load average at start
  * and end. Figures only, no asserts; the last line is the ratios.
+ * `--load N` runs N CPU-burning processes for the whole run (bench/load.ts), the system tools and
+ * the service alike, so a loaded figure can be made again; the header says so.
  * Uses DATABASE_URL (default: the local PostgreSQL at 127.0.0.1:5432).
  */
 import { execFileSync, spawn } from 'node:child_process'
@@ -34,13 +36,15 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { buildTestApp, createUser } from '../test/helpers/app.ts'
 import { registerRun, stopDaemon, unregisterRun } from '../test/setup/test-db.ts'
+import { describeLoad, startBurners } from './load.ts'
 
 const MiB = 1024 ** 2
 const GiB = 1024 ** 3
-const { values: opts, positionals } = parseArgs({ allowPositionals: true, options: { 'dense-mib': { type: 'string', default: '2048' }, 'wait-clones': { type: 'string', default: '15' } } })
+const { values: opts, positionals } = parseArgs({ allowPositionals: true, options: { 'dense-mib': { type: 'string', default: '2048' }, 'wait-clones': { type: 'string', default: '15' }, load: { type: 'string', default: '0' } } })
 const rounds = Math.max(1, Number(positionals[0] ?? 1))
 const denseBytes = Math.max(1, Number(opts['dense-mib'])) * MiB
 const waitClones = Math.max(1, Number(opts['wait-clones']))
+const burners = Math.max(0, Math.floor(Number(opts.load)) || 0)
 const load = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
 const loadAtStart = load()
 const dataDir = path.resolve('data', 'bench-clone')
@@ -81,6 +85,7 @@ process.env.DATABASE_URL ??= 'postgresql://postgres@127.0.0.1:5432/postgres'
 registerRun(process.pid)
 fs.rmSync(dataDir, { recursive: true, force: true })
 fs.mkdirSync(scratch, { recursive: true })
+teardowns.push(startBurners(burners))
 try {
   // STORAGE_FSYNC=false measures clones without the final fsync (the service's setting of that name)
   const { app } = await buildTestApp(t, { config: { drivesDir: path.join(dataDir, 'drives'), storageFsync: process.env.STORAGE_FSYNC !== 'false' } })
@@ -178,6 +183,7 @@ try {
   const nproc = execFileSync('nproc', { encoding: 'utf8' }).trim()
   const split = (js: typeof jobTimes) => `API ${ms(median(js.map(j => j.api)))}, queue ${ms(median(js.map(j => j.queue)))}, copy+fsync ${ms(median(js.map(j => j.copy)))}, settle ${ms(median(js.map(j => j.settle)))}`
   console.log(`clone benchmark: ${rounds} timed round(s) per method (medians), ${nproc} cores, ext4 on the same disk, fsync ${process.env.STORAGE_FSYNC === 'false' ? 'off' : 'on'} (STORAGE_FSYNC)`)
+  console.log(describeLoad(burners))
   console.log(`load average at start: ${loadAtStart}`)
   console.log('')
   console.log(`queue wait: ${waits.length} clones of a 16 MiB drive, worker idle: created → started p50 ${ms(pctl(waits, 0.5))}, p95 ${ms(pctl(waits, 0.95))} (target < 20 ms p50: ${pctl(waits, 0.5) < 20 ? 'met' : 'NOT met'})`)
