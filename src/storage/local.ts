@@ -34,8 +34,6 @@ import type {
 const ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 const MiB = 1024 * 1024
-/** The size of the reads an image's read stream makes (see createReadStream). */
-const READ_CHUNK = 4 * MiB
 /** Granularity of the zero-block detection of the Node copy (file system block). */
 const SPARSE_BLOCK = 4096
 
@@ -376,11 +374,12 @@ export class LocalDriveStorage implements DriveStorage {
       fd: h,
       start,
       end: range.end ?? Infinity,
-      // reads of 4 MiB, as bench:transfer's bare file stream makes them: a quarter of the reads
-      // (each a thread-pool round trip) of 1 MiB ones; a download holds about two of them (the
-      // read and what the socket has yet to send). 256 MiB downloads, 7 rounds each way:
-      // 0.88x / 0.95x the bare stream (loaded / quiet) with 1 MiB reads, 0.98x / 1.14x with 4 MiB
-      highWaterMark: READ_CHUNK,
+      // 1 MiB reads: a slow client's download costs the service about four reads' worth of RSS
+      // (20 downloads read at 2 MiB/s each: +86 MiB). 4 MiB reads, as bench:transfer's bare
+      // stream makes, were tried (2026-12-05) and not kept: the download went 0.89x -> 0.92x the
+      // bare stream loaded, 0.93x -> 1.05x quiet (medians of the runs), but those 20 downloads
+      // grew the RSS by 280 MiB (169 MiB with 2 MiB reads)
+      highWaterMark: MiB,
       autoClose: true,
     })
   }
