@@ -53,27 +53,39 @@ export class FilterError extends Error {
 const OPS: FilterOp[] = ['contains', 'lt', 'lte', 'gt', 'gte']
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
-function splitParam (key: string): { name: string, op: FilterOp } {
+/** A parameter's field and operator; `unknownOp` when it ends in `__<something>` that is no operator (`state__in`). */
+function splitParam (key: string): { name: string, op: FilterOp, unknownOp?: string } {
   const at = key.lastIndexOf('__')
   if (at > 0) {
     const suffix = key.slice(at + 2)
     const op = suffix === 'icontains' ? 'contains' : suffix
     if ((OPS as string[]).includes(op)) return { name: key.slice(0, at), op: op as FilterOp }
+    return { name: key.slice(0, at), op: 'exact', unknownOp: suffix }
   }
   return { name: key, op: 'exact' }
 }
 
+/** The forms a field's filter takes, for an error message. */
+function formsOf (name: string, field: FilterField): string {
+  const ops = field.kind === 'string' ? ['contains'] : field.kind === 'date' || field.kind === 'int' ? ['lt', 'lte', 'gt', 'gte'] : []
+  return [`${name}=a,b (any of)`, ...ops.map(op => `${name}__${op}=`)].join(', ')
+}
+
 /**
  * Reads the filters a resource declares out of a parsed query string. Parameters the spec does
- * not declare are ignored (they are paging, `fields`, `format`, ...).
+ * not declare are ignored (they are paging, `fields`, `format`, ...); a declared field with an
+ * operator that is not one of OPS is a FilterError.
  */
 export function parseFilters (query: Record<string, unknown>, spec: FilterSpec): FilterCondition[] {
   const conditions: FilterCondition[] = []
   for (const [key, raw] of Object.entries(query)) {
-    const { name, op } = splitParam(key)
+    const { name, op, unknownOp } = splitParam(key)
     // own properties only: `constructor` or `__proto__` are not filters
     const field = Object.hasOwn(spec, name) ? spec[name] : undefined
     if (!field) continue
+    // a filter's field with an operator it does not have (`state__in`, `name__startswith`) is an
+    // error, not a parameter to ignore: ignored, it would answer with every object unfiltered
+    if (unknownOp !== undefined) throw new FilterError(key, `Filter ${key} is not supported: ${name} takes ${formsOf(name, field)}`)
     const comparable = field.kind === 'date' || field.kind === 'int'
     if ((op === 'contains' && field.kind !== 'string') || (['lt', 'lte', 'gt', 'gte'].includes(op) && !comparable)) {
       throw new FilterError(key, `Filter ${key} is not supported`)

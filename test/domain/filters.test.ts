@@ -49,6 +49,18 @@ t.test('bad filter values are errors naming the parameter', async t => {
   t.equal(paramOfError(() => parseFilters({ name__gt: 'x' }, spec)), 'name__gt', 'comparisons only on dates and numbers')
 })
 
+t.test('a filter field with an operator it does not have is an error, not an ignored parameter', async t => {
+  // ignored, these answered with every object, unfiltered
+  t.equal(paramOfError(() => parseFilters({ status__in: 'mounted,unmounted' }, spec)), 'status__in')
+  t.equal(paramOfError(() => parseFilters({ name__startswith: 'a' }, spec)), 'name__startswith')
+  t.equal(paramOfError(() => parseFilters({ tag__name: 'db' }, spec)), 'tag__name', 'the docs\' tag__name: tags here are uuids')
+  t.equal(paramOfError(() => parseFilters({ created__exact: '2026-01-01' }, spec)), 'created__exact')
+  t.throws(() => parseFilters({ status__in: 'mounted' }, spec), { message: 'Filter status__in is not supported: status takes status=a,b (any of)' }, 'the message says what the field takes')
+  t.throws(() => parseFilters({ created__range: 'x' }, spec), { message: 'Filter created__range is not supported: created takes created=a,b (any of), created__lt=, created__lte=, created__gt=, created__gte=' })
+  t.throws(() => parseFilters({ name__starts: 'x' }, spec), { message: 'Filter name__starts is not supported: name takes name=a,b (any of), name__contains=' })
+  t.same(parseFilters({ other__in: 'x', limit__gt: '1', __proto__x: 'y' }, spec), [], 'a parameter whose field is not a filter stays ignored')
+})
+
 t.test('order_by', async t => {
   const order = { fields: { name: 'name', uuid: 'id', last_modified: 'lastModified' }, default: 'name' }
   t.same(parseOrder(undefined, order), [{ name: 'asc' }, { id: 'asc' }], 'default, with an id tiebreak')

@@ -39,6 +39,20 @@ t.test('prototype member names are neither filters nor orderings', async t => {
   }
 })
 
+t.test('a filter with an operator its field does not have is a 400, not a list left unfiltered', async t => {
+  for (const [url, point] of [
+    ['/api/2.0/jobs/?state__in=queued,started', 'state__in'],
+    ['/api/2.0/jobs/?cursor=&created__range=2026-01-01,2026-02-01', 'created__range'],
+    ['/api/2.0/drives/?status__in=unmounted', 'status__in'],
+    ['/api/2.0/drives/detail/?tag__name=db', 'tag__name'],
+    ['/api/2.0/servers/?name__startswith=a', 'name__startswith']
+  ] as const) {
+    const res = await api.get(url)
+    await expect400(t, res, point, url)
+    t.match(res.json()[0]?.error_message, /is not supported: .* takes /, `${url}: says what the field takes`)
+  }
+})
+
 t.test('paging numbers past what PostgreSQL and JavaScript hold', async t => {
   for (const list of LISTS) {
     for (const param of ['limit', 'offset']) {
