@@ -12,7 +12,7 @@ import type { HandlerSet } from './engine/types.ts'
 import type { JobsPluginOptions } from './plugins/jobs.ts'
 import { actionRegistries } from './http/actions.ts'
 import { UUID } from './http/bodies.ts'
-import { installErrorHandler } from './http/error-handler.ts'
+import { ROUTER_OPTIONS, installErrorHandler } from './http/error-handler.ts'
 import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
 import { OneLineRequestLog, REDACT_PATHS, redactedRequest } from './http/log-redaction.ts'
 import { sharedSchemas } from './http/schemas.ts'
@@ -67,7 +67,7 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
     // one line per request, when it is answered, instead of two (issue 18)
     logController: new OneLineRequestLog(),
     bodyLimit: config.bodyLimit,
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    routerOptions: ROUTER_OPTIONS,
     requestIdHeader: 'x-request-id',
     // keep a client's own request id when it is sane, otherwise make one
     genReqId: (req) => {

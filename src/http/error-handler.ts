@@ -1,5 +1,6 @@
 // Turns every error (ours, Fastify's, ajv's, unexpected ones) into the CloudSigma error array.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import FindMyWay, { type HTTPMethod } from 'find-my-way'
 import { DomainError, type DomainErrorCode } from '../domain/errors.ts'
 import { isStorageError } from '../storage/index.ts'
 import { ApiError, errors, type ErrorType } from './errors.ts'
@@ -88,7 +89,29 @@ export function sendError (reply: FastifyReply, error: ApiError): FastifyReply {
   return reply.code(error.statusCode).headers(error.headers).type('application/json; charset=utf-8').send([error.toJSON()])
 }
 
+/** The service's router options (serverOptions), which the method lookup below matches paths with too. */
+export const ROUTER_OPTIONS = { ignoreTrailingSlash: true, maxParamLength: 200 }
+
+const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
+
+/**
+ * The methods each route path takes, in a router of the kind Fastify's is (find-my-way), filled
+ * by an onRoute hook: a request Fastify's router did not match is looked up here for its other
+ * methods. Register before the routes.
+ */
+function methodsByPath (app: FastifyInstance): (path: string, except: string) => string[] {
+  const paths = FindMyWay(ROUTER_OPTIONS)
+  app.addHook('onRoute', (route) => {
+    for (const m of [route.method].flat()) {
+      const method = m.toUpperCase() as HTTPMethod
+      if (!paths.hasRoute(method, route.url)) paths.on(method, route.url, () => {})
+    }
+  })
+  return (path, except) => METHODS.filter(m => m !== except && paths.find(m, path) !== null)
+}
+
 export function installErrorHandler (app: FastifyInstance): void {
+  const allowedOn = methodsByPath(app)
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const apiError = toApiError(error)
     if (apiError.statusCode === 503) {
@@ -103,6 +126,12 @@ export function installErrorHandler (app: FastifyInstance): void {
     return sendError(reply, apiError)
   })
   app.setNotFoundHandler((request, reply) => {
+    // a path the API has, asked with a method it does not take (DELETE /jobs/{uuid}/): 405 with
+    // Allow (spec §1.4), before authentication as the 404 is; the answer depends on the path's
+    // shape only, never on an object
+    const path = request.url.split('?')[0]
+    const allowed = allowedOn(path, request.method)
+    if (allowed.length > 0) return sendError(reply, errors.methodNotAllowed(request.method, allowed))
     return sendError(reply, fromDomain(errors.notFound('Resource')))
   })
 }

@@ -38,7 +38,9 @@ export const errors = {
   ...domainErrors,
   unauthorized: (message = 'Authentication credentials were not provided or are wrong') =>
     new ApiError(401, 'permission', message, null, { 'www-authenticate': 'Basic realm="clonejobs"' }),
-  methodNotAllowed: (method: string) => new ApiError(405, 'validation', `Method ${method} is not allowed here`),
+  /** `allowed`: the methods the path does take (the Allow header, RFC 9110 §15.5.6). */
+  methodNotAllowed: (method: string, allowed: string[]) =>
+    new ApiError(405, 'validation', `Method ${method} is not allowed here; this path takes ${allowed.join(', ')}`, null, { allow: allowed.join(', ') }),
   notAcceptable: () => new ApiError(406, 'validation', 'Only application/json responses can be produced'),
   unsupportedMediaType: (type: string) => new ApiError(415, 'validation', `Unsupported content type: ${type}`),
   /** The drive storage (e.g. the Ceph cluster) does not answer now; retry later. */
