@@ -375,10 +375,11 @@ export class LocalDriveStorage implements DriveStorage {
       start,
       end: range.end ?? Infinity,
       // 1 MiB reads: a slow client's download costs the service about four reads' worth of RSS
-      // (20 downloads read at 2 MiB/s each: +86 MiB). 4 MiB reads, as bench:transfer's bare
-      // stream makes, were tried (2026-12-05) and not kept: the download went 0.89x -> 0.92x the
-      // bare stream loaded, 0.93x -> 1.05x quiet (medians of the runs), but those 20 downloads
-      // grew the RSS by 280 MiB (169 MiB with 2 MiB reads)
+      // (a one-off probe, not in bench/: 20 downloads of `npm start`'s service, each `curl
+      // --limit-rate 2M`, its VmRSS after 3-9 s: +86 MiB). 4 MiB reads, as bench:transfer's bare
+      // stream makes, were tried (2026-12-05) and not kept: in bench:transfer the download went
+      // 0.89x -> 0.92x the bare stream loaded, 0.93x -> 1.05x quiet (medians of the runs), but in
+      // that probe the 20 downloads grew the RSS by 280 MiB (169 MiB with 2 MiB reads)
       highWaterMark: MiB,
       autoClose: true,
     })

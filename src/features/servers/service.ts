@@ -168,9 +168,12 @@ function ipConfWire (c: StoredNic['ip_v4_conf']) {
   return c ? { conf: c.conf as 'dhcp', ip: c.ip ? foreignRef('ips', c.ip) : null } : null
 }
 
+/** A server row's NICs as stored (its `nics` JSON column). */
+const storedNics = (row: Pick<ServerRow, 'nics'>): StoredNic[] => (row.nics ?? []) as unknown as StoredNic[]
+
 export function serverToWire (row: ServerRow, mounts: MountRow[], jobs: Ref[]): ServerWire {
   const extra = { ...EXTRA_DEFAULTS, ...(row.extra as Partial<Extra>) }
-  const nics = (row.nics ?? []) as unknown as StoredNic[]
+  const nics = storedNics(row)
   const running = row.status === 'running'
   const drives: MountWire[] = [...mounts].sort((a, b) => a.position - b.position).map(m => ({
     boot_order: m.bootOrder,
@@ -236,7 +239,7 @@ export function serverToShortWire (row: Pick<ServerRow, 'id' | 'ownerId' | 'name
     name: row.name,
     owner: ref('user', row.ownerId),
     resource_uri: uri('servers', row.id),
-    runtime: serverRuntime(row, (row.nics ?? []) as unknown as StoredNic[]),
+    runtime: serverRuntime(row, storedNics(row)),
     status: row.status as ServerWire['status'],
     uuid: row.id
   }
@@ -382,7 +385,7 @@ export async function updateServer (prisma: PrismaClient, ownerId: string, id: s
       if (input.smp !== undefined) data.smp = input.smp
       if (input.vnc_password !== undefined) data.vncPassword = input.vnc_password
       if (EXTRA_KEYS.some(k => input[k] !== undefined)) data.extra = extraFrom(input, { ...EXTRA_DEFAULTS, ...(row.extra as Partial<Extra>) })
-      if (input.nics) data.nics = planNics(input.nics, (row.nics ?? []) as unknown as StoredNic[]) as unknown as object
+      if (input.nics) data.nics = planNics(input.nics, storedNics(row)) as unknown as object
       if (mounts) {
         await checkMountable(tx, ownerId, id, mounts)
         await replaceMounts(tx, ownerId, id, mounts)
