@@ -911,11 +911,15 @@ export class JobEngine {
     }
     try {
       const result = await handler.run(ctx)
-      if (entry.cancelled) return fail({ state: 'cancelled', error: CANCELLED })
       // a lost lease: not ours to record. A stop's abort leaves the lease ours, and a handler that
       // returned (rather than threw) finished its work: the success is recorded, or a rerun would
       // find the work done and fail (drive_resize: "the drive is no longer held by this job")
       if (entry.stale) return aborted()
+      // A cancel that came as the handler finished (it returned, rather than threw): its work is
+      // done and committed (the drive made, resized, removed), so the job is a success. Recorded
+      // as cancelled it would claim an undone job whose result stands: a cleanup leaves alone
+      // what its handler released.
+      if (entry.cancelled) ctx.log('a cancel came as the job finished: its work was done, so it stands')
       ctx.log(`succeeded in ${elapsed()}`)
       const end = await ctx.close()
       await this.settle(row, { state: 'success', result, description: end.description }, log, entry, end.lines)

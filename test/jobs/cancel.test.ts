@@ -21,10 +21,20 @@ const slow: JobHandler = {
   },
   async cleanup (ctx, reason) { cleanups.push(`${ctx.job.id}:${reason.state}`) }
 }
+// a handler whose work commits as the cancel arrives: it hears the abort only after its last step
+// (a resize's or a clone's settle transaction), then returns instead of throwing
+const finishing: JobHandler = {
+  async run (ctx) {
+    await new Promise<void>(resolve => ctx.signal.addEventListener('abort', () => resolve(), { once: true }))
+    ctx.log('work committed')
+    return { made: 'it' }
+  },
+  async cleanup (ctx, reason) { cleanups.push(`${ctx.job.id}:${reason.state}`) }
+}
 // a heartbeat far longer than a second: the NOTIFY alone must deliver the cancel in time
-await startEngine(t, app, { drive_clone: slow, server_clone: { async run () {}, async cleanup (ctx, r) { cleanups.push(`${ctx.job.id}:${r.state}`) } } }, { databaseUrl, heartbeatMs: 10_000 })
+await startEngine(t, app, { drive_clone: slow, drive_resize: finishing, server_clone: { async run () {}, async cleanup (ctx, r) { cleanups.push(`${ctx.job.id}:${r.state}`) } } }, { databaseUrl, heartbeatMs: 10_000 })
 
-const enqueue = (operation: 'drive_clone' | 'server_clone', parentId?: string) =>
+const enqueue = (operation: 'drive_clone' | 'server_clone' | 'drive_resize', parentId?: string) =>
   app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation, parentId }))
 
 t.test('cancel reaches a running handler within a second and runs its cleanup', async t => {
@@ -61,6 +71,21 @@ t.test('cancelling a parent cascades to running and queued children', async t =>
   const states = await Promise.all(kids.map(id => app.prisma.job.findUniqueOrThrow({ where: { id } })))
   t.same(states.map(s => s.state), ['cancelled', 'cancelled'], 'the running and the not-yet-due child are cancelled')
   t.same(cleanups.sort(), [`${kids[0]}:cancelled`, `${kids[1]}:cancelled`, `${root}:cancelled`].sort(), 'everyone cleaned up')
+})
+
+t.test('a cancel that comes as the work is done leaves the job a success, its work standing', async t => {
+  cleanups.length = 0
+  const { id } = await enqueue('drive_resize')
+  await waitForJob(app, id, { states: ['started'] })
+  t.equal((await api.post(`/api/2.0/jobs/${id}/action/?do=cancel`)).statusCode, 202)
+  const row = await waitForJob(app, id)
+  t.equal(row.state, 'success', 'the handler returned: its work is done, not undone')
+  t.equal(row.error, null)
+  t.same(row.result, { made: 'it' })
+  t.same(cleanups, [], 'no cleanup undid what the handler committed')
+  const log = (await api.get(`/api/2.0/jobs/${id}/log/`)).body
+  t.match(log, /a cancel came as the job finished: its work was done, so it stands/)
+  t.equal((await api.post(`/api/2.0/jobs/${id}/action/?do=cancel`)).statusCode, 400, 'finished: a second cancel is refused')
 })
 
 t.test('cancel: unknown do, other accounts, unknown jobs', async t => {
