@@ -20,10 +20,15 @@
 /**
  * PostgreSQL settings every connection of the service starts with: UTC; times written in ISO
  * ('YYYY-MM-DD HH:MM:SS+00'), the one shape pg, Prisma's adapter and the jobs' reads parse (a
- * server set to DateStyle 'SQL, DMY' would otherwise send '03/12/2026 17:42:02 UTC'); and
- * transactions at READ COMMITTED, the level the service's SQL is written for.
+ * server set to DateStyle 'SQL, DMY' would otherwise send '03/12/2026 17:42:02 UTC');
+ * transactions at READ COMMITTED, the level the service's SQL is written for; and a transaction
+ * left idle for 30 s (the longest lease) ended by the server. A process frozen (SIGSTOP, a VM
+ * paused) or cut off inside a transaction kept its row locks for as long as it stayed so: the
+ * job it held stayed `started` past its lease, since claims skip locked rows, and its drive
+ * transitional (a probe froze one in a clone's settle and in a fenced write: no takeover until it
+ * was let run again). The service's own transactions never wait between statements that long.
  */
-export const SESSION_SETTINGS: Readonly<Record<string, string>> = { TimeZone: 'UTC', DateStyle: 'ISO', default_transaction_isolation: 'read committed' }
+export const SESSION_SETTINGS: Readonly<Record<string, string>> = { TimeZone: 'UTC', DateStyle: 'ISO', default_transaction_isolation: 'read committed', idle_in_transaction_session_timeout: '30s' }
 
 /** A value in `options`: a space or backslash would end or escape the argument, so each is escaped. */
 const optionValue = (v: string): string => v.replace(/[\\ ]/g, '\\$&')

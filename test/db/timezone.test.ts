@@ -92,9 +92,9 @@ t.test('on America/New_York (-05:00): a key still in use is not taken for abando
 })
 
 t.test('sessionUrl: the settings join the URL\'s own options and come last, so they win', async t => {
-  t.equal(new URL(sessionUrl('postgresql://u@h:5432/db')).searchParams.get('options'), '-c TimeZone=UTC -c DateStyle=ISO -c default_transaction_isolation=read\\ committed')
+  t.equal(new URL(sessionUrl('postgresql://u@h:5432/db')).searchParams.get('options'), '-c TimeZone=UTC -c DateStyle=ISO -c default_transaction_isolation=read\\ committed -c idle_in_transaction_session_timeout=30s')
   const mixed = new URL(sessionUrl('postgresql://u:p@h/db?options=-c%20TimeZone%3DEurope%2FBerlin&sslmode=disable', { plan_cache_mode: 'force_generic_plan' }))
-  t.equal(mixed.searchParams.get('options'), '-c TimeZone=Europe/Berlin -c plan_cache_mode=force_generic_plan -c TimeZone=UTC -c DateStyle=ISO -c default_transaction_isolation=read\\ committed')
+  t.equal(mixed.searchParams.get('options'), '-c TimeZone=Europe/Berlin -c plan_cache_mode=force_generic_plan -c TimeZone=UTC -c DateStyle=ISO -c default_transaction_isolation=read\\ committed -c idle_in_transaction_session_timeout=30s')
   t.equal(mixed.searchParams.get('sslmode'), 'disable', 'other parameters kept')
   t.equal(mixed.password, 'p')
   t.equal(sessionUrl('host=/tmp dbname=x'), 'host=/tmp dbname=x', 'a keyword/value string is left as it is')
