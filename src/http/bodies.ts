@@ -1,6 +1,7 @@
 // Request-body conventions: the three create envelopes (§1.5) and related-field inputs (§1.12).
 import type { FastifyRequest } from 'fastify'
 import { errors } from './errors.ts'
+import { looseNumberPaths } from './text.ts'
 
 /** `{"objects":[...]}`, a bare array or a bare object all become `{objects: [...]}`. */
 export function normalizeCreateBody (body: unknown): { objects: unknown[] } {
@@ -16,6 +17,8 @@ export function normalizeCreateBody (body: unknown): { objects: unknown[] } {
 /** preValidation hook for create routes, so the body schema only has to describe one form. */
 export async function createBodyHook (request: FastifyRequest): Promise<void> {
   request.body = normalizeCreateBody(request.body)
+  // the loose numbers were found in the body as it came (input-guard): their paths moved
+  if (request.looseNumbers !== undefined) request.looseNumbers.body = looseNumberPaths(request.body)
 }
 
 /** The canonical 8-4-4-4-12 hex spelling, any case; also the ajv `uuid` format (app.ts), whose default admits `urn:uuid:`. */

@@ -3,6 +3,13 @@
 
 import { errors } from './errors.ts'
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** where the query and the body, as they came (or as a create hook reshaped it), hold values the validator may coerce loosely into numbers */
+    looseNumbers?: { query: Array<Array<string | number>>, body: Array<Array<string | number>> }
+  }
+}
+
 const UNSTORABLE = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
 export function isStorableText (value: string): boolean {
@@ -37,4 +44,64 @@ export function unstorableField (value: unknown, point: string | null = null, de
 export function assertStorable (value: unknown, where: string): void {
   const point = unstorableField(value)
   if (point !== undefined) throw errors.validation(`${where} holds a NUL byte or an unpaired UTF-16 surrogate`, point)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers sent as text
+
+/**
+ * A number as a client may send it in text (a query parameter, or a JSON string where the spec's
+ * clients send `"size": "1024000000"`, §1.15): decimal digits, an optional fraction and exponent.
+ */
+const DECIMAL = /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/
+
+/**
+ * A value the validator would turn into a number though it is not one written in decimal (Ajv's
+ * coercion takes `"0x10"`, `" "`, `"Infinity"`, `"1e400"`, `true`). Not null: a GET's object sent
+ * back whole in a PUT (as clients do) carries `"iops": null`, which stays accepted.
+ */
+function looseNumber (value: unknown): boolean {
+  if (typeof value === 'boolean') return true
+  if (typeof value !== 'string') return false
+  return !DECIMAL.test(value) || !Number.isFinite(Number(value))
+}
+
+/** Where `value` (a request's query or JSON body, as parsed) holds loose numbers: the paths of those values. */
+export function looseNumberPaths (value: unknown, path: Array<string | number> = [], found: Array<Array<string | number>> = [], depth = 0): Array<Array<string | number>> {
+  if (looseNumber(value)) {
+    found.push(path)
+    return found
+  }
+  if (depth > 32 || value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || typeof (value as { pipe?: unknown }).pipe === 'function') return found
+  if (Array.isArray(value)) value.forEach((item, i) => looseNumberPaths(item, [...path, i], found, depth + 1))
+  else for (const [key, item] of Object.entries(value)) looseNumberPaths(item, [...path, key], found, depth + 1)
+  return found
+}
+
+/**
+ * 400 at the field when validation turned one of `paths` (looseNumberPaths of the input as it
+ * came) into a number, or left a number that is not finite (JSON's `1e400` parses as Infinity):
+ * `?wait=Infinity` waited for ever, `"iops": "1e400"` failed in the database (a 500), `"size":
+ * "0x10"` resized a drive to 16 bytes.
+ */
+export function assertDecimalNumbers (validated: unknown, paths: ReadonlyArray<ReadonlyArray<string | number>>, where: string): void {
+  const refuse = (path: ReadonlyArray<string | number>): never => {
+    const point = [...path].reverse().find(p => typeof p === 'string') ?? null
+    throw errors.validation(`${where}: ${point ?? 'a value'} must be a finite number written in decimal digits`, point)
+  }
+  for (const path of paths) {
+    let v: unknown = validated
+    for (const p of path) v = v === null || typeof v !== 'object' ? undefined : (v as Record<string | number, unknown>)[p]
+    if (typeof v === 'number') refuse(path)
+  }
+  const walk = (value: unknown, path: Array<string | number>, depth: number): void => {
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value)) refuse(path)
+      return
+    }
+    if (depth > 32 || value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || typeof (value as { pipe?: unknown }).pipe === 'function') return
+    if (Array.isArray(value)) value.forEach((item, i) => walk(item, [...path, i], depth + 1))
+    else for (const [key, item] of Object.entries(value)) walk(item, [...path, key], depth + 1)
+  }
+  walk(validated, [], 0)
 }

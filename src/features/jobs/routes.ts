@@ -124,6 +124,10 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     }
   }
 
+  // the app is stopping: waits (?wait=N) end, and their answers go out before the pool closes
+  let stopping = false
+  app.addHook('preClose', async () => { stopping = true })
+
   const listSchema = (summary: string) => ({
     tags: ['jobs'],
     summary,
@@ -156,7 +160,9 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     let job = await getJobWireSql(app.dbPool, request.account.id, uuid)
     if (!job) throw errors.notFound('Job', 'uuid')
     const deadline = Date.now() + (request.query.wait ?? 0) * 1000
-    while (!FINISHED_STATES.includes(job.state as JobState) && Date.now() < deadline) {
+    // a client gone, or the app stopping, ends the wait (within the 1 s below)
+    const over = () => stopping || request.raw.socket?.destroyed === true
+    while (!FINISHED_STATES.includes(job.state as JobState) && Date.now() < deadline && !over()) {
       // woken by the job's change events; the 1 s cap covers a missed NOTIFY
       await app.events.waitForChange(uuid, Math.min(1000, deadline - Date.now()))
       job = await getJobWireSql(app.dbPool, request.account.id, uuid)
