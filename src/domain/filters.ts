@@ -125,6 +125,12 @@ function validateValue (param: string, field: FilterField, value: string): void 
   }
 }
 
+/**
+ * `value` as a LIKE pattern matching itself only: `%`, `_` and the escape character `\` (PostgreSQL's
+ * default) each behind a `\`. Prisma's `contains` puts its value between `%`s as it is, wildcards and all.
+ */
+export const escapeLike = (value: string): string => value.replace(/[\\%_]/g, '\\$&')
+
 function clause (field: FilterField, op: FilterOp, value: string): Record<string, unknown> {
   if (field.build) return field.build(value, op)
   const v: unknown = field.kind === 'date' ? new Date(value) : field.kind === 'int' ? BigInt(value) : field.kind === 'uuid' ? value.toLowerCase() : value
@@ -132,7 +138,7 @@ function clause (field: FilterField, op: FilterOp, value: string): Record<string
     case 'exact':
       return field.kind === 'array' ? { [field.column]: { has: v } } : { [field.column]: { equals: v } }
     case 'contains':
-      return { [field.column]: { contains: value, mode: 'insensitive' } }
+      return { [field.column]: { contains: escapeLike(value), mode: 'insensitive' } }
     default:
       return { [field.column]: { [op]: v } }
   }

@@ -30,7 +30,7 @@ const CMP: Record<FilterOp, string> = { exact: '=', lt: '<', lte: '<=', gt: '>',
  * The WHERE terms for the query's filters (already validated by planList), AND across
  * conditions and OR across alternatives, as filtersToWhere builds them for Prisma. `columns`
  * maps model fields to SQL; `custom` overrides a filter by name. undefined: a filter this path
- * does not compile (e.g. __contains, whose escaping is Prisma's), so the caller uses Prisma.
+ * does not compile (e.g. __contains, a LIKE filtersToWhere escapes for Prisma), so the caller uses Prisma.
  */
 export function filtersToSql (query: Record<string, unknown>, spec: FilterSpec, columns: Record<string, string>, p: Params, custom: Record<string, SqlFilter> = {}): string[] | undefined {
   const terms: string[] = []

@@ -29,6 +29,7 @@ t.test('parameters AND, alternatives OR, contains, comparisons', async t => {
   })
   t.same(filtersToWhere(parseFilters({ tag: ['t1', 't2'] }, spec)), { AND: [{ tags: { has: 't1' } }, { tags: { has: 't2' } }] }, 'a repeated parameter ANDs')
   t.same(filtersToWhere(parseFilters({ name__icontains: 'x' }, spec)), { AND: [{ name: { contains: 'x', mode: 'insensitive' } }] })
+  t.same(filtersToWhere(parseFilters({ name__contains: '100%_a\\b' }, spec)), { AND: [{ name: { contains: '100\\%\\_a\\\\b', mode: 'insensitive' } }] }, 'LIKE\'s %, _ and \\ escaped: contains is a substring')
   t.same(filtersToWhere(parseFilters({ fields: 'a', order_by: 'name' }, spec)), {}, 'non-filters are ignored')
 })
 

@@ -74,6 +74,22 @@ t.test('filters', async t => {
   }
 })
 
+t.test('contains matches %, _ and \\ literally, not as LIKE wildcards', async t => {
+  const carolApi = client(app, await createUser(app))
+  for (const name of ['100% full', '100 full', 'a_b', 'axb', 'back\\slash', 'backslash']) await createDrive(carolApi, { name })
+  const contains = async (value: string) => {
+    const res = await carolApi.get('/api/2.0/drives/detail/?limit=0&name__contains=' + encodeURIComponent(value))
+    t.equal(res.statusCode, 200, value)
+    return res.json().objects.map((o: any) => o.name)
+  }
+  t.same(await contains('%'), ['100% full'], 'a % is a percent sign, not any text')
+  t.same(await contains('0% F'), ['100% full'], 'and still ignores case')
+  t.same(await contains('_'), ['a_b'], 'an _ is an underscore, not any character')
+  t.same(await contains('A_B'), ['a_b'])
+  t.same(await contains('\\'), ['back\\slash'], 'a backslash is a backslash')
+  t.same(await contains('k\\s'), ['back\\slash'], 'not an escape of the next character')
+})
+
 t.test('cloning_src is a filterable display status', async t => {
   await app.prisma.drive.update({ where: { id: made[3].uuid }, data: { readers: 2 } })
   t.teardown(() => app.prisma.drive.update({ where: { id: made[3].uuid }, data: { readers: 0 } }))

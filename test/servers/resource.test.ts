@@ -192,6 +192,16 @@ t.test('short list, detail/, filters, order_by and paging', async t => {
   t.same(shortWithField.objects[0], { name: 'alpha', vnc_password: 'secret' }, 'fields= may ask the short list for any field')
 })
 
+t.test('name__contains matches %, _ and \\ literally', async t => {
+  const dave = client(app, await createUser(app))
+  await create(['50% off', '50 off', 'x_y', 'xzy', 'c:\\web', 'c:web'].map(name => ({ ...MINIMAL, name })), dave)
+  const names = async (value: string) => (await dave.get('/api/2.0/servers/detail/?limit=0&name__contains=' + encodeURIComponent(value))).json().objects.map((o: { name: string }) => o.name)
+  t.same(await names('%'), ['50% off'])
+  t.same(await names('x_'), ['x_y'])
+  t.same(await names('\\'), ['c:\\web'])
+  t.same(await names(':\\w'), ['c:\\web'], 'a backslash escapes nothing')
+})
+
 t.test('schema/ describes the server resource', async t => {
   const res = await api.get('/api/2.0/servers/schema/')
   t.equal(res.statusCode, 200)

@@ -1,7 +1,7 @@
 // The job reads as one SQL statement each (issue 18): a page of top-level jobs with their whole
 // trees and its count (capped, or the account's counters), or one job's tree, without Prisma's query compiler.
 import type pg from 'pg'
-import { parseFilters, type FilterSpec } from '../../domain/filters.ts'
+import { escapeLike, parseFilters, type FilterSpec } from '../../domain/filters.ts'
 import { isUuid } from '../../http/bodies.ts'
 import { EXACT_COUNT_UP_TO, Params, cappedCountSql, filtersToSql, jsonWireTime, listMeta, orderToSql, pageToSql, sqlRows, truthfulTotal, type SqlFilter, type Total } from '../../http/list-sql.ts'
 import { pickFields, type ListPlan } from '../../http/listing.ts'
@@ -198,9 +198,9 @@ export async function treesByIdsSql (pool: pg.Pool, ownerId: string, ids: string
 }
 
 // the cursor path: __contains too (the filter's values are its choices; ILIKE as Prisma's mode:
-// 'insensitive', with LIKE's wildcards escaped), so every jobs filter compiles
+// 'insensitive', with LIKE's wildcards escaped as the Prisma path escapes them), so every jobs filter compiles
 const likeContains = (column: string): SqlFilter => (v, op, p) =>
-  op === 'contains' ? `${column} ILIKE ${p.add('%' + v.replace(/[\\%_]/g, '\\$&') + '%')}` : op === 'exact' ? `${column} = ${p.add(v)}` : undefined
+  op === 'contains' ? `${column} ILIKE ${p.add('%' + escapeLike(v) + '%')}` : op === 'exact' ? `${column} = ${p.add(v)}` : undefined
 const KEYSET_CUSTOM: Record<string, SqlFilter> = { ...CUSTOM, state: likeContains('j.state'), operation: likeContains('j.operation') }
 
 /**
