@@ -26,7 +26,8 @@ async function sourceServer (name: string) {
     drives: [
       { device: 'virtio', dev_channel: '0:0', drive: root.uuid, boot_order: 1 },
       { device: 'ide', dev_channel: '0:1', drive: iso.uuid },
-      { device: 'virtio', dev_channel: '0:1', drive: data.uuid, boot_order: 2 }
+      // stored, and so cloned, as 0:1
+      { device: 'virtio', dev_channel: '00:01', drive: data.uuid, boot_order: 2 }
     ]
   })
   if (res.statusCode !== 201) throw new Error(`server create: ${res.statusCode} ${res.body}`)

@@ -2,6 +2,7 @@
 // detaching and deleting make them unmounted; multimount, readiness and ownership rules; recursive deletes.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
+import fs from 'node:fs'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { MINIMAL, driveStatus, seedDrive } from './helpers.ts'
 
@@ -94,6 +95,36 @@ t.test('the same disk twice and the same slot twice are refused', async t => {
   const format = await api.post('/api/2.0/servers/', { ...MINIMAL, drives: [mount(disk, 'zero')] })
   t.equal(format.statusCode, 400)
   t.equal(await driveStatus(app, disk), 'unmounted', 'nothing mounted by refused requests')
+})
+
+t.test('dev_channel is stored as controller:unit in plain decimal; one slot written two ways is a duplicate', async t => {
+  const [disk, other, third] = [await seedDrive(app, alice.id), await seedDrive(app, alice.id), await seedDrive(app, alice.id)]
+  const same = await api.post('/api/2.0/servers/', { ...MINIMAL, drives: [mount(disk, '00:01'), mount(other, '0:1')] })
+  t.equal(same.statusCode, 400, '00:01 and 0:1 are one slot')
+  t.match(same.json()[0], { error_type: 'validation', error_point: 'drives', error_message: /virtio dev_channel 0:1/ })
+  t.equal(await driveStatus(app, disk), 'unmounted', 'nothing mounted')
+  const s = await createServer([mount(disk, '00:01'), mount(other, '007:0', 'virtio'), mount(third, '01:01', 'ide')])
+  t.same(s.drives.map((d: { dev_channel: string }) => d.dev_channel), ['0:1', '7:0', '1:1'], 'the answer shows the canonical form')
+  t.same((await api.get(`/api/2.0/servers/${s.uuid}/`)).json().drives.map((d: { dev_channel: string }) => d.dev_channel), ['0:1', '7:0', '1:1'], 'and so does a GET')
+  const viaPut = await api.put(`/api/2.0/servers/${s.uuid}/`, { drives: [mount(disk, '0:1'), mount(other, '0:01')] })
+  t.equal(viaPut.statusCode, 400, 'also refused on PUT')
+  t.match(viaPut.json()[0].error_message, /virtio dev_channel 0:1/)
+  const put = await api.put(`/api/2.0/servers/${s.uuid}/`, { drives: [mount(disk, '0:02'), mount(other, '10:0')] })
+  t.equal(put.statusCode, 200)
+  t.same(put.json().drives.map((d: { dev_channel: string }) => d.dev_channel), ['0:2', '10:0'], 'PUT stores the canonical form too')
+})
+
+t.test('the migration writes stored dev_channels canonically, except a slot two mounts hold', async t => {
+  const [a, b, c, d] = [await seedDrive(app, alice.id), await seedDrive(app, alice.id), await seedDrive(app, alice.id), await seedDrive(app, alice.id, { media: 'cdrom' })]
+  const s = await createServer()
+  // as the API stored them before: the form given, and one slot twice in two forms
+  await app.prisma.serverDrive.createMany({
+    data: [[a, 'virtio', '00:01'], [b, 'virtio', '0:2'], [c, 'virtio', '00:02'], [d, 'ide', '01:01']]
+      .map(([driveId, device, devChannel], position) => ({ serverId: s.uuid, driveId, device, devChannel, position }))
+  })
+  const sql = fs.readFileSync(new URL('../../prisma/migrations/20261205100000_dev_channel_canonical/migration.sql', import.meta.url), 'utf8')
+  t.equal(await app.prisma.$executeRawUnsafe(sql), 2)
+  t.same((await api.get(`/api/2.0/servers/${s.uuid}/`)).json().drives.map((m: { dev_channel: string }) => m.dev_channel), ['0:1', '0:2', '00:02', '1:1'])
 })
 
 t.test('drives that are not ready cannot be mounted; cloning_src can', async t => {

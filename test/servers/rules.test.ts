@@ -41,6 +41,11 @@ t.test('parseMounts accepts uuid, URI and object, and refuses duplicate slots', 
     { device: 'virtio', dev_channel: '0:0', drive: a },
     { device: 'virtio', dev_channel: '0:0', drive: b }
   ])), 'drives', 'same device and dev_channel twice')
+  t.same(parseMounts([{ device: 'virtio', dev_channel: '010:005', drive: a }])[0].devChannel, '10:5', 'leading zeros dropped')
+  t.equal(point(() => parseMounts([
+    { device: 'virtio', dev_channel: '00:01', drive: a },
+    { device: 'virtio', dev_channel: '0:1', drive: b }
+  ])), 'drives', 'one slot written two ways')
   t.equal(point(() => parseMounts([{ device: 'virtio', dev_channel: '0:0', drive: 'nope' }])), 'drives')
   t.equal(point(() => parseMounts([{ device: 'virtio', dev_channel: '0:0', drive: `/api/2.0/servers/${a}/` }])), 'drives', 'a URI of another resource')
   t.equal(point(() => parseMounts([{ device: 'ide', dev_channel: '3:0', drive: a }])), 'drives')

@@ -28,6 +28,12 @@ export function devChannelProblem (device: string, devChannel: string): string |
   return undefined
 }
 
+/**
+ * A valid dev_channel (see devChannelProblem) in its one written form, controller and unit as
+ * plain decimals: `00:01` is `0:1`. Stored and compared so, one slot cannot hold two drives.
+ */
+export const canonicalChannel = (devChannel: string): string => devChannel.split(':').map(Number).join(':')
+
 export interface Mount {
   driveId: string
   device: string
@@ -35,17 +41,18 @@ export interface Mount {
   bootOrder: number | null
 }
 
-/** Parses a `drives` list and checks what needs no database: drive refs, slots, duplicate slots. */
+/** Parses a `drives` list and checks what needs no database: drive refs, slots, duplicate slots (dev_channel canonical). */
 export function parseMounts (inputs: MountInputT[]): Mount[] {
   const slots = new Set<string>()
   return inputs.map(input => {
     const driveId = requireRelatedUuid(input.drive, 'drives', 'drives')
     const problem = devChannelProblem(input.device, input.dev_channel)
     if (problem) throw errors.validation(problem, 'drives')
-    const slot = `${input.device} ${input.dev_channel}`
-    if (slots.has(slot)) throw errors.validation(`Two drives use ${input.device} dev_channel ${input.dev_channel}`, 'drives')
+    const devChannel = canonicalChannel(input.dev_channel)
+    const slot = `${input.device} ${devChannel}`
+    if (slots.has(slot)) throw errors.validation(`Two drives use ${input.device} dev_channel ${devChannel}`, 'drives')
     slots.add(slot)
-    return { driveId, device: input.device, devChannel: input.dev_channel, bootOrder: input.boot_order ?? null }
+    return { driveId, device: input.device, devChannel, bootOrder: input.boot_order ?? null }
   })
 }
 
