@@ -1,10 +1,11 @@
 // Downloads: the round trip (upload, download, identical bytes), Range (206, 416), headers, the
 // drive_download job, states that cannot be downloaded, one-time links (once, 410, expiry →
-// cancelled, saying it expired unused), a client that goes away, and another account's drive.
+// cancelled, saying it expired unused), a client that goes away, and another account's drive;
+// HEAD (the GET's status and headers, no body, no job, the link left unused).
 import t from 'tap'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { waitForJob } from '../helpers/jobs.ts'
-import { MiB, listen, randomImage, sha256 } from './helpers.ts'
+import { MiB, listen, randomImage, request, sha256 } from './helpers.ts'
 import crypto from 'node:crypto'
 import http from 'node:http'
 
@@ -54,6 +55,65 @@ t.test('Range: 206 with Content-Range; suffix and open ranges; 416 past the end'
   const bad = await api.get(`/api/2.0/drives/${uuid}/download/`, { range: `bytes=${data.length}-` })
   t.equal(bad.statusCode, 416)
   t.equal(bad.headers['content-range'], `bytes */${data.length}`)
+})
+
+const downloadJobs = async () => app.prisma.job.count({ where: { ownerId: alice.id, operation: 'drive_download' } })
+const IMAGE_HEADERS = ['content-type', 'content-length', 'content-disposition', 'accept-ranges', 'content-range']
+const imageHeaders = (headers: Record<string, unknown>) => Object.fromEntries(IMAGE_HEADERS.map(h => [h, headers[h]]))
+
+t.test('HEAD: the status and headers of the GET (Content-Length, Content-Range), no body, and no download job', async t => {
+  const jobs = await downloadJobs()
+  for (const range of [undefined, 'bytes=0-3', 'bytes=-10', `bytes=${data.length}-`]) {
+    const headers: Record<string, string> = range ? { range } : {}
+    const get = await api.get(`/api/2.0/drives/${uuid}/download/`, headers)
+    const head = await app.inject({ method: 'HEAD', url: `/api/2.0/drives/${uuid}/download/`, headers: { authorization: alice.authorization, ...headers } })
+    t.equal(head.statusCode, get.statusCode, `${range ?? 'no range'}: the status of the GET`)
+    if (get.statusCode === 416) {
+      t.equal(head.headers['content-range'], `bytes */${data.length}`)
+      continue
+    }
+    t.same(imageHeaders(head.headers), imageHeaders(get.headers), `${range ?? 'no range'}: the headers of the GET`)
+    t.equal(head.rawPayload.length, 0, 'no body')
+  }
+  const full = await app.inject({ method: 'HEAD', url: `/api/2.0/drives/${uuid}/download/`, headers: { authorization: alice.authorization } })
+  t.equal(full.headers['content-length'], String(data.length))
+  const part = await app.inject({ method: 'HEAD', url: `/api/2.0/drives/${uuid}/download/`, headers: { authorization: alice.authorization, range: 'bytes=0-3' } })
+  t.equal(part.statusCode, 206)
+  t.equal(part.headers['content-length'], '4')
+  t.equal(part.headers['content-range'], `bytes 0-3/${data.length}`)
+  // over a real socket, as curl -I asks
+  const real = await request(`${base}/api/2.0/drives/${uuid}/download/`, { method: 'HEAD', headers: { authorization: alice.authorization } })
+  t.equal(real.status, 200)
+  t.equal(real.headers['content-length'], String(data.length))
+  t.equal(real.body.length, 0)
+  t.equal(await downloadJobs(), jobs + 3, 'the three GETs that sent bytes made jobs; the HEADs none')
+  t.equal((await app.inject({ method: 'HEAD', url: `/api/2.0/drives/${uuid}/download/` })).statusCode, 401)
+  t.equal((await app.inject({ method: 'HEAD', url: `/api/2.0/drives/${uuid}/download/`, headers: { authorization: bob.authorization } })).statusCode, 404)
+})
+
+t.test('HEAD of a one-time link: the headers of its GET, without using the link or starting its job', async t => {
+  const { job, url } = (await api.post(`/api/2.0/drives/${uuid}/action/?do=download`, {})).json()
+  for (let i = 0; i < 2; i++) {
+    const head = await app.inject({ method: 'HEAD', url })
+    t.equal(head.statusCode, 200)
+    t.equal(head.headers['content-length'], String(data.length))
+    t.equal(head.headers['content-disposition'], `attachment; filename="${uuid}"`)
+    t.equal(head.rawPayload.length, 0, 'no body')
+  }
+  const waiting = await app.prisma.job.findUniqueOrThrow({ where: { id: job.uuid } })
+  t.equal(waiting.state, 'queued', 'the job still waits for the download')
+  t.equal((await app.prisma.transferLink.findFirstOrThrow({ where: { jobId: job.uuid } })).usedAt, null, 'the link is not used')
+  const get = await app.inject({ method: 'GET', url })
+  t.equal(get.statusCode, 200, 'the GET after the HEADs is the one use of the link')
+  t.ok(get.rawPayload.equals(data))
+  t.equal((await waitForJob(app, job.uuid)).state, 'success')
+  t.equal((await app.inject({ method: 'HEAD', url })).statusCode, 410, 'a used link: 410, as its GET')
+  t.equal((await app.inject({ method: 'HEAD', url: '/api/2.0/downloads/' + 'x'.repeat(43) + '/' })).statusCode, 404)
+  // a link whose job was cancelled: 410, as its GET
+  const other = (await api.post(`/api/2.0/drives/${uuid}/action/?do=download`, {})).json()
+  t.equal((await api.post(`/api/2.0/jobs/${other.job.uuid}/action/?do=cancel`)).statusCode, 202)
+  t.equal((await app.inject({ method: 'HEAD', url: other.url })).statusCode, 410)
+  t.equal((await app.inject({ method: 'GET', url: other.url })).statusCode, 410)
 })
 
 t.test('drives that are uploading cannot be downloaded; other accounts get 404', async t => {

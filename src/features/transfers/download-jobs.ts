@@ -1,6 +1,7 @@
 // Downloads: direct (Range) and one-time links, each a request-held drive_download job.
-import type { PrismaClient } from '../../db/client.ts'
-import { ApiError, errors } from '../../http/errors.ts'
+import type { PrismaClient, Tx } from '../../db/client.ts'
+import type { TransferLink } from '../../db/generated/client.ts'
+import { ApiError, errors, type DomainError } from '../../http/errors.ts'
 import { ref, type Ref } from '../../http/uris.ts'
 import { requestCancel } from '../../engine/cancel.ts'
 import { enqueueJob } from '../../engine/enqueue.ts'
@@ -96,6 +97,17 @@ export async function createDownloadLink (deps: TransferDeps, ownerId: string, d
   })
 }
 
+const linkUsed = (): DomainError => errors.gone('This download link has been used already')
+const linkCancelled = (): DomainError => errors.gone('The download of this link was cancelled')
+
+/** The drive a download link sends, if it can be sent (410 when it is gone). */
+async function linkDrive (db: PrismaClient | Tx, link: TransferLink): Promise<DriveRow> {
+  const drive = await db.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
+  if (!drive) throw errors.gone('The drive of this link is gone')
+  assertDownloadable(drive)
+  return drive
+}
+
 /** GET <download link>: uses the link up (a second use is 410) and takes its job's lease. */
 export async function useDownloadLink (deps: TransferDeps, token: string): Promise<{ held: HeldJob, drive: DriveRow }> {
   const link = await findLink(deps.prisma, token, 'download')
@@ -104,16 +116,26 @@ export async function useDownloadLink (deps: TransferDeps, token: string): Promi
       where: { tokenHash: link.tokenHash, usedAt: null, expiresAt: { gt: new Date() } },
       data: { usedAt: new Date() }
     })
-    if (used.count === 0) throw errors.gone('This download link has been used already')
+    if (used.count === 0) throw linkUsed()
     const row = link.jobId ? await deps.engine.take(tx, link.jobId, 'queued') : undefined
-    if (!row) throw errors.gone('The download of this link was cancelled')
-    const drive = await tx.drive.findFirst({ where: { id: link.driveId, ownerId: link.ownerId, deleted: false } })
-    if (!drive) throw errors.gone('The drive of this link is gone')
-    assertDownloadable(drive)
-    return { row, drive }
+    if (!row) throw linkCancelled()
+    return { row, drive: await linkDrive(tx, link) }
   })
   // held once the transaction has committed (a refusal above leaves no handle behind)
   return { held: deps.engine.hold(row, Number(drive.size)), drive }
+}
+
+/**
+ * HEAD <download link>: the drive its GET would send, or the GET's refusal (404, 410), without
+ * using the link or taking its job (the job's lease is what the GET takes: queued, free, not
+ * being cancelled).
+ */
+export async function peekDownloadLink (deps: TransferDeps, token: string): Promise<DriveRow> {
+  const link = await findLink(deps.prisma, token, 'download')
+  if (link.usedAt) throw linkUsed()
+  const job = link.jobId ? await deps.prisma.job.findUnique({ where: { id: link.jobId }, select: { state: true, lockedBy: true, cancelRequested: true } }) : null
+  if (job?.state !== 'queued' || job.lockedBy !== null || job.cancelRequested) throw linkCancelled()
+  return linkDrive(deps.prisma, link)
 }
 
 /** Cancels a download job whose link was not used in time (called by its handler at the deadline). */

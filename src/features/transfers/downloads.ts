@@ -2,6 +2,7 @@
 //   GET /drives/{uuid}/download/                 Basic auth, Range support
 //   POST /drives/{uuid}/action/?do=download      → 202 {"job", "url"}: a one-time link
 //   GET /downloads/{token}/                      the link (no auth); once; within DOWNLOAD_LINK_TTL
+//   HEAD of either                               the GET's status and headers; no job, the link unused
 // Each download is a drive_download job with byte progress; it succeeds when the last byte is
 // sent and fails when the client goes away first.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
@@ -15,7 +16,7 @@ import type { Action } from '../../http/actions.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter } from './streams.ts'
-import { assertDownloadable, createDownloadLink, parseRange, startDirectDownload, useDownloadLink, type ByteRange } from './download-jobs.ts'
+import { assertDownloadable, createDownloadLink, parseRange, peekDownloadLink, startDirectDownload, useDownloadLink, type ByteRange } from './download-jobs.ts'
 import { failureRecord, transferDeps, type HeldJob, type TransferDeps } from './service.ts'
 import type { DriveRow } from '../drives/service.ts'
 
@@ -40,6 +41,12 @@ function imageHeaders (reply: FastifyReply, drive: DriveRow, range: ByteRange | 
   reply.header('content-length', String(length))
   if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`)
   return length
+}
+
+/** A HEAD's answer: the download's status and headers, no body (a HEAD route keeps Content-Length). */
+function headImage (reply: FastifyReply, drive: DriveRow, range: ByteRange | undefined): FastifyReply {
+  imageHeaders(reply, drive, range)
+  return reply.send()
 }
 
 /**
@@ -127,41 +134,46 @@ const downloads: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onClose', async () => { await settling.drain(app.config.stopGraceMs) })
   const deps = transferDeps(app)
 
-  app.get('/drives/:uuid/download/', {
-    config: { produces: ['application/octet-stream'] },
-    schema: {
-      tags: TAGS,
-      summary: 'Download a drive image (§5.1), with Range support',
-      description: 'One `Range: bytes=a-b` range is served as 206 with Content-Range; a range past the end is 416. ' +
-        'The drive must not be creating, uploading or cloning_dst (400). Each download is a drive_download job with byte progress.',
-      produces: ['application/octet-stream'],
-      params: UuidParams,
-      response: { ...imageResponse('The image'), ...errorResponses(404, 416, 503) }
-    }
-  }, async (request, reply) => {
-    if (request.method === 'HEAD') {
-      const drive = await loadOwnedDrive(app.prisma, request.account.id, request.params.uuid)
-      assertDownloadable(drive)
-      imageHeaders(reply, drive, parseRange(request.headers.range, Number(drive.size)))
-      return reply.send()
-    }
+  // HEAD (curl -I, a client sizing the image first): the GET's status and headers, no body, and
+  // no job or use of a link, since nothing is sent. Its own routes, the GETs exposing none:
+  // Fastify's HEAD for a GET runs the GET's handler (a job; a one-time link used up) and
+  // answers a body-less reply with Content-Length: 0
+  const directSchema = {
+    tags: TAGS,
+    summary: 'Download a drive image (§5.1), with Range support',
+    description: 'One `Range: bytes=a-b` range is served as 206 with Content-Range; a range past the end is 416. ' +
+      'The drive must not be creating, uploading or cloning_dst (400). Each download is a drive_download job with byte progress. ' +
+      'HEAD answers the same status and headers without the body, and starts no job.',
+    produces: ['application/octet-stream'],
+    params: UuidParams,
+    response: { ...imageResponse('The image'), ...errorResponses(404, 416, 503) }
+  }
+  const directConfig = { produces: ['application/octet-stream'] }
+  app.head('/drives/:uuid/download/', { config: directConfig, schema: { ...directSchema, hide: true } }, async (request, reply) => {
+    const drive = await loadOwnedDrive(app.prisma, request.account.id, request.params.uuid)
+    assertDownloadable(drive)
+    return headImage(reply, drive, parseRange(request.headers.range, Number(drive.size)))
+  })
+  app.get('/drives/:uuid/download/', { config: directConfig, exposeHeadRoute: false, schema: directSchema }, async (request, reply) => {
     const { held, drive, range } = await startDirectDownload(deps, request.account.id, request.params.uuid, (size) => parseRange(request.headers.range, size))
     return sendImage(deps, settling, reply, held, drive, range)
   })
 
-  app.get('/downloads/:token/', {
-    config: { auth: false, produces: ['application/octet-stream'] },
-    exposeHeadRoute: false,
-    schema: {
-      tags: TAGS,
-      summary: 'Use a one-time download link (no authentication; the token is the credential)',
-      description: 'Works once: a second use, an expired link or a cancelled job answer 410. The whole image is sent (no Range).',
-      produces: ['application/octet-stream'],
-      security: [],
-      params: Type.Object({ token: Type.String() }),
-      response: { 200: imageResponse('The image')[200], ...errorResponses(404, 410) }
-    }
-  }, async (request, reply) => {
+  const linkSchema = {
+    tags: TAGS,
+    summary: 'Use a one-time download link (no authentication; the token is the credential)',
+    description: 'Works once: a second use, an expired link or a cancelled job answer 410. The whole image is sent (no Range). ' +
+      'HEAD answers the same status and headers without the body, and does not use the link.',
+    produces: ['application/octet-stream'],
+    security: [],
+    params: Type.Object({ token: Type.String() }),
+    response: { 200: imageResponse('The image')[200], ...errorResponses(404, 410) }
+  }
+  const linkConfig = { auth: false, produces: ['application/octet-stream'] }
+  app.head('/downloads/:token/', { config: linkConfig, schema: { ...linkSchema, hide: true } }, async (request, reply) => {
+    return headImage(reply, await peekDownloadLink(deps, request.params.token), undefined)
+  })
+  app.get('/downloads/:token/', { config: linkConfig, exposeHeadRoute: false, schema: linkSchema }, async (request, reply) => {
     const { held, drive } = await useDownloadLink(deps, request.params.token)
     return sendImage(deps, settling, reply, held, drive, undefined)
   })
