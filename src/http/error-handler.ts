@@ -41,7 +41,8 @@ function fromValidation (error: FastifyError): ApiError {
   return new ApiError(400, 'validation', message, point)
 }
 
-export function toApiError (error: FastifyError | Error): ApiError {
+/** The ApiError an error answers as; `request`, when there is one, names what it sent (a 415's type). */
+export function toApiError (error: FastifyError | Error, request?: FastifyRequest): ApiError {
   if (error instanceof ApiError) return error
   if (error instanceof DomainError) return fromDomain(error)
   const fe = error as FastifyError
@@ -49,11 +50,12 @@ export function toApiError (error: FastifyError | Error): ApiError {
   switch (fe.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new ApiError(400, 'validation', 'Malformed JSON in the request body')
+      return errors.malformedJson()
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new ApiError(413, 'validation', 'Request body is too large')
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return errors.unsupportedMediaType(fe.message.replace(/^Unsupported Media Type:?\s*/i, ''))
+      // Fastify's message names no type: the request's header does
+      return errors.unsupportedMediaType(request?.headers['content-type'])
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new ApiError(400, 'validation', 'Request body size did not match Content-Length')
     case 'FST_REQ_FILE_TOO_LARGE':
@@ -64,7 +66,7 @@ export function toApiError (error: FastifyError | Error): ApiError {
     case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
       return new ApiError(400, 'validation', 'The request is not multipart/form-data')
   }
-  if (error instanceof SyntaxError) return new ApiError(400, 'validation', 'Malformed JSON in the request body')
+  if (error instanceof SyntaxError) return errors.malformedJson()
   // the client hung up mid-body (Node's 'aborted', ECONNRESET with no system call behind it): its
   // request, not the service, failed (a socket error of the database has a syscall)
   if (fe.code === 'ECONNRESET' && (error as NodeJS.ErrnoException).syscall === undefined) {
@@ -113,7 +115,7 @@ function methodsByPath (app: FastifyInstance): (path: string, except: string) =>
 export function installErrorHandler (app: FastifyInstance): void {
   const allowedOn = methodsByPath(app)
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
-    const apiError = toApiError(error)
+    const apiError = toApiError(error, request)
     if (apiError.statusCode === 503) {
       // busy, overloaded, a dependency away for now: the client is told to retry; not a fault here
       request.log.warn({ err: error, status: 503 }, 'request refused for now')

@@ -42,7 +42,10 @@ export const errors = {
   methodNotAllowed: (method: string, allowed: string[]) =>
     new ApiError(405, 'validation', `Method ${method} is not allowed here; this path takes ${allowed.join(', ')}`, null, { allow: allowed.join(', ') }),
   notAcceptable: () => new ApiError(406, 'validation', 'Only application/json responses can be produced'),
-  unsupportedMediaType: (type: string) => new ApiError(415, 'validation', `Unsupported content type: ${type}`),
+  /** A request body that is not JSON; `why`, when it is known (not UTF-8, say), follows. */
+  malformedJson: (why?: string) => new ApiError(400, 'validation', `Malformed JSON in the request body${why ? `: ${why}` : ''}`),
+  /** `type`: the request's Content-Type, with its parameters (a charset refused); undefined when it has none. */
+  unsupportedMediaType: (type: string | undefined) => new ApiError(415, 'validation', `Unsupported content type: ${type ?? 'none'}`),
   /** The drive storage (e.g. the Ceph cluster) does not answer now; retry later. */
   storageUnavailable: () => new ApiError(503, 'backend', 'The drive storage is unavailable; try again later', null, { 'retry-after': '5' }),
   internal: () => new ApiError(500, 'backend', 'Internal server error')

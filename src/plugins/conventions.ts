@@ -1,4 +1,5 @@
 // Wire conventions every route shares: lenient JSON bodies, X-REQUEST-ID, Accept negotiation.
+import { isUtf8 } from 'node:buffer'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { errors } from '../http/errors.ts'
@@ -19,12 +20,24 @@ function acceptable (accept: string | undefined, produces: string[]): boolean {
   })
 }
 
+/** A Content-Type's charset, lower-cased; undefined when it names none (JSON is UTF-8, RFC 8259). */
+function charsetOf (type: string | undefined): string | undefined {
+  const m = /;\s*charset\s*=\s*("?)([^";\s]*)\1/i.exec(type ?? '')
+  return m ? m[2].toLowerCase() : undefined
+}
+
 export default fp(async (app: FastifyInstance) => {
   const defaultJson = app.getDefaultJsonParser('error', 'error')
   // Action POSTs arrive with `Content-Type: application/json` and no body at all (Go SDK), or `null`.
+  // The body is read as bytes and decoded here: a string parser decodes bytes that are not UTF-8
+  // as U+FFFD, and a name of those was stored as sent
   app.removeContentTypeParser('application/json')
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const charset = charsetOf(request.headers['content-type'])
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') return done(errors.unsupportedMediaType(request.headers['content-type']))
+    const bytes = typeof body === 'string' ? Buffer.from(body) : body
+    if (!isUtf8(bytes)) return done(errors.malformedJson('it is not UTF-8'))
+    const text = bytes.toString('utf8')
     if (text.trim() === '' || text.trim() === 'null') return done(null, {})
     defaultJson(request, text, done)
   })

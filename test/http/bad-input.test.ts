@@ -1,7 +1,8 @@
 // Input PostgreSQL or JavaScript cannot hold is a 400 `validation` naming its field, never a 500:
 // prototype names as filters or orderings, numbers past their columns, dates past PostgreSQL's
-// range, foreign cursors, NUL bytes and lone surrogates, malformed multipart bodies; and the
-// router's and Node's own client errors answer CloudSigma arrays.
+// range, foreign cursors, NUL bytes and lone surrogates, malformed multipart bodies, JSON bodies
+// that are not UTF-8 (400) or declare another charset (415); and the router's and Node's own
+// client errors answer CloudSigma arrays.
 import net from 'node:net'
 import tap from 'tap'
 const t = tap
@@ -106,6 +107,42 @@ t.test('NUL bytes and lone surrogates in any text', async t => {
   const multipart = multipartBody('B', [{ name: 'data', value: JSON.stringify({ method: 'drives.upload', params: [{ name: 'a\u0000b' }] }) }, { name: 'file', filename: 'f', value: 'abc' }])
   await expect400(t, await api.raw('POST', '/api/2.0/_upload/', multipart, { 'content-type': 'multipart/form-data; boundary=B' }), 'name', 'NUL in a multipart upload name')
   t.equal(await driveCount(), before, 'no drive was made')
+})
+
+t.test('JSON bodies: bytes that are not UTF-8 are a 400, another charset a 415 naming it, never a name of U+FFFD', async t => {
+  const before = await driveCount()
+  const post = (body: Buffer, type: string) => app.inject({ method: 'POST', url: '/api/2.0/drives/', headers: { authorization: user.authorization, 'content-type': type }, payload: body })
+  const named = (name: Buffer) => Buffer.concat([Buffer.from('{"name": "'), name, Buffer.from('", "size": 1048576, "media": "disk"}')])
+  // invalid bytes, an overlong '/', a surrogate's encoding, a sequence cut short
+  for (const bad of [[0xff, 0xfe, 0xc0, 0xaf], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0x61, 0xe2, 0x82]]) {
+    for (const type of ['application/json', 'application/json; charset=utf-8', 'application/json;charset="UTF8"']) {
+      const what = `${Buffer.from(bad).toString('hex')} as ${type}`
+      const res = await post(named(Buffer.from(bad)), type)
+      await expect400(t, res, null, what)
+      t.match(res.json()[0]?.error_message, /^Malformed JSON in the request body: it is not UTF-8/, `${what}: says why`)
+    }
+  }
+  // a charset other than UTF-8 is refused, not decoded as UTF-8 (café in latin-1 was caf\ufffd)
+  for (const type of ['application/json; charset=iso-8859-1', 'application/json; charset=UTF-16', 'application/json; charset=latin1']) {
+    const res = await post(named(Buffer.from('café', 'latin1')), type)
+    t.equal(res.statusCode, 415, type)
+    t.equal(res.json()[0]?.error_type, 'validation')
+    t.equal(res.json()[0]?.error_message, `Unsupported content type: ${type}`, `${type}: the message names the charset`)
+  }
+  t.equal(await driveCount(), before, 'no drive was made')
+  // UTF-8, said or not, in any spelling
+  for (const type of ['application/json', 'application/json; charset=utf-8', 'application/json; charset=UTF8', 'Application/JSON; Charset="utf-8"']) {
+    const res = await post(named(Buffer.from('café ☃ 😀')), type)
+    t.equal(res.statusCode, 201, `${type}: ${res.body.slice(0, 200)}`)
+    t.equal(res.json().objects?.[0]?.name, 'café ☃ 😀', `${type}: the name as sent`)
+  }
+  // the parser still refuses prototype poisoning
+  await expect400(t, await api.raw('POST', '/api/2.0/drives/', '{"name": "p", "size": 1048576, "media": "disk", "__proto__": {"x": 1}}'), null, '__proto__ in a body')
+  await expect400(t, await api.raw('POST', '/api/2.0/drives/', '{"name": "p", "size": 1048576, "media": "disk", "constructor": {"prototype": {"x": 1}}}'), null, 'constructor.prototype in a body')
+  // a type no parser takes: 415 naming it
+  const form = await api.raw('POST', '/api/2.0/drives/', 'name=x', { 'content-type': 'application/x-www-form-urlencoded' })
+  t.equal(form.statusCode, 415)
+  t.equal(form.json()[0]?.error_message, 'Unsupported content type: application/x-www-form-urlencoded')
 })
 
 t.test('the Basic-auth email: NUL or bad UTF-8 is 401, without credentials being right', async t => {
