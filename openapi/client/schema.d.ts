@@ -698,7 +698,7 @@ export interface paths {
         };
         /**
          * Download a drive image (§5.1), with Range support
-         * @description One `Range: bytes=a-b` range is served as 206 with Content-Range; a range past the end is 416. The drive must not be creating, uploading or cloning_dst (400). Each download is a drive_download job with byte progress.
+         * @description One `Range: bytes=a-b` range is served as 206 with Content-Range; a range past the end is 416. The drive must not be creating, uploading or cloning_dst (400). Each download is a drive_download job with byte progress. HEAD answers the same status and headers without the body, and starts no job.
          */
         get: operations["getDrivesByUuidDownload"];
         put?: never;
@@ -718,7 +718,7 @@ export interface paths {
         };
         /**
          * Use a one-time download link (no authentication; the token is the credential)
-         * @description Works once: a second use, an expired link or a cancelled job answer 410. The whole image is sent (no Range).
+         * @description Works once: a second use, an expired link or a cancelled job answer 410. The whole image is sent (no Range). HEAD answers the same status and headers without the body, and does not use the link.
          */
         get: operations["getDownloadsByToken"];
         put?: never;
