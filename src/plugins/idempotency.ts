@@ -9,6 +9,7 @@
 //   other answer, 4xx included, is replayed as it was;
 // - keys live 24 hours; a supervised purge (croner, never overlapping) deletes them in batches.
 import { createHash } from 'node:crypto'
+import stableStringify from 'safe-stable-stringify'
 import { Cron } from 'croner'
 import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
@@ -66,18 +67,23 @@ function appliesTo (method: string, url: string | undefined): boolean {
  */
 function fingerprint (request: FastifyRequest): string {
   const q = request.url.indexOf('?')
-  const query = q === -1 ? '' : request.url.slice(q + 1)
+  // the parameters in a fixed order, and the body's keys sorted: the same request written another
+  // way (`{"size": 1, "name": "a"}` after `{"name": "a", "size": 1}`) is the same request
+  const query = new URLSearchParams(q === -1 ? '' : request.url.slice(q + 1))
+  query.sort()
   const body = request.body
   const streamed = body === undefined || body === null || typeof (body as { pipe?: unknown }).pipe === 'function'
   const content = streamed
     ? `${String(request.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()} ${String(request.headers['content-length'] ?? '')}`
-    : JSON.stringify(body)
-  return createHash('sha256').update(`${query}\n${streamed ? 's' : 'j'}\n${content}`).digest('hex')
+    : stableStringify(body)
+  return createHash('sha256').update(`${query.toString()}\n${streamed ? 's' : 'j'}\n${String(content)}`).digest('hex')
 }
 
+/** The route's path as the key's scope: lower case, with its trailing slash (`/drives` and `/drives/` are one route, §1.1). */
 function pathOf (request: FastifyRequest): string {
   const q = request.url.indexOf('?')
-  return (q === -1 ? request.url : request.url.slice(0, q)).toLowerCase()
+  const path = (q === -1 ? request.url : request.url.slice(0, q)).toLowerCase()
+  return path.endsWith('/') ? path : `${path}/`
 }
 
 export default fp(async (app) => {

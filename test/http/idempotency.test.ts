@@ -58,6 +58,19 @@ t.test('server create and server clone replay too (Location kept)', async t => {
   t.equal(otherQuery.statusCode, 400, 'the same key with another query string (same path) is another request: 400')
 })
 
+t.test('the same request written another way replays: no trailing slash, keys and parameters in another order', async t => {
+  const first = await api.post('/api/2.0/drives/?avoid=&x=1', { name: 'spelled', size: 1048576, media: 'disk', meta: { a: '1', b: '2' } }, key('spelling-1'))
+  t.equal(first.statusCode, 201)
+  const before = await counts()
+  const again = await api.post('/api/2.0/drives?x=1&avoid=', { meta: { b: '2', a: '1' }, media: 'disk', size: 1048576, name: 'spelled' }, key('spelling-1'))
+  t.equal(again.statusCode, 201, again.body.slice(0, 200))
+  t.equal(again.headers['idempotent-replayed'], 'true', 'the same route, the same body: a replay')
+  t.equal(again.body, first.body)
+  t.same(await counts(), before, 'nothing made twice')
+  const other = await api.post('/api/2.0/drives/', { name: 'spelled', size: 2097152, media: 'disk', meta: { a: '1', b: '2' } }, key('spelling-1'))
+  t.equal(other.statusCode, 400, 'another body is still refused')
+})
+
 t.test('the same key with another body: 400 at Idempotency-Key, nothing done', async t => {
   const first = await api.post('/api/2.0/drives/', { name: 'x', size: 1048576, media: 'disk' }, key('body-1'))
   t.equal(first.statusCode, 201)
