@@ -1451,6 +1451,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -1563,6 +1572,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -1656,6 +1674,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1780,6 +1807,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -1887,6 +1923,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2010,6 +2055,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -2112,6 +2166,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2234,6 +2297,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -2337,6 +2409,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2457,6 +2538,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -2567,6 +2657,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -2660,6 +2759,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2774,6 +2882,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2898,6 +3015,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -3000,6 +3126,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3123,6 +3258,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3259,6 +3403,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -3375,6 +3528,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3511,6 +3673,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -3639,6 +3810,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -3749,6 +3929,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -3849,6 +4038,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3967,6 +4165,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -4067,6 +4274,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4185,6 +4401,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -4278,6 +4503,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4392,6 +4626,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4516,6 +4759,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -4621,6 +4873,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4753,6 +5014,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -4864,6 +5134,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4987,6 +5266,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -5094,6 +5382,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5217,6 +5514,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -5324,6 +5630,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5447,6 +5762,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -5551,6 +5875,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5672,6 +6005,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5804,6 +6146,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -5920,6 +6271,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6047,6 +6407,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -6156,6 +6525,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6291,6 +6669,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6448,6 +6835,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -6585,6 +6981,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -6690,6 +7095,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6819,6 +7233,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -6940,6 +7363,15 @@ export interface operations {
                 };
             };
             /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
             406: {
                 headers: {
                     [name: string]: unknown;
@@ -7044,6 +7476,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7159,6 +7600,15 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -66,7 +66,8 @@ export function objectsOf<T extends TSchema> (item: T, id: string) {
  */
 export function errorResponses (...codes: number[]): Record<number, ReturnType<typeof refTo<typeof Errors>>> {
   const out: Record<number, ReturnType<typeof refTo<typeof Errors>>> = {}
-  for (const code of [...new Set([400, 401, 406, 408, 413, 415, 429, 500, 503, ...codes])].sort()) out[code] = refTo(Errors)
+  // 405: a route with a parameter is also where a static path's other methods land (DELETE /drives/detail/)
+  for (const code of [...new Set([400, 401, 405, 406, 408, 413, 415, 429, 500, 503, ...codes])].sort()) out[code] = refTo(Errors)
   return out
 }
 
