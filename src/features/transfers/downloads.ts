@@ -78,6 +78,16 @@ class Settling {
   }
 }
 
+/**
+ * The Range header to serve, if any. With `If-Range` it is ignored and the whole image sent
+ * (RFC 9110 §13.1.5): the service gives no validator (ETag, Last-Modified) for an image, whose
+ * bytes an upload may have replaced since, so none a client sends can match; a range resumed
+ * across such a change would join two images' bytes.
+ */
+function rangeAsked (headers: { range?: string, 'if-range'?: string }): string | undefined {
+  return headers['if-range'] === undefined ? headers.range : undefined
+}
+
 /** Streams the image (or a range) as the job's work; the job settles when the response does. */
 async function sendImage (deps: TransferDeps, settling: Settling, reply: FastifyReply, held: HeldJob, drive: DriveRow, range: ByteRange | undefined): Promise<FastifyReply> {
   const recorded = settling.begin()
@@ -152,10 +162,10 @@ const downloads: FastifyPluginAsyncTypebox = async (app) => {
   app.head('/drives/:uuid/download/', { config: directConfig, schema: { ...directSchema, hide: true } }, async (request, reply) => {
     const drive = await loadOwnedDrive(app.prisma, request.account.id, request.params.uuid)
     assertDownloadable(drive)
-    return headImage(reply, drive, parseRange(request.headers.range, Number(drive.size)))
+    return headImage(reply, drive, parseRange(rangeAsked(request.headers), Number(drive.size)))
   })
   app.get('/drives/:uuid/download/', { config: directConfig, exposeHeadRoute: false, schema: directSchema }, async (request, reply) => {
-    const { held, drive, range } = await startDirectDownload(deps, request.account.id, request.params.uuid, (size) => parseRange(request.headers.range, size))
+    const { held, drive, range } = await startDirectDownload(deps, request.account.id, request.params.uuid, (size) => parseRange(rangeAsked(request.headers), size))
     return sendImage(deps, settling, reply, held, drive, range)
   })
 
