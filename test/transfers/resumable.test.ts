@@ -99,9 +99,32 @@ t.test('GET answers 404 before a chunk is stored and 200 after; the drive ends u
   t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).json().status, 'unmounted')
   const dl = await api.get(`/api/2.0/drives/${d.uuid}/download/`)
   t.equal(sha256(dl.rawPayload), sha256(file), 'the drive holds exactly the file')
+  // a chunk asked for or sent again after the upload completed (resumable.js retrying the chunk whose
+  // answer it lost): stored, 200, as resumable.js needs to report the upload done; nothing written
   const after = await test(d.uuid, file, chunks[0])
-  t.equal(after.statusCode, 400, 'once the upload is over the drive takes no more chunks')
-  t.equal(after.json()[0].error_point, 'status')
+  t.equal(after.statusCode, 200, `a chunk of the finished upload is stored: ${after.body}`)
+  t.match(after.json(), { chunk: 1, chunks_stored: 3, chunks_total: 3, complete: true })
+  const again = await post(d.uuid, file, chunks[1], { bytes: Buffer.alloc(chunks[1].end - chunks[1].start, 0x55) })
+  t.equal(again.statusCode, 200, again.body)
+  t.match(again.json(), { chunk: 2, chunks_stored: 3, complete: true })
+  const still = await api.get(`/api/2.0/drives/${d.uuid}/download/`)
+  t.equal(sha256(still.rawPayload), sha256(file), 'the bytes sent again were not written')
+  t.equal((await post(d.uuid, file, chunks[1], { chunkSize: 2 * MiB, over: { resumableCurrentChunkSize: MiB + 777, resumableTotalChunks: 1, resumableChunkNumber: 1 } })).statusCode, 400, 'a geometry the upload did not have is still 400')
+  t.equal((await app.prisma.job.count({ where: { ownerId: alice.id, operation: 'drive_upload', params: { path: ['driveId'], equals: d.uuid } } })), 1, 'no second upload job')
+})
+
+t.test('once the drive was resized after its upload, a chunk sent again no longer fits it (400 at resumableTotalSize)', async t => {
+  const file = randomImage(2 * MiB)
+  const d = await init(file.length)
+  const chunks = chunksOf(file.length)
+  for (const c of chunks) t.equal((await post(d.uuid, file, c)).statusCode, 200)
+  await waitForJob(app, d.jobs[0].uuid)
+  const resize = await api.post(`/api/2.0/drives/${d.uuid}/action/?do=resize`, { size: 4 * MiB })
+  t.equal(resize.statusCode, 202, resize.body)
+  await waitForJob(app, resize.json().objects[0].jobs[0].uuid)
+  const after = await test(d.uuid, file, chunks[0])
+  t.equal(after.statusCode, 400, after.body)
+  t.equal(after.json()[0].error_point, 'resumableTotalSize')
 })
 
 t.test('chunks out of order and in parallel, duplicates among them, make one drive_upload job that completes once', async t => {

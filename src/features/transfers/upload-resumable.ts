@@ -64,6 +64,23 @@ interface Located {
   index: number
   range: ChunkRange
   stored: boolean
+  /** the upload is over: every chunk was stored and the drive verified (its chunk rows are gone) */
+  finished: boolean
+}
+
+/**
+ * The chunk size of the drive's resumable or chunked upload that succeeded, when that upload is
+ * the drive's last: a chunk sent again after the upload completed (its answer lost on the way,
+ * resumable.js retrying it) is stored, not a request about an upload that no longer runs.
+ */
+async function finishedUploadChunkSize (db: Tx | PrismaClient, ownerId: string, driveId: string): Promise<number | undefined> {
+  const job = await db.job.findFirst({
+    where: { ownerId, operation: 'drive_upload', params: { path: ['driveId'], equals: driveId } },
+    orderBy: { created: 'desc' },
+    select: { state: true, params: true }
+  })
+  const p = job?.params as { mode?: unknown, chunkSize?: unknown } | null | undefined
+  return job?.state === 'success' && p?.mode === 'chunked' && typeof p.chunkSize === 'number' ? p.chunkSize : undefined
 }
 
 /**
@@ -73,7 +90,8 @@ interface Located {
  */
 async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, c: ResumableChunk, fix: boolean): Promise<Located> {
   const drive = await loadOwnedDrive(db, ownerId, driveId, { lock: fix })
-  if (drive.status !== 'uploading' || !drive.lockedByJob) {
+  const finishedChunkSize = drive.status === 'uploading' && drive.lockedByJob ? undefined : await finishedUploadChunkSize(db, ownerId, drive.id)
+  if ((drive.status !== 'uploading' || !drive.lockedByJob) && finishedChunkSize === undefined) {
     throw errors.wrongState(`Drive ${drive.id} is ${drive.status}: no upload into it is in progress (start one with POST /initupload/)`)
   }
   const size = Number(drive.size)
@@ -89,7 +107,13 @@ async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, 
   if (c.currentChunkSize !== undefined && c.currentChunkSize !== range.length) {
     throw errors.validation(`Chunk ${c.number} holds ${range.length} bytes (the last chunk takes the remainder), not ${c.currentChunkSize}`, 'resumableCurrentChunkSize')
   }
-  const jobId = drive.lockedByJob
+  if (finishedChunkSize !== undefined) {
+    if (finishedChunkSize !== c.chunkSize) {
+      throw errors.validation(`This upload used chunks of ${finishedChunkSize} bytes (fixed by its first chunk); resumableChunkSize must be ${finishedChunkSize}`, 'resumableChunkSize')
+    }
+    return { drive, jobId: '', index: c.number - 1, range, stored: true, finished: true }
+  }
+  const jobId = drive.lockedByJob!
   let fixed: number | undefined
   if (fix) fixed = await fixChunkSize(db as Tx, jobId, c.chunkSize)
   else {
@@ -102,7 +126,7 @@ async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, 
   }
   const stored = fixed !== undefined &&
     (await db.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: c.number - 1 } }, select: { number: true } })) !== null
-  return { drive, jobId, index: c.number - 1, range, stored }
+  return { drive, jobId, index: c.number - 1, range, stored, finished: false }
 }
 
 export interface ResumableResult extends ChunkResult {
@@ -111,8 +135,8 @@ export interface ResumableResult extends ChunkResult {
 }
 
 async function answer (db: PrismaClient, l: Located, c: ResumableChunk, duplicate: boolean): Promise<ResumableResult> {
-  const { count } = await storedChunks(db, l.drive.id)
   const total = chunkCount(Number(l.drive.size), c.chunkSize)
+  const count = l.finished ? total : (await storedChunks(db, l.drive.id)).count
   return { chunk: c.number, bytes: l.range.length, chunksStored: count, chunksTotal: total, complete: count >= total, duplicate }
 }
 
