@@ -755,7 +755,7 @@ export interface paths {
         };
         /**
          * Server-sent events: every change of this account's jobs, drives and servers
-         * @description Frames are `id: <event id>`, `event: <resource_type>`, `data: {change, resource_type, resource_uri, object}`; `change` is `added`, `changed` or `removed` (then without `object`). A frame that would repeat the object of the previous frame of the same object on this stream is not sent. Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.
+         * @description Frames are `id: <event id>`, `event: <resource_type>`, `data: {change, resource_type, resource_uri, object}`; `change` is `added`, `changed` or `removed` (then `object` is only `{uuid, resource_uri}`). A frame that would repeat the object of the previous frame of the same object on this stream is not sent. Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.
          */
         get: operations["getJobsEvents"];
         put?: never;

@@ -310,6 +310,8 @@ export class EventHub {
         this.log.warn({ err, event }, 'could not load the object of an event')
       }
     }
+    // a removed frame's object names what is gone (decisions.md, 2026-12-01): {uuid, resource_uri}
+    if (frame.change === 'removed') frame.object = { uuid: event.resourceId, resource_uri: frame.resource_uri }
     return frame
   }
 

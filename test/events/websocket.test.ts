@@ -120,7 +120,7 @@ t.test('one frame per change: each frame names its change, a job\'s success arri
   for (const id of ids) checkJobFrames(t, s.frames.filter(f => f.resource_uri === `/api/2.0/jobs/${id}/`))
 })
 
-t.test('a server created, edited and deleted: added, changed, then removed without an object', async t => {
+t.test('a server created, edited and deleted: added, changed, then removed with {uuid, resource_uri}', async t => {
   const s = await connect('/websocket', { authorization: alice.authorization })
   t.teardown(() => s.ws.close())
   const api = client(app, alice)
@@ -133,7 +133,8 @@ t.test('a server created, edited and deleted: added, changed, then removed witho
   await s.next(f => f.resource_uri === uri && f.object?.name === 'web2')
   t.equal((await api.delete(uri)).statusCode, 204)
   const removed = await s.next(f => f.resource_uri === uri && f.change === 'removed')
-  t.same(Object.keys(removed).sort(), ['change', 'resource_type', 'resource_uri'], 'a removed frame carries no object')
+  t.same(Object.keys(removed).sort(), ['change', 'object', 'resource_type', 'resource_uri'], 'a removed frame carries what is gone')
+  t.same(removed.object, { uuid: uri.split('/').at(-2), resource_uri: uri }, 'its object is {uuid, resource_uri} (decisions.md)')
   t.equal(removed.resource_type, 'servers')
   await new Promise(resolve => setTimeout(resolve, 300))
   const frames = s.frames.filter(f => f.resource_uri === uri)

@@ -123,7 +123,7 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['events'],
       summary: 'Server-sent events: every change of this account\'s jobs, drives and servers',
       description: 'Frames are `id: <event id>`, `event: <resource_type>`, `data: {change, resource_type, resource_uri, object}`; ' +
-        '`change` is `added`, `changed` or `removed` (then without `object`). A frame that would repeat the object of the previous ' +
+        '`change` is `added`, `changed` or `removed` (then `object` is only `{uuid, resource_uri}`). A frame that would repeat the object of the previous ' +
         'frame of the same object on this stream is not sent. ' +
         'Resume with the Last-Event-ID header (or last_event_id=). `job=` keeps only the frames of one job.',
       querystring: JobEventsQuery,
