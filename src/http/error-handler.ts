@@ -101,19 +101,24 @@ const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 
  * by an onRoute hook: a request Fastify's router did not match is looked up here for its other
  * methods. Register before the routes.
  */
-function methodsByPath (app: FastifyInstance): { allowedOn: (path: string, except: string) => string[], staticOn: (path: string) => string[] } {
+function methodsByPath (app: FastifyInstance): { allowedOn: (path: string, except: string) => string[], staticOn: (path: string) => string[], staticSegments: Set<string> } {
   const paths = FindMyWay(ROUTER_OPTIONS)
   // the routes with no parameter: `/drives/detail/` is one of them, not a drive called "detail"
   const statics = FindMyWay(ROUTER_OPTIONS)
+  // their path segments: a parameter holding none of them (a uuid) cannot be one of their paths
+  const staticSegments = new Set<string>()
   app.addHook('onRoute', (route) => {
+    const isStatic = !/[:*]/.test(route.url)
+    if (isStatic) for (const segment of route.url.split('/')) staticSegments.add(segment)
     for (const m of [route.method].flat()) {
       const method = m.toUpperCase() as HTTPMethod
       if (!paths.hasRoute(method, route.url)) paths.on(method, route.url, () => {})
-      if (!/[:*]/.test(route.url) && !statics.hasRoute(method, route.url)) statics.on(method, route.url, () => {})
+      if (isStatic && !statics.hasRoute(method, route.url)) statics.on(method, route.url, () => {})
     }
   })
   const staticOn = (path: string): string[] => METHODS.filter(m => statics.find(m, path) !== null)
   return {
+    staticSegments,
     // a path of a static route takes that route's methods only (PUT /drives/{uuid}/ is not one of /drives/detail/'s)
     allowedOn: (path, except) => {
       const own = staticOn(path)
@@ -124,12 +129,14 @@ function methodsByPath (app: FastifyInstance): { allowedOn: (path: string, excep
 }
 
 export function installErrorHandler (app: FastifyInstance): void {
-  const { allowedOn, staticOn } = methodsByPath(app)
+  const { allowedOn, staticOn, staticSegments } = methodsByPath(app)
   // `DELETE /drives/detail/` reaches the route of `/drives/{uuid}/`, whose uuid check answered 400
   // "Invalid field uuid": it is a path the API has (GET) asked with a method it does not take, so a
   // 405 as below; decided here, before authentication, as the 404 and 405 are
   app.addHook('onRequest', async (request) => {
     if (!request.routeOptions.url?.includes(':')) return
+    // the router's lookups only when a parameter holds a static route's segment (`detail`)
+    if (!Object.values(request.params as Record<string, unknown>).some(v => typeof v === 'string' && v.split('/').some(s => staticSegments.has(s)))) return
     const own = staticOn(request.url.split('?')[0])
     if (own.length > 0 && !own.includes(request.method)) throw errors.methodNotAllowed(request.method, own)
   })

@@ -57,11 +57,13 @@ const DECIMAL = /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/
 
 /**
  * A value the validator would turn into a number though it is not one written in decimal (Ajv's
- * coercion takes `"0x10"`, `" "`, `"Infinity"`, `"1e400"`, `true`). Not null: a GET's object sent
- * back whole in a PUT (as clients do) carries `"iops": null`, which stays accepted.
+ * coercion takes `"0x10"`, `" "`, `"Infinity"`, `"1e400"`, `true`), or a number that is not finite
+ * (JSON's `1e400` parses as Infinity). Not null: a GET's object sent back whole in a PUT (as
+ * clients do) carries `"iops": null`, which stays accepted.
  */
 function looseNumber (value: unknown): boolean {
   if (typeof value === 'boolean') return true
+  if (typeof value === 'number') return !Number.isFinite(value)
   if (typeof value !== 'string') return false
   return !DECIMAL.test(value) || !Number.isFinite(Number(value))
 }
@@ -79,29 +81,17 @@ export function looseNumberPaths (value: unknown, path: Array<string | number> =
 }
 
 /**
- * 400 at the field when validation turned one of `paths` (looseNumberPaths of the input as it
- * came) into a number, or left a number that is not finite (JSON's `1e400` parses as Infinity):
- * `?wait=Infinity` waited for ever, `"iops": "1e400"` failed in the database (a 500), `"size":
- * "0x10"` resized a drive to 16 bytes.
+ * 400 at the field when validation left a number at one of `paths` (looseNumberPaths of the input
+ * as it came): `?wait=Infinity` waited for ever, `"iops": "1e400"` failed in the database (a
+ * 500), `"size": "0x10"` resized a drive to 16 bytes. A loose value validation kept as it was
+ * (a name `"Infinity"`, `true` for a boolean) or dropped (an unknown field) is not refused.
  */
 export function assertDecimalNumbers (validated: unknown, paths: ReadonlyArray<ReadonlyArray<string | number>>, where: string): void {
-  const refuse = (path: ReadonlyArray<string | number>): never => {
-    const point = [...path].reverse().find(p => typeof p === 'string') ?? null
-    throw errors.validation(`${where}: ${point ?? 'a value'} must be a finite number written in decimal digits`, point)
-  }
   for (const path of paths) {
     let v: unknown = validated
     for (const p of path) v = v === null || typeof v !== 'object' ? undefined : (v as Record<string | number, unknown>)[p]
-    if (typeof v === 'number') refuse(path)
+    if (typeof v !== 'number') continue
+    const point = [...path].reverse().find(p => typeof p === 'string') ?? null
+    throw errors.validation(`${where}: ${point ?? 'a value'} must be a finite number written in decimal digits`, point)
   }
-  const walk = (value: unknown, path: Array<string | number>, depth: number): void => {
-    if (typeof value === 'number') {
-      if (!Number.isFinite(value)) refuse(path)
-      return
-    }
-    if (depth > 32 || value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || typeof (value as { pipe?: unknown }).pipe === 'function') return
-    if (Array.isArray(value)) value.forEach((item, i) => walk(item, [...path, i], depth + 1))
-    else for (const [key, item] of Object.entries(value)) walk(item, [...path, key], depth + 1)
-  }
-  walk(validated, [], 0)
 }

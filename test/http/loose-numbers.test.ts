@@ -32,6 +32,9 @@ t.test('text that is not a decimal number is refused where a number goes', async
     refused(t, await api.post('/api/2.0/servers/', { name: 's', cpu: bad, mem: 536870912, vnc_password: 'pw' }), 'cpu', `server cpu ${String(bad)}`)
     refused(t, await api.put(`/api/2.0/servers/${serverUuid}/`, { name: 's', cpu: 1000, mem: bad, vnc_password: 'pw' }), 'mem', `server mem ${String(bad)}`)
   }
+  // a JSON number past a double's range parses as Infinity
+  const raw = await app.inject({ method: 'POST', url: '/api/2.0/drives/', headers: { authorization: user.authorization, 'content-type': 'application/json' }, payload: '{"name":"x","size":1048576,"media":"disk","iops":1e400}' })
+  refused(t, Object.assign(raw, { json: () => JSON.parse(raw.body) }), 'iops', 'create iops 1e400 as a JSON number')
   for (const q of ['Infinity', '1e400', '0x10', '%20']) {
     refused(t, await api.get(`/api/2.0/drives/?limit=${q}`), 'limit', `?limit=${q}`)
   }

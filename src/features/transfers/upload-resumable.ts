@@ -90,8 +90,9 @@ async function finishedUploadChunkSize (db: Tx | PrismaClient, ownerId: string, 
  */
 async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, c: ResumableChunk, fix: boolean): Promise<Located> {
   const drive = await loadOwnedDrive(db, ownerId, driveId, { lock: fix })
-  const finishedChunkSize = drive.status === 'uploading' && drive.lockedByJob ? undefined : await finishedUploadChunkSize(db, ownerId, drive.id)
-  if ((drive.status !== 'uploading' || !drive.lockedByJob) && finishedChunkSize === undefined) {
+  const uploading = drive.status === 'uploading' && drive.lockedByJob !== null
+  const finishedChunkSize = uploading ? undefined : await finishedUploadChunkSize(db, ownerId, drive.id)
+  if (!uploading && finishedChunkSize === undefined) {
     throw errors.wrongState(`Drive ${drive.id} is ${drive.status}: no upload into it is in progress (start one with POST /initupload/)`)
   }
   const size = Number(drive.size)
