@@ -34,7 +34,7 @@
  * service alike, so a loaded figure can be made again.
  * Figures only, no pass/fail; the last line is the ratios.
  */
-import { spawn } from 'node:child_process'
+import { spawnTied } from './children.ts'
 import fs from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import os from 'node:os'
@@ -106,9 +106,9 @@ const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 function runLoad (spec: LoadSpec): Promise<LoadResult> {
   const execArgv = process.execArgv.filter(a => !a.startsWith('--cpu-prof') && !a.startsWith('--inspect'))
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...execArgv, process.argv[1], '--load-child', JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawnTied(process.execPath, [...execArgv, process.argv[1], '--load-child', JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d })
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d })
     child.on('error', reject)
     child.on('close', code => { code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited with ${String(code)}`)) })
   })

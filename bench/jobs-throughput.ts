@@ -30,7 +30,7 @@
  * enqueue; the last lines are the summary, per concurrency: `claim+finish X.XXx, enqueue Y.YYx`
  * (standalone enqueue).
  */
-import { spawn } from 'node:child_process'
+import { spawnTied } from './children.ts'
 import fs from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -117,7 +117,7 @@ async function benchClonejobs (concurrency: number, prefetch?: number): Promise<
 
     // every change event NOTIFY, counted per resource id
     // counted in a child process (bench/event-counter.ts), so the count costs this process nothing
-    const counter = spawn(process.execPath, [...process.execArgv, fileURLToPath(new URL('./event-counter.ts', import.meta.url)), databaseUrl], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const counter = spawnTied(process.execPath, [...process.execArgv, fileURLToPath(new URL('./event-counter.ts', import.meta.url)), databaseUrl], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     td.push(() => { counter.kill() })
     await new Promise<void>((resolve, reject) => { counter.once('message', () => resolve()); counter.once('exit', () => reject(new Error('the event counter exited'))) })
     const report = () => new Promise<Map<string, number>>(resolve => {

@@ -54,6 +54,7 @@ import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
+import { spawnTied } from './children.ts'
 import { describeLoad, startBurners } from './load.ts'
 import { median } from './stats.ts'
 
@@ -161,14 +162,14 @@ async function main (): Promise<void> {
 
   async function startBare (root: string): Promise<{ child: ChildProcess, base: string }> {
     const port = await freePort()
-    const child = spawn(process.execPath, [...process.execArgv, process.argv[1], '--bare-server', root, String(port)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+    const child = spawnTied(process.execPath, [...process.execArgv, process.argv[1], '--bare-server', root, String(port)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
     await new Promise<void>((resolve, reject) => { child.once('message', () => resolve()); child.once('exit', () => reject(new Error('the bare server exited'))) })
     return { child, base: `http://127.0.0.1:${port}` }
   }
 
   async function startService (databaseUrl: string, dataDir: string): Promise<{ child: ChildProcess, port: number }> {
     const port = await freePort()
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    const child = spawnTied(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
       env: { ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', BOOTSTRAP_ACCOUNT: 'false' },
       stdio: ['ignore', 'ignore', 'inherit']
     })
