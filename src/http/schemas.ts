@@ -35,6 +35,18 @@ export const RelatedInput = Type.Union([
   Type.Object({ uuid: Type.Optional(Type.String()), resource_uri: Type.Optional(Type.String()) })
 ], { $id: 'RelatedInput' })
 
+/** GET /{drives,servers}/availability_groups/: the account's objects grouped by the host they share. */
+export const AvailabilityGroups = Type.Array(Type.Array(Type.String()), {
+  $id: 'AvailabilityGroups',
+  description: 'One array of uuids per physical host; every placed object of the account is in exactly one of them'
+})
+
+/** GET /{drives,servers}/availability_groups/{uuid}/: the uuids sharing the object's host, itself included. */
+export const AvailabilityGroup = Type.Array(Type.String(), {
+  $id: 'AvailabilityGroup',
+  description: 'The uuids on the same physical host as the one asked about, that one included; [] when it is on no host'
+})
+
 export const Meta = Type.Record(Type.String(), Type.String(), { $id: 'Meta', description: 'Free-form string key/value pairs; keys at most 32 characters' })
 
 /** The longest name of a drive or server (every way of making one: create, update, clone, uploads). */
@@ -89,4 +101,4 @@ export const ResourceSchema = Type.Object({
   ordering: Type.Array(Type.String())
 }, { $id: 'ResourceSchema', description: 'A resource description in the CloudSigma schema format' })
 
-export const sharedSchemas: TSchema[] = [Ref, CloudSigmaError, Errors, ListMeta, RelatedInput, Meta, ResourceSchema]
+export const sharedSchemas: TSchema[] = [Ref, CloudSigmaError, Errors, ListMeta, RelatedInput, AvailabilityGroups, AvailabilityGroup, Meta, ResourceSchema]

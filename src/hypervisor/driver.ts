@@ -35,4 +35,9 @@ export interface HypervisorDriver {
   /** A VNC URL for a running guest (vnc://host:port). */
   openVnc: (server: HypervisorServer) => Promise<string>
   closeVnc: (server: HypervisorServer) => Promise<void>
+  /**
+   * The host each of these running guests is on (GET /servers/availability_groups/). Optional: a
+   * driver without it, or a guest it leaves out, is on the driver's one host (all share it).
+   */
+  hosts?: (serverIds: string[]) => Promise<Map<string, string>>
 }

@@ -17,6 +17,7 @@ export type {
   CopyStats,
   CowCloneOptions,
   FlattenOptions,
+  DrivePlacement,
   DriveStat,
   DriveStorage,
   DriveWriter,

@@ -228,6 +228,8 @@ class LocalDriveWriter implements DriveWriter {
 }
 
 export class LocalDriveStorage implements DriveStorage {
+  /** One root on one machine: every image shares its host. */
+  readonly placement = 'one-host'
   readonly root: string
   private readonly copyMethod: CopyMethod
   private readonly cpCommand: string

@@ -190,6 +190,8 @@ class PullReader {
 }
 
 export class RbdDriveStorage implements DriveStorage {
+  /** CRUSH stripes each image's 4 MiB objects over every OSD of the pool, replicas on other hosts. */
+  readonly placement = 'spread'
   readonly pool: string
   private readonly rbdCommand: string
   private readonly baseArgs: string[]

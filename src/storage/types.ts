@@ -179,7 +179,20 @@ export interface DriveWriter {
   close (): Promise<void>
 }
 
+/**
+ * How drive images sit on storage hosts, for `GET /drives/availability_groups/`:
+ * - 'one-host': every image is on the one host of this deployment (local files under one root),
+ *   so all drives fail together when it does;
+ * - 'spread': every image is striped over the whole cluster with its replicas on other hosts
+ *   (Ceph RBD with its default host failure domain), so no host holds a drive alone and no two
+ *   drives share one more than any other.
+ */
+export type DrivePlacement = 'one-host' | 'spread'
+
 export interface DriveStorage {
+  /** Where images live, as far as host failures go (see {@link DrivePlacement}). */
+  readonly placement: DrivePlacement
+
   /**
    * Creates a new sparse image of exactly `size` bytes. Allocates no data blocks.
    * Not idempotent: throws 'EXISTS' if the drive exists (it is left untouched).

@@ -7,12 +7,14 @@ import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
-import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
+import { AvailabilityGroup, AvailabilityGroups, ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import {
   Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
   driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
-import { deleteDrives, loadDriveWire, updateDrive, updateDrives, type DrivesDeps, type MeasureAllocated } from './service.ts'
+import {
+  deleteDrives, driveAvailabilityGroup, driveAvailabilityGroups, loadDriveWire, updateDrive, updateDrives, type DrivesDeps, type MeasureAllocated
+} from './service.ts'
 import { parseAvoid } from '../../domain/avoid.ts'
 import { refreshAllocated } from './allocated.ts'
 import { getDriveWireSql, readDrives } from './read-sql.ts'
@@ -81,6 +83,29 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
     defaults: { affinities: [], allow_multimount: false, iops: null, meta: {}, storage_type: 'dssd', tags: [] },
     choices: { media: MEDIA, status: DRIVE_STATUSES, storage_type: STORAGE_TYPES, affinities: ['ssd'] }
   }))
+
+  // static paths: the router takes them before /drives/{uuid}/ (no drive is called availability_groups)
+  const placementNote = 'Storage hosts: with STORAGE=local every image is a file under one root on one machine, so all the account\'s drives share that host ' +
+    '(one group: `avoid` cannot place a drive elsewhere). With STORAGE=rbd Ceph stripes every image over all the OSDs of the pool, with replicas on other hosts, ' +
+    'so no host holds a drive alone: each drive is a group of its own (already apart for `avoid`). Only the caller\'s drives appear.'
+  app.get('/drives/availability_groups/', {
+    schema: {
+      tags: TAGS,
+      summary: 'The caller\'s drives grouped by the storage host they share: an array of arrays of drive uuids',
+      description: placementNote,
+      response: { 200: refTo(AvailabilityGroups), ...errorResponses() }
+    }
+  }, async (request) => driveAvailabilityGroups(app.prisma, request.account.id, app.storage.placement))
+
+  app.get('/drives/availability_groups/:uuid/', {
+    schema: {
+      tags: TAGS,
+      summary: 'The drives on the same storage host as this one, itself included: a flat array of drive uuids',
+      description: placementNote + ' Another account\'s or an unknown drive is 404.',
+      params: UuidParams,
+      response: { 200: refTo(AvailabilityGroup), ...errorResponses(404) }
+    }
+  }, async (request) => driveAvailabilityGroup(app.prisma, request.account.id, request.params.uuid, app.storage.placement))
 
   app.post('/drives/', {
     preValidation: createBodyHook,

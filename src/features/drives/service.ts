@@ -19,7 +19,8 @@ import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
-import { MAX_DRIVE_SIZE } from '../../storage/index.ts'
+import { MAX_DRIVE_SIZE, type DrivePlacement } from '../../storage/index.ts'
+import { availabilityGroups, groupOf } from '../../domain/availability.ts'
 import type { DriveCreateInputT, DriveUpdateInputT, DriveWire } from './schemas.ts'
 
 export type { DriveRow }
@@ -385,4 +386,28 @@ export async function listDrives (db: Db, ownerId: string, query: Record<string,
   if (full) await measure?.(rows)
   const objects: Array<Partial<DriveWire>> = full ? await drivesToWire(db, rows) : rows.map(driveToShortWire)
   return envelope(plan, total, objects)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Availability groups (§2.3, §2.11)
+
+/** The one storage host of a 'one-host' deployment, as a group key. */
+const THIS_HOST = 'this deployment'
+
+/**
+ * The account's drives grouped by storage host: with local files all of them are on the one host
+ * (one group); on Ceph no host holds a drive alone (each drive is a group of its own).
+ */
+export async function driveAvailabilityGroups (db: Db, ownerId: string, placement: DrivePlacement): Promise<string[][]> {
+  const rows = await db.drive.findMany({ where: { ownerId, deleted: false }, select: { id: true }, orderBy: { id: 'asc' } })
+  return availabilityGroups(rows.map(r => ({ id: r.id, host: placement === 'one-host' ? THIS_HOST : null })))
+}
+
+/** The drives sharing a storage host with the caller's drive `id`, itself included; 404 when it is not theirs. */
+export async function driveAvailabilityGroup (db: Db, ownerId: string, id: string, placement: DrivePlacement): Promise<string[]> {
+  const row = await loadOwnedDrive(db, ownerId, id)
+  if (placement === 'spread') return [row.id]
+  // deleted in between: still the drive asked about
+  const group = groupOf(await driveAvailabilityGroups(db, ownerId, placement), row.id)
+  return group.length > 0 ? group : [row.id]
 }

@@ -1,5 +1,5 @@
-// /api/2.0/servers/: list, detail, schema, create (single and bulk), get, update, delete (with
-// ?recurse=), and the action dispatcher (?do=start|stop|shutdown|open_vnc|close_vnc here; other
+// /api/2.0/servers/: list, detail, schema, availability groups, create (single and bulk), get,
+// update, delete (with ?recurse=), and the action dispatcher (?do=start|stop|shutdown|open_vnc|close_vnc here; other
 // features add theirs to app.actions.server, e.g. clone).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -10,7 +10,7 @@ import { errors } from '../../http/errors.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
 import { hypervisorView } from '../../hypervisor/view.ts'
-import { ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
+import { AvailabilityGroup, AvailabilityGroups, ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import { getServerWireSql, readServers } from './read-sql.ts'
 import {
   CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerActionResult, ServerCreateBody, ServerDeleteQuery,
@@ -21,7 +21,10 @@ import type { HandlerSet } from '../../engine/types.ts'
 import { parseAvoid } from '../../domain/avoid.ts'
 import { serverStartHandler } from './handlers/server-start.ts'
 import { serverStopHandler } from './handlers/server-stop.ts'
-import { EXTRA_DEFAULTS, createServers, deleteServer, loadServerWire, requestPowerAction, updateServer } from './service.ts'
+import {
+  EXTRA_DEFAULTS, createServers, deleteServer, loadServerWire, requestPowerAction, serverAvailabilityGroup, serverAvailabilityGroups,
+  updateServer
+} from './service.ts'
 
 const TAGS = ['servers']
 
@@ -101,6 +104,29 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
     defaults: { ...EXTRA_DEFAULTS, drives: [], meta: {}, nics: [], smp: 1, tags: [] },
     choices: { cpu_model: ['kvm64'], cpu_type: CPU_TYPES, status: SERVER_STATUSES, device: DEVICES }
   }))
+
+  // static paths: the router takes them before /servers/{uuid}/
+  const placementNote = 'Compute hosts: only servers that are on one appear (starting, running, stopping, paused); a stopped server is on none. ' +
+    'The built-in hypervisor driver runs no guests (this service is a control plane), so every running server of the account shares its one host: one group, ' +
+    'and `start&avoid=` cannot place a server elsewhere. A driver that knows its hosts reports them (HypervisorDriver.hosts). Only the caller\'s servers appear.'
+  app.get('/servers/availability_groups/', {
+    schema: {
+      tags: TAGS,
+      summary: 'The caller\'s running servers grouped by the compute host they share: an array of arrays of server uuids',
+      description: placementNote,
+      response: { 200: refTo(AvailabilityGroups), ...errorResponses() }
+    }
+  }, async (request) => serverAvailabilityGroups(app.prisma, app.hypervisor, request.account.id))
+
+  app.get('/servers/availability_groups/:uuid/', {
+    schema: {
+      tags: TAGS,
+      summary: 'The servers on the same compute host as this one, itself included: a flat array of server uuids; [] when it is not running',
+      description: placementNote + ' Another account\'s or an unknown server is 404.',
+      params: UuidParams,
+      response: { 200: refTo(AvailabilityGroup), ...errorResponses(404) }
+    }
+  }, async (request) => serverAvailabilityGroup(app.prisma, app.hypervisor, request.account.id, request.params.uuid))
 
   app.post('/servers/', {
     preValidation: createBodyHook,

@@ -5,7 +5,8 @@ import { isIP } from 'node:net'
 import fp from 'fastify-plugin'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import type { Server as ServerRow } from '../../db/generated/client.ts'
-import { badMetaKey, canOperate, displayStatus } from '../../domain/drive-status.ts'
+import { ACTIVE_SERVER_STATUSES, badMetaKey, canOperate, displayStatus, isServerActive } from '../../domain/drive-status.ts'
+import { availabilityGroups, groupOf } from '../../domain/availability.ts'
 import type { FilterSpec, OrderSpec } from '../../domain/filters.ts'
 import {
   SERVER_STATUSES, acceptsFullUpdate, activeSinceTime, canDeleteServer, planPowerAction, type PowerAction
@@ -431,6 +432,36 @@ export async function deleteServer (prisma: PrismaClient, _deps: { driveMaxSize:
     await tx.server.delete({ where: { id } })
     await announceServer(tx, ownerId, id)
   }, { timeout: 60_000 })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Availability groups (§3.3)
+
+/** The group key of guests a driver places on its one host. */
+const DRIVER_HOST = ''
+
+/**
+ * The account's servers that are on a compute host (starting, running, stopping, paused: a
+ * stopped server is on none, as on CloudSigma), grouped by host as the driver reports it; the
+ * built-in driver runs no guests anywhere, so all of them share its one host (one group).
+ */
+export async function serverAvailabilityGroups (db: Db, driver: HypervisorDriver, ownerId: string): Promise<string[][]> {
+  const rows = await db.server.findMany({
+    where: { ownerId, deleted: false, status: { in: [...ACTIVE_SERVER_STATUSES] } },
+    select: { id: true },
+    orderBy: { id: 'asc' }
+  })
+  const ids = rows.map(r => r.id)
+  const hosts = ids.length > 0 && driver.hosts ? await driver.hosts(ids) : new Map<string, string>()
+  return availabilityGroups(ids.map(id => ({ id, host: hosts.get(id) ?? DRIVER_HOST })))
+}
+
+/** The servers sharing a host with the caller's server `id`, itself included; [] when it is not running; 404 when it is not theirs. */
+export async function serverAvailabilityGroup (db: Db, driver: HypervisorDriver, ownerId: string, id: string): Promise<string[]> {
+  const row = isUuid(id) ? await db.server.findFirst({ where: { id: id.toLowerCase(), ownerId, deleted: false }, select: { id: true, status: true } }) : null
+  if (!row) throw errors.notFound(`Server ${id}`, 'uuid')
+  if (!isServerActive(row.status)) return []
+  return groupOf(await serverAvailabilityGroups(db, driver, ownerId), row.id)
 }
 
 // ---------------------------------------------------------------------------------------------
