@@ -155,7 +155,10 @@ export interface paths {
         put: operations["putDrives"];
         /** Create drives: a drive, an array, or {"objects": [...]}; all or none */
         post: operations["postDrives"];
-        /** Delete several drives, all or none */
+        /**
+         * Delete several drives, all or none
+         * @description Body: {"objects": [{"uuid": ...}, ...]}, a bare array, or one {"uuid": ...}; an item may also be a uuid or a resource URI. An unknown or another account's drive (404), a busy one (503) or one on a running server (400 at status) deletes nothing.
+         */
         delete: operations["deleteDrives"];
         options?: never;
         head?: never;
@@ -1109,11 +1112,11 @@ export interface components {
             uuid?: string;
             resource_uri?: string;
         };
-        /** @description {"objects": [drive with uuid, ...]}, or a bare array */
+        /** @description {"objects": [drive with uuid, ...]}, a bare array, or one drive with its uuid */
         DriveBulkUpdateBody: {
             objects: components["schemas"]["DriveBulkUpdateInput"][];
         };
-        /** @description {"objects": [{"uuid": ...}, ...]} */
+        /** @description {"objects": [{"uuid": ...}, ...]}, a bare array of the same, or one {"uuid": ...}; each item a uuid, a resource URI or an object with uuid or resource_uri */
         DriveDeleteBody: {
             objects: components["schemas"]["RelatedInput"][];
         };

@@ -14,7 +14,10 @@ export function normalizeCreateBody (body: unknown): { objects: unknown[] } {
   throw errors.validation('The request body must be a JSON object or array')
 }
 
-/** preValidation hook for create routes, so the body schema only has to describe one form. */
+/**
+ * preValidation hook for the collection routes (POST create, bulk PUT and DELETE), so the body
+ * schema only has to describe one form.
+ */
 export async function createBodyHook (request: FastifyRequest): Promise<void> {
   request.body = normalizeCreateBody(request.body)
   // the loose numbers were found in the body as it came (input-guard): their paths moved

@@ -49,6 +49,41 @@ t.test('bulk delete: all or nothing', async t => {
   for (const d of mine) await eventually(async () => !(await app.storage.exists(d.uuid)))
 })
 
+t.test('bulk delete takes every body form: {"objects"}, a bare array, one object; items as objects, uuids or URIs', async t => {
+  const forms: Array<[string, (ds: any[]) => unknown]> = [
+    ['a bare array of objects', ds => ds.map(d => ({ uuid: d.uuid }))],
+    ['a bare array of uuids and URIs', ds => [ds[0].uuid.toUpperCase(), ds[1].resource_uri]],
+    ['{"objects": [uuid strings]}', ds => ({ objects: ds.map(d => d.uuid) })],
+    ['{"objects": [{"resource_uri"}]}', ds => ({ objects: ds.map(d => ({ resource_uri: d.resource_uri })) })]
+  ]
+  for (const [what, body] of forms) {
+    const ds = [await readyDrive(api, { name: 'f1' }), await readyDrive(api, { name: 'f2' })]
+    const res = await api.delete('/api/2.0/drives/', body(ds))
+    t.equal(res.statusCode, 204, `${what}: ${res.body}`)
+    for (const d of ds) t.equal((await api.get(url(d))).statusCode, 404, `${what}: gone`)
+  }
+  const one = await readyDrive(api, { name: 'single' })
+  t.equal((await api.delete('/api/2.0/drives', { uuid: one.uuid })).statusCode, 204, 'one bare object, path without the slash')
+  t.equal((await api.get(url(one))).statusCode, 404)
+
+  const keep = await readyDrive(api, { name: 'kept' })
+  const theirs = await readyDrive(client(app, bob), { name: 'theirs too' })
+  for (const [what, body, status] of [
+    ["a bare array with another account's drive", [keep.uuid, theirs.uuid], 404],
+    ['a bare array with a server URI', [keep.uuid, `/api/2.0/servers/${keep.uuid}/`], 400],
+    ['a bare array with an item of the wrong type', [keep.uuid, 5], 400],
+    ['an empty bare array', [], 400],
+    ['null', 'null', 400],
+    ['no body', undefined, 400]
+  ] as const) {
+    const res = await api.raw('DELETE', '/api/2.0/drives/', body)
+    t.equal(res.statusCode, status, `${what}: ${res.body}`)
+    t.ok(Array.isArray(res.json()) && res.json()[0].error_type, `${what}: CloudSigma error array`)
+  }
+  t.equal((await api.get(url(keep))).statusCode, 200, 'nothing was deleted')
+  t.equal((await client(app, bob).get(url(theirs))).statusCode, 200, "the other account's drive stays")
+})
+
 t.test('a bulk delete with one busy drive deletes none', async t => {
   const a = await readyDrive(api, { name: 'c1' })
   const b = await readyDrive(api, { name: 'c2' })

@@ -141,9 +141,12 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.delete('/drives/', {
+    preValidation: createBodyHook,
     schema: {
       tags: TAGS,
       summary: 'Delete several drives, all or none',
+      description: 'Body: {"objects": [{"uuid": ...}, ...]}, a bare array, or one {"uuid": ...}; an item may also be a uuid or a resource URI. ' +
+        'An unknown or another account\'s drive (404), a busy one (503) or one on a running server (400 at status) deletes nothing.',
       body: refTo(DriveDeleteBody),
       response: { 204: Type.Null({ description: 'Deletion has started' }), ...errorResponses(404, 503) }
     }

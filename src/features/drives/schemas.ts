@@ -101,10 +101,10 @@ export const DriveBulkUpdateInput = Type.Object({
 
 export const DriveBulkUpdateBody = Type.Object({
   objects: Type.Array(refTo(DriveBulkUpdateInput), { minItems: 1 })
-}, { $id: 'DriveBulkUpdateBody', description: '{"objects": [drive with uuid, ...]}, or a bare array' })
+}, { $id: 'DriveBulkUpdateBody', description: '{"objects": [drive with uuid, ...]}, a bare array, or one drive with its uuid' })
 
 export const DriveDeleteBody = Type.Object({
   objects: Type.Array(refTo(RelatedInput), { minItems: 1 })
-}, { $id: 'DriveDeleteBody', description: '{"objects": [{"uuid": ...}, ...]}' })
+}, { $id: 'DriveDeleteBody', description: '{"objects": [{"uuid": ...}, ...]}, a bare array of the same, or one {"uuid": ...}; each item a uuid, a resource URI or an object with uuid or resource_uri' })
 
 export const driveSchemas = [DriveRuntime, Drive, DriveList, DriveObjects, DriveCreateInput, DriveCreateBody, DriveUpdateInput, DriveResizeInput, DriveBulkUpdateInput, DriveBulkUpdateBody, DriveDeleteBody]
