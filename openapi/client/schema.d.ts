@@ -391,10 +391,18 @@ export interface paths {
          * @description Filters: name, name__contains, uuid, tag, status (comma = OR). order_by: name (default), uuid, status, cpu, mem.
          */
         get: operations["getServers"];
-        put?: never;
+        /**
+         * Update several servers, all or none: {"objects": [server with uuid, ...]} (or a bare array); 200 {"objects": [updated servers]}
+         * @description Each object is applied as PUT /servers/{uuid}/ would (a running server takes only name, meta and tags), in request order, in one transaction. An unknown or another account's server is 404, a server listed twice or an object without uuid 400; any error changes nothing.
+         */
+        put: operations["putServers"];
         /** Create servers: a server, an array, or {"objects": [...]}; all or none */
         post: operations["postServers"];
-        delete?: never;
+        /**
+         * Delete several stopped servers, all or none; ?recurse=all_drives|disks|cdroms also deletes those attached drives
+         * @description Body: {"objects": [{"uuid": ...}, ...]}, a bare array, or one {"uuid": ...}; an item may also be a uuid or a resource URI. Each server is deleted as DELETE /servers/{uuid}/ would, in one transaction: an unknown or another account's server (404), a running one (400 at status) or a busy one (503) deletes nothing.
+         */
+        delete: operations["deleteServers"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1314,6 +1322,43 @@ export interface components {
         /** @description A server, an array of servers, or {"objects": [servers]} */
         ServerCreateBody: {
             objects: components["schemas"]["ServerCreateInput"][];
+        };
+        ServerBulkUpdateInput: {
+            auto_start?: boolean;
+            context?: boolean;
+            /** @description MHz */
+            cpu?: number;
+            cpu_model?: null | "kvm64";
+            /** @enum {unknown} */
+            cpu_type?: "amd" | "intel" | "sparc_t4" | "sparc_t5" | "vmware";
+            cpus_instead_of_cores?: boolean;
+            drives?: components["schemas"]["ServerMountInput"][];
+            enable_numa?: boolean;
+            grantees?: unknown[];
+            hv_relaxed?: boolean;
+            hv_tsc?: boolean;
+            hypervisor?: string;
+            /** @description Bytes */
+            mem?: number;
+            meta?: components["schemas"]["Meta"];
+            name?: string;
+            nics?: components["schemas"]["ServerNicInput"][];
+            permissions?: unknown[];
+            pubkeys?: components["schemas"]["RelatedInput"][];
+            requirements?: string[];
+            smp?: number;
+            tags?: components["schemas"]["RelatedInput"][];
+            vnc_password?: string;
+            uuid?: string;
+            resource_uri?: string;
+        };
+        /** @description {"objects": [server with uuid, ...]}, a bare array, or one server with its uuid */
+        ServerBulkUpdateBody: {
+            objects: components["schemas"]["ServerBulkUpdateInput"][];
+        };
+        /** @description {"objects": [{"uuid": ...}, ...]}, a bare array of the same, or one {"uuid": ...}; each item a uuid, a resource URI or an object with uuid or resource_uri */
+        ServerDeleteBody: {
+            objects: components["schemas"]["RelatedInput"][];
         };
         ServerActionResult: {
             /** @description start, stop, shutdown, ... */
@@ -4556,6 +4601,129 @@ export interface operations {
             };
         };
     };
+    putServers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServerBulkUpdateBody"];
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerObjects"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
     postServers: {
         parameters: {
             query?: never;
@@ -4592,6 +4760,130 @@ export interface operations {
             };
             /** @description CloudSigma error array: always an array, even for one error */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+        };
+    };
+    deleteServers: {
+        parameters: {
+            query?: {
+                /** @description Also delete these attached drives */
+                recurse?: "all_drives" | "disks" | "cdroms";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServerDeleteBody"];
+            };
+        };
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Errors"];
+                };
+            };
+            /** @description CloudSigma error array: always an array, even for one error */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,11 +1,11 @@
 // /api/2.0/servers/: list, detail, schema, availability groups, create (single and bulk), get,
-// update, delete (with ?recurse=), and the action dispatcher (?do=start|stop|shutdown|open_vnc|close_vnc here; other
+// update and delete (single and bulk; delete with ?recurse=), and the action dispatcher (?do=start|stop|shutdown|open_vnc|close_vnc here; other
 // features add theirs to app.actions.server, e.g. clone).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { POWER_ACTIONS, SERVER_STATUSES, type PowerAction } from '../../domain/server-status.ts'
 import type { Action } from '../../http/actions.ts'
-import { createBodyHook } from '../../http/bodies.ts'
+import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { errors } from '../../http/errors.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
@@ -13,8 +13,8 @@ import { hypervisorView } from '../../hypervisor/view.ts'
 import { AvailabilityGroup, AvailabilityGroups, ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import { getServerWireSql, readServers } from './read-sql.ts'
 import {
-  CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerActionResult, ServerCreateBody, ServerDeleteQuery,
-  ServerList, ServerObjects, ServerUpdateInput, serverSchemas
+  CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerActionResult, ServerBulkUpdateBody, ServerCreateBody, ServerDeleteBody,
+  ServerDeleteQuery, ServerList, ServerObjects, ServerUpdateInput, serverSchemas
 } from './schemas.ts'
 import type { FastifyInstance } from 'fastify'
 import type { HandlerSet } from '../../engine/types.ts'
@@ -22,8 +22,8 @@ import { parseAvoid } from '../../domain/avoid.ts'
 import { serverStartHandler } from './handlers/server-start.ts'
 import { serverStopHandler } from './handlers/server-stop.ts'
 import {
-  EXTRA_DEFAULTS, createServers, deleteServer, loadServerWire, requestPowerAction, serverAvailabilityGroup, serverAvailabilityGroups,
-  updateServer
+  EXTRA_DEFAULTS, createServers, deleteServer, deleteServers, loadServerWire, requestPowerAction, serverAvailabilityGroup,
+  serverAvailabilityGroups, updateServer, updateServers
 } from './service.ts'
 
 const TAGS = ['servers']
@@ -100,7 +100,7 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
     filtering: { name: 'exact', name__contains: 'exact', status: 'exact', tag: 'exact', uuid: 'exact' },
     ordering: ['name', 'uuid', 'status', 'cpu', 'mem'],
     detailMethods: ['get', 'put', 'delete'],
-    listMethods: ['get', 'post'],
+    listMethods: ['get', 'put', 'delete', 'post'],
     defaults: { ...EXTRA_DEFAULTS, drives: [], meta: {}, nics: [], smp: 1, tags: [] },
     choices: { cpu_model: ['kvm64'], cpu_type: CPU_TYPES, status: SERVER_STATUSES, device: DEVICES }
   }))
@@ -143,6 +143,42 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
     return reply.code(201).send({ objects } as never)
   })
 
+  app.put('/servers/', {
+    preValidation: createBodyHook,
+    schema: {
+      tags: TAGS,
+      summary: 'Update several servers, all or none: {"objects": [server with uuid, ...]} (or a bare array); 200 {"objects": [updated servers]}',
+      description: 'Each object is applied as PUT /servers/{uuid}/ would (a running server takes only name, meta and tags), in request order, in one transaction. ' +
+        'An unknown or another account\'s server is 404, a server listed twice or an object without uuid 400; any error changes nothing.',
+      body: refTo(ServerBulkUpdateBody),
+      response: { 200: refTo(ServerObjects), ...errorResponses(404, 503) }
+    }
+  }, async (request) => {
+    const items = request.body.objects.map(o => {
+      const { uuid, resource_uri: uri, ...input } = o
+      return { id: requireRelatedUuid({ uuid, resource_uri: uri }, 'uuid', 'servers'), input }
+    })
+    return { objects: await updateServers(app.prisma, request.account.id, items) } as never
+  })
+
+  app.delete('/servers/', {
+    preValidation: createBodyHook,
+    schema: {
+      tags: TAGS,
+      summary: 'Delete several stopped servers, all or none; ?recurse=all_drives|disks|cdroms also deletes those attached drives',
+      description: 'Body: {"objects": [{"uuid": ...}, ...]}, a bare array, or one {"uuid": ...}; an item may also be a uuid or a resource URI. ' +
+        'Each server is deleted as DELETE /servers/{uuid}/ would, in one transaction: an unknown or another account\'s server (404), a running one (400 at status) ' +
+        'or a busy one (503) deletes nothing.',
+      querystring: ServerDeleteQuery,
+      body: refTo(ServerDeleteBody),
+      response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(404, 503) }
+    }
+  }, async (request, reply) => {
+    const ids = request.body.objects.map(o => requireRelatedUuid(o, 'uuid', 'servers'))
+    await deleteServers(app.prisma, request.account.id, ids, request.query.recurse)
+    return reply.code(204).send(null)
+  })
+
   app.get('/servers/:uuid/', {
     schema: {
       tags: TAGS,
@@ -176,7 +212,7 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(404, 503) }
     }
   }, async (request, reply) => {
-    await deleteServer(app.prisma, app.config, request.account.id, request.params.uuid, request.query.recurse)
+    await deleteServer(app.prisma, request.account.id, request.params.uuid, request.query.recurse)
     return reply.code(204).send(null)
   })
 

@@ -168,6 +168,22 @@ export const ServerCreateBody = Type.Object({
   objects: Type.Array(refTo(ServerCreateInput), { minItems: 1 })
 }, { $id: 'ServerCreateBody', description: 'A server, an array of servers, or {"objects": [servers]}' })
 
+/** PUT /servers/ (bulk update): each object names its server by uuid (or resource_uri). */
+export const ServerBulkUpdateInput = Type.Object({
+  ...ServerUpdateInput.properties,
+  uuid: Type.Optional(Type.String()),
+  resource_uri: Type.Optional(Type.String())
+}, { $id: 'ServerBulkUpdateInput', additionalProperties: false })
+
+export const ServerBulkUpdateBody = Type.Object({
+  objects: Type.Array(refTo(ServerBulkUpdateInput), { minItems: 1 })
+}, { $id: 'ServerBulkUpdateBody', description: '{"objects": [server with uuid, ...]}, a bare array, or one server with its uuid' })
+
+/** DELETE /servers/ (bulk delete): the servers, each a uuid, a resource URI or an object with either. */
+export const ServerDeleteBody = Type.Object({
+  objects: Type.Array(refTo(RelatedInput), { minItems: 1 })
+}, { $id: 'ServerDeleteBody', description: '{"objects": [{"uuid": ...}, ...]}, a bare array of the same, or one {"uuid": ...}; each item a uuid, a resource URI or an object with uuid or resource_uri' })
+
 export const ServerActionResult = Type.Object({
   action: Type.String({ description: 'start, stop, shutdown, ...' }),
   result: Type.String({ description: '"success": the action was accepted; its job carries it out' }),
@@ -186,5 +202,6 @@ export const ServerDeleteQuery = Type.Object({
 
 export const serverSchemas = [
   ServerMount, IpConf, ServerNic, ServerRuntime, Server, ServerList, ServerObjects,
-  MountInput, NicInput, ServerUpdateInput, ServerCreateInput, ServerCreateBody, ServerActionResult
+  MountInput, NicInput, ServerUpdateInput, ServerCreateInput, ServerCreateBody, ServerBulkUpdateInput, ServerBulkUpdateBody,
+  ServerDeleteBody, ServerActionResult
 ]

@@ -12,7 +12,7 @@ import {
   SERVER_STATUSES, acceptsFullUpdate, activeSinceTime, canDeleteServer, planPowerAction, type PowerAction
 } from '../../domain/server-status.ts'
 import { isUuid, relatedUuid, tagIds } from '../../http/bodies.ts'
-import { busyWith, domainErrors as errors } from '../../domain/errors.ts'
+import { DomainError, busyWith, domainErrors as errors } from '../../domain/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { ref, uri, type Ref } from '../../http/uris.ts'
 import type { HypervisorDriver } from '../../hypervisor/driver.ts'
@@ -25,7 +25,7 @@ import type {
 import { deleteDrivesIn } from '../drives/service.ts'
 import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
-import { checkMountable, detachAll, parseMounts, replaceMounts } from './mounts.ts'
+import { checkMountable, detachAll, parseMounts, replaceMounts, type Mount } from './mounts.ts'
 
 type Db = PrismaClient | Tx
 
@@ -358,44 +358,113 @@ export async function createServers (prisma: PrismaClient, ownerId: string, inpu
 
 const FULL_UPDATE_KEYS = ['cpu', 'mem', 'smp', 'vnc_password', 'drives', 'nics', ...EXTRA_KEYS] as const
 
+/** An update whose checks that need no database have passed. */
+interface PreparedUpdate {
+  input: ServerUpdateInputT
+  tags?: string[]
+  mounts?: Mount[]
+}
+
+function prepareUpdate (input: ServerUpdateInputT): PreparedUpdate {
+  if (input.meta) checkMeta(input.meta)
+  return {
+    input,
+    tags: input.tags ? tagIds(input.tags) : undefined,
+    mounts: input.drives ? parseMounts(input.drives as MountInputT[]) : undefined
+  }
+}
+
 /**
  * PUT: a partial update. A stopped server takes every field; one that is starting, running or
  * stopping takes only name, meta and tags and silently ignores the rest (§3.4). A `drives` list
  * replaces the mounts: drives left out are detached.
  */
 export async function updateServer (prisma: PrismaClient, ownerId: string, id: string, input: ServerUpdateInputT): Promise<ServerWire> {
-  if (input.meta) checkMeta(input.meta)
-  const tags = input.tags ? tagIds(input.tags) : undefined
-  const mounts = input.drives ? parseMounts(input.drives as MountInputT[]) : undefined
+  const prepared = prepareUpdate(input)
   return prisma.$transaction(async (tx) => {
-    const row = await lockOwnedServer(tx, ownerId, id)
-    const full = acceptsFullUpdate(row.status)
-    const wantsFull = FULL_UPDATE_KEYS.some(k => input[k] !== undefined)
-    if (full && wantsFull) {
-      // a job holding the server (e.g. a clone reading it) must not see its definition change
-      if (row.lockedByJob !== null) throw errors.busy(`Server ${id} is busy with another operation; try again when it has finished`, 'uuid')
-      await assertNoOtherJob(tx, id)
-    }
-    const data: Record<string, unknown> = {}
-    if (input.name !== undefined) data.name = input.name
-    if (input.meta !== undefined) data.meta = input.meta
-    if (tags) data.tags = tags
-    if (full) {
-      if (input.cpu !== undefined) data.cpu = input.cpu
-      if (input.mem !== undefined) data.mem = BigInt(input.mem)
-      if (input.smp !== undefined) data.smp = input.smp
-      if (input.vnc_password !== undefined) data.vncPassword = input.vnc_password
-      if (EXTRA_KEYS.some(k => input[k] !== undefined)) data.extra = extraFrom(input, { ...EXTRA_DEFAULTS, ...(row.extra as Partial<Extra>) })
-      if (input.nics) data.nics = planNics(input.nics, storedNics(row)) as unknown as object
-      if (mounts) {
-        await checkMountable(tx, ownerId, id, mounts)
-        await replaceMounts(tx, ownerId, id, mounts)
-      }
-    }
-    const updated = Object.keys(data).length > 0 ? await tx.server.update({ where: { id }, data }) : row
-    await announceServer(tx, ownerId, id)
+    const updated = await updateServerIn(tx, ownerId, id, prepared)
     return (await serversToWire(tx, [updated]))[0]
   }, { timeout: 60_000 })
+}
+
+/**
+ * PUT /servers/ (bulk): every server updated as by PUT /servers/{uuid}/, in request order (each
+ * sees the ones before it: a disk one server lets go of can be mounted by a later one), in one
+ * transaction: all or none. A server listed twice is a 400 at `uuid`.
+ */
+export async function updateServers (prisma: PrismaClient, ownerId: string, items: Array<{ id: string, input: ServerUpdateInputT }>): Promise<ServerWire[]> {
+  const seen = new Set<string>()
+  const prepared = items.map(item => {
+    if (seen.has(item.id)) throw errors.validation(`Server ${item.id} is listed twice`, 'uuid')
+    seen.add(item.id)
+    return naming(item.id, () => prepareUpdate(item.input))
+  })
+  return prisma.$transaction(async (tx) => {
+    await lockServerRows(tx, items.map(i => i.id))
+    const rows: ServerRow[] = []
+    for (const [i, item] of items.entries()) rows.push(await namingAsync(item.id, () => updateServerIn(tx, ownerId, item.id, prepared[i])))
+    return serversToWire(tx, rows)
+  }, { timeout: 60_000 })
+}
+
+async function updateServerIn (tx: Tx, ownerId: string, id: string, prepared: PreparedUpdate): Promise<ServerRow> {
+  const { input, tags, mounts } = prepared
+  const row = await lockOwnedServer(tx, ownerId, id)
+  const full = acceptsFullUpdate(row.status)
+  const wantsFull = FULL_UPDATE_KEYS.some(k => input[k] !== undefined)
+  if (full && wantsFull) {
+    // a job holding the server (e.g. a clone reading it) must not see its definition change
+    if (row.lockedByJob !== null) throw errors.busy(`Server ${id} is busy with another operation; try again when it has finished`, 'uuid')
+    await assertNoOtherJob(tx, row.id)
+  }
+  const data: Record<string, unknown> = {}
+  if (input.name !== undefined) data.name = input.name
+  if (input.meta !== undefined) data.meta = input.meta
+  if (tags) data.tags = tags
+  if (full) {
+    if (input.cpu !== undefined) data.cpu = input.cpu
+    if (input.mem !== undefined) data.mem = BigInt(input.mem)
+    if (input.smp !== undefined) data.smp = input.smp
+    if (input.vnc_password !== undefined) data.vncPassword = input.vnc_password
+    if (EXTRA_KEYS.some(k => input[k] !== undefined)) data.extra = extraFrom(input, { ...EXTRA_DEFAULTS, ...(row.extra as Partial<Extra>) })
+    if (input.nics) data.nics = planNics(input.nics, storedNics(row)) as unknown as object
+    if (mounts) {
+      await checkMountable(tx, ownerId, row.id, mounts)
+      await replaceMounts(tx, ownerId, row.id, mounts)
+    }
+  }
+  const updated = Object.keys(data).length > 0 ? await tx.server.update({ where: { id: row.id }, data }) : row
+  await announceServer(tx, ownerId, row.id)
+  return updated
+}
+
+/** SELECT ... FOR UPDATE on server rows, in id order (no deadlocks between bulk requests). */
+async function lockServerRows (tx: Tx, ids: string[]): Promise<void> {
+  const sorted = [...new Set(ids.filter(isUuid).map(i => i.toLowerCase()))].sort()
+  if (sorted.length === 0) return
+  await tx.$queryRaw`SELECT id FROM servers WHERE id = ANY(${sorted}::uuid[]) ORDER BY id FOR UPDATE`
+}
+
+/** A bulk item's error names its server, unless its message already does. */
+function named (id: string, err: unknown): unknown {
+  if (!(err instanceof DomainError) || err.message.toLowerCase().includes(id.toLowerCase())) return err
+  return new DomainError(err.code, `Server ${id}: ${err.message}`, err.point)
+}
+
+function naming<T> (id: string, fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw named(id, err)
+  }
+}
+
+async function namingAsync<T> (id: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (err) {
+    throw named(id, err)
+  }
 }
 
 export type Recurse = 'all_drives' | 'disks' | 'cdroms'
@@ -410,7 +479,7 @@ async function checkDeletable (tx: Tx, ownerId: string, id: string): Promise<Ser
   const verdict = canDeleteServer(row.status)
   if (!verdict.ok) throw verdict.reason === 'busy' ? errors.busy(verdict.message, 'status') : errors.wrongState(verdict.message)
   if (row.lockedByJob) throw errors.busy(`Server ${id} is busy with another operation`, 'uuid')
-  await assertNoOtherJob(tx, id)
+  await assertNoOtherJob(tx, row.id)
   return row
 }
 
@@ -420,17 +489,33 @@ async function checkDeletable (tx: Tx, ownerId: string, id: string): Promise<Ser
  * that mounts it. A selected drive on a running server refuses the whole request (400 `status`);
  * one transaction, so nothing is half-deleted.
  */
-export async function deleteServer (prisma: PrismaClient, _deps: { driveMaxSize: number }, ownerId: string, id: string, recurse?: Recurse): Promise<void> {
+export async function deleteServer (prisma: PrismaClient, ownerId: string, id: string, recurse?: Recurse): Promise<void> {
+  await deleteServers(prisma, ownerId, [id], recurse)
+}
+
+/**
+ * DELETE /servers/ (bulk), and the single delete: every server as deleteServer does, `recurse`
+ * applying to each, in one transaction: one server that is unknown, another account's, running
+ * or busy (or a selected drive that cannot go) deletes nothing. A server listed twice is deleted
+ * once.
+ */
+export async function deleteServers (prisma: PrismaClient, ownerId: string, ids: string[], recurse?: Recurse): Promise<void> {
+  const unique = [...new Set(ids.map(i => i.toLowerCase()))]
   await prisma.$transaction(async (tx) => {
-    await checkDeletable(tx, ownerId, id)
+    await lockServerRows(tx, unique)
+    const rows: ServerRow[] = []
+    for (const id of unique) rows.push(await namingAsync(id, () => checkDeletable(tx, ownerId, id)))
     if (recurse) {
-      const mounts = await tx.serverDrive.findMany({ where: { serverId: id }, select: { driveId: true, drive: { select: { media: true } } } })
+      const serverIds = rows.map(r => r.id)
+      const mounts = await tx.serverDrive.findMany({ where: { serverId: { in: serverIds } }, select: { driveId: true, drive: { select: { media: true } } } })
       const doomed = [...new Set(mounts.filter(m => recurseSelects(recurse, m.drive.media)).map(m => m.driveId))]
       if (doomed.length > 0) await deleteDrivesIn(tx, ownerId, doomed)
     }
-    await detachAll(tx, ownerId, id)
-    await tx.server.delete({ where: { id } })
-    await announceServer(tx, ownerId, id)
+    for (const row of rows) {
+      await detachAll(tx, ownerId, row.id)
+      await tx.server.delete({ where: { id: row.id } })
+      await announceServer(tx, ownerId, row.id)
+    }
   }, { timeout: 60_000 })
 }
 
