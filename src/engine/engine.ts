@@ -627,6 +627,12 @@ export class JobEngine {
         this.armWatchdog(entry)
       },
       fenced,
+      fencedStatement: async (run) => {
+        if (entry.stale) refuse()
+        const r = await run({ jobId: row.id, worker: this.workerId, attempt: key.attempt, marginSeconds: marginS })
+        if (!(r.fenced > 0)) refuse()
+        return r
+      },
       flush: async () => {
         clearTimeout(flushTimer)
         flushTimer = undefined

@@ -153,11 +153,41 @@ export async function lockJob (db: Db, id: string): Promise<void> {
  * job (claims skip locked rows), so the transaction's writes are fenced. False when stale.
  */
 export async function lockAttempt (db: Db, workerId: string, key: LeaseKey, marginSeconds: number): Promise<boolean> {
-  const rows = await db.$queryRaw<unknown[]>`
-    SELECT id FROM jobs WHERE id = ${key.id}::uuid AND locked_by = ${workerId} AND attempts = ${key.attempt} AND state IN ${UNFINISHED_SQL}
-      AND locked_until > now() + make_interval(secs => ${marginSeconds})
-    FOR UPDATE`
+  const rows = await db.$queryRawUnsafe<unknown[]>(`WITH ${fenceCte(1)} SELECT held FROM fence`,
+    ...fenceParams({ jobId: key.id, worker: workerId, attempt: key.attempt, marginSeconds }))
   return rows.length > 0
+}
+
+/** The fencing token of one attempt of a claimed job, for a statement fenced by it (fenceCte). */
+export interface AttemptFence {
+  jobId: string
+  /** the lease owner (the engine's worker id) */
+  worker: string
+  attempt: number
+  /** how long the lease must still hold (the engine's margin), as lockAttempt asks */
+  marginSeconds: number
+}
+
+/**
+ * The CTE `fence` of a single statement fenced by an attempt, its parameters at $first..$first+3
+ * (fenceParams): it locks the attempt's job row for the rest of the transaction, so a claim skips
+ * the job until the statement commits, and it is empty when the attempt is stale. Under READ
+ * COMMITTED a row being taken over meanwhile is read again once the takeover commits, so the fence
+ * fails then. Writes of the statement test it (`AND EXISTS (SELECT 1 FROM fence)`), and the statement
+ * returns `(SELECT count(*)::int FROM fence) AS fenced`, so that its caller tells a stale attempt
+ * (ctx.fencedStatement: LeaseLost) from a resource this job no longer holds. lockAttempt is it alone.
+ */
+export function fenceCte (first: number): string {
+  return `fence AS (
+    SELECT 1 AS held FROM jobs
+    WHERE id = $${first}::uuid AND locked_by = $${first + 1}::text AND attempts = $${first + 2}::int AND state IN ${UNFINISHED}
+      AND locked_until > now() + make_interval(secs => $${first + 3}::float8)
+    FOR UPDATE)`
+}
+
+/** The values of fenceCte's parameters, in order. */
+export function fenceParams (f: AttemptFence): [string, string, number, number] {
+  return [f.jobId, f.worker, f.attempt, f.marginSeconds]
 }
 
 /** Marks the queued ancestors of just-claimed jobs started: a parent is started while children run. */

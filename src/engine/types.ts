@@ -1,6 +1,7 @@
 // The contract between the job engine and the handlers of each operation.
 import type { FastifyBaseLogger } from 'fastify'
 import type { PrismaClient, Tx } from '../db/client.ts'
+import type { AttemptFence } from './queue-sql.ts'
 
 export const JOB_STATES = ['queued', 'started', 'cancelling', 'success', 'error', 'cancelled'] as const
 export type JobState = typeof JOB_STATES[number]
@@ -67,6 +68,14 @@ export interface JobContext {
    * attempt still owns the job; a stale attempt gets LeaseLost and nothing commits.
    */
   fenced: <T>(fn: (tx: Tx) => Promise<T>, opts?: { timeout?: number }) => Promise<T>
+  /**
+   * Runs one statement fenced by this attempt, atomic on its own (one round trip, no transaction
+   * of ours): `run` binds `fenceParams(fence)` at the placeholders of its `fenceCte(n)` (both in
+   * src/engine/queue-sql.ts) and returns the statement's row with `fenced` (how many rows its fence
+   * CTE held). 0 means the attempt is stale: nothing was written, the run is aborted and this throws
+   * LeaseLost (no cleanup, nothing recorded), as `fenced` does.
+   */
+  fencedStatement: <R extends { fenced: number }>(run: (fence: AttemptFence) => Promise<R>) => Promise<R>
 }
 
 export interface CleanupReason {

@@ -209,6 +209,7 @@ t.test('a drive_create that fails leaves nothing behind', async t => {
     prisma: app.prisma,
     fence: async () => {},
     fenced: async (fn) => app.prisma.$transaction(fn),
+    fencedStatement: async () => { throw new Error('a cleanup writes no fenced statement') },
     log: () => {},
     logger: app.log,
     progress: () => {},

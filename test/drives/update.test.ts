@@ -216,6 +216,7 @@ t.test('a failed resize leaves the drive at the size of its image', async t => {
     prisma: app.prisma,
     fence: async () => {},
     fenced: async (fn) => app.prisma.$transaction(fn),
+    fencedStatement: async () => { throw new Error('a cleanup writes no fenced statement') },
     log: () => {},
     logger: app.log,
     progress: () => {},

@@ -3,22 +3,25 @@
 import type pg from 'pg'
 import type { DriveStorage } from '../../../storage/index.ts'
 import { publishEventsSql } from '../../../engine/events.ts'
+import { fenceCte, fenceParams } from '../../../engine/queue-sql.ts'
 import { announceDrives, restingStatusSql } from '../service.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
 
 // The drive leaves `creating` for its resting status (restingStatus: mounted when a server mounts
-// it), only while this job still holds it, with its change event and NOTIFY: one statement, one
-// round trip on the shared pool (issue 18), instead of a four-statement transaction.
+// it), only while this job still holds it and this attempt still owns the job (the fence CTE locks
+// its row: a stale attempt writes nothing, a claim waits for the commit), with its change event and
+// NOTIFY: one statement, one round trip on the shared pool (issue 18), not a four-statement transaction.
 const FINISH = `
-  WITH d AS (
+  WITH ${fenceCte(4)},
+  d AS (
     UPDATE drives SET status = ${restingStatusSql('$1')},
                       locked_by_job = NULL, updated_at = $3::timestamptz
-    WHERE id = $1::uuid AND locked_by_job = $2::uuid
+    WHERE id = $1::uuid AND locked_by_job = $2::uuid AND EXISTS (SELECT 1 FROM fence)
     RETURNING id, owner_id
   ), ${publishEventsSql(`
     SELECT owner_id, 'drives' AS resource_type, id::text AS resource_id, 'changed' AS change FROM d`)}
-  SELECT (SELECT count(*)::int FROM d) AS done, (SELECT n FROM notified) AS notified`
+  SELECT (SELECT count(*)::int FROM fence) AS fenced, (SELECT count(*)::int FROM d) AS done, (SELECT n FROM notified) AS notified`
 
 export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHandler {
   return {
@@ -31,8 +34,10 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
       if (await storage.exists(driveId)) await storage.resize(driveId, size)
       else await storage.create(driveId, size)
       ctx.signal.throwIfAborted()
-      const { rows } = await pool.query<{ done: number }>(FINISH, [driveId, ctx.job.id, new Date().toISOString()])
-      if (rows[0].done === 0) throw new JobFailure('the drive is no longer held by this job')
+      // a stale attempt (a newer one took the job over) gets LeaseLost here and writes nothing
+      const { done } = await ctx.fencedStatement(async (fence) =>
+        (await pool.query<{ fenced: number, done: number }>(FINISH, [driveId, ctx.job.id, new Date().toISOString(), ...fenceParams(fence)])).rows[0])
+      if (done === 0) throw new JobFailure('the drive is no longer held by this job')
       ctx.progress({ description: `created a ${size} byte drive` })
       return { size }
     },

@@ -12,13 +12,16 @@ export function driveResizeHandler (storage: DriveStorage): JobHandler {
       const { driveId, size } = driveJobParams(ctx, true)
       const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } })
       if (!drive || drive.lockedByJob !== ctx.job.id) throw new JobFailure('the drive is no longer held by this job')
+      // a stale attempt (a newer one took the job over) must not resize the image under it
+      await ctx.fence()
       try {
         await storage.resize(driveId, size, ctx.signal)
       } catch (err) {
         if (isStorageError(err, 'NOT_FOUND')) throw new JobFailure('the drive has no data to resize')
         throw err
       }
-      await ctx.prisma.$transaction(async (tx) => {
+      // fenced by this attempt: a stale one gets LeaseLost and commits nothing
+      await ctx.fenced(async (tx) => {
         const status = await restingStatusOf(tx, driveId)
         const done = await tx.drive.updateMany({
           where: { id: driveId, lockedByJob: ctx.job.id },

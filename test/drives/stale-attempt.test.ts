@@ -1,0 +1,66 @@
+// A stale attempt of drive_create, drive_resize or drive_delete (its job was taken over by a newer
+// attempt while it was held up) commits nothing: no drive status, size or row, no resize or delete
+// of the image, no outcome; the newer attempt then does the job (test/helpers/takeover.ts).
+import t from 'tap'
+import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
+import { jobRow, runStale, TAKEN_BY } from '../helpers/takeover.ts'
+import { GiB, readyDrive } from './helpers.ts'
+
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
+const alice = await createUser(app)
+const api = client(app, alice)
+
+/** A drive made by a worker that is gone again, so the next job stays queued. */
+async function drive (t: Parameters<typeof startEngine>[0]): Promise<{ uuid: string }> {
+  const setup = await startEngine(t, app, appHandlers(app), { databaseUrl })
+  const d = await readyDrive(api, { size: GiB })
+  await setup.stop()
+  return d
+}
+const row = (id: string) => app.prisma.drive.findUnique({ where: { id } })
+
+t.test('drive_create: a stale attempt does not finish the drive; the newer one does', async t => {
+  const res = await api.post('/api/2.0/drives/', { name: 'disk', size: GiB, media: 'disk' })
+  const d = res.json().objects[0]
+  const jobId = d.jobs[0].uuid as string
+  const stale = await runStale(t, app, databaseUrl, jobId, 'drives')
+  t.ok(stale.tookOver, 'the job was taken over while its attempt waited')
+  t.match(await row(d.uuid), { status: 'creating', lockedByJob: jobId }, 'the stale attempt did not finish the drive')
+  t.match(await jobRow(app, jobId), { state: 'started', attempts: 2, lockedBy: TAKEN_BY, finishedAt: null }, 'nor the job')
+  await stale.newer()
+  const done = await waitForJob(app, jobId)
+  t.equal(done.state, 'success', 'the newer attempt finished it')
+  t.match(await row(d.uuid), { status: 'unmounted', lockedByJob: null })
+})
+
+t.test('drive_resize: a stale attempt resizes neither the image nor the drive; the newer one does', async t => {
+  const d = await drive(t)
+  const res = await api.post(`/api/2.0/drives/${d.uuid}/action/?do=resize`, { size: 2 * GiB })
+  t.equal(res.statusCode, 202)
+  const jobId = (await row(d.uuid))!.lockedByJob!
+  const stale = await runStale(t, app, databaseUrl, jobId, 'drives')
+  t.ok(stale.tookOver, 'the job was taken over while its attempt waited')
+  t.match(await row(d.uuid), { status: 'resizing', size: BigInt(GiB), lockedByJob: jobId }, 'the stale attempt did not settle the drive')
+  t.equal((await app.storage.stat(d.uuid)).size, GiB, 'nor resize its image')
+  t.match(await jobRow(app, jobId), { state: 'started', attempts: 2, lockedBy: TAKEN_BY, finishedAt: null }, 'nor finish the job')
+  await stale.newer()
+  t.equal((await waitForJob(app, jobId)).state, 'success', 'the newer attempt resized it')
+  t.match(await row(d.uuid), { status: 'unmounted', size: BigInt(2 * GiB), lockedByJob: null })
+  t.equal((await app.storage.stat(d.uuid)).size, 2 * GiB)
+})
+
+t.test('drive_delete: a stale attempt deletes neither the image nor the row; the newer one does', async t => {
+  const d = await drive(t)
+  t.equal((await api.delete(`/api/2.0/drives/${d.uuid}/`)).statusCode, 204)
+  const jobId = (await row(d.uuid))!.lockedByJob!
+  const stale = await runStale(t, app, databaseUrl, jobId, 'drives')
+  t.ok(stale.tookOver, 'the job was taken over while its attempt waited')
+  t.match(await row(d.uuid), { deleted: true, lockedByJob: jobId }, 'the stale attempt did not delete the row')
+  t.ok(await app.storage.exists(d.uuid), 'nor the image (a newer attempt may be bringing the drive back)')
+  t.match(await jobRow(app, jobId), { state: 'started', attempts: 2, lockedBy: TAKEN_BY, finishedAt: null }, 'nor finish the job')
+  await stale.newer()
+  t.equal((await waitForJob(app, jobId)).state, 'success', 'the newer attempt deleted it')
+  t.equal(await row(d.uuid), null)
+  t.notOk(await app.storage.exists(d.uuid))
+})
