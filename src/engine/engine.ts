@@ -525,11 +525,26 @@ export class JobEngine {
       this.loseLease(entry, 'its attempt is stale (fenced out)')
       throw new LeaseLost(row.id)
     }
-    const fenced = async <T>(fn: (tx: Tx) => Promise<T>, opts?: { timeout?: number }): Promise<T> => {
+    const fenced = async <T>(fn: (tx: Tx) => Promise<T>, opts?: { timeout?: number, last?: boolean }): Promise<T> => {
       if (entry.stale) refuse()
+      const lock = async (tx: Tx) => { if (!await lockAttempt(tx, this.workerId, key, marginS)) refuse() }
       return prisma.$transaction(async (tx) => {
-        if (!await lockAttempt(tx, this.workerId, key, marginS)) refuse()
-        return fn(tx)
+        if (opts?.last !== true) {
+          await lock(tx)
+          return fn(tx)
+        }
+        let value: T
+        try {
+          value = await fn(tx)
+        } catch (err) {
+          // a stale attempt's writes find the resource moved on by the newer one ("no longer
+          // held"): that is its lease lost, not a failure to record (nor a cleanup to run). The
+          // check cannot run in a transaction a database error aborted: the error stands then
+          await lock(tx).catch((e: unknown) => { if (e instanceof LeaseLost) throw e })
+          throw err
+        }
+        await lock(tx)
+        return value
       }, { timeout: opts?.timeout ?? Math.max(1000, this.leaseMs - this.marginMs) })
     }
     const job: JobInfo = {

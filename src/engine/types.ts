@@ -66,8 +66,13 @@ export interface JobContext {
    * Runs `fn` in a transaction that holds this attempt's job row locked (no other process can take
    * the job over meanwhile): resource status writes and renames made inside commit only while this
    * attempt still owns the job; a stale attempt gets LeaseLost and nothing commits.
+   * `last`: the row is locked (the fence checked) after `fn`, just before the commit, for a
+   * transaction that only writes rows: it then holds no job row while it waits for a resource row
+   * (progress and lease renewals go on); a takeover meanwhile makes it roll back with LeaseLost,
+   * also when `fn` threw because the newer attempt had moved the resource on. Not for renames or
+   * anything else outside the transaction: those need the row locked before them.
    */
-  fenced: <T>(fn: (tx: Tx) => Promise<T>, opts?: { timeout?: number }) => Promise<T>
+  fenced: <T>(fn: (tx: Tx) => Promise<T>, opts?: { timeout?: number, last?: boolean }) => Promise<T>
   /**
    * Runs one statement fenced by this attempt, atomic on its own (one round trip, no transaction
    * of ours): `run` binds `fenceParams(fence)` at the placeholders of its `fenceCte(n)` (both in

@@ -110,6 +110,8 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
       try {
         if (cow) {
           ctx.progress({ extra: { method: 'rbd clone (copy-on-write)', phase: 'clone' } })
+          // the guard before making the image: a stale attempt makes none
+          await ctx.fence()
           await storage().cloneCow!(p.sourceId, p.driveId, { size: p.size })
           stats = { method: 'rbd clone (copy-on-write)', bytes: 0, copyMs: performance.now() - t0, fsyncMs: 0, renameMs: 0 }
         } else {
@@ -141,7 +143,9 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
       }
       const copiedAt = new Date().toISOString()
       const tSettle = performance.now()
-      await prisma.$transaction(async (tx) => {
+      // fenced by this attempt: a stale one gets LeaseLost and settles nothing (the destination, the
+      // source's reader, the next sibling and the flatten child are the newer attempt's to settle)
+      await ctx.fenced(async (tx) => {
         const status = await restingStatusOf(tx, p.driveId)
         const done = await tx.drive.updateMany({ where: { id: p.driveId, lockedByJob: ctx.job.id }, data: { status, lockedByJob: null } })
         if (done.count === 0) throw new JobFailure(`the destination drive ${p.driveId} is no longer held by this job`)
@@ -160,7 +164,7 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
             description: `flattening drive ${p.driveId}`
           })
         }
-      })
+      }, { last: true })
       const settleMs = performance.now() - tSettle
       const seconds = (performance.now() - t0) / 1000
       ctx.log(`time split: queue wait ${ctx.job.queueWaitMs ?? 0} ms, copy ${ms(stats?.copyMs ?? 0)}, fsync ${ms(stats?.fsyncMs ?? 0)}, ` +

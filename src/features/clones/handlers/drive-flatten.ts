@@ -3,7 +3,13 @@
 // failure) leaves it a valid clone, so there is nothing to undo. A child of its drive_clone job.
 import { copiedDescription, copyDescription } from '../../../domain/clone-plan.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
+import { fenceCte, fenceParams } from '../../../engine/queue-sql.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
+
+const TOUCH = `
+  WITH ${fenceCte(3)},
+  d AS (UPDATE drives SET updated_at = $2::timestamptz WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM fence) RETURNING 1)
+  SELECT (SELECT count(*)::int FROM fence) AS fenced, (SELECT count(*)::int FROM d) AS done`
 
 export function driveFlattenHandler (storage: () => DriveStorage): JobHandler {
   return {
@@ -35,7 +41,9 @@ export function driveFlattenHandler (storage: () => DriveStorage): JobHandler {
       ctx.progress({ description: copiedDescription(total, total, seconds, 'flattened'), extra: { method: 'rbd flatten', phase: 'done' } })
       // the image now holds its own data: a newer row version makes the cached allocated_size
       // stale, so the next read measures it again (features/drives/allocated.ts)
-      await ctx.prisma.drive.updateMany({ where: { id: driveId }, data: { updatedAt: new Date() } })
+      // (one statement fenced by this attempt: a stale one gets LeaseLost, and the job is the newer one's)
+      await ctx.fencedStatement(async (fence) =>
+        (await ctx.prisma.$queryRawUnsafe<Array<{ fenced: number }>>(TOUCH, driveId, new Date(), ...fenceParams(fence)))[0])
       return { flattened: true, bytes: total }
     }
   }

@@ -28,11 +28,12 @@ export function serverCloneHandler (storage: () => DriveStorage): JobHandler {
     resumable: true,
     async run (ctx) {
       const p = serverCloneParams(ctx)
-      const released = await ctx.prisma.$transaction(async (tx) => {
+      // fenced by this attempt: a stale one gets LeaseLost and releases nothing
+      const released = await ctx.fenced(async (tx) => {
         const r = await tx.server.updateMany({ where: { id: p.serverId, lockedByJob: ctx.job.id }, data: { lockedByJob: null } })
         await publishChange(tx, { ownerId: ctx.job.ownerId, resourceType: 'servers', resourceId: p.serverId })
         return r.count
-      })
+      }, { last: true })
       if (released === 0) {
         const server = await ctx.prisma.server.findUnique({ where: { id: p.serverId }, select: { lockedByJob: true } })
         if (!server || server.lockedByJob !== null) throw new JobFailure(`the new server ${p.serverId} is no longer held by this job`)

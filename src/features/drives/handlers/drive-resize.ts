@@ -29,7 +29,7 @@ export function driveResizeHandler (storage: DriveStorage): JobHandler {
         })
         if (done.count === 0) throw new JobFailure('the drive is no longer held by this job')
         await announceDrives(tx, ctx.job.ownerId, [driveId])
-      })
+      }, { last: true })
       // what was done replaces "resizing from ..." (the drive row still had the old size above)
       ctx.progress({ description: `resized from ${drive.size} to ${size} bytes` })
       return { size }

@@ -13,13 +13,16 @@ export async function heldServer (ctx: JobContext): Promise<ServerView> {
   return server
 }
 
-/** Ends the job's hold on the server with the given status (only while the job still holds it). */
+/**
+ * Ends the job's hold on the server with the given status (only while the job still holds it),
+ * fenced by the attempt: a stale one gets LeaseLost and writes nothing.
+ */
 export async function settleServer (ctx: JobContext, data: { status: string, activeSince?: Date | null }): Promise<void> {
   const id = String(ctx.job.params.serverId)
-  await ctx.prisma.$transaction(async (tx) => {
+  await ctx.fenced(async (tx) => {
     const n = await tx.server.updateMany({ where: { id, lockedByJob: ctx.job.id }, data: { ...data, lockedByJob: null } })
     if (n.count > 0) await publishChange(tx, { ownerId: ctx.job.ownerId, resourceType: 'servers', resourceId: id })
-  })
+  }, { last: true })
 }
 
 export function serverStartHandler (driver: () => HypervisorDriver): JobHandler {

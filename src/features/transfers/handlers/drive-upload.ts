@@ -65,7 +65,8 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
       const { sha256, bytes } = await hashDrive(storage, p.driveId, ctx.signal)
       const t1 = performance.now()
       ctx.signal.throwIfAborted()
-      await ctx.prisma.$transaction(async (tx) => finishUploadedDrive(tx, ctx.job.ownerId, p.driveId, ctx.job.id))
+      // fenced by this attempt: a stale one gets LeaseLost and finishes nothing
+      await ctx.fenced(async (tx) => finishUploadedDrive(tx, ctx.job.ownerId, p.driveId, ctx.job.id), { last: true })
       const t2 = performance.now()
       // each chunk was fsynced when its request stored it
       ctx.log(`sha256 ${sha256} of ${bytes} bytes; ${chunks}; then queue wait ${ctx.job.queueWaitMs ?? 0} ms, hash ${Math.round(t1 - t0)} ms, settle ${Math.round(t2 - t1)} ms`)
