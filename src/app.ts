@@ -80,7 +80,9 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
         coerceTypes: true,
         removeAdditional: true,
         useDefaults: true,
-        allErrors: false
+        allErrors: false,
+        // errors carry their schema, so a union's error can say every form it takes (http/error-handler.ts)
+        verbose: true
       },
       // ajv-formats' `uuid` also takes `urn:uuid:<uuid>`, which PostgreSQL's uuid type refuses (a 500)
       onCreate: ajv => { ajv.addFormat('uuid', UUID) }

@@ -23,7 +23,7 @@ export function fromDomain (error: DomainError): ApiError {
   return new ApiError(status, type, error.message, error.point)
 }
 
-interface AjvError { instancePath?: string, keyword?: string, params?: Record<string, unknown>, message?: string }
+interface AjvError { instancePath?: string, schemaPath?: string, keyword?: string, params?: Record<string, unknown>, message?: string, schema?: unknown }
 
 /** The field an ajv error is about: the missing property, or the last named segment of its path. */
 export function errorPointOf (err: AjvError): string | null {
@@ -33,11 +33,50 @@ export function errorPointOf (err: AjvError): string | null {
   return segments.at(-1) ?? null
 }
 
+type SchemaLike = Record<string, unknown>
+
+/** One branch of a union in words: `null`, `an integer from 1 to 2147483647`, `"disk"`. */
+function describeSchema (schema: SchemaLike): string {
+  if ('const' in schema) return JSON.stringify(schema.const)
+  if (Array.isArray(schema.enum)) return `one of ${schema.enum.map(v => JSON.stringify(v)).join(', ')}`
+  if (Array.isArray(schema.anyOf)) return (schema.anyOf as SchemaLike[]).map(describeSchema).join(' or ')
+  const { minimum: min, maximum: max } = schema
+  const range = typeof min === 'number' && typeof max === 'number'
+    ? ` from ${min} to ${max}`
+    : typeof min === 'number' ? ` of at least ${min}` : typeof max === 'number' ? ` of at most ${max}` : ''
+  switch (schema.type) {
+    case 'null': return 'null'
+    case 'integer': return `an integer${range}`
+    case 'number': return `a number${range}`
+    case 'string': return 'a string'
+    case 'boolean': return 'true or false'
+    case 'array': return 'a list'
+    default: return 'an object'
+  }
+}
+
+/**
+ * What a validation error says, and about which field. A union (`null` or a bounded integer, say)
+ * that no branch matched is described whole ("must be null or an integer from 1 to 2147483647"):
+ * ajv's first error is the first branch's ("must be null"), which misleads. A value whose branch
+ * was found but failed inside (an object with a bad field) is explained by that branch's error.
+ */
+function explain (list: AjvError[]): { point: string | null, message: string } {
+  const union = list.findLast(e => e.keyword === 'anyOf')
+  if (union === undefined) return { point: errorPointOf(list[0] ?? {}), message: list[0]?.message ?? 'invalid value' }
+  const path = union.instancePath ?? ''
+  const branches = list.filter(e => e !== union && (e.schemaPath ?? '').startsWith(`${union.schemaPath ?? ''}/`))
+  const inside = branches.filter(e => (e.instancePath ?? '').length > path.length || e.keyword === 'required' || e.keyword === 'additionalProperties')
+  if (inside.length > 0) return explain(inside)
+  const message = Array.isArray(union.schema) ? `must be ${(union.schema as SchemaLike[]).map(describeSchema).join(' or ')}` : (union.message ?? 'invalid value')
+  return { point: errorPointOf(union), message }
+}
+
 function fromValidation (error: FastifyError): ApiError {
-  const first = (error.validation?.[0] ?? {}) as AjvError
-  const point = errorPointOf(first)
+  const list = (error.validation ?? []) as AjvError[]
+  const { point, message: why } = explain(list)
   const where = error.validationContext === 'querystring' ? 'query parameter' : 'field'
-  const message = point ? `Invalid ${where} ${point}: ${first.message ?? 'invalid value'}` : (first.message ?? error.message)
+  const message = point ? `Invalid ${where} ${point}: ${why}` : (list[0]?.message ?? error.message)
   return new ApiError(400, 'validation', message, point)
 }
 

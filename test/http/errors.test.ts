@@ -19,6 +19,9 @@ app.post('/api/2.0/probe/', { preValidation: createBodyHook, schema: { body: Typ
   async (request, reply) => reply.code(201).send({ objects: request.body.objects }))
 app.put('/api/2.0/probe/:id/', { schema: { body: Thing } }, async (request) => request.body)
 app.post('/api/2.0/probe/:id/action/', async (request) => ({ got: request.body }))
+app.put('/api/2.0/probe/union/', {
+  schema: { body: Type.Object({ media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')])), iops: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])) }) }
+}, async (request) => request.body)
 app.get('/api/2.0/probe/boom/', async () => { throw new Error('secret connection string postgres://x:y@db') })
 app.get('/api/2.0/probe/busy/', async () => { throw errors.busy('drive is being cloned', 'uuid') })
 await app.ready()
@@ -39,6 +42,14 @@ t.test('schema violations name the field', async t => {
   t.equal(missing.json()[0].error_point, 'size')
   const wrong = await api.post('/api/2.0/probe/', { objects: [{ name: 'x', size: 0 }] })
   t.equal(wrong.json()[0].error_point, 'size')
+})
+
+t.test('a union no branch of which matched is described whole', async t => {
+  const media = await api.put('/api/2.0/probe/union/', { media: 'tape' })
+  t.same(media.json(), [{ error_type: 'validation', error_message: 'Invalid field media: must be "disk" or "cdrom"', error_point: 'media' }])
+  const iops = await api.put('/api/2.0/probe/union/', { iops: -5 })
+  t.same(iops.json(), [{ error_type: 'validation', error_message: 'Invalid field iops: must be an integer of at least 0 or null', error_point: 'iops' }])
+  t.equal((await api.put('/api/2.0/probe/union/', { iops: null, media: 'cdrom' })).statusCode, 200)
 })
 
 t.test('create bodies in all three forms; numeric strings coerced; unknown fields dropped', async t => {

@@ -241,3 +241,24 @@ t.test('?recurse= with a busy drive refuses and changes nothing', async t => {
   t.equal(res.json()[0].error_type, 'concurrency')
   t.equal((await api.get(`/api/2.0/servers/${s.uuid}/`)).json().drives.length, 1, 'the server and its mount are still there')
 })
+
+t.test('an out-of-range boot_order or a bad NIC conf says what the field takes, not "must be null"', async t => {
+  const disk = await seedDrive(app, alice.id)
+  // (0 is taken as null: ajv's coerceTypes makes 0 null for the union's null branch)
+  for (const bad of [-1, 2147483648, 'first']) {
+    const res = await api.post('/api/2.0/servers/', { ...MINIMAL, drives: [{ ...mount(disk), boot_order: bad }] })
+    t.equal(res.statusCode, 400, `boot_order ${JSON.stringify(bad)}`)
+    t.same(res.json(), [{
+      error_type: 'validation',
+      error_message: 'Invalid field boot_order: must be null or an integer from 1 to 2147483647',
+      error_point: 'boot_order'
+    }], `boot_order ${JSON.stringify(bad)}`)
+  }
+  const nic = await api.post('/api/2.0/servers/', { ...MINIMAL, nics: [{ boot_order: -1 }] })
+  t.equal(nic.json()[0].error_message, 'Invalid field boot_order: must be null or an integer from 1 to 2147483647', 'the same on a NIC')
+  const conf = await api.post('/api/2.0/servers/', { ...MINIMAL, nics: [{ ip_v4_conf: { conf: 'bogus' } }] })
+  t.equal(conf.statusCode, 400)
+  t.equal(conf.json()[0].error_point, 'conf', 'a branch that matched the type (an object) is explained by its own error')
+  t.match(conf.json()[0].error_message, /^Invalid field conf: must be equal to one of the allowed values/)
+  t.equal(await app.prisma.server.count({ where: { ownerId: alice.id, name: MINIMAL.name, mounts: { some: { driveId: disk } } } }), 0, 'no server made')
+})
