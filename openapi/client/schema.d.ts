@@ -1545,7 +1545,7 @@ export interface operations {
                 cursor?: string;
                 /** @description Comma-separated fields, `-` prefix for descending (default -last_modified) */
                 order_by?: string;
-                /** @description Comma-separated fields to keep in each object */
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
                 format?: string;
             };
@@ -1666,7 +1666,7 @@ export interface operations {
                 cursor?: string;
                 /** @description Comma-separated fields, `-` prefix for descending (default -last_modified) */
                 order_by?: string;
-                /** @description Comma-separated fields to keep in each object */
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
                 format?: string;
             };
@@ -1890,6 +1890,7 @@ export interface operations {
     getJobsByUuid: {
         parameters: {
             query?: {
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
                 /** @description Answer as soon as the job is finished, or after this many seconds */
                 wait?: number;
@@ -2268,7 +2269,7 @@ export interface operations {
                 offset?: number;
                 /** @description Comma-separated fields, `-` prefix for descending */
                 order_by?: string;
-                /** @description Comma-separated fields to keep in each object */
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
                 format?: string;
             };
@@ -2751,7 +2752,7 @@ export interface operations {
                 offset?: number;
                 /** @description Comma-separated fields, `-` prefix for descending */
                 order_by?: string;
-                /** @description Comma-separated fields to keep in each object */
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
                 format?: string;
             };
@@ -3206,6 +3207,7 @@ export interface operations {
     getDrivesByUuid: {
         parameters: {
             query?: {
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
             };
             header?: never;
@@ -4490,7 +4492,7 @@ export interface operations {
                 offset?: number;
                 /** @description Comma-separated fields, `-` prefix for descending */
                 order_by?: string;
-                /** @description Comma-separated fields to keep in each object */
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
                 format?: string;
             };
@@ -4973,7 +4975,7 @@ export interface operations {
                 offset?: number;
                 /** @description Comma-separated fields, `-` prefix for descending */
                 order_by?: string;
-                /** @description Comma-separated fields to keep in each object */
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
                 format?: string;
             };
@@ -5428,6 +5430,7 @@ export interface operations {
     getServersByUuid: {
         parameters: {
             query?: {
+                /** @description Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields` */
                 fields?: string;
             };
             header?: never;

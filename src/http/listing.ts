@@ -24,7 +24,8 @@ export interface ListPlan {
   fields: string[] | undefined
 }
 
-export function planList (query: ListQuery, filters: FilterSpec, order: OrderSpec): ListPlan {
+/** `fields`: the names `fields=` may keep (the wire object's keys). */
+export function planList (query: ListQuery, filters: FilterSpec, order: OrderSpec, fields: readonly string[]): ListPlan {
   const limit = query.limit ?? DEFAULT_LIMIT
   const offset = query.offset ?? 0
   // ajv lets `Infinity` through as an integer; paging numbers must fit PostgreSQL's int4
@@ -45,12 +46,23 @@ export function planList (query: ListQuery, filters: FilterSpec, order: OrderSpe
     if (err instanceof OrderError) throw errors.validation(err.message, 'order_by')
     throw err
   }
-  return { limit, offset, take: limit === 0 ? undefined : limit, where, orderBy, fields: parseFields(query.fields) }
+  return { limit, offset, take: limit === 0 ? undefined : limit, where, orderBy, fields: parseFields(query.fields, fields) }
 }
 
-export function parseFields (raw: unknown): string[] | undefined {
+/**
+ * `fields=uuid,status` as a list; undefined when absent or empty. A name the object does not have
+ * is a 400 naming the ones it has: ignoring it answered `{}` objects (or, with a typo beside a
+ * good name, objects short of the field the client thought it asked for).
+ */
+export function parseFields (raw: unknown, known: readonly string[]): string[] | undefined {
   if (typeof raw !== 'string' || raw.trim() === '') return undefined
-  return raw.split(',').map(s => s.trim()).filter(Boolean)
+  const fields = raw.split(',').map(s => s.trim()).filter(Boolean)
+  const unknown = fields.filter(f => !known.includes(f))
+  if (unknown.length > 0) {
+    const names = unknown.map(f => JSON.stringify(f)).join(', ')
+    throw errors.validation(`Unknown field${unknown.length > 1 ? 's' : ''} ${names} in fields; the fields are ${[...known].sort().join(', ')}`, 'fields')
+  }
+  return fields.length > 0 ? fields : undefined
 }
 
 /** Keeps only the requested keys of a wire object (`fields=uuid,status`). */

@@ -54,12 +54,15 @@ export const NAME_MAX_LENGTH = 1024
 
 export const UuidParams = Type.Object({ uuid: Type.String({ format: 'uuid' }) })
 
+/** `fields=`, documented once. */
+export const FIELDS_DESCRIPTION = 'Comma-separated fields to keep in each object; a name the object does not have is a 400 at `fields`'
+
 /** Query parameters every list accepts; resource filters are extra parameters. */
 export const ListQuery = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647, description: 'Page size; 0 returns all objects (default 20)' })),
   offset: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
   order_by: Type.Optional(Type.String({ description: 'Comma-separated fields, `-` prefix for descending' })),
-  fields: Type.Optional(Type.String({ description: 'Comma-separated fields to keep in each object' })),
+  fields: Type.Optional(Type.String({ description: FIELDS_DESCRIPTION })),
   format: Type.Optional(Type.String())
 }, { additionalProperties: true })
 

@@ -54,6 +54,30 @@ t.test('fields= on the list, detail/ and a single GET', async t => {
   t.same(Object.keys(one.json()).sort(), ['name', 'runtime'])
 })
 
+t.test('fields= with a name the object does not have is a 400 naming it and the fields there are', async t => {
+  const uuid = made[0].uuid
+  for (const url of ['/api/2.0/drives/?fields=nope', '/api/2.0/drives/detail/?fields=uuid,nope', `/api/2.0/drives/${uuid}/?fields=nope`,
+    '/api/2.0/servers/?fields=nope', '/api/2.0/servers/detail/?fields=nope', '/api/2.0/jobs/?fields=nope', '/api/2.0/jobs/detail/?fields=uuid,nope']) {
+    const res = await api.get(url)
+    t.equal(res.statusCode, 400, url)
+    const [error] = res.json()
+    t.equal(error.error_type, 'validation', url)
+    t.equal(error.error_point, 'fields', url)
+    t.match(error.error_message, /^Unknown field "nope" in fields; the fields are /, url)
+  }
+  const drive = (await api.get(`/api/2.0/drives/${uuid}/?fields=nope,Status`)).json()[0].error_message
+  t.equal(drive, 'Unknown fields "nope", "Status" in fields; the fields are affinities, allow_multimount, backup_scheduler, grantees, iops, jobs, ' +
+    'licenses, media, meta, mounted_on, name, owner, permissions, remote_snapshots, resource_uri, runtime, size, snapshots, status, storage_type, tags, uuid',
+  'every unknown name, and the drive\'s fields')
+  t.match((await api.get('/api/2.0/servers/?fields=nope')).json()[0].error_message, /the fields are auto_start, context, cpu, .*vnc_password$/)
+  t.match((await api.get('/api/2.0/jobs/?fields=nope')).json()[0].error_message, /the fields are children, created, data, error, .*uuid$/)
+  const missing = await api.get(`/api/2.0/drives/${'0'.repeat(8)}-0000-4000-8000-${'0'.repeat(12)}/?fields=nope`)
+  t.equal(missing.statusCode, 400, 'the parameter is checked before the drive is looked up')
+  t.equal((await api.get('/api/2.0/drives/?fields=')).statusCode, 200, 'an empty fields= keeps every field')
+  t.same(Object.keys((await api.get(`/api/2.0/drives/${uuid}/?fields=uuid,,status`)).json()).sort(), ['status', 'uuid'], 'empty names between commas are skipped')
+  t.equal((await api.get('/api/2.0/jobs/?fields=uuid,children,result')).statusCode, 200, 'a job\'s children and result are fields')
+})
+
 t.test('filters', async t => {
   t.same(await names('name=alpha'), ['alpha'])
   t.same(await names('name=alpha,bravo'), ['alpha', 'bravo'], 'commas OR')

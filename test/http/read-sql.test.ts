@@ -12,6 +12,7 @@ import { loadJobWire, loadTrees } from '../../src/features/jobs/view.ts'
 import { getJobWireSql, listJobsSql } from '../../src/features/jobs/read-sql.ts'
 import { jobFilters, jobOrder, keysetOf } from '../../src/features/jobs/routes.ts'
 import { planList } from '../../src/http/listing.ts'
+import { JOB_FIELDS } from '../../src/features/jobs/schemas.ts'
 import { EXACT_COUNT_UP_TO } from '../../src/http/list-sql.ts'
 
 const { app } = await buildTestApp(t)
@@ -104,7 +105,7 @@ t.test('server lists and gets: SQL and Prisma give the same bytes', async t => {
 t.test('job lists and gets: SQL and Prisma give the same bytes', async t => {
   for (const q of ['', 'order_by=created', 'state=started', `resource=${drives[0]}`, `parent=${root}`, 'operation=drive_create&limit=2&offset=1', 'created__gte=2000-01-01T00:00:00.000Z', 'fields=uuid,children', 'offset=500', 'state=cancelled', 'limit=0']) {
     const query = parse(q)
-    const plan = planList(query, jobFilters, jobOrder)
+    const plan = planList(query, jobFilters, jobOrder, JOB_FIELDS)
     keysetOf(plan) // the route's id tiebreak, opposite to a date order
     const sql = await listJobsSql(app.dbPool, alice.id, query, plan, jobFilters)
     const where = { ...plan.where, ownerId: alice.id, ...(query.parent === undefined ? { parentId: null } : {}) }

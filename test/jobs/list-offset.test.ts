@@ -10,6 +10,7 @@ import { jobFilters, jobOrder, keysetOf } from '../../src/features/jobs/routes.t
 import { loadTrees } from '../../src/features/jobs/view.ts'
 import { EXACT_COUNT_UP_TO } from '../../src/http/list-sql.ts'
 import { planList } from '../../src/http/listing.ts'
+import { JOB_FIELDS } from '../../src/features/jobs/schemas.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { recordFirstStatement } from '../helpers/db.ts'
 
@@ -40,7 +41,7 @@ await app.prisma.$executeRawUnsafe('VACUUM ANALYZE jobs')
 const parse = (q: string): Record<string, unknown> => Object.fromEntries([...new URLSearchParams(q)].map(([k, v]) => [k, k === 'limit' || k === 'offset' ? Number(v) : v]))
 function planOf (q: string) {
   const query = parse(q)
-  const plan = planList(query, jobFilters, jobOrder)
+  const plan = planList(query, jobFilters, jobOrder, JOB_FIELDS)
   keysetOf(plan) // the route's id tiebreak, opposite to a date order
   return { query, plan }
 }

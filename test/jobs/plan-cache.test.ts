@@ -8,6 +8,7 @@ import pg from 'pg'
 import { jobFilters, jobOrder, keysetOf } from '../../src/features/jobs/routes.ts'
 import { listJobsSql } from '../../src/features/jobs/read-sql.ts'
 import { planList } from '../../src/http/listing.ts'
+import { JOB_FIELDS } from '../../src/features/jobs/schemas.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { recordFirstStatement } from '../helpers/db.ts'
 
@@ -23,7 +24,7 @@ for (const [q, generic] of [['', true], ['limit=50', false], ['offset=40', false
     const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
     t.teardown(() => pool.end())
     const query = Object.fromEntries([...new URLSearchParams(q)].map(([k, v]) => [k, Number(v)]))
-    const plan = planList(query, jobFilters, jobOrder)
+    const plan = planList(query, jobFilters, jobOrder, JOB_FIELDS)
     keysetOf(plan) // the route's id tiebreak, opposite to a date order
     const recording = recordFirstStatement(pool)
     // PostgreSQL compares the generic plan with the custom ones after five executions

@@ -8,7 +8,7 @@ import { isUuid } from '../../http/bodies.ts'
 import { Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, sqlRows, truthfulTotal, type SqlFilter } from '../../http/list-sql.ts'
 import type { ListPlan } from '../../http/listing.ts'
 import { pickFields } from '../../http/listing.ts'
-import type { DriveWire } from './schemas.ts'
+import { DRIVE_FIELDS, type DriveWire } from './schemas.ts'
 import { SHORT_FIELDS, driveFilters, driveOrder, driveToShortWire, driveToWire, listDrives, type MeasureAllocated } from './service.ts'
 import type { PrismaClient } from '../../db/client.ts'
 import { planList } from '../../http/listing.ts'
@@ -120,7 +120,7 @@ export async function getDriveWireSql (pool: pg.Pool, ownerId: string, id: strin
 
 /** The drive lists: one SQL statement, or listDrives (Prisma) for the filters only it compiles. */
 export async function readDrives (pool: pg.Pool, prisma: PrismaClient, ownerId: string, query: Record<string, unknown>, detail: boolean, measure?: MeasureAllocated) {
-  const plan = planList(query, driveFilters, driveOrder)
+  const plan = planList(query, driveFilters, driveOrder, DRIVE_FIELDS)
   // fields= may ask the short list for any field; then the full object is built
   const full = detail || (plan.fields?.some(f => !(SHORT_FIELDS as readonly string[]).includes(f)) ?? false)
   return await listDrivesSql(pool, ownerId, query, plan, full, measure) ?? await listDrives(prisma, ownerId, query, detail, measure)

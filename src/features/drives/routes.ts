@@ -7,10 +7,10 @@ import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
-import { AvailabilityGroup, AvailabilityGroups, ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
+import { AvailabilityGroup, AvailabilityGroups, FIELDS_DESCRIPTION, ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import {
   Drive, DriveBulkUpdateBody, DriveCreateBody, DriveDeleteBody, DriveList, DriveObjects, DriveResizeInput, DriveUpdateInput,
-  driveSchemas, type DriveUpdateInputT
+  DRIVE_FIELDS, driveSchemas, type DriveUpdateInputT
 } from './schemas.ts'
 import {
   deleteDrives, driveAvailabilityGroup, driveAvailabilityGroups, loadDriveWire, updateDrive, updateDrives, type DrivesDeps, type MeasureAllocated
@@ -161,12 +161,13 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       tags: TAGS,
       summary: 'One drive',
       params: UuidParams,
-      querystring: Type.Object({ fields: Type.Optional(Type.String()) }, { additionalProperties: true }),
+      querystring: Type.Object({ fields: Type.Optional(Type.String({ description: FIELDS_DESCRIPTION })) }, { additionalProperties: true }),
       response: { 200: refTo(Drive), ...errorResponses(404) }
     }
   }, async (request) => {
+    const fields = parseFields(request.query.fields, DRIVE_FIELDS)
     const drive = await getDriveWireSql(app.dbPool, request.account.id, request.params.uuid, measure)
-    return pickFields(drive, parseFields(request.query.fields)) as never
+    return pickFields(drive, fields) as never
   })
 
   app.put('/drives/:uuid/', {

@@ -47,6 +47,8 @@ export const Drive = Type.Partial(Type.Object(driveProperties), {
   description: 'A drive. Every field is present unless `fields=` leaves it out; the short list has owner, resource_uri, status and uuid.'
 })
 export type DriveWire = Required<Static<typeof Drive>>
+/** The keys `fields=` may keep. */
+export const DRIVE_FIELDS: readonly string[] = Object.keys(driveProperties)
 
 export const DriveList = listOf(refTo(Drive), 'DriveList')
 export const DriveObjects = objectsOf(refTo(Drive), 'DriveObjects')

@@ -21,7 +21,7 @@ import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
 import { MAX_DRIVE_SIZE, type DrivePlacement } from '../../storage/index.ts'
 import { availabilityGroups, groupOf } from '../../domain/availability.ts'
-import type { DriveCreateInputT, DriveUpdateInputT, DriveWire } from './schemas.ts'
+import { DRIVE_FIELDS, type DriveCreateInputT, type DriveUpdateInputT, type DriveWire } from './schemas.ts'
 
 export type { DriveRow }
 type Db = PrismaClient | Tx
@@ -375,7 +375,7 @@ export const driveOrder: OrderSpec = {
 }
 
 export async function listDrives (db: Db, ownerId: string, query: Record<string, unknown>, detail: boolean, measure?: MeasureAllocated): Promise<ListEnvelope<Partial<DriveWire>>> {
-  const plan = planList(query, driveFilters, driveOrder)
+  const plan = planList(query, driveFilters, driveOrder, DRIVE_FIELDS)
   const where = { ...plan.where, ownerId, deleted: false }
   const [total, rows] = await Promise.all([
     db.drive.count({ where }),

@@ -11,7 +11,7 @@ import { requestCancel } from '../../engine/cancel.ts'
 import { formatLogLine, LOG_MAX_LINES, readLog } from '../../engine/log.ts'
 import { FINISHED_STATES, JOB_STATES, OPERATIONS, type JobState } from '../../engine/types.ts'
 import { UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
-import { Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery, JobLogQuery } from './schemas.ts'
+import { JOB_FIELDS, Job, JobActionQuery, JobData, JobError, JobGetQuery, JobList, JobListMeta, JobListQuery, JobLogQuery } from './schemas.ts'
 import { loadJobWire, loadTrees } from './view.ts'
 import { getJobWireSql, keysetPageSql, listJobsSql, treesByIdsSql, type Keyset } from './read-sql.ts'
 
@@ -74,7 +74,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
   for (const s of [JobData, JobError, Job, JobListMeta, JobList]) app.addSchema(s)
 
   const list = async (query: Record<string, unknown> & { cursor?: string }, ownerId: string) => {
-    const plan = planList(query, jobFilters, jobOrder)
+    const plan = planList(query, jobFilters, jobOrder, JOB_FIELDS)
     // top-level jobs only unless the caller filters by parent
     const where: Record<string, unknown> = { ...plan.where, ownerId, ...(query.parent === undefined ? { parentId: null } : {}) }
     const keyset = keysetOf(plan)
@@ -157,6 +157,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { uuid } = request.params
+    const fields = parseFields(request.query.fields, JOB_FIELDS)
     let job = await getJobWireSql(app.dbPool, request.account.id, uuid)
     if (!job) throw errors.notFound('Job', 'uuid')
     const deadline = Date.now() + (request.query.wait ?? 0) * 1000
@@ -168,7 +169,7 @@ const jobs: FastifyPluginAsyncTypebox = async (app) => {
       job = await getJobWireSql(app.dbPool, request.account.id, uuid)
       if (!job) throw errors.notFound('Job', 'uuid')
     }
-    return pickFields(job, parseFields(request.query.fields)) as never
+    return pickFields(job, fields) as never
   })
 
   // followers of running jobs' logs end when the app closes, so a stop does not wait on them

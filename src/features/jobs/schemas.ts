@@ -1,7 +1,7 @@
 // The job wire object (spec §4 plus decisions.md: parent, started_at, finished_at, error).
 import { Type, type Static } from 'typebox'
 import { JOB_STATES, OPERATIONS } from '../../engine/types.ts'
-import { ListMeta, Ref, refTo } from '../../http/schemas.ts'
+import { FIELDS_DESCRIPTION, ListMeta, Ref, refTo } from '../../http/schemas.ts'
 
 export const JobData = Type.Object({
   progress: Type.Integer({ minimum: 0, maximum: 100, description: 'Percent done; 100 only on success' }),
@@ -40,6 +40,9 @@ export const Job = Type.Partial(Type.Object({
   children: Type.Array(Type.Ref('Job'), { description: 'Full nested child jobs, recursively' })
 }), { $id: 'Job', description: 'A job. Every field is present unless `fields=` leaves it out.' })
 
+/** The keys `fields=` may keep. */
+export const JOB_FIELDS: readonly string[] = [...Object.keys(jobProperties), 'children']
+
 export type JobWire = Required<Omit<Static<typeof Job>, 'children' | 'result'>> & { result?: unknown, children: JobWire[] }
 
 /** The jobs list envelope: the common meta plus a keyset cursor for the next page. */
@@ -57,12 +60,12 @@ export const JobListQuery = Type.Object({
   offset: Type.Optional(Type.Integer({ minimum: 0, maximum: 2147483647 })),
   cursor: Type.Optional(Type.String({ description: 'Keyset paging: empty for the first page, then the next_cursor of the previous page; replaces offset' })),
   order_by: Type.Optional(Type.String({ description: 'Comma-separated fields, `-` prefix for descending (default -last_modified)' })),
-  fields: Type.Optional(Type.String({ description: 'Comma-separated fields to keep in each object' })),
+  fields: Type.Optional(Type.String({ description: FIELDS_DESCRIPTION })),
   format: Type.Optional(Type.String())
 }, { additionalProperties: true })
 
 export const JobGetQuery = Type.Object({
-  fields: Type.Optional(Type.String()),
+  fields: Type.Optional(Type.String({ description: FIELDS_DESCRIPTION })),
   wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 60, description: 'Answer as soon as the job is finished, or after this many seconds' }))
 })
 

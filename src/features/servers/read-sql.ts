@@ -6,7 +6,7 @@ import type { Server as ServerRow } from '../../db/generated/client.ts'
 import { Params, cappedCountSql, filtersToSql, listMeta, orderToSql, pageToSql, sqlRows, truthfulTotal, type SqlFilter } from '../../http/list-sql.ts'
 import { pickFields, planList, type ListPlan } from '../../http/listing.ts'
 import { ref } from '../../http/uris.ts'
-import type { ServerWire } from './schemas.ts'
+import { SERVER_FIELDS, type ServerWire } from './schemas.ts'
 import { SHORT_FIELDS, listServers, serverFilters, serverOrder, serverToShortWire, serverToWire } from './service.ts'
 
 const COLUMNS: Record<string, string> = { id: 's.id', name: 's.name', status: 's.status', cpu: 's.cpu', mem: 's.mem', tags: 's.tags' }
@@ -94,7 +94,7 @@ async function listServersSql (pool: pg.Pool, ownerId: string, query: Record<str
 
 /** The server lists: one SQL statement, or listServers (Prisma) for the filters only it compiles. */
 export async function readServers (pool: pg.Pool, prisma: PrismaClient, ownerId: string, query: Record<string, unknown>, detail: boolean) {
-  const plan = planList(query, serverFilters, serverOrder)
+  const plan = planList(query, serverFilters, serverOrder, SERVER_FIELDS)
   return await listServersSql(pool, ownerId, query, plan, detail) ?? await listServers(prisma, ownerId, query, detail)
 }
 

@@ -10,11 +10,11 @@ import { errors } from '../../http/errors.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
 import { hypervisorView } from '../../hypervisor/view.ts'
-import { AvailabilityGroup, AvailabilityGroups, ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
+import { AvailabilityGroup, AvailabilityGroups, FIELDS_DESCRIPTION, ListQuery, UuidParams, errorResponses, refTo, ResourceSchema } from '../../http/schemas.ts'
 import { getServerWireSql, readServers } from './read-sql.ts'
 import {
   CPU_TYPES, DEVICES, Server, ServerActionQuery, ServerActionResult, ServerBulkUpdateBody, ServerCreateBody, ServerDeleteBody,
-  ServerDeleteQuery, ServerList, ServerObjects, ServerUpdateInput, serverSchemas
+  ServerDeleteQuery, SERVER_FIELDS, ServerList, ServerObjects, ServerUpdateInput, serverSchemas
 } from './schemas.ts'
 import type { FastifyInstance } from 'fastify'
 import type { HandlerSet } from '../../engine/types.ts'
@@ -184,13 +184,14 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
       tags: TAGS,
       summary: 'One server',
       params: UuidParams,
-      querystring: Type.Object({ fields: Type.Optional(Type.String()) }, { additionalProperties: true }),
+      querystring: Type.Object({ fields: Type.Optional(Type.String({ description: FIELDS_DESCRIPTION })) }, { additionalProperties: true }),
       response: { 200: refTo(Server), ...errorResponses(404) }
     }
   }, async (request) => {
+    const fields = parseFields(request.query.fields, SERVER_FIELDS)
     const server = await getServerWireSql(app.dbPool, request.account.id, request.params.uuid)
     if (!server) throw errors.notFound('Server', 'uuid')
-    return pickFields(server, parseFields(request.query.fields)) as never
+    return pickFields(server, fields) as never
   })
 
   app.put('/servers/:uuid/', {

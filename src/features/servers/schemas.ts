@@ -91,6 +91,8 @@ export const Server = Type.Partial(Type.Object(serverProperties), {
   description: 'A server. Every field is present unless `fields=` leaves it out; the short list has name, owner, resource_uri, runtime, status and uuid.'
 })
 export type ServerWire = Required<Static<typeof Server>>
+/** The keys `fields=` may keep. */
+export const SERVER_FIELDS: readonly string[] = Object.keys(serverProperties)
 export type MountWire = Static<typeof ServerMount>
 export type NicWire = Static<typeof ServerNic>
 

@@ -19,8 +19,8 @@ import type { HypervisorDriver } from '../../hypervisor/driver.ts'
 import { RecordingDriver } from '../../hypervisor/recording.ts'
 import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
 import { findConflicts } from '../../engine/resources.ts'
-import type {
-  MountInputT, MountWire, NicInputT, NicWire, ServerCreateInputT, ServerUpdateInputT, ServerWire
+import {
+  SERVER_FIELDS, type MountInputT, type MountWire, type NicInputT, type NicWire, type ServerCreateInputT, type ServerUpdateInputT, type ServerWire
 } from './schemas.ts'
 import { deleteDrivesIn } from '../drives/service.ts'
 import { publishChange, type ChangeKind } from '../../engine/events.ts'
@@ -613,7 +613,7 @@ export const serverOrder: OrderSpec = {
 }
 
 export async function listServers (db: Db, ownerId: string, query: Record<string, unknown>, detail: boolean): Promise<ListEnvelope<Partial<ServerWire>>> {
-  const plan = planList(query, serverFilters, serverOrder)
+  const plan = planList(query, serverFilters, serverOrder, SERVER_FIELDS)
   const where = { ...plan.where, ownerId, deleted: false }
   const [total, rows] = await Promise.all([
     db.server.count({ where }),
