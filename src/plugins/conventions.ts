@@ -2,6 +2,7 @@
 import { isUtf8 } from 'node:buffer'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import Negotiator from 'negotiator'
 import { errors } from '../http/errors.ts'
 
 declare module 'fastify' {
@@ -11,13 +12,16 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Whether the Accept header admits JSON (errors are JSON on every route) or one of the route's own
+ * types. Parsed by negotiator (as Express's `accepts`): q-values count, so `application/json;q=0`
+ * refuses JSON (RFC 9110 §12.5.1), and the most specific range decides (a wildcard beside that
+ * refuses JSON too). Parameters other than q must match what is sent: UTF-8 (`charset=latin1` is 406).
+ */
 function acceptable (accept: string | undefined, produces: string[]): boolean {
-  if (!accept) return true
-  return accept.split(',').some(part => {
-    const type = part.split(';')[0].trim().toLowerCase()
-    if (type === '' || type === '*/*' || type === 'application/*' || type === 'application/json') return true
-    return produces.some(p => p === type || (type.endsWith('/*') && p.startsWith(type.slice(0, -1))))
-  })
+  if (accept === undefined || accept.trim() === '') return true
+  const types = ['application/json', ...produces].flatMap(type => [type, `${type}; charset=utf-8`])
+  return new Negotiator({ headers: { accept } }).mediaTypes(types).length > 0
 }
 
 /** A Content-Type's charset, lower-cased; undefined when it names none (JSON is UTF-8, RFC 8259). */

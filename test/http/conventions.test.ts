@@ -123,6 +123,24 @@ t.test('an Accept header the API cannot satisfy gets 406', async t => {
   t.equal((await api.get('/api/2.0/jobs/', { accept: '*/*' })).statusCode, 200)
 })
 
+t.test('q-values count: a range with q=0 refuses its types (406); the most specific range decides', async t => {
+  for (const accept of ['application/json;q=0', 'application/json; q=0', 'application/json;q=0.000', '*/*;q=0', 'application/*;q=0',
+    'application/json;q=0, */*', 'text/html, application/json;q=0', 'application/json; charset=latin1']) {
+    const res = await api.get('/api/2.0/jobs/', { accept })
+    t.equal(res.statusCode, 406, accept)
+    t.same(res.json(), [{ error_type: 'validation', error_message: 'Only application/json responses can be produced', error_point: null }], accept)
+  }
+  for (const accept of ['application/json;q=0.1', '*/*;q=0, application/json', 'text/html;q=1, */*;q=0.1', 'application/json; charset=UTF-8', 'APPLICATION/JSON']) {
+    t.equal((await api.get('/api/2.0/jobs/', { accept })).statusCode, 200, accept)
+  }
+  t.equal((await api.get('/api/2.0/jobs/?format=json', { accept: 'application/json;q=0' })).statusCode, 200, '?format=json overrides Accept')
+  // a route with a type of its own (the job log's text/plain) takes it even when JSON is refused
+  const made = await api.post('/api/2.0/drives/', { name: 'accept', size: 1024, media: 'disk' })
+  const job = made.json().objects[0].jobs[0].uuid
+  t.equal((await api.get(`/api/2.0/jobs/${job}/log/`, { accept: 'text/plain, application/json;q=0' })).statusCode, 200, 'text/plain on the log')
+  t.equal((await api.get(`/api/2.0/jobs/${job}/log/`, { accept: 'text/plain;q=0, application/json;q=0' })).statusCode, 406, 'neither')
+})
+
 t.test('the schema endpoint describes the resource', async t => {
   const res = await api.get('/api/2.0/jobs/schema/')
   t.equal(res.statusCode, 200)
