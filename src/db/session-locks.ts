@@ -1,5 +1,7 @@
 // Claims that hold across processes for as long as a piece of work lasts: PostgreSQL session-level
-// advisory locks (key: hashtextextended(name, 0)), all on ONE dedicated connection per owner (an
+// advisory locks (key: hashtextextended(name, 0); a member `<group>#<n>` of a group, the key pair
+// (hashtext(group), n), so a statement can ask whether any member is held: groupHeldSql), all on
+// ONE dedicated connection per owner (an
 // app), never a pool connection per claim. A process that dies drops its connection and so its
 // claims. When the connection fails (an error, its end, a liveness query that does not answer),
 // every claim taken on it is gone: each holder's signal is aborted, so it stops the work it can no
@@ -19,19 +21,51 @@ export interface SessionLock {
   release: () => Promise<void>
 }
 
+/** A group member's name, `<group>#<n>` (n from 0 to 999,999,999): see memberOf. */
+const MEMBER = /^(.*)#(\d{1,9})$/s
+const MEMBER_SQL = '^(.*)#([0-9]{1,9})$'
+
+/** The name of member `n` of claim group `group` (e.g. one chunk of an upload). */
+export function memberName (group: string, n: number): string {
+  if (!Number.isInteger(n) || n < 0 || n > 999_999_999) throw new RangeError(`a group member's number is 0 to 999999999, got ${n}`)
+  return `${group}#${n}`
+}
+
+/** The lock statement's key arguments for `name`: ($1) for a plain name, ($1, $2) for a group member. */
+function keyOf (name: string): { args: string, params: unknown[] } {
+  const m = MEMBER.exec(name)
+  return m ? { args: 'hashtext($1), $2::int', params: [m[1], Number(m[2])] } : { args: 'hashtextextended($1, 0)', params: [name] }
+}
+
 /**
  * Whether backend $1 holds the session lock named $2, now (pg_locks is not a snapshot: it shows
  * the lock table as it is). A bigint advisory key shows its high half in classid, its low half in
- * objid, with objsubid 1.
+ * objid, with objsubid 1; a pair of int4 keys (a group member) the first in classid, the second
+ * in objid, with objsubid 2.
  */
 export const HELD_SQL = `SELECT ${heldSql('$1', '$2')} AS held`
 
 /** HELD_SQL's boolean expression, for use inside another statement: `pid` and `name` are its parameters ($n). */
 export function heldSql (pid: string, name: string): string {
   return `EXISTS (
-    SELECT 1 FROM pg_locks l, (SELECT hashtextextended(${name}::text, 0) AS h) k
-    WHERE l.locktype = 'advisory' AND l.pid = ${pid}::int AND l.granted AND l.objsubid = 1
-      AND l.classid = ((k.h >> 32) & 4294967295)::oid AND l.objid = (k.h & 4294967295)::oid
+    SELECT 1 FROM pg_locks l,
+      (SELECT hashtextextended(${name}::text, 0) AS h, regexp_match(${name}::text, '${MEMBER_SQL}') AS m) k
+    WHERE l.locktype = 'advisory' AND l.pid = ${pid}::int AND l.granted
+      AND CASE WHEN k.m IS NULL
+        THEN l.objsubid = 1 AND l.classid = ((k.h >> 32) & 4294967295)::oid AND l.objid = (k.h & 4294967295)::oid
+        ELSE l.objsubid = 2 AND l.classid = hashtext(k.m[1])::oid AND l.objid = k.m[2]::int::oid END
+  )`
+}
+
+/**
+ * Whether any backend holds a member of claim group `group` (a parameter, $n), now. Two groups
+ * whose hashtext collides (1 in 2^32) answer for each other: a caller may only be told "held"
+ * wrongly (and refuse, retryable), never "free" wrongly.
+ */
+export function groupHeldSql (group: string): string {
+  return `EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = hashtext(${group}::text)::oid
   )`
 }
 
@@ -80,7 +114,8 @@ export class SessionLocks {
     try {
       client = await this.connection()
       entry.client = client
-      const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [name])
+      const key = keyOf(name)
+      const r = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${key.args}) AS ok`, key.params)
       ok = r.rows[0].ok
     } catch (err) {
       if (this.held.get(name) === entry) this.held.delete(name)
@@ -101,7 +136,8 @@ export class SessionLocks {
         if (this.held.get(name) !== entry) return // lost (or released) already
         this.held.delete(name)
         try {
-          await taken.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [name])
+          const key = keyOf(name)
+          await taken.query(`SELECT pg_advisory_unlock(${key.args})`, key.params)
         } catch (err) {
           this.lose(taken, err)
         }

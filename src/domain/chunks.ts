@@ -36,3 +36,11 @@ export function missingChunks (size: number, chunkSize: number, present: Iterabl
   for (let i = 0; i < chunkCount(size, chunkSize); i++) if (!have.has(i)) out.push(i)
   return out
 }
+
+/**
+ * The claim group of an upload's chunks: each chunk being received is claimed as a member of it
+ * (db/session-locks.ts), so a DELETE can ask whether any chunk of the drive is being written now.
+ */
+export function chunkClaimGroup (driveId: string): string {
+  return `upload_chunk:${driveId.toLowerCase()}`
+}

@@ -4,7 +4,7 @@
 // positive hashes and both halves are covered.
 import t from 'tap'
 import pg from 'pg'
-import { HELD_SQL, SessionLocks } from '../../src/db/session-locks.ts'
+import { HELD_SQL, SessionLocks, groupHeldSql, memberName } from '../../src/db/session-locks.ts'
 import { createTestDatabase } from '../helpers/db.ts'
 
 const databaseUrl = await createTestDatabase(t)
@@ -34,6 +34,36 @@ t.test('held by its backend, under its name only, until released', async t => {
   await taken[0].release()
   t.notOk(await held(pid, names[0]), 'a released lock is not held')
   t.ok(await held(pid, names[1]), 'the others still are')
+})
+
+t.test('members of a group (<group>#<n>): held by name, and the group is held while any member is', async t => {
+  const locks = new SessionLocks({ connectionString: databaseUrl })
+  t.teardown(() => locks.close())
+  const groupHeld = async (group: string) => (await pool.query<{ held: boolean }>(`SELECT ${groupHeldSql('$1')} AS held`, [group])).rows[0].held
+  const groups = Array.from({ length: 16 }, () => `upload_chunk:${crypto.randomUUID()}`)
+  const members = groups.map((g, i) => memberName(g, i * 61_000_000))
+  const taken = []
+  for (const name of members) {
+    const lock = await locks.tryLock(name)
+    if (lock === undefined) throw new Error(`could not take ${name}`)
+    taken.push(lock)
+  }
+  const hashes = (await pool.query<{ h: number }>('SELECT hashtext(g) AS h FROM unnest($1::text[]) g', [groups])).rows.map(r => r.h)
+  t.ok(hashes.some(h => h < 0) && hashes.some(h => h > 0), 'negative and positive group keys among them')
+  for (const lock of taken) t.ok(await held(lock.pid, lock.name), `${lock.name} is held`)
+  t.notOk(await held(taken[0].pid, memberName(groups[0], 1)), 'another member of the group is not')
+  for (const g of groups) t.ok(await groupHeld(g), `group ${g} is held`)
+  t.notOk(await groupHeld(`upload_chunk:${crypto.randomUUID()}`), 'a group none of whose members is taken is not')
+  t.equal(await locks.tryLock(members[0]), undefined, 'a member cannot be taken twice')
+  const other = new SessionLocks({ connectionString: databaseUrl })
+  t.teardown(() => other.close())
+  t.equal(await other.tryLock(members[1]), undefined, 'nor by another owner')
+  await taken[0].release()
+  t.notOk(await groupHeld(groups[0]), 'released: the group is free')
+  t.notOk(await held(taken[0].pid, members[0]))
+  t.ok(await groupHeld(groups[1]), 'the others are still held')
+  t.throws(() => memberName('g', 1_000_000_000), RangeError)
+  t.throws(() => memberName('g', -1), RangeError)
 })
 
 t.test('a terminated claims connection holds nothing, whether or not its holder has noticed', async t => {

@@ -4,7 +4,8 @@
 // (resumable.js); a request cut midway releases its claim.
 import http from 'node:http'
 import t from 'tap'
-import { SessionLocks } from '../../src/db/session-locks.ts'
+import { SessionLocks, memberName } from '../../src/db/session-locks.ts'
+import { chunkClaimGroup } from '../../src/domain/chunks.ts'
 import { transferDeps } from '../../src/features/transfers/service.ts'
 import { recordChunk } from '../../src/features/transfers/upload-chunked.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
@@ -163,10 +164,10 @@ t.test('a chunk is recorded only while its claim is held at that moment: a claim
   // no pings: a claims connection whose backend went away is noticed only by its own events
   const locks = new SessionLocks({ connectionString: one.databaseUrl }, { pingIntervalMs: 3_600_000 })
   t.teardown(() => locks.close())
-  const lock = await locks.tryLock(`upload_chunk:${d.uuid}:0`)
+  const lock = await locks.tryLock(memberName(chunkClaimGroup(d.uuid), 0))
   if (lock === undefined) throw new Error('not taken')
-  const other = await locks.tryLock(`upload_chunk:${d.uuid}:1`)
-  const refused = await record({ pid: lock.pid, name: `upload_chunk:${d.uuid}:9` }).then(() => undefined, (e: unknown) => e)
+  const other = await locks.tryLock(memberName(chunkClaimGroup(d.uuid), 1))
+  const refused = await record({ pid: lock.pid, name: memberName(chunkClaimGroup(d.uuid), 9) }).then(() => undefined, (e: unknown) => e)
   t.match(refused, { statusCode: 503, message: /connection that claimed it failed/ }, 'a claim this backend does not hold records nothing')
   t.equal(await one.app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0)
   await other?.release()
@@ -181,4 +182,28 @@ t.test('a chunk is recorded only while its claim is held at that moment: a claim
   const lost = await record(lock).then(() => undefined, (e: unknown) => e)
   t.match(lost, { statusCode: 503 }, 'a claim whose connection died records nothing')
   t.equal(await one.app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'no chunk row')
+})
+
+t.test('DELETE while a chunk is being received, in this process or another, is 503; once it is stored the idle upload is deleted', async t => {
+  const data = randomImage(3 * S)
+  const d = await init(3)
+  t.equal((await put(one.app, await linkFor(api, d.uuid, 0), data.subarray(0, S))).statusCode, 200)
+  const a = slowChunk(await linkFor(api, d.uuid, 1), data.subarray(S, S + S / 2))
+  await chunk1Writing(d.uuid)
+  for (const [name, as] of [['the receiving process', api], ['another process', apiTwo]] as const) {
+    const res = await as.delete(`/api/2.0/drives/${d.uuid}/`)
+    t.equal(res.statusCode, 503, `${name}: ${res.body}`)
+    t.match(res.json()[0], { error_type: 'concurrency', error_message: /receiving a chunk of its upload/ }, name)
+  }
+  t.match(await one.app.prisma.job.findUnique({ where: { id: d.jobs[0].uuid } }), { state: 'started', cancelRequested: false }, 'the upload goes on')
+  a.req.end(data.subarray(S + S / 2, 2 * S))
+  const done = await a.answer
+  t.equal(done.status, 200, done.body)
+  t.equal(await one.app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 2, 'the chunk in flight was stored')
+  const res = await apiTwo.delete(`/api/2.0/drives/${d.uuid}/`)
+  t.equal(res.statusCode, 204, `idle again: deleted (from the other process) ${res.body}`)
+  const job = await waitForJob(one.app, d.jobs[0].uuid)
+  t.equal(job.state, 'cancelled')
+  await eventually(async () => (await one.app.prisma.drive.findUnique({ where: { id: d.uuid } })) === null)
+  t.notOk(await one.app.storage.exists(d.uuid), 'no image left')
 })

@@ -5,7 +5,7 @@
 // and the last one's request finishes the upload (shown on an app that runs no job handler).
 import { Readable } from 'node:stream'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { LocalDriveStorage } from '../../src/storage/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { lockRow } from '../helpers/db.ts'
@@ -312,4 +312,87 @@ t.test('cancelling a chunked upload removes its drive', async t => {
   const job = await waitForJob(app, d.jobs[0].uuid)
   t.equal(job.state, 'cancelled')
   await eventually(async () => (await api.get(`/api/2.0/drives/${d.uuid}/`)).statusCode === 404)
+})
+
+// DELETE of a drive whose chunked upload was left idle: the user wants it gone, not a 503 until
+// the upload's 24 h deadline. The upload is cancelled and its job's cleanup removes everything.
+const lastEvent = async () => (await app.prisma.event.aggregate({ _max: { id: true } }))._max.id ?? 0n
+
+async function assertUploadGone (t: Test, d: { uuid: string, jobs: Array<{ uuid: string }> }) {
+  const job = await waitForJob(app, d.jobs[0].uuid)
+  t.equal(job.state, 'cancelled', 'the upload job is cancelled, not left running')
+  await eventually(async () => (await app.prisma.drive.findUnique({ where: { id: d.uuid } })) === null)
+  t.notOk(await app.storage.exists(d.uuid), 'no image left')
+  t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'no chunk rows left')
+  t.equal(await app.prisma.transferLink.count({ where: { driveId: d.uuid } }), 0, 'no chunk links left')
+  t.equal(await app.prisma.job.count({ where: { operation: 'drive_delete', params: { path: ['driveId'], equals: d.uuid } } }), 0, 'the upload job removes it: no drive_delete job')
+}
+
+t.test('DELETE of a drive whose chunked upload is idle cancels the upload and removes the drive at once', async t => {
+  const d = await init(2 * MiB)
+  t.equal((await put((await linkFor(d.uuid, 0)).json().link, randomImage(MiB))).statusCode, 200)
+  const unused = (await linkFor(d.uuid, 1)).json().link
+  const before = await lastEvent()
+  const res = await api.delete(`/api/2.0/drives/${d.uuid}/`)
+  t.equal(res.statusCode, 204, res.body)
+  t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).statusCode, 404, 'gone from the API at once')
+  t.notOk((await api.get('/api/2.0/drives/?limit=0')).json().objects.some((o: { uuid: string }) => o.uuid === d.uuid), 'and from the list')
+  const late = await put(unused, randomImage(MiB))
+  t.ok([404, 410].includes(late.statusCode), `a link of the upload no longer takes a chunk: ${late.statusCode}`)
+  await assertUploadGone(t, d)
+  const events = await app.prisma.event.findMany({ where: { id: { gt: before }, ownerId: alice.id } })
+  t.ok(events.some(e => e.resourceType === 'drives' && e.resourceId === d.uuid), 'a drive event was published')
+  t.ok(events.some(e => e.resourceType === 'jobs' && e.resourceId === d.jobs[0].uuid), 'a job event was published')
+  const job = (await api.get(`/api/2.0/jobs/${d.jobs[0].uuid}/`)).json()
+  t.equal(job.state, 'cancelled')
+})
+
+t.test('an idle upload with no chunk yet, and one in a bulk DELETE beside a ready drive, go the same way', async t => {
+  const fresh = await init(3 * MiB)
+  t.equal((await api.delete(`/api/2.0/drives/${fresh.uuid}/`)).statusCode, 204)
+  await assertUploadGone(t, fresh)
+  const idle = await init(2 * MiB)
+  const ready = (await api.post('/api/2.0/drives/', { name: 'ready', size: MiB, media: 'disk' })).json().objects[0]
+  await eventually(async () => (await api.get(`/api/2.0/drives/${ready.uuid}/`)).json().status === 'unmounted')
+  const res = await api.delete('/api/2.0/drives/', { objects: [{ uuid: idle.uuid }, { uuid: ready.uuid }] })
+  t.equal(res.statusCode, 204, res.body)
+  await assertUploadGone(t, idle)
+  await eventually(async () => (await app.prisma.drive.findUnique({ where: { id: ready.uuid } })) === null)
+})
+
+t.test('DELETE of an uploading drive whose upload is not idle is still 503, and changes nothing', async t => {
+  const d = await init(2 * MiB)
+  // a worker (or the last chunk's request) is finishing it: its job is leased
+  await app.prisma.job.update({ where: { id: d.jobs[0].uuid }, data: { lockedBy: 'elsewhere', lockedUntil: new Date(Date.now() + 60_000) } })
+  const res = await api.delete(`/api/2.0/drives/${d.uuid}/`)
+  t.equal(res.statusCode, 503, res.body)
+  t.equal(res.json()[0].error_type, 'concurrency')
+  t.equal((await api.get(`/api/2.0/drives/${d.uuid}/`)).json().status, 'uploading', 'the drive is as it was')
+  t.match(await app.prisma.job.findUnique({ where: { id: d.jobs[0].uuid } }), { state: 'started', cancelRequested: false })
+  await app.prisma.job.update({ where: { id: d.jobs[0].uuid }, data: { lockedBy: null, lockedUntil: null } })
+  t.equal((await api.delete(`/api/2.0/drives/${d.uuid}/`)).statusCode, 204, 'once it is idle again')
+  await assertUploadGone(t, d)
+})
+
+t.test('a chunk that arrives while a DELETE holds the drive waits for it, then finds the upload over and writes nothing', async t => {
+  const d = await init(2 * MiB)
+  const link = (await linkFor(d.uuid, 0)).json().link
+  // the drive row locked as deleteDrivesIn locks it, and the drive hidden in that transaction
+  const c = new pg.Client({ connectionString: databaseUrl })
+  await c.connect()
+  t.teardown(() => c.end())
+  await c.query('BEGIN')
+  await c.query('SELECT id FROM drives WHERE id = $1::uuid FOR UPDATE', [d.uuid])
+  await c.query('UPDATE drives SET deleted = true WHERE id = $1::uuid', [d.uuid])
+  const chunk = put(link, randomImage(MiB))
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal((await app.storage.stat(d.uuid)).allocated, 0, 'nothing written while the DELETE is open')
+  await c.query('COMMIT')
+  const res = await chunk
+  t.equal(res.statusCode, 410, res.body)
+  t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'no chunk recorded')
+  t.equal((await app.storage.stat(d.uuid)).allocated, 0, 'no byte written')
+  // what the DELETE would have done besides: cancel the upload, whose cleanup removes the drive
+  t.equal((await api.post(`/api/2.0/jobs/${d.jobs[0].uuid}/action/?do=cancel`, {})).statusCode, 202)
+  await waitForJob(app, d.jobs[0].uuid)
 })

@@ -1,7 +1,9 @@
 // Drives: create, update, resize, delete and list (spec §2), the wire form of a drive row, and
 // the busy/state checks the clone, upload and server services share.
 import { randomUUID } from 'node:crypto'
-import type { Sql } from '../../db/sql.ts'
+import { query, type Sql } from '../../db/sql.ts'
+import { groupHeldSql } from '../../db/session-locks.ts'
+import { chunkClaimGroup } from '../../domain/chunks.ts'
 import type { Drive as DriveRow } from '../../db/generated/client.ts'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import { domainErrors as errors } from '../../domain/errors.ts'
@@ -16,6 +18,7 @@ import {
   type DriveOperation
 } from '../../domain/drive-status.ts'
 import { enqueueJob, newJobId } from '../../engine/enqueue.ts'
+import { requestCancel } from '../../engine/cancel.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { publishChange, type ChangeKind } from '../../engine/events.ts'
 import { jobRefsFor } from '../jobs/view.ts'
@@ -315,7 +318,9 @@ async function updateDriveIn (tx: Tx, ownerId: string, id: string, input: DriveU
 /**
  * Starts deleting drives, all or none: each must be the caller's, not busy, and not mounted on a
  * running server. Drives on stopped servers are detached. The rows disappear from every view at
- * once (deleted = true) and the drive_delete job removes the data and then the row.
+ * once (deleted = true) and the drive_delete job removes the data and then the row. A drive held
+ * only by its idle chunked upload (idleUploadOf) is not busy: that upload is cancelled, and its
+ * job's cleanup removes the data and the row, as when the upload's job is cancelled.
  */
 export async function deleteDrives (deps: DrivesDeps, ownerId: string, ids: string[]): Promise<void> {
   await deps.prisma.$transaction(tx => deleteDrivesIn(tx, ownerId, ids), { timeout: 60_000 })
@@ -325,8 +330,16 @@ export async function deleteDrives (deps: DrivesDeps, ownerId: string, ids: stri
 export async function deleteDrivesIn (tx: Tx, ownerId: string, ids: string[]): Promise<void> {
   const unique = [...new Set(ids.map(i => i.toLowerCase()))]
   await lockDriveRows(tx, unique.filter(isUuid))
+  const uploads: string[] = []
   for (const id of unique) {
     const row = await loadOwnedDrive(tx, ownerId, id)
+    const upload = await idleUploadOf(tx, row)
+    if (upload !== undefined) {
+      // never mounted (an uploading drive cannot be), read by no clone: hidden now, removed by its upload's cleanup
+      await tx.drive.update({ where: { id: row.id }, data: { deleted: true } })
+      uploads.push(upload)
+      continue
+    }
     assertDriveUsable(row, 'delete')
     await lockResources(tx, [{ type: 'drives', id: row.id, mode: 'write' }])
     const mounts = await mountState(tx, row.id)
@@ -348,8 +361,33 @@ export async function deleteDrivesIn (tx: Tx, ownerId: string, ids: string[]): P
       description: 'deleting the drive'
     })
   }
+  // the cancels' NOTIFYs and job events go out at commit, with the drives' events
+  await requestCancel(tx, uploads)
   await announceDrives(tx, ownerId, unique)
 }
+
+/**
+ * The job of the chunked upload (§5.2, resumable.js) holding `row`, when that upload is idle: its
+ * job parked waiting for chunks (started, no lease: no worker or request is finishing or failing
+ * it; no cancel asked) and no chunk of it being received by any process (none of its chunk claims
+ * held). The caller holds the drive row's lock (FOR UPDATE) from before it looks at the claims: a
+ * chunk claimed after the look waits for that lock before it writes a byte (upload-chunked.ts
+ * CHUNK_NOW_SQL), and then finds the upload over. The job row is locked too, so no worker takes
+ * the job (its deadline, its last chunk) before the caller commits. Undefined otherwise: the drive
+ * is busy. A chunk being written is a busy error of its own (503, retry).
+ */
+async function idleUploadOf (tx: Tx, row: DriveRow): Promise<string | undefined> {
+  if (row.status !== 'uploading' || row.lockedByJob === null) return undefined
+  const [job] = await query<{ id: string, receiving: boolean }>(tx, IDLE_UPLOAD_SQL, [row.lockedByJob, chunkClaimGroup(row.id)])
+  if (job?.receiving === true) throw errors.busy(`Drive ${row.id} is receiving a chunk of its upload; try again once the chunk is stored`)
+  return job?.id
+}
+// $1 the job holding the drive, $2 the claim group of the drive's chunks
+const IDLE_UPLOAD_SQL = `
+  SELECT id::text, ${groupHeldSql('$2')} AS receiving FROM jobs
+  WHERE id = $1::uuid AND operation = 'drive_upload' AND params ->> 'mode' = 'chunked'
+    AND state = 'started' AND locked_by IS NULL AND NOT cancel_requested
+  FOR UPDATE`
 
 // ---------------------------------------------------------------------------------------------
 // List

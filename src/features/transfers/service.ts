@@ -165,7 +165,7 @@ const FINISH_DRIVE_SQL = `
   WITH d AS (
     UPDATE drives SET status = ${restingStatusSql('$1')},
       locked_by_job = NULL, size = COALESCE($3::bigint, size), updated_at = now()
-    WHERE id = $1::uuid AND locked_by_job = $2::uuid AND status = 'uploading'
+    WHERE id = $1::uuid AND locked_by_job = $2::uuid AND status = 'uploading' AND NOT deleted
     RETURNING id
   ),
   c AS (DELETE FROM upload_chunks WHERE drive_id = $1::uuid AND EXISTS (SELECT 1 FROM d)),

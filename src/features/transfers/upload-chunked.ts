@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises'
 import type pg from 'pg'
 import type { Tx } from '../../db/client.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
-import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
+import { chunkClaimGroup, chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { ApiError, errors } from '../../http/errors.ts'
@@ -14,7 +14,7 @@ import { databaseFailure } from '../../http/database-errors.ts'
 import { enqueueJobs, newJobId } from '../../engine/enqueue.ts'
 import { query } from '../../db/sql.ts'
 import { CHANNELS } from '../../engine/listener.ts'
-import { heldSql, type SessionLock, type SessionLocks } from '../../db/session-locks.ts'
+import { heldSql, memberName, type SessionLock, type SessionLocks } from '../../db/session-locks.ts'
 import { publishChange, publishEventsSql } from '../../engine/events.ts'
 import { announceDrives, driveToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
@@ -349,7 +349,7 @@ export interface ChunkBody {
  * was recorded since the caller looked (the caller looks again and answers it as stored).
  */
 export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, key: string, body: Readable, c: ChunkBody): Promise<ChunkResult> {
-  return receiving(inFlight, key, c.index, async (lock) => {
+  return receiving(inFlight, key, c.drive.id, c.index, async (lock) => {
     const claim = lock.signal
     // under the claim no other request writes this chunk: is it still missing from a live upload?
     // (a request that looked before another stored it, or finished the upload, must not write)
@@ -384,23 +384,25 @@ export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
   })
 }
 
-// $1 drive, $2 the upload's job, $3 chunk number
+// $1 drive, $2 the upload's job, $3 chunk number. The drive row is key-share locked: a DELETE
+// that found no chunk of the upload claimed holds the row until it commits, so a chunk claimed
+// after that look waits here for the DELETE and then finds the upload over (deleteDrivesIn)
 const CHUNK_NOW_SQL = `
-  SELECT EXISTS (SELECT 1 FROM drives WHERE id = $1::uuid AND status = 'uploading' AND locked_by_job = $2::uuid AND NOT deleted) AS active,
+  SELECT EXISTS (SELECT 1 FROM drives WHERE id = $1::uuid AND status = 'uploading' AND locked_by_job = $2::uuid AND NOT deleted FOR KEY SHARE) AS active,
     EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $3::int) AS stored`
 
 /**
- * Runs `receive` with chunk `key` (number `n`) marked in flight in this app and claimed across
- * processes (upload_chunk:<key>), until it settles (both protocols). `receive` gets the claim's
+ * Runs `receive` with chunk `key` (number `n` of drive `driveId`) marked in flight in this app and
+ * claimed across processes (member n of the drive's chunkClaimGroup), until it settles (both protocols). `receive` gets the claim's
  * signal, aborted if the claim is lost. ChunkBeingReceived when another app or process holds it.
  */
-export async function receiving<T> (inFlight: ChunksInFlight, key: string, n: number, receive: (claim: SessionLock) => Promise<T>): Promise<T> {
+export async function receiving<T> (inFlight: ChunksInFlight, key: string, driveId: string, n: number, receive: (claim: SessionLock) => Promise<T>): Promise<T> {
   let settle!: () => void
   inFlight.set(key, new Promise(resolve => { settle = resolve }))
   try {
     let claim
     try {
-      claim = await inFlight.claims.tryLock(`upload_chunk:${key}`)
+      claim = await inFlight.claims.tryLock(memberName(chunkClaimGroup(driveId), n))
     } catch (err) {
       throw databaseFailure(err) ?? err
     }
