@@ -24,6 +24,7 @@ import dbHealth from './plugins/db-health.ts'
 import loadShedding from './plugins/load-shedding.ts'
 import timeouts from './plugins/timeouts.ts'
 import idempotency from './plugins/idempotency.ts'
+import compression from './plugins/compression.ts'
 import jobs from './plugins/jobs.ts'
 import storage from './plugins/storage.ts'
 import swagger from './plugins/swagger.ts'
@@ -112,6 +113,8 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   await fastify.register(auth)
   await fastify.register(inputGuard)
   await fastify.register(idempotency)
+  // before every route (its hook is added to each route as it is made) and before the dashboard's static files
+  await fastify.register(compression)
   const role = opts.role ?? opts.config.role
   await fastify.register(jobs, { runWorkers: role !== 'api' && opts.runWorkers !== false, databaseUrl: opts.databaseUrl, listener: opts.listener })
   await fastify.register(hypervisor)

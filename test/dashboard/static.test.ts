@@ -5,11 +5,15 @@ import os from 'node:os'
 import path from 'node:path'
 import Fastify from 'fastify'
 import t from 'tap'
+import { gunzipSync } from 'node:zlib'
 import dashboard from '../../src/features/dashboard/index.ts'
+import compression from '../../src/plugins/compression.ts'
 
-function server (root: string) {
+function server (root: string, opts: { compress?: boolean } = {}) {
   // the service's router ignores trailing slashes: so must this one, for the redirect to matter
   const app = Fastify({ routerOptions: { ignoreTrailingSlash: true } })
+  // as the service registers it: before the dashboard (app.ts)
+  if (opts.compress === true) void app.register(compression)
   void app.register(dashboard, { root })
   return app
 }
@@ -57,4 +61,36 @@ t.test('assets not built: a CloudSigma 503 that says how to build them', async t
     t.same(res.json(), [{ error_type: 'backend', error_message: 'The dashboard is not built: run `npm run build:dashboard`', error_point: null }])
   }
   t.equal((await app.inject('/dashboard')).statusCode, 301)
+})
+
+t.test('with the service\'s compression: pages and assets gzip for a browser that asks, ranges plain', async t => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'dashboard-gzip-'))
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  mkdirSync(path.join(root, 'assets'))
+  const html = '<!doctype html><title>dash</title>' + '<p>dashboard</p>'.repeat(200)
+  const js = 'console.log("clonejobs");\n'.repeat(400)
+  writeFileSync(path.join(root, 'index.html'), html)
+  writeFileSync(path.join(root, 'assets', 'index-abc123.js'), js)
+  writeFileSync(path.join(root, 'assets', 'tiny.css'), 'body{margin:0}')
+  const app = server(root, { compress: true })
+  t.teardown(() => app.close())
+  const gzip = { 'accept-encoding': 'gzip, deflate, br, zstd' }
+  for (const [url, body] of [['/dashboard/', html], ['/dashboard/assets/index-abc123.js', js]]) {
+    const res = await app.inject({ url, headers: gzip })
+    t.equal(res.statusCode, 200, url)
+    t.equal(res.headers['content-encoding'], 'gzip', url)
+    t.equal(gunzipSync(res.rawPayload).toString('utf8'), body, `${url} decodes to the file`)
+    t.match(res.headers['content-security-policy'], /default-src 'self'/, `${url} keeps its headers`)
+    const plain = await app.inject(url)
+    t.notOk(plain.headers['content-encoding'], `${url} without Accept-Encoding`)
+    t.equal(plain.body, body)
+  }
+  // a file is streamed, its size unknown to the threshold: small ones are gzipped too, and decode as well
+  const tiny = await app.inject({ url: '/dashboard/assets/tiny.css', headers: gzip })
+  t.equal(tiny.headers['content-encoding'], 'gzip')
+  t.equal(gunzipSync(tiny.rawPayload).toString('utf8'), 'body{margin:0}')
+  const range = await app.inject({ url: '/dashboard/assets/index-abc123.js', headers: { ...gzip, range: 'bytes=0-9' } })
+  t.equal(range.statusCode, 206)
+  t.notOk(range.headers['content-encoding'], 'a range is bytes of the file')
+  t.equal(range.body, js.slice(0, 10))
 })

@@ -119,6 +119,8 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/api/2.0/jobs/events/', {
     config: { produces: ['text/event-stream'] },
+    // frames leave as they happen: a gzip stream would hold them back (the reply is hijacked anyway)
+    compress: false,
     schema: {
       tags: ['events'],
       summary: 'Server-sent events: every change of this account\'s jobs, drives and servers',
