@@ -874,8 +874,20 @@ export class JobEngine {
       // a stale attempt undoes nothing: the job and what it made belong to the newer attempt
       if (entry.stale) return ctx.abandon()
       try {
-        await handler?.cleanup?.(ctx, reason)
+        // a run can fail before it learns its attempt is stale (a newer attempt took the job over
+        // while it was held up): its cleanup would undo the newer attempt's work, since cleanups
+        // guard on locked_by_job (the job id, which both share). So the fence is checked (and the
+        // lease renewed) first; LeaseLost: nothing is undone, nothing recorded
+        if (handler?.cleanup) {
+          await ctx.fence()
+          await handler.cleanup(ctx, reason)
+        }
       } catch (err) {
+        // refused by the fence, before or inside the cleanup (its writes may be ctx.fenced)
+        if (err instanceof LeaseLost || entry.stale) {
+          log.warn({ attempts: row.attempts }, 'job failed after its attempt went stale; its cleanup was left to the newer attempt')
+          return ctx.abandon()
+        }
         // the database or the drive storage could not be reached (pool exhausted, restarting, Ceph
         // down), or the cleanup's transaction lost to a simultaneous one (a deadlock): recording
         // the failure now would leave what the job made half-made for good; a

@@ -6,6 +6,7 @@
 import pg from 'pg'
 import type { FastifyInstance } from 'fastify'
 import type { JobEngine } from '../../src/engine/engine.ts'
+import type { JobHandler } from '../../src/engine/types.ts'
 import { eventually } from './app.ts'
 import { appHandlers, startEngine } from './jobs.ts'
 
@@ -40,13 +41,13 @@ export interface StaleRun {
 }
 
 /**
- * Runs the queued job `jobId` with the app's handlers in an engine of its own, its first attempt
+ * Runs the queued job `jobId` with the app's handlers (or `handlers`) in an engine of its own, its first attempt
  * held on `table` (ACCESS EXCLUSIVE: the handler's first statement that names the table waits,
  * before it is even planned), takes the job over while it waits, and returns once that attempt
  * has ended. The engine's heartbeat and lease are long, so the attempt learns nothing of the
  * takeover but what the database refuses it.
  */
-export async function runStale (t: Teardown, app: FastifyInstance, databaseUrl: string, jobId: string, table: string): Promise<StaleRun> {
+export async function runStale (t: Teardown, app: FastifyInstance, databaseUrl: string, jobId: string, table: string, handlers: Record<string, JobHandler> = appHandlers(app)): Promise<StaleRun> {
   const locker = await connect(t, databaseUrl)
   const other = await connect(t, databaseUrl)
   await locker.query('BEGIN')
@@ -54,7 +55,7 @@ export async function runStale (t: Teardown, app: FastifyInstance, databaseUrl: 
   let locked = true
   const release = async () => { if (locked) { locked = false; await locker.query('COMMIT') } }
   t.teardown(release)
-  const engine = await startEngine(t, app, appHandlers(app), { databaseUrl, leaseSeconds: 60, heartbeatMs: 60_000 })
+  const engine = await startEngine(t, app, handlers, { databaseUrl, leaseSeconds: 60, heartbeatMs: 60_000 })
   await eventually(async () => (await other.query('SELECT 1 FROM pg_locks WHERE relation = $1::regclass AND NOT granted', [table])).rowCount! > 0)
   const tookOver = await takeOver(other, jobId)
   await release()
