@@ -1,10 +1,13 @@
 // A stale attempt of drive_create, drive_resize or drive_delete (its job was taken over by a newer
 // attempt while it was held up) commits nothing: no drive status, size or row, no resize or delete
-// of the image, no outcome; the newer attempt then does the job (test/helpers/takeover.ts).
+// of the image, no outcome; the newer attempt then does the job (test/helpers/takeover.ts). An image
+// a stale drive_create made is removed only once the drive is gone.
 import t from 'tap'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
-import { jobRow, runStale, TAKEN_BY } from '../helpers/takeover.ts'
+import { jobRow, runStale, TAKEN_BY, takeOver } from '../helpers/takeover.ts'
+import { eventually } from '../helpers/app.ts'
+import pg from 'pg'
 import { GiB, readyDrive } from './helpers.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
@@ -27,6 +30,7 @@ t.test('drive_create: a stale attempt does not finish the drive; the newer one d
   const stale = await runStale(t, app, databaseUrl, jobId, 'drives')
   t.ok(stale.tookOver, 'the job was taken over while its attempt waited')
   t.match(await row(d.uuid), { status: 'creating', lockedByJob: jobId }, 'the stale attempt did not finish the drive')
+  t.notOk(await app.storage.exists(d.uuid), 'nor make its image (checked its fence before the storage step)')
   t.match(await jobRow(app, jobId), { state: 'started', attempts: 2, lockedBy: TAKEN_BY, finishedAt: null }, 'nor the job')
   await stale.newer()
   const done = await waitForJob(app, jobId)
@@ -63,4 +67,55 @@ t.test('drive_delete: a stale attempt deletes neither the image nor the row; the
   t.equal((await waitForJob(app, jobId)).state, 'success', 'the newer attempt deleted it')
   t.equal(await row(d.uuid), null)
   t.notOk(await app.storage.exists(d.uuid))
+})
+
+/**
+ * Runs drive_create's job until its attempt has passed its fence and made the image, and holds it
+ * there (before its FINISH, on a locked `events`: a process frozen between its fence and its end)
+ * while the job is taken over and `meanwhile` runs; then lets it end.
+ */
+async function frozenAfterFence (t: Parameters<typeof startEngine>[0], jobId: string, driveId: string, meanwhile: (c: pg.Client) => Promise<void>): Promise<{ tookOver: boolean, other: pg.Client }> {
+  const connect = async () => {
+    const c = new pg.Client({ connectionString: databaseUrl })
+    await c.connect()
+    t.teardown(() => c.end().catch(() => {}))
+    return c
+  }
+  const [drives, events, other] = [await connect(), await connect(), await connect()]
+  // first held on `drives` (its first statement), so that `events` is locked after the claim
+  await drives.query('BEGIN')
+  await drives.query('LOCK TABLE drives IN ACCESS EXCLUSIVE MODE')
+  const engine = await startEngine(t, app, appHandlers(app), { databaseUrl, leaseSeconds: 60, heartbeatMs: 60_000 })
+  await eventually(async () => (await other.query('SELECT 1 FROM pg_locks WHERE relation = \'drives\'::regclass AND NOT granted')).rowCount! > 0)
+  await events.query('BEGIN')
+  await events.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE')
+  await drives.query('COMMIT')
+  await eventually(() => app.storage.exists(driveId))
+  const tookOver = await takeOver(other, jobId)
+  await meanwhile(other)
+  await events.query('COMMIT')
+  await engine.idle()
+  return { tookOver, other }
+}
+
+t.test('drive_create: an image made by an attempt taken over after its fence is removed once the newer attempt has removed the drive', async t => {
+  const d = (await api.post('/api/2.0/drives/', { name: 'disk', size: GiB, media: 'disk' })).json().objects[0]
+  const jobId = d.jobs[0].uuid as string
+  // the newer attempt failed and removed the drive meanwhile (its image was not there yet to remove)
+  const stale = await frozenAfterFence(t, jobId, d.uuid, async (c) => { await c.query('DELETE FROM drives WHERE id = $1::uuid', [d.uuid]) })
+  t.ok(stale.tookOver, 'the job was taken over after the fence')
+  t.notOk(await app.storage.exists(d.uuid), 'the stale attempt removed the image it made: no orphan')
+  t.match(await jobRow(app, jobId), { state: 'started', attempts: 2, lockedBy: TAKEN_BY, finishedAt: null }, 'and recorded nothing')
+})
+
+t.test('drive_create: an image made by an attempt taken over after its fence stays while the drive exists', async t => {
+  const d = (await api.post('/api/2.0/drives/', { name: 'disk', size: GiB, media: 'disk' })).json().objects[0]
+  const jobId = d.jobs[0].uuid as string
+  const stale = await frozenAfterFence(t, jobId, d.uuid, async () => {})
+  t.ok(stale.tookOver, 'the job was taken over after the fence')
+  t.ok(await app.storage.exists(d.uuid), 'the image stays: the drive (and the newer attempt) still has it')
+  t.match(await row(d.uuid), { status: 'creating', lockedByJob: jobId })
+  await stale.other.query('UPDATE jobs SET locked_until = now() - interval \'1 second\' WHERE id = $1::uuid', [jobId])
+  t.equal((await waitForJob(app, jobId)).state, 'success', 'the newer attempt finished the drive')
+  t.match(await row(d.uuid), { status: 'unmounted', lockedByJob: null })
 })

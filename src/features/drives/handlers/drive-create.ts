@@ -1,9 +1,11 @@
 // drive_create: makes the sparse image, then the drive leaves `creating`. A failure removes the
 // row and any file, so nothing half-made remains.
 import type pg from 'pg'
+import type { FastifyBaseLogger } from 'fastify'
 import type { DriveStorage } from '../../../storage/index.ts'
 import { publishEventsSql } from '../../../engine/events.ts'
 import { fenceCte, fenceParams } from '../../../engine/queue-sql.ts'
+import { LeaseLost } from '../../../engine/held.ts'
 import { announceDrives, restingStatusSql } from '../service.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
@@ -23,6 +25,16 @@ const FINISH = `
     SELECT owner_id, 'drives' AS resource_type, id::text AS resource_id, 'changed' AS change FROM d`)}
   SELECT (SELECT count(*)::int FROM fence) AS fenced, (SELECT count(*)::int FROM d) AS done, (SELECT n FROM notified) AS notified`
 
+/** Removes the image of a drive whose row is gone; leaves it when the row exists, or on any doubt. */
+async function removeOrphan (pool: pg.Pool, storage: DriveStorage, driveId: string, log: FastifyBaseLogger): Promise<void> {
+  try {
+    const row = await pool.query('SELECT 1 FROM drives WHERE id = $1::uuid', [driveId])
+    if (row.rowCount === 0) await storage.delete(driveId)
+  } catch (err) {
+    log.warn({ err, drive: driveId }, 'could not remove the image a stale attempt made')
+  }
+}
+
 export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHandler {
   return {
     // every step is idempotent, so a job taken over after a crash simply runs again
@@ -31,12 +43,25 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
       const { driveId, size } = driveJobParams(ctx, true)
       const held = await pool.query('SELECT 1 FROM drives WHERE id = $1::uuid AND locked_by_job = $2::uuid', [driveId, ctx.job.id])
       if (held.rowCount === 0) throw new JobFailure('the drive is no longer held by this job')
-      if (await storage.exists(driveId)) await storage.resize(driveId, size)
-      else await storage.create(driveId, size)
+      // a stale attempt (a newer one took the job over, and may have failed and removed the drive
+      // since) makes no image: it would be left behind, an orphan
+      await ctx.fence()
+      const made = !await storage.exists(driveId)
+      if (made) await storage.create(driveId, size)
+      else await storage.resize(driveId, size)
       ctx.signal.throwIfAborted()
       // a stale attempt (a newer one took the job over) gets LeaseLost here and writes nothing
-      const { done } = await ctx.fencedStatement(async (fence) =>
-        (await pool.query<{ fenced: number, done: number }>(FINISH, [driveId, ctx.job.id, new Date().toISOString(), ...fenceParams(fence)])).rows[0])
+      let done: number
+      try {
+        ({ done } = await ctx.fencedStatement(async (fence) =>
+          (await pool.query<{ fenced: number, done: number }>(FINISH, [driveId, ctx.job.id, new Date().toISOString(), ...fenceParams(fence)])).rows[0]))
+      } catch (err) {
+        // taken over between the fence and here (this process froze): the image this attempt made
+        // is removed only once the drive's row is gone (the newer attempt failed and cleaned up
+        // before it was made); while the row exists the image is the newer attempt's
+        if (err instanceof LeaseLost && made) await removeOrphan(pool, storage, driveId, ctx.logger)
+        throw err
+      }
       if (done === 0) throw new JobFailure('the drive is no longer held by this job')
       ctx.progress({ description: `created a ${size} byte drive` })
       return { size }
@@ -45,11 +70,13 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
       const { driveId } = driveJobParams(ctx, false)
       const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } })
       if (drive && drive.lockedByJob !== ctx.job.id) return
+      // the engine checked this attempt's fence just before (a stale attempt's cleanup does not
+      // run); the row goes only while the attempt still owns the job, else LeaseLost: nothing recorded
       await storage.delete(driveId)
-      await ctx.prisma.$transaction(async (tx) => {
+      await ctx.fenced(async (tx) => {
         await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: ctx.job.id } })
         await announceDrives(tx, ctx.job.ownerId, [driveId])
-      })
+      }, { last: true })
     }
   }
 }
