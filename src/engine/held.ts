@@ -5,14 +5,14 @@
 // job's handler the holder is aborted locally (its signal) once its lease can no longer be renewed
 // in time (lease minus a margin), whatever PostgreSQL is doing.
 import type { FastifyBaseLogger } from 'fastify'
-import type { PrismaClient } from '../db/client.ts'
+import type { PrismaClient, Tx } from '../db/client.ts'
 import { DomainError } from '../domain/errors.ts'
 import { etaOf, percentOf } from '../domain/progress.ts'
 import { jobChanges } from './cancel.ts'
 import { publishChange } from './events.ts'
 import { CHANNELS, type PgListener } from './listener.ts'
 import { JobLogWriter } from './log.ts'
-import { finishJob, saveCheckpoint, type FinishFields, type TakenJob } from './queue-sql.ts'
+import { finishJob, lockAttempt, saveCheckpoint, type FinishFields, type TakenJob } from './queue-sql.ts'
 import type { InTx } from '../db/sql.ts'
 
 const PROGRESS_INTERVAL_MS = 250
@@ -101,6 +101,23 @@ export class HeldJob {
   async checkpoint (data: unknown): Promise<void> {
     if (this.stale || this.finished) throw new LeaseLost(this.row.id)
     if (!await saveCheckpoint(this.deps.prisma, this.deps.owner, { id: this.row.id, attempt: this.row.attempts }, data)) throw new LeaseLost(this.row.id)
+  }
+
+  /**
+   * Runs `fn` in a transaction that holds this attempt's job row locked, as a handler's ctx.fenced:
+   * a step put in place inside it (a copy renamed over the drive's image) happens only while this
+   * attempt still owns the job. Throws LeaseLost (and aborts the signal) when a newer attempt may exist.
+   */
+  async fenced<T> (fn: (tx: Tx) => Promise<T>): Promise<T> {
+    if (this.stale || this.finished) throw new LeaseLost(this.row.id)
+    const key = { id: this.row.id, attempt: this.row.attempts }
+    return this.deps.prisma.$transaction(async (tx) => {
+      if (!await lockAttempt(tx, this.deps.owner, key, this.deps.marginMs / 1000)) {
+        this.leaseLost()
+        throw new LeaseLost(this.row.id)
+      }
+      return fn(tx)
+    }, { timeout: Math.max(1000, this.deps.leaseMs - this.deps.marginMs) })
   }
 
   /** The lease was lost (or the process is crashing): the job may belong to a newer attempt now. */

@@ -55,15 +55,21 @@ export function committedUpload (checkpoint: unknown): UploadIntoCheckpoint['com
 }
 
 /**
+ * How a copy over the drive's image is fenced by its attempt: written to `<image>.partial.<attempt>`
+ * and renamed into place only inside `fenced` (the attempt's job row locked), so a stale attempt
+ * never replaces the image under a newer one (see storage CopyOptions).
+ */
+export interface FencedCopy { attempt: number, fenced: (commit: () => Promise<void>) => Promise<void> }
+
+/**
  * Finishes an upload into a drive whose process stopped after its commit point (the drive_upload
  * handler, after a takeover): the scratch image replaces the drive's image if it has not already
  * (it is removed only after the copy), and the drive goes back to its resting status.
  */
-export async function rollForwardUploadInto (storage: DriveStorage, driveId: string, scratch: string, fence: () => Promise<void>): Promise<'copied' | 'already copied'> {
+export async function rollForwardUploadInto (storage: DriveStorage, driveId: string, scratch: string, guard: FencedCopy): Promise<'copied' | 'already copied'> {
   if (!await storage.exists(scratch)) return 'already copied'
-  await fence()
   try {
-    await storage.copy(scratch, driveId.toLowerCase())
+    await storage.copy(scratch, driveId.toLowerCase(), guard)
   } catch (err) {
     // the stopped attempt's own copy finished meanwhile, and removed the scratch image
     if (isStorageError(err, 'NOT_FOUND') && !await storage.exists(scratch)) return 'already copied'
@@ -168,8 +174,9 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
         // the commit point, written ahead: from here a worker that takes the job over (this
         // process died) finishes the upload from the scratch image instead of undoing it
         await held.checkpoint({ committed: { sha256, bytes } } satisfies UploadIntoCheckpoint)
-        // replaces the drive's image at once, and only with the complete file
-        await deps.storage.copy(scratch, id)
+        // replaces the drive's image at once, and only with the complete file, and only while
+        // this attempt still owns the job (a takeover after the commit point rolls it forward itself)
+        await deps.storage.copy(scratch, id, { attempt: held.row.attempts, fenced: (commit) => held.fenced(() => commit()) })
       } catch (err) {
         // the drive's image is as it was (the copy replaces it only when complete)
         throw await abort(err)
