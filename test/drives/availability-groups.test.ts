@@ -17,7 +17,10 @@ const BASE = '/api/2.0/drives/availability_groups/'
 const mine = [await seedDrive(app, alice.id), await seedDrive(app, alice.id, { media: 'cdrom' }), await seedDrive(app, alice.id, { status: 'creating' })].sort()
 const bobs = [await seedDrive(app, bob.id)]
 
-/** Sets the storage's placement for one test (the backends are tested on their own). */
+/**
+ * Sets the storage's placement for one test: these tests run on either backend (npm test: local
+ * files, test:rbd: Ceph); each backend's own placement is checked by its storage tests.
+ */
 function placeAs (t: Test, placement: 'one-host' | 'spread'): void {
   const storage = app.storage as { placement: string }
   const before = storage.placement
@@ -26,7 +29,7 @@ function placeAs (t: Test, placement: 'one-host' | 'spread'): void {
 }
 
 t.test('local storage: every drive of the caller shares the one host, in one group; no one else\'s', async t => {
-  t.equal(app.storage.placement, 'one-host', 'the test app stores drives as local files')
+  placeAs(t, 'one-host')
   for (const url of [BASE, BASE.slice(0, -1)]) {
     const res = await api.get(url)
     t.equal(res.statusCode, 200, `${url}: ${res.body}`)
@@ -38,6 +41,7 @@ t.test('local storage: every drive of the caller shares the one host, in one gro
 })
 
 t.test('one drive: the drives on its host, itself included', async t => {
+  placeAs(t, 'one-host')
   for (const id of mine) {
     for (const url of [`${BASE}${id}/`, `${BASE}${id}`, `${BASE}${id.toUpperCase()}/`]) {
       const res = await api.get(url)
@@ -60,6 +64,7 @@ t.test("an unknown or another account's drive is 404 notexist; a malformed uuid 
 })
 
 t.test('deleted drives leave the groups at once', async t => {
+  placeAs(t, 'one-host')
   const extra = await seedDrive(app, alice.id)
   t.ok((await api.get(BASE)).json()[0].includes(extra))
   await app.prisma.drive.update({ where: { id: extra }, data: { deleted: true } })

@@ -49,6 +49,10 @@ const before = poolImages()
 
 storageContract(t, () => s)
 
+t.test('Ceph spreads every image over the cluster: no host holds a drive alone', async t => {
+  t.equal(rbd.placement, 'spread')
+})
+
 t.test('copy-on-write clone: instant whatever the size, independent of the source, flatten with progress', async t => {
   const src = randomUUID()
   const dst = randomUUID()
