@@ -1070,7 +1070,7 @@ export interface components {
             affinities?: string[];
             meta?: components["schemas"]["Meta"];
             tags?: components["schemas"]["RelatedInput"][];
-            iops?: number | null;
+            iops?: null | number;
         };
         /** @description A drive, an array of drives, or {"objects": [drives]} */
         DriveCreateBody: {
@@ -1088,7 +1088,7 @@ export interface components {
             affinities?: string[];
             meta?: components["schemas"]["Meta"];
             tags?: components["schemas"]["RelatedInput"][];
-            iops?: number | null;
+            iops?: null | number;
         };
         DriveResizeInput: {
             name?: string;
@@ -1102,7 +1102,7 @@ export interface components {
             affinities?: string[];
             meta?: components["schemas"]["Meta"];
             tags?: components["schemas"]["RelatedInput"][];
-            iops?: number | null;
+            iops?: null | number;
         };
         DriveBulkUpdateInput: {
             name?: string;
@@ -1116,7 +1116,7 @@ export interface components {
             affinities?: string[];
             meta?: components["schemas"]["Meta"];
             tags?: components["schemas"]["RelatedInput"][];
-            iops?: number | null;
+            iops?: null | number;
             uuid?: string;
             resource_uri?: string;
         };

@@ -29,6 +29,13 @@ export const ListMeta = Type.Object({
   total_count_estimated: Type.Optional(Type.Literal(true, { description: 'Present (true) only when more than 10,000 objects match: total_count is then an estimate (above 10,000), not an exact count' }))
 }, { $id: 'ListMeta' })
 
+/**
+ * `null` in an input's union: a `const`, not `type: 'null'`, whose check the validator's type
+ * coercion (coerceTypes) passes by turning 0, "" and false into null (`"boot_order": 0` was stored
+ * as null). First in its union, so an integer branch never coerces null itself into 0.
+ */
+export const nullInput = () => Type.Unsafe<null>({ const: null })
+
 /** A related-field input: a uuid, a resource URI, or an object carrying `uuid` or `resource_uri`. */
 export const RelatedInput = Type.Union([
   Type.String(),

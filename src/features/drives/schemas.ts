@@ -2,7 +2,7 @@
 // in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
-import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
+import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, nullInput, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DriveRuntime = Type.Object({
   is_downloadable: Type.Boolean(),
@@ -63,7 +63,7 @@ const writable = {
   affinities: Type.Array(Type.String({ maxLength: 64 })),
   meta: refTo(Meta),
   tags: Type.Array(refTo(RelatedInput)),
-  iops: Type.Union([Type.Integer({ minimum: 0, maximum: 2147483647 }), Type.Null()])
+  iops: Type.Union([nullInput(), Type.Integer({ minimum: 0, maximum: 2147483647 })])
 }
 
 export const DriveCreateInput = Type.Object({

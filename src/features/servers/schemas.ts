@@ -2,7 +2,7 @@
 // requests. Keys are alphabetical, as in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
 import { POWER_ACTIONS, SERVER_STATUSES } from '../../domain/server-status.ts'
-import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, objectsOf, refTo } from '../../http/schemas.ts'
+import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, nullInput, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DEVICES = ['virtio', 'ide', 'scsi'] as const
 export const NIC_MODELS = ['virtio', 'e1000', 'rtl8139'] as const
@@ -101,7 +101,7 @@ export const ServerObjects = objectsOf(refTo(Server), 'ServerObjects')
 
 // Inputs: read-only keys are not listed, so ajv's removeAdditional drops them (§8).
 export const MountInput = Type.Object({
-  boot_order: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: 1, maximum: 2147483647 })])),
+  boot_order: Type.Optional(Type.Union([nullInput(), Type.Integer({ minimum: 1, maximum: 2147483647 })])),
   dev_channel: Type.String({ pattern: '^[0-9]+:[0-9]+$', description: 'controller:unit' }),
   device: Type.Enum([...DEVICES]),
   drive: refTo(RelatedInput)
@@ -110,17 +110,17 @@ export type MountInputT = Static<typeof MountInput>
 
 const IpConfInput = Type.Object({
   conf: Type.Enum([...IP_CONFS]),
-  ip: Type.Optional(Type.Union([Type.Null(), refTo(RelatedInput)]))
+  ip: Type.Optional(Type.Union([nullInput(), refTo(RelatedInput)]))
 }, { additionalProperties: false })
 
 export const NicInput = Type.Object({
-  boot_order: Type.Optional(Type.Union([Type.Null(), Type.Integer({ minimum: 1, maximum: 2147483647 })])),
-  firewall_policy: Type.Optional(Type.Union([Type.Null(), refTo(RelatedInput)])),
-  ip_v4_conf: Type.Optional(Type.Union([Type.Null(), IpConfInput])),
-  ip_v6_conf: Type.Optional(Type.Union([Type.Null(), IpConfInput])),
+  boot_order: Type.Optional(Type.Union([nullInput(), Type.Integer({ minimum: 1, maximum: 2147483647 })])),
+  firewall_policy: Type.Optional(Type.Union([nullInput(), refTo(RelatedInput)])),
+  ip_v4_conf: Type.Optional(Type.Union([nullInput(), IpConfInput])),
+  ip_v6_conf: Type.Optional(Type.Union([nullInput(), IpConfInput])),
   mac: Type.Optional(Type.String({ description: 'Absent for a new NIC; the MAC of an existing NIC to keep it' })),
   model: Type.Optional(Type.Enum([...NIC_MODELS])),
-  vlan: Type.Optional(Type.Union([Type.Null(), refTo(RelatedInput)]))
+  vlan: Type.Optional(Type.Union([nullInput(), refTo(RelatedInput)]))
 }, { $id: 'ServerNicInput', additionalProperties: false })
 export type NicInputT = Static<typeof NicInput>
 
@@ -128,7 +128,7 @@ const writable = {
   auto_start: Type.Boolean(),
   context: Type.Boolean(),
   cpu: serverProperties.cpu,
-  cpu_model: Type.Union([Type.Null(), Type.Literal('kvm64')]),
+  cpu_model: Type.Union([nullInput(), Type.Literal('kvm64')]),
   cpu_type: Type.Enum([...CPU_TYPES]),
   cpus_instead_of_cores: Type.Boolean(),
   drives: Type.Array(refTo(MountInput)),
