@@ -71,3 +71,21 @@ t.test('Location on a 201 create of one object; none for several', async t => {
   t.equal(server.headers.location, server.json().objects[0].resource_uri)
   t.match(server.headers.location, /^\/api\/2\.0\/servers\/[0-9a-f-]{36}\/$/)
 })
+
+t.test('concurrent bulk PUTs listing the same drives in opposite orders do not deadlock', async t => {
+  const drives = []
+  for (let i = 0; i < 6; i++) drives.push(await readyDrive(api, { name: `order-${i}` }))
+  const forward = drives.map(d => d.uuid)
+  const backward = [...forward].reverse()
+  const statuses: number[] = []
+  for (let round = 0; round < 15; round++) {
+    const [one, two] = await Promise.all([
+      api.put('/api/2.0/drives/', { objects: forward.map((uuid, i) => ({ uuid, name: `f${round}-${i}` })) }),
+      api.put('/api/2.0/drives/', { objects: backward.map((uuid, i) => ({ uuid, name: `b${round}-${i}` })) })
+    ])
+    statuses.push(one.statusCode, two.statusCode)
+    if (one.statusCode === 200) t.same(one.json().objects.map((o: any) => o.uuid), forward, 'answered in request order')
+    if (two.statusCode === 200) t.same(two.json().objects.map((o: any) => o.uuid), backward, 'answered in request order')
+  }
+  t.same(statuses.filter(s => s !== 200), [], 'every request succeeded')
+})

@@ -138,8 +138,8 @@ export async function loadOwnedDrive (db: Db, ownerId: string, id: string, opts:
 
 /** SELECT ... FOR UPDATE on drive rows, in id order (no deadlocks between bulk operations). */
 export async function lockDriveRows (db: Db, ids: string[]): Promise<void> {
-  if (ids.length === 0) return
-  const sorted = [...ids].sort()
+  const sorted = [...new Set(ids.filter(isUuid).map(i => i.toLowerCase()))].sort()
+  if (sorted.length === 0) return
   await db.$queryRaw`SELECT id FROM drives WHERE id = ANY(${sorted}::uuid[]) ORDER BY id FOR UPDATE`
 }
 
@@ -255,6 +255,9 @@ export async function updateDrives (deps: DrivesDeps, ownerId: string, items: Ar
     checkUpdate(deps, item.input, { strict: false })
   }
   return deps.prisma.$transaction(async (tx) => {
+    // every row locked up front in id order, then updated in request order: two requests listing
+    // the same drives in opposite orders would otherwise each hold one and wait for the other
+    await lockDriveRows(tx, items.map(i => i.id))
     const out: DriveWire[] = []
     for (const item of items) out.push(await updateDriveIn(tx, ownerId, item.id, item.input, { strict: false }))
     return out
