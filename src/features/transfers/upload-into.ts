@@ -36,13 +36,21 @@ async function restoreDrive (db: PrismaClient, ownerId: string, driveId: string,
 
 /**
  * Undoes an upload into an existing drive whose process stopped (the drive_upload handler's
- * cleanup, after a takeover): removes the scratch image (`scratch` from the job's params; absent
- * in jobs enqueued before it was recorded) and gives the drive back, its data untouched. Never
- * deletes the drive: it existed before the upload.
+ * cleanup, after a takeover): gives the drive back, its data untouched, then removes the scratch
+ * image (`scratch` from the job's params; absent in jobs enqueued before it was recorded). Never
+ * deletes the drive: it existed before the upload. The drive is given back in `fenced` (the
+ * attempt's fenced transaction) before the scratch image goes: a stale attempt gets LeaseLost there
+ * and leaves the scratch image to the newer attempt (which may be rolling it forward); a retry after
+ * a failed delete finds the drive already given back (a no-op) and deletes the image then.
  */
-export async function releaseUploadInto (prisma: PrismaClient, storage: DriveStorage, ownerId: string, driveId: string, jobId: string, scratch: string | undefined): Promise<void> {
-  if (scratch !== undefined && scratch.toLowerCase() !== driveId.toLowerCase()) await storage.delete(scratch)
-  await restoreDrive(prisma, ownerId, driveId.toLowerCase(), jobId)
+export async function releaseUploadInto (fenced: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>, storage: DriveStorage, ownerId: string, driveId: string, jobId: string, scratch: string | undefined): Promise<void> {
+  const id = driveId.toLowerCase()
+  await fenced(async (tx) => {
+    const status = await restingStatusOf(tx, id)
+    await tx.drive.updateMany({ where: { id, lockedByJob: jobId }, data: { status, lockedByJob: null } })
+    await announceDrives(tx, ownerId, [id])
+  })
+  if (scratch !== undefined && scratch.toLowerCase() !== id) await storage.delete(scratch)
 }
 
 /** The job's checkpoint once the file is complete and about to replace the drive's image. */

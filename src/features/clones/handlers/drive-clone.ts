@@ -73,16 +73,25 @@ function failureOf (err: unknown, p: DriveCloneParams): unknown {
   }
 }
 
-/** Deletes the destination of `jobId` (data, mounts, row) if the job still holds it. */
-export async function removeDestination (prisma: PrismaClient, storage: DriveStorage, ownerId: string, jobId: string, driveId: string): Promise<void> {
-  const drive = await prisma.drive.findUnique({ where: { id: driveId }, select: { lockedByJob: true } })
-  if (!drive || drive.lockedByJob !== jobId) return
-  await storage.delete(driveId)
-  await prisma.$transaction(async (tx) => {
+/**
+ * Deletes the destination of the job (row, mounts, data) if the job still holds it, fenced by the
+ * attempt. The row goes first, in the attempt's fenced transaction (`last`): a stale attempt gets
+ * LeaseLost there and so never reaches the image, which may be the newer attempt's copy. The image
+ * goes only after that commit; if deleting it fails, the retry finds no row and deletes it then
+ * (an image whose drive row is gone is nobody's), so nothing half-made is left.
+ */
+async function removeDestination (ctx: JobContext, storage: DriveStorage, driveId: string): Promise<void> {
+  const jobId = ctx.job.id
+  const ours = await ctx.fenced(async (tx) => {
+    const drive = await tx.drive.findUnique({ where: { id: driveId }, select: { lockedByJob: true } })
+    if (!drive) return true
+    if (drive.lockedByJob !== jobId) return false
     // server_drives rows go with the row (ON DELETE CASCADE)
     await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: jobId } })
-    await announceDrives(tx, ownerId, [driveId])
-  })
+    await announceDrives(tx, ctx.job.ownerId, [driveId])
+    return true
+  }, { last: true })
+  if (ours) await storage.delete(driveId)
 }
 
 export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
@@ -178,11 +187,12 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
     },
     async cleanup (ctx) {
       const p = driveCloneParams(ctx)
-      await removeDestination(ctx.prisma, storage(), ctx.job.ownerId, ctx.job.id, p.driveId)
-      await ctx.prisma.$transaction(async (tx) => {
+      await removeDestination(ctx, storage(), p.driveId)
+      // fenced too: a stale attempt neither releases the source's reader nor starts a sibling
+      await ctx.fenced(async (tx) => {
         if (await releaseSource(tx, ctx.job.id, p.sourceId)) await announceDrives(tx, ctx.job.ownerId, [p.sourceId])
         await releaseNextSibling(tx, ctx.job.parentId)
-      })
+      }, { last: true })
     }
   }
 }

@@ -43,16 +43,20 @@ export function serverCloneHandler (storage: () => DriveStorage): JobHandler {
     },
     async cleanup (ctx) {
       const p = serverCloneParams(ctx)
-      const { prisma } = ctx
       const ownerId = ctx.job.ownerId
       const childJobs = new Set(p.disks.map(d => d.jobId))
       const ids = p.disks.map(d => d.driveId)
-      const mountedHere = new Set((await prisma.serverDrive.findMany({ where: { serverId: p.serverId, driveId: { in: ids } }, select: { driveId: true } })).map(m => m.driveId))
-      const rows = await prisma.drive.findMany({ where: { id: { in: ids }, deleted: false }, select: { id: true, lockedByJob: true } })
-      // ours: still held by its drive_clone child, or finished and still on the new server
-      const doomed = rows.filter(r => (r.lockedByJob !== null && childJobs.has(r.lockedByJob)) || (r.lockedByJob === null && mountedHere.has(r.id))).map(r => r.id)
-      for (const id of doomed) await storage().delete(id)
-      await prisma.$transaction(async (tx) => {
+      // Rows first, in this attempt's fenced transaction (`last`): a stale attempt (taken over since
+      // the engine checked its fence) gets LeaseLost there and so deletes no image either. The images
+      // go after that commit: those of the drives it deleted, and those whose row was already gone
+      // (a retry after deleting them failed: an image without its drive row is nobody's), so nothing
+      // half-made is left.
+      const doomed = await ctx.fenced(async (tx) => {
+        const mountedHere = new Set((await tx.serverDrive.findMany({ where: { serverId: p.serverId, driveId: { in: ids } }, select: { driveId: true } })).map(m => m.driveId))
+        const rows = await tx.drive.findMany({ where: { id: { in: ids } }, select: { id: true, lockedByJob: true, deleted: true } })
+        const gone = ids.filter(id => !rows.some(r => r.id === id))
+        // ours: still held by its drive_clone child, or finished and still on the new server
+        const ours = rows.filter(r => !r.deleted && ((r.lockedByJob !== null && childJobs.has(r.lockedByJob)) || (r.lockedByJob === null && mountedHere.has(r.id)))).map(r => r.id)
         const server = await tx.server.findUnique({ where: { id: p.serverId }, select: { lockedByJob: true } })
         if (server && server.lockedByJob === ctx.job.id) {
           // cdroms go back to unmounted when this was their only server
@@ -60,13 +64,15 @@ export function serverCloneHandler (storage: () => DriveStorage): JobHandler {
           await tx.server.delete({ where: { id: p.serverId } })
           await publishChange(tx, { ownerId, resourceType: 'servers', resourceId: p.serverId })
         }
-        if (doomed.length > 0) {
-          await tx.drive.deleteMany({ where: { id: { in: doomed }, OR: [{ lockedByJob: null }, { lockedByJob: { in: [...childJobs] } }] } })
+        if (ours.length > 0) {
+          await tx.drive.deleteMany({ where: { id: { in: ours }, OR: [{ lockedByJob: null }, { lockedByJob: { in: [...childJobs] } }] } })
         }
-        const changed: string[] = [...doomed]
+        const changed: string[] = [...ours]
         for (const d of p.disks) if (await releaseSource(tx, d.jobId, d.sourceId)) changed.push(d.sourceId)
         await announceDrives(tx, ownerId, changed)
-      })
+        return [...ours, ...gone]
+      }, { last: true })
+      for (const id of doomed) await storage().delete(id)
     }
   }
 }

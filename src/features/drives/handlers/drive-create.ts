@@ -68,15 +68,19 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
     },
     async cleanup (ctx) {
       const { driveId } = driveJobParams(ctx, false)
-      const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } })
-      if (drive && drive.lockedByJob !== ctx.job.id) return
-      // the engine checked this attempt's fence just before (a stale attempt's cleanup does not
-      // run); the row goes only while the attempt still owns the job, else LeaseLost: nothing recorded
-      await storage.delete(driveId)
-      await ctx.fenced(async (tx) => {
+      // the row goes first, only while this attempt still owns the job (fenced, `last`): a stale
+      // attempt (taken over since the engine checked its fence) gets LeaseLost there and so never
+      // reaches the image, which may be the newer attempt's. The image goes after that commit, or on
+      // its own when the row is already gone (a retry after deleting it failed): nothing half-made
+      const ours = await ctx.fenced(async (tx) => {
+        const drive = await tx.drive.findUnique({ where: { id: driveId }, select: { lockedByJob: true } })
+        if (!drive) return true
+        if (drive.lockedByJob !== ctx.job.id) return false
         await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: ctx.job.id } })
         await announceDrives(tx, ctx.job.ownerId, [driveId])
+        return true
       }, { last: true })
+      if (ours) await storage.delete(driveId)
     }
   }
 }

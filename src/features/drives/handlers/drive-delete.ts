@@ -34,7 +34,9 @@ export function driveDeleteHandler (storage: DriveStorage): JobHandler {
       const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } })
       if (!drive || drive.lockedByJob !== ctx.job.id) return
       const intact = await storage.exists(driveId).catch(() => false)
-      await ctx.prisma.$transaction(async (tx) => {
+      // fenced by this attempt: a stale one (taken over since the engine checked its fence) gets
+      // LeaseLost and neither brings the drive back nor deletes its row
+      await ctx.fenced(async (tx) => {
         if (intact) {
           const status = await restingStatusOf(tx, driveId)
           await tx.drive.updateMany({ where: { id: driveId, lockedByJob: ctx.job.id }, data: { deleted: false, status, lockedByJob: null } })
@@ -42,7 +44,7 @@ export function driveDeleteHandler (storage: DriveStorage): JobHandler {
           await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: ctx.job.id } })
         }
         await announceDrives(tx, ctx.job.ownerId, [driveId])
-      })
+      }, { last: true })
     }
   }
 }

@@ -40,11 +40,13 @@ export function driveResizeHandler (storage: DriveStorage): JobHandler {
       if (!drive || drive.lockedByJob !== ctx.job.id) return
       // the size shown must be the size of the data, whichever side of the resize it is on
       const actual = await storage.stat(driveId).then(s => s.size, () => Number(drive.size))
-      await ctx.prisma.$transaction(async (tx) => {
+      // fenced by this attempt: a stale one (taken over since the engine checked its fence) gets
+      // LeaseLost and settles nothing; the drive is the newer attempt's to settle
+      await ctx.fenced(async (tx) => {
         const status = await restingStatusOf(tx, driveId)
         await tx.drive.updateMany({ where: { id: driveId, lockedByJob: ctx.job.id }, data: { size: BigInt(actual), status, lockedByJob: null } })
         await announceDrives(tx, ctx.job.ownerId, [driveId])
-      })
+      }, { last: true })
     }
   }
 }

@@ -26,8 +26,11 @@ export function driveDownloadHandler (): JobHandler {
       throw new JobFailure('the download was interrupted: the process sending it stopped')
     },
     async cleanup (ctx) {
-      // nothing can start this download any more
-      await ctx.prisma.transferLink.updateMany({ where: { jobId: ctx.job.id, usedAt: null }, data: { usedAt: new Date() } })
+      // nothing can start this download any more; fenced by this attempt (`last`): a stale one
+      // (taken over since the engine checked its fence) gets LeaseLost and uses up no link
+      await ctx.fenced(async (tx) => {
+        await tx.transferLink.updateMany({ where: { jobId: ctx.job.id, usedAt: null }, data: { usedAt: new Date() } })
+      }, { last: true })
     }
   }
 }

@@ -10,7 +10,9 @@
 //   scratch image replaces the drive's (if it has not yet) and the job succeeds with its sha256.
 import type { DriveStorage } from '../../../storage/index.ts'
 import { chunkCount } from '../../../domain/chunks.ts'
-import { discardUpload, finishUploadedDrive } from '../service.ts'
+import { finishUploadedDrive } from '../service.ts'
+import { announceDrives } from '../../drives/service.ts'
+import type { Tx } from '../../../db/client.ts'
 import { chunkedTimeSplit } from '../upload-chunked.ts'
 import { committedUpload, releaseUploadInto, rollForwardUploadInto } from '../upload-into.ts'
 import { formatBytes } from '../../../domain/progress.ts'
@@ -76,8 +78,24 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
     async cleanup (ctx) {
       const p = params(ctx.job.params)
       // the drive existed before this upload: never delete it, only what the upload made
-      if (p.mode === 'multipart_into') return releaseUploadInto(ctx.prisma, storage, ctx.job.ownerId, p.driveId, ctx.job.id, p.scratch)
-      await discardUpload(ctx.prisma, storage, ctx.job.ownerId, p.driveId, ctx.job.id)
+      // every row write is fenced by this attempt (`last`): a stale one (taken over since the engine
+      // checked its fence) gets LeaseLost and writes nothing
+      const fenced = <T>(fn: (tx: Tx) => Promise<T>) => ctx.fenced(fn, { last: true })
+      if (p.mode === 'multipart_into') return releaseUploadInto(fenced, storage, ctx.job.ownerId, p.driveId, ctx.job.id, p.scratch)
+      // the new drive: its row goes first, fenced, so a stale attempt never reaches the image (which
+      // may be the newer attempt's finished upload); the image goes after that commit, or, when the
+      // row is already gone (a retry after deleting the image failed), on its own: nothing half-made
+      const ours = await fenced(async (tx) => {
+        const row = await tx.drive.findUnique({ where: { id: p.driveId }, select: { lockedByJob: true } })
+        if (row && row.lockedByJob !== ctx.job.id) return false
+        if (row) {
+          await tx.transferLink.deleteMany({ where: { driveId: p.driveId } })
+          await tx.drive.deleteMany({ where: { id: p.driveId, lockedByJob: ctx.job.id } })
+          await announceDrives(tx, ctx.job.ownerId, [p.driveId])
+        }
+        return true
+      })
+      if (ours) await storage.delete(p.driveId)
     }
   }
 }
