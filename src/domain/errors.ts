@@ -18,6 +18,25 @@ export class DomainError extends Error {
   }
 }
 
+/**
+ * A bulk item's error names its object (`Drive <id>: ...`, `Server <id>: ...`), unless its message
+ * already does: in a list of many, "size must be at most ..." alone does not say which one.
+ */
+export function namedFor (label: string, id: string, err: unknown): unknown {
+  if (!(err instanceof DomainError) || err.message.toLowerCase().includes(id.toLowerCase())) return err
+  return new DomainError(err.code, `${label} ${id}: ${err.message}`, err.point)
+}
+
+/** Runs `fn` (sync or async) for bulk item `id`; its DomainError is named for the item (namedFor). */
+export function naming<T> (label: string, id: string, fn: () => T): T {
+  try {
+    const out = fn()
+    return (out instanceof Promise ? out.catch((err: unknown) => { throw namedFor(label, id, err) }) : out) as T
+  } catch (err) {
+    throw namedFor(label, id, err)
+  }
+}
+
 export const domainErrors = {
   validation: (message: string, point: string | null = null) => new DomainError('validation', message, point),
   /** An operation the object's current status does not allow (reported at `status`). */

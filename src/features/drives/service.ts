@@ -6,7 +6,7 @@ import { groupHeldSql } from '../../db/session-locks.ts'
 import { chunkClaimGroup } from '../../domain/chunks.ts'
 import type { Drive as DriveRow } from '../../db/generated/client.ts'
 import type { PrismaClient, Tx } from '../../db/client.ts'
-import { domainErrors as errors } from '../../domain/errors.ts'
+import { domainErrors as errors, naming } from '../../domain/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { isUuid, tagIds } from '../../http/bodies.ts'
 import { ref, uri } from '../../http/uris.ts'
@@ -252,14 +252,14 @@ export async function updateDrives (deps: DrivesDeps, ownerId: string, items: Ar
   for (const item of items) {
     if (seen.has(item.id)) throw errors.validation(`Drive ${item.id} is listed twice`, 'uuid')
     seen.add(item.id)
-    checkUpdate(deps, item.input, { strict: false })
+    naming('Drive', item.id, () => { checkUpdate(deps, item.input, { strict: false }) })
   }
   return deps.prisma.$transaction(async (tx) => {
     // every row locked up front in id order, then updated in request order: two requests listing
     // the same drives in opposite orders would otherwise each hold one and wait for the other
     await lockDriveRows(tx, items.map(i => i.id))
     const out: DriveWire[] = []
-    for (const item of items) out.push(await updateDriveIn(tx, ownerId, item.id, item.input, { strict: false }))
+    for (const item of items) out.push(await naming('Drive', item.id, async () => updateDriveIn(tx, ownerId, item.id, item.input, { strict: false })))
     return out
   }, { timeout: 60_000 })
 }

@@ -12,7 +12,7 @@ import {
   SERVER_STATUSES, acceptsFullUpdate, activeSinceTime, canDeleteServer, planPowerAction, type PowerAction
 } from '../../domain/server-status.ts'
 import { isUuid, relatedUuid, tagIds } from '../../http/bodies.ts'
-import { DomainError, busyWith, domainErrors as errors } from '../../domain/errors.ts'
+import { busyWith, domainErrors as errors, naming } from '../../domain/errors.ts'
 import { envelope, planList, type ListEnvelope } from '../../http/listing.ts'
 import { ref, uri, type Ref } from '../../http/uris.ts'
 import type { HypervisorDriver } from '../../hypervisor/driver.ts'
@@ -397,12 +397,12 @@ export async function updateServers (prisma: PrismaClient, ownerId: string, item
   const prepared = items.map(item => {
     if (seen.has(item.id)) throw errors.validation(`Server ${item.id} is listed twice`, 'uuid')
     seen.add(item.id)
-    return naming(item.id, () => prepareUpdate(item.input))
+    return naming('Server', item.id, () => prepareUpdate(item.input))
   })
   return prisma.$transaction(async (tx) => {
     await lockServerRows(tx, items.map(i => i.id))
     const rows: ServerRow[] = []
-    for (const [i, item] of items.entries()) rows.push(await namingAsync(item.id, () => updateServerIn(tx, ownerId, item.id, prepared[i])))
+    for (const [i, item] of items.entries()) rows.push(await naming('Server', item.id, async () => updateServerIn(tx, ownerId, item.id, prepared[i])))
     return serversToWire(tx, rows)
   }, { timeout: 60_000 })
 }
@@ -445,28 +445,6 @@ async function lockServerRows (tx: Tx, ids: string[]): Promise<void> {
   await tx.$queryRaw`SELECT id FROM servers WHERE id = ANY(${sorted}::uuid[]) ORDER BY id FOR UPDATE`
 }
 
-/** A bulk item's error names its server, unless its message already does. */
-function named (id: string, err: unknown): unknown {
-  if (!(err instanceof DomainError) || err.message.toLowerCase().includes(id.toLowerCase())) return err
-  return new DomainError(err.code, `Server ${id}: ${err.message}`, err.point)
-}
-
-function naming<T> (id: string, fn: () => T): T {
-  try {
-    return fn()
-  } catch (err) {
-    throw named(id, err)
-  }
-}
-
-async function namingAsync<T> (id: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn()
-  } catch (err) {
-    throw named(id, err)
-  }
-}
-
 export type Recurse = 'all_drives' | 'disks' | 'cdroms'
 
 /** Which attached drives `?recurse=` deletes. */
@@ -504,7 +482,7 @@ export async function deleteServers (prisma: PrismaClient, ownerId: string, ids:
   await prisma.$transaction(async (tx) => {
     await lockServerRows(tx, unique)
     const rows: ServerRow[] = []
-    for (const id of unique) rows.push(await namingAsync(id, () => checkDeletable(tx, ownerId, id)))
+    for (const id of unique) rows.push(await naming('Server', id, async () => checkDeletable(tx, ownerId, id)))
     if (recurse) {
       const serverIds = rows.map(r => r.id)
       const mounts = await tx.serverDrive.findMany({ where: { serverId: { in: serverIds } }, select: { driveId: true, drive: { select: { media: true } } } })
