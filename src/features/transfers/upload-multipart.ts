@@ -92,10 +92,13 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
       const { sha256, bytes } = received
       try {
         await pgTransaction(deps.pool, async (tx) => {
-          await query(tx, 'UPDATE jobs SET bytes_total = $2::bigint WHERE id = $1::uuid', [jobId, bytes], 'clonejobs_upload_bytes_total')
           await finishUploadedDrive(tx, ownerId, driveId, jobId, bytes)
           held.log(uploadTimeSplit(received!.meter, received!.t0, received!.stored, performance.now()))
           await held.finish(tx, { state: 'success', result: { sha256, bytes } })
+          // the job's row is written only after finish: finish waits for the log's batch in flight,
+          // which updates that row; locked first by this transaction, the two waited on each other
+          // until the server's idle-transaction timeout (30 s) ended this one (a 503)
+          await query(tx, 'UPDATE jobs SET bytes_total = $2::bigint, bytes_done = $2::bigint WHERE id = $1::uuid', [jobId, bytes], 'clonejobs_upload_bytes_total')
         })
       } catch (err) {
         throw await abort(err)
