@@ -53,6 +53,14 @@ export function requireRelatedUuid (input: unknown, point: string, resource?: st
   return id
 }
 
+/**
+ * A bulk PUT's objects → the uuid each names (by `uuid` or `resource_uri`, 400 at `uuid` otherwise)
+ * and the rest of it, the fields to apply.
+ */
+export function bulkUpdateItems<T extends { uuid?: string, resource_uri?: string }> (objects: T[], resource: string): Array<{ id: string, input: Omit<T, 'uuid' | 'resource_uri'> }> {
+  return objects.map(({ uuid, resource_uri: uri, ...input }) => ({ id: requireRelatedUuid({ uuid, resource_uri: uri }, 'uuid', resource), input }))
+}
+
 /** Tag references (uuids, URIs or objects) → their distinct uuids, in order; 400 at `tags` otherwise. */
 export function tagIds (tags: unknown[]): string[] {
   return [...new Set(tags.map(t => requireRelatedUuid(t, 'tags', 'tags')))]

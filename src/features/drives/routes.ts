@@ -3,7 +3,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { Action } from '../../http/actions.ts'
-import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
+import { bulkUpdateItems, createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
@@ -133,11 +133,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: refTo(DriveObjects), ...errorResponses(404, 503) }
     }
   }, async (request) => {
-    const items = request.body.objects.map(o => {
-      const { uuid, resource_uri: uri, ...input } = o
-      return { id: requireRelatedUuid({ uuid, resource_uri: uri }, 'uuid', 'drives'), input }
-    })
-    return { objects: await updateDrives(deps(app), request.account.id, items) } as never
+    return { objects: await updateDrives(deps(app), request.account.id, bulkUpdateItems(request.body.objects, 'drives')) } as never
   })
 
   app.delete('/drives/', {

@@ -5,7 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { POWER_ACTIONS, SERVER_STATUSES, type PowerAction } from '../../domain/server-status.ts'
 import type { Action } from '../../http/actions.ts'
-import { createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
+import { bulkUpdateItems, createBodyHook, requireRelatedUuid } from '../../http/bodies.ts'
 import { errors } from '../../http/errors.ts'
 import { parseFields, pickFields } from '../../http/listing.ts'
 import { describeResource } from '../../http/resource-schema.ts'
@@ -154,11 +154,7 @@ const servers: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: refTo(ServerObjects), ...errorResponses(404, 503) }
     }
   }, async (request) => {
-    const items = request.body.objects.map(o => {
-      const { uuid, resource_uri: uri, ...input } = o
-      return { id: requireRelatedUuid({ uuid, resource_uri: uri }, 'uuid', 'servers'), input }
-    })
-    return { objects: await updateServers(app.prisma, request.account.id, items) } as never
+    return { objects: await updateServers(app.prisma, request.account.id, bulkUpdateItems(request.body.objects, 'servers')) } as never
   })
 
   app.delete('/servers/', {
