@@ -127,7 +127,21 @@ t.test('NICs: generated MACs, default model, IP refs, validity', async t => {
   t.equal(s.nics[2].ip_v4_conf, null)
   const bad = await api.post('/api/2.0/servers/', { ...MINIMAL, nics: [{ ip_v4_conf: { conf: 'dhcp', ip: '10.0.0.1' } }] })
   t.equal(bad.statusCode, 400)
-  t.equal(bad.json()[0].error_point, 'nics')
+  t.equal(bad.json()[0].error_point, 'ip', 'a refused NIC field is named, as a schema error at it would be')
+  // each refused NIC field is the error's point, and the message says where it sits
+  for (const [nic, point, message] of [
+    [{ vlan: 'not a uuid' }, 'vlan', /^nics\[0\]\.vlan must be a uuid/],
+    [{ ip_v4_conf: { conf: 'dhcp' }, firewall_policy: 'nope' }, 'firewall_policy', /^nics\[0\]\.firewall_policy must be a uuid/],
+    [{ ip_v4_conf: { conf: 'static', ip: 'not-an-ip' } }, 'ip', /^nics\[0\]\.ip_v4_conf\.ip not-an-ip is not an IPv4 address/],
+    [{ ip_v4_conf: { conf: 'static', ip: '2001:db8::1' } }, 'ip', /is not an IPv4 address/],
+    [{ ip_v4_conf: { conf: 'static' } }, 'ip', /conf static needs an ip/],
+    [{ ip_v4_conf: { conf: 'dhcp' }, vlan }, 'nics', /either a vlan or an IP configuration/]
+  ] as const) {
+    const res = await api.post('/api/2.0/servers/', { ...MINIMAL, nics: [nic] })
+    t.equal(res.statusCode, 400, JSON.stringify(nic))
+    t.equal(res.json()[0].error_point, point, JSON.stringify(nic))
+    t.match(res.json()[0].error_message, message, JSON.stringify(nic))
+  }
 
   // update matches by mac: keep the second, drop the others, add one
   const res = await api.put(`/api/2.0/servers/${s.uuid}/`, { nics: [s.nics[1], { ip_v4_conf: { conf: 'manual' } }] })
@@ -140,6 +154,11 @@ t.test('NICs: generated MACs, default model, IP refs, validity', async t => {
   const unknown = await api.put(`/api/2.0/servers/${s.uuid}/`, { nics: [{ mac: '22:00:00:00:00:01', ip_v4_conf: { conf: 'dhcp' } }] })
   t.equal(unknown.statusCode, 400)
   t.match(unknown.json()[0].error_message, /unknown mac/)
+  t.equal(unknown.json()[0].error_point, 'mac')
+  const twice = await api.put(`/api/2.0/servers/${s.uuid}/`, { nics: [s.nics[1], s.nics[1]] })
+  t.equal(twice.statusCode, 400)
+  t.match(twice.json()[0].error_message, /listed twice/)
+  t.equal(twice.json()[0].error_point, 'mac')
   t.equal((await api.get(`/api/2.0/servers/${s.uuid}/`)).json().nics.length, 2, 'nothing changed by the refused update')
 })
 

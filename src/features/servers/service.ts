@@ -82,9 +82,10 @@ export function foreignId (input: unknown, resource: string): string | undefined
   return undefined
 }
 
-function uuidRef (input: unknown, resource: string, point: string): string {
+/** The uuid `input` refers to; refused at `field` (named in the message as `where`, its place in the body). */
+function uuidRef (input: unknown, resource: string, field: string, where = field): string {
   const id = relatedUuid(input, resource)
-  if (!id) throw errors.validation(`${point} must be a uuid, a resource URI or an object with a uuid`, point)
+  if (!id) throw errors.validation(`${where} must be a uuid, a resource URI or an object with a uuid`, field)
   return id
 }
 
@@ -101,10 +102,10 @@ export function generateMac (taken: Set<string>): string {
 function ipConf (input: NicInputT['ip_v4_conf'], family: 4 | 6, point: string): StoredNic['ip_v4_conf'] {
   if (!input) return null
   const ip = input.ip === undefined || input.ip === null ? null : foreignId(input.ip, 'ips')
-  if (input.ip !== undefined && input.ip !== null && !ip) throw errors.validation(`${point}.ip must be an IP address, an IP URI or an object with a uuid`, 'nics')
-  if (ip && isIP(ip) !== family) throw errors.validation(`${point}.ip ${ip} is not an IPv${family} address`, 'nics')
-  if (input.conf === 'static' && !ip) throw errors.validation(`${point}: conf static needs an ip`, 'nics')
-  if (input.conf !== 'static' && ip) throw errors.validation(`${point}: conf ${input.conf} must not carry an ip`, 'nics')
+  if (input.ip !== undefined && input.ip !== null && !ip) throw errors.validation(`${point}.ip must be an IP address, an IP URI or an object with a uuid`, 'ip')
+  if (ip && isIP(ip) !== family) throw errors.validation(`${point}.ip ${ip} is not an IPv${family} address`, 'ip')
+  if (input.conf === 'static' && !ip) throw errors.validation(`${point}: conf static needs an ip`, 'ip')
+  if (input.conf !== 'static' && ip) throw errors.validation(`${point}: conf ${input.conf} must not carry an ip`, 'ip')
   return { conf: input.conf, ip: ip ?? null }
 }
 
@@ -121,14 +122,14 @@ export function planNics (inputs: NicInputT[], existing: StoredNic[]): StoredNic
     let mac: string
     if (input.mac !== undefined && input.mac !== '') {
       mac = input.mac.toLowerCase()
-      if (!known.has(mac)) throw errors.validation(`${point}: unknown mac ${input.mac}; leave mac out to add a NIC`, 'nics')
-      if (used.has(mac)) throw errors.validation(`${point}: mac ${input.mac} is listed twice`, 'nics')
+      if (!known.has(mac)) throw errors.validation(`${point}: unknown mac ${input.mac}; leave mac out to add a NIC`, 'mac')
+      if (used.has(mac)) throw errors.validation(`${point}: mac ${input.mac} is listed twice`, 'mac')
     } else {
       mac = generateMac(taken)
       taken.add(mac)
     }
     used.add(mac)
-    const vlan = input.vlan === undefined || input.vlan === null ? null : uuidRef(input.vlan, 'vlans', 'nics')
+    const vlan = input.vlan === undefined || input.vlan === null ? null : uuidRef(input.vlan, 'vlans', 'vlan', `${point}.vlan`)
     const v4 = ipConf(input.ip_v4_conf, 4, `${point}.ip_v4_conf`)
     const v6 = ipConf(input.ip_v6_conf, 6, `${point}.ip_v6_conf`)
     if (vlan && (v4 || v6)) throw errors.validation(`${point}: a NIC has either a vlan or an IP configuration, not both`, 'nics')
@@ -140,7 +141,7 @@ export function planNics (inputs: NicInputT[], existing: StoredNic[]): StoredNic
       ip_v4_conf: v4,
       ip_v6_conf: v6,
       vlan,
-      firewall_policy: input.firewall_policy === undefined || input.firewall_policy === null ? null : uuidRef(input.firewall_policy, 'fwpolicies', 'nics')
+      firewall_policy: input.firewall_policy === undefined || input.firewall_policy === null ? null : uuidRef(input.firewall_policy, 'fwpolicies', 'firewall_policy', `${point}.firewall_policy`)
     }
   })
 }
