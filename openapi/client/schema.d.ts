@@ -211,7 +211,7 @@ export interface paths {
         };
         /**
          * The caller's drives grouped by the storage host they share: an array of arrays of drive uuids
-         * @description Storage hosts: with STORAGE=local every image is a file under one root on one machine, so all the account's drives share that host (one group: `avoid` cannot place a drive elsewhere). With STORAGE=rbd Ceph stripes every image over all the OSDs of the pool, with replicas on other hosts, so no host holds a drive alone: each drive is a group of its own (already apart for `avoid`). Only the caller's drives appear.
+         * @description Storage hosts: with STORAGE=local every image is a file under one root on one machine, so all the account's drives share that host (one group: `avoid` cannot place a drive elsewhere). With STORAGE=rbd Ceph stripes every image over all the OSDs of the pool, with replicas on other hosts, so no host holds a drive alone: each drive is a group of its own (already apart for `avoid`). A pool whose copies do not sit on different hosts (size 1, an OSD failure domain, or one host) puts every image on the same disks: then all the drives are one group, as with local files. Only the caller's drives appear.
          */
         get: operations["getDrivesAvailabilityGroups"];
         put?: never;
@@ -231,7 +231,7 @@ export interface paths {
         };
         /**
          * The drives on the same storage host as this one, itself included: a flat array of drive uuids
-         * @description Storage hosts: with STORAGE=local every image is a file under one root on one machine, so all the account's drives share that host (one group: `avoid` cannot place a drive elsewhere). With STORAGE=rbd Ceph stripes every image over all the OSDs of the pool, with replicas on other hosts, so no host holds a drive alone: each drive is a group of its own (already apart for `avoid`). Only the caller's drives appear. Another account's or an unknown drive is 404.
+         * @description Storage hosts: with STORAGE=local every image is a file under one root on one machine, so all the account's drives share that host (one group: `avoid` cannot place a drive elsewhere). With STORAGE=rbd Ceph stripes every image over all the OSDs of the pool, with replicas on other hosts, so no host holds a drive alone: each drive is a group of its own (already apart for `avoid`). A pool whose copies do not sit on different hosts (size 1, an OSD failure domain, or one host) puts every image on the same disks: then all the drives are one group, as with local files. Only the caller's drives appear. Another account's or an unknown drive is 404.
          */
         get: operations["getDrivesAvailabilityGroupsByUuid"];
         put?: never;

@@ -25,6 +25,7 @@ import type {
   CopyOptions,
   DriveStat,
   DriveStorage,
+  DrivePlacement,
   DriveWriter,
   ReadRange,
   WriteStreamOptions,
@@ -229,7 +230,10 @@ class LocalDriveWriter implements DriveWriter {
 
 export class LocalDriveStorage implements DriveStorage {
   /** One root on one machine: every image shares its host. */
-  readonly placement = 'one-host'
+  async placement (): Promise<DrivePlacement> {
+    return 'one-host'
+  }
+
   readonly root: string
   private readonly copyMethod: CopyMethod
   private readonly cpCommand: string

@@ -30,6 +30,7 @@ import {
   type CopyOptions,
   type CopyProgress,
   type CowCloneOptions,
+  type DrivePlacement,
   type DriveStat,
   type DriveStorage,
   type DriveWriter,
@@ -58,6 +59,8 @@ export interface RbdDriveStorageOptions {
   keyring?: string
   /** The rbd executable (default 'rbd'). */
   rbdCommand?: string
+  /** The ceph executable (default 'ceph'), asked how the pool places its copies (placement()). */
+  cephCommand?: string
   /** Seconds before an unreachable monitor fails a call (client_mount_timeout, rados_mon_op_timeout). */
   connectTimeoutSeconds?: number
   /**
@@ -148,7 +151,12 @@ interface RunOptions {
   onStderr?: (text: string) => void
   /** Work that grows with the image: no callTimeoutSeconds bound. */
   long?: boolean
+  /** The executable (default: the rbd one). */
+  command?: string
 }
+
+/** How long the pool's placement, once read, is kept (a pool's size or CRUSH rule rarely changes). */
+const PLACEMENT_TTL_MS = 60_000
 
 function writeRecordHeader (offset: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(17)
@@ -190,10 +198,11 @@ class PullReader {
 }
 
 export class RbdDriveStorage implements DriveStorage {
-  /** CRUSH stripes each image's 4 MiB objects over every OSD of the pool, replicas on other hosts. */
-  readonly placement = 'spread'
   readonly pool: string
   private readonly rbdCommand: string
+  private readonly cephCommand: string
+  /** The last placement read from the cluster, and when (placement()) */
+  private placementRead: { at: number, value: Promise<DrivePlacement> } | undefined
   private readonly baseArgs: string[]
   private readonly progressIntervalMs: number
   private readonly copying = new Set<string>()
@@ -207,6 +216,7 @@ export class RbdDriveStorage implements DriveStorage {
     if (!POOL_RE.test(options.pool)) throw new Error(`invalid RBD pool name ${JSON.stringify(options.pool)}`)
     this.pool = options.pool
     this.rbdCommand = options.rbdCommand ?? 'rbd'
+    this.cephCommand = options.cephCommand ?? 'ceph'
     this.progressIntervalMs = options.progressIntervalMs ?? 200
     const timeout = String(options.connectTimeoutSeconds ?? 10)
     const opTimeout = options.opTimeoutSeconds ?? 60
@@ -235,12 +245,12 @@ export class RbdDriveStorage implements DriveStorage {
     return `rbd:${this.spec(checkId(id))}`
   }
 
-  private spawnRbd (args: string[], stdio: Array<'pipe' | 'ignore'>): ChildProcess {
+  private spawnRbd (args: string[], stdio: Array<'pipe' | 'ignore'>, command = this.rbdCommand): ChildProcess {
     // an `rbd flatten` outliving a killed service would go on flattening (and skip the cleanup of
     // its parent snapshot, which the process taking the job over then finds already detached):
     // on Linux the rbd process gets SIGTERM when the service dies
     if (this.closed) throw new StorageError('UNAVAILABLE', `rbd ${args[0]}: the storage is closed (the service is stopping)`)
-    const argv = dyingWithParent([this.rbdCommand, ...this.baseArgs, ...args], 'TERM')
+    const argv = dyingWithParent([command, ...this.baseArgs, ...args], 'TERM')
     const child = spawn(argv[0], argv.slice(1), { stdio: stdio as ['pipe', 'pipe', 'pipe'] })
     this.children.add(child)
     const forget = (): void => { this.children.delete(child) }
@@ -275,7 +285,8 @@ export class RbdDriveStorage implements DriveStorage {
     const { signal, onStderr } = options
     return new Promise((resolve, reject) => {
       if (signal?.aborted === true) { reject(abortedError(what, signal.reason)); return }
-      const child = this.spawnRbd(args, ['ignore', 'pipe', 'pipe'])
+      const command = options.command ?? this.rbdCommand
+      const child = this.spawnRbd(args, ['ignore', 'pipe', 'pipe'], command)
       let out = ''
       let err = ''
       child.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d })
@@ -299,7 +310,7 @@ export class RbdDriveStorage implements DriveStorage {
         signal?.removeEventListener('abort', onAbort)
         if (signal?.aborted === true) reject(abortedError(what, signal.reason))
         else if (timedOut) reject(new StorageError('UNAVAILABLE', `${what}: no answer from the cluster within ${(this.callTimeoutMs ?? 0) / 1000} s`))
-        else if (spawnError !== undefined && !this.closed) reject(new StorageError('UNAVAILABLE', `${what}: cannot run ${this.rbdCommand}: ${spawnError.message}`, { cause: spawnError }))
+        else if (spawnError !== undefined && !this.closed) reject(new StorageError('UNAVAILABLE', `${what}: cannot run ${command}: ${spawnError.message}`, { cause: spawnError }))
         else if (code === 0) resolve(out)
         else reject(this.exitError(code, err, what))
       })
@@ -311,8 +322,42 @@ export class RbdDriveStorage implements DriveStorage {
     try {
       return JSON.parse(out) as T
     } catch (err) {
-      throw new StorageError('IO', `${what}: unreadable rbd output`, { cause: err })
+      throw new StorageError('IO', `${what}: unreadable ${options.command ?? 'rbd'} output`, { cause: err })
     }
+  }
+
+  /**
+   * CRUSH stripes each image's 4 MiB objects over every OSD of the pool, so images fail apart only
+   * when their copies do: 'spread' when the pool keeps two copies or more and its rule puts them in
+   * different buckets of a type wider than the OSD (host, rack, ...), of which the cluster has two
+   * or more; otherwise every image sits on the same disks of one host ('one-host'). Read from the
+   * cluster (the ceph CLI, read-only mon commands) and kept for a minute.
+   */
+  async placement (): Promise<DrivePlacement> {
+    const now = Date.now()
+    if (this.placementRead === undefined || now - this.placementRead.at > PLACEMENT_TTL_MS) {
+      const read = { at: now, value: this.readPlacement() }
+      this.placementRead = read
+      // a failed read is not kept: the next call asks again
+      read.value.catch(() => { if (this.placementRead === read) this.placementRead = undefined })
+    }
+    return await this.placementRead.value
+  }
+
+  private async readPlacement (): Promise<DrivePlacement> {
+    const ceph = { command: this.cephCommand }
+    const { size } = await this.json<{ size: number }>(['osd', 'pool', 'get', this.pool, 'size'], `size of pool ${this.pool}`, ceph)
+    if (!(size >= 2)) return 'one-host'
+    // side by side: each is a process start of the (Python) CLI
+    const [{ crush_rule: name }, rules, { nodes }] = await Promise.all([
+      this.json<{ crush_rule: string }>(['osd', 'pool', 'get', this.pool, 'crush_rule'], `CRUSH rule of pool ${this.pool}`, ceph),
+      this.json<Array<{ rule_name: string, steps: Array<{ op: string, type?: string }> }>>(['osd', 'crush', 'rule', 'dump'], 'CRUSH rules', ceph),
+      this.json<{ nodes: Array<{ type: string, children?: number[] }> }>(['osd', 'tree'], 'OSD tree', ceph)
+    ])
+    // the first choose step's bucket type is the widest the copies are split over
+    const domain = rules.find(r => r.rule_name === name)?.steps.find(s => s.op.startsWith('choose'))?.type
+    if (domain === undefined || domain === 'osd') return 'one-host'
+    return nodes.filter(n => n.type === domain && (n.children?.length ?? 0) > 0).length >= 2 ? 'spread' : 'one-host'
   }
 
   private async info (name: string): Promise<ImageInfo> {

@@ -181,17 +181,19 @@ export interface DriveWriter {
 
 /**
  * How drive images sit on storage hosts, for `GET /drives/availability_groups/`:
- * - 'one-host': every image is on the one host of this deployment (local files under one root),
- *   so all drives fail together when it does;
+ * - 'one-host': all drives fail together when one host (or one disk) does: local files under one
+ *   root, or a Ceph pool whose copies do not sit on different hosts (a pool of size 1, a CRUSH
+ *   rule whose failure domain is the OSD, or a cluster of one host), where every image is striped
+ *   over the same disks;
  * - 'spread': every image is striped over the whole cluster with its replicas on other hosts
- *   (Ceph RBD with its default host failure domain), so no host holds a drive alone and no two
- *   drives share one more than any other.
+ *   (Ceph RBD with a host, or wider, failure domain over two hosts or more), so no host holds a
+ *   drive alone and no two drives share one more than any other.
  */
 export type DrivePlacement = 'one-host' | 'spread'
 
 export interface DriveStorage {
-  /** Where images live, as far as host failures go (see {@link DrivePlacement}). */
-  readonly placement: DrivePlacement
+  /** Where images live, as far as host failures go (see {@link DrivePlacement}); may ask the cluster. */
+  placement (): Promise<DrivePlacement>
 
   /**
    * Creates a new sparse image of exactly `size` bytes. Allocates no data blocks.

@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { seedDrive } from '../servers/helpers.ts'
+import { StorageError } from '../../src/storage/index.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -22,9 +23,9 @@ const bobs = [await seedDrive(app, bob.id)]
  * files, test:rbd: Ceph); each backend's own placement is checked by its storage tests.
  */
 function placeAs (t: Test, placement: 'one-host' | 'spread'): void {
-  const storage = app.storage as { placement: string }
+  const storage = app.storage as { placement: () => Promise<string> }
   const before = storage.placement
-  storage.placement = placement
+  storage.placement = async () => placement
   t.teardown(() => { storage.placement = before })
 }
 
@@ -89,4 +90,16 @@ t.test('the static path is not a drive: other methods are 405, and /drives/{uuid
   t.equal(one.statusCode, 405, 'DELETE on one drive\'s group')
   t.equal((await api.get(`/api/2.0/drives/${mine[0]}/`)).json().uuid, mine[0])
   t.equal((await app.prisma.drive.count({ where: { id: { in: mine }, deleted: false } })), 3, 'nothing was deleted')
+})
+
+t.test('a storage that cannot tell where images sit (Ceph not answering) is 503, not a guess', async t => {
+  const storage = app.storage as { placement: () => Promise<string> }
+  const before = storage.placement
+  storage.placement = async () => { throw new StorageError('UNAVAILABLE', 'size of pool rbd: no answer from the cluster within 30 s') }
+  t.teardown(() => { storage.placement = before })
+  for (const url of [BASE, `${BASE}${mine[0]}/`]) {
+    const res = await api.get(url)
+    t.equal(res.statusCode, 503, url)
+    t.equal(res.json()[0].error_type, 'backend', url)
+  }
 })

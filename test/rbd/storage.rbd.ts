@@ -49,8 +49,48 @@ const before = poolImages()
 
 storageContract(t, () => s)
 
-t.test('Ceph spreads every image over the cluster: no host holds a drive alone', async t => {
-  t.equal(rbd.placement, 'spread')
+t.test('placement: read from the pool; drives fail apart only where copies sit on different hosts', async t => {
+  // the dev cluster's pool keeps one copy (size 1) under an OSD rule: every drive on the same disk
+  t.equal(await rbd.placement(), 'one-host', 'a one-copy pool')
+  // a pool of two copies under a rule over two racks (each holding the one host): spread. The
+  // racks sit under a root of their own, so the rbd pool's placement (root default) is untouched
+  const tag = randomBytes(4).toString('hex')
+  const [root, rule, twoCopies] = [`cj-root-${tag}`, `cj-racks-${tag}`, `cj-two-${tag}`]
+  const racks = [`cj-rack-a-${tag}`, `cj-rack-b-${tag}`]
+  const ceph = (...args: string[]): string => execFileSync('ceph', ['--conf', conf!, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  const host = (JSON.parse(ceph('osd', 'tree', '--format', 'json')) as { nodes: Array<{ type: string, name: string }> }).nodes.find(n => n.type === 'host')!.name
+  t.teardown(() => {
+    for (const undo of [
+      () => ceph('osd', 'pool', 'rm', twoCopies, twoCopies, '--yes-i-really-really-mean-it'),
+      () => ceph('osd', 'crush', 'rule', 'rm', rule),
+      ...racks.map(r => () => ceph('osd', 'crush', 'unlink', host, r)),
+      ...racks.map(r => () => ceph('osd', 'crush', 'rm', r)),
+      () => ceph('osd', 'crush', 'rm', root)
+    ]) {
+      try { undo() } catch {}
+    }
+  })
+  ceph('osd', 'crush', 'add-bucket', root, 'root')
+  for (const r of racks) {
+    ceph('osd', 'crush', 'add-bucket', r, 'rack')
+    ceph('osd', 'crush', 'move', r, `root=${root}`)
+    ceph('osd', 'crush', 'link', host, `rack=${r}`)
+  }
+  ceph('osd', 'crush', 'rule', 'create-replicated', rule, root, 'rack')
+  ceph('osd', 'pool', 'create', twoCopies, '1', '1', 'replicated', rule)
+  ceph('osd', 'pool', 'set', twoCopies, 'size', '2', '--yes-i-really-mean-it')
+  const placementOf = () => new RbdDriveStorage({ pool: twoCopies, conf }).placement()
+  t.equal(await placementOf(), 'spread', 'two copies in two racks')
+  // the same two copies under the OSD rule (the dev cluster's): both may land on one host
+  ceph('osd', 'pool', 'set', twoCopies, 'crush_rule', 'replicated_rule')
+  t.equal(await placementOf(), 'one-host', 'two copies under an OSD failure domain')
+  // a rack rule with one rack holding OSDs: one failure domain
+  ceph('osd', 'crush', 'unlink', host, racks[1])
+  ceph('osd', 'pool', 'set', twoCopies, 'crush_rule', rule)
+  t.equal(await placementOf(), 'one-host', 'a rack rule over one rack')
+  // no answer from the cluster is not a guess: the route answers 503
+  const blind = new RbdDriveStorage({ pool, conf, cephCommand: '/nonexistent/ceph' })
+  await t.rejects(blind.placement(), { code: 'UNAVAILABLE', message: /\/nonexistent\/ceph/ }, 'no ceph CLI: unavailable')
 })
 
 t.test('copy-on-write clone: instant whatever the size, independent of the source, flatten with progress', async t => {

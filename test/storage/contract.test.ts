@@ -7,5 +7,5 @@ import { storageContract } from './contract.ts'
 storageContract(t, t => createStorage({ root: path.join(t.testdir(), 'drives'), durable: false }))
 
 t.test('local files are on the one host of this deployment', async t => {
-  t.equal(createStorage({ root: path.join(t.testdir(), 'drives') }).placement, 'one-host')
+  t.equal(await createStorage({ root: path.join(t.testdir(), 'drives') }).placement(), 'one-host')
 })

@@ -33,7 +33,7 @@ export async function rejectsCode (t: Test, p: Promise<unknown> | (() => unknown
 /** Registers the contract tests on `t`; `make` gives the storage under test (it may share one). */
 export function storageContract (t: Test, make: (t: Test) => DriveStorage): void {
   t.test('placement: says how images sit on hosts (GET /drives/availability_groups/)', async t => {
-    t.ok(['one-host', 'spread'].includes(make(t).placement))
+    t.ok(['one-host', 'spread'].includes(await make(t).placement()))
   })
 
   t.test('create: sparse 1 TiB drive, exact size, EXISTS leaves it untouched, RangeError', async t => {

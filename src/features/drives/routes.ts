@@ -87,7 +87,8 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
   // static paths: the router takes them before /drives/{uuid}/ (no drive is called availability_groups)
   const placementNote = 'Storage hosts: with STORAGE=local every image is a file under one root on one machine, so all the account\'s drives share that host ' +
     '(one group: `avoid` cannot place a drive elsewhere). With STORAGE=rbd Ceph stripes every image over all the OSDs of the pool, with replicas on other hosts, ' +
-    'so no host holds a drive alone: each drive is a group of its own (already apart for `avoid`). Only the caller\'s drives appear.'
+    'so no host holds a drive alone: each drive is a group of its own (already apart for `avoid`). A pool whose copies do not sit on different hosts ' +
+    '(size 1, an OSD failure domain, or one host) puts every image on the same disks: then all the drives are one group, as with local files. Only the caller\'s drives appear.'
   app.get('/drives/availability_groups/', {
     schema: {
       tags: TAGS,
@@ -95,7 +96,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       description: placementNote,
       response: { 200: refTo(AvailabilityGroups), ...errorResponses() }
     }
-  }, async (request) => driveAvailabilityGroups(app.prisma, request.account.id, app.storage.placement))
+  }, async (request) => driveAvailabilityGroups(app.prisma, request.account.id, await app.storage.placement()))
 
   app.get('/drives/availability_groups/:uuid/', {
     schema: {
@@ -105,7 +106,7 @@ const drives: FastifyPluginAsyncTypebox = async (app) => {
       params: UuidParams,
       response: { 200: refTo(AvailabilityGroup), ...errorResponses(404) }
     }
-  }, async (request) => driveAvailabilityGroup(app.prisma, request.account.id, request.params.uuid, app.storage.placement))
+  }, async (request) => driveAvailabilityGroup(app.prisma, request.account.id, request.params.uuid, await app.storage.placement()))
 
   app.post('/drives/', {
     preValidation: createBodyHook,
