@@ -18,6 +18,7 @@ export type {
   CowCloneOptions,
   FlattenOptions,
   DrivePlacement,
+  DriveReader,
   DriveStat,
   DriveStorage,
   DriveWriter,

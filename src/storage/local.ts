@@ -26,6 +26,7 @@ import type {
   DriveStat,
   DriveStorage,
   DrivePlacement,
+  DriveReader,
   DriveWriter,
   ReadRange,
   WriteStreamOptions,
@@ -132,6 +133,24 @@ interface CopyJob {
  * 5-7 at 4 MiB (and the writes no longer), 8-20 at 1 MiB (a flush per write).
  */
 const WRITE_BACK_BYTES = 4 * 1024 * 1024
+
+class LocalDriveReader implements DriveReader {
+  private closed: Promise<void> | undefined
+  constructor (private readonly handle: FileHandle, readonly size: number, private readonly id: string) {}
+
+  async read (into: Uint8Array, length: number, position: number): Promise<number> {
+    try {
+      return (await this.handle.read(into, 0, Math.min(length, into.byteLength), position)).bytesRead
+    } catch (err) {
+      throw wrap(err, this.id, 'read')
+    }
+  }
+
+  async close (): Promise<void> {
+    this.closed ??= this.handle.close().catch(() => {})
+    await this.closed
+  }
+}
 
 class LocalDriveWriter implements DriveWriter {
   /** a write's system call is done when it resolves: the buffers are the caller's again */
@@ -389,6 +408,22 @@ export class LocalDriveStorage implements DriveStorage {
       highWaterMark: MiB,
       autoClose: true,
     })
+  }
+
+  async openForRead (id: string): Promise<DriveReader> {
+    const file = this.path(id)
+    let h: FileHandle
+    try {
+      h = await open(file, 'r')
+    } catch (err) {
+      throw wrap(err, id, 'open')
+    }
+    try {
+      return new LocalDriveReader(h, (await h.stat()).size, id)
+    } catch (err) {
+      await h.close().catch(() => {})
+      throw wrap(err, id, 'open')
+    }
   }
 
   async openForWrite (id: string): Promise<LocalDriveWriter> {

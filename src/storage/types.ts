@@ -152,6 +152,19 @@ export interface FlattenOptions {
   onProgress?: CopyProgress
 }
 
+/** Positional reads of an image into the caller's buffers (downloads that reuse their buffers). */
+export interface DriveReader {
+  /** Size of the image when it was opened. */
+  readonly size: number
+  /**
+   * Reads up to `length` bytes at `position` into `into` from its start; resolves to the number
+   * read (0 at the end of the image). `into` is the caller's again when the promise resolves.
+   */
+  read (into: Uint8Array, length: number, position: number): Promise<number>
+  /** Closes the image. Idempotent. */
+  close (): Promise<void>
+}
+
 /** Positional writer for chunked uploads (e.g. `Content-Range` PUTs). */
 export interface DriveWriter {
   /** Nominal size of the drive when it was opened: writes must stay below it. */
@@ -230,6 +243,13 @@ export interface DriveStorage {
    * so 'NOT_FOUND' is thrown here, not emitted later by the stream.
    */
   createReadStream (id: string, range?: ReadRange): Promise<Readable>
+
+  /**
+   * Opens the image for positional reads into the caller's buffers ('NOT_FOUND' thrown here).
+   * Optional: where the storage has it (local files), a download reads into buffers it reuses
+   * instead of a stream's fresh buffer per read; elsewhere it streams (createReadStream).
+   */
+  openForRead? (id: string): Promise<DriveReader>
 
   /**
    * Opens the image and resolves to a stream that writes at `start`, `start + n`, ...

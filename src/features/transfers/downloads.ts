@@ -7,6 +7,8 @@
 // sent and fails when the client goes away first.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
+import type { OutgoingHttpHeaders } from 'node:http'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Type } from 'typebox'
 import { errors } from '../../http/errors.ts'
@@ -16,6 +18,8 @@ import type { Action } from '../../http/actions.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter } from './streams.ts'
+import { ImagePump } from './pump.ts'
+import type { DriveReader } from '../../storage/index.ts'
 import { assertDownloadable, createDownloadLink, parseRange, peekDownloadLink, startDirectDownload, useDownloadLink, type ByteRange } from './download-jobs.ts'
 import { failureRecord, transferDeps, type HeldJob, type TransferDeps } from './service.ts'
 import type { DriveRow } from '../drives/service.ts'
@@ -88,46 +92,71 @@ function rangeAsked (headers: { range?: string, 'if-range'?: string }): string |
   return headers['if-range'] === undefined ? headers.range : undefined
 }
 
-/** Streams the image (or a range) as the job's work; the job settles when the response does. */
+/**
+ * Sends the image (or a range) as the job's work; the job settles when the response does. Where
+ * the storage reads into the caller's buffers (local files) the bytes go out through an ImagePump
+ * (buffers reused, pump.ts) on the raw response; otherwise (rbd) a read stream is sent.
+ */
 async function sendImage (deps: TransferDeps, settling: Settling, reply: FastifyReply, held: HeldJob, drive: DriveRow, range: ByteRange | undefined): Promise<FastifyReply> {
   const recorded = settling.begin()
   const length = imageHeaders(reply, drive, range)
-  let source
+  let source: Readable | DriveReader
   try {
     // the whole image with its last byte named: a stream that finds its end by one more read
     // (EOF) ends the response a thread-pool round trip after the last byte went out, and a client
     // that closes on having every byte (Content-Length) was taken for one gone midway
-    source = await deps.storage.createReadStream(drive.id, range ?? (length > 0 ? { start: 0, end: length - 1 } : {}))
+    source = deps.storage.openForRead !== undefined
+      ? await deps.storage.openForRead(drive.id)
+      : await deps.storage.createReadStream(drive.id, range ?? (length > 0 ? { start: 0, end: length - 1 } : {}))
   } catch (err) {
     await held.fail(failureRecord(err)).finally(recorded)
     throw err
   }
   const t0 = performance.now()
   held.log(`sending ${range ? `bytes ${range.start}-${range.end}` : 'the whole image'} of drive ${drive.id} (${length} bytes)`)
-  const meter = new Meter(Number.MAX_SAFE_INTEGER, false, (n) => held.progress(n))
-  const piping = pipeline(source, meter).catch(() => {})
+  let sent: () => number
+  let sending: Promise<void>
+  let cancel: (err: Error) => void
+  if (source instanceof Readable) {
+    const meter = new Meter(Number.MAX_SAFE_INTEGER, false, (n) => held.progress(n))
+    sending = pipeline(source, meter).catch(() => {})
+    sent = () => meter.bytes
+    cancel = (err) => { meter.destroy(err) }
+    void reply.send(meter)
+  } else {
+    // the raw response: Fastify's send would take a stream, whose buffers cannot be reused.
+    // onResponse hooks still run; the headers set so far go out with the status
+    reply.hijack()
+    const res = reply.raw
+    res.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
+    const pump = new ImagePump(source, res, range?.start ?? 0, length, (n) => held.progress(n))
+    const reader = source
+    sending = pump.run().catch((err: unknown) => { res.destroy(err as Error) }).finally(() => reader.close())
+    sent = () => pump.sent
+    cancel = (err) => { res.destroy(err) }
+  }
   let settled = false
   const settle = (): void => {
     if (settled) return
     settled = true
     // every byte went through and the response was ended ('close' may come before 'finish')
-    const complete = (reply.raw.writableFinished || reply.raw.writableEnded) && meter.bytes === length
-    void piping.then(async () => {
+    const complete = (reply.raw.writableFinished || reply.raw.writableEnded) && sent() === length
+    void sending.then(async () => {
       if (complete) {
         const seconds = (performance.now() - t0) / 1000
-        held.log(`sent ${meter.bytes} bytes in ${Math.round(seconds * 1000)} ms`)
-        held.describe(`sent ${formatBytes(meter.bytes)} in ${seconds.toFixed(1)} s`)
-        await deps.prisma.$transaction(async (tx) => held.finish(tx, { state: 'success', result: { bytes: meter.bytes } }))
+        held.log(`sent ${sent()} bytes in ${Math.round(seconds * 1000)} ms`)
+        held.describe(`sent ${formatBytes(sent())} in ${seconds.toFixed(1)} s`)
+        await deps.prisma.$transaction(async (tx) => held.finish(tx, { state: 'success', result: { bytes: sent() } }))
           .catch(err => deps.log.error({ err, job: held.id }, 'could not record a finished download'))
       } else {
-        await held.fail(failureRecord(errors.validation(`The client went away after ${meter.bytes} of ${length} bytes`)))
+        await held.fail(failureRecord(errors.validation(`The client went away after ${sent()} of ${length} bytes`)))
       }
     }).finally(recorded)
   }
   reply.raw.once('finish', settle)
   reply.raw.once('close', settle)
-  held.signal.addEventListener('abort', () => { meter.destroy(new Error('download cancelled')) }, { once: true })
-  return reply.send(meter)
+  held.signal.addEventListener('abort', () => { cancel(new Error('download cancelled')) }, { once: true })
+  return reply
 }
 
 const imageResponse = (what: string) => ({
