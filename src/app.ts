@@ -35,6 +35,7 @@ import metrics from './features/ops/metrics.ts'
 import accounts from './features/accounts/routes.ts'
 import clones, { cloneHandlers } from './features/clones/service.ts'
 import drives, { driveHandlers } from './features/drives/routes.ts'
+import { imageSweeper } from './features/drives/image-removals.ts'
 import jobsApi, { jobEvents } from './features/jobs/index.ts'
 import servers, { serverHandlers } from './features/servers/routes.ts'
 import transfers, { transferHandlers } from './features/transfers/index.ts'
@@ -116,7 +117,10 @@ async function service (fastify: FastifyInstance, opts: AppOptions): Promise<voi
   // before every route (its hook is added to each route as it is made) and before the dashboard's static files
   await fastify.register(compression)
   const role = opts.role ?? opts.config.role
-  await fastify.register(jobs, { runWorkers: role !== 'api' && opts.runWorkers !== false, databaseUrl: opts.databaseUrl, listener: opts.listener })
+  const runWorkers = role !== 'api' && opts.runWorkers !== false
+  await fastify.register(jobs, { runWorkers, databaseUrl: opts.databaseUrl, listener: opts.listener })
+  // images left by cleanups whose delete failed are retried where jobs run
+  await fastify.register(imageSweeper, { run: runWorkers })
   await fastify.register(hypervisor)
   // this app's own ?do= registries: the features fill them as they are registered
   fastify.decorate('actions', actionRegistries())

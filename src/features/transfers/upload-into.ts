@@ -17,6 +17,7 @@ import { formatBytes } from '../../domain/progress.ts'
 import type { TakenJob } from '../../engine/queue-sql.ts'
 import { lockResources } from '../../engine/resources.ts'
 import { announceDrives, assertDriveUsable, loadOwnedDrive, mountState, restingStatusOf } from '../drives/service.ts'
+import { recordImageRemovals, removeRecordedImages, type ImageRemovalDeps } from '../drives/image-removals.ts'
 import { BodyTooLong, Meter, yieldsSocketReads } from './streams.ts'
 import { type ClientError, type TransferDeps, failureRecord, finishUploadedDrive, streamFailure, takenOver } from './service.ts'
 import type { MultipartUpload } from './upload-multipart.ts'
@@ -40,17 +41,20 @@ async function restoreDrive (db: PrismaClient, ownerId: string, driveId: string,
  * image (`scratch` from the job's params; absent in jobs enqueued before it was recorded). Never
  * deletes the drive: it existed before the upload. The drive is given back in `fenced` (the
  * attempt's fenced transaction) before the scratch image goes: a stale attempt gets LeaseLost there
- * and leaves the scratch image to the newer attempt (which may be rolling it forward); a retry after
- * a failed delete finds the drive already given back (a no-op) and deletes the image then.
+ * and leaves the scratch image to the newer attempt (which may be rolling it forward); the image is
+ * recorded for removal in that transaction, so a failed delete is retried by the sweeper.
  */
-export async function releaseUploadInto (fenced: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>, storage: DriveStorage, ownerId: string, driveId: string, jobId: string, scratch: string | undefined): Promise<void> {
+export async function releaseUploadInto (fenced: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>, deps: ImageRemovalDeps, ownerId: string, driveId: string, jobId: string, scratch: string | undefined): Promise<void> {
   const id = driveId.toLowerCase()
+  const doomed = scratch !== undefined && scratch.toLowerCase() !== id ? [scratch] : []
   await fenced(async (tx) => {
     const status = await restingStatusOf(tx, id)
     await tx.drive.updateMany({ where: { id, lockedByJob: jobId }, data: { status, lockedByJob: null } })
     await announceDrives(tx, ownerId, [id])
+    // the scratch image is nobody's once the drive is given back: a failed delete is retried by the sweeper
+    await recordImageRemovals(tx, doomed, 'drive_upload cleanup (scratch image)')
   })
-  if (scratch !== undefined && scratch.toLowerCase() !== id) await storage.delete(scratch)
+  await removeRecordedImages(deps, doomed)
 }
 
 /** The job's checkpoint once the file is complete and about to replace the drive's image. */

@@ -9,6 +9,7 @@ import { copiedDescription, copyDescription } from '../../../domain/clone-plan.t
 import { formatBytes } from '../../../domain/progress.ts'
 import type { CopyStats } from '../../../storage/index.ts'
 import { announceDrives, restingStatusOf } from '../../drives/service.ts'
+import { recordImageRemovals, removeRecordedImages } from '../../drives/image-removals.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
 import { enqueueJob } from '../../../engine/enqueue.ts'
 import { CHANNELS } from '../../../engine/listener.ts'
@@ -77,21 +78,23 @@ function failureOf (err: unknown, p: DriveCloneParams): unknown {
  * Deletes the destination of the job (row, mounts, data) if the job still holds it, fenced by the
  * attempt. The row goes first, in the attempt's fenced transaction (`last`): a stale attempt gets
  * LeaseLost there and so never reaches the image, which may be the newer attempt's copy. The image
- * goes only after that commit; if deleting it fails, the retry finds no row and deletes it then
- * (an image whose drive row is gone is nobody's), so nothing half-made is left.
+ * is recorded for removal in that transaction and goes only after its commit; if deleting it fails
+ * (or the process dies first) the sweeper retries it, so nothing half-made is left.
  */
 async function removeDestination (ctx: JobContext, storage: DriveStorage, driveId: string): Promise<void> {
   const jobId = ctx.job.id
   const ours = await ctx.fenced(async (tx) => {
     const drive = await tx.drive.findUnique({ where: { id: driveId }, select: { lockedByJob: true } })
-    if (!drive) return true
-    if (drive.lockedByJob !== jobId) return false
-    // server_drives rows go with the row (ON DELETE CASCADE)
-    await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: jobId } })
-    await announceDrives(tx, ctx.job.ownerId, [driveId])
+    if (drive && drive.lockedByJob !== jobId) return false
+    if (drive) {
+      // server_drives rows go with the row (ON DELETE CASCADE)
+      await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: jobId } })
+      await announceDrives(tx, ctx.job.ownerId, [driveId])
+    }
+    await recordImageRemovals(tx, [driveId], 'drive_clone cleanup')
     return true
   }, { last: true })
-  if (ours) await storage.delete(driveId)
+  if (ours) await removeRecordedImages({ prisma: ctx.prisma, storage, log: ctx.logger }, [driveId])
 }
 
 export function driveCloneHandler (storage: () => DriveStorage): JobHandler {

@@ -3,6 +3,7 @@
 // when one failed or was cancelled, the cleanup removes the new server and every drive it created
 // (the children clean up their own destinations first; this catches the ones that had finished).
 import { announceDrives } from '../../drives/service.ts'
+import { recordImageRemovals, removeRecordedImages } from '../../drives/image-removals.ts'
 import { publishChange } from '../../../engine/events.ts'
 import { detachAll } from '../../servers/mounts.ts'
 import type { DriveStorage } from '../../../storage/index.ts'
@@ -48,9 +49,9 @@ export function serverCloneHandler (storage: () => DriveStorage): JobHandler {
       const ids = p.disks.map(d => d.driveId)
       // Rows first, in this attempt's fenced transaction (`last`): a stale attempt (taken over since
       // the engine checked its fence) gets LeaseLost there and so deletes no image either. The images
-      // go after that commit: those of the drives it deleted, and those whose row was already gone
-      // (a retry after deleting them failed: an image without its drive row is nobody's), so nothing
-      // half-made is left.
+      // are recorded for removal there and go after that commit: those of the drives it deleted, and
+      // those whose row was already gone (an image without its drive row is nobody's); a delete that
+      // fails (or a process that dies first) is retried by the sweeper, so nothing half-made is left.
       const doomed = await ctx.fenced(async (tx) => {
         const mountedHere = new Set((await tx.serverDrive.findMany({ where: { serverId: p.serverId, driveId: { in: ids } }, select: { driveId: true } })).map(m => m.driveId))
         const rows = await tx.drive.findMany({ where: { id: { in: ids } }, select: { id: true, lockedByJob: true, deleted: true } })
@@ -70,9 +71,10 @@ export function serverCloneHandler (storage: () => DriveStorage): JobHandler {
         const changed: string[] = [...ours]
         for (const d of p.disks) if (await releaseSource(tx, d.jobId, d.sourceId)) changed.push(d.sourceId)
         await announceDrives(tx, ownerId, changed)
+        await recordImageRemovals(tx, [...ours, ...gone], 'server_clone cleanup')
         return [...ours, ...gone]
       }, { last: true })
-      for (const id of doomed) await storage().delete(id)
+      await removeRecordedImages({ prisma: ctx.prisma, storage: storage(), log: ctx.logger }, doomed)
     }
   }
 }

@@ -1,12 +1,12 @@
 // drive_create: makes the sparse image, then the drive leaves `creating`. A failure removes the
 // row and any file, so nothing half-made remains.
 import type pg from 'pg'
-import type { FastifyBaseLogger } from 'fastify'
 import type { DriveStorage } from '../../../storage/index.ts'
 import { publishEventsSql } from '../../../engine/events.ts'
 import { fenceCte, fenceParams } from '../../../engine/queue-sql.ts'
 import { LeaseLost } from '../../../engine/held.ts'
 import { announceDrives, restingStatusSql } from '../service.ts'
+import { recordImageRemovals, removeRecordedImages, type ImageRemovalDeps } from '../image-removals.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
 
@@ -25,13 +25,16 @@ const FINISH = `
     SELECT owner_id, 'drives' AS resource_type, id::text AS resource_id, 'changed' AS change FROM d`)}
   SELECT (SELECT count(*)::int FROM fence) AS fenced, (SELECT count(*)::int FROM d) AS done, (SELECT n FROM notified) AS notified`
 
-/** Removes the image of a drive whose row is gone; leaves it when the row exists, or on any doubt. */
-async function removeOrphan (pool: pg.Pool, storage: DriveStorage, driveId: string, log: FastifyBaseLogger): Promise<void> {
+/**
+ * Removes the image of a drive whose row is gone: recorded first (one statement, nothing when the
+ * row exists: the image is then the newer attempt's), so a failed delete is retried by the sweeper.
+ */
+async function removeOrphan (deps: ImageRemovalDeps, driveId: string): Promise<void> {
   try {
-    const row = await pool.query('SELECT 1 FROM drives WHERE id = $1::uuid', [driveId])
-    if (row.rowCount === 0) await storage.delete(driveId)
+    await deps.prisma.$transaction(async (tx) => { await recordImageRemovals(tx, [driveId], 'drive_create: the image of a stale attempt') })
+    await removeRecordedImages(deps, [driveId])
   } catch (err) {
-    log.warn({ err, drive: driveId }, 'could not remove the image a stale attempt made')
+    deps.log.warn({ err, drive: driveId }, 'could not remove the image a stale attempt made')
   }
 }
 
@@ -59,7 +62,7 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
         // taken over between the fence and here (this process froze): the image this attempt made
         // is removed only once the drive's row is gone (the newer attempt failed and cleaned up
         // before it was made); while the row exists the image is the newer attempt's
-        if (err instanceof LeaseLost && made) await removeOrphan(pool, storage, driveId, ctx.logger)
+        if (err instanceof LeaseLost && made) await removeOrphan({ prisma: ctx.prisma, storage, log: ctx.logger }, driveId)
         throw err
       }
       if (done === 0) throw new JobFailure('the drive is no longer held by this job')
@@ -70,17 +73,20 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
       const { driveId } = driveJobParams(ctx, false)
       // the row goes first, only while this attempt still owns the job (fenced, `last`): a stale
       // attempt (taken over since the engine checked its fence) gets LeaseLost there and so never
-      // reaches the image, which may be the newer attempt's. The image goes after that commit, or on
-      // its own when the row is already gone (a retry after deleting it failed): nothing half-made
+      // reaches the image, which may be the newer attempt's. The image is recorded for removal in
+      // that transaction and goes after its commit; when that delete fails (or this process dies
+      // first) the sweeper retries it: nothing half-made stays
       const ours = await ctx.fenced(async (tx) => {
         const drive = await tx.drive.findUnique({ where: { id: driveId }, select: { lockedByJob: true } })
-        if (!drive) return true
-        if (drive.lockedByJob !== ctx.job.id) return false
-        await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: ctx.job.id } })
-        await announceDrives(tx, ctx.job.ownerId, [driveId])
+        if (drive && drive.lockedByJob !== ctx.job.id) return false
+        if (drive) {
+          await tx.drive.deleteMany({ where: { id: driveId, lockedByJob: ctx.job.id } })
+          await announceDrives(tx, ctx.job.ownerId, [driveId])
+        }
+        await recordImageRemovals(tx, [driveId], 'drive_create cleanup')
         return true
       }, { last: true })
-      if (ours) await storage.delete(driveId)
+      if (ours) await removeRecordedImages({ prisma: ctx.prisma, storage, log: ctx.logger }, [driveId])
     }
   }
 }

@@ -12,6 +12,7 @@ import type { DriveStorage } from '../../../storage/index.ts'
 import { chunkCount } from '../../../domain/chunks.ts'
 import { finishUploadedDrive } from '../service.ts'
 import { announceDrives } from '../../drives/service.ts'
+import { recordImageRemovals, removeRecordedImages } from '../../drives/image-removals.ts'
 import type { Tx } from '../../../db/client.ts'
 import { chunkedTimeSplit } from '../upload-chunked.ts'
 import { committedUpload, releaseUploadInto, rollForwardUploadInto } from '../upload-into.ts'
@@ -81,10 +82,10 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
       // every row write is fenced by this attempt (`last`): a stale one (taken over since the engine
       // checked its fence) gets LeaseLost and writes nothing
       const fenced = <T>(fn: (tx: Tx) => Promise<T>) => ctx.fenced(fn, { last: true })
-      if (p.mode === 'multipart_into') return releaseUploadInto(fenced, storage, ctx.job.ownerId, p.driveId, ctx.job.id, p.scratch)
+      if (p.mode === 'multipart_into') return releaseUploadInto(fenced, { prisma: ctx.prisma, storage, log: ctx.logger }, ctx.job.ownerId, p.driveId, ctx.job.id, p.scratch)
       // the new drive: its row goes first, fenced, so a stale attempt never reaches the image (which
-      // may be the newer attempt's finished upload); the image goes after that commit, or, when the
-      // row is already gone (a retry after deleting the image failed), on its own: nothing half-made
+      // may be the newer attempt's finished upload); the image is recorded for removal there and goes
+      // after that commit, retried by the sweeper if that fails: nothing half-made
       const ours = await fenced(async (tx) => {
         const row = await tx.drive.findUnique({ where: { id: p.driveId }, select: { lockedByJob: true } })
         if (row && row.lockedByJob !== ctx.job.id) return false
@@ -93,9 +94,10 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
           await tx.drive.deleteMany({ where: { id: p.driveId, lockedByJob: ctx.job.id } })
           await announceDrives(tx, ctx.job.ownerId, [p.driveId])
         }
+        await recordImageRemovals(tx, [p.driveId], 'drive_upload cleanup')
         return true
       })
-      if (ours) await storage.delete(p.driveId)
+      if (ours) await removeRecordedImages({ prisma: ctx.prisma, storage, log: ctx.logger }, [p.driveId])
     }
   }
 }

@@ -1,0 +1,213 @@
+// Images whose drive rows are gone are recorded for removal in the transaction that deleted the
+// rows, and removed by the sweeper when the cleanup's own delete failed or never ran (a process
+// that died between the commit and the delete). An image whose drive row exists is never removed.
+// Real PostgreSQL and real sparse files; the one fault (a delete that fails once) is a Proxy over
+// the real storage.
+import t, { type Test } from 'tap'
+import pg from 'pg'
+import { StorageError, type DriveStorage } from '../../src/storage/index.ts'
+import { driveCreateHandler } from '../../src/features/drives/handlers/drive-create.ts'
+import { driveJobParams } from '../../src/features/drives/handlers/drive-params.ts'
+import { recordImageRemovals, sweepImageRemovals } from '../../src/features/drives/image-removals.ts'
+import { JobFailure } from '../../src/engine/types.ts'
+import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
+import { GiB, readyDrive } from './helpers.ts'
+
+const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false, config: { storage: 'local' } })
+const alice = await createUser(app)
+const api = client(app, alice)
+
+const record = (id: string) => app.prisma.imageRemoval.findUnique({ where: { imageId: id } })
+const row = (id: string) => app.prisma.drive.findUnique({ where: { id } })
+/** Makes every record due now (their backoff is tens of seconds). */
+const due = () => app.prisma.$executeRaw`UPDATE image_removals SET next_try_at = now() - interval '1 second'`
+
+/** The real storage, whose next `delete` fails with a non-retryable I/O error (once). */
+function failingDeleteOnce (): { storage: DriveStorage, failed: () => number } {
+  let failures = 0
+  const storage = new Proxy(app.storage, {
+    get (target, p) {
+      if (p === 'delete') {
+        return async (id: string) => {
+          if (failures === 0) { failures++; throw new StorageError('IO', `injected EIO deleting ${id}`) }
+          return target.delete(id)
+        }
+      }
+      const v = Reflect.get(target, p, target) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    }
+  })
+  return { storage, failed: () => failures }
+}
+
+/** A drive whose image is made; the drive_create job then fails, and its real cleanup runs. */
+async function failedCreate (t: Test, storage: DriveStorage): Promise<{ uuid: string, jobId: string }> {
+  const real = driveCreateHandler(storage, app.dbPool)
+  const handlers = {
+    drive_create: {
+      ...real,
+      async run (ctx: Parameters<typeof real.run>[0]) {
+        const { driveId, size } = driveJobParams(ctx, true)
+        await app.storage.create(driveId, size)
+        throw new JobFailure('injected after the image was made')
+      }
+    }
+  }
+  const engine = await startEngine(t, app, handlers, { databaseUrl })
+  const d = (await api.post('/api/2.0/drives/', { name: 'doomed', size: GiB, media: 'disk' })).json().objects[0]
+  const jobId = d.jobs[0].uuid as string
+  t.equal((await waitForJob(app, jobId)).state, 'error', 'the job failed')
+  await engine.stop()
+  return { uuid: d.uuid, jobId }
+}
+
+t.test('a cleanup whose image delete fails leaves a record; the sweeper removes the image later', async t => {
+  const fault = failingDeleteOnce()
+  const d = await failedCreate(t, fault.storage)
+  t.equal(fault.failed(), 1, 'the cleanup\'s delete failed')
+  t.equal(await row(d.uuid), null, 'the drive row is gone')
+  t.ok(await app.storage.exists(d.uuid), 'its image is still there')
+  t.match(await record(d.uuid), { reason: 'drive_create cleanup', attempts: 1, lastError: /injected EIO/ }, 'and recorded for removal')
+  t.same(await app.sweepImageRemovals(), { removed: 0, owned: 0, failed: 0 }, 'not due before its backoff')
+  await due()
+  t.same(await app.sweepImageRemovals(), { removed: 1, owned: 0, failed: 0 }, 'the sweeper removed it')
+  t.notOk(await app.storage.exists(d.uuid), 'the image is gone')
+  t.equal(await record(d.uuid), null, 'and so is its record')
+})
+
+t.test('a cleanup whose delete succeeds leaves no record', async t => {
+  const d = await failedCreate(t, app.storage)
+  t.equal(await row(d.uuid), null)
+  t.notOk(await app.storage.exists(d.uuid), 'the image went at once')
+  t.equal(await record(d.uuid), null, 'and its record with it')
+})
+
+t.test('a sweeper whose delete fails keeps the record and backs off', async t => {
+  const fault = failingDeleteOnce()
+  const setup = await startEngine(t, app, appHandlers(app), { databaseUrl })
+  const made = await readyDrive(api, { size: GiB })
+  await setup.stop()
+  await app.prisma.$transaction(async (tx) => {
+    await tx.drive.delete({ where: { id: made.uuid } })
+    await recordImageRemovals(tx, [made.uuid], 'test')
+  })
+  const deps = { prisma: app.prisma, storage: fault.storage, log: app.log }
+  t.same(await sweepImageRemovals(deps), { removed: 0, owned: 0, failed: 1 })
+  const r = await record(made.uuid)
+  t.match(r, { attempts: 1, lastError: /injected EIO/ })
+  t.ok(r!.nextTryAt.getTime() > Date.now() + 5000, 'the next try waits')
+  t.ok(await app.storage.exists(made.uuid))
+  await due()
+  t.same(await sweepImageRemovals(deps), { removed: 1, owned: 0, failed: 0 })
+  t.notOk(await app.storage.exists(made.uuid))
+})
+
+t.test('the sweeper never removes an image whose drive row exists', async t => {
+  const setup = await startEngine(t, app, appHandlers(app), { databaseUrl })
+  const d = await readyDrive(api, { size: GiB })
+  await setup.stop()
+  // a record for an owned image (written when the row was briefly gone, the id since made again)
+  await app.prisma.$executeRaw`INSERT INTO image_removals (image_id, reason) VALUES (${d.uuid}::uuid, 'test')`
+  t.same(await app.sweepImageRemovals(), { removed: 0, owned: 1, failed: 0 }, 'the record was dropped')
+  t.ok(await app.storage.exists(d.uuid), 'the image stays')
+  t.equal(await record(d.uuid), null)
+
+  t.test('recording an owned image records nothing', async t => {
+    await app.prisma.$transaction(async (tx) => { await recordImageRemovals(tx, [d.uuid], 'test') })
+    t.equal(await record(d.uuid), null)
+  })
+
+  t.test('a drive row made with a recorded id takes the record', async t => {
+    const id = (await api.post('/api/2.0/drives/', { name: 'again', size: GiB, media: 'disk' })).json().objects[0].uuid as string
+    await app.prisma.$transaction(async (tx) => {
+      await tx.drive.delete({ where: { id } })
+      await recordImageRemovals(tx, [id], 'test')
+    })
+    t.ok(await record(id), 'recorded')
+    await app.prisma.$executeRaw`
+      INSERT INTO drives (id, owner_id, name, size, media, status, storage_type)
+      VALUES (${id}::uuid, ${alice.id}::uuid, 'again', ${GiB}, 'disk', 'creating', 'dssd')`
+    await app.storage.create(id, GiB)
+    t.equal(await record(id), null, 'the insert took the record')
+    t.same(await app.sweepImageRemovals(), { removed: 0, owned: 0, failed: 0 })
+    t.ok(await app.storage.exists(id), 'the image stays')
+  })
+
+  t.test('an insert of the id not yet committed: the sweeper skips the record', async t => {
+    const id = (await api.post('/api/2.0/drives/', { name: 'racing', size: GiB, media: 'disk' })).json().objects[0].uuid as string
+    await app.storage.create(id, GiB)
+    await app.prisma.$transaction(async (tx) => {
+      await tx.drive.delete({ where: { id } })
+      await recordImageRemovals(tx, [id], 'test')
+    })
+    const other = new pg.Client({ connectionString: databaseUrl })
+    await other.connect()
+    t.teardown(() => other.end())
+    await other.query('BEGIN')
+    await other.query(`INSERT INTO drives (id, owner_id, name, size, media, status, storage_type)
+      VALUES ($1::uuid, $2::uuid, 'racing', $3, 'disk', 'creating', 'dssd')`, [id, alice.id, GiB])
+    t.same(await app.sweepImageRemovals(), { removed: 0, owned: 0, failed: 0 }, 'skipped: the insert holds the record')
+    t.ok(await app.storage.exists(id), 'the image stays')
+    await other.query('COMMIT')
+    t.equal(await record(id), null, 'the committed insert took the record')
+    t.ok(await row(id))
+  })
+
+  t.test('a removal under way: an insert of the id waits until the image is gone', async t => {
+    const id = (await api.post('/api/2.0/drives/', { name: 'waiting', size: GiB, media: 'disk' })).json().objects[0].uuid as string
+    await app.storage.create(id, GiB)
+    await app.prisma.$transaction(async (tx) => {
+      await tx.drive.delete({ where: { id } })
+      await recordImageRemovals(tx, [id], 'test')
+    })
+    let atDelete!: () => void
+    const reached = new Promise<void>(resolve => { atDelete = resolve })
+    let open!: () => void
+    const gate = new Promise<void>(resolve => { open = resolve })
+    const storage = new Proxy(app.storage, {
+      get (target, p) {
+        if (p === 'delete') return async (image: string) => { atDelete(); await gate; return target.delete(image) }
+        const v = Reflect.get(target, p, target) as unknown
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      }
+    })
+    const sweeping = sweepImageRemovals({ prisma: app.prisma, storage, log: app.log })
+    await reached
+    const other = new pg.Client({ connectionString: databaseUrl })
+    await other.connect()
+    t.teardown(() => other.end())
+    let inserted = false
+    const inserting = other.query(`INSERT INTO drives (id, owner_id, name, size, media, status, storage_type)
+      VALUES ($1::uuid, $2::uuid, 'waiting', $3, 'disk', 'creating', 'dssd')`, [id, alice.id, GiB]).then(() => { inserted = true })
+    await eventually(async () => (await app.prisma.$queryRaw<unknown[]>`
+      SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.query LIKE 'INSERT INTO drives%'`).length > 0 || undefined)
+    t.notOk(inserted, 'the insert waits for the removal')
+    open()
+    t.same(await sweeping, { removed: 1, owned: 0, failed: 0 })
+    await inserting
+    t.ok(await row(id), 'the drive row is made after the removal committed')
+    t.equal(await record(id), null)
+    // the new row's own image is made after its row, so after the removal
+    await app.storage.create(id, GiB)
+    t.same(await app.sweepImageRemovals(), { removed: 0, owned: 0, failed: 0 })
+    t.ok(await app.storage.exists(id), 'the new image stays')
+  })
+})
+
+t.test('a record survives a process that died between its commit and the delete; a sweeper started later removes the image', async t => {
+  const setup = await startEngine(t, app, appHandlers(app), { databaseUrl })
+  const d = await readyDrive(api, { size: GiB })
+  await setup.stop()
+  // what a cleanup commits (the row deleted, the image recorded) and then no delete: the process died
+  await app.prisma.$transaction(async (tx) => {
+    await tx.drive.delete({ where: { id: d.uuid } })
+    await recordImageRemovals(tx, [d.uuid], 'drive_create cleanup')
+  })
+  t.ok(await app.storage.exists(d.uuid))
+  // another process on the same database and storage, with its sweeper running every second
+  const { app: next } = await buildTestApp(t, { databaseUrl, config: { storage: 'local', drivesDir: app.config.drivesDir, imageSweepSeconds: 1 } })
+  await next.ready()
+  await eventually(async () => (!await app.storage.exists(d.uuid)) || undefined, { timeoutMs: 15_000 })
+  t.equal(await record(d.uuid), null, 'the record went with the image')
+})
