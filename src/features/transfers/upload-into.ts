@@ -141,7 +141,11 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
     // the drive back and the failure recorded in one transaction; when that cannot commit, the
     // job is abandoned: the worker that takes it over once its lease runs out does both
     try {
-      await restoreDrive(deps.prisma, ownerId, id, jobId, async (tx) => held.failIn(tx, failureRecord(clientErr)))
+      await restoreDrive(deps.prisma, ownerId, id, jobId, async (tx) => {
+        // the scratch image is nobody's once the failure is recorded: a failed delete below is retried by the sweeper
+        await recordImageRemovals(tx, [scratch], 'upload into a drive failed (scratch image)')
+        await held.failIn(tx, failureRecord(clientErr))
+      })
     } catch (e) {
       deps.log.error({ err: e, job: jobId, drive: id }, 'could not release a drive after a failed upload; a worker does once its job\'s lease runs out')
       held.abandon()
@@ -149,7 +153,7 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
     }
     // the scratch image goes once the failure is recorded: until then a takeover may need it (a
     // committed upload is finished from it, and "no scratch image" means it was copied)
-    await deps.storage.delete(scratch).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove a failed upload\'s scratch image'))
+    await removeRecordedImages(deps, [scratch]).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove a failed upload\'s scratch image'))
     return clientErr
   }
 
@@ -193,9 +197,14 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
         // the drive's image is as it was (the copy replaces it only when complete)
         throw await abort(err)
       }
-      await deps.storage.delete(scratch).catch(e => deps.log.warn({ err: e, image: scratch }, 'could not remove an upload\'s scratch image after its copy'))
+      const left = await deps.storage.delete(scratch).then(() => false, (e: unknown) => {
+        deps.log.warn({ err: e, image: scratch }, 'could not remove an upload\'s scratch image after its copy; the sweeper retries it')
+        return true
+      })
       try {
         await deps.prisma.$transaction(async (tx) => {
+          // recorded with the job's end: until then a takeover rolls the upload forward from it
+          if (left) await recordImageRemovals(tx, [scratch], 'upload into a drive stored (scratch image)')
           await finishUploadedDrive(tx, ownerId, id, jobId)
           await held.finish(tx, { state: 'success', result: { sha256, bytes } })
         })
