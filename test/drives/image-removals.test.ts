@@ -1,13 +1,14 @@
-// Images whose drive rows are gone are recorded for removal in the transaction that deleted the
-// rows, and removed by the sweeper when the cleanup's own delete failed or never ran (a process
-// that died between the commit and the delete). An image whose drive row exists is never removed.
-// Real PostgreSQL and real sparse files; the one fault (a delete that fails once) is a Proxy over
-// the real storage.
+// Images whose drive rows are gone (here: drive_create and drive_clone cleanups) are recorded for
+// removal in the transaction that deleted the rows, and removed by the sweeper when the cleanup's
+// own delete failed or never ran (a process that died between the commit and the delete). An
+// image whose drive row exists is never removed. Real PostgreSQL and real sparse files; the one
+// fault (a delete that fails once) is a Proxy over the real storage.
 import t, { type Test } from 'tap'
 import pg from 'pg'
 import { StorageError, type DriveStorage } from '../../src/storage/index.ts'
 import { driveCreateHandler } from '../../src/features/drives/handlers/drive-create.ts'
 import { driveJobParams } from '../../src/features/drives/handlers/drive-params.ts'
+import { driveCloneHandler, driveCloneParams } from '../../src/features/clones/handlers/drive-clone.ts'
 import { recordImageRemovals, sweepImageRemovals } from '../../src/features/drives/image-removals.ts'
 import { JobFailure } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
@@ -74,6 +75,37 @@ t.test('a cleanup whose image delete fails leaves a record; the sweeper removes 
   t.same(await app.sweepImageRemovals(), { removed: 1, owned: 0, failed: 0 }, 'the sweeper removed it')
   t.notOk(await app.storage.exists(d.uuid), 'the image is gone')
   t.equal(await record(d.uuid), null, 'and so is its record')
+})
+
+t.test('drive_clone: a cleanup whose delete of the destination\'s image fails leaves a record; the sweeper removes it', async t => {
+  const setup = await startEngine(t, app, appHandlers(app), { databaseUrl })
+  const src = await readyDrive(api, { size: GiB })
+  await setup.stop()
+  const fault = failingDeleteOnce()
+  const real = driveCloneHandler(() => fault.storage)
+  const engine = await startEngine(t, app, {
+    drive_clone: {
+      ...real,
+      async run (ctx: Parameters<typeof real.run>[0]) {
+        const p = driveCloneParams(ctx)
+        await app.storage.copy(p.sourceId, p.driveId)
+        throw new JobFailure('injected after the copy')
+      }
+    }
+  }, { databaseUrl })
+  const res = await api.post(`/api/2.0/drives/${src.uuid}/action/?do=clone`, {})
+  t.equal(res.statusCode, 202)
+  const dst = res.json().objects[0]
+  t.equal((await waitForJob(app, dst.jobs[0].uuid as string)).state, 'error', 'the clone failed')
+  await engine.stop()
+  t.equal(fault.failed(), 1, 'the cleanup\'s delete failed')
+  t.equal(await row(dst.uuid), null, 'the destination\'s row is gone')
+  t.ok(await app.storage.exists(dst.uuid), 'its image is still there')
+  t.match(await record(dst.uuid), { reason: 'drive_clone cleanup', attempts: 1 }, 'and recorded for removal')
+  await due()
+  t.same(await app.sweepImageRemovals(), { removed: 1, owned: 0, failed: 0 })
+  t.notOk(await app.storage.exists(dst.uuid), 'the sweeper removed it')
+  t.ok(await app.storage.exists(src.uuid), 'the source\'s image stays')
 })
 
 t.test('a cleanup whose delete succeeds leaves no record', async t => {
