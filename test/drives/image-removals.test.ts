@@ -71,6 +71,8 @@ t.test('a cleanup whose image delete fails leaves a record; the sweeper removes 
   t.ok(await app.storage.exists(d.uuid), 'its image is still there')
   t.match(await record(d.uuid), { reason: 'drive_create cleanup', attempts: 1, lastError: /injected EIO/ }, 'and recorded for removal')
   t.same(await app.sweepImageRemovals(), { removed: 0, owned: 0, failed: 0 }, 'not due before its backoff')
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(metrics, /clonejobs_image_removals\{state="backoff"\} 1/, '/metrics shows it waiting')
   await due()
   t.same(await app.sweepImageRemovals(), { removed: 1, owned: 0, failed: 0 }, 'the sweeper removed it')
   t.notOk(await app.storage.exists(d.uuid), 'the image is gone')

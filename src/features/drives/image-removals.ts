@@ -10,6 +10,7 @@
 // row, so it is never the one removed; a record it took is never swept.
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
+import { Gauge, Registry } from 'prom-client'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import { isStorageError, type DriveStorage } from '../../storage/index.ts'
 
@@ -125,6 +126,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Retries the due image removals now (the sweeper's loop calls it too). */
     sweepImageRemovals: (opts?: { limit?: number }) => Promise<SweepResult>
+    /** clonejobs_image_removals{state}: records waiting (due now, or backing off after a failure) */
+    imageRemovalMetrics: Registry
   }
 }
 
@@ -140,6 +143,21 @@ export const imageSweeper = fp<ImageSweeperOptions>(async (app, opts) => {
   const deps = (): ImageRemovalDeps => ({ prisma: app.prisma, storage: app.storage, log })
   const stop = new AbortController()
   app.decorate('sweepImageRemovals', (o?: { limit?: number }) => sweepImageRemovals(deps(), { ...o, signal: stop.signal }))
+  const registry = new Registry()
+  const pending = new Gauge({
+    name: 'clonejobs_image_removals',
+    help: 'Images whose drives are gone, waiting for removal: due now, or backing off after a failed delete',
+    labelNames: ['state'] as const,
+    registers: [],
+    async collect () {
+      const [r] = await app.prisma.$queryRaw<Array<{ due: number, backoff: number }>>`
+        SELECT count(*) FILTER (WHERE next_try_at <= now())::int AS due, count(*) FILTER (WHERE next_try_at > now())::int AS backoff FROM image_removals`
+      this.set({ state: 'due' }, r.due)
+      this.set({ state: 'backoff' }, r.backoff)
+    }
+  })
+  registry.registerMetric(pending)
+  app.decorate('imageRemovalMetrics', registry)
   if (!opts.run) return
   let timer: NodeJS.Timeout | undefined
   let running: Promise<void> | undefined
