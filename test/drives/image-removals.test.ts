@@ -4,6 +4,7 @@
 // image whose drive row exists is never removed. Real PostgreSQL and real sparse files; the one
 // fault (a delete that fails once) is a Proxy over the real storage.
 import t, { type Test } from 'tap'
+import crypto from 'node:crypto'
 import pg from 'pg'
 import { StorageError, type DriveStorage } from '../../src/storage/index.ts'
 import { driveCreateHandler } from '../../src/features/drives/handlers/drive-create.ts'
@@ -245,4 +246,37 @@ t.test('a record survives a process that died between its commit and the delete;
   // the record goes in the transaction that held it while the image was deleted
   await eventually(async () => (await record(d.uuid)) === null || undefined, { timeoutMs: 15_000 })
   t.notOk(await app.storage.exists(d.uuid), 'the sweeper removed the image, and its record with it')
+})
+
+t.test("an upload's image is recorded before it is made; its drive row's commit takes the record", async t => {
+  const { createUploadImage, removeImage, transferDeps } = await import('../../src/features/transfers/service.ts')
+  const deps = transferDeps(app)
+  // a whole upload: nothing left to remove, the image is the drive's
+  const up = await app.inject({ method: 'POST', url: '/api/2.0/drives/upload/kept', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: Buffer.alloc(4096, 7) })
+  t.equal(up.statusCode, 201)
+  t.equal(await record(up.body), null, 'the row took its record')
+  t.ok(await app.storage.exists(up.body))
+  await due()
+  await app.sweepImageRemovals()
+  t.ok(await app.storage.exists(up.body), 'a sweep leaves the uploaded image')
+
+  // the process dies between the image and its row's commit: the record outlives it
+  const lost = crypto.randomUUID()
+  await createUploadImage(deps, lost, 4096)
+  t.ok(await app.storage.exists(lost), 'the image is made')
+  const r = await record(lost)
+  t.ok(r && r.nextTryAt.getTime() > Date.now() + 10 * 60_000, 'recorded, due only after the grace for its row to commit')
+  await app.sweepImageRemovals()
+  t.ok(await app.storage.exists(lost), 'not removed during the grace')
+  await due()
+  t.match(await app.sweepImageRemovals(), { removed: 1 })
+  t.notOk(await app.storage.exists(lost), 'removed once due: nothing is left behind')
+  t.equal(await record(lost), null)
+
+  // the row's transaction fails: the image goes at once, with its record
+  const failed = crypto.randomUUID()
+  await createUploadImage(deps, failed, 4096)
+  await removeImage(deps, failed)
+  t.notOk(await app.storage.exists(failed))
+  t.equal(await record(failed), null)
 })

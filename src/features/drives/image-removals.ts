@@ -9,6 +9,7 @@
 // drives_own_image): it waits for a removal under way to commit, and its image is made after its
 // row, so it is never the one removed; a record it took is never swept.
 import type { FastifyBaseLogger } from 'fastify'
+import type pg from 'pg'
 import fp from 'fastify-plugin'
 import { Gauge, Registry } from 'prom-client'
 import type { PrismaClient, Tx } from '../../db/client.ts'
@@ -46,6 +47,26 @@ const DONE = 'DELETE FROM image_removals WHERE image_id = $1::uuid'
 const RETRY_LATER = `
   UPDATE image_removals SET attempts = attempts + 1, last_error = $2, next_try_at = now() + ${BACKOFF_SQL}
   WHERE image_id = $1::uuid`
+
+/**
+ * How long an image made before its drive row (an upload's) may wait for that row's commit before
+ * the sweeper may remove it. The row's insert takes the record (drives_own_image) as it commits;
+ * until then the image is made (a storage call, bounded) and one short transaction runs.
+ */
+const INTENT_GRACE = "interval '15 minutes'"
+const INTENT_SQL = `
+  INSERT INTO image_removals (image_id, reason, next_try_at) VALUES ($1::uuid, $2, now() + ${INTENT_GRACE})
+  ON CONFLICT (image_id) DO NOTHING`
+
+/**
+ * Records, before an image is made whose drive row is inserted only after it (an upload's new
+ * drive), that the image must go unless that row commits: the row's insert takes the record (the
+ * trigger drives_own_image), and a process that dies in between leaves the image to the sweeper,
+ * after INTENT_GRACE. One statement on the pg pool (the uploads' hot path).
+ */
+export async function recordImageIntent (pool: pg.Pool, id: string, reason: string): Promise<void> {
+  await pool.query({ name: 'clonejobs_image_intent', text: INTENT_SQL, values: [id, reason] })
+}
 
 /**
  * Records that the images `ids` must be removed, in the transaction that deletes their drive rows

@@ -29,6 +29,7 @@ import { databaseFailure } from '../../http/database-errors.ts'
 import type { JobEngine } from '../../engine/engine.ts'
 import type { HeldJob, JobFailureRecord } from '../../engine/held.ts'
 import { announceDrives, maxDriveSize, restingStatusSql } from '../drives/service.ts'
+import { recordImageIntent, removeRecordedImages } from '../drives/image-removals.ts'
 import { toRow, type Row } from '../drives/read-sql.ts'
 import { query, type InTx } from '../../db/sql.ts'
 import type { Drive as DriveRow } from '../../db/generated/client.ts'
@@ -107,9 +108,27 @@ export function checkUploadSize (deps: TransferDeps, size: number, point: string
   if (!Number.isSafeInteger(size) || size < 1) throw errors.validation('The image must hold at least 1 byte', point)
 }
 
-/** Removes the image of an upload whose rows were never committed; a failure is logged, not thrown. */
+/**
+ * Makes the image of an upload's new drive, whose row the caller inserts next. The image is
+ * recorded for removal first; the row's commit takes that record (image-removals.ts), so an image
+ * whose row never commits (the transaction failed: removeImage; the process died) is removed.
+ */
+export async function createUploadImage (deps: TransferDeps, driveId: string, size: number): Promise<void> {
+  await recordImageIntent(deps.pool, driveId, 'an upload\'s image made before its drive row')
+  try {
+    await deps.storage.create(driveId, size)
+  } catch (err) {
+    await removeImage(deps, driveId)
+    throw err
+  }
+}
+
+/**
+ * Removes the image of an upload whose rows were never committed, with its record (createUploadImage);
+ * a failed delete is logged, not thrown, and its record left to the sweeper.
+ */
 export async function removeImage (deps: TransferDeps, driveId: string): Promise<void> {
-  await deps.storage.delete(driveId).catch(err => deps.log.error({ err, drive: driveId }, 'could not remove the image of a failed upload'))
+  await removeRecordedImages(deps, [driveId]).catch(err => deps.log.error({ err, drive: driveId }, 'could not remove the image of a failed upload'))
 }
 
 /**

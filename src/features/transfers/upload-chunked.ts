@@ -21,7 +21,7 @@ import type { DriveWire } from '../drives/schemas.ts'
 import { OffThreadSha256 } from './hashing.ts'
 import { checkLink, chunkLinkPath, hashToken, isToken, newToken } from './links.ts'
 import { Meter, yieldsSocketReads } from './streams.ts'
-import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, finishUploadedDrive, removeImage, streamFailure } from './service.ts'
+import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, finishUploadedDrive, createUploadImage, removeImage, streamFailure } from './service.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Chunked, resumable upload (§5.2)
@@ -31,7 +31,7 @@ export async function initUpload (deps: TransferDeps, ownerId: string, input: Ne
   checkUploadSize(deps, input.size, 'size')
   const driveId = randomUUID()
   const jobId = newJobId()
-  await deps.storage.create(driveId, input.size)
+  await createUploadImage(deps, driveId, input.size)
   try {
     // on a connection of the pg pool (BEGIN, four statements, COMMIT): in-process an initupload
     // took 7.0-7.7 ms this way against 20.0 ms through Prisma's interactive transaction

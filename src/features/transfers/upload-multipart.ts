@@ -8,7 +8,7 @@ import { query } from '../../db/sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, growingWriteStream, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
-import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, removeImage, failUpload, finishUploadedDrive, streamFailure, takenOver, uploadMax } from './service.ts'
+import { type ClientError, type NewDriveInput, type TransferDeps, type UploadResult, createUploadingDrive, createUploadImage, removeImage, failUpload, finishUploadedDrive, streamFailure, takenOver, uploadMax } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 
@@ -31,7 +31,7 @@ export async function startMultipartUpload (deps: TransferDeps, ownerId: string,
   const driveId = randomUUID()
   const jobId = newJobId()
   const max = uploadMax(deps)
-  await deps.storage.create(driveId, 0)
+  await createUploadImage(deps, driveId, 0)
   let row: TakenJob
   try {
     row = await pgTransaction(deps.pool, async (tx) => {

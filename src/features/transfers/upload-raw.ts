@@ -7,7 +7,7 @@ import type { TakenJob } from '../../engine/queue-sql.ts'
 import { announceDrives } from '../drives/service.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { Meter, uploadTimeSplit, yieldsSocketReads } from './streams.ts'
-import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, removeImage, failUpload, finishUploadedDrive, streamFailure, takenOver } from './service.ts'
+import { type NewDriveInput, type TransferDeps, type UploadResult, checkUploadSize, createUploadingDrive, createUploadImage, removeImage, failUpload, finishUploadedDrive, streamFailure, takenOver } from './service.ts'
 import { newJobId } from '../../engine/enqueue.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 
@@ -18,7 +18,7 @@ export async function receiveRawUpload (deps: TransferDeps, ownerId: string, inp
   checkUploadSize(deps, size, 'Content-Length')
   const driveId = randomUUID()
   const jobId = newJobId()
-  await deps.storage.create(driveId, size)
+  await createUploadImage(deps, driveId, size)
   let row: TakenJob
   try {
     row = await pgTransaction(deps.pool, async (tx) => {
