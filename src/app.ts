@@ -13,7 +13,7 @@ import type { JobsPluginOptions } from './plugins/jobs.ts'
 import { actionRegistries } from './http/actions.ts'
 import { UUID } from './http/bodies.ts'
 import { ROUTER_OPTIONS, installErrorHandler } from './http/error-handler.ts'
-import { clientErrorHandler, frameworkErrors } from './http/client-errors.ts'
+import { clientErrorHandler, expectationFailed, frameworkErrors } from './http/client-errors.ts'
 import { OneLineRequestLog, REDACT_PATHS, redactedRequest } from './http/log-redaction.ts'
 import { sharedSchemas } from './http/schemas.ts'
 import prismaPlugin from './plugins/prisma.ts'
@@ -152,6 +152,8 @@ export const app = fp(service, { name: 'clonejobs' })
 
 export async function buildApp (opts: AppOptions & { logger?: FastifyServerOptions['logger'] }): Promise<FastifyInstance> {
   const fastify = Fastify(serverOptions(opts.config, opts.logger)).withTypeProvider<TypeBoxTypeProvider>()
+  // Node's own answer to an Expect it does not know is an empty 417
+  fastify.server.on('checkExpectation', expectationFailed)
   await fastify.register(app, opts)
   await fastify.ready()
   return fastify

@@ -38,6 +38,18 @@ function clientError (err: NodeJS.ErrnoException): ApiError {
   return new ApiError(400, 'validation', 'The request is not valid HTTP/1.1')
 }
 
+/**
+ * The server's `checkExpectation` listener: an Expect header other than 100-continue, which Node
+ * answers with an empty 417 when nobody listens; the request is not run.
+ */
+export function expectationFailed (request: http.IncomingMessage, response: http.ServerResponse): void {
+  const apiError = new ApiError(417, 'validation', `Expect: ${JSON.stringify(String(request.headers.expect).slice(0, 100))} is not supported; only 100-continue is`, 'Expect')
+  const body = JSON.stringify([apiError.toJSON()])
+  // the body the client may still send is not read: the connection ends with the answer
+  response.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' })
+  response.end(body)
+}
+
 /** Fastify's `clientErrorHandler` option: Node's HTTP parser refused the request; the socket is closed after the answer. */
 export function clientErrorHandler (err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return

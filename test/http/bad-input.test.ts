@@ -205,6 +205,7 @@ t.test('router and HTTP parser errors answer CloudSigma arrays', async t => {
     ['oversized headers', `GET /api/2.0/drives/ HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`, 431],
     ['oversized URL', `GET /api/2.0/drives/?q=${'a'.repeat(20 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431],
     ['not HTTP', 'HELLO\r\n\r\n', 400],
+    ['an Expect other than 100-continue', 'POST /api/2.0/drives/ HTTP/1.1\r\nHost: x\r\nExpect: 999-x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}', 417],
     ['bad percent-encoding', 'GET /api/2.0/drives/%ZZ/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 400]
   ]
   for (const [what, text, status] of cases) {
