@@ -1,5 +1,6 @@
 // The CloudSigma websocket: async_auth cookie or Basic auth, {resource_type, resource_uri, object}
 // frames, isolation between accounts, every path, one frame per change.
+import net from 'node:net'
 import t from 'tap'
 import WebSocket from 'ws'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
@@ -62,6 +63,27 @@ t.test('Basic auth on the upgrade works on every path; bad credentials are refus
   const forged = await connect('/websocket', { cookie: `async_auth=${Buffer.from(alice.id).toString('base64')}|${Math.floor(Date.now() / 1000)}|${'0'.repeat(64)}` }).catch(e => e)
   t.equal(forged.status, 401, 'a forged cookie is refused')
   t.equal((await app.inject({ method: 'POST', url: '/api/2.0/accounts/action/?do=authenticate_asynchronous' })).statusCode, 401)
+})
+
+t.test('a handshake ws refuses (bad Sec-WebSocket-Key or -Version) is a CloudSigma 400 naming the header', async t => {
+  const handshake = (headers: string) => new Promise<string>((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET /websocket HTTP/1.1\r\nHost: x\r\nAuthorization: ${alice.authorization}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${headers}\r\n`))
+    let out = ''
+    socket.on('data', d => { out += d.toString('latin1') })
+    socket.on('close', () => resolve(out))
+    socket.on('error', reject)
+  })
+  const cases: Array<[string, string]> = [
+    ['Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: bad\r\n', 'Sec-WebSocket-Key'],
+    ['Sec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n', 'Sec-WebSocket-Version']
+  ]
+  for (const [headers, point] of cases) {
+    const out = await handshake(headers)
+    t.match(out, /^HTTP\/1.1 400 /, `${point}: 400`)
+    t.match(out, /content-type: application\/json/i, `${point}: JSON`)
+    t.match(JSON.parse(out.slice(out.indexOf('\r\n\r\n') + 4)), [{ error_type: 'validation', error_point: point }], `${point}: the error names the header`)
+  }
+  t.match(await handshake('Sec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'), /sec-websocket-version: 13, 8/i, 'the versions it takes are listed')
 })
 
 t.test('an async_auth cookie that is not valid percent-encoding is no cookie: 401, or Basic auth decides', async t => {

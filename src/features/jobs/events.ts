@@ -2,6 +2,7 @@
 // the CloudSigma websocket (/websocket, /2.0/websocket, /api/2.0/websocket) and the async_auth
 // cookie that opens it. Registered at the root: the websocket paths are outside /api/2.0.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import type { Duplex } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import websocket from '@fastify/websocket'
 import type { FastifyRequest } from 'fastify'
@@ -36,6 +37,17 @@ function cookieValue (header: string | undefined, name: string): string | undefi
 const events: FastifyPluginAsyncTypebox = async (app) => {
   // on close, @fastify/websocket sends every websocket client a close frame
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } })
+  // a handshake ws refuses (a bad Sec-WebSocket-Key or -Version): ws's own answer is a text/html 400
+  app.websocketServer.on('wsClientError', (err: Error, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy()
+    const point = /Sec-WebSocket-\w+|Upgrade/.exec(err.message)?.[0] ?? null
+    const version = point === 'Sec-WebSocket-Version'
+    const apiError = new ApiError(400, 'validation', `Not a valid websocket handshake: ${err.message}`, point)
+    const body = JSON.stringify([apiError.toJSON()])
+    socket.once('finish', () => socket.destroy())
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n' +
+      `${version ? 'Sec-WebSocket-Version: 13, 8\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  })
   // open SSE streams end with a `shutdown` frame when the app closes, so a stop does not wait on them
   const streams = new Set<() => void>()
   app.addHook('preClose', async () => { for (const end of streams) end() })
