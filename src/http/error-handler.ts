@@ -30,7 +30,8 @@ export function errorPointOf (err: AjvError): string | null {
   if (err.keyword === 'required' && typeof err.params?.missingProperty === 'string') return err.params.missingProperty
   if (err.keyword === 'additionalProperties' && typeof err.params?.additionalProperty === 'string') return err.params.additionalProperty
   const segments = (err.instancePath ?? '').split('/').filter(s => s !== '' && !/^\d+$/.test(s) && s !== 'objects')
-  return segments.at(-1) ?? null
+  // the bulk list itself (too few or too many objects)
+  return segments.at(-1) ?? (err.instancePath === '/objects' ? 'objects' : null)
 }
 
 type SchemaLike = Record<string, unknown>

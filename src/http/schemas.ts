@@ -56,6 +56,13 @@ export const AvailabilityGroup = Type.Array(Type.String(), {
 
 export const Meta = Type.Record(Type.String(), Type.String(), { $id: 'Meta', description: 'Free-form string key/value pairs; keys at most 32 characters' })
 
+/**
+ * The most objects one bulk update or delete (PUT, DELETE /drives/ and /servers/) or server
+ * create takes: their transaction writes object by object, and many more outlast its 60 s limit,
+ * which answered a 503 "busy" that no retry could get past.
+ */
+export const BULK_MAX_OBJECTS = 1000
+
 /** The longest name of a drive or server (every way of making one: create, update, clone, uploads). */
 export const NAME_MAX_LENGTH = 1024
 

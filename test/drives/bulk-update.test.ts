@@ -3,6 +3,7 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { BULK_MAX_OBJECTS } from '../../src/http/schemas.ts'
 import { GiB, readyDrive } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { config: { driveMaxSize: 100 * GiB } })
@@ -93,4 +94,15 @@ t.test('concurrent bulk PUTs listing the same drives in opposite orders do not d
     if (two.statusCode === 200) t.same(two.json().objects.map((o: any) => o.uuid), backward, 'answered in request order')
   }
   t.same(statuses.filter(s => s !== 200), [], 'every request succeeded')
+})
+
+t.test('more than BULK_MAX_OBJECTS drives in one bulk update or delete: 400 at objects at once', async t => {
+  // written one by one in one transaction, so many outlasted its time limit: a 503 after a minute that no retry got past
+  const many = Array.from({ length: BULK_MAX_OBJECTS + 1 }, () => randomUUID())
+  const updated = await api.put('/api/2.0/drives/', many.map(uuid => ({ uuid, name: 'x' })))
+  const deleted = await api.delete('/api/2.0/drives/', many)
+  for (const [what, res] of [['update', updated], ['delete', deleted]] as const) {
+    t.equal(res.statusCode, 400, `${what}: ${res.body.slice(0, 200)}`)
+    t.match(res.json(), [{ error_type: 'validation', error_point: 'objects', error_message: new RegExp(`${BULK_MAX_OBJECTS}`) }], what)
+  }
 })

@@ -4,6 +4,7 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { BULK_MAX_OBJECTS } from '../../src/http/schemas.ts'
 import { MINIMAL, driveStatus, seedDrive } from './helpers.ts'
 
 const { app } = await buildTestApp(t, { runWorkers: false })
@@ -180,4 +181,20 @@ t.test('DELETE /servers/ is all or none', async t => {
   t.same((await get(b.uuid)).drives.map((d: any) => d.drive.uuid), [disk], 'mounts stay')
   t.equal(await driveStatus(app, disk), 'mounted')
   t.equal(await app.prisma.job.count(), jobsBefore, 'no drive_delete job was queued')
+})
+
+t.test('more than BULK_MAX_OBJECTS servers in one create, update or delete: 400 at objects at once, nothing done', async t => {
+  const before = await app.prisma.server.count({ where: { ownerId: alice.id } })
+  const many = BULK_MAX_OBJECTS + 1
+  // written one by one in one transaction, so many outlasted its time limit: a 503 after a minute that no retry got past
+  const created = await api.post(URL, Array.from({ length: many }, () => ({ ...MINIMAL, drives: [mount(randomUUID())] })))
+  const updated = await api.put(URL, Array.from({ length: many }, () => ({ uuid: randomUUID(), name: 'x' })))
+  const deleted = await api.delete(URL, Array.from({ length: many }, () => randomUUID()))
+  for (const [what, res] of [['create', created], ['update', updated], ['delete', deleted]] as const) {
+    t.equal(res.statusCode, 400, `${what}: ${res.body.slice(0, 200)}`)
+    t.match(res.json(), [{ error_type: 'validation', error_point: 'objects', error_message: new RegExp(`${BULK_MAX_OBJECTS}`) }], what)
+  }
+  t.equal(await app.prisma.server.count({ where: { ownerId: alice.id } }), before, 'no server made or removed')
+  const empty = await api.put(URL, { objects: [] })
+  t.match(empty.json(), [{ error_point: 'objects' }], 'an empty list is refused at objects too')
 })

@@ -2,7 +2,7 @@
 // in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
 import { DRIVE_STATUSES, MEDIA, STORAGE_TYPES } from '../../domain/drive-status.ts'
-import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, nullInput, objectsOf, refTo } from '../../http/schemas.ts'
+import { BULK_MAX_OBJECTS, Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, nullInput, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DriveRuntime = Type.Object({
   is_downloadable: Type.Boolean(),
@@ -102,11 +102,11 @@ export const DriveBulkUpdateInput = Type.Object({
 }, { $id: 'DriveBulkUpdateInput', additionalProperties: false })
 
 export const DriveBulkUpdateBody = Type.Object({
-  objects: Type.Array(refTo(DriveBulkUpdateInput), { minItems: 1 })
+  objects: Type.Array(refTo(DriveBulkUpdateInput), { minItems: 1, maxItems: BULK_MAX_OBJECTS })
 }, { $id: 'DriveBulkUpdateBody', description: '{"objects": [drive with uuid, ...]}, a bare array, or one drive with its uuid' })
 
 export const DriveDeleteBody = Type.Object({
-  objects: Type.Array(refTo(RelatedInput), { minItems: 1 })
+  objects: Type.Array(refTo(RelatedInput), { minItems: 1, maxItems: BULK_MAX_OBJECTS })
 }, { $id: 'DriveDeleteBody', description: '{"objects": [{"uuid": ...}, ...]}, a bare array of the same, or one {"uuid": ...}; each item a uuid, a resource URI or an object with uuid or resource_uri' })
 
 export const driveSchemas = [DriveRuntime, Drive, DriveList, DriveObjects, DriveCreateInput, DriveCreateBody, DriveUpdateInput, DriveResizeInput, DriveBulkUpdateInput, DriveBulkUpdateBody, DriveDeleteBody]

@@ -2,7 +2,7 @@
 // requests. Keys are alphabetical, as in the CloudSigma dumps.
 import { Type, type Static } from 'typebox'
 import { POWER_ACTIONS, SERVER_STATUSES } from '../../domain/server-status.ts'
-import { Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, nullInput, objectsOf, refTo } from '../../http/schemas.ts'
+import { BULK_MAX_OBJECTS, Meta, NAME_MAX_LENGTH, Ref, RelatedInput, listOf, nullInput, objectsOf, refTo } from '../../http/schemas.ts'
 
 export const DEVICES = ['virtio', 'ide', 'scsi'] as const
 export const NIC_MODELS = ['virtio', 'e1000', 'rtl8139'] as const
@@ -167,7 +167,7 @@ export type ServerCreateInputT = Static<typeof ServerCreateInput>
 
 /** POST /servers/ body after createBodyHook turned every envelope into `{objects: [...]}`. */
 export const ServerCreateBody = Type.Object({
-  objects: Type.Array(refTo(ServerCreateInput), { minItems: 1 })
+  objects: Type.Array(refTo(ServerCreateInput), { minItems: 1, maxItems: BULK_MAX_OBJECTS })
 }, { $id: 'ServerCreateBody', description: 'A server, an array of servers, or {"objects": [servers]}' })
 
 /** PUT /servers/ (bulk update): each object names its server by uuid (or resource_uri). */
@@ -178,12 +178,12 @@ export const ServerBulkUpdateInput = Type.Object({
 }, { $id: 'ServerBulkUpdateInput', additionalProperties: false })
 
 export const ServerBulkUpdateBody = Type.Object({
-  objects: Type.Array(refTo(ServerBulkUpdateInput), { minItems: 1 })
+  objects: Type.Array(refTo(ServerBulkUpdateInput), { minItems: 1, maxItems: BULK_MAX_OBJECTS })
 }, { $id: 'ServerBulkUpdateBody', description: '{"objects": [server with uuid, ...]}, a bare array, or one server with its uuid' })
 
 /** DELETE /servers/ (bulk delete): the servers, each a uuid, a resource URI or an object with either. */
 export const ServerDeleteBody = Type.Object({
-  objects: Type.Array(refTo(RelatedInput), { minItems: 1 })
+  objects: Type.Array(refTo(RelatedInput), { minItems: 1, maxItems: BULK_MAX_OBJECTS })
 }, { $id: 'ServerDeleteBody', description: '{"objects": [{"uuid": ...}, ...]}, a bare array of the same, or one {"uuid": ...}; each item a uuid, a resource URI or an object with uuid or resource_uri' })
 
 export const ServerActionResult = Type.Object({
