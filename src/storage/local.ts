@@ -410,37 +410,30 @@ export class LocalDriveStorage implements DriveStorage {
     })
   }
 
-  async openForRead (id: string): Promise<DriveReader> {
-    const file = this.path(id)
+  /** The image opened with `flags`, and its size; 'NOT_FOUND' (or 'IO') thrown here, nothing left open. */
+  private async openImage (id: string, flags: 'r' | 'r+'): Promise<{ h: FileHandle, size: number }> {
     let h: FileHandle
     try {
-      h = await open(file, 'r')
+      h = await open(this.path(id), flags)
     } catch (err) {
       throw wrap(err, id, 'open')
     }
     try {
-      return new LocalDriveReader(h, (await h.stat()).size, id)
+      return { h, size: (await h.stat()).size }
     } catch (err) {
       await h.close().catch(() => {})
       throw wrap(err, id, 'open')
     }
   }
 
+  async openForRead (id: string): Promise<DriveReader> {
+    const { h, size } = await this.openImage(id, 'r')
+    return new LocalDriveReader(h, size, id)
+  }
+
   async openForWrite (id: string): Promise<LocalDriveWriter> {
-    const file = this.path(id)
-    let h: FileHandle
-    try {
-      h = await open(file, 'r+')
-    } catch (err) {
-      throw wrap(err, id, 'open')
-    }
-    try {
-      const st = await h.stat()
-      return new LocalDriveWriter(h, st.size, this.durable, id)
-    } catch (err) {
-      await h.close().catch(() => {})
-      throw wrap(err, id, 'open')
-    }
+    const { h, size } = await this.openImage(id, 'r+')
+    return new LocalDriveWriter(h, size, this.durable, id)
   }
 
   async createWriteStream (id: string, options: WriteStreamOptions = {}): Promise<Writable> {
