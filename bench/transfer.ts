@@ -1,6 +1,6 @@
 /**
  * Uploads and downloads beside a bare Node server, in one run:
- *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64] [--rounds 1] [--warmup 1] [--load 0]`   (sizes and chunk in MiB)
+ *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64] [--parallel 1] [--rounds 1] [--warmup 1] [--load 0]`   (sizes and chunk in MiB)
  *
  * `--warmup N` rounds run first and are not counted: a fresh service compiles its upload paths
  * during its first uploads (its first raw upload used about twice the CPU of the later ones).
@@ -20,17 +20,19 @@
  * For each size, on the same disk, one random image (kept in the page cache):
  *   anchor     a bare Node HTTP server (a child process, like the service) that pipes a PUT body
  *              into a file and fsyncs it, and serves a file with a plain read stream; and the
- *              same server taking the chunks (PUT ?start=offset, written there and fsynced, one
- *              at a time, from the chunked upload's client): what chunking itself costs, with no
+ *              same server taking the chunks (PUT ?start=offset, written there and fsynced, sent
+ *              as the chunked upload's client sends them): what chunking itself costs, with no
  *              link requests and no database;
  *   service    a fresh service process (`node --import tsx src/server.ts`, DATA_DIR under
  *              ./data/bench-transfer, a fresh database on DATABASE_URL, default the local
  *              PostgreSQL), with:
  *                raw        `curl -T image` to PUT /drives/upload/ (201 once stored);
  *                chunked    POST /initupload/, then per chunk ?do=upload_chunk and the bytes sent to
- *                           its link, one at a time, until the job succeeds: `curl -T` of the chunk's
- *                           file (the image split beforehand), or with `--chunk-client node` a POST
- *                           of the image's range from this process;
+ *                           its link, one at a time (`--parallel N`: N at a time, in order of their
+ *                           numbers, as resumable.js sends its simultaneousUploads, 3 by default;
+ *                           the client split then sums overlapping times), until the job succeeds:
+ *                           `curl -T` of the chunk's file (the image split beforehand), or with
+ *                           `--chunk-client node` a POST of the image's range from this process;
  *                multipart  `curl -F data=... -F file=@image` to POST /_upload/, until the job
  *                           succeeds;
  *                download   `curl -o` of GET /drives/{uuid}/download/.
@@ -100,7 +102,8 @@ async function main (): Promise<void> {
       rounds: { type: 'string', default: '1' },
       load: { type: 'string', default: '0' },
       warmup: { type: 'string', default: '1' },
-      'chunk-client': { type: 'string', default: 'curl' }
+      'chunk-client': { type: 'string', default: 'curl' },
+      parallel: { type: 'string', default: '1' }
     }
   })
   const chunkClient = args['chunk-client'] === 'node' ? 'node' : 'curl'
@@ -109,6 +112,9 @@ async function main (): Promise<void> {
   const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
   const burners = Math.max(0, Math.floor(Number(args.load)) || 0)
   const warmups = Math.max(0, Math.floor(Number(args.warmup)) || 0)
+  // chunks in flight at once, for the bare chunks and the service alike (resumable.js's
+  // simultaneousUploads defaults to 3)
+  const parallel = Math.max(1, Math.floor(Number(args.parallel)) || 1)
   const dir = path.resolve('data', 'bench-transfer')
   const adminUrl = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
   const EMAIL = 'bench@example.com'
@@ -260,6 +266,13 @@ async function main (): Promise<void> {
       await fh.sync()
       await fh.close()
     }
+    /** Runs `send` for every chunk number, `parallel` at a time, in order of their numbers. */
+    const eachChunk = async (send: (n: number) => Promise<void>): Promise<void> => {
+      let next = 0
+      await Promise.all(Array.from({ length: Math.min(parallel, chunkCount) }, async () => {
+        while (next < chunkCount) await send(next++)
+      }))
+    }
     /** Sends chunk n to `url` with the chunked client (PUT with curl, POST from this process). */
     const sendChunk = async (url: string, n: number): Promise<void> => {
       // --request-target: curl -T would append the file's name to a URL ending in '/'
@@ -363,7 +376,7 @@ async function main (): Promise<void> {
           await run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])
         })).then(async ([s]) => { await rm(path.join(work, 'bare', 'image.raw'), { force: true }); return s })
         const anchorChunks = () => serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
-          for (let n = 0; n < chunkCount; n++) await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n)
+          await eachChunk(async n => { await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n) })
         })).then(async ([s]) => { await rm(path.join(work, 'bare', 'chunks.raw'), { force: true }); return s })
         // the bare server serves the image itself (a hard link into its directory, in the page cache)
         await link(image, path.join(work, 'bare', 'serve.raw'))
@@ -416,12 +429,12 @@ async function main (): Promise<void> {
                 const lap = (k: keyof typeof parts) => { const now = performance.now(); parts[k] += now - t; t = now }
                 const d = (await api('POST', '/initupload/', { name: 'chunked', size, media: 'disk' })).objects[0]
                 lap('init')
-                for (let n = 0; n < chunkCount; n++) {
+                await eachChunk(async n => {
                   const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
                   lap('links')
                   await sendChunk(`http://127.0.0.1:${port}${link as string}`, n)
                   lap('chunks')
-                }
+                })
                 await waitJob(d.jobs[0].uuid)
                 lap('wait')
                 id = d.uuid as string
@@ -516,7 +529,7 @@ async function main (): Promise<void> {
   // --load: CPU burners for the whole run, ended (by their own handles) whatever happens
   const stopBurners = startBurners(burners)
   try {
-    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'}, ${rounds} round${rounds > 1 ? 's (medians)' : ''} after ${warmups} warm-up round${warmups === 1 ? '' : 's'} (not counted); ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
+    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'} ${parallel === 1 ? 'one at a time' : `${parallel} at a time`}, ${rounds} round${rounds > 1 ? 's (medians)' : ''} after ${warmups} warm-up round${warmups === 1 ? '' : 's'} (not counted); ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
     console.log(describeLoad(burners))
     console.log(`load average at start: ${load()}`)
     const rows: Row[] = []

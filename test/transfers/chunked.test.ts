@@ -2,7 +2,9 @@
 // parallel, 416 for a stored chunk, wrong sizes refused, resume after an interruption, expiry,
 // another account's drive, an abandoned upload removed at its deadline, and the job's data.extra
 // while it verifies and its description once done. Chunks sent in order are hashed as they arrive
-// and the last one's request finishes the upload (shown on an app that runs no job handler).
+// and the last one's request finishes the upload (shown on an app that runs no job handler); chunks
+// out of order are read back into the running hash as the ones before them come in, and the last
+// one's request still finishes it; only chunks received by two processes leave it to a worker.
 import { Readable } from 'node:stream'
 import pg from 'pg'
 import t, { type Test } from 'tap'
@@ -92,6 +94,12 @@ const carolApi = client(quiet.app, carol)
 const quietInit = async (size: number) => (await carolApi.post('/api/2.0/initupload/', { name: 'in order', size, media: 'disk' })).json().objects[0]
 const quietLink = async (uuid: string, n: number) => (await carolApi.post(`/api/2.0/drives/${uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: S })).json().link as string
 const quietPut = (link: string, payload: Buffer | Readable) => quiet.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
+// a second process of the quiet app's cloud: the same database and drives
+const quietToo = await buildTestApp(t, { runWorkers: false, databaseUrl: quiet.databaseUrl, config: { storage: 'local', drivesDir: quiet.app.config.drivesDir } })
+const quietTooPut = (link: string, payload: Buffer) => quietToo.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
+// and of the app with workers
+const appToo = await buildTestApp(t, { runWorkers: false, databaseUrl, config: { drivesDir: app.config.drivesDir } })
+const putToo = (link: string, data: Buffer) => appToo.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload: data })
 
 t.test('chunks received in order are hashed as they arrive, and the last one\'s request finishes the upload: no worker reads the image again', async t => {
   const data = randomImage(3 * MiB + 7)
@@ -174,7 +182,40 @@ t.test('every chunk is on disk before it is acknowledged: its image was fsynced 
   }
 })
 
-t.test('out of order, the upload is left to a worker: the job is due, not finished, when the last chunk is stored', async t => {
+t.test('chunks out of order, even three at a time, are read back into the running hash as the ones before them come in; the last one\'s request finishes the upload', async t => {
+  const data = randomImage(4 * MiB + 11)
+  const d = await quietInit(data.length)
+  const jobId = d.jobs[0].uuid
+  // 1 and 2 first: recorded ahead of the running hash, which has nothing yet
+  await Promise.all([1, 2].map(async n => { t.equal((await quietPut(await quietLink(d.uuid, n), part(data, n, 4))).statusCode, 200) }))
+  // 0 is hashed on its way in; once recorded, 1 and 2 are read back after it
+  t.match((await quietPut(await quietLink(d.uuid, 0), part(data, 0, 4))).json(), { complete: false, chunks_stored: 3 })
+  const last = await quietPut(await quietLink(d.uuid, 3), part(data, 3, 4))
+  t.match(last.json(), { chunk: 3, complete: true })
+  // no worker runs in this app
+  const job = (await carolApi.get(`/api/2.0/jobs/${jobId}/`)).json()
+  t.equal(job.state, 'success', 'the job succeeded in the request that stored the last chunk')
+  t.same((await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: jobId } })).result, { sha256: sha256(data), bytes: data.length }, 'the sha256 of the image, in its order')
+  const log = (await carolApi.get(`/api/2.0/jobs/${jobId}/log/`)).body
+  // 3 itself was read back by its request when the read-back of 1 and 2 was still under way at its start
+  t.match(log, /all 4 chunks received; their sha256 was computed as they arrived, on a worker thread, the [23] that arrived out of order read back from the image: 2 as the chunks before them came in, [01] by the last chunk's request: [0-9a-f]{64}/, 'the job says which were read back, and when')
+  t.notMatch(log, /hashing the image/, 'and did not read the whole image to hash it')
+
+  // the last chunk first, then the rest three at a time (as resumable.js sends them)
+  const more = randomImage(6 * MiB + 5)
+  const m = await quietInit(more.length)
+  t.equal((await quietPut(await quietLink(m.uuid, 5), part(more, 5, 6))).statusCode, 200)
+  const queue = [0, 1, 2, 3, 4]
+  await Promise.all([0, 1, 2].map(async () => {
+    for (let n = queue.shift(); n !== undefined; n = queue.shift()) t.equal((await quietPut(await quietLink(m.uuid, n), part(more, n, 6))).statusCode, 200)
+  }))
+  const done = (await carolApi.get(`/api/2.0/jobs/${m.jobs[0].uuid}/`)).json()
+  t.equal(done.state, 'success', 'finished by the request that stored the last chunk to arrive')
+  t.same(done.result, { sha256: sha256(more), bytes: more.length })
+  t.ok((await carolApi.get(`/api/2.0/drives/${m.uuid}/download/`)).rawPayload.equals(more), 'the image is the file')
+})
+
+t.test('chunks received by two processes: the upload is left to a worker, the job due, not finished, when the last chunk is stored', async t => {
   const data = randomImage(2 * MiB + 3)
   const d = await quietInit(data.length)
   // the NOTIFY that wakes a worker at once (it would otherwise find the job due at its next look)
@@ -186,7 +227,8 @@ t.test('out of order, the upload is left to a worker: the job is due, not finish
   await listener.query(`LISTEN ${CHANNELS.jobs}`)
   const jobEvents = () => quiet.app.prisma.event.count({ where: { resourceType: 'jobs', resourceId: d.jobs[0].uuid } })
   const before = await jobEvents()
-  t.equal((await quietPut(await quietLink(d.uuid, 1), part(data, 1, 2))).statusCode, 200)
+  // neither process holds every chunk: neither can know the image's sha256
+  t.equal((await quietTooPut(await quietLink(d.uuid, 1), part(data, 1, 2))).statusCode, 200)
   t.match((await quietPut(await quietLink(d.uuid, 0), part(data, 0, 2))).json(), { complete: true })
   t.equal(await jobEvents() - before, 2, 'one change event of the job per chunk')
   await eventually(async () => woken.includes(d.jobs[0].uuid))
@@ -203,8 +245,8 @@ t.test('while the image is verified the job shows data.extra {phase: hash}; once
   const data = randomImage(2 * MiB + 5)
   const d = await init(data.length)
   const jobId = d.jobs[0].uuid
-  // out of order (the last chunk first): no running hash, so the job reads the image to hash it
-  t.equal((await put((await linkFor(d.uuid, 1)).json().link, part(data, 1, 2))).statusCode, 200)
+  // the last chunk through another process: this one has no running hash of it, so the job reads the image to hash it
+  t.equal((await putToo((await linkFor(d.uuid, 1)).json().link, part(data, 1, 2))).statusCode, 200)
   const last = (await linkFor(d.uuid, 0)).json().link
   // the upload ends by writing the drive row: a lock on it holds the job after its hash, however fast
   const lock = await lockRow(databaseUrl, 'drives', d.uuid)

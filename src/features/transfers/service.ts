@@ -13,7 +13,7 @@
 // A chunked upload is different: it lasts as long as the client wants, across requests and
 // restarts, so its state lives in upload_chunks rows. Its job is `started` with no lease and a
 // `run_at` deadline that every chunk pushes forward. When the last chunk is stored and every chunk
-// was hashed in order as it arrived, that chunk's request finishes the upload itself (it leases
+// went through this process (hashed as it arrived, or read back: InOrderHash), that chunk's request finishes the upload itself (it leases
 // the job for it, in the transaction that records the chunk); otherwise the job is made due at
 // once and the engine runs the handler, which hashes the image and finishes the upload. If the
 // deadline passes first the handler discards the drive.

@@ -18,6 +18,7 @@ import { heldSql, memberName, type SessionLock, type SessionLocks } from '../../
 import { publishChange, publishEventsSql } from '../../engine/events.ts'
 import { announceDrives, driveToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
+import type { DriveReader, DriveStorage } from '../../storage/index.ts'
 import { OffThreadSha256 } from './hashing.ts'
 import { checkLink, chunkLinkPath, hashToken, isToken, newToken } from './links.ts'
 import { Meter, yieldsSocketReads } from './streams.ts'
@@ -148,17 +149,18 @@ function chunkStored (n: number): DomainError {
  * claim a request looks again at the chunk's row and the upload before it writes.
  */
 export class ChunksInFlight extends Map<string, Promise<void>> {
-  /** the running sha256 of each upload whose chunks this app received in order (see InOrderHash) */
-  readonly hashes = new Map<string, { next: number, hash: OffThreadSha256 }>()
+  /** the running sha256 of each upload whose chunks this app received (see InOrderHash) */
+  readonly hashes = new Map<string, RunningHash>()
 
   constructor (readonly claims: SessionLocks) {
     super()
   }
 
-  /** Forgets every running hash and drops the claims connection (the app closes). */
+  /** Forgets every running hash (after any read-back under way stops) and drops the claims connection (the app closes). */
   async close (): Promise<void> {
-    for (const { hash } of this.hashes.values()) hash.drop()
-    this.hashes.clear()
+    const reading = [...this.hashes.values()].map(r => r.readingBack)
+    for (const [driveId, r] of this.hashes) forget(this, driveId, r)
+    await Promise.allSettled(reading)
     await this.claims.close()
   }
 }
@@ -186,13 +188,93 @@ function claimLost (n: number): ApiError {
 /** Uploads whose running hash is kept at most (the oldest is dropped: its job reads the image). */
 const RUNNING_HASHES_MAX = 256
 
+/** A chunk's bytes read back from the image at once, to hash them. */
+const READ_BACK_BYTES = 1024 * 1024
+
 /**
- * The sha256 of an upload computed as its chunks arrive: while this app receives chunk 0, 1, 2...
- * in order, each is hashed on its way to the disk (on the hash worker thread, in a fork of the
- * upload's running hash), and the request that records the last one knows the image's digest, so
- * it finishes the upload itself: nothing reads the image again. Any gap (a chunk out of order, one
- * received by another process) drops back to that read; a failed chunk leaves the running hash as
- * it was, so its retry continues the run.
+ * An upload's running sha256 in this app: chunks [0, next) are in `hash` (none while next is 0);
+ * `ahead` holds the chunks recorded here past next, which wait to be read back into it.
+ */
+export interface RunningHash {
+  next: number
+  hash: OffThreadSha256 | undefined
+  ahead: Map<number, ChunkRange>
+  /** chunks stored here whose records are under way */
+  pending: Map<number, ChunkRange>
+  /** chunks that went into `hash` read back from the image, not on their way in */
+  readBack: number
+  /** the read-back of `ahead` under way (see readBack) */
+  readingBack: Promise<void> | undefined
+  dropped: boolean
+}
+
+function forget (inFlight: ChunksInFlight, driveId: string, r: RunningHash): void {
+  r.dropped = true
+  r.hash?.drop()
+  if (inFlight.hashes.get(driveId) === r) inFlight.hashes.delete(driveId)
+}
+
+/** Feeds bytes `range` of the image into `hash`, read through `reader` into `buf`. */
+async function feedRange (reader: DriveReader, hash: OffThreadSha256, range: ChunkRange, buf: Uint8Array): Promise<void> {
+  for (let pos = range.start, end = range.start + range.length; pos < end;) {
+    const n = await reader.read(buf, Math.min(buf.length, end - pos), pos)
+    if (n === 0) throw new Error(`the image ended at ${pos} bytes, inside a chunk that was recorded`)
+    // update() copies the bytes before it returns: buf is free again
+    await hash.update(buf.subarray(0, n))
+    pos += n
+  }
+}
+
+/**
+ * Reads the chunks recorded ahead of `r`'s running hash, in order from its next one, back from the
+ * image into it, in the background (storage with positional reads only: on rbd a range read
+ * exports the image from its start, so there the job reads the image once instead). A failure
+ * forgets the running hash: the upload's job then reads the image.
+ */
+function readAhead (inFlight: ChunksInFlight, storage: DriveStorage, driveId: string, r: RunningHash): void {
+  if (r.readingBack !== undefined || r.dropped || storage.openForRead === undefined || !r.ahead.has(r.next)) return
+  const open = storage.openForRead.bind(storage)
+  r.readingBack = (async () => {
+    const reader = await open(driveId)
+    try {
+      const buf = new Uint8Array(READ_BACK_BYTES)
+      while (!r.dropped && r.ahead.has(r.next)) {
+        r.hash ??= new OffThreadSha256()
+        await feedRange(reader, r.hash, r.ahead.get(r.next)!, buf)
+        r.ahead.delete(r.next)
+        r.next++
+        r.readBack++
+      }
+    } finally {
+      await reader.close()
+    }
+  })().catch(() => { forget(inFlight, driveId, r) }).finally(() => {
+    r.readingBack = undefined
+    if (r.dropped) return
+    r.hash?.park()
+    // recorded while the reader closed
+    readAhead(inFlight, storage, driveId, r)
+  })
+}
+
+/** An upload's sha256 from its chunk requests: the worker's hashing time, and the chunks read back from the image (InOrderHash). */
+export interface ChunksDigest {
+  hex: string
+  workerMs: number
+  /** chunks read back before the last chunk's request (in the background), and by it */
+  readBack: { before: number, last: number }
+}
+
+/**
+ * The sha256 of an upload computed as its chunks arrive, so that the request that records the
+ * last one knows the image's digest and finishes the upload itself. While this app receives chunk
+ * 0, 1, 2... in order, each is hashed on its way to the disk (on the hash worker thread, in a fork
+ * of the upload's running hash). A chunk recorded out of order (resumable.js sends three at a
+ * time) waits in the running hash's `ahead`, and is read back from the image into it as soon as the
+ * chunks before it are in, while later chunks still arrive; the last chunk's request reads back
+ * what is still missing. Chunks received by another process leave a gap this app cannot fill: the
+ * job then reads the image. A failed chunk leaves the running hash as it was, so its retry
+ * continues the run. Only bytes that are stored and checked are ever hashed.
  */
 export class InOrderHash {
   /** the hash to feed this chunk's bytes into, or undefined when it is not the next in order */
@@ -200,43 +282,116 @@ export class InOrderHash {
   /** the fork was handed on (it became the running hash, or gave the digest) */
   private taken = false
 
-  constructor (private readonly inFlight: ChunksInFlight, private readonly driveId: string, private readonly n: number, private readonly total: number) {
+  constructor (private readonly inFlight: ChunksInFlight, private readonly storage: DriveStorage, private readonly driveId: string,
+    private readonly n: number, private readonly range: ChunkRange, private readonly total: number) {
     const running = inFlight.hashes.get(driveId)
     try {
       // a fork: the running state moves on only once this chunk is stored and recorded
-      if (running !== undefined && running.next === n) this.hash = new OffThreadSha256(running.hash)
-      else if (running === undefined && n === 0) this.hash = new OffThreadSha256()
+      // (none while chunks are read back into it: its next one moves meanwhile)
+      if (running === undefined ? n === 0 : running.next === n && running.readingBack === undefined && !running.dropped) {
+        this.hash = running?.hash !== undefined ? new OffThreadSha256(running.hash) : new OffThreadSha256()
+      }
     } catch {
       // the hash worker failed: the job reads the image to hash it
       this.hash = undefined
     }
   }
 
-  /** The image's sha256 (and the worker's hashing time) when this chunk completes an in-order run of all of them. */
-  async digestIfLast (): Promise<{ hex: string, workerMs: number } | undefined> {
-    if (this.hash === undefined || this.n + 1 !== this.total || this.taken) return undefined
-    this.taken = true
-    return this.hash.digest()
+  /** This chunk is stored and checked; its record is under way (the last chunk's request may count on it: see digestOfLast). */
+  stored (): void {
+    let r = this.inFlight.hashes.get(this.driveId)
+    if (r === undefined || r.dropped) r = this.track()
+    r.pending.set(this.n, this.range)
   }
 
-  /** This chunk was recorded: the running hash moves past it. */
-  recorded (): void {
-    if (this.hash === undefined) return
-    this.inFlight.hashes.get(this.driveId)?.hash.drop()
-    this.inFlight.hashes.delete(this.driveId)
-    if (this.n + 1 >= this.total || this.taken) return
-    this.taken = true
-    this.hash.park()
-    this.inFlight.hashes.set(this.driveId, { next: this.n + 1, hash: this.hash })
-    if (this.inFlight.hashes.size > RUNNING_HASHES_MAX) {
-      const oldest = this.inFlight.hashes.keys().next().value!
-      this.inFlight.hashes.get(oldest)?.hash.drop()
-      this.inFlight.hashes.delete(oldest)
+  /**
+   * Inside the transaction that recorded this chunk as the upload's last (so every other one is
+   * recorded and committed): the image's sha256, with the worker's hashing time and the chunks read
+   * back, when every other chunk went through this app (hashed into the running hash, recorded
+   * ahead of it, or stored by a request whose record just committed); undefined otherwise, and the
+   * job reads the image. From this chunk's fork, or a fork of the running hash once its read-back
+   * under way has ended, the chunks it does not hold are read back from the image, so a failure
+   * leaves the running hash as it was.
+   */
+  async digestOfLast (): Promise<ChunksDigest | undefined> {
+    if (this.taken) return undefined
+    const r = this.inFlight.hashes.get(this.driveId)
+    const rangeOf = (k: number) => k === this.n ? this.range : r === undefined || r.dropped || k < r.next ? undefined : r.ahead.get(k) ?? r.pending.get(k)
+    for (let k = 0; k < this.total; k++) {
+      if (k !== this.n && rangeOf(k) === undefined && (r === undefined || r.dropped || k >= r.next)) return undefined
     }
+    let hash = this.hash
+    let from = this.n + 1
+    if (hash !== undefined) {
+      this.taken = true
+    } else {
+      if (r === undefined || this.storage.openForRead === undefined) return undefined
+      while (r.readingBack !== undefined) await r.readingBack
+      if (r.dropped || r.next > this.n) return undefined
+      try {
+        hash = r.hash !== undefined ? new OffThreadSha256(r.hash) : new OffThreadSha256()
+      } catch {
+        return undefined
+      }
+      from = r.next
+    }
+    const rest: ChunkRange[] = []
+    for (let k = from; k < this.total; k++) rest.push(rangeOf(k)!)
+    try {
+      if (rest.length > 0) {
+        if (this.storage.openForRead === undefined) throw new Error('no positional reads')
+        const reader = await this.storage.openForRead(this.driveId)
+        try {
+          const buf = new Uint8Array(READ_BACK_BYTES)
+          for (const range of rest) await feedRange(reader, hash, range, buf)
+        } finally {
+          await reader.close()
+        }
+      }
+      return { ...await hash.digest(), readBack: { before: r?.readBack ?? 0, last: rest.length } }
+    } catch {
+      hash.drop()
+      return undefined
+    }
+  }
+
+  /** A running hash of the upload, with nothing in it yet. */
+  private track (): RunningHash {
+    const r: RunningHash = { next: 0, hash: undefined, ahead: new Map(), pending: new Map(), readBack: 0, readingBack: undefined, dropped: false }
+    this.inFlight.hashes.set(this.driveId, r)
+    if (this.inFlight.hashes.size > RUNNING_HASHES_MAX) {
+      const [oldest, o] = this.inFlight.hashes.entries().next().value!
+      forget(this.inFlight, oldest, o)
+    }
+    return r
+  }
+
+  /** This chunk was recorded (`complete`: the upload's last): the running hash moves past it, or takes it ahead. */
+  recorded (complete: boolean): void {
+    let r = this.inFlight.hashes.get(this.driveId)
+    if (complete) {
+      if (r !== undefined) forget(this.inFlight, this.driveId, r)
+      return
+    }
+    if (r === undefined || r.dropped) r = this.track()
+    r.pending.delete(this.n)
+    if (this.hash !== undefined && !this.taken) {
+      // the fork holds chunks 0 to this one
+      this.taken = true
+      this.hash.park()
+      r.hash?.drop()
+      r.hash = this.hash
+      r.next = this.n + 1
+      for (const k of r.ahead.keys()) if (k < r.next) r.ahead.delete(k)
+    } else if (this.n >= r.next) {
+      r.ahead.set(this.n, this.range)
+    }
+    readAhead(this.inFlight, this.storage, this.driveId, r)
   }
 
   /** The chunk's request is over: a fork not handed on (the chunk failed) is forgotten. */
   dispose (): void {
+    this.inFlight.hashes.get(this.driveId)?.pending.delete(this.n)
     if (this.hash === undefined || this.taken) return
     this.taken = true
     this.hash.drop()
@@ -356,7 +511,7 @@ export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
     const [now] = await query<{ active: boolean, stored: boolean }>(deps.pool, CHUNK_NOW_SQL, [c.drive.id, c.jobId, c.index], 'clonejobs_chunk_now')
     if (!now.active) throw uploadOver(c.duplicates, c.drive.id)
     if (now.stored) throw c.duplicates === 'refuse' ? chunkStored(c.index) : new ChunkBeingReceived(c.index)
-    const inOrder = new InOrderHash(inFlight, c.drive.id, c.index, chunkCount(Number(c.drive.size), c.chunkSize))
+    const inOrder = new InOrderHash(inFlight, deps.storage, c.drive.id, c.index, c.range, chunkCount(Number(c.drive.size), c.chunkSize))
     try {
       const bodyAt = performance.now()
       const meter = new Meter(c.range.length, inOrder.hash ?? false, undefined, { move: yieldsSocketReads(body) })
@@ -371,12 +526,13 @@ export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
       const stored = performance.now()
       await c.check(meter)
       if (claim.aborted) throw claimLost(c.index)
+      inOrder.stored()
       const r = await recordChunk(deps, c.drive, c.jobId, c.index, c.range.length, c.chunkSize, c.duplicates, {
-        digest: await inOrder.digestIfLast(),
+        digest: async () => inOrder.digestOfLast(),
         timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored),
         claim: lock
       })
-      inOrder.recorded()
+      inOrder.recorded(r.complete)
       return r
     } finally {
       inOrder.dispose()
@@ -458,8 +614,8 @@ function uploadOver (duplicates: 'refuse' | 'accept', driveId: string): DomainEr
 
 /** What a chunk's request knows once the chunk is stored. */
 export interface StoredChunk {
-  /** the image's sha256 (and the hash worker's time), when this chunk completed an in-order run (InOrderHash) */
-  digest?: { hex: string, workerMs: number }
+  /** the image's sha256, asked for in the transaction that records the upload's last chunk (InOrderHash.digestOfLast) */
+  digest?: () => Promise<ChunksDigest | undefined>
   timing: ChunkTiming
   /** the chunk's claim: recorded only while it is still held */
   claim: Pick<SessionLock, 'pid' | 'name'>
@@ -477,9 +633,9 @@ interface RecordRow {
 
 /**
  * Records chunk `n` (from 0) as stored and moves the job's progress. The last chunk completes the
- * upload (exactly once: the job row lock orders concurrent last chunks): when its request knows
- * the image's digest (every chunk hashed in order), it finishes the upload in the same transaction
- * (the drive leaves `uploading`, the job succeeds); otherwise it makes the job due, so a worker
+ * upload (exactly once: the job row lock orders concurrent last chunks): when its request can tell
+ * the image's digest (every chunk went through this app: InOrderHash.digestOfLast), it finishes the
+ * upload in the same transaction (the drive leaves `uploading`, the job succeeds); otherwise it makes the job due, so a worker
  * hashes the image and finishes it. A chunk stored already is 416 (`refuse`, §5.2) or answered as
  * stored (`accept`, resumable.js, where the same chunk twice is idempotent).
  */
@@ -506,8 +662,9 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
       return result
     }
     if (!r.updated) throw over()
-    if (result.complete && chunk.digest !== undefined && !await finishInRequest(deps, client, drive, jobId, total, chunk.digest, r.params, t0)) {
-      // the job could not be had (a cancel was requested): a worker takes it, as without a digest
+    const digest = result.complete && chunk.digest !== undefined ? await chunk.digest() : undefined
+    if (result.complete && chunk.digest !== undefined && (digest === undefined || !await finishInRequest(deps, client, drive, jobId, total, digest, r.params, t0))) {
+      // the sha256 is not known here, or the job could not be had (a cancel was requested): a worker takes it
       await query(client, 'SELECT pg_notify($1, $2)', [CHANNELS.jobs, jobId], 'clonejobs_chunk_notify')
       await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
     }
@@ -519,8 +676,8 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
 // deadline, the time split so far, the change event. $1 drive, $2 chunk number, $3 its bytes,
 // $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it began
 // (ms), $8 the upload's job, $9 and $10 the claim (its connection's pid, its name), $11 whether
-// the request knows the image's digest (then it finishes a complete upload itself, and publishes
-// with that), $12 the owner, $13 the jobs channel. The claim is looked at after the job's row
+// the request may tell the image's digest (then it finishes a complete upload itself, and publishes
+// with that, or, when it cannot tell it after all, publishes and notifies itself), $12 the owner, $13 the jobs channel. The claim is looked at after the job's row
 // lock: a claims connection that died is noticed by its signal only at the next ping, and by then
 // another process may have claimed the chunk and be writing it.
 const RECORD_SQL = `
@@ -567,14 +724,18 @@ const RECORD_SQL = `
  * and outcome are written like any job's. False when the job cannot be had (a cancel was
  * requested): a worker then takes it as usual.
  */
-async function finishInRequest (deps: TransferDeps, tx: pg.PoolClient, drive: UploadDrive, jobId: string, total: number, digest: { hex: string, workerMs: number }, params: RecordRow['params'], t0: number): Promise<boolean> {
+async function finishInRequest (deps: TransferDeps, tx: pg.PoolClient, drive: UploadDrive, jobId: string, total: number, digest: ChunksDigest, params: RecordRow['params'], t0: number): Promise<boolean> {
   const size = Number(drive.size)
   const row = await deps.engine.take(tx, jobId, 'started')
   if (row === undefined) return false
   await finishUploadedDrive(tx, drive.ownerId, drive.id, jobId)
   // nothing between hold() and finish() can throw before finish() ends the hold
   const held = deps.engine.hold(row, size)
-  held.log(`all ${total} chunks received; their sha256 was computed as they arrived, in order, on a worker thread: ${digest.hex}`)
+  const { before, last } = digest.readBack
+  const how = before + last === 0
+    ? 'in order, on a worker thread'
+    : `on a worker thread, the ${before + last} that arrived out of order read back from the image: ${before} as the chunks before them came in, ${last} by the last chunk's request`
+  held.log(`all ${total} chunks received; their sha256 was computed as they arrived, ${how}: ${digest.hex}`)
   held.log(chunkedTimeSplit(params, digest.workerMs) + `; settle ${Math.round(performance.now() - t0)} ms`)
   held.describe(`received ${formatBytes(size)} in ${total} chunks`)
   await held.finish(tx, { state: 'success', result: { sha256: digest.hex, bytes: size } })

@@ -1,6 +1,6 @@
 // drive_upload: the bytes arrive in HTTP requests (src/features/transfers/), so a worker only
 // runs this handler in three cases:
-// - a chunked upload received its last chunk, not every chunk in order in one process (so no
+// - a chunked upload received its last chunk, not every chunk through one process (so no
 //   request knew the image's digest and the job was made due): hash the image, finish;
 // - a chunked upload passed its idle deadline with chunks missing: fail, and cleanup removes it;
 // - the process receiving a raw or multipart upload died (its lease expired): fail and remove it;
