@@ -160,7 +160,7 @@ t.test('a real clone logs what it copied, how, and its time split: queue wait, c
   t.equal(lines.length, 5, 'nothing else')
 })
 
-t.test('a real upload logs its time split: receive (with hash), fsync, settle; a chunked one: its chunks\' split, then settle (in order) or queue wait, hash, settle (out of order)', async t => {
+t.test('a real upload logs its time split: receive (with hash), fsync, settle; a chunked one: its chunks\' split, then settle (through one process) or queue wait, hash, settle (through two)', async t => {
   const image = Buffer.alloc(3 * MiB + 5, 7)
   const t0 = Date.now()
   const raw = await app.inject({ method: 'POST', url: '/api/2.0/drives/upload/', headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: image })
@@ -180,11 +180,13 @@ t.test('a real upload logs its time split: receive (with hash), fsync, settle; a
 
   const size = 2 * MiB + 5
   const sha = createHash('sha256').update(image.subarray(0, size)).digest('hex')
-  const chunkedUpload = async (order: number[]) => {
+  // another process on the same database and drives
+  const { app: other } = await buildTestApp(t, { runWorkers: false, databaseUrl, config: { drivesDir: app.config.drivesDir } })
+  const chunkedUpload = async (order: number[], via = order.map(() => app)) => {
     const init = (await api.post('/api/2.0/initupload/', { name: 'chunked', size, media: 'disk' })).json().objects[0]
-    for (const n of order) {
+    for (const [i, n] of order.entries()) {
       const link = (await api.post(`/api/2.0/drives/${init.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: MiB })).json().link
-      const put = await app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream' }, payload: image.subarray(n * MiB, n === 0 ? MiB : size) })
+      const put = await via[i].inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream' }, payload: image.subarray(n * MiB, n === 0 ? MiB : size) })
       t.equal(put.statusCode, 200)
     }
     t.equal((await waitForJob(app, init.jobs[0].uuid)).state, 'success')
@@ -197,8 +199,13 @@ t.test('a real upload logs its time split: receive (with hash), fsync, settle; a
   t.match(inOrder[1], new RegExp(`^${chunks}; settle \\d+ ms$`), 'the chunks\' time split, then the settle')
   t.match(inOrder[1], /hashing on a worker thread meanwhile/)
   t.equal(inOrder.length, 2)
-  // out of order: a worker took the job, read the image to hash it and finished it
-  const outOfOrder = await chunkedUpload([1, 0])
+  // out of order: the last chunk's request read the other back from the image and finished the upload
+  const backwards = await chunkedUpload([1, 0])
+  t.same(backwards.slice(0, 1), [`all 2 chunks received; their sha256 was computed as they arrived, on a worker thread, the 1 that arrived out of order read back from the image: 0 as the chunks before them came in, 1 by the last chunk's request: ${sha}`])
+  t.match(backwards[1], new RegExp(`^${chunks}; settle \\d+ ms$`))
+  t.equal(backwards.length, 2)
+  // through two processes: a worker took the job, read the image to hash it and finished it
+  const outOfOrder = await chunkedUpload([1, 0], [other, app])
   const queued = /^started after (\d+) ms in the queue$/.exec(outOfOrder[0])
   t.ok(queued)
   t.equal(outOfOrder[1], 'all 2 chunks received; hashing the image')
