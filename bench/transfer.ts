@@ -255,10 +255,12 @@ async function main (): Promise<void> {
     const out = path.join(work, 'download.raw')
     await writeRandom(image, size)
     const imageSha = await sha256File(image) // also puts the image in the page cache for every contender
-    const chunkCount = Math.ceil(size / chunkBytes)
+    // the protocol's geometry (§5.2): floor(size / S) chunks, the last one holding the rest
+    const chunkCount = Math.max(1, Math.floor(size / chunkBytes))
+    const chunkEnd = (n: number) => n === chunkCount - 1 ? size : (n + 1) * chunkBytes
     const chunkFile = (n: number) => path.join(work, `chunk-${n}.raw`)
     if (chunkClient === 'curl') {
-      for (let n = 0; n < chunkCount; n++) await pipeline(createReadStream(image, { start: n * chunkBytes, end: Math.min(size, (n + 1) * chunkBytes) - 1 }), createWriteStream(chunkFile(n)))
+      for (let n = 0; n < chunkCount; n++) await pipeline(createReadStream(image, { start: n * chunkBytes, end: chunkEnd(n) - 1 }), createWriteStream(chunkFile(n)))
     }
     // on disk before any measurement: the kernel writing these back must not overlap a contender
     for (const file of [image, ...(chunkClient === 'curl' ? Array.from({ length: chunkCount }, (_, n) => chunkFile(n)) : [])]) {
@@ -278,7 +280,7 @@ async function main (): Promise<void> {
       // --request-target: curl -T would append the file's name to a URL ending in '/'
       const u = new URL(url)
       if (chunkClient === 'curl') await run('curl', ['-sS', '--fail', '-T', chunkFile(n), '-H', 'Content-Type: application/octet-stream', '--request-target', u.pathname + u.search, u.origin + '/'])
-      else await postRange(url, image, n * chunkBytes, Math.min(chunkBytes, size - n * chunkBytes))
+      else await postRange(url, image, n * chunkBytes, chunkEnd(n) - n * chunkBytes)
     }
 
     return withDatabase(`clonejobs_bench_transfer_${process.pid}_${sizeMiB}`, async (databaseUrl) => {
