@@ -27,6 +27,11 @@ export interface Config {
   imageSweepSeconds: number
   cloneParallelism: number
   uploadLinkTtlSeconds: number
+  /**
+   * Most bytes the request that records an upload's last chunk reads back from the image to finish
+   * its sha256 (chunks that arrived out of order); past it the upload's job reads the image.
+   */
+  chunkReadBackMaxBytes: number
   downloadLinkTtlSeconds: number
   /** Whether a first start on an empty database creates an account and prints its password. */
   bootstrapAccount: boolean
@@ -123,6 +128,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     imageSweepSeconds: int(env, 'IMAGE_SWEEP_SECONDS', 30, 1),
     cloneParallelism: int(env, 'CLONE_PARALLELISM', 4, 1),
     uploadLinkTtlSeconds: int(env, 'UPLOAD_LINK_TTL', 300, 1),
+    chunkReadBackMaxBytes: int(env, 'CHUNK_READ_BACK_MAX', 256 * 1024 * 1024, 0),
     downloadLinkTtlSeconds: int(env, 'DOWNLOAD_LINK_TTL', 60, 1),
     bootstrapAccount: bool(env, 'BOOTSTRAP_ACCOUNT', true),
     storageFsync: bool(env, 'STORAGE_FSYNC', true),

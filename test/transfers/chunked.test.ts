@@ -215,6 +215,25 @@ t.test('chunks out of order, even three at a time, are read back into the runnin
   t.ok((await carolApi.get(`/api/2.0/drives/${m.uuid}/download/`)).rawPayload.equals(more), 'the image is the file')
 })
 
+t.test('past CHUNK_READ_BACK_MAX the last chunk\'s request reads nothing back: the upload is left to a worker', async t => {
+  // a process of the quiet app's cloud that reads back at most 2 MiB in a last chunk's request
+  const bounded = await buildTestApp(t, { runWorkers: false, databaseUrl: quiet.databaseUrl, config: { storage: 'local', drivesDir: quiet.app.config.drivesDir, chunkReadBackMaxBytes: 2 * MiB } })
+  const boundedPut = (link: string, payload: Buffer) => bounded.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
+  const data = randomImage(4 * MiB + 1)
+  const d = await quietInit(data.length)
+  // 1, 2 and 3 wait for 0, which comes last: 3 MiB to read back
+  for (const n of [1, 2, 3]) t.equal((await boundedPut(await quietLink(d.uuid, n), part(data, n, 4))).statusCode, 200)
+  t.match((await boundedPut(await quietLink(d.uuid, 0), part(data, 0, 4))).json(), { complete: true })
+  const row = await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })
+  t.match(row, { state: 'started', lockedBy: null, description: 'all chunks received; verifying the image' }, 'the job is due for a worker, which reads the image')
+
+  // within the bound, the same process finishes it
+  const small = randomImage(3 * MiB)
+  const s = await quietInit(small.length)
+  for (const n of [1, 2, 0]) t.equal((await boundedPut(await quietLink(s.uuid, n), part(small, n, 3))).statusCode, 200)
+  t.equal((await carolApi.get(`/api/2.0/jobs/${s.jobs[0].uuid}/`)).json().state, 'success', '2 MiB read back: finished in the request')
+})
+
 t.test('chunks received by two processes: the upload is left to a worker, the job due, not finished, when the last chunk is stored', async t => {
   const data = randomImage(2 * MiB + 3)
   const d = await quietInit(data.length)

@@ -45,7 +45,7 @@ export interface TransferDeps {
   pool: pg.Pool
   storage: DriveStorage
   log: FastifyBaseLogger
-  config: Pick<Config, 'driveMaxSize' | 'uploadLinkTtlSeconds' | 'downloadLinkTtlSeconds' | 'jobLeaseSeconds'>
+  config: Pick<Config, 'driveMaxSize' | 'uploadLinkTtlSeconds' | 'downloadLinkTtlSeconds' | 'jobLeaseSeconds' | 'chunkReadBackMaxBytes'>
   /** The engine, which enqueues, leases and heartbeats request-held jobs. */
   engine: Pick<JobEngine, 'enqueueHeld' | 'take' | 'hold'>
 }

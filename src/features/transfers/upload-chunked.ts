@@ -282,8 +282,11 @@ export class InOrderHash {
   /** the fork was handed on (it became the running hash, or gave the digest) */
   private taken = false
 
-  constructor (private readonly inFlight: ChunksInFlight, private readonly storage: DriveStorage, private readonly driveId: string,
+  private readonly storage: DriveStorage
+
+  constructor (private readonly inFlight: ChunksInFlight, private readonly deps: Pick<TransferDeps, 'storage' | 'config'>, private readonly driveId: string,
     private readonly n: number, private readonly range: ChunkRange, private readonly total: number) {
+    this.storage = deps.storage
     const running = inFlight.hashes.get(driveId)
     try {
       // a fork: the running state moves on only once this chunk is stored and recorded
@@ -311,7 +314,8 @@ export class InOrderHash {
    * ahead of it, or stored by a request whose record just committed); undefined otherwise, and the
    * job reads the image. From this chunk's fork, or a fork of the running hash once its read-back
    * under way has ended, the chunks it does not hold are read back from the image, so a failure
-   * leaves the running hash as it was.
+   * leaves the running hash as it was; at most config.chunkReadBackMaxBytes of them (this holds
+   * the job's row lock and a pool connection), else the job reads the image.
    */
   async digestOfLast (): Promise<ChunksDigest | undefined> {
     if (this.taken) return undefined
@@ -320,6 +324,13 @@ export class InOrderHash {
     for (let k = 0; k < this.total; k++) {
       if (k !== this.n && rangeOf(k) === undefined && (r === undefined || r.dropped || k >= r.next)) return undefined
     }
+    // what is not in the running hash (or this chunk's fork) yet, the read-back under way's share included
+    const unhashed = (from: number) => {
+      let bytes = 0
+      for (let k = from; k < this.total; k++) bytes += rangeOf(k)?.length ?? 0
+      return bytes
+    }
+    if (unhashed(this.hash !== undefined ? this.n + 1 : r?.next ?? 0) > this.deps.config.chunkReadBackMaxBytes) return undefined
     let hash = this.hash
     let from = this.n + 1
     if (hash !== undefined) {
@@ -511,7 +522,7 @@ export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
     const [now] = await query<{ active: boolean, stored: boolean }>(deps.pool, CHUNK_NOW_SQL, [c.drive.id, c.jobId, c.index], 'clonejobs_chunk_now')
     if (!now.active) throw uploadOver(c.duplicates, c.drive.id)
     if (now.stored) throw c.duplicates === 'refuse' ? chunkStored(c.index) : new ChunkBeingReceived(c.index)
-    const inOrder = new InOrderHash(inFlight, deps.storage, c.drive.id, c.index, c.range, chunkCount(Number(c.drive.size), c.chunkSize))
+    const inOrder = new InOrderHash(inFlight, deps, c.drive.id, c.index, c.range, chunkCount(Number(c.drive.size), c.chunkSize))
     try {
       const bodyAt = performance.now()
       const meter = new Meter(c.range.length, inOrder.hash ?? false, undefined, { move: yieldsSocketReads(body) })
