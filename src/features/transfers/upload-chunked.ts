@@ -248,10 +248,16 @@ function readAhead (inFlight: ChunksInFlight, storage: DriveStorage, driveId: st
     } finally {
       await reader.close()
     }
-  })().catch(() => { forget(inFlight, driveId, r) }).finally(() => {
+  })().catch(() => { forget(inFlight, driveId, r) }).then(() => {
+    // never rejects: a last chunk's request waits for it inside its transaction
     r.readingBack = undefined
     if (r.dropped) return
-    r.hash?.park()
+    try {
+      r.hash?.park()
+    } catch {
+      forget(inFlight, driveId, r)
+      return
+    }
     // recorded while the reader closed
     readAhead(inFlight, storage, driveId, r)
   })
