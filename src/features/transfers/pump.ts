@@ -30,7 +30,7 @@ export class BufferPool {
   }
 }
 
-/** The process's pool: at most 16 MiB kept between downloads. */
+/** The process's pool: at most 16 MiB kept between downloads (and chunks read back into an upload's sha256, upload-chunked.ts). */
 export const downloadBuffers = new BufferPool()
 
 /** Resolves when `res` can take more, rejects if it closes first. */

@@ -20,6 +20,7 @@ import { announceDrives, driveToWire } from '../drives/service.ts'
 import type { DriveWire } from '../drives/schemas.ts'
 import type { DriveReader, DriveStorage } from '../../storage/index.ts'
 import { OffThreadSha256 } from './hashing.ts'
+import { downloadBuffers } from './pump.ts'
 import { checkLink, chunkLinkPath, hashToken, isToken, newToken } from './links.ts'
 import { Meter, yieldsSocketReads } from './streams.ts'
 import { CHUNKED_UPLOAD_IDLE_SECONDS, type NewDriveInput, type TransferDeps, checkUploadSize, createUploadingDrive, finishUploadedDrive, createUploadImage, removeImage, streamFailure } from './service.ts'
@@ -188,9 +189,6 @@ function claimLost (n: number): ApiError {
 /** Uploads whose running hash is kept at most (the oldest is dropped: its job reads the image). */
 const RUNNING_HASHES_MAX = 256
 
-/** A chunk's bytes read back from the image at once, to hash them. */
-const READ_BACK_BYTES = 1024 * 1024
-
 /**
  * An upload's running sha256 in this app: chunks [0, next) are in `hash` (none while next is 0);
  * `ahead` holds the chunks recorded here past next, which wait to be read back into it.
@@ -215,13 +213,30 @@ function forget (inFlight: ChunksInFlight, driveId: string, r: RunningHash): voi
 }
 
 /** Feeds bytes `range` of the image into `hash`, read through `reader` into `buf`. */
-async function feedRange (reader: DriveReader, hash: OffThreadSha256, range: ChunkRange, buf: Uint8Array): Promise<void> {
+async function feedRange (reader: DriveReader, hash: OffThreadSha256, range: ChunkRange, buf: Buffer): Promise<void> {
   for (let pos = range.start, end = range.start + range.length; pos < end;) {
     const n = await reader.read(buf, Math.min(buf.length, end - pos), pos)
     if (n === 0) throw new Error(`the image ended at ${pos} bytes, inside a chunk that was recorded`)
     // update() copies the bytes before it returns: buf is free again
     await hash.update(buf.subarray(0, n))
     pos += n
+  }
+}
+
+/**
+ * Runs `use` with drive `driveId`'s image open for positional reads: `feed` reads a range of it into
+ * a hash, through one of the process's pooled 1 MiB buffers (the downloads' pool).
+ */
+async function readingBack (storage: DriveStorage, driveId: string, use: (feed: (hash: OffThreadSha256, range: ChunkRange) => Promise<void>) => Promise<void>): Promise<void> {
+  if (storage.openForRead === undefined) throw new Error('the drive storage has no positional reads')
+  const reader = await storage.openForRead(driveId)
+  const buf = downloadBuffers.take()
+  try {
+    // each read has ended (and update() copied its bytes) when feed settles: buf is free after it
+    await use(async (hash, range) => { await feedRange(reader, hash, range, buf) })
+  } finally {
+    downloadBuffers.give(buf)
+    await reader.close()
   }
 }
 
@@ -233,22 +248,15 @@ async function feedRange (reader: DriveReader, hash: OffThreadSha256, range: Chu
  */
 function readAhead (inFlight: ChunksInFlight, storage: DriveStorage, driveId: string, r: RunningHash): void {
   if (r.readingBack !== undefined || r.dropped || storage.openForRead === undefined || !r.ahead.has(r.next)) return
-  const open = storage.openForRead.bind(storage)
-  r.readingBack = (async () => {
-    const reader = await open(driveId)
-    try {
-      const buf = new Uint8Array(READ_BACK_BYTES)
-      while (!r.dropped && r.ahead.has(r.next)) {
-        r.hash ??= new OffThreadSha256()
-        await feedRange(reader, r.hash, r.ahead.get(r.next)!, buf)
-        r.ahead.delete(r.next)
-        r.next++
-        r.readBack++
-      }
-    } finally {
-      await reader.close()
+  r.readingBack = readingBack(storage, driveId, async (feed) => {
+    while (!r.dropped && r.ahead.has(r.next)) {
+      r.hash ??= new OffThreadSha256()
+      await feed(r.hash, r.ahead.get(r.next)!)
+      r.ahead.delete(r.next)
+      r.next++
+      r.readBack++
     }
-  })().catch(() => { forget(inFlight, driveId, r) }).then(() => {
+  }).catch(() => { forget(inFlight, driveId, r) }).then(() => {
     // never rejects: a last chunk's request waits for it inside its transaction
     r.readingBack = undefined
     if (r.dropped) return
@@ -288,11 +296,8 @@ export class InOrderHash {
   /** the fork was handed on (it became the running hash, or gave the digest) */
   private taken = false
 
-  private readonly storage: DriveStorage
-
   constructor (private readonly inFlight: ChunksInFlight, private readonly deps: Pick<TransferDeps, 'storage' | 'config'>, private readonly driveId: string,
     private readonly n: number, private readonly range: ChunkRange, private readonly total: number) {
-    this.storage = deps.storage
     const running = inFlight.hashes.get(driveId)
     try {
       // a fork: the running state moves on only once this chunk is stored and recorded
@@ -342,7 +347,7 @@ export class InOrderHash {
     if (hash !== undefined) {
       this.taken = true
     } else {
-      if (r === undefined || this.storage.openForRead === undefined) return undefined
+      if (r === undefined || this.deps.storage.openForRead === undefined) return undefined
       while (r.readingBack !== undefined) await r.readingBack
       if (r.dropped || r.next > this.n) return undefined
       try {
@@ -355,16 +360,7 @@ export class InOrderHash {
     const rest: ChunkRange[] = []
     for (let k = from; k < this.total; k++) rest.push(rangeOf(k)!)
     try {
-      if (rest.length > 0) {
-        if (this.storage.openForRead === undefined) throw new Error('no positional reads')
-        const reader = await this.storage.openForRead(this.driveId)
-        try {
-          const buf = new Uint8Array(READ_BACK_BYTES)
-          for (const range of rest) await feedRange(reader, hash, range, buf)
-        } finally {
-          await reader.close()
-        }
-      }
+      if (rest.length > 0) await readingBack(this.deps.storage, this.driveId, async (feed) => { for (const range of rest) await feed(hash, range) })
       return { ...await hash.digest(), readBack: { before: r?.readBack ?? 0, last: rest.length } }
     } catch {
       hash.drop()
@@ -403,7 +399,7 @@ export class InOrderHash {
     } else if (this.n >= r.next) {
       r.ahead.set(this.n, this.range)
     }
-    readAhead(this.inFlight, this.storage, this.driveId, r)
+    readAhead(this.inFlight, this.deps.storage, this.driveId, r)
   }
 
   /** The chunk's request is over: a fork not handed on (the chunk failed) is forgotten. */
