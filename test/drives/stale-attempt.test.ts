@@ -5,7 +5,7 @@
 import t from 'tap'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
-import { jobRow, runStale, TAKEN_BY, takeOver } from '../helpers/takeover.ts'
+import { jobRow, runStale, TAKEN_BY, takeOver, WAITING_ON } from '../helpers/takeover.ts'
 import { eventually } from '../helpers/app.ts'
 import pg from 'pg'
 import { GiB, readyDrive } from './helpers.ts'
@@ -86,7 +86,7 @@ async function frozenAfterFence (t: Parameters<typeof startEngine>[0], jobId: st
   await drives.query('BEGIN')
   await drives.query('LOCK TABLE drives IN ACCESS EXCLUSIVE MODE')
   const engine = await startEngine(t, app, appHandlers(app), { databaseUrl, leaseSeconds: 60, heartbeatMs: 60_000 })
-  await eventually(async () => (await other.query('SELECT 1 FROM pg_locks WHERE relation = \'drives\'::regclass AND NOT granted')).rowCount! > 0)
+  await eventually(async () => (await other.query(WAITING_ON, ['drives'])).rowCount! > 0)
   await events.query('BEGIN')
   await events.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE')
   await drives.query('COMMIT')

@@ -14,6 +14,15 @@ interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
 
 export const TAKEN_BY = 'someone-else'
 
+/**
+ * A lock request on table $1 that waits, in this database only. pg_locks shows the whole cluster,
+ * and every test database is cloned from one template, so another test file's tables carry the
+ * same OIDs: a waiter there is not this handler's.
+ */
+export const WAITING_ON = `
+  SELECT 1 FROM pg_locks WHERE relation = $1::regclass AND NOT granted
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+
 async function connect (t: Teardown, databaseUrl: string): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: databaseUrl })
   await c.connect()
@@ -56,7 +65,7 @@ export async function runStale (t: Teardown, app: FastifyInstance, databaseUrl: 
   const release = async () => { if (locked) { locked = false; await locker.query('COMMIT') } }
   t.teardown(release)
   const engine = await startEngine(t, app, handlers, { databaseUrl, leaseSeconds: 60, heartbeatMs: 60_000 })
-  await eventually(async () => (await other.query('SELECT 1 FROM pg_locks WHERE relation = $1::regclass AND NOT granted', [table])).rowCount! > 0)
+  await eventually(async () => (await other.query(WAITING_ON, [table])).rowCount! > 0)
   const tookOver = await takeOver(other, jobId)
   await release()
   await engine.idle()
