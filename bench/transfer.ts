@@ -377,8 +377,14 @@ async function main (): Promise<void> {
         const anchorUp = () => serverCpu('bareUp', bare.child.pid!, () => timed(async () => {
           await run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])
         })).then(async ([s]) => { await rm(path.join(work, 'bare', 'image.raw'), { force: true }); return s })
+        // each bare chunk request's own time (with N at a time they overlap: the wall-clock laps below do not say it)
+        const bareChunkOwn: number[] = []
         const anchorChunks = () => serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
-          await eachChunk(async n => { await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n) })
+          await eachChunk(async n => {
+            const t0 = performance.now()
+            await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n)
+            bareChunkOwn.push(performance.now() - t0)
+          })
         })).then(async ([s]) => { await rm(path.join(work, 'bare', 'chunks.raw'), { force: true }); return s })
         // the bare server serves the image itself (a hard link into its directory, in the page cache)
         await link(image, path.join(work, 'bare', 'serve.raw'))
@@ -424,7 +430,7 @@ async function main (): Promise<void> {
             },
             async (last) => {
               chunks.push(await anchorChunks())
-              const parts = { init: 0, links: 0, chunks: 0, wait: 0 }
+              const parts = { init: 0, links: 0, chunks: 0, wait: 0, linkOwn: 0, chunkOwn: 0 }
               let id = ''
               chunked = await serverCpu('chunked', child.pid!, () => timed(async () => {
                 let t = performance.now()
@@ -432,10 +438,14 @@ async function main (): Promise<void> {
                 const d = (await api('POST', '/initupload/', { name: 'chunked', size, media: 'disk' })).objects[0]
                 lap('init')
                 await eachChunk(async n => {
+                  const t0 = performance.now()
                   const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
                   lap('links')
+                  const t1 = performance.now()
+                  parts.linkOwn += t1 - t0
                   await sendChunk(`http://127.0.0.1:${port}${link as string}`, n)
                   lap('chunks')
+                  parts.chunkOwn += performance.now() - t1
                 })
                 await waitJob(d.jobs[0].uuid)
                 lap('wait')
@@ -489,7 +499,10 @@ async function main (): Promise<void> {
         }
         const shas = (['raw', 'chunked', 'multipart'] as const).map(k => `${k} ${shaOk[k] ? 'ok' : 'DIFFERS'}`).join(', ')
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
-        const chunkedClient = `initupload ${m('init')}, ${chunkCount} link requests ${m('links')}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}`
+        const chunkedClient = `initupload ${m('init')}, ${chunkCount} link requests ${m('links')}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}` +
+          (parallel > 1
+            ? `; each request's own time, mean (the requests overlap, so the split above is wall-clock laps): link ${(median(client.map(c => c.linkOwn)) / chunkCount).toFixed(1)} ms, chunk ${(median(client.map(c => c.chunkOwn)) / chunkCount).toFixed(1)} ms, the bare server's chunk ${(bareChunkOwn.reduce((a, b) => a + b, 0) / Math.max(1, bareChunkOwn.length)).toFixed(1)} ms`
+            : '')
         const pick = (k: Contender) => median(samples.map(x => x[k]))
         // the median, and each round's figure when there are several (a slow round shows which contender paid)
         const cpuOf = (k: Contender) => `${median(cpus.map(x => x[k])).toFixed(2)} s` + (cpus.length > 1 ? ` (${cpus.map(x => x[k].toFixed(2)).join('/')})` : '')

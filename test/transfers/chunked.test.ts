@@ -313,6 +313,32 @@ t.test('a chunk of the wrong size is refused and nothing is recorded', async t =
   t.equal(outside.json()[0].error_point, 'chunk_number')
 })
 
+t.test('first links that race: the one that fixes the chunk size wins, the links of that size that waited for it are written, another size is 400', async t => {
+  const data = randomImage(4 * MiB)
+  const d = await init(data.length)
+  const jobId = d.jobs[0].uuid
+  // another first link's fix, not yet committed: the links below wait on the job's row for it,
+  // and their statements' snapshots cannot see it once they go on (waiters are counted by their
+  // locks: pg_stat_activity may still show a pooled connection's previous statement)
+  const c = new pg.Client({ connectionString: databaseUrl })
+  await c.connect()
+  t.teardown(() => c.end().catch(() => {}))
+  await c.query('BEGIN')
+  await c.query('UPDATE jobs SET params = params || jsonb_build_object(\'chunkSize\', $2::bigint) WHERE id = $1::uuid', [jobId, S])
+  const asked = [0, 1, 2].map(n => linkFor(d.uuid, n))
+  const otherSize = api.post(`/api/2.0/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: 0, chunk_size: 2 * S })
+  await eventually(async () => (await c.query(`
+    SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE NOT l.granted AND a.datname = current_database() AND l.locktype IN ('transactionid', 'tuple')`)).rows[0].n >= 4 || undefined)
+  await c.query('COMMIT')
+  const links = await Promise.all(asked)
+  t.same(links.map(r => r.statusCode), [202, 202, 202], links.map(r => r.body).join(' '))
+  const other = await otherSize
+  t.equal(other.statusCode, 400, other.body)
+  t.match(other.json()[0], { error_point: 'chunk_size', error_message: `This upload uses chunks of ${S} bytes; chunk_size must be ${S}` })
+  for (const [n, r] of links.entries()) t.equal((await put(r.json().link, part(data, n, 4))).statusCode, 200, `chunk ${n} through its link`)
+})
+
 t.test('resuming an interrupted upload sends only what is missing', async t => {
   const data = randomImage(4 * MiB + 5)
   const count = 4

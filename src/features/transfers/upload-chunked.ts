@@ -77,58 +77,67 @@ export async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): P
   return Number((job.params as { chunkSize?: unknown }).chunkSize)
 }
 
-// chunkLink's two statements, on the pg pool (named: parsed and planned once per connection)
-const LINK_DRIVE_SQL = `
-  SELECT size::text, status, locked_by_job::text AS "lockedByJob" FROM drives WHERE id = $1::uuid AND owner_id = $2::uuid AND NOT deleted FOR UPDATE`
-// $1 chunk number, $2 drive size, $3 chunk size, $4 the upload's job, $5 drive, $6 token hash, $7 owner, $8 link TTL (s)
-const LINK_WRITE_SQL = `
-  WITH ok AS (
-    -- the chunk exists with this chunk size
-    SELECT 1 WHERE $1::bigint >= 0 AND $1::bigint < GREATEST(1, floor($2::numeric / $3::numeric))
+// chunkLink's one statement, on the pg pool (named: parsed and planned once per connection). $1
+// chunk number, $2 drive, $3 chunk size, $4 token hash, $5 owner, $6 link TTL (s). The drive row
+// is share-locked (a change of the upload's drive, which takes it FOR UPDATE, waits for the link,
+// and the link for the change: then it reads the changed row), so links of one upload do not wait
+// for each other. What it read says which check failed.
+const LINK_SQL = `
+  WITH d AS (
+    SELECT size, status, locked_by_job FROM drives WHERE id = $2::uuid AND owner_id = $5::uuid AND NOT deleted FOR SHARE
+  ),
+  ok AS (
+    -- an upload, and the chunk exists with this chunk size
+    SELECT d.locked_by_job AS job_id FROM d
+    WHERE d.status = 'uploading' AND d.locked_by_job IS NOT NULL
+      AND $1::bigint >= 0 AND $1::bigint < GREATEST(1, floor(d.size::numeric / $3::numeric))
   ),
   fix AS (
     UPDATE jobs SET params = params || jsonb_build_object('chunkSize', $3::bigint)
-    WHERE id = $4::uuid AND NOT (params ? 'chunkSize') AND EXISTS (SELECT 1 FROM ok)
+    WHERE id = (SELECT job_id FROM ok) AND NOT (params ? 'chunkSize')
     RETURNING (params ->> 'chunkSize')::bigint AS chunk_size
   ),
   fixed AS (
-    SELECT COALESCE((SELECT chunk_size FROM fix), (SELECT (params ->> 'chunkSize')::bigint FROM jobs WHERE id = $4::uuid)) AS chunk_size
+    SELECT COALESCE((SELECT chunk_size FROM fix), (SELECT (params ->> 'chunkSize')::bigint FROM jobs WHERE id = (SELECT locked_by_job FROM d))) AS chunk_size
   ),
   stored AS (
-    SELECT EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $5::uuid AND number = $1::bigint) AS stored
+    SELECT EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $2::uuid AND number = $1::bigint) AS stored
   ),
   link AS (
     INSERT INTO transfer_links (token_hash, owner_id, drive_id, job_id, purpose, chunk_number, chunk_size, expires_at)
-    SELECT $6::text, $7::uuid, $5::uuid, $4::uuid, 'upload_chunk', $1::int, $3::bigint, now() + make_interval(secs => $8::int)
+    SELECT $4::text, $5::uuid, $2::uuid, ok.job_id, 'upload_chunk', $1::int, $3::bigint, now() + make_interval(secs => $6::int)
     FROM ok, fixed, stored
     WHERE fixed.chunk_size = $3::bigint AND NOT stored.stored
     RETURNING 1
   )
-  SELECT (SELECT chunk_size::text FROM fixed) AS fixed, (SELECT stored FROM stored) AS stored, EXISTS (SELECT 1 FROM link) AS created`
+  SELECT (SELECT size::text FROM d) AS size, (SELECT status FROM d) AS status, (SELECT locked_by_job IS NOT NULL FROM d) AS held,
+    (SELECT chunk_size::text FROM fixed) AS fixed, (SELECT stored FROM stored) AS stored, EXISTS (SELECT 1 FROM link) AS created`
+
+interface LinkRow { size: string | null, status: string | null, held: boolean | null, fixed: string | null, stored: boolean, created: boolean }
 
 /**
  * ?do=upload_chunk: a 5-minute link for one chunk, or 416 when the chunk is stored already. A link
- * is asked for before every chunk, so this is two statements: the drive row's lock (as every
- * change of an upload's drive takes it first), then one that fixes the upload's chunk size if this
- * is its first valid link and writes the link only when every check passes; what it read says
- * which check failed.
+ * is asked for before every chunk, so this is one statement (LINK_SQL): it fixes the upload's
+ * chunk size if this is its first valid link and writes the link only when every check passes.
+ * Two first links at once: the later one's statement waits on the job's row for the earlier one's
+ * fix and then cannot see it (its snapshot is older), so it reads no chunk size and writes no
+ * link; it runs once more, with a snapshot that holds the fix.
  */
 export async function chunkLink (deps: TransferDeps, ownerId: string, driveId: string, chunkNumber: number, chunkSize: number): Promise<{ link: string }> {
   if (!isUuid(driveId)) throw errors.notFound('Drive', 'uuid')
   const id = driveId.toLowerCase()
   const { token, hash } = newToken()
-  const r = await pgTransaction(deps.pool, async (client) => {
-    const [drive] = await query<{ size: string, status: string, lockedByJob: string | null }>(client, LINK_DRIVE_SQL, [id, ownerId], 'clonejobs_link_drive')
-    if (drive === undefined) throw errors.notFound(`Drive ${driveId}`, 'uuid')
-    if (drive.status !== 'uploading' || !drive.lockedByJob) throw errors.wrongState(`Drive ${id} is ${drive.status}, not uploading`)
-    const [row] = await query<{ fixed: string | null, stored: boolean, created: boolean }>(client, LINK_WRITE_SQL,
-      [chunkNumber, drive.size, chunkSize, drive.lockedByJob, id, hash, ownerId, deps.config.uploadLinkTtlSeconds], 'clonejobs_link_write')
-    return { ...row, size: Number(drive.size) }
-  })
+  const once = async () => (await query<LinkRow>(deps.pool, LINK_SQL, [chunkNumber, id, chunkSize, hash, ownerId, deps.config.uploadLinkTtlSeconds], 'clonejobs_link'))[0]
+  let r = await once()
+  const raced = (row: LinkRow) => row.held === true && row.status === 'uploading' && row.fixed === null && !row.stored && chunkRange(Number(row.size), chunkSize, chunkNumber) !== undefined
+  if (raced(r)) r = await once()
+  if (r.size === null) throw errors.notFound(`Drive ${driveId}`, 'uuid')
+  if (r.status !== 'uploading' || r.held !== true) throw errors.wrongState(`Drive ${id} is ${r.status}, not uploading`)
+  const size = Number(r.size)
   const fixed = r.fixed === null ? undefined : Number(r.fixed)
   if (fixed !== undefined && fixed !== chunkSize) throw errors.validation(`This upload uses chunks of ${fixed} bytes; chunk_size must be ${fixed}`, 'chunk_size')
-  if (!chunkRange(r.size, chunkSize, chunkNumber)) {
-    throw errors.validation(`chunk_number must be between 0 and ${chunkCount(r.size, chunkSize) - 1} for ${r.size} bytes in chunks of ${chunkSize}`, 'chunk_number')
+  if (!chunkRange(size, chunkSize, chunkNumber)) {
+    throw errors.validation(`chunk_number must be between 0 and ${chunkCount(size, chunkSize) - 1} for ${size} bytes in chunks of ${chunkSize}`, 'chunk_number')
   }
   if (r.stored) throw chunkStored(chunkNumber)
   if (!r.created) throw new Error(`the link for chunk ${chunkNumber} of drive ${id} was not written`)
