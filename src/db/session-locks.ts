@@ -92,6 +92,8 @@ export class SessionLocks {
   private readonly held = new Map<string, Held>()
   private pinger: NodeJS.Timeout | undefined
   private closed = false
+  /** the last statement sent on each connection: the next one is sent once it has answered */
+  private readonly sent = new WeakMap<pg.Client, Promise<unknown>>()
 
   /** `config`: the connection's settings (set query_timeout: the liveness query relies on it). */
   constructor (private readonly config: pg.ClientConfig, private readonly opts: SessionLocksOptions = {}) {}
@@ -115,7 +117,7 @@ export class SessionLocks {
       client = await this.connection()
       entry.client = client
       const key = keyOf(name)
-      const r = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${key.args}) AS ok`, key.params)
+      const r = await this.send<{ ok: boolean }>(client, `SELECT pg_try_advisory_lock(${key.args}) AS ok`, key.params)
       ok = r.rows[0].ok
     } catch (err) {
       if (this.held.get(name) === entry) this.held.delete(name)
@@ -137,7 +139,7 @@ export class SessionLocks {
         this.held.delete(name)
         try {
           const key = keyOf(name)
-          await taken.query(`SELECT pg_advisory_unlock(${key.args})`, key.params)
+          await this.send(taken, `SELECT pg_advisory_unlock(${key.args})`, key.params)
         } catch (err) {
           this.lose(taken, err)
         }
@@ -173,13 +175,25 @@ export class SessionLocks {
       this.client = client
       const ping = () => {
         if (this.client !== client || ![...this.held.values()].some(h => h.client === client)) return
-        client.query('SELECT 1').catch((err: unknown) => this.lose(client, err))
+        this.send(client, 'SELECT 1').catch((err: unknown) => this.lose(client, err))
       }
       this.pinger = setInterval(ping, this.opts.pingIntervalMs ?? 5000)
       this.pinger.unref()
       return client
     })().finally(() => { this.connecting = undefined })
     return this.connecting
+  }
+
+  /**
+   * Sends a statement on `client` after the ones sent before it have answered, in the order they
+   * were asked for: every claim of this owner shares the one connection, and pg (from version 9)
+   * refuses a query sent while another is still running on its client.
+   */
+  private async send<R extends pg.QueryResultRow = pg.QueryResultRow> (client: pg.Client, text: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    const run = async () => client.query<R>(text, params)
+    const result = (this.sent.get(client) ?? Promise.resolve()).then(run, run)
+    this.sent.set(client, result.catch(() => {}))
+    return result
   }
 
   /** `client` failed (or is closed): it goes, and so does every claim taken on it. */

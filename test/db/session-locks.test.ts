@@ -84,3 +84,22 @@ t.test('a terminated claims connection holds nothing, whether or not its holder 
     poll().catch(reject)
   }), 'the lock is gone from the server')
 })
+
+t.test('claims asked for at once go over the one connection one statement at a time (pg refuses a query sent while another runs)', async t => {
+  const warnings: string[] = []
+  const onWarning = (w: Error) => { warnings.push(w.message) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const locks = new SessionLocks({ connectionString: databaseUrl })
+  t.teardown(() => locks.close())
+  const group = `upload_chunk:${crypto.randomUUID()}`
+  const taken = await Promise.all(Array.from({ length: 20 }, (_, n) => locks.tryLock(memberName(group, n))))
+  t.ok(taken.every(l => l !== undefined), 'every claim was taken')
+  let yes = 0
+  for (const lock of taken) if (await held(lock!.pid, lock!.name)) yes++
+  t.equal(yes, 20, 'and is held')
+  await Promise.all(taken.map(l => l!.release()))
+  for (const lock of taken) t.notOk(await held(lock!.pid, lock!.name), `${lock!.name} was released`)
+  await new Promise(resolve => setImmediate(resolve))
+  t.same(warnings.filter(w => /already executing a query/.test(w)), [], 'no query was sent while another ran')
+})
