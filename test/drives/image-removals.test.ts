@@ -215,8 +215,9 @@ t.test('the sweeper never removes an image whose drive row exists', async t => {
     let inserted = false
     const inserting = other.query(`INSERT INTO drives (id, owner_id, name, size, media, status, storage_type)
       VALUES ($1::uuid, $2::uuid, 'waiting', $3, 'disk', 'creating', 'dssd')`, [id, alice.id, GiB]).then(() => { inserted = true })
-    await eventually(async () => (await app.prisma.$queryRaw<unknown[]>`
-      SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE 'INSERT INTO drives%'`).length > 0 || undefined)
+    // the insert's backend waits for a lock (by its pid: pg_stat_activity's text may lag)
+    const pid = (other as unknown as { processID: number }).processID
+    await eventually(async () => (await app.prisma.$queryRaw<unknown[]>`SELECT 1 FROM pg_locks WHERE NOT granted AND pid = ${pid}::int`).length > 0 || undefined)
     t.notOk(inserted, 'the insert waits for the removal')
     open()
     t.same(await sweeping, { removed: 1, owned: 0, failed: 0 })
