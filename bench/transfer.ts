@@ -377,7 +377,7 @@ async function main (): Promise<void> {
         const anchorUp = () => serverCpu('bareUp', bare.child.pid!, () => timed(async () => {
           await run('curl', ['-sS', '--fail', '-T', image, '-H', 'Content-Type: application/octet-stream', `${bare.base}/image.raw`])
         })).then(async ([s]) => { await rm(path.join(work, 'bare', 'image.raw'), { force: true }); return s })
-        // each bare chunk request's own time (with N at a time they overlap: the wall-clock laps below do not say it)
+        // each bare chunk request's own time, in the counted rounds (with N at a time they overlap: the wall-clock laps below do not say it)
         const bareChunkOwn: number[] = []
         const anchorChunks = () => serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
           await eachChunk(async n => {
@@ -479,6 +479,7 @@ async function main (): Promise<void> {
           if (round < 0) {
             // a warm-up round (the service's first uploads also compile its code): not counted
             client.pop()
+            bareChunkOwn.length = 0
             continue
           }
           // the anchors on either side of each contender (at.x: the anchor runs made before it)
@@ -499,9 +500,11 @@ async function main (): Promise<void> {
         }
         const shas = (['raw', 'chunked', 'multipart'] as const).map(k => `${k} ${shaOk[k] ? 'ok' : 'DIFFERS'}`).join(', ')
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
+        // the mean of the counted rounds' requests: `sums` of their times over `count` requests
+        const ownMean = (sums: number[], count: number) => (sums.reduce((a, b) => a + b, 0) / Math.max(1, count)).toFixed(1)
         const chunkedClient = `initupload ${m('init')}, ${chunkCount} link requests ${m('links')}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}` +
           (parallel > 1
-            ? `; each request's own time, mean (the requests overlap, so the split above is wall-clock laps): link ${(median(client.map(c => c.linkOwn)) / chunkCount).toFixed(1)} ms, chunk ${(median(client.map(c => c.chunkOwn)) / chunkCount).toFixed(1)} ms, the bare server's chunk ${(bareChunkOwn.reduce((a, b) => a + b, 0) / Math.max(1, bareChunkOwn.length)).toFixed(1)} ms`
+            ? `; each request's own time, mean (the requests overlap, so the split above is wall-clock laps): link ${ownMean(client.map(c => c.linkOwn), client.length * chunkCount)} ms, chunk ${ownMean(client.map(c => c.chunkOwn), client.length * chunkCount)} ms, the bare server's chunk ${ownMean(bareChunkOwn, bareChunkOwn.length)} ms`
             : '')
         const pick = (k: Contender) => median(samples.map(x => x[k]))
         // the median, and each round's figure when there are several (a slow round shows which contender paid)

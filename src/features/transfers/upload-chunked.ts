@@ -340,10 +340,10 @@ export class InOrderHash {
   async digestOfLast (): Promise<ChunksDigest | undefined> {
     if (this.taken) return undefined
     const r = this.inFlight.hashes.get(this.driveId)
-    const rangeOf = (k: number) => k === this.n ? this.range : r === undefined || r.dropped || k < r.next ? undefined : r.ahead.get(k) ?? r.pending.get(k)
-    for (let k = 0; k < this.total; k++) {
-      if (k !== this.n && rangeOf(k) === undefined && (r === undefined || r.dropped || k >= r.next)) return undefined
-    }
+    const inHash = (k: number) => r !== undefined && !r.dropped && k < r.next
+    // the range of chunk k when it is not in the running hash yet: this one, or one recorded ahead or pending
+    const rangeOf = (k: number) => k === this.n ? this.range : r === undefined || r.dropped || inHash(k) ? undefined : r.ahead.get(k) ?? r.pending.get(k)
+    for (let k = 0; k < this.total; k++) if (!inHash(k) && rangeOf(k) === undefined) return undefined
     // what is not in the running hash (or this chunk's fork) yet, the read-back under way's share included
     const unhashed = (from: number) => {
       let bytes = 0
