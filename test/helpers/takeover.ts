@@ -31,14 +31,26 @@ async function connect (t: Teardown, databaseUrl: string): Promise<pg.Client> {
 }
 
 /**
- * Takes the job over as a claim would: only when its row is not locked (claims skip locked rows,
- * so an attempt in the middle of a fenced write keeps its job). False when it could not be had.
+ * Takes the job over as a claim would once its lease is gone: attempt + 1, another owner. A claim
+ * skips a locked row and tries again at its next poll; this waits for the row instead, up to
+ * `waitMs`, since the attempt's own short statements lock it in passing (a job log flush, a
+ * progress write: skipping the row then made the takeover fail by chance). False when it could not
+ * be had in that time (the attempt holds its job row: a fenced write in flight) or is finished.
  */
-export async function takeOver (c: pg.Client, jobId: string): Promise<boolean> {
-  const r = await c.query(`
-    UPDATE jobs SET attempts = attempts + 1, locked_by = $2, locked_until = now() + interval '60 seconds', last_modified = now()
-    WHERE id = (SELECT id FROM jobs WHERE id = $1::uuid AND state IN ('queued', 'started', 'cancelling') FOR UPDATE SKIP LOCKED)`, [jobId, TAKEN_BY])
-  return r.rowCount === 1
+export async function takeOver (c: pg.Client, jobId: string, waitMs = 5000): Promise<boolean> {
+  await c.query('BEGIN')
+  try {
+    await c.query(`SET LOCAL lock_timeout = ${Math.round(waitMs)}`)
+    const r = await c.query(`
+      UPDATE jobs SET attempts = attempts + 1, locked_by = $2, locked_until = now() + interval '60 seconds', last_modified = now()
+      WHERE id = $1::uuid AND state IN ('queued', 'started', 'cancelling')`, [jobId, TAKEN_BY])
+    await c.query('COMMIT')
+    return r.rowCount === 1
+  } catch (err) {
+    await c.query('ROLLBACK')
+    if ((err as { code?: string }).code === '55P03') return false // lock_not_available
+    throw err
+  }
 }
 
 export interface StaleRun {
