@@ -5,6 +5,7 @@ import { hashPassword, verifyPassword } from '../../src/domain/passwords.ts'
 import { parseBasic } from '../../src/plugins/auth.ts'
 import pg from 'pg'
 import { buildTestApp, createUser, eventually } from '../helpers/app.ts'
+import { waitingForUs } from '../helpers/locks.ts'
 import { enqueueJob, enqueueJobs, newJobId } from '../../src/engine/enqueue.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
@@ -105,7 +106,7 @@ t.test('a job written by a request that held one of the account\'s rows while it
   await pgc.query('BEGIN')
   await pgc.query('SELECT id FROM drives WHERE id = $1 FOR UPDATE', [drive.id])
   const removing = removeAccount(app.prisma, 'gina@example.com')
-  await eventually(async () => Number((await pgc.query("SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).rows[0].n) > 0)
+  await eventually(async () => await waitingForUs(pgc) > 0)
   const tx = { $queryRawUnsafe: async (sql: string, ...values: unknown[]) => (await pgc.query(sql, values)).rows } as unknown as Parameters<typeof enqueueJobs>[0]
   const [job] = await enqueueJobs(tx, [{ ownerId: gina.id, operation: 'drive_resize' }])
   await pgc.query('COMMIT')

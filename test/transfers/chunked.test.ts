@@ -10,6 +10,7 @@ import pg from 'pg'
 import t, { type Test } from 'tap'
 import type { LocalDriveStorage } from '../../src/storage/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { waitingForUs } from '../helpers/locks.ts'
 import { lockRow } from '../helpers/db.ts'
 import { waitForJob } from '../helpers/jobs.ts'
 import { MiB, listen, movedMiB, randomImage, request, sha256 } from './helpers.ts'
@@ -318,8 +319,8 @@ t.test('first links that race: the one that fixes the chunk size wins, the links
   const d = await init(data.length)
   const jobId = d.jobs[0].uuid
   // another first link's fix, not yet committed: the links below wait on the job's row for it,
-  // and their statements' snapshots cannot see it once they go on (waiters are counted by their
-  // locks: pg_stat_activity may still show a pooled connection's previous statement)
+  // and their statements' snapshots cannot see it once they go on (waiters are counted in
+  // pg_locks: see helpers/locks.ts)
   const c = new pg.Client({ connectionString: databaseUrl })
   await c.connect()
   t.teardown(() => c.end().catch(() => {}))
@@ -327,9 +328,7 @@ t.test('first links that race: the one that fixes the chunk size wins, the links
   await c.query('UPDATE jobs SET params = params || jsonb_build_object(\'chunkSize\', $2::bigint) WHERE id = $1::uuid', [jobId, S])
   const asked = [0, 1, 2].map(n => linkFor(d.uuid, n))
   const otherSize = api.post(`/api/2.0/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: 0, chunk_size: 2 * S })
-  await eventually(async () => (await c.query(`
-    SELECT count(*)::int AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE NOT l.granted AND a.datname = current_database() AND l.locktype IN ('transactionid', 'tuple')`)).rows[0].n >= 4 || undefined)
+  await eventually(async () => await waitingForUs(c) >= 4 || undefined)
   await c.query('COMMIT')
   const links = await Promise.all(asked)
   t.same(links.map(r => r.statusCode), [202, 202, 202], links.map(r => r.body).join(' '))
