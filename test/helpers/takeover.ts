@@ -47,7 +47,8 @@ export async function takeOver (c: pg.Client, jobId: string, waitMs = 5000): Pro
     await c.query('COMMIT')
     return r.rowCount === 1
   } catch (err) {
-    await c.query('ROLLBACK')
+    // a failed ROLLBACK (the connection gone) must not hide why the takeover failed
+    await c.query('ROLLBACK').catch(() => {})
     if ((err as { code?: string }).code === '55P03') return false // lock_not_available
     throw err
   }
