@@ -9,19 +9,14 @@ import type { JobEngine } from '../../src/engine/engine.ts'
 import type { JobHandler } from '../../src/engine/types.ts'
 import { eventually } from './app.ts'
 import { appHandlers, startEngine } from './jobs.ts'
+import { WAITING_ON } from './locks.ts'
 
 interface Teardown { teardown: (fn: () => Promise<void> | void) => void }
 
 export const TAKEN_BY = 'someone-else'
 
-/**
- * A lock request on table $1 that waits, in this database only. pg_locks shows the whole cluster,
- * and every test database is cloned from one template, so another test file's tables carry the
- * same OIDs: a waiter there is not this handler's.
- */
-export const WAITING_ON = `
-  SELECT 1 FROM pg_locks WHERE relation = $1::regclass AND NOT granted
-    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+/** How long a takeover waits for the job row (see takeOver). */
+const TAKEOVER_WAIT_MS = 5000
 
 async function connect (t: Teardown, databaseUrl: string): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: databaseUrl })
@@ -33,14 +28,14 @@ async function connect (t: Teardown, databaseUrl: string): Promise<pg.Client> {
 /**
  * Takes the job over as a claim would once its lease is gone: attempt + 1, another owner. A claim
  * skips a locked row and tries again at its next poll; this waits for the row instead, up to
- * `waitMs`, since the attempt's own short statements lock it in passing (a job log flush, a
+ * TAKEOVER_WAIT_MS, since the attempt's own short statements lock it in passing (a job log flush, a
  * progress write: skipping the row then made the takeover fail by chance). False when it could not
  * be had in that time (the attempt holds its job row: a fenced write in flight) or is finished.
  */
-export async function takeOver (c: pg.Client, jobId: string, waitMs = 5000): Promise<boolean> {
+export async function takeOver (c: pg.Client, jobId: string): Promise<boolean> {
   await c.query('BEGIN')
   try {
-    await c.query(`SET LOCAL lock_timeout = ${Math.round(waitMs)}`)
+    await c.query(`SET LOCAL lock_timeout = ${TAKEOVER_WAIT_MS}`)
     const r = await c.query(`
       UPDATE jobs SET attempts = attempts + 1, locked_by = $2, locked_until = now() + interval '60 seconds', last_modified = now()
       WHERE id = $1::uuid AND state IN ('queued', 'started', 'cancelling')`, [jobId, TAKEN_BY])
