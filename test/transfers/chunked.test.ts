@@ -235,6 +235,44 @@ t.test('past CHUNK_READ_BACK_MAX the last chunk\'s request reads nothing back: t
   t.equal((await carolApi.get(`/api/2.0/jobs/${s.jobs[0].uuid}/`)).json().state, 'success', '2 MiB read back: finished in the request')
 })
 
+t.test('a last chunk that arrives while the read-back of those before it is still under way waits for it outside its transaction, then finishes the upload itself (past CHUNK_READ_BACK_MAX it was left to a worker)', async t => {
+  const bounded = await buildTestApp(t, { runWorkers: false, databaseUrl: quiet.databaseUrl, config: { storage: 'local', drivesDir: quiet.app.config.drivesDir, chunkReadBackMaxBytes: 2 * MiB } })
+  const boundedPut = (link: string, payload: Buffer) => bounded.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
+  const data = randomImage(6 * MiB + 1)
+  const d = await quietInit(data.length)
+  const jobId = d.jobs[0].uuid
+  // the read-back of this drive's image (the real file) holds until the test lets it go
+  const storage = bounded.app.storage as LocalDriveStorage
+  const openForRead = storage.openForRead.bind(storage)
+  let opened!: () => void
+  const reading = new Promise<void>(resolve => { opened = resolve })
+  let letGo!: () => void
+  const gate = new Promise<void>(resolve => { letGo = resolve })
+  storage.openForRead = async (id: string) => {
+    if (id === d.uuid) { opened(); await gate }
+    return openForRead(id)
+  }
+  t.teardown(() => { letGo(); storage.openForRead = openForRead })
+  // 1 to 4 wait for 0; once 0 is recorded they are read back in the background: 4 MiB, held
+  for (const n of [1, 2, 3, 4]) t.equal((await boundedPut(await quietLink(d.uuid, n), part(data, n, 6))).statusCode, 200)
+  t.match((await boundedPut(await quietLink(d.uuid, 0), part(data, 0, 6))).json(), { complete: false, chunks_stored: 5 })
+  await reading
+  // 5, the last: every other chunk went through this process, and 5 MiB of them are not in the running hash yet
+  const last = boundedPut(await quietLink(d.uuid, 5), part(data, 5, 6))
+  const early = await Promise.race([last.then(() => 'answered'), new Promise(resolve => setTimeout(resolve, 500, 'waiting'))])
+  t.equal(early, 'waiting', 'the last chunk\'s request waits for the read-back under way')
+  t.equal(await quiet.app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 5, 'before its record')
+  await t.resolves(quiet.app.prisma.$transaction(async (tx) => tx.$queryRaw`SELECT 1 FROM jobs WHERE id = ${jobId}::uuid FOR UPDATE NOWAIT`), 'holding no lock on the job row meanwhile')
+  letGo()
+  t.match((await last).json(), { chunk: 5, complete: true })
+  const row = await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: jobId } })
+  t.equal(row.state, 'success', 'the job succeeded in the request that stored the last chunk: no worker reads the image')
+  t.same(row.result, { sha256: sha256(data), bytes: data.length }, 'the sha256 of the image, in its order')
+  const log = (await carolApi.get(`/api/2.0/jobs/${jobId}/log/`)).body
+  t.match(log, /all 6 chunks received; their sha256 was computed as they arrived, on a worker thread, the 5 that arrived out of order read back from the image: 4 as the chunks before them came in, 1 by the last chunk's request: [0-9a-f]{64}/, 'the job says which were read back, and when')
+  t.ok((await carolApi.get(`/api/2.0/drives/${d.uuid}/download/`)).rawPayload.equals(data), 'the image is the file')
+})
+
 t.test('chunks received by two processes: the upload is left to a worker, the job due, not finished, when the last chunk is stored', async t => {
   const data = randomImage(2 * MiB + 3)
   const d = await quietInit(data.length)
