@@ -380,9 +380,10 @@ export class InOrderHash {
   /**
    * Before this chunk is recorded, when it arrived out of order (no fork) and every other chunk of
    * the upload went through this app, so that its record is likely the upload's last: waits for
-   * the read-back under way (readAhead) to end, holding no lock and no connection. The last
-   * chunk's transaction then reads back only what is still missing, where it found the read-back
-   * behind by more than config.chunkReadBackMaxBytes and left the whole image to a worker (bench:transfer
+   * the read-back under way (readAhead) to end, holding neither the job row's lock nor a pool
+   * connection (only its chunk's claim, as while it received the chunk). The last chunk's
+   * transaction then reads back only what is still missing, where it found the read-back behind
+   * by more than config.chunkReadBackMaxBytes and left the whole image to a worker (bench:transfer
    * --parallel 3, 1 GiB in chunks of 64 MiB: the job hashed the image after the last answer).
    */
   async catchUp (): Promise<void> {
