@@ -1,6 +1,6 @@
 /**
  * Uploads and downloads beside a bare Node server, in one run:
- *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64] [--parallel 1] [--rounds 1] [--warmup 1] [--load 0]`   (sizes and chunk in MiB)
+ *   `npx tsx bench/transfer.ts [--sizes 256] [--chunk 64] [--parallel 1] [--rounds 1] [--warmup 1] [--load 0] [--chunk-client curl|node] [--chunk-protocol links|resumable]`   (sizes and chunk in MiB)
  *
  * `--warmup N` rounds run first and are not counted: a fresh service compiles its upload paths
  * during its first uploads (its first raw upload used about twice the CPU of the later ones).
@@ -33,6 +33,9 @@
  *                           the client split then sums overlapping times), until the job succeeds:
  *                           `curl -T` of the chunk's file (the image split beforehand), or with
  *                           `--chunk-client node` a POST of the image's range from this process;
+ *                           `--chunk-protocol resumable`: no links, each chunk POSTed to
+ *                           /drives/{uuid}/upload/ with Basic auth and the resumable* fields in
+ *                           the query string, as resumable.js sends it with method "octet";
  *                multipart  `curl -F data=... -F file=@image` to POST /_upload/, until the job
  *                           succeeds;
  *                download   `curl -o` of GET /drives/{uuid}/download/.
@@ -103,10 +106,15 @@ async function main (): Promise<void> {
       load: { type: 'string', default: '0' },
       warmup: { type: 'string', default: '1' },
       'chunk-client': { type: 'string', default: 'curl' },
+      'chunk-protocol': { type: 'string', default: 'links' },
       parallel: { type: 'string', default: '1' }
     }
   })
   const chunkClient = args['chunk-client'] === 'node' ? 'node' : 'curl'
+  // links: §5.2 (a link request per chunk, the chunk to its link); resumable: §5.3 as resumable.js
+  // sends it with method "octet" (each chunk POSTed to /drives/{uuid}/upload/ with Basic auth and
+  // the resumable* fields in the query string: no link requests)
+  const chunkProtocol = args['chunk-protocol'] === 'resumable' ? 'resumable' : 'links'
   const sizes = args.sizes.split(',').map(Number).filter(n => n > 0)
   const chunkBytes = Math.max(1, Number(args.chunk)) * MiB
   const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
@@ -206,8 +214,8 @@ async function main (): Promise<void> {
   }
 
   /** POSTs `length` bytes of `file` from `start` to `url`; resolves with the response body. */
-  const postRange = (url: string, file: string, start: number, length: number): Promise<string> => new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'content-length': length, accept: 'application/json' } }, res => {
+  const postRange = (url: string, file: string, start: number, length: number, headers: Record<string, string> = {}): Promise<string> => new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'content-length': length, accept: 'application/json', ...headers } }, res => {
       let body = ''
       res.setEncoding('utf8').on('data', (d: string) => { body += d })
       res.on('end', () => (res.statusCode ?? 0) < 300 ? resolve(body) : reject(new Error(`chunk: ${String(res.statusCode)} ${body}`)))
@@ -275,12 +283,18 @@ async function main (): Promise<void> {
         while (next < chunkCount) await send(next++)
       }))
     }
-    /** Sends chunk n to `url` with the chunked client (PUT with curl, POST from this process). */
-    const sendChunk = async (url: string, n: number): Promise<void> => {
+    /**
+     * Sends chunk n to `url` with the chunked client (PUT with curl, POST from this process; a
+     * POST with `auth`, Basic, for resumable.js's protocol).
+     */
+    const sendChunk = async (url: string, n: number, auth?: string): Promise<void> => {
       // --request-target: curl -T would append the file's name to a URL ending in '/'
       const u = new URL(url)
-      if (chunkClient === 'curl') await run('curl', ['-sS', '--fail', '-T', chunkFile(n), '-H', 'Content-Type: application/octet-stream', '--request-target', u.pathname + u.search, u.origin + '/'])
-      else await postRange(url, image, n * chunkBytes, chunkEnd(n) - n * chunkBytes)
+      if (chunkClient === 'curl') {
+        await run('curl', ['-sS', '--fail', '-T', chunkFile(n), '-H', 'Content-Type: application/octet-stream', ...(auth === undefined ? [] : ['-X', 'POST', '-u', auth]), '--request-target', u.pathname + u.search, u.origin + '/'])
+      } else {
+        await postRange(url, image, n * chunkBytes, chunkEnd(n) - n * chunkBytes, auth === undefined ? {} : { authorization: 'Basic ' + Buffer.from(auth).toString('base64') })
+      }
     }
 
     return withDatabase(`clonejobs_bench_transfer_${process.pid}_${sizeMiB}`, async (databaseUrl) => {
@@ -439,6 +453,13 @@ async function main (): Promise<void> {
                 lap('init')
                 await eachChunk(async n => {
                   const t0 = performance.now()
+                  if (chunkProtocol === 'resumable') {
+                    const q = new URLSearchParams({ resumableChunkNumber: String(n + 1), resumableChunkSize: String(chunkBytes), resumableTotalSize: String(size), resumableCurrentChunkSize: String(chunkEnd(n) - n * chunkBytes), resumableTotalChunks: String(chunkCount) })
+                    await sendChunk(`${base}/drives/${d.uuid as string}/upload/?${q.toString()}`, n, auth)
+                    lap('chunks')
+                    parts.chunkOwn += performance.now() - t0
+                    return
+                  }
                   const { link } = await api('POST', `/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkBytes })
                   lap('links')
                   const t1 = performance.now()
@@ -502,9 +523,9 @@ async function main (): Promise<void> {
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
         // the mean of the counted rounds' requests: `sums` of their times over `count` requests
         const ownMean = (sums: number[], count: number) => (sums.reduce((a, b) => a + b, 0) / Math.max(1, count)).toFixed(1)
-        const chunkedClient = `initupload ${m('init')}, ${chunkCount} link requests ${m('links')}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}` +
+        const chunkedClient = `initupload ${m('init')}, ${chunkProtocol === 'links' ? `${chunkCount} link requests ${m('links')}` : 'no link requests (resumable.js)'}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}` +
           (parallel > 1
-            ? `; each request's own time, mean (the requests overlap, so the split above is wall-clock laps): link ${ownMean(client.map(c => c.linkOwn), client.length * chunkCount)} ms, chunk ${ownMean(client.map(c => c.chunkOwn), client.length * chunkCount)} ms, the bare server's chunk ${ownMean(bareChunkOwn, bareChunkOwn.length)} ms`
+            ? `; each request's own time, mean (the requests overlap, so the split above is wall-clock laps): ${chunkProtocol === 'links' ? `link ${ownMean(client.map(c => c.linkOwn), client.length * chunkCount)} ms, ` : ''}chunk ${ownMean(client.map(c => c.chunkOwn), client.length * chunkCount)} ms, the bare server's chunk ${ownMean(bareChunkOwn, bareChunkOwn.length)} ms`
             : '')
         const pick = (k: Contender) => median(samples.map(x => x[k]))
         // the median, and each round's figure when there are several (a slow round shows which contender paid)
@@ -547,7 +568,7 @@ async function main (): Promise<void> {
   // --load: CPU burners for the whole run, ended (by their own handles) whatever happens
   const stopBurners = startBurners(burners)
   try {
-    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'} ${parallel === 1 ? 'one at a time' : `${parallel} at a time`}, ${rounds} round${rounds > 1 ? 's (medians)' : ''} after ${warmups} warm-up round${warmups === 1 ? '' : 's'} (not counted); ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
+    console.log(`transfer bench: sizes ${sizes.join(', ')} MiB, chunks of ${chunkBytes / MiB} MiB sent ${chunkProtocol === 'links' ? 'to their links (§5.2)' : 'as resumable.js sends them (§5.3, method octet)'} with ${chunkClient === 'curl' ? 'curl -T' : 'Node http'} ${parallel === 1 ? 'one at a time' : `${parallel} at a time`}, ${rounds} round${rounds > 1 ? 's (medians)' : ''} after ${warmups} warm-up round${warmups === 1 ? '' : 's'} (not counted); ${(fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length} cores`)
     console.log(describeLoad(burners))
     console.log(`load average at start: ${load()}`)
     const rows: Row[] = []

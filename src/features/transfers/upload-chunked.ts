@@ -77,6 +77,21 @@ export async function fixChunkSize (tx: Tx, jobId: string, chunkSize: number): P
   return Number((job.params as { chunkSize?: unknown }).chunkSize)
 }
 
+/**
+ * The WITH items `fix` and `fixed` of a statement that has `d` (the drive row: locked_by_job) and
+ * `ok` (job_id, when every check passed): the upload's chunk size set to `param` if none is yet,
+ * and the upload's chunk size as it now stands (chunkLink's and a resumable.js chunk's lookups).
+ */
+export const fixChunkSizeSql = (param: string) => `
+  fix AS (
+    UPDATE jobs SET params = params || jsonb_build_object('chunkSize', ${param}::bigint)
+    WHERE id = (SELECT job_id FROM ok) AND NOT (params ? 'chunkSize')
+    RETURNING (params ->> 'chunkSize')::bigint AS chunk_size
+  ),
+  fixed AS (
+    SELECT COALESCE((SELECT chunk_size FROM fix), (SELECT (params ->> 'chunkSize')::bigint FROM jobs WHERE id = (SELECT locked_by_job FROM d))) AS chunk_size
+  )`
+
 // chunkLink's one statement, on the pg pool (named: parsed and planned once per connection). $1
 // chunk number, $2 drive, $3 chunk size, $4 token hash, $5 owner, $6 link TTL (s). The drive row
 // is share-locked (a change of the upload's drive, which takes it FOR UPDATE, waits for the link,
@@ -92,14 +107,7 @@ const LINK_SQL = `
     WHERE d.status = 'uploading' AND d.locked_by_job IS NOT NULL
       AND $1::bigint >= 0 AND $1::bigint < GREATEST(1, floor(d.size::numeric / $3::numeric))
   ),
-  fix AS (
-    UPDATE jobs SET params = params || jsonb_build_object('chunkSize', $3::bigint)
-    WHERE id = (SELECT job_id FROM ok) AND NOT (params ? 'chunkSize')
-    RETURNING (params ->> 'chunkSize')::bigint AS chunk_size
-  ),
-  fixed AS (
-    SELECT COALESCE((SELECT chunk_size FROM fix), (SELECT (params ->> 'chunkSize')::bigint FROM jobs WHERE id = (SELECT locked_by_job FROM d))) AS chunk_size
-  ),
+  ${fixChunkSizeSql('$3')},
   stored AS (
     SELECT EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $2::uuid AND number = $1::bigint) AS stored
   ),

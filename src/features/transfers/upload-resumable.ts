@@ -9,13 +9,15 @@
 // GET and to a second POST alike (idempotent) instead of 416; Basic auth instead of link tokens.
 import type { Readable } from 'node:stream'
 import type { PrismaClient, Tx } from '../../db/client.ts'
+import { query } from '../../db/sql.ts'
 import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
+import { isUuid } from '../../http/bodies.ts'
 import { DomainError, errors } from '../../http/errors.ts'
-import { loadOwnedDrive, type DriveRow } from '../drives/service.ts'
+import { loadOwnedDrive } from '../drives/service.ts'
 import { BodyTooLong } from './streams.ts'
 import type { TransferDeps } from './service.ts'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type ChunkResult, type ChunksInFlight, ChunkBeingReceived, fixChunkSize, storeChunk, storedChunks } from './upload-chunked.ts'
+import { type ChunkResult, type ChunksInFlight, type UploadDrive, ChunkBeingReceived, fixChunkSize, fixChunkSizeSql, storeChunk, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -58,7 +60,7 @@ export function resumableChunkOf (...sources: Array<Record<string, unknown>>): R
 }
 
 interface Located {
-  drive: DriveRow
+  drive: UploadDrive
   jobId: string
   /** The chunk's row number in upload_chunks (from 0). */
   index: number
@@ -95,19 +97,7 @@ async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, 
   if (!uploading && finishedChunkSize === undefined) {
     throw errors.wrongState(`Drive ${drive.id} is ${drive.status}: no upload into it is in progress (start one with POST /initupload/)`)
   }
-  const size = Number(drive.size)
-  if (c.totalSize !== size) {
-    throw errors.validation(`resumableTotalSize is ${c.totalSize} bytes; drive ${drive.id} holds exactly ${size} bytes, the size given to /initupload/`, 'resumableTotalSize')
-  }
-  const count = chunkCount(size, c.chunkSize)
-  if (c.totalChunks !== undefined && c.totalChunks !== count) {
-    throw errors.validation(`resumableTotalChunks is ${c.totalChunks}; ${size} bytes in chunks of ${c.chunkSize} make ${count}`, 'resumableTotalChunks')
-  }
-  const range = chunkRange(size, c.chunkSize, c.number - 1)
-  if (!range) throw errors.validation(`resumableChunkNumber must be between 1 and ${count} for ${size} bytes in chunks of ${c.chunkSize}`, 'resumableChunkNumber')
-  if (c.currentChunkSize !== undefined && c.currentChunkSize !== range.length) {
-    throw errors.validation(`Chunk ${c.number} holds ${range.length} bytes (the last chunk takes the remainder), not ${c.currentChunkSize}`, 'resumableCurrentChunkSize')
-  }
+  const range = checkGeometry(drive.id, Number(drive.size), c)
   if (finishedChunkSize !== undefined) {
     if (finishedChunkSize !== c.chunkSize) {
       throw errors.validation(`This upload used chunks of ${finishedChunkSize} bytes (fixed by its first chunk); resumableChunkSize must be ${finishedChunkSize}`, 'resumableChunkSize')
@@ -122,12 +112,86 @@ async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, 
     const v = (job?.params as { chunkSize?: unknown } | null)?.chunkSize
     fixed = typeof v === 'number' ? v : undefined
   }
-  if (fixed !== undefined && fixed !== c.chunkSize) {
-    throw errors.validation(`This upload uses chunks of ${fixed} bytes (fixed by its first chunk); resumableChunkSize must be ${fixed}`, 'resumableChunkSize')
-  }
+  checkFixed(fixed, c)
   const stored = fixed !== undefined &&
     (await db.uploadChunk.findUnique({ where: { driveId_number: { driveId: drive.id, number: c.number - 1 } }, select: { number: true } })) !== null
   return { drive, jobId, index: c.number - 1, range, stored, finished: false }
+}
+
+/** The chunk against a drive of `size` bytes: its total, its count, its number, its length, in that order (locate's checks); its range. */
+function checkGeometry (driveId: string, size: number, c: ResumableChunk): ChunkRange {
+  if (c.totalSize !== size) {
+    throw errors.validation(`resumableTotalSize is ${c.totalSize} bytes; drive ${driveId} holds exactly ${size} bytes, the size given to /initupload/`, 'resumableTotalSize')
+  }
+  const count = chunkCount(size, c.chunkSize)
+  if (c.totalChunks !== undefined && c.totalChunks !== count) {
+    throw errors.validation(`resumableTotalChunks is ${c.totalChunks}; ${size} bytes in chunks of ${c.chunkSize} make ${count}`, 'resumableTotalChunks')
+  }
+  const range = chunkRange(size, c.chunkSize, c.number - 1)
+  if (!range) throw errors.validation(`resumableChunkNumber must be between 1 and ${count} for ${size} bytes in chunks of ${c.chunkSize}`, 'resumableChunkNumber')
+  if (c.currentChunkSize !== undefined && c.currentChunkSize !== range.length) {
+    throw errors.validation(`Chunk ${c.number} holds ${range.length} bytes (the last chunk takes the remainder), not ${c.currentChunkSize}`, 'resumableCurrentChunkSize')
+  }
+  return range
+}
+
+function checkFixed (fixed: number | undefined, c: ResumableChunk): void {
+  if (fixed !== undefined && fixed !== c.chunkSize) {
+    throw errors.validation(`This upload uses chunks of ${fixed} bytes (fixed by its first chunk); resumableChunkSize must be ${fixed}`, 'resumableChunkSize')
+  }
+}
+
+// locateToStore's one statement, on the pg pool (named: parsed and planned once per connection), as
+// chunkLink's: $1 drive, $2 owner, $3 total size, $4 chunk size, $5 chunk number (from 0), $6 total
+// chunks and $7 this chunk's length (null when not sent), $8 the chunk number as an int (-1 past
+// one: no such chunk, and checkGeometry refuses it). The drive row is share-locked, so that
+// chunks of one upload do not wait for each other (a change of the drive, which takes it FOR
+// UPDATE, waits for the statement). The upload's chunk size is fixed only when every check of
+// checkGeometry passes; the products are numeric, so that no client's figures overflow a bigint.
+const LOCATE_SQL = `
+  WITH d AS (
+    SELECT size, status, locked_by_job FROM drives WHERE id = $1::uuid AND owner_id = $2::uuid AND NOT deleted FOR SHARE
+  ),
+  g AS (SELECT d.*, GREATEST(1, floor(d.size::numeric / $4::numeric)) AS count FROM d),
+  ok AS (
+    SELECT g.locked_by_job AS job_id FROM g
+    WHERE g.status = 'uploading' AND g.locked_by_job IS NOT NULL AND g.size = $3::bigint
+      AND ($6::numeric IS NULL OR $6::numeric = g.count)
+      AND $5::numeric >= 0 AND $5::numeric < g.count
+      AND ($7::numeric IS NULL OR $7::numeric = CASE WHEN $5::numeric = g.count - 1 THEN g.size - $5::numeric * $4::numeric ELSE $4::numeric END)
+  ),
+  ${fixChunkSizeSql('$4')}
+  SELECT (SELECT size::text FROM d) AS size, (SELECT status FROM d) AS status, (SELECT locked_by_job::text FROM d) AS "jobId",
+    (SELECT chunk_size::text FROM fixed) AS fixed,
+    EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $8::int) AS stored`
+
+const INT_MAX = 2 ** 31 - 1
+
+interface LocateRow { size: string | null, status: string | null, jobId: string | null, fixed: string | null, stored: boolean }
+
+/**
+ * locate(…, fix: true) for a POST, in one statement on the pg pool while the drive is uploading:
+ * through Prisma's interactive transaction, which took the drive row FOR UPDATE, chunks sent
+ * three at a time waited for each other there (bench:transfer --chunk-protocol resumable). A
+ * drive that is not found or not uploading goes to locate, which says why (or finds the upload
+ * finished). Two first chunks at once: the later one's statement waits on the job's row for the
+ * earlier one's fix and then cannot see it (its snapshot is older): it runs once more.
+ */
+async function locateToStore (deps: TransferDeps, ownerId: string, driveId: string, c: ResumableChunk): Promise<Located> {
+  const general = () => deps.prisma.$transaction(async (tx) => locate(tx, ownerId, driveId, c, true))
+  if (!isUuid(driveId)) return general()
+  const id = driveId.toLowerCase()
+  const once = async () => (await query<LocateRow>(deps.pool, LOCATE_SQL,
+    [id, ownerId, c.totalSize, c.chunkSize, c.number - 1, c.totalChunks ?? null, c.currentChunkSize ?? null, c.number - 1 <= INT_MAX ? c.number - 1 : -1], 'clonejobs_resumable_locate'))[0]
+  const uploading = (r: LocateRow) => r.size !== null && r.status === 'uploading' && r.jobId !== null
+  let r = await once()
+  if (!uploading(r)) return general()
+  const range = checkGeometry(id, Number(r.size), c)
+  if (r.fixed === null) r = await once()
+  if (!uploading(r) || r.fixed === null) return general()
+  const fixed = Number(r.fixed)
+  checkFixed(fixed, c)
+  return { drive: { id, ownerId, size: Number(r.size) }, jobId: r.jobId!, index: c.number - 1, range, stored: r.stored, finished: false }
 }
 
 export interface ResumableResult extends ChunkResult {
@@ -187,7 +251,7 @@ async function tryResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
     const pending = inFlight.get(key)
     if (pending) { await pending; continue }
     try {
-      l = await deps.prisma.$transaction(async (tx) => locate(tx, ownerId, driveId, c, true))
+      l = await locateToStore(deps, ownerId, driveId, c)
     } catch (err) {
       body.resume()
       throw err
