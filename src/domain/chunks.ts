@@ -14,6 +14,19 @@ function checkGeometry (size: number, chunkSize: number): void {
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw new RangeError(`chunk size must be a positive integer, got ${chunkSize}`)
 }
 
+/**
+ * Most chunks one upload may have: chunk numbers are PostgreSQL integers (upload_chunks.number,
+ * transfer_links.chunk_number).
+ */
+export const MAX_CHUNKS = 2 ** 31 - 1
+
+/** Why `chunkSize` cannot cut `size` bytes (into more than MAX_CHUNKS chunks), or undefined when it can. */
+export function tooManyChunks (size: number, chunkSize: number): string | undefined {
+  const count = chunkCount(size, chunkSize)
+  if (count <= MAX_CHUNKS) return undefined
+  return `Chunks of ${chunkSize} bytes cut ${size} bytes into ${count} chunks; at most ${MAX_CHUNKS} are allowed: use chunks of at least ${Math.floor(size / (MAX_CHUNKS + 1)) + 1} bytes`
+}
+
 /** How many chunks an image of `size` bytes has with nominal chunk size `chunkSize`. */
 export function chunkCount (size: number, chunkSize: number): number {
   checkGeometry(size, chunkSize)

@@ -273,6 +273,23 @@ t.test('a last chunk that arrives while the read-back of those before it is stil
   t.ok((await carolApi.get(`/api/2.0/drives/${d.uuid}/download/`)).rawPayload.equals(data), 'the image is the file')
 })
 
+t.test('a chunk size that cuts the drive into more chunks than a chunk number counts (2^31 - 1) is 400 at chunk_size, whatever the chunk number; no link is written', async t => {
+  const size = 3 * 1024 ** 3
+  const d = await quietInit(size)
+  const ask = (n: number, chunkSize: number) => carolApi.post(`/api/2.0/drives/${d.uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: chunkSize })
+  for (const n of [0, 3_000_000_000]) {
+    const res = await ask(n, 1)
+    t.equal(res.statusCode, 400, res.body)
+    t.match(res.json()[0], { error_type: 'validation', error_point: 'chunk_size', error_message: 'Chunks of 1 bytes cut 3221225472 bytes into 3221225472 chunks; at most 2147483647 are allowed: use chunks of at least 2 bytes' })
+  }
+  t.equal(await quiet.app.prisma.transferLink.count({ where: { driveId: d.uuid } }), 0, 'no link was written')
+  t.notOk(((await quiet.app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })).params as { chunkSize?: number } | null)?.chunkSize, 'and the upload\'s chunk size is not fixed')
+  // the smallest chunk size that fits: 1,610,612,736 chunks of 2 bytes; a link to the last one
+  const last = await ask(1_610_612_735, 2)
+  t.equal(last.statusCode, 202, last.body)
+  t.equal((await ask(1_610_612_736, 2)).statusCode, 400, 'one past it is out of range')
+})
+
 t.test('chunks received by two processes: the upload is left to a worker, the job due, not finished, when the last chunk is stored', async t => {
   const data = randomImage(2 * MiB + 3)
   const d = await quietInit(data.length)

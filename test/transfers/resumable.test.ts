@@ -206,6 +206,22 @@ t.test('a chunk does not wait on the drive row for another chunk\'s lookup of it
   t.same(job.result, { sha256: sha256(file), bytes: file.length })
 })
 
+t.test('a resumableChunkSize that cuts the drive into more chunks than a chunk number counts (2^31 - 1) is 400 at resumableChunkSize, for GET and POST; nothing is stored or fixed', async t => {
+  const size = 3 * 1024 ** 3
+  const d = await init(size)
+  const q = (n: number) => `/api/2.0/drives/${d.uuid}/upload/?resumableChunkNumber=${n}&resumableChunkSize=1&resumableTotalSize=${size}&resumableCurrentChunkSize=1`
+  for (const n of [1, 3_000_000_001]) {
+    const posted = await app.inject({ method: 'POST', url: q(n), headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: Buffer.from([1]) })
+    t.equal(posted.statusCode, 400, posted.body)
+    t.match(JSON.parse(posted.body)[0], { error_type: 'validation', error_point: 'resumableChunkSize', error_message: 'Chunks of 1 bytes cut 3221225472 bytes into 3221225472 chunks; at most 2147483647 are allowed: use chunks of at least 2 bytes' })
+    const asked = await api.get(q(n))
+    t.equal(asked.statusCode, 400, asked.body)
+    t.match(asked.json()[0], { error_point: 'resumableChunkSize' })
+  }
+  t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'no chunk was stored')
+  t.notOk(((await app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })).params as { chunkSize?: number } | null)?.chunkSize, 'and the upload\'s chunk size is not fixed')
+})
+
 t.test('a file smaller than the chunk size is one chunk; the raw "octet" method works too', async t => {
   const file = randomImage(1000)
   const d = await init(file.length)

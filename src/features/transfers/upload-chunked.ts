@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises'
 import type pg from 'pg'
 import type { Tx } from '../../db/client.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
-import { chunkClaimGroup, chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
+import { MAX_CHUNKS, chunkClaimGroup, chunkCount, chunkRange, tooManyChunks, type ChunkRange } from '../../domain/chunks.ts'
 import { formatBytes } from '../../domain/progress.ts'
 import { DomainError } from '../../domain/errors.ts'
 import { ApiError, errors } from '../../http/errors.ts'
@@ -93,7 +93,9 @@ export const fixChunkSizeSql = (param: string) => `
   )`
 
 // chunkLink's one statement, on the pg pool (named: parsed and planned once per connection). $1
-// chunk number, $2 drive, $3 chunk size, $4 token hash, $5 owner, $6 link TTL (s). The drive row
+// chunk number, $2 drive, $3 chunk size, $4 token hash, $5 owner, $6 link TTL (s), $7 the chunk
+// number as an int (a number past one is past MAX_CHUNKS, which no upload exceeds: an int cast of
+// it, even unused, would fail the statement as it is planned with its values). The drive row
 // is share-locked (a change of the upload's drive, which takes it FOR UPDATE, waits for the link,
 // and the link for the change: then it reads the changed row), so links of one upload do not wait
 // for each other. What it read says which check failed.
@@ -106,6 +108,7 @@ const LINK_SQL = `
     SELECT d.locked_by_job AS job_id FROM d
     WHERE d.status = 'uploading' AND d.locked_by_job IS NOT NULL
       AND $1::bigint >= 0 AND $1::bigint < GREATEST(1, floor(d.size::numeric / $3::numeric))
+      AND floor(d.size::numeric / $3::numeric) <= ${MAX_CHUNKS}
   ),
   ${fixChunkSizeSql('$3')},
   stored AS (
@@ -113,7 +116,7 @@ const LINK_SQL = `
   ),
   link AS (
     INSERT INTO transfer_links (token_hash, owner_id, drive_id, job_id, purpose, chunk_number, chunk_size, expires_at)
-    SELECT $4::text, $5::uuid, $2::uuid, ok.job_id, 'upload_chunk', $1::int, $3::bigint, now() + make_interval(secs => $6::int)
+    SELECT $4::text, $5::uuid, $2::uuid, ok.job_id, 'upload_chunk', $7::int, $3::bigint, now() + make_interval(secs => $6::int)
     FROM ok, fixed, stored
     WHERE fixed.chunk_size = $3::bigint AND NOT stored.stored
     RETURNING 1
@@ -135,15 +138,19 @@ export async function chunkLink (deps: TransferDeps, ownerId: string, driveId: s
   if (!isUuid(driveId)) throw errors.notFound('Drive', 'uuid')
   const id = driveId.toLowerCase()
   const { token, hash } = newToken()
-  const once = async () => (await query<LinkRow>(deps.pool, LINK_SQL, [chunkNumber, id, chunkSize, hash, ownerId, deps.config.uploadLinkTtlSeconds], 'clonejobs_link'))[0]
+  // $7: the number as an int, -1 past one (then it is past every upload's chunks, and no link is written)
+  const once = async () => (await query<LinkRow>(deps.pool, LINK_SQL, [chunkNumber, id, chunkSize, hash, ownerId, deps.config.uploadLinkTtlSeconds, chunkNumber <= MAX_CHUNKS ? chunkNumber : -1], 'clonejobs_link'))[0]
   let r = await once()
-  const raced = (row: LinkRow) => row.held === true && row.status === 'uploading' && row.fixed === null && !row.stored && chunkRange(Number(row.size), chunkSize, chunkNumber) !== undefined
+  const raced = (row: LinkRow) => row.held === true && row.status === 'uploading' && row.fixed === null && !row.stored && chunkRange(Number(row.size), chunkSize, chunkNumber) !== undefined &&
+    tooManyChunks(Number(row.size), chunkSize) === undefined
   if (raced(r)) r = await once()
   if (r.size === null) throw errors.notFound(`Drive ${driveId}`, 'uuid')
   if (r.status !== 'uploading' || r.held !== true) throw errors.wrongState(`Drive ${id} is ${r.status}, not uploading`)
   const size = Number(r.size)
   const fixed = r.fixed === null ? undefined : Number(r.fixed)
   if (fixed !== undefined && fixed !== chunkSize) throw errors.validation(`This upload uses chunks of ${fixed} bytes; chunk_size must be ${fixed}`, 'chunk_size')
+  const tooMany = tooManyChunks(size, chunkSize)
+  if (tooMany !== undefined) throw errors.validation(tooMany, 'chunk_size')
   if (!chunkRange(size, chunkSize, chunkNumber)) {
     throw errors.validation(`chunk_number must be between 0 and ${chunkCount(size, chunkSize) - 1} for ${size} bytes in chunks of ${chunkSize}`, 'chunk_number')
   }

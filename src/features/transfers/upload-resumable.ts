@@ -10,7 +10,7 @@
 import type { Readable } from 'node:stream'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import { query } from '../../db/sql.ts'
-import { chunkCount, chunkRange, type ChunkRange } from '../../domain/chunks.ts'
+import { MAX_CHUNKS, chunkCount, chunkRange, tooManyChunks, type ChunkRange } from '../../domain/chunks.ts'
 import { isUuid } from '../../http/bodies.ts'
 import { DomainError, errors } from '../../http/errors.ts'
 import { loadOwnedDrive } from '../drives/service.ts'
@@ -118,11 +118,13 @@ async function locate (db: Tx | PrismaClient, ownerId: string, driveId: string, 
   return { drive, jobId, index: c.number - 1, range, stored, finished: false }
 }
 
-/** The chunk against a drive of `size` bytes: its total, its count, its number, its length, in that order (locate's checks); its range. */
+/** The chunk against a drive of `size` bytes: its total, its chunk size, its count, its number, its length, in that order (locate's checks); its range. */
 function checkGeometry (driveId: string, size: number, c: ResumableChunk): ChunkRange {
   if (c.totalSize !== size) {
     throw errors.validation(`resumableTotalSize is ${c.totalSize} bytes; drive ${driveId} holds exactly ${size} bytes, the size given to /initupload/`, 'resumableTotalSize')
   }
+  const tooMany = tooManyChunks(size, c.chunkSize)
+  if (tooMany !== undefined) throw errors.validation(tooMany, 'resumableChunkSize')
   const count = chunkCount(size, c.chunkSize)
   if (c.totalChunks !== undefined && c.totalChunks !== count) {
     throw errors.validation(`resumableTotalChunks is ${c.totalChunks}; ${size} bytes in chunks of ${c.chunkSize} make ${count}`, 'resumableTotalChunks')
@@ -144,10 +146,12 @@ function checkFixed (fixed: number | undefined, c: ResumableChunk): void {
 // locateToStore's one statement, on the pg pool (named: parsed and planned once per connection), as
 // chunkLink's: $1 drive, $2 owner, $3 total size, $4 chunk size, $5 chunk number (from 0), $6 total
 // chunks and $7 this chunk's length (null when not sent), $8 the chunk number as an int (-1 past
-// one: no such chunk, and checkGeometry refuses it). The drive row is share-locked, so that
+// one: no such chunk, and checkGeometry refuses it; an int cast of it would fail the statement as
+// it is planned with its values). The drive row is share-locked, so that
 // chunks of one upload do not wait for each other (a change of the drive, which takes it FOR
 // UPDATE, waits for the statement). The upload's chunk size is fixed only when every check of
-// checkGeometry passes; the products are numeric, so that no client's figures overflow a bigint.
+// checkGeometry passes (MAX_CHUNKS among them); the products are numeric, so that no client's
+// figures overflow a bigint.
 const LOCATE_SQL = `
   WITH d AS (
     SELECT size, status, locked_by_job FROM drives WHERE id = $1::uuid AND owner_id = $2::uuid AND NOT deleted FOR SHARE
@@ -155,7 +159,7 @@ const LOCATE_SQL = `
   g AS (SELECT d.*, GREATEST(1, floor(d.size::numeric / $4::numeric)) AS count FROM d),
   ok AS (
     SELECT g.locked_by_job AS job_id FROM g
-    WHERE g.status = 'uploading' AND g.locked_by_job IS NOT NULL AND g.size = $3::bigint
+    WHERE g.status = 'uploading' AND g.locked_by_job IS NOT NULL AND g.size = $3::bigint AND g.count <= ${MAX_CHUNKS}
       AND ($6::numeric IS NULL OR $6::numeric = g.count)
       AND $5::numeric >= 0 AND $5::numeric < g.count
       AND ($7::numeric IS NULL OR $7::numeric = CASE WHEN $5::numeric = g.count - 1 THEN g.size - $5::numeric * $4::numeric ELSE $4::numeric END)
@@ -164,8 +168,6 @@ const LOCATE_SQL = `
   SELECT (SELECT size::text FROM d) AS size, (SELECT status FROM d) AS status, (SELECT locked_by_job::text FROM d) AS "jobId",
     (SELECT chunk_size::text FROM fixed) AS fixed,
     EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $8::int) AS stored`
-
-const INT_MAX = 2 ** 31 - 1
 
 interface LocateRow { size: string | null, status: string | null, jobId: string | null, fixed: string | null, stored: boolean }
 
@@ -182,7 +184,7 @@ async function locateToStore (deps: TransferDeps, ownerId: string, driveId: stri
   if (!isUuid(driveId)) return general()
   const id = driveId.toLowerCase()
   const once = async () => (await query<LocateRow>(deps.pool, LOCATE_SQL,
-    [id, ownerId, c.totalSize, c.chunkSize, c.number - 1, c.totalChunks ?? null, c.currentChunkSize ?? null, c.number - 1 <= INT_MAX ? c.number - 1 : -1], 'clonejobs_resumable_locate'))[0]
+    [id, ownerId, c.totalSize, c.chunkSize, c.number - 1, c.totalChunks ?? null, c.currentChunkSize ?? null, c.number - 1 <= MAX_CHUNKS ? c.number - 1 : -1], 'clonejobs_resumable_locate'))[0]
   const uploading = (r: LocateRow) => r.size !== null && r.status === 'uploading' && r.jobId !== null
   let r = await once()
   if (!uploading(r)) return general()
