@@ -28,21 +28,23 @@ export async function createTestDatabase (t: Teardown): Promise<string> {
 }
 
 /**
- * Holds `SELECT … FOR NO KEY UPDATE` on one row from a connection of its own, so a job that
- * updates that row waits there (a deterministic pause at a known step) until `release` commits.
- * Rows that merely reference it (foreign keys take KEY SHARE) can still be written meanwhile.
+ * Holds `SELECT … FOR NO KEY UPDATE` (or `mode`) on one row from a connection of its own, `client`,
+ * so a job that updates that row waits there (a deterministic pause at a known step) until
+ * `release` commits. Rows that merely reference it (foreign keys take KEY SHARE) can still be
+ * written meanwhile.
  */
-export async function lockRow (databaseUrl: string, table: 'drives' | 'jobs' | 'servers', id: string): Promise<{ release: () => Promise<void> }> {
+export async function lockRow (databaseUrl: string, table: 'drives' | 'jobs' | 'servers', id: string, mode: 'NO KEY UPDATE' | 'SHARE' = 'NO KEY UPDATE'): Promise<{ release: () => Promise<void>, client: pg.Client }> {
   const c = new pg.Client({ connectionString: databaseUrl })
   await c.connect()
   await c.query('BEGIN')
-  const locked = await c.query(`SELECT id FROM ${table} WHERE id = $1::uuid FOR NO KEY UPDATE`, [id])
+  const locked = await c.query(`SELECT id FROM ${table} WHERE id = $1::uuid FOR ${mode}`, [id])
   if (locked.rowCount !== 1) {
     await c.end()
     throw new Error(`no ${table} row ${id} to lock`)
   }
   let released = false
   return {
+    client: c,
     release: async () => {
       if (released) return
       released = true

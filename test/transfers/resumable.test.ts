@@ -3,9 +3,9 @@
 // builds it (the resumable* fields in the query string and as form fields, then the `file` part)
 // or raw (its "octet" method). Chunks in any order, in parallel, twice; wrong lengths and sizes
 // refused with 400; the drive ends unmounted with the file's sha256; one drive_upload job.
-import pg from 'pg'
 import t from 'tap'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
+import { lockRow } from '../helpers/db.ts'
 import { waitingForUs } from '../helpers/locks.ts'
 import { waitForJob } from '../helpers/jobs.ts'
 import { MiB, randomImage, sha256 } from './helpers.ts'
@@ -175,31 +175,24 @@ t.test('exactly one of two last chunks arriving together sees the upload complet
   t.same(job.result, { sha256: sha256(file), bytes: file.length })
 })
 
-t.test('a chunk does not wait on the drive row for another chunk\'s lookup of it: the lookup share-locks the row, a change of the drive waits for it', async t => {
+t.test('a chunk does not wait on the drive row for another chunk\'s lookup of it: the lookup share-locks the row, an update of the row waits for it', async t => {
   const file = randomImage(3 * MiB)
   const d = await init(file.length)
   const chunks = chunksOf(file.length)
-  /** A transaction of another session that holds the drive row in `mode`. */
-  const holding = async (mode: 'SHARE' | 'UPDATE') => {
-    const c = new pg.Client({ connectionString: databaseUrl })
-    await c.connect()
-    t.teardown(() => c.end())
-    await c.query('BEGIN')
-    await c.query(`SELECT 1 FROM drives WHERE id = $1::uuid FOR ${mode}`, [d.uuid])
-    return c
-  }
   // what another chunk's lookup holds on the drive row while its statement runs
-  const other = await holding('SHARE')
+  const other = await lockRow(databaseUrl, 'drives', d.uuid, 'SHARE')
+  t.teardown(other.release)
   const sent = post(d.uuid, file, chunks[1])
   const first = await Promise.race([sent.then(() => 'answered'), new Promise(resolve => setTimeout(resolve, 2000, 'waiting'))])
-  await other.query('COMMIT')
+  await other.release()
   t.equal(first, 'answered', 'chunk 2 was stored meanwhile')
   t.match((await sent).json(), { chunk: 2, chunks_stored: 1, complete: false })
-  // a change of the drive (FOR UPDATE) waits for a lookup under way, and the lookup for it
-  const change = await holding('UPDATE')
+  // an update of the drive row waits for a lookup under way, and the lookup for it
+  const change = await lockRow(databaseUrl, 'drives', d.uuid)
+  t.teardown(change.release)
   const held = post(d.uuid, file, chunks[0])
-  await eventually(async () => (await waitingForUs(change)) >= 1)
-  await change.query('COMMIT')
+  await eventually(async () => (await waitingForUs(change.client)) >= 1)
+  await change.release()
   t.equal((await held).statusCode, 200, 'and is then stored')
   t.equal((await post(d.uuid, file, chunks[2])).statusCode, 200)
   const job = await waitForJob(app, d.jobs[0].uuid)
