@@ -21,20 +21,25 @@ export interface SessionLock {
   release: () => Promise<void>
 }
 
-/** A group member's name, `<group>#<n>` (n from 0 to 999,999,999): see memberOf. */
-const MEMBER = /^(.*)#(\d{1,9})$/s
-const MEMBER_SQL = '^(.*)#([0-9]{1,9})$'
+/**
+ * A group member's name, `<group>#<n>`, n from 0 to MEMBER_MAX (the second int4 of the lock's key:
+ * a chunk's number, which upload_chunks keeps as an int). A name whose digits pass MEMBER_MAX is a
+ * plain name, here and in heldSql.
+ */
+const MEMBER = /^(.*)#(\d{1,10})$/s
+const MEMBER_SQL = '^(.*)#([0-9]{1,10})$'
+const MEMBER_MAX = 2_147_483_647
 
 /** The name of member `n` of claim group `group` (e.g. one chunk of an upload). */
 export function memberName (group: string, n: number): string {
-  if (!Number.isInteger(n) || n < 0 || n > 999_999_999) throw new RangeError(`a group member's number is 0 to 999999999, got ${n}`)
+  if (!Number.isInteger(n) || n < 0 || n > MEMBER_MAX) throw new RangeError(`a group member's number is 0 to ${MEMBER_MAX}, got ${n}`)
   return `${group}#${n}`
 }
 
 /** The lock statement's key arguments for `name`: ($1) for a plain name, ($1, $2) for a group member. */
 function keyOf (name: string): { args: string, params: unknown[] } {
   const m = MEMBER.exec(name)
-  return m ? { args: 'hashtext($1), $2::int', params: [m[1], Number(m[2])] } : { args: 'hashtextextended($1, 0)', params: [name] }
+  return m && Number(m[2]) <= MEMBER_MAX ? { args: 'hashtext($1), $2::int', params: [m[1], Number(m[2])] } : { args: 'hashtextextended($1, 0)', params: [name] }
 }
 
 /**
@@ -49,7 +54,8 @@ export const HELD_SQL = `SELECT ${heldSql('$1', '$2')} AS held`
 export function heldSql (pid: string, name: string): string {
   return `EXISTS (
     SELECT 1 FROM pg_locks l,
-      (SELECT hashtextextended(${name}::text, 0) AS h, regexp_match(${name}::text, '${MEMBER_SQL}') AS m) k
+      (SELECT hashtextextended(${name}::text, 0) AS h, CASE WHEN (r.m)[2]::bigint <= ${MEMBER_MAX} THEN r.m END AS m
+        FROM (SELECT regexp_match(${name}::text, '${MEMBER_SQL}') AS m) r) k
     WHERE l.locktype = 'advisory' AND l.pid = ${pid}::int AND l.granted
       AND CASE WHEN k.m IS NULL
         THEN l.objsubid = 1 AND l.classid = ((k.h >> 32) & 4294967295)::oid AND l.objid = (k.h & 4294967295)::oid

@@ -41,7 +41,8 @@ t.test('members of a group (<group>#<n>): held by name, and the group is held wh
   t.teardown(() => locks.close())
   const groupHeld = async (group: string) => (await pool.query<{ held: boolean }>(`SELECT ${groupHeldSql('$1')} AS held`, [group])).rows[0].held
   const groups = Array.from({ length: 16 }, () => `upload_chunk:${crypto.randomUUID()}`)
-  const members = groups.map((g, i) => memberName(g, i * 61_000_000))
+  // up to a chunk number's largest, 2^31 - 1
+  const members = groups.map((g, i) => memberName(g, i === 15 ? 2_147_483_647 : i * 61_000_000))
   const taken = []
   for (const name of members) {
     const lock = await locks.tryLock(name)
@@ -62,7 +63,15 @@ t.test('members of a group (<group>#<n>): held by name, and the group is held wh
   t.notOk(await groupHeld(groups[0]), 'released: the group is free')
   t.notOk(await held(taken[0].pid, members[0]))
   t.ok(await groupHeld(groups[1]), 'the others are still held')
-  t.throws(() => memberName('g', 1_000_000_000), RangeError)
+  t.throws(() => memberName('g', 2_147_483_648), RangeError)
+  // digits past a member's largest number: a plain name, taken and looked at as one
+  const group = `upload_chunk:${crypto.randomUUID()}`
+  const plain = await locks.tryLock(`${group}#9999999999`)
+  if (plain === undefined) throw new Error('could not take the plain name')
+  t.ok(await held(plain.pid, plain.name), 'a name ending in # and more digits than a member\'s is held as a plain name')
+  t.notOk(await groupHeld(group), 'it holds no member of a group')
+  await plain.release()
+  t.notOk(await held(plain.pid, plain.name))
   t.throws(() => memberName('g', -1), RangeError)
 })
 

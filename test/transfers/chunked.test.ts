@@ -288,6 +288,16 @@ t.test('a chunk size that cuts the drive into more chunks than a chunk number co
   const last = await ask(1_610_612_735, 2)
   t.equal(last.statusCode, 202, last.body)
   t.equal((await ask(1_610_612_736, 2)).statusCode, 400, 'one past it is out of range')
+  // a chunk number past 999,999,999 is claimed like any other (a claim's member is an int)
+  const stored = await quietPut(last.json().link, Buffer.from([7, 9]))
+  t.equal(stored.statusCode, 200, stored.body)
+  t.match(stored.json(), { chunk: 1_610_612_735, bytes: 2, chunks_stored: 1, chunks_total: 1_610_612_736, complete: false })
+  t.equal(await quiet.app.prisma.uploadChunk.count({ where: { driveId: d.uuid, number: 1_610_612_735 } }), 1, 'the chunk is recorded')
+  const reader = await quiet.app.storage.openForRead!(d.uuid)
+  t.teardown(() => reader.close())
+  const at = Buffer.alloc(2)
+  t.equal(await reader.read(at, 2, size - 2), 2)
+  t.same([...at], [7, 9], 'at its offset, the image\'s last two bytes')
 })
 
 t.test('chunks received by two processes: the upload is left to a worker, the job due, not finished, when the last chunk is stored', async t => {
