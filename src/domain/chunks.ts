@@ -53,7 +53,10 @@ export function missingChunks (size: number, chunkSize: number, present: Iterabl
 /**
  * The claim group of an upload's chunks: each chunk being received is claimed as a member of it
  * (db/session-locks.ts), so a DELETE can ask whether any chunk of the drive is being written now.
+ * It names the drive's owner as well as the drive: a resumable.js chunk is claimed before its
+ * lookup proves the drive is the caller's, and a claim in another account's name then holds
+ * nothing of the owner's (no chunk of theirs refused as being received, no DELETE of theirs busy).
  */
-export function chunkClaimGroup (driveId: string): string {
-  return `upload_chunk:${driveId.toLowerCase()}`
+export function chunkClaimGroup (ownerId: string, driveId: string): string {
+  return `upload_chunk:${ownerId.toLowerCase()}:${driveId.toLowerCase()}`
 }

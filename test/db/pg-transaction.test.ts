@@ -47,3 +47,26 @@ t.test('a failed COMMIT is thrown and its connection destroyed', async t => {
   t.not(after.rows[0].pid, pid, 'the next query runs on a new connection')
   t.same(await ids(), [1, 2])
 })
+
+t.test('begin: a first statement sent with BEGIN runs inside the transaction; when it fails, nothing is kept and the connection is reused', async t => {
+  // a row lock taken with BEGIN is held until COMMIT: another session cannot take it meanwhile
+  const other = await pool.connect()
+  t.teardown(() => other.release())
+  const out = await pgTransaction(pool, async (c) => {
+    await c.query('INSERT INTO tx_probe VALUES (5)')
+    const inside = await c.query<{ v: string }>("SELECT current_setting('probe.v') AS v")
+    const nowait = await other.query('SELECT id FROM tx_probe WHERE id = 1 FOR UPDATE NOWAIT').then(() => 'taken', (e: { code?: string }) => e.code)
+    return { v: inside.rows[0].v, nowait }
+  }, { begin: "SELECT set_config('probe.v', 'set', true); SELECT id FROM tx_probe WHERE id = 1 FOR UPDATE" })
+  t.same(out, { v: 'set', nowait: '55P03' }, 'its transaction-local setting is seen by fn, and its row lock held')
+  t.equal((await pool.query<{ v: string }>("SELECT current_setting('probe.v', true) AS v")).rows[0].v ?? '', '', 'it ended with the transaction')
+  t.same(await ids(), [1, 2, 5])
+  await pool.query('DELETE FROM tx_probe WHERE id = 5')
+  const before = pool.totalCount
+  let ran = false
+  const err = await pgTransaction(pool, async () => { ran = true }, { begin: 'SELECT 1 / 0' }).catch((e: { code?: string }) => e)
+  t.equal((err as { code?: string }).code, '22012', 'its error is thrown')
+  t.notOk(ran, 'fn did not run')
+  t.equal(pool.totalCount, before, 'the connection was rolled back and given back, not destroyed')
+  t.equal((await pool.query<{ n: number }>('SELECT 1 AS n')).rows[0].n, 1, 'and it still answers')
+})

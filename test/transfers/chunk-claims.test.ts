@@ -164,10 +164,10 @@ t.test('a chunk is recorded only while its claim is held at that moment: a claim
   // no pings: a claims connection whose backend went away is noticed only by its own events
   const locks = new SessionLocks({ connectionString: one.databaseUrl }, { pingIntervalMs: 3_600_000 })
   t.teardown(() => locks.close())
-  const lock = await locks.tryLock(memberName(chunkClaimGroup(d.uuid), 0))
+  const lock = await locks.tryLock(memberName(chunkClaimGroup(user.id, d.uuid), 0))
   if (lock === undefined) throw new Error('not taken')
-  const other = await locks.tryLock(memberName(chunkClaimGroup(d.uuid), 1))
-  const refused = await record({ pid: lock.pid, name: memberName(chunkClaimGroup(d.uuid), 9) }).then(() => undefined, (e: unknown) => e)
+  const other = await locks.tryLock(memberName(chunkClaimGroup(user.id, d.uuid), 1))
+  const refused = await record({ pid: lock.pid, name: memberName(chunkClaimGroup(user.id, d.uuid), 9) }).then(() => undefined, (e: unknown) => e)
   t.match(refused, { statusCode: 503, message: /connection that claimed it failed/ }, 'a claim this backend does not hold records nothing')
   t.equal(await one.app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0)
   await other?.release()

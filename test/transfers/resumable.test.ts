@@ -8,6 +8,8 @@ import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { lockRow } from '../helpers/db.ts'
 import { waitingForUs } from '../helpers/locks.ts'
 import { waitForJob } from '../helpers/jobs.ts'
+import { groupHeldSql } from '../../src/db/session-locks.ts'
+import { chunkClaimGroup } from '../../src/domain/chunks.ts'
 import { MiB, randomImage, sha256 } from './helpers.ts'
 
 const { app, databaseUrl } = await buildTestApp(t)
@@ -22,6 +24,8 @@ const init = async (size: number) => {
   if (res.statusCode !== 201) throw new Error(`initupload: ${res.statusCode} ${res.body}`)
   return res.json().objects[0] as { uuid: string, jobs: Array<{ uuid: string }> }
 }
+/** Whether a chunk of drive `uuid`'s upload is claimed (being received) by any process. */
+const claimed = async (uuid: string, owner = alice.id) => (await app.prisma.$queryRawUnsafe<Array<{ held: boolean }>>(`SELECT ${groupHeldSql('$1')} AS held`, chunkClaimGroup(owner, uuid)))[0].held
 
 interface Chunk { number: number, start: number, end: number }
 
@@ -192,11 +196,30 @@ t.test('a chunk does not wait on the drive row for another chunk\'s lookup of it
   t.teardown(change.release)
   const held = post(d.uuid, file, chunks[0])
   await eventually(async () => (await waitingForUs(change.client)) >= 1)
+  t.ok(await claimed(d.uuid), 'the lookup is made under the chunk\'s claim (one lookup: no request writes the chunk between it and the write)')
   await change.release()
   t.equal((await held).statusCode, 200, 'and is then stored')
   t.equal((await post(d.uuid, file, chunks[2])).statusCode, 200)
   const job = await waitForJob(app, d.jobs[0].uuid)
   t.same(job.result, { sha256: sha256(file), bytes: file.length })
+})
+
+t.test('another account\'s POST to a drive holds none of its owner\'s chunk claims, even while its lookup waits; it is told 404', async t => {
+  const file = randomImage(2 * MiB)
+  const d = await init(file.length)
+  const chunks = chunksOf(file.length)
+  // the drive row held: any lookup of it waits, holding the claim it took first
+  const change = await lockRow(databaseUrl, 'drives', d.uuid)
+  t.teardown(change.release)
+  const foreign = post(d.uuid, file, chunks[0], { as: bob })
+  await eventually(async () => (await waitingForUs(change.client)) >= 1)
+  t.ok(await claimed(d.uuid, bob.id), 'bob\'s request claimed chunk 1 in his own name')
+  t.notOk(await claimed(d.uuid), 'none of alice\'s claims of the drive is held: her chunks and her DELETE are not kept waiting by it')
+  await change.release()
+  t.equal((await foreign).statusCode, 404, 'bob is told the drive does not exist')
+  t.notOk(await claimed(d.uuid, bob.id), 'and his claim is let go')
+  for (const c of chunks) t.equal((await post(d.uuid, file, c)).statusCode, 200)
+  t.same((await waitForJob(app, d.jobs[0].uuid)).result, { sha256: sha256(file), bytes: file.length }, 'alice\'s upload is whole')
 })
 
 t.test('a resumableChunkSize that cuts the drive into more chunks than a chunk number counts (2^31 - 1) is 400 at resumableChunkSize, for GET and POST; nothing is stored or fixed', async t => {
@@ -213,6 +236,12 @@ t.test('a resumableChunkSize that cuts the drive into more chunks than a chunk n
   }
   t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid } }), 0, 'no chunk was stored')
   t.notOk(((await app.prisma.job.findUniqueOrThrow({ where: { id: d.jobs[0].uuid } })).params as { chunkSize?: number } | null)?.chunkSize, 'and the upload\'s chunk size is not fixed')
+  // the smallest chunk size that fits: 1,610,612,736 chunks of 2 bytes, the last one's number past 999,999,999
+  const last = `/api/2.0/drives/${d.uuid}/upload/?resumableChunkNumber=1610612736&resumableChunkSize=2&resumableTotalSize=${size}&resumableCurrentChunkSize=2`
+  const stored = await app.inject({ method: 'POST', url: last, headers: { authorization: alice.authorization, 'content-type': 'application/octet-stream' }, payload: Buffer.from([7, 9]) })
+  t.equal(stored.statusCode, 200, stored.body)
+  t.equal(await app.prisma.uploadChunk.count({ where: { driveId: d.uuid, number: 1_610_612_735 } }), 1, 'the last chunk is stored')
+  t.equal((await api.get(last)).statusCode, 200, 'and found by a GET')
 })
 
 t.test('a file smaller than the chunk size is one chunk; the raw "octet" method works too', async t => {

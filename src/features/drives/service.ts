@@ -375,13 +375,13 @@ export async function deleteDrivesIn (tx: Tx, ownerId: string, ids: string[]): P
  * it; no cancel asked) and no chunk of it being received by any process (none of its chunk claims
  * held). The caller holds the drive row's lock (FOR UPDATE) from before it looks at the claims: a
  * chunk claimed after the look waits for that lock before it writes a byte (upload-chunked.ts
- * CHUNK_NOW_SQL), and then finds the upload over. The job row is locked too, so no worker takes
+ * CHUNK_NOW_SQL, upload-resumable.ts LOCATE_SQL), and then finds the upload over. The job row is locked too, so no worker takes
  * the job (its deadline, its last chunk) before the caller commits. Undefined otherwise: the drive
  * is busy. A chunk being written is a busy error of its own (503, retry).
  */
 async function idleUploadOf (tx: Tx, row: DriveRow): Promise<string | undefined> {
   if (row.status !== 'uploading' || row.lockedByJob === null) return undefined
-  const [job] = await query<{ id: string, receiving: boolean }>(tx, IDLE_UPLOAD_SQL, [row.lockedByJob, chunkClaimGroup(row.id)])
+  const [job] = await query<{ id: string, receiving: boolean }>(tx, IDLE_UPLOAD_SQL, [row.lockedByJob, chunkClaimGroup(row.ownerId, row.id)])
   if (job?.receiving === true) throw errors.busy(`Drive ${row.id} is receiving a chunk of its upload; try again once the chunk is stored`)
   return job?.id
 }

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto'
 import { type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import type pg from 'pg'
+import pg from 'pg'
 import type { Tx } from '../../db/client.ts'
 import { pgTransaction } from '../../db/pg-transaction.ts'
 import { MAX_CHUNKS, chunkClaimGroup, chunkCount, chunkRange, tooManyChunks, type ChunkRange } from '../../domain/chunks.ts'
@@ -557,49 +557,60 @@ export interface ChunkBody {
 /**
  * Writes a chunk's body at its offset with the chunk marked in flight and claimed (see
  * ChunksInFlight), hashing it into the upload's running sha256 when it is the next in order, then
- * records it (both protocols). Throws ChunkBeingReceived, with nothing of the body read, when
- * another app or process holds the chunk's claim; and, for `accept` (resumable.js), when the chunk
- * was recorded since the caller looked (the caller looks again and answers it as stored).
+ * records it: a §5.2 link's chunk, which its caller looked up before it could claim it (the link
+ * names the chunk), so it is looked at again under the claim (CHUNK_NOW_SQL). Throws
+ * ChunkBeingReceived, with nothing of the body read, when another app or process holds the chunk's
+ * claim; and, for `accept`, when the chunk was recorded since the caller looked.
  */
 export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, key: string, body: Readable, c: ChunkBody): Promise<ChunkResult> {
-  return receiving(inFlight, key, c.drive.id, c.index, async (lock) => {
-    const claim = lock.signal
+  return receiving(inFlight, key, c.drive.ownerId, c.drive.id, c.index, async (lock) => {
     // under the claim no other request writes this chunk: is it still missing from a live upload?
     // (a request that looked before another stored it, or finished the upload, must not write)
     const [now] = await query<{ active: boolean, stored: boolean }>(deps.pool, CHUNK_NOW_SQL, [c.drive.id, c.jobId, c.index], 'clonejobs_chunk_now')
     if (!now.active) throw uploadOver(c.duplicates, c.drive.id)
     if (now.stored) throw c.duplicates === 'refuse' ? chunkStored(c.index) : new ChunkBeingReceived(c.index)
-    const inOrder = new InOrderHash(inFlight, deps, c.drive.id, c.index, c.range, chunkCount(Number(c.drive.size), c.chunkSize))
-    try {
-      const bodyAt = performance.now()
-      const meter = new Meter(c.range.length, inOrder.hash ?? false, undefined, { move: yieldsSocketReads(body) })
-      try {
-        // the claim's connection failing stops the write: the chunk may be another request's by then
-        await pipeline(body, meter, await deps.storage.createWriteStream(c.drive.id, { start: c.range.start, written: meter.written }), { signal: claim })
-      } catch (err) {
-        body.resume()
-        if (claim.aborted) throw claimLost(c.index)
-        throw c.streamError?.(err) ?? streamFailure(err, c.label)
-      }
-      const stored = performance.now()
-      await c.check(meter)
-      if (claim.aborted) throw claimLost(c.index)
-      inOrder.stored()
-      await inOrder.catchUp()
-      const r = await recordChunk(deps, c.drive, c.jobId, c.index, c.range.length, c.chunkSize, c.duplicates, {
-        digest: async () => inOrder.digestOfLast(),
-        timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored),
-        claim: lock
-      })
-      inOrder.recorded(r.complete)
-      return r
-    } finally {
-      inOrder.dispose()
-    }
+    return storeClaimed(deps, inFlight, lock, body, c)
   })
 }
 
-// $1 drive, $2 the upload's job, $3 chunk number. The drive row is key-share locked: a DELETE
+/**
+ * storeChunk's work under the chunk's claim (`lock`, taken by receiving), once a look made under
+ * it found the chunk missing from a live upload: a caller that looked before it claimed the chunk
+ * must look again (storeChunk). resumable.js's POST claims first and looks once (upload-resumable.ts).
+ */
+export async function storeClaimed (deps: TransferDeps, inFlight: ChunksInFlight, lock: SessionLock, body: Readable, c: ChunkBody): Promise<ChunkResult> {
+  const claim = lock.signal
+  const inOrder = new InOrderHash(inFlight, deps, c.drive.id, c.index, c.range, chunkCount(Number(c.drive.size), c.chunkSize))
+  try {
+    const bodyAt = performance.now()
+    const meter = new Meter(c.range.length, inOrder.hash ?? false, undefined, { move: yieldsSocketReads(body) })
+    try {
+      // the claim's connection failing stops the write: the chunk may be another request's by then
+      await pipeline(body, meter, await deps.storage.createWriteStream(c.drive.id, { start: c.range.start, written: meter.written }), { signal: claim })
+    } catch (err) {
+      body.resume()
+      if (claim.aborted) throw claimLost(c.index)
+      throw c.streamError?.(err) ?? streamFailure(err, c.label)
+    }
+    const stored = performance.now()
+    await c.check(meter)
+    if (claim.aborted) throw claimLost(c.index)
+    inOrder.stored()
+    await inOrder.catchUp()
+    const r = await recordChunk(deps, c.drive, c.jobId, c.index, c.range.length, c.chunkSize, c.duplicates, {
+      digest: async () => inOrder.digestOfLast(),
+      timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored),
+      claim: lock
+    })
+    inOrder.recorded(r.complete)
+    return r
+  } finally {
+    inOrder.dispose()
+  }
+}
+
+// $1 drive, $2 the upload's job, $3 chunk number (resumable.js's LOCATE_SQL, run under the claim,
+// share-locks the drive row to the same end). The drive row is key-share locked: a DELETE
 // that found no chunk of the upload claimed holds the row until it commits, so a chunk claimed
 // after that look waits here for the DELETE and then finds the upload over (deleteDrivesIn)
 const CHUNK_NOW_SQL = `
@@ -608,16 +619,17 @@ const CHUNK_NOW_SQL = `
 
 /**
  * Runs `receive` with chunk `key` (number `n` of drive `driveId`) marked in flight in this app and
- * claimed across processes (member n of the drive's chunkClaimGroup), until it settles (both protocols). `receive` gets the claim's
- * signal, aborted if the claim is lost. ChunkBeingReceived when another app or process holds it.
+ * claimed across processes (member n of the chunkClaimGroup of `ownerId`'s drive), until it
+ * settles (both protocols). `receive` gets the claim, whose signal is aborted if it is lost.
+ * ChunkBeingReceived when another app or process holds it.
  */
-export async function receiving<T> (inFlight: ChunksInFlight, key: string, driveId: string, n: number, receive: (claim: SessionLock) => Promise<T>): Promise<T> {
+export async function receiving<T> (inFlight: ChunksInFlight, key: string, ownerId: string, driveId: string, n: number, receive: (claim: SessionLock) => Promise<T>): Promise<T> {
   let settle!: () => void
   inFlight.set(key, new Promise(resolve => { settle = resolve }))
   try {
     let claim
     try {
-      claim = await inFlight.claims.tryLock(memberName(chunkClaimGroup(driveId), n))
+      claim = await inFlight.claims.tryLock(memberName(chunkClaimGroup(ownerId, driveId), n))
     } catch (err) {
       throw databaseFailure(err) ?? err
     }
@@ -704,11 +716,11 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
   const over = () => uploadOver(duplicates, drive.id)
   const { startedAt, ...sums } = chunk.timing
   const t0 = performance.now()
+  // chunks of one upload are recorded one at a time: without the job's row lock, taken with BEGIN
+  // (one round trip), two last chunks arriving together could each miss the other's row, so neither
+  // would see the upload complete (the statement below takes its snapshot once the lock is held, so
+  // it sees every earlier chunk)
   return pgTransaction(deps.pool, async (client) => {
-    // chunks of one upload are recorded one at a time: without this row lock, two last chunks
-    // arriving together could each miss the other's row, so neither would see the upload complete
-    // (the statement below takes its snapshot once the lock is held, so it sees every earlier chunk)
-    await query(client, 'SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', [jobId], 'clonejobs_chunk_lock')
     // one statement: the claim still held, the chunk's row, the job's progress, and unless this
     // request finishes the upload, the change event (and the NOTIFY that makes a complete upload's job due)
     const [r] = await query<RecordRow>(client, RECORD_SQL,
@@ -728,7 +740,7 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
       await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
     }
     return result
-  })
+  }, { begin: `SELECT 1 FROM jobs WHERE id = ${pg.escapeLiteral(jobId)}::uuid FOR UPDATE` })
 }
 
 // recordChunk's statement: the claim, the chunk's row, the count, the job's progress and

@@ -17,7 +17,7 @@ import { loadOwnedDrive } from '../drives/service.ts'
 import { BodyTooLong } from './streams.ts'
 import type { TransferDeps } from './service.ts'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type ChunkResult, type ChunksInFlight, type UploadDrive, ChunkBeingReceived, fixChunkSize, fixChunkSizeSql, storeChunk, storedChunks } from './upload-chunked.ts'
+import { type ChunkResult, type ChunksInFlight, type UploadDrive, ChunkBeingReceived, fixChunkSize, fixChunkSizeSql, receiving, storeClaimed, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -144,7 +144,9 @@ function checkFixed (fixed: number | undefined, c: ResumableChunk): void {
 }
 
 // locateToStore's one statement, on the pg pool (named: parsed and planned once per connection), as
-// chunkLink's: $1 drive, $2 owner, $3 total size, $4 chunk size, $5 chunk number (from 0), $6 total
+// chunkLink's; a POST runs it under the chunk's claim, so it is also the look that CHUNK_NOW_SQL
+// makes for a link's chunk (the drive row share-locked: a DELETE that found no chunk claimed holds
+// the row until it commits, and the statement then finds the drive gone): $1 drive, $2 owner, $3 total size, $4 chunk size, $5 chunk number (from 0), $6 total
 // chunks and $7 this chunk's length (null when not sent), $8 the chunk number as an int (-1 past
 // one: no such chunk, and checkGeometry refuses it; an int cast of it would fail the statement as
 // it is planned with its values). The drive row is share-locked, so that
@@ -245,52 +247,60 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
   }
 }
 
-/** One attempt of receiveResumableChunk: undefined when another process holds the chunk's claim (nothing read). */
+/**
+ * One attempt of receiveResumableChunk: undefined when another process holds the chunk's claim
+ * (nothing read). The chunk is claimed first (receiving), then looked up once under the claim
+ * (locateToStore): a lookup before the claim would have to be made again under it (storeChunk),
+ * a round trip more for every chunk. A claim asks nothing of the drive: one taken for a drive that
+ * is not the caller's, or not uploading, is let go as the lookup refuses it, having written nothing.
+ */
 async function tryResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean,
   formEnded: () => Promise<void>, key: string, startedAt: number, t0: number): Promise<ResumableResult | undefined> {
-  let l: Located
-  for (;;) {
-    const pending = inFlight.get(key)
-    if (pending) { await pending; continue }
-    try {
-      l = await locateToStore(deps, ownerId, driveId, c)
-    } catch (err) {
-      body.resume()
-      throw err
-    }
-    if (l.stored) {
-      body.resume()
-      return answer(deps.prisma, l, c, true)
-    }
-    if (!inFlight.has(key)) break
-  }
-  const { drive, jobId, index, range } = l
-  let r: ChunkResult
+  // a request of this process for the chunk: waited for, then the chunk is looked at again
+  for (let pending = inFlight.get(key); pending !== undefined; pending = inFlight.get(key)) await pending
+  const index = c.number - 1
+  let out: { l: Located, r?: ChunkResult }
   try {
-    r = await storeChunk(deps, inFlight, key, body, {
-      drive,
-      jobId,
-      index,
-      range,
-      chunkSize: c.chunkSize,
-      duplicates: 'accept',
-      startedAt,
-      t0,
-      label: `chunk ${c.number}`,
-      streamError: (err) => err instanceof BodyTooLong ? tooLong(c, range) : undefined,
-      check: async (meter) => {
-        if (truncated()) throw tooLong(c, range)
-        if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
-        await formEnded()
-      }
+    if (index > MAX_CHUNKS) {
+      // no chunk has this number, and it cannot be claimed: the lookup says why
+      await locateToStore(deps, ownerId, driveId, c)
+      throw errors.validation(`resumableChunkNumber must be at most ${MAX_CHUNKS}`, 'resumableChunkNumber')
+    }
+    out = await receiving(inFlight, key, ownerId, driveId, index, async (lock) => {
+      const l = await locateToStore(deps, ownerId, driveId, c)
+      if (l.stored) return { l }
+      const { drive, jobId, range } = l
+      const r = await storeClaimed(deps, inFlight, lock, body, {
+        drive,
+        jobId,
+        index,
+        range,
+        chunkSize: c.chunkSize,
+        duplicates: 'accept',
+        startedAt,
+        t0,
+        label: `chunk ${c.number}`,
+        streamError: (err) => err instanceof BodyTooLong ? tooLong(c, range) : undefined,
+        check: async (meter) => {
+          if (truncated()) throw tooLong(c, range)
+          if (meter.bytes !== range.length) throw errors.validation(`Chunk ${c.number} must hold ${range.length} bytes; ${meter.bytes} arrived`, 'file')
+          await formEnded()
+        }
+      })
+      return { l, r }
     })
   } catch (err) {
-    // another process holds the chunk, or stored it since it was looked at: look again
+    // another process holds the chunk: look again
     if (err instanceof ChunkBeingReceived) return undefined
     body.resume()
     throw err
   }
-  return { ...r, chunk: c.number, duplicate: false }
+  if (out.r === undefined) {
+    // stored before this request (or the upload finished since): its bytes are discarded
+    body.resume()
+    return answer(deps.prisma, out.l, c, true)
+  }
+  return { ...out.r, chunk: c.number, duplicate: false }
 }
 
 function tooLong (c: ResumableChunk, range: ChunkRange) {
