@@ -164,7 +164,17 @@ function chunkStored (n: number): DomainError {
 }
 
 /**
- * Chunks being received by this process (key `drive:number`, both protocols), each with a promise
+ * The key of chunk `n` of `ownerId`'s drive `driveId` in ChunksInFlight. It names the owner as
+ * the chunk's claim does (chunkClaimGroup): a resumable.js POST marks its chunk in flight before
+ * its lookup proves the drive is the caller's, and another account's request then keeps none of
+ * the owner's chunks waiting or refused (a §5.2 duplicate is 416, which clients skip).
+ */
+export function chunkKey (ownerId: string, driveId: string, n: number): string {
+  return `${ownerId.toLowerCase()}:${driveId.toLowerCase()}:${n}`
+}
+
+/**
+ * Chunks being received by this process (key chunkKey's `owner:drive:number`, both protocols), each with a promise
  * that settles when its request is over. A §5.2 duplicate is refused (416) before it writes; a
  * resumable.js duplicate waits for the first and then answers by what it stored. One per app
  * (made by the uploads plugin), never module-level: two apps in one process share nothing. Across
@@ -511,7 +521,7 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
   if (contentLength !== undefined && contentLength !== range.length) {
     throw errors.validation(`Chunk ${n} holds ${range.length} bytes; the body announces ${contentLength}`, 'Content-Length')
   }
-  const key = `${drive.id}:${n}`
+  const key = chunkKey(drive.ownerId, drive.id, n)
   if (link.stored) throw chunkStored(n)
   if (inFlight.has(key)) throw beingReceived(n)
   return storeChunk(deps, inFlight, key, body, {

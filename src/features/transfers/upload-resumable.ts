@@ -17,7 +17,7 @@ import { loadOwnedDrive } from '../drives/service.ts'
 import { BodyTooLong } from './streams.ts'
 import type { TransferDeps } from './service.ts'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type ChunkResult, type ChunksInFlight, type UploadDrive, ChunkBeingReceived, fixChunkSize, fixChunkSizeSql, receiving, storeClaimed, storedChunks } from './upload-chunked.ts'
+import { type ChunkResult, type ChunksInFlight, type UploadDrive, ChunkBeingReceived, chunkKey, fixChunkSize, fixChunkSizeSql, receiving, storeClaimed, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -234,7 +234,7 @@ export const OTHER_RECEIVER_WAIT_MS = 30_000
 export async function receiveResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean = () => false, formEnded: () => Promise<void> = async () => {}): Promise<ResumableResult> {
   const t0 = performance.now()
   const startedAt = Date.now()
-  const key = `${driveId.toLowerCase()}:${c.number - 1}`
+  const key = chunkKey(ownerId, driveId, c.number - 1)
   const waitUntil = Date.now() + OTHER_RECEIVER_WAIT_MS
   for (;;) {
     const r = await tryResumableChunk(deps, inFlight, ownerId, driveId, c, body, truncated, formEnded, key, startedAt, t0)
