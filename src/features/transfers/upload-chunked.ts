@@ -524,7 +524,7 @@ export async function receiveChunk (deps: TransferDeps, inFlight: ChunksInFlight
   const key = chunkKey(drive.ownerId, drive.id, n)
   if (link.stored) throw chunkStored(n)
   if (inFlight.has(key)) throw beingReceived(n)
-  return storeChunk(deps, inFlight, key, body, {
+  return storeChunk(deps, inFlight, body, {
     drive,
     jobId,
     index: n,
@@ -572,8 +572,8 @@ export interface ChunkBody {
  * ChunkBeingReceived, with nothing of the body read, when another app or process holds the chunk's
  * claim; and, for `accept`, when the chunk was recorded since the caller looked.
  */
-export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, key: string, body: Readable, c: ChunkBody): Promise<ChunkResult> {
-  return receiving(inFlight, key, c.drive.ownerId, c.drive.id, c.index, async (lock) => {
+export async function storeChunk (deps: TransferDeps, inFlight: ChunksInFlight, body: Readable, c: ChunkBody): Promise<ChunkResult> {
+  return receiving(inFlight, c.drive.ownerId, c.drive.id, c.index, async (lock) => {
     // under the claim no other request writes this chunk: is it still missing from a live upload?
     // (a request that looked before another stored it, or finished the upload, must not write)
     const [now] = await query<{ active: boolean, stored: boolean }>(deps.pool, CHUNK_NOW_SQL, [c.drive.id, c.jobId, c.index], 'clonejobs_chunk_now')
@@ -628,12 +628,13 @@ const CHUNK_NOW_SQL = `
     EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $3::int) AS stored`
 
 /**
- * Runs `receive` with chunk `key` (number `n` of drive `driveId`) marked in flight in this app and
+ * Runs `receive` with chunk `n` of drive `driveId` marked in flight in this app (chunkKey) and
  * claimed across processes (member n of the chunkClaimGroup of `ownerId`'s drive), until it
  * settles (both protocols). `receive` gets the claim, whose signal is aborted if it is lost.
  * ChunkBeingReceived when another app or process holds it.
  */
-export async function receiving<T> (inFlight: ChunksInFlight, key: string, ownerId: string, driveId: string, n: number, receive: (claim: SessionLock) => Promise<T>): Promise<T> {
+export async function receiving<T> (inFlight: ChunksInFlight, ownerId: string, driveId: string, n: number, receive: (claim: SessionLock) => Promise<T>): Promise<T> {
+  const key = chunkKey(ownerId, driveId, n)
   let settle!: () => void
   inFlight.set(key, new Promise(resolve => { settle = resolve }))
   try {

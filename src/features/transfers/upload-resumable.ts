@@ -234,10 +234,9 @@ export const OTHER_RECEIVER_WAIT_MS = 30_000
 export async function receiveResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean = () => false, formEnded: () => Promise<void> = async () => {}): Promise<ResumableResult> {
   const t0 = performance.now()
   const startedAt = Date.now()
-  const key = chunkKey(ownerId, driveId, c.number - 1)
   const waitUntil = Date.now() + OTHER_RECEIVER_WAIT_MS
   for (;;) {
-    const r = await tryResumableChunk(deps, inFlight, ownerId, driveId, c, body, truncated, formEnded, key, startedAt, t0)
+    const r = await tryResumableChunk(deps, inFlight, ownerId, driveId, c, body, truncated, formEnded, startedAt, t0)
     if (r !== undefined) return r
     if (Date.now() >= waitUntil || body.destroyed || body.readableEnded) {
       body.resume()
@@ -255,10 +254,11 @@ export async function receiveResumableChunk (deps: TransferDeps, inFlight: Chunk
  * is not the caller's, or not uploading, is let go as the lookup refuses it, having written nothing.
  */
 async function tryResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, ownerId: string, driveId: string, c: ResumableChunk, body: Readable, truncated: () => boolean,
-  formEnded: () => Promise<void>, key: string, startedAt: number, t0: number): Promise<ResumableResult | undefined> {
+  formEnded: () => Promise<void>, startedAt: number, t0: number): Promise<ResumableResult | undefined> {
+  const index = c.number - 1
+  const key = chunkKey(ownerId, driveId, index)
   // a request of this process for the chunk: waited for, then the chunk is looked at again
   for (let pending = inFlight.get(key); pending !== undefined; pending = inFlight.get(key)) await pending
-  const index = c.number - 1
   let out: { l: Located, r?: ChunkResult }
   try {
     if (index > MAX_CHUNKS) {
@@ -266,7 +266,7 @@ async function tryResumableChunk (deps: TransferDeps, inFlight: ChunksInFlight, 
       await locateToStore(deps, ownerId, driveId, c)
       throw errors.validation(`resumableChunkNumber must be at most ${MAX_CHUNKS}`, 'resumableChunkNumber')
     }
-    out = await receiving(inFlight, key, ownerId, driveId, index, async (lock) => {
+    out = await receiving(inFlight, ownerId, driveId, index, async (lock) => {
       const l = await locateToStore(deps, ownerId, driveId, c)
       if (l.stored) return { l }
       const { drive, jobId, range } = l
