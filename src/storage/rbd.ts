@@ -12,8 +12,9 @@
  *   removed when its last child goes, so nothing leaks and the source id is free at once.
  * - A flatten cut short (killed service, cancel) may leave the object map claiming objects
  *   whose data never landed; the next flatten runs with the object map off (see prepareFlatten).
- * - Full copies (the contract's `copy`) are a clone to `<dst>.partial`, a flatten with
- *   progress, and a rename into place.
+ * - Full copies (the contract's `copy`) are a clone to `<dst>.partial.<attempt>` (of a snapshot
+ *   `c-<dst>.<attempt>`: each attempt of the copying job has its own, so a stale attempt never
+ *   removes a newer one's), a flatten with progress, and a rename into place.
  *
  * Names reaching the CLI are validated (pool, drive ids) and passed as separate argv entries
  * (spawn, never a shell), so nothing can escape the pool.
@@ -561,7 +562,7 @@ export class RbdDriveStorage implements DriveStorage {
    * Removes image `name`, or hides it (rename) while children still depend on one of its
    * snapshots. Then lets its parent go if this was the parent's last child.
    */
-  private async removeImage (name: string): Promise<void> {
+  private async removeImage (name: string, options: { busy?: 'wait' | 'leave' } = {}): Promise<void> {
     const info = await this.infoOrNull(name)
     if (info === null) return
     let kept = 0
@@ -582,7 +583,10 @@ export class RbdDriveStorage implements DriveStorage {
         break
       } catch (err) {
         if (err instanceof StorageError && err.code === 'NOT_FOUND') break
-        if (!(err instanceof StorageError && /still has watchers/.test(err.message)) || tries >= 45) throw err
+        if (!(err instanceof StorageError && /still has watchers/.test(err.message))) throw err
+        // 'leave': an image still open elsewhere (a stale attempt's live copy) stays to its owner
+        if (options.busy === 'leave') return
+        if (tries >= 45) throw err
         await new Promise(resolve => setTimeout(resolve, 1000))
       }
     }
@@ -605,8 +609,31 @@ export class RbdDriveStorage implements DriveStorage {
 
   async delete (id: string): Promise<void> {
     checkId(id)
-    await this.removeImage(`${id}.partial`)
+    await this.removePartials(id)
     await this.removeImage(id)
+  }
+
+  /** The partial image of a copy to `id`: one per attempt of the copying job, so attempts never share one. */
+  private partialName (id: string, attempt?: number): string {
+    return attempt === undefined ? `${id}.partial` : `${id}.partial.${attempt}`
+  }
+
+  /**
+   * Removes the partial images of copies to `id`: every attempt's (a delete), or those of attempts
+   * before `before` (a copy; never a newer attempt's: a stale attempt starting late must not remove
+   * the live copy). A copy leaves an earlier attempt's partial that is still open (a stale attempt
+   * flattening it in another process): that attempt removes it when its fence refuses it, and a
+   * delete of the drive removes whatever is left.
+   */
+  private async removePartials (id: string, before?: number): Promise<void> {
+    const prefix = `${id}.partial`
+    const names = await this.json<string[]>(['ls', this.pool], `ls ${this.pool}`)
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue
+      const rest = name.slice(prefix.length)
+      const older = rest === '' || (/^\.\d+$/.test(rest) && (before === undefined || Number(rest.slice(1)) < before))
+      if (older) await this.removeImage(name, { busy: before === undefined ? 'wait' : 'leave' })
+    }
   }
 
   /**
@@ -619,11 +646,11 @@ export class RbdDriveStorage implements DriveStorage {
     checkId(dstId)
     if (srcId === dstId) throw new StorageError('INVALID_ID', `cannot clone drive ${srcId} onto itself`)
     if (options.size !== undefined) assertSize(options.size)
-    await this.cloneTo(srcId, dstId, dstId, options.size)
+    await this.cloneTo(srcId, dstId, `c-${dstId}`, options.size)
   }
 
-  private async cloneTo (srcId: string, dstId: string, target: string, size: number | undefined): Promise<void> {
-    const snap = `c-${dstId}`
+  /** Makes `target` a child of a new snapshot `snap` of `srcId` (see cloneCow). */
+  private async cloneTo (srcId: string, target: string, snap: string, size: number | undefined): Promise<void> {
     // the common case in two calls (snap create, clone); an existing target is looked at only then
     await this.run(['snap', 'create', '--no-progress', `${this.spec(srcId)}@${snap}`], `snap create ${srcId}`).catch((err: unknown) => {
       // a snapshot left by an interrupted attempt is reused
@@ -764,18 +791,23 @@ export class RbdDriveStorage implements DriveStorage {
     const { signal } = options
     if (signal?.aborted === true) throw abortedError(dstId, signal.reason)
     if (this.copying.has(dstId)) throw new StorageError('EXISTS', `a copy to drive ${dstId} is already running`)
+    const { attempt } = options
+    if (attempt !== undefined && (!Number.isSafeInteger(attempt) || attempt < 1)) throw new RangeError(`attempt must be a positive integer, got ${attempt}`)
     this.copying.add(dstId)
-    const partial = `${dstId}.partial`
+    const partial = this.partialName(dstId, attempt)
     try {
       options.onMethod?.('rbd clone + flatten')
       // the data to copy, never more than the image's size (the local backend's bound too)
       const st = await this.stat(srcId)
       const total = Math.min(st.allocated, st.size)
-      // a partial image from an earlier attempt (crash, kill -9) is simply discarded
-      await this.removeImage(partial)
+      // Partial images of earlier attempts (crash, kill -9, a stale attempt still copying in another
+      // process) are simply discarded; a newer attempt's is left alone. A first attempt has no
+      // earlier one: only its own name is looked at (one call, as before attempts were named).
+      if (attempt === undefined || attempt === 1) await this.removeImage(partial)
+      else await this.removePartials(dstId, attempt + 1)
       try {
         const t0 = performance.now()
-        await this.cloneTo(srcId, dstId, partial, options.size)
+        await this.cloneTo(srcId, partial, attempt === undefined ? `c-${dstId}` : `c-${dstId}.${attempt}`, options.size)
         await this.flattenImage(partial, dstId, signal, options.onProgress, total)
         const t1 = performance.now()
         if (isAborted(signal)) throw abortedError(dstId, signal?.reason)

@@ -109,7 +109,7 @@ export interface CopyOptions {
   onProgress?: CopyProgress
   /**
    * The attempt of the job that copies (its fencing token): the partial file is named by it
-   * (`<image>.partial.<attempt>` on local storage), so two attempts of one job never write the same
+   * (`<image>.partial.<attempt>`, a file on local storage, an image on rbd), so two attempts of one job never write the same
    * partial file, and partials of earlier attempts are removed. Without it: one unnamed partial.
    */
   attempt?: number

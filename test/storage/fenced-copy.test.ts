@@ -9,6 +9,7 @@ import path from 'node:path'
 import t from 'tap'
 import type { Test } from 'tap'
 import { LocalDriveStorage } from '../../src/storage/index.ts'
+import { heldFence } from '../helpers/gate.ts'
 
 const MiB = 1024 * 1024
 
@@ -45,20 +46,17 @@ t.test('a refused fence never renames the copy into place', async t => {
 
 t.test('a stale attempt cannot remove a newer attempt\'s partial file', async t => {
   const { one, two, a, b, dst, partials, content } = await setup(t)
-  let release!: () => void
-  const gate = new Promise<void>(resolve => { release = resolve })
-  let atGate!: () => void
-  const waiting = new Promise<void>(resolve => { atGate = resolve })
+  const held = heldFence()
   // attempt 2 (the job's current attempt) has its copy complete and waits at its fence
-  const fresh = two.copy(b, dst, { attempt: 2, fenced: async (commit) => { atGate(); await gate; await commit() } })
-  await waiting
+  const fresh = two.copy(b, dst, { attempt: 2, fenced: held.fenced })
+  await held.reached
   t.same(await partials(), [`${dst}.img.partial.2`], 'attempt 2 writes its own partial file')
   // attempt 1, still running in another process, starts its copy late and is refused at its fence
   let err: unknown
   await one.copy(a, dst, { attempt: 1, fenced: async () => { throw new Stale('stale') } }).catch(e => { err = e })
   t.ok(err instanceof Stale, 'the stale attempt is refused')
   t.same(await partials(), [`${dst}.img.partial.2`], 'and left attempt 2\'s partial alone')
-  release()
+  held.release()
   await fresh
   t.equal(await content(), 0x42, 'attempt 2\'s copy is in place')
   t.same(await partials(), [])

@@ -1,0 +1,129 @@
+// RBD copies are fenced as local ones are (test/storage/fenced-copy.test.ts): each attempt of the
+// copying job clones into its own partial image (`<image>.partial.<attempt>`, of its own snapshot of
+// the source), so a stale attempt in another process never removes or replaces a newer attempt's;
+// partials of earlier attempts are removed, one still open elsewhere is left to its owner, and a
+// delete removes every partial. Run by `npm run test:rbd`.
+import { execFileSync, spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { setTimeout as delay } from 'node:timers/promises'
+import t from 'tap'
+import { RbdDriveStorage } from '../../src/storage/index.ts'
+import { readAll } from '../storage/contract.ts'
+import { heldFence } from '../helpers/gate.ts'
+
+const MiB = 1024 * 1024
+const conf = process.env.CEPH_CONF
+if (conf === undefined || conf === '') throw new Error('CEPH_CONF must name the test cluster (npm run test:rbd sets it)')
+const pool = process.env.RBD_POOL || 'rbd'
+// two storages on one pool: two service processes
+const one = new RbdDriveStorage({ pool, conf })
+const two = new RbdDriveStorage({ pool, conf })
+const used = new Set<string>()
+
+class Stale extends Error {}
+
+const rbdCli = (...args: string[]): string => execFileSync('rbd', ['--conf', conf, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+
+/** Every image and snapshot name in the pool. */
+function poolNames (): string[] {
+  const names = JSON.parse(rbdCli('ls', '--format', 'json', pool)) as string[]
+  const out: string[] = []
+  for (const name of names) {
+    out.push(name)
+    try {
+      for (const s of JSON.parse(rbdCli('snap', 'ls', '--format', 'json', `${pool}/${name}`)) as Array<{ name: string }>) out.push(`${name}@${s.name}`)
+    } catch {
+      // removed meanwhile by another test file
+    }
+  }
+  return out.sort()
+}
+
+async function setup () {
+  const make = async (fill: number) => {
+    const id = randomUUID()
+    used.add(id)
+    await one.create(id, 4 * MiB)
+    const w = await one.openForWrite(id)
+    await w.write(Buffer.alloc(4 * MiB, fill), 0)
+    await w.close()
+    return id
+  }
+  const a = await make(0x41)
+  const b = await make(0x42)
+  const dst = await make(0x30)
+  const partials = () => (JSON.parse(rbdCli('ls', '--format', 'json', pool)) as string[]).filter(n => n.startsWith(`${dst}.partial`)).sort()
+  const content = async () => (await readAll(one, dst, 0, 0))[0]
+  const snaps = (id: string) => (JSON.parse(rbdCli('snap', 'ls', '--format', 'json', `${pool}/${id}`)) as Array<{ name: string }>).map(s => s.name)
+  const cleanup = async () => { for (const id of [a, b, dst]) await one.delete(id) }
+  return { a, b, dst, partials, content, snaps, cleanup }
+}
+
+t.test('a refused fence never renames the copy into place', async t => {
+  const { a, dst, partials, content, snaps, cleanup } = await setup()
+  const refusal = new Stale('this attempt is stale')
+  let err: unknown
+  await one.copy(a, dst, { attempt: 1, fenced: async () => { throw refusal } }).catch(e => { err = e })
+  t.equal(err, refusal, 'copy rejects with the guard\'s own refusal')
+  t.equal(await content(), 0x30, 'the destination keeps its data')
+  t.same(partials(), [], 'the partial image is removed')
+  t.same(snaps(a), [], 'and the source\'s snapshot with it')
+  await cleanup()
+})
+
+t.test('a stale attempt cannot remove a newer attempt\'s partial image', async t => {
+  const { a, b, dst, partials, content, snaps, cleanup } = await setup()
+  const held = heldFence()
+  // attempt 2 (the job's current attempt) has its copy complete and waits at its fence
+  const fresh = two.copy(b, dst, { attempt: 2, fenced: held.fenced })
+  await held.reached
+  t.same(partials(), [`${dst}.partial.2`], 'attempt 2 clones into its own partial image')
+  // attempt 1, still running in another process, starts its copy late and is refused at its fence
+  let err: unknown
+  await one.copy(a, dst, { attempt: 1, fenced: async () => { throw new Stale('stale') } }).catch(e => { err = e })
+  t.ok(err instanceof Stale, `the stale attempt is refused (${String(err)})`)
+  t.same(partials(), [`${dst}.partial.2`], 'and left attempt 2\'s partial alone')
+  t.same(snaps(a), [], 'the stale attempt\'s snapshot of its source is gone')
+  held.release()
+  await fresh
+  t.equal(await content(), 0x42, 'attempt 2\'s copy is in place')
+  t.same(partials(), [])
+  t.same(snaps(b), [], 'attempt 2\'s snapshot went with its flatten')
+  await cleanup()
+})
+
+t.test('partials of earlier attempts are removed, an open one is left to its owner; delete removes every partial', async t => {
+  const { a, dst, partials, content, cleanup } = await setup()
+  for (const name of [`${dst}.partial`, `${dst}.partial.1`, `${dst}.partial.2`, `${dst}.partial.5`]) rbdCli('create', '--size', '1M', `${pool}/${name}`)
+  // attempt 2 is still writing to its partial in another process: the image is open (watched)
+  const writer = spawn('rbd', ['--conf', conf, 'bench', '--io-type', 'write', '--io-size', '4K', '--io-threads', '1', '--io-total', '1G', '--io-pattern', 'rand', `${pool}/${dst}.partial.2`], { stdio: 'ignore' })
+  const writerDone = new Promise(resolve => writer.once('exit', resolve))
+  try {
+    for (let i = 0; ; i++) {
+      const status = JSON.parse(rbdCli('status', '--format', 'json', `${pool}/${dst}.partial.2`)) as { watchers?: unknown[] }
+      if ((status.watchers ?? []).length > 0) break
+      if (i > 100) throw new Error('the writer never opened the image')
+      await delay(100)
+    }
+    let renamedWith: string[] = []
+    const t0 = Date.now()
+    await one.copy(a, dst, { attempt: 3, fenced: async (commit) => { renamedWith = partials(); await commit() } })
+    t.same(renamedWith, [`${dst}.partial.2`, `${dst}.partial.3`, `${dst}.partial.5`],
+      'earlier attempts\' closed partials were gone before the rename; the open one and a newer one are not touched')
+    t.ok(Date.now() - t0 < 30_000, `the copy did not wait for the open partial (${Date.now() - t0} ms)`)
+    t.equal(await content(), 0x41)
+    t.same(partials(), [`${dst}.partial.2`, `${dst}.partial.5`])
+  } finally {
+    writer.kill('SIGTERM')
+    await writerDone
+  }
+  await one.delete(dst)
+  t.same(partials(), [], 'delete removes every partial, the newer attempt\'s too')
+  t.notOk(await one.exists(dst))
+  await cleanup()
+})
+
+t.test('nothing of these tests is left in the pool', async t => {
+  t.ok(used.size >= 9, 'the ids used were recorded')
+  t.same(poolNames().filter(n => [...used].some(id => n.includes(id))), [], 'no image or snapshot')
+})
