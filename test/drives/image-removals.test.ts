@@ -10,7 +10,7 @@ import { StorageError, type DriveStorage } from '../../src/storage/index.ts'
 import { driveCreateHandler } from '../../src/features/drives/handlers/drive-create.ts'
 import { driveJobParams } from '../../src/features/drives/handlers/drive-params.ts'
 import { driveCloneHandler, driveCloneParams } from '../../src/features/clones/handlers/drive-clone.ts'
-import { recordImageRemovals, sweepImageRemovals } from '../../src/features/drives/image-removals.ts'
+import { recordImageRemovals, removeRecordedImages, REMOVALS_AT_ONCE, sweepImageRemovals } from '../../src/features/drives/image-removals.ts'
 import { JobFailure } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
@@ -280,4 +280,38 @@ t.test("an upload's image is recorded before it is made; its drive row's commit 
   await removeImage(deps, failed)
   t.notOk(await app.storage.exists(failed))
   t.equal(await record(failed), null)
+})
+
+t.test('removals whose storage is slow hold at most REMOVALS_AT_ONCE of the pool\'s connections', async t => {
+  const ids = Array.from({ length: 6 }, () => crypto.randomUUID())
+  for (const id of ids) await app.storage.create(id, GiB)
+  await app.prisma.$transaction(async (tx) => { await recordImageRemovals(tx, ids, 'test') })
+  // a delete that waits (rbd waiting out a dead client's watch on the image), on the real storage
+  let deleting = 0
+  let open!: () => void
+  const gate = new Promise<void>(resolve => { open = resolve })
+  const storage = new Proxy(app.storage, {
+    get (target, p) {
+      if (p === 'delete') return async (image: string) => { deleting++; await gate; return target.delete(image) }
+      const v = Reflect.get(target, p, target) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    }
+  })
+  // six cleanups at once (a host's uploads taken over together), and the sweeper beside them
+  const cleanups = ids.map(id => removeRecordedImages({ prisma: app.prisma, storage, log: app.log }, [id]))
+  const sweeping = sweepImageRemovals({ prisma: app.prisma, storage, log: app.log })
+  await eventually(async () => deleting >= REMOVALS_AT_ONCE || undefined)
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(deleting, REMOVALS_AT_ONCE, `${REMOVALS_AT_ONCE} deletes under way, the others waiting`)
+  const busy = app.dbPool.totalCount - app.dbPool.idleCount
+  t.ok(busy <= REMOVALS_AT_ONCE, `the pool lends ${busy} connections (at most ${REMOVALS_AT_ONCE})`)
+  const list = await api.get('/api/2.0/drives/')
+  t.equal(list.statusCode, 200, 'requests are served meanwhile')
+  open()
+  await Promise.all(cleanups)
+  t.same(await sweeping, { removed: 0, owned: 0, failed: 0 }, 'the sweeper found every record taken by the cleanups')
+  for (const id of ids) {
+    t.notOk(await app.storage.exists(id), `image ${id.slice(0, 8)} removed`)
+    t.equal(await record(id), null)
+  }
 })

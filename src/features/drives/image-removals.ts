@@ -11,6 +11,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type pg from 'pg'
 import fp from 'fastify-plugin'
+import pLimit, { type LimitFunction } from 'p-limit'
 import { Gauge, Registry } from 'prom-client'
 import type { PrismaClient, Tx } from '../../db/client.ts'
 import { isStorageError, type DriveStorage } from '../../storage/index.ts'
@@ -83,8 +84,24 @@ export async function recordImageRemovals (tx: Tx, ids: string[], reason: string
     ON CONFLICT (image_id) DO UPDATE SET reason = EXCLUDED.reason, next_try_at = now()`
 }
 
-/** One record (`id`, or the next due one), settled in its own transaction. */
+/**
+ * How many removals of one database client hold a transaction at once. Each holds one of the pool's
+ * connections while its storage deletes, which on rbd takes seconds, and up to 45 s while a dead
+ * client's watch on the image expires (after a host died mid-upload, every taken-over cleanup waits
+ * so). Without a bound, a burst of such cleanups held every connection of the pool, and every
+ * request waited for one. The others wait here, holding none.
+ */
+export const REMOVALS_AT_ONCE = 2
+const removalSlots = new WeakMap<object, LimitFunction>()
+
+/** One record (`id`, or the next due one), settled in its own transaction (see REMOVALS_AT_ONCE). */
 async function settleOne (deps: ImageRemovalDeps, id?: string): Promise<Outcome> {
+  let slots = removalSlots.get(deps.prisma)
+  if (slots === undefined) removalSlots.set(deps.prisma, slots = pLimit(REMOVALS_AT_ONCE))
+  return slots(() => settleOneNow(deps, id))
+}
+
+async function settleOneNow (deps: ImageRemovalDeps, id?: string): Promise<Outcome> {
   return deps.prisma.$transaction(async (tx) => {
     // the storage call runs inside the transaction: the session's idle limit must not end it
     await tx.$executeRawUnsafe('SET LOCAL idle_in_transaction_session_timeout = \'15min\'')
@@ -121,6 +138,21 @@ export async function removeRecordedImages (deps: ImageRemovalDeps, ids: string[
     if (isStorageError(r.err) && r.err.retryable) retryable ??= r.err
   }
   if (retryable !== undefined) throw retryable
+}
+
+/**
+ * Removes the image `id` made by a stale attempt (taken over between its fence and its final write)
+ * if its drive's row is gone: the newer attempt failed and cleaned up before the image existed, so
+ * nothing else would remove it. Recorded first (one statement, nothing when the row exists: the
+ * image is then the newer attempt's), so a failed delete is retried by the sweeper. Never throws.
+ */
+export async function removeOrphanImage (deps: ImageRemovalDeps, id: string, reason: string): Promise<void> {
+  try {
+    await deps.prisma.$transaction(async (tx) => { await recordImageRemovals(tx, [id], reason) })
+    await removeRecordedImages(deps, [id])
+  } catch (err) {
+    deps.log.warn({ err, image: id }, 'could not remove the image a stale attempt made')
+  }
 }
 
 /**

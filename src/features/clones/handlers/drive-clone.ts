@@ -9,7 +9,8 @@ import { copiedDescription, copyDescription } from '../../../domain/clone-plan.t
 import { formatBytes } from '../../../domain/progress.ts'
 import type { CopyStats } from '../../../storage/index.ts'
 import { announceDrives, restingStatusOf } from '../../drives/service.ts'
-import { recordImageRemovals, removeRecordedImages } from '../../drives/image-removals.ts'
+import { recordImageRemovals, removeOrphanImage, removeRecordedImages } from '../../drives/image-removals.ts'
+import { LeaseLost } from '../../../engine/held.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
 import { enqueueJob } from '../../../engine/enqueue.ts'
 import { CHANNELS } from '../../../engine/listener.ts'
@@ -147,7 +148,6 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
         if (!ctx.signal.aborted) ctx.log(`copy failed after ${Math.round(performance.now() - t0)} ms: ${(failure as Error).message}`)
         throw failure
       }
-      ctx.signal.throwIfAborted()
       const ms = (n: number) => `${Math.round(n)} ms`
       if (stats) {
         ctx.log(`${cow ? 'cloned' : `copied ${formatBytes(stats.bytes)} of data`} with ${stats.method}: copy ${ms(stats.copyMs)}, fsync ${ms(stats.fsyncMs)}, rename ${ms(stats.renameMs)}`)
@@ -155,28 +155,38 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
       }
       const copiedAt = new Date().toISOString()
       const tSettle = performance.now()
-      // fenced by this attempt: a stale one gets LeaseLost and settles nothing (the destination, the
-      // source's reader, the next sibling and the flatten child are the newer attempt's to settle)
-      await ctx.fenced(async (tx) => {
-        const status = await restingStatusOf(tx, p.driveId)
-        const done = await tx.drive.updateMany({ where: { id: p.driveId, lockedByJob: ctx.job.id }, data: { status, lockedByJob: null } })
-        if (done.count === 0) throw new JobFailure(`the destination drive ${p.driveId} is no longer held by this job`)
-        await releaseSource(tx, ctx.job.id, p.sourceId)
-        await releaseNextSibling(tx, ctx.job.parentId)
-        await announceDrives(tx, ctx.job.ownerId, [p.sourceId, p.driveId])
-        if (cow) {
-          await enqueueJob(tx, {
-            ownerId: ctx.job.ownerId,
-            operation: 'drive_flatten',
-            parentId: ctx.job.id,
-            rootId: ctx.job.rootId,
-            params: { driveId: p.driveId },
-            // resize/delete wait (503) while it runs; mounting, starting and cloning do not
-            resources: [{ type: 'drives', id: p.driveId, mode: 'read' }],
-            description: `flattening drive ${p.driveId}`
-          })
-        }
-      }, { last: true })
+      try {
+        ctx.signal.throwIfAborted()
+        // fenced by this attempt: a stale one gets LeaseLost and settles nothing (the destination, the
+        // source's reader, the next sibling and the flatten child are the newer attempt's to settle)
+        await ctx.fenced(async (tx) => {
+          const status = await restingStatusOf(tx, p.driveId)
+          const done = await tx.drive.updateMany({ where: { id: p.driveId, lockedByJob: ctx.job.id }, data: { status, lockedByJob: null } })
+          if (done.count === 0) throw new JobFailure(`the destination drive ${p.driveId} is no longer held by this job`)
+          await releaseSource(tx, ctx.job.id, p.sourceId)
+          await releaseNextSibling(tx, ctx.job.parentId)
+          await announceDrives(tx, ctx.job.ownerId, [p.sourceId, p.driveId])
+          if (cow) {
+            await enqueueJob(tx, {
+              ownerId: ctx.job.ownerId,
+              operation: 'drive_flatten',
+              parentId: ctx.job.id,
+              rootId: ctx.job.rootId,
+              params: { driveId: p.driveId },
+              // resize/delete wait (503) while it runs; mounting, starting and cloning do not
+              resources: [{ type: 'drives', id: p.driveId, mode: 'read' }],
+              description: `flattening drive ${p.driveId}`
+            })
+          }
+        }, { last: true })
+      } catch (err) {
+        // taken over between the fence before the clone and here (this process froze): the clone this
+        // attempt made is removed only once the drive's row is gone (the newer attempt failed, or was
+        // cancelled, and cleaned up before the clone existed); while the row exists it is the newer
+        // attempt's. A full copy leaves nothing: its partial is removed, never renamed into place.
+        if (err instanceof LeaseLost && cow) await removeOrphanImage({ prisma, storage: storage(), log: ctx.logger }, p.driveId, 'drive_clone: the clone of a stale attempt')
+        throw err
+      }
       const settleMs = performance.now() - tSettle
       const seconds = (performance.now() - t0) / 1000
       ctx.log(`time split: queue wait ${ctx.job.queueWaitMs ?? 0} ms, copy ${ms(stats?.copyMs ?? 0)}, fsync ${ms(stats?.fsyncMs ?? 0)}, ` +

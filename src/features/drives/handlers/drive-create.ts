@@ -6,7 +6,7 @@ import { publishEventsSql } from '../../../engine/events.ts'
 import { fenceCte, fenceParams } from '../../../engine/queue-sql.ts'
 import { LeaseLost } from '../../../engine/held.ts'
 import { announceDrives, restingStatusSql } from '../service.ts'
-import { recordImageRemovals, removeRecordedImages, type ImageRemovalDeps } from '../image-removals.ts'
+import { recordImageRemovals, removeOrphanImage, removeRecordedImages } from '../image-removals.ts'
 import { JobFailure, type JobHandler } from '../../../engine/types.ts'
 import { driveJobParams } from './drive-params.ts'
 
@@ -24,19 +24,6 @@ const FINISH = `
   ), ${publishEventsSql(`
     SELECT owner_id, 'drives' AS resource_type, id::text AS resource_id, 'changed' AS change FROM d`)}
   SELECT (SELECT count(*)::int FROM fence) AS fenced, (SELECT count(*)::int FROM d) AS done, (SELECT n FROM notified) AS notified`
-
-/**
- * Removes the image of a drive whose row is gone: recorded first (one statement, nothing when the
- * row exists: the image is then the newer attempt's), so a failed delete is retried by the sweeper.
- */
-async function removeOrphan (deps: ImageRemovalDeps, driveId: string): Promise<void> {
-  try {
-    await deps.prisma.$transaction(async (tx) => { await recordImageRemovals(tx, [driveId], 'drive_create: the image of a stale attempt') })
-    await removeRecordedImages(deps, [driveId])
-  } catch (err) {
-    deps.log.warn({ err, drive: driveId }, 'could not remove the image a stale attempt made')
-  }
-}
 
 export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHandler {
   return {
@@ -62,7 +49,7 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
         // taken over between the fence and here (this process froze): the image this attempt made
         // is removed only once the drive's row is gone (the newer attempt failed and cleaned up
         // before it was made); while the row exists the image is the newer attempt's
-        if (err instanceof LeaseLost && made) await removeOrphan({ prisma: ctx.prisma, storage, log: ctx.logger }, driveId)
+        if (err instanceof LeaseLost && made) await removeOrphanImage({ prisma: ctx.prisma, storage, log: ctx.logger }, driveId, 'drive_create: the image of a stale attempt')
         throw err
       }
       if (done === 0) throw new JobFailure('the drive is no longer held by this job')
