@@ -15,6 +15,7 @@ import { JobFailure } from '../../src/engine/types.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
 import { GiB, readyDrive } from './helpers.ts'
+import { heldMethod } from '../helpers/gate.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false, config: { storage: 'local' } })
 const alice = await createUser(app)
@@ -288,15 +289,15 @@ t.test('removals whose storage is slow hold at most REMOVALS_AT_ONCE of the pool
   await app.prisma.$transaction(async (tx) => { await recordImageRemovals(tx, ids, 'test') })
   // a delete that waits (rbd waiting out a dead client's watch on the image), on the real storage
   let deleting = 0
-  let open!: () => void
-  const gate = new Promise<void>(resolve => { open = resolve })
-  const storage = new Proxy(app.storage, {
+  const held = heldMethod(app.storage, 'delete')
+  const counted = new Proxy(held.proxy, {
     get (target, p) {
-      if (p === 'delete') return async (image: string) => { deleting++; await gate; return target.delete(image) }
       const v = Reflect.get(target, p, target) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      if (p === 'delete') return async (image: string) => { deleting++; return (v as (id: string) => Promise<void>)(image) }
+      return v
     }
   })
+  const storage = counted
   // six cleanups at once (a host's uploads taken over together), and the sweeper beside them
   const cleanups = ids.map(id => removeRecordedImages({ prisma: app.prisma, storage, log: app.log }, [id]))
   const sweeping = sweepImageRemovals({ prisma: app.prisma, storage, log: app.log })
@@ -307,7 +308,7 @@ t.test('removals whose storage is slow hold at most REMOVALS_AT_ONCE of the pool
   t.ok(busy <= REMOVALS_AT_ONCE, `the pool lends ${busy} connections (at most ${REMOVALS_AT_ONCE})`)
   const list = await api.get('/api/2.0/drives/')
   t.equal(list.statusCode, 200, 'requests are served meanwhile')
-  open()
+  held.release()
   await Promise.all(cleanups)
   t.same(await sweeping, { removed: 0, owned: 0, failed: 0 }, 'the sweeper found every record taken by the cleanups')
   for (const id of ids) {

@@ -10,6 +10,9 @@ import { WAITING_ON } from '../helpers/locks.ts'
 import { eventually } from '../helpers/app.ts'
 import pg from 'pg'
 import { GiB, readyDrive } from './helpers.ts'
+import { memoryLogger } from '../helpers/log.ts'
+import { heldMethod } from '../helpers/gate.ts'
+import { driveCreateHandler } from '../../src/features/drives/handlers/drive-create.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -119,4 +122,27 @@ t.test('drive_create: an image made by an attempt taken over after its fence sta
   await stale.other.query('UPDATE jobs SET locked_until = now() - interval \'1 second\' WHERE id = $1::uuid', [jobId])
   t.equal((await waitForJob(app, jobId)).state, 'success', 'the newer attempt finished the drive')
   t.match(await row(d.uuid), { status: 'unmounted', lockedByJob: null })
+})
+
+t.test('drive_create: an image made by an attempt whose heartbeat found it taken over is removed once the drive is gone', async t => {
+  const d = (await api.post('/api/2.0/drives/', { name: 'disk', size: GiB, media: 'disk' })).json().objects[0]
+  const jobId = d.jobs[0].uuid as string
+  // the real storage, whose create waits at a gate (the process held up while it makes the image)
+  const held = heldMethod(app.storage, 'create')
+  const { log, lines } = memoryLogger()
+  const engine = await startEngine(t, { ...app, log } as typeof app, { ...appHandlers(app), drive_create: driveCreateHandler(held.proxy, app.dbPool) }, { databaseUrl, heartbeatMs: 50 })
+  await held.reached
+  const other = new pg.Client({ connectionString: databaseUrl })
+  await other.connect()
+  t.teardown(() => other.end())
+  t.ok(await takeOver(other, jobId), 'the job was taken over after the fence')
+  // the newer attempt failed and removed the drive meanwhile (its image was not there yet to remove)
+  await other.query('DELETE FROM drives WHERE id = $1::uuid', [d.uuid])
+  // the next heartbeat finds the lease gone and aborts the attempt (LeaseLost), still in its create
+  await eventually(async () => lines.some(l => /job aborted: lease lost/.test(l.msg)) || undefined)
+  held.release()
+  await engine.idle()
+  t.notOk(await app.storage.exists(d.uuid), 'the stale attempt removed the image it made: no orphan')
+  t.equal(await app.prisma.imageRemoval.findUnique({ where: { imageId: d.uuid } }), null, 'and left no removal record')
+  t.match(await jobRow(app, jobId), { state: 'started', attempts: 2, lockedBy: TAKEN_BY, finishedAt: null }, 'and recorded nothing')
 })

@@ -16,3 +16,24 @@ export function heldFence (): HeldFence {
   const reached = new Promise<void>(resolve => { reach = resolve })
   return { fenced: async (commit) => { reach(); await gate; await commit() }, reached, release }
 }
+
+/**
+ * `target` (a real storage) whose method `name` waits at a gate: it reports that it was reached,
+ * then waits for `release()` before it runs as it is. Every other member is `target`'s own.
+ */
+export function heldMethod<T extends object> (target: T, name: keyof T & string): { proxy: T, reached: Promise<void>, release: () => void } {
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  let reach!: () => void
+  const reached = new Promise<void>(resolve => { reach = resolve })
+  const proxy = new Proxy(target, {
+    get (t, p) {
+      const v = Reflect.get(t, p, t) as unknown
+      if (typeof v !== 'function') return v
+      const bound = (v as (...a: unknown[]) => unknown).bind(t)
+      if (p !== name) return bound
+      return async (...args: unknown[]) => { reach(); await gate; return bound(...args) }
+    }
+  })
+  return { proxy, reached, release }
+}

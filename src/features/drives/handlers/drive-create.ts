@@ -39,12 +39,14 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
       const made = !await storage.exists(driveId)
       if (made) await storage.create(driveId, size)
       else await storage.resize(driveId, size)
-      ctx.signal.throwIfAborted()
-      // a stale attempt (a newer one took the job over) gets LeaseLost here and writes nothing
+      // a stale attempt (a newer one took the job over) gets LeaseLost here, from its heartbeat's
+      // abort or from the fenced statement, and writes nothing
       let done: number
       try {
-        ({ done } = await ctx.fencedStatement(async (fence) =>
-          (await pool.query<{ fenced: number, done: number }>(FINISH, [driveId, ctx.job.id, new Date().toISOString(), ...fenceParams(fence)])).rows[0]))
+        ctx.signal.throwIfAborted()
+        const finished = await ctx.fencedStatement(async (fence) =>
+          (await pool.query<{ fenced: number, done: number }>(FINISH, [driveId, ctx.job.id, new Date().toISOString(), ...fenceParams(fence)])).rows[0])
+        done = finished.done
       } catch (err) {
         // taken over between the fence and here (this process froze): the image this attempt made
         // is removed only once the drive's row is gone (the newer attempt failed and cleaned up
