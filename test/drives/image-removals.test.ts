@@ -310,7 +310,9 @@ t.test('removals whose storage is slow hold at most REMOVALS_AT_ONCE of the pool
   t.equal(list.statusCode, 200, 'requests are served meanwhile')
   held.release()
   await Promise.all(cleanups)
-  t.same(await sweeping, { removed: 0, owned: 0, failed: 0 }, 'the sweeper found every record taken by the cleanups')
+  // the sweep runs last and may take a record before the cleanup that waited for it (SKIP LOCKED)
+  const swept = await sweeping
+  t.equal(swept.failed + swept.owned, 0, `the sweep failed nothing (it removed ${swept.removed})`)
   for (const id of ids) {
     t.notOk(await app.storage.exists(id), `image ${id.slice(0, 8)} removed`)
     t.equal(await record(id), null)
