@@ -1,39 +1,45 @@
-// A copy's fence held open: `fenced` (a storage copy's CopyOptions.fenced) reports that the copy
-// reached it, then waits for `release()` before it commits. Lets a test act while a finished copy
-// waits to be put in place (another attempt starting meanwhile, say).
+// Calls held at a gate: each reports that it was reached, then waits for `release()` before it goes
+// on. Lets a test act while a copy waits at its fence or a storage call is under way.
 
-export interface HeldFence {
-  fenced: (commit: () => Promise<void>) => Promise<void>
-  /** resolves when the copy reaches its fence */
+interface Gate {
+  /** resolves when the first call reaches the gate */
   reached: Promise<void>
   release: () => void
+  /** calls that have reached the gate */
+  calls: () => number
+  /** what a held call runs first */
+  pass: () => Promise<void>
 }
 
-export function heldFence (): HeldFence {
+function gate (): Gate {
   let release!: () => void
-  const gate = new Promise<void>(resolve => { release = resolve })
+  const open = new Promise<void>(resolve => { release = resolve })
   let reach!: () => void
   const reached = new Promise<void>(resolve => { reach = resolve })
-  return { fenced: async (commit) => { reach(); await gate; await commit() }, reached, release }
+  let calls = 0
+  return { reached, release, calls: () => calls, pass: async () => { calls++; reach(); await open } }
+}
+
+/** A copy's fence (CopyOptions.fenced) held open: the copy waits there before it commits. */
+export function heldFence (): { fenced: (commit: () => Promise<void>) => Promise<void>, reached: Promise<void>, release: () => void } {
+  const g = gate()
+  return { fenced: async (commit) => { await g.pass(); await commit() }, reached: g.reached, release: g.release }
 }
 
 /**
- * `target` (a real storage) whose method `name` waits at a gate: it reports that it was reached,
- * then waits for `release()` before it runs as it is. Every other member is `target`'s own.
+ * `target` (a real storage) whose method `name` waits at a gate, then runs as it is. Every other
+ * member is `target`'s own.
  */
-export function heldMethod<T extends object> (target: T, name: keyof T & string): { proxy: T, reached: Promise<void>, release: () => void } {
-  let release!: () => void
-  const gate = new Promise<void>(resolve => { release = resolve })
-  let reach!: () => void
-  const reached = new Promise<void>(resolve => { reach = resolve })
+export function heldMethod<T extends object> (target: T, name: keyof T & string): { proxy: T, reached: Promise<void>, release: () => void, calls: () => number } {
+  const g = gate()
   const proxy = new Proxy(target, {
     get (t, p) {
       const v = Reflect.get(t, p, t) as unknown
       if (typeof v !== 'function') return v
       const bound = (v as (...a: unknown[]) => unknown).bind(t)
       if (p !== name) return bound
-      return async (...args: unknown[]) => { reach(); await gate; return bound(...args) }
+      return async (...args: unknown[]) => { await g.pass(); return bound(...args) }
     }
   })
-  return { proxy, reached, release }
+  return { proxy, reached: g.reached, release: g.release, calls: g.calls }
 }

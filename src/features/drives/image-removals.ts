@@ -86,9 +86,9 @@ export async function recordImageRemovals (tx: Tx, ids: string[], reason: string
 
 /**
  * How many removals of one database client hold a transaction at once. Each holds one of the pool's
- * connections while its storage deletes, which on rbd takes seconds, and up to 45 s while a dead
- * client's watch on the image expires (after a host died mid-upload, every taken-over cleanup waits
- * so). Without a bound, a burst of such cleanups held every connection of the pool, and every
+ * connections while its storage deletes: on rbd `rbd` processes, retried for up to 45 s while a
+ * dead client's watch on the image lasts (after a host died mid-upload, every taken-over cleanup
+ * waits so). Without a bound, a burst of such cleanups held every connection of the pool, and every
  * request waited for one. The others wait here, holding none.
  */
 export const REMOVALS_AT_ONCE = 2
