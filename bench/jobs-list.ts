@@ -10,8 +10,10 @@
  * network) and prints the median and p95; an estimated total_count is marked `~`.
  *
  * Anchors in the same run, through the same pg pool: the bare id-only statement of the deep page
- * (`SELECT id ... OFFSET n LIMIT 20`, the index-only skip that any offset page pays) and the plain
- * `SELECT * ... OFFSET n LIMIT 20` (the rows read and dropped one by one, as the list did before).
+ * (`SELECT id ... OFFSET n LIMIT 20`, the index-only skip that an offset page paid until the
+ * unfiltered list in last_modified order seeked its ten minutes instead, job_top_finished) and the
+ * plain `SELECT * ... OFFSET n LIMIT 20` (the rows read and dropped one by one, as the list did
+ * before that).
  * The last line is the deep page's ratios to them. Figures only, no pass/fail.
  */
 import fs from 'node:fs'
@@ -110,6 +112,7 @@ try {
   const top = 'FROM jobs WHERE owner_id = $1::uuid AND parent_id IS NULL ORDER BY last_modified DESC, id OFFSET $2 LIMIT 20'
   const skipMs = await timeSql(`anchor: pg SELECT id ... OFFSET ${deep} LIMIT 20`, `SELECT id ${top}`, [user.id, deep])
   const plainMs = await timeSql(`anchor: pg SELECT * ... OFFSET ${deep} LIMIT 20`, `SELECT * ${top}`, [user.id, deep])
+  await time(`GET /jobs/?order_by=last_modified&offset=${deep} (offset page)`, `/api/2.0/jobs/?order_by=last_modified&offset=${deep}`)
   await time(`GET /jobs/?order_by=created&offset=${deep} (offset page)`, `/api/2.0/jobs/?order_by=created&offset=${deep}`)
   await time(`GET /jobs/?state=success&offset=${deep} (offset page)`, `/api/2.0/jobs/?state=success&offset=${deep}`)
   await time('GET /jobs/?cursor= (keyset, first page)', '/api/2.0/jobs/?cursor=')

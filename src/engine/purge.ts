@@ -4,7 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import pg from 'pg'
 import type { PrismaClient } from '../db/client.ts'
 import { sessionUrl } from '../db/session.ts'
-import { purgeBatch, purgeEvents } from './queue-sql.ts'
+import { foldListCounters, purgeBatch, purgeEvents } from './queue-sql.ts'
 
 // arbitrary constant: the advisory lock key of the purge
 export const PURGE_LOCK_KEY = 7_248_310_551
@@ -52,12 +52,14 @@ export async function purgeOnce (opts: PurgeOptions): Promise<PurgeResult> {
         batches++
         if (n < size) break
       }
+      // the deep pages' counters: the transactions' finished counts folded, the buckets just emptied dropped
+      const counters = await foldListCounters(opts.prisma, cutoff)
       for (;;) {
         const n = await purgeEvents(opts.prisma, eventCutoff, size * 10)
         events += n
         if (n < size * 10) break
       }
-      opts.log.info({ jobs, events, batches, cutoff: cutoff.toISOString() }, `purged ${jobs} finished job trees`)
+      opts.log.info({ jobs, events, batches, counters, cutoff: cutoff.toISOString() }, `purged ${jobs} finished job trees`)
       return { ran: true, jobs, events, batches }
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [PURGE_LOCK_KEY])

@@ -1,7 +1,8 @@
 // The per-account counters of top-level jobs (job_top_counts, kept by triggers on jobs; issue 18):
 // they equal a count of the jobs through every way jobs are written and deleted (the API, bulk
 // and mixed-owner enqueues, children, the purge, removing an account, a moved row, TRUNCATE),
-// from many connections at once; a transaction holding one shard does not stop another
+// from many connections at once (and so do the deep pages' bucket counters, job_top_finished and
+// job_top_created); a transaction holding one shard does not stop another
 // transaction of the same account; the migration counts the jobs already there; and the unfiltered
 // /jobs/ total they give is exact at any size, on offset and cursor pages.
 import t, { type Test } from 'tap'
@@ -30,6 +31,15 @@ async function counts () {
 async function agree (t: Test, what: string) {
   const c = await counts()
   t.same(c.counters, c.table, `${what}: the counters equal the count (${JSON.stringify(Object.values(c.table))})`)
+  // and the finished ones by ten minutes of last_modified and state, and all by ten minutes of
+  // created (job_top_finished, job_top_created: the deep pages' seek)
+  const q = async (sql: string) => Object.fromEntries((await app.dbPool.query<{ k: string, n: string }>(sql)).rows.map(r => [r.k, Number(r.n)]))
+  t.same(await q('SELECT owner_id || \' \' || bucket || \' \' || state AS k, sum(n) AS n FROM (SELECT owner_id, bucket, state, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, n FROM job_top_finished_tx) f GROUP BY owner_id, bucket, state HAVING sum(n) <> 0'),
+    await q(`SELECT owner_id || ' ' || job_list_bucket(last_modified) || ' ' || state AS k, count(*) AS n FROM jobs
+      WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') GROUP BY owner_id, job_list_bucket(last_modified), state`), `${what}: so do the finished jobs' counters`)
+  t.same(await q('SELECT owner_id || \' \' || bucket AS k, sum(n) AS n FROM job_top_created GROUP BY owner_id, bucket HAVING sum(n) <> 0'),
+    await q('SELECT owner_id || \' \' || job_list_bucket(created) AS k, count(*) AS n FROM jobs WHERE parent_id IS NULL GROUP BY owner_id, job_list_bucket(created)'),
+    `${what}: and those by created`)
   return c.table
 }
 
@@ -104,6 +114,8 @@ t.test('concurrent enqueues and deletes of one account from many connections sta
     work.push(api.post('/api/2.0/drives/', { objects: [{ name: `c${i}`, size: 1 << 20, media: 'disk' }, { name: `f${i}`, size: 1 << 20, media: 'disk' }] }).then(r => t.equal(r.statusCode, 201)))
     work.push(enqueueJobs(pool, [{ ownerId: carol.id, operation: 'drive_clone', description: `y${i}` }]))
     work.push(pool.query('DELETE FROM jobs WHERE owner_id = $1 AND description = $2', [carol.id, `x${i}`]))
+    // and finishes of the account's jobs, each in its own transaction (job_top_finished)
+    work.push(pool.query("UPDATE jobs SET state = 'success', finished_at = now(), last_modified = now() WHERE owner_id = $1 AND description = $2", [carol.id, `y${i}`]))
   }
   await Promise.all(work)
   t.same((await agree(t, 'after the storm'))[carol.id], 90, '60 creates + 30 enqueues')
