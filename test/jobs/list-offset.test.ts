@@ -103,8 +103,8 @@ for (const [q, index, share, generic] of [
     // the scan of jobs that passes over the skipped entries: the one yielding the most rows
     const skip = all.filter(n => n['Relation Name'] === 'jobs').sort((a, b) => b['Actual Rows'] - a['Actual Rows'])[0]
     if (seeks) {
-      // the list in last_modified order seeks the ten minutes holding row `offset`
-      // (job_top_finished's counts) and skips inside them only, not the offset
+      // the list seeks the ten minutes (of last_modified or created) holding row `offset` by
+      // their counters, and skips inside them only, not the offset
       t.ok(skip['Actual Rows'] <= biggestBucket + (plan.take ?? 0), `the scan reads ${skip['Actual Rows']} entries for offset ${plan.offset}: at most one bucket's (${biggestBucket}) and the page`)
       const counters = q.includes('created') ? 'job_top_created' : 'job_top_finished'
       t.ok(all.some(n => n['Relation Name'] === counters), `the bucket from the counters (${counters})`)

@@ -114,7 +114,7 @@ t.test('concurrent enqueues and deletes of one account from many connections sta
     work.push(api.post('/api/2.0/drives/', { objects: [{ name: `c${i}`, size: 1 << 20, media: 'disk' }, { name: `f${i}`, size: 1 << 20, media: 'disk' }] }).then(r => t.equal(r.statusCode, 201)))
     work.push(enqueueJobs(pool, [{ ownerId: carol.id, operation: 'drive_clone', description: `y${i}` }]))
     work.push(pool.query('DELETE FROM jobs WHERE owner_id = $1 AND description = $2', [carol.id, `x${i}`]))
-    // and finishes of the account's jobs, each in its own transaction (job_top_finished)
+    // and finishes of the account's jobs, each in its own transaction (job_top_finished_tx)
     work.push(pool.query("UPDATE jobs SET state = 'success', finished_at = now(), last_modified = now() WHERE owner_id = $1 AND description = $2", [carol.id, `y${i}`]))
   }
   await Promise.all(work)

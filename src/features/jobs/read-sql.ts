@@ -178,7 +178,7 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
  * Offset pages from this deep on, in last_modified order (of the unfiltered list or one filtered
  * to finished states only) or created order (unfiltered), seek the ten minutes of that column
  * that hold their first row instead of skipping the offset (issue 18): skipping 500,000 index
- * entries took 50-110 ms on these machines, the whole page with a seek 3-8 ms (bench/jobs-list.ts).
+ * entries took 50-110 ms on these machines, the whole page with a seek 3-11 ms (bench/jobs-list.ts).
  * Below this depth a skip costs about what the seek's sums do (0.1 µs an entry; the sums
  * 2-5 ms with 10,000 open jobs).
  */
