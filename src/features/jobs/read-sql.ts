@@ -157,7 +157,8 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
   const counting = countingOf(query, spec, filters)
   const counted = countedSql(owner, where, filters, counting)
   // the page's ids first, from the index alone: a deep offset skips index entries, not table rows
-  // (on the top-level indexes, jobs_top_owner_*_idx, an index-only scan); then those rows by id
+  // (on the top-level indexes, jobs_top_owner_*_idx, an index-only scan), and from SEEK_FROM on,
+  // where it can, only those of the ten minutes holding the page (seekIdsSql); then those rows by id
   // (an array, as PAGE_AND_TREES looks up theirs) and their trees, as one JSON array; the count
   // beside it, also for an empty page
   const seek = seekOf(query, spec, plan, counting)
