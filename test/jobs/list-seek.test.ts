@@ -16,6 +16,7 @@ import { enqueueJobs } from '../../src/engine/enqueue.ts'
 import { purgeOnce } from '../../src/engine/purge.ts'
 import { SEEK_FROM } from '../../src/features/jobs/read-sql.ts'
 import { buildTestApp, client, createUser, type TestUser } from '../helpers/app.ts'
+import { listCountersAgree } from '../helpers/list-counters.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -41,17 +42,8 @@ await seed(alice.id, TOP, 3)
 await seed(bob.id, 3_000, 5)
 await app.dbPool.query('VACUUM ANALYZE jobs')
 
-/** owner, bucket and state → finished top-level jobs, as the counters say and as the table says (empty ones left out) */
-async function agree (t: Test, what: string) {
-  const q = async (sql: string) => Object.fromEntries((await app.dbPool.query<{ k: string, n: string }>(sql)).rows.map(r => [r.k, Number(r.n)]))
-  const counters = await q('SELECT owner_id || \' \' || bucket || \' \' || state AS k, sum(n) AS n FROM (SELECT owner_id, bucket, state, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, n FROM job_top_finished_tx) f GROUP BY owner_id, bucket, state HAVING sum(n) <> 0')
-  const table = await q(`SELECT owner_id || ' ' || job_list_bucket(last_modified) || ' ' || state AS k, count(*) AS n FROM jobs
-    WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') GROUP BY owner_id, job_list_bucket(last_modified), state`)
-  t.same(counters, table, `${what}: the counters equal the count (${Object.keys(table).length} buckets)`)
-  t.same(await q('SELECT owner_id || \' \' || bucket AS k, sum(n) AS n FROM job_top_created GROUP BY owner_id, bucket HAVING sum(n) <> 0'),
-    await q('SELECT owner_id || \' \' || job_list_bucket(created) AS k, count(*) AS n FROM jobs WHERE parent_id IS NULL GROUP BY owner_id, job_list_bucket(created)'),
-    `${what}: so do those of every job by created`)
-}
+/** the list's bucket counters against a count of the jobs */
+const agree = (t: Test, what: string) => listCountersAgree(t, app.dbPool, what)
 
 /** the page of the route against the plain query, for each offset, in both directions */
 async function pagesAgree (t: Test, user: TestUser, what: string, offsets: number[]) {

@@ -14,6 +14,7 @@ import { purgeBatch } from '../../src/engine/queue-sql.ts'
 import { removeAccount } from '../../src/features/accounts/service.ts'
 import { EXACT_COUNT_UP_TO } from '../../src/http/list-sql.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
+import { listCountersAgree } from '../helpers/list-counters.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -31,15 +32,8 @@ async function counts () {
 async function agree (t: Test, what: string) {
   const c = await counts()
   t.same(c.counters, c.table, `${what}: the counters equal the count (${JSON.stringify(Object.values(c.table))})`)
-  // and the finished ones by ten minutes of last_modified and state, and all by ten minutes of
-  // created (job_top_finished, job_top_created: the deep pages' seek)
-  const q = async (sql: string) => Object.fromEntries((await app.dbPool.query<{ k: string, n: string }>(sql)).rows.map(r => [r.k, Number(r.n)]))
-  t.same(await q('SELECT owner_id || \' \' || bucket || \' \' || state AS k, sum(n) AS n FROM (SELECT owner_id, bucket, state, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, n FROM job_top_finished_tx) f GROUP BY owner_id, bucket, state HAVING sum(n) <> 0'),
-    await q(`SELECT owner_id || ' ' || job_list_bucket(last_modified) || ' ' || state AS k, count(*) AS n FROM jobs
-      WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') GROUP BY owner_id, job_list_bucket(last_modified), state`), `${what}: so do the finished jobs' counters`)
-  t.same(await q('SELECT owner_id || \' \' || bucket AS k, sum(n) AS n FROM job_top_created GROUP BY owner_id, bucket HAVING sum(n) <> 0'),
-    await q('SELECT owner_id || \' \' || job_list_bucket(created) AS k, count(*) AS n FROM jobs WHERE parent_id IS NULL GROUP BY owner_id, job_list_bucket(created)'),
-    `${what}: and those by created`)
+  // and the deep pages' bucket counters (job_top_finished, job_top_created)
+  await listCountersAgree(t, app.dbPool, what)
   return c.table
 }
 
