@@ -23,6 +23,8 @@ export interface Config {
   jobLeaseSeconds: number
   jobRetentionDays: number
   purgeCron: string
+  /** How often a worker process folds the jobs list's finished-job counters (seconds; the purge folds them too). */
+  listFoldSeconds: number
   /** How often the sweeper retries the removal of images whose drive rows are gone (seconds). */
   imageSweepSeconds: number
   cloneParallelism: number
@@ -125,6 +127,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     jobLeaseSeconds: int(env, 'JOB_LEASE_SECONDS', 30, 1),
     jobRetentionDays: Number(env.JOB_RETENTION_DAYS ?? 3),
     purgeCron: env.PURGE_CRON ?? '*/10 * * * *',
+    listFoldSeconds: int(env, 'LIST_FOLD_SECONDS', 60, 1),
     imageSweepSeconds: int(env, 'IMAGE_SWEEP_SECONDS', 30, 1),
     cloneParallelism: int(env, 'CLONE_PARALLELISM', 4, 1),
     uploadLinkTtlSeconds: int(env, 'UPLOAD_LINK_TTL', 300, 1),

@@ -53,7 +53,7 @@ export async function purgeOnce (opts: PurgeOptions): Promise<PurgeResult> {
         if (n < size) break
       }
       // the deep pages' counters: the transactions' finished counts folded, the buckets just emptied dropped
-      const counters = await foldListCounters(opts.prisma, cutoff)
+      const counters = await foldListCounters(opts.prisma, { cutoff, wait: true })
       for (;;) {
         const n = await purgeEvents(opts.prisma, eventCutoff, size * 10)
         events += n

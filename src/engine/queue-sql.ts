@@ -501,37 +501,56 @@ export async function purgeBatch (db: Db, cutoff: Date, limit: number): Promise<
   return rows[0]?.n ?? 0
 }
 
+/** The transaction-scoped advisory lock of a fold of the list counters: one fold at a time, the purge's or the schedule's. */
+export const FOLD_LOCK_KEY = 7_248_310_552
+
+export interface FoldResult {
+  /** transactions' rows folded */
+  folded: number
+  /** counter rows deleted: come to 0, or buckets whose jobs are all gone */
+  emptied: number
+}
+
 /**
  * Folds the finished-job counts that transactions wrote into rows of their own
  * (job_top_finished_tx, see prisma/migrations/20261206100000_job_list_buckets) into one row per
  * account, bucket and state (job_top_finished), in one statement, and drops the rows that come to
- * 0. Then deletes the created-order counters (job_top_created) of buckets before `cutoff` whose
- * jobs are all gone (their shards sum to 0; nothing counts a bucket that old up again: a job is
- * created into the bucket of now()). Run by the purge, one process at a time (its lock): the
- * only writer of job_top_finished. Returns the rows folded and deleted.
+ * 0. With `cutoff` (the purge's), then deletes the created-order counters (job_top_created) of
+ * buckets before it whose jobs are all gone (their shards sum to 0; nothing counts a bucket that
+ * old up again: a job is created into the bucket of now()). One transaction, under FOLD_LOCK_KEY:
+ * the only writer of job_top_finished. `wait` waits for a fold under way (the purge); otherwise
+ * (the schedule, LIST_FOLD_SECONDS) a fold under way elsewhere makes this one return undefined.
  */
-export async function foldListCounters (db: Db, cutoff: Date): Promise<{ folded: number, emptied: number }> {
-  const touched = await db.$queryRaw<Array<{ owner_id: string, bucket: Date, state: string, n: bigint, rows: bigint }>>`
-    WITH gone AS (DELETE FROM job_top_finished_tx RETURNING owner_id, bucket, state, n),
-    sums AS (SELECT owner_id, bucket, state, sum(n)::int8 AS n, count(*) AS rows FROM gone GROUP BY owner_id, bucket, state),
-    folded AS (
-      INSERT INTO job_top_finished AS f (owner_id, bucket, state, n) SELECT owner_id, bucket, state, n FROM sums
-      ON CONFLICT (owner_id, bucket, state) DO UPDATE SET n = f.n + EXCLUDED.n
-      RETURNING f.owner_id, f.bucket, f.state, f.n
-    )
-    SELECT f.owner_id::text, f.bucket, f.state, f.n, s.rows FROM folded f JOIN sums s USING (owner_id, bucket, state)`
-  const zero = touched.filter(r => r.n === 0n)
-  let emptied = 0
-  if (zero.length > 0) {
-    emptied += await db.$executeRaw`
-      DELETE FROM job_top_finished f USING unnest(${zero.map(r => r.owner_id)}::uuid[], ${zero.map(r => r.bucket)}::timestamptz[], ${zero.map(r => r.state)}::text[]) AS z(owner_id, bucket, state)
-      WHERE f.owner_id = z.owner_id AND f.bucket = z.bucket AND f.state = z.state AND f.n = 0`
-  }
-  emptied += await db.$executeRaw`
-    DELETE FROM job_top_created c USING (
-      SELECT owner_id, bucket FROM job_top_created WHERE bucket < ${cutoff} GROUP BY owner_id, bucket HAVING sum(n) = 0
-    ) z WHERE c.owner_id = z.owner_id AND c.bucket = z.bucket`
-  return { folded: touched.reduce((sum, r) => sum + Number(r.rows), 0), emptied }
+export async function foldListCounters (prisma: PrismaClient, opts: { cutoff?: Date, wait?: boolean } = {}): Promise<FoldResult | undefined> {
+  return prisma.$transaction(async (tx) => {
+    const [lock] = opts.wait === true
+      ? await tx.$queryRaw<Array<{ ok: boolean }>>`SELECT true AS ok FROM pg_advisory_xact_lock(${FOLD_LOCK_KEY}::int8)`
+      : await tx.$queryRaw<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${FOLD_LOCK_KEY}::int8) AS ok`
+    if (lock?.ok !== true) return undefined
+    const touched = await tx.$queryRaw<Array<{ owner_id: string, bucket: Date, state: string, n: bigint, rows: bigint }>>`
+      WITH gone AS (DELETE FROM job_top_finished_tx RETURNING owner_id, bucket, state, n),
+      sums AS (SELECT owner_id, bucket, state, sum(n)::int8 AS n, count(*) AS rows FROM gone GROUP BY owner_id, bucket, state),
+      folded AS (
+        INSERT INTO job_top_finished AS f (owner_id, bucket, state, n) SELECT owner_id, bucket, state, n FROM sums
+        ON CONFLICT (owner_id, bucket, state) DO UPDATE SET n = f.n + EXCLUDED.n
+        RETURNING f.owner_id, f.bucket, f.state, f.n
+      )
+      SELECT f.owner_id::text, f.bucket, f.state, f.n, s.rows FROM folded f JOIN sums s USING (owner_id, bucket, state)`
+    const zero = touched.filter(r => r.n === 0n)
+    let emptied = 0
+    if (zero.length > 0) {
+      emptied += await tx.$executeRaw`
+        DELETE FROM job_top_finished f USING unnest(${zero.map(r => r.owner_id)}::uuid[], ${zero.map(r => r.bucket)}::timestamptz[], ${zero.map(r => r.state)}::text[]) AS z(owner_id, bucket, state)
+        WHERE f.owner_id = z.owner_id AND f.bucket = z.bucket AND f.state = z.state AND f.n = 0`
+    }
+    if (opts.cutoff !== undefined) {
+      emptied += await tx.$executeRaw`
+        DELETE FROM job_top_created c USING (
+          SELECT owner_id, bucket FROM job_top_created WHERE bucket < ${opts.cutoff} GROUP BY owner_id, bucket HAVING sum(n) = 0
+        ) z WHERE c.owner_id = z.owner_id AND c.bucket = z.bucket`
+    }
+    return { folded: touched.reduce((sum, r) => sum + Number(r.rows), 0), emptied }
+  }, { timeout: 60_000 })
 }
 
 /** Deletes up to `limit` change events older than `cutoff` (they only serve SSE resumption). */

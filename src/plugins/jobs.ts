@@ -1,12 +1,13 @@
 // The job engine as a service: a LISTEN connection shared by the engine and the event hub, the
 // workers (started when the app is ready, jobs given back when it closes), the purge schedule and
-// the engine's metrics. Handlers register on `app.jobs`; drive/server loaders on `app.events`.
+// the engine's metrics, and the fold of the jobs list's counters. Handlers register on `app.jobs`; drive/server loaders on `app.events`.
 import { Cron } from 'croner'
 import fp from 'fastify-plugin'
 import { JobEngine } from '../engine/engine.ts'
 import { PgListener, type ListenerOptions } from '../engine/listener.ts'
 import { JobMetrics } from '../engine/metrics.ts'
 import { purgeOnce, type PurgeResult } from '../engine/purge.ts'
+import { foldListCounters } from '../engine/queue-sql.ts'
 import { EventHub } from '../engine/events.ts'
 
 declare module 'fastify' {
@@ -66,6 +67,24 @@ export default fp<JobsPluginOptions>(async (app, opts) => {
   app.decorate('purgeJobs', purgeJobs)
 
   let cron: Cron | undefined
+  // the deep pages of the jobs list sum every transaction's finished-job counts not yet folded
+  // (read-sql.ts's seek): folded every LIST_FOLD_SECONDS, not only by the purge, so a rare
+  // PURGE_CRON leaves them few. One fold at a time across processes (a fold under way elsewhere
+  // makes this one a no-op); the next is due that long after the last ends
+  let fold: NodeJS.Timeout | undefined
+  let folding: Promise<void> | undefined
+  let stopped = false
+  const scheduleFold = (): void => {
+    fold = setTimeout(() => {
+      folding = foldListCounters(app.prisma)
+        .then(r => { if (r !== undefined && r.folded > 0) log.debug(r, 'folded the jobs list\'s counters') },
+          (err: unknown) => { log.error({ err }, 'folding the jobs list\'s counters failed') })
+        .finally(() => {
+          folding = undefined
+          if (!stopped) scheduleFold()
+        })
+    }, app.config.listFoldSeconds * 1000)
+  }
   if (opts.runWorkers !== false) {
     app.addHook('onReady', async () => {
       engine.start()
@@ -73,11 +92,15 @@ export default fp<JobsPluginOptions>(async (app, opts) => {
       cron = new Cron(app.config.purgeCron, { protect: true }, async () => {
         await purgeJobs().catch(err => log.error({ err }, 'purge failed'))
       })
+      scheduleFold()
     })
   }
   // preClose: stop claiming and release running jobs before the database goes away
   app.addHook('preClose', async () => {
     cron?.stop()
+    stopped = true
+    clearTimeout(fold)
+    await folding
     await engine.stop()
   })
   app.addHook('onClose', async () => {

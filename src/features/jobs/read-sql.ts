@@ -213,7 +213,7 @@ function seekOf (query: Record<string, unknown>, spec: FilterSpec, plan: ListPla
  * many rows the buckets before it in the list's order hold. Counted by triggers
  * (prisma/migrations/20261206100000_job_list_buckets): in created order every job, by
  * job_top_created; in last_modified order the finished jobs, per state, by job_top_finished (and
- * job_top_finished_tx, the transactions' counts the purge has not folded into it yet), and
+ * job_top_finished_tx, the transactions' counts not folded into it yet: foldListCounters), and
  * for the unfiltered list the open ones (whose last_modified still moves) read from
  * jobs_top_open_idx. `ids`: the page, skipping only `offset - before` entries from the start of
  * that bucket. The counters and the jobs are read in one snapshot, so the page is
