@@ -20,7 +20,10 @@ fs.mkdirSync(path.dirname(dir), { recursive: true })
 // PostgreSQL logs to <dir>.log
 const db = await startEmbeddedPostgres({ dir, port })
 const adminUrl = db.url.replace(/\/clonejobs$/, '/postgres')
-fs.writeFileSync(stateFile, JSON.stringify({ url: adminUrl, pid: process.pid }))
+// written whole, then renamed into place: the test run polls for the file and reads it as soon as it
+// exists (written in place, it was once read empty: 'Unexpected end of JSON input', CI 2026-12-06)
+fs.writeFileSync(`${stateFile}.${process.pid}`, JSON.stringify({ url: adminUrl, pid: process.pid }))
+fs.renameSync(`${stateFile}.${process.pid}`, stateFile)
 
 let stopping = false
 async function stop (): Promise<void> {
