@@ -13,7 +13,8 @@
  * (`SELECT id ... OFFSET n LIMIT 20`, the index-only skip that an offset page paid until the
  * unfiltered list in last_modified order seeked its ten minutes instead, job_top_finished) and the
  * plain `SELECT * ... OFFSET n LIMIT 20` (the rows read and dropped one by one, as the list did
- * before that).
+ * before that); and for the deep page of one operation, the bare id-only statement of that
+ * filtered list.
  * The last line is the deep page's ratios to them. Figures only, no pass/fail.
  */
 import fs from 'node:fs'
@@ -115,6 +116,13 @@ try {
   await time(`GET /jobs/?order_by=last_modified&offset=${deep} (offset page)`, `/api/2.0/jobs/?order_by=last_modified&offset=${deep}`)
   await time(`GET /jobs/?order_by=created&offset=${deep} (offset page)`, `/api/2.0/jobs/?order_by=created&offset=${deep}`)
   await time(`GET /jobs/?state=success&offset=${deep} (offset page)`, `/api/2.0/jobs/?state=success&offset=${deep}`)
+  // one operation (a fifth of the jobs) half-way down its list, alone and with a finished state;
+  // the anchor: the bare skip of that filtered list (the filter tested on each entry of the index)
+  const deepOp = Math.floor(rows / 10)
+  await time(`GET /jobs/?operation=drive_clone&offset=${deepOp} (offset page)`, `/api/2.0/jobs/?operation=drive_clone&offset=${deepOp}`)
+  await timeSql(`anchor: pg SELECT id ... operation ... OFFSET ${deepOp}`, `SELECT id FROM jobs WHERE owner_id = $1::uuid AND parent_id IS NULL AND operation = 'drive_clone'
+    ORDER BY last_modified DESC, id OFFSET $2 LIMIT 20`, [user.id, deepOp])
+  await time(`GET /jobs/?state=success&operation=drive_clone&offset=${deepOp} (offset page)`, `/api/2.0/jobs/?state=success&operation=drive_clone&offset=${deepOp}`)
   await time('GET /jobs/?cursor= (keyset, first page)', '/api/2.0/jobs/?cursor=')
   await time('GET /jobs/?cursor=<page 2>', `/api/2.0/jobs/?cursor=${cursor}`)
   // a cursor half-way down, like offset=500000 (the cursor is base64url JSON {k, id})

@@ -514,7 +514,7 @@ export interface FoldResult {
 /**
  * Folds the finished-job counts that transactions wrote into rows of their own
  * (job_top_finished_tx, see prisma/migrations/20261206100000_job_list_buckets) into one row per
- * account, bucket and state (job_top_finished), in one statement, and drops the rows that come to
+ * account, bucket, state and operation (job_top_finished), in one statement, and drops the rows that come to
  * 0. With `cutoff` (the purge's), then deletes the created-order counters (job_top_created) of
  * buckets before it whose jobs are all gone (their shards sum to 0; nothing counts a bucket that
  * old up again: a job is created into the bucket of now()). One transaction, under FOLD_LOCK_KEY:
@@ -527,21 +527,22 @@ export async function foldListCounters (prisma: PrismaClient, opts: { cutoff?: D
       ? await tx.$queryRaw<Array<{ ok: boolean }>>`SELECT true AS ok FROM pg_advisory_xact_lock(${FOLD_LOCK_KEY}::int8)`
       : await tx.$queryRaw<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${FOLD_LOCK_KEY}::int8) AS ok`
     if (lock?.ok !== true) return undefined
-    const touched = await tx.$queryRaw<Array<{ owner_id: string, bucket: Date, state: string, n: bigint, rows: bigint }>>`
-      WITH gone AS (DELETE FROM job_top_finished_tx RETURNING owner_id, bucket, state, n),
-      sums AS (SELECT owner_id, bucket, state, sum(n)::int8 AS n, count(*) AS rows FROM gone GROUP BY owner_id, bucket, state),
+    const touched = await tx.$queryRaw<Array<{ owner_id: string, bucket: Date, state: string, operation: string, n: bigint, rows: bigint }>>`
+      WITH gone AS (DELETE FROM job_top_finished_tx RETURNING owner_id, bucket, state, operation, n),
+      sums AS (SELECT owner_id, bucket, state, operation, sum(n)::int8 AS n, count(*) AS rows FROM gone GROUP BY owner_id, bucket, state, operation),
       folded AS (
-        INSERT INTO job_top_finished AS f (owner_id, bucket, state, n) SELECT owner_id, bucket, state, n FROM sums
-        ON CONFLICT (owner_id, bucket, state) DO UPDATE SET n = f.n + EXCLUDED.n
-        RETURNING f.owner_id, f.bucket, f.state, f.n
+        INSERT INTO job_top_finished AS f (owner_id, bucket, state, operation, n) SELECT owner_id, bucket, state, operation, n FROM sums
+        ON CONFLICT (owner_id, bucket, state, operation) DO UPDATE SET n = f.n + EXCLUDED.n
+        RETURNING f.owner_id, f.bucket, f.state, f.operation, f.n
       )
-      SELECT f.owner_id::text, f.bucket, f.state, f.n, s.rows FROM folded f JOIN sums s USING (owner_id, bucket, state)`
+      SELECT f.owner_id::text, f.bucket, f.state, f.operation, f.n, s.rows FROM folded f JOIN sums s USING (owner_id, bucket, state, operation)`
     const zero = touched.filter(r => r.n === 0n)
     let emptied = 0
     if (zero.length > 0) {
       emptied += await tx.$executeRaw`
-        DELETE FROM job_top_finished f USING unnest(${zero.map(r => r.owner_id)}::uuid[], ${zero.map(r => r.bucket)}::timestamptz[], ${zero.map(r => r.state)}::text[]) AS z(owner_id, bucket, state)
-        WHERE f.owner_id = z.owner_id AND f.bucket = z.bucket AND f.state = z.state AND f.n = 0`
+        DELETE FROM job_top_finished f
+        USING unnest(${zero.map(r => r.owner_id)}::uuid[], ${zero.map(r => r.bucket)}::timestamptz[], ${zero.map(r => r.state)}::text[], ${zero.map(r => r.operation)}::text[]) AS z(owner_id, bucket, state, operation)
+        WHERE f.owner_id = z.owner_id AND f.bucket = z.bucket AND f.state = z.state AND f.operation = z.operation AND f.n = 0`
     }
     if (opts.cutoff !== undefined) {
       emptied += await tx.$executeRaw`

@@ -1,7 +1,8 @@
-// The jobs list's bucket counters (prisma/migrations/20261206100000_job_list_buckets) against a
-// count of the jobs: the finished top-level jobs by account, ten minutes of last_modified and state
-// (job_top_finished and the rows not yet folded, job_top_finished_tx), and every top-level job by
-// account and ten minutes of created (job_top_created). Buckets that come to 0 are left out.
+// The jobs list's bucket counters (prisma/migrations/20261206100000_job_list_buckets,
+// 20261206130000_job_list_operations) against a count of the jobs: the finished top-level jobs by
+// account, ten minutes of last_modified, state and operation (job_top_finished and the rows not yet
+// folded, job_top_finished_tx), and every top-level job by account and ten minutes of created
+// (job_top_created). Buckets that come to 0 are left out.
 import type pg from 'pg'
 import type { Test } from 'tap'
 
@@ -12,11 +13,11 @@ const sums = async (pool: pg.Pool, sql: string): Promise<Sums> =>
 
 /** Asserts both kinds of counters equal the count; returns how many finished-job buckets there are. */
 export async function listCountersAgree (t: Test, pool: pg.Pool, what: string): Promise<number> {
-  const finished = await sums(pool, `SELECT owner_id || ' ' || bucket || ' ' || state AS k, sum(n) AS n FROM (
-    SELECT owner_id, bucket, state, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, n FROM job_top_finished_tx) f
-    GROUP BY owner_id, bucket, state HAVING sum(n) <> 0`)
-  const finishedJobs = await sums(pool, `SELECT owner_id || ' ' || job_list_bucket(last_modified) || ' ' || state AS k, count(*) AS n FROM jobs
-    WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') GROUP BY owner_id, job_list_bucket(last_modified), state`)
+  const finished = await sums(pool, `SELECT owner_id || ' ' || bucket || ' ' || state || ' ' || operation AS k, sum(n) AS n FROM (
+    SELECT owner_id, bucket, state, operation, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, operation, n FROM job_top_finished_tx) f
+    GROUP BY owner_id, bucket, state, operation HAVING sum(n) <> 0`)
+  const finishedJobs = await sums(pool, `SELECT owner_id || ' ' || job_list_bucket(last_modified) || ' ' || state || ' ' || operation AS k, count(*) AS n FROM jobs
+    WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') GROUP BY owner_id, job_list_bucket(last_modified), state, operation`)
   t.same(finished, finishedJobs, `${what}: the finished jobs' counters equal their count (${Object.keys(finishedJobs).length} buckets)`)
   t.same(await sums(pool, 'SELECT owner_id || \' \' || bucket AS k, sum(n) AS n FROM job_top_created GROUP BY owner_id, bucket HAVING sum(n) <> 0'),
     await sums(pool, 'SELECT owner_id || \' \' || job_list_bucket(created) AS k, count(*) AS n FROM jobs WHERE parent_id IS NULL GROUP BY owner_id, job_list_bucket(created)'),

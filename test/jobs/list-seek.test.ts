@@ -1,14 +1,14 @@
 // Deep offset pages of the /jobs/ list seek the ten minutes of their order's date holding their
 // first row (issue 18): job_top_finished counts each account's finished top-level jobs per bucket
-// of last_modified and state, job_top_created every top-level job per bucket of created (both
-// kept by triggers); the open ones are read from jobs_top_open_idx. Checked against the plain
-// query, in both directions of both orders, unfiltered and by state, at every kind of offset (a
-// bucket's first and last row, the last row, past the end), on jobs open and finished, with
-// children and another account, before and
-// after what moves rows between buckets: jobs finishing now, failing, being cancelled or deleted,
-// new ones; the counters equal a count of the jobs; transactions finishing jobs never wait for each
-// other's counters; the purge folds the transactions' counts and deletes the buckets it emptied;
-// and the migration counts the jobs already there.
+// of last_modified, state and operation, job_top_created every top-level job per bucket of created
+// (both kept by triggers); the open ones are read from jobs_top_open_idx. Checked against the
+// plain query, in both directions of both orders, unfiltered and by state, operation or both, at
+// every kind of offset (a bucket's first and last row, the last row, past the end), on jobs open
+// and finished, with children and another account, before and after what moves rows between
+// buckets: jobs finishing now, failing, being cancelled or deleted, new ones; the counters equal a
+// count of the jobs; transactions finishing jobs never wait for each other's counters; the purge
+// folds the transactions' counts and deletes the buckets it emptied; and the migrations count the
+// jobs already there.
 import t, { type Test } from 'tap'
 import pg from 'pg'
 import { runMigrations } from '../../src/db/migrate.ts'
@@ -24,11 +24,12 @@ const bob = await createUser(app)
 const TOP = SEEK_FROM + 6_000
 
 // `n` top-level jobs over about 20 hours of last_modified (with ties), one in seven still open,
-// one in five with a child; minutes from now back
+// one in five with a child, most of them drive clones (so an operation's list goes deep too);
+// minutes from now back
 async function seed (owner: string, n: number, salt: number) {
   await app.dbPool.query(`
     INSERT INTO jobs (id, owner_id, root_id, operation, state, progress, created, last_modified, finished_at)
-    SELECT x.id, $1::uuid, x.id, 'drive_clone',
+    SELECT x.id, $1::uuid, x.id, CASE WHEN i % 11 = 0 THEN 'drive_create' WHEN i % 13 = 0 THEN 'server_clone' ELSE 'drive_clone' END,
       (ARRAY['queued', 'success', 'success', 'error', 'started', 'cancelled', 'success'])[1 + (i * $3::int) % 7], 100,
       now() - make_interval(secs => i / 2 * 2), now() - make_interval(secs => ((i * 7919 + $3::int) % $2::int) * 3 / 2),
       CASE WHEN (i * $3::int) % 7 IN (0, 4) THEN NULL ELSE now() END
@@ -45,6 +46,29 @@ await app.dbPool.query('VACUUM ANALYZE jobs')
 /** the list's bucket counters against a count of the jobs */
 const agree = (t: Test, what: string) => listCountersAgree(t, app.dbPool, what)
 
+type Filter = [states: string[] | undefined, operations: string[] | undefined]
+// finished states, operations or both (which seek in last_modified order), and open states (which skip)
+const FILTERS: Filter[] = [[['success'], undefined], [['error', 'cancelled'], undefined], [['started'], undefined],
+  [undefined, ['drive_clone']], [undefined, ['drive_create', 'server_clone', 'drive_clone']], [['success', 'error', 'cancelled'], ['drive_clone']],
+  [['success', 'error'], ['drive_clone', 'server_clone']], [['started', 'queued'], ['drive_clone']]]
+const EVERY = ['queued', 'started', 'cancelling', 'success', 'error', 'cancelled', 'drive_clone', 'drive_create', 'server_clone', 'drive_resize']
+
+/** filtered pages of the route against the plain query, at a third and two thirds of their matches and the last */
+async function filteredPagesAgree (t: Test, user: TestUser, what: string, orderBy: string, order: string, filters = FILTERS) {
+  for (const [states, operations] of filters) {
+    const filter = [states === undefined ? '' : `state=${states.join(',')}`, operations === undefined ? '' : `operation=${operations.join(',')}`].filter(Boolean).join('&')
+    const where = 'owner_id = $1 AND parent_id IS NULL AND state = ANY ($2) AND operation = ANY ($3)'
+    const matches = Number((await app.dbPool.query<{ n: string }>(`SELECT count(*) AS n FROM jobs WHERE ${where}`, [user.id, states ?? EVERY, operations ?? EVERY])).rows[0].n)
+    for (const offset of [Math.max(SEEK_FROM, Math.floor(matches / 3)), Math.max(SEEK_FROM, Math.floor(matches * 2 / 3)), matches - 1]) {
+      const plain = (await app.dbPool.query<{ id: string }>(`SELECT id FROM jobs WHERE ${where}
+        ORDER BY ${order} OFFSET $4 LIMIT $5`, [user.id, states ?? EVERY, operations ?? EVERY, offset, 20])).rows.map(r => r.id)
+      const res = await client(app, user).get(`/api/2.0/jobs/?order_by=${orderBy}&${filter}&offset=${offset}`)
+      t.equal(res.statusCode, 200)
+      t.same(res.json().objects.map((o: { uuid: string }) => o.uuid), plain, `${what}, order_by=${orderBy}, ${filter} (${matches}), offset ${offset}: the plain query's ${plain.length} jobs`)
+    }
+  }
+}
+
 /** the page of the route against the plain query, for each offset, in both directions */
 async function pagesAgree (t: Test, user: TestUser, what: string, offsets: number[]) {
   const total = Number((await app.dbPool.query<{ n: string }>('SELECT count(*) AS n FROM jobs WHERE owner_id = $1 AND parent_id IS NULL', [user.id])).rows[0].n)
@@ -60,18 +84,7 @@ async function pagesAgree (t: Test, user: TestUser, what: string, offsets: numbe
         t.same(body.meta, { limit, offset, total_count: total }, 'and its exact total')
       }
     }
-    // filtered to finished states (which seek too in last_modified order), and to an open one
-    // (which skips), at a third and two thirds of their matches
-    for (const states of [['success'], ['error', 'cancelled'], ['started']]) {
-      const matches = Number((await app.dbPool.query<{ n: string }>('SELECT count(*) AS n FROM jobs WHERE owner_id = $1 AND parent_id IS NULL AND state = ANY ($2)', [user.id, states])).rows[0].n)
-      for (const offset of [Math.max(SEEK_FROM, Math.floor(matches / 3)), Math.max(SEEK_FROM, Math.floor(matches * 2 / 3)), matches - 1]) {
-        const plain = (await app.dbPool.query<{ id: string }>(`SELECT id FROM jobs WHERE owner_id = $1 AND parent_id IS NULL AND state = ANY ($4)
-          ORDER BY ${order} OFFSET $2 LIMIT $3`, [user.id, offset, 20, states])).rows.map(r => r.id)
-        const res = await client(app, user).get(`/api/2.0/jobs/?order_by=${orderBy}&state=${states.join(',')}&offset=${offset}`)
-        t.equal(res.statusCode, 200)
-        t.same(res.json().objects.map((o: { uuid: string }) => o.uuid), plain, `${what}, order_by=${orderBy}, state=${states.join(',')} (${matches}), offset ${offset}: the plain query's ${plain.length} jobs`)
-      }
-    }
+    await filteredPagesAgree(t, user, what, orderBy, order)
   }
   return total
 }
@@ -115,6 +128,8 @@ t.test('deep pages are those of the plain query, in both directions, as jobs fin
   await agree(t, 'a finished job made a child')
   await app.dbPool.query("UPDATE jobs SET parent_id = NULL, state = 'error' WHERE id = $1", [one.id])
   await agree(t, 'back to the top, failed instead of successful')
+  await app.dbPool.query("UPDATE jobs SET operation = 'drive_resize' WHERE id = $1", [one.id])
+  await agree(t, 'another operation')
   // new jobs, finished and open, in one statement with bob's
   await seed(alice.id, 500, 11)
   await agree(t, 'after the updates and deletes')
@@ -148,6 +163,28 @@ t.test('transactions finishing jobs of two accounts in opposite orders neither w
   await agree(t, 'after both')
 })
 
+t.test('an account deep enough for every filter that seeks: pages of states and operations together', async t => {
+  const frank = await createUser(app)
+  await seed(frank.id, 2 * SEEK_FROM + 8_000, 17)
+  await agree(t, 'frank seeded')
+  // the combined filters hold more than SEEK_FROM matches here, so their deep pages seek
+  const combined = FILTERS.filter(([states, operations]) => states !== undefined && operations !== undefined)
+  for (const [orderBy, order] of [['-last_modified', 'last_modified DESC, id'], ['last_modified', 'last_modified ASC, id DESC']]) {
+    await filteredPagesAgree(t, frank, 'frank', orderBy, order, combined)
+  }
+  // and after some of his jobs finish, fail, start and go, and others arrive
+  await app.dbPool.query(`UPDATE jobs SET state = 'success', finished_at = now(), last_modified = now()
+    WHERE id IN (SELECT id FROM jobs WHERE owner_id = $1 AND parent_id IS NULL AND state = 'queued' ORDER BY id LIMIT 700)`, [frank.id])
+  await app.dbPool.query(`UPDATE jobs SET state = 'error', finished_at = now(), last_modified = now() - interval '2 hours'
+    WHERE id IN (SELECT id FROM jobs WHERE owner_id = $1 AND parent_id IS NULL AND state = 'started' ORDER BY id LIMIT 300)`, [frank.id])
+  await app.dbPool.query('DELETE FROM jobs WHERE root_id IN (SELECT id FROM jobs WHERE owner_id = $1 AND parent_id IS NULL ORDER BY last_modified DESC LIMIT 400)', [frank.id])
+  await seed(frank.id, 300, 19)
+  await agree(t, 'frank after the changes')
+  for (const [orderBy, order] of [['-last_modified', 'last_modified DESC, id'], ['last_modified', 'last_modified ASC, id DESC']]) {
+    await filteredPagesAgree(t, frank, 'frank after the changes', orderBy, order, combined)
+  }
+})
+
 t.test('the purge deletes the buckets it emptied, and the pages stay right', async t => {
   const carol = await createUser(app)
   await seed(carol.id, TOP + 10_000, 13)
@@ -171,17 +208,17 @@ t.test('the purge deletes the buckets it emptied, and the pages stay right', asy
 
 t.test('the migration counts the jobs already there', async t => {
   const sums = async () => [
-    (await app.dbPool.query('SELECT owner_id, bucket, state, sum(n) AS n FROM (SELECT owner_id, bucket, state, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, n FROM job_top_finished_tx) f GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3')).rows,
+    (await app.dbPool.query('SELECT owner_id, bucket, state, operation, sum(n) AS n FROM (SELECT owner_id, bucket, state, operation, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, operation, n FROM job_top_finished_tx) f GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4')).rows,
     (await app.dbPool.query('SELECT owner_id, bucket, sum(n) AS n FROM job_top_created GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2')).rows
   ]
   const before = await sums()
-  // the database as it was before the migration
+  // the database as it was before the two migrations
   await app.dbPool.query(`DROP TABLE job_top_finished, job_top_finished_tx, job_top_created;
     DROP FUNCTION job_top_finished_counted, job_top_finished_moved, job_top_created_moved, job_list_buckets_written, job_list_buckets_truncated CASCADE;
     DROP INDEX jobs_top_open_idx;
     DROP FUNCTION job_list_bucket, job_list_bucket_end;
-    DELETE FROM _prisma_migrations WHERE migration_name LIKE '%_job_list_buckets'`)
-  t.same(await runMigrations(databaseUrl), ['20261206100000_job_list_buckets'], 'applied again')
+    DELETE FROM _prisma_migrations WHERE migration_name LIKE '%_job_list_buckets' OR migration_name LIKE '%_job_list_operations'`)
+  t.same(await runMigrations(databaseUrl), ['20261206100000_job_list_buckets', '20261206130000_job_list_operations'], 'applied again')
   const after = await sums()
   t.same(after, before, `the same ${after[0].length} and ${after[1].length} buckets counted`)
   await agree(t, 'after the migration')

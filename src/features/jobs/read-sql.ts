@@ -177,9 +177,10 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
 
 /**
  * Offset pages from this deep on, in last_modified order (of the unfiltered list or one filtered
- * to finished states only) or created order (unfiltered), seek the ten minutes of that column
- * that hold their first row instead of skipping the offset (issue 18): skipping 500,000 index
- * entries took 50-110 ms on these machines, the whole page with a seek 3-11 ms (bench/jobs-list.ts).
+ * to finished states only, operations, or both) or created order (unfiltered), seek the ten
+ * minutes of that column that hold their first row instead of skipping the offset (issue 18):
+ * skipping 500,000 index entries took 50-110 ms on these machines, the whole page with a seek
+ * 3-11 ms (bench/jobs-list.ts).
  * This depth is where the two cost the same with 10,000 open jobs, whose rows the seek reads: at
  * offset 20,000 of a million jobs the seek and ids took 2.8-5.0 ms, the skip 2.6-3.6 ms (0.9-2.1 ms
  * for the seek with no open job; psql, 2026-12-06).
@@ -189,9 +190,10 @@ export const SEEK_FROM = 20_000
 /**
  * How an offset page deep enough (see SEEK_FROM) seeks: the `column` of its order, `dir`, and in
  * last_modified order the finished `states` it is filtered to (`state=success`,
- * `state=error,cancelled`), none for the unfiltered list. Other filters skip their offset.
+ * `state=error,cancelled`) and the `operations` (`operation=drive_clone`), if any. Other
+ * filters (and these in created order) skip their offset.
  */
-interface Seek { column: 'last_modified' | 'created', dir: 'desc' | 'asc', states?: string[] }
+interface Seek { column: 'last_modified' | 'created', dir: 'desc' | 'asc', states?: string[], operations?: string[] }
 
 function seekOf (query: Record<string, unknown>, spec: FilterSpec, plan: ListPlan, counting: Counting): Seek | undefined {
   if (plan.offset < SEEK_FROM || plan.orderBy.length !== 2 || !('id' in plan.orderBy[1]) || query.parent !== undefined) return undefined
@@ -200,41 +202,53 @@ function seekOf (query: Record<string, unknown>, spec: FilterSpec, plan: ListPla
   const column = field === 'created' ? 'created' : 'last_modified'
   if (counting === 'all') return { column, dir }
   if (column === 'created') return undefined
+  // at most one exact state filter, of finished states only, and one exact operation filter
   const conditions = parseFilters(query, spec)
-  const [state] = conditions
-  if (conditions.length !== 1 || state.field !== spec.state || state.op !== 'exact' || !state.values.every(v => (FINISHED_STATES as string[]).includes(v))) return undefined
-  return { column, dir, states: [...new Set(state.values)] }
+  const state = conditions.filter(c => c.field === spec.state)
+  const operation = conditions.filter(c => c.field === spec.operation)
+  if (state.length + operation.length !== conditions.length || state.length > 1 || operation.length > 1 ||
+    ![...state, ...operation].every(c => c.op === 'exact') || !(state[0]?.values ?? []).every(v => (FINISHED_STATES as string[]).includes(v))) return undefined
+  return {
+    column,
+    dir,
+    ...(state.length === 1 ? { states: [...new Set(state[0].values)] } : {}),
+    ...(operation.length === 1 ? { operations: [...new Set(operation[0].values)] } : {})
+  }
 }
 
 /**
  * The WITH items `seek` and `ids` of a deep offset page of an account's top-level jobs in
- * `column`'s order (`where`: the account's top-level jobs, in `states` if given). `seek`: the
- * bucket (ten minutes of the column, job_list_bucket) holding row `offset` of the list, and how
- * many rows the buckets before it in the list's order hold. Counted by triggers
- * (prisma/migrations/20261206100000_job_list_buckets): in created order every job, by
- * job_top_created; in last_modified order the finished jobs, per state, by job_top_finished (and
- * job_top_finished_tx, the transactions' counts not folded into it yet: foldListCounters), and
- * for the unfiltered list the open ones (whose last_modified still moves) read from
- * jobs_top_open_idx. `ids`: the page, skipping only `offset - before` entries from the start of
- * that bucket. The counters and the jobs are read in one snapshot, so the page is
- * the plain query's; an offset past the end finds no bucket and an empty page.
+ * `column`'s order (`where`: the account's top-level jobs, in `states` and `operations` if
+ * given). `seek`: the bucket (ten minutes of the column, job_list_bucket) holding row `offset` of
+ * the list, and how many rows the buckets before it in the list's order hold. Counted by triggers
+ * (prisma/migrations/20261206100000_job_list_buckets, 20261206130000_job_list_operations): in
+ * created order every job, by job_top_created; in last_modified order the finished jobs, per
+ * state and operation, by job_top_finished (and job_top_finished_tx, the transactions' counts not
+ * folded into it yet: foldListCounters), and unless the list is of finished states only, the open
+ * ones (whose last_modified still moves) of its operations, read from jobs_top_open_idx. `ids`:
+ * the page, skipping only `offset - before` entries from the start of that bucket. The counters
+ * and the jobs are read in one snapshot, so the page is the plain query's; an offset past the end
+ * finds no bucket and an empty page.
  */
-function seekIdsSql (owner: string, where: string, order: string, { column, dir, states }: Seek, plan: ListPlan, p: Params): string {
+function seekIdsSql (owner: string, where: string, order: string, { column, dir, states, operations }: Seek, plan: ListPlan, p: Params): string {
   const offset = p.add(plan.offset)
   const desc = dir === 'desc' ? 'DESC' : 'ASC'
   const statesParam = states === undefined ? '' : p.add(states)
-  const inStates = (alias: string) => states === undefined ? '' : ` AND ${alias}.state = ANY (${statesParam}::text[])`
+  const operationsParam = operations === undefined ? '' : p.add(operations)
+  const inOperations = (alias: string) => operations === undefined ? '' : ` AND ${alias}.operation = ANY (${operationsParam}::text[])`
+  const inFilters = (alias: string) => (states === undefined ? '' : ` AND ${alias}.state = ANY (${statesParam}::text[])`) + inOperations(alias)
   const counted = column === 'created'
     ? `SELECT c.bucket, c.n FROM job_top_created c WHERE c.owner_id = ${owner}::uuid`
-    : `SELECT f.bucket, f.n FROM job_top_finished f WHERE f.owner_id = ${owner}::uuid${inStates('f')}
+    : `SELECT f.bucket, f.n FROM job_top_finished f WHERE f.owner_id = ${owner}::uuid${inFilters('f')}
             UNION ALL
-            SELECT f.bucket, f.n FROM job_top_finished_tx f WHERE f.owner_id = ${owner}::uuid${inStates('f')}
+            SELECT f.bucket, f.n FROM job_top_finished_tx f WHERE f.owner_id = ${owner}::uuid${inFilters('f')}
             ${states !== undefined
               ? ''
-              // the open jobs' last_modified still moves: read from their index, for the unfiltered list
+              // the open jobs' last_modified still moves: read from their index (which carries the
+              // operation), unless the list is of finished states only
               : `UNION ALL
             SELECT job_list_bucket(o.last_modified), 1 FROM jobs o
-            WHERE o.owner_id = ${owner}::uuid AND o.parent_id IS NULL AND o.state IN ('queued', 'started', 'cancelling')`}`
+            WHERE o.owner_id = ${owner}::uuid AND o.parent_id IS NULL AND o.state IN ('queued', 'started', 'cancelling')${inOperations('o')}`}`
   const from = dir === 'desc'
     ? `j.${column} < job_list_bucket_end((SELECT bucket FROM seek))`
     : `j.${column} >= (SELECT bucket FROM seek)`
