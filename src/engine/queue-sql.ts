@@ -514,8 +514,8 @@ export interface FoldResult {
 /**
  * Folds the finished-job counts that transactions wrote into rows of their own
  * (job_top_finished_tx, see prisma/migrations/20261206100000_job_list_buckets) into one row per
- * account, bucket, state and operation (job_top_finished), in one statement, and drops the rows that come to
- * 0. With `cutoff` (the purge's), then deletes the created-order counters (job_top_created) of
+ * account, bucket, state and operation (job_top_finished), in one statement, and drops the rows
+ * that come to 0. With `cutoff` (the purge's), then deletes the created-order counters (job_top_created) of
  * buckets before it whose jobs are all gone (their shards sum to 0; nothing counts a bucket that
  * old up again: a job is created into the bucket of now()). One transaction, under FOLD_LOCK_KEY:
  * the only writer of job_top_finished. `wait` waits for a fold under way (the purge); otherwise

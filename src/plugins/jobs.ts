@@ -1,6 +1,7 @@
 // The job engine as a service: a LISTEN connection shared by the engine and the event hub, the
 // workers (started when the app is ready, jobs given back when it closes), the purge schedule and
-// the engine's metrics, and the fold of the jobs list's counters. Handlers register on `app.jobs`; drive/server loaders on `app.events`.
+// the engine's metrics, and the fold of the jobs list's counters. Handlers register on `app.jobs`;
+// drive/server loaders on `app.events`.
 import { Cron } from 'croner'
 import fp from 'fastify-plugin'
 import { JobEngine } from '../engine/engine.ts'
