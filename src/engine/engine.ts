@@ -78,6 +78,8 @@ interface Running {
   watchdog: NodeJS.Timeout | undefined
   /** aborted because the lease could not be kept: nothing more is written for this run */
   stale: boolean
+  /** the run is over (its outcome recorded or left): its watchdog is cleared for good */
+  ended: boolean
   /** the handler is done and its outcome is being recorded: its slot is free for a new job */
   settling: boolean
   /** holds one of the `concurrency` slots (a prefetched job waits for one, see acquireSlot) */
@@ -228,6 +230,9 @@ export class JobEngine {
   /** (Re)arms the local lease watchdog of a run: it aborts the handler once the lease can no longer be trusted. */
   private armWatchdog (r: Running): void {
     clearTimeout(r.watchdog)
+    // a heartbeat's answer read after the run ended (it renewed the lease while the job still ran)
+    // must not arm it again: it would abort nothing and log a lost lease a lease later
+    if (r.ended) return
     r.watchdog = setTimeout(() => this.loseLease(r, 'lease could not be renewed in time'), Math.max(0, r.leaseEnd - this.marginMs - Date.now()))
     r.watchdog.unref()
   }
@@ -472,15 +477,28 @@ export class JobEngine {
       for (const r of runs) {
         const h = byId.get(r.key.id)
         if (!h) {
-          // finished meanwhile by this run, or taken over: either way nothing more is ours
-          if (this.running.get(r.key.id) === r) this.loseLease(r, 'lease lost')
+          // finished meanwhile by this run, or taken over: either way nothing more is ours. A run
+          // recording its end is left to that statement, which is fenced: its row is missing here
+          // once the end committed, and the run says so itself if its lease was lost first
+          if (this.running.get(r.key.id) === r && !r.settling && !r.ended) this.loseLease(r, 'lease lost')
           continue
         }
-        if (h.renewed || await renewLease(this.sql, this.workerId, r.key, this.opts.leaseSeconds)) {
+        if (h.cancel_requested) this.abortLocal(h.id)
+        if (h.renewed) {
           r.leaseEnd = sentAt + this.leaseMs
           if (!r.stale) this.armWatchdog(r)
+          continue
         }
-        if (h.cancel_requested) this.abortLocal(h.id)
+        // skipped: another transaction holds its row (most often the statement recording its end,
+        // or a fenced write of its handler). While its watchdog has more than half a lease to go,
+        // the next beat renews it; waiting here for that lock would hold up the renewals of every
+        // job after it (thousands of jobs failing at once kept a beat waiting on one row after another)
+        if (r.ended || r.stale || r.leaseEnd - this.marginMs - Date.now() > this.leaseMs / 2) continue
+        const renewedAt = Date.now()
+        if (await renewLease(this.sql, this.workerId, r.key, this.opts.leaseSeconds)) {
+          r.leaseEnd = renewedAt + this.leaseMs
+          if (!r.stale) this.armWatchdog(r)
+        }
       }
     } catch (err) {
       // the watchdogs abort the handlers if renewals keep failing
@@ -498,6 +516,7 @@ export class JobEngine {
       leaseEnd: sentAt + this.leaseMs,
       watchdog: undefined,
       stale: false,
+      ended: false,
       settling: false,
       slot: false,
       slotAt: 0,
@@ -508,6 +527,7 @@ export class JobEngine {
     entry.promise = this.execute(row, entry)
       .catch(err => this.opts.log.error({ err, job: row.id }, 'job bookkeeping failed; the lease will expire and the job be taken over'))
       .finally(() => {
+        entry.ended = true
         clearTimeout(entry.watchdog)
         this.handlerDone(entry)
         if (this.running.get(row.id) === entry) this.running.delete(row.id)
