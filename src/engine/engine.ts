@@ -80,6 +80,8 @@ interface Running {
   stale: boolean
   /** the run is over (its outcome recorded or left): its watchdog is cleared for good */
   ended: boolean
+  /** a renewal waiting for the row lock another transaction holds is in flight (renewHeld) */
+  renewing: boolean
   /** the handler is done and its outcome is being recorded: its slot is free for a new job */
   settling: boolean
   /** holds one of the `concurrency` slots (a prefetched job waits for one, see acquireSlot) */
@@ -121,6 +123,16 @@ const RUN_EWMA_WEIGHT = 0.2
 /** At most this many jobs are finished by one statement. */
 const FINISH_BATCH = 256
 
+/**
+ * Runs whose handler is done and whose end is still being recorded: at most this many (or four per
+ * slot, if more), so that while the statements recording ends are held up (a lock, a slow
+ * database) no new jobs are claimed only to wait behind them.
+ */
+const SETTLING_MAX = FINISH_BATCH
+
+/** Lease renewals that wait for a row lock another transaction holds, at most this many at once. */
+const MAX_WAITING_RENEWALS = 1
+
 /** Held jobs are parked this far in the future so no worker claims them meanwhile. */
 const PARKED_MS = 365 * 24 * 3600 * 1000
 
@@ -150,6 +162,8 @@ export class JobEngine {
   private unlisten: Array<() => void> = []
   /** running jobs whose handler has not returned yet (the ones concurrency counts) */
   private busy = 0
+  /** runs whose handler is done and whose end is being recorded (their slots are free) */
+  private settlingRuns = 0
   /** claimed jobs waiting for a slot, first come first served */
   private waiters: SlotWaiter[] = []
   /** moving average of handler run times (ms); undefined until one ran */
@@ -491,19 +505,41 @@ export class JobEngine {
         }
         // skipped: another transaction holds its row (most often the statement recording its end,
         // or a fenced write of its handler). While its watchdog has more than half a lease to go,
-        // the next beat renews it; waiting here for that lock would hold up the renewals of every
-        // job after it (thousands of jobs failing at once kept a beat waiting on one row after another)
-        if (r.ended || r.stale || r.leaseEnd - this.marginMs - Date.now() > this.leaseMs / 2) continue
-        const renewedAt = Date.now()
-        if (await renewLease(this.sql, this.workerId, r.key, this.opts.leaseSeconds)) {
-          r.leaseEnd = renewedAt + this.leaseMs
-          if (!r.stale) this.armWatchdog(r)
-        }
+        // the next beat renews it; after that a renewal waits for the lock, beside the beats
+        if (r.ended || r.stale || r.renewing || r.leaseEnd - this.marginMs - Date.now() > this.leaseMs / 2) continue
+        this.renewHeld(r)
       }
     } catch (err) {
       // the watchdogs abort the handlers if renewals keep failing
       this.opts.log.warn({ err }, 'heartbeat failed')
     }
+  }
+
+  /** renewals waiting for a row lock, in flight (at most MAX_WAITING_RENEWALS) */
+  private waitingRenewals = 0
+
+  /**
+   * Renews the lease of a run whose row another transaction holds, waiting for that lock, without
+   * holding up the beats: the others' renewals go on meanwhile (a beat that waited on one held row
+   * left every other job unrenewed until that row's holder committed, and their watchdogs fired).
+   * At most MAX_WAITING_RENEWALS at a time, each on a connection of the engine's pool; the rest
+   * wait for the next beat.
+   */
+  private renewHeld (r: Running): void {
+    if (this.waitingRenewals >= MAX_WAITING_RENEWALS) return
+    this.waitingRenewals++
+    r.renewing = true
+    const sentAt = Date.now()
+    renewLease(this.sql, this.workerId, r.key, this.opts.leaseSeconds)
+      .then(renewed => {
+        if (!renewed) return
+        r.leaseEnd = sentAt + this.leaseMs
+        if (!r.stale) this.armWatchdog(r)
+      }, err => this.opts.log.warn({ err, job: r.key.id }, 'lease renewal failed'))
+      .finally(() => {
+        this.waitingRenewals--
+        r.renewing = false
+      })
   }
 
   private launch (row: ClaimedRow, sentAt: number): void {
@@ -517,6 +553,7 @@ export class JobEngine {
       watchdog: undefined,
       stale: false,
       ended: false,
+      renewing: false,
       settling: false,
       slot: false,
       slotAt: 0,
@@ -530,6 +567,7 @@ export class JobEngine {
         entry.ended = true
         clearTimeout(entry.watchdog)
         this.handlerDone(entry)
+        if (entry.settling) this.settlingRuns--
         if (this.running.get(row.id) === entry) this.running.delete(row.id)
         this.wake()
       })
@@ -703,6 +741,7 @@ export class JobEngine {
   private handlerDone (entry: Running): void {
     if (entry.settling || !entry.slot) return
     entry.settling = true
+    this.settlingRuns++
     const ran = Date.now() - entry.slotAt
     this.runEwmaMs = this.runEwmaMs === undefined ? ran : this.runEwmaMs + RUN_EWMA_WEIGHT * (ran - this.runEwmaMs)
     // the slot goes to the first job waiting for one, else back to the pool
@@ -712,9 +751,13 @@ export class JobEngine {
     this.wake()
   }
 
-  /** Jobs this engine may hold (running or waiting for a slot) beside the ones it has. */
+  /**
+   * Jobs this engine may hold (running or waiting for a slot) beside the ones it has: none while
+   * SETTLING_MAX runs wait for their ends to be recorded.
+   */
   private capacity (): number {
-    return this.opts.concurrency + this.prefetchAllowance() - this.busy - this.waiters.length
+    const settlingRoom = Math.max(SETTLING_MAX, 4 * this.opts.concurrency) - this.settlingRuns
+    return Math.min(this.opts.concurrency + this.prefetchAllowance() - this.busy - this.waiters.length, settlingRoom)
   }
 
   /**

@@ -1,13 +1,16 @@
-// A run's lease watchdog ends with the run. A heartbeat that renewed a job's lease while the job was
-// still running, and whose answer is read after the run ended (its end recorded, its watchdog
-// cleared), must not arm the watchdog again: it would fire a lease later and log "lease could not be
-// renewed in time" for a job long finished. Thousands of fast failures at once (a look before
-// shipping found 6,580 such lines for 6,666 jobs) made that warning useless.
+// Lease renewals under many jobs and held rows. A run's watchdog ends with the run: a heartbeat that
+// renewed a job's lease while it still ran, and whose answer is read after the run ended (its end
+// recorded, its watchdog cleared), must not arm it again, or it fires a lease later and logs "lease
+// could not be renewed in time" for a job long finished (a look before shipping found 6,580 such
+// lines for 6,666 jobs failing at once). A row another transaction holds is renewed by a renewal
+// that waits for its lock beside the beats, never by the beat itself: one held row must not leave
+// every other job unrenewed.
 import t from 'tap'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { JobFailure, type JobHandler } from '../../src/engine/types.ts'
-import { buildTestApp, createUser } from '../helpers/app.ts'
-import { sleep, startEngine, waitForAllJobs, waitForJob } from '../helpers/jobs.ts'
+import pg from 'pg'
+import { buildTestApp, createUser, eventually } from '../helpers/app.ts'
+import { abortableSleep, sleep, startEngine, waitForAllJobs, waitForJob } from '../helpers/jobs.ts'
 import { memoryLogger } from '../helpers/log.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
@@ -61,4 +64,34 @@ t.test('a job whose row its own writes hold at nearly every beat keeps its lease
   const writes = (done.result as { writes?: number } | null)?.writes ?? 0
   t.ok(writes > 50, `after ${writes} fenced writes`)
   t.notOk(lines.some(l => /lease/.test(l.msg)), 'no lease was lost')
+})
+
+t.test('a row another transaction holds past the lease does not hold up the other jobs\' renewals', async t => {
+  const slow: JobHandler = {
+    async run (ctx) {
+      await abortableSleep(5000, ctx.signal)
+      return 'slept'
+    }
+  }
+  const { log, lines } = memoryLogger()
+  await startEngine(t, app, { drive_clone: slow, drive_resize: slow }, { databaseUrl, concurrency: 4, leaseSeconds: 3, heartbeatMs: 50, log })
+  const [held, ...others] = await app.prisma.$transaction(async tx => [
+    await enqueueJob(tx, { ownerId: alice.id, operation: 'drive_resize' }),
+    ...await Promise.all([0, 1, 2].map(() => enqueueJob(tx, { ownerId: alice.id, operation: 'drive_clone' })))
+  ])
+  await eventually(async () => await app.prisma.job.count({ where: { lockedBy: { not: null }, state: 'started' } }) === 4)
+  // another session holds one running job's row for longer than a lease
+  const holder = new pg.Client({ connectionString: databaseUrl })
+  await holder.connect()
+  t.teardown(() => holder.end())
+  await holder.query('BEGIN')
+  await holder.query('SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE', [held.id])
+  await sleep(3500)
+  await holder.query('COMMIT')
+  for (const o of others) {
+    const done = await waitForJob(app, o.id, { timeoutMs: 20_000 })
+    t.same([done.state, done.attempts], ['success', 1], 'a job beside it kept its lease and succeeded in its first attempt')
+  }
+  const lost = lines.filter(l => /lease/.test(l.msg)).map(l => l.obj.job)
+  t.notOk(others.some(o => lost.includes(o.id)), `none of them lost its lease (${JSON.stringify(lines.filter(l => /lease/.test(l.msg)))})`)
 })
