@@ -123,6 +123,12 @@ try {
   await timeSql(`anchor: pg SELECT id ... operation ... OFFSET ${deepOp}`, `SELECT id FROM jobs WHERE owner_id = $1::uuid AND parent_id IS NULL AND operation = 'drive_clone'
     ORDER BY last_modified DESC, id OFFSET $2 LIMIT 20`, [user.id, deepOp])
   await time(`GET /jobs/?state=success&operation=drive_clone&offset=${deepOp} (offset page)`, `/api/2.0/jobs/?state=success&operation=drive_clone&offset=${deepOp}`)
+  // deep pages the counters do not seek (README, jobs list): a date bound, filters in created order
+  const dayAgo = new Date(Date.now() - 86_400_000).toISOString()
+  await time(`GET /jobs/?last_modified__lt=<1 day ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__lt=${dayAgo}&offset=${deepOp * 3}`)
+  await time(`GET /jobs/?last_modified__gt=<2 days ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__gt=${new Date(Date.now() - 2 * 86_400_000).toISOString()}&offset=${deepOp * 3}`)
+  await time(`GET /jobs/?order_by=created&operation=drive_clone&offset=${deepOp} (offset page)`, `/api/2.0/jobs/?order_by=created&operation=drive_clone&offset=${deepOp}`)
+  await time(`GET /jobs/?order_by=created&state=success&offset=${deep} (offset page)`, `/api/2.0/jobs/?order_by=created&state=success&offset=${deep}`)
   await time('GET /jobs/?cursor= (keyset, first page)', '/api/2.0/jobs/?cursor=')
   await time('GET /jobs/?cursor=<page 2>', `/api/2.0/jobs/?cursor=${cursor}`)
   // a cursor half-way down, like offset=500000 (the cursor is base64url JSON {k, id})

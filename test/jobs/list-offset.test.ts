@@ -84,10 +84,15 @@ for (const [q, index, share, generic] of [
   [`offset=${SEEK_FROM}&operation=drive_clone,server_clone`, 'jobs_top_owner_last_modified_idx', 2 / 3, 'generic'],
   [`offset=${SEEK_FROM}&state=success&operation=server_clone,drive_clone&order_by=last_modified`, 'jobs_top_owner_success_idx', 96 / 97 * 2 / 3],
   [`offset=${DEEP}&order_by=created`, 'jobs_top_owner_created_idx', 1],
-  [`offset=${DEEP}&order_by=-created&limit=50`, 'jobs_top_owner_created_idx', 1]
+  [`offset=${DEEP}&order_by=-created&limit=50`, 'jobs_top_owner_created_idx', 1],
+  // filtered in created order the offset is skipped, but in the index alone: it carries each job's
+  // state and operation (migration 20261206160000_job_list_created_include)
+  [`offset=${DEEP}&order_by=created&state=success`, 'jobs_top_owner_created_idx', 96 / 97],
+  [`offset=${Math.floor(DEEP / 3)}&order_by=-created&operation=drive_clone`, 'jobs_top_owner_created_idx', 1 / 3],
+  [`offset=${Math.floor(DEEP / 3)}&order_by=-created&operation=drive_clone&state=error,success`, 'jobs_top_owner_created_idx', 1 / 3, 'generic']
 ] as const) {
-  // from SEEK_FROM on, the page seeks (each of these filters can)
-  const seeks = planOf(q).plan.offset >= SEEK_FROM
+  // from SEEK_FROM on, the page seeks (each of these filters can, but in created order)
+  const seeks = planOf(q).plan.offset >= SEEK_FROM && !(q.includes('created') && /state=|operation=/.test(q))
   t.test(`?${q}: the ids from an index-only scan of ${index}${seeks ? ' from the bucket holding the offset' : ''}, the table read for the page only${generic ? ', with the generic plan' : ''}`, async t => {
     // one connection, so the statement the app prepared on it can be explained there
     const pool = new pg.Pool({ connectionString: databaseUrl, max: 1, ...(generic ? { options: '-c plan_cache_mode=force_generic_plan' } : {}) })
