@@ -515,9 +515,9 @@ export interface FoldResult {
  * Folds the finished-job counts that transactions wrote into rows of their own
  * (job_top_finished_tx, see prisma/migrations/20261206100000_job_list_buckets) into one row per
  * account, bucket, state and operation (job_top_finished), in one statement, and drops the rows
- * that come to 0. With `cutoff` (the purge's), then deletes the created-order counters (job_top_created) of
- * buckets before it whose jobs are all gone (their shards sum to 0; nothing counts a bucket that
- * old up again: a job is created into the bucket of now()). One transaction, under FOLD_LOCK_KEY:
+ * that come to 0. With `cutoff` (the purge's), then deletes the created-order counters
+ * (job_top_created) of buckets and operations before it whose jobs are all gone (their shards sum
+ * to 0; nothing counts a bucket that old up again: a job is created into the bucket of now()). One transaction, under FOLD_LOCK_KEY:
  * the only writer of job_top_finished. `wait` waits for a fold under way (the purge); otherwise
  * (the schedule, LIST_FOLD_SECONDS) a fold under way elsewhere makes this one return undefined.
  */
@@ -547,8 +547,8 @@ export async function foldListCounters (prisma: PrismaClient, opts: { cutoff?: D
     if (opts.cutoff !== undefined) {
       emptied += await tx.$executeRaw`
         DELETE FROM job_top_created c USING (
-          SELECT owner_id, bucket FROM job_top_created WHERE bucket < ${opts.cutoff} GROUP BY owner_id, bucket HAVING sum(n) = 0
-        ) z WHERE c.owner_id = z.owner_id AND c.bucket = z.bucket`
+          SELECT owner_id, bucket, operation FROM job_top_created WHERE bucket < ${opts.cutoff} GROUP BY owner_id, bucket, operation HAVING sum(n) = 0
+        ) z WHERE c.owner_id = z.owner_id AND c.bucket = z.bucket AND c.operation = z.operation`
     }
     return { folded: touched.reduce((sum, r) => sum + Number(r.rows), 0), emptied }
   }, { timeout: 60_000 })

@@ -1,8 +1,9 @@
 // The jobs list's bucket counters (prisma/migrations/20261206100000_job_list_buckets,
-// 20261206130000_job_list_operations) against a count of the jobs: the finished top-level jobs by
-// account, ten minutes of last_modified, state and operation (job_top_finished and the rows not yet
-// folded, job_top_finished_tx), and every top-level job by account and ten minutes of created
-// (job_top_created). Buckets that come to 0 are left out.
+// 20261206130000_job_list_operations, 20261206170000_job_list_created_operations) against a count
+// of the jobs: the finished top-level jobs by account, ten minutes of last_modified, state and
+// operation (job_top_finished and the rows not yet folded, job_top_finished_tx), and every
+// top-level job by account, ten minutes of created and operation (job_top_created). Buckets that
+// come to 0 are left out.
 import type pg from 'pg'
 import type { Test } from 'tap'
 
@@ -19,8 +20,8 @@ export async function listCountersAgree (t: Test, pool: pg.Pool, what: string): 
   const finishedJobs = await sums(pool, `SELECT owner_id || ' ' || job_list_bucket(last_modified) || ' ' || state || ' ' || operation AS k, count(*) AS n FROM jobs
     WHERE parent_id IS NULL AND state IN ('success', 'error', 'cancelled') GROUP BY owner_id, job_list_bucket(last_modified), state, operation`)
   t.same(finished, finishedJobs, `${what}: the finished jobs' counters equal their count (${Object.keys(finishedJobs).length} buckets)`)
-  t.same(await sums(pool, 'SELECT owner_id || \' \' || bucket AS k, sum(n) AS n FROM job_top_created GROUP BY owner_id, bucket HAVING sum(n) <> 0'),
-    await sums(pool, 'SELECT owner_id || \' \' || job_list_bucket(created) AS k, count(*) AS n FROM jobs WHERE parent_id IS NULL GROUP BY owner_id, job_list_bucket(created)'),
-    `${what}: and those of every job by created`)
+  t.same(await sums(pool, 'SELECT owner_id || \' \' || bucket || \' \' || operation AS k, sum(n) AS n FROM job_top_created GROUP BY owner_id, bucket, operation HAVING sum(n) <> 0'),
+    await sums(pool, 'SELECT owner_id || \' \' || job_list_bucket(created) || \' \' || operation AS k, count(*) AS n FROM jobs WHERE parent_id IS NULL GROUP BY owner_id, job_list_bucket(created), operation'),
+    `${what}: and those of every job by created and operation`)
   return Object.keys(finishedJobs).length
 }

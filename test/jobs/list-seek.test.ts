@@ -1,8 +1,8 @@
 // Deep offset pages of the /jobs/ list seek the ten minutes of their order's date holding their
 // first row (issue 18): job_top_finished counts each account's finished top-level jobs per bucket
 // of last_modified, state and operation, job_top_created every top-level job per bucket of created
-// (both kept by triggers); the open ones are read from jobs_top_open_idx. Checked against the
-// plain query, in both directions of both orders, unfiltered and by state, operation or both, at
+// and operation (both kept by triggers); the open ones are read from jobs_top_open_idx. Checked
+// against the plain query, in both directions of both orders, unfiltered and by state, operation or both, at
 // every kind of offset (a bucket's first and last row, the last row, past the end), on jobs open
 // and finished, with children and another account, before and after what moves rows between
 // buckets: jobs finishing now, failing, being cancelled or deleted, new ones; the counters equal a
@@ -47,7 +47,8 @@ await app.dbPool.query('VACUUM ANALYZE jobs')
 const agree = (t: Test, what: string) => listCountersAgree(t, app.dbPool, what)
 
 type Filter = [states: string[] | undefined, operations: string[] | undefined]
-// finished states, operations or both (which seek in last_modified order), and open states (which skip)
+// finished states, operations or both (which seek in last_modified order; operations alone in
+// created order too), and open states (which skip)
 const FILTERS: Filter[] = [[['success'], undefined], [['error', 'cancelled'], undefined], [['started'], undefined],
   [undefined, ['drive_clone']], [undefined, ['drive_create', 'server_clone', 'drive_clone']], [['success', 'error', 'cancelled'], ['drive_clone']],
   [['success', 'error'], ['drive_clone', 'server_clone']], [['started', 'queued'], ['drive_clone']]]
@@ -209,16 +210,16 @@ t.test('the purge deletes the buckets it emptied, and the pages stay right', asy
 t.test('the migration counts the jobs already there', async t => {
   const sums = async () => [
     (await app.dbPool.query('SELECT owner_id, bucket, state, operation, sum(n) AS n FROM (SELECT owner_id, bucket, state, operation, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, operation, n FROM job_top_finished_tx) f GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4')).rows,
-    (await app.dbPool.query('SELECT owner_id, bucket, sum(n) AS n FROM job_top_created GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2')).rows
+    (await app.dbPool.query('SELECT owner_id, bucket, operation, sum(n) AS n FROM job_top_created GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3')).rows
   ]
   const before = await sums()
-  // the database as it was before the two migrations
+  // the database as it was before the three migrations
   await app.dbPool.query(`DROP TABLE job_top_finished, job_top_finished_tx, job_top_created;
     DROP FUNCTION job_top_finished_counted, job_top_finished_moved, job_top_created_moved, job_list_buckets_written, job_list_buckets_truncated CASCADE;
     DROP INDEX jobs_top_open_idx;
     DROP FUNCTION job_list_bucket, job_list_bucket_end;
-    DELETE FROM _prisma_migrations WHERE migration_name LIKE '%_job_list_buckets' OR migration_name LIKE '%_job_list_operations'`)
-  t.same(await runMigrations(databaseUrl), ['20261206100000_job_list_buckets', '20261206130000_job_list_operations'], 'applied again')
+    DELETE FROM _prisma_migrations WHERE migration_name LIKE '%_job_list_buckets' OR migration_name LIKE '%_job_list_operations' OR migration_name LIKE '%_job_list_created_operations'`)
+  t.same(await runMigrations(databaseUrl), ['20261206100000_job_list_buckets', '20261206130000_job_list_operations', '20261206170000_job_list_created_operations'], 'applied again')
   const after = await sums()
   t.same(after, before, `the same ${after[0].length} and ${after[1].length} buckets counted`)
   await agree(t, 'after the migration')
