@@ -164,6 +164,8 @@ export class JobEngine {
   private busy = 0
   /** runs whose handler is done and whose end is being recorded (their slots are free) */
   private settlingRuns = 0
+  /** renewals waiting for a row lock, in flight (at most MAX_WAITING_RENEWALS) */
+  private waitingRenewals = 0
   /** claimed jobs waiting for a slot, first come first served */
   private waiters: SlotWaiter[] = []
   /** moving average of handler run times (ms); undefined until one ran */
@@ -514,9 +516,6 @@ export class JobEngine {
       this.opts.log.warn({ err }, 'heartbeat failed')
     }
   }
-
-  /** renewals waiting for a row lock, in flight (at most MAX_WAITING_RENEWALS) */
-  private waitingRenewals = 0
 
   /**
    * Renews the lease of a run whose row another transaction holds, waiting for that lock, without

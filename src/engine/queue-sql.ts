@@ -517,8 +517,9 @@ export interface FoldResult {
  * account, bucket, state and operation (job_top_finished), in one statement, and drops the rows
  * that come to 0. With `cutoff` (the purge's), then deletes the created-order counters
  * (job_top_created) of buckets and operations before it whose jobs are all gone (their shards sum
- * to 0; nothing counts a bucket that old up again: a job is created into the bucket of now()). One transaction, under FOLD_LOCK_KEY:
- * the only writer of job_top_finished. `wait` waits for a fold under way (the purge); otherwise
+ * to 0; nothing counts a bucket that old up again: a job is created into the bucket of now()).
+ * One transaction, under FOLD_LOCK_KEY: the only writer of job_top_finished. `wait` waits for a
+ * fold under way (the purge); otherwise
  * (the schedule, LIST_FOLD_SECONDS) a fold under way elsewhere makes this one return undefined.
  */
 export async function foldListCounters (prisma: PrismaClient, opts: { cutoff?: Date, wait?: boolean } = {}): Promise<FoldResult | undefined> {

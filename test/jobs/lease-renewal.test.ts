@@ -29,14 +29,16 @@ t.test('jobs that fail fast while heartbeats renew them leave no watchdog behind
     }
   }
   const { log, lines } = memoryLogger()
-  await startEngine(t, app, { drive_clone: handler }, { databaseUrl, concurrency: 8, leaseSeconds: 3, heartbeatMs: 50, log })
+  // a lease long enough that a loaded machine does not lose one for real (its watchdog fires 4 s
+  // after the last renewal)
+  await startEngine(t, app, { drive_clone: handler }, { databaseUrl, concurrency: 8, leaseSeconds: 6, heartbeatMs: 50, log })
   await app.prisma.$transaction(async tx => {
     for (let n = 0; n < JOBS; n++) await enqueueJob(tx, { ownerId: alice.id, operation: 'drive_clone' })
   })
   await waitForAllJobs(app, 60_000)
   t.equal(await app.prisma.job.count({ where: { state: 'error' } }), JOBS, 'every job failed, as its handler said')
-  // a lease (3 s) and then some: a watchdog armed again would have fired by now
-  await sleep(4000)
+  // a lease (6 s) and then some: a watchdog armed again would have fired by now
+  await sleep(6500)
   const late = lines.filter(l => /lease could not be renewed|job aborted/.test(l.msg))
   t.equal(late.length, 0, `no run was aborted after it ended (${late.length} were: ${JSON.stringify(late.slice(0, 2))})`)
 })
@@ -46,7 +48,7 @@ t.test('a job whose row its own writes hold at nearly every beat keeps its lease
   // it; once the watchdog comes within half a lease, a beat waits for the lock and renews it
   const handler: JobHandler = {
     async run (ctx) {
-      const until = Date.now() + 6000
+      const until = Date.now() + 8000
       let writes = 0
       while (Date.now() < until) {
         await ctx.fenced(async () => { await sleep(40) })
@@ -56,7 +58,7 @@ t.test('a job whose row its own writes hold at nearly every beat keeps its lease
     }
   }
   const { log, lines } = memoryLogger()
-  await startEngine(t, app, { drive_resize: handler }, { databaseUrl, concurrency: 2, leaseSeconds: 3, heartbeatMs: 50, log })
+  await startEngine(t, app, { drive_resize: handler }, { databaseUrl, concurrency: 2, leaseSeconds: 4, heartbeatMs: 50, log })
   const job = await app.prisma.$transaction(tx => enqueueJob(tx, { ownerId: alice.id, operation: 'drive_resize' }))
   const done = await waitForJob(app, job.id, { timeoutMs: 30_000 })
   t.equal(done.state, 'success', `it succeeded (${JSON.stringify(done.error)})`)
@@ -74,7 +76,8 @@ t.test('a row another transaction holds past the lease does not hold up the othe
     }
   }
   const { log, lines } = memoryLogger()
-  await startEngine(t, app, { drive_clone: slow, drive_resize: slow }, { databaseUrl, concurrency: 4, leaseSeconds: 3, heartbeatMs: 50, log })
+  // lease 4 s: a watchdog fires 2.7 s after the last renewal, well before the row is let go
+  await startEngine(t, app, { drive_clone: slow, drive_resize: slow }, { databaseUrl, concurrency: 4, leaseSeconds: 4, heartbeatMs: 50, log })
   const [held, ...others] = await app.prisma.$transaction(async tx => [
     await enqueueJob(tx, { ownerId: alice.id, operation: 'drive_resize' }),
     ...await Promise.all([0, 1, 2].map(() => enqueueJob(tx, { ownerId: alice.id, operation: 'drive_clone' })))

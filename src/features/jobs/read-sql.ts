@@ -179,9 +179,8 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
  * Offset pages from this deep on, in last_modified order (of the unfiltered list or one filtered
  * to finished states only, operations, or both) or created order (unfiltered, or filtered to
  * operations), seek the ten minutes of that column that hold their first row instead of skipping
- * the offset (issue 18):
- * skipping 500,000 index entries took 50-110 ms on these machines, the whole page with a seek
- * 3-11 ms (bench/jobs-list.ts).
+ * the offset (issue 18): skipping 500,000 index entries took 50-110 ms on these machines, the
+ * whole page with a seek 3-11 ms (bench/jobs-list.ts).
  * This depth is where the two cost the same with 10,000 open jobs, whose rows the seek reads: at
  * offset 20,000 of a million jobs the seek and ids took 2.8-5.0 ms, the skip 2.6-3.6 ms (0.9-2.1 ms
  * for the seek with no open job; psql, 2026-12-06).
@@ -226,8 +225,8 @@ function seekOf (query: Record<string, unknown>, spec: FilterSpec, plan: ListPla
  * (prisma/migrations/20261206100000_job_list_buckets, 20261206130000_job_list_operations,
  * 20261206170000_job_list_created_operations): in created order every job, per operation, by
  * job_top_created; in last_modified order the finished jobs, per state and operation, by
- * job_top_finished (and job_top_finished_tx, the transactions' counts not
- * folded into it yet: foldListCounters), and unless the list is of finished states only, the open
+ * job_top_finished (and job_top_finished_tx, the transactions' counts not folded into it yet:
+ * foldListCounters), and unless the list is of finished states only, the open
  * ones (whose last_modified still moves) of its operations, read from jobs_top_open_idx. `ids`:
  * the page, skipping only `offset - before` entries from the start of that bucket. The counters
  * and the jobs are read in one snapshot, so the page is the plain query's; an offset past the end
