@@ -1,10 +1,10 @@
 // Lease renewals under many jobs and held rows. A run's watchdog ends with the run: a heartbeat that
 // renewed a job's lease while it still ran, and whose answer is read after the run ended (its end
 // recorded, its watchdog cleared), must not arm it again, or it fires a lease later and logs "lease
-// could not be renewed in time" for a job long finished (a look before shipping found 6,580 such
-// lines for 6,666 jobs failing at once). A row another transaction holds is renewed by a renewal
-// that waits for its lock beside the beats, never by the beat itself: one held row must not leave
-// every other job unrenewed.
+// could not be renewed in time" for a job long finished (one way a look before shipping could count
+// 6,580 such lines for 6,666 jobs failing at once). A row another transaction holds is renewed by a
+// renewal that waits for its lock beside the beats, never by the beat itself: one held row must not
+// leave every other job unrenewed.
 import t from 'tap'
 import { enqueueJob } from '../../src/engine/enqueue.ts'
 import { JobFailure, type JobHandler } from '../../src/engine/types.ts'

@@ -2,8 +2,8 @@
 // first row (issue 18): job_top_finished counts each account's finished top-level jobs per bucket
 // of last_modified, state and operation, job_top_created every top-level job per bucket of created
 // and operation (both kept by triggers); the open ones are read from jobs_top_open_idx. Checked
-// against the plain query, in both directions of both orders, unfiltered and by state, operation or both, at
-// every kind of offset (a bucket's first and last row, the last row, past the end), on jobs open
+// against the plain query, in both directions of both orders, unfiltered and by state, operation
+// or both, at every kind of offset (a bucket's first and last row, the last row, past the end), on jobs open
 // and finished, with children and another account, before and after what moves rows between
 // buckets: jobs finishing now, failing, being cancelled or deleted, new ones; the counters equal a
 // count of the jobs; transactions finishing jobs never wait for each other's counters; the purge
