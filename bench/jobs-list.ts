@@ -124,9 +124,9 @@ try {
     ORDER BY last_modified DESC, id OFFSET $2 LIMIT 20`, [user.id, deepOp])
   await time(`GET /jobs/?state=success&operation=drive_clone&offset=${deepOp} (offset page)`, `/api/2.0/jobs/?state=success&operation=drive_clone&offset=${deepOp}`)
   // deep pages the counters do not seek (README, jobs list): a date bound, filters in created order
-  const dayAgo = new Date(Date.now() - 86_400_000).toISOString()
-  await time(`GET /jobs/?last_modified__lt=<1 day ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__lt=${dayAgo}&offset=${deepOp * 3}`)
-  await time(`GET /jobs/?last_modified__gt=<2 days ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__gt=${new Date(Date.now() - 2 * 86_400_000).toISOString()}&offset=${deepOp * 3}`)
+  const daysAgo = (n: number) => new Date(Date.now() - n * 86_400_000).toISOString()
+  await time(`GET /jobs/?last_modified__lt=<1 day ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__lt=${daysAgo(1)}&offset=${deepOp * 3}`)
+  await time(`GET /jobs/?last_modified__gt=<2 days ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__gt=${daysAgo(2)}&offset=${deepOp * 3}`)
   await time(`GET /jobs/?order_by=created&operation=drive_clone&offset=${deepOp} (offset page)`, `/api/2.0/jobs/?order_by=created&operation=drive_clone&offset=${deepOp}`)
   await time(`GET /jobs/?order_by=created&state=success&offset=${deep} (offset page)`, `/api/2.0/jobs/?order_by=created&state=success&offset=${deep}`)
   await time('GET /jobs/?cursor= (keyset, first page)', '/api/2.0/jobs/?cursor=')

@@ -496,7 +496,7 @@ export class JobEngine {
           // finished meanwhile by this run, or taken over: either way nothing more is ours. A run
           // recording its end is left to that statement, which is fenced: its row is missing here
           // once the end committed, and the run says so itself if its lease was lost first
-          if (this.running.get(r.key.id) === r && !r.settling && !r.ended) this.loseLease(r, 'lease lost')
+          if (this.running.get(r.key.id) === r && !r.settling) this.loseLease(r, 'lease lost')
           continue
         }
         if (h.cancel_requested) this.abortLocal(h.id)
