@@ -512,15 +512,22 @@ export interface FoldResult {
 }
 
 /**
- * Folds the finished-job counts that transactions wrote into rows of their own
- * (job_top_finished_tx, see prisma/migrations/20261206100000_job_list_buckets) into one row per
- * account, bucket, state and operation (job_top_finished), in one statement, and drops the rows
- * that come to 0. With `cutoff` (the purge's), then deletes the created-order counters
- * (job_top_created) of buckets and operations before it whose jobs are all gone (their shards sum
- * to 0; nothing counts a bucket that old up again: a job is created into the bucket of now()).
- * One transaction, under FOLD_LOCK_KEY: the only writer of job_top_finished. `wait` waits for a
- * fold under way (the purge); otherwise
- * (the schedule, LIST_FOLD_SECONDS) a fold under way elsewhere makes this one return undefined.
+ * The finished-job counters that transactions write into rows of their own, each `<table>_tx`
+ * folded into `<table>`: by last_modified (job_top_finished, see
+ * prisma/migrations/20261206100000_job_list_buckets) and by created
+ * (job_top_created_finished, 20261206190000_job_list_created_finished).
+ */
+const FOLDED = ['job_top_finished', 'job_top_created_finished'] as const
+
+/**
+ * Folds the finished-job counts that transactions wrote into rows of their own (FOLDED's `_tx`
+ * tables) into one row per account, bucket, state and operation, one statement per table, and
+ * drops the rows that come to 0. With `cutoff` (the purge's), then deletes the created-order
+ * counters (job_top_created) of buckets and operations before it whose jobs are all gone (their
+ * shards sum to 0; nothing counts a bucket that old up again: a job is created into the bucket of
+ * now()). One transaction, under FOLD_LOCK_KEY: the only writer of the folded tables. `wait` waits
+ * for a fold under way (the purge); otherwise (the schedule, LIST_FOLD_SECONDS) a fold under way
+ * elsewhere makes this one return undefined.
  */
 export async function foldListCounters (prisma: PrismaClient, opts: { cutoff?: Date, wait?: boolean } = {}): Promise<FoldResult | undefined> {
   return prisma.$transaction(async (tx) => {
@@ -528,22 +535,28 @@ export async function foldListCounters (prisma: PrismaClient, opts: { cutoff?: D
       ? await tx.$queryRaw<Array<{ ok: boolean }>>`SELECT true AS ok FROM pg_advisory_xact_lock(${FOLD_LOCK_KEY}::int8)`
       : await tx.$queryRaw<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${FOLD_LOCK_KEY}::int8) AS ok`
     if (lock?.ok !== true) return undefined
-    const touched = await tx.$queryRaw<Array<{ owner_id: string, bucket: Date, state: string, operation: string, n: bigint, rows: bigint }>>`
-      WITH gone AS (DELETE FROM job_top_finished_tx RETURNING owner_id, bucket, state, operation, n),
-      sums AS (SELECT owner_id, bucket, state, operation, sum(n)::int8 AS n, count(*) AS rows FROM gone GROUP BY owner_id, bucket, state, operation),
-      folded AS (
-        INSERT INTO job_top_finished AS f (owner_id, bucket, state, operation, n) SELECT owner_id, bucket, state, operation, n FROM sums
-        ON CONFLICT (owner_id, bucket, state, operation) DO UPDATE SET n = f.n + EXCLUDED.n
-        RETURNING f.owner_id, f.bucket, f.state, f.operation, f.n
-      )
-      SELECT f.owner_id::text, f.bucket, f.state, f.operation, f.n, s.rows FROM folded f JOIN sums s USING (owner_id, bucket, state, operation)`
-    const zero = touched.filter(r => r.n === 0n)
+    let folded = 0
     let emptied = 0
-    if (zero.length > 0) {
-      emptied += await tx.$executeRaw`
-        DELETE FROM job_top_finished f
-        USING unnest(${zero.map(r => r.owner_id)}::uuid[], ${zero.map(r => r.bucket)}::timestamptz[], ${zero.map(r => r.state)}::text[], ${zero.map(r => r.operation)}::text[]) AS z(owner_id, bucket, state, operation)
-        WHERE f.owner_id = z.owner_id AND f.bucket = z.bucket AND f.state = z.state AND f.operation = z.operation AND f.n = 0`
+    for (const name of FOLDED) {
+      const table = Prisma.raw(name)
+      const rows = Prisma.raw(`${name}_tx`)
+      const touched = await tx.$queryRaw<Array<{ owner_id: string, bucket: Date, state: string, operation: string, n: bigint, rows: bigint }>>`
+        WITH gone AS (DELETE FROM ${rows} RETURNING owner_id, bucket, state, operation, n),
+        sums AS (SELECT owner_id, bucket, state, operation, sum(n)::int8 AS n, count(*) AS rows FROM gone GROUP BY owner_id, bucket, state, operation),
+        folded AS (
+          INSERT INTO ${table} AS f (owner_id, bucket, state, operation, n) SELECT owner_id, bucket, state, operation, n FROM sums
+          ON CONFLICT (owner_id, bucket, state, operation) DO UPDATE SET n = f.n + EXCLUDED.n
+          RETURNING f.owner_id, f.bucket, f.state, f.operation, f.n
+        )
+        SELECT f.owner_id::text, f.bucket, f.state, f.operation, f.n, s.rows FROM folded f JOIN sums s USING (owner_id, bucket, state, operation)`
+      folded += touched.reduce((sum, r) => sum + Number(r.rows), 0)
+      const zero = touched.filter(r => r.n === 0n)
+      if (zero.length > 0) {
+        emptied += await tx.$executeRaw`
+          DELETE FROM ${table} f
+          USING unnest(${zero.map(r => r.owner_id)}::uuid[], ${zero.map(r => r.bucket)}::timestamptz[], ${zero.map(r => r.state)}::text[], ${zero.map(r => r.operation)}::text[]) AS z(owner_id, bucket, state, operation)
+          WHERE f.owner_id = z.owner_id AND f.bucket = z.bucket AND f.state = z.state AND f.operation = z.operation AND f.n = 0`
+      }
     }
     if (opts.cutoff !== undefined) {
       emptied += await tx.$executeRaw`
@@ -551,7 +564,7 @@ export async function foldListCounters (prisma: PrismaClient, opts: { cutoff?: D
           SELECT owner_id, bucket, operation FROM job_top_created WHERE bucket < ${opts.cutoff} GROUP BY owner_id, bucket, operation HAVING sum(n) = 0
         ) z WHERE c.owner_id = z.owner_id AND c.bucket = z.bucket AND c.operation = z.operation`
     }
-    return { folded: touched.reduce((sum, r) => sum + Number(r.rows), 0), emptied }
+    return { folded, emptied }
   }, { timeout: 60_000 })
 }
 

@@ -1,7 +1,7 @@
 // The jobs list's finished-job counters that transactions write into rows of their own
-// (job_top_finished_tx) are folded on their own schedule (LIST_FOLD_SECONDS) in every worker
-// process, not only by the purge (PURGE_CRON): a rare purge would leave every deep page summing
-// all of them (issue 18). One fold at a time: the schedule's fold skips while another holds the
+// (job_top_finished_tx, job_top_created_finished_tx) are folded on their own schedule
+// (LIST_FOLD_SECONDS) in every worker process, not only by the purge (PURGE_CRON): a rare purge
+// would leave every deep page summing all of them (issue 18). One fold at a time: the schedule's fold skips while another holds the
 // fold lock, the purge's waits for it.
 import t, { type Test } from 'tap'
 import pg from 'pg'
@@ -19,8 +19,9 @@ async function finished (app: FastifyInstance, owner: string, n: number): Promis
     FROM (SELECT gen_random_uuid() AS id, i FROM generate_series(1, $2::int) AS i) x`, [owner, n])
 }
 
+// by last_modified and by created (job_top_created_finished_tx)
 const txRows = async (app: FastifyInstance): Promise<number> =>
-  Number((await app.dbPool.query<{ n: string }>('SELECT count(*) AS n FROM job_top_finished_tx')).rows[0].n)
+  Number((await app.dbPool.query<{ n: string }>('SELECT (SELECT count(*) FROM job_top_finished_tx) + (SELECT count(*) FROM job_top_created_finished_tx) AS n')).rows[0].n)
 
 /** polls until there is no transaction's row left, up to `ms`; whether that happened */
 async function foldedWithin (app: FastifyInstance, ms: number): Promise<boolean> {
@@ -41,6 +42,8 @@ t.test('a worker process folds the counters every LIST_FOLD_SECONDS, with the pu
   const buckets = await listCountersAgree(t, app.dbPool, 'after the scheduled fold')
   const kept = await app.dbPool.query<{ rows: string, n: string }>('SELECT count(*) AS rows, sum(n) AS n FROM job_top_finished WHERE owner_id = $1', [user.id])
   t.same(kept.rows[0], { rows: String(buckets), n: '600' }, 'one row per bucket and state, summing to the 600 jobs')
+  const byCreated = await app.dbPool.query<{ n: string }>('SELECT sum(n) AS n FROM job_top_created_finished WHERE owner_id = $1', [user.id])
+  t.equal(byCreated.rows[0].n, '600', 'and by created')
   // and again: the schedule goes on after a fold
   await finished(app, user.id, 30)
   t.ok(await foldedWithin(app, 10_000), 'the next transaction\'s rows are folded too')

@@ -85,17 +85,22 @@ for (const [q, index, share, generic] of [
   [`offset=${SEEK_FROM}&state=success&operation=server_clone,drive_clone&order_by=last_modified`, 'jobs_top_owner_success_idx', 96 / 97 * 2 / 3],
   [`offset=${DEEP}&order_by=created`, 'jobs_top_owner_created_idx', 1],
   [`offset=${DEEP}&order_by=-created&limit=50`, 'jobs_top_owner_created_idx', 1],
-  // filtered in created order the offset is skipped, but in the index alone: it carries each job's
-  // state and operation (migration 20261206160000_job_list_created_include)
-  [`offset=${DEEP}&order_by=created&state=success`, 'jobs_top_owner_created_idx', 96 / 97],
+  // filtered in created order, above SEEK_FROM the offset is skipped, in the index alone: it
+  // carries each job's state and operation (migration 20261206160000_job_list_created_include)
   [`offset=${Math.floor(DEEP / 3)}&order_by=-created&operation=drive_clone`, 'jobs_top_owner_created_idx', 1 / 3],
+  [`offset=${SEEK_FROM - 1}&order_by=created&state=success`, 'jobs_top_owner_created_idx', 96 / 97],
+  // finished states seek in created order too, with or without operations (migration
+  // 20261206190000_job_list_created_finished), on either plan
+  [`offset=${DEEP}&order_by=created&state=success`, 'jobs_top_owner_created_idx', 96 / 97],
+  [`offset=${DEEP}&order_by=-created&state=success`, 'jobs_top_owner_created_idx', 96 / 97, 'generic'],
+  [`offset=${SEEK_FROM}&order_by=-created&state=error,success&operation=drive_clone,server_clone`, 'jobs_top_owner_created_idx', 2 / 3],
   // operations alone seek in created order too (migration 20261206170000_job_list_created_operations)
   [`offset=${SEEK_FROM}&order_by=-created&operation=drive_clone,server_clone`, 'jobs_top_owner_created_idx', 2 / 3],
   [`offset=${SEEK_FROM}&order_by=created&operation=drive_clone,server_clone`, 'jobs_top_owner_created_idx', 2 / 3, 'generic'],
   [`offset=${Math.floor(DEEP / 3)}&order_by=-created&operation=drive_clone&state=error,success`, 'jobs_top_owner_created_idx', 1 / 3, 'generic']
 ] as const) {
-  // from SEEK_FROM on, the page seeks (each of these filters can, but states in created order)
-  const seeks = planOf(q).plan.offset >= SEEK_FROM && !(q.includes('created') && q.includes('state='))
+  // from SEEK_FROM on, the page seeks (each of these filters can)
+  const seeks = planOf(q).plan.offset >= SEEK_FROM
   t.test(`?${q}: the ids from an index-only scan of ${index}${seeks ? ' from the bucket holding the offset' : ''}, the table read for the page only${generic ? ', with the generic plan' : ''}`, async t => {
     // one connection, so the statement the app prepared on it can be explained there
     const pool = new pg.Pool({ connectionString: databaseUrl, max: 1, ...(generic ? { options: '-c plan_cache_mode=force_generic_plan' } : {}) })
@@ -121,7 +126,7 @@ for (const [q, index, share, generic] of [
       // (the entries a filter passed over count as read: the page's matches are 1 in 1/share of them)
       const read = skip['Actual Rows'] + (skip['Rows Removed by Filter'] ?? 0)
       t.ok(read <= biggestBucket + Math.ceil((plan.take ?? 0) / share) + 5, `the scan reads ${read} entries for offset ${plan.offset}: at most one bucket's (${biggestBucket}) and the page`)
-      const counters = q.includes('created') ? 'job_top_created' : 'job_top_finished'
+      const counters = q.includes('created') ? q.includes('state=') ? 'job_top_created_finished' : 'job_top_created' : 'job_top_finished'
       t.ok(all.some(n => n['Relation Name'] === counters), `the bucket from the counters (${counters})`)
     } else {
       t.ok(skip['Actual Rows'] >= plan.offset, `the offset is skipped by one scan (${skip['Actual Rows']} rows)`)
@@ -150,7 +155,7 @@ for (const [q, index, share, generic] of [
 
 t.test('deep pages and total_count through the route are those of a plain query', async t => {
   const api = client(app, alice)
-  for (const q of [`offset=${DEEP}`, `offset=${DEEP}&state=success`, `offset=${DEEP}&order_by=created`, `offset=${DEEP}&order_by=-created&limit=50`, 'state=error&offset=300', `offset=${TOP - 5}`, `offset=${TOP}`]) {
+  for (const q of [`offset=${DEEP}`, `offset=${DEEP}&state=success`, `offset=${DEEP}&order_by=created`, `offset=${DEEP}&order_by=-created&state=success`, `offset=${DEEP}&order_by=-created&limit=50`, 'state=error&offset=300', `offset=${TOP - 5}`, `offset=${TOP}`]) {
     const { plan } = planOf(q)
     const where = { ...plan.where, ownerId: alice.id, parentId: null }
     const rows = await app.prisma.job.findMany({ where, orderBy: plan.orderBy, skip: plan.offset, take: plan.take })

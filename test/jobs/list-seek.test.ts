@@ -1,7 +1,8 @@
 // Deep offset pages of the /jobs/ list seek the ten minutes of their order's date holding their
 // first row (issue 18): job_top_finished counts each account's finished top-level jobs per bucket
-// of last_modified, state and operation, job_top_created every top-level job per bucket of created
-// and operation (both kept by triggers); the open ones are read from jobs_top_open_idx. Checked
+// of last_modified, state and operation, job_top_created_finished the same per bucket of created,
+// job_top_created every top-level job per bucket of created and operation (all kept by triggers);
+// the open ones are read from jobs_top_open_idx. Checked
 // against the plain query, in both directions of both orders, unfiltered and by state, operation
 // or both, at every kind of offset (a bucket's first and last row, the last row, past the end), on jobs open
 // and finished, with children and another account, before and after what moves rows between
@@ -47,8 +48,7 @@ await app.dbPool.query('VACUUM ANALYZE jobs')
 const agree = (t: Test, what: string) => listCountersAgree(t, app.dbPool, what)
 
 type Filter = [states: string[] | undefined, operations: string[] | undefined]
-// finished states, operations or both (which seek in last_modified order; operations alone in
-// created order too), and open states (which skip)
+// finished states, operations or both (which seek, in either order), and open states (which skip)
 const FILTERS: Filter[] = [[['success'], undefined], [['error', 'cancelled'], undefined], [['started'], undefined],
   [undefined, ['drive_clone']], [undefined, ['drive_create', 'server_clone', 'drive_clone']], [['success', 'error', 'cancelled'], ['drive_clone']],
   [['success', 'error'], ['drive_clone', 'server_clone']], [['started', 'queued'], ['drive_clone']]]
@@ -70,10 +70,13 @@ async function filteredPagesAgree (t: Test, user: TestUser, what: string, orderB
   }
 }
 
+/** the list's orders (order_by) as the plain query writes them */
+const ORDERS = [['-last_modified', 'last_modified DESC, id'], ['last_modified', 'last_modified ASC, id DESC'], ['-created', 'created DESC, id'], ['created', 'created ASC, id DESC']]
+
 /** the page of the route against the plain query, for each offset, in both directions */
 async function pagesAgree (t: Test, user: TestUser, what: string, offsets: number[]) {
   const total = Number((await app.dbPool.query<{ n: string }>('SELECT count(*) AS n FROM jobs WHERE owner_id = $1 AND parent_id IS NULL', [user.id])).rows[0].n)
-  for (const [orderBy, order] of [['-last_modified', 'last_modified DESC, id'], ['last_modified', 'last_modified ASC, id DESC'], ['-created', 'created DESC, id'], ['created', 'created ASC, id DESC']]) {
+  for (const [orderBy, order] of ORDERS) {
     for (const offset of offsets) {
       for (const limit of [20, 3]) {
         const plain = (await app.dbPool.query<{ id: string }>(`SELECT id FROM jobs WHERE owner_id = $1 AND parent_id IS NULL
@@ -170,9 +173,7 @@ t.test('an account deep enough for every filter that seeks: pages of states and 
   await agree(t, 'frank seeded')
   // the combined filters hold more than SEEK_FROM matches here, so their deep pages seek
   const combined = FILTERS.filter(([states, operations]) => states !== undefined && operations !== undefined)
-  for (const [orderBy, order] of [['-last_modified', 'last_modified DESC, id'], ['last_modified', 'last_modified ASC, id DESC']]) {
-    await filteredPagesAgree(t, frank, 'frank', orderBy, order, combined)
-  }
+  for (const [orderBy, order] of ORDERS) await filteredPagesAgree(t, frank, 'frank', orderBy, order, combined)
   // and after some of his jobs finish, fail, start and go, and others arrive
   await app.dbPool.query(`UPDATE jobs SET state = 'success', finished_at = now(), last_modified = now()
     WHERE id IN (SELECT id FROM jobs WHERE owner_id = $1 AND parent_id IS NULL AND state = 'queued' ORDER BY id LIMIT 700)`, [frank.id])
@@ -181,9 +182,7 @@ t.test('an account deep enough for every filter that seeks: pages of states and 
   await app.dbPool.query('DELETE FROM jobs WHERE root_id IN (SELECT id FROM jobs WHERE owner_id = $1 AND parent_id IS NULL ORDER BY last_modified DESC LIMIT 400)', [frank.id])
   await seed(frank.id, 300, 19)
   await agree(t, 'frank after the changes')
-  for (const [orderBy, order] of [['-last_modified', 'last_modified DESC, id'], ['last_modified', 'last_modified ASC, id DESC']]) {
-    await filteredPagesAgree(t, frank, 'frank after the changes', orderBy, order, combined)
-  }
+  for (const [orderBy, order] of ORDERS) await filteredPagesAgree(t, frank, 'frank after the changes', orderBy, order, combined)
 })
 
 t.test('the purge deletes the buckets it emptied, and the pages stay right', async t => {
@@ -203,6 +202,10 @@ t.test('the purge deletes the buckets it emptied, and the pages stay right', asy
   t.ok(await rows('job_top_finished') > 0, `into ${await rows('job_top_finished')} rows`)
   t.equal(await rows('job_top_finished', old), 0, 'none left for the buckets the purge emptied')
   t.equal(await rows('job_top_finished', 'n = 0'), 0, 'nor any that comes to 0')
+  // by created: folded as well, the purged jobs counted down, and a bucket come to 0 dropped
+  t.equal(await rows('job_top_created_finished_tx'), 0, 'the transactions\' counts by created are folded too')
+  t.ok(await rows('job_top_created_finished') > 0, `into ${await rows('job_top_created_finished')} rows`)
+  t.equal(await rows('job_top_created_finished', 'n = 0'), 0, 'none that comes to 0')
   await agree(t, 'after the purge')
   await pagesAgree(t, carol, 'after the purge', await edges(t, carol))
 })
@@ -210,21 +213,25 @@ t.test('the purge deletes the buckets it emptied, and the pages stay right', asy
 t.test('the migration counts the jobs already there', async t => {
   const sums = async () => [
     (await app.dbPool.query('SELECT owner_id, bucket, state, operation, sum(n) AS n FROM (SELECT owner_id, bucket, state, operation, n FROM job_top_finished UNION ALL SELECT owner_id, bucket, state, operation, n FROM job_top_finished_tx) f GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4')).rows,
-    (await app.dbPool.query('SELECT owner_id, bucket, operation, sum(n) AS n FROM job_top_created GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3')).rows
+    (await app.dbPool.query('SELECT owner_id, bucket, operation, sum(n) AS n FROM job_top_created GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3')).rows,
+    (await app.dbPool.query('SELECT owner_id, bucket, state, operation, sum(n) AS n FROM (SELECT owner_id, bucket, state, operation, n FROM job_top_created_finished UNION ALL SELECT owner_id, bucket, state, operation, n FROM job_top_created_finished_tx) f GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 ORDER BY 1, 2, 3, 4')).rows
   ]
   const before = await sums()
-  // the database as it was before the three migrations
-  await app.dbPool.query(`DROP TABLE job_top_finished, job_top_finished_tx, job_top_created;
+  // the database as it was before the four migrations
+  await app.dbPool.query(`DROP TABLE job_top_finished, job_top_finished_tx, job_top_created, job_top_created_finished, job_top_created_finished_tx;
     DROP FUNCTION job_top_finished_counted, job_top_finished_moved, job_top_created_moved, job_list_buckets_written, job_list_buckets_truncated CASCADE;
     DROP INDEX jobs_top_open_idx;
     DROP FUNCTION job_list_bucket, job_list_bucket_end;
-    DELETE FROM _prisma_migrations WHERE migration_name LIKE '%_job_list_buckets' OR migration_name LIKE '%_job_list_operations' OR migration_name LIKE '%_job_list_created_operations'`)
-  t.same(await runMigrations(databaseUrl), ['20261206100000_job_list_buckets', '20261206130000_job_list_operations', '20261206170000_job_list_created_operations'], 'applied again')
+    DELETE FROM _prisma_migrations WHERE migration_name LIKE '%_job_list_buckets' OR migration_name LIKE '%_job_list_operations' OR migration_name LIKE '%_job_list_created_operations'
+      OR migration_name LIKE '%_job_list_created_finished'`)
+  t.same(await runMigrations(databaseUrl), ['20261206100000_job_list_buckets', '20261206130000_job_list_operations', '20261206170000_job_list_created_operations',
+    '20261206190000_job_list_created_finished'], 'applied again')
   const after = await sums()
-  t.same(after, before, `the same ${after[0].length} and ${after[1].length} buckets counted`)
+  t.same(after, before, `the same ${after[0].length}, ${after[1].length} and ${after[2].length} buckets counted`)
   await agree(t, 'after the migration')
   await pagesAgree(t, alice, 'after the migration', [SEEK_FROM + 1])
   // TRUNCATE (an operator's reset) empties them
   await app.dbPool.query('TRUNCATE jobs CASCADE')
-  t.equal((await app.dbPool.query('SELECT (SELECT count(*) FROM job_top_finished) + (SELECT count(*) FROM job_top_finished_tx) + (SELECT count(*) FROM job_top_created) AS n')).rows[0].n, '0', 'no counter row after TRUNCATE')
+  t.equal((await app.dbPool.query(`SELECT (SELECT count(*) FROM job_top_finished) + (SELECT count(*) FROM job_top_finished_tx) + (SELECT count(*) FROM job_top_created) +
+    (SELECT count(*) FROM job_top_created_finished) + (SELECT count(*) FROM job_top_created_finished_tx) AS n`)).rows[0].n, '0', 'no counter row after TRUNCATE')
 })

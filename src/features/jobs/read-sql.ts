@@ -176,9 +176,8 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
 }
 
 /**
- * Offset pages from this deep on, in last_modified order (of the unfiltered list or one filtered
- * to finished states only, operations, or both) or created order (unfiltered, or filtered to
- * operations), seek the ten minutes of that column that hold their first row instead of skipping
+ * Offset pages from this deep on, in last_modified or created order (of the unfiltered list or
+ * one filtered to finished states only, operations, or both), seek the ten minutes of that column that hold their first row instead of skipping
  * the offset (issue 18): skipping 500,000 index entries took 50-110 ms on these machines, the
  * whole page with a seek 3-11 ms (bench/jobs-list.ts).
  * This depth is where the two cost the same with 10,000 open jobs, whose rows the seek reads: at
@@ -188,10 +187,9 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
 export const SEEK_FROM = 20_000
 
 /**
- * How an offset page deep enough (see SEEK_FROM) seeks: the `column` of its order, `dir`, in
- * last_modified order the finished `states` it is filtered to (`state=success`,
- * `state=error,cancelled`), and in either order the `operations` (`operation=drive_clone`), if
- * any. Other filters (and state filters in created order) skip their offset.
+ * How an offset page deep enough (see SEEK_FROM) seeks: the `column` of its order, `dir`, the
+ * finished `states` it is filtered to (`state=success`, `state=error,cancelled`) and the
+ * `operations` (`operation=drive_clone`), if any. Other filters skip their offset.
  */
 interface Seek { column: 'last_modified' | 'created', dir: 'desc' | 'asc', states?: string[], operations?: string[] }
 
@@ -201,12 +199,10 @@ function seekOf (query: Record<string, unknown>, spec: FilterSpec, plan: ListPla
   if ((field !== 'lastModified' && field !== 'created') || (dir !== 'desc' && dir !== 'asc')) return undefined
   const column = field === 'created' ? 'created' : 'last_modified'
   if (counting === 'all') return { column, dir }
-  // at most one exact state filter, of finished states only (in last_modified order), and one
-  // exact operation filter
+  // at most one exact state filter, of finished states only, and one exact operation filter
   const conditions = parseFilters(query, spec)
   const state = conditions.filter(c => c.field === spec.state)
   const operation = conditions.filter(c => c.field === spec.operation)
-  if (column === 'created' && state.length > 0) return undefined
   if (state.length + operation.length !== conditions.length || state.length > 1 || operation.length > 1 ||
     ![...state, ...operation].every(c => c.op === 'exact') || !(state[0]?.values ?? []).every(v => (FINISHED_STATES as string[]).includes(v))) return undefined
   return {
@@ -223,11 +219,13 @@ function seekOf (query: Record<string, unknown>, spec: FilterSpec, plan: ListPla
  * given). `seek`: the bucket (ten minutes of the column, job_list_bucket) holding row `offset` of
  * the list, and how many rows the buckets before it in the list's order hold. Counted by triggers
  * (prisma/migrations/20261206100000_job_list_buckets, 20261206130000_job_list_operations,
- * 20261206170000_job_list_created_operations): in created order every job, per operation, by
- * job_top_created; in last_modified order the finished jobs, per state and operation, by
- * job_top_finished (and job_top_finished_tx, the transactions' counts not folded into it yet:
- * foldListCounters), and unless the list is of finished states only, the open ones (whose
- * last_modified still moves) of its operations, read from jobs_top_open_idx. `ids`: the page,
+ * 20261206170000_job_list_created_operations, 20261206190000_job_list_created_finished): in
+ * created order every job, per operation, by job_top_created, or for a list of finished states
+ * the finished jobs, per state and operation, by job_top_created_finished (and its `_tx`, the
+ * transactions' counts not folded into it yet: foldListCounters); in last_modified order the
+ * finished jobs, per state and operation, by job_top_finished (and job_top_finished_tx), and
+ * unless the list is of finished states only, the open ones (whose last_modified still moves) of
+ * its operations, read from jobs_top_open_idx. `ids`: the page,
  * skipping only `offset - before` entries from the start of that bucket. The counters and the
  * jobs are read in one snapshot, so the page is the plain query's; an offset past the end finds
  * no bucket and an empty page.
@@ -239,11 +237,15 @@ function seekIdsSql (owner: string, where: string, order: string, { column, dir,
   const operationsParam = operations === undefined ? '' : p.add(operations)
   const inOperations = (alias: string) => operations === undefined ? '' : ` AND ${alias}.operation = ANY (${operationsParam}::text[])`
   const inFilters = (alias: string) => (states === undefined ? '' : ` AND ${alias}.state = ANY (${statesParam}::text[])`) + inOperations(alias)
-  const counted = column === 'created'
-    ? `SELECT c.bucket, c.n FROM job_top_created c WHERE c.owner_id = ${owner}::uuid${inOperations('c')}`
-    : `SELECT f.bucket, f.n FROM job_top_finished f WHERE f.owner_id = ${owner}::uuid${inFilters('f')}
+  // the finished jobs' counters of the column, folded and not yet
+  const finished = (table: string) => `SELECT f.bucket, f.n FROM ${table} f WHERE f.owner_id = ${owner}::uuid${inFilters('f')}
             UNION ALL
-            SELECT f.bucket, f.n FROM job_top_finished_tx f WHERE f.owner_id = ${owner}::uuid${inFilters('f')}
+            SELECT f.bucket, f.n FROM ${table}_tx f WHERE f.owner_id = ${owner}::uuid${inFilters('f')}`
+  const counted = column === 'created'
+    ? states === undefined
+      ? `SELECT c.bucket, c.n FROM job_top_created c WHERE c.owner_id = ${owner}::uuid${inOperations('c')}`
+      : finished('job_top_created_finished')
+    : `${finished('job_top_finished')}
             ${states !== undefined
               ? ''
               // the open jobs' last_modified still moves: read from their index (which carries the
