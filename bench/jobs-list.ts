@@ -123,7 +123,8 @@ try {
   await timeSql(`anchor: pg SELECT id ... operation ... OFFSET ${deepOp}`, `SELECT id FROM jobs WHERE owner_id = $1::uuid AND parent_id IS NULL AND operation = 'drive_clone'
     ORDER BY last_modified DESC, id OFFSET $2 LIMIT 20`, [user.id, deepOp])
   await time(`GET /jobs/?state=success&operation=drive_clone&offset=${deepOp} (offset page)`, `/api/2.0/jobs/?state=success&operation=drive_clone&offset=${deepOp}`)
-  // deep pages the counters do not seek (README, jobs list): a date bound, filters in created order
+  // deep pages the counters do not seek (README, jobs list): a date bound; then filters in created
+  // order, which seek since 20261206170000 (an operation) and 20261206190000 (a finished state)
   const daysAgo = (n: number) => new Date(Date.now() - n * 86_400_000).toISOString()
   await time(`GET /jobs/?last_modified__lt=<1 day ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__lt=${daysAgo(1)}&offset=${deepOp * 3}`)
   await time(`GET /jobs/?last_modified__gt=<2 days ago>&offset=${deepOp * 3} (offset page)`, `/api/2.0/jobs/?last_modified__gt=${daysAgo(2)}&offset=${deepOp * 3}`)
