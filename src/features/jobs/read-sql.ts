@@ -177,9 +177,10 @@ export async function listJobsSql (pool: pg.Pool, ownerId: string, query: Record
 
 /**
  * Offset pages from this deep on, in last_modified or created order (of the unfiltered list or
- * one filtered to finished states only, operations, or both), seek the ten minutes of that column that hold their first row instead of skipping
- * the offset (issue 18): skipping 500,000 index entries took 50-110 ms on these machines, the
- * whole page with a seek 3-11 ms (bench/jobs-list.ts).
+ * one filtered to finished states only, operations, or both), seek the ten minutes of that
+ * column that hold their first row instead of skipping the offset (issue 18): skipping 500,000
+ * index entries took 50-110 ms on these machines, the whole page with a seek 3-11 ms
+ * (bench/jobs-list.ts).
  * This depth is where the two cost the same with 10,000 open jobs, whose rows the seek reads: at
  * offset 20,000 of a million jobs the seek and ids took 2.8-5.0 ms, the skip 2.6-3.6 ms (0.9-2.1 ms
  * for the seek with no open job; psql, 2026-12-06).
