@@ -18,7 +18,7 @@ import { sessionUrl } from '../db/session.ts'
 import { enqueueJob, type EnqueueInput } from './enqueue.ts'
 import { HeldJob, LeaseLost } from './held.ts'
 import { JobLogWriter } from './log.ts'
-import { JobFailure, type CleanupReason, type JobContext, type JobHandler, type JobInfo, type ProgressUpdate } from './types.ts'
+import { IncompleteParams, JobFailure, type CleanupReason, type JobContext, type JobHandler, type JobInfo, type ProgressUpdate } from './types.ts'
 
 /** Hooks for the metrics module; the engine works without them. */
 export interface EngineMetrics {
@@ -965,7 +965,13 @@ export class JobEngine {
           // the engine's own connections: the shared pool may be the one that is exhausted)
           if (await retryJob(this.sql, this.workerId, { id: row.id, attempt: row.attempts }, delay, { cleanupPending: reason }).catch(() => false)) return
         }
-        log.error({ err }, 'job cleanup failed')
+        if (err instanceof IncompleteParams) {
+          // its run stopped at the same check before it made anything: nothing to undo
+          log.warn({ attempts: row.attempts }, 'job cleanup skipped: the job parameters are incomplete, so the job made nothing')
+          ctx.log('cleanup skipped: the job parameters are incomplete, so the job made nothing')
+        } else {
+          log.error({ err }, 'job cleanup failed')
+        }
       }
       ctx.log(reason.state === 'cancelled' ? `cancelled after ${elapsed()}` : `failed after ${elapsed()}: ${reason.error?.error_message ?? 'unknown error'}`)
       const end = await ctx.close()

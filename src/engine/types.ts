@@ -111,5 +111,16 @@ export class JobFailure extends Error {
   }
 }
 
+/**
+ * A job's parameters lack what its handler needs (only a job written around the service, by SQL,
+ * has such): its run stops at that check before it makes anything, and its cleanup, which reads
+ * the same parameters, has nothing to undo (the engine logs that at warn, not as a failed cleanup).
+ */
+export class IncompleteParams extends JobFailure {
+  constructor () {
+    super('the job parameters are incomplete')
+  }
+}
+
 /** The handlers a feature contributes, by operation; app.ts registers them with the engine. */
 export type HandlerSet = Partial<Record<Operation, JobHandler>>

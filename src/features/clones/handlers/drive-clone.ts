@@ -14,7 +14,7 @@ import { LeaseLost } from '../../../engine/held.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
 import { enqueueJob } from '../../../engine/enqueue.ts'
 import { CHANNELS } from '../../../engine/listener.ts'
-import { JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
+import { IncompleteParams, JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
 
 type Db = PrismaClient | Tx
 
@@ -29,7 +29,7 @@ export interface DriveCloneParams {
 export function driveCloneParams (ctx: JobContext): DriveCloneParams {
   const p = ctx.job.params as Partial<DriveCloneParams>
   if (typeof p.sourceId !== 'string' || typeof p.driveId !== 'string' || typeof p.size !== 'number') {
-    throw new JobFailure('the job parameters are incomplete')
+    throw new IncompleteParams()
   }
   return { sourceId: p.sourceId, driveId: p.driveId, size: p.size, index: p.index }
 }

@@ -4,7 +4,7 @@
 import { copiedDescription, copyDescription } from '../../../domain/clone-plan.ts'
 import { isStorageError, type DriveStorage } from '../../../storage/index.ts'
 import { fenceCte, fenceParams } from '../../../engine/queue-sql.ts'
-import { JobFailure, type JobHandler } from '../../../engine/types.ts'
+import { IncompleteParams, JobFailure, type JobHandler } from '../../../engine/types.ts'
 
 const TOUCH = `
   WITH ${fenceCte(3)},
@@ -16,7 +16,7 @@ export function driveFlattenHandler (storage: () => DriveStorage): JobHandler {
     resumable: true,
     async run (ctx) {
       const driveId = (ctx.job.params as { driveId?: unknown }).driveId
-      if (typeof driveId !== 'string') throw new JobFailure('the job parameters are incomplete')
+      if (typeof driveId !== 'string') throw new IncompleteParams()
       const s = storage()
       if (s.flatten === undefined) return { flattened: false }
       let total = 0

@@ -7,7 +7,7 @@ import { recordImageRemovals, removeRecordedImages } from '../../drives/image-re
 import { publishChange } from '../../../engine/events.ts'
 import { detachAll } from '../../servers/mounts.ts'
 import type { DriveStorage } from '../../../storage/index.ts'
-import { JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
+import { IncompleteParams, JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
 import { releaseSource } from './drive-clone.ts'
 
 export interface ServerCloneParams {
@@ -19,7 +19,7 @@ export interface ServerCloneParams {
 export function serverCloneParams (ctx: JobContext): ServerCloneParams {
   const p = ctx.job.params as Partial<ServerCloneParams>
   if (typeof p.serverId !== 'string' || typeof p.sourceServerId !== 'string' || !Array.isArray(p.disks)) {
-    throw new JobFailure('the job parameters are incomplete')
+    throw new IncompleteParams()
   }
   return { sourceServerId: p.sourceServerId, serverId: p.serverId, disks: p.disks }
 }

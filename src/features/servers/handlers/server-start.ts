@@ -3,11 +3,18 @@
 import type { HypervisorDriver } from '../../../hypervisor/driver.ts'
 import { hypervisorView, type ServerView } from '../../../hypervisor/view.ts'
 import { publishChange } from '../../../engine/events.ts'
-import { JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
+import { IncompleteParams, JobFailure, type JobContext, type JobHandler } from '../../../engine/types.ts'
+
+/** The server the job is for (its parameter `serverId`). */
+function serverIdOf (ctx: JobContext): string {
+  const id = ctx.job.params.serverId
+  if (typeof id !== 'string') throw new IncompleteParams()
+  return id
+}
 
 /** The server this job holds; fails the job when the server is gone or no longer held by it. */
 export async function heldServer (ctx: JobContext): Promise<ServerView> {
-  const id = String(ctx.job.params.serverId)
+  const id = serverIdOf(ctx)
   const server = await hypervisorView(ctx.prisma, id)
   if (!server || server.lockedByJob !== ctx.job.id) throw new JobFailure(`server ${id} is no longer waiting for this job`)
   return server
@@ -18,7 +25,7 @@ export async function heldServer (ctx: JobContext): Promise<ServerView> {
  * fenced by the attempt: a stale one gets LeaseLost and writes nothing.
  */
 export async function settleServer (ctx: JobContext, data: { status: string, activeSince?: Date | null }): Promise<void> {
-  const id = String(ctx.job.params.serverId)
+  const id = serverIdOf(ctx)
   await ctx.fenced(async (tx) => {
     const n = await tx.server.updateMany({ where: { id, lockedByJob: ctx.job.id }, data: { ...data, lockedByJob: null } })
     if (n.count > 0) await publishChange(tx, { ownerId: ctx.job.ownerId, resourceType: 'servers', resourceId: id })

@@ -18,13 +18,13 @@ import { chunkedTimeSplit } from '../upload-chunked.ts'
 import { committedUpload, releaseUploadInto, rollForwardUploadInto } from '../upload-into.ts'
 import { formatBytes } from '../../../domain/progress.ts'
 import { hashDrive } from '../streams.ts'
-import { JobFailure, type JobHandler } from '../../../engine/types.ts'
+import { IncompleteParams, JobFailure, type JobHandler } from '../../../engine/types.ts'
 
 interface UploadParams { driveId: string, mode: string, size?: number, chunkSize?: number, scratch?: string }
 
 function params (raw: Record<string, unknown>): UploadParams {
   const { driveId, mode, size, chunkSize, scratch } = raw as Partial<Record<keyof UploadParams, unknown>>
-  if (typeof driveId !== 'string' || typeof mode !== 'string') throw new JobFailure('the job parameters are incomplete')
+  if (typeof driveId !== 'string' || typeof mode !== 'string') throw new IncompleteParams()
   return {
     driveId,
     mode,
