@@ -23,14 +23,20 @@ t.test('each operation\'s job with empty parameters fails once, its cleanup skip
   const jobs = await app.prisma.job.findMany({ where: { id: { in: rows.map(r => r.id) } }, select: { id: true, operation: true, state: true, error: true, attempts: true } })
   const incomplete = jobs.filter(j => (j.error as { error_message?: string } | null)?.error_message === 'the job parameters are incomplete')
   // the handlers that need parameters (each named here, so that one that stops checking shows as
-  // missing): all but drive_download's, whose parameters are optional, and server_delete, which has
-  // no handler
+  // missing): all but drive_download's (its job stands for a download whose request sends the
+  // bytes) and server_delete, which has no handler
   const checking = ['drive_clone', 'drive_create', 'drive_delete', 'drive_flatten', 'drive_resize', 'drive_upload', 'server_clone', 'server_start', 'server_stop']
   t.same(incomplete.map(j => j.operation).sort(), checking, `these failed on their parameters: ${incomplete.map(j => j.operation).join(', ')}`)
   for (const j of incomplete) {
     t.equal(j.state, 'error', `${j.operation}: failed`)
     t.equal(j.attempts, 1, `${j.operation}: in one attempt`)
   }
+  // and the other two failed on their own terms, in one attempt too
+  const others = Object.fromEntries(jobs.filter(j => !incomplete.includes(j)).map(j => [j.operation, [j.state, j.attempts, (j.error as { error_message?: string } | null)?.error_message]]))
+  t.same(others, {
+    drive_download: ['error', 1, 'the download was interrupted: the process sending it stopped'],
+    server_delete: ['error', 1, 'no handler for operation server_delete']
+  }, 'drive_download failed as an interrupted download, server_delete for want of a handler')
   const errors = lines.filter(l => l.level >= 50)
   t.same(errors.map(l => `${l.operation ?? ''}: ${l.msg}`), [], 'no error in the log')
   const skipped = lines.filter(l => l.msg.startsWith('job cleanup skipped: the job parameters are incomplete'))
