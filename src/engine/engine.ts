@@ -128,7 +128,7 @@ const FINISH_BATCH = 256
  * slot, if more), so that while the statements recording ends are held up (a lock, a slow
  * database) no new jobs are claimed only to wait behind them.
  */
-const SETTLING_MAX = FINISH_BATCH
+export const SETTLING_MAX = FINISH_BATCH
 
 /** Lease renewals that wait for a row lock another transaction holds, at most this many at once. */
 const MAX_WAITING_RENEWALS = 1

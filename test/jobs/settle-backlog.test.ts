@@ -5,6 +5,7 @@
 // Once the lock goes, every job is recorded.
 import t from 'tap'
 import pg from 'pg'
+import { SETTLING_MAX } from '../../src/engine/engine.ts'
 import { enqueueJob, enqueueJobs } from '../../src/engine/enqueue.ts'
 import { JobFailure, type JobHandler } from '../../src/engine/types.ts'
 import { buildTestApp, createUser, eventually } from '../helpers/app.ts'
@@ -32,7 +33,7 @@ t.test('a held-up finish stops the claims at SETTLING_MAX runs waiting to be rec
   await app.prisma.$transaction(tx => enqueueJobs(tx, Array.from({ length: JOBS }, () => ({ ownerId: alice.id, operation: 'drive_clone' as const }))))
   // until the bound is reached (seconds on a loaded machine), then a while longer: no more claims
   let most = 0
-  for (const deadline = Date.now() + 30_000; most < 256 && Date.now() < deadline;) {
+  for (const deadline = Date.now() + 30_000; most < SETTLING_MAX && Date.now() < deadline;) {
     most = Math.max(most, engine.activeJobs)
     await sleep(20)
   }
@@ -42,9 +43,9 @@ t.test('a held-up finish stops the claims at SETTLING_MAX runs waiting to be rec
   }
   const recorded = await app.prisma.job.count({ where: { state: 'success' } })
   t.equal(recorded, 0, 'nothing was recorded while the first finish waited')
-  // 256 waiting to be recorded, and the few claimed or running beside them
-  t.ok(most >= 256, `the runs waiting to be recorded reached the bound (${most})`)
-  t.ok(most <= 256 + 4 + 16, `and went no further (${most} of the ${JOBS + 1} jobs were held by this engine at most)`)
+  // SETTLING_MAX (256) waiting to be recorded, and the few claimed or running beside them
+  t.ok(most >= SETTLING_MAX, `the runs waiting to be recorded reached the bound (${most})`)
+  t.ok(most <= SETTLING_MAX + 4 + 16, `and went no further (${most} of the ${JOBS + 1} jobs were held by this engine at most)`)
   await holder.query('COMMIT')
   await waitForAllJobs(app, 60_000)
   t.equal(await app.prisma.job.count({ where: { state: 'success', attempts: 1 } }), JOBS, 'then every job was recorded, each in one attempt')

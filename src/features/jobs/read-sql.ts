@@ -226,10 +226,9 @@ function seekOf (query: Record<string, unknown>, spec: FilterSpec, plan: ListPla
  * transactions' counts not folded into it yet: foldListCounters); in last_modified order the
  * finished jobs, per state and operation, by job_top_finished (and job_top_finished_tx), and
  * unless the list is of finished states only, the open ones (whose last_modified still moves) of
- * its operations, read from jobs_top_open_idx. `ids`: the page,
- * skipping only `offset - before` entries from the start of that bucket. The counters and the
- * jobs are read in one snapshot, so the page is the plain query's; an offset past the end finds
- * no bucket and an empty page.
+ * its operations, read from jobs_top_open_idx. `ids`: the page, skipping only `offset - before`
+ * entries from the start of that bucket. The counters and the jobs are read in one snapshot, so
+ * the page is the plain query's; an offset past the end finds no bucket and an empty page.
  */
 function seekIdsSql (owner: string, where: string, order: string, { column, dir, states, operations }: Seek, plan: ListPlan, p: Params): string {
   const offset = p.add(plan.offset)
