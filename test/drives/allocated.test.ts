@@ -84,3 +84,39 @@ t.test('a figure measured for an older version of the row never replaces a newer
   const after = await app.prisma.drive.findUniqueOrThrow({ where: { id: created.uuid } })
   t.same(after.allocatedAt, fresh.allocatedAt, 'the newer figure stays')
 })
+
+t.test('a row another transaction holds is skipped, not waited for: its figure is stored by a later read', async t => {
+  const ids: string[] = []
+  for (const name of ['held', 'free']) {
+    const created = (await api.post('/api/2.0/drives/', { name, size: 4 * MiB, media: 'disk' })).json().objects[0]
+    await waitJob(created.jobs[0].uuid)
+    ids.push(created.uuid)
+  }
+  // both figures missing, as for a drive never read
+  await app.prisma.drive.updateMany({ where: { id: { in: ids } }, data: { allocatedSize: null, allocatedAt: null } })
+  const rows = async () => Promise.all(ids.map(async id => app.prisma.drive.findUniqueOrThrow({ where: { id } })))
+  const [held, free] = await rows()
+
+  // another transaction (a job's finish, another read's update) holds the first row
+  const holder = await app.dbPool.connect()
+  t.teardown(() => holder.release())
+  await holder.query('BEGIN')
+  await holder.query('SELECT 1 FROM drives WHERE id = $1::uuid FOR NO KEY UPDATE', [held.id])
+  // a read that would wait a minute for its figures to be stored: before, it waited on the held
+  // row's lock until the holder ended (two such reads of the same rows deadlocked)
+  const refresh = refreshAllocated(app.dbPool, app.storage, [held, free], 60_000).then(() => 'done' as const)
+  const outcome = await Promise.race([refresh, new Promise(resolve => setTimeout(resolve, 10_000, 'waited'))])
+  t.equal(outcome, 'done', 'the read was answered while the row was still held')
+  t.type(held.allocatedSize, 'bigint', 'with the figures it measured, the held row\'s too')
+  const [heldAfter, freeAfter] = await rows()
+  t.equal(freeAfter.allocatedAt?.getTime(), free.updatedAt.getTime(), 'the free row\'s figure is stored')
+  t.equal(heldAfter.allocatedAt, null, 'the held row is left as it was')
+  await holder.query('COMMIT')
+
+  // stale still, so the next read measures it again and stores it
+  const [again] = await rows()
+  await refreshAllocated(app.dbPool, app.storage, [again])
+  const [stored] = await rows()
+  t.equal(stored.allocatedAt?.getTime(), stored.updatedAt.getTime(), 'a later read stored the held row\'s figure')
+  t.equal(stored.allocatedSize, held.allocatedSize, 'the same figure')
+})

@@ -54,11 +54,20 @@ export async function refreshAllocated (pool: pg.Pool, storage: DriveStorage | u
     const done = all.filter(m => m !== undefined)
     if (done.length === 0) return
     // one statement; raw SQL leaves updated_at alone. A late figure never replaces one measured
-    // for a newer version of the row
+    // for a newer version of the row. Rows another transaction holds are skipped, not waited for:
+    // their cached figure stays stale and the next read measures again. (Concurrent reads of the
+    // same rows, as the detail list makes, updated them in different orders and deadlocked: a
+    // second each, pool connections held meanwhile, measured under bench:api's mixed load.)
     await pool.query(
-      `UPDATE drives d SET allocated_size = m.bytes, allocated_at = m.version
-       FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS m(id, bytes, version)
-       WHERE d.id = m.id AND (d.allocated_at IS NULL OR d.allocated_at <= m.version)`,
+      `WITH m AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS m(id, bytes, version)),
+       free AS (
+         SELECT d.id FROM drives d JOIN m ON d.id = m.id
+         WHERE d.allocated_at IS NULL OR d.allocated_at <= m.version
+         ORDER BY d.id FOR NO KEY UPDATE OF d SKIP LOCKED
+       )
+       UPDATE drives d SET allocated_size = m.bytes, allocated_at = m.version
+       FROM m JOIN free f ON f.id = m.id
+       WHERE d.id = f.id AND (d.allocated_at IS NULL OR d.allocated_at <= m.version)`,
       [done.map(m => m.row.id), done.map(m => String(m.bytes)), done.map(m => m.row.updatedAt.toISOString())]
     )
   }).catch(() => {})
