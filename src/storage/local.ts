@@ -159,6 +159,13 @@ class LocalDriveWriter implements DriveWriter {
   /** bytes written since the last background flush started, and that flush while it runs */
   private unflushed = 0
   private flushing: Promise<void> | undefined
+  /**
+   * What a background flush failed with. Linux reports a failed write-back once per open file:
+   * the fsync of close() on this same handle would then answer success for the pages that were
+   * lost (measured on an ext4 whose device ran out of space: the first fdatasync ENOSPC, the next
+   * ones ok). So it is kept, and every later write, sync and close fails with it.
+   */
+  private flushError: unknown
   constructor (
     private readonly handle: FileHandle,
     readonly size: number,
@@ -170,6 +177,7 @@ class LocalDriveWriter implements DriveWriter {
     if (!Number.isSafeInteger(position) || position < 0 || position + data.length > this.size) {
       throw new RangeError(`write of ${data.length} bytes at ${String(position)} is outside drive ${this.id} (size ${this.size})`)
     }
+    this.throwIfFlushFailed()
     let off = 0
     try {
       while (off < data.length) {
@@ -192,7 +200,11 @@ class LocalDriveWriter implements DriveWriter {
     this.unflushed += n
     if (this.unflushed < WRITE_BACK_BYTES || this.flushing !== undefined || this.closed !== undefined) return
     this.unflushed = 0
-    this.flushing = this.handle.datasync().catch(() => {}).finally(() => { this.flushing = undefined })
+    this.flushing = this.handle.datasync().catch((err: unknown) => { this.flushError ??= err }).finally(() => { this.flushing = undefined })
+  }
+
+  private throwIfFlushFailed (): void {
+    if (this.flushError !== undefined) throw wrap(this.flushError, this.id, 'write back')
   }
 
   async writev (buffers: Uint8Array[], position: number): Promise<void> {
@@ -200,6 +212,7 @@ class LocalDriveWriter implements DriveWriter {
     if (!Number.isSafeInteger(position) || position < 0 || position + len > this.size) {
       throw new RangeError(`write of ${len} bytes at ${String(position)} is outside drive ${this.id} (size ${this.size})`)
     }
+    this.throwIfFlushFailed()
     try {
       const { bytesWritten } = await this.handle.writev(buffers, position)
       if (bytesWritten === len) {
@@ -214,6 +227,8 @@ class LocalDriveWriter implements DriveWriter {
   }
 
   async sync (): Promise<void> {
+    await this.flushing
+    this.throwIfFlushFailed()
     try {
       await this.handle.sync()
     } catch (err) {
@@ -226,6 +241,7 @@ class LocalDriveWriter implements DriveWriter {
       // a background flush still running: the handle stays open until it is done
       await this.flushing
       try {
+        this.throwIfFlushFailed()
         if (this.durable) await this.handle.sync()
       } catch (err) {
         await this.handle.close().catch(() => {})
@@ -647,7 +663,9 @@ export class LocalDriveStorage implements DriveStorage {
       // durable copies: write the copy back while cp still runs, so the fsync after it has only
       // the tail left (cp alone leaves it all dirty in the page cache, and the fsync then writes
       // it all; overlapped, a dense copy takes about as long as the slower of the two)
-      if (this.durable) void this.writeBackWhile(partial, () => settled)
+      // (its failure fails the copy: the fsync after cp, on a handle opened later, would not hear
+      // of a write-back failure this loop's fdatasync was already told of)
+      const writtenBack = this.durable ? this.writeBackWhile(partial, () => settled) : Promise.resolve(undefined)
       const stop = (): boolean => {
         if (settled) return false
         settled = true
@@ -675,7 +693,10 @@ export class LocalDriveStorage implements DriveStorage {
           if (c === 'ENOENT' || c === 'EACCES') resolve({ reason: `${c}: ${String((spawnError as Error).message)}` })
           else reject(new StorageError('IO', `copy to ${job.dstId}: cannot run ${this.cpCommand}`, { cause: spawnError }))
         } else if (code === 0) {
-          resolve('ok')
+          void writtenBack.then((err) => {
+            if (err === undefined) resolve('ok')
+            else reject(wrap(err, job.dstId, 'copy write-back'))
+          })
         } else if (SETPRIV_EXEC_FAILED.test(stderr)) {
           // setpriv could not start cp (missing, not executable): as a failed spawn would
           resolve({ reason: stderr.trim().split('\n')[0] ?? '' })
@@ -690,10 +711,11 @@ export class LocalDriveStorage implements DriveStorage {
 
   /**
    * Flushes `file` to disk over and over (fdatasync, in the thread pool) until `done()`: the
-   * kernel writes the pages dirtied since the last flush while the writer goes on. Never throws;
-   * a file not there yet is waited for.
+   * kernel writes the pages dirtied since the last flush while the writer goes on. Never throws:
+   * resolves with what a flush failed with (the end of the loop), or undefined; a file not there
+   * yet is waited for.
    */
-  private async writeBackWhile (file: string, done: () => boolean): Promise<void> {
+  private async writeBackWhile (file: string, done: () => boolean): Promise<unknown> {
     let h: FileHandle | undefined
     try {
       while (!done()) {
@@ -710,8 +732,9 @@ export class LocalDriveStorage implements DriveStorage {
         // nothing was dirty (a flush returns at once): wait a little before the next
         if (performance.now() - t < 5) await new Promise(resolve => setTimeout(resolve, 20))
       }
-    } catch {
-      // the copy's own fsync at the end is the one that counts
+      return undefined
+    } catch (err) {
+      return err
     } finally {
       await h?.close().catch(() => {})
     }
