@@ -1,7 +1,8 @@
 // Write-back failures on a real device that fails (run as root: `npm run test:io`, in CI).
 // Linux reports a failed write-back once per open file: when a background fdatasync was told of
-// it, a later fsync of the same handle (or of one opened later) answers success for the pages that
-// were lost. These tests make the failure real: ext4 on a loop device whose backing file lives on a
+// it, a later fsync of the same handle answers success for the pages that were lost (and by the
+// kernel's rule, errseq, a handle opened after it was told need not hear of it either). These
+// tests make the failure real: ext4 on a loop device whose backing file lives on a
 // tmpfs too small for it, so the data written to new blocks cannot reach the device (EIO/ENOSPC at
 // write-back) while ext4 itself still has room and takes every write into the page cache.
 import t, { type Test } from 'tap'
@@ -95,9 +96,9 @@ t.test('after a failed flush, sync and later writes fail too', async t => {
 t.test('a copy whose write-back failed fails and leaves nothing', async t => {
   const { root, fill } = failingMount(t, { fill: false })
   // cp, then a pause before it exits: meanwhile the copy's write-back loop flushes all cp wrote
-  // and is told of the failure. (On this kernel the fsync after cp, on a handle opened later, was
-  // told of it too, so the copy failed before the loop's failure counted; by the rule above it
-  // need not be, and the copy no longer depends on it.)
+  // and is told of the failure. (On this machine's kernel the fsync after cp, on a handle opened
+  // later, was told of it too, so the copy failed before the loop's failure counted; by the rule
+  // above it need not be, and the copy no longer depends on it.)
   const slowCp = path.join(path.dirname(root), 'cp-then-wait')
   fs.writeFileSync(slowCp, '#!/bin/sh\ncp "$@" || exit $?\nsleep 0.5\n', { mode: 0o755 })
   const storage = new LocalDriveStorage({ root, copyMethod: 'cp', cpCommand: slowCp })
