@@ -663,8 +663,8 @@ export class LocalDriveStorage implements DriveStorage {
       // durable copies: write the copy back while cp still runs, so the fsync after it has only
       // the tail left (cp alone leaves it all dirty in the page cache, and the fsync then writes
       // it all; overlapped, a dense copy takes about as long as the slower of the two)
-      // (its failure fails the copy: by Linux's rule, errseq, the fsync after cp, on a handle
-      // opened later, need not hear of a write-back failure this loop's fdatasync was told of)
+      // (its failure fails the copy: the fsync after cp, on a handle opened later, need not hear
+      // of a write-back failure this loop's fdatasync was told of, and in test:io mostly did not)
       const writtenBack = this.durable ? this.writeBackWhile(partial, () => settled) : Promise.resolve(undefined)
       const stop = (): boolean => {
         if (settled) return false
