@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, readdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import t from 'tap'
-import type { Test } from 'tap'
-import { LocalDriveStorage, StorageError } from '../../src/storage/index.ts'
-import type { CopyMethod, DriveStorage, StorageErrorCode } from '../../src/storage/index.ts'
+import { LocalDriveStorage } from '../../src/storage/index.ts'
+import type { CopyMethod, DriveStorage } from '../../src/storage/index.ts'
+import { expectCode, noFilesOf } from '../helpers/storage.ts'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -26,25 +26,6 @@ function sha256OfZeros (len: number): string {
   const zero = Buffer.alloc(4 * MiB)
   for (let left = len; left > 0; left -= zero.length) h.update(zero.subarray(0, Math.min(left, zero.length)))
   return h.digest('hex')
-}
-
-async function expectCode (t: Test, p: Promise<unknown>, code: StorageErrorCode, msg: string): Promise<unknown> {
-  try {
-    await p
-    t.fail(`${msg}: expected ${code}, resolved`)
-    return undefined
-  } catch (err) {
-    t.ok(err instanceof StorageError, `${msg}: is StorageError (${String(err)})`)
-    t.equal((err as StorageError).code, code, `${msg}: code ${code}`)
-    return err
-  }
-}
-
-/** No file of drive `id` (image or partial) in its shard folder. */
-async function noFilesOf (s: DriveStorage, id: string): Promise<boolean> {
-  const dir = path.dirname(s.path(id))
-  if (!existsSync(dir)) return true
-  return !(await readdir(dir)).some(f => f.startsWith(id))
 }
 
 async function writeRandom (s: DriveStorage, id: string, start: number, len: number): Promise<void> {
