@@ -698,6 +698,12 @@ export class JobEngine {
         entry.leaseEnd = Math.max(entry.leaseEnd, sentAt + this.leaseMs)
         this.armWatchdog(entry)
       },
+      guard: () => {
+        if (entry.stale) refuse()
+        if (Date.now() < entry.leaseEnd - this.marginMs) return
+        this.loseLease(entry, 'its lease ran out before an irreversible storage step')
+        throw new LeaseLost(row.id)
+      },
       fenced,
       fencedStatement: async (run) => {
         if (entry.stale) refuse()

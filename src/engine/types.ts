@@ -63,6 +63,16 @@ export interface JobContext {
    */
   fence: () => Promise<void>
   /**
+   * The last check before a storage step that nothing can undo and that the storage cannot fence
+   * itself (truncating an image, removing one): synchronous, so the storage runs it immediately
+   * before the step with no wait in between (DriveStorage's `guard`). Throws LeaseLost (and aborts
+   * `signal`) when this attempt may no longer own its job: fenced out, or its lease, by this
+   * process's clock, within the margin of its end. A process held up (stopped, swapped out) past
+   * its lease can resume into the step before its watchdog timer runs; the clock says the lease is
+   * gone even then, and another process may have taken the job over (`fence()` answered before).
+   */
+  guard: () => void
+  /**
    * Runs `fn` in a transaction that holds this attempt's job row locked (no other process can take
    * the job over meanwhile): resource status writes and renames made inside commit only while this
    * attempt still owns the job; a stale attempt gets LeaseLost and nothing commits.

@@ -24,6 +24,7 @@ export type {
   DriveWriter,
   ReadRange,
   StorageErrorCode,
+  StorageGuard,
   WriteStreamOptions,
   WrittenHook,
 } from './types.ts'

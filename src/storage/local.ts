@@ -23,12 +23,13 @@ import {
 } from './types.ts'
 import type {
   CopyOptions,
-  DriveStat,
-  DriveStorage,
   DrivePlacement,
   DriveReader,
+  DriveStat,
+  DriveStorage,
   DriveWriter,
   ReadRange,
+  StorageGuard,
   WriteStreamOptions,
 } from './types.ts'
 
@@ -357,7 +358,7 @@ export class LocalDriveStorage implements DriveStorage {
     }
   }
 
-  async resize (id: string, size: number): Promise<void> {
+  async resize (id: string, size: number, signal?: AbortSignal, guard?: StorageGuard): Promise<void> {
     const file = this.path(id)
     assertSize(size)
     let h: FileHandle
@@ -366,6 +367,15 @@ export class LocalDriveStorage implements DriveStorage {
       h = await open(file, 'r+')
     } catch (err) {
       throw wrap(err, id, 'resize')
+    }
+    try {
+      // the last checks before the size changes (a shrink discards data), with no wait between
+      // them and the truncate: a refusal (the guard's error as it is) leaves the image as it was
+      if (isAborted(signal)) throw new StorageError('ABORTED', `resize of ${id} aborted`, { cause: signal?.reason })
+      guard?.()
+    } catch (err) {
+      await h.close().catch(() => {})
+      throw err
     }
     try {
       await h.truncate(size)
@@ -473,8 +483,10 @@ export class LocalDriveStorage implements DriveStorage {
     })
   }
 
-  async delete (id: string): Promise<void> {
+  async delete (id: string, guard?: StorageGuard): Promise<void> {
     const file = this.path(id)
+    // the last check before the image goes (its error as it is): nothing removed then
+    guard?.()
     try {
       await rmForce(file)
       await this.removePartials(id)

@@ -37,6 +37,7 @@ import {
   type DriveWriter,
   type FlattenOptions,
   type ReadRange,
+  type StorageGuard,
   type WriteStreamOptions,
 } from './types.ts'
 
@@ -154,6 +155,8 @@ interface RunOptions {
   long?: boolean
   /** The executable (default: the rbd one). */
   command?: string
+  /** Runs just before the process starts; its error rejects the call as it is, nothing started. */
+  guard?: StorageGuard
 }
 
 /** How long the pool's placement, once read, is kept (a pool's size or CRUSH rule rarely changes). */
@@ -286,6 +289,12 @@ export class RbdDriveStorage implements DriveStorage {
     const { signal, onStderr } = options
     return new Promise((resolve, reject) => {
       if (signal?.aborted === true) { reject(abortedError(what, signal.reason)); return }
+      try {
+        options.guard?.()
+      } catch (err) {
+        reject(err)
+        return
+      }
       const command = options.command ?? this.rbdCommand
       const child = this.spawnRbd(args, ['ignore', 'pipe', 'pipe'], command)
       let out = ''
@@ -380,13 +389,14 @@ export class RbdDriveStorage implements DriveStorage {
     await this.run(['create', '--size', `${size}B`, this.spec(id)], `create ${id}`)
   }
 
-  async resize (id: string, size: number, signal?: AbortSignal): Promise<void> {
+  async resize (id: string, size: number, signal?: AbortSignal, guard?: StorageGuard): Promise<void> {
     checkId(id)
     assertSize(size)
     const info = await this.json<ImageInfo>(['info', this.spec(id)], `info ${id}`, { signal })
     if (info.size === size) return
-    // shrinking deletes the objects past the new end: work that grows with the image
-    await this.run(['resize', '--no-progress', '--allow-shrink', '--size', `${size}B`, this.spec(id)], `resize ${id}`, { signal, long: true })
+    // shrinking deletes the objects past the new end: work that grows with the image (the guard
+    // runs just before the process starts)
+    await this.run(['resize', '--no-progress', '--allow-shrink', '--size', `${size}B`, this.spec(id)], `resize ${id}`, { signal, long: true, guard })
   }
 
   async stat (id: string): Promise<DriveStat> {
@@ -562,7 +572,8 @@ export class RbdDriveStorage implements DriveStorage {
    * Removes image `name`, or hides it (rename) while children still depend on one of its
    * snapshots. Then lets its parent go if this was the parent's last child.
    */
-  private async removeImage (name: string, options: { busy?: 'wait' | 'leave' } = {}): Promise<void> {
+  private async removeImage (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard } = {}): Promise<void> {
+    const { guard } = options
     const info = await this.infoOrNull(name)
     if (info === null) return
     let kept = 0
@@ -572,14 +583,14 @@ export class RbdDriveStorage implements DriveStorage {
     if (kept > 0) {
       if (!name.startsWith(HIDDEN_PREFIX)) {
         const hidden = `${HIDDEN_PREFIX}${name}.${randomBytes(4).toString('hex')}`
-        await this.run(['rename', this.spec(name), this.spec(hidden)], `rename ${name}`)
+        await this.run(['rename', this.spec(name), this.spec(hidden)], `rename ${name}`, { guard })
       }
       return
     }
     // a client that died holding the image leaves its watch for ~30 s (osd_client_watch_timeout)
     for (let tries = 0; ; tries++) {
       try {
-        await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`, { long: true })
+        await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`, { long: true, guard })
         break
       } catch (err) {
         if (err instanceof StorageError && err.code === 'NOT_FOUND') break
@@ -607,10 +618,11 @@ export class RbdDriveStorage implements DriveStorage {
     if (name.startsWith(HIDDEN_PREFIX)) await this.removeImage(name)
   }
 
-  async delete (id: string): Promise<void> {
+  async delete (id: string, guard?: StorageGuard): Promise<void> {
     checkId(id)
     await this.removePartials(id)
-    await this.removeImage(id)
+    // the guard before each step that makes the image go (hiding it, each try of its removal)
+    await this.removeImage(id, { guard })
   }
 
   /** The partial image of a copy to `id`: one per attempt of the copying job, so attempts never share one. */

@@ -204,6 +204,15 @@ export interface DriveWriter {
  */
 export type DrivePlacement = 'one-host' | 'spread'
 
+/**
+ * The caller's last word before a step that cannot be undone (a job attempt's ctx.guard): runs
+ * synchronously, immediately before the step, and throws (its own error, passed on as it is) when
+ * the step must not happen. A storage cannot itself know whether the job attempt calling it was
+ * taken over while it was held up; this check sits as close to the step as the storage can put it
+ * (local: between open and truncate or unlink; rbd: just before the process that does it starts).
+ */
+export type StorageGuard = () => void
+
 export interface DriveStorage {
   /** Where images live, as far as host failures go (see {@link DrivePlacement}); may ask the cluster. */
   placement (): Promise<DrivePlacement>
@@ -221,8 +230,9 @@ export interface DriveStorage {
    * Throws 'NOT_FOUND' if the drive does not exist (it is never created here).
    * Aborting `signal` stops a resize that takes time (rbd: a shrink deletes objects) with
    * 'ABORTED'; the image may then be at either size, and the same call can simply run again.
+   * An abort or a refusing `guard` before the size changes leaves it as it was.
    */
-  resize (id: string, size: number, signal?: AbortSignal): Promise<void>
+  resize (id: string, size: number, signal?: AbortSignal, guard?: StorageGuard): Promise<void>
 
   /**
    * Ends whatever the storage still has running (rbd: its processes) and refuses new calls
@@ -276,8 +286,11 @@ export interface DriveStorage {
    */
   copy (srcId: string, dstId: string, options?: CopyOptions): Promise<void>
 
-  /** Removes the image (and any partial copy of it). Idempotent: a missing drive is fine. */
-  delete (id: string): Promise<void>
+  /**
+   * Removes the image (and any partial copy of it). Idempotent: a missing drive is fine.
+   * `guard` runs before the image itself goes (rbd: before each step that makes it go).
+   */
+  delete (id: string, guard?: StorageGuard): Promise<void>
 
   /** Where the image lives, for internal use (a file path, or `rbd:<pool>/<id>`). */
   path (id: string): string

@@ -208,6 +208,7 @@ t.test('a drive_create that fails leaves nothing behind', async t => {
     signal: new AbortController().signal,
     prisma: app.prisma,
     fence: async () => {},
+    guard: () => {},
     fenced: async (fn) => app.prisma.$transaction(fn),
     fencedStatement: async () => { throw new Error('a cleanup writes no fenced statement') },
     log: () => {},

@@ -215,6 +215,7 @@ t.test('a failed resize leaves the drive at the size of its image', async t => {
     signal: new AbortController().signal,
     prisma: app.prisma,
     fence: async () => {},
+    guard: () => {},
     fenced: async (fn) => app.prisma.$transaction(fn),
     fencedStatement: async () => { throw new Error('a cleanup writes no fenced statement') },
     log: () => {},

@@ -169,3 +169,34 @@ t.test('a job taken over because its lease lapsed (heartbeats failing, the proce
   t.equal(noneLeft.state, 'error')
   t.match(noneLeft.error, { error_message: /could not renew its lease in time, and it has no attempts left \(1\)/ })
 })
+
+t.test('guard(): an attempt held up past its lease is refused by the clock before its watchdog has run', async t => {
+  const seen: Array<{ first: string, held: string, aborted: boolean, refused: number }> = []
+  const handler: JobHandler = {
+    resumable: true,
+    async run (ctx) {
+      if (ctx.job.attempts > 1) return 'second attempt'
+      await ctx.fence()
+      const check = () => { try { ctx.guard(); return 'allowed' } catch (err) { return err instanceof LeaseLost ? 'LeaseLost' : String(err) } }
+      const first = check()
+      // the process held up (stopped, swapped out) right after its fence: the thread does not run,
+      // so neither does the watchdog's timer, nor the heartbeat that would renew the lease
+      const until = Date.now() + 2200
+      while (Date.now() < until) { /* held up */ }
+      const held = check()
+      // what a storage does after a refused guard: nothing; the next write finds the attempt stale
+      seen.push({ first, held, aborted: ctx.signal.aborted, refused: await tryWrites(ctx, 'held-up') })
+      return 'not recorded'
+    }
+  }
+  const engine = await startEngine(t, app, { server_start: handler }, { databaseUrl, leaseSeconds: 2, leaseMarginMs: 500 })
+  const { id } = await enqueue('server_start')
+  const done = await waitForJob(app, id, { timeoutMs: 20_000 })
+  await engine.idle()
+  t.same(seen, [{ first: 'allowed', held: 'LeaseLost', aborted: true, refused: 3 }],
+    'allowed right after its fence; refused (LeaseLost, its signal aborted) once held up past its lease, though no timer had run; every later write refused')
+  t.equal(done.state, 'success')
+  t.equal(done.result, 'second attempt', 'the held-up attempt recorded nothing; the next one ran the job')
+  t.equal(done.attempts, 2)
+  t.equal(await app.prisma.setting.findUnique({ where: { key: `held-up-${id}` } }), null)
+})

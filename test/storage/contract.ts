@@ -176,6 +176,42 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     await s.delete(id)
   })
 
+  t.test('resize and delete ask their guard last: a refusal or an abort changes nothing', async t => {
+    const s = make(t)
+    const id = randomUUID()
+    await s.create(id, 2 * MiB)
+    t.teardown(() => s.delete(id))
+    const tail = randomBytes(MiB)
+    const w = await s.openForWrite(id)
+    await w.write(tail, MiB)
+    await w.close()
+    const refusal = new Error('this job attempt may be stale')
+    const refuse = (): void => { throw refusal }
+    const refusedWith = async (p: Promise<unknown>, msg: string): Promise<void> => {
+      t.equal(await p.then(() => 'resolved', (err: unknown) => err), refusal, msg)
+    }
+    let asked = 0
+    const allow = (): void => { asked++ }
+    const unchanged = async (what: string): Promise<void> => {
+      t.equal((await s.stat(id)).size, 2 * MiB, `${what}: the size is as it was`)
+      t.ok((await readAll(s, id, MiB, 2 * MiB - 1)).equals(tail), `${what}: the data past 1 MiB is there`)
+    }
+    await refusedWith(s.resize(id, MiB, undefined, refuse), 'a shrink its guard refuses rejects with the guard\'s error as it is')
+    await unchanged('refused shrink')
+    const aborted = new AbortController()
+    aborted.abort()
+    await rejectsCode(t, s.resize(id, MiB, aborted.signal), 'ABORTED', 'an aborted shrink')
+    await unchanged('aborted shrink')
+    await refusedWith(s.delete(id, refuse), 'a delete its guard refuses rejects with the guard\'s error')
+    await unchanged('refused delete')
+    await s.resize(id, 3 * MiB, undefined, allow)
+    t.equal(asked, 1, 'a resize asks its guard once')
+    t.equal((await s.stat(id)).size, 3 * MiB, 'and resizes when it allows')
+    await s.delete(id, allow)
+    t.ok(asked >= 2, 'a delete asks its guard')
+    t.notOk(await s.exists(id), 'and deletes when it allows')
+  })
+
   t.test('invalid ids never reach the storage', async t => {
     const s = make(t)
     for (const id of ['../x', '/etc/passwd', 'ABCDEF00-0000-4000-8000-000000000000', '', 'a/b', 'x@snap', '-rf']) {

@@ -38,7 +38,10 @@ export function driveCreateHandler (storage: DriveStorage, pool: pg.Pool): JobHa
       await ctx.fence()
       const made = !await storage.exists(driveId)
       if (made) await storage.create(driveId, size)
-      else await storage.resize(driveId, size)
+      // an image an earlier attempt made: to the size asked for, with the guard right before the
+      // truncate (a process held up here past its lease must not cut a drive that the newer
+      // attempt has finished and a resize has grown since, as in drive_resize)
+      else await storage.resize(driveId, size, ctx.signal, ctx.guard)
       // a stale attempt (a newer one took the job over) gets LeaseLost here, from its heartbeat's
       // abort or from the fenced statement, and writes nothing
       let done: number

@@ -21,8 +21,9 @@ export function driveDeleteHandler (storage: DriveStorage): JobHandler {
       if (drive && drive.lockedByJob !== ctx.job.id) throw new JobFailure('the drive is no longer held by this job')
       // the guard before the irreversible step: a stale attempt (a newer one took the job over, and
       // may be bringing the drive back) gets LeaseLost and deletes nothing
+      // (and the guard once more right before the image goes, as in drive_resize)
       await ctx.fence()
-      await storage.delete(driveId)
+      await storage.delete(driveId, ctx.guard)
       // one statement fenced by this attempt (a row already gone is a rerun's: nothing to do)
       await ctx.fencedStatement(async (fence) =>
         (await ctx.prisma.$queryRawUnsafe<Array<{ fenced: number }>>(DELETE_ROW, driveId, ctx.job.id, ...fenceParams(fence)))[0])

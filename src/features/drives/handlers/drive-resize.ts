@@ -12,10 +12,13 @@ export function driveResizeHandler (storage: DriveStorage): JobHandler {
       const { driveId, size } = driveJobParams(ctx, true)
       const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } })
       if (!drive || drive.lockedByJob !== ctx.job.id) throw new JobFailure('the drive is no longer held by this job')
-      // a stale attempt (a newer one took the job over) must not resize the image under it
+      // a stale attempt (a newer one took the job over) must not resize the image under it: the
+      // fence asks the database; the guard asks the lease's clock again right before the truncate
+      // (a process held up after its fence, past its lease, must not shrink a drive that the
+      // newer attempt has settled and a later resize has grown since)
       await ctx.fence()
       try {
-        await storage.resize(driveId, size, ctx.signal)
+        await storage.resize(driveId, size, ctx.signal, ctx.guard)
       } catch (err) {
         if (isStorageError(err, 'NOT_FOUND')) throw new JobFailure('the drive has no data to resize')
         throw err
