@@ -120,6 +120,20 @@ export class HeldJob {
     }, { timeout: Math.max(1000, this.deps.leaseMs - this.deps.marginMs) })
   }
 
+  /**
+   * As a handler's ctx.guard: the last check, synchronous, before a storage step nothing undoes
+   * (a copy renamed over the drive's image). Throws LeaseLost (and aborts the signal) when the
+   * lease is gone, or by this process's clock within the margin of its end: a request held up
+   * inside `fenced` past its lease resumes before its watchdog's timer runs.
+   */
+  guard (): void {
+    if (this.stale || this.finished) throw new LeaseLost(this.row.id)
+    if (Date.now() < this.leaseEnd - this.deps.marginMs) return
+    this.deps.log.warn({ job: this.row.id, attempt: this.row.attempts }, 'held job aborted: its lease ran out before an irreversible storage step')
+    this.leaseLost()
+    throw new LeaseLost(this.row.id)
+  }
+
   /** The lease was lost (or the process is crashing): the job may belong to a newer attempt now. */
   get leaseGone (): boolean { return this.stale }
 

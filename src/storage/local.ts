@@ -574,6 +574,12 @@ export class LocalDriveStorage implements DriveStorage {
         progress.report(total, true)
         let commitError: unknown
         const commit = async (): Promise<void> => {
+          // the caller's last word, right before the rename: its refusal passes on as it is
+          try {
+            options.guard?.()
+          } catch (err) {
+            throw new ProgressCallbackError(err, 'the guard refused the rename')
+          }
           try {
             await rename(partial, dst)
             await this.syncDir(dst)
@@ -589,7 +595,7 @@ export class LocalDriveStorage implements DriveStorage {
           try {
             await options.fenced(commit)
           } catch (err) {
-            if (err === commitError) throw err
+            if (err === commitError || err instanceof ProgressCallbackError) throw err
             throw new ProgressCallbackError(err, 'the fenced guard refused the rename')
           }
         }

@@ -823,9 +823,11 @@ export class RbdDriveStorage implements DriveStorage {
         await this.flattenImage(partial, dstId, signal, options.onProgress, total)
         const t1 = performance.now()
         if (isAborted(signal)) throw abortedError(dstId, signal?.reason)
+        const { guard } = options
         const commit = async (): Promise<void> => {
-          await this.removeImage(dstId)
-          await this.run(['rename', this.spec(partial), this.spec(dstId)], `rename ${partial}`)
+          // the caller's guard before each step that replaces the destination
+          await this.removeImage(dstId, { guard })
+          await this.run(['rename', this.spec(partial), this.spec(dstId)], `rename ${partial}`, { guard })
         }
         // fenced (the job layer's guard): replaced only while the copying attempt still owns its job
         if (options.fenced === undefined) await commit()

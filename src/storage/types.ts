@@ -120,6 +120,15 @@ export interface CopyOptions {
    * partial is removed and copy() rejects with that error.
    */
   fenced?: (commit: () => Promise<void>) => Promise<void>
+  /**
+   * Asked last, right before the destination is replaced (inside `fenced`: local, before the
+   * rename; rbd, before each process that removes the old image or renames the copy into place).
+   * A refusal (its error as it is) leaves the destination as it was and removes the partial. The
+   * job layer passes its guard (ctx.guard): `fenced`'s transaction holds the job row only while
+   * its session lives, and a process held up inside it for longer than the database keeps an idle
+   * transaction resumes into the rename after another process may have taken the job over.
+   */
+  guard?: StorageGuard
   /** Called once a copy succeeded: how it was made and where the time went (for the job log). */
   onStats?: (stats: CopyStats) => void
   /** Called when the copy starts (again when it falls back to another method): how it copies. */

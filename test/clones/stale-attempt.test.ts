@@ -1,13 +1,18 @@
 // A stale attempt of drive_clone or server_clone (its job was taken over by a newer attempt while
 // its settle waited for a row) settles nothing: not the destination, the source's reader or the new
-// server; the newer attempt then does (test/helpers/takeover.ts).
-import { randomUUID } from 'node:crypto'
+// server; the newer attempt then does (test/helpers/takeover.ts). An attempt held up inside its
+// fenced rename past its lease puts nothing in place (the storage's guard).
+import { randomBytes, randomUUID } from 'node:crypto'
 import t from 'tap'
 import { enqueueJob, newJobId } from '../../src/engine/enqueue.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
 import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
 import { jobRow, runStale, TAKEN_BY } from '../helpers/takeover.ts'
 import { GiB, readyDrive } from './helpers.ts'
+import { memoryLogger } from '../helpers/log.ts'
+import { readAll } from '../storage/contract.ts'
+import { driveCloneHandler } from '../../src/features/clones/handlers/drive-clone.ts'
+import type { CopyOptions } from '../../src/storage/index.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -55,4 +60,44 @@ t.test('server_clone: a stale attempt does not release the new server; the newer
   await stale.newer()
   t.equal((await waitForJob(app, jobId)).state, 'success')
   t.match(await app.prisma.server.findUniqueOrThrow({ where: { id: serverId } }), { lockedByJob: null })
+})
+
+t.test('drive_clone: an attempt held up inside its fenced rename past its lease puts nothing in place; the next attempt does', async t => {
+  const setup = await startEngine(t, app, appHandlers(app), { databaseUrl })
+  const src = await readyDrive(api)
+  await setup.stop()
+  const w = await app.storage.openForWrite(src.uuid)
+  await w.write(randomBytes(1024 * 1024), 5 * 1024 * 1024)
+  await w.close()
+  const dst = (await api.post(`/api/2.0/drives/${src.uuid}/action/?do=clone`, {})).json().objects[0]
+  const jobId = (await drive(dst.uuid)).lockedByJob!
+  // the real storage, whose first copy is held up (the thread does not run: a process stopped or
+  // swapped out) inside its fenced step, the job row locked, just before the rename, past the lease
+  let renames = 0
+  const put: number[] = []
+  const storage = new Proxy(app.storage, {
+    get (target, p) {
+      const v = Reflect.get(target, p, target) as unknown
+      if (p !== 'copy') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      return (from: string, to: string, o: CopyOptions = {}) => target.copy(from, to, {
+        ...o,
+        fenced: async (commit) => o.fenced!(async () => {
+          const n = ++renames
+          if (n === 1) { const until = Date.now() + 2500; while (Date.now() < until) { /* held up */ } }
+          await commit()
+          put.push(n)
+        })
+      })
+    }
+  })
+  const { log, lines } = memoryLogger()
+  await startEngine(t, { ...app, log } as typeof app, { ...appHandlers(app), drive_clone: driveCloneHandler(() => storage) }, { databaseUrl, leaseSeconds: 2, leaseMarginMs: 500 })
+  const done = await waitForJob(app, jobId, { timeoutMs: 20_000 })
+  t.ok(lines.some(l => /job aborted: its lease ran out before an irreversible storage step/.test(l.msg)), 'the held-up attempt was refused by its guard at the rename')
+  t.equal(renames, 2, 'the next attempt copied again')
+  t.same(put, [2], 'the held-up attempt put nothing in place (its rename refused); the next one did')
+  t.equal(done.state, 'success')
+  t.equal(done.attempts, 2, 'the next attempt finished the clone')
+  t.match(await drive(dst.uuid), { status: 'unmounted', lockedByJob: null })
+  t.ok((await readAll(app.storage, dst.uuid)).equals(await readAll(app.storage, src.uuid)), 'the clone holds the source\'s data')
 })

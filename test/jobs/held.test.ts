@@ -98,3 +98,25 @@ t.test('a holder whose lease cannot be renewed is aborted locally before the lea
   t.equal(after.state, 'started', 'nothing was recorded')
   t.equal(Number(after.bytesDone), 0, 'no progress written after the abort')
 })
+
+t.test('guard(): a holder held up inside its fenced step past its lease is refused by the clock before its watchdog has run', async t => {
+  const engine = new JobEngine({ prisma: app.prisma, databaseUrl, log: app.log, concurrency: 1, leaseSeconds: 2, leaseMarginMs: 500 })
+  t.teardown(() => engine.stop())
+  const row = await app.prisma.$transaction(tx => engine.enqueueHeld(tx, { ownerId: alice.id, operation: 'drive_upload', params: {} }))
+  const job = engine.hold(row, 100)
+  const check = () => { try { job.guard(); return 'allowed' } catch (err) { return err instanceof LeaseLost ? 'LeaseLost' : String(err) } }
+  const seen: Record<string, unknown> = {}
+  // the step a request puts in place inside job.fenced (a copy renamed over the drive's image), with
+  // the thread held up (a process stopped or swapped out) between the row lock and that step
+  await job.fenced(async () => {
+    seen.first = check()
+    const until = Date.now() + 2200
+    while (Date.now() < until) { /* held up */ }
+    seen.held = check()
+    seen.aborted = job.signal.aborted
+  }).catch(() => {})
+  t.same(seen, { first: 'allowed', held: 'LeaseLost', aborted: true },
+    'allowed with its row locked; refused (LeaseLost, its signal aborted) once held up past its lease, though no timer had run')
+  t.ok(job.signal.reason instanceof LeaseLost)
+  t.equal(check(), 'LeaseLost', 'and refused from then on')
+})

@@ -1,6 +1,8 @@
 // The drive storage contract (src/storage/types.ts), run against every backend: local files in
 // contract.test.ts (npm test), Ceph RBD in test/rbd/storage.rbd.ts (npm run test:rbd).
 import { randomBytes, randomUUID } from 'node:crypto'
+import { readdir } from 'node:fs/promises'
+import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import type { Test } from 'tap'
@@ -281,6 +283,33 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     await s.delete(src)
     t.ok((await readAll(s, dst, size - 3, size - 1)).equals(Buffer.from('end')), 'the copy outlives its source')
     await s.delete(dst)
+  })
+
+  t.test('copy: a guard refusing right before the replace leaves the destination as it was', async t => {
+    const s = make(t)
+    const [src, dst] = [randomUUID(), randomUUID()]
+    t.teardown(async () => { await s.delete(src); await s.delete(dst) })
+    const [fresh, old] = [randomBytes(MiB), randomBytes(MiB)]
+    for (const [id, data] of [[src, fresh], [dst, old]] as const) {
+      await s.create(id, 2 * MiB)
+      const w = await s.openForWrite(id)
+      await w.write(data, 0)
+      await w.close()
+    }
+    const refusal = new Error('this job attempt may be stale')
+    let inFence = 0
+    const fenced = async (commit: () => Promise<void>): Promise<void> => { inFence++; await commit() }
+    const outcome = await s.copy(src, dst, { attempt: 2, fenced, guard: () => { throw refusal } }).then(() => 'resolved', (err: unknown) => err)
+    t.equal(outcome, refusal, 'the copy rejects with the guard\'s error as it is')
+    t.equal(inFence, 1, 'asked inside the fenced step')
+    t.ok((await readAll(s, dst, 0, MiB - 1)).equals(old), 'the destination keeps its data')
+    // local files: no partial left beside the image (rbd: the pool's leak check at the end)
+    const file = s.path(dst)
+    if (file.startsWith('/')) t.same((await readdir(path.dirname(file))).filter(f => f.startsWith(dst)), [path.basename(file)], 'no partial file left')
+    let asked = 0
+    await s.copy(src, dst, { attempt: 3, fenced, guard: () => { asked++ } })
+    t.ok(asked >= 1, 'a copy asks its guard')
+    t.ok((await readAll(s, dst, 0, MiB - 1)).equals(fresh), 'and replaces the destination when it allows')
   })
 
   t.test('copy errors: NOT_FOUND source, onto itself, ABORTED leaves nothing, a throwing onProgress', async t => {

@@ -71,7 +71,7 @@ export function committedUpload (checkpoint: unknown): UploadIntoCheckpoint['com
  * and renamed into place only inside `fenced` (the attempt's job row locked), so a stale attempt
  * never replaces the image under a newer one (see storage CopyOptions).
  */
-export interface FencedCopy { attempt: number, fenced: (commit: () => Promise<void>) => Promise<void> }
+export interface FencedCopy { attempt: number, fenced: (commit: () => Promise<void>) => Promise<void>, guard: () => void }
 
 /**
  * Finishes an upload into a drive whose process stopped after its commit point (the drive_upload
@@ -192,7 +192,7 @@ export async function startMultipartUploadInto (deps: TransferDeps, ownerId: str
         await held.checkpoint({ committed: { sha256, bytes } } satisfies UploadIntoCheckpoint)
         // replaces the drive's image at once, and only with the complete file, and only while
         // this attempt still owns the job (a takeover after the commit point rolls it forward itself)
-        await deps.storage.copy(scratch, id, { attempt: held.row.attempts, fenced: (commit) => held.fenced(() => commit()) })
+        await deps.storage.copy(scratch, id, { attempt: held.row.attempts, fenced: (commit) => held.fenced(() => commit()), guard: () => held.guard() })
       } catch (err) {
         // the drive's image is as it was (the copy replaces it only when complete)
         throw await abort(err)

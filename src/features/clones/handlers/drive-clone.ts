@@ -135,6 +135,7 @@ export function driveCloneHandler (storage: () => DriveStorage): JobHandler {
             // this attempt's own partial file, renamed into place only while it still owns the job
             attempt: ctx.job.attempts,
             fenced: (commit) => ctx.fenced(async () => { await commit() }),
+            guard: ctx.guard,
             onProgress: (done, all) => {
               total = all
               ctx.progress({ bytesDone: done, bytesTotal: all, description: copyDescription(done, all) })

@@ -45,7 +45,7 @@ export function driveUploadHandler (storage: DriveStorage): JobHandler {
         // the file was complete and replacing the drive's image when its process stopped: finish that
         const drive = await ctx.prisma.drive.findUnique({ where: { id: p.driveId } })
         if (!drive || drive.lockedByJob !== ctx.job.id || drive.status !== 'uploading') throw new JobFailure('the drive is no longer held by this upload')
-        const how = await rollForwardUploadInto(storage, p.driveId, p.scratch, { attempt: ctx.job.attempts, fenced: (commit) => ctx.fenced(() => commit()) })
+        const how = await rollForwardUploadInto(storage, p.driveId, p.scratch, { attempt: ctx.job.attempts, fenced: (commit) => ctx.fenced(() => commit()), guard: ctx.guard })
         await ctx.fenced(async (tx) => finishUploadedDrive(tx, ctx.job.ownerId, p.driveId, ctx.job.id))
         ctx.log(`the process receiving this upload stopped after the file was complete (sha256 ${committed.sha256}); ${how === 'copied' ? 'its image replaced the drive\'s' : 'its image had already replaced the drive\'s'}`)
         ctx.progress({ description: `received ${formatBytes(committed.bytes)} into the drive (multipart); stored after a takeover`, extra: { phase: 'done' } })
