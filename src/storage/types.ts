@@ -123,7 +123,9 @@ export interface CopyOptions {
   /**
    * Asked last, right before the destination is replaced (inside `fenced`: local, before the
    * rename; rbd, before each process that removes the old image or renames the copy into place).
-   * A refusal (its error as it is) leaves the destination as it was and removes the partial. The
+   * A refusal (its error as it is) removes the partial; it leaves the destination as it was,
+   * except on rbd between its two steps (the old image removed, the copy not yet renamed): the
+   * destination is then missing, which a refusal means is no longer this caller's to replace. The
    * job layer passes its guard (ctx.guard): `fenced`'s transaction holds the job row only while
    * its session lives, and a process held up inside it for longer than the database keeps an idle
    * transaction resumes into the rename after another process may have taken the job over.
