@@ -220,7 +220,8 @@ export type DrivePlacement = 'one-host' | 'spread'
  * synchronously, immediately before the step, and throws (its own error, passed on as it is) when
  * the step must not happen. A storage cannot itself know whether the job attempt calling it was
  * taken over while it was held up; this check sits as close to the step as the storage can put it
- * (local: between open and truncate or unlink; rbd: just before the process that does it starts).
+ * (local: right before the truncate, unlink or rename; rbd: just before the process that does it
+ * starts).
  */
 export type StorageGuard = () => void
 
