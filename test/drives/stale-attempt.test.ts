@@ -153,11 +153,13 @@ t.test('drive_create: an image made by an attempt whose heartbeat found it taken
 })
 
 /**
- * Runs the queued job `jobId` in an engine of its own whose drive_resize and drive_delete get the
- * real storage with `method` held at a gate: the attempt has passed its fence and is inside the
- * storage call. No heartbeat renews its lease (a process held up there), so the lease runs out;
+ * Runs the queued job `jobId` in an engine of its own whose drive handlers (create, resize, delete)
+ * get the real storage with `method` held at a gate: the attempt has passed its fence and is inside
+ * the storage call. No heartbeat renews its lease (a process held up there), so the lease runs out;
  * the job is taken over, `meanwhile` does what may come after (the newer attempt's work, later
- * requests), and then the held attempt goes on.
+ * requests), and then the held attempt goes on. Its watchdog's timer has marked it stale by then
+ * (the event loop ran meanwhile); a thread held up so that no timer runs, refused by the clock
+ * alone, is test/jobs/fencing.test.ts's case.
  */
 async function heldInStorage (t: Parameters<typeof startEngine>[0], jobId: string, method: 'resize' | 'delete', meanwhile: (c: pg.Client) => Promise<void>): Promise<boolean> {
   const held = heldMethod(app.storage, method)
