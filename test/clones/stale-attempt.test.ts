@@ -6,7 +6,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import t from 'tap'
 import { enqueueJob, newJobId } from '../../src/engine/enqueue.ts'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'
-import { appHandlers, startEngine, waitForJob } from '../helpers/jobs.ts'
+import { appHandlers, holdThread, startEngine, waitForJob } from '../helpers/jobs.ts'
 import { jobRow, runStale, TAKEN_BY } from '../helpers/takeover.ts'
 import { GiB, readyDrive } from './helpers.ts'
 import { memoryLogger } from '../helpers/log.ts'
@@ -83,7 +83,7 @@ t.test('drive_clone: an attempt held up inside its fenced rename past its lease 
         ...o,
         fenced: async (commit) => o.fenced!(async () => {
           const n = ++renames
-          if (n === 1) { const until = Date.now() + 2500; while (Date.now() < until) { /* held up */ } }
+          if (n === 1) holdThread(2500)
           await commit()
           put.push(n)
         })

@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { Job } from '../../src/db/generated/client.ts'
 import { JobEngine, type EngineOptions } from '../../src/engine/engine.ts'
+import { LeaseLost } from '../../src/engine/held.ts'
 import { PgListener } from '../../src/engine/listener.ts'
 import { FINISHED_STATES, OPERATIONS, type JobHandler, type JobState } from '../../src/engine/types.ts'
 
@@ -55,6 +56,25 @@ export async function startEngine (t: Teardown, app: FastifyInstance, handlers: 
 }
 
 export const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+/**
+ * Holds this thread for `ms`, as a process stopped or swapped out is held: no timer (a lease
+ * watchdog), heartbeat or I/O callback runs meanwhile.
+ */
+export function holdThread (ms: number): void {
+  const until = Date.now() + ms
+  while (Date.now() < until) { /* held up */ }
+}
+
+/** What a guard (ctx.guard, held.guard) answers now: 'allowed', 'LeaseLost', or another error's text. */
+export function guardAnswer (guard: () => void): string {
+  try {
+    guard()
+    return 'allowed'
+  } catch (err) {
+    return err instanceof LeaseLost ? 'LeaseLost' : String(err)
+  }
+}
 
 /** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
 export function abortableSleep (ms: number, signal: AbortSignal): Promise<void> {

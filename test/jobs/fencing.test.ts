@@ -8,7 +8,7 @@ import { JobEngine } from '../../src/engine/engine.ts'
 import { createDatabase } from '../../src/db/client.ts'
 import type { JobContext, JobHandler } from '../../src/engine/types.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
-import { abortableSleep, sleep, startEngine, waitForJob } from '../helpers/jobs.ts'
+import { abortableSleep, guardAnswer, holdThread, sleep, startEngine, waitForJob } from '../helpers/jobs.ts'
 import { startTcpProxy } from '../helpers/tcp-proxy.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
@@ -177,13 +177,11 @@ t.test('guard(): an attempt held up past its lease is refused by the clock befor
     async run (ctx) {
       if (ctx.job.attempts > 1) return 'second attempt'
       await ctx.fence()
-      const check = () => { try { ctx.guard(); return 'allowed' } catch (err) { return err instanceof LeaseLost ? 'LeaseLost' : String(err) } }
-      const first = check()
+      const first = guardAnswer(ctx.guard)
       // the process held up (stopped, swapped out) right after its fence: the thread does not run,
       // so neither does the watchdog's timer, nor the heartbeat that would renew the lease
-      const until = Date.now() + 2200
-      while (Date.now() < until) { /* held up */ }
-      const held = check()
+      holdThread(2200)
+      const held = guardAnswer(ctx.guard)
       // what a storage does after a refused guard: nothing; the next write finds the attempt stale
       seen.push({ first, held, aborted: ctx.signal.aborted, refused: await tryWrites(ctx, 'held-up') })
       return 'not recorded'

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { JobEngine } from '../../src/engine/engine.ts'
 import { LeaseLost } from '../../src/engine/held.ts'
 import { buildTestApp, createUser } from '../helpers/app.ts'
+import { guardAnswer, holdThread } from '../helpers/jobs.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -104,14 +105,13 @@ t.test('guard(): a holder held up inside its fenced step past its lease is refus
   t.teardown(() => engine.stop())
   const row = await app.prisma.$transaction(tx => engine.enqueueHeld(tx, { ownerId: alice.id, operation: 'drive_upload', params: {} }))
   const job = engine.hold(row, 100)
-  const check = () => { try { job.guard(); return 'allowed' } catch (err) { return err instanceof LeaseLost ? 'LeaseLost' : String(err) } }
+  const check = () => guardAnswer(() => job.guard())
   const seen: Record<string, unknown> = {}
   // the step a request puts in place inside job.fenced (a copy renamed over the drive's image), with
   // the thread held up (a process stopped or swapped out) between the row lock and that step
   await job.fenced(async () => {
     seen.first = check()
-    const until = Date.now() + 2200
-    while (Date.now() < until) { /* held up */ }
+    holdThread(2200)
     seen.held = check()
     seen.aborted = job.signal.aborted
   }).catch(() => {})

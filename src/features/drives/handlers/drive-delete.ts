@@ -19,9 +19,9 @@ export function driveDeleteHandler (storage: DriveStorage): JobHandler {
       const { driveId } = driveJobParams(ctx, false)
       const drive = await ctx.prisma.drive.findUnique({ where: { id: driveId } })
       if (drive && drive.lockedByJob !== ctx.job.id) throw new JobFailure('the drive is no longer held by this job')
-      // the guard before the irreversible step: a stale attempt (a newer one took the job over, and
-      // may be bringing the drive back) gets LeaseLost and deletes nothing
-      // (and the guard once more right before the image goes, as in drive_resize)
+      // the fence before the irreversible step, and the guard right before the image goes: a stale
+      // attempt (a newer one took the job over, and may be bringing the drive back) gets LeaseLost
+      // and deletes nothing, also when it was held up between the two (as in drive_resize)
       await ctx.fence()
       await storage.delete(driveId, ctx.guard)
       // one statement fenced by this attempt (a row already gone is a rerun's: nothing to do)
