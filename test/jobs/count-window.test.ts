@@ -109,9 +109,20 @@ t.test('cursor pages: the same window, at most the cap; unfiltered, exact', asyn
 t.test('the windowed count reads at most the window, from the index alone', async t => {
   // the count statement as the list runs it (the CTE `counted`), explained on the big account
   t.ok(countStatement, 'a cursor page counts in a statement of its own')
-  const { rows } = await app.dbPool.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(
-    `EXPLAIN (ANALYZE, FORMAT JSON) ${countStatement || 'SELECT $1::uuid, $2::text'}`, [big.id, 'started'])
-  const scans = nodes(rows[0]['QUERY PLAN'][0].Plan).filter(n => n['Relation Name'] === 'jobs')
+  // an index-only scan reads no table row once the visibility map says the pages are all visible.
+  // The VACUUM above may not have set it for every page when a transaction elsewhere held the
+  // horizon back (CI once saw 76 table rows read here, though nothing in this file writes jobs after
+  // it; the cause was not found). So VACUUM again until it has, ten times at most: the plan must
+  // then read none
+  let scans: PlanNode[] = []
+  for (let tries = 1; tries <= 10; tries++) {
+    const { rows } = await app.dbPool.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) ${countStatement || 'SELECT $1::uuid, $2::text'}`, [big.id, 'started'])
+    scans = nodes(rows[0]['QUERY PLAN'][0].Plan).filter(n => n['Relation Name'] === 'jobs')
+    if (scans[0]?.['Heap Fetches'] === 0) break
+    await app.dbPool.query('VACUUM jobs')
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
   t.equal(scans.length, 1, 'one scan of jobs')
   t.equal(scans[0]['Node Type'], 'Index Only Scan', 'an index-only scan')
   t.equal(scans[0]['Heap Fetches'], 0, 'no table row')
