@@ -147,10 +147,15 @@ export class HeldJob {
     this.controller.abort(new DomainError('validation', 'The job was cancelled'))
   }
 
-  /** The engine's heartbeat found the lease gone, or the watchdog found it not renewed in time. */
+  /**
+   * The engine's heartbeat found the lease gone, or the watchdog or the guard found it not renewed
+   * in time. The engine stops renewing it at once: the row may still be leased here (renewals were
+   * only late), and a lease renewed for a holder that gave up would keep the job `started` with
+   * nobody to finish it; it runs out, and a worker takes the job over.
+   */
   leaseLost (): void {
     this.stale = true
-    clearTimeout(this.watchdog)
+    this.stop()
     if (!this.controller.signal.aborted) this.controller.abort(new LeaseLost(this.row.id))
   }
 

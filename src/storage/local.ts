@@ -522,11 +522,12 @@ export class LocalDriveStorage implements DriveStorage {
     if (options.size !== undefined) assertSize(options.size)
     const { signal } = options
     if (signal?.aborted === true) throw abortedError(dstId, signal.reason)
-    if (this.copying.has(dstId)) throw new StorageError('EXISTS', `a copy to drive ${dstId} is already running`)
-    this.copying.add(dstId)
     const { attempt } = options
     if (attempt !== undefined && (!Number.isSafeInteger(attempt) || attempt < 1)) throw new RangeError(`attempt must be a positive integer, got ${attempt}`)
     const partial = this.partialPath(dstId, attempt)
+    // one copy per partial file: a newer attempt (a takeover in this same process) has its own
+    if (this.copying.has(partial)) throw new StorageError('EXISTS', `a copy to drive ${dstId} is already running`)
+    this.copying.add(partial)
     try {
       let srcSize: number
       let total: number
@@ -606,7 +607,7 @@ export class LocalDriveStorage implements DriveStorage {
         throw wrap(err, dstId, 'copy')
       }
     } finally {
-      this.copying.delete(dstId)
+      this.copying.delete(partial)
     }
   }
 

@@ -802,11 +802,12 @@ export class RbdDriveStorage implements DriveStorage {
     if (options.size !== undefined) assertSize(options.size)
     const { signal } = options
     if (signal?.aborted === true) throw abortedError(dstId, signal.reason)
-    if (this.copying.has(dstId)) throw new StorageError('EXISTS', `a copy to drive ${dstId} is already running`)
     const { attempt } = options
     if (attempt !== undefined && (!Number.isSafeInteger(attempt) || attempt < 1)) throw new RangeError(`attempt must be a positive integer, got ${attempt}`)
-    this.copying.add(dstId)
     const partial = this.partialName(dstId, attempt)
+    // one copy per partial image: a newer attempt (a takeover in this same process) has its own
+    if (this.copying.has(partial)) throw new StorageError('EXISTS', `a copy to drive ${dstId} is already running`)
+    this.copying.add(partial)
     try {
       options.onMethod?.('rbd clone + flatten')
       // the data to copy, never more than the image's size (the local backend's bound too)
@@ -839,7 +840,7 @@ export class RbdDriveStorage implements DriveStorage {
         throw err instanceof ProgressCallbackError ? err.inner : err
       }
     } finally {
-      this.copying.delete(dstId)
+      this.copying.delete(partial)
     }
   }
 }

@@ -293,7 +293,8 @@ export interface DriveStorage {
    * so a failed or interrupted copy can simply be run again.
    *
    * Throws 'NOT_FOUND' (source missing), 'INVALID_ID' (bad id, or src = dst),
-   * 'EXISTS' (a copy to dstId is already running in this process), 'ABORTED'
+   * 'EXISTS' (a copy to dstId with the same attempt, or another without one, is already running
+   * in this process; a newer attempt's copy runs beside a stale one's, each to its own partial), 'ABORTED'
    * (signal aborted; the partial file is removed before rejecting), 'IO'.
    */
   copy (srcId: string, dstId: string, options?: CopyOptions): Promise<void>

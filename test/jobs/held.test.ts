@@ -119,4 +119,9 @@ t.test('guard(): a holder held up inside its fenced step past its lease is refus
     'allowed with its row locked; refused (LeaseLost, its signal aborted) once held up past its lease, though no timer had run')
   t.ok(job.signal.reason instanceof LeaseLost)
   t.equal(check(), 'LeaseLost', 'and refused from then on')
+  // its row was still leased here (nobody could take it over while it was locked): the engine no
+  // longer renews that lease, so it runs out and a worker takes the job over
+  await new Promise(resolve => setTimeout(resolve, 2500))
+  const [lease] = await app.prisma.$queryRaw<Array<{ expired: boolean, lockedBy: string | null }>>`SELECT locked_until < now() AS expired, locked_by AS "lockedBy" FROM jobs WHERE id = ${job.id}::uuid`
+  t.same(lease, { expired: true, lockedBy: engine.heldBy }, 'its lease ran out, no longer renewed by the process that gave it up')
 })

@@ -312,6 +312,40 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     t.ok((await readAll(s, dst, 0, MiB - 1)).equals(fresh), 'and replaces the destination when it allows')
   })
 
+  t.test('copy: a newer attempt copies beside a stale one held in this process; the same attempt twice is EXISTS', async t => {
+    const s = make(t)
+    const [stale, fresh, dst] = [randomUUID(), randomUUID(), randomUUID()]
+    t.teardown(async () => { for (const id of [stale, fresh, dst]) await s.delete(id) })
+    const [staleData, freshData] = [randomBytes(MiB), randomBytes(MiB)]
+    for (const [id, data] of [[stale, staleData], [fresh, freshData]] as const) {
+      await s.create(id, 2 * MiB)
+      const w = await s.openForWrite(id)
+      await w.write(data, 0)
+      await w.close()
+    }
+    // attempt 1 is held up inside its fenced step (its copy made), then found stale by its guard
+    let release!: () => void
+    const held = new Promise<void>(resolve => { release = resolve })
+    let reached!: () => void
+    const atFence = new Promise<void>(resolve => { reached = resolve })
+    const refusal = new Error('attempt 1 is stale')
+    const first = s.copy(stale, dst, {
+      attempt: 1,
+      fenced: async (commit) => { reached(); await held; await commit() },
+      guard: () => { throw refusal }
+    }).then(() => 'resolved', (err: unknown) => err)
+    await atFence
+    await rejectsCode(t, s.copy(fresh, dst, { attempt: 1 }), 'EXISTS', 'the same attempt again while it runs')
+    // the takeover's attempt, in this same process
+    await s.copy(fresh, dst, { attempt: 2, fenced: async (commit) => { await commit() }, guard: () => {} })
+    t.ok((await readAll(s, dst, 0, MiB - 1)).equals(freshData), 'the newer attempt\'s copy is in place')
+    release()
+    t.equal(await first, refusal, 'the stale attempt is refused at its guard')
+    t.ok((await readAll(s, dst, 0, MiB - 1)).equals(freshData), 'and the newer copy stays')
+    const file = s.path(dst)
+    if (file.startsWith('/')) t.same((await readdir(path.dirname(file))).filter(f => f.startsWith(dst)), [path.basename(file)], 'no partial file left')
+  })
+
   t.test('copy errors: NOT_FOUND source, onto itself, ABORTED leaves nothing, a throwing onProgress', async t => {
     const s = make(t)
     const src = randomUUID()

@@ -3,7 +3,10 @@
 // the upload made: the drive keeps its data and goes back to its resting status, the scratch image
 // the upload was streaming into is removed (its id is in the job's params), and the job fails.
 // The drive is never deleted: it existed before the upload. Once the file was complete (its commit
-// point, written ahead as the job's checkpoint), the takeover finishes the upload instead.
+// point, written ahead as the job's checkpoint), the takeover finishes the upload instead; also when
+// the request was only held up inside its rename past its lease and a worker of its own process
+// takes the job over (the engine stops renewing a lease its holder gave up; the two attempts'
+// copies each have their own partial file).
 import t from 'tap'
 import type { Test } from 'tap'
 import { Readable } from 'node:stream'
@@ -11,9 +14,9 @@ import { JobEngine } from '../../src/engine/engine.ts'
 import { transferDeps } from '../../src/features/transfers/service.ts'
 import { startMultipartUploadInto } from '../../src/features/transfers/upload-into.ts'
 import { startMultipartUpload } from '../../src/features/transfers/upload-multipart.ts'
-import type { DriveStorage } from '../../src/storage/index.ts'
+import type { CopyOptions, DriveStorage } from '../../src/storage/index.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
-import { waitForJob } from '../helpers/jobs.ts'
+import { holdThread, waitForJob } from '../helpers/jobs.ts'
 import { MiB, driveContents, randomImage, sha256, uploadForm } from './helpers.ts'
 
 const LEASE_SECONDS = 2
@@ -193,4 +196,44 @@ t.test('a copy that fails after the commit point (the process lives) records the
   t.equal(drive.lockedByJob, null)
   t.equal(sha256(await contents(uuid)), sha256(old), 'the drive\'s image is as it was')
   t.notOk(await app.storage.exists(scratch), 'the scratch image is gone')
+})
+
+t.test('held up inside its fenced rename past its lease, taken over in the same process: the takeover stores the upload', async t => {
+  const old = randomImage(1 * MiB)
+  const uuid = await driveWith(t, old)
+  // the request's "process" holds the job with a short lease; the app's own workers, in this same
+  // process and sharing its storage, take the job over
+  const holder = new JobEngine({ prisma: app.prisma, databaseUrl, log: app.log, concurrency: 1, leaseSeconds: LEASE_SECONDS })
+  t.teardown(() => holder.stop())
+  const real = app.storage
+  let renamed = 0
+  // the real storage, whose copy is held up (the thread does not run: stopped or swapped out)
+  // inside its fenced step, the job row locked, just before the rename, past the lease
+  const storage = new Proxy(real, {
+    get (target, p) {
+      const v = Reflect.get(target, p, target) as unknown
+      if (p !== 'copy') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      return (from: string, to: string, o: CopyOptions = {}) => target.copy(from, to, {
+        ...o,
+        fenced: async (commit) => o.fenced!(async () => {
+          holdThread(LEASE_SECONDS * 1000 + 500)
+          await commit()
+          renamed++
+        })
+      })
+    }
+  })
+  const upload = await startMultipartUploadInto({ ...transferDeps(app), storage, engine: holder }, alice.id, uuid)
+  const fresh = randomImage(1 * MiB)
+  await upload.receive(Readable.from([fresh]), () => false)
+  const err = await upload.commit().then(() => undefined, (e: unknown) => e)
+  t.match(err, { code: 'busy' }, 'the held-up request answers that its job is another\'s now')
+  t.equal(renamed, 0, 'its guard refused the rename')
+  const job = await waitForJob(app, upload.jobId, { timeoutMs: 20_000 })
+  t.equal(job.state, 'success', `the takeover stored the upload (${JSON.stringify(job.error)})`)
+  t.ok(job.attempts >= 2, 'after a takeover')
+  t.same(job.result, { sha256: sha256(fresh), bytes: fresh.length })
+  const drive = await app.prisma.drive.findUniqueOrThrow({ where: { id: uuid } })
+  t.match(drive, { status: 'unmounted', lockedByJob: null }, 'the drive is back to its resting status')
+  t.equal(sha256(await contents(uuid)), sha256(fresh), 'and holds the uploaded image, whole')
 })
