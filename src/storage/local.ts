@@ -9,8 +9,8 @@
  * missing or does not know those options (macOS, busybox).
  */
 import { spawn } from 'node:child_process'
-import { constants as fsConstants, createReadStream as fsCreateReadStream } from 'node:fs'
-import { mkdir, open, readdir, rename, rm, stat as fsStat } from 'node:fs/promises'
+import { constants as fsConstants, createReadStream as fsCreateReadStream, ftruncateSync, renameSync } from 'node:fs'
+import { mkdir, open, readdir, rm, stat as fsStat } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { Readable, Writable } from 'node:stream'
@@ -347,7 +347,10 @@ export class LocalDriveStorage implements DriveStorage {
       throw wrap(err, id, 'create')
     }
     try {
-      await h.truncate(size)
+      // synchronous, right after the checks: an asynchronous truncate waits for a thread of Node's
+      // pool, which other copies' fsyncs may hold for seconds, past the lease the guard just
+      // checked (growing is one metadata step; a shrink frees the blocks past the new end)
+      ftruncateSync(h.fd, size)
       if (this.durable) await h.sync()
       await h.close()
       await this.syncDir(file)
@@ -378,7 +381,10 @@ export class LocalDriveStorage implements DriveStorage {
       throw err
     }
     try {
-      await h.truncate(size)
+      // synchronous, right after the checks: an asynchronous truncate waits for a thread of Node's
+      // pool, which other copies' fsyncs may hold for seconds, past the lease the guard just
+      // checked (growing is one metadata step; a shrink frees the blocks past the new end)
+      ftruncateSync(h.fd, size)
       if (this.durable) await h.sync()
     } catch (err) {
       throw wrap(err, id, 'resize')
@@ -485,10 +491,19 @@ export class LocalDriveStorage implements DriveStorage {
 
   async delete (id: string, guard?: StorageGuard): Promise<void> {
     const file = this.path(id)
+    const aside = `${file}.removing`
     // the last check before the image goes (its error as it is): nothing removed then
     guard?.()
     try {
-      await rmForce(file)
+      // out of its place synchronously, right after the guard (an asynchronous step would wait for
+      // a thread of Node's pool, past the lease the guard just checked); its data is freed after,
+      // off the event loop. A `.removing` file left by a delete that stopped goes with the next one.
+      try {
+        renameSync(file, aside)
+      } catch (err) {
+        if (errno(err) !== 'ENOENT') throw err
+      }
+      await rmForce(aside)
       await this.removePartials(id)
     } catch (err) {
       throw wrap(err, id, 'delete')
@@ -582,7 +597,10 @@ export class LocalDriveStorage implements DriveStorage {
             throw new ProgressCallbackError(err, 'the guard refused the rename')
           }
           try {
-            await rename(partial, dst)
+            // synchronous, right after the guard: an asynchronous rename waits for a thread of
+            // Node's pool, which other copies' fsyncs may hold for seconds, past the lease the
+            // guard just checked (a rename is one metadata step: it does not hold up the loop)
+            renameSync(partial, dst)
             await this.syncDir(dst)
           } catch (err) {
             commitError = err

@@ -1,9 +1,13 @@
 // Local storage copies are fenced (issue 12 item 1): the rename of a finished copy into place runs
 // through the caller's guard (the job's ctx.fenced), so a stale attempt never replaces the drive,
 // and each attempt writes its own partial file (`<image>.partial.<attempt>`), so attempts in two
-// processes never share or delete each other's; partials of earlier attempts are cleaned.
-import { existsSync } from 'node:fs'
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+// processes never share or delete each other's; partials of earlier attempts are cleaned. The step
+// a guard allows (a copy's rename, a resize, a delete) is made at once, not queued for a thread of
+// Node's pool.
+import { execFileSync } from 'node:child_process'
+import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs'
+import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { randomUUID } from 'node:crypto'
 import path from 'node:path'
 import t from 'tap'
@@ -73,4 +77,48 @@ t.test('partials of earlier attempts are cleaned; delete removes every partial',
   await one.delete(dst)
   t.same(await partials(), [], 'delete removes the newer attempt\'s partial too')
   t.notOk(existsSync(one.path(dst)))
+})
+
+/**
+ * A guard that allows the step and, as it does, holds every thread of Node's pool (each opening a
+ * FIFO, which waits for its other end; other copies' fsyncs could hold them so for seconds) for
+ * 100 ms: `look` runs then, with the threads still held, and they go on. `released`, after the
+ * step's call has returned: the guard was asked, and the threads have gone on.
+ */
+async function holdingPool (t: Test, look: () => void): Promise<{ guard: () => void, released: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'clonejobs-fifo-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const fifos = Array.from({ length: Number(process.env.UV_THREADPOOL_SIZE ?? 4) }, (_, k) => path.join(dir, `fifo-${k}`))
+  execFileSync('mkfifo', fifos)
+  let held: Promise<void> | undefined
+  const guard = () => {
+    const blockers = fifos.map(f => open(f, 'r'))
+    held = new Promise(resolve => setTimeout(resolve, 100)).then(async () => {
+      look()
+      // the other ends, opened read-write (which never waits): the threads go on
+      for (const f of fifos) closeSync(openSync(f, 'r+'))
+      for (const h of await Promise.all(blockers)) await h.close()
+    })
+  }
+  return { guard, released: async () => { t.ok(held, 'the guard was asked'); await held } }
+}
+
+t.test('the step right after the guard does not wait for a thread of Node\'s pool: a copy\'s rename, a resize, a delete', async t => {
+  const { one, a, dst } = await setup(t)
+  let seen: unknown
+  const copy = await holdingPool(t, () => { seen = readFileSync(one.path(dst))[0] })
+  await one.copy(a, dst, { attempt: 1, guard: copy.guard, fenced: async (commit) => { await commit() } })
+  await copy.released()
+  t.equal(seen, 0x41, 'the copy was in place as soon as the guard allowed it, every pool thread still held')
+
+  const resize = await holdingPool(t, () => { seen = statSync(one.path(dst)).size })
+  await one.resize(dst, MiB, undefined, resize.guard)
+  await resize.released()
+  t.equal(seen, MiB, 'the drive was cut to its new size as soon as the guard allowed it')
+
+  const remove = await holdingPool(t, () => { seen = existsSync(one.path(dst)) })
+  await one.delete(dst, remove.guard)
+  await remove.released()
+  t.equal(seen, false, 'the image was out of its place as soon as the guard allowed it')
+  t.same((await readdir(path.dirname(one.path(dst)))).filter(n => n.startsWith(dst)), [], 'and nothing of it is left')
 })
