@@ -10,9 +10,9 @@ import { appHandlers, holdThread, startEngine, waitForJob } from '../helpers/job
 import { jobRow, runStale, TAKEN_BY } from '../helpers/takeover.ts'
 import { GiB, readyDrive } from './helpers.ts'
 import { memoryLogger } from '../helpers/log.ts'
+import { copiesHeldInFence } from '../helpers/gate.ts'
 import { readAll } from '../storage/contract.ts'
 import { driveCloneHandler } from '../../src/features/clones/handlers/drive-clone.ts'
-import type { CopyOptions } from '../../src/storage/index.ts'
 
 const { app, databaseUrl } = await buildTestApp(t, { runWorkers: false })
 const alice = await createUser(app)
@@ -74,21 +74,9 @@ t.test('drive_clone: an attempt held up inside its fenced rename past its lease 
   // the real storage, whose first copy is held up (the thread does not run: a process stopped or
   // swapped out) inside its fenced step, the job row locked, just before the rename, past the lease
   let renames = 0
-  const put: number[] = []
-  const storage = new Proxy(app.storage, {
-    get (target, p) {
-      const v = Reflect.get(target, p, target) as unknown
-      if (p !== 'copy') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-      return (from: string, to: string, o: CopyOptions = {}) => target.copy(from, to, {
-        ...o,
-        fenced: async (commit) => o.fenced!(async () => {
-          const n = ++renames
-          if (n === 1) holdThread(2500)
-          await commit()
-          put.push(n)
-        })
-      })
-    }
+  const { proxy: storage, renamed: put } = copiesHeldInFence(app.storage, (n) => {
+    renames = n
+    if (n === 1) holdThread(2500)
   })
   const { log, lines } = memoryLogger()
   await startEngine(t, { ...app, log } as typeof app, { ...appHandlers(app), drive_clone: driveCloneHandler(() => storage) }, { databaseUrl, leaseSeconds: 2, leaseMarginMs: 500 })

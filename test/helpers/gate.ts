@@ -1,5 +1,6 @@
 // Calls held at a gate: each reports that it was reached, then waits for `release()` before it goes
 // on. Lets a test act while a copy waits at its fence or a storage call is under way.
+import type { CopyOptions, DriveStorage } from '../../src/storage/index.ts'
 
 interface Gate {
   /** resolves when the first call reaches the gate */
@@ -42,4 +43,30 @@ export function heldMethod<T extends object> (target: T, name: keyof T & string)
     }
   })
   return { proxy, reached: g.reached, release: g.release, calls: g.calls }
+}
+
+/**
+ * `storage` (a real one) whose copies each run `hold(n)` (n: the copy's number, from 1) inside
+ * their fenced step, with the job row locked, right before the rename (e.g. holdThread: a process
+ * stopped or swapped out there); `renamed` lists the copies whose rename then happened.
+ */
+export function copiesHeldInFence (storage: DriveStorage, hold: (n: number) => void): { proxy: DriveStorage, renamed: number[] } {
+  let copies = 0
+  const renamed: number[] = []
+  const proxy = new Proxy(storage, {
+    get (target, p) {
+      const v = Reflect.get(target, p, target) as unknown
+      if (p !== 'copy') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      return (from: string, to: string, o: CopyOptions = {}) => target.copy(from, to, {
+        ...o,
+        fenced: async (commit) => o.fenced!(async () => {
+          const n = ++copies
+          hold(n)
+          await commit()
+          renamed.push(n)
+        })
+      })
+    }
+  })
+  return { proxy, renamed }
 }

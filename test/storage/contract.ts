@@ -32,6 +32,14 @@ export async function rejectsCode (t: Test, p: Promise<unknown> | (() => unknown
   }
 }
 
+/** A new 2 MiB drive `id` that starts with `data`. */
+async function driveOf (s: DriveStorage, id: string, data: Buffer): Promise<void> {
+  await s.create(id, 2 * MiB)
+  const w = await s.openForWrite(id)
+  await w.write(data, 0)
+  await w.close()
+}
+
 /** Registers the contract tests on `t`; `make` gives the storage under test (it may share one). */
 export function storageContract (t: Test, make: (t: Test) => DriveStorage): void {
   t.test('placement: says how images sit on hosts (GET /drives/availability_groups/)', async t => {
@@ -290,12 +298,7 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     const [src, dst] = [randomUUID(), randomUUID()]
     t.teardown(async () => { await s.delete(src); await s.delete(dst) })
     const [fresh, old] = [randomBytes(MiB), randomBytes(MiB)]
-    for (const [id, data] of [[src, fresh], [dst, old]] as const) {
-      await s.create(id, 2 * MiB)
-      const w = await s.openForWrite(id)
-      await w.write(data, 0)
-      await w.close()
-    }
+    for (const [id, data] of [[src, fresh], [dst, old]] as const) await driveOf(s, id, data)
     const refusal = new Error('this job attempt may be stale')
     let inFence = 0
     const fenced = async (commit: () => Promise<void>): Promise<void> => { inFence++; await commit() }
@@ -317,12 +320,7 @@ export function storageContract (t: Test, make: (t: Test) => DriveStorage): void
     const [stale, fresh, dst] = [randomUUID(), randomUUID(), randomUUID()]
     t.teardown(async () => { for (const id of [stale, fresh, dst]) await s.delete(id) })
     const [staleData, freshData] = [randomBytes(MiB), randomBytes(MiB)]
-    for (const [id, data] of [[stale, staleData], [fresh, freshData]] as const) {
-      await s.create(id, 2 * MiB)
-      const w = await s.openForWrite(id)
-      await w.write(data, 0)
-      await w.close()
-    }
+    for (const [id, data] of [[stale, staleData], [fresh, freshData]] as const) await driveOf(s, id, data)
     // attempt 1 is held up inside its fenced step (its copy made), then found stale by its guard
     let release!: () => void
     const held = new Promise<void>(resolve => { release = resolve })

@@ -14,7 +14,8 @@ import { JobEngine } from '../../src/engine/engine.ts'
 import { transferDeps } from '../../src/features/transfers/service.ts'
 import { startMultipartUploadInto } from '../../src/features/transfers/upload-into.ts'
 import { startMultipartUpload } from '../../src/features/transfers/upload-multipart.ts'
-import type { CopyOptions, DriveStorage } from '../../src/storage/index.ts'
+import type { DriveStorage } from '../../src/storage/index.ts'
+import { copiesHeldInFence } from '../helpers/gate.ts'
 import { buildTestApp, client, createUser, eventually } from '../helpers/app.ts'
 import { holdThread, waitForJob } from '../helpers/jobs.ts'
 import { MiB, driveContents, randomImage, sha256, uploadForm } from './helpers.ts'
@@ -205,30 +206,15 @@ t.test('held up inside its fenced rename past its lease, taken over in the same 
   // process and sharing its storage, take the job over
   const holder = new JobEngine({ prisma: app.prisma, databaseUrl, log: app.log, concurrency: 1, leaseSeconds: LEASE_SECONDS })
   t.teardown(() => holder.stop())
-  const real = app.storage
-  let renamed = 0
   // the real storage, whose copy is held up (the thread does not run: stopped or swapped out)
   // inside its fenced step, the job row locked, just before the rename, past the lease
-  const storage = new Proxy(real, {
-    get (target, p) {
-      const v = Reflect.get(target, p, target) as unknown
-      if (p !== 'copy') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-      return (from: string, to: string, o: CopyOptions = {}) => target.copy(from, to, {
-        ...o,
-        fenced: async (commit) => o.fenced!(async () => {
-          holdThread(LEASE_SECONDS * 1000 + 500)
-          await commit()
-          renamed++
-        })
-      })
-    }
-  })
+  const { proxy: storage, renamed } = copiesHeldInFence(app.storage, () => holdThread(LEASE_SECONDS * 1000 + 500))
   const upload = await startMultipartUploadInto({ ...transferDeps(app), storage, engine: holder }, alice.id, uuid)
   const fresh = randomImage(1 * MiB)
   await upload.receive(Readable.from([fresh]), () => false)
   const err = await upload.commit().then(() => undefined, (e: unknown) => e)
   t.match(err, { code: 'busy' }, 'the held-up request answers that its job is another\'s now')
-  t.equal(renamed, 0, 'its guard refused the rename')
+  t.same(renamed, [], 'its guard refused the rename')
   const job = await waitForJob(app, upload.jobId, { timeoutMs: 20_000 })
   t.equal(job.state, 'success', `the takeover stored the upload (${JSON.stringify(job.error)})`)
   t.ok(job.attempts >= 2, 'after a takeover')
