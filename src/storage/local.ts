@@ -347,10 +347,7 @@ export class LocalDriveStorage implements DriveStorage {
       throw wrap(err, id, 'create')
     }
     try {
-      // synchronous, right after the checks: an asynchronous truncate waits for a thread of Node's
-      // pool, which other copies' fsyncs may hold for seconds, past the lease the guard just
-      // checked (growing is one metadata step; a shrink frees the blocks past the new end)
-      ftruncateSync(h.fd, size)
+      await h.truncate(size)
       if (this.durable) await h.sync()
       await h.close()
       await this.syncDir(file)
