@@ -368,6 +368,14 @@ export class LocalDriveStorage implements DriveStorage {
     } catch (err) {
       throw wrap(err, id, 'resize')
     }
+    let from: number
+    try {
+      // the image's size now (its job holds the drive: nothing else changes it before the truncate)
+      from = (await h.stat()).size
+    } catch (err) {
+      await h.close().catch(() => {})
+      throw wrap(err, id, 'resize')
+    }
     try {
       // the last checks before the size changes (a shrink discards data), with no wait between
       // them and the truncate: a refusal (the guard's error as it is) leaves the image as it was
@@ -378,10 +386,13 @@ export class LocalDriveStorage implements DriveStorage {
       throw err
     }
     try {
-      // synchronous, right after the checks: an asynchronous truncate waits for a thread of Node's
-      // pool, which other copies' fsyncs may hold for seconds, past the lease the guard just
-      // checked (growing is one metadata step; a shrink frees the blocks past the new end)
-      ftruncateSync(h.fd, size)
+      // growing is one metadata step, made synchronously right after the checks: not queued for a
+      // thread of Node's pool, which other copies' fsyncs may hold past the lease the guard just
+      // checked. A shrink frees the blocks past the new end, which takes time on the event loop's
+      // thread (8 GiB of data: 1.6 s on ext4), so it stays on the pool, where a busy pool can still
+      // hold it up past the check
+      if (size >= from) ftruncateSync(h.fd, size)
+      else await h.truncate(size)
       if (this.durable) await h.sync()
     } catch (err) {
       throw wrap(err, id, 'resize')

@@ -220,9 +220,10 @@ export type DrivePlacement = 'one-host' | 'spread'
  * synchronously, immediately before the step, and throws (its own error, passed on as it is) when
  * the step must not happen. A storage cannot itself know whether the job attempt calling it was
  * taken over while it was held up; this check sits as close to the step as the storage can put it
- * (local: the truncate, the image's rename out of its place or the copy's rename, each made
- * synchronously right after it, so not queued behind other work on Node's thread pool; rbd: just
- * before the process that does it starts).
+ * (local: a truncate that grows, the image's rename out of its place or the copy's rename, each
+ * made synchronously right after it, so not queued behind other work on Node's thread pool; a
+ * shrink, which frees blocks, is still queued there; rbd: just before the process that does it
+ * starts).
  */
 export type StorageGuard = () => void
 

@@ -2,8 +2,8 @@
 // through the caller's guard (the job's ctx.fenced), so a stale attempt never replaces the drive,
 // and each attempt writes its own partial file (`<image>.partial.<attempt>`), so attempts in two
 // processes never share or delete each other's; partials of earlier attempts are cleaned. The step
-// a guard allows (a copy's rename, a resize, a delete) is made at once, not queued for a thread of
-// Node's pool.
+// a guard allows (a copy's rename, a resize that grows, a delete) is made at once, not queued for a
+// thread of Node's pool.
 import { execFileSync } from 'node:child_process'
 import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs'
 import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
@@ -103,7 +103,7 @@ async function holdingPool (t: Test, look: () => void): Promise<{ guard: () => v
   return { guard, released: async () => { t.ok(held, 'the guard was asked'); await held } }
 }
 
-t.test('the step right after the guard does not wait for a thread of Node\'s pool: a copy\'s rename, a resize, a delete', async t => {
+t.test('the step right after the guard does not wait for a thread of Node\'s pool: a copy\'s rename, a resize that grows, a delete', async t => {
   const { one, a, dst } = await setup(t)
   let seen: unknown
   const copy = await holdingPool(t, () => { seen = readFileSync(one.path(dst))[0] })
@@ -112,9 +112,9 @@ t.test('the step right after the guard does not wait for a thread of Node\'s poo
   t.equal(seen, 0x41, 'the copy was in place as soon as the guard allowed it, every pool thread still held')
 
   const resize = await holdingPool(t, () => { seen = statSync(one.path(dst)).size })
-  await one.resize(dst, MiB, undefined, resize.guard)
+  await one.resize(dst, 8 * MiB, undefined, resize.guard)
   await resize.released()
-  t.equal(seen, MiB, 'the drive was cut to its new size as soon as the guard allowed it')
+  t.equal(seen, 8 * MiB, 'the drive was grown to its new size as soon as the guard allowed it')
 
   const remove = await holdingPool(t, () => { seen = existsSync(one.path(dst)) })
   await one.delete(dst, remove.guard)
