@@ -656,11 +656,28 @@ export async function receiving<T> (inFlight: ChunksInFlight, ownerId: string, d
   }
 }
 
-/** How many chunks of `driveId`'s upload are stored, and their bytes. */
-export async function storedChunks (db: Tx | TransferDeps['prisma'], driveId: string): Promise<{ count: number, bytes: number }> {
-  const [agg] = await db.$queryRaw<Array<{ count: number, bytes: string }>>`
-    SELECT count(*)::int AS count, COALESCE(sum(size), 0)::text AS bytes FROM upload_chunks WHERE drive_id = ${driveId}::uuid`
-  return { count: agg.count, bytes: Number(agg.bytes) }
+/**
+ * The number of chunks stored of an upload into drive `drive` of `size` bytes in chunks of `S`
+ * bytes, from `bytes`, what they hold (its job's bytes_done, which every chunk's record moves
+ * under the job's row lock; SQL expressions all four). Every chunk holds S bytes but the last,
+ * which holds S to 2S - 1 (it takes the remainder: chunkRange), so until the last one is stored
+ * they are bytes / S, rounded down, without reading upload_chunks: a count of its rows, once
+ * per chunk, had each record read every row before it, under the job's row lock (bench/chunk-depth.ts:
+ * a chunk after 100,000 took twice the time of an early one). Once the bytes reach the image's
+ * size, the rows are counted: the count that completes an upload is never taken on trust.
+ * `unseen`: rows the statement inserted itself (which its own reads do not see).
+ */
+export function chunksStoredSql (bytes: string, drive: string, size: string, S: string, unseen = '0'): string {
+  return `CASE WHEN ${bytes} >= ${size}::bigint THEN (SELECT count(*) FROM upload_chunks WHERE drive_id = ${drive}::uuid) + ${unseen}
+    ELSE floor(${bytes}::numeric / ${S}::numeric) END`
+}
+
+/** How many chunks the upload (job `jobId`) into drive `driveId` of `size` bytes in chunks of `S` bytes has stored. */
+export async function storedChunks (db: Tx | TransferDeps['prisma'], driveId: string, jobId: string, size: number, S: number): Promise<number> {
+  const [row] = await db.$queryRawUnsafe<Array<{ count: number }>>(
+    `SELECT (${chunksStoredSql('j.bytes_done', '$1', '$3', '$4')})::int AS count FROM (SELECT COALESCE((SELECT bytes_done FROM jobs WHERE id = $2::uuid), 0) AS bytes_done) j`,
+    driveId, jobId, size, S)
+  return row.count
 }
 
 /** The drive of an upload, as recordChunk needs it. */
@@ -736,7 +753,7 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
     // request finishes the upload, the change event (and the NOTIFY that makes a complete upload's job due)
     const [r] = await query<RecordRow>(client, RECORD_SQL,
       [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId,
-        chunk.claim.pid, chunk.claim.name, chunk.digest !== undefined, drive.ownerId, CHANNELS.jobs], 'clonejobs_chunk_record')
+        chunk.claim.pid, chunk.claim.name, chunk.digest !== undefined, drive.ownerId, CHANNELS.jobs, S], 'clonejobs_chunk_record')
     if (!r.held) throw claimLost(n)
     const result = { chunk: n, bytes: length, chunksStored: r.count, chunksTotal: total, complete: r.count >= total }
     if (r.inserted === 0) {
@@ -755,11 +772,14 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
 }
 
 // recordChunk's statement: the claim, the chunk's row, the count, the job's progress and
-// deadline, the time split so far, the change event. $1 drive, $2 chunk number, $3 its bytes,
+// deadline, the time split so far, the change event. The bytes stored are the job's bytes_done
+// (read after the job's row lock was taken, so every earlier record's) plus this chunk's; the
+// count follows from them (chunksStoredSql). $1 drive, $2 chunk number, $3 its bytes,
 // $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it began
 // (ms), $8 the upload's job, $9 and $10 the claim (its connection's pid, its name), $11 whether
 // the request may tell the image's digest (then it finishes a complete upload itself, and publishes
-// with that, or, when it cannot tell it after all, publishes and notifies itself), $12 the owner, $13 the jobs channel. The claim is looked at after the job's row
+// with that, or, when it cannot tell it after all, publishes and notifies itself), $12 the owner, $13 the jobs channel, $14 the
+// chunk size. The claim is looked at after the job's row
 // lock: a claims connection that died is noticed by its signal only at the next ping, and by then
 // another process may have claimed the chunk and be writing it.
 const RECORD_SQL = `
@@ -769,10 +789,8 @@ const RECORD_SQL = `
     ON CONFLICT DO NOTHING
     RETURNING size
   ),
-  agg AS (
-    SELECT (SELECT count(*) FROM upload_chunks WHERE drive_id = $1::uuid) + (SELECT count(*) FROM ins) AS count,
-      (SELECT COALESCE(sum(size), 0) FROM upload_chunks WHERE drive_id = $1::uuid) + (SELECT COALESCE(sum(size), 0) FROM ins) AS bytes
-  ),
+  sums AS (SELECT COALESCE((SELECT bytes_done FROM jobs WHERE id = $8::uuid), 0) + (SELECT COALESCE(sum(size), 0) FROM ins) AS bytes),
+  agg AS (SELECT sums.bytes, ${chunksStoredSql('sums.bytes', '$1', '$4', '$14', '(SELECT count(*) FROM ins)')} AS count FROM sums),
   u AS (
     UPDATE jobs SET
       bytes_done = agg.bytes,

@@ -205,7 +205,7 @@ export interface ResumableResult extends ChunkResult {
 
 async function answer (db: PrismaClient, l: Located, c: ResumableChunk, duplicate: boolean): Promise<ResumableResult> {
   const total = chunkCount(Number(l.drive.size), c.chunkSize)
-  const count = l.finished ? total : (await storedChunks(db, l.drive.id)).count
+  const count = l.finished ? total : await storedChunks(db, l.drive.id, l.jobId, Number(l.drive.size), c.chunkSize)
   return { chunk: c.number, bytes: l.range.length, chunksStored: count, chunksTotal: total, complete: count >= total, duplicate }
 }
 
