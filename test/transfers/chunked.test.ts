@@ -33,6 +33,22 @@ const linkFor = (uuid: string, n: number, as = api) => as.post(`/api/2.0/drives/
 const put = (link: string, data: Buffer) => app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload: data })
 const part = (data: Buffer, n: number, count: number) => data.subarray(n * S, n === count - 1 ? data.length : (n + 1) * S)
 
+// an app that runs no job handler: whatever finishes an upload there is the chunk requests' own doing
+// (every app is built before the first test: when the tests queued so far were done while a later
+// await of this file still ran, tap ended the file's root test, and the tests after it could not start)
+const quiet = await buildTestApp(t, { runWorkers: false, config: { storage: 'local' } })
+const carol = await createUser(quiet.app)
+const carolApi = client(quiet.app, carol)
+const quietInit = async (size: number) => (await carolApi.post('/api/2.0/initupload/', { name: 'in order', size, media: 'disk' })).json().objects[0]
+const quietLink = async (uuid: string, n: number) => (await carolApi.post(`/api/2.0/drives/${uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: S })).json().link as string
+const quietPut = (link: string, payload: Buffer | Readable) => quiet.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
+// a second process of the quiet app's cloud: the same database and drives
+const quietToo = await buildTestApp(t, { runWorkers: false, databaseUrl: quiet.databaseUrl, config: { storage: 'local', drivesDir: quiet.app.config.drivesDir } })
+const quietTooPut = (link: string, payload: Buffer) => quietToo.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
+// and of the app with workers
+const appToo = await buildTestApp(t, { runWorkers: false, databaseUrl, config: { drivesDir: app.config.drivesDir } })
+const putToo = (link: string, data: Buffer) => appToo.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload: data })
+
 t.test('initupload: the drive is uploading with the exact size; its job is started', async t => {
   const d = await init(3 * MiB + 123)
   t.equal(d.status, 'uploading')
@@ -87,20 +103,6 @@ t.test('chunks in any order and in parallel; 416 for a stored chunk; the drive e
   t.ok(dl.rawPayload.equals(data), 'the download is identical to the file')
   t.equal((await linkFor(d.uuid, 0)).statusCode, 400, 'no links once the drive is no longer uploading')
 })
-
-// an app that runs no job handler: whatever finishes an upload there is the chunk requests' own doing
-const quiet = await buildTestApp(t, { runWorkers: false, config: { storage: 'local' } })
-const carol = await createUser(quiet.app)
-const carolApi = client(quiet.app, carol)
-const quietInit = async (size: number) => (await carolApi.post('/api/2.0/initupload/', { name: 'in order', size, media: 'disk' })).json().objects[0]
-const quietLink = async (uuid: string, n: number) => (await carolApi.post(`/api/2.0/drives/${uuid}/action/?do=upload_chunk`, { chunk_number: n, chunk_size: S })).json().link as string
-const quietPut = (link: string, payload: Buffer | Readable) => quiet.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
-// a second process of the quiet app's cloud: the same database and drives
-const quietToo = await buildTestApp(t, { runWorkers: false, databaseUrl: quiet.databaseUrl, config: { storage: 'local', drivesDir: quiet.app.config.drivesDir } })
-const quietTooPut = (link: string, payload: Buffer) => quietToo.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload })
-// and of the app with workers
-const appToo = await buildTestApp(t, { runWorkers: false, databaseUrl, config: { drivesDir: app.config.drivesDir } })
-const putToo = (link: string, data: Buffer) => appToo.app.inject({ method: 'POST', url: link, headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, payload: data })
 
 t.test('chunks received in order are hashed as they arrive, and the last one\'s request finishes the upload: no worker reads the image again', async t => {
   const data = randomImage(3 * MiB + 7)
