@@ -371,12 +371,7 @@ export class LocalDriveStorage implements DriveStorage {
     let from: number
     try {
       // the image's size now (its job holds the drive: nothing else changes it before the truncate)
-      from = (await h.stat()).size
-    } catch (err) {
-      await h.close().catch(() => {})
-      throw wrap(err, id, 'resize')
-    }
-    try {
+      from = (await h.stat().catch((err: unknown) => { throw wrap(err, id, 'resize') })).size
       // the last checks before the size changes (a shrink discards data), with no wait between
       // them and the truncate: a refusal (the guard's error as it is) leaves the image as it was
       if (isAborted(signal)) throw new StorageError('ABORTED', `resize of ${id} aborted`, { cause: signal?.reason })
@@ -389,7 +384,7 @@ export class LocalDriveStorage implements DriveStorage {
       // growing is one metadata step, made synchronously right after the checks: not queued for a
       // thread of Node's pool, which other copies' fsyncs may hold past the lease the guard just
       // checked. A shrink frees the blocks past the new end, which takes time on the event loop's
-      // thread (8 GiB of data: 1.6 s on ext4), so it stays on the pool, where a busy pool can still
+      // thread (8 GiB of data: 1.6 s on ext4, measured once), so it stays on the pool, where a busy pool can still
       // hold it up past the check
       if (size >= from) ftruncateSync(h.fd, size)
       else await h.truncate(size)
