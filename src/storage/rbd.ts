@@ -28,6 +28,7 @@ import { Progress, ProgressCallbackError } from './progress.ts'
 import {
   MAX_DRIVE_SIZE,
   StorageError,
+  isStorageError,
   type CopyOptions,
   type CopyProgress,
   type CowCloneOptions,
@@ -210,6 +211,8 @@ export class RbdDriveStorage implements DriveStorage {
   private readonly baseArgs: string[]
   private readonly progressIntervalMs: number
   private readonly copying = new Set<string>()
+  /** Removals under way in this process, by image name (removeImage) */
+  private readonly removing = new Map<string, Promise<void>>()
   /** undefined: short calls have no deadline of their own */
   private readonly callTimeoutMs: number | undefined
   /** Every rbd process running for this storage, so close() can end them. */
@@ -560,7 +563,15 @@ export class RbdDriveStorage implements DriveStorage {
 
   /** Removes `name@snap` if no child uses it (unprotecting a format-1-style protected snapshot). */
   private async removeSnapIfUnused (name: string, snap: string, isProtected: boolean): Promise<boolean> {
-    if (await this.hasChildren(name, snap)) return false
+    let children: boolean
+    try {
+      children = await this.hasChildren(name, snap)
+    } catch (err) {
+      // the snapshot (or its image) was removed meanwhile, by another remover
+      if (isStorageError(err, 'NOT_FOUND')) return true
+      throw err
+    }
+    if (children) return false
     if (isProtected) await this.run(['snap', 'unprotect', `${this.spec(name)}@${snap}`], `snap unprotect ${name}@${snap}`)
     await this.run(['snap', 'rm', '--no-progress', `${this.spec(name)}@${snap}`], `snap rm ${name}@${snap}`).catch((err: unknown) => {
       if (!(err instanceof StorageError && err.code === 'NOT_FOUND')) throw err
@@ -573,19 +584,43 @@ export class RbdDriveStorage implements DriveStorage {
    * snapshots. Then lets its parent go if this was the parent's last child.
    */
   private async removeImage (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard } = {}): Promise<void> {
+    // One removal of an image at a time in this process (a stale attempt's cleanup of its partial
+    // image and a newer attempt's removal of the same partial, in one process): two `rbd rm` of one
+    // image at once can leave the later one waiting for the image's lock without end (Ceph 16,
+    // seen once in 15 tries). 'leave' leaves an image that is being removed to its remover.
+    for (let running = this.removing.get(name); running !== undefined; running = this.removing.get(name)) {
+      if (options.busy === 'leave') return
+      await running.catch(() => {})
+    }
+    const removal = this.removeImageNow(name, options)
+    this.removing.set(name, removal)
+    try {
+      await removal
+    } finally {
+      if (this.removing.get(name) === removal) this.removing.delete(name)
+    }
+  }
+
+  private async removeImageNow (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard }): Promise<void> {
     const { guard } = options
     const info = await this.infoOrNull(name)
     if (info === null) return
     let kept = 0
-    for (const s of await this.snapshots(name)) {
-      if (!await this.removeSnapIfUnused(name, s.name, s.protected === 'true')) kept++
-    }
-    if (kept > 0) {
-      if (!name.startsWith(HIDDEN_PREFIX)) {
-        const hidden = `${HIDDEN_PREFIX}${name}.${randomBytes(4).toString('hex')}`
-        await this.run(['rename', this.spec(name), this.spec(hidden)], `rename ${name}`, { guard })
+    try {
+      for (const s of await this.snapshots(name)) {
+        if (!await this.removeSnapIfUnused(name, s.name, s.protected === 'true')) kept++
       }
-      return
+      if (kept > 0) {
+        if (!name.startsWith(HIDDEN_PREFIX)) {
+          const hidden = `${HIDDEN_PREFIX}${name}.${randomBytes(4).toString('hex')}`
+          await this.run(['rename', this.spec(name), this.spec(hidden)], `rename ${name}`, { guard })
+        }
+        return
+      }
+    } catch (err) {
+      // the image went since its info was read: another remover (another process) removed it
+      if (isStorageError(err, 'NOT_FOUND') && await this.infoOrNull(name) === null) return
+      throw err
     }
     // a client that died holding the image leaves its watch for ~30 s (osd_client_watch_timeout)
     for (let tries = 0; ; tries++) {

@@ -2,11 +2,17 @@
 // copying job clones into its own partial image (`<image>.partial.<attempt>`, of its own snapshot of
 // the source), so a stale attempt in another process never removes or replaces a newer attempt's;
 // partials of earlier attempts are removed, one still open elsewhere is left to its owner, and a
-// delete removes every partial. Run by `npm run test:rbd`.
+// delete removes every partial. A removal whose image another remover removed meanwhile is done;
+// in one process an image being removed is left to its remover (never two `rbd rm` of it at once).
+// Run by `npm run test:rbd`.
 import { execFileSync, spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import t from 'tap'
+import type { Test } from 'tap'
 import { RbdDriveStorage } from '../../src/storage/index.ts'
 import { readAll } from '../storage/contract.ts'
 import { heldFence } from '../helpers/gate.ts'
@@ -123,7 +129,75 @@ t.test('partials of earlier attempts are removed, an open one is left to its own
   await cleanup()
 })
 
+/**
+ * A storage of its own whose rbd command is `body(dir)` (bash, `dir` a folder of its own) run before the real rbd: the
+ * cluster's own answers, with another remover's step made at a chosen point.
+ */
+async function storageWith (t: Test, body: (dir: string) => string): Promise<{ storage: RbdDriveStorage, dir: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'clonejobs-rbd-race-'))
+  const script = join(dir, 'rbd')
+  await writeFile(script, `#!/bin/bash\n${body(dir)}\nexec rbd "$@"\n`, { mode: 0o755 })
+  const storage = new RbdDriveStorage({ pool, conf, rbdCommand: script })
+  t.teardown(async () => { await storage.close(); await rm(dir, { recursive: true, force: true }) })
+  return { storage, dir }
+}
+
+t.test('a partial image removed by another remover between two steps of this removal: the copy goes on', async t => {
+  const { a, dst, partials, content, cleanup } = await setup()
+  rbdCli('create', '--size', '1M', `${pool}/${dst}.partial.1`)
+  // another process's remover (attempt 1's own cleanup) removes attempt 1's partial just after
+  // this copy's remover read its info, before it lists its snapshots
+  const { storage, dir } = await storageWith(t, dir => `if [[ " $* " == *" snap ls ${pool}/${dst}.partial.1 "* ]]; then
+  rbd --conf '${conf}' rm --no-progress '${pool}/${dst}.partial.1' >/dev/null 2>&1 && echo removed >> '${dir}/raced'
+fi`)
+  await storage.copy(a, dst, { attempt: 2 })
+  t.equal(await readFile(join(dir, 'raced'), 'utf8'), 'removed\n', 'the other remover removed it between the two steps')
+  t.equal(await content(), 0x41, 'the copy is in place')
+  t.same(partials(), [])
+  await cleanup()
+})
+
+t.test('in one process, a newer attempt leaves a partial image that is being removed to its remover: never two removals of one image at once', async t => {
+  const { a, b, dst, partials, content, snaps, cleanup } = await setup()
+  // each `rbd rm` of attempt 1's partial is written down, and held until the file 'go' exists
+  const { storage, dir } = await storageWith(t, dir => `if [[ " $* " == *" rm --no-progress ${pool}/${dst}.partial.1 "* ]]; then
+  echo rm >> '${dir}/removals'
+  while [[ ! -e '${dir}/go' ]]; do sleep 0.05; done
+fi`)
+  const removals = async () => (await readFile(join(dir, 'removals'), 'utf8').catch(() => '')).split('\n').filter(l => l !== '').length
+  let started!: (copy: { fresh: Promise<void> }) => void
+  const attempt2 = new Promise<{ fresh: Promise<void> }>(resolve => { started = resolve })
+  let err: unknown
+  // attempt 1 is refused at its fence (a takeover in this same process): its cleanup removes its partial
+  const stale = storage.copy(a, dst, {
+    attempt: 1,
+    fenced: async () => {
+      // attempt 2 starts as attempt 1 is refused: it finds attempt 1's partial in the pool
+      started({ fresh: storage.copy(b, dst, { attempt: 2 }) })
+      throw new Stale('stale')
+    }
+  }).catch(e => { err = e })
+  const { fresh } = await attempt2
+  for (let i = 0; await removals() === 0; i++) {
+    if (i > 400) throw new Error('attempt 1\'s removal of its partial never started')
+    await delay(50)
+  }
+  // attempt 2 does not wait for that removal; without it, its own `rbd rm` of the image is held too
+  const settled = await Promise.race([fresh.then(() => 'done'), delay(30_000).then(() => 'still waiting')])
+  await writeFile(join(dir, 'go'), '')
+  await stale
+  await fresh
+  t.equal(settled, 'done', 'attempt 2\'s copy finished while attempt 1 was removing its partial')
+  t.ok(err instanceof Stale, `attempt 1 is refused (${String(err)})`)
+  t.equal(await removals(), 1, 'attempt 1\'s partial had one `rbd rm`, its own remover\'s')
+  t.equal(await content(), 0x42, 'attempt 2\'s copy is in place')
+  t.same(partials(), [], 'and attempt 1\'s partial is gone')
+  t.same(snaps(a), [])
+  t.same(snaps(b), [])
+  await cleanup()
+})
+
 t.test('nothing of these tests is left in the pool', async t => {
-  t.ok(used.size >= 9, 'the ids used were recorded')
+  t.ok(used.size >= 15, 'the ids used were recorded')
   t.same(poolNames().filter(n => [...used].some(id => n.includes(id))), [], 'no image or snapshot')
 })
