@@ -36,6 +36,9 @@
  *                           `--chunk-protocol resumable`: no links, each chunk POSTed to
  *                           /drives/{uuid}/upload/ with Basic auth and the resumable* fields in
  *                           the query string, as resumable.js sends it with method "octet";
+ *                           `--test-chunks` (with it): a GET of each chunk before its POST, as
+ *                           resumable.js asks by default (testChunks), answered 404; the bare
+ *                           server answers the same GET from the chunks it holds in memory;
  *                multipart  `curl -F data=... -F file=@image` to POST /_upload/, until the job
  *                           succeeds;
  *                download   `curl -o` of GET /drives/{uuid}/download/.
@@ -68,12 +71,19 @@ const MiB = 1024 * 1024
 // ------------------------------------------------------------------ the anchor server (child)
 if (process.argv[2] === '--bare-server') {
   const [root, port] = [process.argv[3], Number(process.argv[4])]
+  const storedChunks = new Set<string>()
   const server = http.createServer((req, res) => {
     const file = path.join(root, path.basename(new URL(req.url ?? '/', 'http://x').pathname))
     const fail = (err: unknown) => { res.statusCode = 500; res.end(String(err)) }
-    if (req.method === 'PUT' || req.method === 'POST') {
+    const query = new URL(req.url ?? '/', 'http://x').searchParams
+    // ?start=N&run=R: chunk N of run R, as the chunks it has stored (resumable.js's test GET)
+    const chunkKey = `${query.get('run') ?? ''}:${query.get('start') ?? ''}`
+    if (req.method === 'GET' && query.get('start') !== null) {
+      res.statusCode = storedChunks.has(chunkKey) ? 200 : 404
+      res.end()
+    } else if (req.method === 'PUT' || req.method === 'POST') {
       // ?start=N: one chunk written at its offset into the file (made if missing), then fsynced
-      const start = new URL(req.url ?? '/', 'http://x').searchParams.get('start')
+      const start = query.get('start')
       void (async () => {
         const out = await open(file, start !== null ? fs.constants.O_RDWR | fs.constants.O_CREAT : 'w')
         await pipeline(req, createWriteStream('', { fd: out, highWaterMark: 4 * MiB, start: Number(start ?? 0) }))
@@ -81,6 +91,7 @@ if (process.argv[2] === '--bare-server') {
         const fh = await open(file, 'r+')
         await fh.sync()
         await fh.close()
+        if (start !== null) storedChunks.add(chunkKey)
         res.statusCode = 201
         res.end()
       })().catch(fail)
@@ -107,7 +118,8 @@ async function main (): Promise<void> {
       warmup: { type: 'string', default: '1' },
       'chunk-client': { type: 'string', default: 'curl' },
       'chunk-protocol': { type: 'string', default: 'links' },
-      parallel: { type: 'string', default: '1' }
+      parallel: { type: 'string', default: '1' },
+      'test-chunks': { type: 'boolean', default: false }
     }
   })
   const chunkClient = args['chunk-client'] === 'node' ? 'node' : 'curl'
@@ -115,6 +127,8 @@ async function main (): Promise<void> {
   // sends it with method "octet" (each chunk POSTed to /drives/{uuid}/upload/ with Basic auth and
   // the resumable* fields in the query string: no link requests)
   const chunkProtocol = args['chunk-protocol'] === 'resumable' ? 'resumable' : 'links'
+  // resumable.js's testChunks: a GET of each chunk before its POST (404: not stored yet)
+  const testChunks = chunkProtocol === 'resumable' && args['test-chunks'] === true
   const sizes = args.sizes.split(',').map(Number).filter(n => n > 0)
   const chunkBytes = Math.max(1, Number(args.chunk)) * MiB
   const rounds = Math.max(1, Math.floor(Number(args.rounds)) || 1)
@@ -287,6 +301,12 @@ async function main (): Promise<void> {
      * Sends chunk n to `url` with the chunked client (PUT with curl, POST from this process; a
      * POST with `auth`, Basic, for resumable.js's protocol).
      */
+    /** resumable.js's test of a chunk before it sends it: a GET, which must answer 404 (not stored yet). */
+    const testChunk = async (url: string, auth?: string): Promise<void> => {
+      const res = await fetch(url, { headers: auth === undefined ? {} : { authorization: 'Basic ' + Buffer.from(auth).toString('base64') } })
+      await res.arrayBuffer()
+      if (res.status !== 404) throw new Error(`GET ${url}: ${res.status}, expected 404 (the chunk is not sent yet)`)
+    }
     const sendChunk = async (url: string, n: number, auth?: string): Promise<void> => {
       // --request-target: curl -T would append the file's name to a URL ending in '/'
       const u = new URL(url)
@@ -393,10 +413,14 @@ async function main (): Promise<void> {
         })).then(async ([s]) => { await rm(path.join(work, 'bare', 'image.raw'), { force: true }); return s })
         // each bare chunk request's own time, in the counted rounds (with N at a time they overlap: the wall-clock laps below do not say it)
         const bareChunkOwn: number[] = []
+        let bareRun = 0
         const anchorChunks = () => serverCpu('bareChunks', bare.child.pid!, () => timed(async () => {
+          const run = ++bareRun
           await eachChunk(async n => {
             const t0 = performance.now()
-            await sendChunk(`${bare.base}/chunks.raw?start=${n * chunkBytes}`, n)
+            const url = `${bare.base}/chunks.raw?start=${n * chunkBytes}&run=${run}`
+            if (testChunks) await testChunk(url)
+            await sendChunk(url, n)
             bareChunkOwn.push(performance.now() - t0)
           })
         })).then(async ([s]) => { await rm(path.join(work, 'bare', 'chunks.raw'), { force: true }); return s })
@@ -444,7 +468,7 @@ async function main (): Promise<void> {
             },
             async (last) => {
               chunks.push(await anchorChunks())
-              const parts = { init: 0, links: 0, chunks: 0, wait: 0, linkOwn: 0, chunkOwn: 0 }
+              const parts = { init: 0, links: 0, tests: 0, chunks: 0, wait: 0, linkOwn: 0, chunkOwn: 0 }
               let id = ''
               chunked = await serverCpu('chunked', child.pid!, () => timed(async () => {
                 let t = performance.now()
@@ -455,7 +479,12 @@ async function main (): Promise<void> {
                   const t0 = performance.now()
                   if (chunkProtocol === 'resumable') {
                     const q = new URLSearchParams({ resumableChunkNumber: String(n + 1), resumableChunkSize: String(chunkBytes), resumableTotalSize: String(size), resumableCurrentChunkSize: String(chunkEnd(n) - n * chunkBytes), resumableTotalChunks: String(chunkCount) })
-                    await sendChunk(`${base}/drives/${d.uuid as string}/upload/?${q.toString()}`, n, auth)
+                    const url = `${base}/drives/${d.uuid as string}/upload/?${q.toString()}`
+                    if (testChunks) {
+                      await testChunk(url, auth)
+                      lap('tests')
+                    }
+                    await sendChunk(url, n, auth)
                     lap('chunks')
                     parts.chunkOwn += performance.now() - t0
                     return
@@ -523,9 +552,9 @@ async function main (): Promise<void> {
         const m = (k: string) => `${median(client.map(c => c[k])).toFixed(0)} ms`
         // the mean of the counted rounds' requests: `sums` of their times over `count` requests
         const ownMean = (sums: number[], count: number) => (sums.reduce((a, b) => a + b, 0) / Math.max(1, count)).toFixed(1)
-        const chunkedClient = `initupload ${m('init')}, ${chunkProtocol === 'links' ? `${chunkCount} link requests ${m('links')}` : 'no link requests (resumable.js)'}, ${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}` +
+        const chunkedClient = `initupload ${m('init')}, ${chunkProtocol === 'links' ? `${chunkCount} link requests ${m('links')}` : 'no link requests (resumable.js)'}, ${testChunks ? `${chunkCount} chunk tests (GET, 404) ${m('tests')}, ` : ''}${chunkCount} chunk uploads ${m('chunks')}, job wait after the last answer ${m('wait')}` +
           (parallel > 1
-            ? `; each request's own time, mean (the requests overlap, so the split above is wall-clock laps): ${chunkProtocol === 'links' ? `link ${ownMean(client.map(c => c.linkOwn), client.length * chunkCount)} ms, ` : ''}chunk ${ownMean(client.map(c => c.chunkOwn), client.length * chunkCount)} ms, the bare server's chunk ${ownMean(bareChunkOwn, bareChunkOwn.length)} ms`
+            ? `; each request's own time, mean (the requests overlap, so the split above is wall-clock laps): ${chunkProtocol === 'links' ? `link ${ownMean(client.map(c => c.linkOwn), client.length * chunkCount)} ms, ` : ''}chunk${testChunks ? ' with its GET' : ''} ${ownMean(client.map(c => c.chunkOwn), client.length * chunkCount)} ms, the bare server's chunk${testChunks ? ' with its GET' : ''} ${ownMean(bareChunkOwn, bareChunkOwn.length)} ms`
             : '')
         const pick = (k: Contender) => median(samples.map(x => x[k]))
         // the median, and each round's figure when there are several (a slow round shows which contender paid)

@@ -17,7 +17,7 @@ import { loadOwnedDrive } from '../drives/service.ts'
 import { BodyTooLong } from './streams.ts'
 import type { TransferDeps } from './service.ts'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type ChunkResult, type ChunksInFlight, type UploadDrive, ChunkBeingReceived, chunkKey, fixChunkSize, fixChunkSizeSql, receiving, storeClaimed, storedChunks } from './upload-chunked.ts'
+import { type ChunkResult, type ChunksInFlight, type UploadDrive, ChunkBeingReceived, chunkKey, fixChunkSize, chunksStoredSql, fixChunkSizeSql, receiving, storeClaimed, storedChunks } from './upload-chunked.ts'
 
 /** The resumable.js request parameters this service reads (resumable.js sends them all). */
 export const RESUMABLE_NUMBERS = ['resumableChunkNumber', 'resumableChunkSize', 'resumableTotalSize', 'resumableCurrentChunkSize', 'resumableTotalChunks'] as const
@@ -209,10 +209,44 @@ async function answer (db: PrismaClient, l: Located, c: ResumableChunk, duplicat
   return { chunk: c.number, bytes: l.range.length, chunksStored: count, chunksTotal: total, complete: count >= total, duplicate }
 }
 
-/** GET: the chunk when it is stored; 404 when it is not (resumable.js then POSTs it). */
+// resumableChunkStatus's one statement, on the pg pool (named), while the drive is uploading: the
+// drive, the upload's chunk size, whether the chunk is stored and, when it is, how many are (as
+// storedChunks counts them). Nothing is locked: a GET changes nothing, and one statement reads one
+// snapshot. $1 drive, $2 owner, $3 the chunk number (from 0) as an int (-1 past MAX_CHUNKS, as
+// LOCATE_SQL's $8), $4 the chunk size.
+const STATUS_SQL = `
+  WITH d AS (SELECT size, status, locked_by_job FROM drives WHERE id = $1::uuid AND owner_id = $2::uuid AND NOT deleted),
+  j AS (SELECT (params ->> 'chunkSize')::bigint AS chunk_size, bytes_done FROM jobs WHERE id = (SELECT locked_by_job FROM d)),
+  s AS (SELECT EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $3::int) AS stored)
+  SELECT d.size::text AS size, d.status, d.locked_by_job::text AS "jobId", (SELECT chunk_size::text FROM j) AS fixed, s.stored,
+    CASE WHEN s.stored THEN (${chunksStoredSql('(SELECT bytes_done FROM j)', '$1', 'd.size', '$4')})::int END AS count
+  FROM d, s`
+
+interface StatusRow { size: string, status: string, jobId: string | null, fixed: string | null, stored: boolean, count: number | null }
+
+/**
+ * GET: the chunk when it is stored; 404 when it is not (resumable.js then POSTs it). resumable.js
+ * sends one before each chunk by default (testChunks), so while the drive is uploading this is one
+ * statement (STATUS_SQL), where locate and the count took four; a drive that is not found or not
+ * uploading goes to locate, which says why (or finds the upload finished).
+ */
 export async function resumableChunkStatus (deps: TransferDeps, ownerId: string, driveId: string, c: ResumableChunk): Promise<ResumableResult> {
+  const notStored = (id: string) => new DomainError('notexist', `Chunk ${c.number} of the upload into drive ${id} is not stored yet`, 'resumableChunkNumber')
+  if (isUuid(driveId)) {
+    const id = driveId.toLowerCase()
+    const [r] = await query<StatusRow>(deps.pool, STATUS_SQL, [id, ownerId, c.number - 1 <= MAX_CHUNKS ? c.number - 1 : -1, c.chunkSize], 'clonejobs_resumable_status')
+    if (r !== undefined && r.status === 'uploading' && r.jobId !== null) {
+      const size = Number(r.size)
+      const range = checkGeometry(id, size, c)
+      const fixed = r.fixed === null ? undefined : Number(r.fixed)
+      checkFixed(fixed, c)
+      if (fixed === undefined || !r.stored || r.count === null) throw notStored(id)
+      const total = chunkCount(size, c.chunkSize)
+      return { chunk: c.number, bytes: range.length, chunksStored: r.count, chunksTotal: total, complete: r.count >= total, duplicate: true }
+    }
+  }
   const l = await locate(deps.prisma, ownerId, driveId, c, false)
-  if (!l.stored) throw new DomainError('notexist', `Chunk ${c.number} of the upload into drive ${l.drive.id} is not stored yet`, 'resumableChunkNumber')
+  if (!l.stored) throw notStored(l.drive.id)
   return answer(deps.prisma, l, c, true)
 }
 
