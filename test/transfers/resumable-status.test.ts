@@ -1,8 +1,9 @@
 // resumable.js asks before each chunk whether it is stored (a GET, its testChunks default), so a
 // GET during an upload is one statement on the pg pool (issue 18): the drive, the upload's chunk
-// size, the chunk and the count of stored chunks read together, where the Prisma lookup and the
-// count took four round trips. Its own app without workers, so that every statement the pool runs
-// while a GET is answered is that GET's. What the GET answers is tested in resumable.test.ts.
+// size, the chunk and the count of stored chunks read together, where the Prisma lookup took three
+// round trips and the count of a stored chunk a fourth. Its own app without workers, so that every
+// statement the pool runs while a GET is answered is that GET's. What the GET answers is tested in
+// resumable.test.ts.
 import type pg from 'pg'
 import t from 'tap'
 import { buildTestApp, client, createUser } from '../helpers/app.ts'

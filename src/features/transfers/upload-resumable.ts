@@ -227,8 +227,9 @@ interface StatusRow { size: string, status: string, jobId: string | null, fixed:
 /**
  * GET: the chunk when it is stored; 404 when it is not (resumable.js then POSTs it). resumable.js
  * sends one before each chunk by default (testChunks), so while the drive is uploading this is one
- * statement (STATUS_SQL), where locate and the count took four; a drive that is not found or not
- * uploading goes to locate, which says why (or finds the upload finished).
+ * statement (STATUS_SQL), where locate took three round trips and the count of a stored chunk a
+ * fourth; a drive that is not found or not uploading goes to locate, which says why (or finds the
+ * upload finished).
  */
 export async function resumableChunkStatus (deps: TransferDeps, ownerId: string, driveId: string, c: ResumableChunk): Promise<ResumableResult> {
   const notStored = (id: string) => new DomainError('notexist', `Chunk ${c.number} of the upload into drive ${id} is not stored yet`, 'resumableChunkNumber')
