@@ -82,6 +82,12 @@ export interface RbdDriveStorageOptions {
   callTimeoutSeconds?: number
   /** How often copy/flatten progress is reported, ms (default 200). */
   progressIntervalMs?: number
+  /**
+   * How often a running `rbd rm` looks whether its image is gone, from the pool and from its trash,
+   * ms (default 5000): one that waits on after another remover removed the image is ended (see
+   * rmImage).
+   */
+  removalCheckMs?: number
 }
 
 interface ImageInfo {
@@ -210,6 +216,7 @@ export class RbdDriveStorage implements DriveStorage {
   private placementRead: { at: number, value: Promise<DrivePlacement> } | undefined
   private readonly baseArgs: string[]
   private readonly progressIntervalMs: number
+  private readonly removalCheckMs: number
   private readonly copying = new Set<string>()
   /** Removals under way in this process, by image name (removeImage) */
   private readonly removing = new Map<string, Promise<void>>()
@@ -225,6 +232,7 @@ export class RbdDriveStorage implements DriveStorage {
     this.rbdCommand = options.rbdCommand ?? 'rbd'
     this.cephCommand = options.cephCommand ?? 'ceph'
     this.progressIntervalMs = options.progressIntervalMs ?? 200
+    this.removalCheckMs = options.removalCheckMs ?? 5000
     const timeout = String(options.connectTimeoutSeconds ?? 10)
     const opTimeout = options.opTimeoutSeconds ?? 60
     const callTimeout = options.callTimeoutSeconds ?? 3 * opTimeout
@@ -625,10 +633,14 @@ export class RbdDriveStorage implements DriveStorage {
     // a client that died holding the image leaves its watch for ~30 s (osd_client_watch_timeout)
     for (let tries = 0; ; tries++) {
       try {
-        await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`, { long: true, guard })
+        await this.rmImage(name, info.id, guard)
         break
       } catch (err) {
         if (err instanceof StorageError && err.code === 'NOT_FOUND') break
+        // another remover (another process) moved the image out of the pool first: this rm fails
+        // (Ceph 16: ESTALE, "error setting trash image state", 8 in 30 tries of two at once); the
+        // removal is done when the other's is
+        if (isStorageError(err, 'IO') && await this.infoOrNull(name) === null && await this.waitGone(info.id)) break
         if (!(err instanceof StorageError && /still has watchers/.test(err.message))) throw err
         // 'leave': an image still open elsewhere (a stale attempt's live copy) stays to its owner
         if (options.busy === 'leave') return
@@ -637,6 +649,59 @@ export class RbdDriveStorage implements DriveStorage {
       }
     }
     if (info.parent) await this.releaseParent(info.parent)
+  }
+
+  /**
+   * `rbd rm` of image `name` (id `id`). Two removals of one image at once in two processes can
+   * leave the later one waiting for the image's lock without end after the other removed it (Ceph
+   * 16: "watcher not registered - delaying request"). So while it runs, every removalCheckMs it
+   * looks whether the image is gone: no header under its id, and not in the pool's trash, where a
+   * removal under way (this one's included) keeps the image until its last object is gone. Gone,
+   * the process is ended and the removal is done; a removal still at work is never cut short.
+   */
+  private async rmImage (name: string, id: string, guard: StorageGuard | undefined): Promise<void> {
+    const gone = new AbortController()
+    let running = true
+    let timer: NodeJS.Timeout | undefined
+    const check = async (): Promise<void> => {
+      try {
+        if (await this.goneEverywhere(id)) { gone.abort(); return }
+      } catch {
+        // the cluster did not answer the check: the removal goes on, and is looked at again
+      }
+      if (running) timer = setTimeout(() => { void check() }, this.removalCheckMs)
+    }
+    timer = setTimeout(() => { void check() }, this.removalCheckMs)
+    try {
+      await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`, { long: true, guard, signal: gone.signal })
+    } catch (err) {
+      if (gone.signal.aborted && isStorageError(err, 'ABORTED')) return
+      throw err
+    } finally {
+      running = false
+      clearTimeout(timer)
+    }
+  }
+
+  /** Whether the image of id `id` is gone everywhere within about a minute (another remover's work). */
+  private async waitGone (id: string): Promise<boolean> {
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      if (await this.goneEverywhere(id)) return true
+      if (Date.now() >= deadline) return false
+      await new Promise(resolve => setTimeout(resolve, Math.min(this.removalCheckMs, 1000)))
+    }
+  }
+
+  /** Whether the image of id `id` is removed to its last step: no header, no entry in the trash. */
+  private async goneEverywhere (id: string): Promise<boolean> {
+    const header = await this.json<ImageInfo>(['info', '--pool', this.pool, '--image-id', id], `info ${id}`).catch((err: unknown) => {
+      if (isStorageError(err, 'NOT_FOUND')) return null
+      throw err
+    })
+    if (header !== null) return false
+    const trash = await this.json<Array<{ id: string }>>(['trash', 'ls', '--all', this.pool], `trash ls ${this.pool}`)
+    return !trash.some(entry => entry.id === id)
   }
 
   /** After a child left `parent` (flattened or removed): drop its snapshot, and a hidden parent with it. */
