@@ -219,7 +219,7 @@ export class RbdDriveStorage implements DriveStorage {
   private readonly removalCheckMs: number
   private readonly copying = new Set<string>()
   /** Removals under way in this process, by image name (removeImage) */
-  private readonly removing = new Map<string, Promise<void>>()
+  private readonly removing = new Map<string, Promise<boolean>>()
   /** undefined: short calls have no deadline of their own */
   private readonly callTimeoutMs: number | undefined
   /** Every rbd process running for this storage, so close() can end them. */
@@ -589,30 +589,31 @@ export class RbdDriveStorage implements DriveStorage {
 
   /**
    * Removes image `name`, or hides it (rename) while children still depend on one of its
-   * snapshots. Then lets its parent go if this was the parent's last child.
+   * snapshots. Then lets its parent go if this was the parent's last child. False: there was no
+   * such image.
    */
-  private async removeImage (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard } = {}): Promise<void> {
+  private async removeImage (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard } = {}): Promise<boolean> {
     // One removal of an image at a time in this process (a stale attempt's cleanup of its partial
     // image and a newer attempt's removal of the same partial, in one process): two `rbd rm` of one
     // image at once can leave the later one waiting for the image's lock without end (Ceph 16,
     // seen once in 15 tries). 'leave' leaves an image that is being removed to its remover.
     for (let running = this.removing.get(name); running !== undefined; running = this.removing.get(name)) {
-      if (options.busy === 'leave') return
+      if (options.busy === 'leave') return true
       await running.catch(() => {})
     }
     const removal = this.removeImageNow(name, options)
     this.removing.set(name, removal)
     try {
-      await removal
+      return await removal
     } finally {
       if (this.removing.get(name) === removal) this.removing.delete(name)
     }
   }
 
-  private async removeImageNow (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard }): Promise<void> {
+  private async removeImageNow (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard }): Promise<boolean> {
     const { guard } = options
     const info = await this.infoOrNull(name)
-    if (info === null) return
+    if (info === null) return false
     let kept = 0
     try {
       for (const s of await this.snapshots(name)) {
@@ -623,11 +624,11 @@ export class RbdDriveStorage implements DriveStorage {
           const hidden = `${HIDDEN_PREFIX}${name}.${randomBytes(4).toString('hex')}`
           await this.run(['rename', this.spec(name), this.spec(hidden)], `rename ${name}`, { guard })
         }
-        return
+        return true
       }
     } catch (err) {
       // the image went since its info was read: another remover (another process) removed it
-      if (isStorageError(err, 'NOT_FOUND') && await this.infoOrNull(name) === null) return
+      if (isStorageError(err, 'NOT_FOUND') && await this.infoOrNull(name) === null) return true
       throw err
     }
     // a client that died holding the image leaves its watch for ~30 s (osd_client_watch_timeout)
@@ -643,12 +644,13 @@ export class RbdDriveStorage implements DriveStorage {
         if (isStorageError(err, 'IO') && await this.infoOrNull(name) === null && await this.waitGone(info.id)) break
         if (!(err instanceof StorageError && /still has watchers/.test(err.message))) throw err
         // 'leave': an image still open elsewhere (a stale attempt's live copy) stays to its owner
-        if (options.busy === 'leave') return
+        if (options.busy === 'leave') return true
         if (tries >= 45) throw err
         await new Promise(resolve => setTimeout(resolve, 1000))
       }
     }
     if (info.parent) await this.releaseParent(info.parent)
+    return true
   }
 
   /**
@@ -722,7 +724,28 @@ export class RbdDriveStorage implements DriveStorage {
     checkId(id)
     await this.removePartials(id)
     // the guard before each step that makes the image go (hiding it, each try of its removal)
-    await this.removeImage(id, { guard })
+    const found = await this.removeImage(id, { guard })
+    // gone already: this may be the retry of a removal that failed after the image went and before
+    // its parent was let go (the cluster did not answer), which would leave a hidden parent whose
+    // last child is gone, and the snapshot the child had of it, for ever
+    if (!found) await this.releaseHiddenParents(id)
+  }
+
+  /**
+   * The hidden parents (deleted drives kept for their children) that still hold a snapshot made
+   * for a child `id` (`c-<id>`, or `c-<id>.<attempt>` of a copy's partial image): the snapshots no
+   * child uses any more go, and the image once none is left (one still open elsewhere is left).
+   */
+  private async releaseHiddenParents (id: string): Promise<void> {
+    const names = await this.json<string[]>(['ls', this.pool], `ls ${this.pool}`)
+    for (const name of names) {
+      if (!name.startsWith(HIDDEN_PREFIX)) continue
+      const snaps = await this.snapshots(name).catch((err: unknown) => {
+        if (isStorageError(err, 'NOT_FOUND')) return []
+        throw err
+      })
+      if (snaps.some(s => s.name === `c-${id}` || s.name.startsWith(`c-${id}.`))) await this.removeImage(name, { busy: 'leave' })
+    }
   }
 
   /** The partial image of a copy to `id`: one per attempt of the copying job, so attempts never share one. */

@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import t from 'tap'
 import type { Test } from 'tap'
-import { RbdDriveStorage } from '../../src/storage/index.ts'
+import { RbdDriveStorage, StorageError } from '../../src/storage/index.ts'
 import { readAll } from '../storage/contract.ts'
 import { heldFence } from '../helpers/gate.ts'
 
@@ -270,6 +270,30 @@ fi`
   const all = [...await exits(first.dir), ...await exits(second.dir)]
   t.ok(all.length >= 12, `the rm processes' exits (${all.length}) were written down`)
   t.comment(`rm exits: ${[...new Set(all)].map(code => `${code} x${all.filter(c => c === code).length}`).join(', ')}`)
+})
+
+t.test('a removal that failed between removing a clone and letting its hidden parent go: its retry lets it go', async t => {
+  const src = randomUUID()
+  const child = randomUUID()
+  used.add(src)
+  used.add(child)
+  await one.create(src, 4 * MiB)
+  await one.cloneCow(src, child)
+  await one.delete(src)
+  const hidden = () => (JSON.parse(rbdCli('ls', '--format', 'json', pool)) as string[]).filter(n => n.startsWith(`deleted.${src}.`))
+  t.equal(hidden().length, 1, 'the deleted source is kept hidden for its child')
+  // the cluster does not answer the first look at the hidden parent's snapshots, after the child went
+  const { storage } = await storageWith(t, dir => `if [[ " $* " == *" snap ls ${pool}/deleted.${src}."* && ! -e '${dir}/failed' ]]; then
+  touch '${dir}/failed'; echo 'rbd: error: (110) Connection timed out' >&2; exit 110
+fi`)
+  let err: unknown
+  await storage.delete(child).catch(e => { err = e })
+  t.ok(err instanceof StorageError, `the removal fails (${String(err)})`)
+  t.notOk(await one.exists(child), 'after the child went')
+  t.equal(hidden().length, 1, 'its hidden parent is left')
+  await storage.delete(child)
+  t.same(hidden(), [], 'the retry removes the hidden parent, its last child gone')
+  t.same(poolNames().filter(n => n.includes(src) || n.includes(child)), [], 'and nothing of either is left')
 })
 
 t.test('nothing of these tests is left in the pool', async t => {
