@@ -198,11 +198,20 @@ fi`)
   await cleanup()
 })
 
-t.test('an `rbd rm` that waits on after another process removed its image is ended: the removal is done', async t => {
+/** The id of image `name` in the pool (its header's, which the trash lists). */
+const imageIdOf = (name: string): string => (JSON.parse(rbdCli('info', '--format', 'json', `${pool}/${name}`)) as { id: string }).id
+const inTrash = (imageId: string): boolean => (JSON.parse(rbdCli('trash', 'ls', '--all', '--format', 'json', pool)) as Array<{ id: string }>).some(e => e.id === imageId)
+
+/** A new empty 4 MiB image, made with the CLI. */
+function newImage (): { id: string, imageId: string } {
   const id = randomUUID()
   used.add(id)
   rbdCli('create', '--size', '4M', `${pool}/${id}`)
-  const imageId = (JSON.parse(rbdCli('info', '--format', 'json', `${pool}/${id}`)) as { id: string }).id
+  return { id, imageId: imageIdOf(id) }
+}
+
+t.test('an `rbd rm` that waits on after another process removed its image is ended: the removal is done', async t => {
+  const { id, imageId } = newImage()
   // the other process's `rbd rm` removes the image; this one then waits for its lock without end
   // (as Ceph 16's did once in 15 tries: "watcher not registered - delaying request")
   const { storage, dir } = await storageWith(t, dir => `if [[ " $* " == *" rm --no-progress ${pool}/${id} "* ]]; then
@@ -216,14 +225,11 @@ fi`, { removalCheckMs: 200 })
   t.equal(settled, 'done', 'the removal is done once the image is gone from the pool and its trash')
   t.equal(await readFile(join(dir, 'raced'), 'utf8'), 'removed\n', 'the other remover removed it')
   t.notOk(await one.exists(id))
-  t.notOk((JSON.parse(rbdCli('trash', 'ls', '--all', '--format', 'json', pool)) as Array<{ id: string }>).some(e => e.id === imageId), 'nor in the trash')
+  t.notOk(inTrash(imageId), 'nor in the trash')
 })
 
 t.test('an `rbd rm` still at work (its image in the trash, objects going) is never cut short', async t => {
-  const id = randomUUID()
-  used.add(id)
-  rbdCli('create', '--size', '4M', `${pool}/${id}`)
-  const imageId = (JSON.parse(rbdCli('info', '--format', 'json', `${pool}/${id}`)) as { id: string }).id
+  const { id, imageId } = newImage()
   // a removal's steps, slowed: out of the pool into the trash, 2 s of work (ten checks), then gone
   const { storage, dir } = await storageWith(t, dir => `if [[ " $* " == *" rm --no-progress ${pool}/${id} "* ]]; then
   rbd --conf '${conf}' trash mv '${pool}/${id}' || exit 1
@@ -235,7 +241,7 @@ fi`, { removalCheckMs: 200 })
   await storage.delete(id)
   t.equal(await readFile(join(dir, 'finished'), 'utf8').catch(() => 'ended before it finished'), 'finished\n', 'the rm ran to its end')
   t.notOk(await one.exists(id))
-  t.notOk((JSON.parse(rbdCli('trash', 'ls', '--all', '--format', 'json', pool)) as Array<{ id: string }>).some(e => e.id === imageId), 'nothing is left in the trash')
+  t.notOk(inTrash(imageId), 'nothing is left in the trash')
 })
 
 t.test('two processes remove one image at once, twelve times: every removal is done, nothing is left', async t => {
@@ -257,13 +263,13 @@ fi`
     const writer = await one.openForWrite(id)
     await writer.write(Buffer.alloc(8 * MiB, 0x43), 0)
     await writer.close()
-    const imageId = (JSON.parse(rbdCli('info', '--format', 'json', `${pool}/${id}`)) as { id: string }).id
+    const imageId = imageIdOf(id)
     const both = Promise.allSettled([first.storage.delete(id), second.storage.delete(id)])
     const settled = await Promise.race([both, delay(60_000).then(() => null)])
     if (settled === null) failures.push(`${i}: still removing after 60 s`)
     else for (const r of settled) if (r.status === 'rejected') failures.push(`${i}: ${String(r.reason)}`)
     if (await one.exists(id)) failures.push(`${i}: the image is left`)
-    if ((JSON.parse(rbdCli('trash', 'ls', '--all', '--format', 'json', pool)) as Array<{ id: string }>).some(e => e.id === imageId)) failures.push(`${i}: the image is left in the trash`)
+    if (inTrash(imageId)) failures.push(`${i}: the image is left in the trash`)
   }
   t.same(failures, [], 'each removal of the pair is done, and the image gone')
   const exits = async (dir: string) => (await readFile(join(dir, 'exits'), 'utf8').catch(() => '')).split('\n').filter(l => l !== '')
