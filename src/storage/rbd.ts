@@ -695,13 +695,17 @@ export class RbdDriveStorage implements DriveStorage {
     }
   }
 
-  /** Whether the image of id `id` is removed to its last step: no header, no entry in the trash. */
-  private async goneEverywhere (id: string): Promise<boolean> {
-    const header = await this.json<ImageInfo>(['info', '--pool', this.pool, '--image-id', id], `info ${id}`).catch((err: unknown) => {
+  /** The image of id `id` (hidden or not, or in the trash), by its header; null when it has none. */
+  private async infoByIdOrNull (id: string): Promise<ImageInfo | null> {
+    return await this.json<ImageInfo>(['info', '--pool', this.pool, '--image-id', id], `info ${id}`).catch((err: unknown) => {
       if (isStorageError(err, 'NOT_FOUND')) return null
       throw err
     })
-    if (header !== null) return false
+  }
+
+  /** Whether the image of id `id` is removed to its last step: no header, no entry in the trash. */
+  private async goneEverywhere (id: string): Promise<boolean> {
+    if (await this.infoByIdOrNull(id) !== null) return false
     const trash = await this.json<Array<{ id: string }>>(['trash', 'ls', '--all', this.pool], `trash ls ${this.pool}`)
     return !trash.some(entry => entry.id === id)
   }
@@ -711,7 +715,7 @@ export class RbdDriveStorage implements DriveStorage {
     if (parent.pool !== this.pool) return
     // the parent may have been renamed (hidden) since: find it by its id
     let name = parent.image
-    const byId = await this.json<ImageInfo>(['info', '--pool', this.pool, '--image-id', parent.id], `info ${parent.id}`).catch(() => null)
+    const byId = await this.infoByIdOrNull(parent.id).catch(() => null)
     if (byId === null) return
     name = byId.name
     const snaps = await this.snapshots(name)
@@ -722,22 +726,23 @@ export class RbdDriveStorage implements DriveStorage {
 
   async delete (id: string, guard?: StorageGuard): Promise<void> {
     checkId(id)
-    await this.removePartials(id)
+    const names = await this.poolNames()
+    await this.removePartials(id, undefined, names)
     // the guard before each step that makes the image go (hiding it, each try of its removal)
     const found = await this.removeImage(id, { guard })
     // gone already: this may be the retry of a removal that failed after the image went and before
     // its parent was let go (the cluster did not answer), which would leave a hidden parent whose
     // last child is gone, and the snapshot the child had of it, for ever
-    if (!found) await this.releaseHiddenParents(id)
+    if (!found) await this.releaseHiddenParents(id, names)
   }
 
   /**
    * The hidden parents (deleted drives kept for their children) that still hold a snapshot made
    * for a child `id` (`c-<id>`, or `c-<id>.<attempt>` of a copy's partial image): the snapshots no
    * child uses any more go, and the image once none is left (one still open elsewhere is left).
+   * `names`: the pool's images, as the delete listed them for its partials.
    */
-  private async releaseHiddenParents (id: string): Promise<void> {
-    const names = await this.json<string[]>(['ls', this.pool], `ls ${this.pool}`)
+  private async releaseHiddenParents (id: string, names: string[]): Promise<void> {
     for (const name of names) {
       if (!name.startsWith(HIDDEN_PREFIX)) continue
       const snaps = await this.snapshots(name).catch((err: unknown) => {
@@ -746,6 +751,11 @@ export class RbdDriveStorage implements DriveStorage {
       })
       if (snaps.some(s => s.name === `c-${id}` || s.name.startsWith(`c-${id}.`))) await this.removeImage(name, { busy: 'leave' })
     }
+  }
+
+  /** The names of the pool's images (`rbd ls`). */
+  private async poolNames (): Promise<string[]> {
+    return await this.json<string[]>(['ls', this.pool], `ls ${this.pool}`)
   }
 
   /** The partial image of a copy to `id`: one per attempt of the copying job, so attempts never share one. */
@@ -758,11 +768,11 @@ export class RbdDriveStorage implements DriveStorage {
    * before `before` (a copy; never a newer attempt's: a stale attempt starting late must not remove
    * the live copy). A copy leaves an earlier attempt's partial that is still open (a stale attempt
    * flattening it in another process): that attempt removes it when its fence refuses it, and a
-   * delete of the drive removes whatever is left.
+   * delete of the drive removes whatever is left. `names`: the pool's images, when listed already.
    */
-  private async removePartials (id: string, before?: number): Promise<void> {
+  private async removePartials (id: string, before?: number, names?: string[]): Promise<void> {
     const prefix = `${id}.partial`
-    const names = await this.json<string[]>(['ls', this.pool], `ls ${this.pool}`)
+    names ??= await this.poolNames()
     for (const name of names) {
       if (!name.startsWith(prefix)) continue
       const rest = name.slice(prefix.length)
