@@ -99,11 +99,35 @@ interface ImageInfo {
 }
 
 /**
- * Image metadata key set (to the image's own id) while a flatten of that image may be running;
- * found at the start of a flatten, it says an earlier one was cut (see flattenImage). Clones copy
+ * Image metadata key set (to the image's own id) while a flatten of that image may be running or
+ * its last steps (the object map back on, the parent let go) are not done; found at the start of
+ * a flatten of a clone, it says an earlier one was cut (see flattenImage), and on an image no
+ * longer a clone, that an earlier flatten's last steps failed (see resumeFlatten). Clones copy
  * their parent's metadata, so the value (the id) tells a child's inherited key from its own.
+ * Its value: `<id>`, then `:off:<features>` once those were turned off for the flatten, then
+ * `;parent=<parent image id>@<snapshot>` (a parent in the image's pool): the snapshot to let go.
  */
 const FLATTEN_MARK = 'clonejobs.flattening'
+
+interface FlattenMark { id: string, off?: string[], parent?: { id: string, snapshot: string } }
+
+/** A FLATTEN_MARK value read back (marks written before the parent was recorded have none). */
+export function parseFlattenMark (value: string): FlattenMark {
+  const at = value.indexOf(';parent=')
+  const head = at < 0 ? value : value.slice(0, at)
+  const parent = at < 0 ? undefined : value.slice(at + ';parent='.length)
+  const off = head.indexOf(':off:')
+  const snapAt = parent?.indexOf('@') ?? -1
+  return {
+    id: off < 0 ? head : head.slice(0, off),
+    ...(off < 0 ? {} : { off: head.slice(off + ':off:'.length).split(',').filter(f => f !== '') }),
+    ...(parent === undefined || snapAt <= 0 ? {} : { parent: { id: parent.slice(0, snapAt), snapshot: parent.slice(snapAt + 1) } })
+  }
+}
+
+export function flattenMarkValue (mark: FlattenMark): string {
+  return mark.id + (mark.off === undefined ? '' : `:off:${mark.off.join(',')}`) + (mark.parent === undefined ? '' : `;parent=${mark.parent.id}@${mark.parent.snapshot}`)
+}
 
 function assertSize (size: number, what = 'size'): void {
   if (!Number.isSafeInteger(size) || size < 0 || size > MAX_DRIVE_SIZE) {
@@ -713,12 +737,16 @@ export class RbdDriveStorage implements DriveStorage {
   /** After a child left `parent` (flattened or removed): drop its snapshot, and a hidden parent with it. */
   private async releaseParent (parent: NonNullable<ImageInfo['parent']>): Promise<void> {
     if (parent.pool !== this.pool) return
-    // the parent may have been renamed (hidden) since: find it by its id
-    let name = parent.image
-    const byId = await this.infoByIdOrNull(parent.id).catch(() => null)
+    // the parent may have been renamed (hidden) since: find it by its id. Gone, there is nothing to
+    // let go; a cluster that does not answer fails the release (it is retried, not skipped)
+    const byId = await this.infoByIdOrNull(parent.id)
     if (byId === null) return
-    name = byId.name
-    const snaps = await this.snapshots(name)
+    const name = byId.name
+    const snaps = await this.snapshots(name).catch((err: unknown) => {
+      // removed since its header was read (another remover)
+      if (isStorageError(err, 'NOT_FOUND')) return []
+      throw err
+    })
     const snap = snaps.find(s => s.name === parent.snapshot)
     if (snap) await this.removeSnapIfUnused(name, snap.name, snap.protected === 'true')
     if (name.startsWith(HIDDEN_PREFIX)) await this.removeImage(name)
@@ -778,6 +806,21 @@ export class RbdDriveStorage implements DriveStorage {
       const rest = name.slice(prefix.length)
       const older = rest === '' || (/^\.\d+$/.test(rest) && (before === undefined || Number(rest.slice(1)) < before))
       if (older) await this.removeImage(name, { busy: before === undefined ? 'wait' : 'leave' })
+    }
+  }
+
+  /**
+   * The snapshots of `srcId` that earlier attempts of a copy to `dstId` made (`c-<dstId>.<k>`,
+   * k < `attempt`) and no child uses any more: an attempt whose flatten detached its partial
+   * image but could not let the snapshot go (the cluster not answering) failed, and its partial
+   * went without it. One still in use (a stale attempt's partial in another process) is kept.
+   */
+  private async releaseEarlierSnapshots (srcId: string, dstId: string, attempt: number): Promise<void> {
+    const prefix = `c-${dstId}.`
+    for (const s of await this.snapshots(srcId)) {
+      if (!s.name.startsWith(prefix)) continue
+      const k = s.name.slice(prefix.length)
+      if (/^\d+$/.test(k) && Number(k) < attempt) await this.removeSnapIfUnused(srcId, s.name, s.protected === 'true')
     }
   }
 
@@ -870,8 +913,9 @@ export class RbdDriveStorage implements DriveStorage {
       } finally {
         signal?.removeEventListener('abort', onAbort)
       }
-      await this.finishFlatten(name, turnedOff)
-      await this.releaseParent(info.parent)
+      await this.finishFlatten(name, turnedOff, info.parent)
+    } else {
+      await this.resumeFlatten(name, info)
     }
     progress.report(bytes, true)
   }
@@ -889,37 +933,67 @@ export class RbdDriveStorage implements DriveStorage {
    * every object the child lacks. Returns the features to turn back on afterwards.
    */
   private async prepareFlatten (name: string, info: ImageInfo): Promise<string[]> {
-    let mark: string | undefined
-    try {
-      mark = (await this.run(['image-meta', 'get', this.spec(name), FLATTEN_MARK], `image-meta get ${name}`)).trim()
-    } catch (err) {
-      if (!(err instanceof StorageError && err.code === 'NOT_FOUND')) throw err
-    }
-    // `<id>` while flattening; `<id>:off:<features>` once those were turned off for it
-    const off = mark?.startsWith(`${info.id}:off:`) === true ? mark.slice(info.id.length + 5).split(',') : undefined
-    if (mark !== info.id && off === undefined) {
-      await this.run(['image-meta', 'set', this.spec(name), FLATTEN_MARK, info.id], `image-meta set ${name}`)
+    const found = await this.flattenMark(name)
+    const own = found?.id === info.id ? found : undefined
+    // the snapshot to let go once flattened, kept in the mark until it is (resumeFlatten)
+    const parent = info.parent !== undefined && info.parent.pool === this.pool ? { id: info.parent.id, snapshot: info.parent.snapshot } : undefined
+    if (own === undefined) {
+      await this.setFlattenMark(name, { id: info.id, ...(parent ? { parent } : {}) })
       return []
     }
     const features = info.features ?? []
     const on = ['fast-diff', 'object-map'].filter(f => features.includes(f))
-    if (off === undefined && on.length === 0) return [] // no object map: nothing is skipped
-    const turnOff = off ?? on
-    if (off === undefined) await this.run(['image-meta', 'set', this.spec(name), FLATTEN_MARK, `${info.id}:off:${turnOff.join(',')}`], `image-meta set ${name}`)
+    // no object map (and none turned off before): nothing is skipped
+    const turnOff = own.off ?? (on.length > 0 ? on : undefined)
+    const mark = { id: info.id, ...(turnOff ? { off: turnOff } : {}), ...(parent ? { parent } : {}) }
+    if (flattenMarkValue(mark) !== flattenMarkValue(own)) await this.setFlattenMark(name, mark)
     if (on.length > 0) await this.run(['feature', 'disable', this.spec(name), ...on], `feature disable ${name}`)
-    return turnOff
+    return turnOff ?? []
   }
 
-  /** After a successful flatten: the object map back on (rebuilt) if it was turned off, the mark gone. */
-  private async finishFlatten (name: string, turnedOff: string[]): Promise<void> {
-    if (turnedOff.length > 0) {
-      // object-map before fast-diff, which needs it
-      await this.run(['feature', 'enable', this.spec(name), ...[...turnedOff].sort().reverse()], `feature enable ${name}`)
-      await this.run(['object-map', 'rebuild', '--no-progress', this.spec(name)], `object-map rebuild ${name}`, { long: true })
+  /** The image's own or inherited FLATTEN_MARK, or undefined. */
+  private async flattenMark (name: string): Promise<FlattenMark | undefined> {
+    try {
+      return parseFlattenMark((await this.run(['image-meta', 'get', this.spec(name), FLATTEN_MARK], `image-meta get ${name}`)).trim())
+    } catch (err) {
+      if (err instanceof StorageError && err.code === 'NOT_FOUND') return undefined
+      throw err
     }
+  }
+
+  private async setFlattenMark (name: string, mark: FlattenMark): Promise<void> {
+    await this.run(['image-meta', 'set', this.spec(name), FLATTEN_MARK, flattenMarkValue(mark)], `image-meta set ${name}`)
+  }
+
+  /**
+   * After a successful flatten: the object map back on (rebuilt) if it was turned off, the parent
+   * let go (its snapshot, and a hidden parent with its last child), then the mark gone. A failure
+   * in between leaves the mark, so the retry (resumeFlatten) does what is left.
+   */
+  private async finishFlatten (name: string, turnedOff: string[], parent: ImageInfo['parent'] | undefined, features?: string[]): Promise<void> {
+    const enable = turnedOff.filter(f => features === undefined || !features.includes(f))
+    if (enable.length > 0) {
+      // object-map before fast-diff, which needs it
+      await this.run(['feature', 'enable', this.spec(name), ...[...enable].sort().reverse()], `feature enable ${name}`)
+    }
+    if (turnedOff.length > 0) await this.run(['object-map', 'rebuild', '--no-progress', this.spec(name)], `object-map rebuild ${name}`, { long: true })
+    if (parent !== undefined) await this.releaseParent(parent)
     await this.run(['image-meta', 'remove', this.spec(name), FLATTEN_MARK], `image-meta remove ${name}`).catch((err: unknown) => {
       if (!(err instanceof StorageError && err.code === 'NOT_FOUND')) throw err
     })
+  }
+
+  /**
+   * A flatten of an image no longer a clone: an earlier flatten detached it but failed in its last
+   * steps (the cluster not answering), which its own mark says. Those steps run now: without
+   * them a parent's snapshot made for this image stayed, and a hidden parent (a deleted drive kept
+   * for its clones) with it for ever, or the object map stayed off. One `image-meta get`.
+   */
+  private async resumeFlatten (name: string, info: ImageInfo): Promise<void> {
+    const mark = await this.flattenMark(name)
+    if (mark?.id !== info.id) return
+    const parent = mark.parent === undefined ? undefined : { pool: this.pool, image: '', id: mark.parent.id, snapshot: mark.parent.snapshot }
+    await this.finishFlatten(name, mark.off ?? [], parent, info.features ?? [])
   }
 
   /** Whether `id` still depends on a parent image (a CoW clone not yet flattened). */
@@ -950,7 +1024,10 @@ export class RbdDriveStorage implements DriveStorage {
       // process) are simply discarded; a newer attempt's is left alone. A first attempt has no
       // earlier one: only its own name is looked at (one call, as before attempts were named).
       if (attempt === undefined || attempt === 1) await this.removeImage(partial)
-      else await this.removePartials(dstId, attempt + 1)
+      else {
+        await this.removePartials(dstId, attempt + 1)
+        await this.releaseEarlierSnapshots(srcId, dstId, attempt)
+      }
       try {
         const t0 = performance.now()
         await this.cloneTo(srcId, partial, attempt === undefined ? `c-${dstId}` : `c-${dstId}.${attempt}`, options.size)

@@ -179,7 +179,7 @@ t.test('a flatten after a cut one copies objects its object map wrongly says exi
   const cli = (cmd: string, ...args: string[]): string => execFileSync(cmd, ['--conf', conf!, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
   const before = JSON.parse(cli('rbd', 'info', '--format', 'json', `${pool}/${dst}`))
   const prefix = before.block_name_prefix as string
-  t.equal(cli('rbd', 'image-meta', 'get', `${pool}/${dst}`, 'clonejobs.flattening').trim(), before.id, 'the cut flatten left its mark')
+  t.equal(cli('rbd', 'image-meta', 'get', `${pool}/${dst}`, 'clonejobs.flattening').trim(), `${before.id};parent=${before.parent.id}@c-${dst}`, 'the cut flatten left its mark (with the snapshot to let go)')
   cli('rados', '-p', pool, 'rm', `${prefix}.0000000000000000`)
   t.ok((await readAll(s, dst, 0, 8 * MiB - 1)).equals(data), 'still a clone: object 0 reads through from the source')
   await s.flatten(dst)
