@@ -655,17 +655,22 @@ export class RbdDriveStorage implements DriveStorage {
       if (isStorageError(err, 'NOT_FOUND') && await this.infoOrNull(name) === null) return true
       throw err
     }
+    // whether another remover (another process) removed the image while this one tried
+    let raced = false
     // a client that died holding the image leaves its watch for ~30 s (osd_client_watch_timeout)
     for (let tries = 0; ; tries++) {
       try {
-        await this.rmImage(name, info.id, guard)
+        raced = await this.rmImage(name, info.id, guard)
         break
       } catch (err) {
         if (err instanceof StorageError && err.code === 'NOT_FOUND') break
         // another remover (another process) moved the image out of the pool first: this rm fails
         // (Ceph 16: ESTALE, "error setting trash image state", 8 in 30 tries of two at once); the
         // removal is done when the other's is
-        if (isStorageError(err, 'IO') && await this.infoOrNull(name) === null && await this.waitGone(info.id)) break
+        if (isStorageError(err, 'IO') && await this.infoOrNull(name) === null && await this.waitGone(info.id)) {
+          raced = true
+          break
+        }
         if (!(err instanceof StorageError && /still has watchers/.test(err.message))) throw err
         // 'leave': an image still open elsewhere (a stale attempt's live copy) stays to its owner
         if (options.busy === 'leave') return true
@@ -673,8 +678,21 @@ export class RbdDriveStorage implements DriveStorage {
         await new Promise(resolve => setTimeout(resolve, 1000))
       }
     }
+    // the rm that failed so may have put the name back in the pool's directory as it rolled back:
+    // the name then lists with no image behind it, for ever (seen twice in a CI run's twelve pairs)
+    if (raced) await this.removeEntry(name, guard)
     if (info.parent) await this.releaseParent(info.parent)
     return true
+  }
+
+  /**
+   * Removes a name the pool's directory lists with no image behind it (no header): `rbd rm` of it
+   * removes just that entry. Nothing there (NOT_FOUND) is done too.
+   */
+  private async removeEntry (name: string, guard: StorageGuard | undefined): Promise<void> {
+    await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`, { guard }).catch((err: unknown) => {
+      if (!isStorageError(err, 'NOT_FOUND')) throw err
+    })
   }
 
   /**
@@ -684,8 +702,9 @@ export class RbdDriveStorage implements DriveStorage {
    * looks whether the image is gone: no header under its id, and not in the pool's trash, where a
    * removal under way (this one's included) keeps the image until its last object is gone. Gone,
    * the process is ended and the removal is done; a removal still at work is never cut short.
+   * True when it was ended so (another remover removed the image).
    */
-  private async rmImage (name: string, id: string, guard: StorageGuard | undefined): Promise<void> {
+  private async rmImage (name: string, id: string, guard: StorageGuard | undefined): Promise<boolean> {
     const gone = new AbortController()
     let running = true
     let timer: NodeJS.Timeout | undefined
@@ -700,8 +719,9 @@ export class RbdDriveStorage implements DriveStorage {
     timer = setTimeout(() => { void check() }, this.removalCheckMs)
     try {
       await this.run(['rm', '--no-progress', this.spec(name)], `rm ${name}`, { long: true, guard, signal: gone.signal })
+      return false
     } catch (err) {
-      if (gone.signal.aborted && isStorageError(err, 'ABORTED')) return
+      if (gone.signal.aborted && isStorageError(err, 'ABORTED')) return true
       throw err
     } finally {
       running = false
@@ -758,10 +778,13 @@ export class RbdDriveStorage implements DriveStorage {
     await this.removePartials(id, undefined, names)
     // the guard before each step that makes the image go (hiding it, each try of its removal)
     const found = await this.removeImage(id, { guard })
+    if (found) return
+    // listed but no image: a name left in the pool's directory (see removeImageNow)
+    if (names.includes(id)) await this.removeEntry(id, guard)
     // gone already: this may be the retry of a removal that failed after the image went and before
     // its parent was let go (the cluster did not answer), which would leave a hidden parent whose
     // last child is gone, and the snapshot the child had of it, for ever
-    if (!found) await this.releaseHiddenParents(id, names)
+    await this.releaseHiddenParents(id, names)
   }
 
   /**

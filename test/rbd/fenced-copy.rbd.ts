@@ -213,8 +213,10 @@ function newImage (): { id: string, imageId: string } {
 t.test('an `rbd rm` that waits on after another process removed its image is ended: the removal is done', async t => {
   const { id, imageId } = newImage()
   // the other process's `rbd rm` removes the image; this one then waits for its lock without end
-  // (as Ceph 16's did once in 15 tries: "watcher not registered - delaying request")
-  const { storage, dir } = await storageWith(t, dir => `if [[ " $* " == *" rm --no-progress ${pool}/${id} "* ]]; then
+  // (as Ceph 16's did once in 15 tries: "watcher not registered - delaying request"); a later rm of
+  // the name (which clears a directory entry left behind) finds nothing and ends
+  const { storage, dir } = await storageWith(t, dir => `if [[ " $* " == *" rm --no-progress ${pool}/${id} "* && ! -e '${dir}/stuck' ]]; then
+  touch '${dir}/stuck'
   rbd --conf '${conf}' rm --no-progress '${pool}/${id}' >/dev/null 2>&1 && echo removed >> '${dir}/raced'
   exec sleep 600
 fi`, { removalCheckMs: 200 })
@@ -300,6 +302,37 @@ fi`)
   await storage.delete(child)
   t.same(hidden(), [], 'the retry removes the hidden parent, its last child gone')
   t.same(poolNames().filter(n => n.includes(src) || n.includes(child)), [], 'and nothing of either is left')
+})
+
+/** Whether the pool's directory lists `name` (with or without an image behind it). */
+const listed = (name: string): boolean => (JSON.parse(rbdCli('ls', '--format', 'json', pool)) as string[]).includes(name)
+/** Shell lines putting `name` (of image id `imageId`) back in the pool's directory, as a failed `rbd rm`'s rollback may. */
+const listBack = (name: string, imageId: string): string => [[`name_${name}`, imageId], [`id_${imageId}`, name]]
+  .map(([key, value]) => `printf '\\x${value.length.toString(16).padStart(2, '0')}\\x00\\x00\\x00%s' '${value}' | rados --conf '${conf}' -p '${pool}' setomapval rbd_directory '${key}'`).join('\n')
+
+t.test('a removal whose `rbd rm` failed as another remover took the image, and put its name back as it rolled back: the name goes too', async t => {
+  const { id, imageId } = newImage()
+  // the other remover removes the image; this rm fails (ESTALE), its rollback listing the name again
+  const { storage, dir } = await storageWith(t, dir => `if [[ " $* " == *" rm --no-progress ${pool}/${id} "* && ! -e '${dir}/raced' ]]; then
+  touch '${dir}/raced'
+  rbd --conf '${conf}' rm --no-progress '${pool}/${id}' >/dev/null 2>&1 || exit 1
+${listBack(id, imageId)}
+  echo 'librbd::api::Trash: move: error setting trash image state: (116) Stale file handle' >&2; exit 116
+fi`)
+  await storage.delete(id)
+  t.ok(await readFile(join(dir, 'raced')).then(() => true, () => false), 'the other remover took the image')
+  t.notOk(await one.exists(id), 'the image is gone')
+  t.notOk(listed(id), 'and its name is not listed with nothing behind it')
+})
+
+t.test('a delete of a name listed with no image behind it removes the name', async t => {
+  const { id, imageId } = newImage()
+  rbdCli('rm', '--no-progress', `${pool}/${id}`)
+  execFileSync('bash', ['-c', listBack(id, imageId)])
+  t.ok(listed(id), 'listed')
+  t.notOk(await one.exists(id), 'with no image behind it')
+  await one.delete(id)
+  t.notOk(listed(id), 'no longer listed')
 })
 
 t.test('nothing of these tests is left in the pool', async t => {
