@@ -57,6 +57,15 @@ async function written (size: number, data: Buffer): Promise<string> {
   return id
 }
 
+/** A source of `size` holding `data`, and its copy-on-write clone. */
+async function cloned (size: number, data: Buffer): Promise<{ src: string, child: string }> {
+  const src = await written(size, data)
+  const child = randomUUID()
+  used.add(child)
+  await one.cloneCow(src, child)
+  return { src, child }
+}
+
 const failed = async (t: Test, p: Promise<unknown>, what: string): Promise<void> => {
   let err: unknown
   await p.catch((e: unknown) => { err = e })
@@ -75,10 +84,7 @@ t.test('the flatten mark: written and read back; marks written before it named t
 
 t.test('a flatten that detached its clone but could not let the hidden parent go: the retry lets it go', async t => {
   const data = randomBytes(4 * MiB)
-  const src = await written(8 * MiB, data)
-  const child = randomUUID()
-  used.add(child)
-  await one.cloneCow(src, child)
+  const { src, child } = await cloned(8 * MiB, data)
   await one.delete(src)
   t.equal(hiddenOf(src).length, 1, 'the deleted source is kept hidden for its clone')
   // the cluster does not answer the first look at the hidden parent's snapshots, after the flatten
@@ -95,10 +101,7 @@ t.test('a flatten that detached its clone but could not let the hidden parent go
 })
 
 t.test('a flatten that could not drop the live parent\'s snapshot: the retry drops it', async t => {
-  const src = await written(8 * MiB, randomBytes(MiB))
-  const child = randomUUID()
-  used.add(child)
-  await one.cloneCow(src, child)
+  const { src, child } = await cloned(8 * MiB, randomBytes(MiB))
   const storage = await failingOnce(t, `*" snap ls ${pool}/${src} "*`)
   await failed(t, storage.flatten(child), 'the flatten fails')
   t.notOk(info(child).parent, 'after detaching the clone')
@@ -130,10 +133,7 @@ t.test('a copy attempt that flattened its partial image but could not drop the s
 t.test('a flatten run with the object map off (after a cut one) that could not turn it back on: the retry does', async t => {
   // large enough for `rbd flatten` to be cut once it reports progress
   const data = randomBytes(8 * MiB)
-  const src = await written(10 * GiB, data)
-  const child = randomUUID()
-  used.add(child)
-  await one.cloneCow(src, child)
+  const { src, child } = await cloned(10 * GiB, data)
   const ac = new AbortController()
   await rejectsCode(t, one.flatten(child, { signal: ac.signal, onProgress: (d) => { if (d > 0) ac.abort() } }), 'ABORTED', 'the first flatten is cut')
   const storage = await failingOnce(t, `*" feature enable ${pool}/${child} "*`)
