@@ -98,6 +98,14 @@ interface ImageInfo {
   parent?: { pool: string, image: string, id: string, snapshot: string }
 }
 
+interface RemoveOptions {
+  /** 'leave': an image being removed (in this process) or still open elsewhere is left to its owner. */
+  busy?: 'wait' | 'leave'
+  guard?: StorageGuard
+  /** Let go, too, the parent the image's own flatten mark names (an image no longer a clone; see markedParent). */
+  markedParent?: boolean
+}
+
 /**
  * Image metadata key set (to the image's own id) while a flatten of that image may be running or
  * its last steps (the object map back on, the parent let go) are not done; found at the start of
@@ -616,7 +624,7 @@ export class RbdDriveStorage implements DriveStorage {
    * snapshots. Then lets its parent go if this was the parent's last child. False: there was no
    * such image.
    */
-  private async removeImage (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard } = {}): Promise<boolean> {
+  private async removeImage (name: string, options: RemoveOptions = {}): Promise<boolean> {
     // One removal of an image at a time in this process (a stale attempt's cleanup of its partial
     // image and a newer attempt's removal of the same partial, in one process): two `rbd rm` of one
     // image at once can leave the later one waiting for the image's lock without end (Ceph 16,
@@ -634,10 +642,11 @@ export class RbdDriveStorage implements DriveStorage {
     }
   }
 
-  private async removeImageNow (name: string, options: { busy?: 'wait' | 'leave', guard?: StorageGuard }): Promise<boolean> {
+  private async removeImageNow (name: string, options: RemoveOptions): Promise<boolean> {
     const { guard } = options
     const info = await this.infoOrNull(name)
     if (info === null) return false
+    const parent = info.parent ?? (options.markedParent === true ? await this.markedParent(name, info) : undefined)
     let kept = 0
     try {
       for (const s of await this.snapshots(name)) {
@@ -682,8 +691,22 @@ export class RbdDriveStorage implements DriveStorage {
     // behind it, for ever (a run of the RBD tests left two such names; which step left them was not
     // caught again: 25 pairs of removals at once, 6 of them failing with ESTALE, left none)
     if (raced) await this.removeEntry(name, guard)
-    if (info.parent) await this.releaseParent(info.parent)
+    if (parent) await this.releaseParent(parent)
     return true
+  }
+
+  /**
+   * The parent that image `name`'s own flatten mark names: its flatten detached it and then failed
+   * before letting that parent go, and its job did not finish it (see resumeFlatten).
+   */
+  private async markedParent (name: string, info: ImageInfo): Promise<ImageInfo['parent']> {
+    const mark = await this.flattenMark(name)
+    return mark?.id === info.id ? this.parentOfMark(mark) : undefined
+  }
+
+  /** The parent a flatten mark names, as `rbd info` gives one (its name is not needed: found by id). */
+  private parentOfMark (mark: FlattenMark): ImageInfo['parent'] {
+    return mark.parent === undefined ? undefined : { pool: this.pool, image: '', id: mark.parent.id, snapshot: mark.parent.snapshot }
   }
 
   /**
@@ -778,7 +801,9 @@ export class RbdDriveStorage implements DriveStorage {
     const names = await this.poolNames()
     await this.removePartials(id, undefined, names)
     // the guard before each step that makes the image go (hiding it, each try of its removal)
-    const found = await this.removeImage(id, { guard })
+    // with hidden parents in the pool, a flattened image's mark may name one its flatten could not
+    // let go (one `image-meta get`; none while no image is hidden)
+    const found = await this.removeImage(id, { guard, markedParent: names.some(n => n.startsWith(HIDDEN_PREFIX)) })
     if (found) return
     // listed but no image: a name left in the pool's directory (see removeImageNow)
     if (names.includes(id)) await this.removeEntry(id, guard)
@@ -1016,8 +1041,7 @@ export class RbdDriveStorage implements DriveStorage {
   private async resumeFlatten (name: string, info: ImageInfo): Promise<void> {
     const mark = await this.flattenMark(name)
     if (mark?.id !== info.id) return
-    const parent = mark.parent === undefined ? undefined : { pool: this.pool, image: '', id: mark.parent.id, snapshot: mark.parent.snapshot }
-    await this.finishFlatten(name, mark.off ?? [], parent, info.features ?? [])
+    await this.finishFlatten(name, mark.off ?? [], this.parentOfMark(mark), info.features ?? [])
   }
 
   /** Whether `id` still depends on a parent image (a CoW clone not yet flattened). */

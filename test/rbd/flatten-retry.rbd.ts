@@ -100,6 +100,18 @@ t.test('a flatten that detached its clone but could not let the hidden parent go
   await one.delete(child)
 })
 
+t.test('a flatten whose job gave up after it detached its clone (the hidden parent not let go): deleting the clone lets it go', async t => {
+  const { src, child } = await cloned(8 * MiB, randomBytes(MiB))
+  await one.delete(src)
+  const storage = await failingOnce(t, `*" snap ls ${pool}/deleted.${src}."*`)
+  await failed(t, storage.flatten(child), 'the flatten fails, and is not retried')
+  t.notOk(info(child).parent, 'after detaching the clone')
+  t.equal(hiddenOf(src).length, 1, 'its hidden parent is left')
+  await one.delete(child)
+  t.same(hiddenOf(src), [], 'deleting the clone removes the hidden parent its mark names')
+  t.notOk(names().includes(child), 'and the clone')
+})
+
 t.test('a flatten that could not drop the live parent\'s snapshot: the retry drops it', async t => {
   const { src, child } = await cloned(8 * MiB, randomBytes(MiB))
   const storage = await failingOnce(t, `*" snap ls ${pool}/${src} "*`)
