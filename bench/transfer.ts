@@ -49,7 +49,8 @@
  * with the image's. Each upload/download pair is compared with the bare pipe of the same size.
  * The service's peak RSS (VmHWM) is printed: it must not grow with the size (streams, not buffers).
  * Where each upload's time went (receive, hash, fsync, settle) is printed from its job's log.
- * Figures only, no pass/fail; the last line is the ratios.
+ * Figures only, no pass/fail; the last line is the ratios. With BENCH_PROF=DIR in the environment
+ * the service processes write CPU profiles there (node --cpu-prof), read when they stop.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
@@ -197,7 +198,7 @@ async function main (): Promise<void> {
 
   async function startService (databaseUrl: string, dataDir: string): Promise<{ child: ChildProcess, port: number }> {
     const port = await freePort()
-    const child = spawnTied(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    const child = spawnTied(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.BENCH_PROF] : []), '--import', 'tsx', 'src/server.ts'], {
       env: { ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', BOOTSTRAP_ACCOUNT: 'false' },
       stdio: ['ignore', 'ignore', 'inherit']
     })

@@ -423,6 +423,17 @@ export class InOrderHash {
     }
   }
 
+  /**
+   * Once this chunk is stored: whether its record may be the upload's last with every other
+   * chunk through this app (in the running hash, recorded ahead of it, or stored by a request
+   * whose record is under way), so that its request may finish the upload (digestOfLast asks the
+   * same of every chunk); otherwise the chunk is recorded without a transaction (recordChunk).
+   */
+  mayFinish (): boolean {
+    const r = this.inFlight.hashes.get(this.driveId)
+    return r !== undefined && !r.dropped && r.next + r.ahead.size + r.pending.size >= this.total
+  }
+
   /** A running hash of the upload, with nothing in it yet. */
   private track (): RunningHash {
     const r: RunningHash = { next: 0, hash: undefined, ahead: new Map(), pending: new Map(), readBack: 0, readingBack: undefined, dropped: false }
@@ -608,7 +619,7 @@ export async function storeClaimed (deps: TransferDeps, inFlight: ChunksInFlight
     inOrder.stored()
     await inOrder.catchUp()
     const r = await recordChunk(deps, c.drive, c.jobId, c.index, c.range.length, c.chunkSize, c.duplicates, {
-      digest: async () => inOrder.digestOfLast(),
+      digest: inOrder.mayFinish() ? async () => inOrder.digestOfLast() : undefined,
       timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored),
       claim: lock
     })
@@ -713,7 +724,11 @@ function uploadOver (duplicates: 'refuse' | 'accept', driveId: string): DomainEr
 
 /** What a chunk's request knows once the chunk is stored. */
 export interface StoredChunk {
-  /** the image's sha256, asked for in the transaction that records the upload's last chunk (InOrderHash.digestOfLast) */
+  /**
+   * the image's sha256, asked for in the transaction that records the upload's last chunk
+   * (InOrderHash.digestOfLast); undefined when this request will not finish the upload
+   * (InOrderHash.mayFinish): the chunk is then recorded without a transaction (recordOne)
+   */
   digest?: () => Promise<ChunksDigest | undefined>
   timing: ChunkTiming
   /** the chunk's claim: recorded only while it is still held */
@@ -736,7 +751,8 @@ interface RecordRow {
  * the image's digest (every chunk went through this app: InOrderHash.digestOfLast), it finishes the
  * upload in the same transaction (the drive leaves `uploading`, the job succeeds); otherwise it makes the job due, so a worker
  * hashes the image and finishes it. A chunk stored already is 416 (`refuse`, §5.2) or answered as
- * stored (`accept`, resumable.js, where the same chunk twice is idempotent).
+ * stored (`accept`, resumable.js, where the same chunk twice is idempotent). Without chunk.digest,
+ * one statement with no transaction around it (recordOne).
  */
 export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', chunk: StoredChunk): Promise<ChunkResult> {
   const size = Number(drive.size)
@@ -744,6 +760,7 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
   const over = () => uploadOver(duplicates, drive.id)
   const { startedAt, ...sums } = chunk.timing
   const t0 = performance.now()
+  if (chunk.digest === undefined) return recordOne(deps, drive, jobId, n, length, S, duplicates, chunk)
   // chunks of one upload are recorded one at a time: without the job's row lock, taken with BEGIN
   // (one round trip), two last chunks arriving together could each miss the other's row, so neither
   // would see the upload complete (the statement below takes its snapshot once the lock is held, so
@@ -770,6 +787,79 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
     return result
   }, { begin: `SELECT 1 FROM jobs WHERE id = ${pg.escapeLiteral(jobId)}::uuid FOR UPDATE` })
 }
+
+interface RecordOneRow { held: boolean, inserted: number, live: boolean, stored: boolean, bytes: string | null }
+
+/**
+ * recordChunk for a chunk whose request will not finish the upload (chunk.digest undefined: by what
+ * this app saw, another chunk's record is still to come, or not every chunk came through it): one
+ * statement (RECORD_ONE_SQL), which commits by itself, where the transaction takes three round
+ * trips (BEGIN with the job's row lock, the statement, COMMIT). bench:transfer with resumable.js's
+ * 1 MiB chunks: a chunk's request made six round trips to PostgreSQL against the bare server's
+ * none. Should it complete the upload after all (the chunks after it were recorded first), it
+ * makes the job due, as when the digest is not known: a worker hashes the image and finishes it.
+ */
+async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', chunk: StoredChunk): Promise<ChunkResult> {
+  const size = Number(drive.size)
+  const total = chunkCount(size, S)
+  const { startedAt, ...sums } = chunk.timing
+  const [r] = await query<RecordOneRow>(deps.pool, RECORD_ONE_SQL,
+    [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId,
+      chunk.claim.pid, chunk.claim.name, drive.ownerId, CHANNELS.jobs, S], 'clonejobs_chunk_record_one')
+  if (!r.held) throw claimLost(n)
+  const bytes = Number(r.bytes ?? 0)
+  const count = bytes >= size ? total : Math.floor(bytes / S)
+  const result = { chunk: n, bytes: length, chunksStored: count, chunksTotal: total, complete: count >= total }
+  if (r.inserted === 0) {
+    // stored already (a row this statement waited for is one too, while the upload is live)
+    if (!r.live && !r.stored) throw uploadOver(duplicates, drive.id)
+    if (duplicates === 'refuse') throw chunkStored(n)
+  }
+  return result
+}
+
+// recordOne's statement, RECORD_SQL without a transaction around it: the job's row is locked
+// first (`live`, FOR UPDATE), so the records of one upload still run one at a time, and a chunk's
+// row is written only while the upload is live (parked: started, no lease). The statement's
+// snapshot is older than that lock, so what it adds to bytes_done is read from the row as the
+// UPDATE finds it locked (jobs.bytes_done in SET: the latest version, which a snapshot read of the
+// row in another WITH item would miss), and the upload is complete when they reach the image's
+// size: each chunk's row is inserted once (its key) and adds its length, which the geometry fixes,
+// so the bytes reach the size only when every chunk is in; the worker that then finishes it counts
+// the rows before it hashes the image (driveUploadHandler). $1 drive, $2 chunk number, $3 its
+// bytes, $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it
+// began (ms), $8 the upload's job, $9 and $10 the claim, $11 the owner, $12 the jobs channel, $13
+// the chunk size. `stored` is read from the snapshot: a chunk recorded before the upload ended.
+const RECORD_ONE_SQL = `
+  WITH claim AS (SELECT ${heldSql('$9', '$10')} AS held),
+  live AS (SELECT id FROM jobs WHERE id = $8::uuid AND state = 'started' AND locked_by IS NULL FOR UPDATE),
+  ins AS (
+    INSERT INTO upload_chunks (drive_id, number, size) SELECT $1::uuid, $2::int, $3::bigint FROM claim, live WHERE claim.held
+    ON CONFLICT DO NOTHING
+    RETURNING size
+  ),
+  u AS (
+    UPDATE jobs SET
+      bytes_done = jobs.bytes_done + i.size,
+      progress = LEAST(99, floor((jobs.bytes_done + i.size) * 100 / $4::numeric))::int,
+      description = CASE WHEN jobs.bytes_done + i.size >= $4::bigint THEN 'all chunks received; verifying the image'
+        ELSE format('received %s of %s chunks', floor((jobs.bytes_done + i.size) / $13::numeric), $5::int) END,
+      run_at = CASE WHEN jobs.bytes_done + i.size >= $4::bigint THEN now() ELSE now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS}) END,
+      last_modified = now(),
+      params = jobs.params || jsonb_build_object(
+        'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
+          FROM jsonb_each_text($6::jsonb) AS x),
+        'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, $7::float8), $7::float8))
+    FROM (SELECT sum(size) AS size FROM ins) i
+    WHERE jobs.id = $8::uuid AND i.size IS NOT NULL
+    RETURNING jobs.bytes_done AS bytes
+  ),
+  ${publishEventsSql('SELECT $11::uuid AS owner_id, \'jobs\' AS resource_type, $8::text AS resource_id, \'changed\' AS change FROM u')},
+  due AS (SELECT count(pg_notify($12::text, $8::text)) AS n FROM u WHERE u.bytes >= $4::bigint)
+  SELECT (SELECT held FROM claim) AS held, (SELECT count(*) FROM ins)::int AS inserted, EXISTS (SELECT 1 FROM live) AS live,
+    EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $2::int) AS stored,
+    COALESCE((SELECT bytes FROM u), (SELECT bytes_done FROM jobs WHERE id = $8::uuid))::text AS bytes,
+    (SELECT n FROM notified) + (SELECT n FROM due) AS notifies`
 
 // recordChunk's statement: the claim, the chunk's row, the count, the job's progress and
 // deadline, the time split so far, the change event. The bytes stored are the job's bytes_done
