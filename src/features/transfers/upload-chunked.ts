@@ -619,7 +619,8 @@ export async function storeClaimed (deps: TransferDeps, inFlight: ChunksInFlight
     inOrder.stored()
     await inOrder.catchUp()
     const r = await recordChunk(deps, c.drive, c.jobId, c.index, c.range.length, c.chunkSize, c.duplicates, {
-      digest: inOrder.mayFinish() ? async () => inOrder.digestOfLast() : undefined,
+      digest: async () => inOrder.digestOfLast(),
+      alone: !inOrder.mayFinish(),
       timing: chunkTiming(c.startedAt, c.t0, bodyAt, meter, stored),
       claim: lock
     })
@@ -726,11 +727,15 @@ function uploadOver (duplicates: 'refuse' | 'accept', driveId: string): DomainEr
 export interface StoredChunk {
   /**
    * the image's sha256, asked for in the transaction that records the upload's last chunk
-   * (InOrderHash.digestOfLast); undefined when this request will not finish the upload
-   * (InOrderHash.mayFinish): the chunk is then recorded without a transaction (recordOne)
+   * (InOrderHash.digestOfLast); undefined when the request cannot tell it
    */
   digest?: () => Promise<ChunksDigest | undefined>
   timing: ChunkTiming
+  /**
+   * recorded in one statement with no transaction around it (recordOne): this request is not
+   * expected to finish the upload (InOrderHash.mayFinish)
+   */
+  alone?: boolean
   /** the chunk's claim: recorded only while it is still held */
   claim: Pick<SessionLock, 'pid' | 'name'>
 }
@@ -751,7 +756,7 @@ interface RecordRow {
  * the image's digest (every chunk went through this app: InOrderHash.digestOfLast), it finishes the
  * upload in the same transaction (the drive leaves `uploading`, the job succeeds); otherwise it makes the job due, so a worker
  * hashes the image and finishes it. A chunk stored already is 416 (`refuse`, §5.2) or answered as
- * stored (`accept`, resumable.js, where the same chunk twice is idempotent). Without chunk.digest,
+ * stored (`accept`, resumable.js, where the same chunk twice is idempotent). With chunk.alone,
  * one statement with no transaction around it (recordOne).
  */
 export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', chunk: StoredChunk): Promise<ChunkResult> {
@@ -760,7 +765,7 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
   const over = () => uploadOver(duplicates, drive.id)
   const { startedAt, ...sums } = chunk.timing
   const t0 = performance.now()
-  if (chunk.digest === undefined) return recordOne(deps, drive, jobId, n, length, S, duplicates, chunk)
+  if (chunk.alone === true) return recordOne(deps, drive, jobId, n, length, S, duplicates, chunk, t0)
   // chunks of one upload are recorded one at a time: without the job's row lock, taken with BEGIN
   // (one round trip), two last chunks arriving together could each miss the other's row, so neither
   // would see the upload complete (the statement below takes its snapshot once the lock is held, so
@@ -788,24 +793,32 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
   }, { begin: `SELECT 1 FROM jobs WHERE id = ${pg.escapeLiteral(jobId)}::uuid FOR UPDATE` })
 }
 
-interface RecordOneRow { held: boolean, inserted: number, live: boolean, stored: boolean, bytes: string | null }
+interface RecordOneRow { held: boolean, inserted: number, live: boolean, stored: boolean, bytes: string | null, params: RecordRow['params'] }
 
 /**
- * recordChunk for a chunk whose request will not finish the upload (chunk.digest undefined: by what
- * this app saw, another chunk's record is still to come, or not every chunk came through it): one
- * statement (RECORD_ONE_SQL), which commits by itself, where the transaction takes three round
- * trips (BEGIN with the job's row lock, the statement, COMMIT). bench:transfer with resumable.js's
- * 1 MiB chunks: a chunk's request made six round trips to PostgreSQL against the bare server's
- * none. Should it complete the upload after all (the chunks after it were recorded first), it
- * makes the job due, as when the digest is not known: a worker hashes the image and finishes it.
+ * How long a job whose upload a record without a transaction completed waits for that request to
+ * finish it (s): if its process stops first, a worker takes the job then.
  */
-async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', chunk: StoredChunk): Promise<ChunkResult> {
+export const FINISH_AFTER_RECORD_SECONDS = 30
+
+/**
+ * recordChunk for a chunk whose request is not expected to finish the upload (chunk.alone: by
+ * what this app saw, another chunk's record is still to come, or not every chunk came through
+ * it): one statement (RECORD_ONE_SQL), which commits by itself, where the transaction takes three
+ * round trips (BEGIN with the job's row lock, the statement, COMMIT). bench:transfer with
+ * resumable.js's 1 MiB chunks: a chunk's request made six round trips to PostgreSQL against the
+ * bare server's none. Should it complete the upload after all (the chunks after it, sent at the
+ * same time, were recorded first), its request finishes the upload in a transaction of its own
+ * (finishAfterRecord) if it can tell the digest; if not, the statement made the job due, and a
+ * worker hashes the image.
+ */
+async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string, n: number, length: number, S: number, duplicates: 'refuse' | 'accept', chunk: StoredChunk, t0: number): Promise<ChunkResult> {
   const size = Number(drive.size)
   const total = chunkCount(size, S)
   const { startedAt, ...sums } = chunk.timing
   const [r] = await query<RecordOneRow>(deps.pool, RECORD_ONE_SQL,
     [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId,
-      chunk.claim.pid, chunk.claim.name, drive.ownerId, CHANNELS.jobs, S], 'clonejobs_chunk_record_one')
+      chunk.claim.pid, chunk.claim.name, drive.ownerId, CHANNELS.jobs, S, chunk.digest !== undefined], 'clonejobs_chunk_record_one')
   if (!r.held) throw claimLost(n)
   const bytes = Number(r.bytes ?? 0)
   const count = bytes >= size ? total : Math.floor(bytes / S)
@@ -814,9 +827,36 @@ async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string,
     // stored already (a row this statement waited for is one too, while the upload is live)
     if (!r.live && !r.stored) throw uploadOver(duplicates, drive.id)
     if (duplicates === 'refuse') throw chunkStored(n)
+  } else if (result.complete && chunk.digest !== undefined) {
+    await finishAfterRecord(deps, drive, jobId, total, chunk.digest, r.params, t0)
   }
   return result
 }
+
+/**
+ * The upload that a record without a transaction completed (recordOne, chunk.digest given; the
+ * statement left the job due in FINISH_AFTER_RECORD_SECONDS, announcing nothing): finished here
+ * as recordChunk's transaction finishes it, under the job's row lock. When the digest cannot be
+ * told after all, or the job cannot be had, the job is made due now for a worker. A failure is
+ * logged, not answered: the chunk is recorded, and a worker takes the job when it falls due.
+ */
+async function finishAfterRecord (deps: TransferDeps, drive: UploadDrive, jobId: string, total: number, digestOf: () => Promise<ChunksDigest | undefined>, params: RecordRow['params'], t0: number): Promise<void> {
+  try {
+    await pgTransaction(deps.pool, async (client) => {
+      const digest = await digestOf()
+      if (digest !== undefined && await finishInRequest(deps, client, drive, jobId, total, digest, params, t0)) return
+      await query(client, DUE_NOW_SQL, [jobId, CHANNELS.jobs], 'clonejobs_chunk_due_now')
+      await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
+    }, { begin: `SELECT 1 FROM jobs WHERE id = ${pg.escapeLiteral(jobId)}::uuid FOR UPDATE` })
+  } catch (err) {
+    deps.log.warn({ err, jobId, driveId: drive.id }, `the upload's last chunk is recorded but its request could not finish the upload; a worker finishes it within ${FINISH_AFTER_RECORD_SECONDS} s`)
+  }
+}
+
+// $1 the job, $2 the jobs channel: due now, and a worker woken
+const DUE_NOW_SQL = `
+  WITH u AS (UPDATE jobs SET run_at = now() WHERE id = $1::uuid AND state = 'started' AND locked_by IS NULL RETURNING 1)
+  SELECT count(pg_notify($2::text, $1::text)) AS n FROM u`
 
 // recordOne's statement, RECORD_SQL without a transaction around it: the job's row is locked
 // first (`live`, FOR UPDATE), so the records of one upload still run one at a time, and a chunk's
@@ -829,7 +869,10 @@ async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string,
 // the rows before it hashes the image (driveUploadHandler). $1 drive, $2 chunk number, $3 its
 // bytes, $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it
 // began (ms), $8 the upload's job, $9 and $10 the claim, $11 the owner, $12 the jobs channel, $13
-// the chunk size. `stored` is read from the snapshot: a chunk recorded before the upload ended.
+// the chunk size, $14 whether the request may tell the image's digest (then a record that
+// completes the upload leaves the job due in FINISH_AFTER_RECORD_SECONDS and announces nothing:
+// the request finishes it, or makes it due now and announces it). `stored` is read from the
+// snapshot: a chunk recorded before the upload ended.
 const RECORD_ONE_SQL = `
   WITH claim AS (SELECT ${heldSql('$9', '$10')} AS held),
   live AS (SELECT id FROM jobs WHERE id = $8::uuid AND state = 'started' AND locked_by IS NULL FOR UPDATE),
@@ -844,7 +887,8 @@ const RECORD_ONE_SQL = `
       progress = LEAST(99, floor((jobs.bytes_done + i.size) * 100 / $4::numeric))::int,
       description = CASE WHEN jobs.bytes_done + i.size >= $4::bigint THEN 'all chunks received; verifying the image'
         ELSE format('received %s of %s chunks', floor((jobs.bytes_done + i.size) / $13::numeric), $5::int) END,
-      run_at = CASE WHEN jobs.bytes_done + i.size >= $4::bigint THEN now() ELSE now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS}) END,
+      run_at = CASE WHEN jobs.bytes_done + i.size < $4::bigint THEN now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS})
+        WHEN $14::bool THEN now() + make_interval(secs => ${FINISH_AFTER_RECORD_SECONDS}) ELSE now() END,
       last_modified = now(),
       params = jobs.params || jsonb_build_object(
         'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
@@ -852,13 +896,13 @@ const RECORD_ONE_SQL = `
         'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, $7::float8), $7::float8))
     FROM (SELECT sum(size) AS size FROM ins) i
     WHERE jobs.id = $8::uuid AND i.size IS NOT NULL
-    RETURNING jobs.bytes_done AS bytes
+    RETURNING jobs.bytes_done AS bytes, jobs.params
   ),
-  ${publishEventsSql('SELECT $11::uuid AS owner_id, \'jobs\' AS resource_type, $8::text AS resource_id, \'changed\' AS change FROM u')},
-  due AS (SELECT count(pg_notify($12::text, $8::text)) AS n FROM u WHERE u.bytes >= $4::bigint)
+  ${publishEventsSql('SELECT $11::uuid AS owner_id, \'jobs\' AS resource_type, $8::text AS resource_id, \'changed\' AS change FROM u WHERE u.bytes < $4::bigint OR NOT $14::bool')},
+  due AS (SELECT count(pg_notify($12::text, $8::text)) AS n FROM u WHERE u.bytes >= $4::bigint AND NOT $14::bool)
   SELECT (SELECT held FROM claim) AS held, (SELECT count(*) FROM ins)::int AS inserted, EXISTS (SELECT 1 FROM live) AS live,
     EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $2::int) AS stored,
-    COALESCE((SELECT bytes FROM u), (SELECT bytes_done FROM jobs WHERE id = $8::uuid))::text AS bytes,
+    COALESCE((SELECT bytes FROM u), (SELECT bytes_done FROM jobs WHERE id = $8::uuid))::text AS bytes, (SELECT params FROM u) AS params,
     (SELECT n FROM notified) + (SELECT n FROM due) AS notifies`
 
 // recordChunk's statement: the claim, the chunk's row, the count, the job's progress and
