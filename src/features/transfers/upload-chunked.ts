@@ -836,14 +836,17 @@ async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string,
 /**
  * The upload that a record without a transaction completed (recordOne, chunk.digest given; the
  * statement left the job due in FINISH_AFTER_RECORD_SECONDS, announcing nothing): finished here
- * as recordChunk's transaction finishes it, under the job's row lock. When the digest cannot be
- * told after all, or the job cannot be had, the job is made due now for a worker. A failure is
+ * as recordChunk's transaction finishes it, under the job's row lock, once a count of the chunk
+ * rows confirms it complete. When they do not, or the digest cannot be told after all, or the job
+ * cannot be had, the job is made due now for a worker (which counts the rows again). A failure is
  * logged, not answered: the chunk is recorded, and a worker takes the job when it falls due.
  */
 async function finishAfterRecord (deps: TransferDeps, drive: UploadDrive, jobId: string, total: number, digestOf: () => Promise<ChunksDigest | undefined>, params: RecordRow['params'], t0: number): Promise<void> {
   try {
     await pgTransaction(deps.pool, async (client) => {
-      const digest = await digestOf()
+      // the bytes said complete: the rows confirm it, as RECORD_SQL's count does (chunksStoredSql)
+      const [{ n }] = await query<{ n: number }>(client, 'SELECT count(*)::int AS n FROM upload_chunks WHERE drive_id = $1::uuid', [drive.id], 'clonejobs_chunk_rows')
+      const digest = n >= total ? await digestOf() : undefined
       if (digest !== undefined && await finishInRequest(deps, client, drive, jobId, total, digest, params, t0)) return
       await query(client, DUE_NOW_SQL, [jobId, CHANNELS.jobs], 'clonejobs_chunk_due_now')
       await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
