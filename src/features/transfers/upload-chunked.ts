@@ -868,8 +868,8 @@ const DUE_NOW_SQL = `
 // UPDATE finds it locked (jobs.bytes_done in SET: the latest version, which a snapshot read of the
 // row in another WITH item would miss), and the upload is complete when they reach the image's
 // size: each chunk's row is inserted once (its key) and adds its length, which the geometry fixes,
-// so the bytes reach the size only when every chunk is in; the worker that then finishes it counts
-// the rows before it hashes the image (driveUploadHandler). $1 drive, $2 chunk number, $3 its
+// so the bytes reach the size only when every chunk is in; what then finishes it counts the rows
+// first (finishAfterRecord, or the worker: driveUploadHandler). $1 drive, $2 chunk number, $3 its
 // bytes, $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it
 // began (ms), $8 the upload's job, $9 and $10 the claim, $11 the owner, $12 the jobs channel, $13
 // the chunk size, $14 whether the request may tell the image's digest (then a record that
