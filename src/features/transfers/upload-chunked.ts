@@ -790,7 +790,7 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
       await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
     }
     return result
-  }, { begin: `SELECT 1 FROM jobs WHERE id = ${pg.escapeLiteral(jobId)}::uuid FOR UPDATE` })
+  }, { begin: lockJobSql(jobId) })
 }
 
 interface RecordOneRow { held: boolean, inserted: number, live: boolean, stored: boolean, bytes: string | null, params: RecordRow['params'] }
@@ -850,11 +850,35 @@ async function finishAfterRecord (deps: TransferDeps, drive: UploadDrive, jobId:
       if (digest !== undefined && await finishInRequest(deps, client, drive, jobId, total, digest, params, t0)) return
       await query(client, DUE_NOW_SQL, [jobId, CHANNELS.jobs], 'clonejobs_chunk_due_now')
       await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
-    }, { begin: `SELECT 1 FROM jobs WHERE id = ${pg.escapeLiteral(jobId)}::uuid FOR UPDATE` })
+    }, { begin: lockJobSql(jobId) })
   } catch (err) {
     deps.log.warn({ err, jobId, driveId: drive.id }, `the upload's last chunk is recorded but its request could not finish the upload; a worker finishes it within ${FINISH_AFTER_RECORD_SECONDS} s`)
   }
 }
+
+/**
+ * The SET list of a chunk's record (RECORD_SQL, RECORD_ONE_SQL; SQL expressions all four):
+ * bytes_done becomes `bytes`, the progress and description follow from it and `count` (chunks
+ * stored), the job falls due at `dueAt` once `complete` (a worker finishes the upload unless a
+ * request does), else at the idle deadline; the request's time split ($6) is added to the job's
+ * and its start ($7) kept if it is the first. $4 the image's size, $5 chunks in all.
+ */
+function recordSetSql (bytes: string, count: string, complete: string, dueAt: string): string {
+  return `
+      bytes_done = ${bytes},
+      progress = LEAST(99, floor(${bytes} * 100 / $4::numeric))::int,
+      description = CASE WHEN ${complete} THEN 'all chunks received; verifying the image'
+        ELSE format('received %s of %s chunks', ${count}, $5::int) END,
+      run_at = CASE WHEN ${complete} THEN ${dueAt} ELSE now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS}) END,
+      last_modified = now(),
+      params = jobs.params || jsonb_build_object(
+        'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
+          FROM jsonb_each_text($6::jsonb) AS x),
+        'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, $7::float8), $7::float8))`
+}
+
+/** The first statement of a transaction that records or finishes a chunked upload: its job's row lock (sent with BEGIN: pgTransaction's `begin`). */
+const lockJobSql = (jobId: string) => `SELECT 1 FROM jobs WHERE id = ${pg.escapeLiteral(jobId)}::uuid FOR UPDATE`
 
 // $1 the job, $2 the jobs channel: due now, and a worker woken
 const DUE_NOW_SQL = `
@@ -886,17 +910,8 @@ const RECORD_ONE_SQL = `
   ),
   u AS (
     UPDATE jobs SET
-      bytes_done = jobs.bytes_done + i.size,
-      progress = LEAST(99, floor((jobs.bytes_done + i.size) * 100 / $4::numeric))::int,
-      description = CASE WHEN jobs.bytes_done + i.size >= $4::bigint THEN 'all chunks received; verifying the image'
-        ELSE format('received %s of %s chunks', floor((jobs.bytes_done + i.size) / $13::numeric), $5::int) END,
-      run_at = CASE WHEN jobs.bytes_done + i.size < $4::bigint THEN now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS})
-        WHEN $14::bool THEN now() + make_interval(secs => ${FINISH_AFTER_RECORD_SECONDS}) ELSE now() END,
-      last_modified = now(),
-      params = jobs.params || jsonb_build_object(
-        'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
-          FROM jsonb_each_text($6::jsonb) AS x),
-        'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, $7::float8), $7::float8))
+${recordSetSql('(jobs.bytes_done + i.size)', 'floor((jobs.bytes_done + i.size) / $13::numeric)', 'jobs.bytes_done + i.size >= $4::bigint',
+  `CASE WHEN $14::bool THEN now() + make_interval(secs => ${FINISH_AFTER_RECORD_SECONDS}) ELSE now() END`)}
     FROM (SELECT sum(size) AS size FROM ins) i
     WHERE jobs.id = $8::uuid AND i.size IS NOT NULL
     RETURNING jobs.bytes_done AS bytes, jobs.params
@@ -930,17 +945,7 @@ const RECORD_SQL = `
   agg AS (SELECT sums.bytes, ${chunksStoredSql('sums.bytes', '$1', '$4', '$14', '(SELECT count(*) FROM ins)')} AS count FROM sums),
   u AS (
     UPDATE jobs SET
-      bytes_done = agg.bytes,
-      progress = LEAST(99, floor(agg.bytes * 100 / $4::numeric))::int,
-      description = CASE WHEN agg.count >= $5::int THEN 'all chunks received; verifying the image'
-        ELSE format('received %s of %s chunks', agg.count, $5::int) END,
-      -- the last chunk makes the job due now (a worker finishes the upload unless this request does)
-      run_at = CASE WHEN agg.count >= $5::int THEN now() ELSE now() + make_interval(secs => ${CHUNKED_UPLOAD_IDLE_SECONDS}) END,
-      last_modified = now(),
-      params = jobs.params || jsonb_build_object(
-        'timing', (SELECT jsonb_object_agg(x.key, COALESCE((jobs.params -> 'timing' ->> x.key)::float8, 0) + x.value::float8)
-          FROM jsonb_each_text($6::jsonb) AS x),
-        'firstChunkAt', LEAST(COALESCE((jobs.params ->> 'firstChunkAt')::float8, $7::float8), $7::float8))
+${recordSetSql('agg.bytes', 'agg.count', 'agg.count >= $5::int', 'now()')}
     FROM agg
     WHERE jobs.id = $8::uuid AND jobs.state = 'started' AND jobs.locked_by IS NULL AND EXISTS (SELECT 1 FROM ins)
     RETURNING jobs.params
