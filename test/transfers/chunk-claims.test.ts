@@ -160,7 +160,7 @@ t.test('a chunk is recorded only while its claim is held at that moment: a claim
   const d = await init(2)
   const drive = { id: d.uuid, ownerId: user.id, size: 2 * S }
   const timing = { startedAt: Date.now(), lookupsMs: 0, receiveMs: 0, hashMs: 0, fsyncMs: 0, movedBytes: 0 }
-  const record = (claim: { pid: number, name: string }) => recordChunk(transferDeps(one.app), drive, d.jobs[0].uuid, 0, S, S, 'refuse', { timing, claim })
+  const record = (claim: { pid: number, name: string }) => recordChunk(transferDeps(one.app), drive, d.jobs[0].uuid, 0, S, S, 'refuse', { timing, claim, digest: async () => undefined })
   // no pings: a claims connection whose backend went away is noticed only by its own events
   const locks = new SessionLocks({ connectionString: one.databaseUrl }, { pingIntervalMs: 3_600_000 })
   t.teardown(() => locks.close())

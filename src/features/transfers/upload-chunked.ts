@@ -727,9 +727,9 @@ function uploadOver (duplicates: 'refuse' | 'accept', driveId: string): DomainEr
 export interface StoredChunk {
   /**
    * the image's sha256, asked for in the transaction that records the upload's last chunk
-   * (InOrderHash.digestOfLast); undefined when the request cannot tell it
+   * (InOrderHash.digestOfLast); it resolves to undefined when the request cannot tell it
    */
-  digest?: () => Promise<ChunksDigest | undefined>
+  digest: () => Promise<ChunksDigest | undefined>
   timing: ChunkTiming
   /**
    * recorded in one statement with no transaction around it (recordOne): this request is not
@@ -775,7 +775,7 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
     // request finishes the upload, the change event (and the NOTIFY that makes a complete upload's job due)
     const [r] = await query<RecordRow>(client, RECORD_SQL,
       [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId,
-        chunk.claim.pid, chunk.claim.name, chunk.digest !== undefined, drive.ownerId, CHANNELS.jobs, S], 'clonejobs_chunk_record')
+        chunk.claim.pid, chunk.claim.name, drive.ownerId, S], 'clonejobs_chunk_record')
     if (!r.held) throw claimLost(n)
     const result = { chunk: n, bytes: length, chunksStored: r.count, chunksTotal: total, complete: r.count >= total }
     if (r.inserted === 0) {
@@ -783,8 +783,8 @@ export async function recordChunk (deps: TransferDeps, drive: UploadDrive, jobId
       return result
     }
     if (!r.updated) throw over()
-    const digest = result.complete && chunk.digest !== undefined ? await chunk.digest() : undefined
-    if (result.complete && chunk.digest !== undefined && (digest === undefined || !await finishInRequest(deps, client, drive, jobId, total, digest, r.params, t0))) {
+    const digest = result.complete ? await chunk.digest() : undefined
+    if (result.complete && (digest === undefined || !await finishInRequest(deps, client, drive, jobId, total, digest, r.params, t0))) {
       // the sha256 is not known here, or the job could not be had (a cancel was requested): a worker takes it
       await query(client, 'SELECT pg_notify($1, $2)', [CHANNELS.jobs, jobId], 'clonejobs_chunk_notify')
       await publishChange(client, { ownerId: drive.ownerId, resourceType: 'jobs', resourceId: jobId })
@@ -818,7 +818,7 @@ async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string,
   const { startedAt, ...sums } = chunk.timing
   const [r] = await query<RecordOneRow>(deps.pool, RECORD_ONE_SQL,
     [drive.id, n, length, size, total, JSON.stringify({ chunks: 1, ...sums }), startedAt, jobId,
-      chunk.claim.pid, chunk.claim.name, drive.ownerId, CHANNELS.jobs, S, chunk.digest !== undefined], 'clonejobs_chunk_record_one')
+      chunk.claim.pid, chunk.claim.name, drive.ownerId, S], 'clonejobs_chunk_record_one')
   if (!r.held) throw claimLost(n)
   const bytes = Number(r.bytes ?? 0)
   const count = bytes >= size ? total : Math.floor(bytes / S)
@@ -827,15 +827,15 @@ async function recordOne (deps: TransferDeps, drive: UploadDrive, jobId: string,
     // stored already (a row this statement waited for is one too, while the upload is live)
     if (!r.live && !r.stored) throw uploadOver(duplicates, drive.id)
     if (duplicates === 'refuse') throw chunkStored(n)
-  } else if (result.complete && chunk.digest !== undefined) {
+  } else if (result.complete) {
     await finishAfterRecord(deps, drive, jobId, total, chunk.digest, r.params, t0)
   }
   return result
 }
 
 /**
- * The upload that a record without a transaction completed (recordOne, chunk.digest given; the
- * statement left the job due in FINISH_AFTER_RECORD_SECONDS, announcing nothing): finished here
+ * The upload that a record without a transaction completed (recordOne; the statement left the
+ * job due in FINISH_AFTER_RECORD_SECONDS, announcing nothing): finished here
  * as recordChunk's transaction finishes it, under the job's row lock, once a count of the chunk
  * rows confirms it complete. When they do not, or the digest cannot be told after all, or the job
  * cannot be had, the job is made due now for a worker (which counts the rows again). A failure is
@@ -895,11 +895,10 @@ const DUE_NOW_SQL = `
 // so the bytes reach the size only when every chunk is in; what then finishes it counts the rows
 // first (finishAfterRecord, or the worker: driveUploadHandler). $1 drive, $2 chunk number, $3 its
 // bytes, $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it
-// began (ms), $8 the upload's job, $9 and $10 the claim, $11 the owner, $12 the jobs channel, $13
-// the chunk size, $14 whether the request may tell the image's digest (then a record that
-// completes the upload leaves the job due in FINISH_AFTER_RECORD_SECONDS and announces nothing:
-// the request finishes it, or makes it due now and announces it). `stored` is read from the
-// snapshot: a chunk recorded before the upload ended.
+// began (ms), $8 the upload's job, $9 and $10 the claim, $11 the owner, $12 the chunk size.
+// A record that completes the upload leaves the job due in FINISH_AFTER_RECORD_SECONDS and
+// announces nothing: its request finishes it, or makes it due now and announces it
+// (finishAfterRecord). `stored` is read from the snapshot: a chunk recorded before the upload ended.
 const RECORD_ONE_SQL = `
   WITH claim AS (SELECT ${heldSql('$9', '$10')} AS held),
   live AS (SELECT id FROM jobs WHERE id = $8::uuid AND state = 'started' AND locked_by IS NULL FOR UPDATE),
@@ -910,30 +909,29 @@ const RECORD_ONE_SQL = `
   ),
   u AS (
     UPDATE jobs SET
-${recordSetSql('(jobs.bytes_done + i.size)', 'floor((jobs.bytes_done + i.size) / $13::numeric)', 'jobs.bytes_done + i.size >= $4::bigint',
-  `CASE WHEN $14::bool THEN now() + make_interval(secs => ${FINISH_AFTER_RECORD_SECONDS}) ELSE now() END`)}
+${recordSetSql('(jobs.bytes_done + i.size)', 'floor((jobs.bytes_done + i.size) / $12::numeric)', 'jobs.bytes_done + i.size >= $4::bigint',
+  `now() + make_interval(secs => ${FINISH_AFTER_RECORD_SECONDS})`)}
     FROM (SELECT sum(size) AS size FROM ins) i
     WHERE jobs.id = $8::uuid AND i.size IS NOT NULL
     RETURNING jobs.bytes_done AS bytes, jobs.params
   ),
-  ${publishEventsSql('SELECT $11::uuid AS owner_id, \'jobs\' AS resource_type, $8::text AS resource_id, \'changed\' AS change FROM u WHERE u.bytes < $4::bigint OR NOT $14::bool')},
-  due AS (SELECT count(pg_notify($12::text, $8::text)) AS n FROM u WHERE u.bytes >= $4::bigint AND NOT $14::bool)
+  ${publishEventsSql('SELECT $11::uuid AS owner_id, \'jobs\' AS resource_type, $8::text AS resource_id, \'changed\' AS change FROM u WHERE u.bytes < $4::bigint')}
   SELECT (SELECT held FROM claim) AS held, (SELECT count(*) FROM ins)::int AS inserted, EXISTS (SELECT 1 FROM live) AS live,
     EXISTS (SELECT 1 FROM upload_chunks WHERE drive_id = $1::uuid AND number = $2::int) AS stored,
     COALESCE((SELECT bytes FROM u), (SELECT bytes_done FROM jobs WHERE id = $8::uuid))::text AS bytes, (SELECT params FROM u) AS params,
-    (SELECT n FROM notified) + (SELECT n FROM due) AS notifies`
+    (SELECT n FROM notified) AS notifies`
 
 // recordChunk's statement: the claim, the chunk's row, the count, the job's progress and
 // deadline, the time split so far, the change event. The bytes stored are the job's bytes_done
 // (read after the job's row lock was taken, so every earlier record's) plus this chunk's; the
 // count follows from them (chunksStoredSql). $1 drive, $2 chunk number, $3 its bytes,
 // $4 the image's size, $5 chunks in all, $6 the request's time split (JSON), $7 when it began
-// (ms), $8 the upload's job, $9 and $10 the claim (its connection's pid, its name), $11 whether
-// the request may tell the image's digest (then it finishes a complete upload itself, and publishes
-// with that, or, when it cannot tell it after all, publishes and notifies itself), $12 the owner, $13 the jobs channel, $14 the
-// chunk size. The claim is looked at after the job's row
-// lock: a claims connection that died is noticed by its signal only at the next ping, and by then
-// another process may have claimed the chunk and be writing it.
+// (ms), $8 the upload's job, $9 and $10 the claim (its connection's pid, its name), $11 the owner,
+// $12 the chunk size. A record that completes the upload publishes nothing: its request finishes
+// the upload and publishes with that, or, when it cannot tell the digest, publishes and notifies
+// itself. The claim is looked at after the job's row lock: a claims connection that died is
+// noticed by its signal only at the next ping, and by then another process may have claimed the
+// chunk and be writing it.
 const RECORD_SQL = `
   WITH claim AS (SELECT ${heldSql('$9', '$10')} AS held),
   ins AS (
@@ -942,7 +940,7 @@ const RECORD_SQL = `
     RETURNING size
   ),
   sums AS (SELECT COALESCE((SELECT bytes_done FROM jobs WHERE id = $8::uuid), 0) + (SELECT COALESCE(sum(size), 0) FROM ins) AS bytes),
-  agg AS (SELECT sums.bytes, ${chunksStoredSql('sums.bytes', '$1', '$4', '$14', '(SELECT count(*) FROM ins)')} AS count FROM sums),
+  agg AS (SELECT sums.bytes, ${chunksStoredSql('sums.bytes', '$1', '$4', '$12', '(SELECT count(*) FROM ins)')} AS count FROM sums),
   u AS (
     UPDATE jobs SET
 ${recordSetSql('agg.bytes', 'agg.count', 'agg.count >= $5::int', 'now()')}
@@ -952,12 +950,11 @@ ${recordSetSql('agg.bytes', 'agg.count', 'agg.count >= $5::int', 'now()')}
   ),
   -- what publishChange would write, unless this request finishes the upload (its finish publishes)
   ${publishEventsSql(`
-    SELECT $12::uuid AS owner_id, 'jobs' AS resource_type, $8::text AS resource_id, 'changed' AS change
-    FROM u, agg WHERE agg.count < $5::int OR NOT $11::bool`)},
-  due AS (SELECT count(pg_notify($13::text, $8::text)) AS n FROM u, agg WHERE agg.count >= $5::int AND NOT $11::bool)
+    SELECT $11::uuid AS owner_id, 'jobs' AS resource_type, $8::text AS resource_id, 'changed' AS change
+    FROM u, agg WHERE agg.count < $5::int`)}
   -- notifies is read so that the NOTIFYs run: a plain SELECT in WITH runs only when referenced
   SELECT (SELECT held FROM claim) AS held, (SELECT count(*) FROM ins)::int AS inserted, agg.count::int AS count, agg.bytes::text AS bytes,
-    EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params, (SELECT n FROM notified) + (SELECT n FROM due) AS notifies
+    EXISTS (SELECT 1 FROM u) AS updated, (SELECT params FROM u) AS params, (SELECT n FROM notified) AS notifies
   FROM agg`
 
 /**
